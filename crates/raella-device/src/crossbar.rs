@@ -1,0 +1,345 @@
+//! A crossbar of integer device levels, and its programmed (possibly
+//! non-ideal) conductance image that inputs are applied to.
+//!
+//! [`Crossbar`] holds the target levels exactly as a compiler asked for them.
+//! [`Crossbar::program`] writes them to devices, applying programming
+//! variation and stuck cells when a [`DeviceNoise`] is given, and yields a
+//! [`ProgrammedCrossbar`]. Only the used region (the rows and columns a
+//! mapping occupies) is stored: unused cells are OFF and draw no current.
+
+use ndarray::{Array2, ArrayView2, ArrayViewMut2, linalg::general_mat_mul};
+use rand::RngExt;
+
+use crate::{CellKind, CrossbarGeometry, DeviceError, DeviceNoise, Xoshiro256PlusPlus};
+
+/// Target device levels of one crossbar's used region, row-major.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Crossbar {
+    geometry: CrossbarGeometry,
+    used_rows: usize,
+    used_cols: usize,
+    pos: Vec<u8>,
+    neg: Vec<u8>,
+}
+
+impl Crossbar {
+    /// Builds a crossbar whose top-left `used_rows x used_cols` cells hold
+    /// `pos` (and, for 2T2R, `neg`) levels, row-major.
+    ///
+    /// # Errors
+    /// A region larger than the geometry, arrays of the wrong length, a level
+    /// above the device maximum, or negative levels on 1T1R.
+    pub fn new(
+        geometry: CrossbarGeometry,
+        used_rows: usize,
+        used_cols: usize,
+        pos: Vec<u8>,
+        neg: Option<Vec<u8>>,
+    ) -> Result<Self, DeviceError> {
+        if used_rows > geometry.rows() || used_cols > geometry.cols() {
+            return Err(DeviceError::RegionTooLarge {
+                used_rows,
+                used_cols,
+                rows: geometry.rows(),
+                cols: geometry.cols(),
+            });
+        }
+        let n = used_rows * used_cols;
+        let check = |what: &'static str, v: &[u8]| -> Result<(), DeviceError> {
+            if v.len() != n {
+                return Err(DeviceError::ShapeMismatch {
+                    what,
+                    expected: n,
+                    got: v.len(),
+                    rows: used_rows,
+                    cols: used_cols,
+                });
+            }
+            let max = geometry.max_level();
+            if let Some(i) = v.iter().position(|&l| l > max) {
+                return Err(DeviceError::LevelTooLarge {
+                    row: i / used_cols,
+                    col: i % used_cols,
+                    level: v[i],
+                    max,
+                });
+            }
+            Ok(())
+        };
+        check("positive levels", &pos)?;
+        let neg = match (geometry.cell(), neg) {
+            (CellKind::OneT1R, Some(neg)) => {
+                if neg.iter().any(|&l| l != 0) {
+                    return Err(DeviceError::NegativeOn1T1R);
+                }
+                Vec::new()
+            }
+            (CellKind::OneT1R, None) => Vec::new(),
+            (CellKind::TwoT2R, Some(neg)) => {
+                check("negative levels", &neg)?;
+                neg
+            }
+            (CellKind::TwoT2R, None) => vec![0; n],
+        };
+        Ok(Self { geometry, used_rows, used_cols, pos, neg })
+    }
+
+    /// The physical geometry.
+    #[must_use]
+    pub fn geometry(&self) -> CrossbarGeometry {
+        self.geometry
+    }
+
+    /// Rows in use.
+    #[must_use]
+    pub fn used_rows(&self) -> usize {
+        self.used_rows
+    }
+
+    /// Columns in use.
+    #[must_use]
+    pub fn used_cols(&self) -> usize {
+        self.used_cols
+    }
+
+    /// Target `(positive, negative)` levels of a used cell (negative is 0 on 1T1R).
+    #[must_use]
+    pub fn levels(&self, row: usize, col: usize) -> (u8, u8) {
+        let i = row * self.used_cols + col;
+        (self.pos[i], self.neg.get(i).copied().unwrap_or(0))
+    }
+
+    /// Sum of all target levels over both devices of every used cell.
+    #[must_use]
+    pub fn level_sum(&self) -> u64 {
+        self.pos.iter().chain(self.neg.iter()).map(|&l| u64::from(l)).sum()
+    }
+
+    /// Exact noise-free column sums for one vector of per-row pulse counts:
+    /// `sum_r pulses[r] * (pos[r][c] - neg[r][c])`. Slow and obviously correct;
+    /// the reference the fast path is tested against.
+    ///
+    /// # Panics
+    /// If `pulses.len() != used_rows`.
+    #[must_use]
+    pub fn column_sums_exact(&self, pulses: &[u8]) -> Vec<i64> {
+        assert_eq!(pulses.len(), self.used_rows, "one pulse count per used row");
+        (0..self.used_cols)
+            .map(|c| {
+                (0..self.used_rows)
+                    .map(|r| {
+                        let (p, n) = self.levels(r, c);
+                        i64::from(pulses[r]) * (i64::from(p) - i64::from(n))
+                    })
+                    .sum()
+            })
+            .collect()
+    }
+
+    /// Programs the devices. With `noise` absent or ideal, the conductances are
+    /// exactly the target levels and `rng` is not touched.
+    #[must_use]
+    pub fn program(
+        &self,
+        noise: Option<&DeviceNoise>,
+        rng: &mut Xoshiro256PlusPlus,
+    ) -> ProgrammedCrossbar {
+        let (r, c) = (self.used_rows, self.used_cols);
+        let max = f32::from(self.geometry.max_level());
+        let noisy = noise.filter(|n| !n.is_ideal());
+        let mut write = |level: u8| -> (f32, bool) {
+            let Some(n) = noisy else { return (f32::from(level), false) };
+            let u: f64 = rng.random();
+            if u < n.stuck_at_zero() {
+                return (0.0, true);
+            }
+            if u < n.stuck_at_zero() + n.stuck_at_max() {
+                return (max, true);
+            }
+            if level == 0 || n.programming_sigma() == 0.0 {
+                return (f32::from(level), false);
+            }
+            let z: f64 = rand_distr::Distribution::sample(&rand_distr::StandardNormal, rng);
+            #[allow(clippy::cast_possible_truncation)]
+            let g = (f64::from(level) * (1.0 + n.programming_sigma() * z)) as f32;
+            (g.clamp(0.0, max), false)
+        };
+        let mut diff = Array2::<f32>::zeros((r, c));
+        let mut magnitude = Array2::<f32>::zeros((r, c));
+        let mut stuck = 0usize;
+        for row in 0..r {
+            for col in 0..c {
+                let (p, n) = self.levels(row, col);
+                let (gp, sp) = write(p);
+                let (gn, sn) = if self.geometry.cell() == CellKind::TwoT2R {
+                    write(n)
+                } else {
+                    (0.0, false)
+                };
+                stuck += usize::from(sp) + usize::from(sn);
+                diff[[row, col]] = gp - gn;
+                magnitude[[row, col]] = gp + gn;
+            }
+        }
+        ProgrammedCrossbar::from_matrices(self.geometry, diff, magnitude, stuck)
+    }
+}
+
+/// The conductance image of a programmed crossbar, laid out for batched
+/// matrix products (`pulses x diff`) and for single-column reads (recovery).
+#[derive(Debug, Clone)]
+pub struct ProgrammedCrossbar {
+    geometry: CrossbarGeometry,
+    diff: Array2<f32>,
+    diff_t: Array2<f32>,
+    magnitude: Array2<f32>,
+    magnitude_t: Array2<f32>,
+    row_magnitude: Vec<f32>,
+    level_sum: f64,
+    stuck_devices: usize,
+}
+
+impl ProgrammedCrossbar {
+    fn from_matrices(
+        geometry: CrossbarGeometry,
+        diff: Array2<f32>,
+        magnitude: Array2<f32>,
+        stuck_devices: usize,
+    ) -> Self {
+        let diff_t = diff.t().as_standard_layout().into_owned();
+        let magnitude_t = magnitude.t().as_standard_layout().into_owned();
+        let row_magnitude = magnitude.rows().into_iter().map(|r| r.sum()).collect::<Vec<_>>();
+        let level_sum = magnitude.iter().map(|&g| f64::from(g)).sum();
+        Self {
+            geometry,
+            diff,
+            diff_t,
+            magnitude,
+            magnitude_t,
+            row_magnitude,
+            level_sum,
+            stuck_devices,
+        }
+    }
+
+    /// The physical geometry.
+    #[must_use]
+    pub fn geometry(&self) -> CrossbarGeometry {
+        self.geometry
+    }
+
+    /// Rows in use.
+    #[must_use]
+    pub fn used_rows(&self) -> usize {
+        self.diff.nrows()
+    }
+
+    /// Columns in use.
+    #[must_use]
+    pub fn used_cols(&self) -> usize {
+        self.diff.ncols()
+    }
+
+    /// Devices stuck at 0 or at the maximum level.
+    #[must_use]
+    pub fn stuck_devices(&self) -> usize {
+        self.stuck_devices
+    }
+
+    /// Sum of programmed conductances over all devices (level units).
+    #[must_use]
+    pub fn level_sum(&self) -> f64 {
+        self.level_sum
+    }
+
+    /// Per used row, the summed conductance of both devices over the used columns.
+    #[must_use]
+    pub fn row_magnitudes(&self) -> &[f32] {
+        &self.row_magnitude
+    }
+
+    /// Column sums of a batch: `out = pulses (batch x rows) . (G+ - G-)`.
+    /// Exact for integer levels while sums stay below 2^24.
+    ///
+    /// # Panics
+    /// On shape mismatch.
+    pub fn column_sums(&self, pulses: ArrayView2<'_, f32>, out: ArrayViewMut2<'_, f32>) {
+        general_mat_mul(1.0, &pulses, &self.diff, 0.0, &mut { out });
+    }
+
+    /// `N+ + N-` of a batch: `out = pulses . (G+ + G-)`, the noise magnitude.
+    ///
+    /// # Panics
+    /// On shape mismatch.
+    pub fn column_magnitudes(&self, pulses: ArrayView2<'_, f32>, out: ArrayViewMut2<'_, f32>) {
+        general_mat_mul(1.0, &pulses, &self.magnitude, 0.0, &mut { out });
+    }
+
+    /// `G+ - G-` of one used column, over the used rows (contiguous).
+    #[must_use]
+    pub fn diff_column(&self, col: usize) -> &[f32] {
+        self.diff_t.row(col).to_slice().expect("standard layout")
+    }
+
+    /// `G+ + G-` of one used column, over the used rows (contiguous).
+    #[must_use]
+    pub fn magnitude_column(&self, col: usize) -> &[f32] {
+        self.magnitude_t.row(col).to_slice().expect("standard layout")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stream_rng;
+    use ndarray::array;
+
+    fn small() -> Crossbar {
+        let g = CrossbarGeometry::new(4, 4, CellKind::TwoT2R, 2).unwrap();
+        Crossbar::new(g, 3, 2, vec![1, 0, 3, 2, 0, 0], Some(vec![0, 2, 0, 0, 1, 3])).unwrap()
+    }
+
+    #[test]
+    fn exact_sums_are_positive_minus_negative() {
+        let xb = small();
+        // col 0: 2*1 + 1*3 + 4*(-1) = 1 ; col 1: 2*(-2) + 1*2 + 4*(-3) = -14
+        assert_eq!(xb.column_sums_exact(&[2, 1, 4]), vec![1, -14]);
+    }
+
+    #[test]
+    fn ideal_programming_matches_exact_sums() {
+        let xb = small();
+        let p = xb.program(None, &mut stream_rng(0, &[]));
+        let mut out = Array2::zeros((1, 2));
+        p.column_sums(array![[2.0f32, 1.0, 4.0]].view(), out.view_mut());
+        assert_eq!(out, array![[1.0f32, -14.0]]);
+        assert_eq!(p.diff_column(1), &[-2.0, 2.0, -3.0]);
+        assert_eq!(p.row_magnitudes(), &[3.0, 5.0, 4.0]);
+    }
+
+    #[test]
+    fn levels_are_validated() {
+        let g = CrossbarGeometry::new(4, 4, CellKind::OneT1R, 2).unwrap();
+        assert!(matches!(
+            Crossbar::new(g, 1, 2, vec![1, 4], None),
+            Err(DeviceError::LevelTooLarge { level: 4, max: 3, .. })
+        ));
+        assert!(matches!(
+            Crossbar::new(g, 5, 1, vec![0; 5], None),
+            Err(DeviceError::RegionTooLarge { .. })
+        ));
+        assert!(matches!(
+            Crossbar::new(g, 1, 1, vec![1], Some(vec![1])),
+            Err(DeviceError::NegativeOn1T1R)
+        ));
+    }
+
+    #[test]
+    fn stuck_everything_at_max() {
+        let xb = small();
+        let noise = DeviceNoise::new(0.0, 0.0, 1.0).unwrap();
+        let p = xb.program(Some(&noise), &mut stream_rng(3, &[]));
+        assert_eq!(p.stuck_devices(), 12);
+        assert_eq!(p.diff_column(0), &[0.0, 0.0, 0.0]);
+    }
+}
