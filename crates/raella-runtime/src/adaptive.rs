@@ -1,0 +1,58 @@
+//! Adaptive weight slicing driven by simulation: each candidate slicing is
+//! compiled, run on calibration inputs on ideal crossbars with the layer's
+//! ADC, and compared with the exact integer result under the policy's metric.
+//!
+//! The candidate runs use the layer's input mode *without recovery*: with
+//! recovery nearly every candidate is exact, so the error would not separate
+//! them; without it, the error measures how often and how badly speculation
+//! would fail, which is what wider weight slices risk (recoveries cost energy).
+//! For non-speculative modes this is the layer's own mode.
+
+use ndarray::ArrayView2;
+use raella_compiler::{AdaptiveSlicing, CompileConfig, Slicing, SlicingChoice, compile};
+
+use crate::reference::exact_outputs;
+use crate::{ProgrammedLayer, RunConfig, RuntimeError};
+
+/// Chooses the weight slicing of one layer (`weights`: outputs x inputs).
+///
+/// Candidates wider than the crossbar's devices are skipped. `force` (e.g. `1x8`
+/// for a network's last layer) bypasses the search.
+///
+/// # Errors
+/// No candidate fits the device, calibration inputs of the wrong shape, or a
+/// configuration the compiler rejects.
+pub fn choose_weight_slicing(
+    weights: ArrayView2<'_, i8>,
+    base: &CompileConfig,
+    policy: &AdaptiveSlicing,
+    force: Option<&Slicing>,
+    calibration: ArrayView2<'_, u8>,
+    run: &RunConfig,
+) -> Result<SlicingChoice, RuntimeError> {
+    if let Some(f) = force {
+        f.check_device(base.geometry.bits_per_device())?;
+    }
+    let bits = base.geometry.bits_per_device();
+    if !policy.candidates().iter().any(|c| c.max_width() <= bits) {
+        return Err(raella_compiler::CompileError::Adaptive(format!(
+            "no candidate slicing fits a {bits}-bit device"
+        ))
+        .into());
+    }
+    if calibration.ncols() != weights.ncols() {
+        return Err(RuntimeError::InputShape { expected: weights.ncols(), got: calibration.ncols() });
+    }
+    let exact = exact_outputs(weights, calibration);
+    let cal_run = RunConfig { input: run.input.without_recovery(), ..run.clone() };
+    policy.select(force, |cand| {
+        if cand.max_width() > bits {
+            return Ok(f64::INFINITY);
+        }
+        let cfg = CompileConfig { weight_slicing: cand.clone(), ..base.clone() };
+        let mapped = compile(weights, &cfg, None)?;
+        let out = ProgrammedLayer::ideal(mapped).run(calibration, &cal_run)?;
+        let sim = out.outputs.mapv(i64::from);
+        Ok::<f64, RuntimeError>(policy.metric().error(exact.view(), sim.view()))
+    })
+}

@@ -1,0 +1,357 @@
+//! The fast path: a compiled layer programmed onto crossbars, and the batched
+//! execution of input vectors on it.
+//!
+//! Per chunk of vectors and per crossbar, each input slice's column sums for
+//! the whole chunk are one matrix product (`pulses x (G+ - G-)`, f32, exact for
+//! integer sums below 2^24). The ADC, the speculation flags and the shift-add
+//! then run over that product; flagged column-slices are recovered by 1-bit
+//! dot products over their column only. The digital side adds the per-filter
+//! center term, undoes ISAAC bit flips and sums partial results across
+//! row blocks.
+//!
+//! Chunks run in parallel (rayon). Read-noise draws come from streams keyed by
+//! `(seed, pass, crossbar, vector, slice)`, so results do not depend on chunking
+//! or thread count.
+
+use ndarray::{Array2, ArrayView2, s};
+use raella_compiler::MappedLayer;
+use raella_device::{
+    Adc, ColumnNoise, DeviceNoise, ProgrammedCrossbar, Xoshiro256PlusPlus, stream_rng,
+};
+use rayon::prelude::*;
+
+use crate::{InputMode, LayerStats, RunConfig, RuntimeError};
+
+/// Vectors per parallel work item: large enough for an efficient matrix
+/// product, small enough to bound memory (a few MB per item).
+pub const CHUNK_VECTORS: usize = 256;
+
+/// A compiled layer whose crossbars have been programmed.
+#[derive(Debug, Clone)]
+pub struct ProgrammedLayer {
+    mapped: MappedLayer,
+    crossbars: Vec<ProgrammedCrossbar>,
+}
+
+/// The result of running a layer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerOutput {
+    /// Vectors x outputs, the integer dot products as the hardware computed them.
+    pub outputs: Array2<i32>,
+    /// What happened.
+    pub stats: LayerStats,
+}
+
+impl ProgrammedLayer {
+    /// Programs the layer with ideal devices (levels exactly as compiled).
+    #[must_use]
+    pub fn ideal(mapped: MappedLayer) -> Self {
+        let mut rng = stream_rng(0, &[]);
+        let crossbars = mapped.crossbars().iter().map(|x| x.crossbar.program(None, &mut rng)).collect();
+        Self { mapped, crossbars }
+    }
+
+    /// Programs the layer with device non-idealities, one seeded stream per crossbar.
+    #[must_use]
+    pub fn program(mapped: MappedLayer, noise: &DeviceNoise, seed: u64) -> Self {
+        let crossbars = mapped
+            .crossbars()
+            .iter()
+            .enumerate()
+            .map(|(i, x)| x.crossbar.program(Some(noise), &mut stream_rng(seed, &[u64::MAX, i as u64])))
+            .collect();
+        Self { mapped, crossbars }
+    }
+
+    /// The compiled mapping.
+    #[must_use]
+    pub fn mapped(&self) -> &MappedLayer {
+        &self.mapped
+    }
+
+    /// The programmed crossbars, in the mapping's order.
+    #[must_use]
+    pub fn crossbars(&self) -> &[ProgrammedCrossbar] {
+        &self.crossbars
+    }
+
+    /// Runs unsigned 8-bit input vectors (vectors x inputs).
+    ///
+    /// # Errors
+    /// [`RuntimeError::InputShape`] or an invalid input mode.
+    pub fn run(&self, inputs: ArrayView2<'_, u8>, cfg: &RunConfig) -> Result<LayerOutput, RuntimeError> {
+        self.check(inputs.ncols(), cfg)?;
+        let (y, mut stats) = self.run_pass(inputs, cfg, 0);
+        stats.passes = 1;
+        Ok(LayerOutput { outputs: y.mapv(saturate_i32), stats })
+    }
+
+    /// Runs signed 8-bit input vectors as two passes, the positive parts and the
+    /// magnitudes of the negative parts, subtracted digitally. Conversions, cycles
+    /// and input activity are those of both passes.
+    ///
+    /// # Errors
+    /// [`RuntimeError::InputShape`] or an invalid input mode.
+    pub fn run_signed(
+        &self,
+        inputs: ArrayView2<'_, i8>,
+        cfg: &RunConfig,
+    ) -> Result<LayerOutput, RuntimeError> {
+        self.check(inputs.ncols(), cfg)?;
+        let pos = inputs.mapv(|v| u8::try_from(v.max(0)).unwrap_or(0));
+        let neg = inputs.mapv(|v| u8::try_from(-i16::from(v.min(0))).unwrap_or(u8::MAX));
+        let (yp, sp) = self.run_pass(pos.view(), cfg, 0);
+        let (yn, sn) = self.run_pass(neg.view(), cfg, 1);
+        let mut stats = sp;
+        stats += &sn;
+        stats.vectors = sn.vectors;
+        stats.macs = sn.macs;
+        stats.passes = 2;
+        Ok(LayerOutput { outputs: (yp - yn).mapv(saturate_i32), stats })
+    }
+
+    fn check(&self, got: usize, cfg: &RunConfig) -> Result<(), RuntimeError> {
+        cfg.input.validate()?;
+        if got != self.mapped.inputs() {
+            return Err(RuntimeError::InputShape { expected: self.mapped.inputs(), got });
+        }
+        Ok(())
+    }
+
+    fn run_pass(&self, x: ArrayView2<'_, u8>, cfg: &RunConfig, pass: u64) -> (Array2<i64>, LayerStats) {
+        let n = x.nrows();
+        let starts: Vec<usize> = (0..n).step_by(CHUNK_VECTORS).collect();
+        let parts: Vec<(Array2<i64>, LayerStats)> = starts
+            .par_iter()
+            .map(|&start| {
+                let end = (start + CHUNK_VECTORS).min(n);
+                self.run_chunk(x.slice(s![start..end, ..]), start, cfg, pass)
+            })
+            .collect();
+        let mut y = Array2::<i64>::zeros((n, self.mapped.outputs()));
+        let mut stats = LayerStats::default();
+        for (&start, (part, st)) in starts.iter().zip(&parts) {
+            y.slice_mut(s![start..start + part.nrows(), ..]).assign(part);
+            stats += st;
+        }
+        (y, stats)
+    }
+
+    /// Executes one chunk of vectors whose first vector has global index `v0`.
+    fn run_chunk(
+        &self,
+        x: ArrayView2<'_, u8>,
+        v0: usize,
+        cfg: &RunConfig,
+        pass: u64,
+    ) -> (Array2<i64>, LayerStats) {
+        let m = &self.mapped;
+        let b = x.nrows();
+        let slicing = cfg.input.slicing();
+        let (widths, shifts) = (slicing.widths(), slicing.shifts());
+        let ns = widths.len();
+        let speculative = matches!(cfg.input, InputMode::Speculative { .. });
+        let recovery = cfg.input.recovers();
+        let recovery_cycles: u64 = if recovery { u64::from(slicing.total_bits()) } else { 0 };
+        let wslicing = m.weight_slicing();
+        let adc = cfg.adc;
+        let noise = cfg.column_noise;
+        let as_u64 = |v: usize| v as u64;
+
+        let mut stats = LayerStats {
+            vectors: as_u64(b),
+            macs: as_u64(b * m.outputs() * m.inputs()),
+            flagged_by_slice: if speculative { vec![0; ns] } else { vec![] },
+            crossbars: as_u64(self.crossbars.len()),
+            ..LayerStats::default()
+        };
+        stats.activity.max_level = m.config().geometry.max_level();
+
+        // Digital center term: y_f = c_f * sum_i x_i + analog part.
+        let totals: Vec<i64> = x.rows().into_iter().map(|r| r.iter().map(|&v| i64::from(v)).sum()).collect();
+        let mut y = Array2::<i64>::zeros((b, m.outputs()));
+        for (v, t) in totals.iter().enumerate() {
+            for (f, &c) in m.centers().iter().enumerate() {
+                y[[v, f]] = i64::from(c) * t;
+            }
+        }
+
+        let mut xi = 0;
+        while xi < m.crossbars().len() {
+            let rb = m.crossbars()[xi].row_block;
+            let row_start = m.crossbars()[xi].row_start;
+            let rows = m.crossbars()[xi].crossbar.used_rows();
+            let xr = x.slice(s![.., row_start..row_start + rows]);
+            // Pulse matrices of this row block, one per input slice.
+            let pulses: Vec<Array2<f32>> = (0..ns)
+                .map(|j| xr.mapv(|v| f32::from(u8::try_from(slicing.slice(u32::from(v), j)).unwrap_or(0))))
+                .collect();
+            let rb_sums: Vec<i64> =
+                xr.rows().into_iter().map(|r| r.iter().map(|&v| i64::from(v)).sum()).collect();
+            // Per-row pulse totals over all cycles a vector applies (for activity).
+            let mut row_pulses = Array2::<u32>::zeros((b, rows));
+            for ((v, r), &val) in xr.indexed_iter() {
+                let mut p: u32 = (0..ns).map(|j| slicing.slice(u32::from(val), j)).sum();
+                if recovery {
+                    p += u32::from(val).count_ones();
+                }
+                row_pulses[[v, r]] = p;
+            }
+            let pulse_capacity_per_vector: u64 =
+                widths.iter().map(|&w| (1u64 << w) - 1).sum::<u64>() + recovery_cycles;
+
+            while xi < m.crossbars().len() && m.crossbars()[xi].row_block == rb {
+                let mx = &m.crossbars()[xi];
+                let px = &self.crossbars[xi];
+                let cols = px.used_cols();
+                let mut acc = Array2::<i64>::zeros((b, cols));
+                let mut sums = Array2::<f32>::zeros((b, cols));
+                let mut mags = Array2::<f32>::zeros((b, if noise.is_off() { 0 } else { cols }));
+                let mut flagged: Vec<(usize, usize)> = Vec::new();
+                for j in 0..ns {
+                    px.column_sums(pulses[j].view(), sums.view_mut());
+                    if !noise.is_off() {
+                        px.column_magnitudes(pulses[j].view(), mags.view_mut());
+                        for v in 0..b {
+                            let mut rng = noise_rng(cfg.seed, pass, xi, v0 + v, j);
+                            for c in 0..cols {
+                                sums[[v, c]] = noise.perturb(sums[[v, c]], mags[[v, c]], &mut rng);
+                            }
+                        }
+                    }
+                    let sh = shifts[j];
+                    flagged.clear();
+                    let (mut in_range, mut saturated, mut inexact) = (0u64, 0u64, 0u64);
+                    for ((srow, mut arow), v) in sums.rows().into_iter().zip(acc.rows_mut()).zip(0..) {
+                        for ((&sum, a), c) in srow.iter().zip(arow.iter_mut()).zip(0..) {
+                            let conv = adc.convert(sum);
+                            in_range += u64::from(conv.in_range);
+                            saturated += u64::from(conv.saturated);
+                            if speculative && conv.saturated && recovery {
+                                flagged.push((v, c));
+                            } else {
+                                inexact += u64::from(!conv.in_range);
+                                *a += i64::from(conv.code) << sh;
+                            }
+                        }
+                    }
+                    let primary = as_u64(b * cols);
+                    stats.column_sums += primary;
+                    stats.column_sums_in_range += in_range;
+                    stats.activity.conversions += primary;
+                    stats.activity.saturated_conversions += saturated;
+                    if speculative {
+                        stats.flagged += saturated;
+                        stats.flagged_by_slice[j] += saturated;
+                    }
+                    stats.inexact_column_slices += inexact;
+                    if recovery {
+                        let r = recover(px, &adc, noise, &flagged, x, row_start, sh, widths[j], &mut acc, |v| {
+                            noise_rng(cfg.seed, pass, xi, v0 + v, ns + j)
+                        });
+                        stats.recovery_conversions += r.conversions;
+                        stats.activity.conversions += r.conversions;
+                        stats.activity.saturated_conversions += r.saturated;
+                        stats.recovery_out_of_range += r.out_of_range;
+                        stats.inexact_column_slices += r.inexact_slices;
+                    }
+                }
+                // Digital combine: undo bit flips, shift by the weight slice, add to filters.
+                for lc in 0..cols {
+                    let (f, k) = m.column_role(mx.col_start + lc);
+                    let wsh = wslicing.shifts()[k];
+                    let mask = (1i64 << wslicing.widths()[k]) - 1;
+                    let flip = mx.flipped[lc];
+                    for v in 0..b {
+                        let a = acc[[v, lc]];
+                        let val = if flip { mask * rb_sums[v] - a } else { a };
+                        y[[v, f]] += val << wsh;
+                    }
+                }
+                // Activity: the schedule is fixed (recovery cycles run whenever recovery is on).
+                let cycles = as_u64(b) * (as_u64(ns) + recovery_cycles);
+                let act = &mut stats.activity;
+                act.crossbar_cycles += cycles;
+                act.row_drives += cycles * as_u64(rows);
+                act.input_pulse_capacity += as_u64(b * rows) * pulse_capacity_per_vector;
+                act.cell_reads += cycles * as_u64(rows * cols);
+                act.cell_level_reads += cycles as f64 * px.level_sum();
+                let rm = px.row_magnitudes();
+                let mut charge = 0.0f64;
+                let mut pulses_total = 0u64;
+                for prow in row_pulses.rows() {
+                    for (&p, &g) in prow.iter().zip(rm) {
+                        pulses_total += u64::from(p);
+                        charge += f64::from(p) * f64::from(g);
+                    }
+                }
+                act.input_pulses += pulses_total;
+                act.cell_charge += charge;
+                xi += 1;
+            }
+        }
+        (y, stats)
+    }
+}
+
+fn noise_rng(seed: u64, pass: u64, crossbar: usize, vector: usize, slice: usize) -> Xoshiro256PlusPlus {
+    stream_rng(seed, &[pass, crossbar as u64, vector as u64, slice as u64])
+}
+
+#[derive(Default)]
+struct Recovered {
+    conversions: u64,
+    saturated: u64,
+    out_of_range: u64,
+    inexact_slices: u64,
+}
+
+/// Re-runs each flagged `(vector, column)` of a `width`-bit speculative slice at
+/// `shift` as `width` 1-bit slices over its column only, and shift-adds the
+/// 1-bit codes into `acc`.
+fn recover(
+    px: &ProgrammedCrossbar,
+    adc: &Adc,
+    noise: ColumnNoise,
+    flagged: &[(usize, usize)],
+    x: ArrayView2<'_, u8>,
+    row_start: usize,
+    shift: u32,
+    width: u32,
+    acc: &mut Array2<i64>,
+    rng_for: impl Fn(usize) -> Xoshiro256PlusPlus,
+) -> Recovered {
+    let rows = px.used_rows();
+    let mut out = Recovered::default();
+    let mut bits = vec![0f32; rows];
+    for &(v, c) in flagged {
+        let xr = x.slice(s![v, row_start..row_start + rows]);
+        let xr = xr.as_slice().map_or_else(|| xr.to_vec(), <[u8]>::to_vec);
+        let col = px.diff_column(c);
+        let mut rng = (!noise.is_off()).then(|| rng_for(v));
+        let mut any_out = false;
+        for t in 0..width {
+            let bit = shift + t;
+            for (d, &xv) in bits.iter_mut().zip(&xr) {
+                *d = f32::from((xv >> bit) & 1);
+            }
+            let mut sum: f32 = bits.iter().zip(col).map(|(a, w)| a * w).sum();
+            if let Some(rng) = rng.as_mut() {
+                let mag: f32 = bits.iter().zip(px.magnitude_column(c)).map(|(a, w)| a * w).sum();
+                sum = noise.perturb(sum, mag, rng);
+            }
+            let conv = adc.convert(sum);
+            out.conversions += 1;
+            out.saturated += u64::from(conv.saturated);
+            out.out_of_range += u64::from(!conv.in_range);
+            any_out |= !conv.in_range;
+            acc[[v, c]] += i64::from(conv.code) << bit;
+        }
+        out.inexact_slices += u64::from(any_out);
+    }
+    out
+}
+
+fn saturate_i32(v: i64) -> i32 {
+    i32::try_from(v).unwrap_or(if v < 0 { i32::MIN } else { i32::MAX })
+}

@@ -1,0 +1,236 @@
+//! The runtime's invariants, property-tested against the slow reference
+//! (`raella_runtime::reference`) and the exact integer dot product.
+//!
+//! 2. With an ADC wide enough never to saturate and no noise, every encoding x
+//!    weight slicing x input mode gives the exact dot product.
+//! 3. With speculation + recovery, for any ADC: the fast path equals the
+//!    reference column-slice by column-slice semantics, and is exact whenever no
+//!    1-bit recovery conversion leaves the ADC range.
+//! 4. Conversions = columns x vectors x slices + sum_k flagged_k x b_k, and only
+//!    flagged columns convert during recovery.
+//! 5. Same seed, bit-identical noisy results; different seeds differ; thread
+//!    count does not matter.
+
+use ndarray::Array2;
+use proptest::prelude::*;
+use raella_compiler::{CenterRule, CompileConfig, Encoding, Slicing, compile};
+use raella_device::{Adc, CellKind, ColumnNoise, CrossbarGeometry, DeviceNoise};
+use raella_runtime::reference::{exact_outputs, run_reference};
+use raella_runtime::{InputMode, ProgrammedLayer, RunConfig};
+
+/// Slicings of 8 bits with every width in 1..=max.
+fn slicing(max: u32) -> impl Strategy<Value = Slicing> {
+    prop::collection::vec(1..=max, 8).prop_map(move |ws| {
+        let mut out = vec![];
+        let mut sum = 0;
+        for w in ws {
+            let w = w.min(8 - sum);
+            if w == 0 {
+                break;
+            }
+            out.push(w);
+            sum += w;
+        }
+        Slicing::new(out, 8).unwrap()
+    })
+}
+
+fn encoding() -> impl Strategy<Value = Encoding> {
+    prop_oneof![
+        Just(Encoding::CenterOffset(CenterRule::Mean)),
+        Just(Encoding::CenterOffset(CenterRule::Median)),
+        Just(Encoding::ZeroOffset),
+        Just(Encoding::UnsignedOffset { bit_flip: false }),
+        Just(Encoding::UnsignedOffset { bit_flip: true }),
+    ]
+}
+
+fn input_mode() -> impl Strategy<Value = InputMode> {
+    prop_oneof![
+        slicing(4).prop_map(InputMode::Fixed),
+        (slicing(4), any::<bool>()).prop_map(|(slicing, recovery)| InputMode::Speculative { slicing, recovery }),
+    ]
+}
+
+/// A small layer: geometry, compile config, int8 weights shaped like a trained
+/// layer (a per-filter bias plus spread), and unsigned inputs (ReLU-like: many
+/// zeros and small values, some large).
+#[derive(Debug, Clone)]
+struct Case {
+    cfg: CompileConfig,
+    weights: Array2<i8>,
+    inputs: Array2<u8>,
+}
+
+fn case() -> impl Strategy<Value = Case> {
+    (encoding(), 1u32..=4, 1usize..=16, 1usize..=12, 1usize..=6, 1usize..=40, 1usize..=5)
+        .prop_flat_map(|(enc, bits, rows, cols, outs, ins, nv)| {
+            let g = CrossbarGeometry::new(rows, cols, enc.cell_kind(), bits).unwrap();
+            (
+                Just((enc, g)),
+                slicing(bits),
+                prop::collection::vec((-40i32..40, 1i32..128), outs),
+                prop::collection::vec(any::<u16>(), outs * ins),
+                prop::collection::vec((0u8..4, any::<u8>()), nv * ins),
+            )
+                .prop_map(move |((enc, g), ws, filt, wr, xr)| {
+                    let weights = Array2::from_shape_fn((outs, ins), |(f, i)| {
+                        let (bias, spread) = filt[f];
+                        let u = i32::from(wr[f * ins + i] % 1024) - 512;
+                        let w = bias + u * spread / 512;
+                        i8::try_from(w.clamp(-127, 127)).unwrap()
+                    });
+                    let inputs = Array2::from_shape_fn((nv, ins), |(v, i)| {
+                        let (kind, val) = xr[v * ins + i];
+                        match kind {
+                            0 => 0,
+                            1 => val % 16,
+                            _ => val,
+                        }
+                    });
+                    Case { cfg: CompileConfig { geometry: g, encoding: enc, weight_slicing: ws }, weights, inputs }
+                })
+        })
+}
+
+fn run_cfg(adc: Adc, input: InputMode) -> RunConfig {
+    RunConfig { adc, input, column_noise: ColumnNoise::default(), seed: 1 }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn wide_adc_is_exact(c in case(), mode in input_mode(), signed_adc in any::<bool>()) {
+        let signed_adc = signed_adc || c.cfg.geometry.cell() == CellKind::TwoT2R;
+        let adc = Adc::new(22, signed_adc).unwrap();
+        let layer = ProgrammedLayer::ideal(compile(c.weights.view(), &c.cfg, None).unwrap());
+        let out = layer.run(c.inputs.view(), &run_cfg(adc, mode)).unwrap();
+        prop_assert_eq!(out.outputs.mapv(i64::from), exact_outputs(c.weights.view(), c.inputs.view()));
+        prop_assert_eq!(out.stats.in_range_fraction(), 1.0);
+        prop_assert_eq!(out.stats.inexact_column_slices, 0);
+    }
+
+    #[test]
+    fn fast_path_equals_reference_for_any_adc(c in case(), mode in input_mode(), bits in 1u32..=9, signed in any::<bool>()) {
+        let signed = signed || c.cfg.geometry.cell() == CellKind::TwoT2R;
+        let adc = Adc::new(bits.max(u32::from(signed) + 1), signed).unwrap();
+        let mapped = compile(c.weights.view(), &c.cfg, None).unwrap();
+        let cfg = run_cfg(adc, mode.clone());
+        let out = ProgrammedLayer::ideal(mapped.clone()).run(c.inputs.view(), &cfg).unwrap();
+        let (yref, counts) = run_reference(&mapped, c.inputs.view(), &cfg);
+        prop_assert_eq!(out.outputs.mapv(i64::from), yref);
+        // Invariant 4: conversions follow the formula, and match the reference's count.
+        let cols: u64 = mapped.crossbars().iter().map(|x| x.crossbar.used_cols() as u64).sum();
+        let nv = c.inputs.nrows() as u64;
+        let ns = mode.slicing().len() as u64;
+        let flagged_bits: u64 = out.stats.flagged_by_slice.iter().zip(mode.slicing().widths())
+            .map(|(&f, &w)| f * u64::from(w)).sum();
+        let recovery = if mode.recovers() { flagged_bits } else { 0 };
+        prop_assert_eq!(out.stats.activity.conversions, cols * nv * ns + recovery);
+        prop_assert_eq!(out.stats.recovery_conversions, recovery);
+        prop_assert_eq!(out.stats.activity.conversions, counts.primary + counts.recovery);
+        prop_assert_eq!(out.stats.flagged, counts.flagged);
+        if !matches!(mode, InputMode::Speculative { .. }) {
+            prop_assert_eq!(out.stats.flagged, 0);
+        }
+    }
+
+    #[test]
+    fn speculation_with_recovery_is_exact_unless_a_one_bit_conversion_clips(
+        c in case(), spec in slicing(4), bits in 2u32..=8,
+    ) {
+        prop_assume!(c.cfg.geometry.cell() == CellKind::TwoT2R);
+        let adc = Adc::new(bits, true).unwrap();
+        let mode = InputMode::Speculative { slicing: spec, recovery: true };
+        let layer = ProgrammedLayer::ideal(compile(c.weights.view(), &c.cfg, None).unwrap());
+        let out = layer.run(c.inputs.view(), &run_cfg(adc, mode)).unwrap();
+        if out.stats.recovery_out_of_range == 0 {
+            prop_assert_eq!(out.outputs.mapv(i64::from), exact_outputs(c.weights.view(), c.inputs.view()));
+            prop_assert_eq!(out.stats.inexact_column_slices, 0);
+        }
+        // A flagged column-slice contributes what 1x8 input slicing gives for it:
+        // when 1x8 itself never clips, so does recovery, and both are exact.
+        let one_bit = layer.run(c.inputs.view(), &run_cfg(adc, InputMode::one_bit())).unwrap();
+        if one_bit.stats.inexact_column_slices == 0 {
+            prop_assert_eq!(out.stats.recovery_out_of_range, 0);
+            prop_assert_eq!(out.outputs, one_bit.outputs);
+        }
+    }
+
+    #[test]
+    fn signed_inputs_take_two_exact_passes(c in case(), mode in input_mode(), raw in prop::collection::vec(any::<i8>(), 200)) {
+        let (nv, ni) = c.inputs.dim();
+        let x = Array2::from_shape_fn((nv, ni), |(v, i)| raw[(v * ni + i) % raw.len()]);
+        let layer = ProgrammedLayer::ideal(compile(c.weights.view(), &c.cfg, None).unwrap());
+        let out = layer.run_signed(x.view(), &run_cfg(Adc::new(22, true).unwrap(), mode)).unwrap();
+        let exact: Array2<i64> = Array2::from_shape_fn((nv, c.weights.nrows()), |(v, f)| {
+            (0..ni).map(|i| i64::from(x[[v, i]]) * i64::from(c.weights[[f, i]])).sum()
+        });
+        prop_assert_eq!(out.outputs.mapv(i64::from), exact);
+        prop_assert_eq!(out.stats.passes, 2);
+        prop_assert_eq!(out.stats.vectors, nv as u64);
+    }
+}
+
+fn noisy_layer() -> (ProgrammedLayer, Array2<u8>) {
+    let w = Array2::from_shape_fn((40, 300), |(f, i)| i8::try_from((f * 7 + i * 13) % 61).unwrap() - 30);
+    let x = Array2::from_shape_fn((300, 300), |(v, i)| u8::try_from((v * 31 + i * 17) % 256).unwrap());
+    let mapped = compile(w.view(), &CompileConfig::raella(), None).unwrap();
+    let noise = DeviceNoise::new(0.05, 0.001, 0.001).unwrap();
+    (ProgrammedLayer::program(mapped, &noise, 11), x)
+}
+
+#[test]
+fn same_seed_same_bits_different_seed_differs() {
+    let (layer, x) = noisy_layer();
+    let mut cfg = RunConfig::raella();
+    cfg.column_noise = ColumnNoise::new(0.08).unwrap();
+    cfg.seed = 5;
+    let a = layer.run(x.view(), &cfg).unwrap();
+    let b = layer.run(x.view(), &cfg).unwrap();
+    assert_eq!(a, b);
+    cfg.seed = 6;
+    let c = layer.run(x.view(), &cfg).unwrap();
+    assert_ne!(a.outputs, c.outputs);
+    // Programming with another seed gives other devices.
+    let mapped = layer.mapped().clone();
+    let noise = DeviceNoise::new(0.05, 0.001, 0.001).unwrap();
+    let other = ProgrammedLayer::program(mapped, &noise, 12);
+    cfg.seed = 5;
+    assert_ne!(other.run(x.view(), &cfg).unwrap().outputs, a.outputs);
+}
+
+#[test]
+fn thread_count_does_not_change_noisy_results() {
+    let (layer, x) = noisy_layer();
+    let mut cfg = RunConfig::raella();
+    cfg.column_noise = ColumnNoise::new(0.12).unwrap();
+    let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+    let two = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+    let a = one.install(|| layer.run(x.view(), &cfg).unwrap());
+    let b = two.install(|| layer.run(x.view(), &cfg).unwrap());
+    assert_eq!(a, b);
+}
+
+#[test]
+fn conversions_per_mac_at_full_utilisation() {
+    // ISAAC: 128 inputs, 32 filters x 4 two-bit slices = 128 columns, 1-bit inputs: 4*8/128.
+    let w = Array2::from_shape_fn((32, 128), |(f, i)| i8::try_from((f + i) % 100).unwrap() - 50);
+    let x = Array2::from_shape_fn((4, 128), |(v, i)| u8::try_from((v * 50 + i) % 256).unwrap());
+    let isaac = ProgrammedLayer::ideal(compile(w.view(), &CompileConfig::isaac(), None).unwrap());
+    let out = isaac.run(x.view(), &RunConfig::isaac()).unwrap();
+    assert!((out.stats.converts_per_mac() - 0.25).abs() < 1e-12);
+    assert_eq!(out.stats.inexact_column_slices, 0, "ISAAC's bit flip keeps every sum in range");
+    assert_eq!(out.outputs.mapv(i64::from), exact_outputs(w.view(), x.view()));
+    // Center+Offset, 4 x 2b slices on 512 rows, 1-bit inputs: 4*8/512 = 0.0625.
+    let w = Array2::from_shape_fn((128, 512), |(f, i)| i8::try_from((f + 3 * i) % 40).unwrap() - 20);
+    let x = Array2::from_shape_fn((2, 512), |(v, i)| u8::try_from((v + i) % 7).unwrap());
+    let mut cfg = CompileConfig::raella();
+    cfg.weight_slicing = Slicing::parse("2x4").unwrap();
+    let co = ProgrammedLayer::ideal(compile(w.view(), &cfg, None).unwrap());
+    let mut run = RunConfig::raella();
+    run.input = InputMode::one_bit();
+    let out = co.run(x.view(), &run).unwrap();
+    assert!((out.stats.converts_per_mac() - 0.0625).abs() < 1e-12);
+}
