@@ -84,11 +84,13 @@ impl Adc {
     #[must_use]
     #[inline]
     pub fn convert(&self, sum: f32) -> Conversion {
-        let r = sum.round();
-        // The clamp keeps the cast in range; f32 -> i32 `as` saturates anyway.
+        // Round half away from zero by truncating `sum +- 0.5`: a plain conversion
+        // instruction, where `f32::round` is a library call on baseline x86-64.
+        // `as` saturates at the i32 range, far beyond any code range (<= 24 bits).
         #[allow(clippy::cast_possible_truncation)]
-        let code = r.clamp(self.min_code as f32, self.max_code as f32) as i32;
-        let in_range = r >= self.min_code as f32 && r <= self.max_code as f32;
+        let r = (sum + 0.5f32.copysign(sum)) as i32;
+        let code = r.clamp(self.min_code, self.max_code);
+        let in_range = r == code;
         let saturated = code == self.max_code || (self.signed && code == self.min_code);
         Conversion { code, saturated, in_range }
     }

@@ -192,6 +192,7 @@ pub struct ProgrammedCrossbar {
     geometry: CrossbarGeometry,
     diff: Array2<f32>,
     diff_t: Array2<f32>,
+    diff_t_int: Option<Array2<i16>>,
     magnitude: Array2<f32>,
     magnitude_t: Array2<f32>,
     row_magnitude: Vec<f32>,
@@ -207,6 +208,11 @@ impl ProgrammedCrossbar {
         stuck_devices: usize,
     ) -> Self {
         let diff_t = diff.t().as_standard_layout().into_owned();
+        // Integer image of ideal devices: |G+ - G-| <= 15.
+        let diff_t_int = diff_t.iter().all(|&g| g == g.trunc() && g.abs() <= 15.0).then(|| {
+            #[allow(clippy::cast_possible_truncation)]
+            diff_t.mapv(|g| g as i16)
+        });
         let magnitude_t = magnitude.t().as_standard_layout().into_owned();
         let row_magnitude = magnitude.rows().into_iter().map(|r| r.sum()).collect::<Vec<_>>();
         let level_sum = magnitude.iter().map(|&g| f64::from(g)).sum();
@@ -214,6 +220,7 @@ impl ProgrammedCrossbar {
             geometry,
             diff,
             diff_t,
+            diff_t_int,
             magnitude,
             magnitude_t,
             row_magnitude,
@@ -279,6 +286,14 @@ impl ProgrammedCrossbar {
     #[must_use]
     pub fn diff_column(&self, col: usize) -> &[f32] {
         self.diff_t.row(col).to_slice().expect("standard layout")
+    }
+
+    /// `G+ - G-` of one used column as integers (in [-15, 15]), when every
+    /// conductance is an exact integer level (ideal programming); `None` after
+    /// programming noise.
+    #[must_use]
+    pub fn diff_column_int(&self, col: usize) -> Option<&[i16]> {
+        self.diff_t_int.as_ref().map(|d| d.row(col).to_slice().expect("standard layout"))
     }
 
     /// `G+ + G-` of one used column, over the used rows (contiguous).

@@ -138,6 +138,7 @@ impl ProgrammedLayer {
     }
 
     /// Executes one chunk of vectors whose first vector has global index `v0`.
+    #[inline(never)]
     fn run_chunk(
         &self,
         x: ArrayView2<'_, u8>,
@@ -176,29 +177,51 @@ impl ProgrammedLayer {
             }
         }
 
+        // Lookup tables over the 256 input values: pulses per slice, and the
+        // pulses a value applies over all cycles (speculative + recovery).
+        let slice_lut: Vec<[f32; 256]> = (0..ns)
+            .map(|j| {
+                let mut t = [0f32; 256];
+                for (v, p) in (0u32..).zip(t.iter_mut()) {
+                    *p = f32::from(u8::try_from(slicing.slice(v, j)).unwrap_or(0));
+                }
+                t
+            })
+            .collect();
+        let mut pulse_lut = [0u64; 256];
+        for (v, p) in (0u32..).zip(pulse_lut.iter_mut()) {
+            let spec: u32 = (0..ns).map(|j| slicing.slice(v, j)).sum();
+            *p = u64::from(spec + if recovery { v.count_ones() } else { 0 });
+        }
+        let pulse_capacity_per_vector: u64 =
+            widths.iter().map(|&w| (1u64 << w) - 1).sum::<u64>() + recovery_cycles;
+
         let mut xi = 0;
         while xi < m.crossbars().len() {
             let rb = m.crossbars()[xi].row_block;
             let row_start = m.crossbars()[xi].row_start;
             let rows = m.crossbars()[xi].crossbar.used_rows();
-            let xr = x.slice(s![.., row_start..row_start + rows]);
+            // This row block's inputs, contiguous.
+            let xr = x.slice(s![.., row_start..row_start + rows]).as_standard_layout().into_owned();
+            let xs = xr.as_slice().expect("standard layout");
             // Pulse matrices of this row block, one per input slice.
-            let pulses: Vec<Array2<f32>> = (0..ns)
-                .map(|j| xr.mapv(|v| f32::from(u8::try_from(slicing.slice(u32::from(v), j)).unwrap_or(0))))
+            let pulses: Vec<Array2<f32>> = slice_lut
+                .iter()
+                .map(|lut| {
+                    let data = xs.iter().map(|&v| lut[usize::from(v)]).collect();
+                    Array2::from_shape_vec((b, rows), data).expect("shape")
+                })
                 .collect();
             let rb_sums: Vec<i64> =
                 xr.rows().into_iter().map(|r| r.iter().map(|&v| i64::from(v)).sum()).collect();
-            // Per-row pulse totals over all cycles a vector applies (for activity).
-            let mut row_pulses = Array2::<u32>::zeros((b, rows));
-            for ((v, r), &val) in xr.indexed_iter() {
-                let mut p: u32 = (0..ns).map(|j| slicing.slice(u32::from(val), j)).sum();
-                if recovery {
-                    p += u32::from(val).count_ones();
+            // Pulses applied per row over the chunk (for input and cell activity).
+            let mut row_pulses = vec![0u64; rows];
+            for xrow in xs.chunks_exact(rows) {
+                for (rp, &v) in row_pulses.iter_mut().zip(xrow) {
+                    *rp += pulse_lut[usize::from(v)];
                 }
-                row_pulses[[v, r]] = p;
             }
-            let pulse_capacity_per_vector: u64 =
-                widths.iter().map(|&w| (1u64 << w) - 1).sum::<u64>() + recovery_cycles;
+            let pulses_total: u64 = row_pulses.iter().sum();
 
             while xi < m.crossbars().len() && m.crossbars()[xi].row_block == rb {
                 let mx = &m.crossbars()[xi];
@@ -222,17 +245,17 @@ impl ProgrammedLayer {
                     let sh = shifts[j];
                     flagged.clear();
                     let (mut in_range, mut saturated, mut inexact) = (0u64, 0u64, 0u64);
-                    for ((srow, mut arow), v) in sums.rows().into_iter().zip(acc.rows_mut()).zip(0..) {
-                        for ((&sum, a), c) in srow.iter().zip(arow.iter_mut()).zip(0..) {
-                            let conv = adc.convert(sum);
-                            in_range += u64::from(conv.in_range);
-                            saturated += u64::from(conv.saturated);
-                            if speculative && conv.saturated && recovery {
-                                flagged.push((v, c));
-                            } else {
-                                inexact += u64::from(!conv.in_range);
-                                *a += i64::from(conv.code) << sh;
-                            }
+                    let sums_s = sums.as_slice().expect("standard layout");
+                    let acc_s = acc.as_slice_mut().expect("standard layout");
+                    for (i, (&sum, a)) in sums_s.iter().zip(acc_s.iter_mut()).enumerate() {
+                        let conv = adc.convert(sum);
+                        in_range += u64::from(conv.in_range);
+                        saturated += u64::from(conv.saturated);
+                        if speculative && conv.saturated && recovery {
+                            flagged.push((i / cols, i % cols));
+                        } else {
+                            inexact += u64::from(!conv.in_range);
+                            *a += i64::from(conv.code) << sh;
                         }
                     }
                     let primary = as_u64(b * cols);
@@ -246,7 +269,7 @@ impl ProgrammedLayer {
                     }
                     stats.inexact_column_slices += inexact;
                     if recovery {
-                        let r = recover(px, &adc, noise, &flagged, x, row_start, sh, widths[j], &mut acc, |v| {
+                        let r = recover(px, &adc, noise, &flagged, xs, sh, widths[j], &mut acc, |v| {
                             noise_rng(cfg.seed, pass, xi, v0 + v, ns + j)
                         });
                         stats.recovery_conversions += r.conversions;
@@ -257,15 +280,17 @@ impl ProgrammedLayer {
                     }
                 }
                 // Digital combine: undo bit flips, shift by the weight slice, add to filters.
-                for lc in 0..cols {
-                    let (f, k) = m.column_role(mx.col_start + lc);
-                    let wsh = wslicing.shifts()[k];
-                    let mask = (1i64 << wslicing.widths()[k]) - 1;
-                    let flip = mx.flipped[lc];
-                    for v in 0..b {
-                        let a = acc[[v, lc]];
-                        let val = if flip { mask * rb_sums[v] - a } else { a };
-                        y[[v, f]] += val << wsh;
+                let roles: Vec<(usize, u32, i64, bool)> = (0..cols)
+                    .map(|lc| {
+                        let (f, k) = m.column_role(mx.col_start + lc);
+                        let mask = (1i64 << wslicing.widths()[k]) - 1;
+                        (f, wslicing.shifts()[k], mask, mx.flipped[lc])
+                    })
+                    .collect();
+                for ((arow, mut yrow), &bsum) in acc.rows().into_iter().zip(y.rows_mut()).zip(&rb_sums) {
+                    for (&a, &(f, wsh, mask, flip)) in arow.iter().zip(&roles) {
+                        let val = if flip { mask * bsum - a } else { a };
+                        yrow[f] += val << wsh;
                     }
                 }
                 // Activity: the schedule is fixed (recovery cycles run whenever recovery is on).
@@ -276,17 +301,12 @@ impl ProgrammedLayer {
                 act.input_pulse_capacity += as_u64(b * rows) * pulse_capacity_per_vector;
                 act.cell_reads += cycles * as_u64(rows * cols);
                 act.cell_level_reads += cycles as f64 * px.level_sum();
-                let rm = px.row_magnitudes();
-                let mut charge = 0.0f64;
-                let mut pulses_total = 0u64;
-                for prow in row_pulses.rows() {
-                    for (&p, &g) in prow.iter().zip(rm) {
-                        pulses_total += u64::from(p);
-                        charge += f64::from(p) * f64::from(g);
-                    }
-                }
                 act.input_pulses += pulses_total;
-                act.cell_charge += charge;
+                act.cell_charge += row_pulses
+                    .iter()
+                    .zip(px.row_magnitudes())
+                    .map(|(&p, &g)| p as f64 * f64::from(g))
+                    .sum::<f64>();
                 xi += 1;
             }
         }
@@ -306,38 +326,103 @@ struct Recovered {
     inexact_slices: u64,
 }
 
+/// Rows per i16 accumulation block: `2048 x 15 < 2^15`, so no lane overflows.
+const I16_BLOCK: usize = 2048;
+
+/// `sum_r (w_r & mask_r)`: a 1-bit column sum on integer levels, where
+/// `mask_r` is all ones when the row's input bit is 1 and zero otherwise.
+/// i16 lanes, blocks of [`I16_BLOCK`] rows added in i32.
+#[inline]
+fn masked_sum(w: &[i16], mask: &[i16]) -> i32 {
+    const L: usize = 64;
+    let mut total = 0i32;
+    for (wb, mb) in w.chunks(I16_BLOCK).zip(mask.chunks(I16_BLOCK)) {
+        let mut acc = [0i16; L];
+        let (cw, cm) = (wb.chunks_exact(L), mb.chunks_exact(L));
+        let (rw, rm) = (cw.remainder(), cm.remainder());
+        for (ws, ms) in cw.zip(cm) {
+            for k in 0..L {
+                acc[k] += ws[k] & ms[k];
+            }
+        }
+        let tail: i32 = rw.iter().zip(rm).map(|(&a, &b)| i32::from(a & b)).sum();
+        total += acc.iter().map(|&a| i32::from(a)).sum::<i32>() + tail;
+    }
+    total
+}
+
+/// One 1-bit column sum on real-valued conductances (after programming noise).
+#[inline]
+fn bit_dot_f32(x: &[u8], bit: u32, w: &[f32]) -> f32 {
+    const L: usize = 32;
+    let mut acc = [0f32; L];
+    let (cx, cw) = (x.chunks_exact(L), w.chunks_exact(L));
+    let (rx, rw) = (cx.remainder(), cw.remainder());
+    for (xs, ws) in cx.zip(cw) {
+        for k in 0..L {
+            acc[k] += f32::from((xs[k] >> bit) & 1) * ws[k];
+        }
+    }
+    let tail: f32 = rx.iter().zip(rw).map(|(&a, &b)| f32::from((a >> bit) & 1) * b).sum();
+    acc.iter().sum::<f32>() + tail
+}
+
 /// Re-runs each flagged `(vector, column)` of a `width`-bit speculative slice at
 /// `shift` as `width` 1-bit slices over its column only, and shift-adds the
-/// 1-bit codes into `acc`.
+/// 1-bit codes into `acc`. `x` holds the row block's inputs, one vector per
+/// `rows` values; `flagged` is ordered by vector, so each vector's bit masks
+/// are built once and shared by its flagged columns.
 fn recover(
     px: &ProgrammedCrossbar,
     adc: &Adc,
     noise: ColumnNoise,
     flagged: &[(usize, usize)],
-    x: ArrayView2<'_, u8>,
-    row_start: usize,
+    x: &[u8],
     shift: u32,
     width: u32,
     acc: &mut Array2<i64>,
     rng_for: impl Fn(usize) -> Xoshiro256PlusPlus,
 ) -> Recovered {
     let rows = px.used_rows();
+    let nbits = width as usize;
     let mut out = Recovered::default();
-    let mut bits = vec![0f32; rows];
+    let mut masks = vec![0i16; nbits * rows];
+    let mut masks_for = usize::MAX;
+    let mut sums = [0f32; 4];
     for &(v, c) in flagged {
-        let xr = x.slice(s![v, row_start..row_start + rows]);
-        let xr = xr.as_slice().map_or_else(|| xr.to_vec(), <[u8]>::to_vec);
-        let col = px.diff_column(c);
+        let xr = &x[v * rows..(v + 1) * rows];
+        match px.diff_column_int(c) {
+            Some(w) => {
+                if masks_for != v {
+                    for (t, m) in masks.chunks_exact_mut(rows).enumerate() {
+                        let bit = shift + u32::try_from(t).unwrap_or(0);
+                        for (mr, &xv) in m.iter_mut().zip(xr) {
+                            *mr = -i16::from((xv >> bit) & 1);
+                        }
+                    }
+                    masks_for = v;
+                }
+                for (s, m) in sums.iter_mut().zip(masks.chunks_exact(rows)) {
+                    // Exact: |sum| <= rows x 15 < 2^24.
+                    #[allow(clippy::cast_precision_loss)]
+                    let f = masked_sum(w, m) as f32;
+                    *s = f;
+                }
+            }
+            None => {
+                for (t, s) in (0..width).zip(sums.iter_mut()) {
+                    *s = bit_dot_f32(xr, shift + t, px.diff_column(c));
+                }
+            }
+        }
         let mut rng = (!noise.is_off()).then(|| rng_for(v));
         let mut any_out = false;
-        for t in 0..width {
+        let mut value = 0i64;
+        for (t, &sum) in (0..width).zip(&sums) {
             let bit = shift + t;
-            for (d, &xv) in bits.iter_mut().zip(&xr) {
-                *d = f32::from((xv >> bit) & 1);
-            }
-            let mut sum: f32 = bits.iter().zip(col).map(|(a, w)| a * w).sum();
+            let mut sum = sum;
             if let Some(rng) = rng.as_mut() {
-                let mag: f32 = bits.iter().zip(px.magnitude_column(c)).map(|(a, w)| a * w).sum();
+                let mag = bit_dot_f32(xr, bit, px.magnitude_column(c));
                 sum = noise.perturb(sum, mag, rng);
             }
             let conv = adc.convert(sum);
@@ -345,8 +430,9 @@ fn recover(
             out.saturated += u64::from(conv.saturated);
             out.out_of_range += u64::from(!conv.in_range);
             any_out |= !conv.in_range;
-            acc[[v, c]] += i64::from(conv.code) << bit;
+            value += i64::from(conv.code) << bit;
         }
+        acc[[v, c]] += value;
         out.inexact_slices += u64::from(any_out);
     }
     out
