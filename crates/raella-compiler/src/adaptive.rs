@@ -68,7 +68,11 @@ impl ErrorMetric for NormalisedMaxAbs {
         "normalised_max_abs"
     }
     fn error(&self, exact: ArrayView2<'_, i64>, simulated: ArrayView2<'_, i64>) -> f64 {
-        let worst = exact.iter().zip(simulated.iter()).map(|(e, s)| (s - e).unsigned_abs()).max();
+        let worst = exact
+            .iter()
+            .zip(simulated.iter())
+            .map(|(e, s)| (s - e).unsigned_abs())
+            .max();
         let scale = exact.iter().map(|e| e.unsigned_abs()).max().unwrap_or(0);
         match (worst.unwrap_or(0), scale) {
             (0, _) => 0.0,
@@ -113,16 +117,25 @@ impl AdaptiveSlicing {
             return Err(CompileError::Adaptive("the candidate list is empty".into()));
         }
         if budget.is_nan() || budget < 0.0 {
-            return Err(CompileError::Adaptive(format!("budget must be >= 0, got {budget}")));
+            return Err(CompileError::Adaptive(format!(
+                "budget must be >= 0, got {budget}"
+            )));
         }
         candidates.sort_by_key(Slicing::len);
-        Ok(Self { candidates, budget, metric })
+        Ok(Self {
+            candidates,
+            budget,
+            metric,
+        })
     }
 
     /// The default policy: [`DEFAULT_CANDIDATES`], [`DEFAULT_BUDGET`], [`RelativeRms`].
     #[must_use]
     pub fn standard() -> Self {
-        let c = DEFAULT_CANDIDATES.iter().map(|s| Slicing::parse(s).expect("valid")).collect();
+        let c = DEFAULT_CANDIDATES
+            .iter()
+            .map(|s| Slicing::parse(s).expect("valid"))
+            .collect();
         Self::new(c, DEFAULT_BUDGET, Box::new(RelativeRms)).expect("valid")
     }
 
@@ -169,7 +182,12 @@ impl AdaptiveSlicing {
             let e = evaluate(c)?;
             trials.push((c.clone(), e));
             if e <= self.budget {
-                return Ok(SlicingChoice { chosen: c.clone(), forced: false, within_budget: true, trials });
+                return Ok(SlicingChoice {
+                    chosen: c.clone(),
+                    forced: false,
+                    within_budget: true,
+                    trials,
+                });
             }
         }
         let best = trials
@@ -177,7 +195,12 @@ impl AdaptiveSlicing {
             .min_by(|a, b| a.1.total_cmp(&b.1))
             .map(|t| t.0.clone())
             .unwrap_or_else(|| self.candidates[0].clone());
-        Ok(SlicingChoice { chosen: best, forced: false, within_budget: false, trials })
+        Ok(SlicingChoice {
+            chosen: best,
+            forced: false,
+            within_budget: false,
+            trials,
+        })
     }
 }
 
@@ -214,7 +237,11 @@ mod tests {
         let c = p.select(Some(&forced), errs).unwrap();
         assert!(c.forced && c.trials.is_empty());
         // Nothing within budget: least error.
-        let c = p.select(None, |s: &Slicing| -> Result<f64, ()> { Ok(1.0 / s.len() as f64) }).unwrap();
+        let c = p
+            .select(None, |s: &Slicing| -> Result<f64, ()> {
+                Ok(1.0 / s.len() as f64)
+            })
+            .unwrap();
         assert_eq!(c.chosen.to_string(), "1x8");
         assert!(!c.within_budget);
     }

@@ -153,7 +153,11 @@ pub fn centers(
     calibration: Option<Calibration<'_>>,
 ) -> Result<Vec<i32>, CompileError> {
     if encoding != Encoding::CenterOffset(CenterRule::Search) {
-        return Ok(weights.rows().into_iter().map(|w| basic_center(w, encoding)).collect());
+        return Ok(weights
+            .rows()
+            .into_iter()
+            .map(|w| basic_center(w, encoding))
+            .collect());
     }
     let cal = calibration.ok_or(CompileError::SearchNeedsCalibration)?;
     if cal.inputs.ncols() != weights.ncols() {
@@ -253,11 +257,23 @@ mod tests {
         // Weights 15, 10, 14 -> center 13, offsets +2, -3, +1; inputs 4, 2, 1.
         let w = array![[15i8, 10, 14]];
         let s = Slicing::parse("4-4").unwrap();
-        let c = centers(w.view(), Encoding::CenterOffset(CenterRule::Mean), &s, 512, None).unwrap();
+        let c = centers(
+            w.view(),
+            Encoding::CenterOffset(CenterRule::Mean),
+            &s,
+            512,
+            None,
+        )
+        .unwrap();
         assert_eq!(c, vec![13]);
         let x = [4i32, 2, 1];
         let digital = c[0] * x.iter().sum::<i32>();
-        let analog: i32 = w.row(0).iter().zip(x).map(|(&wi, xi)| (i32::from(wi) - c[0]) * xi).sum();
+        let analog: i32 = w
+            .row(0)
+            .iter()
+            .zip(x)
+            .map(|(&wi, xi)| (i32::from(wi) - c[0]) * xi)
+            .sum();
         assert_eq!((digital, analog, digital + analog), (91, 3, 94));
     }
 
@@ -275,20 +291,45 @@ mod tests {
     fn search_needs_calibration() {
         let w = array![[1i8, 2]];
         let s = Slicing::parse("4-4").unwrap();
-        let e = centers(w.view(), Encoding::CenterOffset(CenterRule::Search), &s, 512, None);
+        let e = centers(
+            w.view(),
+            Encoding::CenterOffset(CenterRule::Search),
+            &s,
+            512,
+            None,
+        );
         assert_eq!(e, Err(CompileError::SearchNeedsCalibration));
     }
 
     #[test]
     fn search_is_never_worse_than_the_mean() {
         let w = array![[10i8, 12, 9, 40, 11, 10, -30, 8]];
-        let x = array![[3u8, 200, 17, 0, 255, 9, 1, 64], [0, 0, 100, 5, 5, 5, 250, 7]];
+        let x = array![
+            [3u8, 200, 17, 0, 255, 9, 1, 64],
+            [0, 0, 100, 5, 5, 5, 250, 7]
+        ];
         let ws = Slicing::parse("4-2-2").unwrap();
         let is = Slicing::parse("4-2-2").unwrap();
-        let cal = Calibration { inputs: x.view(), input_slicing: &is };
-        let mean_c = centers(w.view(), Encoding::CenterOffset(CenterRule::Mean), &ws, 4, None).unwrap();
-        let best = centers(w.view(), Encoding::CenterOffset(CenterRule::Search), &ws, 4, Some(cal))
-            .unwrap();
+        let cal = Calibration {
+            inputs: x.view(),
+            input_slicing: &is,
+        };
+        let mean_c = centers(
+            w.view(),
+            Encoding::CenterOffset(CenterRule::Mean),
+            &ws,
+            4,
+            None,
+        )
+        .unwrap();
+        let best = centers(
+            w.view(),
+            Encoding::CenterOffset(CenterRule::Search),
+            &ws,
+            4,
+            Some(cal),
+        )
+        .unwrap();
         let mut planes = vec![];
         for v in 0..2 {
             for j in 0..3 {

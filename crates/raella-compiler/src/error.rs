@@ -26,7 +26,9 @@ pub enum CompileError {
         inputs: usize,
     },
     /// A slicing string that does not parse.
-    #[error("slicing `{text}` is malformed: {reason} (expected e.g. `4-2-2`, `4-4`, `2x4` or `1x8`)")]
+    #[error(
+        "slicing `{text}` is malformed: {reason} (expected e.g. `4-2-2`, `4-4`, `2x4` or `1x8`)"
+    )]
     BadSlicing {
         /// The text given.
         text: String,
@@ -44,7 +46,9 @@ pub enum CompileError {
         expected: u32,
     },
     /// A slice wider than one device can hold.
-    #[error("slicing `{slicing}` has a {width}-bit slice, wider than a {bits_per_device}-bit device")]
+    #[error(
+        "slicing `{slicing}` has a {width}-bit slice, wider than a {bits_per_device}-bit device"
+    )]
     SliceWiderThanDevice {
         /// The slicing.
         slicing: String,

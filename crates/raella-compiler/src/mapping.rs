@@ -58,7 +58,8 @@ impl CompileConfig {
                 expected: crate::VALUE_BITS,
             });
         }
-        self.weight_slicing.check_device(self.geometry.bits_per_device())?;
+        self.weight_slicing
+            .check_device(self.geometry.bits_per_device())?;
         let needs = self.encoding.cell_kind();
         if needs != self.geometry.cell() {
             return Err(CompileError::EncodingCell {
@@ -141,7 +142,10 @@ pub fn compile(
     let row_blocks = inputs.div_ceil(g.rows());
     let col_blocks = total_cols.div_ceil(g.cols());
     let two_t2r = g.cell() == CellKind::TwoT2R;
-    let bit_flip = matches!(config.encoding, crate::Encoding::UnsignedOffset { bit_flip: true });
+    let bit_flip = matches!(
+        config.encoding,
+        crate::Encoding::UnsignedOffset { bit_flip: true }
+    );
     let mut crossbars = Vec::with_capacity(row_blocks * col_blocks);
     for rb in 0..row_blocks {
         let row_start = rb * g.rows();
@@ -190,7 +194,15 @@ pub fn compile(
             });
         }
     }
-    Ok(MappedLayer { outputs, inputs, config: config.clone(), centers, row_blocks, col_blocks, crossbars })
+    Ok(MappedLayer {
+        outputs,
+        inputs,
+        config: config.clone(),
+        centers,
+        row_blocks,
+        col_blocks,
+        crossbars,
+    })
 }
 
 impl MappedLayer {
@@ -302,7 +314,9 @@ mod tests {
 
     fn weights(o: usize, i: usize) -> Array2<i8> {
         Array2::from_shape_fn((o, i), |(f, j)| {
-            i8::try_from((f * 37 + j * 11) % 255).unwrap_or(0).wrapping_sub(60)
+            i8::try_from((f * 37 + j * 11) % 255)
+                .unwrap_or(0)
+                .wrapping_sub(60)
         })
     }
 
@@ -317,9 +331,15 @@ mod tests {
         let w = weights(5, 20);
         let m = compile(w.view(), &cfg, None).unwrap();
         // 20 inputs over 8 rows -> 3 row blocks; 5 filters x 3 slices = 15 columns over 6 -> 3.
-        assert_eq!((m.row_blocks(), m.col_blocks(), m.crossbars().len()), (3, 3, 9));
+        assert_eq!(
+            (m.row_blocks(), m.col_blocks(), m.crossbars().len()),
+            (3, 3, 9)
+        );
         let last = &m.crossbars()[8];
-        assert_eq!((last.crossbar.used_rows(), last.crossbar.used_cols()), (4, 3));
+        assert_eq!(
+            (last.crossbar.used_rows(), last.crossbar.used_cols()),
+            (4, 3)
+        );
         assert_eq!(m.decode(), w.mapv(i32::from));
         let st = m.stats();
         assert_eq!(st.cells_used, 300);
@@ -332,9 +352,14 @@ mod tests {
         let w = Array2::from_elem((2, 128), 100i8); // w + 128 = 228 = 0b11_10_01_00
         let m = compile(w.view(), &cfg, None).unwrap();
         let x = &m.crossbars()[0];
-        assert_eq!(x.flipped, vec![true, true, false, false, true, true, false, false]);
+        assert_eq!(
+            x.flipped,
+            vec![true, true, false, false, true, true, false, false]
+        );
         for lc in 0..x.crossbar.used_cols() {
-            let s: u32 = (0..128).map(|r| u32::from(x.crossbar.levels(r, lc).0)).sum();
+            let s: u32 = (0..128)
+                .map(|r| u32::from(x.crossbar.levels(r, lc).0))
+                .sum();
             assert!(s <= 128 * 3 / 2);
         }
         assert_eq!(m.decode(), w.mapv(i32::from));
@@ -344,9 +369,15 @@ mod tests {
     fn configuration_errors() {
         let mut cfg = CompileConfig::raella();
         cfg.geometry = CrossbarGeometry::new(512, 512, CellKind::TwoT2R, 2).unwrap();
-        assert!(matches!(cfg.validate(), Err(CompileError::SliceWiderThanDevice { width: 4, .. })));
+        assert!(matches!(
+            cfg.validate(),
+            Err(CompileError::SliceWiderThanDevice { width: 4, .. })
+        ));
         let mut cfg = CompileConfig::isaac();
         cfg.encoding = Encoding::ZeroOffset;
-        assert!(matches!(cfg.validate(), Err(CompileError::EncodingCell { .. })));
+        assert!(matches!(
+            cfg.validate(),
+            Err(CompileError::EncodingCell { .. })
+        ));
     }
 }

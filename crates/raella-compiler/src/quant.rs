@@ -67,7 +67,10 @@ mod tests {
     fn nan_is_named() {
         let w = array![[0.5f32, 1.0], [f32::NAN, 0.0]];
         let e = quantize_per_channel(w.view()).unwrap_err();
-        assert!(matches!(e, CompileError::NonFiniteWeight { row: 1, col: 0, .. }));
+        assert!(matches!(
+            e,
+            CompileError::NonFiniteWeight { row: 1, col: 0, .. }
+        ));
         assert!(e.to_string().contains("output 1, input 0"));
     }
 }

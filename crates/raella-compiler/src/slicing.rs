@@ -29,14 +29,24 @@ impl Slicing {
     pub fn new(widths: Vec<u32>, total_bits: u32) -> Result<Self, CompileError> {
         let text = join(&widths);
         if widths.is_empty() {
-            return Err(CompileError::BadSlicing { text, reason: "no slices".into() });
+            return Err(CompileError::BadSlicing {
+                text,
+                reason: "no slices".into(),
+            });
         }
         if widths.contains(&0) {
-            return Err(CompileError::BadSlicing { text, reason: "a slice of 0 bits".into() });
+            return Err(CompileError::BadSlicing {
+                text,
+                reason: "a slice of 0 bits".into(),
+            });
         }
         let sum: u32 = widths.iter().sum();
         if sum != total_bits {
-            return Err(CompileError::SliceWidthsSum { slicing: text, sum, expected: total_bits });
+            return Err(CompileError::SliceWidthsSum {
+                slicing: text,
+                sum,
+                expected: total_bits,
+            });
         }
         let mut shifts = Vec::with_capacity(widths.len());
         let mut rest = total_bits;
@@ -52,18 +62,31 @@ impl Slicing {
     /// # Errors
     /// As [`Slicing::new`], or [`CompileError::BadSlicing`] for text that does not parse.
     pub fn parse(text: &str) -> Result<Self, CompileError> {
-        let bad = |reason: &str| CompileError::BadSlicing { text: text.to_string(), reason: reason.into() };
+        let bad = |reason: &str| CompileError::BadSlicing {
+            text: text.to_string(),
+            reason: reason.into(),
+        };
         let t = text.trim();
         let widths = if let Some((w, n)) = t.split_once('x') {
-            let w: u32 = w.trim().parse().map_err(|_| bad("width before `x` is not a number"))?;
-            let n: usize = n.trim().parse().map_err(|_| bad("count after `x` is not a number"))?;
+            let w: u32 = w
+                .trim()
+                .parse()
+                .map_err(|_| bad("width before `x` is not a number"))?;
+            let n: usize = n
+                .trim()
+                .parse()
+                .map_err(|_| bad("count after `x` is not a number"))?;
             if n == 0 || n > 64 {
                 return Err(bad("slice count must be in 1..=64"));
             }
             vec![w; n]
         } else {
             t.split('-')
-                .map(|p| p.trim().parse::<u32>().map_err(|_| bad("a width is not a number")))
+                .map(|p| {
+                    p.trim()
+                        .parse::<u32>()
+                        .map_err(|_| bad("a width is not a number"))
+                })
                 .collect::<Result<Vec<_>, _>>()?
         };
         if widths.iter().any(|&w| w > VALUE_BITS) {
@@ -140,12 +163,20 @@ impl Slicing {
     /// Recombines slices (shift-add).
     #[must_use]
     pub fn join(&self, slices: &[u32]) -> u32 {
-        slices.iter().zip(&self.shifts).map(|(&s, &sh)| s << sh).sum()
+        slices
+            .iter()
+            .zip(&self.shifts)
+            .map(|(&s, &sh)| s << sh)
+            .sum()
     }
 }
 
 fn join(widths: &[u32]) -> String {
-    widths.iter().map(u32::to_string).collect::<Vec<_>>().join("-")
+    widths
+        .iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join("-")
 }
 
 impl fmt::Display for Slicing {
@@ -190,12 +221,32 @@ mod tests {
     #[test]
     fn bad_slicings_are_named() {
         let e = Slicing::parse("4-2").unwrap_err();
-        assert_eq!(e, CompileError::SliceWidthsSum { slicing: "4-2".into(), sum: 6, expected: 8 });
-        assert!(matches!(Slicing::parse("4-a-2"), Err(CompileError::BadSlicing { .. })));
-        assert!(matches!(Slicing::parse("4-0-4"), Err(CompileError::BadSlicing { .. })));
-        assert!(matches!(Slicing::parse(""), Err(CompileError::BadSlicing { .. })));
+        assert_eq!(
+            e,
+            CompileError::SliceWidthsSum {
+                slicing: "4-2".into(),
+                sum: 6,
+                expected: 8
+            }
+        );
+        assert!(matches!(
+            Slicing::parse("4-a-2"),
+            Err(CompileError::BadSlicing { .. })
+        ));
+        assert!(matches!(
+            Slicing::parse("4-0-4"),
+            Err(CompileError::BadSlicing { .. })
+        ));
+        assert!(matches!(
+            Slicing::parse(""),
+            Err(CompileError::BadSlicing { .. })
+        ));
         let e = Slicing::parse("4-4").unwrap().check_device(2).unwrap_err();
-        assert!(e.to_string().contains("4-bit slice, wider than a 2-bit device"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("4-bit slice, wider than a 2-bit device"),
+            "{e}"
+        );
     }
 
     #[test]

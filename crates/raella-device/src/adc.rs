@@ -28,9 +28,19 @@ pub struct Conversion {
 
 impl Adc {
     /// RAELLA's ADC: signed 7-bit, codes -64..=63.
-    pub const RAELLA: Self = Self { bits: 7, signed: true, min_code: -64, max_code: 63 };
+    pub const RAELLA: Self = Self {
+        bits: 7,
+        signed: true,
+        min_code: -64,
+        max_code: 63,
+    };
     /// ISAAC-8b's ADC: unsigned 8-bit, codes 0..=255.
-    pub const ISAAC: Self = Self { bits: 8, signed: false, min_code: 0, max_code: 255 };
+    pub const ISAAC: Self = Self {
+        bits: 8,
+        signed: false,
+        min_code: 0,
+        max_code: 255,
+    };
 
     /// Builds an ADC of `bits` resolution.
     ///
@@ -46,7 +56,12 @@ impl Adc {
         } else {
             (0, (1i32 << bits) - 1)
         };
-        Ok(Self { bits, signed, min_code, max_code })
+        Ok(Self {
+            bits,
+            signed,
+            min_code,
+            max_code,
+        })
     }
 
     /// Resolution in bits.
@@ -92,7 +107,27 @@ impl Adc {
         let code = r.clamp(self.min_code, self.max_code);
         let in_range = r == code;
         let saturated = code == self.max_code || (self.signed && code == self.min_code);
-        Conversion { code, saturated, in_range }
+        Conversion {
+            code,
+            saturated,
+            in_range,
+        }
+    }
+}
+
+impl Adc {
+    /// Converts an exact integer column sum (noise-free paths): as
+    /// [`Adc::convert`] without the rounding.
+    #[must_use]
+    #[inline]
+    pub fn convert_exact(&self, sum: i32) -> Conversion {
+        let code = sum.clamp(self.min_code, self.max_code);
+        let saturated = code == self.max_code || (self.signed && code == self.min_code);
+        Conversion {
+            code,
+            saturated,
+            in_range: code == sum,
+        }
     }
 }
 
@@ -104,7 +139,12 @@ impl Default for Adc {
 
 impl std::fmt::Display for Adc {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}-bit {}", self.bits, if self.signed { "signed" } else { "unsigned" })
+        write!(
+            f,
+            "{}-bit {}",
+            self.bits,
+            if self.signed { "signed" } else { "unsigned" }
+        )
     }
 }
 
@@ -116,11 +156,62 @@ mod tests {
     fn raella_adc_range_and_flags() {
         let adc = Adc::new(7, true).unwrap();
         assert_eq!(adc, Adc::RAELLA);
-        assert_eq!(adc.convert(3.0), Conversion { code: 3, saturated: false, in_range: true });
-        assert_eq!(adc.convert(63.0), Conversion { code: 63, saturated: true, in_range: true });
-        assert_eq!(adc.convert(64.0), Conversion { code: 63, saturated: true, in_range: false });
-        assert_eq!(adc.convert(-65.0), Conversion { code: -64, saturated: true, in_range: false });
-        assert_eq!(adc.convert(-63.4), Conversion { code: -63, saturated: false, in_range: true });
+        assert_eq!(
+            adc.convert(3.0),
+            Conversion {
+                code: 3,
+                saturated: false,
+                in_range: true
+            }
+        );
+        assert_eq!(
+            adc.convert(63.0),
+            Conversion {
+                code: 63,
+                saturated: true,
+                in_range: true
+            }
+        );
+        assert_eq!(
+            adc.convert(64.0),
+            Conversion {
+                code: 63,
+                saturated: true,
+                in_range: false
+            }
+        );
+        assert_eq!(
+            adc.convert(-65.0),
+            Conversion {
+                code: -64,
+                saturated: true,
+                in_range: false
+            }
+        );
+        assert_eq!(
+            adc.convert(-63.4),
+            Conversion {
+                code: -63,
+                saturated: false,
+                in_range: true
+            }
+        );
+    }
+
+    #[test]
+    fn exact_and_float_conversions_agree() {
+        for adc in [
+            Adc::RAELLA,
+            Adc::ISAAC,
+            Adc::new(3, true).unwrap(),
+            Adc::new(1, false).unwrap(),
+        ] {
+            for s in -300..300 {
+                #[allow(clippy::cast_precision_loss)]
+                let f = s as f32;
+                assert_eq!(adc.convert_exact(s), adc.convert(f), "{adc} {s}");
+            }
+        }
     }
 
     #[test]

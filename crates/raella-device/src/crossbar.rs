@@ -81,7 +81,13 @@ impl Crossbar {
             }
             (CellKind::TwoT2R, None) => vec![0; n],
         };
-        Ok(Self { geometry, used_rows, used_cols, pos, neg })
+        Ok(Self {
+            geometry,
+            used_rows,
+            used_cols,
+            pos,
+            neg,
+        })
     }
 
     /// The physical geometry.
@@ -112,7 +118,11 @@ impl Crossbar {
     /// Sum of all target levels over both devices of every used cell.
     #[must_use]
     pub fn level_sum(&self) -> u64 {
-        self.pos.iter().chain(self.neg.iter()).map(|&l| u64::from(l)).sum()
+        self.pos
+            .iter()
+            .chain(self.neg.iter())
+            .map(|&l| u64::from(l))
+            .sum()
     }
 
     /// Exact noise-free column sums for one vector of per-row pulse counts:
@@ -148,7 +158,9 @@ impl Crossbar {
         let max = f32::from(self.geometry.max_level());
         let noisy = noise.filter(|n| !n.is_ideal());
         let mut write = |level: u8| -> (f32, bool) {
-            let Some(n) = noisy else { return (f32::from(level), false) };
+            let Some(n) = noisy else {
+                return (f32::from(level), false);
+            };
             let u: f64 = rng.random();
             if u < n.stuck_at_zero() {
                 return (0.0, true);
@@ -192,7 +204,7 @@ pub struct ProgrammedCrossbar {
     geometry: CrossbarGeometry,
     diff: Array2<f32>,
     diff_t: Array2<f32>,
-    diff_t_int: Option<Array2<i16>>,
+    level_planes: Option<LevelPlanes>,
     magnitude: Array2<f32>,
     magnitude_t: Array2<f32>,
     row_magnitude: Vec<f32>,
@@ -208,19 +220,19 @@ impl ProgrammedCrossbar {
         stuck_devices: usize,
     ) -> Self {
         let diff_t = diff.t().as_standard_layout().into_owned();
-        // Integer image of ideal devices: |G+ - G-| <= 15.
-        let diff_t_int = diff_t.iter().all(|&g| g == g.trunc() && g.abs() <= 15.0).then(|| {
-            #[allow(clippy::cast_possible_truncation)]
-            diff_t.mapv(|g| g as i16)
-        });
+        let level_planes = LevelPlanes::new(geometry, &diff, &magnitude);
         let magnitude_t = magnitude.t().as_standard_layout().into_owned();
-        let row_magnitude = magnitude.rows().into_iter().map(|r| r.sum()).collect::<Vec<_>>();
+        let row_magnitude = magnitude
+            .rows()
+            .into_iter()
+            .map(|r| r.sum())
+            .collect::<Vec<_>>();
         let level_sum = magnitude.iter().map(|&g| f64::from(g)).sum();
         Self {
             geometry,
             diff,
             diff_t,
-            diff_t_int,
+            level_planes,
             magnitude,
             magnitude_t,
             row_magnitude,
@@ -288,18 +300,137 @@ impl ProgrammedCrossbar {
         self.diff_t.row(col).to_slice().expect("standard layout")
     }
 
-    /// `G+ - G-` of one used column as integers (in [-15, 15]), when every
-    /// conductance is an exact integer level (ideal programming); `None` after
-    /// programming noise.
+    /// The column sum of one used column under a 1-bit input slice given as a
+    /// row bitset (`row_bits[r / 64] >> (r % 64) & 1`, at least
+    /// `used_rows.div_ceil(64)` words, bits past the used rows zero).
+    ///
+    /// Ideal crossbars answer exactly from per-level bit-planes of the column
+    /// (`sum_l 2^l (popcount(x & P_l) - popcount(x & N_l))`); after programming
+    /// noise the conductances are real-valued and the sum is a dot product.
     #[must_use]
-    pub fn diff_column_int(&self, col: usize) -> Option<&[i16]> {
-        self.diff_t_int.as_ref().map(|d| d.row(col).to_slice().expect("standard layout"))
+    #[inline]
+    pub fn column_sum_bits(&self, col: usize, row_bits: &[u64]) -> f32 {
+        if let Some(p) = &self.level_planes {
+            // Exact: |sum| <= rows x 15 < 2^24.
+            #[allow(clippy::cast_precision_loss)]
+            return p.column_sum(col, row_bits) as f32;
+        }
+        bits_dot(row_bits, self.diff_column(col))
+    }
+
+    /// The exact integer column sum under a 1-bit input slice (see
+    /// [`Self::column_sum_bits`]), or `None` after programming noise.
+    #[must_use]
+    #[inline]
+    pub fn column_sum_bits_exact(&self, col: usize, row_bits: &[u64]) -> Option<i32> {
+        self.level_planes
+            .as_ref()
+            .map(|p| p.column_sum(col, row_bits))
+    }
+
+    /// `N+ + N-` of one used column under a 1-bit input slice (see [`Self::column_sum_bits`]).
+    #[must_use]
+    pub fn column_magnitude_bits(&self, col: usize, row_bits: &[u64]) -> f32 {
+        bits_dot(row_bits, self.magnitude_column(col))
     }
 
     /// `G+ + G-` of one used column, over the used rows (contiguous).
     #[must_use]
     pub fn magnitude_column(&self, col: usize) -> &[f32] {
-        self.magnitude_t.row(col).to_slice().expect("standard layout")
+        self.magnitude_t
+            .row(col)
+            .to_slice()
+            .expect("standard layout")
+    }
+}
+
+/// `sum_r bit_r * w_r` for a row bitset.
+fn bits_dot(row_bits: &[u64], w: &[f32]) -> f32 {
+    let mut sum = 0f32;
+    for (wi, word) in w.chunks(64).zip(row_bits) {
+        for (k, &g) in wi.iter().enumerate() {
+            if (word >> k) & 1 == 1 {
+                sum += g;
+            }
+        }
+    }
+    sum
+}
+
+/// Bit-planes of an ideal crossbar's integer levels, per used column: for each
+/// level bit `l` and sign, the bitset of rows whose level has bit `l` set.
+/// Layout: `[((col * bits + l) * 2 + sign) * words + word]`; `col_bits[col]` is
+/// the number of level bits the column actually uses (its widest level).
+#[derive(Debug, Clone)]
+struct LevelPlanes {
+    words: usize,
+    bits: usize,
+    col_bits: Vec<usize>,
+    data: Vec<u64>,
+}
+
+impl LevelPlanes {
+    /// `None` unless every conductance is an integer level (ideal programming).
+    fn new(
+        geometry: CrossbarGeometry,
+        diff: &Array2<f32>,
+        magnitude: &Array2<f32>,
+    ) -> Option<Self> {
+        let (rows, cols) = diff.dim();
+        let max = f32::from(geometry.max_level());
+        let integral = |g: f32| g == g.trunc() && g.abs() <= max;
+        if !diff.iter().chain(magnitude.iter()).all(|&g| integral(g)) {
+            return None;
+        }
+        let words = rows.div_ceil(64);
+        let bits = geometry.bits_per_device() as usize;
+        let mut data = vec![0u64; cols * bits * 2 * words];
+        let mut col_bits = vec![0usize; cols];
+        for r in 0..rows {
+            for c in 0..cols {
+                // One device of a pair is 0 for compiled weights, but programming may
+                // drive both; recover each from the sum and difference.
+                let (d, m) = (diff[[r, c]], magnitude[[r, c]]);
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                let (pos, neg) = (((m + d) / 2.0) as u32, ((m - d) / 2.0) as u32);
+                for (sign, level) in [(0, pos), (1, neg)] {
+                    col_bits[c] = col_bits[c].max((32 - level.leading_zeros()) as usize);
+                    for l in 0..bits {
+                        if (level >> l) & 1 == 1 {
+                            data[((c * bits + l) * 2 + sign) * words + r / 64] |= 1u64 << (r % 64);
+                        }
+                    }
+                }
+            }
+        }
+        Some(Self {
+            words,
+            bits,
+            col_bits,
+            data,
+        })
+    }
+
+    #[inline]
+    fn column_sum(&self, col: usize, row_bits: &[u64]) -> i32 {
+        let w = self.words;
+        let x = &row_bits[..w];
+        let mut sum = 0i32;
+        for l in 0..self.col_bits[col] {
+            let base = ((col * self.bits + l) * 2) * w;
+            let (p, n) = self.data[base..base + 2 * w].split_at(w);
+            let mut pos = 0u32;
+            let mut neg = 0u32;
+            for ((&xi, &pi), &ni) in x.iter().zip(p).zip(n) {
+                pos += (xi & pi).count_ones();
+                neg += (xi & ni).count_ones();
+            }
+            // Counts are at most the row count, far below 2^31.
+            #[allow(clippy::cast_possible_wrap)]
+            let d = pos as i32 - neg as i32;
+            sum += d << l;
+        }
+        sum
     }
 }
 
@@ -311,7 +442,14 @@ mod tests {
 
     fn small() -> Crossbar {
         let g = CrossbarGeometry::new(4, 4, CellKind::TwoT2R, 2).unwrap();
-        Crossbar::new(g, 3, 2, vec![1, 0, 3, 2, 0, 0], Some(vec![0, 2, 0, 0, 1, 3])).unwrap()
+        Crossbar::new(
+            g,
+            3,
+            2,
+            vec![1, 0, 3, 2, 0, 0],
+            Some(vec![0, 2, 0, 0, 1, 3]),
+        )
+        .unwrap()
     }
 
     #[test]
@@ -330,6 +468,14 @@ mod tests {
         assert_eq!(out, array![[1.0f32, -14.0]]);
         assert_eq!(p.diff_column(1), &[-2.0, 2.0, -3.0]);
         assert_eq!(p.row_magnitudes(), &[3.0, 5.0, 4.0]);
+        // Rows 0 and 2 driven with one pulse: col 0 = 1 - 1 = 0, col 1 = -2 - 3 = -5.
+        assert_eq!(p.column_sum_bits(0, &[0b101]), 0.0);
+        assert_eq!(p.column_sum_bits(1, &[0b101]), -5.0);
+        let noisy = xb.program(
+            Some(&DeviceNoise::new(1e-9, 0.0, 0.0).unwrap()),
+            &mut stream_rng(0, &[]),
+        );
+        assert!((noisy.column_sum_bits(1, &[0b101]) + 5.0).abs() < 1e-3);
     }
 
     #[test]
@@ -337,7 +483,11 @@ mod tests {
         let g = CrossbarGeometry::new(4, 4, CellKind::OneT1R, 2).unwrap();
         assert!(matches!(
             Crossbar::new(g, 1, 2, vec![1, 4], None),
-            Err(DeviceError::LevelTooLarge { level: 4, max: 3, .. })
+            Err(DeviceError::LevelTooLarge {
+                level: 4,
+                max: 3,
+                ..
+            })
         ));
         assert!(matches!(
             Crossbar::new(g, 5, 1, vec![0; 5], None),

@@ -44,9 +44,19 @@ pub struct CrossbarGeometry {
 
 impl CrossbarGeometry {
     /// RAELLA's default array: 512 x 512 2T2R cells of up to 4 bits per device.
-    pub const RAELLA: Self = Self { rows: 512, cols: 512, cell: CellKind::TwoT2R, bits_per_device: 4 };
+    pub const RAELLA: Self = Self {
+        rows: 512,
+        cols: 512,
+        cell: CellKind::TwoT2R,
+        bits_per_device: 4,
+    };
     /// ISAAC-8b's array: 128 x 128 1T1R cells of 2 bits.
-    pub const ISAAC: Self = Self { rows: 128, cols: 128, cell: CellKind::OneT1R, bits_per_device: 2 };
+    pub const ISAAC: Self = Self {
+        rows: 128,
+        cols: 128,
+        cell: CellKind::OneT1R,
+        bits_per_device: 2,
+    };
 
     /// Validates and builds a geometry.
     ///
@@ -60,15 +70,26 @@ impl CrossbarGeometry {
         bits_per_device: u32,
     ) -> Result<Self, DeviceError> {
         if rows == 0 {
-            return Err(DeviceError::ZeroDimension { field: "rows", value: rows });
+            return Err(DeviceError::ZeroDimension {
+                field: "rows",
+                value: rows,
+            });
         }
         if cols == 0 {
-            return Err(DeviceError::ZeroDimension { field: "cols", value: cols });
+            return Err(DeviceError::ZeroDimension {
+                field: "cols",
+                value: cols,
+            });
         }
         if !(1..=4).contains(&bits_per_device) {
             return Err(DeviceError::BitsPerDevice(bits_per_device));
         }
-        Ok(Self { rows, cols, cell, bits_per_device })
+        Ok(Self {
+            rows,
+            cols,
+            cell,
+            bits_per_device,
+        })
     }
 
     /// Rows (inputs) per crossbar.

@@ -42,9 +42,16 @@ impl DeviceNoise {
                 value: programming_sigma,
             });
         }
-        for (field, value) in [("stuck_at_zero", stuck_at_zero), ("stuck_at_max", stuck_at_max)] {
+        for (field, value) in [
+            ("stuck_at_zero", stuck_at_zero),
+            ("stuck_at_max", stuck_at_max),
+        ] {
             if !(0.0..=1.0).contains(&value) {
-                return Err(DeviceError::NoiseParameter { field, range: "[0, 1]", value });
+                return Err(DeviceError::NoiseParameter {
+                    field,
+                    range: "[0, 1]",
+                    value,
+                });
             }
         }
         if stuck_at_zero + stuck_at_max > 1.0 {
@@ -54,7 +61,11 @@ impl DeviceNoise {
                 value: stuck_at_zero + stuck_at_max,
             });
         }
-        Ok(Self { programming_sigma, stuck_at_zero, stuck_at_max })
+        Ok(Self {
+            programming_sigma,
+            stuck_at_zero,
+            stuck_at_max,
+        })
     }
 
     /// Relative standard deviation of programmed levels.
@@ -95,7 +106,11 @@ impl ColumnNoise {
     /// [`DeviceError::NoiseParameter`] for a negative or non-finite `e`.
     pub fn new(e: f64) -> Result<Self, DeviceError> {
         if !e.is_finite() || e < 0.0 {
-            return Err(DeviceError::NoiseParameter { field: "noise_e", range: "[0, inf)", value: e });
+            return Err(DeviceError::NoiseParameter {
+                field: "noise_e",
+                range: "[0, inf)",
+                value: e,
+            });
         }
         Ok(Self { e })
     }

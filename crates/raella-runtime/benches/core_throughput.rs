@@ -71,12 +71,17 @@ fn main() {
         let z: f64 = StandardNormal.sample(&mut rng);
         (z.abs() * NONZERO_SCALE).round().clamp(1.0, 255.0) as u8
     });
-    let layer = ProgrammedLayer::ideal(compile(q.weights.view(), &CompileConfig::raella(), None).expect("compiles"));
+    let layer = ProgrammedLayer::ideal(
+        compile(q.weights.view(), &CompileConfig::raella(), None).expect("compiles"),
+    );
     let cfg = RunConfig::raella();
     let cols = layer.crossbars()[0].used_cols();
     assert_eq!(layer.crossbars().len(), 1);
 
-    let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().expect("pool");
+    let one = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .expect("pool");
     let mut stats = None;
     let t_core = one.install(|| {
         median_time(|| {
@@ -98,7 +103,10 @@ fn main() {
     let xg = slice_macs / t_core.as_secs_f64() / 1e9;
     let yg = flops / t_gemm.as_secs_f64() / 1e9;
     let s = stats.expect("ran");
-    println!("core-throughput: {xg:.2} G slice-MAC/s; f32 GEMM {yg:.2} GFLOP/s; ratio {:.3}", 2.0 * xg / yg);
+    println!(
+        "core-throughput: {xg:.2} G slice-MAC/s; f32 GEMM {yg:.2} GFLOP/s; ratio {:.3}",
+        2.0 * xg / yg
+    );
     println!(
         "  detail: 1 thread, core {:.1} ms vs GEMM {:.1} ms per 1024-vector batch; recovery rate {:.4}, \
          converts/MAC {:.4}, in-range {:.4}; {all} threads: {:.2} G slice-MAC/s",

@@ -41,15 +41,24 @@ pub fn choose_weight_slicing(
         .into());
     }
     if calibration.ncols() != weights.ncols() {
-        return Err(RuntimeError::InputShape { expected: weights.ncols(), got: calibration.ncols() });
+        return Err(RuntimeError::InputShape {
+            expected: weights.ncols(),
+            got: calibration.ncols(),
+        });
     }
     let exact = exact_outputs(weights, calibration);
-    let cal_run = RunConfig { input: run.input.without_recovery(), ..run.clone() };
+    let cal_run = RunConfig {
+        input: run.input.without_recovery(),
+        ..run.clone()
+    };
     policy.select(force, |cand| {
         if cand.max_width() > bits {
             return Ok(f64::INFINITY);
         }
-        let cfg = CompileConfig { weight_slicing: cand.clone(), ..base.clone() };
+        let cfg = CompileConfig {
+            weight_slicing: cand.clone(),
+            ..base.clone()
+        };
         let mapped = compile(weights, &cfg, None)?;
         let out = ProgrammedLayer::ideal(mapped).run(calibration, &cal_run)?;
         let sim = out.outputs.mapv(i64::from);

@@ -30,7 +30,10 @@ impl InputMode {
     /// RAELLA's default: speculation `4-2-2` with recovery.
     #[must_use]
     pub fn raella() -> Self {
-        Self::Speculative { slicing: Slicing::parse("4-2-2").expect("valid"), recovery: true }
+        Self::Speculative {
+            slicing: Slicing::parse("4-2-2").expect("valid"),
+            recovery: true,
+        }
     }
 
     /// Plain 1-bit inputs (`1x8`).
@@ -57,9 +60,10 @@ impl InputMode {
     #[must_use]
     pub fn without_recovery(&self) -> Self {
         match self {
-            Self::Speculative { slicing, .. } => {
-                Self::Speculative { slicing: slicing.clone(), recovery: false }
-            }
+            Self::Speculative { slicing, .. } => Self::Speculative {
+                slicing: slicing.clone(),
+                recovery: false,
+            },
             other => other.clone(),
         }
     }
@@ -71,7 +75,10 @@ impl InputMode {
     pub fn validate(&self) -> Result<(), RuntimeError> {
         let width = self.slicing().max_width();
         if width > MAX_INPUT_SLICE_BITS {
-            return Err(RuntimeError::InputSliceTooWide { slicing: self.slicing().to_string(), width });
+            return Err(RuntimeError::InputSliceTooWide {
+                slicing: self.slicing().to_string(),
+                width,
+            });
         }
         Ok(())
     }
@@ -81,8 +88,14 @@ impl std::fmt::Display for InputMode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Fixed(s) => write!(f, "fixed {s}"),
-            Self::Speculative { slicing, recovery: true } => write!(f, "speculative {slicing} + recovery"),
-            Self::Speculative { slicing, recovery: false } => write!(f, "speculative {slicing}, no recovery"),
+            Self::Speculative {
+                slicing,
+                recovery: true,
+            } => write!(f, "speculative {slicing} + recovery"),
+            Self::Speculative {
+                slicing,
+                recovery: false,
+            } => write!(f, "speculative {slicing}, no recovery"),
         }
     }
 }
@@ -104,12 +117,22 @@ impl RunConfig {
     /// RAELLA: 7-bit signed ADC, speculation `4-2-2` with recovery, no noise.
     #[must_use]
     pub fn raella() -> Self {
-        Self { adc: Adc::RAELLA, input: InputMode::raella(), column_noise: ColumnNoise::default(), seed: 0 }
+        Self {
+            adc: Adc::RAELLA,
+            input: InputMode::raella(),
+            column_noise: ColumnNoise::default(),
+            seed: 0,
+        }
     }
 
     /// ISAAC-8b: 8-bit unsigned ADC, 1-bit inputs, no noise.
     #[must_use]
     pub fn isaac() -> Self {
-        Self { adc: Adc::ISAAC, input: InputMode::one_bit(), column_noise: ColumnNoise::default(), seed: 0 }
+        Self {
+            adc: Adc::ISAAC,
+            input: InputMode::one_bit(),
+            column_noise: ColumnNoise::default(),
+            seed: 0,
+        }
     }
 }

@@ -47,7 +47,11 @@ impl ProgrammedLayer {
     #[must_use]
     pub fn ideal(mapped: MappedLayer) -> Self {
         let mut rng = stream_rng(0, &[]);
-        let crossbars = mapped.crossbars().iter().map(|x| x.crossbar.program(None, &mut rng)).collect();
+        let crossbars = mapped
+            .crossbars()
+            .iter()
+            .map(|x| x.crossbar.program(None, &mut rng))
+            .collect();
         Self { mapped, crossbars }
     }
 
@@ -58,7 +62,10 @@ impl ProgrammedLayer {
             .crossbars()
             .iter()
             .enumerate()
-            .map(|(i, x)| x.crossbar.program(Some(noise), &mut stream_rng(seed, &[u64::MAX, i as u64])))
+            .map(|(i, x)| {
+                x.crossbar
+                    .program(Some(noise), &mut stream_rng(seed, &[u64::MAX, i as u64]))
+            })
             .collect();
         Self { mapped, crossbars }
     }
@@ -79,11 +86,18 @@ impl ProgrammedLayer {
     ///
     /// # Errors
     /// [`RuntimeError::InputShape`] or an invalid input mode.
-    pub fn run(&self, inputs: ArrayView2<'_, u8>, cfg: &RunConfig) -> Result<LayerOutput, RuntimeError> {
+    pub fn run(
+        &self,
+        inputs: ArrayView2<'_, u8>,
+        cfg: &RunConfig,
+    ) -> Result<LayerOutput, RuntimeError> {
         self.check(inputs.ncols(), cfg)?;
         let (y, mut stats) = self.run_pass(inputs, cfg, 0);
         stats.passes = 1;
-        Ok(LayerOutput { outputs: y.mapv(saturate_i32), stats })
+        Ok(LayerOutput {
+            outputs: y.mapv(saturate_i32),
+            stats,
+        })
     }
 
     /// Runs signed 8-bit input vectors as two passes, the positive parts and the
@@ -107,18 +121,29 @@ impl ProgrammedLayer {
         stats.vectors = sn.vectors;
         stats.macs = sn.macs;
         stats.passes = 2;
-        Ok(LayerOutput { outputs: (yp - yn).mapv(saturate_i32), stats })
+        Ok(LayerOutput {
+            outputs: (yp - yn).mapv(saturate_i32),
+            stats,
+        })
     }
 
     fn check(&self, got: usize, cfg: &RunConfig) -> Result<(), RuntimeError> {
         cfg.input.validate()?;
         if got != self.mapped.inputs() {
-            return Err(RuntimeError::InputShape { expected: self.mapped.inputs(), got });
+            return Err(RuntimeError::InputShape {
+                expected: self.mapped.inputs(),
+                got,
+            });
         }
         Ok(())
     }
 
-    fn run_pass(&self, x: ArrayView2<'_, u8>, cfg: &RunConfig, pass: u64) -> (Array2<i64>, LayerStats) {
+    fn run_pass(
+        &self,
+        x: ArrayView2<'_, u8>,
+        cfg: &RunConfig,
+        pass: u64,
+    ) -> (Array2<i64>, LayerStats) {
         let n = x.nrows();
         let starts: Vec<usize> = (0..n).step_by(CHUNK_VECTORS).collect();
         let parts: Vec<(Array2<i64>, LayerStats)> = starts
@@ -131,14 +156,14 @@ impl ProgrammedLayer {
         let mut y = Array2::<i64>::zeros((n, self.mapped.outputs()));
         let mut stats = LayerStats::default();
         for (&start, (part, st)) in starts.iter().zip(&parts) {
-            y.slice_mut(s![start..start + part.nrows(), ..]).assign(part);
+            y.slice_mut(s![start..start + part.nrows(), ..])
+                .assign(part);
             stats += st;
         }
         (y, stats)
     }
 
     /// Executes one chunk of vectors whose first vector has global index `v0`.
-    #[inline(never)]
     fn run_chunk(
         &self,
         x: ArrayView2<'_, u8>,
@@ -153,7 +178,11 @@ impl ProgrammedLayer {
         let ns = widths.len();
         let speculative = matches!(cfg.input, InputMode::Speculative { .. });
         let recovery = cfg.input.recovers();
-        let recovery_cycles: u64 = if recovery { u64::from(slicing.total_bits()) } else { 0 };
+        let recovery_cycles: u64 = if recovery {
+            u64::from(slicing.total_bits())
+        } else {
+            0
+        };
         let wslicing = m.weight_slicing();
         let adc = cfg.adc;
         let noise = cfg.column_noise;
@@ -169,7 +198,11 @@ impl ProgrammedLayer {
         stats.activity.max_level = m.config().geometry.max_level();
 
         // Digital center term: y_f = c_f * sum_i x_i + analog part.
-        let totals: Vec<i64> = x.rows().into_iter().map(|r| r.iter().map(|&v| i64::from(v)).sum()).collect();
+        let totals: Vec<i64> = x
+            .rows()
+            .into_iter()
+            .map(|r| r.iter().map(|&v| i64::from(v)).sum())
+            .collect();
         let mut y = Array2::<i64>::zeros((b, m.outputs()));
         for (v, t) in totals.iter().enumerate() {
             for (f, &c) in m.centers().iter().enumerate() {
@@ -202,7 +235,10 @@ impl ProgrammedLayer {
             let row_start = m.crossbars()[xi].row_start;
             let rows = m.crossbars()[xi].crossbar.used_rows();
             // This row block's inputs, contiguous.
-            let xr = x.slice(s![.., row_start..row_start + rows]).as_standard_layout().into_owned();
+            let xr = x
+                .slice(s![.., row_start..row_start + rows])
+                .as_standard_layout()
+                .into_owned();
             let xs = xr.as_slice().expect("standard layout");
             // Pulse matrices of this row block, one per input slice.
             let pulses: Vec<Array2<f32>> = slice_lut
@@ -212,8 +248,11 @@ impl ProgrammedLayer {
                     Array2::from_shape_vec((b, rows), data).expect("shape")
                 })
                 .collect();
-            let rb_sums: Vec<i64> =
-                xr.rows().into_iter().map(|r| r.iter().map(|&v| i64::from(v)).sum()).collect();
+            let rb_sums: Vec<i64> = xr
+                .rows()
+                .into_iter()
+                .map(|r| r.iter().map(|&v| i64::from(v)).sum())
+                .collect();
             // Pulses applied per row over the chunk (for input and cell activity).
             let mut row_pulses = vec![0u64; rows];
             for xrow in xs.chunks_exact(rows) {
@@ -222,6 +261,11 @@ impl ProgrammedLayer {
                 }
             }
             let pulses_total: u64 = row_pulses.iter().sum();
+            let xbits = if recovery {
+                bit_planes(xs, rows)
+            } else {
+                Vec::new()
+            };
 
             while xi < m.crossbars().len() && m.crossbars()[xi].row_block == rb {
                 let mx = &m.crossbars()[xi];
@@ -244,19 +288,30 @@ impl ProgrammedLayer {
                     }
                     let sh = shifts[j];
                     flagged.clear();
-                    let (mut in_range, mut saturated, mut inexact) = (0u64, 0u64, 0u64);
-                    let sums_s = sums.as_slice().expect("standard layout");
-                    let acc_s = acc.as_slice_mut().expect("standard layout");
-                    for (i, (&sum, a)) in sums_s.iter().zip(acc_s.iter_mut()).enumerate() {
-                        let conv = adc.convert(sum);
-                        in_range += u64::from(conv.in_range);
-                        saturated += u64::from(conv.saturated);
-                        if speculative && conv.saturated && recovery {
-                            flagged.push((i / cols, i % cols));
+                    let drop_flagged = speculative && recovery;
+                    let counts = convert_shift_add(&adc, &sums, &mut acc, sh, drop_flagged);
+                    let (in_range, saturated, inexact) =
+                        (counts.in_range, counts.saturated, counts.inexact);
+                    if drop_flagged && saturated > 0 {
+                        let hi = adc.max_code() as f32 - 0.5;
+                        let lo = if adc.signed() {
+                            adc.min_code() as f32 + 0.5
                         } else {
-                            inexact += u64::from(!conv.in_range);
-                            *a += i64::from(conv.code) << sh;
+                            f32::NEG_INFINITY
+                        };
+                        let flat = sums.as_slice().expect("standard layout");
+                        // Scan in blocks with a branch-free test first: flags are sparse.
+                        for (bi, block) in flat.chunks(64).enumerate() {
+                            if block.iter().fold(false, |a, &x| a | (x >= hi) | (x <= lo)) {
+                                for (k, &sum) in block.iter().enumerate() {
+                                    if sum >= hi || sum <= lo {
+                                        let i = bi * 64 + k;
+                                        flagged.push((i / cols, i % cols));
+                                    }
+                                }
+                            }
                         }
+                        debug_assert_eq!(flagged.len() as u64, saturated);
                     }
                     let primary = as_u64(b * cols);
                     stats.column_sums += primary;
@@ -269,9 +324,17 @@ impl ProgrammedLayer {
                     }
                     stats.inexact_column_slices += inexact;
                     if recovery {
-                        let r = recover(px, &adc, noise, &flagged, xs, sh, widths[j], &mut acc, |v| {
-                            noise_rng(cfg.seed, pass, xi, v0 + v, ns + j)
-                        });
+                        let r = recover(
+                            px,
+                            &adc,
+                            noise,
+                            &flagged,
+                            &xbits,
+                            sh,
+                            widths[j],
+                            &mut acc,
+                            |v| noise_rng(cfg.seed, pass, xi, v0 + v, ns + j),
+                        );
                         stats.recovery_conversions += r.conversions;
                         stats.activity.conversions += r.conversions;
                         stats.activity.saturated_conversions += r.saturated;
@@ -287,7 +350,9 @@ impl ProgrammedLayer {
                         (f, wslicing.shifts()[k], mask, mx.flipped[lc])
                     })
                     .collect();
-                for ((arow, mut yrow), &bsum) in acc.rows().into_iter().zip(y.rows_mut()).zip(&rb_sums) {
+                for ((arow, mut yrow), &bsum) in
+                    acc.rows().into_iter().zip(y.rows_mut()).zip(&rb_sums)
+                {
                     for (&a, &(f, wsh, mask, flip)) in arow.iter().zip(&roles) {
                         let val = if flip { mask * bsum - a } else { a };
                         yrow[f] += val << wsh;
@@ -314,7 +379,85 @@ impl ProgrammedLayer {
     }
 }
 
-fn noise_rng(seed: u64, pass: u64, crossbar: usize, vector: usize, slice: usize) -> Xoshiro256PlusPlus {
+/// Row bitsets of every input bit of every vector in `x` (vectors of `rows`
+/// values): layout `[(vector * 8 + bit) * words + word]`, `words = rows / 64`
+/// rounded up, bits past the last row zero.
+fn bit_planes(x: &[u8], rows: usize) -> Vec<u64> {
+    let words = rows.div_ceil(64);
+    let n = x.len() / rows.max(1);
+    let mut out = vec![0u64; n * 8 * words];
+    for (v, xr) in x.chunks_exact(rows).enumerate() {
+        for (wi, group) in xr.chunks(64).enumerate() {
+            for bit in 0..8 {
+                let mut word = 0u64;
+                for (k, &xv) in group.iter().enumerate() {
+                    word |= u64::from((xv >> bit) & 1) << k;
+                }
+                out[(v * 8 + bit) * words + wi] = word;
+            }
+        }
+    }
+    out
+}
+
+/// Counts of one batch of conversions.
+struct ConvertCounts {
+    in_range: u64,
+    saturated: u64,
+    inexact: u64,
+}
+
+/// Converts every column sum (as [`Adc::convert`]) and shift-adds the codes
+/// into `acc`; with `drop_flagged`, saturated codes are left out (recovery
+/// replaces them). Branch-free, so it vectorises.
+fn convert_shift_add(
+    adc: &Adc,
+    sums: &Array2<f32>,
+    acc: &mut Array2<i64>,
+    shift: u32,
+    drop_flagged: bool,
+) -> ConvertCounts {
+    let (lo, hi) = (adc.min_code() as f32, adc.max_code() as f32);
+    let signed = adc.signed();
+    let (mut in_range, mut saturated, mut inexact) = (0u32, 0u32, 0u32);
+    let mut total = ConvertCounts {
+        in_range: 0,
+        saturated: 0,
+        inexact: 0,
+    };
+    let sums = sums.as_slice().expect("standard layout");
+    let acc = acc.as_slice_mut().expect("standard layout");
+    // Blocks keep the u32 counters from overflowing.
+    for (sb, ab) in sums.chunks(1 << 20).zip(acc.chunks_mut(1 << 20)) {
+        for (&sum, a) in sb.iter().zip(ab.iter_mut()) {
+            let r = (sum + 0.5f32.copysign(sum)).trunc();
+            let code = r.clamp(lo, hi);
+            let ok = r == code;
+            let sat = code == hi || (signed && code == lo);
+            let keep = !(drop_flagged && sat);
+            in_range += u32::from(ok);
+            saturated += u32::from(sat);
+            inexact += u32::from(keep && !ok);
+            // |code| < 2^24: the cast is exact.
+            #[allow(clippy::cast_possible_truncation)]
+            let c = if keep { code as i64 } else { 0 };
+            *a += c << shift;
+        }
+        total.in_range += u64::from(in_range);
+        total.saturated += u64::from(saturated);
+        total.inexact += u64::from(inexact);
+        (in_range, saturated, inexact) = (0, 0, 0);
+    }
+    total
+}
+
+fn noise_rng(
+    seed: u64,
+    pass: u64,
+    crossbar: usize,
+    vector: usize,
+    slice: usize,
+) -> Xoshiro256PlusPlus {
     stream_rng(seed, &[pass, crossbar as u64, vector as u64, slice as u64])
 }
 
@@ -326,111 +469,45 @@ struct Recovered {
     inexact_slices: u64,
 }
 
-/// Rows per i16 accumulation block: `2048 x 15 < 2^15`, so no lane overflows.
-const I16_BLOCK: usize = 2048;
-
-/// `sum_r (w_r & mask_r)`: a 1-bit column sum on integer levels, where
-/// `mask_r` is all ones when the row's input bit is 1 and zero otherwise.
-/// i16 lanes, blocks of [`I16_BLOCK`] rows added in i32.
-#[inline]
-fn masked_sum(w: &[i16], mask: &[i16]) -> i32 {
-    const L: usize = 64;
-    let mut total = 0i32;
-    for (wb, mb) in w.chunks(I16_BLOCK).zip(mask.chunks(I16_BLOCK)) {
-        let mut acc = [0i16; L];
-        let (cw, cm) = (wb.chunks_exact(L), mb.chunks_exact(L));
-        let (rw, rm) = (cw.remainder(), cm.remainder());
-        for (ws, ms) in cw.zip(cm) {
-            for k in 0..L {
-                acc[k] += ws[k] & ms[k];
-            }
-        }
-        let tail: i32 = rw.iter().zip(rm).map(|(&a, &b)| i32::from(a & b)).sum();
-        total += acc.iter().map(|&a| i32::from(a)).sum::<i32>() + tail;
-    }
-    total
-}
-
-/// One 1-bit column sum on real-valued conductances (after programming noise).
-#[inline]
-fn bit_dot_f32(x: &[u8], bit: u32, w: &[f32]) -> f32 {
-    const L: usize = 32;
-    let mut acc = [0f32; L];
-    let (cx, cw) = (x.chunks_exact(L), w.chunks_exact(L));
-    let (rx, rw) = (cx.remainder(), cw.remainder());
-    for (xs, ws) in cx.zip(cw) {
-        for k in 0..L {
-            acc[k] += f32::from((xs[k] >> bit) & 1) * ws[k];
-        }
-    }
-    let tail: f32 = rx.iter().zip(rw).map(|(&a, &b)| f32::from((a >> bit) & 1) * b).sum();
-    acc.iter().sum::<f32>() + tail
-}
-
 /// Re-runs each flagged `(vector, column)` of a `width`-bit speculative slice at
 /// `shift` as `width` 1-bit slices over its column only, and shift-adds the
-/// 1-bit codes into `acc`. `x` holds the row block's inputs, one vector per
-/// `rows` values; `flagged` is ordered by vector, so each vector's bit masks
-/// are built once and shared by its flagged columns.
+/// 1-bit codes into `acc`. `xbits` holds the row block's input bit-planes
+/// (see [`bit_planes`]).
 fn recover(
     px: &ProgrammedCrossbar,
     adc: &Adc,
     noise: ColumnNoise,
     flagged: &[(usize, usize)],
-    x: &[u8],
+    xbits: &[u64],
     shift: u32,
     width: u32,
     acc: &mut Array2<i64>,
     rng_for: impl Fn(usize) -> Xoshiro256PlusPlus,
 ) -> Recovered {
-    let rows = px.used_rows();
-    let nbits = width as usize;
+    let words = px.used_rows().div_ceil(64);
     let mut out = Recovered::default();
-    let mut masks = vec![0i16; nbits * rows];
-    let mut masks_for = usize::MAX;
-    let mut sums = [0f32; 4];
     for &(v, c) in flagged {
-        let xr = &x[v * rows..(v + 1) * rows];
-        match px.diff_column_int(c) {
-            Some(w) => {
-                if masks_for != v {
-                    for (t, m) in masks.chunks_exact_mut(rows).enumerate() {
-                        let bit = shift + u32::try_from(t).unwrap_or(0);
-                        for (mr, &xv) in m.iter_mut().zip(xr) {
-                            *mr = -i16::from((xv >> bit) & 1);
-                        }
-                    }
-                    masks_for = v;
-                }
-                for (s, m) in sums.iter_mut().zip(masks.chunks_exact(rows)) {
-                    // Exact: |sum| <= rows x 15 < 2^24.
-                    #[allow(clippy::cast_precision_loss)]
-                    let f = masked_sum(w, m) as f32;
-                    *s = f;
-                }
-            }
-            None => {
-                for (t, s) in (0..width).zip(sums.iter_mut()) {
-                    *s = bit_dot_f32(xr, shift + t, px.diff_column(c));
-                }
-            }
-        }
+        let start = (v * 8 + shift as usize) * words;
+        let planes = &xbits[start..start + width as usize * words];
         let mut rng = (!noise.is_off()).then(|| rng_for(v));
         let mut any_out = false;
         let mut value = 0i64;
-        for (t, &sum) in (0..width).zip(&sums) {
-            let bit = shift + t;
-            let mut sum = sum;
-            if let Some(rng) = rng.as_mut() {
-                let mag = bit_dot_f32(xr, bit, px.magnitude_column(c));
-                sum = noise.perturb(sum, mag, rng);
-            }
-            let conv = adc.convert(sum);
+        for (t, plane) in (0..width).zip(planes.chunks_exact(words)) {
+            let conv = match (rng.as_mut(), px.column_sum_bits_exact(c, plane)) {
+                (None, Some(exact)) => adc.convert_exact(exact),
+                (rng, _) => {
+                    let mut sum = px.column_sum_bits(c, plane);
+                    if let Some(rng) = rng {
+                        sum = noise.perturb(sum, px.column_magnitude_bits(c, plane), rng);
+                    }
+                    adc.convert(sum)
+                }
+            };
             out.conversions += 1;
             out.saturated += u64::from(conv.saturated);
             out.out_of_range += u64::from(!conv.in_range);
             any_out |= !conv.in_range;
-            value += i64::from(conv.code) << bit;
+            value += i64::from(conv.code) << (shift + t);
         }
         acc[[v, c]] += value;
         out.inexact_slices += u64::from(any_out);

@@ -17,7 +17,9 @@ pub enum RuntimeError {
         got: usize,
     },
     /// Speculative input slices wider than the 4-bit pulse-train DACs.
-    #[error("input slicing `{slicing}` has a {width}-bit slice; the DACs apply at most 4 bits per cycle")]
+    #[error(
+        "input slicing `{slicing}` has a {width}-bit slice; the DACs apply at most 4 bits per cycle"
+    )]
     InputSliceTooWide {
         /// The slicing.
         slicing: String,

@@ -31,7 +31,11 @@ pub fn exact_outputs(weights: ArrayView2<'_, i8>, inputs: ArrayView2<'_, u8>) ->
     let mut y = Array2::<i64>::zeros((inputs.nrows(), weights.nrows()));
     for (v, x) in inputs.rows().into_iter().enumerate() {
         for (f, w) in weights.rows().into_iter().enumerate() {
-            y[[v, f]] = x.iter().zip(w.iter()).map(|(&a, &b)| i64::from(a) * i64::from(b)).sum();
+            y[[v, f]] = x
+                .iter()
+                .zip(w.iter())
+                .map(|(&a, &b)| i64::from(a) * i64::from(b))
+                .sum();
         }
     }
     y
@@ -61,14 +65,17 @@ pub fn run_reference(
         }
         for mx in layer.crossbars() {
             let xb = &mx.crossbar;
-            let xs: Vec<u32> =
-                (0..xb.used_rows()).map(|r| u32::from(x[mx.row_start + r])).collect();
+            let xs: Vec<u32> = (0..xb.used_rows())
+                .map(|r| u32::from(x[mx.row_start + r]))
+                .collect();
             let block_sum: i64 = xs.iter().map(|&a| i64::from(a)).sum();
             for c in 0..xb.used_cols() {
                 let mut measured: i64 = 0;
                 for j in 0..slicing.len() {
-                    let pulses: Vec<u8> =
-                        xs.iter().map(|&a| u8::try_from(slicing.slice(a, j)).unwrap()).collect();
+                    let pulses: Vec<u8> = xs
+                        .iter()
+                        .map(|&a| u8::try_from(slicing.slice(a, j)).unwrap())
+                        .collect();
                     let code = convert(cfg, xb.column_sums_exact(&pulses)[c]);
                     counts.primary += 1;
                     let flagged = speculative && is_saturated(cfg, code);
@@ -79,7 +86,10 @@ pub fn run_reference(
                     if flagged && recovery {
                         for t in 0..slicing.widths()[j] {
                             let bit = slicing.shifts()[j] + t;
-                            let bits: Vec<u8> = xs.iter().map(|&a| u8::try_from((a >> bit) & 1).unwrap()).collect();
+                            let bits: Vec<u8> = xs
+                                .iter()
+                                .map(|&a| u8::try_from((a >> bit) & 1).unwrap())
+                                .collect();
                             let code1 = convert(cfg, xb.column_sums_exact(&bits)[c]);
                             counts.recovery += 1;
                             measured += code1 << bit;
@@ -90,7 +100,11 @@ pub fn run_reference(
                 }
                 let (f, k) = layer.column_role(mx.col_start + c);
                 let mask = (1i64 << ws.widths()[k]) - 1;
-                let value = if mx.flipped[c] { mask * block_sum - measured } else { measured };
+                let value = if mx.flipped[c] {
+                    mask * block_sum - measured
+                } else {
+                    measured
+                };
                 y[[v, f]] += value << ws.shifts()[k];
             }
         }
@@ -103,5 +117,6 @@ fn convert(cfg: &RunConfig, sum: i64) -> i64 {
 }
 
 fn is_saturated(cfg: &RunConfig, code: i64) -> bool {
-    code == i64::from(cfg.adc.max_code()) || (cfg.adc.signed() && code == i64::from(cfg.adc.min_code()))
+    code == i64::from(cfg.adc.max_code())
+        || (cfg.adc.signed() && code == i64::from(cfg.adc.min_code()))
 }

@@ -65,7 +65,10 @@ impl LayerStats {
     /// Crossbar cycles per input vector and crossbar.
     #[must_use]
     pub fn cycles_per_vector(&self) -> f64 {
-        ratio(self.activity.crossbar_cycles, self.vectors * self.crossbars.max(1))
+        ratio(
+            self.activity.crossbar_cycles,
+            self.vectors * self.crossbars.max(1),
+        )
     }
 
     /// Average normalised cell value seen by reads.

@@ -48,7 +48,8 @@ fn encoding() -> impl Strategy<Value = Encoding> {
 fn input_mode() -> impl Strategy<Value = InputMode> {
     prop_oneof![
         slicing(4).prop_map(InputMode::Fixed),
-        (slicing(4), any::<bool>()).prop_map(|(slicing, recovery)| InputMode::Speculative { slicing, recovery }),
+        (slicing(4), any::<bool>())
+            .prop_map(|(slicing, recovery)| InputMode::Speculative { slicing, recovery }),
     ]
 }
 
@@ -63,7 +64,15 @@ struct Case {
 }
 
 fn case() -> impl Strategy<Value = Case> {
-    (encoding(), 1u32..=4, 1usize..=16, 1usize..=12, 1usize..=6, 1usize..=40, 1usize..=5)
+    (
+        encoding(),
+        1u32..=4,
+        1usize..=16,
+        1usize..=12,
+        1usize..=6,
+        1usize..=40,
+        1usize..=5,
+    )
         .prop_flat_map(|(enc, bits, rows, cols, outs, ins, nv)| {
             let g = CrossbarGeometry::new(rows, cols, enc.cell_kind(), bits).unwrap();
             (
@@ -88,13 +97,26 @@ fn case() -> impl Strategy<Value = Case> {
                             _ => val,
                         }
                     });
-                    Case { cfg: CompileConfig { geometry: g, encoding: enc, weight_slicing: ws }, weights, inputs }
+                    Case {
+                        cfg: CompileConfig {
+                            geometry: g,
+                            encoding: enc,
+                            weight_slicing: ws,
+                        },
+                        weights,
+                        inputs,
+                    }
                 })
         })
 }
 
 fn run_cfg(adc: Adc, input: InputMode) -> RunConfig {
-    RunConfig { adc, input, column_noise: ColumnNoise::default(), seed: 1 }
+    RunConfig {
+        adc,
+        input,
+        column_noise: ColumnNoise::default(),
+        seed: 1,
+    }
 }
 
 proptest! {
@@ -174,8 +196,12 @@ proptest! {
 }
 
 fn noisy_layer() -> (ProgrammedLayer, Array2<u8>) {
-    let w = Array2::from_shape_fn((40, 300), |(f, i)| i8::try_from((f * 7 + i * 13) % 61).unwrap() - 30);
-    let x = Array2::from_shape_fn((300, 300), |(v, i)| u8::try_from((v * 31 + i * 17) % 256).unwrap());
+    let w = Array2::from_shape_fn((40, 300), |(f, i)| {
+        i8::try_from((f * 7 + i * 13) % 61).unwrap() - 30
+    });
+    let x = Array2::from_shape_fn((300, 300), |(v, i)| {
+        u8::try_from((v * 31 + i * 17) % 256).unwrap()
+    });
     let mapped = compile(w.view(), &CompileConfig::raella(), None).unwrap();
     let noise = DeviceNoise::new(0.05, 0.001, 0.001).unwrap();
     (ProgrammedLayer::program(mapped, &noise, 11), x)
@@ -206,8 +232,14 @@ fn thread_count_does_not_change_noisy_results() {
     let (layer, x) = noisy_layer();
     let mut cfg = RunConfig::raella();
     cfg.column_noise = ColumnNoise::new(0.12).unwrap();
-    let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
-    let two = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+    let one = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    let two = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
     let a = one.install(|| layer.run(x.view(), &cfg).unwrap());
     let b = two.install(|| layer.run(x.view(), &cfg).unwrap());
     assert_eq!(a, b);
@@ -216,15 +248,25 @@ fn thread_count_does_not_change_noisy_results() {
 #[test]
 fn conversions_per_mac_at_full_utilisation() {
     // ISAAC: 128 inputs, 32 filters x 4 two-bit slices = 128 columns, 1-bit inputs: 4*8/128.
-    let w = Array2::from_shape_fn((32, 128), |(f, i)| i8::try_from((f + i) % 100).unwrap() - 50);
+    let w = Array2::from_shape_fn((32, 128), |(f, i)| {
+        i8::try_from((f + i) % 100).unwrap() - 50
+    });
     let x = Array2::from_shape_fn((4, 128), |(v, i)| u8::try_from((v * 50 + i) % 256).unwrap());
     let isaac = ProgrammedLayer::ideal(compile(w.view(), &CompileConfig::isaac(), None).unwrap());
     let out = isaac.run(x.view(), &RunConfig::isaac()).unwrap();
     assert!((out.stats.converts_per_mac() - 0.25).abs() < 1e-12);
-    assert_eq!(out.stats.inexact_column_slices, 0, "ISAAC's bit flip keeps every sum in range");
-    assert_eq!(out.outputs.mapv(i64::from), exact_outputs(w.view(), x.view()));
+    assert_eq!(
+        out.stats.inexact_column_slices, 0,
+        "ISAAC's bit flip keeps every sum in range"
+    );
+    assert_eq!(
+        out.outputs.mapv(i64::from),
+        exact_outputs(w.view(), x.view())
+    );
     // Center+Offset, 4 x 2b slices on 512 rows, 1-bit inputs: 4*8/512 = 0.0625.
-    let w = Array2::from_shape_fn((128, 512), |(f, i)| i8::try_from((f + 3 * i) % 40).unwrap() - 20);
+    let w = Array2::from_shape_fn((128, 512), |(f, i)| {
+        i8::try_from((f + 3 * i) % 40).unwrap() - 20
+    });
     let x = Array2::from_shape_fn((2, 512), |(v, i)| u8::try_from((v + i) % 7).unwrap());
     let mut cfg = CompileConfig::raella();
     cfg.weight_slicing = Slicing::parse("2x4").unwrap();
