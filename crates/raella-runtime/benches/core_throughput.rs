@@ -18,6 +18,9 @@
 //! inputs are 0 with probability 0.78 and otherwise half-normal with mean 41.5,
 //! as uint8 (measured there: 78% zeros, non-zero mean 40.8).
 
+// Synthetic data generation: the casts act on clamped, rounded values.
+#![allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+
 use std::time::{Duration, Instant};
 
 use ndarray::{Array2, linalg::general_mat_mul};

@@ -1,12 +1,15 @@
 //! Adaptive weight slicing driven by simulation: each candidate slicing is
-//! compiled, run on calibration inputs on ideal crossbars with the layer's
-//! ADC, and compared with the exact integer result under the policy's metric.
+//! compiled, run on calibration inputs on ideal crossbars, and compared with
+//! the exact integer result under the policy's metric.
 //!
-//! The candidate runs use the layer's input mode *without recovery*: with
-//! recovery nearly every candidate is exact, so the error would not separate
-//! them; without it, the error measures how often and how badly speculation
-//! would fail, which is what wider weight slices risk (recoveries cost energy).
-//! For non-speculative modes this is the layer's own mode.
+//! The caller chooses the run configuration of the calibration. The
+//! recommended one ([`calibration_run`]) is the layer's ADC with plain 1-bit
+//! inputs: in RAELLA's ablation adaptive slicing comes before speculation, and
+//! with speculation + recovery every flagged column-slice contributes exactly
+//! its 1-bit result, so an error bound measured at 1-bit inputs carries over
+//! to the speculative design. (Calibrating under speculation *with* recovery
+//! would call every candidate exact; *without* recovery it charges clamped
+//! 4-bit slices that recovery would repair, and picks `1x8` everywhere.)
 
 use ndarray::ArrayView2;
 use raella_compiler::{AdaptiveSlicing, CompileConfig, Slicing, SlicingChoice, compile};
@@ -14,7 +17,19 @@ use raella_compiler::{AdaptiveSlicing, CompileConfig, Slicing, SlicingChoice, co
 use crate::reference::exact_outputs;
 use crate::{ProgrammedLayer, RunConfig, RuntimeError};
 
-/// Chooses the weight slicing of one layer (`weights`: outputs x inputs).
+/// The recommended calibration run for a layer run with `run`: the same ADC,
+/// plain 1-bit inputs, no noise.
+#[must_use]
+pub fn calibration_run(run: &RunConfig) -> RunConfig {
+    RunConfig {
+        input: crate::InputMode::one_bit(),
+        column_noise: raella_device::ColumnNoise::default(),
+        ..run.clone()
+    }
+}
+
+/// Chooses the weight slicing of one layer (`weights`: outputs x inputs),
+/// calibrating with `run` (noise switched off; see [`calibration_run`]).
 ///
 /// Candidates wider than the crossbar's devices are skipped. `force` (e.g. `1x8`
 /// for a network's last layer) bypasses the search.

