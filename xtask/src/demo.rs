@@ -467,3 +467,36 @@ pub fn run_demo(root: &Path) -> Result<String> {
     }
     Ok(md)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    /// The demo report is deterministic: it must match the committed golden copy
+    /// byte for byte. After an intended change, re-bless with
+    /// `RAELLA_BLESS=1 cargo test -p xtask demo_report`.
+    #[test]
+    fn demo_report_matches_golden() {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("workspace")
+            .to_path_buf();
+        let golden = root
+            .join("xtask")
+            .join("tests")
+            .join("golden")
+            .join("demo_report.md");
+        let report = super::run_demo(&root).expect("demo runs");
+        if std::env::var_os("RAELLA_BLESS").is_some() {
+            std::fs::write(&golden, &report).expect("bless");
+            return;
+        }
+        let want = std::fs::read_to_string(&golden)
+            .expect("golden file present (bless with RAELLA_BLESS=1)");
+        assert!(
+            report == want,
+            "demo report differs from {}; re-bless if intended",
+            golden.display()
+        );
+    }
+}

@@ -120,3 +120,44 @@ pub fn load(root: &Path) -> Result<Vec<FixtureLayer>> {
     }
     Ok(layers)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn root() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("workspace")
+            .to_path_buf()
+    }
+
+    #[test]
+    fn committed_fixture_loads_with_expected_shapes() {
+        let layers = load(&root()).expect("fixture loads");
+        let dims: Vec<(usize, usize)> = layers.iter().map(|l| l.weights.dim()).collect();
+        assert_eq!(dims, vec![(32, 9), (64, 288), (128, 3136), (10, 128)]);
+        assert!(matches!(layers[0].inputs, Inputs::Signed(_)));
+        assert!(matches!(layers[1].inputs, Inputs::Unsigned(_)));
+    }
+
+    #[test]
+    fn truncated_fixture_is_a_clear_error() {
+        let dir = std::env::temp_dir().join(format!("raella-fixture-test-{}", std::process::id()));
+        let fdir = fixture_dir(&dir);
+        std::fs::create_dir_all(&fdir).unwrap();
+        let good = std::fs::read(fixture_dir(&root()).join("mnist_cnn.safetensors")).unwrap();
+        std::fs::write(fdir.join("mnist_cnn.safetensors"), &good[..good.len() / 2]).unwrap();
+        std::fs::copy(
+            fixture_dir(&root()).join("mnist_cnn_layer_inputs.safetensors"),
+            fdir.join("mnist_cnn_layer_inputs.safetensors"),
+        )
+        .unwrap();
+        let err = format!("{:#}", load(&dir).err().expect("truncated file rejected"));
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(
+            err.contains("mnist_cnn.safetensors") && err.contains("not a valid safetensors"),
+            "{err}"
+        );
+    }
+}
