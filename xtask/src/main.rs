@@ -2,6 +2,9 @@
 //!
 //! * `cargo xtask demo [--out DIR]`: the core demo on the committed real MNIST CNN
 //!   fixture; prints the report and writes `DIR/report.md` (default `results/demo`).
+//! * `cargo xtask sweep [SPEC.toml] [--out DIR]`: the main job. Runs a sweep spec
+//!   (default `fixtures/sweeps/default.toml`) from an optimised build of
+//!   `raella-sweep`; results go to `DIR` (default `results/<spec name>/`).
 //! * `cargo xtask bench`: the core throughput benchmark (optimised build), one line
 //!   `core-throughput: ...` with the ratio to the machine's f32 GEMM rate.
 
@@ -21,7 +24,19 @@ fn root() -> PathBuf {
 }
 
 fn usage() -> &'static str {
-    "usage: cargo xtask <demo [--out DIR] | bench>"
+    "usage: cargo xtask <sweep [SPEC.toml] [--out DIR] | demo [--out DIR] | bench>"
+}
+
+/// `p` made absolute against the caller's working directory (cargo runs the
+/// sweep from the workspace root).
+fn absolute(p: &str) -> Result<String> {
+    let path = Path::new(p);
+    let abs = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()?.join(path)
+    };
+    Ok(abs.display().to_string())
 }
 
 /// Writes `text` to `path` atomically (temporary file, then rename).
@@ -52,6 +67,46 @@ fn main() -> Result<()> {
             let path = out.join("report.md");
             write_atomic(&path, &md)?;
             eprintln!("wrote {}", path.display());
+            Ok(())
+        }
+        Some("sweep") => {
+            let root = root();
+            let mut pass: Vec<String> = Vec::new();
+            let mut spec = None;
+            let mut it = args[1..].iter();
+            while let Some(a) = it.next() {
+                match a.as_str() {
+                    "--out" => {
+                        let dir = it.next().context("--out needs a directory")?;
+                        pass.extend(["--out".to_string(), absolute(dir)?]);
+                    }
+                    s if s.starts_with('-') => bail!("unknown option `{s}` for sweep\n{}", usage()),
+                    s => {
+                        if spec.replace(absolute(s)?).is_some() {
+                            bail!("more than one spec given\n{}", usage());
+                        }
+                    }
+                }
+            }
+            let spec = spec.unwrap_or_else(|| {
+                root.join("fixtures/sweeps/default.toml")
+                    .display()
+                    .to_string()
+            });
+            let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+                .current_dir(&root)
+                .args(["run", "--quiet", "--release", "-p", "raella-sweep", "--"])
+                .arg(&spec)
+                .args([
+                    "--presets",
+                    &root.join("fixtures/presets.toml").display().to_string(),
+                ])
+                .args(&pass)
+                .status()
+                .context("running cargo run -p raella-sweep")?;
+            if !status.success() {
+                bail!("sweep failed ({status})");
+            }
             Ok(())
         }
         Some("bench") => {

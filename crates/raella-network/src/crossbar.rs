@@ -1,0 +1,170 @@
+//! Running a quantised network's crossbar layers on simulated crossbars.
+
+use ndarray::Array2;
+use raella_compiler::{AdaptiveSlicing, Calibration, CompileConfig, Slicing, compile};
+use raella_device::DeviceNoise;
+use raella_runtime::{LayerStats, ProgrammedLayer, RunConfig, choose_weight_slicing};
+
+use crate::NetworkError;
+use crate::quant::{MacBackend, QInput, QuantModel};
+
+/// Calibration vectors kept per layer and group for adaptive slicing and the
+/// `search` center rule (evenly spaced over what the calibration images produce).
+pub const CALIBRATION_VECTORS: usize = 256;
+
+/// Everything that defines a simulated design, for a whole network.
+#[derive(Debug)]
+pub struct ArchConfig {
+    /// Crossbar geometry, encoding and (fixed, or starting) weight slicing.
+    pub compile: CompileConfig,
+    /// Adaptive weight slicing: the policy and the run it is calibrated with.
+    pub adaptive: Option<(AdaptiveSlicing, RunConfig)>,
+    /// Slicing forced on the last crossbar layer when adaptive (`1x8` in RAELLA).
+    pub force_last: Option<Slicing>,
+    /// ADC, input mode, read noise; its seed is replaced per layer, group and batch.
+    pub run: RunConfig,
+    /// Programming non-idealities, if any.
+    pub device_noise: Option<DeviceNoise>,
+}
+
+/// The programmed crossbars of every layer and group of a network.
+#[derive(Debug)]
+pub struct CrossbarBackend {
+    layers: Vec<Vec<ProgrammedLayer>>,
+    slicings: Vec<String>,
+    run: RunConfig,
+    seed: u64,
+}
+
+/// Evenly spaced subsample of at most `max` rows.
+fn subsample(x: &Array2<u8>, max: usize) -> Array2<u8> {
+    let n = x.nrows();
+    if n <= max {
+        return x.clone();
+    }
+    let idx: Vec<usize> = (0..max).map(|i| i * n / max).collect();
+    x.select(ndarray::Axis(0), &idx)
+}
+
+fn mix(seed: u64, parts: &[u64]) -> u64 {
+    let mut h = seed ^ 0x9e37_79b9_7f4a_7c15;
+    for &p in parts {
+        h = (h ^ p).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        h ^= h >> 31;
+    }
+    h
+}
+
+impl CrossbarBackend {
+    /// Compiles and programs every crossbar layer of `model` for `arch`.
+    /// `calibration` holds each layer's and group's 8-bit input vectors from the
+    /// calibration images ([`QuantModel::capture_inputs`]); `seed` drives device
+    /// programming noise and read noise.
+    ///
+    /// # Errors
+    /// An invalid configuration for some layer.
+    pub fn build(
+        model: &QuantModel,
+        arch: &ArchConfig,
+        calibration: &[Vec<QInput>],
+        seed: u64,
+    ) -> Result<Self, NetworkError> {
+        let nl = model.layers.len();
+        let mut layers = Vec::with_capacity(nl);
+        let mut slicings = Vec::with_capacity(nl);
+        for (l, ql) in model.layers.iter().enumerate() {
+            let mut per_group = Vec::with_capacity(ql.groups.len());
+            let mut chosen = Vec::new();
+            for (g, qm) in ql.groups.iter().enumerate() {
+                let cal = subsample(&calibration[l][g].crossbar_vectors(), CALIBRATION_VECTORS);
+                let mut cfg = arch.compile.clone();
+                let err = |e| NetworkError::Runtime {
+                    layer: ql.name.clone(),
+                    source: e,
+                };
+                if let Some((policy, cal_run)) = &arch.adaptive {
+                    let force = if l + 1 == nl {
+                        arch.force_last.as_ref()
+                    } else {
+                        None
+                    };
+                    let choice = choose_weight_slicing(
+                        qm.weights.view(),
+                        &cfg,
+                        policy,
+                        force,
+                        cal.view(),
+                        cal_run,
+                    )
+                    .map_err(err)?;
+                    cfg.weight_slicing = choice.chosen;
+                }
+                let c = Calibration {
+                    inputs: cal.view(),
+                    input_slicing: arch.run.input.slicing(),
+                };
+                let mapped = compile(qm.weights.view(), &cfg, Some(c)).map_err(|e| {
+                    NetworkError::Compile {
+                        layer: ql.name.clone(),
+                        source: e,
+                    }
+                })?;
+                let s = cfg.weight_slicing.to_string();
+                if !chosen.contains(&s) {
+                    chosen.push(s);
+                }
+                per_group.push(match &arch.device_noise {
+                    Some(n) if !n.is_ideal() => {
+                        ProgrammedLayer::program(mapped, n, mix(seed, &[1, l as u64, g as u64]))
+                    }
+                    _ => ProgrammedLayer::ideal(mapped),
+                });
+            }
+            layers.push(per_group);
+            slicings.push(chosen.join("/"));
+        }
+        Ok(Self {
+            layers,
+            slicings,
+            run: arch.run.clone(),
+            seed,
+        })
+    }
+
+    /// The weight slicing of each crossbar layer (`a/b` when groups differ).
+    #[must_use]
+    pub fn slicings(&self) -> &[String] {
+        &self.slicings
+    }
+
+    /// The programmed layers (per crossbar layer, per group).
+    #[must_use]
+    pub fn layers(&self) -> &[Vec<ProgrammedLayer>] {
+        &self.layers
+    }
+}
+
+impl MacBackend for CrossbarBackend {
+    fn mac(
+        &self,
+        layer: usize,
+        group: usize,
+        x: &QInput,
+        batch_index: u64,
+    ) -> Result<(Array2<i64>, Option<LayerStats>), NetworkError> {
+        let pl = &self.layers[layer][group];
+        let cfg = RunConfig {
+            seed: mix(self.seed, &[2, layer as u64, group as u64, batch_index]),
+            ..self.run.clone()
+        };
+        let out = match x {
+            QInput::Unsigned(v) => pl.run(v.view(), &cfg),
+            QInput::Signed(v) => pl.run_signed(v.view(), &cfg),
+        }
+        .map_err(|e| NetworkError::Runtime {
+            layer: format!("#{layer}"),
+            source: e,
+        })?;
+        Ok((out.outputs.mapv(i64::from), Some(out.stats)))
+    }
+}

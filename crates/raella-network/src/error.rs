@@ -1,0 +1,89 @@
+//! Errors of model import, data loading and network execution. Each names the
+//! file, node, field or value at fault.
+
+use std::path::PathBuf;
+
+use raella_compiler::CompileError;
+use raella_runtime::RuntimeError;
+use thiserror::Error;
+
+/// Why a model, a data set or a run was rejected.
+#[derive(Debug, Error)]
+pub enum NetworkError {
+    /// A file could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Bytes that are not a valid ONNX protobuf (e.g. a truncated file).
+    #[error("{path}: not a valid ONNX model: {reason}")]
+    OnnxDecode {
+        /// The file (or `<memory>`).
+        path: PathBuf,
+        /// The decoder's message.
+        reason: String,
+    },
+    /// An operator the importer does not support.
+    #[error("unsupported ONNX operator `{op}` at node `{node}` (supported: {supported})")]
+    UnsupportedOp {
+        /// The op type.
+        op: String,
+        /// The node name.
+        node: String,
+        /// The supported list.
+        supported: &'static str,
+    },
+    /// A supported operator used in a way the importer does not handle.
+    #[error("node `{node}` ({op}): {reason}")]
+    BadNode {
+        /// The node name.
+        node: String,
+        /// The op type.
+        op: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A model-level problem (inputs, outputs, initializers).
+    #[error("model: {0}")]
+    BadModel(String),
+    /// A weight that is NaN or infinite.
+    #[error("initializer `{name}` element {index} is not finite ({value})")]
+    NonFiniteWeight {
+        /// Initializer name.
+        name: String,
+        /// Flat index.
+        index: usize,
+        /// The value.
+        value: f32,
+    },
+    /// A malformed IDX file.
+    #[error("{path}: {reason}")]
+    Idx {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Inputs that do not match the model.
+    #[error("input data: {0}")]
+    BadInput(String),
+    /// Compiling a layer failed.
+    #[error("layer `{layer}`: {source}")]
+    Compile {
+        /// Node name.
+        layer: String,
+        /// The compiler's error.
+        source: CompileError,
+    },
+    /// Running a layer failed.
+    #[error("layer `{layer}`: {source}")]
+    Runtime {
+        /// Node name.
+        layer: String,
+        /// The runtime's error.
+        source: RuntimeError,
+    },
+}

@@ -1,0 +1,24 @@
+//! The sweep driver of the RAELLA simulator: TOML sweep specs and named
+//! architecture presets, grids of models x designs x seeds run through the
+//! network crate, and the result files (`results.csv`, `results.json`,
+//! `report.md`, per-layer statistics in the RAELLA artifact's format).
+//!
+//! ```no_run
+//! use std::path::Path;
+//! use raella_sweep::{Spec, run, write_results};
+//!
+//! let spec = Spec::load(Path::new("fixtures/sweeps/default.toml"), Path::new("fixtures/presets.toml"))?;
+//! let results = run(&spec, |msg| eprintln!("{msg}"))?;
+//! write_results(&spec, &results, Path::new("results/default"))?;
+//! # Ok::<(), anyhow::Error>(())
+//! ```
+
+mod report;
+mod run;
+mod spec;
+
+pub use report::{CSV_COLUMNS, write_results};
+pub use run::{
+    AWS_CALIBRATION_IMAGES, LayerRow, ModelSummary, ResultRow, SweepResults, load_images, run,
+};
+pub use spec::{Arch, ArchKnobs, ImageRange, ModelSpec, Spec, SpecError, load_presets};

@@ -1,0 +1,329 @@
+//! Writing a sweep's results: `results.csv`, `results.json`, `report.md`, the
+//! per-layer statistics files in the RAELLA artifact's `KEY=VALUE` format, and
+//! `timings.csv` (wall clock, the only non-deterministic file).
+//!
+//! Everything is written into a staging folder first and then renamed into
+//! place, so an interrupted or failed run leaves no half-written result file.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+use crate::run::SweepResults;
+use crate::spec::Spec;
+
+/// The CSV columns, in order (the first twelve are the required ones).
+pub const CSV_COLUMNS: [&str; 15] = [
+    "model",
+    "arch",
+    "seed",
+    "images",
+    "top1",
+    "top1_fp32",
+    "top1_int8",
+    "agreement_int8",
+    "output_rel_err_int8",
+    "in_range_fraction",
+    "recovery_rate",
+    "converts_per_mac",
+    "exact_fraction",
+    "agreement_fp32",
+    "weight_slicing",
+];
+
+fn csv_text(res: &SweepResults) -> anyhow::Result<String> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record(CSV_COLUMNS)?;
+    for r in &res.rows {
+        let slicing = r
+            .layers
+            .iter()
+            .map(|l| l.weight_slicing.clone())
+            .collect::<Vec<_>>()
+            .join(";");
+        w.write_record([
+            r.model.clone(),
+            r.arch.clone(),
+            r.seed.to_string(),
+            r.images.to_string(),
+            format!("{:.6}", r.top1),
+            format!("{:.6}", r.top1_fp32),
+            format!("{:.6}", r.top1_int8),
+            format!("{:.6}", r.agreement_int8),
+            format!("{:.6e}", r.output_rel_err_int8),
+            format!("{:.6}", r.in_range_fraction),
+            format!("{:.6}", r.recovery_rate),
+            format!("{:.6}", r.converts_per_mac),
+            format!("{:.6}", r.exact_fraction),
+            format!("{:.6}", r.agreement_fp32),
+            slicing,
+        ])?;
+    }
+    Ok(String::from_utf8(w.into_inner()?)?)
+}
+
+fn stats_file(l: &crate::run::LayerRow) -> String {
+    format!(
+        "AVERAGE_WEIGHT_VALUE={:.6}\nAVERAGE_INPUT_VALUE={:.6}\nADC_ACTION_SHARE={:.6}\nCIM_UNITS_PER_WEIGHT={}\nSPECULATION_ENABLED={}\n",
+        l.average_cell_value,
+        l.average_input_pulses,
+        l.adc_action_share,
+        l.cim_units_per_weight,
+        u8::from(l.speculation)
+    )
+}
+
+fn pct(v: f64) -> String {
+    format!("{:.2}%", v * 100.0)
+}
+
+fn report_text(spec: &Spec, res: &SweepResults) -> anyhow::Result<String> {
+    let mut md = String::new();
+    writeln!(md, "# Sweep `{}`\n", spec.name)?;
+    if !spec.description.is_empty() {
+        writeln!(md, "{}\n", spec.description)?;
+    }
+    writeln!(
+        md,
+        "Spec: `{}`; seeds {:?}. Every figure below is measured by this run; none is copied from the paper. \
+        Weights are only quantised (int8 per output channel) and encoded, never retrained.\n",
+        spec.path.display(),
+        spec.seeds
+    )?;
+    for (m, ms) in spec.models.iter().zip(&res.models) {
+        writeln!(md, "## Model `{}`\n", m.name)?;
+        writeln!(
+            md,
+            "- ONNX: `{}`; images `{}`, labels `{}`",
+            m.onnx.display(),
+            m.images.display(),
+            m.labels.display()
+        )?;
+        writeln!(
+            md,
+            "- Preprocessing: `x = (pixel * {} - mean) / std`, mean {:?}, std {:?}",
+            m.scale, m.mean, m.std
+        )?;
+        writeln!(
+            md,
+            "- Split: calibration images {}..{} (activation scales; the first {} also calibrate adaptive slicing), evaluation images {}..{} ({} images); disjoint",
+            ms.calibration.start,
+            ms.calibration.start + ms.calibration.count,
+            ms.calibration.count.min(crate::run::AWS_CALIBRATION_IMAGES),
+            ms.evaluation.start,
+            ms.evaluation.start + ms.evaluation.count,
+            ms.evaluation.count
+        )?;
+        writeln!(
+            md,
+            "- Crossbar layers: {}; {} MACs per image",
+            ms.layers.join("; "),
+            ms.macs_per_image
+        )?;
+        writeln!(
+            md,
+            "- References on the evaluation images: **float32 top-1 {}**, **8-bit digital top-1 {}** (agreement with float32 {})\n",
+            pct(ms.top1_fp32),
+            pct(ms.top1_int8),
+            pct(ms.agreement_int8_fp32)
+        )?;
+        if m.name.contains("mnist") {
+            writeln!(
+                md,
+                "> These MNIST digits come from MNIST's *training* split, which the model was trained on, so absolute \
+                accuracy is optimistic. The meaningful figures are the drop against the float32 and 8-bit references on \
+                the same images, the agreement with them, and the output error.\n"
+            )?;
+        }
+        writeln!(
+            md,
+            "| design | seed | top-1 | vs 8-bit ref (pp) | vs float32 (pp) | agreement with 8-bit ref | output rel. error vs 8-bit | in-range column sums | exact column-slices | recovery rate | converts / MAC |"
+        )?;
+        writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|")?;
+        for r in res.rows.iter().filter(|r| r.model == m.name) {
+            writeln!(
+                md,
+                "| {} | {} | {} | {:+.2} | {:+.2} | {} | {:.2e} | {:.4} | {:.4} | {:.4} | {:.4} |",
+                r.arch,
+                r.seed,
+                pct(r.top1),
+                (r.top1 - r.top1_int8) * 100.0,
+                (r.top1 - r.top1_fp32) * 100.0,
+                pct(r.agreement_int8),
+                r.output_rel_err_int8,
+                r.in_range_fraction,
+                r.exact_fraction,
+                r.recovery_rate,
+                r.converts_per_mac
+            )?;
+        }
+        writeln!(md, "\n### Per layer (first seed)\n")?;
+        writeln!(
+            md,
+            "| design | layer | matrix | weight slicing | crossbars | utilisation | vectors / image | in-range | recovery rate | converts / MAC | ADC share vs 1b | avg cell value | avg input pulses |"
+        )?;
+        writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|---|---|")?;
+        let first = spec.seeds[0];
+        for r in res
+            .rows
+            .iter()
+            .filter(|r| r.model == m.name && r.seed == first)
+        {
+            for l in &r.layers {
+                writeln!(
+                    md,
+                    "| {} | {} | {} | {} | {} | {:.4} | {:.0} | {:.4} | {:.4} | {:.4} | {:.3} | {:.3} | {:.3} |",
+                    r.arch,
+                    l.layer,
+                    l.matrix,
+                    l.weight_slicing,
+                    l.crossbars,
+                    l.utilisation,
+                    l.vectors_per_image,
+                    l.in_range_fraction,
+                    l.recovery_rate,
+                    l.converts_per_mac,
+                    l.adc_action_share,
+                    l.average_cell_value,
+                    l.average_input_pulses
+                )?;
+            }
+        }
+        writeln!(md)?;
+    }
+    writeln!(md, "## Designs\n")?;
+    for a in &spec.archs {
+        let k = &a.knobs;
+        writeln!(
+            md,
+            "- `{}`: {} [{}x{} {}, {}b/device, {}{}, weights {}{}, inputs {} {}{}, {}-bit {} ADC{}]",
+            a.name,
+            k.description.clone().unwrap_or_default(),
+            k.rows.unwrap_or(0),
+            k.cols.unwrap_or(0),
+            k.cell.clone().unwrap_or_default(),
+            k.bits_per_device.unwrap_or(0),
+            k.encoding.clone().unwrap_or_default(),
+            if k.encoding.as_deref() == Some("center_offset") {
+                format!(" ({})", k.center_rule.clone().unwrap_or_default())
+            } else {
+                String::new()
+            },
+            k.weight_slicing.clone().unwrap_or_default(),
+            if k.adaptive == Some(true) {
+                format!(
+                    " -> adaptive {:?} budget {} (last layer {})",
+                    k.adaptive_candidates.clone().unwrap_or_default(),
+                    k.adaptive_budget.unwrap_or(0.0),
+                    k.last_layer_slicing.clone().unwrap_or_default()
+                )
+            } else {
+                String::new()
+            },
+            k.input.clone().unwrap_or_default(),
+            k.input_slicing.clone().unwrap_or_default(),
+            if k.input.as_deref() == Some("speculative") {
+                if k.recovery == Some(true) {
+                    " + recovery"
+                } else {
+                    " (no recovery)"
+                }
+            } else {
+                ""
+            },
+            k.adc_bits.unwrap_or(0),
+            if k.adc_signed == Some(true) {
+                "signed"
+            } else {
+                "unsigned"
+            },
+            if k.noise_e.unwrap_or(0.0) > 0.0 {
+                format!(", read noise E = {}", k.noise_e.unwrap_or(0.0))
+            } else {
+                String::new()
+            }
+        )?;
+    }
+    writeln!(
+        md,
+        "\nFiles: `results.csv`, `results.json`, per-layer statistics in `stats/<model>/<design>/<layer>.txt` \
+        (RAELLA artifact `KEY=VALUE` format, first seed), wall-clock throughput in `timings.csv`."
+    )?;
+    Ok(md)
+}
+
+fn safe(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// Writes all result files into `out` (created if needed).
+///
+/// # Errors
+/// A file-system error, naming the path.
+pub fn write_results(spec: &Spec, res: &SweepResults, out: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut files: Vec<(PathBuf, String)> = vec![
+        (PathBuf::from("results.csv"), csv_text(res)?),
+        (
+            PathBuf::from("results.json"),
+            serde_json::to_string_pretty(&serde_json::json!({
+                "spec": spec.name, "models": res.models, "rows": res.rows,
+            }))? + "\n",
+        ),
+        (PathBuf::from("report.md"), report_text(spec, res)?),
+    ];
+    let mut t = String::from("model,arch,seed,images_per_second\n");
+    for (m, a, s, ips) in &res.timings {
+        writeln!(t, "{m},{a},{s},{ips:.2}")?;
+    }
+    files.push((PathBuf::from("timings.csv"), t));
+    let first = spec.seeds[0];
+    for r in res.rows.iter().filter(|r| r.seed == first) {
+        for l in &r.layers {
+            files.push((
+                PathBuf::from("stats")
+                    .join(safe(&r.model))
+                    .join(safe(&r.arch))
+                    .join(format!("{}.txt", safe(&l.layer))),
+                stats_file(l),
+            ));
+        }
+    }
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let stage = out.join(format!(".partial-{}", std::process::id()));
+    for (rel, text) in &files {
+        let p = stage.join(rel);
+        std::fs::create_dir_all(p.parent().expect("has parent"))
+            .with_context(|| format!("creating {}", p.display()))?;
+        std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))?;
+    }
+    let stats = out.join("stats");
+    if stats.exists() {
+        std::fs::remove_dir_all(&stats)
+            .with_context(|| format!("replacing {}", stats.display()))?;
+    }
+    let mut written = Vec::new();
+    for (rel, _) in &files {
+        if rel.starts_with("stats") {
+            continue;
+        }
+        std::fs::rename(stage.join(rel), out.join(rel))
+            .with_context(|| format!("moving {} into place", rel.display()))?;
+        written.push(out.join(rel));
+    }
+    if stage.join("stats").exists() {
+        std::fs::rename(stage.join("stats"), &stats)
+            .with_context(|| format!("moving {} into place", stats.display()))?;
+        written.push(stats);
+    }
+    std::fs::remove_dir_all(&stage).with_context(|| format!("removing {}", stage.display()))?;
+    Ok(written)
+}

@@ -1,0 +1,750 @@
+//! Sweep specs and architecture presets: parsed from TOML (unknown keys are
+//! errors), then validated into runnable configurations. Every error names the
+//! file, the entry and the field.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use raella_compiler::{
+    AdaptiveSlicing, CenterRule, CompileConfig, Encoding, ErrorMetric, NormalisedMaxAbs,
+    RelativeRms, Slicing,
+};
+use raella_device::{Adc, CellKind, ColumnNoise, CrossbarGeometry, DeviceNoise};
+use raella_network::ArchConfig;
+use raella_runtime::{InputMode, RunConfig, calibration_run};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// A rejected spec or preset file.
+#[derive(Debug, Error)]
+pub enum SpecError {
+    /// Unreadable file.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Malformed TOML, a mistyped value or an unknown key (the parser's message
+    /// names the key and position).
+    #[error("{path}: {message}")]
+    Toml {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message.
+        message: String,
+    },
+    /// A field with an impossible value.
+    #[error("{path}: {entry}: `{field}` = {value}: {reason}")]
+    Field {
+        /// The file.
+        path: PathBuf,
+        /// Which entry (`arch "raella"`, `model "mnist_cnn"`, ...).
+        entry: String,
+        /// The field.
+        field: String,
+        /// The value, as written.
+        value: String,
+        /// Why it is rejected.
+        reason: String,
+    },
+}
+
+/// Every knob of a design. In presets and in spec entries alike, a missing
+/// knob inherits (entry <- preset <- RAELLA defaults).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArchKnobs {
+    /// The preset this entry starts from (spec entries only).
+    pub preset: Option<String>,
+    /// Name of the design in results (defaults to the preset's name).
+    pub name: Option<String>,
+    /// One line describing the design.
+    pub description: Option<String>,
+    /// Crossbar rows.
+    pub rows: Option<usize>,
+    /// Crossbar columns.
+    pub cols: Option<usize>,
+    /// `1T1R` or `2T2R`.
+    pub cell: Option<String>,
+    /// Bits per device, 1-4.
+    pub bits_per_device: Option<u32>,
+    /// `center_offset`, `zero_offset` or `unsigned_offset`.
+    pub encoding: Option<String>,
+    /// `mean`, `median` or `search` (Center+Offset).
+    pub center_rule: Option<String>,
+    /// ISAAC's per-column bit flip (unsigned offset).
+    pub bit_flip: Option<bool>,
+    /// Weight slicing, or the fallback when adaptive.
+    pub weight_slicing: Option<String>,
+    /// Adaptive weight slicing on.
+    pub adaptive: Option<bool>,
+    /// Adaptive slicing candidates.
+    pub adaptive_candidates: Option<Vec<String>>,
+    /// Adaptive slicing error budget.
+    pub adaptive_budget: Option<f64>,
+    /// `relative_rms` or `normalised_max_abs`.
+    pub adaptive_metric: Option<String>,
+    /// Slicing forced on the last layer when adaptive.
+    pub last_layer_slicing: Option<String>,
+    /// `fixed` or `speculative`.
+    pub input: Option<String>,
+    /// Input slicing (speculative widths when speculative).
+    pub input_slicing: Option<String>,
+    /// Recovery of speculation failures.
+    pub recovery: Option<bool>,
+    /// ADC resolution, 1-24 bits.
+    pub adc_bits: Option<u32>,
+    /// Signed ADC codes.
+    pub adc_signed: Option<bool>,
+    /// Read noise E (`sigma = E sqrt(N+ + N-)`).
+    pub noise_e: Option<f64>,
+    /// Relative programming variation of device levels.
+    pub programming_sigma: Option<f64>,
+    /// Probability a device is stuck at 0.
+    pub stuck_at_zero: Option<f64>,
+    /// Probability a device is stuck at its maximum.
+    pub stuck_at_max: Option<f64>,
+}
+
+macro_rules! overlay {
+    ($dst:ident, $src:ident, $($f:ident),*) => { $( if $src.$f.is_some() { $dst.$f = $src.$f.clone(); } )* };
+}
+
+impl ArchKnobs {
+    /// RAELLA's defaults (every knob set).
+    #[must_use]
+    pub fn raella_defaults() -> Self {
+        Self {
+            preset: None,
+            name: None,
+            description: None,
+            rows: Some(512),
+            cols: Some(512),
+            cell: Some("2T2R".into()),
+            bits_per_device: Some(4),
+            encoding: Some("center_offset".into()),
+            center_rule: Some("mean".into()),
+            bit_flip: Some(true),
+            weight_slicing: Some("4-2-2".into()),
+            adaptive: Some(false),
+            adaptive_candidates: Some(
+                raella_compiler::DEFAULT_CANDIDATES
+                    .iter()
+                    .map(|s| (*s).to_string())
+                    .collect(),
+            ),
+            adaptive_budget: Some(raella_compiler::DEFAULT_BUDGET),
+            adaptive_metric: Some("relative_rms".into()),
+            last_layer_slicing: Some("1x8".into()),
+            input: Some("speculative".into()),
+            input_slicing: Some("4-2-2".into()),
+            recovery: Some(true),
+            adc_bits: Some(7),
+            adc_signed: Some(true),
+            noise_e: Some(0.0),
+            programming_sigma: Some(0.0),
+            stuck_at_zero: Some(0.0),
+            stuck_at_max: Some(0.0),
+        }
+    }
+
+    /// `self` with every knob `over` sets replaced.
+    #[must_use]
+    pub fn overlaid(&self, over: &Self) -> Self {
+        let mut out = self.clone();
+        overlay!(
+            out,
+            over,
+            preset,
+            name,
+            description,
+            rows,
+            cols,
+            cell,
+            bits_per_device,
+            encoding,
+            center_rule,
+            bit_flip,
+            weight_slicing,
+            adaptive,
+            adaptive_candidates,
+            adaptive_budget,
+            adaptive_metric,
+            last_layer_slicing,
+            input,
+            input_slicing,
+            recovery,
+            adc_bits,
+            adc_signed,
+            noise_e,
+            programming_sigma,
+            stuck_at_zero,
+            stuck_at_max
+        );
+        out
+    }
+}
+
+/// A validated design.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Arch {
+    /// Name in results.
+    pub name: String,
+    /// The fully resolved knobs (every field set).
+    pub knobs: ArchKnobs,
+}
+
+/// A contiguous range of images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageRange {
+    /// First image.
+    pub start: usize,
+    /// Number of images.
+    pub count: usize,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawModel {
+    name: String,
+    onnx: PathBuf,
+    images: PathBuf,
+    labels: PathBuf,
+    scale: Option<f32>,
+    mean: Option<Vec<f32>>,
+    std: Option<Vec<f32>>,
+    calibration: ImageRange,
+    evaluation: ImageRange,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSpec {
+    name: Option<String>,
+    description: Option<String>,
+    presets: Option<PathBuf>,
+    seeds: Option<Vec<u64>>,
+    archs: Option<Vec<String>>,
+    #[serde(default)]
+    arch: Vec<ArchKnobs>,
+    #[serde(default)]
+    model: Vec<RawModel>,
+}
+
+/// A model of a sweep: files (resolved against the spec's directory), preprocessing and split.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelSpec {
+    /// Name in results.
+    pub name: String,
+    /// ONNX file.
+    pub onnx: PathBuf,
+    /// IDX images.
+    pub images: PathBuf,
+    /// IDX labels.
+    pub labels: PathBuf,
+    /// Pixel scale (`x = pixel * scale`), default 1/255.
+    pub scale: f32,
+    /// Per-channel mean subtracted after scaling (default 0).
+    pub mean: Vec<f32>,
+    /// Per-channel divisor after the mean (default 1).
+    pub std: Vec<f32>,
+    /// Calibration images (activation scales, adaptive slicing).
+    pub calibration: ImageRange,
+    /// Evaluation images, disjoint from calibration.
+    pub evaluation: ImageRange,
+}
+
+/// A validated sweep.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Spec {
+    /// The spec's name (results go to `results/<name>/` by default).
+    pub name: String,
+    /// Description for the report.
+    pub description: String,
+    /// The spec file.
+    pub path: PathBuf,
+    /// Models.
+    pub models: Vec<ModelSpec>,
+    /// Designs.
+    pub archs: Vec<Arch>,
+    /// Seeds (read noise, device programming).
+    pub seeds: Vec<u64>,
+}
+
+fn read(path: &Path) -> Result<String, SpecError> {
+    std::fs::read_to_string(path).map_err(|source| SpecError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn parse_toml<T: serde::de::DeserializeOwned>(path: &Path, text: &str) -> Result<T, SpecError> {
+    toml::from_str(text).map_err(|e| SpecError::Toml {
+        path: path.to_path_buf(),
+        message: e.to_string().trim_end().to_string(),
+    })
+}
+
+/// Reads a presets file: a table of named [`ArchKnobs`].
+///
+/// # Errors
+/// Unreadable or malformed file, or an invalid preset.
+pub fn load_presets(path: &Path) -> Result<BTreeMap<String, ArchKnobs>, SpecError> {
+    let presets: BTreeMap<String, ArchKnobs> = parse_toml(path, &read(path)?)?;
+    for (name, k) in &presets {
+        if k.preset.is_some() {
+            return Err(field(
+                path,
+                &format!("preset \"{name}\""),
+                "preset",
+                "…",
+                "presets cannot refer to other presets",
+            ));
+        }
+        let resolved = ArchKnobs::raella_defaults().overlaid(k);
+        validate_knobs(path, &format!("preset \"{name}\""), &resolved)?;
+    }
+    Ok(presets)
+}
+
+fn field(
+    path: &Path,
+    entry: &str,
+    field: &str,
+    value: impl ToString,
+    reason: impl Into<String>,
+) -> SpecError {
+    SpecError::Field {
+        path: path.to_path_buf(),
+        entry: entry.to_string(),
+        field: field.to_string(),
+        value: value.to_string(),
+        reason: reason.into(),
+    }
+}
+
+fn slicing(path: &Path, entry: &str, name: &str, text: &str) -> Result<Slicing, SpecError> {
+    Slicing::parse(text).map_err(|e| field(path, entry, name, format!("\"{text}\""), e.to_string()))
+}
+
+/// Checks every knob and builds the design's configuration.
+fn validate_knobs(path: &Path, entry: &str, k: &ArchKnobs) -> Result<ArchConfig, SpecError> {
+    let get = |v: Option<u32>| v.unwrap_or(0);
+    let cell = match k.cell.as_deref().unwrap_or("") {
+        "1T1R" => CellKind::OneT1R,
+        "2T2R" => CellKind::TwoT2R,
+        other => {
+            return Err(field(
+                path,
+                entry,
+                "cell",
+                format!("\"{other}\""),
+                "expected \"1T1R\" or \"2T2R\"",
+            ));
+        }
+    };
+    let rows = k.rows.unwrap_or(0);
+    let cols = k.cols.unwrap_or(0);
+    let bits = get(k.bits_per_device);
+    let geometry = CrossbarGeometry::new(rows, cols, cell, bits).map_err(|e| {
+        let (f, v) = if rows == 0 {
+            ("rows", rows.to_string())
+        } else if cols == 0 {
+            ("cols", cols.to_string())
+        } else {
+            ("bits_per_device", bits.to_string())
+        };
+        field(path, entry, f, v, e.to_string())
+    })?;
+    let rule = match k.center_rule.as_deref().unwrap_or("") {
+        "mean" => CenterRule::Mean,
+        "median" => CenterRule::Median,
+        "search" => CenterRule::Search,
+        other => {
+            return Err(field(
+                path,
+                entry,
+                "center_rule",
+                format!("\"{other}\""),
+                "expected \"mean\", \"median\" or \"search\"",
+            ));
+        }
+    };
+    let encoding = match k.encoding.as_deref().unwrap_or("") {
+        "center_offset" => Encoding::CenterOffset(rule),
+        "zero_offset" => Encoding::ZeroOffset,
+        "unsigned_offset" => Encoding::UnsignedOffset {
+            bit_flip: k.bit_flip.unwrap_or(true),
+        },
+        other => {
+            return Err(field(
+                path,
+                entry,
+                "encoding",
+                format!("\"{other}\""),
+                "expected \"center_offset\", \"zero_offset\" or \"unsigned_offset\"",
+            ));
+        }
+    };
+    if encoding.cell_kind() != cell {
+        return Err(field(
+            path,
+            entry,
+            "encoding",
+            format!("\"{}\"", k.encoding.as_deref().unwrap_or("")),
+            format!(
+                "needs {} cells, but cell = \"{}\"",
+                encoding.cell_kind(),
+                k.cell.as_deref().unwrap_or("")
+            ),
+        ));
+    }
+    let ws_text = k.weight_slicing.clone().unwrap_or_default();
+    let weight_slicing = slicing(path, entry, "weight_slicing", &ws_text)?;
+    weight_slicing.check_device(bits).map_err(|e| {
+        field(
+            path,
+            entry,
+            "weight_slicing",
+            format!("\"{ws_text}\""),
+            e.to_string(),
+        )
+    })?;
+    let compile = CompileConfig {
+        geometry,
+        encoding,
+        weight_slicing,
+    };
+    let adc_bits = get(k.adc_bits);
+    let adc = Adc::new(adc_bits, k.adc_signed.unwrap_or(true))
+        .map_err(|e| field(path, entry, "adc_bits", adc_bits, e.to_string()))?;
+    let is_text = k.input_slicing.clone().unwrap_or_default();
+    let is = slicing(path, entry, "input_slicing", &is_text)?;
+    let input = match k.input.as_deref().unwrap_or("") {
+        "fixed" => InputMode::Fixed(is),
+        "speculative" => InputMode::Speculative {
+            slicing: is,
+            recovery: k.recovery.unwrap_or(true),
+        },
+        other => {
+            return Err(field(
+                path,
+                entry,
+                "input",
+                format!("\"{other}\""),
+                "expected \"fixed\" or \"speculative\"",
+            ));
+        }
+    };
+    input.validate().map_err(|e| {
+        field(
+            path,
+            entry,
+            "input_slicing",
+            format!("\"{is_text}\""),
+            e.to_string(),
+        )
+    })?;
+    let e = k.noise_e.unwrap_or(0.0);
+    let column_noise =
+        ColumnNoise::new(e).map_err(|err| field(path, entry, "noise_e", e, err.to_string()))?;
+    let (ps, s0, s1) = (
+        k.programming_sigma.unwrap_or(0.0),
+        k.stuck_at_zero.unwrap_or(0.0),
+        k.stuck_at_max.unwrap_or(0.0),
+    );
+    let device_noise = DeviceNoise::new(ps, s0, s1).map_err(|err| {
+        let (f, v) = match &err {
+            raella_device::DeviceError::NoiseParameter { field, value, .. } => (*field, *value),
+            _ => ("programming_sigma", ps),
+        };
+        field(path, entry, f, v, err.to_string())
+    })?;
+    let run = RunConfig {
+        adc,
+        input,
+        column_noise,
+        seed: 0,
+    };
+    let adaptive = if k.adaptive.unwrap_or(false) {
+        let cands: Vec<Slicing> = k
+            .adaptive_candidates
+            .clone()
+            .unwrap_or_default()
+            .iter()
+            .map(|c| slicing(path, entry, "adaptive_candidates", c))
+            .collect::<Result<_, _>>()?;
+        if !cands.iter().any(|c| c.max_width() <= bits) {
+            return Err(field(
+                path,
+                entry,
+                "adaptive_candidates",
+                format!("{:?}", k.adaptive_candidates.clone().unwrap_or_default()),
+                format!("no candidate fits a {bits}-bit device"),
+            ));
+        }
+        let metric: Box<dyn ErrorMetric> = match k.adaptive_metric.as_deref().unwrap_or("") {
+            "relative_rms" => Box::new(RelativeRms),
+            "normalised_max_abs" => Box::new(NormalisedMaxAbs),
+            other => {
+                return Err(field(
+                    path,
+                    entry,
+                    "adaptive_metric",
+                    format!("\"{other}\""),
+                    "expected \"relative_rms\" or \"normalised_max_abs\"",
+                ));
+            }
+        };
+        let budget = k.adaptive_budget.unwrap_or(raella_compiler::DEFAULT_BUDGET);
+        let policy = AdaptiveSlicing::new(cands, budget, metric)
+            .map_err(|e| field(path, entry, "adaptive_budget", budget, e.to_string()))?;
+        Some((policy, calibration_run(&run)))
+    } else {
+        None
+    };
+    let force_last = match (&adaptive, k.last_layer_slicing.as_deref()) {
+        (Some(_), Some(t)) if !t.is_empty() => {
+            let s = slicing(path, entry, "last_layer_slicing", t)?;
+            s.check_device(bits).map_err(|e| {
+                field(
+                    path,
+                    entry,
+                    "last_layer_slicing",
+                    format!("\"{t}\""),
+                    e.to_string(),
+                )
+            })?;
+            Some(s)
+        }
+        _ => None,
+    };
+    Ok(ArchConfig {
+        compile,
+        adaptive,
+        force_last,
+        run,
+        device_noise: (!device_noise.is_ideal()).then_some(device_noise),
+    })
+}
+
+impl Arch {
+    /// The runnable configuration (validated when the spec was loaded).
+    ///
+    /// # Panics
+    /// Never for an `Arch` from [`Spec::load`].
+    #[must_use]
+    pub fn config(&self) -> ArchConfig {
+        validate_knobs(Path::new("<validated>"), &self.name, &self.knobs)
+            .expect("validated at load")
+    }
+
+    /// Speculation is on.
+    #[must_use]
+    pub fn speculative(&self) -> bool {
+        self.knobs.input.as_deref() == Some("speculative")
+    }
+}
+
+impl Spec {
+    /// Reads and validates a sweep spec; `default_presets` is used unless the
+    /// spec names its own presets file.
+    ///
+    /// # Errors
+    /// Any problem with the spec, the presets, or a referenced file's existence.
+    pub fn load(path: &Path, default_presets: &Path) -> Result<Self, SpecError> {
+        let raw: RawSpec = parse_toml(path, &read(path)?)?;
+        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let presets_path = raw
+            .presets
+            .as_ref()
+            .map_or_else(|| default_presets.to_path_buf(), |p| dir.join(p));
+        let presets = load_presets(&presets_path)?;
+        let name = raw.name.clone().unwrap_or_else(|| {
+            path.file_stem()
+                .map_or_else(|| "sweep".into(), |s| s.to_string_lossy().into_owned())
+        });
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
+        {
+            return Err(field(
+                path,
+                "spec",
+                "name",
+                format!("\"{name}\""),
+                "use letters, digits, '_', '-' or '.' (it names the results folder)",
+            ));
+        }
+        let mut entries: Vec<ArchKnobs> = raw
+            .archs
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| ArchKnobs {
+                preset: Some(p),
+                ..ArchKnobs::default()
+            })
+            .collect();
+        entries.extend(raw.arch);
+        if entries.is_empty() {
+            return Err(field(
+                path,
+                "spec",
+                "archs",
+                "[]",
+                "name at least one design (`archs = [...]` or `[[arch]]`)",
+            ));
+        }
+        let mut archs = Vec::new();
+        for (i, e) in entries.iter().enumerate() {
+            let entry = format!(
+                "arch #{} ({})",
+                i + 1,
+                e.name
+                    .clone()
+                    .or_else(|| e.preset.clone())
+                    .unwrap_or_else(|| "inline".into())
+            );
+            let base = match &e.preset {
+                Some(p) => presets.get(p).ok_or_else(|| {
+                    field(
+                        path,
+                        &entry,
+                        "preset",
+                        format!("\"{p}\""),
+                        format!(
+                            "unknown preset (known: {})",
+                            presets.keys().cloned().collect::<Vec<_>>().join(", ")
+                        ),
+                    )
+                })?,
+                None => &ArchKnobs::default(),
+            };
+            let knobs = ArchKnobs::raella_defaults().overlaid(base).overlaid(e);
+            let name = e.name.clone().or_else(|| e.preset.clone()).ok_or_else(|| {
+                field(
+                    path,
+                    &entry,
+                    "name",
+                    "(none)",
+                    "an inline design needs a name",
+                )
+            })?;
+            validate_knobs(path, &entry, &knobs)?;
+            if archs.iter().any(|a: &Arch| a.name == name) {
+                return Err(field(
+                    path,
+                    &entry,
+                    "name",
+                    format!("\"{name}\""),
+                    "two designs share this name",
+                ));
+            }
+            archs.push(Arch { name, knobs });
+        }
+        let seeds = raw.seeds.unwrap_or_else(|| vec![1]);
+        if seeds.is_empty() {
+            return Err(field(path, "spec", "seeds", "[]", "give at least one seed"));
+        }
+        if raw.model.is_empty() {
+            return Err(field(
+                path,
+                "spec",
+                "model",
+                "(none)",
+                "name at least one model (`[[model]]`)",
+            ));
+        }
+        let mut models = Vec::new();
+        for m in raw.model {
+            let entry = format!("model \"{}\"", m.name);
+            for (f, p) in [
+                ("onnx", &m.onnx),
+                ("images", &m.images),
+                ("labels", &m.labels),
+            ] {
+                let full = dir.join(p);
+                if !full.is_file() {
+                    return Err(field(
+                        path,
+                        &entry,
+                        f,
+                        format!("\"{}\"", p.display()),
+                        format!("no such file ({})", full.display()),
+                    ));
+                }
+            }
+            let scale = m.scale.unwrap_or(1.0 / 255.0);
+            if !scale.is_finite() || scale <= 0.0 {
+                return Err(field(
+                    path,
+                    &entry,
+                    "scale",
+                    scale,
+                    "must be a positive number",
+                ));
+            }
+            let std = m.std.unwrap_or_else(|| vec![1.0]);
+            if let Some(s) = std.iter().find(|s| !s.is_finite() || **s <= 0.0) {
+                return Err(field(
+                    path,
+                    &entry,
+                    "std",
+                    s,
+                    "every std must be a positive number",
+                ));
+            }
+            let mean = m.mean.unwrap_or_else(|| vec![0.0]);
+            if let Some(v) = mean.iter().find(|v| !v.is_finite()) {
+                return Err(field(path, &entry, "mean", v, "must be finite"));
+            }
+            for (f, r) in [("calibration", m.calibration), ("evaluation", m.evaluation)] {
+                if r.count == 0 {
+                    return Err(field(
+                        path,
+                        &entry,
+                        &format!("{f}.count"),
+                        0,
+                        "must be at least 1",
+                    ));
+                }
+            }
+            let (c, e) = (m.calibration, m.evaluation);
+            if c.start < e.start + e.count && e.start < c.start + c.count {
+                return Err(field(
+                    path,
+                    &entry,
+                    "evaluation",
+                    format!("{{ start = {}, count = {} }}", e.start, e.count),
+                    format!(
+                        "overlaps calibration {{ start = {}, count = {} }}; the two must be disjoint",
+                        c.start, c.count
+                    ),
+                ));
+            }
+            models.push(ModelSpec {
+                name: m.name,
+                onnx: dir.join(m.onnx),
+                images: dir.join(m.images),
+                labels: dir.join(m.labels),
+                scale,
+                mean,
+                std,
+                calibration: c,
+                evaluation: e,
+            });
+        }
+        Ok(Self {
+            name,
+            description: raw.description.unwrap_or_default(),
+            path: path.to_path_buf(),
+            models,
+            archs,
+            seeds,
+        })
+    }
+}
