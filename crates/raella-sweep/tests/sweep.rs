@@ -1,0 +1,210 @@
+//! The sweep end to end: a smoke spec against golden results, determinism, the
+//! required CSV columns, and bad specs rejected with named fields, a non-zero
+//! exit and no result files.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use raella_sweep::{CSV_COLUMNS, Spec, run, write_results};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("workspace root")
+}
+
+fn presets() -> PathBuf {
+    root().join("fixtures/presets.toml")
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("raella-sweep-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn smoke_sweep_is_deterministic_and_matches_golden() {
+    let spec = Spec::load(&root().join("fixtures/sweeps/smoke.toml"), &presets()).unwrap();
+    let (a, b) = (tmp("a"), tmp("b"));
+    for out in [&a, &b] {
+        let res = run(&spec, |_| {}).unwrap();
+        write_results(&spec, &res, out).unwrap();
+    }
+    for f in [
+        "results.csv",
+        "results.json",
+        "report.md",
+        "stats/mnist_cnn/raella/classifier.0.txt",
+    ] {
+        assert_eq!(
+            std::fs::read(a.join(f)).unwrap(),
+            std::fs::read(b.join(f)).unwrap(),
+            "{f} differs between runs"
+        );
+    }
+    let csv = std::fs::read_to_string(a.join("results.csv")).unwrap();
+    assert!(csv.starts_with(&CSV_COLUMNS.join(",")));
+    assert!(csv.starts_with(
+        "model,arch,seed,images,top1,top1_fp32,top1_int8,agreement_int8,output_rel_err_int8,in_range_fraction,recovery_rate,converts_per_mac"
+    ));
+    let stats = std::fs::read_to_string(a.join("stats/mnist_cnn/raella/classifier.0.txt")).unwrap();
+    for key in [
+        "AVERAGE_WEIGHT_VALUE=",
+        "AVERAGE_INPUT_VALUE=",
+        "ADC_ACTION_SHARE=",
+        "CIM_UNITS_PER_WEIGHT=",
+        "SPECULATION_ENABLED=1",
+    ] {
+        assert!(stats.contains(key), "{stats}");
+    }
+    // isaac8b is lossless by construction: it equals the 8-bit reference exactly.
+    let isaac = csv
+        .lines()
+        .find(|l| l.starts_with("mnist_cnn,isaac8b,"))
+        .unwrap();
+    let f: Vec<&str> = isaac.split(',').collect();
+    assert_eq!((f[7], f[8]), ("1.000000", "0.000000e0"), "{isaac}");
+    let golden = root().join("crates/raella-sweep/tests/golden/smoke_results.csv");
+    if std::env::var_os("RAELLA_BLESS").is_some() {
+        std::fs::write(&golden, &csv).unwrap();
+    } else {
+        let want =
+            std::fs::read_to_string(&golden).expect("golden present (bless with RAELLA_BLESS=1)");
+        assert!(
+            csv == want,
+            "results.csv differs from {}; re-bless if intended:\n{csv}",
+            golden.display()
+        );
+    }
+    std::fs::remove_dir_all(&a).unwrap();
+    std::fs::remove_dir_all(&b).unwrap();
+}
+
+/// A spec in a temporary folder whose model paths point at the real fixture.
+fn spec_with(dir: &Path, body: &str) -> PathBuf {
+    let fx = root().join("fixtures/mnist_cnn");
+    let text = format!(
+        "{body}\n[[model]]\nname = \"m\"\nonnx = \"{}\"\nimages = \"{}\"\nlabels = \"{}\"\ncalibration = {{ start = 0, count = 4 }}\nevaluation = {{ start = 10, count = 4 }}\n",
+        fx.join("mnist_cnn.onnx").display(),
+        fx.join("mnist-digits-images-idx3-ubyte.gz").display(),
+        fx.join("mnist-digits-labels-idx1-ubyte.gz").display()
+    );
+    let p = dir.join("spec.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn bad_specs_name_file_field_and_value() {
+    let d = tmp("bad");
+    let cases: [(&str, &[&str]); 9] = [
+        ("archs = [\"raella\"\nseeds = [1]", &["spec.toml", "line"]),
+        ("archs = [\"raella\"]\ncolour = 3", &["spec.toml", "colour"]),
+        (
+            "archs = [\"raela\"]",
+            &["spec.toml", "preset", "\"raela\"", "unknown preset"],
+        ),
+        (
+            "[[arch]]\npreset = \"raella\"\nadc_bits = 0",
+            &["spec.toml", "adc_bits", "= 0", "1..=24"],
+        ),
+        (
+            "[[arch]]\npreset = \"isaac8b\"\nweight_slicing = \"4-4\"",
+            &[
+                "spec.toml",
+                "weight_slicing",
+                "\"4-4\"",
+                "wider than a 2-bit device",
+            ],
+        ),
+        (
+            "[[arch]]\npreset = \"raella\"\nweight_slicing = \"4-2\"",
+            &["spec.toml", "weight_slicing", "\"4-2\"", "summing to 6"],
+        ),
+        (
+            "[[arch]]\npreset = \"raella\"\nrows = 0",
+            &["spec.toml", "rows", "= 0"],
+        ),
+        (
+            "[[arch]]\npreset = \"raella\"\nadc_bits = \"seven\"",
+            &["spec.toml", "adc_bits"],
+        ),
+        ("archs = [\"raella\"]\nseeds = []", &["spec.toml", "seeds"]),
+    ];
+    for (body, needles) in cases {
+        let p = spec_with(&d, body);
+        let err = Spec::load(&p, &presets()).expect_err(body).to_string();
+        for n in needles {
+            assert!(err.contains(n), "for {body:?}: `{err}` lacks `{n}`");
+        }
+    }
+    // Overlapping calibration and evaluation images.
+    let p = d.join("overlap.toml");
+    let text = std::fs::read_to_string(spec_with(&d, "archs = [\"raella\"]"))
+        .unwrap()
+        .replace("start = 10", "start = 2");
+    std::fs::write(&p, text).unwrap();
+    let err = Spec::load(&p, &presets()).unwrap_err().to_string();
+    assert!(err.contains("overlaps calibration"), "{err}");
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
+fn binary_exits_nonzero_and_writes_nothing_on_bad_input() {
+    let d = tmp("bin");
+    let out = d.join("out");
+    let p = spec_with(&d, "[[arch]]\npreset = \"raella\"\nadc_bits = 0");
+    let res = Command::new(env!("CARGO_BIN_EXE_raella-sweep"))
+        .arg(&p)
+        .args([
+            "--presets",
+            &presets().display().to_string(),
+            "--out",
+            &out.display().to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!res.status.success());
+    let stderr = String::from_utf8_lossy(&res.stderr);
+    assert!(
+        stderr.contains("adc_bits") && !stderr.contains("panicked"),
+        "{stderr}"
+    );
+    assert!(!out.exists(), "no result files on bad input");
+    // A truncated ONNX file: rejected by the importer, again without results.
+    let cut = d.join("cut.onnx");
+    let bytes = std::fs::read(root().join("fixtures/mnist_cnn/mnist_cnn.onnx")).unwrap();
+    std::fs::write(&cut, &bytes[..bytes.len() / 3]).unwrap();
+    let text = std::fs::read_to_string(spec_with(&d, "archs = [\"raella\"]")).unwrap();
+    let onnx_line = text
+        .lines()
+        .find(|l| l.starts_with("onnx ="))
+        .unwrap()
+        .to_string();
+    std::fs::write(
+        &p,
+        text.replace(&onnx_line, &format!("onnx = \"{}\"", cut.display())),
+    )
+    .unwrap();
+    let res = Command::new(env!("CARGO_BIN_EXE_raella-sweep"))
+        .arg(&p)
+        .args([
+            "--presets",
+            &presets().display().to_string(),
+            "--out",
+            &out.display().to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!res.status.success());
+    let stderr = String::from_utf8_lossy(&res.stderr);
+    assert!(
+        stderr.contains("cut.onnx") && stderr.contains("not a valid ONNX"),
+        "{stderr}"
+    );
+    assert!(!out.exists());
+    std::fs::remove_dir_all(&d).unwrap();
+}
