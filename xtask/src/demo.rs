@@ -419,7 +419,7 @@ pub fn run_demo(root: &Path) -> Result<String> {
         .iter()
         .find(|a| a.name == "center_offset_aws")
         .expect("defined");
-    for budget in [0.001, 0.01, 0.09] {
+    for budget in [0.001, 0.003, 0.01, 0.09] {
         let pol =
             AdaptiveSlicing::new(policy.candidates().to_vec(), budget, Box::new(RelativeRms))?;
         let outs: Vec<Outcome> = prepared
