@@ -5,6 +5,8 @@
 //! * `cargo xtask sweep [SPEC.toml] [--out DIR]`: the main job. Runs a sweep spec
 //!   (default `fixtures/sweeps/default.toml`) from an optimised build of
 //!   `raella-sweep`; results go to `DIR` (default `results/<spec name>/`).
+//! * `cargo xtask calibrate-cost`: fits the cost model's two coefficients on the
+//!   paper's ResNet18 ablation energies and prints them (`fixtures/cost/calibration.toml`).
 //! * `cargo xtask bench`: the core throughput benchmark (optimised build), one line
 //!   `core-throughput: ...` with the ratio to the machine's f32 GEMM rate.
 
@@ -24,7 +26,7 @@ fn root() -> PathBuf {
 }
 
 fn usage() -> &'static str {
-    "usage: cargo xtask <sweep [SPEC.toml] [--out DIR] | demo [--out DIR] | bench>"
+    "usage: cargo xtask <sweep [SPEC.toml] [--out DIR] | demo [--out DIR] | bench | calibrate-cost>"
 }
 
 /// `p` made absolute against the caller's working directory (cargo runs the
@@ -106,6 +108,24 @@ fn main() -> Result<()> {
                 .context("running cargo run -p raella-sweep")?;
             if !status.success() {
                 bail!("sweep failed ({status})");
+            }
+            Ok(())
+        }
+        Some("calibrate-cost") => {
+            let root = root();
+            let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+                .current_dir(&root)
+                .args(["run", "--quiet", "--release", "-p", "raella-sweep", "--"])
+                .arg(root.join("fixtures/sweeps/paper.toml"))
+                .args([
+                    "--presets",
+                    &root.join("fixtures/presets.toml").display().to_string(),
+                    "--calibrate",
+                ])
+                .status()
+                .context("running cargo run -p raella-sweep")?;
+            if !status.success() {
+                bail!("calibration failed ({status})");
             }
             Ok(())
         }

@@ -13,12 +13,16 @@
 //! # Ok::<(), anyhow::Error>(())
 //! ```
 
+mod cost;
 mod report;
 mod run;
 mod spec;
 
-pub use report::{CSV_COLUMNS, write_results};
+pub use cost::{CostModel, EnergyRow, PaperAblation, calibrate, cost_simulated, cost_workloads};
+pub use report::{CSV_COLUMNS, ENERGY_COLUMNS, write_results};
 pub use run::{
     AWS_CALIBRATION_IMAGES, LayerRow, ModelSummary, ResultRow, SweepResults, load_images, run,
 };
-pub use spec::{Arch, ArchKnobs, ImageRange, ModelSpec, Spec, SpecError, load_presets};
+pub use spec::{
+    Arch, ArchKnobs, CostFiles, ImageRange, ModelSpec, Spec, SpecError, WorkloadSpec, load_presets,
+};

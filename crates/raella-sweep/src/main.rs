@@ -1,5 +1,7 @@
 //! `raella-sweep SPEC --out DIR --presets FILE`: runs a sweep and writes its
 //! results. Normally started by `cargo xtask sweep`, which builds it optimised.
+//! `--calibrate` instead fits the cost model's two coefficients on the spec's
+//! calibration workload and prints them (`cargo xtask calibrate-cost`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -21,6 +23,7 @@ fn real_main() -> anyhow::Result<()> {
     let mut spec = None;
     let mut out = None;
     let mut presets = None;
+    let mut calibrate_only = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -34,8 +37,9 @@ fn real_main() -> anyhow::Result<()> {
                     args.next().context("--presets needs a file")?,
                 ))
             }
+            "--calibrate" => calibrate_only = true,
             s if s.starts_with('-') => bail!(
-                "unknown option `{s}`; usage: raella-sweep SPEC.toml [--out DIR] [--presets FILE]"
+                "unknown option `{s}`; usage: raella-sweep SPEC.toml [--out DIR] [--presets FILE] [--calibrate]"
             ),
             s => {
                 if spec.replace(PathBuf::from(s)).is_some() {
@@ -44,9 +48,31 @@ fn real_main() -> anyhow::Result<()> {
             }
         }
     }
-    let spec_path = spec.context("usage: raella-sweep SPEC.toml [--out DIR] [--presets FILE]")?;
+    let spec_path =
+        spec.context("usage: raella-sweep SPEC.toml [--out DIR] [--presets FILE] [--calibrate]")?;
     let presets = presets.unwrap_or_else(|| PathBuf::from("fixtures/presets.toml"));
     let spec = Spec::load(&spec_path, &presets)?;
+    if calibrate_only {
+        let files = spec
+            .cost
+            .as_ref()
+            .context("--calibrate needs a spec with a [cost] section")?;
+        let cm = raella_sweep::CostModel::load(files)?;
+        let (cal, fit) = raella_sweep::calibrate(&spec, &cm)?;
+        println!(
+            "# fitted on `{}` (paper ablation, mJ per batch)",
+            cm.paper.as_ref().map_or("", |p| p.calibrate_on.as_str())
+        );
+        println!("cell_scale = {:.4}", cal.cell_scale);
+        println!("pulse_dac_pj = {:.4}", cal.pulse_dac_pj);
+        for (n, t, e) in fit {
+            println!(
+                "# {n}: paper {t:.3} mJ, fitted {e:.3} mJ ({:+.1}%)",
+                (e / t - 1.0) * 100.0
+            );
+        }
+        return Ok(());
+    }
     let out = out.unwrap_or_else(|| PathBuf::from("results").join(&spec.name));
     eprintln!(
         "sweep `{}`: {} model(s) x {} design(s) x {} seed(s) -> {}",

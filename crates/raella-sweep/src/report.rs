@@ -63,6 +63,141 @@ fn csv_text(res: &SweepResults) -> anyhow::Result<String> {
     Ok(String::from_utf8(w.into_inner()?)?)
 }
 
+/// The `energy.csv` columns (the first ten are the required ones).
+pub const ENERGY_COLUMNS: [&str; 14] = [
+    "dnn",
+    "arch",
+    "batch",
+    "energy_mj",
+    "energy_efficiency_vs_isaac",
+    "throughput_vs_isaac",
+    "area_mm2",
+    "stats_source",
+    "paper_efficiency_vs_isaac",
+    "paper_throughput_vs_isaac",
+    "fj_per_mac",
+    "tops_per_w",
+    "inferences_per_s",
+    "tiles",
+];
+
+fn opt(v: Option<f64>) -> String {
+    v.map_or_else(String::new, |x| format!("{x:.4}"))
+}
+
+fn energy_csv(res: &SweepResults) -> anyhow::Result<String> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record(ENERGY_COLUMNS)?;
+    for r in &res.energy {
+        w.write_record([
+            r.dnn.clone(),
+            r.arch.clone(),
+            r.batch.to_string(),
+            format!("{:.6}", r.energy_mj),
+            opt(r.energy_efficiency_vs_isaac),
+            opt(r.throughput_vs_isaac),
+            format!("{:.3}", r.area_mm2),
+            r.stats_source.clone(),
+            opt(r.paper_efficiency_vs_isaac),
+            opt(r.paper_throughput_vs_isaac),
+            format!("{:.2}", r.fj_per_mac),
+            format!("{:.3}", r.tops_per_w),
+            format!("{:.2}", r.inferences_per_s),
+            r.tiles.to_string(),
+        ])?;
+    }
+    Ok(String::from_utf8(w.into_inner()?)?)
+}
+
+fn breakdown_csv(res: &SweepResults) -> anyhow::Result<String> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record(["dnn", "arch", "batch", "category", "energy_mj", "share"])?;
+    for r in &res.energy {
+        let total = r.breakdown.total_pj().max(1e-30);
+        for (cat, pj) in r.breakdown.categories() {
+            w.write_record([
+                r.dnn.clone(),
+                r.arch.clone(),
+                r.batch.to_string(),
+                cat.to_string(),
+                format!("{:.6}", pj * 1e-9),
+                format!("{:.4}", pj / total),
+            ])?;
+        }
+    }
+    Ok(String::from_utf8(w.into_inner()?)?)
+}
+
+fn energy_section(md: &mut String, res: &SweepResults) -> anyhow::Result<()> {
+    if res.energy.is_empty() {
+        return Ok(());
+    }
+    writeln!(
+        md,
+        "## Energy, area and throughput
+"
+    )?;
+    writeln!(
+        md,
+        "Energy per batch from the cost model (`fixtures/cost/`): event counts from the simulation of this run \
+        (`stats_source = simulation`) or, for workloads given as layer shapes, from typical statistics (`typical`). \
+        Throughput is pipelined inferences per second at iso-area with ISAAC-8b's chip (`area_mm2`).\n"
+    )?;
+    writeln!(
+        md,
+        "| DNN | design | batch | energy (mJ) | fJ / MAC | TOPS/W | efficiency vs ISAAC | paper | diff | throughput vs ISAAC | paper | diff | area (mm^2) | ADC share of energy | source |"
+    )?;
+    writeln!(
+        md,
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    )?;
+    let diff = |ours: Option<f64>, paper: Option<f64>| match (ours, paper) {
+        (Some(o), Some(p)) => format!("{:+.0}%", (o / p - 1.0) * 100.0),
+        _ => String::new(),
+    };
+    for r in &res.energy {
+        writeln!(
+            md,
+            "| {} | {} | {} | {:.4} | {:.1} | {:.2} | {} | {} | {} | {} | {} | {} | {:.1} | {:.0}% | {} |",
+            r.dnn,
+            r.arch,
+            r.batch,
+            r.energy_mj,
+            r.fj_per_mac,
+            r.tops_per_w,
+            opt(r.energy_efficiency_vs_isaac),
+            opt(r.paper_efficiency_vs_isaac),
+            diff(r.energy_efficiency_vs_isaac, r.paper_efficiency_vs_isaac),
+            opt(r.throughput_vs_isaac),
+            opt(r.paper_throughput_vs_isaac),
+            diff(r.throughput_vs_isaac, r.paper_throughput_vs_isaac),
+            r.area_mm2,
+            r.breakdown.adc_pj / r.breakdown.total_pj().max(1e-30) * 100.0,
+            r.stats_source
+        )?;
+    }
+    let raella: Vec<&crate::cost::EnergyRow> = res
+        .energy
+        .iter()
+        .filter(|r| r.paper_efficiency_vs_isaac.is_some())
+        .collect();
+    if !raella.is_empty() {
+        let geo = |f: &dyn Fn(&crate::cost::EnergyRow) -> Option<f64>| {
+            let v: Vec<f64> = raella.iter().filter_map(|r| f(r)).collect();
+            (v.iter().map(|x| x.ln()).sum::<f64>() / v.len().max(1) as f64).exp()
+        };
+        writeln!(
+            md,
+            "\nGeomean over the workloads with published figures: efficiency vs ISAAC ours {:.2}x, paper {:.2}x; throughput ours {:.2}x, paper {:.2}x.\n",
+            geo(&|r| r.energy_efficiency_vs_isaac),
+            geo(&|r| r.paper_efficiency_vs_isaac),
+            geo(&|r| r.throughput_vs_isaac),
+            geo(&|r| r.paper_throughput_vs_isaac)
+        )?;
+    }
+    Ok(())
+}
+
 fn stats_file(l: &crate::run::LayerRow) -> String {
     format!(
         "AVERAGE_WEIGHT_VALUE={:.6}\nAVERAGE_INPUT_VALUE={:.6}\nADC_ACTION_SHARE={:.6}\nCIM_UNITS_PER_WEIGHT={}\nSPECULATION_ENABLED={}\n",
@@ -192,6 +327,7 @@ fn report_text(spec: &Spec, res: &SweepResults) -> anyhow::Result<String> {
         }
         writeln!(md)?;
     }
+    energy_section(&mut md, res)?;
     writeln!(md, "## Designs\n")?;
     for a in &spec.archs {
         let k = &a.knobs;
@@ -280,6 +416,10 @@ pub fn write_results(spec: &Spec, res: &SweepResults, out: &Path) -> anyhow::Res
         ),
         (PathBuf::from("report.md"), report_text(spec, res)?),
     ];
+    if !res.energy.is_empty() {
+        files.push((PathBuf::from("energy.csv"), energy_csv(res)?));
+        files.push((PathBuf::from("energy_breakdown.csv"), breakdown_csv(res)?));
+    }
     let mut t = String::from("model,arch,seed,images_per_second\n");
     for (m, a, s, ips) in &res.timings {
         writeln!(t, "{m},{a},{s},{ips:.2}")?;

@@ -51,6 +51,26 @@ pub struct LayerRow {
     pub crossbars: usize,
     /// Cell utilisation of those crossbars.
     pub utilisation: f64,
+    /// Groups of the layer.
+    pub groups: usize,
+    /// Rows of one group's matrix.
+    pub rows: usize,
+    /// Filters of one group.
+    pub filters: usize,
+    /// Input passes (2 for signed inputs).
+    pub passes: f64,
+    /// Input feature-map elements per image.
+    pub in_elems: f64,
+    /// Output feature-map elements per image.
+    pub out_elems: f64,
+    /// ADC conversions per image.
+    pub conversions_per_image: f64,
+    /// Row drives per image.
+    pub row_drives_per_image: f64,
+    /// Input pulses per image.
+    pub input_pulses_per_image: f64,
+    /// Pulses x normalised level over read cells, per image.
+    pub cell_charge_per_image: f64,
 }
 
 /// One model x design x seed.
@@ -118,6 +138,8 @@ pub struct SweepResults {
     pub rows: Vec<ResultRow>,
     /// `(model, arch, seed, images per second)`.
     pub timings: Vec<(String, String, u64, f64)>,
+    /// Energy, area and throughput per workload/model x design (when the spec has `[cost]`).
+    pub energy: Vec<crate::cost::EnergyRow>,
 }
 
 /// Loads and preprocesses a model's images: `x = (pixel * scale - mean[c]) / std[c]`.
@@ -216,7 +238,29 @@ pub fn run(spec: &Spec, mut progress: impl FnMut(&str)) -> anyhow::Result<SweepR
         models: vec![],
         rows: vec![],
         timings: vec![],
+        energy: vec![],
     };
+    let cost_model = spec
+        .cost
+        .as_ref()
+        .map(crate::cost::CostModel::load)
+        .transpose()?;
+    if let Some(cm) = &cost_model {
+        for w in &spec.workloads {
+            raella_cost::Workload::load(&w.file)?;
+        }
+        for a in &spec.archs {
+            if let Some((n, _)) = cm.arch_for(a) {
+                anyhow::ensure!(
+                    spec.workloads.is_empty() || cm.typical.contains_key(&n),
+                    "{}: no typical statistics for design `{n}`",
+                    spec.cost
+                        .as_ref()
+                        .map_or_else(String::new, |c| c.typical.display().to_string())
+                );
+            }
+        }
+    }
     // Load and check every model and data set first, so bad input fails before any work.
     let mut loaded = Vec::new();
     for m in &spec.models {
@@ -282,6 +326,7 @@ pub fn run(spec: &Spec, mut progress: impl FnMut(&str)) -> anyhow::Result<SweepR
                 let secs = t0.elapsed().as_secs_f64();
                 let pred = argmax_rows(ev.outputs.view());
                 let mut total = LayerStats::default();
+                let images = eval.nrows().max(1) as f64;
                 let mut layers = Vec::new();
                 for (l, (ql, st)) in model.layers.iter().zip(&ev.layer_stats).enumerate() {
                     let st = st.clone().unwrap_or_default();
@@ -325,6 +370,18 @@ pub fn run(spec: &Spec, mut progress: impl FnMut(&str)) -> anyhow::Result<SweepR
                         speculation: arch.speculative(),
                         crossbars: ms.crossbars,
                         utilisation: ms.utilisation,
+                        groups: ql.groups.len(),
+                        rows: w.ncols(),
+                        filters: w.nrows(),
+                        passes: if ql.signed_input { 2.0 } else { 1.0 },
+                        in_elems: model.graph.numel(model.graph.nodes[ql.node].inputs[0]) as f64,
+                        out_elems: model.graph.numel(model.graph.nodes[ql.node].output) as f64,
+                        conversions_per_image: st.activity.conversions as f64 / images,
+                        row_drives_per_image: st.activity.row_drives as f64 / images,
+                        input_pulses_per_image: st.activity.input_pulses as f64 / images,
+                        cell_charge_per_image: st.activity.cell_charge
+                            / f64::from(st.activity.max_level.max(1))
+                            / images,
                     });
                 }
                 out.rows.push(ResultRow {
@@ -357,6 +414,11 @@ pub fn run(spec: &Spec, mut progress: impl FnMut(&str)) -> anyhow::Result<SweepR
                 ));
             }
         }
+    }
+    if let Some(cm) = &cost_model {
+        progress("cost model");
+        out.energy = crate::cost::cost_simulated(spec, cm, &out.rows)?;
+        out.energy.extend(crate::cost::cost_workloads(spec, cm)?);
     }
     Ok(out)
 }

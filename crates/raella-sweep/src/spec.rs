@@ -222,7 +222,60 @@ struct RawModel {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawCost {
+    components: PathBuf,
+    archs: PathBuf,
+    calibration: PathBuf,
+    typical: PathBuf,
+    paper_ablation: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWorkload {
+    name: String,
+    file: PathBuf,
+    batch: usize,
+    paper_efficiency_vs_isaac: Option<f64>,
+    paper_throughput_vs_isaac: Option<f64>,
+}
+
+/// The cost model's input files, resolved against the spec's directory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CostFiles {
+    /// Component tables.
+    pub components: PathBuf,
+    /// Architecture descriptions.
+    pub archs: PathBuf,
+    /// Calibrated coefficients.
+    pub calibration: PathBuf,
+    /// Typical statistics for shape-only workloads.
+    pub typical: PathBuf,
+    /// The paper's published ablation energies (for calibration and comparison).
+    pub paper_ablation: Option<PathBuf>,
+}
+
+/// A workload given only as layer shapes, costed with typical statistics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkloadSpec {
+    /// Name in results (`dnn` column).
+    pub name: String,
+    /// The layer-shape table.
+    pub file: PathBuf,
+    /// Inferences per batch (energy is reported per batch).
+    pub batch: usize,
+    /// The paper's energy-efficiency ratio vs ISAAC (RAELLA rows only).
+    pub paper_efficiency_vs_isaac: Option<f64>,
+    /// The paper's throughput ratio vs ISAAC.
+    pub paper_throughput_vs_isaac: Option<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawSpec {
+    cost: Option<RawCost>,
+    #[serde(default)]
+    workload: Vec<RawWorkload>,
     name: Option<String>,
     description: Option<String>,
     presets: Option<PathBuf>,
@@ -272,6 +325,10 @@ pub struct Spec {
     pub archs: Vec<Arch>,
     /// Seeds (read noise, device programming).
     pub seeds: Vec<u64>,
+    /// The cost model's files, when the spec asks for costs.
+    pub cost: Option<CostFiles>,
+    /// Shape-only workloads (costed, not simulated).
+    pub workloads: Vec<WorkloadSpec>,
 }
 
 fn read(path: &Path) -> Result<String, SpecError> {
@@ -650,14 +707,83 @@ impl Spec {
         if seeds.is_empty() {
             return Err(field(path, "spec", "seeds", "[]", "give at least one seed"));
         }
-        if raw.model.is_empty() {
+        if raw.model.is_empty() && raw.workload.is_empty() {
             return Err(field(
                 path,
                 "spec",
                 "model",
                 "(none)",
-                "name at least one model (`[[model]]`)",
+                "name at least one model (`[[model]]`) or workload (`[[workload]]`)",
             ));
+        }
+        let cost = match raw.cost {
+            None => None,
+            Some(c) => {
+                let files = CostFiles {
+                    components: dir.join(c.components),
+                    archs: dir.join(c.archs),
+                    calibration: dir.join(c.calibration),
+                    typical: dir.join(c.typical),
+                    paper_ablation: c.paper_ablation.map(|p| dir.join(p)),
+                };
+                for (f, p) in [
+                    ("cost.components", &files.components),
+                    ("cost.archs", &files.archs),
+                    ("cost.calibration", &files.calibration),
+                    ("cost.typical", &files.typical),
+                ]
+                .into_iter()
+                .chain(
+                    files
+                        .paper_ablation
+                        .as_ref()
+                        .map(|p| ("cost.paper_ablation", p)),
+                ) {
+                    if !p.is_file() {
+                        return Err(field(
+                            path,
+                            "spec",
+                            f,
+                            format!("\"{}\"", p.display()),
+                            "no such file",
+                        ));
+                    }
+                }
+                Some(files)
+            }
+        };
+        if !raw.workload.is_empty() && cost.is_none() {
+            return Err(field(
+                path,
+                "spec",
+                "cost",
+                "(none)",
+                "workloads are costed: add a [cost] section",
+            ));
+        }
+        let mut workloads = Vec::new();
+        for w in raw.workload {
+            let entry = format!("workload \"{}\"", w.name);
+            let file = dir.join(&w.file);
+            if !file.is_file() {
+                return Err(field(
+                    path,
+                    &entry,
+                    "file",
+                    format!("\"{}\"", w.file.display()),
+                    format!("no such file ({})", file.display()),
+                ));
+            }
+            if w.batch == 0 {
+                return Err(field(path, &entry, "batch", 0, "must be at least 1"));
+            }
+            workloads.push(WorkloadSpec {
+                name: w.name,
+                file,
+                batch: w.batch,
+                paper_efficiency_vs_isaac: w.paper_efficiency_vs_isaac,
+                paper_throughput_vs_isaac: w.paper_throughput_vs_isaac,
+            });
         }
         let mut models = Vec::new();
         for m in raw.model {
@@ -745,6 +871,8 @@ impl Spec {
             models,
             archs,
             seeds,
+            cost,
+            workloads,
         })
     }
 }

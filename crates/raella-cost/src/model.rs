@@ -1,0 +1,285 @@
+//! Energy = sum over events of (count x energy per event); area from the
+//! organisation; latency and throughput from cycles, mapping and pipelining.
+
+use std::ops::AddAssign;
+
+use serde::Serialize;
+
+use crate::CostError;
+use crate::arch::{Calibration, CostArch, DacKind};
+use crate::tables::Components;
+use crate::work::{LayerWork, blocks, layer_crossbars};
+
+/// Energy in pJ by the published breakdown categories.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
+pub struct Energy {
+    /// ADC readout + shift-add + column buffer.
+    pub adc_pj: f64,
+    /// Crossbar cell reads.
+    pub cells_pj: f64,
+    /// Input drivers / DACs.
+    pub dac_pj: f64,
+    /// Input buffer reads (and the running input sums of Center+Offset).
+    pub input_buffer_pj: f64,
+    /// Output registers, partial sums across row blocks, center correction.
+    pub output_buffer_pj: f64,
+    /// Requantisation.
+    pub requantisation_pj: f64,
+    /// eDRAM, bus and router.
+    pub data_movement_pj: f64,
+}
+
+impl Energy {
+    /// Sum of all categories.
+    #[must_use]
+    pub fn total_pj(&self) -> f64 {
+        self.adc_pj
+            + self.cells_pj
+            + self.dac_pj
+            + self.input_buffer_pj
+            + self.output_buffer_pj
+            + self.requantisation_pj
+            + self.data_movement_pj
+    }
+
+    /// The categories with their names, in report order.
+    #[must_use]
+    pub fn categories(&self) -> [(&'static str, f64); 7] {
+        [
+            ("adc", self.adc_pj),
+            ("cells", self.cells_pj),
+            ("dac", self.dac_pj),
+            ("input_buffer", self.input_buffer_pj),
+            ("output_buffer", self.output_buffer_pj),
+            ("requantisation", self.requantisation_pj),
+            ("data_movement", self.data_movement_pj),
+        ]
+    }
+}
+
+impl AddAssign for Energy {
+    fn add_assign(&mut self, o: Self) {
+        self.adc_pj += o.adc_pj;
+        self.cells_pj += o.cells_pj;
+        self.dac_pj += o.dac_pj;
+        self.input_buffer_pj += o.input_buffer_pj;
+        self.output_buffer_pj += o.output_buffer_pj;
+        self.requantisation_pj += o.requantisation_pj;
+        self.data_movement_pj += o.data_movement_pj;
+    }
+}
+
+/// Energy of one layer per inference.
+///
+/// # Errors
+/// An ADC resolution missing from the table.
+pub fn layer_energy(
+    w: &LayerWork,
+    arch: &CostArch,
+    c: &Components,
+    cal: &Calibration,
+) -> Result<Energy, CostError> {
+    let s = &w.shape;
+    let (rb, _) = blocks(arch, s.rows, s.filters, w.weight_slices);
+    let groups = s.groups as f64;
+    let adc_pj = w.conversions
+        * (c.adc_energy_pj(arch.adc_bits)?
+            + c.shift_add.energy_pj_per_op
+            + c.column_buffer.energy_pj_per_read);
+    let cells_pj = w.cell_charge * c.cell_pulse_pj(arch.r_on_ohm) * cal.cell_scale;
+    // A row driver spends energy when it drives a pulse: a 1-bit DAC on its `1`
+    // inputs (ISAAC's published energy per drive), a pulse-train DAC per pulse
+    // (a calibrated coefficient).
+    let dac_pj = match arch.dac {
+        DacKind::OneBit => w.input_pulses * c.dac_1b.energy_pj_per_drive,
+        DacKind::PulseTrain => w.input_pulses * cal.pulse_dac_pj,
+    };
+    // Inputs are read once per vector, pass and row block (broadcast to the column
+    // blocks), twice with speculation (speculative slices, then recovery).
+    let input_reads =
+        s.vectors * w.passes * groups * s.rows as f64 * if w.speculation { 2.0 } else { 1.0 };
+    let mut input_buffer_pj = input_reads * 8.0 * c.buffer_pj_per_bit();
+    let outputs = s.vectors * w.passes * groups * s.filters as f64;
+    let mut output_buffer_pj =
+        w.conversions * c.add_pj(16.0) + outputs * (rb as f64 - 1.0) * c.add_pj(32.0);
+    if arch.center_correction {
+        // Running input sums, and one center multiply-add per output.
+        input_buffer_pj += s.vectors * w.passes * groups * s.rows as f64 * c.add_pj(16.0);
+        output_buffer_pj += outputs * (c.mul_pj(8.0, 16.0) + c.add_pj(32.0));
+    } else {
+        // The unsigned offset's digital `-128 * sum x`: one add per output.
+        output_buffer_pj += outputs * c.add_pj(32.0);
+    }
+    let requantisation_pj = s.out_elems * c.requantisation.energy_pj_per_output;
+    let bits = (s.in_elems + s.out_elems) * 8.0;
+    let data_movement_pj = bits * (c.buffer_pj_per_bit() + c.bus.energy_pj_per_bit)
+        + s.out_elems * 8.0 / 256.0 * c.router.energy_pj_per_256b;
+    Ok(Energy {
+        adc_pj,
+        cells_pj,
+        dac_pj,
+        input_buffer_pj,
+        output_buffer_pj,
+        requantisation_pj,
+        data_movement_pj,
+    })
+}
+
+/// Area of one tile, by component (um^2).
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
+pub struct TileArea {
+    /// ReRAM cells of all crossbars.
+    pub cells_um2: f64,
+    /// ADCs.
+    pub adcs_um2: f64,
+    /// Row drivers.
+    pub dacs_um2: f64,
+    /// Column buffers and shift-add units.
+    pub column_periphery_um2: f64,
+    /// Center correction units.
+    pub center_units_um2: f64,
+    /// eDRAM, bus and the tile's share of a router.
+    pub tile_shared_um2: f64,
+}
+
+impl TileArea {
+    /// The tile's total.
+    #[must_use]
+    pub fn total_um2(&self) -> f64 {
+        self.cells_um2
+            + self.adcs_um2
+            + self.dacs_um2
+            + self.column_periphery_um2
+            + self.center_units_um2
+            + self.tile_shared_um2
+    }
+}
+
+/// Area of one tile of `arch`.
+///
+/// # Errors
+/// An ADC resolution missing from the table.
+pub fn tile_area(arch: &CostArch, c: &Components) -> Result<TileArea, CostError> {
+    let xbars = (arch.crossbars_per_macro * arch.macros_per_tile) as f64;
+    let f_um = c.technology_nm / 1000.0;
+    let cells =
+        (arch.rows * arch.cols * arch.devices_per_cell) as f64 * arch.cell_area_f2 * f_um * f_um;
+    let adcs = arch.adcs_per_crossbar as f64 * c.adc_area_um2(arch.adc_bits)?;
+    let dacs = arch.rows as f64 * c.dac_1b.area_um2;
+    let col = arch.cols as f64 * c.column_buffer.area_um2
+        + arch.adcs_per_crossbar as f64 * c.shift_add.area_um2;
+    let center = if arch.center_correction {
+        arch.macros_per_tile as f64 * (c.mul_area_um2(8.0, 16.0) + c.add_area_um2(32.0))
+    } else {
+        0.0
+    };
+    let shared = c.edram.area_um2
+        + c.bus.width_bits * c.bus.area_um2_per_bit_width
+        + c.router.area_um2 / arch.tiles_per_router as f64;
+    Ok(TileArea {
+        cells_um2: xbars * cells,
+        adcs_um2: xbars * adcs,
+        dacs_um2: xbars * dacs,
+        column_periphery_um2: xbars * col,
+        center_units_um2: center,
+        tile_shared_um2: shared,
+    })
+}
+
+/// One layer's place in the pipeline.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LayerPlacement {
+    /// Crossbars of one copy of the layer.
+    pub crossbars: usize,
+    /// Copies (replicated to balance the pipeline).
+    pub replicas: usize,
+    /// Time per inference with those copies, ns.
+    pub time_ns: f64,
+    /// Cell utilisation of one copy's crossbars.
+    pub utilisation: f64,
+}
+
+/// A network mapped onto a chip (or several, if it does not fit one).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NetworkPerf {
+    /// Per layer.
+    pub layers: Vec<LayerPlacement>,
+    /// Crossbars available.
+    pub crossbars_available: usize,
+    /// Tiles used for the budget.
+    pub tiles: usize,
+    /// Area of those tiles, mm^2.
+    pub area_mm2: f64,
+    /// Pipelined throughput: inferences per second (set by the slowest layer).
+    pub inferences_per_s: f64,
+}
+
+/// Crossbar cycle of `arch`: the longer of the analog cycle and the time its
+/// ADCs need to convert every column.
+#[must_use]
+pub fn cycle_ns(arch: &CostArch, c: &Components) -> f64 {
+    let convert = arch.cols as f64 / (arch.adcs_per_crossbar as f64 * c.adc.sample_rate_gsps);
+    arch.cycle_ns.max(convert)
+}
+
+/// Maps `works` onto `tiles` tiles of `arch`, replicating the slowest layer
+/// while crossbars remain (weights stay resident; layers are pipelined).
+///
+/// # Errors
+/// [`CostError::Missing`] when one copy of every layer does not fit.
+pub fn map_network(
+    works: &[LayerWork],
+    arch: &CostArch,
+    c: &Components,
+    tiles: usize,
+) -> Result<NetworkPerf, CostError> {
+    let available = tiles * arch.macros_per_tile * arch.crossbars_per_macro;
+    let cyc = cycle_ns(arch, c);
+    let mut layers: Vec<LayerPlacement> = works
+        .iter()
+        .map(|w| {
+            let s = &w.shape;
+            let crossbars = layer_crossbars(arch, s, w.weight_slices);
+            let used = (s.groups * s.rows * s.filters * w.weight_slices) as f64;
+            LayerPlacement {
+                crossbars,
+                replicas: 1,
+                time_ns: s.vectors * w.passes * w.cycles_per_vector * cyc,
+                utilisation: used / (crossbars * arch.rows * arch.cols) as f64,
+            }
+        })
+        .collect();
+    let base: Vec<f64> = layers.iter().map(|l| l.time_ns).collect();
+    let mut used: usize = layers.iter().map(|l| l.crossbars).sum();
+    if used > available {
+        return Err(CostError::Missing(format!(
+            "the network needs {used} crossbars; {tiles} tiles have {available}"
+        )));
+    }
+    loop {
+        let (i, slowest) = layers
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.time_ns.total_cmp(&b.1.time_ns))
+            .map(|(i, l)| (i, l.clone()))
+            .expect("at least one layer");
+        // Replication cannot cut below one vector's cycles.
+        if used + slowest.crossbars > available || slowest.replicas as f64 >= works[i].shape.vectors
+        {
+            break;
+        }
+        used += slowest.crossbars;
+        let l = &mut layers[i];
+        l.replicas += 1;
+        l.time_ns = base[i] / l.replicas as f64;
+    }
+    let slowest = layers.iter().map(|l| l.time_ns).fold(0.0, f64::max);
+    let area_mm2 = tile_area(arch, c)?.total_um2() * tiles as f64 / 1e6;
+    Ok(NetworkPerf {
+        layers,
+        crossbars_available: available,
+        tiles,
+        area_mm2,
+        inferences_per_s: 1e9 / slowest.max(1e-9),
+    })
+}

@@ -1,0 +1,184 @@
+//! Layer-shape tables of workloads given only as shapes (`fixtures/workloads/*.toml`,
+//! generated from the public architectures) and typical per-design statistics
+//! (`fixtures/cost/typical_stats.toml`) for costing them without weights.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::CostError;
+use crate::work::LayerShape;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLayer {
+    name: String,
+    kind: String,
+    in_channels: usize,
+    out_channels: usize,
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    groups: usize,
+    in_hw: [usize; 2],
+    out_hw: [usize; 2],
+    vectors: usize,
+    rows: usize,
+    cols: usize,
+    macs: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWorkload {
+    name: String,
+    source: String,
+    input: String,
+    batch_default: usize,
+    note: Option<String>,
+    layer: Vec<RawLayer>,
+}
+
+/// A workload's crossbar layers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Workload {
+    /// Name.
+    pub name: String,
+    /// Where the shapes come from.
+    pub source: String,
+    /// Layers in order.
+    pub layers: Vec<LayerShape>,
+    /// Layer kinds (`conv` / `linear`), parallel to `layers`.
+    pub kinds: Vec<String>,
+}
+
+impl Workload {
+    /// Reads and checks a workload table (MACs must equal `vectors x groups x rows x cols`).
+    ///
+    /// # Errors
+    /// Unreadable or malformed file, or an inconsistent layer.
+    pub fn load(path: &Path) -> Result<Self, CostError> {
+        let text = std::fs::read_to_string(path).map_err(|source| CostError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let raw: RawWorkload = toml::from_str(&text).map_err(|e| CostError::Toml {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        let _ = (&raw.input, raw.batch_default, &raw.note);
+        if raw.layer.is_empty() {
+            return Err(CostError::Missing(format!("{}: no layers", path.display())));
+        }
+        let mut layers = Vec::new();
+        let mut kinds = Vec::new();
+        for l in raw.layer {
+            let bad = |f: &str, v: String, r: &str| CostError::Field {
+                path: path.to_path_buf(),
+                entry: format!("layer `{}`", l.name),
+                field: f.into(),
+                value: v,
+                reason: r.into(),
+            };
+            if l.kind != "conv" && l.kind != "linear" {
+                return Err(bad(
+                    "kind",
+                    l.kind.clone(),
+                    "expected \"conv\" or \"linear\"",
+                ));
+            }
+            if l.groups == 0 || l.in_channels % l.groups != 0 || l.out_channels % l.groups != 0 {
+                return Err(bad(
+                    "groups",
+                    l.groups.to_string(),
+                    "must divide in_channels and out_channels",
+                ));
+            }
+            if l.rows != l.in_channels / l.groups * l.kernel[0] * l.kernel[1]
+                || l.cols != l.out_channels / l.groups
+            {
+                return Err(bad(
+                    "rows",
+                    l.rows.to_string(),
+                    "rows/cols disagree with channels, groups and kernel",
+                ));
+            }
+            let macs = (l.vectors * l.groups * l.rows * l.cols) as u64;
+            if macs != l.macs {
+                return Err(bad(
+                    "macs",
+                    l.macs.to_string(),
+                    &format!("vectors x groups x rows x cols = {macs}"),
+                ));
+            }
+            let _ = l.stride;
+            layers.push(LayerShape {
+                name: l.name.clone(),
+                vectors: l.vectors as f64,
+                groups: l.groups,
+                rows: l.rows,
+                filters: l.cols,
+                in_elems: (l.in_channels * l.in_hw[0] * l.in_hw[1]) as f64,
+                out_elems: (l.out_channels * l.out_hw[0] * l.out_hw[1]) as f64,
+            });
+            kinds.push(l.kind);
+        }
+        Ok(Self {
+            name: raw.name,
+            source: raw.source,
+            layers,
+            kinds,
+        })
+    }
+
+    /// MACs per inference.
+    #[must_use]
+    pub fn macs(&self) -> f64 {
+        self.layers.iter().map(LayerShape::macs).sum()
+    }
+}
+
+/// Typical statistics of a design, for workloads without weights.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TypicalStats {
+    /// Average normalised cell value seen by reads.
+    pub average_weight_value: f64,
+    /// Average normalised input pulses per row drive.
+    pub average_input_value: f64,
+    /// Conversions relative to 1-bit inputs.
+    pub adc_action_share: f64,
+}
+
+/// Reads `fixtures/cost/typical_stats.toml`: a table of [`TypicalStats`] by design name.
+///
+/// # Errors
+/// Unreadable or malformed file, or values outside [0, 1] (shares up to 1.0).
+pub fn load_typical(path: &Path) -> Result<BTreeMap<String, TypicalStats>, CostError> {
+    let text = std::fs::read_to_string(path).map_err(|source| CostError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let t: BTreeMap<String, TypicalStats> = toml::from_str(&text).map_err(|e| CostError::Toml {
+        path: path.to_path_buf(),
+        message: e.to_string().trim_end().to_string(),
+    })?;
+    for (name, s) in &t {
+        for (f, v) in [
+            ("average_weight_value", s.average_weight_value),
+            ("average_input_value", s.average_input_value),
+            ("adc_action_share", s.adc_action_share),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(CostError::Field {
+                    path: path.to_path_buf(),
+                    entry: format!("[{name}]"),
+                    field: f.into(),
+                    value: v.to_string(),
+                    reason: "must be in [0, 1]".into(),
+                });
+            }
+        }
+    }
+    Ok(t)
+}

@@ -1,0 +1,519 @@
+//! Costing a sweep's designs with the cost model: shape-only workloads with
+//! typical statistics, and simulated models with the activity the functional
+//! simulation measured (accuracy and cost from one run).
+
+use std::collections::BTreeMap;
+
+use anyhow::Context;
+use raella_compiler::Slicing;
+use raella_cost::{
+    Calibration, Components, CostArch, CostArchs, Energy, InputScheme, LayerShape, LayerStatistics,
+    LayerWork, TypicalStats, Workload, layer_energy, load_typical, map_network, tile_area,
+};
+use serde::Serialize;
+
+use crate::run::ResultRow;
+use crate::spec::{Arch, CostFiles, Spec};
+
+/// The paper's published ablation energies (mJ per batch) by workload and design.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct PaperAblation {
+    /// The one workload the coefficients are calibrated on.
+    pub calibrate_on: String,
+    /// `workload -> (key -> mJ)`; keys are design names and `adc_<design>`.
+    pub energies: BTreeMap<String, BTreeMap<String, f64>>,
+}
+
+impl PaperAblation {
+    fn load(path: &std::path::Path) -> anyhow::Result<Self> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let v: toml::Table =
+            toml::from_str(&text).with_context(|| format!("{}: malformed TOML", path.display()))?;
+        let mut out = Self::default();
+        for (k, val) in v {
+            match (k.as_str(), val) {
+                ("calibrate_on", toml::Value::String(s)) => out.calibrate_on = s,
+                (w, toml::Value::Table(t)) => {
+                    let mut m = BTreeMap::new();
+                    for (key, x) in t {
+                        let f = match x {
+                            toml::Value::Float(f) => f,
+                            toml::Value::Integer(i) => i as f64,
+                            other => anyhow::bail!(
+                                "{}: [{w}] `{key}` = {other}: expected a number",
+                                path.display()
+                            ),
+                        };
+                        m.insert(key, f);
+                    }
+                    out.energies.insert(w.to_string(), m);
+                }
+                (other, v) => {
+                    anyhow::bail!("{}: `{other}` = {v}: unexpected entry", path.display())
+                }
+            }
+        }
+        anyhow::ensure!(
+            out.energies.contains_key(&out.calibrate_on),
+            "{}: calibrate_on = \"{}\" has no table",
+            path.display(),
+            out.calibrate_on
+        );
+        Ok(out)
+    }
+
+    /// The published energy of `design` on `workload`, mJ per batch.
+    #[must_use]
+    pub fn energy(&self, workload: &str, design: &str) -> Option<f64> {
+        self.energies
+            .get(workload)
+            .and_then(|m| m.get(design))
+            .copied()
+    }
+}
+
+/// The cost model's inputs, loaded.
+#[derive(Debug, Clone)]
+pub struct CostModel {
+    /// The published ablation, if given.
+    pub paper: Option<PaperAblation>,
+    /// Component tables.
+    pub components: Components,
+    /// Organisations.
+    pub archs: CostArchs,
+    /// Calibrated coefficients.
+    pub calibration: Calibration,
+    /// Typical statistics by design.
+    pub typical: BTreeMap<String, TypicalStats>,
+}
+
+impl CostModel {
+    /// Loads every file.
+    ///
+    /// # Errors
+    /// Any file error, naming the file.
+    pub fn load(f: &CostFiles) -> anyhow::Result<Self> {
+        let components = Components::load(&f.components)?;
+        let archs = CostArchs::load(&f.archs, &components)?;
+        let paper = f
+            .paper_ablation
+            .as_deref()
+            .map(PaperAblation::load)
+            .transpose()?;
+        Ok(Self {
+            archs,
+            calibration: Calibration::load(&f.calibration)?,
+            typical: load_typical(&f.typical)?,
+            components,
+            paper,
+        })
+    }
+
+    /// The cost architecture of a design: its own name, else its preset's.
+    #[must_use]
+    pub fn arch_for(&self, a: &Arch) -> Option<(String, &CostArch)> {
+        [Some(a.name.clone()), a.knobs.preset.clone()]
+            .into_iter()
+            .flatten()
+            .find_map(|n| self.archs.archs.get(&n).map(|c| (n, c)))
+    }
+}
+
+/// Energy, area and throughput of one design on one workload.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EnergyRow {
+    /// Workload or model name.
+    pub dnn: String,
+    /// Design.
+    pub arch: String,
+    /// Inferences per batch.
+    pub batch: usize,
+    /// Energy per batch, mJ.
+    pub energy_mj: f64,
+    /// Energy per MAC, fJ.
+    pub fj_per_mac: f64,
+    /// 8b x 8b ops per second per watt (2 ops per MAC), TOPS/W.
+    pub tops_per_w: f64,
+    /// ISAAC's energy / this design's, per batch (empty without an ISAAC row).
+    pub energy_efficiency_vs_isaac: Option<f64>,
+    /// Pipelined inferences per second at the iso-area budget.
+    pub inferences_per_s: f64,
+    /// This design's throughput / ISAAC's.
+    pub throughput_vs_isaac: Option<f64>,
+    /// Chip area used, mm^2.
+    pub area_mm2: f64,
+    /// Tiles.
+    pub tiles: usize,
+    /// Where the per-layer statistics came from.
+    pub stats_source: String,
+    /// The paper's energy-efficiency ratio (RAELLA rows).
+    pub paper_efficiency_vs_isaac: Option<f64>,
+    /// The paper's throughput ratio (RAELLA rows).
+    pub paper_throughput_vs_isaac: Option<f64>,
+    /// The paper's energy per batch for this design (published ablation), mJ.
+    pub paper_energy_mj: Option<f64>,
+    /// Energy per batch by category, pJ.
+    pub breakdown: Energy,
+}
+
+fn slicing_len(text: Option<&String>) -> usize {
+    text.and_then(|t| Slicing::parse(t).ok())
+        .map_or(8, |s| s.len())
+}
+
+/// Input scheme and weight slices of layer `i` of `n` for a design (shape-only workloads).
+fn scheme(a: &Arch, i: usize, n: usize, all_linear: bool) -> (usize, InputScheme) {
+    let k = &a.knobs;
+    let slices = if k.adaptive == Some(true) {
+        // The typical adaptive choice (4-2-2), the last layer forced.
+        if i + 1 == n {
+            slicing_len(k.last_layer_slicing.as_ref())
+        } else {
+            3
+        }
+    } else {
+        slicing_len(k.weight_slicing.as_ref())
+    };
+    let widths = k
+        .input_slicing
+        .as_ref()
+        .and_then(|t| Slicing::parse(t).ok())
+        .map_or_else(|| vec![1; 8], |s| s.widths().to_vec());
+    let recovery = k.input.as_deref() == Some("speculative") && k.recovery == Some(true);
+    // The normalised image (first layer) and a transformer's LayerNorm/GELU outputs are signed.
+    let passes = if i == 0 || all_linear { 2.0 } else { 1.0 };
+    (
+        slices,
+        InputScheme {
+            slice_widths: widths,
+            recovery,
+            passes,
+        },
+    )
+}
+
+/// Tiles for each design: the reference keeps its fixed tile count (times the
+/// chips it needs); every other design gets what fits in the same area.
+fn tiles_for(cm: &CostModel, reference_crossbars: usize) -> anyhow::Result<(f64, usize)> {
+    let r = cm.archs.get(&cm.archs.iso_area_reference)?;
+    let tiles = r.tiles.context("reference has fixed tiles")?;
+    let per_chip = tiles * r.macros_per_tile * r.crossbars_per_macro;
+    let chips = reference_crossbars.div_ceil(per_chip).max(1);
+    let area = tile_area(r, &cm.components)?.total_um2() * (tiles * chips) as f64;
+    Ok((area, chips))
+}
+
+fn perf_rows(
+    cm: &CostModel,
+    spec: &Spec,
+    dnn: &str,
+    batch: usize,
+    macs: f64,
+    works: &[(String, String, &CostArch, Vec<LayerWork>)],
+    paper: (Option<f64>, Option<f64>),
+) -> anyhow::Result<Vec<EnergyRow>> {
+    let reference = works.iter().find(|w| w.1 == cm.archs.iso_area_reference);
+    let ref_xbars = reference.map_or(0, |(_, _, a, ws)| {
+        ws.iter()
+            .map(|w| raella_cost::layer_crossbars(a, &w.shape, w.weight_slices))
+            .sum()
+    });
+    let (budget_um2, chips) = tiles_for(cm, ref_xbars)?;
+    let mut rows = Vec::new();
+    for (name, cost_name, arch, ws) in works {
+        let mut e = Energy::default();
+        for w in ws {
+            e += layer_energy(w, arch, &cm.components, &cm.calibration)?;
+        }
+        let tiles = match arch.tiles {
+            Some(t) => t * chips,
+            None => {
+                let t = tile_area(arch, &cm.components)?.total_um2();
+                // Flooring a finite positive ratio of areas.
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                let n = (budget_um2 / t).floor() as usize;
+                n.max(1)
+            }
+        };
+        let perf = map_network(ws, arch, &cm.components, tiles)
+            .with_context(|| format!("{dnn} on {name}"))?;
+        let per_inf = e.total_pj();
+        let breakdown = e;
+        let b = batch as f64;
+        let scaled = Energy {
+            adc_pj: breakdown.adc_pj * b,
+            cells_pj: breakdown.cells_pj * b,
+            dac_pj: breakdown.dac_pj * b,
+            input_buffer_pj: breakdown.input_buffer_pj * b,
+            output_buffer_pj: breakdown.output_buffer_pj * b,
+            requantisation_pj: breakdown.requantisation_pj * b,
+            data_movement_pj: breakdown.data_movement_pj * b,
+        };
+        let is_raella = cost_name == "raella";
+        rows.push(EnergyRow {
+            dnn: dnn.to_string(),
+            arch: name.clone(),
+            batch,
+            energy_mj: per_inf * b * 1e-9,
+            fj_per_mac: per_inf * 1e3 / macs.max(1.0),
+            tops_per_w: 2.0 * macs / per_inf.max(1e-12),
+            energy_efficiency_vs_isaac: None,
+            inferences_per_s: perf.inferences_per_s,
+            throughput_vs_isaac: None,
+            area_mm2: perf.area_mm2,
+            tiles,
+            stats_source: ws
+                .first()
+                .map(|w| w.stats_source.clone())
+                .unwrap_or_default(),
+            paper_efficiency_vs_isaac: if is_raella { paper.0 } else { None },
+            paper_throughput_vs_isaac: if is_raella { paper.1 } else { None },
+            paper_energy_mj: cm.paper.as_ref().and_then(|p| p.energy(dnn, cost_name)),
+            breakdown: scaled,
+        });
+    }
+    let _ = spec;
+    if let Some(r) = rows.iter().position(|r| {
+        works
+            .iter()
+            .any(|w| w.0 == r.arch && w.1 == cm.archs.iso_area_reference)
+    }) {
+        let (re, rt) = (rows[r].energy_mj, rows[r].inferences_per_s);
+        for row in &mut rows {
+            row.energy_efficiency_vs_isaac = Some(re / row.energy_mj);
+            row.throughput_vs_isaac = Some(row.inferences_per_s / rt);
+        }
+    }
+    Ok(rows)
+}
+
+/// Costs the spec's shape-only workloads on every design that has a cost architecture.
+///
+/// # Errors
+/// Unreadable workload files, missing typical statistics, or a network that does not fit.
+pub fn cost_workloads(spec: &Spec, cm: &CostModel) -> anyhow::Result<Vec<EnergyRow>> {
+    let mut out = Vec::new();
+    for w in &spec.workloads {
+        let wl = Workload::load(&w.file)?;
+        let all_linear = wl.kinds.iter().all(|k| k == "linear");
+        let n = wl.layers.len();
+        let mut works = Vec::new();
+        for a in &spec.archs {
+            let Some((cost_name, arch)) = cm.arch_for(a) else {
+                continue;
+            };
+            let typ = cm.typical.get(&cost_name).with_context(|| {
+                format!(
+                    "no typical statistics for design `{cost_name}` in the typical-statistics file"
+                )
+            })?;
+            let ws: Vec<LayerWork> = wl
+                .layers
+                .iter()
+                .enumerate()
+                .map(|(i, shape)| {
+                    let (slices, sch) = scheme(a, i, n, all_linear);
+                    let stats = LayerStatistics {
+                        average_weight_value: typ.average_weight_value,
+                        average_input_value: typ.average_input_value,
+                        adc_action_share: typ.adc_action_share,
+                        cim_units_per_weight: slices,
+                        speculation_enabled: sch.recovery,
+                    };
+                    LayerWork::estimate(shape.clone(), arch, &stats, &sch, "typical")
+                })
+                .collect();
+            works.push((a.name.clone(), cost_name, arch, ws));
+        }
+        out.extend(perf_rows(
+            cm,
+            spec,
+            &w.name,
+            w.batch,
+            wl.macs(),
+            &works,
+            (w.paper_efficiency_vs_isaac, w.paper_throughput_vs_isaac),
+        )?);
+    }
+    Ok(out)
+}
+
+/// Costs the simulated models with the activity their simulation measured
+/// (first seed), one inference per batch.
+///
+/// # Errors
+/// A network that does not fit, or a missing ADC entry.
+pub fn cost_simulated(
+    spec: &Spec,
+    cm: &CostModel,
+    rows: &[ResultRow],
+) -> anyhow::Result<Vec<EnergyRow>> {
+    let mut out = Vec::new();
+    let first = spec.seeds[0];
+    for m in &spec.models {
+        let mut works = Vec::new();
+        let mut macs = 0.0;
+        for a in &spec.archs {
+            let Some((cost_name, arch)) = cm.arch_for(a) else {
+                continue;
+            };
+            let Some(r) = rows
+                .iter()
+                .find(|r| r.model == m.name && r.arch == a.name && r.seed == first)
+            else {
+                continue;
+            };
+            let k = &a.knobs;
+            let ns = k
+                .input_slicing
+                .as_ref()
+                .and_then(|t| Slicing::parse(t).ok())
+                .map_or(8, |s| s.len()) as f64;
+            let rec = if k.input.as_deref() == Some("speculative") && k.recovery == Some(true) {
+                8.0
+            } else {
+                0.0
+            };
+            let ws: Vec<LayerWork> = r
+                .layers
+                .iter()
+                .map(|l| LayerWork {
+                    shape: LayerShape {
+                        name: l.layer.clone(),
+                        vectors: l.vectors_per_image,
+                        groups: l.groups,
+                        rows: l.rows,
+                        filters: l.filters,
+                        in_elems: l.in_elems,
+                        out_elems: l.out_elems,
+                    },
+                    weight_slices: l.cim_units_per_weight,
+                    passes: l.passes,
+                    cycles_per_vector: ns + rec,
+                    speculation: l.speculation,
+                    conversions: l.conversions_per_image,
+                    row_drives: l.row_drives_per_image,
+                    input_pulses: l.input_pulses_per_image,
+                    cell_charge: l.cell_charge_per_image,
+                    stats_source: "simulation".into(),
+                })
+                .collect();
+            macs = ws.iter().map(|w| w.shape.macs()).sum();
+            works.push((a.name.clone(), cost_name, arch, ws));
+        }
+        if !works.is_empty() {
+            out.extend(perf_rows(cm, spec, &m.name, 1, macs, &works, (None, None))?);
+        }
+    }
+    Ok(out)
+}
+
+/// `(design, paper mJ, base mJ, mJ per unit cell_scale, mJ per pJ of pulse_dac_pj)`.
+type CalibrationTerm = (String, f64, f64, f64, f64);
+
+/// `(design, paper mJ, fitted mJ)`.
+pub type FitPoint = (String, f64, f64);
+
+/// Energies per batch (mJ) of each design of the calibration workload, split
+/// into the part the two coefficients do not touch and the two parts they
+/// scale: `E = base + cell_scale * cells + pulse_dac_pj * pulses`.
+fn calibration_terms(
+    spec: &Spec,
+    cm: &CostModel,
+    workload: &str,
+) -> anyhow::Result<Vec<CalibrationTerm>> {
+    let mut out = Vec::new();
+    let paper = cm
+        .paper
+        .as_ref()
+        .context("the spec's [cost] section has no paper_ablation file")?;
+    let at = |a: f64, b: f64| -> anyhow::Result<Vec<EnergyRow>> {
+        let mut m = cm.clone();
+        m.calibration = Calibration {
+            cell_scale: a,
+            pulse_dac_pj: b,
+        };
+        let mut s = spec.clone();
+        s.workloads.retain(|w| w.name == workload);
+        anyhow::ensure!(
+            !s.workloads.is_empty(),
+            "the spec has no workload `{workload}`"
+        );
+        cost_workloads(&s, &m)
+    };
+    let (r0, rc, rp) = (at(0.0, 0.0)?, at(1.0, 0.0)?, at(0.0, 1.0)?);
+    for ((a, c), p) in r0.iter().zip(&rc).zip(&rp) {
+        let Some(name) = spec
+            .archs
+            .iter()
+            .find(|x| x.name == a.arch)
+            .and_then(|x| cm.arch_for(x))
+            .map(|x| x.0)
+        else {
+            continue;
+        };
+        if let Some(target) = paper.energy(workload, &name) {
+            out.push((
+                a.arch.clone(),
+                target,
+                a.energy_mj,
+                c.energy_mj - a.energy_mj,
+                p.energy_mj - a.energy_mj,
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// The least-squares fit (in log energy) of the two coefficients on the
+/// paper's ablation energies of the `calibrate_on` workload: a deterministic
+/// grid search, `cell_scale` in 0.05..50 (log-spaced), `pulse_dac_pj` in 0..3.
+///
+/// # Errors
+/// No paper ablation, or the calibration workload is not in the spec.
+pub fn calibrate(spec: &Spec, cm: &CostModel) -> anyhow::Result<(Calibration, Vec<FitPoint>)> {
+    let w = cm
+        .paper
+        .as_ref()
+        .context("no paper_ablation file")?
+        .calibrate_on
+        .clone();
+    let terms = calibration_terms(spec, cm, &w)?;
+    anyhow::ensure!(
+        !terms.is_empty(),
+        "no design of the spec has a published energy for `{w}`"
+    );
+    let loss = |a: f64, b: f64| {
+        terms
+            .iter()
+            .map(|(_, t, e0, c, p)| ((e0 + a * c + b * p) / t).ln().powi(2))
+            .sum::<f64>()
+    };
+    let mut best = (f64::INFINITY, 1.0, 0.0);
+    for i in 0..=400 {
+        let a = 0.05 * 1000f64.powf(f64::from(i) / 400.0);
+        for j in 0..=400 {
+            let b = 3.0 * f64::from(j) / 400.0;
+            let l = loss(a, b);
+            if l < best.0 {
+                best = (l, a, b);
+            }
+        }
+    }
+    let cal = Calibration {
+        cell_scale: best.1,
+        pulse_dac_pj: best.2,
+    };
+    let fit = terms
+        .iter()
+        .map(|(n, t, e0, c, p)| {
+            (
+                n.clone(),
+                *t,
+                e0 + cal.cell_scale * c + cal.pulse_dac_pj * p,
+            )
+        })
+        .collect();
+    Ok((cal, fit))
+}

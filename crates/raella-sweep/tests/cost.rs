@@ -1,0 +1,102 @@
+//! The cost model on the paper's seven workloads: the ablation ordering, the
+//! ADC share collapsing, the calibration reproducing its one DNN, and the
+//! required `energy.csv` columns.
+
+use std::path::{Path, PathBuf};
+
+use raella_sweep::{CostModel, ENERGY_COLUMNS, Spec, calibrate, cost_workloads};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+fn paper() -> (Spec, CostModel) {
+    let spec = Spec::load(
+        &root().join("fixtures/sweeps/paper.toml"),
+        &root().join("fixtures/presets.toml"),
+    )
+    .unwrap();
+    let cm = CostModel::load(spec.cost.as_ref().unwrap()).unwrap();
+    (spec, cm)
+}
+
+#[test]
+fn ablation_ordering_and_adc_collapse_on_every_dnn() {
+    let (spec, cm) = paper();
+    let rows = cost_workloads(&spec, &cm).unwrap();
+    assert_eq!(rows.len(), 7 * 4);
+    for dnn in [
+        "bert_base",
+        "googlenet",
+        "inception_v3",
+        "resnet18",
+        "resnet50",
+        "mobilenet_v2",
+        "shufflenet_v2",
+    ] {
+        let e = |a: &str| rows.iter().find(|r| r.dnn == dnn && r.arch == a).unwrap();
+        let (i, c, w, r) = (
+            e("isaac8b"),
+            e("center_offset"),
+            e("center_offset_aws"),
+            e("raella"),
+        );
+        assert!(
+            i.energy_mj > c.energy_mj && c.energy_mj > w.energy_mj && w.energy_mj > r.energy_mj,
+            "{dnn}"
+        );
+        let share = |x: &raella_sweep::EnergyRow| x.breakdown.adc_pj / x.breakdown.total_pj();
+        assert!(
+            share(i) > 0.6 && share(r) < 0.5,
+            "{dnn}: ADC share {} -> {}",
+            share(i),
+            share(r)
+        );
+        assert!(r.paper_efficiency_vs_isaac.is_some() && i.paper_efficiency_vs_isaac.is_none());
+    }
+}
+
+#[test]
+fn committed_calibration_reproduces_its_dnn_and_is_the_fit() {
+    let (spec, cm) = paper();
+    let rows = cost_workloads(&spec, &cm).unwrap();
+    for (arch, paper_mj) in [
+        ("isaac8b", 2.14),
+        ("center_offset", 0.72),
+        ("center_offset_aws", 0.57),
+        ("raella", 0.43),
+    ] {
+        let r = rows
+            .iter()
+            .find(|r| r.dnn == "resnet18" && r.arch == arch)
+            .unwrap();
+        assert!(
+            (r.energy_mj / paper_mj - 1.0).abs() < 0.02,
+            "{arch}: {} vs {paper_mj}",
+            r.energy_mj
+        );
+        assert_eq!(r.paper_energy_mj, Some(paper_mj));
+    }
+    let (fit, _) = calibrate(&spec, &cm).unwrap();
+    assert!(
+        (fit.cell_scale - cm.calibration.cell_scale).abs() < 1e-3,
+        "{fit:?} vs {:?}",
+        cm.calibration
+    );
+    assert!(
+        (fit.pulse_dac_pj - cm.calibration.pulse_dac_pj).abs() < 1e-3,
+        "{fit:?} vs {:?}",
+        cm.calibration
+    );
+}
+
+#[test]
+fn energy_csv_has_the_required_columns() {
+    assert_eq!(
+        ENERGY_COLUMNS[..10].join(","),
+        "dnn,arch,batch,energy_mj,energy_efficiency_vs_isaac,throughput_vs_isaac,area_mm2,stats_source,paper_efficiency_vs_isaac,paper_throughput_vs_isaac"
+    );
+}
