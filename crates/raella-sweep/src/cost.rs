@@ -155,6 +155,29 @@ pub struct EnergyRow {
     pub paper_energy_mj: Option<f64>,
     /// Energy per batch by category, pJ.
     pub breakdown: Energy,
+    /// Per layer, per inference.
+    pub layers: Vec<LayerCost>,
+}
+
+/// One layer's cost per inference.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LayerCost {
+    /// Layer name.
+    pub layer: String,
+    /// Energy, pJ.
+    pub energy_pj: f64,
+    /// Of which ADC, pJ.
+    pub adc_pj: f64,
+    /// Crossbars of one copy.
+    pub crossbars: usize,
+    /// Copies.
+    pub replicas: usize,
+    /// Time per inference with those copies, ns.
+    pub time_ns: f64,
+    /// Cell utilisation of one copy.
+    pub utilisation: f64,
+    /// Where its statistics came from.
+    pub stats_source: String,
 }
 
 fn slicing_len(text: Option<&String>) -> usize {
@@ -223,8 +246,11 @@ fn perf_rows(
     let mut rows = Vec::new();
     for (name, cost_name, arch, ws) in works {
         let mut e = Energy::default();
+        let mut per_layer = Vec::with_capacity(ws.len());
         for w in ws {
-            e += layer_energy(w, arch, &cm.components, &cm.calibration)?;
+            let le = layer_energy(w, arch, &cm.components, &cm.calibration)?;
+            e += le;
+            per_layer.push(le);
         }
         let tiles = match arch.tiles {
             Some(t) => t * chips,
@@ -263,10 +289,27 @@ fn perf_rows(
             throughput_vs_isaac: None,
             area_mm2: perf.area_mm2,
             tiles,
-            stats_source: ws
-                .first()
-                .map(|w| w.stats_source.clone())
-                .unwrap_or_default(),
+            stats_source: {
+                let mut src: Vec<&str> = ws.iter().map(|w| w.stats_source.as_str()).collect();
+                src.sort_unstable();
+                src.dedup();
+                src.join("+")
+            },
+            layers: ws
+                .iter()
+                .zip(&per_layer)
+                .zip(&perf.layers)
+                .map(|((w, le), p)| LayerCost {
+                    layer: w.shape.name.clone(),
+                    energy_pj: le.total_pj(),
+                    adc_pj: le.adc_pj,
+                    crossbars: p.crossbars,
+                    replicas: p.replicas,
+                    time_ns: p.time_ns,
+                    utilisation: p.utilisation,
+                    stats_source: w.stats_source.clone(),
+                })
+                .collect(),
             paper_efficiency_vs_isaac: if is_raella { paper.0 } else { None },
             paper_throughput_vs_isaac: if is_raella { paper.1 } else { None },
             paper_energy_mj: cm.paper.as_ref().and_then(|p| p.energy(dnn, cost_name)),
@@ -308,22 +351,40 @@ pub fn cost_workloads(spec: &Spec, cm: &CostModel) -> anyhow::Result<Vec<EnergyR
                     "no typical statistics for design `{cost_name}` in the typical-statistics file"
                 )
             })?;
-            let ws: Vec<LayerWork> = wl
-                .layers
-                .iter()
-                .enumerate()
-                .map(|(i, shape)| {
-                    let (slices, sch) = scheme(a, i, n, all_linear);
-                    let stats = LayerStatistics {
-                        average_weight_value: typ.average_weight_value,
-                        average_input_value: typ.average_input_value,
-                        adc_action_share: typ.adc_action_share,
-                        cim_units_per_weight: slices,
-                        speculation_enabled: sch.recovery,
-                    };
-                    LayerWork::estimate(shape.clone(), arch, &stats, &sch, "typical")
-                })
-                .collect();
+            let mut ws: Vec<LayerWork> = Vec::with_capacity(n);
+            for (i, shape) in wl.layers.iter().enumerate() {
+                let (slices, sch) = scheme(a, i, n, all_linear);
+                // A statistics file `<stats_dir>/<design>/<layer>.txt` (the format the sweep
+                // exports) wins over the typical values.
+                let file = w
+                    .stats_dir
+                    .as_ref()
+                    .map(|d| d.join(&a.name).join(format!("{}.txt", shape.name)));
+                let (stats, source) = match file.filter(|f| f.is_file()) {
+                    Some(f) => {
+                        let text = std::fs::read_to_string(&f)
+                            .with_context(|| format!("reading {}", f.display()))?;
+                        (LayerStatistics::parse(&f, &text)?, "statistics")
+                    }
+                    None => (
+                        LayerStatistics {
+                            average_weight_value: typ.average_weight_value,
+                            average_input_value: typ.average_input_value,
+                            adc_action_share: typ.adc_action_share,
+                            cim_units_per_weight: slices,
+                            speculation_enabled: sch.recovery,
+                        },
+                        "typical",
+                    ),
+                };
+                ws.push(LayerWork::estimate(
+                    shape.clone(),
+                    arch,
+                    &stats,
+                    &sch,
+                    source,
+                ));
+            }
             works.push((a.name.clone(), cost_name, arch, ws));
         }
         out.extend(perf_rows(

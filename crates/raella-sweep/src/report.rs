@@ -109,6 +109,39 @@ fn energy_csv(res: &SweepResults) -> anyhow::Result<String> {
     Ok(String::from_utf8(w.into_inner()?)?)
 }
 
+fn layers_csv(res: &SweepResults) -> anyhow::Result<String> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record([
+        "dnn",
+        "arch",
+        "layer",
+        "energy_pj_per_inference",
+        "adc_pj_per_inference",
+        "crossbars",
+        "replicas",
+        "time_ns",
+        "utilisation",
+        "stats_source",
+    ])?;
+    for r in &res.energy {
+        for l in &r.layers {
+            w.write_record([
+                r.dnn.clone(),
+                r.arch.clone(),
+                l.layer.clone(),
+                format!("{:.3}", l.energy_pj),
+                format!("{:.3}", l.adc_pj),
+                l.crossbars.to_string(),
+                l.replicas.to_string(),
+                format!("{:.1}", l.time_ns),
+                format!("{:.4}", l.utilisation),
+                l.stats_source.clone(),
+            ])?;
+        }
+    }
+    Ok(String::from_utf8(w.into_inner()?)?)
+}
+
 fn breakdown_csv(res: &SweepResults) -> anyhow::Result<String> {
     let mut w = csv::Writer::from_writer(Vec::new());
     w.write_record(["dnn", "arch", "batch", "category", "energy_mj", "share"])?;
@@ -158,11 +191,13 @@ fn energy_section(md: &mut String, res: &SweepResults) -> anyhow::Result<()> {
     for r in &res.energy {
         writeln!(
             md,
-            "| {} | {} | {} | {:.4} | {:.1} | {:.2} | {} | {} | {} | {} | {} | {} | {:.1} | {:.0}% | {} |",
+            "| {} | {} | {} | {:.4} | {} | {} | {:.1} | {:.2} | {} | {} | {} | {} | {} | {} | {:.1} | {:.0}% | {} |",
             r.dnn,
             r.arch,
             r.batch,
             r.energy_mj,
+            opt(r.paper_energy_mj),
+            diff(Some(r.energy_mj), r.paper_energy_mj),
             r.fj_per_mac,
             r.tops_per_w,
             opt(r.energy_efficiency_vs_isaac),
@@ -419,6 +454,7 @@ pub fn write_results(spec: &Spec, res: &SweepResults, out: &Path) -> anyhow::Res
     if !res.energy.is_empty() {
         files.push((PathBuf::from("energy.csv"), energy_csv(res)?));
         files.push((PathBuf::from("energy_breakdown.csv"), breakdown_csv(res)?));
+        files.push((PathBuf::from("energy_layers.csv"), layers_csv(res)?));
     }
     let mut t = String::from("model,arch,seed,images_per_second\n");
     for (m, a, s, ips) in &res.timings {

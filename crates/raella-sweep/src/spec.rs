@@ -236,6 +236,7 @@ struct RawWorkload {
     name: String,
     file: PathBuf,
     batch: usize,
+    stats_dir: Option<PathBuf>,
     paper_efficiency_vs_isaac: Option<f64>,
     paper_throughput_vs_isaac: Option<f64>,
 }
@@ -264,6 +265,8 @@ pub struct WorkloadSpec {
     pub file: PathBuf,
     /// Inferences per batch (energy is reported per batch).
     pub batch: usize,
+    /// Per-layer statistics files, `<stats_dir>/<design>/<layer>.txt` (else typical values).
+    pub stats_dir: Option<PathBuf>,
     /// The paper's energy-efficiency ratio vs ISAAC (RAELLA rows only).
     pub paper_efficiency_vs_isaac: Option<f64>,
     /// The paper's throughput ratio vs ISAAC.
@@ -781,6 +784,7 @@ impl Spec {
                 name: w.name,
                 file,
                 batch: w.batch,
+                stats_dir: w.stats_dir.map(|d| dir.join(d)),
                 paper_efficiency_vs_isaac: w.paper_efficiency_vs_isaac,
                 paper_throughput_vs_isaac: w.paper_throughput_vs_isaac,
             });

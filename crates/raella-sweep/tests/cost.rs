@@ -100,3 +100,36 @@ fn energy_csv_has_the_required_columns() {
         "dnn,arch,batch,energy_mj,energy_efficiency_vs_isaac,throughput_vs_isaac,area_mm2,stats_source,paper_efficiency_vs_isaac,paper_throughput_vs_isaac"
     );
 }
+
+#[test]
+fn statistics_files_override_typical_values_per_layer() {
+    let (mut spec, cm) = paper();
+    spec.workloads.retain(|w| w.name == "resnet18");
+    let base = cost_workloads(&spec, &cm).unwrap();
+    let dir = std::env::temp_dir().join(format!("raella-stats-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("raella")).unwrap();
+    std::fs::write(
+        dir.join("raella/conv1.txt"),
+        "AVERAGE_WEIGHT_VALUE=0.5\nAVERAGE_INPUT_VALUE=0.5\nADC_ACTION_SHARE=0.75\nCIM_UNITS_PER_WEIGHT=3\nSPECULATION_ENABLED=1\n",
+    )
+    .unwrap();
+    spec.workloads[0].stats_dir = Some(dir.clone());
+    let with = cost_workloads(&spec, &cm).unwrap();
+    let pick = |rows: &[raella_sweep::EnergyRow]| {
+        rows.iter().find(|r| r.arch == "raella").unwrap().clone()
+    };
+    let (b, w) = (pick(&base), pick(&with));
+    assert_eq!(b.stats_source, "typical");
+    assert_eq!(w.stats_source, "statistics+typical");
+    assert_eq!(w.layers[0].stats_source, "statistics");
+    assert!(w.layers[0].energy_pj > b.layers[0].energy_pj);
+    assert_eq!(w.layers[1].energy_pj, b.layers[1].energy_pj);
+    // A malformed statistics file is an error naming the key.
+    std::fs::write(dir.join("raella/conv1.txt"), "AVERAGE_WEIGHT_VALUE=lots\n").unwrap();
+    let e = format!("{:#}", cost_workloads(&spec, &cm).unwrap_err());
+    assert!(
+        e.contains("AVERAGE_WEIGHT_VALUE") && e.contains("lots"),
+        "{e}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
