@@ -166,8 +166,8 @@ pub struct LayerCost {
     pub layer: String,
     /// Energy, pJ.
     pub energy_pj: f64,
-    /// Of which ADC, pJ.
-    pub adc_pj: f64,
+    /// By category, pJ.
+    pub breakdown: Energy,
     /// Crossbars of one copy.
     pub crossbars: usize,
     /// Copies.
@@ -302,7 +302,7 @@ fn perf_rows(
                 .map(|((w, le), p)| LayerCost {
                     layer: w.shape.name.clone(),
                     energy_pj: le.total_pj(),
-                    adc_pj: le.adc_pj,
+                    breakdown: *le,
                     crossbars: p.crossbars,
                     replicas: p.replicas,
                     time_ns: p.time_ns,

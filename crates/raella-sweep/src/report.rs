@@ -111,32 +111,42 @@ fn energy_csv(res: &SweepResults) -> anyhow::Result<String> {
 
 fn layers_csv(res: &SweepResults) -> anyhow::Result<String> {
     let mut w = csv::Writer::from_writer(Vec::new());
-    w.write_record([
-        "dnn",
-        "arch",
-        "layer",
-        "energy_pj_per_inference",
-        "adc_pj_per_inference",
-        "crossbars",
-        "replicas",
-        "time_ns",
-        "utilisation",
-        "stats_source",
-    ])?;
+    let mut header: Vec<String> = ["dnn", "arch", "layer", "energy_pj_per_inference"]
+        .map(String::from)
+        .to_vec();
+    header.extend(
+        raella_cost::Energy::default()
+            .categories()
+            .map(|c| format!("{}_pj", c.0)),
+    );
+    header.extend(
+        [
+            "crossbars",
+            "replicas",
+            "time_ns",
+            "utilisation",
+            "stats_source",
+        ]
+        .map(String::from),
+    );
+    w.write_record(&header)?;
     for r in &res.energy {
         for l in &r.layers {
-            w.write_record([
+            let mut rec = vec![
                 r.dnn.clone(),
                 r.arch.clone(),
                 l.layer.clone(),
                 format!("{:.3}", l.energy_pj),
-                format!("{:.3}", l.adc_pj),
+            ];
+            rec.extend(l.breakdown.categories().map(|c| format!("{:.3}", c.1)));
+            rec.extend([
                 l.crossbars.to_string(),
                 l.replicas.to_string(),
                 format!("{:.1}", l.time_ns),
                 format!("{:.4}", l.utilisation),
                 l.stats_source.clone(),
-            ])?;
+            ]);
+            w.write_record(&rec)?;
         }
     }
     Ok(String::from_utf8(w.into_inner()?)?)
