@@ -5,6 +5,8 @@
 //! * `cargo xtask sweep [SPEC.toml] [--out DIR]`: the main job. Runs a sweep spec
 //!   (default `fixtures/sweeps/default.toml`) from an optimised build of
 //!   `raella-sweep`; results go to `DIR` (default `results/<spec name>/`).
+//!   `--shard K/N` runs one of N disjoint slices of the points;
+//!   `cargo xtask sweep merge --out DIR SHARD_DIR...` merges shard outputs.
 //! * `cargo xtask calibrate-cost`: fits the cost model's two coefficients on the
 //!   paper's ResNet18 ablation energies and prints them (`fixtures/cost/calibration.toml`).
 //! * `cargo xtask bench`: the core throughput benchmark (optimised build), one line
@@ -26,7 +28,7 @@ fn root() -> PathBuf {
 }
 
 fn usage() -> &'static str {
-    "usage: cargo xtask <sweep [SPEC.toml] [--out DIR] | demo [--out DIR] | bench | calibrate-cost>"
+    "usage: cargo xtask <sweep [SPEC.toml] [--out DIR] [--shard K/N] [--no-cache] | sweep merge --out DIR SHARD_DIR... | demo [--out DIR] | bench | calibrate-cost>"
 }
 
 /// `p` made absolute against the caller's working directory (cargo runs the
@@ -74,35 +76,47 @@ fn main() -> Result<()> {
         Some("sweep") => {
             let root = root();
             let mut pass: Vec<String> = Vec::new();
-            let mut spec = None;
-            let mut it = args[1..].iter();
+            let mut positional = 0;
+            let merging = args.get(1).map(String::as_str) == Some("merge");
+            let mut it = args[1..].iter().skip(usize::from(merging));
+            if merging {
+                pass.push("merge".into());
+            }
             while let Some(a) = it.next() {
                 match a.as_str() {
-                    "--out" => {
-                        let dir = it.next().context("--out needs a directory")?;
-                        pass.extend(["--out".to_string(), absolute(dir)?]);
+                    "--out" | "--presets" => {
+                        let v = it.next().with_context(|| format!("{a} needs a value"))?;
+                        pass.extend([a.clone(), absolute(v)?]);
                     }
+                    "--shard" => {
+                        let v = it.next().context("--shard needs K/N")?;
+                        pass.extend([a.clone(), v.clone()]);
+                    }
+                    "--no-cache" => pass.push(a.clone()),
                     s if s.starts_with('-') => bail!("unknown option `{s}` for sweep\n{}", usage()),
                     s => {
-                        if spec.replace(absolute(s)?).is_some() {
-                            bail!("more than one spec given\n{}", usage());
-                        }
+                        positional += 1;
+                        pass.push(absolute(s)?);
                     }
                 }
             }
-            let spec = spec.unwrap_or_else(|| {
-                root.join("fixtures/sweeps/default.toml")
-                    .display()
-                    .to_string()
-            });
+            if !merging && positional == 0 {
+                pass.insert(
+                    0,
+                    root.join("fixtures/sweeps/default.toml")
+                        .display()
+                        .to_string(),
+                );
+            }
+            if !pass.iter().any(|a| a == "--presets") {
+                pass.extend([
+                    "--presets".to_string(),
+                    root.join("fixtures/presets.toml").display().to_string(),
+                ]);
+            }
             let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
                 .current_dir(&root)
                 .args(["run", "--quiet", "--release", "-p", "raella-sweep", "--"])
-                .arg(&spec)
-                .args([
-                    "--presets",
-                    &root.join("fixtures/presets.toml").display().to_string(),
-                ])
                 .args(&pass)
                 .status()
                 .context("running cargo run -p raella-sweep")?;

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use raella_sweep::{Spec, run, write_results};
+use raella_sweep::{RunOptions, Spec, run_with, write_results};
 
 fn main() -> ExitCode {
     match real_main() {
@@ -19,12 +19,41 @@ fn main() -> ExitCode {
     }
 }
 
+fn usage() -> &'static str {
+    "usage: raella-sweep SPEC.toml [--out DIR] [--presets FILE] [--shard K/N] [--no-cache] [--calibrate]\n       raella-sweep merge --out DIR [--presets FILE] SHARD_DIR..."
+}
+
+fn parse_shard(s: &str) -> anyhow::Result<(usize, usize)> {
+    let (k, n) = s
+        .split_once('/')
+        .with_context(|| format!("--shard `{s}`: expected K/N, e.g. 2/8"))?;
+    let (k, n): (usize, usize) = (
+        k.trim()
+            .parse()
+            .with_context(|| format!("--shard `{s}`: K is not a number"))?,
+        n.trim()
+            .parse()
+            .with_context(|| format!("--shard `{s}`: N is not a number"))?,
+    );
+    if n == 0 || k == 0 || k > n {
+        bail!("--shard `{s}`: need 1 <= K <= N");
+    }
+    Ok((k, n))
+}
+
 fn real_main() -> anyhow::Result<()> {
     let mut spec = None;
     let mut out = None;
     let mut presets = None;
     let mut calibrate_only = false;
-    let mut args = std::env::args().skip(1);
+    let mut shard = None;
+    let mut cache = true;
+    let mut merge_dirs: Option<Vec<PathBuf>> = None;
+    let mut args = std::env::args().skip(1).peekable();
+    if args.peek().map(String::as_str) == Some("merge") {
+        args.next();
+        merge_dirs = Some(Vec::new());
+    }
     while let Some(a) = args.next() {
         match a.as_str() {
             "--out" => {
@@ -37,20 +66,30 @@ fn real_main() -> anyhow::Result<()> {
                     args.next().context("--presets needs a file")?,
                 ))
             }
+            "--shard" => shard = Some(parse_shard(&args.next().context("--shard needs K/N")?)?),
+            "--no-cache" => cache = false,
             "--calibrate" => calibrate_only = true,
-            s if s.starts_with('-') => bail!(
-                "unknown option `{s}`; usage: raella-sweep SPEC.toml [--out DIR] [--presets FILE] [--calibrate]"
-            ),
-            s => {
-                if spec.replace(PathBuf::from(s)).is_some() {
-                    bail!("more than one spec given");
+            s if s.starts_with('-') => bail!("unknown option `{s}`\n{}", usage()),
+            s => match &mut merge_dirs {
+                Some(d) => d.push(PathBuf::from(s)),
+                None => {
+                    if spec.replace(PathBuf::from(s)).is_some() {
+                        bail!("more than one spec given\n{}", usage());
+                    }
                 }
-            }
+            },
         }
     }
-    let spec_path =
-        spec.context("usage: raella-sweep SPEC.toml [--out DIR] [--presets FILE] [--calibrate]")?;
     let presets = presets.unwrap_or_else(|| PathBuf::from("fixtures/presets.toml"));
+    if let Some(dirs) = merge_dirs {
+        let out = out.context("merge needs --out DIR")?;
+        let (spec, results) = raella_sweep::merge(&dirs, &presets)?;
+        for w in write_results(&spec, &results, &out)? {
+            eprintln!("wrote {}", w.display());
+        }
+        return Ok(());
+    }
+    let spec_path = spec.with_context(usage)?;
     let spec = Spec::load(&spec_path, &presets)?;
     if calibrate_only {
         let files = spec
@@ -75,14 +114,20 @@ fn real_main() -> anyhow::Result<()> {
     }
     let out = out.unwrap_or_else(|| PathBuf::from("results").join(&spec.name));
     eprintln!(
-        "sweep `{}`: {} model(s) x {} design(s) x {} seed(s) -> {}",
+        "sweep `{}`: {} model(s) x {} design(s) x {} seed(s){} -> {}",
         spec.name,
         spec.models.len(),
         spec.archs.len(),
         spec.seeds.len(),
+        shard.map_or_else(String::new, |(k, n)| format!(", shard {k}/{n}")),
         out.display()
     );
-    let results = run(&spec, |m| eprintln!("  {m}"))?;
+    let opts = RunOptions {
+        shard,
+        cache_dir: cache.then(|| out.join(".cache")),
+        progress_bar: true,
+    };
+    let results = run_with(&spec, &opts, |m| eprintln!("  {m}"))?;
     let written = write_results(&spec, &results, &out)?;
     for w in written {
         eprintln!("wrote {}", w.display());

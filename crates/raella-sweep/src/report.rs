@@ -456,7 +456,8 @@ pub fn write_results(spec: &Spec, res: &SweepResults, out: &Path) -> anyhow::Res
         (
             PathBuf::from("results.json"),
             serde_json::to_string_pretty(&serde_json::json!({
-                "spec": spec.name, "models": res.models, "rows": res.rows,
+                "spec": spec.name, "spec_path": spec.path, "spec_sha256": crate::merge::spec_hash(spec)?,
+                "models": res.models, "rows": res.rows,
             }))? + "\n",
         ),
         (PathBuf::from("report.md"), report_text(spec, res)?),

@@ -1,6 +1,13 @@
 //! Running a sweep: per model, the references once, then every design x seed.
 
+use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::time::Instant;
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use rayon::prelude::*;
+use sha2::{Digest, Sha256};
 
 use ndarray::{Array2, ArrayView2, s};
 use raella_network::{
@@ -17,7 +24,7 @@ use crate::spec::{ImageRange, ModelSpec, Spec};
 pub const AWS_CALIBRATION_IMAGES: usize = 32;
 
 /// One crossbar layer's statistics in one result row.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct LayerRow {
     /// Node name.
     pub layer: String,
@@ -74,7 +81,7 @@ pub struct LayerRow {
 }
 
 /// One model x design x seed.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct ResultRow {
     /// Model name.
     pub model: String,
@@ -109,7 +116,7 @@ pub struct ResultRow {
 }
 
 /// Per model: what is shared by all designs.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct ModelSummary {
     /// Model name.
     pub model: String,
@@ -233,7 +240,31 @@ fn ratio(a: u64, b: u64) -> f64 {
 /// # Errors
 /// Unreadable models or data, or a model the importer rejects. Specs are
 /// validated before anything runs.
-pub fn run(spec: &Spec, mut progress: impl FnMut(&str)) -> anyhow::Result<SweepResults> {
+pub fn run(spec: &Spec, progress: impl FnMut(&str)) -> anyhow::Result<SweepResults> {
+    run_with(spec, &RunOptions::default(), progress)
+}
+
+/// How to run a sweep.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunOptions {
+    /// Run only the K-th (1-based) of N disjoint slices of the points (`--shard K/N`).
+    /// A shard skips the cost model; `merge` costs the merged rows.
+    pub shard: Option<(usize, usize)>,
+    /// Cache finished points here (keyed by configuration, model files and code version).
+    pub cache_dir: Option<PathBuf>,
+    /// Show a progress bar on stderr (only drawn on a terminal).
+    pub progress_bar: bool,
+}
+
+/// Runs a sweep with options (sharding, caching, progress bar).
+///
+/// # Errors
+/// As [`run`].
+pub fn run_with(
+    spec: &Spec,
+    opts: &RunOptions,
+    mut progress: impl FnMut(&str),
+) -> anyhow::Result<SweepResults> {
     let mut out = SweepResults {
         models: vec![],
         rows: vec![],
@@ -264,7 +295,8 @@ pub fn run(spec: &Spec, mut progress: impl FnMut(&str)) -> anyhow::Result<SweepR
     // Load and check every model and data set first, so bad input fails before any work.
     let mut loaded = Vec::new();
     for m in &spec.models {
-        let graph = import_onnx_file(&m.onnx)?;
+        let graph = import_onnx_file(&m.onnx)
+            .with_context(|| format!("model \"{}\": {}", m.name, m.onnx.display()))?;
         let data = IdxDataset::load(&m.images, &m.labels)?;
         let in_shape = graph.tensors[graph.input].shape.clone();
         let channels = if in_shape.len() == 3 { in_shape[0] } else { 1 };
@@ -281,7 +313,33 @@ pub fn run(spec: &Spec, mut progress: impl FnMut(&str)) -> anyhow::Result<SweepR
         let (eval, labels) = load_images(m, &data, m.evaluation, channels)?;
         loaded.push((graph, cal, eval, labels));
     }
-    for (m, (graph, cal, eval, labels)) in spec.models.iter().zip(loaded) {
+    let points: Vec<(usize, usize, usize)> = (0..spec.models.len())
+        .flat_map(|mi| {
+            (0..spec.archs.len())
+                .flat_map(move |ai| (0..spec.seeds.len()).map(move |si| (mi, ai, si)))
+        })
+        .collect();
+    let total_points = points.len();
+    let selected: Vec<(usize, usize, usize)> = points
+        .into_iter()
+        .enumerate()
+        .filter(|(g, _)| opts.shard.is_none_or(|(k, n)| g % n == k - 1))
+        .map(|(_, p)| p)
+        .collect();
+    progress(&format!(
+        "{} of {total_points} points selected",
+        selected.len()
+    ));
+    let bar = progress_bar(selected.len(), opts.progress_bar);
+    for (mi, (m, (graph, cal, eval, labels))) in spec.models.iter().zip(loaded).enumerate() {
+        let mine: Vec<(usize, usize)> = selected
+            .iter()
+            .filter(|p| p.0 == mi)
+            .map(|p| (p.1, p.2))
+            .collect();
+        if mine.is_empty() {
+            continue;
+        }
         progress(&format!(
             "{}: references on {} images",
             m.name,
@@ -317,108 +375,250 @@ pub fn run(spec: &Spec, mut progress: impl FnMut(&str)) -> anyhow::Result<SweepR
             top1_int8,
             agreement_int8_fp32: agreement(&pi, &pf),
         });
-        for arch in &spec.archs {
-            let cfg = arch.config();
-            for &seed in &spec.seeds {
-                let t0 = Instant::now();
-                let backend = CrossbarBackend::build(&model, &cfg, &captured, seed)?;
-                let ev = eval_quant(&model, &backend, eval.view())?;
-                let secs = t0.elapsed().as_secs_f64();
-                let pred = argmax_rows(ev.outputs.view());
-                let mut total = LayerStats::default();
-                let images = eval.nrows().max(1) as f64;
-                let mut layers = Vec::new();
-                for (l, (ql, st)) in model.layers.iter().zip(&ev.layer_stats).enumerate() {
-                    let st = st.clone().unwrap_or_default();
-                    total += &st;
-                    let pl = &backend.layers()[l];
-                    let ms = pl[0].mapped().stats();
-                    let slices = pl
-                        .iter()
-                        .map(|p| p.mapped().weight_slicing().len())
-                        .max()
-                        .unwrap_or(0);
-                    let ns = cfg.run.input.slicing().len() as f64;
-                    let w = &ql.groups[0].weights;
-                    layers.push(LayerRow {
-                        layer: ql.name.clone(),
-                        kind: model.graph.nodes[ql.node].op.kind().to_string(),
-                        matrix: format!(
-                            "{} x {}{}",
-                            w.nrows(),
-                            w.ncols(),
-                            if ql.groups.len() > 1 {
-                                format!(" x {}", ql.groups.len())
-                            } else {
-                                String::new()
-                            }
-                        ),
-                        weight_slicing: backend.slicings()[l].clone(),
-                        vectors_per_image: st.vectors as f64 / eval.nrows().max(1) as f64,
-                        in_range_fraction: st.in_range_fraction(),
-                        exact_fraction: st.exact_fraction(),
-                        recovery_rate: st.recovery_rate(),
-                        converts_per_mac: st.converts_per_mac(),
-                        adc_action_share: if st.column_sums == 0 {
-                            0.0
-                        } else {
-                            st.activity.conversions as f64 / (st.column_sums as f64 * 8.0 / ns)
-                        },
-                        average_cell_value: st.average_cell_value(),
-                        average_input_pulses: st.average_input_pulses(),
-                        cim_units_per_weight: slices,
-                        speculation: arch.speculative(),
-                        crossbars: ms.crossbars,
-                        utilisation: ms.utilisation,
-                        groups: ql.groups.len(),
-                        rows: w.ncols(),
-                        filters: w.nrows(),
-                        passes: if ql.signed_input { 2.0 } else { 1.0 },
-                        in_elems: model.graph.numel(model.graph.nodes[ql.node].inputs[0]) as f64,
-                        out_elems: model.graph.numel(model.graph.nodes[ql.node].output) as f64,
-                        conversions_per_image: st.activity.conversions as f64 / images,
-                        row_drives_per_image: st.activity.row_drives as f64 / images,
-                        input_pulses_per_image: st.activity.input_pulses as f64 / images,
-                        cell_charge_per_image: st.activity.cell_charge
-                            / f64::from(st.activity.max_level.max(1))
-                            / images,
-                    });
+        let ctx = PointContext {
+            m,
+            model: &model,
+            captured: &captured,
+            eval: &eval,
+            labels: &labels,
+            int8: &int8.outputs,
+            pf: &pf,
+            pi: &pi,
+            top1_fp32,
+            top1_int8,
+        };
+        let model_hash = if opts.cache_dir.is_some() {
+            Some(hash_model_files(m)?)
+        } else {
+            None
+        };
+        let results: Vec<anyhow::Result<(ResultRow, Option<f64>)>> = mine
+            .par_iter()
+            .map(|&(ai, si)| {
+                let (arch, seed) = (&spec.archs[ai], spec.seeds[si]);
+                let cache = match (&opts.cache_dir, &model_hash) {
+                    (Some(dir), Some(h)) => {
+                        Some(dir.join(format!("{}.json", point_key(h, m, arch, seed))))
+                    }
+                    _ => None,
+                };
+                // A cached point is reused; an unreadable cache entry is recomputed.
+                let cached = cache
+                    .as_ref()
+                    .filter(|c| c.is_file())
+                    .and_then(|c| std::fs::read_to_string(c).ok())
+                    .and_then(|t| serde_json::from_str::<ResultRow>(&t).ok());
+                if let Some(row) = cached {
+                    bar.inc(1);
+                    return Ok((row, None));
                 }
-                out.rows.push(ResultRow {
-                    model: m.name.clone(),
-                    arch: arch.name.clone(),
-                    seed,
-                    images: eval.nrows(),
-                    top1: accuracy(&pred, &labels),
-                    top1_fp32,
-                    top1_int8,
-                    agreement_int8: agreement(&pred, &pi),
-                    output_rel_err_int8: mean_rel_err(ev.outputs.view(), int8.outputs.view()),
-                    in_range_fraction: ratio(total.column_sums_in_range, total.column_sums),
-                    recovery_rate: if arch.speculative() {
-                        ratio(total.flagged, total.column_sums)
-                    } else {
-                        0.0
-                    },
-                    converts_per_mac: ratio(total.activity.conversions, total.macs),
-                    exact_fraction: 1.0 - ratio(total.inexact_column_slices, total.column_sums),
-                    agreement_fp32: agreement(&pred, &pf),
-                    layers,
-                });
-                let ips = eval.nrows() as f64 / secs.max(1e-9);
-                out.timings
-                    .push((m.name.clone(), arch.name.clone(), seed, ips));
-                progress(&format!(
-                    "{} / {} / seed {seed}: {:.1} images/s",
-                    m.name, arch.name, ips
-                ));
+                let t0 = Instant::now();
+                let row = run_point(&ctx, arch, seed)?;
+                let ips = eval.nrows() as f64 / t0.elapsed().as_secs_f64().max(1e-9);
+                if let Some(c) = cache {
+                    write_atomic(&c, &serde_json::to_string(&row)?)?;
+                }
+                bar.set_message(format!("{:.0} images/s ({} / {})", ips, m.name, arch.name));
+                bar.inc(1);
+                Ok((row, Some(ips)))
+            })
+            .collect();
+        for (r, &(ai, si)) in results.into_iter().zip(&mine) {
+            let (row, ips) = r?;
+            let arch = &spec.archs[ai];
+            match ips {
+                Some(ips) => {
+                    out.timings
+                        .push((m.name.clone(), arch.name.clone(), spec.seeds[si], ips));
+                    progress(&format!(
+                        "{} / {} / seed {}: {:.1} images/s",
+                        m.name, arch.name, spec.seeds[si], ips
+                    ));
+                }
+                None => progress(&format!(
+                    "{} / {} / seed {}: cached",
+                    m.name, arch.name, spec.seeds[si]
+                )),
             }
+            out.rows.push(row);
         }
     }
-    if let Some(cm) = &cost_model {
+    bar.finish_and_clear();
+    if let (Some(cm), None) = (&cost_model, opts.shard) {
         progress("cost model");
         out.energy = crate::cost::cost_simulated(spec, cm, &out.rows)?;
         out.energy.extend(crate::cost::cost_workloads(spec, cm)?);
     }
     Ok(out)
+}
+
+/// Everything a point of one model shares.
+struct PointContext<'a> {
+    m: &'a ModelSpec,
+    model: &'a QuantModel,
+    captured: &'a [Vec<raella_network::QInput>],
+    eval: &'a Array2<f32>,
+    labels: &'a [u8],
+    int8: &'a Array2<f32>,
+    pf: &'a [usize],
+    pi: &'a [usize],
+    top1_fp32: f64,
+    top1_int8: f64,
+}
+
+/// The cache format; bump when a result row's meaning changes.
+const CACHE_VERSION: &str = "raella-sweep-point-v1";
+
+fn hash_model_files(m: &ModelSpec) -> anyhow::Result<String> {
+    let mut h = Sha256::new();
+    for p in [&m.onnx, &m.images, &m.labels] {
+        h.update(std::fs::read(p).with_context(|| format!("reading {}", p.display()))?);
+        h.update([0u8]);
+    }
+    Ok(hex(&h.finalize()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Key of one point: hash of the code version, the model files, the model's
+/// preprocessing and split, the design's resolved knobs and name, and the seed.
+fn point_key(model_hash: &str, m: &ModelSpec, arch: &crate::spec::Arch, seed: u64) -> String {
+    let mut h = Sha256::new();
+    h.update(CACHE_VERSION);
+    h.update(env!("CARGO_PKG_VERSION"));
+    h.update(model_hash);
+    h.update(format!(
+        "{}|{}|{:?}|{:?}|{:?}|{:?}",
+        m.name, m.scale, m.mean, m.std, m.calibration, m.evaluation
+    ));
+    h.update(serde_json::to_string(&arch.knobs).unwrap_or_default());
+    h.update(&arch.name);
+    h.update(seed.to_le_bytes());
+    hex(&h.finalize())[..32].to_string()
+}
+
+/// Writes `text` to `path` via a temporary file and a rename.
+pub(crate) fn write_atomic(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+    let dir = path.parent().context("path has a parent")?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let tmp = path.with_extension(
+        format!(
+            "tmp-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        )
+        .replace(['(', ')'], ""),
+    );
+    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming {}", tmp.display()))?;
+    Ok(())
+}
+
+fn progress_bar(n: usize, wanted: bool) -> ProgressBar {
+    let bar = ProgressBar::new(n as u64);
+    if wanted && std::io::stderr().is_terminal() {
+        bar.set_draw_target(ProgressDrawTarget::stderr());
+        if let Ok(style) =
+            ProgressStyle::with_template("{bar:30} {pos}/{len} points  {msg}  ETA {eta}")
+        {
+            bar.set_style(style);
+        }
+    } else {
+        bar.set_draw_target(ProgressDrawTarget::hidden());
+    }
+    bar
+}
+
+fn run_point(
+    ctx: &PointContext<'_>,
+    arch: &crate::spec::Arch,
+    seed: u64,
+) -> anyhow::Result<ResultRow> {
+    let (model, eval) = (ctx.model, ctx.eval);
+    let cfg = arch.config();
+    let backend = CrossbarBackend::build(model, &cfg, ctx.captured, seed)?;
+    let ev = eval_quant(model, &backend, eval.view())?;
+    let pred = argmax_rows(ev.outputs.view());
+    let mut total = LayerStats::default();
+    let images = eval.nrows().max(1) as f64;
+    let mut layers = Vec::new();
+    for (l, (ql, st)) in model.layers.iter().zip(&ev.layer_stats).enumerate() {
+        let st = st.clone().unwrap_or_default();
+        total += &st;
+        let pl = &backend.layers()[l];
+        let ms = pl[0].mapped().stats();
+        let slices = pl
+            .iter()
+            .map(|p| p.mapped().weight_slicing().len())
+            .max()
+            .unwrap_or(0);
+        let ns = cfg.run.input.slicing().len() as f64;
+        let w = &ql.groups[0].weights;
+        layers.push(LayerRow {
+            layer: ql.name.clone(),
+            kind: model.graph.nodes[ql.node].op.kind().to_string(),
+            matrix: format!(
+                "{} x {}{}",
+                w.nrows(),
+                w.ncols(),
+                if ql.groups.len() > 1 {
+                    format!(" x {}", ql.groups.len())
+                } else {
+                    String::new()
+                }
+            ),
+            weight_slicing: backend.slicings()[l].clone(),
+            vectors_per_image: st.vectors as f64 / images,
+            in_range_fraction: st.in_range_fraction(),
+            exact_fraction: st.exact_fraction(),
+            recovery_rate: st.recovery_rate(),
+            converts_per_mac: st.converts_per_mac(),
+            adc_action_share: if st.column_sums == 0 {
+                0.0
+            } else {
+                st.activity.conversions as f64 / (st.column_sums as f64 * 8.0 / ns)
+            },
+            average_cell_value: st.average_cell_value(),
+            average_input_pulses: st.average_input_pulses(),
+            cim_units_per_weight: slices,
+            speculation: arch.speculative(),
+            crossbars: ms.crossbars,
+            utilisation: ms.utilisation,
+            groups: ql.groups.len(),
+            rows: w.ncols(),
+            filters: w.nrows(),
+            passes: if ql.signed_input { 2.0 } else { 1.0 },
+            in_elems: model.graph.numel(model.graph.nodes[ql.node].inputs[0]) as f64,
+            out_elems: model.graph.numel(model.graph.nodes[ql.node].output) as f64,
+            conversions_per_image: st.activity.conversions as f64 / images,
+            row_drives_per_image: st.activity.row_drives as f64 / images,
+            input_pulses_per_image: st.activity.input_pulses as f64 / images,
+            cell_charge_per_image: st.activity.cell_charge
+                / f64::from(st.activity.max_level.max(1))
+                / images,
+        });
+    }
+    Ok(ResultRow {
+        model: ctx.m.name.clone(),
+        arch: arch.name.clone(),
+        seed,
+        images: eval.nrows(),
+        top1: accuracy(&pred, ctx.labels),
+        top1_fp32: ctx.top1_fp32,
+        top1_int8: ctx.top1_int8,
+        agreement_int8: agreement(&pred, ctx.pi),
+        output_rel_err_int8: mean_rel_err(ev.outputs.view(), ctx.int8.view()),
+        in_range_fraction: ratio(total.column_sums_in_range, total.column_sums),
+        recovery_rate: if arch.speculative() {
+            ratio(total.flagged, total.column_sums)
+        } else {
+            0.0
+        },
+        converts_per_mac: ratio(total.activity.conversions, total.macs),
+        exact_fraction: 1.0 - ratio(total.inexact_column_slices, total.column_sums),
+        agreement_fp32: agreement(&pred, ctx.pf),
+        layers,
+    })
 }

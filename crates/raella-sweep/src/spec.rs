@@ -287,6 +287,8 @@ struct RawSpec {
     #[serde(default)]
     arch: Vec<ArchKnobs>,
     #[serde(default)]
+    grid: Vec<toml::Table>,
+    #[serde(default)]
     model: Vec<RawModel>,
 }
 
@@ -368,6 +370,110 @@ pub fn load_presets(path: &Path) -> Result<BTreeMap<String, ArchKnobs>, SpecErro
         validate_knobs(path, &format!("preset \"{name}\""), &resolved)?;
     }
     Ok(presets)
+}
+
+/// Expands one `[[grid]]` table: `archs = [...]` (preset names) times the
+/// product of every other key's list of values (knob names, as in presets).
+/// Points are named `<preset>[knob=value,...]`, knobs in name order.
+fn expand_grid(path: &Path, index: usize, g: &toml::Table) -> Result<Vec<ArchKnobs>, SpecError> {
+    let entry = format!("grid #{}", index + 1);
+    let archs = match g.get("archs") {
+        Some(toml::Value::Array(a)) if !a.is_empty() => a
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| field(path, &entry, "archs", v, "expected preset names"))
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+        Some(v) => {
+            return Err(field(
+                path,
+                &entry,
+                "archs",
+                v,
+                "expected a non-empty list of preset names",
+            ));
+        }
+        None => {
+            return Err(field(
+                path,
+                &entry,
+                "archs",
+                "(none)",
+                "a grid needs `archs = [...]`",
+            ));
+        }
+    };
+    let mut axes: Vec<(String, Vec<toml::Value>)> = Vec::new();
+    for (k, v) in g {
+        if k == "archs" {
+            continue;
+        }
+        if matches!(k.as_str(), "preset" | "name" | "description") {
+            return Err(field(path, &entry, k, v, "not a grid axis"));
+        }
+        match v {
+            toml::Value::Array(vals) if !vals.is_empty() => axes.push((k.clone(), vals.clone())),
+            other => {
+                return Err(field(
+                    path,
+                    &entry,
+                    k,
+                    other,
+                    "a grid axis is a non-empty list of values",
+                ));
+            }
+        }
+    }
+    let mut points: Vec<Vec<(String, toml::Value)>> = vec![vec![]];
+    for (k, vals) in &axes {
+        points = points
+            .into_iter()
+            .flat_map(|p| {
+                vals.iter().map(move |v| {
+                    let mut q = p.clone();
+                    q.push((k.clone(), v.clone()));
+                    q
+                })
+            })
+            .collect();
+    }
+    let mut out = Vec::new();
+    for a in &archs {
+        for p in &points {
+            let label = p
+                .iter()
+                .map(|(k, v)| format!("{k}={}", v.to_string().trim_matches('"')))
+                .collect::<Vec<_>>()
+                .join(",");
+            let name = if label.is_empty() {
+                a.clone()
+            } else {
+                format!("{a}[{label}]")
+            };
+            let mut t = toml::Table::new();
+            t.insert("preset".into(), toml::Value::String(a.clone()));
+            t.insert("name".into(), toml::Value::String(name.clone()));
+            for (k, v) in p {
+                t.insert(k.clone(), v.clone());
+            }
+            let knobs: ArchKnobs =
+                toml::Value::Table(t)
+                    .try_into()
+                    .map_err(|e: toml::de::Error| {
+                        field(
+                            path,
+                            &format!("{entry} point {name}"),
+                            "(knobs)",
+                            label.clone(),
+                            e.to_string().trim_end().to_string(),
+                        )
+                    })?;
+            out.push(knobs);
+        }
+    }
+    Ok(out)
 }
 
 fn field(
@@ -650,6 +756,9 @@ impl Spec {
             })
             .collect();
         entries.extend(raw.arch);
+        for (gi, g) in raw.grid.iter().enumerate() {
+            entries.extend(expand_grid(path, gi, g)?);
+        }
         if entries.is_empty() {
             return Err(field(
                 path,

@@ -208,3 +208,84 @@ fn binary_exits_nonzero_and_writes_nothing_on_bad_input() {
     assert!(!out.exists());
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+#[test]
+fn shards_merge_to_the_unsharded_result_and_the_cache_resumes() {
+    use raella_sweep::{RunOptions, merge, run_with};
+    let spec = Spec::load(&root().join("fixtures/sweeps/smoke.toml"), &presets()).unwrap();
+    let base = tmp("shards");
+    let full = base.join("full");
+    write_results(&spec, &run(&spec, |_| {}).unwrap(), &full).unwrap();
+    let mut dirs = Vec::new();
+    for k in 1..=3 {
+        let d = base.join(format!("s{k}"));
+        let res = run_with(
+            &spec,
+            &RunOptions {
+                shard: Some((k, 3)),
+                ..RunOptions::default()
+            },
+            |_| {},
+        )
+        .unwrap();
+        assert!(res.energy.is_empty(), "shards leave costing to the merge");
+        write_results(&spec, &res, &d).unwrap();
+        dirs.push(d);
+    }
+    let (mspec, merged) = merge(&dirs, &presets()).unwrap();
+    let m = base.join("merged");
+    write_results(&mspec, &merged, &m).unwrap();
+    for f in [
+        "results.csv",
+        "results.json",
+        "report.md",
+        "energy.csv",
+        "energy_layers.csv",
+    ] {
+        assert_eq!(
+            std::fs::read(full.join(f)).unwrap(),
+            std::fs::read(m.join(f)).unwrap(),
+            "{f}"
+        );
+    }
+    // A missing shard is an error, not a smaller result.
+    assert!(
+        merge(&dirs[..2], &presets())
+            .unwrap_err()
+            .to_string()
+            .contains("missing")
+    );
+    // Cache: the second run computes nothing and gives the same rows.
+    let cache = base.join("cache");
+    let opts = RunOptions {
+        cache_dir: Some(cache.clone()),
+        ..RunOptions::default()
+    };
+    let first = run_with(&spec, &opts, |_| {}).unwrap();
+    assert_eq!(first.timings.len(), 4);
+    assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 4);
+    let second = run_with(&spec, &opts, |_| {}).unwrap();
+    assert!(second.timings.is_empty(), "every point came from the cache");
+    assert_eq!(first.rows, second.rows);
+    std::fs::remove_dir_all(&base).unwrap();
+}
+
+#[test]
+fn grids_expand_to_the_product_of_their_axes() {
+    let d = tmp("grid");
+    let p = spec_with(
+        &d,
+        "[[grid]]\narchs = [\"raella\", \"isaac8b\"]\nadc_bits = [8, 9]\nnoise_e = [0.0, 0.04]\n",
+    );
+    let spec = Spec::load(&p, &presets()).unwrap();
+    let names: Vec<&str> = spec.archs.iter().map(|a| a.name.as_str()).collect();
+    assert_eq!(names.len(), 8);
+    assert_eq!(names[0], "raella[adc_bits=8,noise_e=0.0]");
+    assert_eq!(names[7], "isaac8b[adc_bits=9,noise_e=0.04]");
+    let a = &spec.archs[3];
+    assert_eq!(
+        (a.knobs.adc_bits, a.knobs.noise_e, a.knobs.preset.as_deref()),
+        (Some(9), Some(0.04), Some("raella"))
+    );
+    std::fs::remove_dir_all(&d).unwrap();
+}

@@ -1,0 +1,137 @@
+//! Merging the outputs of `--shard K/N` runs into the result set an unsharded
+//! run writes: rows in the spec's canonical order (model, design, seed), the
+//! cost model run on the merged rows.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail, ensure};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::cost::{CostModel, cost_simulated, cost_workloads};
+use crate::run::{ModelSummary, ResultRow, SweepResults};
+use crate::spec::Spec;
+
+#[derive(Deserialize)]
+struct ShardJson {
+    spec_path: PathBuf,
+    spec_sha256: String,
+    models: Vec<ModelSummary>,
+    rows: Vec<ResultRow>,
+}
+
+/// SHA-256 of the spec file's bytes (shards of different specs do not merge).
+///
+/// # Errors
+/// The spec file cannot be read.
+pub fn spec_hash(spec: &Spec) -> anyhow::Result<String> {
+    let bytes =
+        std::fs::read(&spec.path).with_context(|| format!("reading {}", spec.path.display()))?;
+    Ok(Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+/// Merges shard output folders.
+///
+/// # Errors
+/// Missing or malformed shard files, shards of different specs, a point present
+/// twice, or a point missing.
+pub fn merge(dirs: &[PathBuf], presets: &Path) -> anyhow::Result<(Spec, SweepResults)> {
+    ensure!(!dirs.is_empty(), "merge needs at least one shard folder");
+    let mut shards = Vec::new();
+    for d in dirs {
+        let p = d.join("results.json");
+        let text =
+            std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+        let j: ShardJson = serde_json::from_str(&text)
+            .with_context(|| format!("{}: not a sweep's results.json", p.display()))?;
+        shards.push((d.clone(), j));
+    }
+    let spec = Spec::load(&shards[0].1.spec_path, presets)?;
+    let want = spec_hash(&spec)?;
+    for (d, j) in &shards {
+        ensure!(
+            j.spec_sha256 == want,
+            "{}: produced by a different version of {} than the one on disk now",
+            d.display(),
+            spec.path.display()
+        );
+    }
+    let mut out = SweepResults {
+        models: vec![],
+        rows: vec![],
+        timings: vec![],
+        energy: vec![],
+    };
+    for (d, j) in &shards {
+        for m in &j.models {
+            if !out.models.iter().any(|x| x.model == m.model) {
+                out.models.push(m.clone());
+            }
+        }
+        out.rows.extend(j.rows.iter().cloned());
+        let t = d.join("timings.csv");
+        if let Ok(text) = std::fs::read_to_string(&t) {
+            for line in text.lines().skip(1) {
+                let f: Vec<&str> = line.split(',').collect();
+                if let [m, a, s, ips] = f[..] {
+                    out.timings.push((
+                        m.into(),
+                        a.into(),
+                        s.parse().unwrap_or(0),
+                        ips.parse().unwrap_or(0.0),
+                    ));
+                }
+            }
+        }
+    }
+    let index = |r: &ResultRow| -> anyhow::Result<(usize, usize, usize)> {
+        Ok((
+            spec.models
+                .iter()
+                .position(|m| m.name == r.model)
+                .with_context(|| format!("row of unknown model {}", r.model))?,
+            spec.archs
+                .iter()
+                .position(|a| a.name == r.arch)
+                .with_context(|| format!("row of unknown design {}", r.arch))?,
+            spec.seeds
+                .iter()
+                .position(|&s| s == r.seed)
+                .with_context(|| format!("row of unknown seed {}", r.seed))?,
+        ))
+    };
+    let mut keyed = out
+        .rows
+        .drain(..)
+        .map(|r| Ok((index(&r)?, r)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    keyed.sort_by_key(|(k, _)| *k);
+    for w in keyed.windows(2) {
+        if w[0].0 == w[1].0 {
+            bail!(
+                "point {} / {} / seed {} appears in two shards",
+                w[0].1.model,
+                w[0].1.arch,
+                w[0].1.seed
+            );
+        }
+    }
+    let expected = spec.models.len() * spec.archs.len() * spec.seeds.len();
+    ensure!(
+        keyed.len() == expected,
+        "the shards hold {} of the spec's {expected} points; a shard is missing",
+        keyed.len()
+    );
+    out.rows = keyed.into_iter().map(|(_, r)| r).collect();
+    out.models
+        .sort_by_key(|m| spec.models.iter().position(|x| x.name == m.model));
+    if let Some(files) = &spec.cost {
+        let cm = CostModel::load(files)?;
+        out.energy = cost_simulated(&spec, &cm, &out.rows)?;
+        out.energy.extend(cost_workloads(&spec, &cm)?);
+    }
+    Ok((spec, out))
+}
