@@ -15,16 +15,18 @@
 
 mod cost;
 mod merge;
+mod plots;
 mod report;
 mod run;
 mod spec;
 
 pub use cost::{CostModel, EnergyRow, PaperAblation, calibrate, cost_simulated, cost_workloads};
 pub use merge::{merge, spec_hash};
+pub use plots::{Plot, plots};
 pub use report::{CSV_COLUMNS, ENERGY_COLUMNS, write_results};
 pub use run::{
-    AWS_CALIBRATION_IMAGES, LayerRow, ModelSummary, ResultRow, RunOptions, SweepResults,
-    load_images, run, run_with,
+    AWS_CALIBRATION_IMAGES, ColumnSumHistogram, HISTOGRAM_BIN, HISTOGRAM_BINS, HISTOGRAM_MIN,
+    LayerRow, ModelSummary, ResultRow, RunOptions, SweepResults, load_images, run, run_with,
 };
 pub use spec::{
     Arch, ArchKnobs, CostFiles, ImageRange, ModelSpec, Spec, SpecError, WorkloadSpec, load_presets,

@@ -462,6 +462,17 @@ pub fn write_results(spec: &Spec, res: &SweepResults, out: &Path) -> anyhow::Res
         ),
         (PathBuf::from("report.md"), report_text(spec, res)?),
     ];
+    let plots = crate::plots::plots(spec, res)?;
+    if !plots.is_empty() {
+        let mut md = String::from("\n## Plots\n\n");
+        for (path, title, _) in &plots {
+            writeln!(md, "- [{title}]({})", path.display())?;
+        }
+        files[2].1.push_str(&md);
+    }
+    for (path, _, svg) in plots {
+        files.push((path, svg));
+    }
     if !res.energy.is_empty() {
         files.push((PathBuf::from("energy.csv"), energy_csv(res)?));
         files.push((PathBuf::from("energy_breakdown.csv"), breakdown_csv(res)?));
@@ -492,24 +503,28 @@ pub fn write_results(spec: &Spec, res: &SweepResults, out: &Path) -> anyhow::Res
             .with_context(|| format!("creating {}", p.display()))?;
         std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))?;
     }
-    let stats = out.join("stats");
-    if stats.exists() {
-        std::fs::remove_dir_all(&stats)
-            .with_context(|| format!("replacing {}", stats.display()))?;
+    for sub in ["stats", "plots"] {
+        let d = out.join(sub);
+        if d.exists() {
+            std::fs::remove_dir_all(&d).with_context(|| format!("replacing {}", d.display()))?;
+        }
     }
     let mut written = Vec::new();
     for (rel, _) in &files {
-        if rel.starts_with("stats") {
+        if rel.starts_with("stats") || rel.starts_with("plots") {
             continue;
         }
         std::fs::rename(stage.join(rel), out.join(rel))
             .with_context(|| format!("moving {} into place", rel.display()))?;
         written.push(out.join(rel));
     }
-    if stage.join("stats").exists() {
-        std::fs::rename(stage.join("stats"), &stats)
-            .with_context(|| format!("moving {} into place", stats.display()))?;
-        written.push(stats);
+    for sub in ["stats", "plots"] {
+        if stage.join(sub).exists() {
+            let d = out.join(sub);
+            std::fs::rename(stage.join(sub), &d)
+                .with_context(|| format!("moving {} into place", d.display()))?;
+            written.push(d);
+        }
     }
     std::fs::remove_dir_all(&stage).with_context(|| format!("removing {}", stage.display()))?;
     Ok(written)

@@ -134,7 +134,33 @@ pub struct ModelSummary {
     pub top1_int8: f64,
     /// Agreement of the 8-bit reference with float32.
     pub agreement_int8_fp32: f64,
+    /// Column-sum histograms of one layer per encoding (see [`ColumnSumHistogram`]).
+    pub histograms: Vec<ColumnSumHistogram>,
 }
+
+/// The distribution of a layer's analog column sums under one design (before
+/// the ADC), from calibration vectors: counts in bins of [`HISTOGRAM_BIN`] LSBs
+/// from [`HISTOGRAM_MIN`], the extreme bins collecting everything beyond.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct ColumnSumHistogram {
+    /// The design.
+    pub arch: String,
+    /// The layer.
+    pub layer: String,
+    /// The design's ADC code range `[min, max]`.
+    pub adc_range: (i32, i32),
+    /// Counts per bin.
+    pub counts: Vec<u64>,
+}
+
+/// Lowest histogram bin edge, LSBs.
+pub const HISTOGRAM_MIN: i64 = -512;
+/// Histogram bin width, LSBs.
+pub const HISTOGRAM_BIN: i64 = 8;
+/// Number of histogram bins.
+pub const HISTOGRAM_BINS: usize = 129;
+/// Calibration vectors the histograms use at most.
+pub const HISTOGRAM_VECTORS: usize = 64;
 
 /// Everything a sweep produced. `timings` are wall-clock and not deterministic.
 #[derive(Debug, Clone)]
@@ -374,6 +400,7 @@ pub fn run_with(
             top1_fp32,
             top1_int8,
             agreement_int8_fp32: agreement(&pi, &pf),
+            histograms: column_sum_histograms(spec, &model, &captured)?,
         });
         let ctx = PointContext {
             m,
@@ -467,7 +494,7 @@ struct PointContext<'a> {
 }
 
 /// The cache format; bump when a result row's meaning changes.
-const CACHE_VERSION: &str = "raella-sweep-point-v1";
+const CACHE_VERSION: &str = "raella-sweep-point-v2";
 
 fn hash_model_files(m: &ModelSpec) -> anyhow::Result<String> {
     let mut h = Sha256::new();
@@ -621,4 +648,76 @@ fn run_point(
         agreement_fp32: agreement(&pred, ctx.pf),
         layers,
     })
+}
+
+/// Column-sum histograms of the layer with the most weights (group 0), for the
+/// ladder designs (names starting `ladder_`) if the spec has them, else the
+/// first design of each encoding. Fixed weight slicing (adaptive designs use
+/// their fallback slicing); exact integer sums, no noise.
+fn column_sum_histograms(
+    spec: &Spec,
+    model: &QuantModel,
+    captured: &[Vec<raella_network::QInput>],
+) -> anyhow::Result<Vec<ColumnSumHistogram>> {
+    let Some((l, ql)) = model.layers.iter().enumerate().max_by_key(|(_, ql)| {
+        model.graph.nodes[ql.node].op.is_crossbar().then(|| {
+            let w = &ql.groups[0].weights;
+            w.len()
+        })
+    }) else {
+        return Ok(vec![]);
+    };
+    let ladder: Vec<&crate::spec::Arch> = spec
+        .archs
+        .iter()
+        .filter(|a| a.name.starts_with("ladder_"))
+        .collect();
+    let chosen: Vec<&crate::spec::Arch> = if ladder.is_empty() {
+        let mut seen = Vec::new();
+        spec.archs
+            .iter()
+            .filter(|a| {
+                let key = a.config().compile.encoding.to_string();
+                let new = !seen.contains(&key);
+                seen.push(key);
+                new
+            })
+            .collect()
+    } else {
+        ladder
+    };
+    let x = captured[l][0].crossbar_vectors();
+    let nv = x.nrows().min(HISTOGRAM_VECTORS);
+    let mut out = Vec::new();
+    for a in chosen {
+        let cfg = a.config();
+        let mapped = raella_compiler::compile(ql.groups[0].weights.view(), &cfg.compile, None)?;
+        let slicing = cfg.run.input.slicing();
+        let mut counts = vec![0u64; HISTOGRAM_BINS];
+        for v in 0..nv {
+            for mx in mapped.crossbars() {
+                let rows = mx.crossbar.used_rows();
+                for j in 0..slicing.len() {
+                    let pulses: Vec<u8> = (0..rows)
+                        .map(|r| {
+                            u8::try_from(slicing.slice(u32::from(x[[v, mx.row_start + r]]), j))
+                                .unwrap_or(0)
+                        })
+                        .collect();
+                    for sum in mx.crossbar.column_sums_exact(&pulses) {
+                        let b = ((sum - HISTOGRAM_MIN).div_euclid(HISTOGRAM_BIN))
+                            .clamp(0, HISTOGRAM_BINS as i64 - 1);
+                        counts[usize::try_from(b).unwrap_or(0)] += 1;
+                    }
+                }
+            }
+        }
+        out.push(ColumnSumHistogram {
+            arch: a.name.clone(),
+            layer: ql.name.clone(),
+            adc_range: (cfg.run.adc.min_code(), cfg.run.adc.max_code()),
+            counts,
+        });
+    }
+    Ok(out)
 }

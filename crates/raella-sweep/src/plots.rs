@@ -1,0 +1,516 @@
+//! SVG plots of a sweep (plotters), linked from `report.md`: accuracy against
+//! energy per inference, energy breakdowns as stacked bars, the in-range
+//! ladder, and accuracy against read noise.
+
+// Plot coordinates: small counts and indices converted to and from f64 axes.
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_precision_loss,
+    clippy::cast_possible_wrap
+)]
+
+use std::path::PathBuf;
+
+use plotters::prelude::*;
+
+use crate::run::SweepResults;
+use crate::spec::Spec;
+
+/// `(file name, title, svg text)`.
+pub type Plot = (PathBuf, String, String);
+
+const FONT: &str = "sans-serif";
+
+fn err(e: impl std::fmt::Display) -> anyhow::Error {
+    anyhow::anyhow!("plotting: {e}")
+}
+
+fn padded(lo: f64, hi: f64) -> (f64, f64) {
+    let span = (hi - lo).abs().max(hi.abs() * 0.05).max(1e-9);
+    (lo - span * 0.1, hi + span * 0.1)
+}
+
+/// Top-1 and output error against energy per inference, one point per design.
+fn accuracy_vs_energy(res: &SweepResults, model: &str) -> anyhow::Result<Option<String>> {
+    let pts: Vec<(f64, f64, f64, String)> = res
+        .rows
+        .iter()
+        .filter(|r| r.model == model)
+        .filter_map(|r| {
+            let e = res
+                .energy
+                .iter()
+                .find(|e| e.dnn == model && e.arch == r.arch)?;
+            Some((
+                e.energy_mj * 1e3 / e.batch as f64,
+                r.top1 * 100.0,
+                r.output_rel_err_int8.max(1e-6),
+                r.arch.clone(),
+            ))
+        })
+        .collect();
+    if pts.is_empty() {
+        return Ok(None);
+    }
+    let mut s = String::new();
+    {
+        let root = SVGBackend::with_string(&mut s, (1000, 800)).into_drawing_area();
+        root.fill(&WHITE).map_err(err)?;
+        let (top, bottom) = root.split_vertically(400);
+        let (x0, x1) = padded(
+            pts.iter().map(|p| p.0).fold(f64::INFINITY, f64::min),
+            pts.iter().map(|p| p.0).fold(0.0, f64::max),
+        );
+        let (y0, y1) = padded(
+            pts.iter().map(|p| p.1).fold(f64::INFINITY, f64::min),
+            pts.iter().map(|p| p.1).fold(0.0, f64::max).min(100.0),
+        );
+        let mut c = ChartBuilder::on(&top)
+            .caption(
+                format!("{model}: top-1 vs energy per inference"),
+                (FONT, 20),
+            )
+            .margin(15)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d(x0..x1, y0..y1.min(101.0))
+            .map_err(err)?;
+        c.configure_mesh()
+            .x_desc("energy per inference (uJ)")
+            .y_desc("top-1 (%)")
+            .draw()
+            .map_err(err)?;
+        c.draw_series(pts.iter().map(|(x, y, _, l)| {
+            EmptyElement::at((*x, *y))
+                + Circle::new((0, 0), 4, BLUE.filled())
+                + Text::new(l.clone(), (6, -12), (FONT, 11))
+        }))
+        .map_err(err)?;
+        let ly: Vec<f64> = pts.iter().map(|p| p.2.log10()).collect();
+        let (l0, l1) = padded(
+            ly.iter().copied().fold(f64::INFINITY, f64::min),
+            ly.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        );
+        let mut c = ChartBuilder::on(&bottom)
+            .caption(
+                format!("{model}: output error vs energy per inference"),
+                (FONT, 20),
+            )
+            .margin(15)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d(x0..x1, l0..l1)
+            .map_err(err)?;
+        c.configure_mesh()
+            .x_desc("energy per inference (uJ)")
+            .y_desc("log10 output rel. error vs 8-bit ref (floor 1e-6)")
+            .draw()
+            .map_err(err)?;
+        c.draw_series(pts.iter().map(|(x, _, e, l)| {
+            EmptyElement::at((*x, e.log10()))
+                + Circle::new((0, 0), 4, RED.filled())
+                + Text::new(l.clone(), (6, -12), (FONT, 11))
+        }))
+        .map_err(err)?;
+        root.present().map_err(err)?;
+    }
+    Ok(Some(s))
+}
+
+const CATEGORY_COLOURS: [RGBColor; 7] = [
+    RGBColor(214, 39, 40),
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(127, 127, 127),
+];
+
+/// Stacked energy bars per design, for one DNN.
+fn breakdown(res: &SweepResults, dnn: &str) -> anyhow::Result<Option<String>> {
+    let rows: Vec<&crate::cost::EnergyRow> = res.energy.iter().filter(|r| r.dnn == dnn).collect();
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let max = rows.iter().map(|r| r.energy_mj).fold(0.0, f64::max) * 1.15;
+    let names: Vec<String> = rows.iter().map(|r| r.arch.clone()).collect();
+    let mut s = String::new();
+    {
+        let root = SVGBackend::with_string(&mut s, (1000, 500)).into_drawing_area();
+        root.fill(&WHITE).map_err(err)?;
+        let n = rows.len();
+        let mut c = ChartBuilder::on(&root)
+            .caption(
+                format!(
+                    "{dnn}: energy per batch by component (batch {})",
+                    rows[0].batch
+                ),
+                (FONT, 20),
+            )
+            .margin(15)
+            .x_label_area_size(60)
+            .y_label_area_size(70)
+            .build_cartesian_2d(-0.5f64..(n as f64 - 0.5), 0.0..max)
+            .map_err(err)?;
+        c.configure_mesh()
+            .disable_x_mesh()
+            .x_labels(n)
+            .x_label_formatter(&|x| {
+                let i = x.round();
+                if (x - i).abs() < 1e-6 && i >= 0.0 {
+                    names.get(i as usize).cloned().unwrap_or_default()
+                } else {
+                    String::new()
+                }
+            })
+            .x_desc("design")
+            .y_desc("energy per batch (mJ)")
+            .draw()
+            .map_err(err)?;
+        let cats = rows[0].breakdown.categories();
+        for (ci, (cat, _)) in cats.iter().enumerate() {
+            let colour = CATEGORY_COLOURS[ci % CATEGORY_COLOURS.len()];
+            c.draw_series(rows.iter().enumerate().map(|(i, r)| {
+                let parts = r.breakdown.categories();
+                let below: f64 = parts[..ci].iter().map(|p| p.1).sum::<f64>() * 1e-9;
+                let h = parts[ci].1 * 1e-9;
+                let x = i as f64;
+                Rectangle::new([(x - 0.3, below), (x + 0.3, below + h)], colour.filled())
+            }))
+            .map_err(err)?
+            .label(*cat)
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], colour.filled()));
+        }
+        c.configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .position(SeriesLabelPosition::UpperRight)
+            .draw()
+            .map_err(err)?;
+        root.present().map_err(err)?;
+    }
+    Ok(Some(s))
+}
+
+/// Share of column sums in range per design (the ladder), for one model:
+/// horizontal bars, designs top to bottom in spec order.
+fn ladder(res: &SweepResults, model: &str) -> anyhow::Result<Option<String>> {
+    let rows: Vec<&crate::run::ResultRow> = res.rows.iter().filter(|r| r.model == model).collect();
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let n = rows.len();
+    let names: Vec<String> = rows
+        .iter()
+        .map(|r| format!("{} (seed {})", r.arch, r.seed))
+        .collect();
+    let mut s = String::new();
+    {
+        let height = 120 + 28 * u32::try_from(n).unwrap_or(40);
+        let root = SVGBackend::with_string(&mut s, (1000, height)).into_drawing_area();
+        root.fill(&WHITE).map_err(err)?;
+        let lo = rows
+            .iter()
+            .map(|r| r.in_range_fraction.min(r.exact_fraction))
+            .fold(1.0, f64::min);
+        let mut c = ChartBuilder::on(&root)
+            .caption(
+                format!(
+                    "{model}: column sums inside the ADC range (blue), exact after recovery (green)"
+                ),
+                (FONT, 18),
+            )
+            .margin(15)
+            .x_label_area_size(40)
+            .y_label_area_size(260)
+            .build_cartesian_2d((lo - 0.02).max(0.0)..1.005, -0.5f64..(n as f64 - 0.5))
+            .map_err(err)?;
+        c.configure_mesh()
+            .disable_y_mesh()
+            .y_labels(n)
+            .y_label_formatter(&|y| {
+                let i = y.round();
+                if (y - i).abs() < 1e-6 && i >= 0.0 {
+                    names.get(n - 1 - i as usize).cloned().unwrap_or_default()
+                } else {
+                    String::new()
+                }
+            })
+            .x_desc("fraction of column sums")
+            .draw()
+            .map_err(err)?;
+        let x0 = (lo - 0.02).max(0.0);
+        c.draw_series(rows.iter().enumerate().map(|(i, r)| {
+            let y = (n - 1 - i) as f64;
+            Rectangle::new(
+                [(x0, y), (r.in_range_fraction, y + 0.35)],
+                BLUE.mix(0.7).filled(),
+            )
+        }))
+        .map_err(err)?;
+        c.draw_series(rows.iter().enumerate().map(|(i, r)| {
+            let y = (n - 1 - i) as f64;
+            Rectangle::new(
+                [(x0, y - 0.35), (r.exact_fraction, y)],
+                GREEN.mix(0.7).filled(),
+            )
+        }))
+        .map_err(err)?;
+        root.present().map_err(err)?;
+    }
+    Ok(Some(s))
+}
+
+/// Output error and top-1 against read noise E for isaac8b- and raella-based designs.
+fn noise(spec: &Spec, res: &SweepResults, model: &str) -> anyhow::Result<Option<String>> {
+    let mut series: Vec<(String, Vec<(f64, f64, f64)>)> = Vec::new();
+    for base in ["isaac8b", "raella"] {
+        let mut pts: Vec<(f64, f64, f64)> =
+            spec.archs
+                .iter()
+                .filter(|a| {
+                    a.name == base
+                        || (a.knobs.preset.as_deref() == Some(base)
+                            && a.knobs.noise_e.unwrap_or(0.0) > 0.0
+                            && a.knobs.adaptive_budget
+                                == spec
+                                    .archs
+                                    .iter()
+                                    .find(|x| x.name == base)
+                                    .and_then(|x| x.knobs.adaptive_budget))
+                })
+                .filter_map(|a| {
+                    let r = res.rows.iter().find(|r| {
+                        r.model == model && r.arch == a.name && r.seed == spec.seeds[0]
+                    })?;
+                    Some((
+                        a.knobs.noise_e.unwrap_or(0.0) * 100.0,
+                        r.output_rel_err_int8.max(1e-6),
+                        r.top1 * 100.0,
+                    ))
+                })
+                .collect();
+        pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+        if pts.len() >= 2 {
+            series.push((base.to_string(), pts));
+        }
+    }
+    if series.is_empty() {
+        return Ok(None);
+    }
+    let mut s = String::new();
+    {
+        let root = SVGBackend::with_string(&mut s, (1000, 800)).into_drawing_area();
+        root.fill(&WHITE).map_err(err)?;
+        let (top, bottom) = root.split_vertically(400);
+        let all: Vec<&(f64, f64, f64)> = series.iter().flat_map(|s| s.1.iter()).collect();
+        let xmax = all.iter().map(|p| p.0).fold(0.0, f64::max) * 1.05 + 0.5;
+        let (l0, l1) = padded(
+            all.iter()
+                .map(|p| p.1.log10())
+                .fold(f64::INFINITY, f64::min),
+            all.iter()
+                .map(|p| p.1.log10())
+                .fold(f64::NEG_INFINITY, f64::max),
+        );
+        let (t0, t1) = padded(
+            all.iter().map(|p| p.2).fold(f64::INFINITY, f64::min),
+            all.iter().map(|p| p.2).fold(0.0, f64::max),
+        );
+        let colours = [RED, BLUE];
+        let mut c = ChartBuilder::on(&top)
+            .caption(format!("{model}: output error vs read noise E"), (FONT, 20))
+            .margin(15)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0.0..xmax, l0..l1)
+            .map_err(err)?;
+        c.configure_mesh()
+            .x_desc("noise E (%)")
+            .y_desc("log10 output rel. error vs 8-bit ref")
+            .draw()
+            .map_err(err)?;
+        for ((name, pts), colour) in series.iter().zip(colours) {
+            c.draw_series(LineSeries::new(
+                pts.iter().map(|p| (p.0, p.1.log10())),
+                colour.stroke_width(2),
+            ))
+            .map_err(err)?
+            .label(name.clone())
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 15, y)], colour.stroke_width(2))
+            });
+            c.draw_series(
+                pts.iter()
+                    .map(|p| Circle::new((p.0, p.1.log10()), 4, colour.filled())),
+            )
+            .map_err(err)?;
+        }
+        c.configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(err)?;
+        let mut c = ChartBuilder::on(&bottom)
+            .caption(format!("{model}: top-1 vs read noise E"), (FONT, 20))
+            .margin(15)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0.0..xmax, t0..t1.min(101.0))
+            .map_err(err)?;
+        c.configure_mesh()
+            .x_desc("noise E (%)")
+            .y_desc("top-1 (%)")
+            .draw()
+            .map_err(err)?;
+        for ((name, pts), colour) in series.iter().zip(colours) {
+            c.draw_series(LineSeries::new(
+                pts.iter().map(|p| (p.0, p.2)),
+                colour.stroke_width(2),
+            ))
+            .map_err(err)?
+            .label(name.clone())
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 15, y)], colour.stroke_width(2))
+            });
+        }
+        c.configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(err)?;
+        root.present().map_err(err)?;
+    }
+    Ok(Some(s))
+}
+
+/// The column-sum histograms of one layer, one line per design (encoding).
+fn histogram(m: &crate::run::ModelSummary) -> anyhow::Result<Option<String>> {
+    use crate::run::{HISTOGRAM_BIN, HISTOGRAM_MIN};
+    if m.histograms.is_empty() {
+        return Ok(None);
+    }
+    let mut s = String::new();
+    {
+        let root = SVGBackend::with_string(&mut s, (1000, 520)).into_drawing_area();
+        root.fill(&WHITE).map_err(err)?;
+        let layer = &m.histograms[0].layer;
+        let lo = HISTOGRAM_MIN as f64;
+        let hi = (HISTOGRAM_MIN + HISTOGRAM_BIN * m.histograms[0].counts.len() as i64) as f64;
+        let mut c = ChartBuilder::on(&root)
+            .caption(
+                format!(
+                    "{}: column sums of `{layer}` before the ADC (end bins collect the tails)",
+                    m.model
+                ),
+                (FONT, 18),
+            )
+            .margin(15)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d(lo..hi, -6.0f64..0.0)
+            .map_err(err)?;
+        c.configure_mesh()
+            .x_desc("column sum (LSB = one pulse x one level)")
+            .y_desc("log10 fraction of column sums")
+            .draw()
+            .map_err(err)?;
+        let colours = [RED, BLUE, GREEN, MAGENTA, CYAN, BLACK];
+        for (h, colour) in m.histograms.iter().zip(colours.iter().cycle()) {
+            let total = h.counts.iter().sum::<u64>().max(1) as f64;
+            let colour = *colour;
+            c.draw_series(LineSeries::new(
+                h.counts.iter().enumerate().map(|(i, &n)| {
+                    let x = (HISTOGRAM_MIN + HISTOGRAM_BIN * i as i64) as f64
+                        + HISTOGRAM_BIN as f64 / 2.0;
+                    (x, (n as f64 / total).max(1e-6).log10())
+                }),
+                colour.stroke_width(2),
+            ))
+            .map_err(err)?
+            .label(format!(
+                "{} (ADC {}..{})",
+                h.arch, h.adc_range.0, h.adc_range.1
+            ))
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 15, y)], colour.stroke_width(2))
+            });
+        }
+        c.configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(err)?;
+        root.present().map_err(err)?;
+    }
+    Ok(Some(s))
+}
+
+fn safe(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// Every plot the results support.
+///
+/// # Errors
+/// A plotting failure.
+pub fn plots(spec: &Spec, res: &SweepResults) -> anyhow::Result<Vec<Plot>> {
+    let mut out = Vec::new();
+    for m in &res.models {
+        let name = &m.model;
+        if let Some(s) = accuracy_vs_energy(res, name)? {
+            out.push((
+                PathBuf::from(format!("plots/{}_accuracy_vs_energy.svg", safe(name))),
+                format!("{name}: accuracy vs energy per inference"),
+                s,
+            ));
+        }
+        if let Some(s) = ladder(res, name)? {
+            out.push((
+                PathBuf::from(format!("plots/{}_in_range_ladder.svg", safe(name))),
+                format!("{name}: in-range ladder"),
+                s,
+            ));
+        }
+        if let Some(s) = histogram(m)? {
+            out.push((
+                PathBuf::from(format!("plots/{}_column_sum_histogram.svg", safe(name))),
+                format!("{name}: column-sum histogram per encoding"),
+                s,
+            ));
+        }
+        if let Some(s) = noise(spec, res, name)? {
+            out.push((
+                PathBuf::from(format!("plots/{}_noise.svg", safe(name))),
+                format!("{name}: accuracy vs read noise"),
+                s,
+            ));
+        }
+    }
+    let mut dnns: Vec<String> = Vec::new();
+    for e in &res.energy {
+        if !dnns.contains(&e.dnn) {
+            dnns.push(e.dnn.clone());
+        }
+    }
+    for d in dnns {
+        if let Some(s) = breakdown(res, &d)? {
+            out.push((
+                PathBuf::from(format!("plots/{}_energy_breakdown.svg", safe(&d))),
+                format!("{d}: energy breakdown"),
+                s,
+            ));
+        }
+    }
+    Ok(out)
+}
