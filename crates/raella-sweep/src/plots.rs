@@ -22,6 +22,9 @@ pub type Plot = (PathBuf, String, String);
 
 const FONT: &str = "sans-serif";
 
+/// `(noise E in %, output error, top-1 in %)`.
+type NoisePoint = (f64, f64, f64);
+
 fn err(e: impl std::fmt::Display) -> anyhow::Error {
     anyhow::anyhow!("plotting: {e}")
 }
@@ -265,7 +268,7 @@ fn ladder(res: &SweepResults, model: &str) -> anyhow::Result<Option<String>> {
 
 /// Output error and top-1 against read noise E for isaac8b- and raella-based designs.
 fn noise(spec: &Spec, res: &SweepResults, model: &str) -> anyhow::Result<Option<String>> {
-    let mut series: Vec<(String, Vec<(f64, f64, f64)>)> = Vec::new();
+    let mut series: Vec<(String, Vec<NoisePoint>)> = Vec::new();
     for base in ["isaac8b", "raella"] {
         let mut pts: Vec<(f64, f64, f64)> =
             spec.archs

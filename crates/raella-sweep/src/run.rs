@@ -159,6 +159,7 @@ pub const HISTOGRAM_MIN: i64 = -512;
 pub const HISTOGRAM_BIN: i64 = 8;
 /// Number of histogram bins.
 pub const HISTOGRAM_BINS: usize = 129;
+const HISTOGRAM_LAST: i64 = 128;
 /// Calibration vectors the histograms use at most.
 pub const HISTOGRAM_VECTORS: usize = 64;
 
@@ -706,7 +707,7 @@ fn column_sum_histograms(
                         .collect();
                     for sum in mx.crossbar.column_sums_exact(&pulses) {
                         let b = ((sum - HISTOGRAM_MIN).div_euclid(HISTOGRAM_BIN))
-                            .clamp(0, HISTOGRAM_BINS as i64 - 1);
+                            .clamp(0, HISTOGRAM_LAST);
                         counts[usize::try_from(b).unwrap_or(0)] += 1;
                     }
                 }
