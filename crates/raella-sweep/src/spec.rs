@@ -722,7 +722,16 @@ impl Spec {
     /// # Errors
     /// Any problem with the spec, the presets, or a referenced file's existence.
     pub fn load(path: &Path, default_presets: &Path) -> Result<Self, SpecError> {
-        let raw: RawSpec = parse_toml(path, &read(path)?)?;
+        Self::from_text(path, &read(path)?, default_presets)
+    }
+
+    /// Parses and validates spec text as if read from `path` (relative paths
+    /// resolve against its folder). Used by [`Spec::load`] and the fuzz target.
+    ///
+    /// # Errors
+    /// As [`Spec::load`].
+    pub fn from_text(path: &Path, text: &str, default_presets: &Path) -> Result<Self, SpecError> {
+        let raw: RawSpec = parse_toml(path, text)?;
         let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let presets_path = raw
             .presets
