@@ -813,6 +813,12 @@ impl Importer {
             .ok()
             .filter(|&g| g > 0)
             .ok_or_else(|| node_err(node, "group must be >= 1"))?;
+        if [m, cg, kh, kw].contains(&0) {
+            return Err(node_err(
+                node,
+                format!("W has shape {wd:?}; every dimension must be at least 1"),
+            ));
+        }
         if cg * groups != c || m % groups != 0 {
             return Err(node_err(
                 node,

@@ -329,6 +329,30 @@ fn truncated_and_nan_models_are_rejected() {
 }
 
 #[test]
+fn degenerate_shapes_are_errors_not_panics() {
+    let nodes = vec![node("Conv", "c0", &["x", "w"], "y", vec![])];
+    let err = import_onnx_bytes(
+        &model(&[1, 4, 4], nodes, vec![t32("w", &[2, 1, 0, 3], &[])], "y"),
+        Path::new("m.onnx"),
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("`c0`") && err.to_string().contains("at least 1"),
+        "{err}"
+    );
+    let nodes = vec![node("Gemm", "g0", &["x", "w"], "y", vec![int("transB", 1)])];
+    let g = import_onnx_bytes(
+        &model(&[3], nodes, vec![t32("w", &[0, 3], &[])], "y"),
+        Path::new("m.onnx"),
+    );
+    // A zero-output layer imports; quantising it is a named error.
+    if let Ok(g) = g {
+        let e = QuantModel::calibrate(g, images(2, 3).view()).unwrap_err();
+        assert!(e.to_string().contains("g0"), "{e}");
+    }
+}
+
+#[test]
 fn misused_supported_ops_are_named() {
     // Add with a constant that is not a bias of a crossbar layer.
     let nodes = vec![
