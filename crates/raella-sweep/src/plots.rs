@@ -84,10 +84,16 @@ fn accuracy_vs_energy(res: &SweepResults, model: &str) -> anyhow::Result<Option<
             .y_desc("top-1 (%)")
             .draw()
             .map_err(err)?;
+        // Labels only while they stay readable.
+        let labelled = pts.len() <= 40;
         c.draw_series(pts.iter().map(|(x, y, _, l)| {
             EmptyElement::at((*x, *y))
                 + Circle::new((0, 0), 4, BLUE.filled())
-                + Text::new(l.clone(), (6, -12), (FONT, 11))
+                + Text::new(
+                    if labelled { l.clone() } else { String::new() },
+                    (6, -12),
+                    (FONT, 11),
+                )
         }))
         .map_err(err)?;
         let ly: Vec<f64> = pts.iter().map(|p| p.2.log10()).collect();
@@ -113,7 +119,11 @@ fn accuracy_vs_energy(res: &SweepResults, model: &str) -> anyhow::Result<Option<
         c.draw_series(pts.iter().map(|(x, _, e, l)| {
             EmptyElement::at((*x, e.log10()))
                 + Circle::new((0, 0), 4, RED.filled())
-                + Text::new(l.clone(), (6, -12), (FONT, 11))
+                + Text::new(
+                    if labelled { l.clone() } else { String::new() },
+                    (6, -12),
+                    (FONT, 11),
+                )
         }))
         .map_err(err)?;
         root.present().map_err(err)?;
@@ -270,20 +280,22 @@ fn ladder(res: &SweepResults, model: &str) -> anyhow::Result<Option<String>> {
 fn noise(spec: &Spec, res: &SweepResults, model: &str) -> anyhow::Result<Option<String>> {
     let mut series: Vec<(String, Vec<NoisePoint>)> = Vec::new();
     for base in ["isaac8b", "raella"] {
-        let mut pts: Vec<(f64, f64, f64)> =
+        // The preset's design with only the read noise changed.
+        let Some(reference) = spec.presets.get(base) else {
+            continue;
+        };
+        let strip = |k: &crate::spec::ArchKnobs| crate::spec::ArchKnobs {
+            preset: None,
+            name: None,
+            description: None,
+            noise_e: None,
+            ..k.clone()
+        };
+        let want = strip(reference);
+        let mut pts: Vec<NoisePoint> =
             spec.archs
                 .iter()
-                .filter(|a| {
-                    a.name == base
-                        || (a.knobs.preset.as_deref() == Some(base)
-                            && a.knobs.noise_e.unwrap_or(0.0) > 0.0
-                            && a.knobs.adaptive_budget
-                                == spec
-                                    .archs
-                                    .iter()
-                                    .find(|x| x.name == base)
-                                    .and_then(|x| x.knobs.adaptive_budget))
-                })
+                .filter(|a| strip(&a.knobs) == want)
                 .filter_map(|a| {
                     let r = res.rows.iter().find(|r| {
                         r.model == model && r.arch == a.name && r.seed == spec.seeds[0]

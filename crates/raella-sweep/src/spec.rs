@@ -332,6 +332,8 @@ pub struct Spec {
     pub seeds: Vec<u64>,
     /// The cost model's files, when the spec asks for costs.
     pub cost: Option<CostFiles>,
+    /// The presets, each resolved over the RAELLA defaults.
+    pub presets: BTreeMap<String, ArchKnobs>,
     /// Shape-only workloads (costed, not simulated).
     pub workloads: Vec<WorkloadSpec>,
 }
@@ -995,6 +997,10 @@ impl Spec {
             seeds,
             cost,
             workloads,
+            presets: presets
+                .iter()
+                .map(|(n, k)| (n.clone(), ArchKnobs::raella_defaults().overlaid(k)))
+                .collect(),
         })
     }
 }
