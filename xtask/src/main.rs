@@ -9,6 +9,8 @@
 //!   `cargo xtask sweep merge --out DIR SHARD_DIR...` merges shard outputs.
 //! * `cargo xtask calibrate-cost`: fits the cost model's two coefficients on the
 //!   paper's ResNet18 ablation energies and prints them (`fixtures/cost/calibration.toml`).
+//! * `cargo xtask inspect-onnx MODEL.onnx`: imports a model, prints its op counts,
+//!   crossbar layers and MACs, and runs a float forward pass (checks a model before a sweep).
 //! * `cargo xtask bench`: the core throughput benchmark (optimised build), one line
 //!   `core-throughput: ...` with the ratio to the machine's f32 GEMM rate.
 
@@ -28,7 +30,7 @@ fn root() -> PathBuf {
 }
 
 fn usage() -> &'static str {
-    "usage: cargo xtask <sweep [SPEC.toml] [--out DIR] [--shard K/N] [--no-cache] | sweep merge --out DIR SHARD_DIR... | demo [--out DIR] | bench | calibrate-cost>"
+    "usage: cargo xtask <sweep [SPEC.toml] [--out DIR] [--shard K/N] [--no-cache] | sweep merge --out DIR SHARD_DIR... | demo [--out DIR] | bench | calibrate-cost | inspect-onnx MODEL.onnx>"
 }
 
 /// `p` made absolute against the caller's working directory (cargo runs the
@@ -54,7 +56,17 @@ fn write_atomic(path: &Path, text: &str) -> Result<()> {
     Ok(())
 }
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
+    match real_main() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("demo") => {
@@ -123,6 +135,39 @@ fn main() -> Result<()> {
             if !status.success() {
                 bail!("sweep failed ({status})");
             }
+            Ok(())
+        }
+        Some("inspect-onnx") => {
+            let path = args
+                .get(1)
+                .context("usage: cargo xtask inspect-onnx MODEL.onnx")?;
+            let graph = raella_network::import_onnx_file(Path::new(&absolute(path)?))
+                .with_context(|| path.clone())?;
+            let mut kinds = std::collections::BTreeMap::<&str, usize>::new();
+            for n in &graph.nodes {
+                *kinds.entry(n.op.kind()).or_default() += 1;
+            }
+            println!(
+                "input `{}` {:?}",
+                graph.tensors[graph.input].name, graph.tensors[graph.input].shape
+            );
+            println!(
+                "output `{}` {:?}",
+                graph.tensors[graph.output].name, graph.tensors[graph.output].shape
+            );
+            println!("nodes: {kinds:?}");
+            println!(
+                "crossbar layers: {}; MACs per image: {}",
+                graph.crossbar_layers().len(),
+                graph.macs_per_image()
+            );
+            let x = ndarray::Array2::<f32>::zeros((1, graph.numel(graph.input)));
+            let y = raella_network::eval_float(&graph, x.view())?;
+            println!(
+                "float forward on a zero image: {} outputs, first {:?}",
+                y.ncols(),
+                y.row(0).iter().take(5).collect::<Vec<_>>()
+            );
             Ok(())
         }
         Some("calibrate-cost") => {
