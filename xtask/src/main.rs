@@ -9,6 +9,8 @@
 //!   `cargo xtask sweep merge --out DIR SHARD_DIR...` merges shard outputs.
 //! * `cargo xtask calibrate-cost`: fits the cost model's two coefficients on the
 //!   paper's ResNet18 ablation energies and prints them (`fixtures/cost/calibration.toml`).
+//! * `cargo xtask fetch-models`: fetches the real-scale models and data (nsfwjs CNNs as ONNX,
+//!   all-MiniLM-L6-v2, the Lee-50 benchmark, sample photographs) into `.cache/models/`.
 //! * `cargo xtask inspect-onnx MODEL.onnx`: imports a model, prints its op counts,
 //!   crossbar layers and MACs, and runs a float forward pass (checks a model before a sweep).
 //! * `cargo xtask bench`: the core throughput benchmark (optimised build), one line
@@ -30,7 +32,7 @@ fn root() -> PathBuf {
 }
 
 fn usage() -> &'static str {
-    "usage: cargo xtask <sweep [SPEC.toml] [--out DIR] [--shard K/N] [--no-cache] | sweep merge --out DIR SHARD_DIR... | demo [--out DIR] | bench | calibrate-cost | inspect-onnx MODEL.onnx>"
+    "usage: cargo xtask <sweep [SPEC.toml] [--out DIR] [--shard K/N] [--no-cache] | sweep merge --out DIR SHARD_DIR... | demo [--out DIR] | bench | calibrate-cost | inspect-onnx MODEL.onnx | fetch-models>"
 }
 
 /// `p` made absolute against the caller's working directory (cargo runs the
@@ -134,6 +136,19 @@ fn real_main() -> Result<()> {
                 .context("running cargo run -p raella-sweep")?;
             if !status.success() {
                 bail!("sweep failed ({status})");
+            }
+            Ok(())
+        }
+        Some("fetch-models") => {
+            let root = root();
+            let status = Command::new("python3")
+                .current_dir(&root)
+                .arg(root.join("scripts/fetch/fetch_models.py"))
+                .args(&args[1..])
+                .status()
+                .context("running python3 scripts/fetch/fetch_models.py (needs python3 with numpy and onnx, pip, node and npm)")?;
+            if !status.success() {
+                bail!("fetch-models failed ({status})");
             }
             Ok(())
         }
