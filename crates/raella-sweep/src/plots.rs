@@ -47,7 +47,7 @@ fn accuracy_vs_energy(res: &SweepResults, model: &str) -> anyhow::Result<Option<
                 .find(|e| e.dnn == model && e.arch == r.arch)?;
             Some((
                 e.energy_mj * 1e3 / e.batch as f64,
-                r.top1 * 100.0,
+                r.top1.unwrap_or(r.agreement_int8) * 100.0,
                 r.output_rel_err_int8.max(1e-6),
                 r.arch.clone(),
             ))
@@ -56,6 +56,11 @@ fn accuracy_vs_energy(res: &SweepResults, model: &str) -> anyhow::Result<Option<
     if pts.is_empty() {
         return Ok(None);
     }
+    let labelled_data = res
+        .rows
+        .iter()
+        .filter(|r| r.model == model)
+        .all(|r| r.top1.is_some());
     let mut s = String::new();
     {
         let root = SVGBackend::with_string(&mut s, (1000, 800)).into_drawing_area();
@@ -71,7 +76,11 @@ fn accuracy_vs_energy(res: &SweepResults, model: &str) -> anyhow::Result<Option<
         );
         let mut c = ChartBuilder::on(&top)
             .caption(
-                format!("{model}: top-1 vs energy per inference"),
+                if labelled_data {
+                    format!("{model}: top-1 vs energy per inference")
+                } else {
+                    format!("{model}: agreement with the 8-bit reference vs energy (unlabelled)")
+                },
                 (FONT, 20),
             )
             .margin(15)
@@ -81,7 +90,11 @@ fn accuracy_vs_energy(res: &SweepResults, model: &str) -> anyhow::Result<Option<
             .map_err(err)?;
         c.configure_mesh()
             .x_desc("energy per inference (uJ)")
-            .y_desc("top-1 (%)")
+            .y_desc(if labelled_data {
+                "top-1 (%)"
+            } else {
+                "top-1 agreement with 8-bit ref (%)"
+            })
             .draw()
             .map_err(err)?;
         // Labels only while they stay readable.
@@ -303,7 +316,7 @@ fn noise(spec: &Spec, res: &SweepResults, model: &str) -> anyhow::Result<Option<
                     Some((
                         a.knobs.noise_e.unwrap_or(0.0) * 100.0,
                         r.output_rel_err_int8.max(1e-6),
-                        r.top1 * 100.0,
+                        r.top1.unwrap_or(r.agreement_int8) * 100.0,
                     ))
                 })
                 .collect();

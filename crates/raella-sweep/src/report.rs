@@ -47,9 +47,9 @@ fn csv_text(res: &SweepResults) -> anyhow::Result<String> {
             r.arch.clone(),
             r.seed.to_string(),
             r.images.to_string(),
-            format!("{:.6}", r.top1),
-            format!("{:.6}", r.top1_fp32),
-            format!("{:.6}", r.top1_int8),
+            r.top1.map_or_else(String::new, |v| format!("{v:.6}")),
+            r.top1_fp32.map_or_else(String::new, |v| format!("{v:.6}")),
+            r.top1_int8.map_or_else(String::new, |v| format!("{v:.6}")),
             format!("{:.6}", r.agreement_int8),
             format!("{:.6e}", r.output_rel_err_int8),
             format!("{:.6}", r.in_range_fraction),
@@ -258,6 +258,17 @@ fn pct(v: f64) -> String {
     format!("{:.2}%", v * 100.0)
 }
 
+fn opct(v: Option<f64>) -> String {
+    v.map_or_else(|| "n/a (unlabelled)".to_string(), pct)
+}
+
+fn pp(a: Option<f64>, b: Option<f64>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) => format!("{:+.2}", (a - b) * 100.0),
+        _ => "n/a".into(),
+    }
+}
+
 fn report_text(spec: &Spec, res: &SweepResults) -> anyhow::Result<String> {
     let mut md = String::new();
     writeln!(md, "# Sweep `{}`\n", spec.name)?;
@@ -278,7 +289,10 @@ fn report_text(spec: &Spec, res: &SweepResults) -> anyhow::Result<String> {
             "- ONNX: `{}`; images `{}`, labels `{}`",
             m.onnx.display(),
             m.images.display(),
-            m.labels.display()
+            m.labels.as_ref().map_or_else(
+                || "(none: unlabelled photographs)".to_string(),
+                |l| l.display().to_string()
+            )
         )?;
         writeln!(
             md,
@@ -304,8 +318,8 @@ fn report_text(spec: &Spec, res: &SweepResults) -> anyhow::Result<String> {
         writeln!(
             md,
             "- References on the evaluation images: **float32 top-1 {}**, **8-bit digital top-1 {}** (agreement with float32 {})\n",
-            pct(ms.top1_fp32),
-            pct(ms.top1_int8),
+            opct(ms.top1_fp32),
+            opct(ms.top1_int8),
             pct(ms.agreement_int8_fp32)
         )?;
         if m.name.contains("mnist") {
@@ -324,12 +338,12 @@ fn report_text(spec: &Spec, res: &SweepResults) -> anyhow::Result<String> {
         for r in res.rows.iter().filter(|r| r.model == m.name) {
             writeln!(
                 md,
-                "| {} | {} | {} | {:+.2} | {:+.2} | {} | {:.2e} | {:.4} | {:.4} | {:.4} | {:.4} |",
+                "| {} | {} | {} | {} | {} | {} | {:.2e} | {:.4} | {:.4} | {:.4} | {:.4} |",
                 r.arch,
                 r.seed,
-                pct(r.top1),
-                (r.top1 - r.top1_int8) * 100.0,
-                (r.top1 - r.top1_fp32) * 100.0,
+                opct(r.top1),
+                pp(r.top1, r.top1_int8),
+                pp(r.top1, r.top1_fp32),
                 pct(r.agreement_int8),
                 r.output_rel_err_int8,
                 r.in_range_fraction,

@@ -92,11 +92,11 @@ pub struct ResultRow {
     /// Evaluation images.
     pub images: usize,
     /// Top-1 accuracy of the design.
-    pub top1: f64,
+    pub top1: Option<f64>,
     /// Top-1 of the float32 reference.
-    pub top1_fp32: f64,
+    pub top1_fp32: Option<f64>,
     /// Top-1 of the 8-bit digital reference.
-    pub top1_int8: f64,
+    pub top1_int8: Option<f64>,
     /// Share of images whose top-1 class equals the 8-bit reference's.
     pub agreement_int8: f64,
     /// Mean over images of `||y - y_int8|| / ||y_int8||` on the final outputs.
@@ -129,9 +129,9 @@ pub struct ModelSummary {
     /// MACs per image on crossbars.
     pub macs_per_image: u64,
     /// float32 top-1.
-    pub top1_fp32: f64,
+    pub top1_fp32: Option<f64>,
     /// 8-bit digital top-1.
-    pub top1_int8: f64,
+    pub top1_int8: Option<f64>,
     /// Agreement of the 8-bit reference with float32.
     pub agreement_int8_fp32: f64,
     /// Column-sum histograms of one layer per encoding (see [`ColumnSumHistogram`]).
@@ -220,11 +220,22 @@ pub fn load_images(
     });
     Ok((
         x,
-        data.labels[range.start..range.start + range.count].to_vec(),
+        if data.labels.is_empty() {
+            vec![]
+        } else {
+            data.labels[range.start..range.start + range.count].to_vec()
+        },
     ))
 }
 
-fn accuracy(pred: &[usize], labels: &[u8]) -> f64 {
+fn accuracy(pred: &[usize], labels: &[u8]) -> Option<f64> {
+    if labels.is_empty() {
+        return None;
+    }
+    Some(accuracy_of(pred, labels))
+}
+
+fn accuracy_of(pred: &[usize], labels: &[u8]) -> f64 {
     let ok = pred
         .iter()
         .zip(labels)
@@ -324,7 +335,28 @@ pub fn run_with(
     for m in &spec.models {
         let graph = import_onnx_file(&m.onnx)
             .with_context(|| format!("model \"{}\": {}", m.name, m.onnx.display()))?;
-        let data = IdxDataset::load(&m.images, &m.labels)?;
+        let data = if m.images.is_dir() {
+            // A folder of photographs, sized and coloured as the model's input; unlabelled.
+            let (c, h, w) = match graph.tensors[graph.input].shape[..] {
+                [c, h, w] => (c, h, w),
+                ref s => anyhow::bail!(
+                    "model \"{}\": image folders need a [C, H, W] input, the model takes {s:?}",
+                    m.name
+                ),
+            };
+            let f = raella_network::ImageFolder::load(&m.images, c, h, w)?;
+            IdxDataset {
+                images: f.images,
+                image_dims: vec![c, h, w],
+                labels: vec![],
+            }
+        } else {
+            let labels = m
+                .labels
+                .as_ref()
+                .with_context(|| format!("model \"{}\": IDX images need `labels`", m.name))?;
+            IdxDataset::load(&m.images, labels)?
+        };
         let in_shape = graph.tensors[graph.input].shape.clone();
         let channels = if in_shape.len() == 3 { in_shape[0] } else { 1 };
         anyhow::ensure!(
@@ -490,8 +522,8 @@ struct PointContext<'a> {
     int8: &'a Array2<f32>,
     pf: &'a [usize],
     pi: &'a [usize],
-    top1_fp32: f64,
-    top1_int8: f64,
+    top1_fp32: Option<f64>,
+    top1_int8: Option<f64>,
 }
 
 /// The cache format; bump when a result row's meaning changes.
@@ -499,7 +531,25 @@ const CACHE_VERSION: &str = "raella-sweep-point-v2";
 
 fn hash_model_files(m: &ModelSpec) -> anyhow::Result<String> {
     let mut h = Sha256::new();
-    for p in [&m.onnx, &m.images, &m.labels] {
+    let mut files = vec![m.onnx.clone()];
+    if m.images.is_dir() {
+        let mut imgs: Vec<PathBuf> = std::fs::read_dir(&m.images)
+            .with_context(|| format!("reading {}", m.images.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file())
+            .collect();
+        imgs.sort();
+        files.extend(imgs);
+    } else {
+        files.push(m.images.clone());
+    }
+    files.extend(m.labels.iter().cloned());
+    for p in &files {
+        h.update(
+            p.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        );
         h.update(std::fs::read(p).with_context(|| format!("reading {}", p.display()))?);
         h.update([0u8]);
     }

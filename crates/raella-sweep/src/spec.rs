@@ -212,7 +212,7 @@ struct RawModel {
     name: String,
     onnx: PathBuf,
     images: PathBuf,
-    labels: PathBuf,
+    labels: Option<PathBuf>,
     scale: Option<f32>,
     mean: Option<Vec<f32>>,
     std: Option<Vec<f32>>,
@@ -299,10 +299,10 @@ pub struct ModelSpec {
     pub name: String,
     /// ONNX file.
     pub onnx: PathBuf,
-    /// IDX images.
+    /// IDX images, or a folder of PNG/JPEG photographs (resized to the model's input).
     pub images: PathBuf,
-    /// IDX labels.
-    pub labels: PathBuf,
+    /// IDX labels (required for IDX images; photograph folders are unlabelled).
+    pub labels: Option<PathBuf>,
     /// Pixel scale (`x = pixel * scale`), default 1/255.
     pub scale: f32,
     /// Per-channel mean subtracted after scaling (default 0).
@@ -912,11 +912,34 @@ impl Spec {
         let mut models = Vec::new();
         for m in raw.model {
             let entry = format!("model \"{}\"", m.name);
-            for (f, p) in [
-                ("onnx", &m.onnx),
-                ("images", &m.images),
-                ("labels", &m.labels),
-            ] {
+            let images_dir = dir.join(&m.images).is_dir();
+            let mut files: Vec<(&str, &PathBuf)> = vec![("onnx", &m.onnx)];
+            if !images_dir {
+                files.push(("images", &m.images));
+            }
+            match (&m.labels, images_dir) {
+                (Some(l), false) => files.push(("labels", l)),
+                (None, false) => {
+                    return Err(field(
+                        path,
+                        &entry,
+                        "labels",
+                        "(none)",
+                        "IDX images need a labels file",
+                    ));
+                }
+                (Some(l), true) => {
+                    return Err(field(
+                        path,
+                        &entry,
+                        "labels",
+                        format!("\"{}\"", l.display()),
+                        "a folder of photographs is unlabelled; drop `labels`",
+                    ));
+                }
+                (None, true) => {}
+            }
+            for (f, p) in files {
                 let full = dir.join(p);
                 if !full.is_file() {
                     return Err(field(
@@ -980,7 +1003,7 @@ impl Spec {
                 name: m.name,
                 onnx: dir.join(m.onnx),
                 images: dir.join(m.images),
-                labels: dir.join(m.labels),
+                labels: m.labels.map(|l| dir.join(l)),
                 scale,
                 mean,
                 std,
