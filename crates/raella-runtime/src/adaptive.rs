@@ -63,7 +63,7 @@ pub fn choose_weight_slicing(
     }
     let exact = exact_outputs(weights, calibration);
     let cal_run = RunConfig {
-        input: run.input.without_recovery(),
+        column_noise: raella_device::ColumnNoise::default(),
         ..run.clone()
     };
     policy.select(force, |cand| {

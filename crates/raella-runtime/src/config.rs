@@ -56,18 +56,6 @@ impl InputMode {
         matches!(self, Self::Speculative { recovery: true, .. })
     }
 
-    /// The same mode with recovery switched off (used to calibrate adaptive slicing).
-    #[must_use]
-    pub fn without_recovery(&self) -> Self {
-        match self {
-            Self::Speculative { slicing, .. } => Self::Speculative {
-                slicing: slicing.clone(),
-                recovery: false,
-            },
-            other => other.clone(),
-        }
-    }
-
     /// Checks the slices fit the DACs.
     ///
     /// # Errors
