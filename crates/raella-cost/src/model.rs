@@ -42,6 +42,32 @@ impl Energy {
             + self.data_movement_pj
     }
 
+    /// Every category multiplied by `k` (e.g. per inference to per batch).
+    #[must_use]
+    pub fn scaled(&self, k: f64) -> Self {
+        Self {
+            adc_pj: self.adc_pj * k,
+            cells_pj: self.cells_pj * k,
+            dac_pj: self.dac_pj * k,
+            input_buffer_pj: self.input_buffer_pj * k,
+            output_buffer_pj: self.output_buffer_pj * k,
+            requantisation_pj: self.requantisation_pj * k,
+            data_movement_pj: self.data_movement_pj * k,
+        }
+    }
+
+    /// Energy per MAC, fJ, for `macs` MACs.
+    #[must_use]
+    pub fn fj_per_mac(&self, macs: f64) -> f64 {
+        self.total_pj() * 1e3 / macs.max(1.0)
+    }
+
+    /// 8b x 8b operations per second per watt (2 ops per MAC), for `macs` MACs.
+    #[must_use]
+    pub fn tops_per_w(&self, macs: f64) -> f64 {
+        2.0 * macs / self.total_pj().max(1e-12)
+    }
+
     /// The categories with their names, in report order.
     #[must_use]
     pub fn categories(&self) -> [(&'static str, f64); 7] {

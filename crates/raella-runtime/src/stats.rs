@@ -62,6 +62,16 @@ impl LayerStats {
         ratio(self.activity.conversions, self.macs)
     }
 
+    /// ADC conversions relative to plain 1-bit input slicing on the same mapping
+    /// (the RAELLA artifact's `ADC_ACTION_SHARE`), for `input_slices` slices per pass.
+    #[must_use]
+    pub fn adc_action_share(&self, input_slices: usize) -> f64 {
+        if self.column_sums == 0 || input_slices == 0 {
+            return 0.0;
+        }
+        self.activity.conversions as f64 / (self.column_sums as f64 * 8.0 / input_slices as f64)
+    }
+
     /// Crossbar cycles per input vector and crossbar.
     #[must_use]
     pub fn cycles_per_vector(&self) -> f64 {

@@ -267,23 +267,15 @@ fn perf_rows(
         let per_inf = e.total_pj();
         let breakdown = e;
         let b = batch as f64;
-        let scaled = Energy {
-            adc_pj: breakdown.adc_pj * b,
-            cells_pj: breakdown.cells_pj * b,
-            dac_pj: breakdown.dac_pj * b,
-            input_buffer_pj: breakdown.input_buffer_pj * b,
-            output_buffer_pj: breakdown.output_buffer_pj * b,
-            requantisation_pj: breakdown.requantisation_pj * b,
-            data_movement_pj: breakdown.data_movement_pj * b,
-        };
+        let scaled = breakdown.scaled(b);
         let is_raella = cost_name == "raella";
         rows.push(EnergyRow {
             dnn: dnn.to_string(),
             arch: name.clone(),
             batch,
             energy_mj: per_inf * b * 1e-9,
-            fj_per_mac: per_inf * 1e3 / macs.max(1.0),
-            tops_per_w: 2.0 * macs / per_inf.max(1e-12),
+            fj_per_mac: breakdown.fj_per_mac(macs),
+            tops_per_w: breakdown.tops_per_w(macs),
             energy_efficiency_vs_isaac: None,
             inferences_per_s: perf.inferences_per_s,
             throughput_vs_isaac: None,

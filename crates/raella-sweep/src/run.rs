@@ -632,7 +632,6 @@ fn run_point(
             .map(|p| p.mapped().weight_slicing().len())
             .max()
             .unwrap_or(0);
-        let ns = cfg.run.input.slicing().len() as f64;
         let w = &ql.groups[0].weights;
         layers.push(LayerRow {
             layer: ql.name.clone(),
@@ -653,11 +652,7 @@ fn run_point(
             exact_fraction: st.exact_fraction(),
             recovery_rate: st.recovery_rate(),
             converts_per_mac: st.converts_per_mac(),
-            adc_action_share: if st.column_sums == 0 {
-                0.0
-            } else {
-                st.activity.conversions as f64 / (st.column_sums as f64 * 8.0 / ns)
-            },
+            adc_action_share: st.adc_action_share(cfg.run.input.slicing().len()),
             average_cell_value: st.average_cell_value(),
             average_input_pulses: st.average_input_pulses(),
             cim_units_per_weight: slices,
