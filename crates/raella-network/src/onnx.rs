@@ -246,6 +246,23 @@ fn pads(
     }
 }
 
+/// An ONNX axis (counting the batch; negative from the end) of a tensor with
+/// `rank` per-image dimensions, as a per-image axis; the batch axis is an error.
+fn per_image_axis(node: &proto::NodeProto, axis: i64, rank: usize) -> Result<usize, NetworkError> {
+    let full = i64::try_from(rank).unwrap_or(0) + 1;
+    let a = if axis < 0 { axis + full } else { axis };
+    usize::try_from(a)
+        .ok()
+        .filter(|&a| (1..=rank).contains(&a))
+        .map(|a| a - 1)
+        .ok_or_else(|| {
+            node_err(
+                node,
+                format!("axis {axis} must be a non-batch axis of a rank-{full} tensor"),
+            )
+        })
+}
+
 fn value_shape(v: &proto::ValueInfoProto) -> Option<Vec<Option<i64>>> {
     let t = v.r#type.as_ref()?;
     let proto::type_proto::Value::TensorType(tt) = t.value.as_ref()? else {
@@ -649,18 +666,8 @@ impl Importer {
                 let axis = attr(node, "axis")
                     .map(proto::AttributeProto::i)
                     .ok_or_else(|| node_err(node, "attribute `axis` is required"))?;
-                let axis = if axis < 0 {
-                    axis + i64::try_from(rank).unwrap_or(0) + 1
-                } else {
-                    axis
-                };
-                let Some(axis) = usize::try_from(axis)
-                    .ok()
-                    .filter(|&a| (1..=rank).contains(&a))
-                else {
-                    return Err(node_err(node, "axis must be a non-batch axis"));
-                };
-                let ax = axis - 1;
+                let ax = per_image_axis(node, axis, rank)?;
+                let axis = ax + 1;
                 let first = self.tensors[ins[0]].shape.clone();
                 let mut shape = first.clone();
                 shape[ax] = 0;
@@ -684,20 +691,9 @@ impl Importer {
             "Softmax" => {
                 let a = self.act(node, 0)?;
                 let rank = self.tensors[a].shape.len();
-                let axis = attr_int(node, "axis", -1);
-                let axis = if axis < 0 {
-                    axis + i64::try_from(rank).unwrap_or(0) + 1
-                } else {
-                    axis
-                };
-                let Some(axis) = usize::try_from(axis)
-                    .ok()
-                    .filter(|&a| (1..=rank).contains(&a))
-                else {
-                    return Err(node_err(node, "axis must be a non-batch axis"));
-                };
+                let ax = per_image_axis(node, attr_int(node, "axis", -1), rank)?;
                 let s = self.tensors[a].shape.clone();
-                self.push(node, Op::Softmax(axis - 1), vec![a], s)
+                self.push(node, Op::Softmax(ax), vec![a], s)
             }
             _ => Err(NetworkError::UnsupportedOp {
                 op: op.to_string(),
