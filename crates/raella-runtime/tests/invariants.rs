@@ -153,6 +153,7 @@ proptest! {
         prop_assert_eq!(out.stats.recovery_conversions, recovery);
         prop_assert_eq!(out.stats.activity.conversions, counts.primary + counts.recovery);
         prop_assert_eq!(out.stats.flagged, counts.flagged);
+        prop_assert_eq!(flagged_bits, counts.flagged_bits);
         if !matches!(mode, InputMode::Speculative { .. }) {
             prop_assert_eq!(out.stats.flagged, 0);
         }
