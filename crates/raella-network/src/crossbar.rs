@@ -1,9 +1,12 @@
 //! Running a quantised network's crossbar layers on simulated crossbars.
 
 use ndarray::Array2;
-use raella_compiler::{AdaptiveSlicing, Calibration, CompileConfig, Slicing, compile};
+use raella_compiler::{
+    AdaptiveSlicing, Calibration, CompileConfig, QuantizedMatrix, Slicing, compile,
+};
 use raella_device::DeviceNoise;
 use raella_runtime::{LayerStats, ProgrammedLayer, RunConfig, choose_weight_slicing};
+use rayon::prelude::*;
 
 use crate::NetworkError;
 use crate::quant::{MacBackend, QInput, QuantModel};
@@ -69,60 +72,96 @@ impl CrossbarBackend {
         calibration: &[Vec<QInput>],
         seed: u64,
     ) -> Result<Self, NetworkError> {
-        let nl = model.layers.len();
-        let mut layers = Vec::with_capacity(nl);
-        let mut slicings = Vec::with_capacity(nl);
-        for (l, ql) in model.layers.iter().enumerate() {
-            let mut per_group = Vec::with_capacity(ql.groups.len());
-            let mut chosen = Vec::new();
-            for (g, qm) in ql.groups.iter().enumerate() {
-                let cal = subsample(&calibration[l][g].crossbar_vectors(), CALIBRATION_VECTORS);
-                let mut cfg = arch.compile.clone();
-                let err = |e| NetworkError::Runtime {
-                    layer: ql.name.clone(),
-                    source: e,
-                };
-                if let Some((policy, cal_run)) = &arch.adaptive {
-                    let force = if l + 1 == nl {
-                        arch.force_last.as_ref()
-                    } else {
-                        None
-                    };
-                    let choice = choose_weight_slicing(
-                        qm.weights.view(),
-                        &cfg,
-                        policy,
-                        force,
-                        cal.view(),
-                        cal_run,
-                    )
-                    .map_err(err)?;
-                    cfg.weight_slicing = choice.chosen;
-                }
-                let c = Calibration {
-                    inputs: cal.view(),
-                    input_slicing: arch.run.input.slicing(),
-                };
-                let mapped = compile(qm.weights.view(), &cfg, Some(c)).map_err(|e| {
-                    NetworkError::Compile {
-                        layer: ql.name.clone(),
-                        source: e,
-                    }
-                })?;
-                let s = cfg.weight_slicing.to_string();
-                if !chosen.contains(&s) {
-                    chosen.push(s);
-                }
-                per_group.push(match &arch.device_noise {
-                    Some(n) if !n.is_ideal() => {
-                        ProgrammedLayer::program(mapped, n, mix(seed, &[1, l as u64, g as u64]))
-                    }
-                    _ => ProgrammedLayer::ideal(mapped),
-                });
-            }
-            layers.push(per_group);
-            slicings.push(chosen.join("/"));
+        let layers: Vec<(&str, &[QuantizedMatrix])> = model
+            .layers
+            .iter()
+            .map(|l| (l.name.as_str(), l.groups.as_slice()))
+            .collect();
+        Self::build_layers(&layers, arch, calibration, seed)
+    }
+
+    /// As [`build`](Self::build), for any list of crossbar layers: each a name
+    /// and its int8 weights per group, in execution order (the last one gets
+    /// [`ArchConfig::force_last`]). `calibration[l][g]` holds layer `l`, group
+    /// `g`'s 8-bit input vectors. Layers are compiled in parallel; the result
+    /// does not depend on the thread count.
+    ///
+    /// # Errors
+    /// An invalid configuration for some layer, or calibration data that do not
+    /// match the layers.
+    pub fn build_layers(
+        layers: &[(&str, &[QuantizedMatrix])],
+        arch: &ArchConfig,
+        calibration: &[Vec<QInput>],
+        seed: u64,
+    ) -> Result<Self, NetworkError> {
+        let nl = layers.len();
+        if calibration.len() != nl
+            || calibration
+                .iter()
+                .zip(layers)
+                .any(|(c, l)| c.len() != l.1.len())
+        {
+            return Err(NetworkError::BadInput(format!(
+                "calibration data for {} layers do not match the {nl} crossbar layers",
+                calibration.len()
+            )));
         }
+        let built: Vec<(Vec<ProgrammedLayer>, String)> = layers
+            .par_iter()
+            .enumerate()
+            .map(|(l, &(name, groups))| {
+                let mut per_group = Vec::with_capacity(groups.len());
+                let mut chosen = Vec::new();
+                for (g, qm) in groups.iter().enumerate() {
+                    let cal = subsample(&calibration[l][g].crossbar_vectors(), CALIBRATION_VECTORS);
+                    let mut cfg = arch.compile.clone();
+                    let err = |e| NetworkError::Runtime {
+                        layer: name.to_string(),
+                        source: e,
+                    };
+                    if let Some((policy, cal_run)) = &arch.adaptive {
+                        let force = if l + 1 == nl {
+                            arch.force_last.as_ref()
+                        } else {
+                            None
+                        };
+                        let choice = choose_weight_slicing(
+                            qm.weights.view(),
+                            &cfg,
+                            policy,
+                            force,
+                            cal.view(),
+                            cal_run,
+                        )
+                        .map_err(err)?;
+                        cfg.weight_slicing = choice.chosen;
+                    }
+                    let c = Calibration {
+                        inputs: cal.view(),
+                        input_slicing: arch.run.input.slicing(),
+                    };
+                    let mapped = compile(qm.weights.view(), &cfg, Some(c)).map_err(|e| {
+                        NetworkError::Compile {
+                            layer: name.to_string(),
+                            source: e,
+                        }
+                    })?;
+                    let s = cfg.weight_slicing.to_string();
+                    if !chosen.contains(&s) {
+                        chosen.push(s);
+                    }
+                    per_group.push(match &arch.device_noise {
+                        Some(n) if !n.is_ideal() => {
+                            ProgrammedLayer::program(mapped, n, mix(seed, &[1, l as u64, g as u64]))
+                        }
+                        _ => ProgrammedLayer::ideal(mapped),
+                    });
+                }
+                Ok((per_group, chosen.join("/")))
+            })
+            .collect::<Result<_, NetworkError>>()?;
+        let (layers, slicings) = built.into_iter().unzip();
         Ok(Self {
             layers,
             slicings,

@@ -76,13 +76,14 @@ pub fn merge(dirs: &[PathBuf], presets: &Path) -> anyhow::Result<(Spec, SweepRes
         if let Ok(text) = std::fs::read_to_string(&t) {
             for line in text.lines().skip(1) {
                 let f: Vec<&str> = line.split(',').collect();
-                if let [m, a, s, ips] = f[..] {
-                    out.timings.push((
-                        m.into(),
-                        a.into(),
-                        s.parse().unwrap_or(0),
-                        ips.parse().unwrap_or(0.0),
-                    ));
+                if let [m, a, s, b, ips] = f[..] {
+                    out.timings.push(crate::run::Timing {
+                        model: m.into(),
+                        arch: a.into(),
+                        seed: s.parse().unwrap_or(0),
+                        build_seconds: b.parse().unwrap_or(0.0),
+                        images_per_second: ips.parse().unwrap_or(0.0),
+                    });
                 }
             }
         }

@@ -492,9 +492,13 @@ pub fn write_results(spec: &Spec, res: &SweepResults, out: &Path) -> anyhow::Res
         files.push((PathBuf::from("energy_breakdown.csv"), breakdown_csv(res)?));
         files.push((PathBuf::from("energy_layers.csv"), layers_csv(res)?));
     }
-    let mut t = String::from("model,arch,seed,images_per_second\n");
-    for (m, a, s, ips) in &res.timings {
-        writeln!(t, "{m},{a},{s},{ips:.2}")?;
+    let mut t = String::from("model,arch,seed,build_seconds,images_per_second\n");
+    for x in &res.timings {
+        writeln!(
+            t,
+            "{},{},{},{:.2},{:.3}",
+            x.model, x.arch, x.seed, x.build_seconds, x.images_per_second
+        )?;
     }
     files.push((PathBuf::from("timings.csv"), t));
     let first = spec.seeds[0];

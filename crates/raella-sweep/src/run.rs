@@ -170,10 +170,26 @@ pub struct SweepResults {
     pub models: Vec<ModelSummary>,
     /// Per model x design x seed.
     pub rows: Vec<ResultRow>,
-    /// `(model, arch, seed, images per second)`.
-    pub timings: Vec<(String, String, u64, f64)>,
+    /// Wall-clock time per computed point.
+    pub timings: Vec<Timing>,
     /// Energy, area and throughput per workload/model x design (when the spec has `[cost]`).
     pub energy: Vec<crate::cost::EnergyRow>,
+}
+
+/// Wall-clock time of one computed point: programming the design (compile,
+/// adaptive slicing, device programming), then the evaluation images alone.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Timing {
+    /// Model name.
+    pub model: String,
+    /// Design name.
+    pub arch: String,
+    /// Seed.
+    pub seed: u64,
+    /// Seconds to build the design for the model (once per point).
+    pub build_seconds: f64,
+    /// Evaluation images per second, programming excluded.
+    pub images_per_second: f64,
 }
 
 /// Loads and preprocesses a model's images: `x = (pixel * scale - mean[c]) / std[c]`.
@@ -452,7 +468,7 @@ pub fn run_with(
         } else {
             None
         };
-        let results: Vec<anyhow::Result<(ResultRow, Option<f64>)>> = mine
+        let results: Vec<anyhow::Result<(ResultRow, Option<(f64, f64)>)>> = mine
             .par_iter()
             .map(|&(ai, si)| {
                 let (arch, seed) = (&spec.archs[ai], spec.seeds[si]);
@@ -472,27 +488,31 @@ pub fn run_with(
                     bar.inc(1);
                     return Ok((row, None));
                 }
-                let t0 = Instant::now();
-                let row = run_point(&ctx, arch, seed)?;
-                let ips = eval.nrows() as f64 / t0.elapsed().as_secs_f64().max(1e-9);
+                let (row, build_s, eval_s) = run_point(&ctx, arch, seed)?;
+                let ips = eval.nrows() as f64 / eval_s.max(1e-9);
                 if let Some(c) = cache {
                     write_atomic(&c, &serde_json::to_string(&row)?)?;
                 }
                 bar.set_message(format!("{:.0} images/s ({} / {})", ips, m.name, arch.name));
                 bar.inc(1);
-                Ok((row, Some(ips)))
+                Ok((row, Some((build_s, ips))))
             })
             .collect();
         for (r, &(ai, si)) in results.into_iter().zip(&mine) {
             let (row, ips) = r?;
             let arch = &spec.archs[ai];
             match ips {
-                Some(ips) => {
-                    out.timings
-                        .push((m.name.clone(), arch.name.clone(), spec.seeds[si], ips));
+                Some((build_seconds, ips)) => {
+                    out.timings.push(Timing {
+                        model: m.name.clone(),
+                        arch: arch.name.clone(),
+                        seed: spec.seeds[si],
+                        build_seconds,
+                        images_per_second: ips,
+                    });
                     progress(&format!(
-                        "{} / {} / seed {}: {:.1} images/s",
-                        m.name, arch.name, spec.seeds[si], ips
+                        "{} / {} / seed {}: built in {build_seconds:.1} s, {ips:.2} images/s",
+                        m.name, arch.name, spec.seeds[si]
                     ));
                 }
                 None => progress(&format!(
@@ -613,11 +633,17 @@ fn run_point(
     ctx: &PointContext<'_>,
     arch: &crate::spec::Arch,
     seed: u64,
-) -> anyhow::Result<ResultRow> {
+) -> anyhow::Result<(ResultRow, f64, f64)> {
     let (model, eval) = (ctx.model, ctx.eval);
     let cfg = arch.config();
+    let t0 = Instant::now();
     let backend = CrossbarBackend::build(model, &cfg, ctx.captured, seed)?;
+    let t1 = Instant::now();
     let ev = eval_quant(model, &backend, eval.view())?;
+    let (build_s, eval_s) = (
+        t1.duration_since(t0).as_secs_f64(),
+        t1.elapsed().as_secs_f64(),
+    );
     let pred = argmax_rows(ev.outputs.view());
     let mut total = LayerStats::default();
     let images = eval.nrows().max(1) as f64;
@@ -673,7 +699,7 @@ fn run_point(
                 / images,
         });
     }
-    Ok(ResultRow {
+    let row = ResultRow {
         model: ctx.m.name.clone(),
         arch: arch.name.clone(),
         seed,
@@ -693,7 +719,8 @@ fn run_point(
         exact_fraction: 1.0 - ratio(total.inexact_column_slices, total.column_sums),
         agreement_fp32: agreement(&pred, ctx.pf),
         layers,
-    })
+    };
+    Ok((row, build_s, eval_s))
 }
 
 /// Column-sum histograms of the layer with the most weights (group 0), for the
