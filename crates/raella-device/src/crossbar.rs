@@ -278,12 +278,15 @@ impl ProgrammedCrossbar {
     }
 
     /// Column sums of a batch: `out = pulses (batch x rows) . (G+ - G-)`.
-    /// Exact for integer levels while sums stay below 2^24.
+    /// Exact for integer levels while sums stay below 2^24. Computed vector by
+    /// vector over the non-zero pulses only (a sparse-dense product: high input
+    /// slices are mostly zero), in a fixed order, so programmed (real-valued)
+    /// conductances give the same result on every run.
     ///
     /// # Panics
     /// On shape mismatch.
     pub fn column_sums(&self, pulses: ArrayView2<'_, f32>, out: ArrayViewMut2<'_, f32>) {
-        general_mat_mul(1.0, &pulses, &self.diff, 0.0, &mut { out });
+        product(pulses, &self.diff, out);
     }
 
     /// `N+ + N-` of a batch: `out = pulses . (G+ + G-)`, the noise magnitude.
@@ -291,7 +294,7 @@ impl ProgrammedCrossbar {
     /// # Panics
     /// On shape mismatch.
     pub fn column_magnitudes(&self, pulses: ArrayView2<'_, f32>, out: ArrayViewMut2<'_, f32>) {
-        general_mat_mul(1.0, &pulses, &self.magnitude, 0.0, &mut { out });
+        product(pulses, &self.magnitude, out);
     }
 
     /// `G+ - G-` of one used column, over the used rows (contiguous).
@@ -431,6 +434,47 @@ impl LevelPlanes {
             sum += d << l;
         }
         sum
+    }
+}
+
+/// `out = pulses . g` (`g` in standard layout).
+fn product(pulses: ArrayView2<'_, f32>, g: &Array2<f32>, mut out: ArrayViewMut2<'_, f32>) {
+    let (r, c) = g.dim();
+    match (pulses.as_slice(), g.as_slice(), out.as_slice_mut()) {
+        (Some(p), Some(g), Some(o)) if r > 0 && c > 0 => {
+            assert_eq!(p.len() / r, o.len() / c, "pulses x rows, output shape");
+            // Row by row over the non-zero pulses only (most are zero in the
+            // high input slices), four weight rows per pass over the output.
+            let mut nz: Vec<(f32, usize)> = Vec::with_capacity(r);
+            for (prow, orow) in p.chunks_exact(r).zip(o.chunks_exact_mut(c)) {
+                nz.clear();
+                nz.extend(
+                    prow.iter()
+                        .enumerate()
+                        .filter(|&(_, &v)| v != 0.0)
+                        .map(|(k, &v)| (v, k * c)),
+                );
+                orow.fill(0.0);
+                let quads = nz.chunks_exact(4);
+                let rest = quads.remainder();
+                for q in quads {
+                    let (g0, g1) = (&g[q[0].1..q[0].1 + c], &g[q[1].1..q[1].1 + c]);
+                    let (g2, g3) = (&g[q[2].1..q[2].1 + c], &g[q[3].1..q[3].1 + c]);
+                    let (a0, a1, a2, a3) = (q[0].0, q[1].0, q[2].0, q[3].0);
+                    for ((((y, &w0), &w1), &w2), &w3) in
+                        orow.iter_mut().zip(g0).zip(g1).zip(g2).zip(g3)
+                    {
+                        *y += (a0 * w0 + a1 * w1) + (a2 * w2 + a3 * w3);
+                    }
+                }
+                for &(a, k) in rest {
+                    for (y, &w) in orow.iter_mut().zip(&g[k..k + c]) {
+                        *y += a * w;
+                    }
+                }
+            }
+        }
+        _ => general_mat_mul(1.0, &pulses, g, 0.0, &mut out),
     }
 }
 

@@ -3,7 +3,8 @@
 //!
 //! Per chunk of vectors and per crossbar, each input slice's column sums for
 //! the whole chunk are one matrix product (`pulses x (G+ - G-)`, f32, exact for
-//! integer sums below 2^24). The ADC, the speculation flags and the shift-add
+//! integer sums below 2^24), computed over the non-zero pulses only
+//! ([`ProgrammedCrossbar::column_sums`]). The ADC, the speculation flags and the shift-add
 //! then run over that product; flagged column-slices are recovered by 1-bit
 //! dot products over their column only. The digital side adds the per-filter
 //! center term, undoes ISAAC bit flips and sums partial results across
@@ -25,6 +26,40 @@ use crate::{InputMode, LayerStats, RunConfig, RuntimeError};
 /// Vectors per parallel work item: large enough for an efficient matrix
 /// product, small enough to bound memory (a few MB per item).
 pub const CHUNK_VECTORS: usize = 256;
+
+/// Input values per chunk that narrow layers grow their chunks to (up to
+/// 16 x [`CHUNK_VECTORS`] vectors).
+const CHUNK_ELEMENTS: usize = 1 << 16;
+
+/// Lookup tables over the 256 input values: pulses per input slice, and the
+/// pulses a value applies over all cycles (speculative + recovery).
+struct Luts {
+    slice: Vec<[f32; 256]>,
+    pulse: [u64; 256],
+}
+
+impl Luts {
+    fn new(cfg: &RunConfig) -> Self {
+        let slicing = cfg.input.slicing();
+        let ns = slicing.widths().len();
+        let recovery = cfg.input.recovers();
+        let slice = (0..ns)
+            .map(|j| {
+                let mut t = [0f32; 256];
+                for (v, p) in (0u32..).zip(t.iter_mut()) {
+                    *p = f32::from(u8::try_from(slicing.slice(v, j)).unwrap_or(0));
+                }
+                t
+            })
+            .collect();
+        let mut pulse = [0u64; 256];
+        for (v, p) in (0u32..).zip(pulse.iter_mut()) {
+            let spec: u32 = (0..ns).map(|j| slicing.slice(v, j)).sum();
+            *p = u64::from(spec + if recovery { v.count_ones() } else { 0 });
+        }
+        Self { slice, pulse }
+    }
+}
 
 /// A compiled layer whose crossbars have been programmed.
 #[derive(Debug, Clone)]
@@ -145,12 +180,17 @@ impl ProgrammedLayer {
         pass: u64,
     ) -> (Array2<i64>, LayerStats) {
         let n = x.nrows();
-        let starts: Vec<usize> = (0..n).step_by(CHUNK_VECTORS).collect();
+        // Narrow layers (depthwise groups) take longer chunks, so per-chunk
+        // costs stay small against the work; results do not depend on this.
+        let chunk =
+            (CHUNK_ELEMENTS / self.mapped.inputs().max(1)).clamp(CHUNK_VECTORS, 16 * CHUNK_VECTORS);
+        let luts = Luts::new(cfg);
+        let starts: Vec<usize> = (0..n).step_by(chunk).collect();
         let parts: Vec<(Array2<i64>, LayerStats)> = starts
             .par_iter()
             .map(|&start| {
-                let end = (start + CHUNK_VECTORS).min(n);
-                self.run_chunk(x.slice(s![start..end, ..]), start, cfg, pass)
+                let end = (start + chunk).min(n);
+                self.run_chunk(x.slice(s![start..end, ..]), start, cfg, &luts, pass)
             })
             .collect();
         let mut y = Array2::<i64>::zeros((n, self.mapped.outputs()));
@@ -169,6 +209,7 @@ impl ProgrammedLayer {
         x: ArrayView2<'_, u8>,
         v0: usize,
         cfg: &RunConfig,
+        luts: &Luts,
         pass: u64,
     ) -> (Array2<i64>, LayerStats) {
         let m = &self.mapped;
@@ -210,22 +251,7 @@ impl ProgrammedLayer {
             }
         }
 
-        // Lookup tables over the 256 input values: pulses per slice, and the
-        // pulses a value applies over all cycles (speculative + recovery).
-        let slice_lut: Vec<[f32; 256]> = (0..ns)
-            .map(|j| {
-                let mut t = [0f32; 256];
-                for (v, p) in (0u32..).zip(t.iter_mut()) {
-                    *p = f32::from(u8::try_from(slicing.slice(v, j)).unwrap_or(0));
-                }
-                t
-            })
-            .collect();
-        let mut pulse_lut = [0u64; 256];
-        for (v, p) in (0u32..).zip(pulse_lut.iter_mut()) {
-            let spec: u32 = (0..ns).map(|j| slicing.slice(v, j)).sum();
-            *p = u64::from(spec + if recovery { v.count_ones() } else { 0 });
-        }
+        let (slice_lut, pulse_lut) = (&luts.slice, &luts.pulse);
         let pulse_capacity_per_vector: u64 =
             widths.iter().map(|&w| (1u64 << w) - 1).sum::<u64>() + recovery_cycles;
 
@@ -360,6 +386,7 @@ impl ProgrammedLayer {
                 }
                 // Activity: the schedule is fixed (recovery cycles run whenever recovery is on).
                 let cycles = as_u64(b) * (as_u64(ns) + recovery_cycles);
+                stats.slice_macs += as_u64(b * ns * rows * cols);
                 let act = &mut stats.activity;
                 act.crossbar_cycles += cycles;
                 act.row_drives += cycles * as_u64(rows);

@@ -32,6 +32,10 @@ pub struct LayerStats {
     pub activity: Activity,
     /// Crossbars per pass (for per-crossbar rates).
     pub crossbars: u64,
+    /// Simulated work: used rows x used columns x vectors x primary input
+    /// slices, summed over crossbars and passes (recovery not counted). The
+    /// unit of the throughput benchmarks.
+    pub slice_macs: u64,
 }
 
 impl LayerStats {
@@ -117,5 +121,6 @@ impl AddAssign<&LayerStats> for LayerStats {
         self.inexact_column_slices += o.inexact_column_slices;
         self.activity += o.activity;
         self.crossbars = self.crossbars.max(o.crossbars);
+        self.slice_macs += o.slice_macs;
     }
 }

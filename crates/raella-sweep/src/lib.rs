@@ -26,8 +26,8 @@ pub use plots::{Plot, plots};
 pub use report::{CSV_COLUMNS, ENERGY_COLUMNS, write_results};
 pub use run::{
     AWS_CALIBRATION_IMAGES, ColumnSumHistogram, HISTOGRAM_BIN, HISTOGRAM_BINS, HISTOGRAM_MIN,
-    LayerRow, ModelSummary, ResultRow, RunOptions, SweepResults, Timing, load_images, run,
-    run_with,
+    LayerRow, LoadedModel, ModelSummary, ResultRow, RunOptions, SweepResults, Timing, load_images,
+    load_model, run, run_with,
 };
 pub use spec::{
     Arch, ArchKnobs, CostFiles, ImageRange, ModelSpec, Spec, SpecError, WorkloadSpec, load_presets,

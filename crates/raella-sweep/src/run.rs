@@ -176,6 +176,56 @@ pub struct SweepResults {
     pub energy: Vec<crate::cost::EnergyRow>,
 }
 
+/// A model's graph with its calibration and evaluation images (preprocessed,
+/// `images x numel(input)`) and evaluation labels (empty for photo folders).
+pub type LoadedModel = (raella_network::Graph, Array2<f32>, Array2<f32>, Vec<u8>);
+
+/// Imports a spec's model and loads its images, checking that they fit.
+///
+/// # Errors
+/// An unreadable or unsupported model, unreadable images, or images that do
+/// not fit the model's input.
+pub fn load_model(m: &ModelSpec) -> anyhow::Result<LoadedModel> {
+    let graph = import_onnx_file(&m.onnx)
+        .with_context(|| format!("model \"{}\": {}", m.name, m.onnx.display()))?;
+    let data = if m.images.is_dir() {
+        // A folder of photographs, sized and coloured as the model's input; unlabelled.
+        let (c, h, w) = match graph.tensors[graph.input].shape[..] {
+            [c, h, w] => (c, h, w),
+            ref s => anyhow::bail!(
+                "model \"{}\": image folders need a [C, H, W] input, the model takes {s:?}",
+                m.name
+            ),
+        };
+        let f = raella_network::ImageFolder::load(&m.images, c, h, w)?;
+        IdxDataset {
+            images: f.images,
+            image_dims: vec![c, h, w],
+            labels: vec![],
+        }
+    } else {
+        let labels = m
+            .labels
+            .as_ref()
+            .with_context(|| format!("model \"{}\": IDX images need `labels`", m.name))?;
+        IdxDataset::load(&m.images, labels)?
+    };
+    let in_shape = graph.tensors[graph.input].shape.clone();
+    let channels = if in_shape.len() == 3 { in_shape[0] } else { 1 };
+    anyhow::ensure!(
+        data.images.ncols() == graph.numel(graph.input),
+        "model \"{}\": images of {} ({:?}) do not fit the input {:?} of {}",
+        m.name,
+        m.images.display(),
+        data.image_dims,
+        in_shape,
+        m.onnx.display()
+    );
+    let (cal, _) = load_images(m, &data, m.calibration, channels)?;
+    let (eval, labels) = load_images(m, &data, m.evaluation, channels)?;
+    Ok((graph, cal, eval, labels))
+}
+
 /// Wall-clock time of one computed point: programming the design (compile,
 /// adaptive slicing, device programming), then the evaluation images alone.
 #[derive(Debug, Clone, PartialEq)]
@@ -347,47 +397,11 @@ pub fn run_with(
         }
     }
     // Load and check every model and data set first, so bad input fails before any work.
-    let mut loaded = Vec::new();
-    for m in &spec.models {
-        let graph = import_onnx_file(&m.onnx)
-            .with_context(|| format!("model \"{}\": {}", m.name, m.onnx.display()))?;
-        let data = if m.images.is_dir() {
-            // A folder of photographs, sized and coloured as the model's input; unlabelled.
-            let (c, h, w) = match graph.tensors[graph.input].shape[..] {
-                [c, h, w] => (c, h, w),
-                ref s => anyhow::bail!(
-                    "model \"{}\": image folders need a [C, H, W] input, the model takes {s:?}",
-                    m.name
-                ),
-            };
-            let f = raella_network::ImageFolder::load(&m.images, c, h, w)?;
-            IdxDataset {
-                images: f.images,
-                image_dims: vec![c, h, w],
-                labels: vec![],
-            }
-        } else {
-            let labels = m
-                .labels
-                .as_ref()
-                .with_context(|| format!("model \"{}\": IDX images need `labels`", m.name))?;
-            IdxDataset::load(&m.images, labels)?
-        };
-        let in_shape = graph.tensors[graph.input].shape.clone();
-        let channels = if in_shape.len() == 3 { in_shape[0] } else { 1 };
-        anyhow::ensure!(
-            data.images.ncols() == graph.numel(graph.input),
-            "model \"{}\": images of {} ({:?}) do not fit the input {:?} of {}",
-            m.name,
-            m.images.display(),
-            data.image_dims,
-            in_shape,
-            m.onnx.display()
-        );
-        let (cal, _) = load_images(m, &data, m.calibration, channels)?;
-        let (eval, labels) = load_images(m, &data, m.evaluation, channels)?;
-        loaded.push((graph, cal, eval, labels));
-    }
+    let loaded = spec
+        .models
+        .iter()
+        .map(load_model)
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let points: Vec<(usize, usize, usize)> = (0..spec.models.len())
         .flat_map(|mi| {
             (0..spec.archs.len())
@@ -468,7 +482,9 @@ pub fn run_with(
         } else {
             None
         };
-        let results: Vec<anyhow::Result<(ResultRow, Option<(f64, f64)>)>> = mine
+        // Per point: the row and, when computed, (build seconds, images/s).
+        type Computed = (ResultRow, Option<(f64, f64)>);
+        let results: Vec<anyhow::Result<Computed>> = mine
             .par_iter()
             .map(|&(ai, si)| {
                 let (arch, seed) = (&spec.archs[ai], spec.seeds[si]);

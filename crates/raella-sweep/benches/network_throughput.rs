@@ -1,0 +1,118 @@
+//! Whole-network throughput: images per second for each model x design of a
+//! sweep spec, and the simulated slice-MAC rate as a ratio to the f32 GEMM
+//! rate of the same machine, measured in the same process on all threads.
+//!
+//! ```text
+//! cargo bench -p raella-sweep --bench network_throughput -- [SPEC] [--images N]
+//! ```
+//!
+//! `SPEC` defaults to `fixtures/sweeps/default.toml` (the MNIST CNN);
+//! `fixtures/sweeps/real-scale.toml` runs MobileNetV2, InceptionV3 and MiniLM
+//! after `cargo xtask fetch-models`. Each design is built once (compile,
+//! adaptive slicing, programming: reported separately), then the first `N`
+//! evaluation images (default 16) run twice; the faster run is reported.
+//! A slice-MAC is one used row x one used column x one input vector x one
+//! primary input slice (recovery work is done but not counted, so it lowers
+//! the ratio). The GEMM reference is one `1024 x 512 . 512 x 512` f32 product
+//! per thread, all threads at once (ndarray / matrixmultiply).
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use ndarray::{Array2, linalg::general_mat_mul, s};
+use raella_network::{CrossbarBackend, QuantModel, eval_quant};
+use raella_runtime::LayerStats;
+use raella_sweep::{AWS_CALIBRATION_IMAGES, Spec, load_model};
+use rayon::prelude::*;
+
+fn gemm_gflops() -> f64 {
+    let threads = rayon::current_num_threads();
+    let a = Array2::<f32>::from_shape_fn((1024, 512), |(i, j)| ((i * 7 + j * 3) % 16) as f32);
+    let b = Array2::<f32>::from_shape_fn((512, 512), |(i, j)| ((i * 5 + j) % 31) as f32 - 15.0);
+    let run = || {
+        let t = Instant::now();
+        (0..threads).into_par_iter().for_each(|_| {
+            let mut c = Array2::<f32>::zeros((1024, 512));
+            for _ in 0..4 {
+                general_mat_mul(1.0, &a, &b, 0.0, &mut c);
+            }
+        });
+        t.elapsed().as_secs_f64()
+    };
+    run();
+    let best = (0..5).map(|_| run()).fold(f64::INFINITY, f64::min);
+    (threads * 4 * 2 * 1024 * 512 * 512) as f64 / best / 1e9
+}
+
+fn main() -> anyhow::Result<()> {
+    let mut spec_path = PathBuf::from("fixtures/sweeps/default.toml");
+    let mut images = 16usize;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--bench" => {}
+            "--images" => {
+                images = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .ok_or_else(|| anyhow::anyhow!("--images needs a number"))?;
+            }
+            _ => spec_path = PathBuf::from(a),
+        }
+    }
+    // `cargo bench` runs benches from the crate directory.
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let spec_path = if spec_path.is_relative() && !spec_path.exists() {
+        root.join(spec_path)
+    } else {
+        spec_path
+    };
+    let spec = Spec::load(&spec_path, &root.join("fixtures/presets.toml"))?;
+    let gflops = gemm_gflops();
+    println!(
+        "network-throughput: {} on {} threads; f32 GEMM {gflops:.1} GFLOP/s (all threads)",
+        spec_path.display(),
+        rayon::current_num_threads()
+    );
+    println!(
+        "{:<14} {:<22} {:>8} {:>9} {:>10} {:>14} {:>7}",
+        "model", "design", "build s", "images/s", "GMAC/img", "G slice-MAC/s", "ratio"
+    );
+    for m in &spec.models {
+        let (graph, cal, eval, _) = load_model(m)?;
+        let n = images.min(eval.nrows());
+        let eval = eval.slice(s![..n, ..]).to_owned();
+        let model = QuantModel::calibrate(graph, cal.view())?;
+        let ncap = cal.nrows().min(AWS_CALIBRATION_IMAGES);
+        let captured = model.capture_inputs(cal.slice(s![..ncap, ..]).to_owned())?;
+        for arch in &spec.archs {
+            let cfg = arch.config();
+            let t0 = Instant::now();
+            let backend = CrossbarBackend::build(&model, &cfg, &captured, spec.seeds[0])?;
+            let build = t0.elapsed().as_secs_f64();
+            let mut best = f64::INFINITY;
+            let mut total = LayerStats::default();
+            for _ in 0..2 {
+                let t = Instant::now();
+                let ev = eval_quant(&model, &backend, eval.view())?;
+                best = best.min(t.elapsed().as_secs_f64());
+                total = LayerStats::default();
+                for st in ev.layer_stats.iter().flatten() {
+                    total += st;
+                }
+            }
+            let rate = total.slice_macs as f64 / best / 1e9;
+            println!(
+                "{:<14} {:<22} {:>8.1} {:>9.3} {:>10.3} {:>14.2} {:>7.3}",
+                m.name,
+                arch.name,
+                build,
+                n as f64 / best,
+                total.macs as f64 / n as f64 / 1e9,
+                rate,
+                2.0 * rate / gflops
+            );
+        }
+    }
+    Ok(())
+}
