@@ -1,7 +1,7 @@
 //! all-MiniLM-L6-v2 on Lee-50: float32 and 8-bit digital reference.
 //!
 //! ```text
-//! cargo run --release -p raella-network --example lee50 -- [--max-tokens N] [--dump FILE]
+//! cargo run --release -p raella-network --example lee50 -- [--max-tokens N] [--dump FILE] [--isaac-docs N]
 //! ```
 //!
 //! Reads the model and data from `$RAELLA_MODELS` (default `<workspace>/.cache/models`,
@@ -10,13 +10,17 @@
 //! Lee-50). Prints Pearson/Spearman of both paths, the int8 embeddings' cosine to
 //! the float ones, MACs and milliseconds per document. `--dump FILE` writes the
 //! float32 embeddings as TSV for `scripts/bert_reference.py --compare FILE`.
+//! `--isaac-docs N` also runs the first N documents on noise-free `isaac8b`
+//! crossbars and checks that they equal the 8-bit reference bit for bit.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
+use raella_compiler::CompileConfig;
 use raella_network::lee50::row_cosines;
-use raella_network::{BertModel, Lee50};
+use raella_network::{ArchConfig, BertModel, CrossbarBackend, Lee50};
+use raella_runtime::RunConfig;
 
 fn main() -> Result<()> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
@@ -24,11 +28,15 @@ fn main() -> Result<()> {
         std::env::var_os("RAELLA_MODELS").map_or_else(|| root.join(".cache/models"), PathBuf::from);
     let mut max_tokens = raella_network::bert::MAX_TOKENS;
     let mut dump = None;
+    let mut isaac_docs = 0;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--max-tokens" => {
                 max_tokens = args.next().context("--max-tokens N")?.parse()?;
+            }
+            "--isaac-docs" => {
+                isaac_docs = args.next().context("--isaac-docs N")?.parse()?;
             }
             "--dump" => dump = Some(PathBuf::from(args.next().context("--dump FILE")?)),
             other => anyhow::bail!("unknown argument `{other}`"),
@@ -97,6 +105,35 @@ fn main() -> Result<()> {
         ic.pearson, ic.spearman
     );
     println!("int8 vs float32 embedding cosine: mean {mean_cos:.5}, min {min_cos:.5}");
+    if isaac_docs > 0 {
+        let docs = &lee.documents[..isaac_docs.min(ndocs)];
+        let t = Instant::now();
+        let cal = q.capture_inputs(&calibration)?;
+        let arch = ArchConfig {
+            compile: CompileConfig::isaac(),
+            adaptive: None,
+            force_last: None,
+            run: RunConfig::isaac(),
+            device_noise: None,
+        };
+        let xb = CrossbarBackend::build_layers(&q.crossbar_layers(), &arch, &cal, 1)?;
+        let build_s = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let sim = q.embed(&xb, docs)?;
+        #[allow(clippy::cast_precision_loss)]
+        let sim_ms = t.elapsed().as_secs_f64() * 1e3 / docs.len() as f64;
+        let equal = sim.embeddings == int8.embeddings.slice(ndarray::s![..docs.len(), ..]);
+        let in_range = sim
+            .layer_stats
+            .iter()
+            .flatten()
+            .all(|s| s.in_range_fraction() == 1.0);
+        println!(
+            "isaac8b (noise-free) on {} documents: equal to the 8-bit reference: {equal}, \
+             every ADC conversion in range: {in_range} (build {build_s:.1} s, {sim_ms:.0} ms/document)",
+            docs.len()
+        );
+    }
     if let Some(path) = dump {
         let text: String = float
             .rows()
