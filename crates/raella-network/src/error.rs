@@ -86,4 +86,40 @@ pub enum NetworkError {
         /// The runtime's error.
         source: RuntimeError,
     },
+    /// A model or data file (or folder) that does not exist.
+    #[error("{path}: not found ({hint})")]
+    Missing {
+        /// The file or folder.
+        path: PathBuf,
+        /// How to get it.
+        hint: &'static str,
+    },
+    /// A model file that cannot be parsed or does not describe a supported model.
+    #[error("{path}: {reason}")]
+    ModelFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A tensor that is missing, of the wrong shape or type, or not finite.
+    #[error("{path}: tensor `{tensor}`: {reason}")]
+    Tensor {
+        /// The safetensors file.
+        path: PathBuf,
+        /// The tensor name.
+        tensor: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A malformed line of a text data file.
+    #[error("{path}:{line}: {reason}")]
+    DataLine {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong.
+        reason: String,
+    },
 }

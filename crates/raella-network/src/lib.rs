@@ -7,6 +7,8 @@
 //!   scales from calibration images (no retraining).
 //! * [`eval_float`], [`eval_quant`] with [`ExactBackend`] (8-bit digital reference)
 //!   or [`CrossbarBackend`] (a simulated design, [`ArchConfig`]).
+//! * [`BertModel`]: a BERT sentence encoder (all-MiniLM-L6-v2) in float32 and
+//!   with its linear layers on crossbars ([`QuantBert`]); [`Lee50`] scores it.
 //! * [`IdxDataset`]: MNIST-format IDX images and labels (optionally gzipped).
 //!
 //! Conv layers map onto crossbars through im2col: each output position is one
@@ -27,6 +29,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod bert;
 mod crossbar;
 mod error;
 mod eval;
@@ -34,6 +37,7 @@ pub mod forward;
 pub mod graph;
 mod idx;
 mod images;
+pub mod lee50;
 mod onnx;
 pub mod ops;
 mod quant;
@@ -44,11 +48,13 @@ pub mod proto {
     include!(concat!(env!("OUT_DIR"), "/onnx.rs"));
 }
 
+pub use bert::{BertEmbeddings, BertModel, QuantBert};
 pub use crossbar::{ArchConfig, CALIBRATION_VECTORS, CrossbarBackend};
 pub use error::NetworkError;
 pub use eval::{BATCH_IMAGES, Evaluation, argmax_rows, eval_float, eval_quant};
 pub use graph::Graph;
 pub use idx::{IdxDataset, parse_idx};
 pub use images::ImageFolder;
+pub use lee50::{Correlations, Lee50};
 pub use onnx::{SUPPORTED_OPS, import_onnx_bytes, import_onnx_file};
 pub use quant::{ExactBackend, MacBackend, QInput, QuantLayer, QuantModel};

@@ -123,11 +123,20 @@ impl ExactBackend {
     /// The reference for `model`.
     #[must_use]
     pub fn new(model: &QuantModel) -> Self {
-        let weights_t = model
-            .layers
+        let layers: Vec<&[QuantizedMatrix]> =
+            model.layers.iter().map(|l| l.groups.as_slice()).collect();
+        Self::from_layers(&layers)
+    }
+
+    /// The reference for any list of crossbar layers, each a slice of its
+    /// groups' int8 weights (in the order the layers are indexed by
+    /// [`MacBackend::mac`]).
+    #[must_use]
+    pub fn from_layers(layers: &[&[QuantizedMatrix]]) -> Self {
+        let weights_t = layers
             .iter()
-            .map(|l| {
-                l.groups
+            .map(|groups| {
+                groups
                     .iter()
                     .map(|g| g.weights.t().mapv(f64::from))
                     .collect()
@@ -320,7 +329,7 @@ struct QuantExec<'a, B> {
     capture: Option<Mutex<Vec<Vec<Option<QInput>>>>>,
 }
 
-fn quantize_input(x: ArrayView2<'_, f32>, scale: f32, signed: bool) -> QInput {
+pub(crate) fn quantize_input(x: ArrayView2<'_, f32>, scale: f32, signed: bool) -> QInput {
     // Clamped before the cast, so it is exact.
     #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
     if signed {
