@@ -11,6 +11,10 @@ use rayon::prelude::*;
 use crate::NetworkError;
 use crate::quant::{MacBackend, QInput, QuantModel};
 
+/// Vectors per backend call whose outputs are checked against exact integer
+/// MACs (evenly spaced; all of them when fewer): the per-layer error.
+pub const CHECKED_VECTORS: usize = 64;
+
 /// Calibration vectors kept per layer and group for adaptive slicing and the
 /// `search` center rule (evenly spaced over what the calibration images produce).
 pub const CALIBRATION_VECTORS: usize = 256;
@@ -34,6 +38,8 @@ pub struct ArchConfig {
 #[derive(Debug)]
 pub struct CrossbarBackend {
     layers: Vec<Vec<ProgrammedLayer>>,
+    /// The int8 weights per layer and group, for checking sampled outputs.
+    weights: Vec<Vec<Array2<i8>>>,
     slicings: Vec<String>,
     run: RunConfig,
     seed: u64,
@@ -161,9 +167,13 @@ impl CrossbarBackend {
                 Ok((per_group, chosen.join("/")))
             })
             .collect::<Result<_, NetworkError>>()?;
-        let (layers, slicings) = built.into_iter().unzip();
+        let (programmed, slicings) = built.into_iter().unzip();
         Ok(Self {
-            layers,
+            layers: programmed,
+            weights: layers
+                .iter()
+                .map(|(_, g)| g.iter().map(|q| q.weights.clone()).collect())
+                .collect(),
             slicings,
             run: arch.run.clone(),
             seed,
@@ -204,6 +214,58 @@ impl MacBackend for CrossbarBackend {
             layer: format!("#{layer}"),
             source: e,
         })?;
-        Ok((out.outputs.mapv(i64::from), Some(out.stats)))
+        let mut stats = out.stats;
+        let (e, r) = check_sample(&self.weights[layer][group], x, &out.outputs);
+        stats.check_err_sq += e;
+        stats.check_ref_sq += r;
+        Ok((out.outputs.mapv(i64::from), Some(stats)))
     }
+}
+
+/// Squared error and squared reference of up to [`CHECKED_VECTORS`] evenly
+/// spaced vectors' outputs against exact integer MACs.
+fn check_sample(w: &Array2<i8>, x: &QInput, y: &Array2<i32>) -> (f64, f64) {
+    let n = x.nrows();
+    let k = n.min(CHECKED_VECTORS);
+    let w = w.as_standard_layout();
+    let ws = w.as_slice().expect("standard layout");
+    let cols = w.ncols().max(1);
+    // |product| <= 255 x 127: i32 sums are exact below 66,000 inputs.
+    let exact_i32 = cols < (1 << 16);
+    let (mut err, mut reference) = (0f64, 0f64);
+    let mut row = vec![0i16; cols];
+    for i in 0..k {
+        let v = i * n / k;
+        match x {
+            QInput::Unsigned(a) => row
+                .iter_mut()
+                .zip(a.row(v))
+                .for_each(|(r, &p)| *r = i16::from(p)),
+            QInput::Signed(a) => row
+                .iter_mut()
+                .zip(a.row(v))
+                .for_each(|(r, &p)| *r = i16::from(p)),
+        }
+        for (wrow, &got) in ws.chunks_exact(cols).zip(y.row(v)) {
+            let e: i64 = if exact_i32 {
+                i64::from(
+                    row.iter()
+                        .zip(wrow)
+                        .map(|(&p, &q)| i32::from(p) * i32::from(q))
+                        .sum::<i32>(),
+                )
+            } else {
+                row.iter()
+                    .zip(wrow)
+                    .map(|(&p, &q)| i64::from(p) * i64::from(q))
+                    .sum()
+            };
+            // Integer MAC results far below 2^53: exact in f64.
+            #[allow(clippy::cast_precision_loss)]
+            let (d, r) = ((i64::from(got) - e) as f64, e as f64);
+            err += d * d;
+            reference += r * r;
+        }
+    }
+    (err, reference)
 }

@@ -51,7 +51,10 @@ pub mod proto {
 pub use bert::{BertEmbeddings, BertModel, QuantBert};
 pub use crossbar::{ArchConfig, CALIBRATION_VECTORS, CrossbarBackend};
 pub use error::NetworkError;
-pub use eval::{BATCH_IMAGES, Evaluation, argmax_rows, eval_float, eval_quant};
+pub use eval::{
+    BATCH_IMAGES, Evaluation, argmax_rows, eval_float, eval_float_features, eval_quant,
+    mean_row_cosine,
+};
 pub use graph::Graph;
 pub use idx::{IdxDataset, parse_idx};
 pub use images::ImageFolder;

@@ -281,14 +281,37 @@ impl QuantModel {
         backend: &impl MacBackend,
         batch_index: u64,
     ) -> Result<(Array2<f32>, Vec<Option<LayerStats>>), NetworkError> {
+        let ev = self.forward_features(x, backend, batch_index)?;
+        Ok((ev.outputs, ev.layer_stats))
+    }
+
+    /// As [`forward`](Self::forward), also returning the penultimate features
+    /// (the last crossbar layer's input, `batch x numel`): the batch's
+    /// [`Evaluation`](crate::Evaluation).
+    ///
+    /// # Errors
+    /// Input shape or backend errors.
+    pub fn forward_features(
+        &self,
+        x: Array2<f32>,
+        backend: &impl MacBackend,
+        batch_index: u64,
+    ) -> Result<crate::Evaluation, NetworkError> {
+        let batch = x.nrows();
         let exec = QuantExec {
             model: self,
             backend,
             stats: Mutex::new(vec![None; self.layers.len()]),
             capture: None,
         };
-        let y = forward(&self.graph, x, &exec, batch_index)?;
-        Ok((y, exec.stats.into_inner().expect("no panics while held")))
+        let features = crate::eval::Features::last_layer(&self.graph, &exec);
+        let y = forward(&self.graph, x, &features, batch_index)?;
+        let f = features.take(batch);
+        Ok(crate::Evaluation {
+            outputs: y,
+            layer_stats: exec.stats.into_inner().expect("no panics while held"),
+            features: f,
+        })
     }
 
     /// Runs a batch with exact MACs and returns every crossbar layer's 8-bit

@@ -529,3 +529,79 @@ fn real_minilm_matches_the_independent_numpy_embeddings() {
         assert!(d < NUMPY_TOLERANCE, "max abs difference {d}");
     }
 }
+
+/// `fixtures/tiny_bert/`: the tiny model above (seed 7) with five Lee-50-style
+/// documents and ratings, committed for the sweep's end-to-end test of text
+/// models. This test checks that the committed files are exactly what the
+/// generator here writes; `RAELLA_BLESS=1` rewrites them.
+#[test]
+fn committed_tiny_fixture_is_the_generated_one() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/tiny_bert");
+    let docs = [
+        "The cat sat on the mat.",
+        "A dog ran near the city.",
+        "A fire burned near the city, the dog ran.",
+        "Crossbars compute a matrix-vector product in one step.",
+        "One crossbar computes the product of a matrix and a vector.",
+    ];
+    // Mean "human" ratings: the pairs about the same topic rate high.
+    let sims = [
+        [1.0, 0.4, 0.2, 0.0, 0.1],
+        [0.4, 1.0, 0.7, 0.0, 0.0],
+        [0.2, 0.7, 1.0, 0.1, 0.0],
+        [0.0, 0.0, 0.1, 1.0, 0.9],
+        [0.1, 0.0, 0.0, 0.9, 1.0],
+    ];
+    let matrix: String = sims
+        .iter()
+        .map(|r| {
+            r.iter()
+                .map(|v| format!("{v}"))
+                .collect::<Vec<_>>()
+                .join("\t")
+                + "\n"
+        })
+        .collect();
+    let files: Vec<(PathBuf, Vec<u8>)> = vec![
+        (
+            root.join("model/config.json"),
+            config_json().to_string().into_bytes(),
+        ),
+        (
+            root.join("model/tokenizer.json"),
+            tokenizer_json().to_string().into_bytes(),
+        ),
+        (
+            root.join("model/model.safetensors"),
+            safetensors_bytes(&tensors(7)),
+        ),
+        (
+            root.join("lee50/lee.cor"),
+            (docs.join("\n") + "\n").into_bytes(),
+        ),
+        (root.join("lee50/similarities0-1.txt"), matrix.into_bytes()),
+        (
+            root.join("calibration.txt"),
+            (TEXTS.join("\n") + "\n").into_bytes(),
+        ),
+    ];
+    let bless = std::env::var("RAELLA_BLESS").is_ok_and(|v| v == "1");
+    for (path, bytes) in &files {
+        if bless {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, bytes).unwrap();
+        }
+        let got = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(
+            &got == bytes,
+            "{} differs from the generator (re-bless with RAELLA_BLESS=1)",
+            path.display()
+        );
+    }
+    // And it loads and scores.
+    let m = BertModel::load(&root.join("model")).unwrap();
+    let lee = Lee50::load(&root.join("lee50")).unwrap();
+    assert_eq!(lee.pairs.len(), 10);
+    let e = m.embed_float(&lee.documents).unwrap();
+    assert!(lee.correlations(e.view()).is_ok());
+}

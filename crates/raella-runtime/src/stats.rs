@@ -36,9 +36,26 @@ pub struct LayerStats {
     /// slices, summed over crossbars and passes (recovery not counted). The
     /// unit of the throughput benchmarks.
     pub slice_macs: u64,
+    /// Squared error of sampled outputs against exact integer MACs on the same
+    /// inputs (filled by callers that check, e.g. the network backend; the
+    /// layer's own error, not what earlier layers passed on).
+    pub check_err_sq: f64,
+    /// Squared exact outputs of the same samples (the denominator).
+    pub check_ref_sq: f64,
 }
 
 impl LayerStats {
+    /// Relative RMS error of the checked outputs against exact MACs
+    /// (`sqrt(check_err_sq / check_ref_sq)`; 0 when nothing was checked).
+    #[must_use]
+    pub fn checked_rel_err(&self) -> f64 {
+        if self.check_ref_sq > 0.0 {
+            (self.check_err_sq / self.check_ref_sq).sqrt()
+        } else {
+            0.0
+        }
+    }
+
     /// Fraction of column sums inside the ADC range.
     #[must_use]
     pub fn in_range_fraction(&self) -> f64 {
@@ -122,5 +139,7 @@ impl AddAssign<&LayerStats> for LayerStats {
         self.activity += o.activity;
         self.crossbars = self.crossbars.max(o.crossbars);
         self.slice_macs += o.slice_macs;
+        self.check_err_sq += o.check_err_sq;
+        self.check_ref_sq += o.check_ref_sq;
     }
 }

@@ -406,6 +406,7 @@ pub fn cost_simulated(
     let first = spec.seeds[0];
     for m in &spec.models {
         let mut works = Vec::new();
+        let mut shape_only = Vec::new();
         let mut macs = 0.0;
         for a in &spec.archs {
             let Some((cost_name, arch)) = cm.arch_for(a) else {
@@ -453,10 +454,44 @@ pub fn cost_simulated(
                 })
                 .collect();
             macs = ws.iter().map(|w| w.shape.macs()).sum();
+            // The same network's shape-only estimate: its layer shapes with the
+            // design's typical statistics, as for a `[[workload]]`.
+            if let Some(typ) = cm.typical.get(&cost_name) {
+                let n = ws.len();
+                let all_linear = r.layers.iter().all(|l| l.kind == "Linear");
+                let est = ws
+                    .iter()
+                    .enumerate()
+                    .map(|(i, w)| {
+                        let (slices, sch) = scheme(a, i, n, all_linear);
+                        let stats = LayerStatistics {
+                            average_weight_value: typ.average_weight_value,
+                            average_input_value: typ.average_input_value,
+                            adc_action_share: typ.adc_action_share,
+                            cim_units_per_weight: slices,
+                            speculation_enabled: sch.recovery,
+                        };
+                        LayerWork::estimate(w.shape.clone(), arch, &stats, &sch, "typical")
+                    })
+                    .collect();
+                shape_only.push((a.name.clone(), cost_name.clone(), arch, est));
+            }
             works.push((a.name.clone(), cost_name, arch, ws));
         }
         if !works.is_empty() {
             out.extend(perf_rows(cm, spec, &m.name, 1, macs, &works, (None, None))?);
+        }
+        if !shape_only.is_empty() {
+            let name = format!("{} (shape-only)", m.name);
+            out.extend(perf_rows(
+                cm,
+                spec,
+                &name,
+                1,
+                macs,
+                &shape_only,
+                (None, None),
+            )?);
         }
     }
     Ok(out)

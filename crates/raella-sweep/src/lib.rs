@@ -19,6 +19,7 @@ mod plots;
 mod report;
 mod run;
 mod spec;
+mod text;
 
 pub use cost::{CostModel, EnergyRow, PaperAblation, calibrate, cost_simulated, cost_workloads};
 pub use merge::{merge, spec_hash};
@@ -26,9 +27,10 @@ pub use plots::{Plot, plots};
 pub use report::{CSV_COLUMNS, ENERGY_COLUMNS, write_results};
 pub use run::{
     AWS_CALIBRATION_IMAGES, ColumnSumHistogram, HISTOGRAM_BIN, HISTOGRAM_BINS, HISTOGRAM_MIN,
-    LayerRow, LoadedModel, ModelSummary, ResultRow, RunOptions, SweepResults, Timing, load_images,
-    load_model, run, run_with,
+    LayerRow, LoadedModel, ModelSummary, ReferenceCorrelations, ResultRow, RunOptions,
+    SweepResults, Timing, load_images, load_model, run, run_with,
 };
 pub use spec::{
-    Arch, ArchKnobs, CostFiles, ImageRange, ModelSpec, Spec, SpecError, WorkloadSpec, load_presets,
+    Arch, ArchKnobs, BertFiles, CostFiles, ImageRange, ModelSpec, Spec, SpecError, WorkloadSpec,
+    load_presets,
 };

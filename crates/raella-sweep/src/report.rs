@@ -14,7 +14,7 @@ use crate::run::SweepResults;
 use crate::spec::Spec;
 
 /// The CSV columns, in order (the first twelve are the required ones).
-pub const CSV_COLUMNS: [&str; 15] = [
+pub const CSV_COLUMNS: [&str; 19] = [
     "model",
     "arch",
     "seed",
@@ -29,6 +29,10 @@ pub const CSV_COLUMNS: [&str; 15] = [
     "converts_per_mac",
     "exact_fraction",
     "agreement_fp32",
+    "feature_cosine_int8",
+    "feature_cosine_fp32",
+    "pearson",
+    "spearman",
     "weight_slicing",
 ];
 
@@ -57,6 +61,10 @@ fn csv_text(res: &SweepResults) -> anyhow::Result<String> {
             format!("{:.6}", r.converts_per_mac),
             format!("{:.6}", r.exact_fraction),
             format!("{:.6}", r.agreement_fp32),
+            format!("{:.6}", r.feature_cosine_int8),
+            format!("{:.6}", r.feature_cosine_fp32),
+            r.pearson.map_or_else(String::new, |v| format!("{v:.6}")),
+            r.spearman.map_or_else(String::new, |v| format!("{v:.6}")),
             slicing,
         ])?;
     }
@@ -284,36 +292,65 @@ fn report_text(spec: &Spec, res: &SweepResults) -> anyhow::Result<String> {
     )?;
     for (m, ms) in spec.models.iter().zip(&res.models) {
         writeln!(md, "## Model `{}`\n", m.name)?;
+        if let Some(b) = &m.bert {
+            writeln!(
+                md,
+                "- BERT encoder: `{}`; Lee-50 documents `{}`; calibration texts `{}`",
+                b.model.display(),
+                b.lee50.display(),
+                b.texts.display()
+            )?;
+            writeln!(
+                md,
+                "- Split: calibration texts {}..{} (activation scales, adaptive slicing), Lee-50 documents {}..{} ({} documents, every pair among them scored)",
+                ms.calibration.start,
+                ms.calibration.start + ms.calibration.count,
+                ms.evaluation.start,
+                ms.evaluation.start + ms.evaluation.count,
+                ms.evaluation.count
+            )?;
+            writeln!(
+                md,
+                "- For documents, `top-1` does not apply; agreement is the share of documents whose nearest neighbour \
+                (embedding cosine) is the reference's; output error and feature cosine are on the embeddings."
+            )?;
+        } else {
+            writeln!(
+                md,
+                "- ONNX: `{}`; images `{}`, labels `{}`",
+                m.onnx.display(),
+                m.images.display(),
+                m.labels.as_ref().map_or_else(
+                    || "(none: unlabelled photographs)".to_string(),
+                    |l| l.display().to_string()
+                )
+            )?;
+            writeln!(
+                md,
+                "- Preprocessing: `x = (pixel * {} - mean) / std`, mean {:?}, std {:?}",
+                m.scale, m.mean, m.std
+            )?;
+            writeln!(
+                md,
+                "- Split: calibration images {}..{} (activation scales; the first {} also calibrate adaptive slicing), evaluation images {}..{} ({} images); disjoint",
+                ms.calibration.start,
+                ms.calibration.start + ms.calibration.count,
+                ms.calibration.count.min(crate::run::AWS_CALIBRATION_IMAGES),
+                ms.evaluation.start,
+                ms.evaluation.start + ms.evaluation.count,
+                ms.evaluation.count
+            )?;
+        }
         writeln!(
             md,
-            "- ONNX: `{}`; images `{}`, labels `{}`",
-            m.onnx.display(),
-            m.images.display(),
-            m.labels.as_ref().map_or_else(
-                || "(none: unlabelled photographs)".to_string(),
-                |l| l.display().to_string()
-            )
-        )?;
-        writeln!(
-            md,
-            "- Preprocessing: `x = (pixel * {} - mean) / std`, mean {:?}, std {:?}",
-            m.scale, m.mean, m.std
-        )?;
-        writeln!(
-            md,
-            "- Split: calibration images {}..{} (activation scales; the first {} also calibrate adaptive slicing), evaluation images {}..{} ({} images); disjoint",
-            ms.calibration.start,
-            ms.calibration.start + ms.calibration.count,
-            ms.calibration.count.min(crate::run::AWS_CALIBRATION_IMAGES),
-            ms.evaluation.start,
-            ms.evaluation.start + ms.evaluation.count,
-            ms.evaluation.count
-        )?;
-        writeln!(
-            md,
-            "- Crossbar layers: {}; {} MACs per image",
+            "- Crossbar layers: {}; {} MACs per {}",
             ms.layers.join("; "),
-            ms.macs_per_image
+            ms.macs_per_image,
+            if m.bert.is_some() {
+                "document (mean)"
+            } else {
+                "image"
+            }
         )?;
         writeln!(
             md,
@@ -322,6 +359,39 @@ fn report_text(spec: &Spec, res: &SweepResults) -> anyhow::Result<String> {
             opct(ms.top1_int8),
             pct(ms.agreement_int8_fp32)
         )?;
+        writeln!(
+            md,
+            "- Penultimate features (embeddings): mean cosine of the 8-bit reference's to float32's {:.6}\n",
+            ms.feature_cosine_int8_fp32
+        )?;
+        if let Some(c) = &ms.correlations {
+            writeln!(
+                md,
+                "- Lee-50 correlation of embedding cosine with the human ratings: **float32 Pearson {:.4}, Spearman {:.4}**; \
+                **8-bit digital Pearson {:.4}, Spearman {:.4}**\n",
+                c.pearson_fp32, c.spearman_fp32, c.pearson_int8, c.spearman_int8
+            )?;
+            writeln!(
+                md,
+                "| design | seed | Pearson | Spearman | embedding cosine vs 8-bit | vs float32 |"
+            )?;
+            writeln!(md, "|---|---|---|---|---|---|")?;
+            for r in res.rows.iter().filter(|r| r.model == m.name) {
+                writeln!(
+                    md,
+                    "| {} | {} | {} | {} | {:.6} | {:.6} |",
+                    r.arch,
+                    r.seed,
+                    r.pearson
+                        .map_or_else(|| "n/a".into(), |v| format!("{v:.4}")),
+                    r.spearman
+                        .map_or_else(|| "n/a".into(), |v| format!("{v:.4}")),
+                    r.feature_cosine_int8,
+                    r.feature_cosine_fp32
+                )?;
+            }
+            writeln!(md)?;
+        }
         if m.name.contains("mnist") {
             writeln!(
                 md,
@@ -332,13 +402,13 @@ fn report_text(spec: &Spec, res: &SweepResults) -> anyhow::Result<String> {
         }
         writeln!(
             md,
-            "| design | seed | top-1 | vs 8-bit ref (pp) | vs float32 (pp) | agreement with 8-bit ref | output rel. error vs 8-bit | in-range column sums | exact column-slices | recovery rate | converts / MAC |"
+            "| design | seed | top-1 | vs 8-bit ref (pp) | vs float32 (pp) | agreement with 8-bit ref | output rel. error vs 8-bit | feature cosine vs 8-bit | in-range column sums | exact column-slices | recovery rate | converts / MAC |"
         )?;
-        writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|")?;
+        writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|---|")?;
         for r in res.rows.iter().filter(|r| r.model == m.name) {
             writeln!(
                 md,
-                "| {} | {} | {} | {} | {} | {} | {:.2e} | {:.4} | {:.4} | {:.4} | {:.4} |",
+                "| {} | {} | {} | {} | {} | {} | {:.2e} | {:.6} | {:.4} | {:.4} | {:.4} | {:.4} |",
                 r.arch,
                 r.seed,
                 opct(r.top1),
@@ -346,6 +416,7 @@ fn report_text(spec: &Spec, res: &SweepResults) -> anyhow::Result<String> {
                 pp(r.top1, r.top1_fp32),
                 pct(r.agreement_int8),
                 r.output_rel_err_int8,
+                r.feature_cosine_int8,
                 r.in_range_fraction,
                 r.exact_fraction,
                 r.recovery_rate,
@@ -355,9 +426,12 @@ fn report_text(spec: &Spec, res: &SweepResults) -> anyhow::Result<String> {
         writeln!(md, "\n### Per layer (first seed)\n")?;
         writeln!(
             md,
-            "| design | layer | matrix | weight slicing | crossbars | utilisation | vectors / image | in-range | recovery rate | converts / MAC | ADC share vs 1b | avg cell value | avg input pulses |"
+            "| design | layer | matrix | weight slicing | crossbars | utilisation | vectors / image | in-range | recovery rate | converts / MAC | ADC share vs 1b | avg cell value | avg input pulses | layer rel. error |"
         )?;
-        writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|---|---|")?;
+        writeln!(
+            md,
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+        )?;
         let first = spec.seeds[0];
         for r in res
             .rows
@@ -367,7 +441,7 @@ fn report_text(spec: &Spec, res: &SweepResults) -> anyhow::Result<String> {
             for l in &r.layers {
                 writeln!(
                     md,
-                    "| {} | {} | {} | {} | {} | {:.4} | {:.0} | {:.4} | {:.4} | {:.4} | {:.3} | {:.3} | {:.3} |",
+                    "| {} | {} | {} | {} | {} | {:.4} | {:.0} | {:.4} | {:.4} | {:.4} | {:.3} | {:.3} | {:.3} | {:.2e} |",
                     r.arch,
                     l.layer,
                     l.matrix,
@@ -380,7 +454,8 @@ fn report_text(spec: &Spec, res: &SweepResults) -> anyhow::Result<String> {
                     l.converts_per_mac,
                     l.adc_action_share,
                     l.average_cell_value,
-                    l.average_input_pulses
+                    l.average_input_pulses,
+                    l.layer_rel_err
                 )?;
             }
         }

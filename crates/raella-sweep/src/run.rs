@@ -11,8 +11,8 @@ use sha2::{Digest, Sha256};
 
 use ndarray::{Array2, ArrayView2, s};
 use raella_network::{
-    CrossbarBackend, ExactBackend, IdxDataset, QuantModel, argmax_rows, eval_float, eval_quant,
-    import_onnx_file,
+    CrossbarBackend, ExactBackend, IdxDataset, QuantModel, argmax_rows, eval_float_features,
+    eval_quant, import_onnx_file, mean_row_cosine,
 };
 use raella_runtime::LayerStats;
 use serde::Serialize;
@@ -78,6 +78,10 @@ pub struct LayerRow {
     pub input_pulses_per_image: f64,
     /// Pulses x normalised level over read cells, per image.
     pub cell_charge_per_image: f64,
+    /// The layer's own output error: relative RMS error of sampled outputs
+    /// against exact integer MACs on the same 8-bit inputs.
+    #[serde(default)]
+    pub layer_rel_err: f64,
 }
 
 /// One model x design x seed.
@@ -111,6 +115,20 @@ pub struct ResultRow {
     pub exact_fraction: f64,
     /// Share of images whose top-1 equals the float32 reference's.
     pub agreement_fp32: f64,
+    /// Mean cosine similarity of the penultimate features (the last crossbar
+    /// layer's input; a text encoder's embeddings) to the 8-bit reference's.
+    #[serde(default)]
+    pub feature_cosine_int8: f64,
+    /// The same against the float32 reference.
+    #[serde(default)]
+    pub feature_cosine_fp32: f64,
+    /// Text encoders: Pearson correlation of embedding cosines with the human
+    /// similarity scores (Lee-50).
+    #[serde(default)]
+    pub pearson: Option<f64>,
+    /// Text encoders: Spearman correlation, likewise.
+    #[serde(default)]
+    pub spearman: Option<f64>,
     /// Per-layer statistics.
     pub layers: Vec<LayerRow>,
 }
@@ -134,8 +152,28 @@ pub struct ModelSummary {
     pub top1_int8: Option<f64>,
     /// Agreement of the 8-bit reference with float32.
     pub agreement_int8_fp32: f64,
+    /// Mean cosine of the 8-bit reference's penultimate features (embeddings)
+    /// to float32's.
+    #[serde(default)]
+    pub feature_cosine_int8_fp32: f64,
+    /// Text encoders: Pearson / Spearman of the float32 and 8-bit references.
+    #[serde(default)]
+    pub correlations: Option<ReferenceCorrelations>,
     /// Column-sum histograms of one layer per encoding (see [`ColumnSumHistogram`]).
     pub histograms: Vec<ColumnSumHistogram>,
+}
+
+/// Pearson and Spearman correlations of the references with human scores.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct ReferenceCorrelations {
+    /// float32 Pearson.
+    pub pearson_fp32: f64,
+    /// float32 Spearman.
+    pub spearman_fp32: f64,
+    /// 8-bit digital Pearson.
+    pub pearson_int8: f64,
+    /// 8-bit digital Spearman.
+    pub spearman_int8: f64,
 }
 
 /// The distribution of a layer's analog column sums under one design (before
@@ -310,11 +348,11 @@ fn accuracy_of(pred: &[usize], labels: &[u8]) -> f64 {
     ok as f64 / pred.len().max(1) as f64
 }
 
-fn agreement(a: &[usize], b: &[usize]) -> f64 {
+pub(crate) fn agreement(a: &[usize], b: &[usize]) -> f64 {
     a.iter().zip(b).filter(|(x, y)| x == y).count() as f64 / a.len().max(1) as f64
 }
 
-fn mean_rel_err(y: ArrayView2<'_, f32>, reference: ArrayView2<'_, f32>) -> f64 {
+pub(crate) fn mean_rel_err(y: ArrayView2<'_, f32>, reference: ArrayView2<'_, f32>) -> f64 {
     let mut total = 0.0;
     for (a, b) in y.rows().into_iter().zip(reference.rows()) {
         let num: f64 = a
@@ -335,7 +373,7 @@ fn mean_rel_err(y: ArrayView2<'_, f32>, reference: ArrayView2<'_, f32>) -> f64 {
     total / y.nrows().max(1) as f64
 }
 
-fn ratio(a: u64, b: u64) -> f64 {
+pub(crate) fn ratio(a: u64, b: u64) -> f64 {
     if b == 0 { 0.0 } else { a as f64 / b as f64 }
 }
 
@@ -400,7 +438,10 @@ pub fn run_with(
     let loaded = spec
         .models
         .iter()
-        .map(load_model)
+        .map(|m| match &m.bert {
+            Some(b) => crate::text::load_text(m, b).map(|t| Loaded::Text(Box::new(t))),
+            None => load_model(m).map(|l| Loaded::Image(Box::new(l))),
+        })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let points: Vec<(usize, usize, usize)> = (0..spec.models.len())
         .flat_map(|mi| {
@@ -420,7 +461,7 @@ pub fn run_with(
         selected.len()
     ));
     let bar = progress_bar(selected.len(), opts.progress_bar);
-    for (mi, (m, (graph, cal, eval, labels))) in spec.models.iter().zip(loaded).enumerate() {
+    for (mi, (m, ld)) in spec.models.iter().zip(loaded).enumerate() {
         let mine: Vec<(usize, usize)> = selected
             .iter()
             .filter(|p| p.0 == mi)
@@ -429,12 +470,32 @@ pub fn run_with(
         if mine.is_empty() {
             continue;
         }
+        let (graph, cal, eval, labels) = match ld {
+            Loaded::Image(l) => *l,
+            Loaded::Text(t) => {
+                progress(&format!(
+                    "{}: references on {} documents",
+                    m.name,
+                    t.documents()
+                ));
+                let model_hash = if opts.cache_dir.is_some() {
+                    Some(hash_model_files(m)?)
+                } else {
+                    None
+                };
+                let (summary, results) =
+                    crate::text::run_text(spec, opts, m, &t, &mine, model_hash.as_deref(), &bar)?;
+                out.models.push(summary);
+                record(&mut out, spec, m, &mine, results, &mut progress)?;
+                continue;
+            }
+        };
         progress(&format!(
             "{}: references on {} images",
             m.name,
             eval.nrows()
         ));
-        let float = eval_float(&graph, eval.view())?;
+        let (float, float_features) = eval_float_features(&graph, eval.view())?;
         let model = QuantModel::calibrate(graph, cal.view())?;
         let int8 = eval_quant(&model, &ExactBackend::new(&model), eval.view())?;
         let (pf, pi) = (argmax_rows(float.view()), argmax_rows(int8.outputs.view()));
@@ -463,6 +524,8 @@ pub fn run_with(
             top1_fp32,
             top1_int8,
             agreement_int8_fp32: agreement(&pi, &pf),
+            feature_cosine_int8_fp32: mean_row_cosine(int8.features.view(), float_features.view()),
+            correlations: None,
             histograms: column_sum_histograms(spec, &model, &captured)?,
         });
         let ctx = PointContext {
@@ -472,6 +535,8 @@ pub fn run_with(
             eval: &eval,
             labels: &labels,
             int8: &int8.outputs,
+            int8_features: &int8.features,
+            fp32_features: &float_features,
             pf: &pf,
             pi: &pi,
             top1_fp32,
@@ -482,62 +547,17 @@ pub fn run_with(
         } else {
             None
         };
-        // Per point: the row and, when computed, (build seconds, images/s).
-        type Computed = (ResultRow, Option<(f64, f64)>);
-        let results: Vec<anyhow::Result<Computed>> = mine
-            .par_iter()
-            .map(|&(ai, si)| {
-                let (arch, seed) = (&spec.archs[ai], spec.seeds[si]);
-                let cache = match (&opts.cache_dir, &model_hash) {
-                    (Some(dir), Some(h)) => {
-                        Some(dir.join(format!("{}.json", point_key(h, m, arch, seed))))
-                    }
-                    _ => None,
-                };
-                // A cached point is reused; an unreadable cache entry is recomputed.
-                let cached = cache
-                    .as_ref()
-                    .filter(|c| c.is_file())
-                    .and_then(|c| std::fs::read_to_string(c).ok())
-                    .and_then(|t| serde_json::from_str::<ResultRow>(&t).ok());
-                if let Some(row) = cached {
-                    bar.inc(1);
-                    return Ok((row, None));
-                }
-                let (row, build_s, eval_s) = run_point(&ctx, arch, seed)?;
-                let ips = eval.nrows() as f64 / eval_s.max(1e-9);
-                if let Some(c) = cache {
-                    write_atomic(&c, &serde_json::to_string(&row)?)?;
-                }
-                bar.set_message(format!("{:.0} images/s ({} / {})", ips, m.name, arch.name));
-                bar.inc(1);
-                Ok((row, Some((build_s, ips))))
-            })
-            .collect();
-        for (r, &(ai, si)) in results.into_iter().zip(&mine) {
-            let (row, ips) = r?;
-            let arch = &spec.archs[ai];
-            match ips {
-                Some((build_seconds, ips)) => {
-                    out.timings.push(Timing {
-                        model: m.name.clone(),
-                        arch: arch.name.clone(),
-                        seed: spec.seeds[si],
-                        build_seconds,
-                        images_per_second: ips,
-                    });
-                    progress(&format!(
-                        "{} / {} / seed {}: built in {build_seconds:.1} s, {ips:.2} images/s",
-                        m.name, arch.name, spec.seeds[si]
-                    ));
-                }
-                None => progress(&format!(
-                    "{} / {} / seed {}: cached",
-                    m.name, arch.name, spec.seeds[si]
-                )),
-            }
-            out.rows.push(row);
-        }
+        let results = run_points(
+            spec,
+            opts,
+            m,
+            model_hash.as_deref(),
+            &mine,
+            &bar,
+            eval.nrows(),
+            |arch, seed| run_point(&ctx, arch, seed),
+        );
+        record(&mut out, spec, m, &mine, results, &mut progress)?;
     }
     bar.finish_and_clear();
     if let (Some(cm), None) = (&cost_model, opts.shard) {
@@ -548,6 +568,95 @@ pub fn run_with(
     Ok(out)
 }
 
+/// A model and its data, loaded and checked before any work.
+enum Loaded {
+    Image(Box<LoadedModel>),
+    Text(Box<crate::text::LoadedText>),
+}
+
+/// Per point: the row and, when computed, (build seconds, images/s).
+pub(crate) type Computed = (ResultRow, Option<(f64, f64)>);
+
+/// Computes (or takes from the cache) the points `mine` of model `m` in
+/// parallel; `compute` returns a row with its build and evaluation seconds
+/// over `units` images (documents).
+pub(crate) fn run_points(
+    spec: &Spec,
+    opts: &RunOptions,
+    m: &ModelSpec,
+    model_hash: Option<&str>,
+    mine: &[(usize, usize)],
+    bar: &ProgressBar,
+    units: usize,
+    compute: impl Fn(&crate::spec::Arch, u64) -> anyhow::Result<(ResultRow, f64, f64)> + Sync,
+) -> Vec<anyhow::Result<Computed>> {
+    mine.par_iter()
+        .map(|&(ai, si)| {
+            let (arch, seed) = (&spec.archs[ai], spec.seeds[si]);
+            let cache = match (&opts.cache_dir, model_hash) {
+                (Some(dir), Some(h)) => {
+                    Some(dir.join(format!("{}.json", point_key(h, m, arch, seed))))
+                }
+                _ => None,
+            };
+            // A cached point is reused; an unreadable cache entry is recomputed.
+            let cached = cache
+                .as_ref()
+                .filter(|c| c.is_file())
+                .and_then(|c| std::fs::read_to_string(c).ok())
+                .and_then(|t| serde_json::from_str::<ResultRow>(&t).ok());
+            if let Some(row) = cached {
+                bar.inc(1);
+                return Ok((row, None));
+            }
+            let (row, build_s, eval_s) = compute(arch, seed)?;
+            let ips = units as f64 / eval_s.max(1e-9);
+            if let Some(c) = cache {
+                write_atomic(&c, &serde_json::to_string(&row)?)?;
+            }
+            bar.set_message(format!("{:.2} per s ({} / {})", ips, m.name, arch.name));
+            bar.inc(1);
+            Ok((row, Some((build_s, ips))))
+        })
+        .collect()
+}
+
+/// Adds computed points to the results, in point order, with their timings.
+fn record(
+    out: &mut SweepResults,
+    spec: &Spec,
+    m: &ModelSpec,
+    mine: &[(usize, usize)],
+    results: Vec<anyhow::Result<Computed>>,
+    progress: &mut impl FnMut(&str),
+) -> anyhow::Result<()> {
+    for (r, &(ai, si)) in results.into_iter().zip(mine) {
+        let (row, ips) = r?;
+        let arch = &spec.archs[ai];
+        match ips {
+            Some((build_seconds, ips)) => {
+                out.timings.push(Timing {
+                    model: m.name.clone(),
+                    arch: arch.name.clone(),
+                    seed: spec.seeds[si],
+                    build_seconds,
+                    images_per_second: ips,
+                });
+                progress(&format!(
+                    "{} / {} / seed {}: built in {build_seconds:.1} s, {ips:.2} images/s",
+                    m.name, arch.name, spec.seeds[si]
+                ));
+            }
+            None => progress(&format!(
+                "{} / {} / seed {}: cached",
+                m.name, arch.name, spec.seeds[si]
+            )),
+        }
+        out.rows.push(row);
+    }
+    Ok(())
+}
+
 /// Everything a point of one model shares.
 struct PointContext<'a> {
     m: &'a ModelSpec,
@@ -556,6 +665,8 @@ struct PointContext<'a> {
     eval: &'a Array2<f32>,
     labels: &'a [u8],
     int8: &'a Array2<f32>,
+    int8_features: &'a Array2<f32>,
+    fp32_features: &'a Array2<f32>,
     pf: &'a [usize],
     pi: &'a [usize],
     top1_fp32: Option<f64>,
@@ -563,12 +674,23 @@ struct PointContext<'a> {
 }
 
 /// The cache format; bump when a result row's meaning changes.
-const CACHE_VERSION: &str = "raella-sweep-point-v2";
+const CACHE_VERSION: &str = "raella-sweep-point-v3";
 
 fn hash_model_files(m: &ModelSpec) -> anyhow::Result<String> {
     let mut h = Sha256::new();
     let mut files = vec![m.onnx.clone()];
-    if m.images.is_dir() {
+    if let Some(b) = &m.bert {
+        files = ["config.json", "model.safetensors", "tokenizer.json"]
+            .iter()
+            .map(|f| b.model.join(f))
+            .chain(
+                ["lee.cor", "similarities0-1.txt"]
+                    .iter()
+                    .map(|f| b.lee50.join(f)),
+            )
+            .chain(std::iter::once(b.texts.clone()))
+            .collect();
+    } else if m.images.is_dir() {
         let mut imgs: Vec<PathBuf> = std::fs::read_dir(&m.images)
             .with_context(|| format!("reading {}", m.images.display()))?
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -645,6 +767,78 @@ fn progress_bar(n: usize, wanted: bool) -> ProgressBar {
     bar
 }
 
+/// What a per-layer row needs to know of a crossbar layer besides its run.
+pub(crate) struct LayerShape<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) kind: &'a str,
+    /// One group's int8 weights.
+    pub(crate) weights: &'a ndarray::Array2<i8>,
+    pub(crate) groups: usize,
+    pub(crate) signed: bool,
+    /// Input and output elements per image (document).
+    pub(crate) in_elems: f64,
+    pub(crate) out_elems: f64,
+}
+
+/// The per-layer row of a point: `st` summed over `images` images.
+pub(crate) fn layer_row(
+    shape: LayerShape<'_>,
+    programmed: &[raella_runtime::ProgrammedLayer],
+    slicing: &str,
+    st: &LayerStats,
+    images: f64,
+    arch: &crate::spec::Arch,
+) -> LayerRow {
+    let ms = programmed[0].mapped().stats();
+    let slices = programmed
+        .iter()
+        .map(|p| p.mapped().weight_slicing().len())
+        .max()
+        .unwrap_or(0);
+    let w = shape.weights;
+    let input_slices = arch.config().run.input.slicing().len();
+    LayerRow {
+        layer: shape.name.to_string(),
+        kind: shape.kind.to_string(),
+        matrix: format!(
+            "{} x {}{}",
+            w.nrows(),
+            w.ncols(),
+            if shape.groups > 1 {
+                format!(" x {}", shape.groups)
+            } else {
+                String::new()
+            }
+        ),
+        weight_slicing: slicing.to_string(),
+        vectors_per_image: st.vectors as f64 / images,
+        in_range_fraction: st.in_range_fraction(),
+        exact_fraction: st.exact_fraction(),
+        recovery_rate: st.recovery_rate(),
+        converts_per_mac: st.converts_per_mac(),
+        adc_action_share: st.adc_action_share(input_slices),
+        average_cell_value: st.average_cell_value(),
+        average_input_pulses: st.average_input_pulses(),
+        cim_units_per_weight: slices,
+        speculation: arch.speculative(),
+        crossbars: ms.crossbars,
+        utilisation: ms.utilisation,
+        groups: shape.groups,
+        rows: w.ncols(),
+        filters: w.nrows(),
+        passes: if shape.signed { 2.0 } else { 1.0 },
+        in_elems: shape.in_elems,
+        out_elems: shape.out_elems,
+        conversions_per_image: st.activity.conversions as f64 / images,
+        row_drives_per_image: st.activity.row_drives as f64 / images,
+        input_pulses_per_image: st.activity.input_pulses as f64 / images,
+        cell_charge_per_image: st.activity.cell_charge
+            / f64::from(st.activity.max_level.max(1))
+            / images,
+        layer_rel_err: st.checked_rel_err(),
+    }
+}
+
 fn run_point(
     ctx: &PointContext<'_>,
     arch: &crate::spec::Arch,
@@ -668,52 +862,24 @@ fn run_point(
         let st = st.clone().unwrap_or_default();
         total += &st;
         let pl = &backend.layers()[l];
-        let ms = pl[0].mapped().stats();
-        let slices = pl
-            .iter()
-            .map(|p| p.mapped().weight_slicing().len())
-            .max()
-            .unwrap_or(0);
         let w = &ql.groups[0].weights;
-        layers.push(LayerRow {
-            layer: ql.name.clone(),
-            kind: model.graph.nodes[ql.node].op.kind().to_string(),
-            matrix: format!(
-                "{} x {}{}",
-                w.nrows(),
-                w.ncols(),
-                if ql.groups.len() > 1 {
-                    format!(" x {}", ql.groups.len())
-                } else {
-                    String::new()
-                }
-            ),
-            weight_slicing: backend.slicings()[l].clone(),
-            vectors_per_image: st.vectors as f64 / images,
-            in_range_fraction: st.in_range_fraction(),
-            exact_fraction: st.exact_fraction(),
-            recovery_rate: st.recovery_rate(),
-            converts_per_mac: st.converts_per_mac(),
-            adc_action_share: st.adc_action_share(cfg.run.input.slicing().len()),
-            average_cell_value: st.average_cell_value(),
-            average_input_pulses: st.average_input_pulses(),
-            cim_units_per_weight: slices,
-            speculation: arch.speculative(),
-            crossbars: ms.crossbars,
-            utilisation: ms.utilisation,
-            groups: ql.groups.len(),
-            rows: w.ncols(),
-            filters: w.nrows(),
-            passes: if ql.signed_input { 2.0 } else { 1.0 },
-            in_elems: model.graph.numel(model.graph.nodes[ql.node].inputs[0]) as f64,
-            out_elems: model.graph.numel(model.graph.nodes[ql.node].output) as f64,
-            conversions_per_image: st.activity.conversions as f64 / images,
-            row_drives_per_image: st.activity.row_drives as f64 / images,
-            input_pulses_per_image: st.activity.input_pulses as f64 / images,
-            cell_charge_per_image: st.activity.cell_charge
-                / f64::from(st.activity.max_level.max(1))
-                / images,
-        });
+        let g = &model.graph;
+        layers.push(layer_row(
+            LayerShape {
+                name: &ql.name,
+                kind: g.nodes[ql.node].op.kind(),
+                weights: w,
+                groups: ql.groups.len(),
+                signed: ql.signed_input,
+                in_elems: g.numel(g.nodes[ql.node].inputs[0]) as f64,
+                out_elems: g.numel(g.nodes[ql.node].output) as f64,
+            },
+            pl,
+            &backend.slicings()[l],
+            &st,
+            images,
+            arch,
+        ));
     }
     let row = ResultRow {
         model: ctx.m.name.clone(),
@@ -734,6 +900,10 @@ fn run_point(
         converts_per_mac: ratio(total.activity.conversions, total.macs),
         exact_fraction: 1.0 - ratio(total.inexact_column_slices, total.column_sums),
         agreement_fp32: agreement(&pred, ctx.pf),
+        feature_cosine_int8: mean_row_cosine(ev.features.view(), ctx.int8_features.view()),
+        feature_cosine_fp32: mean_row_cosine(ev.features.view(), ctx.fp32_features.view()),
+        pearson: None,
+        spearman: None,
         layers,
     };
     Ok((row, build_s, eval_s))

@@ -210,8 +210,11 @@ pub struct ImageRange {
 #[serde(deny_unknown_fields)]
 struct RawModel {
     name: String,
-    onnx: PathBuf,
-    images: PathBuf,
+    onnx: Option<PathBuf>,
+    images: Option<PathBuf>,
+    bert: Option<PathBuf>,
+    lee50: Option<PathBuf>,
+    texts: Option<PathBuf>,
     labels: Option<PathBuf>,
     scale: Option<f32>,
     mean: Option<Vec<f32>>,
@@ -311,8 +314,23 @@ pub struct ModelSpec {
     pub std: Vec<f32>,
     /// Calibration images (activation scales, adaptive slicing).
     pub calibration: ImageRange,
-    /// Evaluation images, disjoint from calibration.
+    /// Evaluation images, disjoint from calibration (for a text encoder:
+    /// Lee-50 documents).
     pub evaluation: ImageRange,
+    /// A text encoder instead of an ONNX image model (`onnx` and `images` are
+    /// then empty): calibration indexes the lines of `texts`.
+    pub bert: Option<BertFiles>,
+}
+
+/// The files of a BERT text-encoder model of a sweep.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BertFiles {
+    /// Hugging Face folder: `config.json`, `model.safetensors`, `tokenizer.json`.
+    pub model: PathBuf,
+    /// Folder with Lee-50's `lee.cor` and `similarities0-1.txt`.
+    pub lee50: PathBuf,
+    /// Calibration texts, one per line (disjoint from Lee-50).
+    pub texts: PathBuf,
 }
 
 /// A validated sweep.
@@ -476,6 +494,107 @@ fn expand_grid(path: &Path, index: usize, g: &toml::Table) -> Result<Vec<ArchKno
         }
     }
     Ok(out)
+}
+
+/// "no such file", pointing at the fetch command for the git-ignored cache.
+fn missing(full: &Path) -> String {
+    if full.components().any(|c| c.as_os_str() == ".cache") {
+        format!(
+            "no such file ({}); models and data under .cache/ come from `cargo xtask fetch-models`",
+            full.display()
+        )
+    } else {
+        format!("no such file ({})", full.display())
+    }
+}
+
+/// Validates a `bert` model entry.
+fn bert_model(
+    path: &Path,
+    dir: &Path,
+    entry: &str,
+    bert: &Path,
+    m: &RawModel,
+) -> Result<ModelSpec, SpecError> {
+    if let Some((f, _)) = [
+        ("onnx", m.onnx.is_some()),
+        ("images", m.images.is_some()),
+        ("labels", m.labels.is_some()),
+        ("scale", m.scale.is_some()),
+        ("mean", m.mean.is_some()),
+        ("std", m.std.is_some()),
+    ]
+    .into_iter()
+    .find(|(_, set)| *set)
+    {
+        return Err(field(
+            path,
+            entry,
+            f,
+            "(set)",
+            "a `bert` model reads text: drop the image fields",
+        ));
+    }
+    let need = |f: &str, v: &Option<PathBuf>| {
+        v.clone().ok_or_else(|| {
+            field(
+                path,
+                entry,
+                f,
+                "(none)",
+                "a `bert` model needs `lee50` (documents and scores) and `texts` (calibration)",
+            )
+        })
+    };
+    let (lee50, texts) = (need("lee50", &m.lee50)?, need("texts", &m.texts)?);
+    for (f, p, is_dir) in [
+        ("bert", bert, true),
+        ("lee50", &lee50, true),
+        ("texts", &texts, false),
+    ] {
+        let full = dir.join(p);
+        let ok = if is_dir {
+            full.is_dir()
+        } else {
+            full.is_file()
+        };
+        if !ok {
+            return Err(field(
+                path,
+                entry,
+                f,
+                format!("\"{}\"", p.display()),
+                missing(&full),
+            ));
+        }
+    }
+    for (f, r) in [("calibration", m.calibration), ("evaluation", m.evaluation)] {
+        if r.count == 0 {
+            return Err(field(
+                path,
+                entry,
+                &format!("{f}.count"),
+                0,
+                "must be at least 1",
+            ));
+        }
+    }
+    Ok(ModelSpec {
+        name: m.name.clone(),
+        onnx: PathBuf::new(),
+        images: PathBuf::new(),
+        labels: None,
+        scale: 1.0,
+        mean: vec![],
+        std: vec![],
+        calibration: m.calibration,
+        evaluation: m.evaluation,
+        bert: Some(BertFiles {
+            model: dir.join(bert),
+            lee50: dir.join(lee50),
+            texts: dir.join(texts),
+        }),
+    })
 }
 
 fn field(
@@ -912,10 +1031,35 @@ impl Spec {
         let mut models = Vec::new();
         for m in raw.model {
             let entry = format!("model \"{}\"", m.name);
-            let images_dir = dir.join(&m.images).is_dir();
-            let mut files: Vec<(&str, &PathBuf)> = vec![("onnx", &m.onnx)];
+            if let Some(b) = &m.bert {
+                models.push(bert_model(path, &dir, &entry, b, &m)?);
+                continue;
+            }
+            let (Some(onnx), Some(images)) = (m.onnx.clone(), m.images.clone()) else {
+                return Err(field(
+                    path,
+                    &entry,
+                    if m.onnx.is_none() { "onnx" } else { "images" },
+                    "(none)",
+                    "a model needs `onnx` and `images` (or `bert`, `lee50` and `texts`)",
+                ));
+            };
+            if let Some((f, _)) = [("lee50", &m.lee50), ("texts", &m.texts)]
+                .into_iter()
+                .find(|(_, v)| v.is_some())
+            {
+                return Err(field(
+                    path,
+                    &entry,
+                    f,
+                    "(set)",
+                    "only a `bert` model takes Lee-50 documents and calibration texts",
+                ));
+            }
+            let images_dir = dir.join(&images).is_dir();
+            let mut files: Vec<(&str, &PathBuf)> = vec![("onnx", &onnx)];
             if !images_dir {
-                files.push(("images", &m.images));
+                files.push(("images", &images));
             }
             match (&m.labels, images_dir) {
                 (Some(l), false) => files.push(("labels", l)),
@@ -947,7 +1091,7 @@ impl Spec {
                         &entry,
                         f,
                         format!("\"{}\"", p.display()),
-                        format!("no such file ({})", full.display()),
+                        missing(&full),
                     ));
                 }
             }
@@ -1001,14 +1145,15 @@ impl Spec {
             }
             models.push(ModelSpec {
                 name: m.name,
-                onnx: dir.join(m.onnx),
-                images: dir.join(m.images),
+                onnx: dir.join(onnx),
+                images: dir.join(images),
                 labels: m.labels.map(|l| dir.join(l)),
                 scale,
                 mean,
                 std,
                 calibration: c,
                 evaluation: e,
+                bert: None,
             });
         }
         Ok(Self {

@@ -1,0 +1,94 @@
+//! A text-encoder model through the whole sweep: the committed tiny BERT
+//! (`fixtures/tiny_bert/`, seeded random weights, not a trained model) on five
+//! Lee-50-style documents, under noise-free isaac8b (which must equal the
+//! 8-bit digital reference exactly) and raella, with the cost model; the
+//! result files carry the text metrics and the shape-only cost comparison.
+
+use std::path::{Path, PathBuf};
+
+use raella_sweep::{Spec, run, write_results};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("workspace root")
+}
+
+const SPEC: &str = r#"
+name = "tiny-text"
+archs = ["isaac8b", "raella"]
+[cost]
+components = "FX/cost/components.toml"
+archs = "FX/cost/archs.toml"
+calibration = "FX/cost/calibration.toml"
+typical = "FX/cost/typical_stats.toml"
+[[model]]
+name = "tiny_bert"
+bert = "FX/tiny_bert/model"
+lee50 = "FX/tiny_bert/lee50"
+texts = "FX/tiny_bert/calibration.txt"
+calibration = { start = 0, count = 4 }
+evaluation = { start = 0, count = 5 }
+"#;
+
+#[test]
+fn a_text_model_runs_end_to_end_with_its_metrics() {
+    let fixtures = root().join("fixtures");
+    let out = std::env::temp_dir().join(format!("raella-text-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(&out).unwrap();
+    let path = out.join("spec.toml");
+    std::fs::write(&path, SPEC.replace("FX", &fixtures.display().to_string())).unwrap();
+    let spec = Spec::load(&path, &fixtures.join("presets.toml")).unwrap();
+    let out = out.join("results");
+    let res = run(&spec, |_| {}).unwrap();
+    assert_eq!(res.rows.len(), 2);
+    let summary = &res.models[0];
+    let c = summary
+        .correlations
+        .as_ref()
+        .expect("reference correlations");
+    assert!((-1.0..=1.0).contains(&c.pearson_fp32) && (-1.0..=1.0).contains(&c.spearman_int8));
+    assert!(summary.top1_fp32.is_none() && summary.macs_per_image > 0);
+    assert!(summary.feature_cosine_int8_fp32 > 0.9);
+    let isaac = &res.rows[0];
+    assert_eq!(isaac.arch, "isaac8b");
+    // Noise-free ISAAC is the 8-bit reference, bit for bit.
+    assert_eq!(isaac.output_rel_err_int8, 0.0);
+    assert_eq!(isaac.feature_cosine_int8, 1.0);
+    assert_eq!(isaac.agreement_int8, 1.0);
+    assert_eq!(isaac.pearson, Some(c.pearson_int8));
+    assert_eq!(isaac.spearman, Some(c.spearman_int8));
+    assert_eq!(isaac.layers.len(), 12, "2 encoder layers x 6 linear layers");
+    assert!(
+        isaac
+            .layers
+            .iter()
+            .all(|l| l.layer_rel_err == 0.0 && l.passes == 2.0)
+    );
+    let raella = &res.rows[1];
+    assert!(raella.top1.is_none() && raella.pearson.is_some());
+    assert!(raella.converts_per_mac < isaac.converts_per_mac);
+    assert!(raella.feature_cosine_int8 > 0.5 && raella.feature_cosine_int8 <= 1.0);
+    // Costs from the simulated activity and the shape-only estimate of the same network.
+    for dnn in ["tiny_bert", "tiny_bert (shape-only)"] {
+        assert_eq!(
+            res.energy.iter().filter(|e| e.dnn == dnn).count(),
+            2,
+            "{dnn}: one energy row per design"
+        );
+    }
+    write_results(&spec, &res, &out).unwrap();
+    let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
+    assert!(
+        csv.lines()
+            .next()
+            .unwrap()
+            .contains("feature_cosine_int8,feature_cosine_fp32,pearson,spearman")
+    );
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains("Lee-50 correlation") && report.contains("BERT encoder"));
+    assert!(out.join("stats/tiny_bert/raella/layer0.q.txt").is_file());
+    std::fs::remove_dir_all(out.parent().unwrap()).unwrap();
+}
