@@ -11,6 +11,8 @@
 //! after `cargo xtask fetch-models`. Each design is built once (compile,
 //! adaptive slicing, programming: reported separately), then the first `N`
 //! evaluation images (default 16) run twice; the faster run is reported.
+//! Text models (`bert`) embed the first `N` Lee-50 documents (the column
+//! reads documents per second).
 //! A slice-MAC is one used row x one used column x one input vector x one
 //! primary input slice (recovery work is done but not counted, so it lowers
 //! the ratio). The GEMM reference is one `1024 x 512 . 512 x 512` f32 product
@@ -20,7 +22,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use ndarray::{Array2, linalg::general_mat_mul, s};
-use raella_network::{CrossbarBackend, QuantModel, eval_quant};
+use raella_network::{BertModel, CrossbarBackend, Lee50, QuantModel, eval_quant};
 use raella_runtime::LayerStats;
 use raella_sweep::{AWS_CALIBRATION_IMAGES, Spec, load_model};
 use rayon::prelude::*;
@@ -79,6 +81,43 @@ fn main() -> anyhow::Result<()> {
         "model", "design", "build s", "images/s", "GMAC/img", "G slice-MAC/s", "ratio"
     );
     for m in &spec.models {
+        if let Some(b) = &m.bert {
+            // Text: the first `N` Lee-50 documents; "images/s" are documents/s.
+            let model = BertModel::load(&b.model)?;
+            let docs: Vec<String> = Lee50::load(&b.lee50)?
+                .documents
+                .into_iter()
+                .take(images)
+                .collect();
+            let text = std::fs::read_to_string(&b.texts)?;
+            let cal: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+            let quant = model.quantize(&cal)?;
+            let captured = quant.capture_inputs(&cal)?;
+            let layers = quant.crossbar_layers();
+            for arch in &spec.archs {
+                let t0 = Instant::now();
+                let backend = CrossbarBackend::build_layers(
+                    &layers,
+                    &arch.config(),
+                    &captured,
+                    spec.seeds[0],
+                )?;
+                let build = t0.elapsed().as_secs_f64();
+                let mut best = f64::INFINITY;
+                let mut total = LayerStats::default();
+                for _ in 0..2 {
+                    let t = Instant::now();
+                    let ev = quant.embed(&backend, &docs)?;
+                    best = best.min(t.elapsed().as_secs_f64());
+                    total = LayerStats::default();
+                    for st in ev.layer_stats.iter().flatten() {
+                        total += st;
+                    }
+                }
+                report(&m.name, &arch.name, build, docs.len(), best, &total, gflops);
+            }
+            continue;
+        }
         let (graph, cal, eval, _) = load_model(m)?;
         let n = images.min(eval.nrows());
         let eval = eval.slice(s![..n, ..]).to_owned();
@@ -101,18 +140,30 @@ fn main() -> anyhow::Result<()> {
                     total += st;
                 }
             }
-            let rate = total.slice_macs as f64 / best / 1e9;
-            println!(
-                "{:<14} {:<22} {:>8.1} {:>9.3} {:>10.3} {:>14.2} {:>7.3}",
-                m.name,
-                arch.name,
-                build,
-                n as f64 / best,
-                total.macs as f64 / n as f64 / 1e9,
-                rate,
-                2.0 * rate / gflops
-            );
+            report(&m.name, &arch.name, build, n, best, &total, gflops);
         }
     }
     Ok(())
+}
+
+fn report(
+    model: &str,
+    arch: &str,
+    build: f64,
+    n: usize,
+    secs: f64,
+    total: &LayerStats,
+    gflops: f64,
+) {
+    let rate = total.slice_macs as f64 / secs / 1e9;
+    println!(
+        "{:<14} {:<22} {:>8.1} {:>9.3} {:>10.3} {:>14.2} {:>7.3}",
+        model,
+        arch,
+        build,
+        n as f64 / secs,
+        total.macs as f64 / n as f64 / 1e9,
+        rate,
+        2.0 * rate / gflops
+    );
 }
