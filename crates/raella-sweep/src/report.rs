@@ -352,13 +352,21 @@ fn report_text(spec: &Spec, res: &SweepResults) -> anyhow::Result<String> {
                 "image"
             }
         )?;
-        writeln!(
-            md,
-            "- References on the evaluation images: **float32 top-1 {}**, **8-bit digital top-1 {}** (agreement with float32 {})\n",
-            opct(ms.top1_fp32),
-            opct(ms.top1_int8),
-            pct(ms.agreement_int8_fp32)
-        )?;
+        if m.bert.is_some() {
+            writeln!(
+                md,
+                "- References on the evaluation documents: the 8-bit reference's nearest-neighbour agreement with float32 {}\n",
+                pct(ms.agreement_int8_fp32)
+            )?;
+        } else {
+            writeln!(
+                md,
+                "- References on the evaluation images: **float32 top-1 {}**, **8-bit digital top-1 {}** (agreement with float32 {})\n",
+                opct(ms.top1_fp32),
+                opct(ms.top1_int8),
+                pct(ms.agreement_int8_fp32)
+            )?;
+        }
         writeln!(
             md,
             "- Penultimate features (embeddings): mean cosine of the 8-bit reference's to float32's {:.6}\n",
