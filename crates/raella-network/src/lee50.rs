@@ -9,7 +9,7 @@ use std::path::Path;
 use ndarray::{ArrayView1, ArrayView2};
 
 use crate::NetworkError;
-use crate::bert::FETCH_HINT;
+use crate::bert::read_cached;
 
 /// The 50 documents and the human similarity of each pair.
 #[derive(Debug, Clone)]
@@ -29,19 +29,6 @@ pub struct Correlations {
     pub spearman: f64,
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, NetworkError> {
-    if !path.exists() {
-        return Err(NetworkError::Missing {
-            path: path.to_path_buf(),
-            hint: FETCH_HINT,
-        });
-    }
-    std::fs::read(path).map_err(|source| NetworkError::Io {
-        path: path.to_path_buf(),
-        source,
-    })
-}
-
 impl Lee50 {
     /// Reads `dir/lee.cor` (one document per line; UTF-8, or Latin-1 for a
     /// line that is not UTF-8: gensim's copy has one Latin-1 pound sign) and
@@ -55,8 +42,8 @@ impl Lee50 {
     pub fn load(dir: &Path) -> Result<Self, NetworkError> {
         let cor = dir.join("lee.cor");
         let sims = dir.join("similarities0-1.txt");
-        let docs = read(&cor)?;
-        let matrix = read(&sims)?;
+        let docs = read_cached(&cor)?;
+        let matrix = read_cached(&sims)?;
         Self::parse(&docs, &matrix, &cor, &sims)
     }
 

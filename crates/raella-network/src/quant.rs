@@ -164,6 +164,26 @@ impl MacBackend for ExactBackend {
     }
 }
 
+/// The activation rule of every crossbar-layer input, from the range `[lo, hi]`
+/// its float values took on calibration data: `(scale, signed)`, with scale
+/// `max / 255` (uint8) when never negative, else `max |x| / 127` (int8, two
+/// crossbar passes); 1 for an all-zero or non-finite range.
+pub(crate) fn activation_scale(lo: f32, hi: f32) -> (f32, bool) {
+    let signed = lo < 0.0;
+    let max = if signed { lo.abs().max(hi) } else { hi };
+    let scale = if max > 0.0 && max.is_finite() {
+        max / if signed { 127.0 } else { 255.0 }
+    } else {
+        1.0
+    };
+    (scale, signed)
+}
+
+/// Widens `range` (min, max) to cover every value of `x`.
+pub(crate) fn widen_range(range: &mut (f32, f32), x: ArrayView2<'_, f32>) {
+    *range = x.iter().fold(*range, |(a, b), &v| (a.min(v), b.max(v)));
+}
+
 /// Records min and max of each crossbar layer's input during float runs.
 struct RangeRecorder {
     ranges: Mutex<Vec<(f32, f32)>>,
@@ -180,14 +200,8 @@ impl LayerExec for RangeRecorder {
         out_shape: &Shape,
         batch_index: u64,
     ) -> Result<Array2<f32>, NetworkError> {
-        let (lo, hi) = x
-            .iter()
-            .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| {
-                (a.min(v), b.max(v))
-            });
         if let Some(l) = self.node_to_layer[node_index] {
-            let mut r = self.ranges.lock().expect("no panics while held");
-            r[l] = (r[l].0.min(lo), r[l].1.max(hi));
+            widen_range(&mut self.ranges.lock().expect("no panics while held")[l], x);
         }
         FloatExec.crossbar_layer(node_index, node, x, in_shape, out_shape, batch_index)
     }
@@ -222,13 +236,7 @@ impl QuantModel {
         for (l, &n) in xl.iter().enumerate() {
             let node = &graph.nodes[n];
             let (lo, hi) = ranges[l];
-            let signed_input = lo < 0.0;
-            let max = if signed_input { lo.abs().max(hi) } else { hi };
-            let input_scale = if max > 0.0 && max.is_finite() {
-                max / if signed_input { 127.0 } else { 255.0 }
-            } else {
-                1.0
-            };
+            let (input_scale, signed_input) = activation_scale(lo, hi);
             let compile_err = |e| NetworkError::Compile {
                 layer: node.name.clone(),
                 source: e,

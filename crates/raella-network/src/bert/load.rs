@@ -8,29 +8,18 @@ use ndarray::{Array1, Array2};
 use safetensors::{Dtype, SafeTensors};
 use tokenizers::{Tokenizer, TruncationParams};
 
-use super::{BertConfig, BertLinear, BertModel, FETCH_HINT, LAYER_KINDS, LayerNorm, MAX_TOKENS};
+use super::{
+    BertConfig, BertLinear, BertModel, FETCH_HINT, LAYER_KINDS, LayerNorm, MAX_TOKENS, read_cached,
+};
 use crate::NetworkError;
-
-fn read(path: &Path) -> Result<Vec<u8>, NetworkError> {
-    if !path.exists() {
-        return Err(NetworkError::Missing {
-            path: path.to_path_buf(),
-            hint: FETCH_HINT,
-        });
-    }
-    std::fs::read(path).map_err(|source| NetworkError::Io {
-        path: path.to_path_buf(),
-        source,
-    })
-}
 
 fn config(path: &Path) -> Result<BertConfig, NetworkError> {
     let bad = |reason: String| NetworkError::ModelFile {
         path: path.to_path_buf(),
         reason,
     };
-    let c: BertConfig =
-        serde_json::from_slice(&read(path)?).map_err(|e| bad(format!("not a BERT config: {e}")))?;
+    let c: BertConfig = serde_json::from_slice(&read_cached(path)?)
+        .map_err(|e| bad(format!("not a BERT config: {e}")))?;
     for (field, v) in [
         ("vocab_size", c.vocab_size),
         ("hidden_size", c.hidden_size),
@@ -152,7 +141,7 @@ fn tokenizer(path: &Path, max_tokens: usize) -> Result<Tokenizer, NetworkError> 
         path: path.to_path_buf(),
         reason,
     };
-    let bytes = read(path)?;
+    let bytes = read_cached(path)?;
     let mut tok =
         Tokenizer::from_bytes(&bytes).map_err(|e| bad(format!("not a tokenizer: {e}")))?;
     tok.with_padding(None);
@@ -181,7 +170,7 @@ pub(super) fn load(dir: &Path, max_tokens: Option<usize>) -> Result<BertModel, N
     }
     let tokenizer = tokenizer(&dir.join("tokenizer.json"), max_tokens)?;
     let path = dir.join("model.safetensors");
-    let bytes = read(&path)?;
+    let bytes = read_cached(&path)?;
     let st = SafeTensors::deserialize(&bytes).map_err(|e| NetworkError::ModelFile {
         path: path.clone(),
         reason: format!("not a valid safetensors file (truncated?): {e}"),

@@ -48,6 +48,21 @@ pub const LAYER_KINDS: [&str; 6] = ["q", "k", "v", "o", "ffn1", "ffn2"];
 /// The hint attached to a missing model or data file.
 pub const FETCH_HINT: &str = "run `cargo xtask fetch-models` to extract it into .cache/models";
 
+/// Reads a file of the fetched model cache; a missing file is
+/// [`NetworkError::Missing`] with [`FETCH_HINT`].
+pub(crate) fn read_cached(path: &Path) -> Result<Vec<u8>, NetworkError> {
+    if !path.exists() {
+        return Err(NetworkError::Missing {
+            path: path.to_path_buf(),
+            hint: FETCH_HINT,
+        });
+    }
+    std::fs::read(path).map_err(|source| NetworkError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
 /// The fields of a Hugging Face BERT `config.json` the encoder uses.
 #[derive(Debug, Clone, Deserialize)]
 pub struct BertConfig {

@@ -71,15 +71,10 @@ struct RangeRecorder<'a> {
 
 impl Linears for RangeRecorder<'_> {
     fn linear(&self, layer: usize, x: ArrayView2<'_, f32>) -> Result<Array2<f32>, NetworkError> {
-        let (lo, hi) = x
-            .iter()
-            .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| {
-                (a.min(v), b.max(v))
-            });
-        {
-            let mut r = self.ranges.lock().expect("no panics while held");
-            r[layer] = (r[layer].0.min(lo), r[layer].1.max(hi));
-        }
+        crate::quant::widen_range(
+            &mut self.ranges.lock().expect("no panics while held")[layer],
+            x,
+        );
         Ok(float_linear(self.model, layer, x))
     }
 }
@@ -158,13 +153,7 @@ impl BertModel {
             .iter()
             .zip(ranges)
             .map(|(lin, (lo, hi))| {
-                let signed_input = lo < 0.0;
-                let max = if signed_input { lo.abs().max(hi) } else { hi };
-                let input_scale = if max > 0.0 && max.is_finite() {
-                    max / if signed_input { 127.0 } else { 255.0 }
-                } else {
-                    1.0
-                };
+                let (input_scale, signed_input) = crate::quant::activation_scale(lo, hi);
                 let weights =
                     quantize_per_channel(lin.weight.view()).map_err(|e| NetworkError::Compile {
                         layer: lin.name.clone(),
