@@ -109,13 +109,7 @@ fn main() -> Result<()> {
         let docs = &lee.documents[..isaac_docs.min(ndocs)];
         let t = Instant::now();
         let cal = q.capture_inputs(&calibration)?;
-        let arch = ArchConfig {
-            compile: CompileConfig::isaac(),
-            adaptive: None,
-            force_last: None,
-            run: RunConfig::isaac(),
-            device_noise: None,
-        };
+        let arch = ArchConfig::fixed(CompileConfig::isaac(), RunConfig::isaac());
         let xb = CrossbarBackend::build_layers(&q.crossbar_layers(), &arch, &cal, 1)?;
         let build_s = t.elapsed().as_secs_f64();
         let t = Instant::now();

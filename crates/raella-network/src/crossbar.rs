@@ -34,6 +34,21 @@ pub struct ArchConfig {
     pub device_noise: Option<DeviceNoise>,
 }
 
+impl ArchConfig {
+    /// A design with fixed weight slicing and ideal devices (no adaptive
+    /// slicing, no programming noise): `compile` and `run` as given.
+    #[must_use]
+    pub fn fixed(compile: CompileConfig, run: RunConfig) -> Self {
+        Self {
+            compile,
+            adaptive: None,
+            force_last: None,
+            run,
+            device_noise: None,
+        }
+    }
+}
+
 /// The programmed crossbars of every layer and group of a network.
 #[derive(Debug)]
 pub struct CrossbarBackend {

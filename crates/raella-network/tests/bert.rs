@@ -321,13 +321,7 @@ fn noise_free_isaac_equals_the_int8_reference_bit_for_bit() {
     assert_eq!(cal.len(), q.layers.len());
     let n0 = m.tokenize(TEXTS[0]).unwrap().ids.len() + m.tokenize(TEXTS[1]).unwrap().ids.len();
     assert!(cal.iter().all(|l| l.len() == 1 && l[0].nrows() == n0));
-    let arch = ArchConfig {
-        compile: CompileConfig::isaac(),
-        adaptive: None,
-        force_last: None,
-        run: RunConfig::isaac(),
-        device_noise: None,
-    };
+    let arch = ArchConfig::fixed(CompileConfig::isaac(), RunConfig::isaac());
     let xb = CrossbarBackend::build_layers(&q.crossbar_layers(), &arch, &cal, 3).unwrap();
     let sim = q.embed(&xb, TEXTS).unwrap();
     let int8 = q.embed(&q.exact_backend(), TEXTS).unwrap();

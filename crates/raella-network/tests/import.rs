@@ -420,16 +420,6 @@ fn int8_reference_tracks_float() {
     assert!(i.layer_stats.iter().all(Option::is_none));
 }
 
-fn arch(compile: CompileConfig, run: RunConfig) -> ArchConfig {
-    ArchConfig {
-        compile,
-        adaptive: None,
-        force_last: None,
-        run,
-        device_noise: None,
-    }
-}
-
 #[test]
 fn isaac_and_wide_adc_raella_equal_the_int8_reference_bit_for_bit() {
     let (q, x) = quant();
@@ -439,7 +429,7 @@ fn isaac_and_wide_adc_raella_equal_the_int8_reference_bit_for_bit() {
     let int8 = eval_quant(&q, &ExactBackend::new(&q), x.view()).unwrap();
     let isaac = CrossbarBackend::build(
         &q,
-        &arch(CompileConfig::isaac(), RunConfig::isaac()),
+        &ArchConfig::fixed(CompileConfig::isaac(), RunConfig::isaac()),
         &cal,
         1,
     )
@@ -451,7 +441,13 @@ fn isaac_and_wide_adc_raella_equal_the_int8_reference_bit_for_bit() {
     assert!(st.iter().all(|s| s.in_range_fraction() == 1.0));
     let mut run = RunConfig::raella();
     run.adc = Adc::new(20, true).unwrap();
-    let wide = CrossbarBackend::build(&q, &arch(CompileConfig::raella(), run), &cal, 1).unwrap();
+    let wide = CrossbarBackend::build(
+        &q,
+        &ArchConfig::fixed(CompileConfig::raella(), run),
+        &cal,
+        1,
+    )
+    .unwrap();
     assert_eq!(
         eval_quant(&q, &wide, x.view()).unwrap().outputs,
         int8.outputs
@@ -460,7 +456,13 @@ fn isaac_and_wide_adc_raella_equal_the_int8_reference_bit_for_bit() {
     let mut run = RunConfig::raella();
     run.adc = Adc::new(2, true).unwrap();
     run.input = InputMode::Fixed(Slicing::parse("4-2-2").unwrap());
-    let tiny = CrossbarBackend::build(&q, &arch(CompileConfig::raella(), run), &cal, 1).unwrap();
+    let tiny = CrossbarBackend::build(
+        &q,
+        &ArchConfig::fixed(CompileConfig::raella(), run),
+        &cal,
+        1,
+    )
+    .unwrap();
     let lossy = eval_quant(&q, &tiny, x.view()).unwrap();
     assert_ne!(lossy.outputs, int8.outputs);
     // The per-layer check against exact MACs sees it (and sees nothing on ISAAC).
