@@ -373,10 +373,6 @@ pub(crate) fn mean_rel_err(y: ArrayView2<'_, f32>, reference: ArrayView2<'_, f32
     total / y.nrows().max(1) as f64
 }
 
-pub(crate) fn ratio(a: u64, b: u64) -> f64 {
-    if b == 0 { 0.0 } else { a as f64 / b as f64 }
-}
-
 /// Runs the whole sweep. `progress` is told each finished point.
 ///
 /// # Errors
@@ -891,14 +887,10 @@ fn run_point(
         top1_int8: ctx.top1_int8,
         agreement_int8: agreement(&pred, ctx.pi),
         output_rel_err_int8: mean_rel_err(ev.outputs.view(), ctx.int8.view()),
-        in_range_fraction: ratio(total.column_sums_in_range, total.column_sums),
-        recovery_rate: if arch.speculative() {
-            ratio(total.flagged, total.column_sums)
-        } else {
-            0.0
-        },
-        converts_per_mac: ratio(total.activity.conversions, total.macs),
-        exact_fraction: 1.0 - ratio(total.inexact_column_slices, total.column_sums),
+        in_range_fraction: total.in_range_fraction(),
+        recovery_rate: total.recovery_rate(),
+        converts_per_mac: total.converts_per_mac(),
+        exact_fraction: total.exact_fraction(),
         agreement_fp32: agreement(&pred, ctx.pf),
         feature_cosine_int8: mean_row_cosine(ev.features.view(), ctx.int8_features.view()),
         feature_cosine_fp32: mean_row_cosine(ev.features.view(), ctx.fp32_features.view()),

@@ -21,7 +21,7 @@ use raella_runtime::LayerStats;
 
 use crate::run::{
     Computed, LayerShape, ModelSummary, ReferenceCorrelations, ResultRow, RunOptions, agreement,
-    layer_row, mean_rel_err, ratio, run_points,
+    layer_row, mean_rel_err, run_points,
 };
 use crate::spec::{BertFiles, ModelSpec, Spec};
 
@@ -199,14 +199,10 @@ pub(crate) fn run_text(
             top1_int8: None,
             agreement_int8: agreement(&nd, &ni),
             output_rel_err_int8: mean_rel_err(ev.embeddings.view(), int8.embeddings.view()),
-            in_range_fraction: ratio(total.column_sums_in_range, total.column_sums),
-            recovery_rate: if arch.speculative() {
-                ratio(total.flagged, total.column_sums)
-            } else {
-                0.0
-            },
-            converts_per_mac: ratio(total.activity.conversions, total.macs),
-            exact_fraction: 1.0 - ratio(total.inexact_column_slices, total.column_sums),
+            in_range_fraction: total.in_range_fraction(),
+            recovery_rate: total.recovery_rate(),
+            converts_per_mac: total.converts_per_mac(),
+            exact_fraction: total.exact_fraction(),
             agreement_fp32: agreement(&nd, &nf),
             feature_cosine_int8: mean_row_cosine(ev.embeddings.view(), int8.embeddings.view()),
             feature_cosine_fp32: mean_row_cosine(ev.embeddings.view(), float.view()),
