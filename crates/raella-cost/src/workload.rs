@@ -8,7 +8,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use crate::CostError;
-use crate::work::LayerShape;
+use crate::work::{LayerShape, LayerStatistics};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -148,6 +148,21 @@ pub struct TypicalStats {
     pub average_input_value: f64,
     /// Conversions relative to 1-bit inputs.
     pub adc_action_share: f64,
+}
+
+impl TypicalStats {
+    /// The statistics of one layer of a shape-only workload: these typical
+    /// values with the layer's weight slices and speculation.
+    #[must_use]
+    pub fn for_layer(&self, cim_units_per_weight: usize, speculation: bool) -> LayerStatistics {
+        LayerStatistics {
+            average_weight_value: self.average_weight_value,
+            average_input_value: self.average_input_value,
+            adc_action_share: self.adc_action_share,
+            cim_units_per_weight,
+            speculation_enabled: speculation,
+        }
+    }
 }
 
 /// Reads `fixtures/cost/typical_stats.toml`: a table of [`TypicalStats`] by design name.

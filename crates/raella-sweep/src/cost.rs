@@ -358,16 +358,7 @@ pub fn cost_workloads(spec: &Spec, cm: &CostModel) -> anyhow::Result<Vec<EnergyR
                             .with_context(|| format!("reading {}", f.display()))?;
                         (LayerStatistics::parse(&f, &text)?, "statistics")
                     }
-                    None => (
-                        LayerStatistics {
-                            average_weight_value: typ.average_weight_value,
-                            average_input_value: typ.average_input_value,
-                            adc_action_share: typ.adc_action_share,
-                            cim_units_per_weight: slices,
-                            speculation_enabled: sch.recovery,
-                        },
-                        "typical",
-                    ),
+                    None => (typ.for_layer(slices, sch.recovery), "typical"),
                 };
                 ws.push(LayerWork::estimate(
                     shape.clone(),
@@ -464,13 +455,7 @@ pub fn cost_simulated(
                     .enumerate()
                     .map(|(i, w)| {
                         let (slices, sch) = scheme(a, i, n, all_linear);
-                        let stats = LayerStatistics {
-                            average_weight_value: typ.average_weight_value,
-                            average_input_value: typ.average_input_value,
-                            adc_action_share: typ.adc_action_share,
-                            cim_units_per_weight: slices,
-                            speculation_enabled: sch.recovery,
-                        };
+                        let stats = typ.for_layer(slices, sch.recovery);
                         LayerWork::estimate(w.shape.clone(), arch, &stats, &sch, "typical")
                     })
                     .collect();
