@@ -72,6 +72,18 @@ impl<E: LayerExec> LayerExec for Features<'_, E> {
     }
 }
 
+/// Adds one part's per-layer statistics (batch, document) to `acc`, in order.
+pub(crate) fn add_layer_stats(acc: &mut [Option<LayerStats>], part: &[Option<LayerStats>]) {
+    for (a, s) in acc.iter_mut().zip(part) {
+        if let Some(s) = s {
+            match a {
+                Some(a) => *a += s,
+                None => *a = Some(s.clone()),
+            }
+        }
+    }
+}
+
 fn concat(parts: &[Array2<f32>]) -> Result<Array2<f32>, NetworkError> {
     let views: Vec<_> = parts.iter().map(|p| p.view()).collect();
     concatenate(Axis(0), &views).map_err(|e| NetworkError::BadInput(e.to_string()))
@@ -132,14 +144,7 @@ pub fn eval_quant(
         .collect::<Result<_, _>>()?;
     let mut layer_stats: Vec<Option<LayerStats>> = vec![None; model.layers.len()];
     for p in &parts {
-        for (acc, s) in layer_stats.iter_mut().zip(&p.layer_stats) {
-            if let Some(s) = s {
-                match acc {
-                    Some(a) => *a += s,
-                    None => *acc = Some(s.clone()),
-                }
-            }
-        }
+        add_layer_stats(&mut layer_stats, &p.layer_stats);
     }
     let (ys, fs): (Vec<_>, Vec<_>) = parts.into_iter().map(|p| (p.outputs, p.features)).unzip();
     Ok(Evaluation {

@@ -245,14 +245,7 @@ impl QuantBert<'_> {
             .collect::<Result<_, _>>()?;
         let mut layer_stats: Vec<Option<LayerStats>> = vec![None; self.layers.len()];
         for d in &docs {
-            for (acc, s) in layer_stats.iter_mut().zip(&d.stats) {
-                if let Some(s) = s {
-                    match acc {
-                        Some(a) => *a += s,
-                        None => *acc = Some(s.clone()),
-                    }
-                }
-            }
+            crate::eval::add_layer_stats(&mut layer_stats, &d.stats);
         }
         let rows: Vec<Array1<f32>> = docs.iter().map(|d| d.embedding.clone()).collect();
         Ok(BertEmbeddings {
