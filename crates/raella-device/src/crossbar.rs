@@ -10,6 +10,7 @@
 use ndarray::{Array2, ArrayView2, ArrayViewMut2, linalg::general_mat_mul};
 use rand::RngExt;
 
+use crate::packed::PackedLevels;
 use crate::{CellKind, CrossbarGeometry, DeviceError, DeviceNoise, Xoshiro256PlusPlus};
 
 /// Target device levels of one crossbar's used region, row-major.
@@ -205,6 +206,7 @@ pub struct ProgrammedCrossbar {
     diff: Array2<f32>,
     diff_t: Array2<f32>,
     level_planes: Option<LevelPlanes>,
+    packed: Option<PackedLevels>,
     magnitude: Array2<f32>,
     magnitude_t: Array2<f32>,
     row_magnitude: Vec<f32>,
@@ -221,6 +223,11 @@ impl ProgrammedCrossbar {
     ) -> Self {
         let diff_t = diff.t().as_standard_layout().into_owned();
         let level_planes = LevelPlanes::new(geometry, &diff, &magnitude);
+        // Integer levels (ideal programming) also get the packed integer layout.
+        #[allow(clippy::cast_possible_truncation)]
+        let packed = level_planes.as_ref().and_then(|_| {
+            PackedLevels::new(diff.nrows(), diff.ncols(), |r, c| diff[[r, c]] as i32)
+        });
         let magnitude_t = magnitude.t().as_standard_layout().into_owned();
         let row_magnitude = magnitude
             .rows()
@@ -233,6 +240,7 @@ impl ProgrammedCrossbar {
             diff,
             diff_t,
             level_planes,
+            packed,
             magnitude,
             magnitude_t,
             row_magnitude,
@@ -289,6 +297,35 @@ impl ProgrammedCrossbar {
         product(pulses, &self.diff, out);
     }
 
+    /// Whether the conductances are exactly the integer target levels (ideal
+    /// programming): then [`Self::column_sums_int`] applies.
+    #[must_use]
+    pub fn is_ideal(&self) -> bool {
+        self.packed.is_some()
+    }
+
+    /// Values per pulse vector of [`Self::column_sums_int`]: the used rows
+    /// rounded up to a multiple of 4 (the padding pulses must be zero).
+    #[must_use]
+    pub fn pulse_stride(&self) -> usize {
+        self.used_rows().div_ceil(4) * 4
+    }
+
+    /// Exact integer column sums of a batch of ideal devices:
+    /// `out[v][c] = sum_r pulses[v][r] * (G+ - G-)[r][c]`, pulse vectors of
+    /// [`Self::pulse_stride`] counts, `out` of `vectors x used_cols`. The same
+    /// integers as [`Self::column_sums`], several times faster (`u8 x i8`
+    /// products in `i32`; AVX-512 VNNI where the CPU has it).
+    ///
+    /// # Panics
+    /// If the crossbar is not ideal ([`Self::is_ideal`]) or on shape mismatch.
+    pub fn column_sums_int(&self, pulses: &[u8], out: &mut [i32]) {
+        self.packed
+            .as_ref()
+            .expect("integer column sums need ideal devices")
+            .column_sums(pulses, out);
+    }
+
     /// `N+ + N-` of a batch: `out = pulses . (G+ + G-)`, the noise magnitude.
     ///
     /// # Panics
@@ -319,6 +356,15 @@ impl ProgrammedCrossbar {
             return p.column_sum(col, row_bits) as f32;
         }
         bits_dot(row_bits, self.diff_column(col))
+    }
+
+    /// Words of a row bitset of `rows` rows as [`Self::column_sum_bits`] reads
+    /// it fastest: `rows / 64` rounded up to whole blocks of 8 words (512
+    /// rows), the padding zero. Shorter bitsets (at least `rows / 64` rounded
+    /// up) give the same sums.
+    #[must_use]
+    pub fn row_bit_words(rows: usize) -> usize {
+        rows.div_ceil(64 * PLANE_BLOCK) * PLANE_BLOCK
     }
 
     /// The exact integer column sum under a 1-bit input slice (see
@@ -366,11 +412,15 @@ fn bits_dot(row_bits: &[u64], w: &[f32]) -> f32 {
 /// the number of level bits the column actually uses (its widest level).
 #[derive(Debug, Clone)]
 struct LevelPlanes {
-    words: usize,
+    blocks: usize,
     bits: usize,
     col_bits: Vec<usize>,
-    data: Vec<u64>,
+    data: Vec<[u64; PLANE_BLOCK]>,
 }
+
+/// Words per block of a level plane: 512 rows, one 512-bit register, so the
+/// fixed-size loops of [`LevelPlanes::column_sum`] vectorise whole.
+const PLANE_BLOCK: usize = 8;
 
 impl LevelPlanes {
     /// `None` unless every conductance is an integer level (ideal programming).
@@ -386,10 +436,13 @@ impl LevelPlanes {
             return None;
         }
         let words = rows.div_ceil(64);
+        let blocks = words.div_ceil(PLANE_BLOCK);
         let bits = geometry.bits_per_device() as usize;
-        let mut data = vec![0u64; cols * bits * 2 * words];
+        let mut data = vec![[0u64; PLANE_BLOCK]; cols * bits * 2 * blocks];
         let mut col_bits = vec![0usize; cols];
         for r in 0..rows {
+            let (word, bit) = (r / 64, r % 64);
+            let (block, lane) = (word / PLANE_BLOCK, word % PLANE_BLOCK);
             for c in 0..cols {
                 // One device of a pair is 0 for compiled weights, but programming may
                 // drive both; recover each from the sum and difference.
@@ -400,14 +453,14 @@ impl LevelPlanes {
                     col_bits[c] = col_bits[c].max((32 - level.leading_zeros()) as usize);
                     for l in 0..bits {
                         if (level >> l) & 1 == 1 {
-                            data[((c * bits + l) * 2 + sign) * words + r / 64] |= 1u64 << (r % 64);
+                            data[((c * bits + l) * 2 + sign) * blocks + block][lane] |= 1u64 << bit;
                         }
                     }
                 }
             }
         }
         Some(Self {
-            words,
+            blocks,
             bits,
             col_bits,
             data,
@@ -416,23 +469,33 @@ impl LevelPlanes {
 
     #[inline]
     fn column_sum(&self, col: usize, row_bits: &[u64]) -> i32 {
-        let w = self.words;
-        let x = &row_bits[..w];
-        let mut sum = 0i32;
-        for l in 0..self.col_bits[col] {
-            let base = ((col * self.bits + l) * 2) * w;
-            let (p, n) = self.data[base..base + 2 * w].split_at(w);
-            let mut pos = 0u32;
-            let mut neg = 0u32;
-            for ((&xi, &pi), &ni) in x.iter().zip(p).zip(n) {
-                pos += (xi & pi).count_ones();
-                neg += (xi & ni).count_ones();
+        // Whole blocks when the caller padded its bitset (see `row_bit_words`).
+        let x = &row_bits[..(self.blocks * PLANE_BLOCK).min(row_bits.len())];
+        let nb = self.blocks;
+        let mut sum = 0i64;
+        for (bi, xw) in x.chunks(PLANE_BLOCK).enumerate() {
+            // Whole blocks are read in place (a copy into a local array would
+            // stall the vector load behind the scalar stores).
+            let xb: [u64; PLANE_BLOCK] = match <&[u64; PLANE_BLOCK]>::try_from(xw) {
+                Ok(full) => *full,
+                Err(_) => std::array::from_fn(|k| xw.get(k).copied().unwrap_or(0)),
+            };
+            // Per-lane sums over all level bits; one reduction at the end.
+            let mut lanes = [0i64; PLANE_BLOCK];
+            for l in 0..self.col_bits[col] {
+                let base = ((col * self.bits + l) * 2) * nb + bi;
+                let (p, n) = (&self.data[base], &self.data[base + nb]);
+                for k in 0..PLANE_BLOCK {
+                    let d = i64::from((xb[k] & p[k]).count_ones())
+                        - i64::from((xb[k] & n[k]).count_ones());
+                    lanes[k] += d << l;
+                }
             }
-            // Counts are at most the row count, far below 2^31.
-            #[allow(clippy::cast_possible_wrap)]
-            let d = pos as i32 - neg as i32;
-            sum += d << l;
+            sum += lanes.iter().sum::<i64>();
         }
+        // |sum| <= rows x 15, far below 2^31.
+        #[allow(clippy::cast_possible_truncation)]
+        let sum = sum as i32;
         sum
     }
 }
@@ -523,6 +586,49 @@ mod tests {
                         assert!((x - y).abs() <= 1e-3 * y.abs().max(1.0), "{x} vs {y}");
                     }
                 }
+            }
+        }
+    }
+
+    /// 1-bit column sums from the level planes equal the plain sum, for row
+    /// counts of one and several 512-row blocks, with unpadded and padded bitsets.
+    #[test]
+    fn bit_plane_sums_equal_the_plain_sum() {
+        let mut rng = stream_rng(9, &[]);
+        for &(rows, cols) in &[(5usize, 3usize), (100, 7), (512, 4), (700, 5)] {
+            let g = CrossbarGeometry::new(rows, cols, CellKind::TwoT2R, 4).unwrap();
+            let levels: Vec<i32> = (0..rows * cols)
+                .map(|_| rng.random_range(-15..=15))
+                .collect();
+            let pos = levels
+                .iter()
+                .map(|&l| u8::try_from(l.max(0)).unwrap())
+                .collect();
+            let neg = levels
+                .iter()
+                .map(|&l| u8::try_from((-l).max(0)).unwrap())
+                .collect();
+            let p = Crossbar::new(g, rows, cols, pos, Some(neg))
+                .unwrap()
+                .program(None, &mut stream_rng(0, &[]));
+            let active: Vec<bool> = (0..rows).map(|_| rng.random_range(0..3) == 0).collect();
+            let mut bits = vec![0u64; ProgrammedCrossbar::row_bit_words(rows)];
+            for (r, _) in active.iter().enumerate().filter(|(_, a)| **a) {
+                bits[r / 64] |= 1 << (r % 64);
+            }
+            for c in 0..cols {
+                let want: i32 = (0..rows)
+                    .filter(|&r| active[r])
+                    .map(|r| levels[r * cols + c])
+                    .sum();
+                assert_eq!(
+                    p.column_sum_bits_exact(c, &bits),
+                    Some(want),
+                    "{rows} rows padded"
+                );
+                let short = &bits[..rows.div_ceil(64)];
+                assert_eq!(p.column_sum_bits_exact(c, short), Some(want), "{rows} rows");
+                assert_eq!(p.column_sum_bits(c, short), want as f32);
             }
         }
     }

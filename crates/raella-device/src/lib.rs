@@ -35,6 +35,7 @@ mod crossbar;
 mod error;
 mod geometry;
 mod noise;
+mod packed;
 
 pub use activity::Activity;
 pub use adc::{Adc, Conversion};
