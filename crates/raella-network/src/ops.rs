@@ -6,6 +6,7 @@
 //! f32, exactly as written (no approximations).
 
 use ndarray::{Array2, ArrayView2, linalg::general_mat_mul};
+use rayon::prelude::*;
 
 use crate::graph::{ConvSpec, PoolSpec};
 
@@ -13,7 +14,7 @@ use crate::graph::{ConvSpec, PoolSpec};
 /// positions `(image, oh, ow)`, columns `(c, kh, kw)` of the group's channels,
 /// padding reads `T::default()` (zero).
 #[must_use]
-pub fn im2col<T: Copy + Default>(
+pub fn im2col<T: Copy + Default + Send + Sync>(
     x: ArrayView2<'_, T>,
     (c, h, w): (usize, usize, usize),
     conv: &ConvSpec,
@@ -28,15 +29,24 @@ pub fn im2col<T: Copy + Default>(
     let [sh, sw] = conv.stride;
     let [dh, dw] = conv.dilation;
     let (pt, pl) = (conv.pads[0], conv.pads[1]);
-    for (img, xrow) in x.rows().into_iter().enumerate() {
-        let xs = xrow.as_slice().map_or_else(|| xrow.to_vec(), <[T]>::to_vec);
-        for y in 0..oh {
-            for xo in 0..ow {
-                let mut orow = out.row_mut((img * oh + y) * ow + xo);
-                let o = orow.as_slice_mut().expect("standard layout");
+    let x = x.as_standard_layout();
+    let xs = x.as_slice().expect("standard layout");
+    let numel = x.ncols();
+    if k == 0 || ow == 0 {
+        return out;
+    }
+    // One output row of positions (image, y) per work item, in parallel.
+    out.as_slice_mut()
+        .expect("standard layout")
+        .par_chunks_mut(ow * k)
+        .enumerate()
+        .for_each(|(iy_row, rows)| {
+            let (img, y) = (iy_row / oh, iy_row % oh);
+            let image = &xs[img * numel..(img + 1) * numel];
+            for (xo, o) in rows.chunks_exact_mut(k).enumerate() {
                 let mut col = 0;
                 for ci in group * cg..(group + 1) * cg {
-                    let plane = &xs[ci * h * w..(ci + 1) * h * w];
+                    let plane = &image[ci * h * w..(ci + 1) * h * w];
                     for i in 0..kh {
                         let iy = (y * sh + i * dh).wrapping_sub(pt);
                         for j in 0..kw {
@@ -49,8 +59,7 @@ pub fn im2col<T: Copy + Default>(
                     }
                 }
             }
-        }
-    }
+        });
     out
 }
 
@@ -118,8 +127,17 @@ pub fn pool(
     let (oh, ow) = spec.out_hw(h, w).expect("shape checked at import");
     let mut out = Array2::<f32>::zeros((x.nrows(), c * oh * ow));
     let (pt, pl) = (spec.pads[0], spec.pads[1]);
-    for (xrow, mut orow) in x.rows().into_iter().zip(out.rows_mut()) {
-        for ch in 0..c {
+    if oh * ow == 0 {
+        return out;
+    }
+    // One (image, channel) plane per work item, in parallel.
+    out.as_slice_mut()
+        .expect("standard layout")
+        .par_chunks_mut(oh * ow)
+        .enumerate()
+        .for_each(|(plane, orow)| {
+            let (img, ch) = (plane / c, plane % c);
+            let xrow = x.row(img);
             for y in 0..oh {
                 for xo in 0..ow {
                     let (mut acc, mut count, mut window) =
@@ -156,11 +174,10 @@ pub fn pool(
                         .max(1) as f32;
                         acc / d
                     };
-                    orow[(ch * oh + y) * ow + xo] = v;
+                    orow[y * ow + xo] = v;
                 }
             }
-        }
-    }
+        });
     out
 }
 

@@ -21,6 +21,7 @@ use std::sync::Mutex;
 use ndarray::{Array2, ArrayView2, linalg::general_mat_mul};
 use raella_compiler::{QuantizedMatrix, quantize_per_channel};
 use raella_runtime::LayerStats;
+use rayon::prelude::*;
 
 use crate::NetworkError;
 use crate::forward::{FloatExec, LayerExec, forward};
@@ -364,10 +365,25 @@ pub(crate) fn quantize_input(x: ArrayView2<'_, f32>, scale: f32, signed: bool) -
     // Clamped before the cast, so it is exact.
     #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
     if signed {
-        QInput::Signed(x.mapv(|v| (v / scale).round().clamp(-127.0, 127.0) as i8))
+        QInput::Signed(par_map(x, |v| {
+            (v / scale).round().clamp(-127.0, 127.0) as i8
+        }))
     } else {
-        QInput::Unsigned(x.mapv(|v| (v / scale).round().clamp(0.0, 255.0) as u8))
+        QInput::Unsigned(par_map(x, |v| (v / scale).round().clamp(0.0, 255.0) as u8))
     }
+}
+
+/// `x.mapv(f)` on all threads (elementwise, so the result does not depend on them).
+fn par_map<T: Send>(x: ArrayView2<'_, f32>, f: impl Fn(f32) -> T + Sync) -> Array2<T> {
+    let x = x.as_standard_layout();
+    let data: Vec<T> = x
+        .as_slice()
+        .expect("standard layout")
+        .par_iter()
+        .with_min_len(1 << 14)
+        .map(|&v| f(v))
+        .collect();
+    Array2::from_shape_vec(x.raw_dim(), data).expect("same shape")
 }
 
 impl<B: MacBackend> QuantExec<'_, B> {

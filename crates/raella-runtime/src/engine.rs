@@ -718,7 +718,6 @@ fn recover(
     let words = ProgrammedCrossbar::row_bit_words(px.used_rows());
     let cols = px.used_cols();
     let mut out = Recovered::default();
-    let mut bit_sums = [0i32; 8];
     for &(v, c) in flagged {
         let start = (v * 8 + shift as usize) * words;
         let planes = &xbits[start..start + width as usize * words];
@@ -738,13 +737,10 @@ fn recover(
                 let s = px
                     .column_sum_bits_exact(c, plane)
                     .expect("integer sums come from ideal devices");
-                bit_sums[t as usize] = s;
                 rest -= s << t;
+                record(t, adc.convert_exact(s));
             }
-            bit_sums[0] = rest;
-            for t in 0..width {
-                record(t, adc.convert_exact(bit_sums[t as usize]));
-            }
+            record(0, adc.convert_exact(rest));
         } else {
             for (t, plane) in (0..width).zip(planes.chunks_exact(words)) {
                 let conv = match (rng.as_mut(), px.column_sum_bits_exact(c, plane)) {
