@@ -207,6 +207,7 @@ pub struct ProgrammedCrossbar {
     diff_t: Array2<f32>,
     level_planes: Option<LevelPlanes>,
     packed: Option<PackedLevels>,
+    packed_magnitude: Option<PackedLevels>,
     magnitude: Array2<f32>,
     magnitude_t: Array2<f32>,
     row_magnitude: Vec<f32>,
@@ -228,6 +229,12 @@ impl ProgrammedCrossbar {
         let packed = level_planes.as_ref().and_then(|_| {
             PackedLevels::new(diff.nrows(), diff.ncols(), |r, c| diff[[r, c]] as i32)
         });
+        #[allow(clippy::cast_possible_truncation)]
+        let packed_magnitude = packed.as_ref().and_then(|_| {
+            PackedLevels::new(magnitude.nrows(), magnitude.ncols(), |r, c| {
+                magnitude[[r, c]] as i32
+            })
+        });
         let magnitude_t = magnitude.t().as_standard_layout().into_owned();
         let row_magnitude = magnitude
             .rows()
@@ -241,6 +248,7 @@ impl ProgrammedCrossbar {
             diff_t,
             level_planes,
             packed,
+            packed_magnitude,
             magnitude,
             magnitude_t,
             row_magnitude,
@@ -297,11 +305,12 @@ impl ProgrammedCrossbar {
         product(pulses, &self.diff, out);
     }
 
-    /// Whether the conductances are exactly the integer target levels (ideal
-    /// programming): then [`Self::column_sums_int`] applies.
+    /// Whether the conductances are integer levels (ideal programming; stuck
+    /// cells at 0 or the maximum level keep them integers): then
+    /// [`Self::column_sums_int`] and [`Self::column_magnitudes_int`] apply.
     #[must_use]
     pub fn is_ideal(&self) -> bool {
-        self.packed.is_some()
+        self.packed.is_some() && self.packed_magnitude.is_some()
     }
 
     /// Values per pulse vector of [`Self::column_sums_int`]: the used rows
@@ -323,6 +332,18 @@ impl ProgrammedCrossbar {
         self.packed
             .as_ref()
             .expect("integer column sums need ideal devices")
+            .column_sums(pulses, out);
+    }
+
+    /// [`Self::column_magnitudes`] as exact integers, for ideal devices (see
+    /// [`Self::column_sums_int`] for the layout).
+    ///
+    /// # Panics
+    /// If the crossbar is not ideal ([`Self::is_ideal`]) or on shape mismatch.
+    pub fn column_magnitudes_int(&self, pulses: &[u8], out: &mut [i32]) {
+        self.packed_magnitude
+            .as_ref()
+            .expect("integer magnitudes need ideal devices")
             .column_sums(pulses, out);
     }
 
@@ -378,8 +399,14 @@ impl ProgrammedCrossbar {
     }
 
     /// `N+ + N-` of one used column under a 1-bit input slice (see [`Self::column_sum_bits`]).
+    /// Ideal crossbars answer exactly from the level bit-planes.
     #[must_use]
     pub fn column_magnitude_bits(&self, col: usize, row_bits: &[u64]) -> f32 {
+        if let Some(p) = &self.level_planes {
+            // Exact: sum <= rows x 30 < 2^24.
+            #[allow(clippy::cast_precision_loss)]
+            return p.column_sum_signed(col, row_bits, 1) as f32;
+        }
         bits_dot(row_bits, self.magnitude_column(col))
     }
 
@@ -467,8 +494,16 @@ impl LevelPlanes {
         })
     }
 
+    /// `sum_r bit_r * (G+ - G-)[r][col]`.
     #[inline]
     fn column_sum(&self, col: usize, row_bits: &[u64]) -> i32 {
+        self.column_sum_signed(col, row_bits, -1)
+    }
+
+    /// `sum_r bit_r * (G+ + neg_sign * G-)[r][col]`, `neg_sign` = -1 (the column
+    /// sum) or 1 (the magnitude `N+ + N-`).
+    #[inline]
+    fn column_sum_signed(&self, col: usize, row_bits: &[u64], neg_sign: i64) -> i32 {
         // Whole blocks when the caller padded its bitset (see `row_bit_words`).
         let x = &row_bits[..(self.blocks * PLANE_BLOCK).min(row_bits.len())];
         let nb = self.blocks;
@@ -487,13 +522,13 @@ impl LevelPlanes {
                 let (p, n) = (&self.data[base], &self.data[base + nb]);
                 for k in 0..PLANE_BLOCK {
                     let d = i64::from((xb[k] & p[k]).count_ones())
-                        - i64::from((xb[k] & n[k]).count_ones());
+                        + neg_sign * i64::from((xb[k] & n[k]).count_ones());
                     lanes[k] += d << l;
                 }
             }
             sum += lanes.iter().sum::<i64>();
         }
-        // |sum| <= rows x 15, far below 2^31.
+        // |sum| <= rows x 30, far below 2^31.
         #[allow(clippy::cast_possible_truncation)]
         let sum = sum as i32;
         sum
@@ -629,6 +664,16 @@ mod tests {
                 let short = &bits[..rows.div_ceil(64)];
                 assert_eq!(p.column_sum_bits_exact(c, short), Some(want), "{rows} rows");
                 assert_eq!(p.column_sum_bits(c, short), want as f32);
+                let mag: i32 = (0..rows)
+                    .filter(|&r| active[r])
+                    .map(|r| levels[r * cols + c].abs())
+                    .sum();
+                assert_eq!(
+                    p.column_magnitude_bits(c, &bits),
+                    mag as f32,
+                    "{rows} rows magnitude"
+                );
+                assert_eq!(p.column_magnitude_bits(c, short), mag as f32);
             }
         }
     }

@@ -285,8 +285,9 @@ impl ProgrammedLayer {
         }
 
         let pulse_lut = &luts.pulse;
-        // Ideal devices and no read noise: exact integer column sums.
-        let int_path = noise.is_off() && self.integer_sums;
+        // Ideal devices: exact integer column sums (and magnitudes), converted to
+        // f32 only when read noise perturbs them.
+        let int_path = self.integer_sums;
         let pulse_capacity_per_vector: u64 =
             widths.iter().map(|&w| (1u64 << w) - 1).sum::<u64>() + recovery_cycles;
 
@@ -354,10 +355,17 @@ impl ProgrammedLayer {
                 let cols = px.used_cols();
                 let mut acc = Array2::<i64>::zeros((b, cols));
                 let mut sums = match &pulses {
-                    Pulses::Int { .. } => Sums::Int(vec![0; b * cols]),
-                    Pulses::Real(_) => Sums::Real(Array2::zeros((b, cols))),
+                    Pulses::Int { .. } if noise.is_off() => Sums::Int(vec![0; b * cols]),
+                    _ => Sums::Real(Array2::zeros((b, cols))),
                 };
                 let mut mags = Array2::<f32>::zeros((b, if noise.is_off() { 0 } else { cols }));
+                // Integer scratch for ideal devices under read noise.
+                let (mut isums, mut imags) = match (&pulses, &sums) {
+                    (Pulses::Int { .. }, Sums::Real(_)) => {
+                        (vec![0i32; b * cols], vec![0i32; b * cols])
+                    }
+                    _ => (Vec::new(), Vec::new()),
+                };
                 let mut flagged: Vec<(usize, usize)> = Vec::new();
                 for j in 0..ns {
                     match (&pulses, &mut sums) {
@@ -365,10 +373,28 @@ impl ProgrammedLayer {
                             debug_assert_eq!(*stride, px.pulse_stride());
                             px.column_sums_int(&slices[j], sums);
                         }
-                        (Pulses::Real(p), Sums::Real(sums)) => {
-                            px.column_sums(p[j].view(), sums.view_mut());
+                        (pulses, Sums::Real(sums)) => {
+                            match pulses {
+                                Pulses::Real(p) => {
+                                    px.column_sums(p[j].view(), sums.view_mut());
+                                    if !noise.is_off() {
+                                        px.column_magnitudes(p[j].view(), mags.view_mut());
+                                    }
+                                }
+                                // Exact integers, so the same f32 values as the product above.
+                                #[allow(clippy::cast_precision_loss)]
+                                Pulses::Int { slices, .. } => {
+                                    px.column_sums_int(&slices[j], &mut isums);
+                                    px.column_magnitudes_int(&slices[j], &mut imags);
+                                    for (o, &v) in sums.iter_mut().zip(&isums) {
+                                        *o = v as f32;
+                                    }
+                                    for (o, &v) in mags.iter_mut().zip(&imags) {
+                                        *o = v as f32;
+                                    }
+                                }
+                            }
                             if !noise.is_off() {
-                                px.column_magnitudes(p[j].view(), mags.view_mut());
                                 for v in 0..b {
                                     let mut rng = noise_rng(cfg.seed, pass, xi, v0 + v, j);
                                     for c in 0..cols {
@@ -773,9 +799,10 @@ mod tests {
     use raella_device::{CrossbarGeometry, stream_rng};
     use rand::RngExt;
 
-    /// The integer path (ideal devices, no read noise) and the real-valued path
-    /// give the same outputs and statistics, ADC saturation and recovery
-    /// included, on crossbars of several row blocks and column tiles.
+    /// The integer products (ideal devices; converted to f32 under read noise)
+    /// and the real-valued path give the same outputs and statistics, ADC
+    /// saturation, recovery and read noise included, on crossbars of several
+    /// row blocks and column tiles.
     #[test]
     fn integer_and_real_paths_agree() {
         let mut rng = stream_rng(3, &[]);
@@ -814,7 +841,7 @@ mod tests {
             assert!(layer.integer_sums);
             let mut real = layer.clone();
             real.integer_sums = false;
-            for adc_bits in [3, 5, 7] {
+            for (adc_bits, e) in [(3, 0.0), (5, 0.0), (7, 0.0), (5, 0.08), (7, 0.12)] {
                 for recovery in [false, true] {
                     let cfg = RunConfig {
                         adc: Adc::new(adc_bits, true).unwrap(),
@@ -822,7 +849,7 @@ mod tests {
                             slicing: Slicing::new(vec![4, 2, 2], 8).unwrap(),
                             recovery,
                         },
-                        column_noise: ColumnNoise::default(),
+                        column_noise: ColumnNoise::new(e).unwrap(),
                         seed: 1,
                     };
                     let a = layer.run(inputs.view(), &cfg).unwrap();
