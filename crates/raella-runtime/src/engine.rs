@@ -2,11 +2,13 @@
 //! execution of input vectors on it.
 //!
 //! Per chunk of vectors and per crossbar, each input slice's column sums for
-//! the whole chunk are one matrix product (`pulses x (G+ - G-)`, f32, exact for
-//! integer sums below 2^24), computed over the non-zero pulses only
-//! ([`ProgrammedCrossbar::column_sums`]). The ADC, the speculation flags and the shift-add
-//! then run over that product; flagged column-slices are recovered by 1-bit
-//! dot products over their column only. The digital side adds the per-filter
+//! the whole chunk are one matrix product `pulses x (G+ - G-)`: exact `i32`
+//! integers for ideal devices ([`ProgrammedCrossbar::column_sums_int`]; made
+//! f32 when read noise perturbs them), else an f32 product over the non-zero
+//! pulses ([`ProgrammedCrossbar::column_sums`], exact for integer sums below
+//! 2^24, so both give the same values where both apply). The ADC, the
+//! speculation flags and the shift-add then run over that product; flagged
+//! column-slices are recovered by 1-bit dot products over their column only. The digital side adds the per-filter
 //! center term, undoes ISAAC bit flips and sums partial results across
 //! row blocks.
 //!
@@ -69,14 +71,15 @@ impl Luts {
 }
 
 /// One row block's pulse counts, one matrix per input slice: `u8` rows padded
-/// to [`ProgrammedCrossbar::pulse_stride`] for ideal devices without read
-/// noise (exact integer sums), `f32` otherwise.
+/// to [`ProgrammedCrossbar::pulse_stride`] for ideal devices (exact integer
+/// products), `f32` for programmed, real-valued conductances.
 enum Pulses {
     Int { stride: usize, slices: Vec<Vec<u8>> },
     Real(Vec<Array2<f32>>),
 }
 
-/// One crossbar's column sums of one input slice (`vectors x cols`, row-major).
+/// One crossbar's column sums of one input slice (`vectors x cols`, row-major):
+/// exact integers without read noise, else (possibly perturbed) `f32`.
 enum Sums {
     Int(Vec<i32>),
     Real(Array2<f32>),
@@ -87,8 +90,8 @@ enum Sums {
 pub struct ProgrammedLayer {
     mapped: MappedLayer,
     crossbars: Vec<ProgrammedCrossbar>,
-    /// Every crossbar ideal: without read noise, column sums are exact integers
-    /// ([`ProgrammedCrossbar::column_sums_int`]).
+    /// Every crossbar ideal: column sums and magnitudes are exact integer
+    /// products ([`ProgrammedCrossbar::column_sums_int`]).
     integer_sums: bool,
 }
 
