@@ -206,8 +206,8 @@ pub struct ProgrammedCrossbar {
     diff: Array2<f32>,
     diff_t: Array2<f32>,
     level_planes: Option<LevelPlanes>,
-    packed: Option<PackedLevels>,
-    packed_magnitude: Option<PackedLevels>,
+    /// Ideal devices only: `G+ - G-` and `G+ + G-` packed for integer batches.
+    packed: Option<(PackedLevels, PackedLevels)>,
     magnitude: Array2<f32>,
     magnitude_t: Array2<f32>,
     row_magnitude: Vec<f32>,
@@ -226,15 +226,11 @@ impl ProgrammedCrossbar {
         let level_planes = LevelPlanes::new(geometry, &diff, &magnitude);
         // Integer levels (ideal programming) also get the packed integer layout.
         #[allow(clippy::cast_possible_truncation)]
-        let packed = level_planes.as_ref().and_then(|_| {
-            PackedLevels::new(diff.nrows(), diff.ncols(), |r, c| diff[[r, c]] as i32)
-        });
-        #[allow(clippy::cast_possible_truncation)]
-        let packed_magnitude = packed.as_ref().and_then(|_| {
-            PackedLevels::new(magnitude.nrows(), magnitude.ncols(), |r, c| {
-                magnitude[[r, c]] as i32
-            })
-        });
+        let pack =
+            |g: &Array2<f32>| PackedLevels::new(g.nrows(), g.ncols(), |r, c| g[[r, c]] as i32);
+        let packed = level_planes
+            .as_ref()
+            .and_then(|_| Some((pack(&diff)?, pack(&magnitude)?)));
         let magnitude_t = magnitude.t().as_standard_layout().into_owned();
         let row_magnitude = magnitude
             .rows()
@@ -248,7 +244,6 @@ impl ProgrammedCrossbar {
             diff_t,
             level_planes,
             packed,
-            packed_magnitude,
             magnitude,
             magnitude_t,
             row_magnitude,
@@ -310,7 +305,7 @@ impl ProgrammedCrossbar {
     /// [`Self::column_sums_int`] and [`Self::column_magnitudes_int`] apply.
     #[must_use]
     pub fn is_ideal(&self) -> bool {
-        self.packed.is_some() && self.packed_magnitude.is_some()
+        self.packed.is_some()
     }
 
     /// Values per pulse vector of [`Self::column_sums_int`]: the used rows
@@ -332,6 +327,7 @@ impl ProgrammedCrossbar {
         self.packed
             .as_ref()
             .expect("integer column sums need ideal devices")
+            .0
             .column_sums(pulses, out);
     }
 
@@ -341,9 +337,10 @@ impl ProgrammedCrossbar {
     /// # Panics
     /// If the crossbar is not ideal ([`Self::is_ideal`]) or on shape mismatch.
     pub fn column_magnitudes_int(&self, pulses: &[u8], out: &mut [i32]) {
-        self.packed_magnitude
+        self.packed
             .as_ref()
             .expect("integer magnitudes need ideal devices")
+            .1
             .column_sums(pulses, out);
     }
 

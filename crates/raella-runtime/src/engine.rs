@@ -74,7 +74,7 @@ impl Luts {
 /// to [`ProgrammedCrossbar::pulse_stride`] for ideal devices (exact integer
 /// products), `f32` for programmed, real-valued conductances.
 enum Pulses {
-    Int { stride: usize, slices: Vec<Vec<u8>> },
+    Int(Vec<Vec<u8>>),
     Real(Vec<Array2<f32>>),
 }
 
@@ -288,9 +288,6 @@ impl ProgrammedLayer {
         }
 
         let pulse_lut = &luts.pulse;
-        // Ideal devices: exact integer column sums (and magnitudes), converted to
-        // f32 only when read noise perturbs them.
-        let int_path = self.integer_sums;
         let pulse_capacity_per_vector: u64 =
             widths.iter().map(|&w| (1u64 << w) - 1).sum::<u64>() + recovery_cycles;
 
@@ -306,7 +303,9 @@ impl ProgrammedLayer {
                 .into_owned();
             let xs = xr.as_slice().expect("standard layout");
             // Pulse matrices of this row block, one per input slice.
-            let pulses = if int_path {
+            // Ideal devices: exact integer column sums (and magnitudes), converted
+            // to f32 only when read noise perturbs them.
+            let pulses = if self.integer_sums {
                 let stride = self.crossbars[xi].pulse_stride();
                 let slices = luts
                     .slice_u8
@@ -321,7 +320,7 @@ impl ProgrammedLayer {
                         p
                     })
                     .collect();
-                Pulses::Int { stride, slices }
+                Pulses::Int(slices)
             } else {
                 Pulses::Real(
                     luts.slice
@@ -358,22 +357,19 @@ impl ProgrammedLayer {
                 let cols = px.used_cols();
                 let mut acc = Array2::<i64>::zeros((b, cols));
                 let mut sums = match &pulses {
-                    Pulses::Int { .. } if noise.is_off() => Sums::Int(vec![0; b * cols]),
+                    Pulses::Int(_) if noise.is_off() => Sums::Int(vec![0; b * cols]),
                     _ => Sums::Real(Array2::zeros((b, cols))),
                 };
                 let mut mags = Array2::<f32>::zeros((b, if noise.is_off() { 0 } else { cols }));
                 // Integer scratch for ideal devices under read noise.
                 let (mut isums, mut imags) = match (&pulses, &sums) {
-                    (Pulses::Int { .. }, Sums::Real(_)) => {
-                        (vec![0i32; b * cols], vec![0i32; b * cols])
-                    }
+                    (Pulses::Int(_), Sums::Real(_)) => (vec![0i32; b * cols], vec![0i32; b * cols]),
                     _ => (Vec::new(), Vec::new()),
                 };
                 let mut flagged: Vec<(usize, usize)> = Vec::new();
                 for j in 0..ns {
                     match (&pulses, &mut sums) {
-                        (Pulses::Int { stride, slices }, Sums::Int(sums)) => {
-                            debug_assert_eq!(*stride, px.pulse_stride());
+                        (Pulses::Int(slices), Sums::Int(sums)) => {
                             px.column_sums_int(&slices[j], sums);
                         }
                         (pulses, Sums::Real(sums)) => {
@@ -386,7 +382,7 @@ impl ProgrammedLayer {
                                 }
                                 // Exact integers, so the same f32 values as the product above.
                                 #[allow(clippy::cast_precision_loss)]
-                                Pulses::Int { slices, .. } => {
+                                Pulses::Int(slices) => {
                                     px.column_sums_int(&slices[j], &mut isums);
                                     px.column_magnitudes_int(&slices[j], &mut imags);
                                     for (o, &v) in sums.iter_mut().zip(&isums) {
@@ -601,10 +597,20 @@ fn find_flagged<T: Copy>(
 }
 
 /// Counts of one batch of conversions.
+#[derive(Default)]
 struct ConvertCounts {
     in_range: u64,
     saturated: u64,
     inexact: u64,
+}
+
+impl ConvertCounts {
+    /// Adds one block's `u32` counters (blocks keep them from overflowing).
+    fn add(&mut self, in_range: u32, saturated: u32, inexact: u32) {
+        self.in_range += u64::from(in_range);
+        self.saturated += u64::from(saturated);
+        self.inexact += u64::from(inexact);
+    }
 }
 
 /// Converts every column sum (as [`Adc::convert`]) and shift-adds the codes
@@ -620,11 +626,7 @@ fn convert_shift_add(
     let (lo, hi) = (adc.min_code() as f32, adc.max_code() as f32);
     let signed = adc.signed();
     let (mut in_range, mut saturated, mut inexact) = (0u32, 0u32, 0u32);
-    let mut total = ConvertCounts {
-        in_range: 0,
-        saturated: 0,
-        inexact: 0,
-    };
+    let mut total = ConvertCounts::default();
     let sums = sums.as_slice().expect("standard layout");
     let acc = acc.as_slice_mut().expect("standard layout");
     // Blocks keep the u32 counters from overflowing.
@@ -643,9 +645,7 @@ fn convert_shift_add(
             let c = if keep { code as i64 } else { 0 };
             *a += c << shift;
         }
-        total.in_range += u64::from(in_range);
-        total.saturated += u64::from(saturated);
-        total.inexact += u64::from(inexact);
+        total.add(in_range, saturated, inexact);
         (in_range, saturated, inexact) = (0, 0, 0);
     }
     total
@@ -666,11 +666,7 @@ fn convert_shift_add_int(
 ) -> ConvertCounts {
     let (lo, hi) = (adc.min_code(), adc.max_code());
     let signed = adc.signed();
-    let mut total = ConvertCounts {
-        in_range: 0,
-        saturated: 0,
-        inexact: 0,
-    };
+    let mut total = ConvertCounts::default();
     let acc = acc.as_slice_mut().expect("standard layout");
     for (v, (srow, arow)) in sums
         .chunks_exact(cols)
@@ -691,9 +687,7 @@ fn convert_shift_add_int(
                 word |= u64::from(sat) << i;
                 *a += i64::from(if keep { code } else { 0 }) << shift;
             }
-            total.in_range += u64::from(in_range);
-            total.saturated += u64::from(saturated);
-            total.inexact += u64::from(inexact);
+            total.add(in_range, saturated, inexact);
             if drop_flagged {
                 while word != 0 {
                     flagged.push((v, wi * 64 + word.trailing_zeros() as usize));
