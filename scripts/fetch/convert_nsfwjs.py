@@ -882,7 +882,7 @@ def preprocess_sidecar(js_name: str, size: int) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--cache", type=Path, default=Path("/work/main/.cache/models"))
+    ap.add_argument("--cache", type=Path, default=Path(__file__).resolve().parent.parent.parent / ".cache" / "models")
     ap.add_argument("--models", default=",".join(MODELS), help="comma list of: " + ", ".join(MODELS))
     ap.add_argument("--n-inputs", type=int, default=3, help="verification images per model")
     ap.add_argument("--n-ref-inception", type=int, default=3,

@@ -9,8 +9,10 @@
 //!   `cargo xtask sweep merge --out DIR SHARD_DIR...` merges shard outputs.
 //! * `cargo xtask calibrate-cost`: fits the cost model's two coefficients on the
 //!   paper's ResNet18 ablation energies and prints them (`fixtures/cost/calibration.toml`).
-//! * `cargo xtask fetch-models`: fetches the real-scale models and data (nsfwjs CNNs as ONNX,
-//!   all-MiniLM-L6-v2, the Lee-50 benchmark, sample photographs) into `.cache/models/`.
+//! * `cargo xtask fetch-models [--cache DIR]`: fetches the real-scale models and data (nsfwjs
+//!   CNNs as ONNX, all-MiniLM-L6-v2, the Lee-50 benchmark, sample photographs) into
+//!   `.cache/models/`, with its own Python venv (`.cache/models/venv`, pinned
+//!   `scripts/fetch/requirements.txt`).
 //! * `cargo xtask inspect-onnx MODEL.onnx`: imports a model, prints its op counts,
 //!   crossbar layers and MACs, and runs a float forward pass (checks a model before a sweep).
 //! * `cargo xtask bench`: the core throughput benchmark (optimised build), one line
@@ -18,6 +20,7 @@
 
 mod demo;
 mod fixture;
+mod venv;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -32,7 +35,7 @@ fn root() -> PathBuf {
 }
 
 fn usage() -> &'static str {
-    "usage: cargo xtask <sweep [SPEC.toml] [--out DIR] [--shard K/N] [--no-cache] | sweep merge --out DIR SHARD_DIR... | demo [--out DIR] | bench | calibrate-cost | inspect-onnx MODEL.onnx | fetch-models>"
+    "usage: cargo xtask <sweep [SPEC.toml] [--out DIR] [--shard K/N] [--no-cache] | sweep merge --out DIR SHARD_DIR... | demo [--out DIR] | bench | calibrate-cost | inspect-onnx MODEL.onnx | fetch-models [--cache DIR]>"
 }
 
 /// `p` made absolute against the caller's working directory (cargo runs the
@@ -141,12 +144,39 @@ fn real_main() -> Result<()> {
         }
         Some("fetch-models") => {
             let root = root();
-            let status = Command::new("python3")
+            let mut cache = root.join(".cache").join("models");
+            let mut it = args[1..].iter();
+            while let Some(a) = it.next() {
+                match a.as_str() {
+                    "--cache" => {
+                        cache = PathBuf::from(absolute(
+                            it.next().context("--cache needs a directory")?,
+                        )?);
+                    }
+                    other => bail!("unknown argument `{other}` for fetch-models\n{}", usage()),
+                }
+            }
+            venv::require_tools(
+                "fetch-models",
+                &[
+                    ("python3", "Python 3.9 or newer, for the converter"),
+                    ("node", "Node.js 18 or newer: nsfwjs is an npm package"),
+                    ("npm", "npm, to fetch nsfwjs and tfjs"),
+                ],
+            )?;
+            let python = venv::ensure(
+                &cache.join("venv"),
+                &root.join("scripts/fetch/requirements.txt"),
+            )?;
+            let status = Command::new(&python)
                 .current_dir(&root)
                 .arg(root.join("scripts/fetch/fetch_models.py"))
-                .args(&args[1..])
+                .arg("--cache")
+                .arg(&cache)
                 .status()
-                .context("running python3 scripts/fetch/fetch_models.py (needs python3 with numpy and onnx, pip, node and npm)")?;
+                .with_context(|| {
+                    format!("running {} scripts/fetch/fetch_models.py", python.display())
+                })?;
             if !status.success() {
                 bail!("fetch-models failed ({status})");
             }
