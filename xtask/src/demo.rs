@@ -9,17 +9,15 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use ndarray::{Array2, ArrayView2, Axis, concatenate, s};
 use raella_compiler::{
     AdaptiveSlicing, Calibration, CenterRule, CompileConfig, Encoding, ErrorMetric, RelativeRms,
     Slicing, compile, quantize_per_channel,
 };
-use raella_device::{Adc, CellKind, ColumnNoise, CrossbarGeometry};
+use raella_device::ColumnNoise;
 use raella_runtime::reference::exact_outputs;
-use raella_runtime::{
-    InputMode, LayerStats, ProgrammedLayer, RunConfig, calibration_run, choose_weight_slicing,
-};
+use raella_runtime::{InputMode, LayerStats, ProgrammedLayer, RunConfig, choose_weight_slicing};
 
 use crate::fixture::{FixtureLayer, Inputs, load};
 
@@ -29,120 +27,50 @@ const VECTORS_PER_IMAGE: [f64; 4] = [784.0, 196.0, 1.0, 1.0];
 
 /// A design point of the ablation.
 struct Arch {
-    name: &'static str,
-    what: &'static str,
+    name: String,
+    what: String,
     compile: CompileConfig,
     /// Adaptive weight slicing, calibrated under this run configuration.
     adaptive: Option<RunConfig>,
     run: RunConfig,
 }
 
+/// The demo's designs, in the ablation's order, from `fixtures/presets.toml`
+/// (the definitions the sweep and the cost model use).
+const DESIGNS: [&str; 9] = [
+    "isaac8b",
+    "unsigned512",
+    "center_offset",
+    "center_offset_aws",
+    "raella",
+    "raella_1b",
+    "ladder_unsigned",
+    "ladder_zero_offset",
+    "ladder_center_offset",
+];
+
 fn slicing(s: &str) -> Slicing {
     Slicing::parse(s).expect("valid slicing literal")
 }
 
-fn geometry(rows: usize, cell: CellKind, bits: u32) -> CrossbarGeometry {
-    CrossbarGeometry::new(rows, 512.max(rows), cell, bits).expect("valid geometry literal")
-}
-
-fn run(adc: Adc, input: InputMode) -> RunConfig {
-    RunConfig {
-        adc,
-        input,
-        column_noise: ColumnNoise::default(),
-        seed: 0,
-    }
-}
-
-fn adc(bits: u32, signed: bool) -> Adc {
-    Adc::new(bits, signed).expect("valid ADC literal")
-}
-
-fn archs() -> Vec<Arch> {
-    let co = |s: &str| CompileConfig {
-        geometry: geometry(512, CellKind::TwoT2R, 4),
-        encoding: Encoding::CenterOffset(CenterRule::Mean),
-        weight_slicing: slicing(s),
-    };
-    // Adaptive slicing is calibrated at 1-bit inputs on the design's ADC (see
-    // `raella_runtime::calibration_run`); raella and raella_1b share the choice.
-    let raella_cal = calibration_run(&RunConfig::raella());
-    vec![
-        Arch {
-            name: "isaac8b",
-            what: "128 rows, 1T1R 2b cells, unsigned offset + bit flip, 1b inputs, 8b unsigned ADC",
-            compile: CompileConfig::isaac(),
-            adaptive: None,
-            run: RunConfig::isaac(),
-        },
-        Arch {
-            name: "unsigned512",
-            what: "ISAAC's encoding naively on 512 rows: 2b slices, 1b inputs, 7b unsigned ADC",
-            compile: CompileConfig {
-                geometry: geometry(512, CellKind::OneT1R, 2),
-                encoding: Encoding::UnsignedOffset { bit_flip: true },
-                weight_slicing: slicing("2x4"),
-            },
-            adaptive: None,
-            run: run(adc(7, false), InputMode::one_bit()),
-        },
-        Arch {
-            name: "center_offset",
-            what: "512 rows, 2T2R Center+Offset (mean), 2b slices, 1b inputs, 7b signed ADC",
-            compile: co("2x4"),
-            adaptive: None,
-            run: run(Adc::RAELLA, InputMode::one_bit()),
-        },
-        Arch {
-            name: "center_offset_aws",
-            what: "+ adaptive weight slicing (last layer 1x8)",
-            compile: co("2x4"),
-            adaptive: Some(run(Adc::RAELLA, InputMode::one_bit())),
-            run: run(Adc::RAELLA, InputMode::one_bit()),
-        },
-        Arch {
-            name: "raella",
-            what: "+ speculation 4-2-2 with recovery",
-            compile: co("2x4"),
-            adaptive: Some(raella_cal.clone()),
-            run: RunConfig::raella(),
-        },
-        Arch {
-            name: "raella_1b",
-            what: "raella's slicing with plain 1b inputs, no speculation",
-            compile: co("2x4"),
-            adaptive: Some(raella_cal),
-            run: run(Adc::RAELLA, InputMode::one_bit()),
-        },
-        Arch {
-            name: "ladder_unsigned",
-            what: "ladder: unsigned offset + bit flip (1T1R 4b), 4-2-2 weights, 4-2-2 inputs, 7b unsigned ADC, no recovery",
-            compile: CompileConfig {
-                geometry: geometry(512, CellKind::OneT1R, 4),
-                encoding: Encoding::UnsignedOffset { bit_flip: true },
-                weight_slicing: slicing("4-2-2"),
-            },
-            adaptive: None,
-            run: run(adc(7, false), InputMode::Fixed(slicing("4-2-2"))),
-        },
-        Arch {
-            name: "ladder_zero_offset",
-            what: "ladder: 2T2R center 0, same slicing and ADC width (signed)",
-            compile: CompileConfig {
-                encoding: Encoding::ZeroOffset,
-                ..co("4-2-2")
-            },
-            adaptive: None,
-            run: run(Adc::RAELLA, InputMode::Fixed(slicing("4-2-2"))),
-        },
-        Arch {
-            name: "ladder_center_offset",
-            what: "ladder: 2T2R Center+Offset (mean), same slicing and ADC",
-            compile: co("4-2-2"),
-            adaptive: None,
-            run: run(Adc::RAELLA, InputMode::Fixed(slicing("4-2-2"))),
-        },
-    ]
+fn archs(root: &Path) -> Result<Vec<Arch>> {
+    let presets = raella_sweep::load_designs(&root.join("fixtures/presets.toml"))?;
+    DESIGNS
+        .iter()
+        .map(|&name| {
+            let d = presets
+                .get(name)
+                .with_context(|| format!("fixtures/presets.toml has no preset `{name}`"))?;
+            let cfg = d.config();
+            Ok(Arch {
+                name: name.to_string(),
+                what: d.knobs.description.clone().unwrap_or_default(),
+                compile: cfg.compile,
+                adaptive: cfg.adaptive.map(|(_, run)| run),
+                run: cfg.run,
+            })
+        })
+        .collect()
 }
 
 /// A layer prepared for the demo: int8 weights, the calibration / evaluation split.
@@ -317,7 +245,7 @@ pub fn run_demo(root: &Path) -> Result<String> {
         policy.budget()
     )?;
 
-    let archs = archs();
+    let archs = archs(root)?;
     writeln!(md, "## Designs\n")?;
     for a in &archs {
         writeln!(md, "- `{}`: {}", a.name, a.what)?;
@@ -452,8 +380,8 @@ pub fn run_demo(root: &Path) -> Result<String> {
         for name in ["isaac8b", "raella"] {
             let a = archs.iter().find(|a| a.name == name).expect("defined");
             let mut noisy = Arch {
-                name: a.name,
-                what: a.what,
+                name: a.name.clone(),
+                what: a.what.clone(),
                 compile: a.compile.clone(),
                 adaptive: a.adaptive.clone(),
                 run: a.run.clone(),

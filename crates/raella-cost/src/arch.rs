@@ -1,17 +1,21 @@
-//! Architecture descriptions (`fixtures/cost/archs.toml`): chip -> tiles ->
-//! macros -> crossbars (+ ADCs, DACs, buffers), and the model's two calibrated
+//! A design's organisation as the cost model sees it: chip -> tiles -> macros
+//! -> crossbars (+ ADCs, DACs, buffers), and the model's two calibrated
 //! coefficients (`fixtures/cost/calibration.toml`).
+//!
+//! A `CostArch` is not read from a file of its own: the sweep builds it from
+//! the same resolved design knobs that configure the simulation
+//! (`fixtures/presets.toml`), so a design overridden in a spec (ADC bits, rows,
+//! cells, ...) is costed as it was simulated.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::CostError;
 use crate::tables::Components;
 
 /// How rows are driven.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DacKind {
     /// ISAAC's 1-bit DAC: its published energy per drive, spent on drives of a `1`.
@@ -20,9 +24,28 @@ pub enum DacKind {
     PulseTrain,
 }
 
+/// The digital correction every output needs, set by the weight encoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum DigitalCorrection {
+    /// Center+Offset: a running sum of the inputs and one center multiply-add per output.
+    Center,
+    /// ISAAC's unsigned offset: `-128 * sum(x)`, one add per output.
+    Offset,
+    /// Zero+Offset (center 0): nothing.
+    None,
+}
+
+/// Tiles per chip.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Tiles {
+    /// A fixed count (ISAAC's chip: 168).
+    Fixed(usize),
+    /// As many as fit in the iso-area budget.
+    IsoArea,
+}
+
 /// One design's organisation.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CostArch {
     /// Crossbar rows.
     pub rows: usize,
@@ -46,14 +69,87 @@ pub struct CostArch {
     pub crossbars_per_macro: usize,
     /// Macros per tile.
     pub macros_per_tile: usize,
-    /// Tiles per chip; absent: as many as fit the iso-area budget.
-    pub tiles: Option<usize>,
+    /// Tiles per chip.
+    pub tiles: Tiles,
     /// Tiles sharing one router.
     pub tiles_per_router: usize,
     /// Crossbar cycle (one input slice), ns.
     pub cycle_ns: f64,
-    /// Center+Offset's digital center multiply-add per output.
-    pub center_correction: bool,
+    /// The encoding's digital correction per output.
+    pub correction: DigitalCorrection,
+}
+
+impl CostArch {
+    /// Checks that every field is possible.
+    ///
+    /// # Errors
+    /// [`CostError::Knob`] naming the field and its value.
+    pub fn validate(&self) -> Result<(), CostError> {
+        let knob = |field: &'static str, value: String, reason: String| CostError::Knob {
+            field,
+            value,
+            reason,
+        };
+        for (f, v) in [
+            ("rows", self.rows),
+            ("cols", self.cols),
+            ("devices_per_cell", self.devices_per_cell),
+            ("adcs_per_crossbar", self.adcs_per_crossbar),
+            ("crossbars_per_macro", self.crossbars_per_macro),
+            ("macros_per_tile", self.macros_per_tile),
+            ("tiles_per_router", self.tiles_per_router),
+        ] {
+            if v == 0 {
+                return Err(knob(f, "0".into(), "must be at least 1".into()));
+            }
+        }
+        if self.tiles == Tiles::Fixed(0) {
+            return Err(knob("tiles", "0".into(), "must be at least 1".into()));
+        }
+        if self.adcs_per_crossbar > self.cols {
+            return Err(knob(
+                "adcs_per_crossbar",
+                self.adcs_per_crossbar.to_string(),
+                format!("more ADCs than the crossbar's {} columns", self.cols),
+            ));
+        }
+        for (f, v) in [
+            ("cell_area_f2", self.cell_area_f2),
+            ("r_on_ohm", self.r_on_ohm),
+            ("cycle_ns", self.cycle_ns),
+        ] {
+            if !v.is_finite() || v <= 0.0 {
+                return Err(knob(f, v.to_string(), "must be a positive number".into()));
+            }
+        }
+        if self.max_level == 0 {
+            return Err(knob(
+                "bits_per_device",
+                "0".into(),
+                "must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks that the component tables can cost this design (an ADC
+    /// resolution the table has).
+    ///
+    /// # Errors
+    /// [`CostError::Knob`] naming the field and its value.
+    pub fn check_tables(&self, components: &Components) -> Result<(), CostError> {
+        for r in [
+            components.adc_energy_pj(self.adc_bits),
+            components.adc_area_um2(self.adc_bits),
+        ] {
+            r.map_err(|e| CostError::Knob {
+                field: "adc_bits",
+                value: self.adc_bits.to_string(),
+                reason: e.to_string(),
+            })?;
+        }
+        Ok(())
+    }
 }
 
 /// The calibrated coefficients (at most two, fitted on one DNN; see `docs/COST.md`).
@@ -64,131 +160,6 @@ pub struct Calibration {
     pub cell_scale: f64,
     /// Pulse-train DAC energy per pulse, pJ.
     pub pulse_dac_pj: f64,
-}
-
-// No deny_unknown_fields here: it does not combine with `flatten`; every design
-// table is parsed strictly as a `CostArch` below.
-#[derive(Deserialize)]
-struct RawArchs {
-    iso_area_reference: String,
-    #[serde(flatten)]
-    archs: BTreeMap<String, toml::Value>,
-}
-
-/// All designs of an architecture file.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CostArchs {
-    /// The design whose chip area is the iso-area budget.
-    pub iso_area_reference: String,
-    /// Designs by name.
-    pub archs: BTreeMap<String, CostArch>,
-}
-
-fn field(path: &Path, entry: &str, field: &str, value: impl ToString, reason: &str) -> CostError {
-    CostError::Field {
-        path: path.to_path_buf(),
-        entry: entry.to_string(),
-        field: field.to_string(),
-        value: value.to_string(),
-        reason: reason.to_string(),
-    }
-}
-
-impl CostArchs {
-    /// Reads and validates an architecture file.
-    ///
-    /// # Errors
-    /// Unreadable or malformed file, impossible organisations, or a reference
-    /// design that is missing or has no fixed tile count.
-    pub fn load(path: &Path, components: &Components) -> Result<Self, CostError> {
-        let text = std::fs::read_to_string(path).map_err(|source| CostError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let toml_err = |e: toml::de::Error| CostError::Toml {
-            path: path.to_path_buf(),
-            message: e.to_string().trim_end().to_string(),
-        };
-        let raw: RawArchs = toml::from_str(&text).map_err(toml_err)?;
-        let mut archs = BTreeMap::new();
-        for (name, v) in raw.archs {
-            let a: CostArch = v.try_into().map_err(|e: toml::de::Error| CostError::Toml {
-                path: path.to_path_buf(),
-                message: format!("[{name}]: {}", e.to_string().trim_end()),
-            })?;
-            let entry = format!("[{name}]");
-            for (f, v) in [
-                ("rows", a.rows),
-                ("cols", a.cols),
-                ("devices_per_cell", a.devices_per_cell),
-                ("adcs_per_crossbar", a.adcs_per_crossbar),
-                ("crossbars_per_macro", a.crossbars_per_macro),
-                ("macros_per_tile", a.macros_per_tile),
-                ("tiles_per_router", a.tiles_per_router),
-            ] {
-                if v == 0 {
-                    return Err(field(path, &entry, f, 0, "must be at least 1"));
-                }
-            }
-            if a.tiles == Some(0) {
-                return Err(field(path, &entry, "tiles", 0, "must be at least 1"));
-            }
-            for (f, v) in [
-                ("cell_area_f2", a.cell_area_f2),
-                ("r_on_ohm", a.r_on_ohm),
-                ("cycle_ns", a.cycle_ns),
-            ] {
-                if !v.is_finite() || v <= 0.0 {
-                    return Err(field(path, &entry, f, v, "must be a positive number"));
-                }
-            }
-            if a.max_level == 0 {
-                return Err(field(path, &entry, "max_level", 0, "must be at least 1"));
-            }
-            components
-                .adc_energy_pj(a.adc_bits)
-                .map_err(|e| field(path, &entry, "adc_bits", a.adc_bits, &e.to_string()))?;
-            archs.insert(name, a);
-        }
-        match archs.get(&raw.iso_area_reference) {
-            Some(a) if a.tiles.is_some() => {}
-            Some(_) => {
-                return Err(field(
-                    path,
-                    "",
-                    "iso_area_reference",
-                    &raw.iso_area_reference,
-                    "the reference design needs a fixed `tiles`",
-                ));
-            }
-            None => {
-                return Err(field(
-                    path,
-                    "",
-                    "iso_area_reference",
-                    &raw.iso_area_reference,
-                    "no such design in this file",
-                ));
-            }
-        }
-        Ok(Self {
-            iso_area_reference: raw.iso_area_reference,
-            archs,
-        })
-    }
-
-    /// A design by name.
-    ///
-    /// # Errors
-    /// [`CostError::Missing`] naming the known designs.
-    pub fn get(&self, name: &str) -> Result<&CostArch, CostError> {
-        self.archs.get(name).ok_or_else(|| {
-            CostError::Missing(format!(
-                "no cost architecture `{name}` (known: {})",
-                self.archs.keys().cloned().collect::<Vec<_>>().join(", ")
-            ))
-        })
-    }
 }
 
 impl Calibration {
@@ -210,13 +181,13 @@ impl Calibration {
             ("pulse_dac_pj", c.pulse_dac_pj),
         ] {
             if !v.is_finite() || v < 0.0 {
-                return Err(field(
-                    path,
-                    "",
-                    f,
-                    v,
-                    "must be a finite, non-negative number",
-                ));
+                return Err(CostError::Field {
+                    path: path.to_path_buf(),
+                    entry: String::new(),
+                    field: f.to_string(),
+                    value: v.to_string(),
+                    reason: "must be a finite, non-negative number".into(),
+                });
             }
         }
         Ok(c)

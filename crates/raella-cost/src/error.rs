@@ -38,6 +38,16 @@ pub enum CostError {
         /// Why.
         reason: String,
     },
+    /// A design knob the cost model cannot cost (the caller names the design).
+    #[error("`{field}` = {value}: {reason}")]
+    Knob {
+        /// The knob.
+        field: &'static str,
+        /// Its value.
+        value: String,
+        /// Why.
+        reason: String,
+    },
     /// A lookup that has no entry (an ADC resolution missing from the table, an unknown design).
     #[error("{0}")]
     Missing(String),

@@ -6,16 +6,19 @@
 //! functional simulation or estimated from a layer's shape and statistics file;
 //! area comes from the organisation ([`tile_area`]); throughput from cycles,
 //! mapping and pipelining with replication of the slowest layer ([`map_network`]).
-//! Component energies live in `fixtures/cost/components.toml`, organisations in
-//! `fixtures/cost/archs.toml`, each entry with its source.
+//! Component energies live in `fixtures/cost/components.toml`, each entry with
+//! its source; a design's organisation ([`CostArch`]) is built by the caller
+//! from the same knobs that configure its simulation (`fixtures/presets.toml`).
 //!
 //! ```
-//! use raella_cost::{CostArch, DacKind, LayerShape, LayerWork, LayerStatistics, InputScheme};
+//! use raella_cost::{CostArch, DacKind, DigitalCorrection, LayerShape, LayerWork, LayerStatistics,
+//!     InputScheme, Tiles};
 //!
 //! let arch = CostArch {
 //!     rows: 512, cols: 512, devices_per_cell: 2, cell_area_f2: 5.49, r_on_ohm: 1333.0, max_level: 15,
 //!     adc_bits: 7, adcs_per_crossbar: 4, dac: DacKind::PulseTrain, crossbars_per_macro: 4,
-//!     macros_per_tile: 8, tiles: None, tiles_per_router: 4, cycle_ns: 100.0, center_correction: true,
+//!     macros_per_tile: 8, tiles: Tiles::IsoArea, tiles_per_router: 4, cycle_ns: 100.0,
+//!     correction: DigitalCorrection::Center,
 //! };
 //! let shape = LayerShape { name: "fc".into(), vectors: 1.0, groups: 1, rows: 512, filters: 170,
 //!     in_elems: 512.0, out_elems: 170.0 };
@@ -33,7 +36,7 @@ mod tables;
 mod work;
 mod workload;
 
-pub use arch::{Calibration, CostArch, CostArchs, DacKind};
+pub use arch::{Calibration, CostArch, DacKind, DigitalCorrection, Tiles};
 pub use error::CostError;
 pub use model::{
     Energy, LayerPlacement, NetworkPerf, TileArea, cycle_ns, layer_energy, map_network, tile_area,

@@ -6,7 +6,7 @@ use std::ops::AddAssign;
 use serde::Serialize;
 
 use crate::CostError;
-use crate::arch::{Calibration, CostArch, DacKind};
+use crate::arch::{Calibration, CostArch, DacKind, DigitalCorrection};
 use crate::tables::Components;
 use crate::work::{LayerWork, blocks, layer_crossbars};
 
@@ -128,13 +128,15 @@ pub fn layer_energy(
     let outputs = s.vectors * w.passes * groups * s.filters as f64;
     let mut output_buffer_pj =
         w.conversions * c.add_pj(16.0) + outputs * (rb as f64 - 1.0) * c.add_pj(32.0);
-    if arch.center_correction {
-        // Running input sums, and one center multiply-add per output.
-        input_buffer_pj += s.vectors * w.passes * groups * s.rows as f64 * c.add_pj(16.0);
-        output_buffer_pj += outputs * (c.mul_pj(8.0, 16.0) + c.add_pj(32.0));
-    } else {
+    match arch.correction {
+        DigitalCorrection::Center => {
+            // Running input sums, and one center multiply-add per output.
+            input_buffer_pj += s.vectors * w.passes * groups * s.rows as f64 * c.add_pj(16.0);
+            output_buffer_pj += outputs * (c.mul_pj(8.0, 16.0) + c.add_pj(32.0));
+        }
         // The unsigned offset's digital `-128 * sum x`: one add per output.
-        output_buffer_pj += outputs * c.add_pj(32.0);
+        DigitalCorrection::Offset => output_buffer_pj += outputs * c.add_pj(32.0),
+        DigitalCorrection::None => {}
     }
     let requantisation_pj = s.out_elems * c.requantisation.energy_pj_per_output;
     let bits = (s.in_elems + s.out_elems) * 8.0;
@@ -194,7 +196,7 @@ pub fn tile_area(arch: &CostArch, c: &Components) -> Result<TileArea, CostError>
     let dacs = arch.rows as f64 * c.dac_1b.area_um2;
     let col = arch.cols as f64 * c.column_buffer.area_um2
         + arch.adcs_per_crossbar as f64 * c.shift_add.area_um2;
-    let center = if arch.center_correction {
+    let center = if arch.correction == DigitalCorrection::Center {
         arch.macros_per_tile as f64 * (c.mul_area_um2(8.0, 16.0) + c.add_area_um2(32.0))
     } else {
         0.0

@@ -5,18 +5,63 @@ use std::path::{Path, PathBuf};
 
 use proptest::prelude::*;
 use raella_cost::{
-    Calibration, Components, CostArchs, DacKind, LayerShape, LayerWork, cycle_ns, layer_energy,
-    map_network, tile_area,
+    Calibration, Components, CostArch, DacKind, DigitalCorrection, LayerShape, LayerWork, Tiles,
+    cycle_ns, layer_energy, map_network, tile_area,
 };
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/cost")
 }
 
-fn load() -> (Components, CostArchs) {
+/// Organisations of the test designs, written out here (the project's designs
+/// live in `fixtures/presets.toml`; the sweep's tests check those).
+struct Archs;
+
+impl Archs {
+    fn get(&self, name: &str) -> Option<CostArch> {
+        let raella = CostArch {
+            rows: 512,
+            cols: 512,
+            devices_per_cell: 2,
+            cell_area_f2: 5.49,
+            r_on_ohm: 1333.0,
+            max_level: 15,
+            adc_bits: 7,
+            adcs_per_crossbar: 4,
+            dac: DacKind::PulseTrain,
+            crossbars_per_macro: 4,
+            macros_per_tile: 8,
+            tiles: Tiles::IsoArea,
+            tiles_per_router: 4,
+            cycle_ns: 100.0,
+            correction: DigitalCorrection::Center,
+        };
+        match name {
+            "raella" | "center_offset" => Some(raella),
+            "isaac8b" => Some(CostArch {
+                rows: 128,
+                cols: 128,
+                devices_per_cell: 1,
+                cell_area_f2: 1.49,
+                r_on_ohm: 2000.0,
+                max_level: 3,
+                adc_bits: 8,
+                adcs_per_crossbar: 1,
+                dac: DacKind::OneBit,
+                crossbars_per_macro: 8,
+                macros_per_tile: 12,
+                tiles: Tiles::Fixed(168),
+                correction: DigitalCorrection::Offset,
+                ..raella
+            }),
+            _ => None,
+        }
+    }
+}
+
+fn load() -> (Components, Archs) {
     let c = Components::load(&fixtures().join("components.toml")).unwrap();
-    let a = CostArchs::load(&fixtures().join("archs.toml"), &c).unwrap();
-    (c, a)
+    (c, Archs)
 }
 
 const CAL: Calibration = Calibration {
@@ -57,7 +102,7 @@ fn close(a: f64, b: f64) {
 fn one_crossbar_energy_by_hand() {
     let (c, archs) = load();
     let raella = archs.get("raella").unwrap();
-    let e = layer_energy(&one_crossbar(), raella, &c, &CAL).unwrap();
+    let e = layer_energy(&one_crossbar(), &raella, &c, &CAL).unwrap();
     // ADC: 1630 conversions x (7-bit SAR 1.42 + shift-add 0.021 + column buffer 0.0023).
     close(e.adc_pj, 1630.0 * (1.42 + 0.021 + 0.0023));
     // Cells: 20000 pulse-levels x 0.2^2 V^2 / 1333 ohm x 1 ns = 0.030008 pJ each.
@@ -96,7 +141,7 @@ fn isaac_dac_is_charged_per_one_bit_and_no_center_unit() {
     w.shape.filters = 32;
     w.weight_slices = 4;
     w.speculation = false;
-    let e = layer_energy(&w, isaac, &c, &CAL).unwrap();
+    let e = layer_energy(&w, &isaac, &c, &CAL).unwrap();
     close(e.dac_pj, 1000.0 * 0.417);
     close(e.adc_pj, 1630.0 * (1.67 + 0.021 + 0.0023));
     close(e.cells_pj, 20_000.0 * 0.04 / 2000.0 * 1e3);
@@ -111,7 +156,7 @@ fn isaac_dac_is_charged_per_one_bit_and_no_center_unit() {
 fn tile_area_by_hand() {
     let (c, archs) = load();
     let r = archs.get("raella").unwrap();
-    let t = tile_area(r, &c).unwrap();
+    let t = tile_area(&r, &c).unwrap();
     let xbars = 32.0; // 4 per macro x 8 macros
     close(
         t.cells_um2,
@@ -132,11 +177,11 @@ fn small_layer_latency_and_replication() {
     let (c, archs) = load();
     let r = archs.get("raella").unwrap();
     // ADCs keep up with the analog cycle: 512 columns / (4 x 1.28 GS/s) = 100 ns.
-    close(cycle_ns(r, &c), 100.0);
+    close(cycle_ns(&r, &c), 100.0);
     let mut w = one_crossbar();
     w.shape.vectors = 10.0;
     // One tile (32 crossbars): the 1-crossbar layer is replicated 10 times (once per vector).
-    let p = map_network(&[w.clone()], r, &c, 1).unwrap();
+    let p = map_network(&[w.clone()], &r, &c, 1).unwrap();
     assert_eq!(p.layers[0].crossbars, 1);
     assert_eq!(p.layers[0].replicas, 10);
     close(p.layers[0].time_ns, 11.0 * 100.0);
@@ -174,13 +219,13 @@ proptest! {
         let arch = archs.get(design).unwrap();
         let mut w = one_crossbar();
         (w.conversions, w.row_drives, w.input_pulses, w.cell_charge) = base;
-        let e0 = layer_energy(&w, arch, &c, &CAL).unwrap();
+        let e0 = layer_energy(&w, &arch, &c, &CAL).unwrap();
         let mut more = w.clone();
         more.conversions += extra.0;
         more.row_drives += extra.1;
         more.input_pulses += extra.2;
         more.cell_charge += extra.3;
-        let e1 = layer_energy(&more, arch, &c, &CAL).unwrap();
+        let e1 = layer_energy(&more, &arch, &c, &CAL).unwrap();
         for ((_, a), (_, b)) in e0.categories().iter().zip(e1.categories().iter()) {
             prop_assert!(b >= a);
         }
@@ -201,18 +246,40 @@ fn bad_tables_are_named() {
             .to_string()
             .contains("no 3-bit entry")
     );
-    let dir = std::env::temp_dir().join(format!("raella-cost-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let text = std::fs::read_to_string(fixtures().join("archs.toml"))
-        .unwrap()
-        .replace("adc_bits = 8", "adc_bits = 2");
-    std::fs::write(dir.join("a.toml"), text).unwrap();
-    let e = CostArchs::load(&dir.join("a.toml"), &c)
-        .unwrap_err()
-        .to_string();
-    assert!(
-        e.contains("adc_bits") && e.contains("= 2") && e.contains("[isaac8b]"),
-        "{e}"
-    );
-    std::fs::remove_dir_all(&dir).unwrap();
+    let isaac = Archs.get("isaac8b").unwrap();
+    let e = CostArch {
+        adc_bits: 2,
+        ..isaac.clone()
+    }
+    .check_tables(&c)
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("adc_bits") && e.contains("= 2"), "{e}");
+    let e = CostArch {
+        adcs_per_crossbar: 0,
+        ..isaac
+    }
+    .validate()
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("adcs_per_crossbar") && e.contains("= 0"), "{e}");
+}
+
+/// ADC energy per conversion and ADC area rise strictly with the resolution
+/// over the table's range: a design costed with more ADC bits pays more.
+#[test]
+fn adc_cost_rises_with_bits() {
+    let (c, _) = load();
+    let mut last = (0.0, 0.0);
+    for bits in 4..=10 {
+        let now = (
+            c.adc_energy_pj(bits).unwrap(),
+            c.adc_area_um2(bits).unwrap(),
+        );
+        assert!(
+            now.0 > last.0 && now.1 > last.1,
+            "{bits} bits: {now:?} after {last:?}"
+        );
+        last = now;
+    }
 }

@@ -7,13 +7,13 @@ use std::collections::BTreeMap;
 use anyhow::Context;
 use raella_compiler::Slicing;
 use raella_cost::{
-    Calibration, Components, CostArch, CostArchs, Energy, InputScheme, LayerShape, LayerStatistics,
-    LayerWork, TypicalStats, Workload, layer_energy, load_typical, map_network, tile_area,
+    Calibration, Components, CostArch, Energy, InputScheme, LayerShape, LayerStatistics, LayerWork,
+    Tiles, TypicalStats, Workload, layer_energy, load_typical, map_network, tile_area,
 };
 use serde::Serialize;
 
 use crate::run::ResultRow;
-use crate::spec::{Arch, CostFiles, Spec};
+use crate::spec::{Arch, CostFiles, Spec, SpecError};
 
 /// The paper's published ablation energies (mJ per batch) by workload and design.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -80,12 +80,21 @@ pub struct CostModel {
     pub paper: Option<PaperAblation>,
     /// Component tables.
     pub components: Components,
-    /// Organisations.
-    pub archs: CostArchs,
+    /// The iso-area reference design.
+    pub reference: Arch,
     /// Calibrated coefficients.
     pub calibration: Calibration,
     /// Typical statistics by design.
     pub typical: BTreeMap<String, TypicalStats>,
+}
+
+/// Where a design's typical statistics (for shape-only workloads) come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TypicalSource<'a> {
+    /// The design's own entry, or its preset's when it simulates exactly as its preset.
+    Found(&'a str, &'a TypicalStats),
+    /// None applies; the reason says which knob differs or which entry is missing.
+    Missing(String),
 }
 
 impl CostModel {
@@ -95,14 +104,13 @@ impl CostModel {
     /// Any file error, naming the file.
     pub fn load(f: &CostFiles) -> anyhow::Result<Self> {
         let components = Components::load(&f.components)?;
-        let archs = CostArchs::load(&f.archs, &components)?;
         let paper = f
             .paper_ablation
             .as_deref()
             .map(PaperAblation::load)
             .transpose()?;
         Ok(Self {
-            archs,
+            reference: f.iso_area_reference.clone(),
             calibration: Calibration::load(&f.calibration)?,
             typical: load_typical(&f.typical)?,
             components,
@@ -110,13 +118,66 @@ impl CostModel {
         })
     }
 
-    /// The cost architecture of a design: its own name, else its preset's.
+    /// Checks that the component tables can cost every design of the spec (and
+    /// the iso-area reference) as it is configured.
+    ///
+    /// # Errors
+    /// [`SpecError::Field`] naming the spec, the design and the knob.
+    pub fn check(&self, spec: &Spec) -> Result<(), SpecError> {
+        for a in spec.archs.iter().chain(std::iter::once(&self.reference)) {
+            a.cost_arch()
+                .check_tables(&self.components)
+                .map_err(|e| match e {
+                    raella_cost::CostError::Knob {
+                        field,
+                        value,
+                        reason,
+                    } => SpecError::Field {
+                        path: spec.path.clone(),
+                        entry: format!("design \"{}\"", a.name),
+                        field: field.to_string(),
+                        value,
+                        reason: format!("cannot be costed: {reason}"),
+                    },
+                    other => SpecError::Field {
+                        path: spec.path.clone(),
+                        entry: format!("design \"{}\"", a.name),
+                        field: "(cost)".into(),
+                        value: String::new(),
+                        reason: other.to_string(),
+                    },
+                })?;
+        }
+        Ok(())
+    }
+
+    /// The typical statistics a shape-only workload uses for design `a`: its
+    /// own entry, else its preset's when `a` simulates exactly as the preset
+    /// (only cost-only knobs differ). A design that changes a simulation knob
+    /// (ADC bits, rows, noise, ...) would change the statistics, so the
+    /// preset's are refused.
     #[must_use]
-    pub fn arch_for(&self, a: &Arch) -> Option<(String, &CostArch)> {
-        [Some(a.name.clone()), a.knobs.preset.clone()]
-            .into_iter()
-            .flatten()
-            .find_map(|n| self.archs.archs.get(&n).map(|c| (n, c)))
+    pub fn typical_for<'a>(&'a self, a: &'a Arch) -> TypicalSource<'a> {
+        if let Some((n, t)) = self.typical.get_key_value(&a.name) {
+            return TypicalSource::Found(n, t);
+        }
+        let Some(preset) = a.knobs.preset.as_deref() else {
+            return TypicalSource::Missing(format!(
+                "no typical statistics for `{}` in the typical-statistics file",
+                a.name
+            ));
+        };
+        match (self.typical.get_key_value(preset), a.simulation_override()) {
+            (None, _) => TypicalSource::Missing(format!(
+                "no typical statistics for `{}` or its preset `{preset}`",
+                a.name
+            )),
+            (Some(_), Some((knob, mine, theirs))) => TypicalSource::Missing(format!(
+                "`{knob}` = {mine} differs from preset `{preset}` ({theirs}), whose typical \
+                 statistics were measured without it"
+            )),
+            (Some((n, t)), None) => TypicalSource::Found(n, t),
+        }
     }
 }
 
@@ -145,6 +206,12 @@ pub struct EnergyRow {
     pub area_mm2: f64,
     /// Tiles.
     pub tiles: usize,
+    /// Crossbars holding one copy of the network.
+    pub crossbars: usize,
+    /// ADC conversions per inference.
+    pub conversions_per_inference: f64,
+    /// ADC energy (converter, shift-add, column buffer) per conversion, pJ.
+    pub adc_pj_per_conversion: f64,
     /// Where the per-layer statistics came from.
     pub stats_source: String,
     /// The paper's energy-efficiency ratio (RAELLA rows).
@@ -216,45 +283,87 @@ fn scheme(a: &Arch, i: usize, n: usize, all_linear: bool) -> (usize, InputScheme
     )
 }
 
-/// Tiles for each design: the reference keeps its fixed tile count (times the
-/// chips it needs); every other design gets what fits in the same area.
-fn tiles_for(cm: &CostModel, reference_crossbars: usize) -> anyhow::Result<(f64, usize)> {
-    let r = cm.archs.get(&cm.archs.iso_area_reference)?;
-    let tiles = r.tiles.context("reference has fixed tiles")?;
-    let per_chip = tiles * r.macros_per_tile * r.crossbars_per_macro;
-    let chips = reference_crossbars.div_ceil(per_chip).max(1);
-    let area = tile_area(r, &cm.components)?.total_um2() * (tiles * chips) as f64;
+/// A shape-only costing refused: `(design on workload, why)`.
+pub type NotCosted = (String, String);
+
+/// One design's work on one network: the design, its cost organisation (from
+/// the same knobs as its simulation) and its layers' event counts.
+struct DesignWork<'a> {
+    arch: &'a Arch,
+    cost: CostArch,
+    layers: Vec<LayerWork>,
+}
+
+/// The preset a design is exactly (every knob but its name and description
+/// equal to the preset's): the key of published figures for it.
+fn exact_preset(a: &Arch) -> Option<&str> {
+    let base = a.base.as_ref()?;
+    let strip = |k: &crate::spec::ArchKnobs| crate::spec::ArchKnobs {
+        name: None,
+        description: None,
+        preset: None,
+        ..k.clone()
+    };
+    (strip(&a.knobs) == strip(base))
+        .then_some(a.knobs.preset.as_deref())
+        .flatten()
+}
+
+/// The iso-area budget on a network of `shapes`: the reference design's chip
+/// area (its fixed tiles, times the chips one copy of the network needs on it),
+/// and that number of chips.
+fn iso_area_budget(
+    cm: &CostModel,
+    shapes: &[LayerShape],
+    all_linear: bool,
+) -> anyhow::Result<(f64, usize)> {
+    let r = &cm.reference;
+    let ra = r.cost_arch();
+    let Tiles::Fixed(tiles) = ra.tiles else {
+        anyhow::bail!(
+            "the iso-area reference `{}` has no fixed tile count",
+            r.name
+        );
+    };
+    let n = shapes.len();
+    let crossbars: usize = shapes
+        .iter()
+        .enumerate()
+        .map(|(i, s)| raella_cost::layer_crossbars(&ra, s, scheme(r, i, n, all_linear).0))
+        .sum();
+    let per_chip = tiles * ra.macros_per_tile * ra.crossbars_per_macro;
+    let chips = crossbars.div_ceil(per_chip).max(1);
+    let area = tile_area(&ra, &cm.components)?.total_um2() * (tiles * chips) as f64;
     Ok((area, chips))
 }
 
 fn perf_rows(
     cm: &CostModel,
-    spec: &Spec,
     dnn: &str,
     batch: usize,
     macs: f64,
-    works: &[(String, String, &CostArch, Vec<LayerWork>)],
+    all_linear: bool,
+    works: &[DesignWork<'_>],
     paper: (Option<f64>, Option<f64>),
 ) -> anyhow::Result<Vec<EnergyRow>> {
-    let reference = works.iter().find(|w| w.1 == cm.archs.iso_area_reference);
-    let ref_xbars = reference.map_or(0, |(_, _, a, ws)| {
-        ws.iter()
-            .map(|w| raella_cost::layer_crossbars(a, &w.shape, w.weight_slices))
-            .sum()
-    });
-    let (budget_um2, chips) = tiles_for(cm, ref_xbars)?;
+    let Some(first) = works.first() else {
+        return Ok(Vec::new());
+    };
+    let shapes: Vec<LayerShape> = first.layers.iter().map(|w| w.shape.clone()).collect();
+    let (budget_um2, chips) = iso_area_budget(cm, &shapes, all_linear)?;
     let mut rows = Vec::new();
-    for (name, cost_name, arch, ws) in works {
+    for w in works {
+        let (name, arch, ws) = (&w.arch.name, &w.cost, &w.layers);
         let mut e = Energy::default();
         let mut per_layer = Vec::with_capacity(ws.len());
-        for w in ws {
-            let le = layer_energy(w, arch, &cm.components, &cm.calibration)?;
+        for l in ws {
+            let le = layer_energy(l, arch, &cm.components, &cm.calibration)?;
             e += le;
             per_layer.push(le);
         }
         let tiles = match arch.tiles {
-            Some(t) => t * chips,
-            None => {
+            Tiles::Fixed(t) => t * chips,
+            Tiles::IsoArea => {
                 let t = tile_area(arch, &cm.components)?.total_um2();
                 // Flooring a finite positive ratio of areas.
                 #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
@@ -268,7 +377,9 @@ fn perf_rows(
         let breakdown = e;
         let b = batch as f64;
         let scaled = breakdown.scaled(b);
-        let is_raella = cost_name == "raella";
+        let preset = exact_preset(w.arch);
+        let is_raella = preset == Some("raella");
+        let conversions: f64 = ws.iter().map(|l| l.conversions).sum();
         rows.push(EnergyRow {
             dnn: dnn.to_string(),
             arch: name.clone(),
@@ -281,6 +392,9 @@ fn perf_rows(
             throughput_vs_isaac: None,
             area_mm2: perf.area_mm2,
             tiles,
+            crossbars: perf.layers.iter().map(|p| p.crossbars).sum(),
+            conversions_per_inference: conversions,
+            adc_pj_per_conversion: breakdown.adc_pj / conversions.max(f64::MIN_POSITIVE),
             stats_source: {
                 let mut src: Vec<&str> = ws.iter().map(|w| w.stats_source.as_str()).collect();
                 src.sort_unstable();
@@ -304,16 +418,15 @@ fn perf_rows(
                 .collect(),
             paper_efficiency_vs_isaac: if is_raella { paper.0 } else { None },
             paper_throughput_vs_isaac: if is_raella { paper.1 } else { None },
-            paper_energy_mj: cm.paper.as_ref().and_then(|p| p.energy(dnn, cost_name)),
+            paper_energy_mj: preset.and_then(|p| cm.paper.as_ref().and_then(|x| x.energy(dnn, p))),
             breakdown: scaled,
         });
     }
-    let _ = spec;
-    if let Some(r) = rows.iter().position(|r| {
-        works
-            .iter()
-            .any(|w| w.0 == r.arch && w.1 == cm.archs.iso_area_reference)
-    }) {
+    // Ratios against the reference design as it is (not an overridden copy).
+    if let Some(r) = works
+        .iter()
+        .position(|w| exact_preset(w.arch) == Some(cm.reference.name.as_str()))
+    {
         let (re, rt) = (rows[r].energy_mj, rows[r].inferences_per_s);
         for row in &mut rows {
             row.energy_efficiency_vs_isaac = Some(re / row.energy_mj);
@@ -323,71 +436,91 @@ fn perf_rows(
     Ok(rows)
 }
 
-/// Costs the spec's shape-only workloads on every design that has a cost architecture.
+/// A shape-only workload's layers on design `a` with typical statistics (or a
+/// statistics file per layer), or why the design cannot be costed on it.
+fn shape_only_layers(
+    cm: &CostModel,
+    a: &Arch,
+    cost: &CostArch,
+    shapes: &[LayerShape],
+    all_linear: bool,
+    stats_dir: Option<&std::path::Path>,
+) -> anyhow::Result<Result<Vec<LayerWork>, String>> {
+    let n = shapes.len();
+    let typ = cm.typical_for(a);
+    let mut ws: Vec<LayerWork> = Vec::with_capacity(n);
+    for (i, shape) in shapes.iter().enumerate() {
+        let (slices, sch) = scheme(a, i, n, all_linear);
+        // A statistics file `<stats_dir>/<design>/<layer>.txt` (the format the sweep
+        // exports) wins over the typical values.
+        let file = stats_dir.map(|d| d.join(&a.name).join(format!("{}.txt", shape.name)));
+        let (stats, source) = match (file.filter(|f| f.is_file()), &typ) {
+            (Some(f), _) => {
+                let text = std::fs::read_to_string(&f)
+                    .with_context(|| format!("reading {}", f.display()))?;
+                (LayerStatistics::parse(&f, &text)?, "statistics")
+            }
+            (None, TypicalSource::Found(_, t)) => (t.for_layer(slices, sch.recovery), "typical"),
+            (None, TypicalSource::Missing(why)) => return Ok(Err(why.clone())),
+        };
+        ws.push(LayerWork::estimate(
+            shape.clone(),
+            cost,
+            &stats,
+            &sch,
+            source,
+        ));
+    }
+    Ok(Ok(ws))
+}
+
+/// Costs the spec's shape-only workloads on every design with typical
+/// statistics for its configuration; the others are listed in the returned
+/// notes (design, reason).
 ///
 /// # Errors
-/// Unreadable workload files, missing typical statistics, or a network that does not fit.
-pub fn cost_workloads(spec: &Spec, cm: &CostModel) -> anyhow::Result<Vec<EnergyRow>> {
+/// Unreadable workload files, or a network that does not fit.
+pub fn cost_workloads(
+    spec: &Spec,
+    cm: &CostModel,
+) -> anyhow::Result<(Vec<EnergyRow>, Vec<NotCosted>)> {
     let mut out = Vec::new();
+    let mut skipped = Vec::new();
     for w in &spec.workloads {
         let wl = Workload::load(&w.file)?;
         let all_linear = wl.kinds.iter().all(|k| k == "linear");
-        let n = wl.layers.len();
         let mut works = Vec::new();
         for a in &spec.archs {
-            let Some((cost_name, arch)) = cm.arch_for(a) else {
-                continue;
-            };
-            let typ = cm.typical.get(&cost_name).with_context(|| {
-                format!(
-                    "no typical statistics for design `{cost_name}` in the typical-statistics file"
-                )
-            })?;
-            let mut ws: Vec<LayerWork> = Vec::with_capacity(n);
-            for (i, shape) in wl.layers.iter().enumerate() {
-                let (slices, sch) = scheme(a, i, n, all_linear);
-                // A statistics file `<stats_dir>/<design>/<layer>.txt` (the format the sweep
-                // exports) wins over the typical values.
-                let file = w
-                    .stats_dir
-                    .as_ref()
-                    .map(|d| d.join(&a.name).join(format!("{}.txt", shape.name)));
-                let (stats, source) = match file.filter(|f| f.is_file()) {
-                    Some(f) => {
-                        let text = std::fs::read_to_string(&f)
-                            .with_context(|| format!("reading {}", f.display()))?;
-                        (LayerStatistics::parse(&f, &text)?, "statistics")
-                    }
-                    None => (typ.for_layer(slices, sch.recovery), "typical"),
-                };
-                ws.push(LayerWork::estimate(
-                    shape.clone(),
-                    arch,
-                    &stats,
-                    &sch,
-                    source,
-                ));
+            let cost = a.cost_arch();
+            match shape_only_layers(cm, a, &cost, &wl.layers, all_linear, w.stats_dir.as_deref())? {
+                Ok(layers) => works.push(DesignWork {
+                    arch: a,
+                    cost,
+                    layers,
+                }),
+                Err(why) => skipped.push((format!("{} on {}", a.name, w.name), why)),
             }
-            works.push((a.name.clone(), cost_name, arch, ws));
         }
         out.extend(perf_rows(
             cm,
-            spec,
             &w.name,
             w.batch,
             wl.macs(),
+            all_linear,
             &works,
             (w.paper_efficiency_vs_isaac, w.paper_throughput_vs_isaac),
         )?);
     }
-    Ok(out)
+    Ok((out, skipped))
 }
 
 /// Costs the simulated models with the activity their simulation measured
-/// (first seed), one inference per batch.
+/// (first seed), one inference per batch; beside them, each model's layer
+/// shapes costed with typical statistics (`<model> (shape-only)`) where the
+/// design has them.
 ///
 /// # Errors
-/// A network that does not fit, or a missing ADC entry.
+/// A network that does not fit.
 pub fn cost_simulated(
     spec: &Spec,
     cm: &CostModel,
@@ -399,16 +532,15 @@ pub fn cost_simulated(
         let mut works = Vec::new();
         let mut shape_only = Vec::new();
         let mut macs = 0.0;
+        let mut all_linear = false;
         for a in &spec.archs {
-            let Some((cost_name, arch)) = cm.arch_for(a) else {
-                continue;
-            };
             let Some(r) = rows
                 .iter()
                 .find(|r| r.model == m.name && r.arch == a.name && r.seed == first)
             else {
                 continue;
             };
+            let cost = a.cost_arch();
             let k = &a.knobs;
             let ns = k
                 .input_slicing
@@ -416,7 +548,10 @@ pub fn cost_simulated(
                 .and_then(|t| Slicing::parse(t).ok())
                 .map_or(8, |s| s.len()) as f64;
             let rec = if k.input.as_deref() == Some("speculative") && k.recovery == Some(true) {
-                8.0
+                k.input_slicing
+                    .as_ref()
+                    .and_then(|t| Slicing::parse(t).ok())
+                    .map_or(8.0, |s| f64::from(s.total_bits()))
             } else {
                 0.0
             };
@@ -445,41 +580,61 @@ pub fn cost_simulated(
                 })
                 .collect();
             macs = ws.iter().map(|w| w.shape.macs()).sum();
+            all_linear = r.layers.iter().all(|l| l.kind == "Linear");
             // The same network's shape-only estimate: its layer shapes with the
             // design's typical statistics, as for a `[[workload]]`.
-            if let Some(typ) = cm.typical.get(&cost_name) {
-                let n = ws.len();
-                let all_linear = r.layers.iter().all(|l| l.kind == "Linear");
-                let est = ws
-                    .iter()
-                    .enumerate()
-                    .map(|(i, w)| {
-                        let (slices, sch) = scheme(a, i, n, all_linear);
-                        let stats = typ.for_layer(slices, sch.recovery);
-                        LayerWork::estimate(w.shape.clone(), arch, &stats, &sch, "typical")
-                    })
-                    .collect();
-                shape_only.push((a.name.clone(), cost_name.clone(), arch, est));
+            let shapes: Vec<LayerShape> = ws.iter().map(|w| w.shape.clone()).collect();
+            if let Ok(est) = shape_only_layers(cm, a, &cost, &shapes, all_linear, None)? {
+                shape_only.push(DesignWork {
+                    arch: a,
+                    cost: cost.clone(),
+                    layers: est,
+                });
             }
-            works.push((a.name.clone(), cost_name, arch, ws));
+            works.push(DesignWork {
+                arch: a,
+                cost,
+                layers: ws,
+            });
         }
-        if !works.is_empty() {
-            out.extend(perf_rows(cm, spec, &m.name, 1, macs, &works, (None, None))?);
-        }
-        if !shape_only.is_empty() {
-            let name = format!("{} (shape-only)", m.name);
-            out.extend(perf_rows(
-                cm,
-                spec,
-                &name,
-                1,
-                macs,
-                &shape_only,
-                (None, None),
-            )?);
-        }
+        out.extend(perf_rows(
+            cm,
+            &m.name,
+            1,
+            macs,
+            all_linear,
+            &works,
+            (None, None),
+        )?);
+        let name = format!("{} (shape-only)", m.name);
+        out.extend(perf_rows(
+            cm,
+            &name,
+            1,
+            macs,
+            all_linear,
+            &shape_only,
+            (None, None),
+        )?);
     }
     Ok(out)
+}
+
+/// Costs a finished sweep: its simulated models from their measured activity,
+/// then its shape-only workloads. Returns the rows and the shape-only
+/// costings refused (design on workload, why).
+///
+/// # Errors
+/// As [`cost_simulated`] and [`cost_workloads`].
+pub fn cost_sweep(
+    spec: &Spec,
+    cm: &CostModel,
+    rows: &[ResultRow],
+) -> anyhow::Result<(Vec<EnergyRow>, Vec<NotCosted>)> {
+    let mut energy = cost_simulated(spec, cm, rows)?;
+    let (shape_only, skipped) = cost_workloads(spec, cm)?;
+    energy.extend(shape_only);
+    Ok((energy, skipped))
 }
 
 /// `(design, paper mJ, base mJ, mJ per unit cell_scale, mJ per pJ of pulse_dac_pj)`.
@@ -513,7 +668,7 @@ fn calibration_terms(
             !s.workloads.is_empty(),
             "the spec has no workload `{workload}`"
         );
-        cost_workloads(&s, &m)
+        Ok(cost_workloads(&s, &m)?.0)
     };
     let (r0, rc, rp) = (at(0.0, 0.0)?, at(1.0, 0.0)?, at(0.0, 1.0)?);
     for ((a, c), p) in r0.iter().zip(&rc).zip(&rp) {
@@ -521,12 +676,11 @@ fn calibration_terms(
             .archs
             .iter()
             .find(|x| x.name == a.arch)
-            .and_then(|x| cm.arch_for(x))
-            .map(|x| x.0)
+            .and_then(exact_preset)
         else {
             continue;
         };
-        if let Some(target) = paper.energy(workload, &name) {
+        if let Some(target) = paper.energy(workload, name) {
             out.push((
                 a.arch.clone(),
                 target,

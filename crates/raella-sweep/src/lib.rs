@@ -21,7 +21,10 @@ mod run;
 mod spec;
 mod text;
 
-pub use cost::{CostModel, EnergyRow, PaperAblation, calibrate, cost_simulated, cost_workloads};
+pub use cost::{
+    CostModel, EnergyRow, PaperAblation, TypicalSource, calibrate, cost_simulated, cost_sweep,
+    cost_workloads,
+};
 pub use merge::{merge, spec_hash};
 pub use plots::{Plot, plots};
 pub use report::{CSV_COLUMNS, ENERGY_COLUMNS, write_results};
@@ -32,5 +35,5 @@ pub use run::{
 };
 pub use spec::{
     Arch, ArchKnobs, BertFiles, CostFiles, ImageRange, ModelSpec, Spec, SpecError, WorkloadSpec,
-    load_presets,
+    load_designs, load_presets,
 };

@@ -8,7 +8,7 @@ use anyhow::{Context, bail, ensure};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::cost::{CostModel, cost_simulated, cost_workloads};
+use crate::cost::{CostModel, cost_sweep};
 use crate::run::{ModelSummary, ResultRow, SweepResults};
 use crate::spec::Spec;
 
@@ -64,6 +64,7 @@ pub fn merge(dirs: &[PathBuf], presets: &Path) -> anyhow::Result<(Spec, SweepRes
         rows: vec![],
         timings: vec![],
         energy: vec![],
+        not_costed: vec![],
     };
     for (d, j) in &shards {
         for m in &j.models {
@@ -131,8 +132,8 @@ pub fn merge(dirs: &[PathBuf], presets: &Path) -> anyhow::Result<(Spec, SweepRes
         .sort_by_key(|m| spec.models.iter().position(|x| x.name == m.model));
     if let Some(files) = &spec.cost {
         let cm = CostModel::load(files)?;
-        out.energy = cost_simulated(&spec, &cm, &out.rows)?;
-        out.energy.extend(cost_workloads(&spec, &cm)?);
+        cm.check(&spec)?;
+        (out.energy, out.not_costed) = cost_sweep(&spec, &cm, &out.rows)?;
     }
     Ok((spec, out))
 }

@@ -72,7 +72,7 @@ fn csv_text(res: &SweepResults) -> anyhow::Result<String> {
 }
 
 /// The `energy.csv` columns (the first ten are the required ones).
-pub const ENERGY_COLUMNS: [&str; 14] = [
+pub const ENERGY_COLUMNS: [&str; 17] = [
     "dnn",
     "arch",
     "batch",
@@ -87,6 +87,9 @@ pub const ENERGY_COLUMNS: [&str; 14] = [
     "tops_per_w",
     "inferences_per_s",
     "tiles",
+    "crossbars",
+    "conversions_per_inference",
+    "adc_pj_per_conversion",
 ];
 
 fn opt(v: Option<f64>) -> String {
@@ -112,6 +115,9 @@ fn energy_csv(res: &SweepResults) -> anyhow::Result<String> {
             format!("{:.3}", r.tops_per_w),
             format!("{:.2}", r.inferences_per_s),
             r.tiles.to_string(),
+            r.crossbars.to_string(),
+            format!("{:.1}", r.conversions_per_inference),
+            format!("{:.4}", r.adc_pj_per_conversion),
         ])?;
     }
     Ok(String::from_utf8(w.into_inner()?)?)
@@ -179,7 +185,7 @@ fn breakdown_csv(res: &SweepResults) -> anyhow::Result<String> {
     Ok(String::from_utf8(w.into_inner()?)?)
 }
 
-fn energy_section(md: &mut String, res: &SweepResults) -> anyhow::Result<()> {
+fn energy_section(md: &mut String, spec: &Spec, res: &SweepResults) -> anyhow::Result<()> {
     if res.energy.is_empty() {
         return Ok(());
     }
@@ -192,7 +198,11 @@ fn energy_section(md: &mut String, res: &SweepResults) -> anyhow::Result<()> {
         md,
         "Energy per batch from the cost model (`fixtures/cost/`): event counts from the simulation of this run \
         (`stats_source = simulation`) or, for workloads given as layer shapes, from typical statistics (`typical`). \
-        Throughput is pipelined inferences per second at iso-area with ISAAC-8b's chip (`area_mm2`).\n"
+        Throughput is pipelined inferences per second at iso-area with the chip of `{}` (`area_mm2`). \
+        Every design is costed as configured in this spec (its ADC bits, rows, cells, slicing, ...).\n",
+        spec.cost
+            .as_ref()
+            .map_or("isaac8b", |c| c.iso_area_reference.name.as_str())
     )?;
     writeln!(
         md,
@@ -247,6 +257,17 @@ fn energy_section(md: &mut String, res: &SweepResults) -> anyhow::Result<()> {
             geo(&|r| r.throughput_vs_isaac),
             geo(&|r| r.paper_throughput_vs_isaac)
         )?;
+    }
+    if !res.not_costed.is_empty() {
+        writeln!(
+            md,
+            "\nNot costed on shape-only workloads (typical statistics describe a design as measured; \
+            a design that changes a simulation knob needs its own entry in the typical-statistics file):\n"
+        )?;
+        for (what, why) in &res.not_costed {
+            writeln!(md, "- {what}: {why}")?;
+        }
+        writeln!(md)?;
     }
     Ok(())
 }
@@ -469,7 +490,7 @@ fn report_text(spec: &Spec, res: &SweepResults) -> anyhow::Result<String> {
         }
         writeln!(md)?;
     }
-    energy_section(&mut md, res)?;
+    energy_section(&mut md, spec, res)?;
     writeln!(md, "## Designs\n")?;
     for a in &spec.archs {
         let k = &a.knobs;

@@ -212,6 +212,9 @@ pub struct SweepResults {
     pub timings: Vec<Timing>,
     /// Energy, area and throughput per workload/model x design (when the spec has `[cost]`).
     pub energy: Vec<crate::cost::EnergyRow>,
+    /// `(design on workload, why)`: shape-only costings refused because no
+    /// typical statistics describe the design as configured.
+    pub not_costed: Vec<(String, String)>,
 }
 
 /// A model's graph with its calibration and evaluation images (preprocessed,
@@ -408,6 +411,7 @@ pub fn run_with(
         rows: vec![],
         timings: vec![],
         energy: vec![],
+        not_costed: vec![],
     };
     let cost_model = spec
         .cost
@@ -415,19 +419,9 @@ pub fn run_with(
         .map(crate::cost::CostModel::load)
         .transpose()?;
     if let Some(cm) = &cost_model {
+        cm.check(spec)?;
         for w in &spec.workloads {
             raella_cost::Workload::load(&w.file)?;
-        }
-        for a in &spec.archs {
-            if let Some((n, _)) = cm.arch_for(a) {
-                anyhow::ensure!(
-                    spec.workloads.is_empty() || cm.typical.contains_key(&n),
-                    "{}: no typical statistics for design `{n}`",
-                    spec.cost
-                        .as_ref()
-                        .map_or_else(String::new, |c| c.typical.display().to_string())
-                );
-            }
         }
     }
     // Load and check every model and data set first, so bad input fails before any work.
@@ -558,8 +552,7 @@ pub fn run_with(
     bar.finish_and_clear();
     if let (Some(cm), None) = (&cost_model, opts.shard) {
         progress("cost model");
-        out.energy = crate::cost::cost_simulated(spec, cm, &out.rows)?;
-        out.energy.extend(crate::cost::cost_workloads(spec, cm)?);
+        (out.energy, out.not_costed) = crate::cost::cost_sweep(spec, cm, &out.rows)?;
     }
     Ok(out)
 }

@@ -9,6 +9,7 @@ use raella_compiler::{
     AdaptiveSlicing, CenterRule, CompileConfig, Encoding, ErrorMetric, NormalisedMaxAbs,
     RelativeRms, Slicing,
 };
+use raella_cost::{CostArch, DacKind, DigitalCorrection, Tiles};
 use raella_device::{Adc, CellKind, ColumnNoise, CrossbarGeometry, DeviceNoise};
 use raella_network::ArchConfig;
 use raella_runtime::{InputMode, RunConfig, calibration_run};
@@ -106,7 +107,60 @@ pub struct ArchKnobs {
     pub stuck_at_zero: Option<f64>,
     /// Probability a device is stuck at its maximum.
     pub stuck_at_max: Option<f64>,
+    // --- Organisation: what the cost model needs beyond the simulation's knobs.
+    /// ADCs per crossbar (they share its columns).
+    pub adcs_per_crossbar: Option<usize>,
+    /// Row drivers: `one_bit` (ISAAC's 1-bit DAC) or `pulse_train` (RAELLA's).
+    pub dac: Option<String>,
+    /// Crossbars per macro (ISAAC: per IMA).
+    pub crossbars_per_macro: Option<usize>,
+    /// Macros per tile.
+    pub macros_per_tile: Option<usize>,
+    /// Tiles per chip: a number, or `"iso_area"` for as many as fit in the
+    /// iso-area reference's chip.
+    pub tiles: Option<TilesKnob>,
+    /// Tiles sharing one router.
+    pub tiles_per_router: Option<usize>,
+    /// Crossbar cycle (one input slice), ns.
+    pub cycle_ns: Option<f64>,
+    /// Device area, F^2 per device.
+    pub cell_area_f2: Option<f64>,
+    /// Device ON resistance, ohm.
+    pub r_on_ohm: Option<f64>,
 }
+
+/// The `tiles` knob: a fixed count or `"iso_area"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum TilesKnob {
+    /// A fixed number of tiles.
+    Count(usize),
+    /// `"iso_area"`: as many as fit in the reference design's chip area.
+    Named(IsoArea),
+}
+
+/// The one word the `tiles` knob accepts besides a number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IsoArea {
+    /// As many tiles as fit.
+    IsoArea,
+}
+
+/// Knobs that only the cost model reads: changing one changes no simulated
+/// result (the point cache ignores them, and typical statistics measured for a
+/// preset stay valid).
+pub const COST_ONLY_KNOBS: [&str; 9] = [
+    "adcs_per_crossbar",
+    "dac",
+    "crossbars_per_macro",
+    "macros_per_tile",
+    "tiles",
+    "tiles_per_router",
+    "cycle_ns",
+    "cell_area_f2",
+    "r_on_ohm",
+];
 
 macro_rules! overlay {
     ($dst:ident, $src:ident, $($f:ident),*) => { $( if $src.$f.is_some() { $dst.$f = $src.$f.clone(); } )* };
@@ -147,6 +201,15 @@ impl ArchKnobs {
             programming_sigma: Some(0.0),
             stuck_at_zero: Some(0.0),
             stuck_at_max: Some(0.0),
+            adcs_per_crossbar: Some(4),
+            dac: Some("pulse_train".into()),
+            crossbars_per_macro: Some(4),
+            macros_per_tile: Some(8),
+            tiles: Some(TilesKnob::Named(IsoArea::IsoArea)),
+            tiles_per_router: Some(4),
+            cycle_ns: Some(100.0),
+            cell_area_f2: Some(5.49),
+            r_on_ohm: Some(1333.0),
         }
     }
 
@@ -181,7 +244,16 @@ impl ArchKnobs {
             noise_e,
             programming_sigma,
             stuck_at_zero,
-            stuck_at_max
+            stuck_at_max,
+            adcs_per_crossbar,
+            dac,
+            crossbars_per_macro,
+            macros_per_tile,
+            tiles,
+            tiles_per_router,
+            cycle_ns,
+            cell_area_f2,
+            r_on_ohm
         );
         out
     }
@@ -194,6 +266,9 @@ pub struct Arch {
     pub name: String,
     /// The fully resolved knobs (every field set).
     pub knobs: ArchKnobs,
+    /// The resolved knobs of the preset it starts from (RAELLA defaults
+    /// overlaid with the preset), when it has one.
+    pub base: Option<ArchKnobs>,
 }
 
 /// A contiguous range of images.
@@ -227,7 +302,7 @@ struct RawModel {
 #[serde(deny_unknown_fields)]
 struct RawCost {
     components: PathBuf,
-    archs: PathBuf,
+    iso_area_reference: Option<String>,
     calibration: PathBuf,
     typical: PathBuf,
     paper_ablation: Option<PathBuf>,
@@ -249,8 +324,9 @@ struct RawWorkload {
 pub struct CostFiles {
     /// Component tables.
     pub components: PathBuf,
-    /// Architecture descriptions.
-    pub archs: PathBuf,
+    /// The design whose chip area every other design gets (a preset with a
+    /// fixed `tiles`; default `isaac8b`), resolved from the presets.
+    pub iso_area_reference: Arch,
     /// Calibrated coefficients.
     pub calibration: PathBuf,
     /// Typical statistics for shape-only workloads.
@@ -390,6 +466,29 @@ pub fn load_presets(path: &Path) -> Result<BTreeMap<String, ArchKnobs>, SpecErro
         validate_knobs(path, &format!("preset \"{name}\""), &resolved)?;
     }
     Ok(presets)
+}
+
+/// The presets of a presets file as designs (RAELLA defaults overlaid with each
+/// preset), by name: the one definition the sweep, the cost model and the demo share.
+///
+/// # Errors
+/// As [`load_presets`].
+pub fn load_designs(path: &Path) -> Result<BTreeMap<String, Arch>, SpecError> {
+    Ok(load_presets(path)?
+        .into_iter()
+        .map(|(name, k)| {
+            let knobs = ArchKnobs::raella_defaults().overlaid(&ArchKnobs {
+                preset: Some(name.clone()),
+                ..k
+            });
+            let arch = Arch {
+                name: name.clone(),
+                base: Some(knobs.clone()),
+                knobs,
+            };
+            (name, arch)
+        })
+        .collect())
 }
 
 /// Expands one `[[grid]]` table: `archs = [...]` (preset names) times the
@@ -809,6 +908,14 @@ fn validate_knobs(path: &Path, entry: &str, k: &ArchKnobs) -> Result<ArchConfig,
         }
         _ => None,
     };
+    cost_arch(k).map_err(|e| match e {
+        raella_cost::CostError::Knob {
+            field: f,
+            value,
+            reason,
+        } => field(path, entry, f, value, reason),
+        other => field(path, entry, "(cost)", "", other.to_string()),
+    })?;
     Ok(ArchConfig {
         compile,
         adaptive,
@@ -818,7 +925,87 @@ fn validate_knobs(path: &Path, entry: &str, k: &ArchKnobs) -> Result<ArchConfig,
     })
 }
 
+/// The cost model's view of a design, from the same knobs as the simulation.
+fn cost_arch(k: &ArchKnobs) -> Result<CostArch, raella_cost::CostError> {
+    let knob = |field: &'static str, value: String, reason: &str| raella_cost::CostError::Knob {
+        field,
+        value,
+        reason: reason.to_string(),
+    };
+    let dac = match k.dac.as_deref().unwrap_or("") {
+        "one_bit" => DacKind::OneBit,
+        "pulse_train" => DacKind::PulseTrain,
+        other => {
+            return Err(knob(
+                "dac",
+                format!("\"{other}\""),
+                "expected \"one_bit\" or \"pulse_train\"",
+            ));
+        }
+    };
+    let correction = match k.encoding.as_deref().unwrap_or("") {
+        "unsigned_offset" => DigitalCorrection::Offset,
+        "zero_offset" => DigitalCorrection::None,
+        _ => DigitalCorrection::Center,
+    };
+    let bits = k.bits_per_device.unwrap_or(0).min(16);
+    let a = CostArch {
+        rows: k.rows.unwrap_or(0),
+        cols: k.cols.unwrap_or(0),
+        devices_per_cell: if k.cell.as_deref() == Some("2T2R") {
+            2
+        } else {
+            1
+        },
+        cell_area_f2: k.cell_area_f2.unwrap_or(0.0),
+        r_on_ohm: k.r_on_ohm.unwrap_or(0.0),
+        max_level: (1u32 << bits) - 1,
+        adc_bits: k.adc_bits.unwrap_or(0),
+        adcs_per_crossbar: k.adcs_per_crossbar.unwrap_or(0),
+        dac,
+        crossbars_per_macro: k.crossbars_per_macro.unwrap_or(0),
+        macros_per_tile: k.macros_per_tile.unwrap_or(0),
+        tiles: match k.tiles {
+            Some(TilesKnob::Count(n)) => Tiles::Fixed(n),
+            _ => Tiles::IsoArea,
+        },
+        tiles_per_router: k.tiles_per_router.unwrap_or(0),
+        cycle_ns: k.cycle_ns.unwrap_or(0.0),
+        correction,
+    };
+    a.validate()?;
+    Ok(a)
+}
+
 impl Arch {
+    /// The design as the cost model sees it, built from the same resolved
+    /// knobs as [`Arch::config`] (validated when the spec was loaded).
+    ///
+    /// # Panics
+    /// Never for an `Arch` from [`Spec::load`].
+    #[must_use]
+    pub fn cost_arch(&self) -> CostArch {
+        cost_arch(&self.knobs).expect("validated at load")
+    }
+
+    /// The first knob (in name order) whose value differs from the
+    /// preset's and that the simulation reads (cost-only knobs, name and
+    /// description excluded): `(knob, this design's value, the preset's)`.
+    /// `None` when the design simulates exactly as its preset.
+    #[must_use]
+    pub fn simulation_override(&self) -> Option<(String, String, String)> {
+        let base = self.base.as_ref()?;
+        let mine = serde_json::to_value(&self.knobs).ok()?;
+        let theirs = serde_json::to_value(base).ok()?;
+        let (mine, theirs) = (mine.as_object()?, theirs.as_object()?);
+        mine.iter().find_map(|(k, v)| {
+            let skip = matches!(k.as_str(), "preset" | "name" | "description")
+                || COST_ONLY_KNOBS.contains(&k.as_str());
+            let w = theirs.get(k).unwrap_or(&serde_json::Value::Null);
+            (!skip && v != w).then(|| (k.clone(), v.to_string(), w.to_string()))
+        })
+    }
+
     /// The runnable configuration (validated when the spec was loaded).
     ///
     /// # Panics
@@ -934,6 +1121,10 @@ impl Spec {
                 )
             })?;
             validate_knobs(path, &entry, &knobs)?;
+            let base = e
+                .preset
+                .as_ref()
+                .map(|_| ArchKnobs::raella_defaults().overlaid(base));
             if archs.iter().any(|a: &Arch| a.name == name) {
                 return Err(field(
                     path,
@@ -943,7 +1134,7 @@ impl Spec {
                     "two designs share this name",
                 ));
             }
-            archs.push(Arch { name, knobs });
+            archs.push(Arch { name, knobs, base });
         }
         let seeds = raw.seeds.unwrap_or_else(|| vec![1]);
         if seeds.is_empty() {
@@ -961,16 +1152,43 @@ impl Spec {
         let cost = match raw.cost {
             None => None,
             Some(c) => {
+                let reference = c.iso_area_reference.unwrap_or_else(|| "isaac8b".into());
+                let entry = "cost";
+                let knobs = presets.get(&reference).ok_or_else(|| {
+                    field(
+                        path,
+                        entry,
+                        "iso_area_reference",
+                        format!("\"{reference}\""),
+                        format!(
+                            "not a preset (known: {})",
+                            presets.keys().cloned().collect::<Vec<_>>().join(", ")
+                        ),
+                    )
+                })?;
+                let knobs = ArchKnobs::raella_defaults().overlaid(knobs);
+                if !matches!(knobs.tiles, Some(TilesKnob::Count(_))) {
+                    return Err(field(
+                        path,
+                        entry,
+                        "iso_area_reference",
+                        format!("\"{reference}\""),
+                        "the reference design needs a fixed number of `tiles` (its chip sets the area budget)",
+                    ));
+                }
                 let files = CostFiles {
                     components: dir.join(c.components),
-                    archs: dir.join(c.archs),
+                    iso_area_reference: Arch {
+                        name: reference,
+                        base: Some(knobs.clone()),
+                        knobs,
+                    },
                     calibration: dir.join(c.calibration),
                     typical: dir.join(c.typical),
                     paper_ablation: c.paper_ablation.map(|p| dir.join(p)),
                 };
                 for (f, p) in [
                     ("cost.components", &files.components),
-                    ("cost.archs", &files.archs),
                     ("cost.calibration", &files.calibration),
                     ("cost.typical", &files.typical),
                 ]
@@ -1170,5 +1388,41 @@ impl Spec {
                 .map(|(n, k)| (n.clone(), ArchKnobs::raella_defaults().overlaid(k)))
                 .collect(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `docs/PRESETS.md` lists every knob with the default the code uses: the
+    /// table's default column, parsed as TOML values, equals
+    /// [`ArchKnobs::raella_defaults`] knob for knob.
+    #[test]
+    fn presets_doc_lists_the_code_defaults() {
+        let doc = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/PRESETS.md"),
+        )
+        .unwrap();
+        let knobs = &doc[doc.find("## Knobs").unwrap()..doc.find("## Presets").unwrap()];
+        let mut text = String::new();
+        for line in knobs.lines() {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            if cells.len() > 3 && cells[1].starts_with('`') && cells[1].ends_with('`') {
+                let knob = cells[1].trim_matches('`');
+                if knob
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+                {
+                    text.push_str(&format!("{knob} = {}\n", cells[2]));
+                }
+            }
+        }
+        let documented: ArchKnobs = toml::from_str(&text).unwrap();
+        let code = ArchKnobs::raella_defaults();
+        assert_eq!(
+            documented, code,
+            "docs/PRESETS.md's defaults differ from the code's"
+        );
     }
 }

@@ -26,7 +26,8 @@ fn paper() -> (Spec, CostModel) {
 #[test]
 fn ablation_ordering_and_adc_collapse_on_every_dnn() {
     let (spec, cm) = paper();
-    let rows = cost_workloads(&spec, &cm).unwrap();
+    let (rows, skipped) = cost_workloads(&spec, &cm).unwrap();
+    assert!(skipped.is_empty(), "{skipped:?}");
     assert_eq!(rows.len(), 7 * 4);
     for dnn in [
         "bert_base",
@@ -62,7 +63,8 @@ fn ablation_ordering_and_adc_collapse_on_every_dnn() {
 #[test]
 fn committed_calibration_reproduces_its_dnn_and_is_the_fit() {
     let (spec, cm) = paper();
-    let rows = cost_workloads(&spec, &cm).unwrap();
+    let (rows, skipped) = cost_workloads(&spec, &cm).unwrap();
+    assert!(skipped.is_empty(), "{skipped:?}");
     for (arch, paper_mj) in [
         ("isaac8b", 2.14),
         ("center_offset", 0.72),
@@ -105,7 +107,7 @@ fn energy_csv_has_the_required_columns() {
 fn statistics_files_override_typical_values_per_layer() {
     let (mut spec, cm) = paper();
     spec.workloads.retain(|w| w.name == "resnet18");
-    let base = cost_workloads(&spec, &cm).unwrap();
+    let base = cost_workloads(&spec, &cm).unwrap().0;
     let dir = std::env::temp_dir().join(format!("raella-stats-{}", std::process::id()));
     std::fs::create_dir_all(dir.join("raella")).unwrap();
     std::fs::write(
@@ -114,7 +116,7 @@ fn statistics_files_override_typical_values_per_layer() {
     )
     .unwrap();
     spec.workloads[0].stats_dir = Some(dir.clone());
-    let with = cost_workloads(&spec, &cm).unwrap();
+    let with = cost_workloads(&spec, &cm).unwrap().0;
     let pick = |rows: &[raella_sweep::EnergyRow]| {
         rows.iter().find(|r| r.arch == "raella").unwrap().clone()
     };

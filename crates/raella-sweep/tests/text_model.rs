@@ -20,7 +20,6 @@ name = "tiny-text"
 archs = ["isaac8b", "raella"]
 [cost]
 components = "FX/cost/components.toml"
-archs = "FX/cost/archs.toml"
 calibration = "FX/cost/calibration.toml"
 typical = "FX/cost/typical_stats.toml"
 [[model]]
