@@ -1274,6 +1274,25 @@ impl Spec {
                     "only a `bert` model takes Lee-50 documents and calibration texts",
                 ));
             }
+            // The model and the images must exist before anything is said about
+            // labels: a photo folder that was never fetched is a missing folder, not
+            // "IDX images without labels".
+            for (f, p) in [("onnx", &onnx), ("images", &images)] {
+                let full = dir.join(p);
+                if !full.exists() {
+                    return Err(field(
+                        path,
+                        &entry,
+                        f,
+                        format!("\"{}\"", p.display()),
+                        if f == "images" {
+                            missing(&full).replacen("no such file", "no such file or folder", 1)
+                        } else {
+                            missing(&full)
+                        },
+                    ));
+                }
+            }
             let images_dir = dir.join(&images).is_dir();
             let mut files: Vec<(&str, &PathBuf)> = vec![("onnx", &onnx)];
             if !images_dir {

@@ -149,6 +149,29 @@ fn bad_specs_name_file_field_and_value() {
     std::fs::write(&p, text).unwrap();
     let err = Spec::load(&p, &presets()).unwrap_err().to_string();
     assert!(err.contains("overlaps calibration"), "{err}");
+    // A photo folder that was never fetched (real-scale.toml before `fetch-models`):
+    // the error names the missing folder and the command that creates it, not the labels.
+    let p = d.join("unfetched.toml");
+    let fx = root().join("fixtures/mnist_cnn");
+    std::fs::write(
+        &p,
+        format!(
+            "archs = [\"raella\"]\n[[model]]\nname = \"m\"\nonnx = \"{}\"\nimages = \"../.cache/models/photos\"\n\
+             calibration = {{ start = 0, count = 4 }}\nevaluation = {{ start = 10, count = 4 }}\n",
+            fx.join("mnist_cnn.onnx").display()
+        ),
+    )
+    .unwrap();
+    let err = Spec::load(&p, &presets()).unwrap_err().to_string();
+    for n in [
+        "images",
+        "photos",
+        "no such file or folder",
+        "cargo xtask fetch-models",
+    ] {
+        assert!(err.contains(n), "`{err}` lacks `{n}`");
+    }
+    assert!(!err.contains("labels"), "{err}");
     std::fs::remove_dir_all(&d).unwrap();
 }
 
