@@ -12,8 +12,8 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use ndarray::{Array2, ArrayView2, Axis, concatenate, s};
 use raella_compiler::{
-    AdaptiveSlicing, Calibration, CenterRule, CompileConfig, Encoding, ErrorMetric, RelativeRms,
-    Slicing, compile, quantize_per_channel,
+    AdaptiveSlicing, Budget, Calibration, CenterRule, CompileConfig, Encoding, ErrorMetric,
+    RelativeRms, Slicing, compile, quantize_per_channel,
 };
 use raella_device::ColumnNoise;
 use raella_runtime::reference::exact_outputs;
@@ -133,6 +133,8 @@ fn prepare(layer: &FixtureLayer, last: bool) -> Result<Prepared> {
 /// One design on one layer.
 struct Outcome {
     slicing: String,
+    /// The budget the adaptive search held this layer to (none when forced or fixed).
+    budget: Option<f64>,
     stats: LayerStats,
     rel_err: f64,
     crossbars: usize,
@@ -161,6 +163,7 @@ fn execute(
 
 fn evaluate(p: &Prepared, arch: &Arch, policy: &AdaptiveSlicing) -> Result<Outcome> {
     let mut cfg = arch.compile.clone();
+    let mut budget = None;
     if let Some(cal_run) = &arch.adaptive {
         let force = p.last.then(|| slicing("1x8"));
         let choice = choose_weight_slicing(
@@ -171,11 +174,13 @@ fn evaluate(p: &Prepared, arch: &Arch, policy: &AdaptiveSlicing) -> Result<Outco
             p.calibration.view(),
             cal_run,
         )?;
+        budget = (!choice.forced).then_some(choice.budget);
         cfg.weight_slicing = choice.chosen;
     }
     let (stats, rel_err, crossbars, utilisation) = execute(p, &cfg, &arch.run)?;
     Ok(Outcome {
         slicing: cfg.weight_slicing.to_string(),
+        budget,
         stats,
         rel_err,
         crossbars,
@@ -341,13 +346,22 @@ pub fn run_demo(root: &Path) -> Result<String> {
     }
 
     writeln!(md, "\n## Adaptive slicing budget (center_offset_aws)\n")?;
-    writeln!(md, "| budget | slicing per layer | rel. error per layer |")?;
-    writeln!(md, "|---|---|---|")?;
+    writeln!(
+        md,
+        "| budget | budget per layer | slicing per layer | rel. error per layer |"
+    )?;
+    writeln!(md, "|---|---|---|---|")?;
     let aws = archs
         .iter()
         .find(|a| a.name == "center_offset_aws")
         .expect("defined");
-    for budget in [0.001, 0.003, 0.01, 0.09] {
+    for budget in [
+        Budget::Auto,
+        Budget::Fixed(0.001),
+        Budget::Fixed(0.003),
+        Budget::Fixed(0.01),
+        Budget::Fixed(0.09),
+    ] {
         let pol =
             AdaptiveSlicing::new(policy.candidates().to_vec(), budget, Box::new(RelativeRms))?;
         let outs: Vec<Outcome> = prepared
@@ -356,7 +370,13 @@ pub fn run_demo(root: &Path) -> Result<String> {
             .collect::<Result<_>>()?;
         writeln!(
             md,
-            "| {budget} | {} | {} |",
+            "| {budget} | {} | {} | {} |",
+            outs.iter()
+                .map(|o| o
+                    .budget
+                    .map_or_else(|| "forced".into(), |b| format!("{b:.2e}")))
+                .collect::<Vec<_>>()
+                .join(", "),
             outs.iter()
                 .map(|o| o.slicing.clone())
                 .collect::<Vec<_>>()

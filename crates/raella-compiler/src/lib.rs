@@ -33,8 +33,8 @@ mod quant;
 mod slicing;
 
 pub use adaptive::{
-    AdaptiveSlicing, DEFAULT_BUDGET, DEFAULT_CANDIDATES, ErrorMetric, NormalisedMaxAbs,
-    RelativeRms, SlicingChoice,
+    AUTO_BUDGET_RATIO, AdaptiveSlicing, Budget, DEFAULT_BUDGET, DEFAULT_CANDIDATES, ErrorMetric,
+    NormalisedMaxAbs, RelativeRms, SlicingChoice,
 };
 pub use encoding::{
     Calibration, CenterRule, Encoding, SEARCH_MAX_VECTORS, SEARCH_RADIUS, centers, mean, median,

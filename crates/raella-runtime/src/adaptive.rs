@@ -66,7 +66,8 @@ pub fn choose_weight_slicing(
         column_noise: raella_device::ColumnNoise::default(),
         ..run.clone()
     };
-    policy.select(force, |cand| {
+    let budget = policy.budget_for(exact.view());
+    policy.select(force, budget, |cand| {
         if cand.max_width() > bits {
             return Ok(f64::INFINITY);
         }

@@ -514,7 +514,8 @@ fn report_text(spec: &Spec, res: &SweepResults) -> anyhow::Result<String> {
                 format!(
                     " -> adaptive {:?} budget {} (last layer {})",
                     k.adaptive_candidates.clone().unwrap_or_default(),
-                    k.adaptive_budget.unwrap_or(0.0),
+                    k.adaptive_budget
+                        .map_or_else(|| "auto".to_string(), |b| b.to_string()),
                     k.last_layer_slicing.clone().unwrap_or_default()
                 )
             } else {

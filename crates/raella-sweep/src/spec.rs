@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use raella_compiler::{
-    AdaptiveSlicing, CenterRule, CompileConfig, Encoding, ErrorMetric, NormalisedMaxAbs,
+    AdaptiveSlicing, Budget, CenterRule, CompileConfig, Encoding, ErrorMetric, NormalisedMaxAbs,
     RelativeRms, Slicing,
 };
 use raella_cost::{CostArch, DacKind, DigitalCorrection, Tiles};
@@ -83,8 +83,9 @@ pub struct ArchKnobs {
     pub adaptive: Option<bool>,
     /// Adaptive slicing candidates.
     pub adaptive_candidates: Option<Vec<String>>,
-    /// Adaptive slicing error budget.
-    pub adaptive_budget: Option<f64>,
+    /// Adaptive slicing error budget: a number, or `"auto"` (per layer, from
+    /// calibration data: `raella_compiler::Budget::Auto`).
+    pub adaptive_budget: Option<BudgetKnob>,
     /// `relative_rms` or `normalised_max_abs`.
     pub adaptive_metric: Option<String>,
     /// Slicing forced on the last layer when adaptive.
@@ -127,6 +128,33 @@ pub struct ArchKnobs {
     pub cell_area_f2: Option<f64>,
     /// Device ON resistance, ohm.
     pub r_on_ohm: Option<f64>,
+}
+
+/// The `adaptive_budget` knob: a number or `"auto"`.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum BudgetKnob {
+    /// A fixed budget for every layer.
+    Value(f64),
+    /// `"auto"`: the per-layer rule.
+    Named(AutoWord),
+}
+
+impl std::fmt::Display for BudgetKnob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Value(b) => write!(f, "{b}"),
+            Self::Named(AutoWord::Auto) => f.write_str("auto"),
+        }
+    }
+}
+
+/// The one word the `adaptive_budget` knob accepts besides a number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AutoWord {
+    /// The per-layer rule.
+    Auto,
 }
 
 /// The `tiles` knob: a fixed count or `"iso_area"`.
@@ -189,7 +217,7 @@ impl ArchKnobs {
                     .map(|s| (*s).to_string())
                     .collect(),
             ),
-            adaptive_budget: Some(raella_compiler::DEFAULT_BUDGET),
+            adaptive_budget: Some(BudgetKnob::Named(AutoWord::Auto)),
             adaptive_metric: Some("relative_rms".into()),
             last_layer_slicing: Some("1x8".into()),
             input: Some("speculative".into()),
@@ -885,9 +913,12 @@ fn validate_knobs(path: &Path, entry: &str, k: &ArchKnobs) -> Result<ArchConfig,
                 ));
             }
         };
-        let budget = k.adaptive_budget.unwrap_or(raella_compiler::DEFAULT_BUDGET);
+        let (budget, shown) = match k.adaptive_budget {
+            Some(BudgetKnob::Value(b)) => (Budget::Fixed(b), b.to_string()),
+            Some(BudgetKnob::Named(AutoWord::Auto)) | None => (Budget::Auto, "\"auto\"".into()),
+        };
         let policy = AdaptiveSlicing::new(cands, budget, metric)
-            .map_err(|e| field(path, entry, "adaptive_budget", budget, e.to_string()))?;
+            .map_err(|e| field(path, entry, "adaptive_budget", shown, e.to_string()))?;
         Some((policy, calibration_run(&run)))
     } else {
         None
