@@ -13,6 +13,9 @@
 //!   CNNs as ONNX, all-MiniLM-L6-v2, the Lee-50 benchmark, sample photographs) into
 //!   `.cache/models/`, with its own Python venv (`.cache/models/venv`, pinned
 //!   `scripts/fetch/requirements.txt`).
+//! * `cargo xtask typical-stats [--from DIR] [--out FILE]`: regenerates
+//!   `fixtures/cost/typical_stats.toml` from a measured run of the default sweep
+//!   (runs it into `results/default/` unless `--from` names a finished one).
 //! * `cargo xtask inspect-onnx MODEL.onnx`: imports a model, prints its op counts,
 //!   crossbar layers and MACs, and runs a float forward pass (checks a model before a sweep).
 //! * `cargo xtask bench`: the core throughput benchmark (optimised build), one line
@@ -20,6 +23,7 @@
 
 mod demo;
 mod fixture;
+mod typical;
 mod venv;
 
 use std::path::{Path, PathBuf};
@@ -35,7 +39,7 @@ fn root() -> PathBuf {
 }
 
 fn usage() -> &'static str {
-    "usage: cargo xtask <sweep [SPEC.toml] [--out DIR] [--shard K/N] [--no-cache] | sweep merge --out DIR SHARD_DIR... | demo [--out DIR] | bench | calibrate-cost | inspect-onnx MODEL.onnx | fetch-models [--cache DIR]>"
+    "usage: cargo xtask <sweep [SPEC.toml] [--out DIR] [--shard K/N] [--no-cache] | sweep merge --out DIR SHARD_DIR... | demo [--out DIR] | bench | calibrate-cost | inspect-onnx MODEL.onnx | fetch-models [--cache DIR] | typical-stats [--from DIR] [--out FILE]>"
 }
 
 /// `p` made absolute against the caller's working directory (cargo runs the
@@ -213,6 +217,51 @@ fn real_main() -> Result<()> {
                 y.ncols(),
                 y.row(0).iter().take(5).collect::<Vec<_>>()
             );
+            Ok(())
+        }
+        Some("typical-stats") => {
+            let root = root();
+            let mut from = None;
+            let mut out = root.join("fixtures/cost/typical_stats.toml");
+            let mut it = args[1..].iter();
+            while let Some(a) = it.next() {
+                match a.as_str() {
+                    "--from" => {
+                        from = Some(PathBuf::from(absolute(
+                            it.next().context("--from needs a results folder")?,
+                        )?));
+                    }
+                    "--out" => {
+                        out = PathBuf::from(absolute(it.next().context("--out needs a file")?)?);
+                    }
+                    other => bail!("unknown argument `{other}` for typical-stats\n{}", usage()),
+                }
+            }
+            let dir = match from {
+                Some(d) => d,
+                None => {
+                    // The measured run: the default sweep (cached per point).
+                    let dir = root.join("results/default");
+                    let status =
+                        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+                            .current_dir(&root)
+                            .args(["run", "--quiet", "--release", "-p", "raella-sweep", "--"])
+                            .arg(root.join("fixtures/sweeps/default.toml"))
+                            .arg("--out")
+                            .arg(&dir)
+                            .arg("--presets")
+                            .arg(root.join("fixtures/presets.toml"))
+                            .status()
+                            .context("running cargo run -p raella-sweep")?;
+                    if !status.success() {
+                        bail!("the default sweep failed ({status})");
+                    }
+                    dir
+                }
+            };
+            let text = typical::write(&root, &dir, &out)?;
+            print!("{text}");
+            eprintln!("wrote {}", out.display());
             Ok(())
         }
         Some("calibrate-cost") => {

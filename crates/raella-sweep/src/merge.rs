@@ -65,6 +65,7 @@ pub fn merge(dirs: &[PathBuf], presets: &Path) -> anyhow::Result<(Spec, SweepRes
         timings: vec![],
         energy: vec![],
         not_costed: vec![],
+        calibrated_on: None,
     };
     for (d, j) in &shards {
         for m in &j.models {
@@ -134,6 +135,7 @@ pub fn merge(dirs: &[PathBuf], presets: &Path) -> anyhow::Result<(Spec, SweepRes
         let cm = CostModel::load(files)?;
         cm.check(&spec)?;
         (out.energy, out.not_costed) = cost_sweep(&spec, &cm, &out.rows)?;
+        out.calibrated_on = cm.paper.as_ref().map(|p| p.calibrate_on.clone());
     }
     Ok((spec, out))
 }

@@ -245,18 +245,44 @@ fn energy_section(md: &mut String, spec: &Spec, res: &SweepResults) -> anyhow::R
         .filter(|r| r.paper_efficiency_vs_isaac.is_some())
         .collect();
     if !raella.is_empty() {
-        let geo = |f: &dyn Fn(&crate::cost::EnergyRow) -> Option<f64>| {
-            let v: Vec<f64> = raella.iter().filter_map(|r| f(r)).collect();
+        let geo = |rows: &[&crate::cost::EnergyRow],
+                   f: &dyn Fn(&crate::cost::EnergyRow) -> Option<f64>| {
+            let v: Vec<f64> = rows.iter().filter_map(|r| f(r)).collect();
             (v.iter().map(|x| x.ln()).sum::<f64>() / v.len().max(1) as f64).exp()
         };
-        writeln!(
-            md,
-            "\nGeomean over the workloads with published figures: efficiency vs ISAAC ours {:.2}x, paper {:.2}x; throughput ours {:.2}x, paper {:.2}x.\n",
-            geo(&|r| r.energy_efficiency_vs_isaac),
-            geo(&|r| r.paper_efficiency_vs_isaac),
-            geo(&|r| r.throughput_vs_isaac),
-            geo(&|r| r.paper_throughput_vs_isaac)
-        )?;
+        let line = |rows: &[&crate::cost::EnergyRow]| {
+            format!(
+                "efficiency vs ISAAC ours {:.2}x, paper {:.2}x; throughput ours {:.2}x, paper {:.2}x",
+                geo(rows, &|r| r.energy_efficiency_vs_isaac),
+                geo(rows, &|r| r.paper_efficiency_vs_isaac),
+                geo(rows, &|r| r.throughput_vs_isaac),
+                geo(rows, &|r| r.paper_throughput_vs_isaac)
+            )
+        };
+        let calibrated = spec
+            .cost
+            .as_ref()
+            .and_then(|c| c.paper_ablation.as_ref())
+            .and_then(|_| res.calibrated_on.clone());
+        match calibrated {
+            Some(c) if raella.iter().any(|r| r.dnn == c) => {
+                let validation: Vec<_> = raella.iter().copied().filter(|r| r.dnn != c).collect();
+                writeln!(
+                    md,
+                    "\nGeomean over the {} workloads not used for calibration (the cost model's two \
+                     coefficients are fitted on `{c}` only): {}. Over all {}, `{c}` included: {}.\n",
+                    validation.len(),
+                    line(&validation),
+                    raella.len(),
+                    line(&raella)
+                )?;
+            }
+            _ => writeln!(
+                md,
+                "\nGeomean over the workloads with published figures: {}.\n",
+                line(&raella)
+            )?,
+        }
     }
     if !res.not_costed.is_empty() {
         writeln!(

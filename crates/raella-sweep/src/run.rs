@@ -215,6 +215,9 @@ pub struct SweepResults {
     /// `(design on workload, why)`: shape-only costings refused because no
     /// typical statistics describe the design as configured.
     pub not_costed: Vec<(String, String)>,
+    /// The workload the cost model's coefficients were fitted on (from the
+    /// paper-ablation file), when the spec has one.
+    pub calibrated_on: Option<String>,
 }
 
 /// A model's graph with its calibration and evaluation images (preprocessed,
@@ -412,6 +415,7 @@ pub fn run_with(
         timings: vec![],
         energy: vec![],
         not_costed: vec![],
+        calibrated_on: None,
     };
     let cost_model = spec
         .cost
@@ -553,6 +557,7 @@ pub fn run_with(
     if let (Some(cm), None) = (&cost_model, opts.shard) {
         progress("cost model");
         (out.energy, out.not_costed) = crate::cost::cost_sweep(spec, cm, &out.rows)?;
+        out.calibrated_on = cm.paper.as_ref().map(|p| p.calibrate_on.clone());
     }
     Ok(out)
 }
