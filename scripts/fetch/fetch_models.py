@@ -9,6 +9,7 @@ verifying checksums; safe to re-run (finished steps are skipped).
 - gensim==4.4.0 (PyPI): the Lee-50 similarity benchmark (test_data/lee.cor,
   similarities0-1.txt) -> lee50/ (extracted at set-up time, never committed).
 - scikit-image==0.25.2 (PyPI): sample photographs (skimage/data/*.png|jpg) -> photos/.
+- onnx/minilm.onnx: all-MiniLM-L6-v2 exported to ONNX from minilm/ (export_minilm_onnx.py).
 
 Nothing here is needed by the default sweep or the tests.
 """
@@ -103,6 +104,11 @@ def main():
                 pathlib.Path(fo.name).rename(out)
         print(f"fetch-models: {name}: {req} ({whl.name})")
     onnx_dir = cache / "onnx"
+    # all-MiniLM-L6-v2 as ONNX (for the onnxruntime reference timing), built from the
+    # extracted minilm/ files and checked on Lee-50 against scripts/bert_reference.py.
+    if not (onnx_dir / "minilm.onnx").exists():
+        subprocess.run([sys.executable, str(HERE / "export_minilm_onnx.py"), "--cache", str(cache)], check=True)
+    print("fetch-models: minilm.onnx in", onnx_dir)
     if not (onnx_dir / "mobilenet_v2.onnx").exists() or not (onnx_dir / "inception_v3.onnx").exists():
         subprocess.run([sys.executable, str(HERE / "convert_nsfwjs.py"), "--cache", str(cache)], check=True)
     print("fetch-models: nsfwjs models in", onnx_dir)
@@ -110,8 +116,10 @@ def main():
         for n, h in manifest:
             f.write(f"{h}  {n}\n")
         for p in sorted(cache.rglob("*")):
-            if p.is_file() and p.suffix in {".onnx", ".safetensors", ".json", ".txt", ".cor", ".png", ".jpg"} and "npm" not in p.parts and "work" not in p.parts:
-                f.write(f"{sha256(p)}  {p.relative_to(cache)}\n")
+            rel = p.relative_to(cache)  # test the parts below the cache: it may itself be under a "work" dir
+            if p.is_file() and p.suffix in {".onnx", ".safetensors", ".json", ".txt", ".cor", ".png", ".jpg"} \
+                    and rel.parts[0] not in {"npm", "work", "venv"}:
+                f.write(f"{sha256(p)}  {rel}\n")
     print("fetch-models: checksums in", cache / "MANIFEST.sha256")
 
 

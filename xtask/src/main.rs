@@ -18,8 +18,12 @@
 //!   (runs it into `results/default/` unless `--from` names a finished one).
 //! * `cargo xtask inspect-onnx MODEL.onnx`: imports a model, prints its op counts,
 //!   crossbar layers and MACs, and runs a float forward pass (checks a model before a sweep).
-//! * `cargo xtask bench`: the core throughput benchmark (optimised build), one line
-//!   `core-throughput: ...` with the ratio to the machine's f32 GEMM rate.
+//! * `cargo xtask bench [--real-scale]`: whole networks in their own 8-bit MACs
+//!   per second beside onnxruntime float32 on the same model, threads and inputs
+//!   (a private venv `.cache/bench-venv` with `scripts/bench/requirements.txt`):
+//!   the MNIST CNN, and with `--real-scale` MobileNetV2, InceptionV3 and MiniLM
+//!   (after `fetch-models`); then the core kernel's slice-MAC rate against the
+//!   f32 GEMM rate (`core-throughput: ...`).
 
 mod demo;
 mod fixture;
@@ -39,7 +43,7 @@ fn root() -> PathBuf {
 }
 
 fn usage() -> &'static str {
-    "usage: cargo xtask <sweep [SPEC.toml] [--out DIR] [--shard K/N] [--no-cache] | sweep merge --out DIR SHARD_DIR... | demo [--out DIR] | bench | calibrate-cost | inspect-onnx MODEL.onnx | fetch-models [--cache DIR] | typical-stats [--from DIR] [--out FILE]>"
+    "usage: cargo xtask <sweep [SPEC.toml] [--out DIR] [--shard K/N] [--no-cache] | sweep merge --out DIR SHARD_DIR... | demo [--out DIR] | bench [--real-scale] | calibrate-cost | inspect-onnx MODEL.onnx | fetch-models [--cache DIR] | typical-stats [--from DIR] [--out FILE]>"
 }
 
 /// `p` made absolute against the caller's working directory (cargo runs the
@@ -283,8 +287,55 @@ fn real_main() -> Result<()> {
             Ok(())
         }
         Some("bench") => {
-            let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-                .current_dir(root())
+            let root = root();
+            let mut real_scale = false;
+            let mut it = args[1..].iter();
+            while let Some(a) = it.next() {
+                match a.as_str() {
+                    "--real-scale" => real_scale = true,
+                    other => bail!("unknown argument `{other}` for bench\n{}", usage()),
+                }
+            }
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            // onnxruntime, the float32 reference the headline is compared with.
+            let python = venv::ensure(
+                &root.join(".cache/bench-venv"),
+                &root.join("scripts/bench/requirements.txt"),
+            )?;
+            let mut runs = vec![(
+                "fixtures/sweeps/default.toml",
+                "2000",
+                "isaac8b,raella,raella_e8",
+            )];
+            if real_scale {
+                runs.push((
+                    "fixtures/sweeps/real-scale.toml",
+                    "8",
+                    "isaac8b,raella,raella_e8",
+                ));
+            }
+            for (spec, images, archs) in runs {
+                let status = Command::new(&cargo)
+                    .current_dir(&root)
+                    .args([
+                        "bench",
+                        "-p",
+                        "raella-sweep",
+                        "--bench",
+                        "network_throughput",
+                        "--",
+                    ])
+                    .args([spec, "--images", images, "--archs", archs, "--ort"])
+                    .arg(&python)
+                    .status()
+                    .context("running cargo bench")?;
+                if !status.success() {
+                    bail!("network benchmark failed: {status}");
+                }
+            }
+            // The core kernel on one thread (slice-MACs vs the f32 GEMM rate): secondary.
+            let status = Command::new(&cargo)
+                .current_dir(&root)
                 .args([
                     "bench",
                     "-p",

@@ -1,24 +1,43 @@
-//! Whole-network throughput: images per second for each model x design of a
-//! sweep spec, and the simulated slice-MAC rate as a ratio to the f32 GEMM
-//! rate of the same machine, measured in the same process on all threads.
+//! Whole-network throughput of simulated designs, in the network's own 8-bit
+//! MACs per second, beside onnxruntime float32 on the same model, machine,
+//! thread count and inputs, measured in the same run.
 //!
 //! ```text
 //! cargo bench -p raella-sweep --bench network_throughput -- [SPEC] [--images N]
+//!     [--archs a,b,...] [--ort PYTHON]
 //! ```
 //!
+//! `cargo xtask bench` runs it with a private onnxruntime venv (`--ort`).
 //! `SPEC` defaults to `fixtures/sweeps/default.toml` (the MNIST CNN);
 //! `fixtures/sweeps/real-scale.toml` runs MobileNetV2, InceptionV3 and MiniLM
 //! after `cargo xtask fetch-models`. Each design is built once (compile,
 //! adaptive slicing, programming: reported separately), then the first `N`
 //! evaluation images (default 16) run twice; the faster run is reported.
-//! Text models (`bert`) embed the first `N` Lee-50 documents (the column
-//! reads documents per second).
-//! A slice-MAC is one used row x one used column x one input vector x one
-//! primary input slice (recovery work is done but not counted, so it lowers
-//! the ratio). The GEMM reference is one `1024 x 512 . 512 x 512` f32 product
-//! per thread, all threads at once (ndarray / matrixmultiply).
+//! Text models (`bert`) embed the first `N` Lee-50 documents (the columns then
+//! count documents).
+//!
+//! What the columns count:
+//! - `MAC/s` (the headline): the network's crossbar-layer 8-bit MACs per image
+//!   (one weight x one activation, as the model defines them; signed inputs'
+//!   two passes and zero activations count once), times images per second.
+//!   Digital work (pooling, attention's activation-activation products,
+//!   normalisation) is done but not counted.
+//! - `ort img/s`, `vs ort`: `scripts/bench/ort_bench.py` (onnxruntime, float32,
+//!   `intra_op_num_threads` = this process's thread count, batches of 64 images
+//!   per call, as the simulator evaluates them) on the model's ONNX file and the
+//!   same preprocessed images; for text models `onnx/minilm.onnx` beside the
+//!   model folder (`cargo xtask fetch-models`) on the same documents, one per
+//!   call, unpadded, as the simulator runs them. `vs ort` = our images/s over
+//!   onnxruntime's, printed as `1/k` (k times slower).
+//! - `slice-MAC/s` (secondary): one used row x one used column x one input
+//!   vector x one primary input slice, counted for every vector whether or not
+//!   its pulses are zero (the sparse kernels skip zero pulses but they are
+//!   counted); recovery work is done but not counted. `vs GEMM` is twice that
+//!   rate over the all-thread f32 GEMM rate measured in the same process (one
+//!   `1024 x 512 . 512 x 512` product per thread, ndarray / matrixmultiply).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Instant;
 
 use ndarray::{Array2, linalg::general_mat_mul, s};
@@ -49,6 +68,8 @@ fn gemm_gflops() -> f64 {
 fn main() -> anyhow::Result<()> {
     let mut spec_path = PathBuf::from("fixtures/sweeps/default.toml");
     let mut images = 16usize;
+    let mut only: Option<Vec<String>> = None;
+    let mut ort: Option<PathBuf> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -58,6 +79,18 @@ fn main() -> anyhow::Result<()> {
                     .next()
                     .and_then(|v| v.parse().ok())
                     .ok_or_else(|| anyhow::anyhow!("--images needs a number"))?;
+            }
+            "--archs" => {
+                let v = args
+                    .next()
+                    .ok_or_else(|| anyhow::anyhow!("--archs needs a,b,..."))?;
+                only = Some(v.split(',').map(str::to_string).collect());
+            }
+            "--ort" => {
+                ort = Some(PathBuf::from(
+                    args.next()
+                        .ok_or_else(|| anyhow::anyhow!("--ort needs a python"))?,
+                ));
             }
             _ => spec_path = PathBuf::from(a),
         }
@@ -69,16 +102,46 @@ fn main() -> anyhow::Result<()> {
     } else {
         spec_path
     };
-    let spec = Spec::load(&spec_path, &root.join("fixtures/presets.toml"))?;
+    let ort = ort.map(|p| {
+        if p.is_relative() && !p.exists() {
+            root.join(p)
+        } else {
+            p
+        }
+    });
+    let mut spec = Spec::load(&spec_path, &root.join("fixtures/presets.toml"))?;
+    if let Some(names) = &only {
+        for n in names {
+            anyhow::ensure!(
+                spec.archs.iter().any(|a| &a.name == n),
+                "--archs: the spec has no design `{n}`"
+            );
+        }
+        spec.archs.retain(|a| names.contains(&a.name));
+    }
     let gflops = gemm_gflops();
+    let threads = rayon::current_num_threads();
     println!(
-        "network-throughput: {} on {} threads; f32 GEMM {gflops:.1} GFLOP/s (all threads)",
+        "network-throughput: {} on {threads} threads; f32 GEMM {gflops:.1} GFLOP/s (all threads); \
+         onnxruntime {}",
         spec_path.display(),
-        rayon::current_num_threads()
+        ort.as_ref().map_or_else(
+            || "not run (no --ort)".to_string(),
+            |p| p.display().to_string()
+        )
     );
     println!(
-        "{:<14} {:<22} {:>8} {:>9} {:>10} {:>14} {:>7}",
-        "model", "design", "build s", "images/s", "GMAC/img", "G slice-MAC/s", "ratio"
+        "{:<14} {:<22} {:>7} {:>10} {:>9} {:>10} {:>10} {:>9} {:>13} {:>8}",
+        "model",
+        "design",
+        "build s",
+        "images/s",
+        "GMAC/img",
+        "G MAC/s",
+        "ort img/s",
+        "vs ort",
+        "G slice-MAC/s",
+        "vs GEMM"
     );
     for m in &spec.models {
         if let Some(b) = &m.bert {
@@ -103,6 +166,36 @@ fn main() -> anyhow::Result<()> {
             let quant = model.quantize(&cal)?;
             let captured = quant.capture_inputs(&cal)?;
             let layers = quant.crossbar_layers();
+            let onnx = b
+                .model
+                .parent()
+                .map(|p| p.join("onnx/minilm.onnx"))
+                .filter(|p| p.is_file());
+            let ort_rate = match (&ort, onnx) {
+                (Some(py), Some(onnx)) => {
+                    let dir = tempdir()?;
+                    let texts = dir.join("docs.txt");
+                    std::fs::write(&texts, docs.join("\n") + "\n")?;
+                    let tok = b.model.join("tokenizer.json");
+                    let r = ort_items_per_s(
+                        py,
+                        &root,
+                        &onnx,
+                        threads,
+                        &[
+                            "--texts".as_ref(),
+                            texts.as_os_str(),
+                            "--tokenizer".as_ref(),
+                            tok.as_os_str(),
+                            "--max-length".as_ref(),
+                            "256".as_ref(),
+                        ],
+                    );
+                    std::fs::remove_dir_all(&dir)?;
+                    Some(r?)
+                }
+                _ => None,
+            };
             for arch in &spec.archs {
                 let t0 = Instant::now();
                 let backend = CrossbarBackend::build_layers(
@@ -113,13 +206,52 @@ fn main() -> anyhow::Result<()> {
                 )?;
                 let build = t0.elapsed().as_secs_f64();
                 let (best, total) = best_of_two(|| Ok(quant.embed(&backend, &docs)?.layer_stats))?;
-                report(&m.name, &arch.name, build, docs.len(), best, &total, gflops);
+                report(
+                    &m.name,
+                    &arch.name,
+                    build,
+                    docs.len(),
+                    best,
+                    &total,
+                    gflops,
+                    ort_rate,
+                );
             }
             continue;
         }
         let (graph, cal, eval, _) = load_model(m)?;
         let n = images.min(eval.nrows());
         let eval = eval.slice(s![..n, ..]).to_owned();
+        let ort_rate = match &ort {
+            Some(py) => {
+                let dir = tempdir()?;
+                let file = dir.join("images.npy");
+                let mut dims = vec![n];
+                dims.extend(graph.tensors[graph.input].shape.iter().copied());
+                let x = eval.clone().into_shape_with_order(ndarray::IxDyn(&dims))?;
+                ndarray_npy::write_npy(&file, &x)?;
+                let mut input =
+                    std::ffi::OsString::from(format!("{}=", graph.tensors[graph.input].name));
+                input.push(&file);
+                let r = ort_items_per_s(
+                    py,
+                    &root,
+                    &m.onnx,
+                    threads,
+                    &[
+                        "--images".as_ref(),
+                        n.to_string().as_ref(),
+                        "--batch".as_ref(),
+                        "64".as_ref(),
+                        "--input".as_ref(),
+                        &input,
+                    ],
+                );
+                std::fs::remove_dir_all(&dir)?;
+                Some(r?)
+            }
+            None => None,
+        };
         let model = QuantModel::calibrate(graph, cal.view())?;
         let ncap = cal.nrows().min(AWS_CALIBRATION_IMAGES);
         let captured = model.capture_inputs(cal.slice(s![..ncap, ..]).to_owned())?;
@@ -130,7 +262,9 @@ fn main() -> anyhow::Result<()> {
             let build = t0.elapsed().as_secs_f64();
             let (best, total) =
                 best_of_two(|| Ok(eval_quant(&model, &backend, eval.view())?.layer_stats))?;
-            report(&m.name, &arch.name, build, n, best, &total, gflops);
+            report(
+                &m.name, &arch.name, build, n, best, &total, gflops, ort_rate,
+            );
         }
     }
     Ok(())
@@ -162,16 +296,62 @@ fn report(
     secs: f64,
     total: &LayerStats,
     gflops: f64,
+    ort: Option<f64>,
 ) {
-    let rate = total.slice_macs as f64 / secs / 1e9;
+    let per_s = n as f64 / secs;
+    let gmac_img = total.macs as f64 / n as f64 / 1e9;
+    let slice_rate = total.slice_macs as f64 / secs / 1e9;
     println!(
-        "{:<14} {:<22} {:>8.1} {:>9.3} {:>10.3} {:>14.2} {:>7.3}",
+        "{:<14} {:<22} {:>7.1} {:>10.3} {:>9.4} {:>10.3} {:>10} {:>9} {:>13.2} {:>8.3}",
         model,
         arch,
         build,
-        n as f64 / secs,
-        total.macs as f64 / n as f64 / 1e9,
-        rate,
-        2.0 * rate / gflops
+        per_s,
+        gmac_img,
+        gmac_img * per_s,
+        ort.map_or_else(|| "-".into(), |o| format!("{o:.2}")),
+        ort.map_or_else(|| "-".into(), |o| format!("1/{:.1}", o / per_s)),
+        slice_rate,
+        2.0 * slice_rate / gflops
     );
+}
+
+/// A fresh temporary folder of this process.
+fn tempdir() -> anyhow::Result<PathBuf> {
+    let d = std::env::temp_dir().join(format!(
+        "raella-bench-{}-{}",
+        std::process::id(),
+        Instant::now().elapsed().as_nanos()
+    ));
+    std::fs::create_dir_all(&d)?;
+    Ok(d)
+}
+
+/// onnxruntime's items (images or documents) per second on `onnx`, from
+/// `scripts/bench/ort_bench.py` run by `python` with `threads` threads.
+fn ort_items_per_s(
+    python: &Path,
+    root: &Path,
+    onnx: &Path,
+    threads: usize,
+    extra: &[&std::ffi::OsStr],
+) -> anyhow::Result<f64> {
+    let out = Command::new(python)
+        .arg(root.join("scripts/bench/ort_bench.py"))
+        .arg("--model")
+        .arg(onnx)
+        .args(["--threads", &threads.to_string(), "--repeat", "2"])
+        .args(extra)
+        .output()
+        .map_err(|e| anyhow::anyhow!("running {}: {e}", python.display()))?;
+    anyhow::ensure!(
+        out.status.success(),
+        "ort_bench.py on {} failed: {}",
+        onnx.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    v["items_per_s"]
+        .as_f64()
+        .ok_or_else(|| anyhow::anyhow!("ort_bench.py printed no items_per_s: {v}"))
 }
