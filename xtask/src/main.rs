@@ -289,8 +289,7 @@ fn real_main() -> Result<()> {
         Some("bench") => {
             let root = root();
             let mut real_scale = false;
-            let mut it = args[1..].iter();
-            while let Some(a) = it.next() {
+            for a in &args[1..] {
                 match a.as_str() {
                     "--real-scale" => real_scale = true,
                     other => bail!("unknown argument `{other}` for bench\n{}", usage()),
