@@ -16,6 +16,8 @@
 //! * `cargo xtask typical-stats [--from DIR] [--out FILE]`: regenerates
 //!   `fixtures/cost/typical_stats.toml` from a measured run of the default sweep
 //!   (runs it into `results/default/` unless `--from` names a finished one).
+//! * `cargo xtask cost-whatif`: the paper's seven DNNs' throughput and energy under
+//!   each mapping/timing assumption of the cost model, alone and combined.
 //! * `cargo xtask inspect-onnx MODEL.onnx`: imports a model, prints its op counts,
 //!   crossbar layers and MACs, and runs a float forward pass (checks a model before a sweep).
 //! * `cargo xtask bench [--real-scale]`: whole networks in their own 8-bit MACs
@@ -29,6 +31,7 @@ mod demo;
 mod fixture;
 mod typical;
 mod venv;
+mod whatif;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -43,7 +46,7 @@ fn root() -> PathBuf {
 }
 
 fn usage() -> &'static str {
-    "usage: cargo xtask <sweep [SPEC.toml] [--out DIR] [--shard K/N] [--no-cache] | sweep merge --out DIR SHARD_DIR... | demo [--out DIR] | bench [--real-scale] | calibrate-cost | inspect-onnx MODEL.onnx | fetch-models [--cache DIR] | typical-stats [--from DIR] [--out FILE]>"
+    "usage: cargo xtask <sweep [SPEC.toml] [--out DIR] [--shard K/N] [--no-cache] | sweep merge --out DIR SHARD_DIR... | demo [--out DIR] | bench [--real-scale] | calibrate-cost | inspect-onnx MODEL.onnx | fetch-models [--cache DIR] | typical-stats [--from DIR] [--out FILE] | cost-whatif>"
 }
 
 /// `p` made absolute against the caller's working directory (cargo runs the
@@ -266,6 +269,10 @@ fn real_main() -> Result<()> {
             let text = typical::write(&root, &dir, &out)?;
             print!("{text}");
             eprintln!("wrote {}", out.display());
+            Ok(())
+        }
+        Some("cost-whatif") => {
+            print!("{}", whatif::table(&root())?);
             Ok(())
         }
         Some("calibrate-cost") => {

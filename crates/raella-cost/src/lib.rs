@@ -39,7 +39,8 @@ mod workload;
 pub use arch::{Calibration, CostArch, DacKind, DigitalCorrection, Tiles};
 pub use error::CostError;
 pub use model::{
-    Energy, LayerPlacement, NetworkPerf, TileArea, cycle_ns, layer_energy, map_network, tile_area,
+    Energy, LayerPlacement, MappingOptions, NetworkPerf, RecoveryTiming, TileArea, cycle_ns,
+    layer_energy, map_network, tile_area,
 };
 pub use tables::Components;
 pub use work::{InputScheme, LayerShape, LayerStatistics, LayerWork, blocks, layer_crossbars};

@@ -219,6 +219,8 @@ pub fn tile_area(arch: &CostArch, c: &Components) -> Result<TileArea, CostError>
 pub struct LayerPlacement {
     /// Crossbars of one copy of the layer.
     pub crossbars: usize,
+    /// Crossbars of all its copies (packed copies share crossbars).
+    pub crossbars_used: usize,
     /// Copies (replicated to balance the pipeline).
     pub replicas: usize,
     /// Time per inference with those copies, ns.
@@ -250,6 +252,95 @@ pub fn cycle_ns(arch: &CostArch, c: &Components) -> f64 {
     arch.cycle_ns.max(convert)
 }
 
+/// How recovery cycles are timed.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub enum RecoveryTiming {
+    /// Every recovery 1-bit slice is a full crossbar cycle (the paper's and
+    /// AccelForge's RAELLA: 11 cycles per vector instead of 8).
+    Fixed,
+    /// A recovery slice lasts as long as its ADCs need for the flagged columns
+    /// actually re-converted (spread evenly over the layer's crossbars), but
+    /// never less than `floor_ns` (the analog read of a 1-bit slice).
+    AdcBound {
+        /// The shortest recovery slice, ns.
+        floor_ns: f64,
+    },
+}
+
+/// The mapping and timing assumptions of [`map_network`].
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct MappingOptions {
+    /// How recovery cycles are timed.
+    pub recovery: RecoveryTiming,
+    /// Replicas of a layer whose copy uses part of one crossbar are packed
+    /// block-diagonally into the same crossbar (disjoint rows and columns, so
+    /// they run at once) before new crossbars are taken.
+    pub pack_replicas: bool,
+}
+
+impl Default for MappingOptions {
+    /// The published model: fixed recovery cycles, packed replicas.
+    fn default() -> Self {
+        Self {
+            recovery: RecoveryTiming::Fixed,
+            pack_replicas: true,
+        }
+    }
+}
+
+/// Copies of one layer copy that fit in one crossbar (block-diagonally), or
+/// `None` when a copy needs more than one crossbar.
+fn copies_per_crossbar(arch: &CostArch, w: &LayerWork) -> Option<usize> {
+    let s = &w.shape;
+    let (rb, cb) = blocks(arch, s.rows, s.filters, w.weight_slices);
+    (rb == 1 && cb == 1).then(|| {
+        (arch.rows / s.rows.max(1))
+            .min(arch.cols / (s.filters * w.weight_slices).max(1))
+            .max(1)
+    })
+}
+
+/// Crossbars holding `replicas` copies of a layer.
+fn crossbars_for(arch: &CostArch, w: &LayerWork, replicas: usize, pack: bool) -> usize {
+    let one = layer_crossbars(arch, &w.shape, w.weight_slices);
+    match copies_per_crossbar(arch, w) {
+        // Groups (and, when packing, replicas) share crossbars block-diagonally.
+        Some(per) if pack => (w.shape.groups * replicas).div_ceil(per),
+        _ => one * replicas,
+    }
+}
+
+/// Time of one copy of a layer per inference, ns.
+fn layer_time_ns(
+    arch: &CostArch,
+    w: &LayerWork,
+    c: &Components,
+    cyc: f64,
+    opts: &MappingOptions,
+) -> f64 {
+    let s = &w.shape;
+    let rec = w.recovery_cycles_per_vector;
+    let primary = w.cycles_per_vector - rec;
+    let recovery_ns = match opts.recovery {
+        RecoveryTiming::Fixed => rec * cyc,
+        RecoveryTiming::AdcBound { floor_ns } if rec > 0.0 => {
+            let (rb, cb) = blocks(arch, s.rows, s.filters, w.weight_slices);
+            let primary_conv = (s.filters * w.weight_slices * s.groups * rb) as f64
+                * s.vectors
+                * w.passes
+                * primary;
+            let rec_conv = (w.conversions - primary_conv).max(0.0);
+            // Per vector and pass, on each crossbar of the copy, in parallel.
+            let crossbars = (s.groups * rb * cb).max(1) as f64;
+            let per_crossbar = rec_conv / (s.vectors * w.passes).max(1.0) / crossbars;
+            let adc_ns = per_crossbar / (arch.adcs_per_crossbar as f64 * c.adc.sample_rate_gsps);
+            adc_ns.max(rec * floor_ns)
+        }
+        RecoveryTiming::AdcBound { .. } => 0.0,
+    };
+    s.vectors * w.passes * (primary * cyc + recovery_ns)
+}
+
 /// Maps `works` onto `tiles` tiles of `arch`, replicating the slowest layer
 /// while crossbars remain (weights stay resident; layers are pipelined).
 ///
@@ -260,6 +351,7 @@ pub fn map_network(
     arch: &CostArch,
     c: &Components,
     tiles: usize,
+    opts: &MappingOptions,
 ) -> Result<NetworkPerf, CostError> {
     let available = tiles * arch.macros_per_tile * arch.crossbars_per_macro;
     let cyc = cycle_ns(arch, c);
@@ -267,12 +359,13 @@ pub fn map_network(
         .iter()
         .map(|w| {
             let s = &w.shape;
-            let crossbars = layer_crossbars(arch, s, w.weight_slices);
+            let crossbars = crossbars_for(arch, w, 1, opts.pack_replicas);
             let used = (s.groups * s.rows * s.filters * w.weight_slices) as f64;
             LayerPlacement {
                 crossbars,
+                crossbars_used: crossbars,
                 replicas: 1,
-                time_ns: s.vectors * w.passes * w.cycles_per_vector * cyc,
+                time_ns: layer_time_ns(arch, w, c, cyc, opts),
                 utilisation: used / (crossbars * arch.rows * arch.cols) as f64,
             }
         })
@@ -291,14 +384,16 @@ pub fn map_network(
             .max_by(|a, b| a.1.time_ns.total_cmp(&b.1.time_ns))
             .map(|(i, l)| (i, l.clone()))
             .expect("at least one layer");
+        let next = crossbars_for(arch, &works[i], slowest.replicas + 1, opts.pack_replicas);
+        let extra = next - slowest.crossbars_used;
         // Replication cannot cut below one vector's cycles.
-        if used + slowest.crossbars > available || slowest.replicas as f64 >= works[i].shape.vectors
-        {
+        if used + extra > available || slowest.replicas as f64 >= works[i].shape.vectors {
             break;
         }
-        used += slowest.crossbars;
+        used += extra;
         let l = &mut layers[i];
         l.replicas += 1;
+        l.crossbars_used = next;
         l.time_ns = base[i] / l.replicas as f64;
     }
     let slowest = layers.iter().map(|l| l.time_ns).fold(0.0, f64::max);

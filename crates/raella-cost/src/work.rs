@@ -133,6 +133,8 @@ pub struct LayerWork {
     pub passes: f64,
     /// Crossbar cycles per input vector and pass (slices + recovery cycles).
     pub cycles_per_vector: f64,
+    /// Of those, recovery cycles (0 without recovery).
+    pub recovery_cycles_per_vector: f64,
     /// Speculation (the input buffer is read twice).
     pub speculation: bool,
     /// ADC conversions.
@@ -221,6 +223,7 @@ impl LayerWork {
             weight_slices: slices,
             passes: scheme.passes,
             cycles_per_vector,
+            recovery_cycles_per_vector: rec_bits,
             speculation: stats.speculation_enabled,
             conversions,
             row_drives,

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use proptest::prelude::*;
 use raella_cost::{
-    Calibration, Components, CostArch, DacKind, DigitalCorrection, LayerShape, LayerWork, Tiles,
-    cycle_ns, layer_energy, map_network, tile_area,
+    Calibration, Components, CostArch, DacKind, DigitalCorrection, LayerShape, LayerWork,
+    MappingOptions, RecoveryTiming, Tiles, cycle_ns, layer_energy, map_network, tile_area,
 };
 
 fn fixtures() -> PathBuf {
@@ -64,6 +64,12 @@ fn load() -> (Components, Archs) {
     (c, Archs)
 }
 
+/// Fixed recovery cycles, replicas packed (the default).
+const FIXED: MappingOptions = MappingOptions {
+    recovery: RecoveryTiming::Fixed,
+    pack_replicas: true,
+};
+
 const CAL: Calibration = Calibration {
     cell_scale: 1.0,
     pulse_dac_pj: 0.5,
@@ -85,6 +91,7 @@ fn one_crossbar() -> LayerWork {
         weight_slices: 3,
         passes: 1.0,
         cycles_per_vector: 11.0,
+        recovery_cycles_per_vector: 8.0,
         speculation: true,
         conversions: 1630.0,
         row_drives: 5632.0,
@@ -181,7 +188,7 @@ fn small_layer_latency_and_replication() {
     let mut w = one_crossbar();
     w.shape.vectors = 10.0;
     // One tile (32 crossbars): the 1-crossbar layer is replicated 10 times (once per vector).
-    let p = map_network(&[w.clone()], &r, &c, 1).unwrap();
+    let p = map_network(&[w.clone()], &r, &c, 1, &FIXED).unwrap();
     assert_eq!(p.layers[0].crossbars, 1);
     assert_eq!(p.layers[0].replicas, 10);
     close(p.layers[0].time_ns, 11.0 * 100.0);
@@ -194,7 +201,7 @@ fn small_layer_latency_and_replication() {
         crossbars_per_macro: 2,
         ..r.clone()
     };
-    let p = map_network(&[w, slow], &arch1, &c, 1).unwrap();
+    let p = map_network(&[w, slow], &arch1, &c, 1, &FIXED).unwrap();
     close(p.inferences_per_s, 1e9 / (20.0 * 11.0 * 100.0));
     // A network that does not fit is an error, not a silent result.
     let big = LayerWork {
@@ -205,7 +212,60 @@ fn small_layer_latency_and_replication() {
         },
         ..one_crossbar()
     };
-    assert!(map_network(&[big], &arch1, &c, 1).is_err());
+    assert!(map_network(&[big], &arch1, &c, 1, &FIXED).is_err());
+}
+
+/// A layer whose copy fills a fifth of a crossbar's columns (64 rows x 32
+/// filters x 3 slices = 96 of 512 columns, 64 of 512 rows): with packing, five
+/// copies share one crossbar (block-diagonally) and run at once; without, one.
+#[test]
+fn small_layers_pack_replicas_into_one_crossbar() {
+    let (c, archs) = load();
+    let one = CostArch {
+        macros_per_tile: 1,
+        crossbars_per_macro: 1,
+        ..archs.get("raella").unwrap()
+    };
+    let mut w = one_crossbar();
+    w.shape.rows = 64;
+    w.shape.filters = 32;
+    w.shape.vectors = 100.0;
+    let packed = map_network(&[w.clone()], &one, &c, 1, &FIXED).unwrap();
+    assert_eq!(packed.layers[0].replicas, 5);
+    assert_eq!(packed.layers[0].crossbars_used, 1);
+    close(packed.layers[0].time_ns, 100.0 * 11.0 * 100.0 / 5.0);
+    let unpacked = MappingOptions {
+        pack_replicas: false,
+        ..FIXED
+    };
+    let p = map_network(&[w], &one, &c, 1, &unpacked).unwrap();
+    assert_eq!(p.layers[0].replicas, 1);
+    close(p.layers[0].time_ns, 100.0 * 11.0 * 100.0);
+}
+
+/// ADC-bound recovery: a recovery slice lasts as long as its ADCs need for the
+/// flagged columns actually re-converted, with a floor per slice.
+#[test]
+fn adc_bound_recovery_time_by_hand() {
+    let (c, archs) = load();
+    let r = archs.get("raella").unwrap();
+    // One crossbar, one vector: 3 primary slices x 510 columns = 1530 conversions,
+    // plus 100 recovery conversions; 4 ADCs at 1.28 GS/s.
+    let w = one_crossbar();
+    let opts = MappingOptions {
+        recovery: RecoveryTiming::AdcBound { floor_ns: 1.0 },
+        pack_replicas: true,
+    };
+    let p = map_network(std::slice::from_ref(&w), &r, &c, 1, &opts).unwrap();
+    let rec_ns: f64 = 100.0 / (4.0 * 1.28);
+    close(p.layers[0].time_ns, 3.0 * 100.0 + rec_ns.max(8.0 * 1.0));
+    // Few flags: the floor (8 slices x 1 ns) sets the recovery time.
+    let few = LayerWork {
+        conversions: 1530.0 + 4.0,
+        ..w
+    };
+    let p = map_network(&[few], &r, &c, 1, &opts).unwrap();
+    close(p.layers[0].time_ns, 3.0 * 100.0 + 8.0);
 }
 
 proptest! {

@@ -86,6 +86,8 @@ pub struct CostModel {
     pub calibration: Calibration,
     /// Typical statistics by design.
     pub typical: BTreeMap<String, TypicalStats>,
+    /// Mapping and timing assumptions.
+    pub options: crate::spec::CostOptions,
 }
 
 /// Where a design's typical statistics (for shape-only workloads) come from.
@@ -110,6 +112,7 @@ impl CostModel {
             .map(PaperAblation::load)
             .transpose()?;
         Ok(Self {
+            options: f.options,
             reference: f.iso_area_reference.clone(),
             calibration: Calibration::load(&f.calibration)?,
             typical: load_typical(&f.typical)?,
@@ -252,8 +255,15 @@ fn slicing_len(text: Option<&String>) -> usize {
         .map_or(8, |s| s.len())
 }
 
-/// Input scheme and weight slices of layer `i` of `n` for a design (shape-only workloads).
-fn scheme(a: &Arch, i: usize, n: usize, all_linear: bool) -> (usize, InputScheme) {
+/// Input scheme and weight slices of layer `i` of `n` for a design (shape-only
+/// workloads); `first_signed`: the first layer's inputs are signed (two passes).
+fn scheme(
+    a: &Arch,
+    i: usize,
+    n: usize,
+    all_linear: bool,
+    first_signed: bool,
+) -> (usize, InputScheme) {
     let k = &a.knobs;
     let slices = if k.adaptive == Some(true) {
         // The typical adaptive choice (4-2-2), the last layer forced.
@@ -271,8 +281,13 @@ fn scheme(a: &Arch, i: usize, n: usize, all_linear: bool) -> (usize, InputScheme
         .and_then(|t| Slicing::parse(t).ok())
         .map_or_else(|| vec![1; 8], |s| s.widths().to_vec());
     let recovery = k.input.as_deref() == Some("speculative") && k.recovery == Some(true);
-    // The normalised image (first layer) and a transformer's LayerNorm/GELU outputs are signed.
-    let passes = if i == 0 || all_linear { 2.0 } else { 1.0 };
+    // A transformer's LayerNorm/GELU outputs are signed; a CNN's first layer is, if
+    // it reads the normalised image rather than unsigned pixels (`first_layer_inputs`).
+    let passes = if (i == 0 && first_signed) || all_linear {
+        2.0
+    } else {
+        1.0
+    };
     (
         slices,
         InputScheme {
@@ -329,7 +344,10 @@ fn iso_area_budget(
     let crossbars: usize = shapes
         .iter()
         .enumerate()
-        .map(|(i, s)| raella_cost::layer_crossbars(&ra, s, scheme(r, i, n, all_linear).0))
+        .map(|(i, s)| {
+            let slices = scheme(r, i, n, all_linear, cm.options.first_layer_signed).0;
+            raella_cost::layer_crossbars(&ra, s, slices)
+        })
         .sum();
     let per_chip = tiles * ra.macros_per_tile * ra.crossbars_per_macro;
     let chips = crossbars.div_ceil(per_chip).max(1);
@@ -371,7 +389,7 @@ fn perf_rows(
                 n.max(1)
             }
         };
-        let perf = map_network(ws, arch, &cm.components, tiles)
+        let perf = map_network(ws, arch, &cm.components, tiles, &cm.options.mapping)
             .with_context(|| format!("{dnn} on {name}"))?;
         let per_inf = e.total_pj();
         let breakdown = e;
@@ -450,7 +468,7 @@ fn shape_only_layers(
     let typ = cm.typical_for(a);
     let mut ws: Vec<LayerWork> = Vec::with_capacity(n);
     for (i, shape) in shapes.iter().enumerate() {
-        let (slices, sch) = scheme(a, i, n, all_linear);
+        let (slices, sch) = scheme(a, i, n, all_linear, cm.options.first_layer_signed);
         // A statistics file `<stats_dir>/<design>/<layer>.txt` (the format the sweep
         // exports) wins over the typical values.
         let file = stats_dir.map(|d| d.join(&a.name).join(format!("{}.txt", shape.name)));
@@ -571,6 +589,7 @@ pub fn cost_simulated(
                     weight_slices: l.cim_units_per_weight,
                     passes: l.passes,
                     cycles_per_vector: ns + rec,
+                    recovery_cycles_per_vector: rec,
                     speculation: l.speculation,
                     conversions: l.conversions_per_image,
                     row_drives: l.row_drives_per_image,

@@ -331,6 +331,10 @@ struct RawModel {
 struct RawCost {
     components: PathBuf,
     iso_area_reference: Option<String>,
+    recovery_timing: Option<String>,
+    recovery_floor_ns: Option<f64>,
+    pack_replicas: Option<bool>,
+    first_layer_inputs: Option<String>,
     calibration: PathBuf,
     typical: PathBuf,
     paper_ablation: Option<PathBuf>,
@@ -347,6 +351,26 @@ struct RawWorkload {
     paper_throughput_vs_isaac: Option<f64>,
 }
 
+/// The cost model's mapping and timing assumptions (`[cost]` keys; defaults: the
+/// published model, `docs/COST.md`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CostOptions {
+    /// Recovery timing and replica packing.
+    pub mapping: raella_cost::MappingOptions,
+    /// A shape-only CNN's first layer reads signed (normalised) inputs in two
+    /// passes; `false`: unsigned 8-bit pixels, one pass.
+    pub first_layer_signed: bool,
+}
+
+impl Default for CostOptions {
+    fn default() -> Self {
+        Self {
+            mapping: raella_cost::MappingOptions::default(),
+            first_layer_signed: true,
+        }
+    }
+}
+
 /// The cost model's input files, resolved against the spec's directory.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CostFiles {
@@ -361,6 +385,8 @@ pub struct CostFiles {
     pub typical: PathBuf,
     /// The paper's published ablation energies (for calibration and comparison).
     pub paper_ablation: Option<PathBuf>,
+    /// Mapping and timing assumptions.
+    pub options: CostOptions,
 }
 
 /// A workload given only as layer shapes, costed with typical statistics.
@@ -1207,7 +1233,65 @@ impl Spec {
                         "the reference design needs a fixed number of `tiles` (its chip sets the area budget)",
                     ));
                 }
+                let mut options = CostOptions::default();
+                match c.recovery_timing.as_deref() {
+                    None | Some("fixed") => {}
+                    Some("adc_bound") => {
+                        let floor_ns = c.recovery_floor_ns.unwrap_or(1.0);
+                        if !floor_ns.is_finite() || floor_ns < 0.0 {
+                            return Err(field(
+                                path,
+                                entry,
+                                "recovery_floor_ns",
+                                floor_ns,
+                                "must be a number >= 0",
+                            ));
+                        }
+                        options.mapping.recovery =
+                            raella_cost::RecoveryTiming::AdcBound { floor_ns };
+                    }
+                    Some(other) => {
+                        return Err(field(
+                            path,
+                            entry,
+                            "recovery_timing",
+                            format!("\"{other}\""),
+                            "expected \"fixed\" or \"adc_bound\"",
+                        ));
+                    }
+                }
+                if c.recovery_floor_ns.is_some()
+                    && !matches!(
+                        options.mapping.recovery,
+                        raella_cost::RecoveryTiming::AdcBound { .. }
+                    )
+                {
+                    return Err(field(
+                        path,
+                        entry,
+                        "recovery_floor_ns",
+                        c.recovery_floor_ns.unwrap_or_default(),
+                        "only with recovery_timing = \"adc_bound\"",
+                    ));
+                }
+                if let Some(p) = c.pack_replicas {
+                    options.mapping.pack_replicas = p;
+                }
+                options.first_layer_signed = match c.first_layer_inputs.as_deref() {
+                    Some("unsigned") => false,
+                    None | Some("signed") => true,
+                    Some(other) => {
+                        return Err(field(
+                            path,
+                            entry,
+                            "first_layer_inputs",
+                            format!("\"{other}\""),
+                            "expected \"unsigned\" or \"signed\"",
+                        ));
+                    }
+                };
                 let files = CostFiles {
+                    options,
                     components: dir.join(c.components),
                     iso_area_reference: Arch {
                         name: reference,
