@@ -417,14 +417,16 @@ impl ProgrammedCrossbar {
     }
 }
 
-/// `sum_r bit_r * w_r` for a row bitset.
+/// `sum_r bit_r * w_r` for a row bitset, added in row order. Visits the set
+/// bits only: 1-bit input planes are mostly empty.
 fn bits_dot(row_bits: &[u64], w: &[f32]) -> f32 {
     let mut sum = 0f32;
-    for (wi, word) in w.chunks(64).zip(row_bits) {
-        for (k, &g) in wi.iter().enumerate() {
-            if (word >> k) & 1 == 1 {
-                sum += g;
-            }
+    for (wi, &word) in w.chunks(64).zip(row_bits) {
+        // Bits past the used rows are zero (see `column_sum_bits`).
+        let mut word = word & (u64::MAX >> (64 - wi.len()));
+        while word != 0 {
+            sum += wi[word.trailing_zeros() as usize];
+            word &= word - 1;
         }
     }
     sum
@@ -671,6 +673,44 @@ mod tests {
                     "{rows} rows magnitude"
                 );
                 assert_eq!(p.column_magnitude_bits(c, short), mag as f32);
+            }
+        }
+    }
+
+    /// After programming variation, a 1-bit column sum is the f32 sum of the
+    /// active rows' conductances in row order, bit for bit (so the recovery
+    /// reads of programmed crossbars never depend on how the bits are visited);
+    /// bits past the used rows are ignored.
+    #[test]
+    fn programmed_bit_sums_add_the_active_rows_in_order() {
+        let mut rng = stream_rng(13, &[]);
+        for &(rows, cols) in &[(1usize, 1usize), (70, 3), (512, 2), (700, 4)] {
+            let g = CrossbarGeometry::new(rows, cols, CellKind::TwoT2R, 4).unwrap();
+            let pos = (0..rows * cols).map(|_| rng.random_range(0..=15)).collect();
+            let neg = (0..rows * cols).map(|_| rng.random_range(0..=15)).collect();
+            let noise = DeviceNoise::new(0.1, 0.0, 0.0).unwrap();
+            let p = Crossbar::new(g, rows, cols, pos, Some(neg))
+                .unwrap()
+                .program(Some(&noise), &mut stream_rng(1, &[]));
+            assert!(!p.is_ideal());
+            let words = rows.div_ceil(64);
+            let mut bits: Vec<u64> = (0..words).map(|_| rng.random()).collect();
+            let active: Vec<usize> = (0..rows)
+                .filter(|&r| (bits[r / 64] >> (r % 64)) & 1 == 1)
+                .collect();
+            // Garbage past the last row.
+            if rows % 64 != 0 {
+                bits[words - 1] |= u64::MAX << (rows % 64);
+            }
+            for c in 0..cols {
+                let (d, m) = (p.diff_column(c), p.magnitude_column(c));
+                let want = active.iter().fold(0f32, |s, &r| s + d[r]);
+                let want_m = active.iter().fold(0f32, |s, &r| s + m[r]);
+                assert_eq!(p.column_sum_bits(c, &bits).to_bits(), want.to_bits());
+                assert_eq!(
+                    p.column_magnitude_bits(c, &bits).to_bits(),
+                    want_m.to_bits()
+                );
             }
         }
     }
