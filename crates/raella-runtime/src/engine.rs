@@ -85,6 +85,14 @@ enum Sums {
     Real(Array2<f32>),
 }
 
+/// What a pass returns per vector: the filters' outputs, or what every
+/// crossbar column measured ([`ProgrammedLayer::run_columns`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Gather {
+    Filters,
+    Columns,
+}
+
 /// A compiled layer whose crossbars have been programmed.
 #[derive(Debug, Clone)]
 pub struct ProgrammedLayer {
@@ -163,7 +171,33 @@ impl ProgrammedLayer {
         cfg: &RunConfig,
     ) -> Result<LayerOutput, RuntimeError> {
         self.check(inputs.ncols(), cfg)?;
-        let (y, mut stats) = self.run_pass(inputs, cfg, 0);
+        let (y, mut stats) = self.run_pass(inputs, cfg, 0, Gather::Filters);
+        stats.passes = 1;
+        Ok(LayerOutput {
+            outputs: y.mapv(saturate_i32),
+            stats,
+        })
+    }
+
+    /// Runs unsigned 8-bit input vectors like [`Self::run`], but the outputs
+    /// are what every crossbar column measured, before the digital side
+    /// combines the columns: vectors x (every crossbar's used columns, in
+    /// mapping order); the statistics are [`Self::run`]'s.
+    /// A column's value is its ADC codes shift-added over the input slices
+    /// (a flagged slice's recovered 1-bit codes in its place), without the
+    /// flip correction, the weight-slice shift, the center term or the sums
+    /// over row blocks. For diagnostics and the statistical tests of read
+    /// noise, which need the error of each conversion apart.
+    ///
+    /// # Errors
+    /// As [`Self::run`].
+    pub fn run_columns(
+        &self,
+        inputs: ArrayView2<'_, u8>,
+        cfg: &RunConfig,
+    ) -> Result<LayerOutput, RuntimeError> {
+        self.check(inputs.ncols(), cfg)?;
+        let (y, mut stats) = self.run_pass(inputs, cfg, 0, Gather::Columns);
         stats.passes = 1;
         Ok(LayerOutput {
             outputs: y.mapv(saturate_i32),
@@ -185,8 +219,8 @@ impl ProgrammedLayer {
         self.check(inputs.ncols(), cfg)?;
         let pos = inputs.mapv(|v| u8::try_from(v.max(0)).unwrap_or(0));
         let neg = inputs.mapv(|v| u8::try_from(-i16::from(v.min(0))).unwrap_or(u8::MAX));
-        let (yp, sp) = self.run_pass(pos.view(), cfg, 0);
-        let (yn, sn) = self.run_pass(neg.view(), cfg, 1);
+        let (yp, sp) = self.run_pass(pos.view(), cfg, 0, Gather::Filters);
+        let (yn, sn) = self.run_pass(neg.view(), cfg, 1, Gather::Filters);
         let mut stats = sp;
         stats += &sn;
         stats.vectors = sn.vectors;
@@ -214,6 +248,7 @@ impl ProgrammedLayer {
         x: ArrayView2<'_, u8>,
         cfg: &RunConfig,
         pass: u64,
+        gather: Gather,
     ) -> (Array2<i64>, LayerStats) {
         let n = x.nrows();
         // Narrow layers (depthwise groups) take longer chunks, so per-chunk
@@ -226,10 +261,10 @@ impl ProgrammedLayer {
             .par_iter()
             .map(|&start| {
                 let end = (start + chunk).min(n);
-                self.run_chunk(x.slice(s![start..end, ..]), start, cfg, &luts, pass)
+                self.run_chunk(x.slice(s![start..end, ..]), start, cfg, &luts, pass, gather)
             })
             .collect();
-        let mut y = Array2::<i64>::zeros((n, self.mapped.outputs()));
+        let mut y = Array2::<i64>::zeros((n, self.gather_width(gather)));
         let mut stats = LayerStats::default();
         for (&start, (part, st)) in starts.iter().zip(&parts) {
             y.slice_mut(s![start..start + part.nrows(), ..])
@@ -237,6 +272,18 @@ impl ProgrammedLayer {
             stats += st;
         }
         (y, stats)
+    }
+
+    /// Values per vector that a pass returns.
+    fn gather_width(&self, gather: Gather) -> usize {
+        match gather {
+            Gather::Filters => self.mapped.outputs(),
+            Gather::Columns => self
+                .crossbars
+                .iter()
+                .map(ProgrammedCrossbar::used_cols)
+                .sum(),
+        }
     }
 
     /// Executes one chunk of vectors whose first vector has global index `v0`.
@@ -247,6 +294,7 @@ impl ProgrammedLayer {
         cfg: &RunConfig,
         luts: &Luts,
         pass: u64,
+        gather: Gather,
     ) -> (Array2<i64>, LayerStats) {
         let m = &self.mapped;
         let b = x.nrows();
@@ -280,12 +328,16 @@ impl ProgrammedLayer {
             .into_iter()
             .map(|r| r.iter().map(|&v| i64::from(v)).sum())
             .collect();
-        let mut y = Array2::<i64>::zeros((b, m.outputs()));
-        for (v, t) in totals.iter().enumerate() {
-            for (f, &c) in m.centers().iter().enumerate() {
-                y[[v, f]] = i64::from(c) * t;
+        let mut y = Array2::<i64>::zeros((b, self.gather_width(gather)));
+        if gather == Gather::Filters {
+            for (v, t) in totals.iter().enumerate() {
+                for (f, &c) in m.centers().iter().enumerate() {
+                    y[[v, f]] = i64::from(c) * t;
+                }
             }
         }
+        // First output column of the current crossbar (`Gather::Columns`).
+        let mut col_offset = 0;
 
         let pulse_lut = &luts.pulse;
         let pulse_capacity_per_vector: u64 =
@@ -475,53 +527,59 @@ impl ProgrammedLayer {
                         stats.inexact_column_slices += r.inexact_slices;
                     }
                 }
-                // Digital combine: undo bit flips, shift by the weight slice, add to
-                // filters. Per column `val = ((a ^ s) - s + fm * bsum) << wsh` with
-                // `s = -1, fm = mask` on flipped columns (`fm * bsum - a`), `s = fm = 0`
-                // otherwise: branch-free, so it vectorises. A filter's weight slices are
-                // adjacent columns (the first and last filter may continue on other
-                // crossbars): each filter is one sum, one store.
-                let nws = wslicing.widths().len();
-                let (mut flip_s, mut flip_m, mut wsh) = (
-                    Vec::with_capacity(cols),
-                    Vec::with_capacity(cols),
-                    Vec::with_capacity(cols),
-                );
-                for lc in 0..cols {
-                    let (_, k) = m.column_role(mx.col_start + lc);
-                    let mask = (1i64 << wslicing.widths()[k]) - 1;
-                    let flip = mx.flipped[lc];
-                    flip_s.push(-i64::from(flip));
-                    flip_m.push(if flip { mask } else { 0 });
-                    wsh.push(u64::from(wslicing.shifts()[k]));
-                }
-                let first_f = m.column_role(mx.col_start).0;
-                let lead = ((nws - mx.col_start % nws) % nws).min(cols);
-                let mut vals = vec![0i64; cols];
-                for ((arow, mut yrow), &bsum) in
-                    acc.rows().into_iter().zip(y.rows_mut()).zip(&rb_sums)
-                {
-                    let (arow, yrow) = (
-                        arow.to_slice().expect("standard layout"),
-                        yrow.as_slice_mut().expect("standard layout"),
+                if gather == Gather::Columns {
+                    y.slice_mut(s![.., col_offset..col_offset + cols])
+                        .assign(&acc);
+                    col_offset += cols;
+                } else {
+                    // Digital combine: undo bit flips, shift by the weight slice, add to
+                    // filters. Per column `val = ((a ^ s) - s + fm * bsum) << wsh` with
+                    // `s = -1, fm = mask` on flipped columns (`fm * bsum - a`), `s = fm = 0`
+                    // otherwise: branch-free, so it vectorises. A filter's weight slices are
+                    // adjacent columns (the first and last filter may continue on other
+                    // crossbars): each filter is one sum, one store.
+                    let nws = wslicing.widths().len();
+                    let (mut flip_s, mut flip_m, mut wsh) = (
+                        Vec::with_capacity(cols),
+                        Vec::with_capacity(cols),
+                        Vec::with_capacity(cols),
                     );
-                    for ((((o, &a), &fs), &fm), &sh) in vals
-                        .iter_mut()
-                        .zip(arow)
-                        .zip(&flip_s)
-                        .zip(&flip_m)
-                        .zip(&wsh)
+                    for lc in 0..cols {
+                        let (_, k) = m.column_role(mx.col_start + lc);
+                        let mask = (1i64 << wslicing.widths()[k]) - 1;
+                        let flip = mx.flipped[lc];
+                        flip_s.push(-i64::from(flip));
+                        flip_m.push(if flip { mask } else { 0 });
+                        wsh.push(u64::from(wslicing.shifts()[k]));
+                    }
+                    let first_f = m.column_role(mx.col_start).0;
+                    let lead = ((nws - mx.col_start % nws) % nws).min(cols);
+                    let mut vals = vec![0i64; cols];
+                    for ((arow, mut yrow), &bsum) in
+                        acc.rows().into_iter().zip(y.rows_mut()).zip(&rb_sums)
                     {
-                        *o = ((a ^ fs) - fs + fm * bsum) << sh;
-                    }
-                    let (head, rest) = vals.split_at(lead);
-                    let mut f = first_f;
-                    if lead > 0 {
-                        yrow[f] += head.iter().sum::<i64>();
-                        f += 1;
-                    }
-                    for (yf, group) in yrow[f..].iter_mut().zip(rest.chunks(nws)) {
-                        *yf += group.iter().sum::<i64>();
+                        let (arow, yrow) = (
+                            arow.to_slice().expect("standard layout"),
+                            yrow.as_slice_mut().expect("standard layout"),
+                        );
+                        for ((((o, &a), &fs), &fm), &sh) in vals
+                            .iter_mut()
+                            .zip(arow)
+                            .zip(&flip_s)
+                            .zip(&flip_m)
+                            .zip(&wsh)
+                        {
+                            *o = ((a ^ fs) - fs + fm * bsum) << sh;
+                        }
+                        let (head, rest) = vals.split_at(lead);
+                        let mut f = first_f;
+                        if lead > 0 {
+                            yrow[f] += head.iter().sum::<i64>();
+                            f += 1;
+                        }
+                        for (yf, group) in yrow[f..].iter_mut().zip(rest.chunks(nws)) {
+                            *yf += group.iter().sum::<i64>();
+                        }
                     }
                 }
                 // Activity: the schedule is fixed (recovery cycles run whenever recovery is on).
@@ -795,6 +853,80 @@ mod tests {
     use raella_compiler::{CenterRule, CompileConfig, Encoding, Slicing, compile};
     use raella_device::{CrossbarGeometry, stream_rng};
     use rand::RngExt;
+
+    /// `run_columns` returns what the digital combine adds: with a wide ADC each
+    /// column's value is its exact dot product with the inputs, and flip
+    /// correction, weight-slice shifts, centers and row-block sums of those
+    /// values give `run`'s outputs (ISAAC with bit flips, three row blocks,
+    /// two column blocks, speculation with recovery on a narrow ADC).
+    #[test]
+    fn column_values_are_what_the_combine_adds() {
+        let mut rng = stream_rng(8, &[]);
+        let weights = Array2::from_shape_fn((45, 300), |_| rng.random_range(-127i8..=127));
+        let inputs = Array2::from_shape_fn((19, 300), |_| rng.random::<u8>());
+        let mapped = compile(weights.view(), &CompileConfig::isaac(), None).unwrap();
+        assert!(mapped.row_blocks() == 3 && mapped.col_blocks() == 2);
+        assert!(mapped.crossbars().iter().any(|x| x.flipped.contains(&true)));
+        let layer = ProgrammedLayer::ideal(mapped.clone());
+        let wide = RunConfig {
+            adc: Adc::new(22, true).unwrap(),
+            ..RunConfig::isaac()
+        };
+        let cols = layer.run_columns(inputs.view(), &wide).unwrap().outputs;
+        let mut off = 0;
+        for mx in mapped.crossbars() {
+            let xb = &mx.crossbar;
+            for (v, x) in inputs.rows().into_iter().enumerate() {
+                let xs: Vec<u8> = x
+                    .iter()
+                    .skip(mx.row_start)
+                    .take(xb.used_rows())
+                    .copied()
+                    .collect();
+                for (c, &want) in xb.column_sums_exact(&xs).iter().enumerate() {
+                    assert_eq!(i64::from(cols[[v, off + c]]), want);
+                }
+            }
+            off += xb.used_cols();
+        }
+        assert_eq!(off, cols.ncols());
+        let narrow = RunConfig {
+            adc: Adc::new(4, true).unwrap(),
+            input: InputMode::raella(),
+            ..RunConfig::isaac()
+        };
+        let out = layer.run(inputs.view(), &narrow).unwrap();
+        let columns = layer.run_columns(inputs.view(), &narrow).unwrap();
+        assert!(out.stats.flagged > 0);
+        assert_eq!(columns.stats, out.stats);
+        let ws = mapped.weight_slicing();
+        let mut y = Array2::<i64>::zeros(out.outputs.dim());
+        for (v, x) in inputs.rows().into_iter().enumerate() {
+            let total: i64 = x.iter().map(|&a| i64::from(a)).sum();
+            for (f, &c) in mapped.centers().iter().enumerate() {
+                y[[v, f]] = i64::from(c) * total;
+            }
+            let mut off = 0;
+            for mx in mapped.crossbars() {
+                let rows = mx.crossbar.used_rows();
+                let block: i64 = x
+                    .iter()
+                    .skip(mx.row_start)
+                    .take(rows)
+                    .map(|&a| i64::from(a))
+                    .sum();
+                for c in 0..mx.crossbar.used_cols() {
+                    let (f, k) = mapped.column_role(mx.col_start + c);
+                    let a = i64::from(columns.outputs[[v, off + c]]);
+                    let mask = (1i64 << ws.widths()[k]) - 1;
+                    let value = if mx.flipped[c] { mask * block - a } else { a };
+                    y[[v, f]] += value << ws.shifts()[k];
+                }
+                off += mx.crossbar.used_cols();
+            }
+        }
+        assert_eq!(y.mapv(saturate_i32), out.outputs);
+    }
 
     /// The integer products (ideal devices; converted to f32 under read noise)
     /// and the real-valued path give the same outputs and statistics, ADC
