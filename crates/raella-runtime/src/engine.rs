@@ -13,8 +13,10 @@
 //! row blocks.
 //!
 //! Chunks run in parallel (rayon). Read-noise draws come from streams keyed by
-//! `(seed, pass, crossbar, vector, slice)`, so results do not depend on chunking
-//! or thread count.
+//! `(seed, pass, crossbar, vector, slice)`, drawn across the columns in order,
+//! and in recovery by `(seed, pass, crossbar, vector, ns + slice, column)`,
+//! drawn over the column-slice's 1-bit conversions in order: every conversion
+//! draws its own value, and results do not depend on chunking or thread count.
 
 use ndarray::{Array2, ArrayView2, s};
 use raella_compiler::MappedLayer;
@@ -518,7 +520,7 @@ impl ProgrammedLayer {
                             sh,
                             widths[j],
                             &mut acc,
-                            |v| noise_rng(cfg.seed, pass, xi, v0 + v, ns + j),
+                            |v, c| recovery_rng(cfg.seed, pass, xi, v0 + v, ns + j, c),
                         );
                         stats.recovery_conversions += r.conversions;
                         stats.activity.conversions += r.conversions;
@@ -757,6 +759,8 @@ fn convert_shift_add_int(
     total
 }
 
+/// The read-noise stream of one primary input slice of one vector on one
+/// crossbar, drawn across the columns in order: one draw per conversion.
 fn noise_rng(
     seed: u64,
     pass: u64,
@@ -765,6 +769,30 @@ fn noise_rng(
     slice: usize,
 ) -> Xoshiro256PlusPlus {
     stream_rng(seed, &[pass, crossbar as u64, vector as u64, slice as u64])
+}
+
+/// The read-noise stream of one recovered column-slice (`slice` is `ns + j`
+/// for speculative slice `j`), drawn over its 1-bit conversions in order. Keyed
+/// by the column as well: flagged columns of one vector are recovered one
+/// after another, and each must draw its own values.
+fn recovery_rng(
+    seed: u64,
+    pass: u64,
+    crossbar: usize,
+    vector: usize,
+    slice: usize,
+    column: usize,
+) -> Xoshiro256PlusPlus {
+    stream_rng(
+        seed,
+        &[
+            pass,
+            crossbar as u64,
+            vector as u64,
+            slice as u64,
+            column as u64,
+        ],
+    )
 }
 
 #[derive(Default)]
@@ -794,7 +822,7 @@ fn recover(
     shift: u32,
     width: u32,
     acc: &mut Array2<i64>,
-    rng_for: impl Fn(usize) -> Xoshiro256PlusPlus,
+    rng_for: impl Fn(usize, usize) -> Xoshiro256PlusPlus,
 ) -> Recovered {
     let words = ProgrammedCrossbar::row_bit_words(px.used_rows());
     let cols = px.used_cols();
@@ -802,7 +830,7 @@ fn recover(
     for &(v, c) in flagged {
         let start = (v * 8 + shift as usize) * words;
         let planes = &xbits[start..start + width as usize * words];
-        let mut rng = (!noise.is_off()).then(|| rng_for(v));
+        let mut rng = (!noise.is_off()).then(|| rng_for(v, c));
         let mut any_out = false;
         let mut value = 0i64;
         let mut record = |t: u32, conv: raella_device::Conversion| {
@@ -846,6 +874,9 @@ fn recover(
 fn saturate_i32(v: i64) -> i32 {
     i32::try_from(v).unwrap_or(if v < 0 { i32::MIN } else { i32::MAX })
 }
+
+#[cfg(test)]
+mod noise_tests;
 
 #[cfg(test)]
 mod tests {
