@@ -21,7 +21,7 @@
 use ndarray::{Array2, ArrayView2, s};
 use raella_compiler::MappedLayer;
 use raella_device::{
-    Adc, ColumnNoise, DeviceNoise, ProgrammedCrossbar, Xoshiro256PlusPlus, stream_rng,
+    Adc, ColumnNoise, DeviceNoise, Kernel, ProgrammedCrossbar, Xoshiro256PlusPlus, stream_rng,
 };
 use rayon::prelude::*;
 
@@ -166,7 +166,8 @@ impl ProgrammedLayer {
     /// Runs unsigned 8-bit input vectors (vectors x inputs).
     ///
     /// # Errors
-    /// [`RuntimeError::InputShape`] or an invalid input mode.
+    /// [`RuntimeError::InputShape`], an invalid input mode, or an invalid
+    /// `RAELLA_KERNEL` ([`raella_device::Kernel::selected`]).
     pub fn run(
         &self,
         inputs: ArrayView2<'_, u8>,
@@ -212,7 +213,8 @@ impl ProgrammedLayer {
     /// and input activity are those of both passes.
     ///
     /// # Errors
-    /// [`RuntimeError::InputShape`] or an invalid input mode.
+    /// [`RuntimeError::InputShape`], an invalid input mode, or an invalid
+    /// `RAELLA_KERNEL` ([`raella_device::Kernel::selected`]).
     pub fn run_signed(
         &self,
         inputs: ArrayView2<'_, i8>,
@@ -236,6 +238,8 @@ impl ProgrammedLayer {
 
     fn check(&self, got: usize, cfg: &RunConfig) -> Result<(), RuntimeError> {
         cfg.input.validate()?;
+        // A bad RAELLA_KERNEL is reported here, not as a panic in the products.
+        Kernel::selected()?;
         if got != self.mapped.inputs() {
             return Err(RuntimeError::InputShape {
                 expected: self.mapped.inputs(),
@@ -288,8 +292,29 @@ impl ProgrammedLayer {
         }
     }
 
-    /// Executes one chunk of vectors whose first vector has global index `v0`.
+    /// Executes one chunk of vectors whose first vector has global index `v0`,
+    /// compiled for the instruction set of the process's kernel
+    /// ([`Kernel::dispatch`]: the loops below and the device reads they
+    /// inline get the CPU's vector units without `-C target-cpu=native`).
     fn run_chunk(
+        &self,
+        x: ArrayView2<'_, u8>,
+        v0: usize,
+        cfg: &RunConfig,
+        luts: &Luts,
+        pass: u64,
+        gather: Gather,
+    ) -> (Array2<i64>, LayerStats) {
+        let kernel = Kernel::selected().expect("checked by `check`");
+        kernel.dispatch(
+            #[inline(always)]
+            || self.run_chunk_body(x, v0, cfg, luts, pass, gather),
+        )
+    }
+
+    /// [`Self::run_chunk`]'s work, inlined into each instruction set's copy.
+    #[inline(always)]
+    fn run_chunk_body(
         &self,
         x: ArrayView2<'_, u8>,
         v0: usize,
@@ -609,6 +634,7 @@ impl ProgrammedLayer {
 /// Row bitsets of every input bit of every vector in `x` (vectors of `rows`
 /// values): layout `[(vector * 8 + bit) * words + word]`, `words` from
 /// [`ProgrammedCrossbar::row_bit_words`], bits past the last row zero.
+#[inline(always)]
 fn bit_planes(x: &[u8], rows: usize) -> Vec<u64> {
     let words = ProgrammedCrossbar::row_bit_words(rows);
     let n = x.len() / rows.max(1);
@@ -631,6 +657,7 @@ fn bit_planes(x: &[u8], rows: usize) -> Vec<u64> {
 /// vector). Branch-free: every position is written and the count advances by
 /// the flag (flags are common enough to defeat branch prediction); vectors
 /// without a flag are skipped by a vectorised test first.
+#[inline(always)]
 fn find_flagged<T: Copy>(
     flat: &[T],
     cols: usize,
@@ -676,6 +703,7 @@ impl ConvertCounts {
 /// Converts every column sum (as [`Adc::convert`]) and shift-adds the codes
 /// into `acc`; with `drop_flagged`, saturated codes are left out (recovery
 /// replaces them). Branch-free, so it vectorises.
+#[inline(always)]
 fn convert_shift_add(
     adc: &Adc,
     sums: &Array2<f32>,
@@ -715,6 +743,7 @@ fn convert_shift_add(
 /// `cols` per vector. With `drop_flagged`, the `(vector, column)` of every
 /// saturated sum is appended to `flagged` in the same pass: 64 flags per
 /// word, branch-free, then only the set bits are visited.
+#[inline(always)]
 fn convert_shift_add_int(
     adc: &Adc,
     sums: &[i32],
@@ -812,6 +841,7 @@ struct Recovered {
 /// noise; `cols` per vector). Then the 1-bit sums satisfy
 /// `S = sum_t S_t 2^t` exactly, so bits 1.. are computed and bit 0 is
 /// `S - sum_{t>0} S_t 2^t`: the same integers, one column read fewer.
+#[inline(always)]
 fn recover(
     px: &ProgrammedCrossbar,
     adc: &Adc,
