@@ -136,31 +136,39 @@ impl PackedLevels {
         }
     }
 
-    /// The portable implementation of [`Self::column_sums`].
+    /// The portable implementation of [`Self::column_sums`], one vector at a
+    /// time, skipping row groups without a pulse. Per column tile it keeps 32
+    /// partial sums, one per pair of block bytes (rows `t, t + 1` of column `k`
+    /// at `4 k + t`), and adds each column's two at the end: the inner loop
+    /// runs straight through the block with `i16` products summed in pairs
+    /// into `i32` (`pmaddwd` on any x86-64; `|255 x 64| < 2^15`).
     pub(crate) fn column_sums_portable(&self, pulses: &[u8], out: &mut [i32]) {
         let prow = self.padded_rows();
-        let mut acc = vec![0i32; self.tiles * 16];
+        let mut acc = vec![[0i32; 32]; self.tiles];
         for (p, o) in pulses
             .chunks_exact(prow)
             .zip(out.chunks_exact_mut(self.cols))
         {
-            acc.fill(0);
+            acc.fill([0; 32]);
             for (g, word) in p.chunks_exact(4).enumerate() {
                 if word == [0; 4] {
                     continue;
                 }
+                let pw: [i16; 64] = std::array::from_fn(|b| i16::from(word[b % 4]));
                 let blocks = &self.data[g * self.tiles..(g + 1) * self.tiles];
-                for (block, a) in blocks.iter().zip(acc.chunks_exact_mut(16)) {
-                    for (k, y) in a.iter_mut().enumerate() {
-                        let w = &block[4 * k..4 * k + 4];
-                        *y += i32::from(word[0]) * i32::from(w[0])
-                            + i32::from(word[1]) * i32::from(w[1])
-                            + i32::from(word[2]) * i32::from(w[2])
-                            + i32::from(word[3]) * i32::from(w[3]);
+                for (block, a) in blocks.iter().zip(acc.iter_mut()) {
+                    let l: [i16; 64] = std::array::from_fn(|b| i16::from(block[b]));
+                    for ((y, l2), p2) in a.iter_mut().zip(l.chunks_exact(2)).zip(pw.chunks_exact(2))
+                    {
+                        *y += i32::from(p2[0]) * i32::from(l2[0])
+                            + i32::from(p2[1]) * i32::from(l2[1]);
                     }
                 }
             }
-            o.copy_from_slice(&acc[..self.cols]);
+            for (c, y) in o.iter_mut().enumerate() {
+                let a = &acc[c / 16];
+                *y = a[2 * (c % 16)] + a[2 * (c % 16) + 1];
+            }
         }
     }
 }
