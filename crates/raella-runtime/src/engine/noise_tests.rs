@@ -28,6 +28,10 @@
 //! `sqrt(2 / n) = 0.3%` (allowed 3%); a correlation estimated from `n` pairs
 //! has standard error `1 / sqrt(n)`, 0.003 for the 131,072 weight-slice pairs
 //! and at most 0.003 for each column lag (allowed 0.02).
+//!
+//! A second test compares whole outputs at real size with the distribution
+//! the per-conversion model predicts (several row blocks and chunks, both
+//! passes of signed inputs).
 
 use super::*;
 use raella_compiler::{CompileConfig, Encoding, Slicing, compile};
@@ -274,4 +278,196 @@ fn primary_noise_is_independent_with_the_stated_sigma() {
 #[test]
 fn recovery_noise_is_independent_with_the_stated_sigma() {
     check(true);
+}
+
+/// The exact real-valued output of each (vector, filter) on a layer's
+/// programmed conductances without read noise, and the variance read noise
+/// `E` adds to it: every conversion with `N+ + N- = N > 0` adds an error of
+/// variance `E^2 N + 1/12` (the Gaussian and the ADC's rounding; with
+/// `sigma = E sqrt(N) >= 1` the rounding error is uniform and independent of
+/// the noise to within `exp(-2 pi^2)`), times `4^shift`. Needs a wide ADC, no
+/// speculation and no bit flips.
+fn predicted(
+    layer: &ProgrammedLayer,
+    x: &Array2<u8>,
+    slicing: &Slicing,
+    e: f64,
+) -> (Array2<f64>, Array2<f64>) {
+    let m = layer.mapped();
+    let ws = m.weight_slicing();
+    let mut y = Array2::<f64>::zeros((x.nrows(), m.outputs()));
+    let mut var = Array2::<f64>::zeros((x.nrows(), m.outputs()));
+    // Row-major f64 copies of each crossbar's `G+ - G-` and `G+ + G-`.
+    let rows_major = |px: &ProgrammedCrossbar, col: &dyn Fn(usize) -> Vec<f64>| {
+        let (rows, cols) = (px.used_rows(), px.used_cols());
+        let by_col: Vec<Vec<f64>> = (0..cols).map(col).collect();
+        (0..rows * cols)
+            .map(|i| by_col[i % cols][i / cols])
+            .collect::<Vec<f64>>()
+    };
+    let planes: Vec<(Vec<f64>, Vec<f64>)> = layer
+        .crossbars()
+        .iter()
+        .map(|px| {
+            let d = rows_major(px, &|c| {
+                px.diff_column(c).iter().map(|&g| f64::from(g)).collect()
+            });
+            let g = rows_major(px, &|c| {
+                px.magnitude_column(c)
+                    .iter()
+                    .map(|&g| f64::from(g))
+                    .collect()
+            });
+            (d, g)
+        })
+        .collect();
+    for (v, xv) in x.rows().into_iter().enumerate() {
+        let total: f64 = xv.iter().map(|&a| f64::from(a)).sum();
+        for (f, &c) in m.centers().iter().enumerate() {
+            y[[v, f]] = f64::from(c) * total;
+        }
+        for ((mx, px), (d, g)) in m.crossbars().iter().zip(layer.crossbars()).zip(&planes) {
+            let cols = px.used_cols();
+            for j in 0..slicing.len() {
+                let (mut sum, mut mag) = (vec![0f64; cols], vec![0f64; cols]);
+                for r in 0..px.used_rows() {
+                    let p = f64::from(slicing.slice(u32::from(xv[mx.row_start + r]), j));
+                    if p > 0.0 {
+                        let (dr, gr) = (&d[r * cols..(r + 1) * cols], &g[r * cols..(r + 1) * cols]);
+                        for (((s, m), &dv), &gv) in sum.iter_mut().zip(&mut mag).zip(dr).zip(gr) {
+                            *s += p * dv;
+                            *m += p * gv;
+                        }
+                    }
+                }
+                for c in 0..cols {
+                    let (f, k) = m.column_role(mx.col_start + c);
+                    let shift = f64::from(slicing.shifts()[j] + ws.shifts()[k]).exp2();
+                    y[[v, f]] += shift * sum[c];
+                    if mag[c] > 0.0 {
+                        var[[v, f]] += shift * shift * (e * e * mag[c] + 1.0 / 12.0);
+                    }
+                }
+            }
+        }
+    }
+    (y, var)
+}
+
+/// Read noise at real size (1,100 inputs on three row blocks, 40 filters of
+/// `4-4`, 1,040 vectors in five chunks), compared as distributions: the
+/// errors against the exact noise-free value, standardised by the predicted
+/// variance, have mean 0 and variance 1 (within 3%; the sampling error of
+/// 41,600 outputs is about 0.7%), and the errors of neighbouring filters and of
+/// consecutive vectors (across chunk boundaries too) are uncorrelated (below
+/// 0.03; sampling error about 0.005). Ideal devices (integer products),
+/// programmed ones (f32), and signed inputs (two passes whose noise must be
+/// independent: shared streams would shrink the variance of the difference).
+#[test]
+fn read_noise_at_real_sizes_has_the_predicted_distribution() {
+    let mut rng = stream_rng(17, &[]);
+    let (filters, inputs, vectors) = (40, 1100, 1040);
+    let w = Array2::from_shape_fn((filters, inputs), |(f, _)| {
+        let bias = i32::try_from(f % 9).unwrap() * 9 - 36;
+        i8::try_from((bias + rng.random_range(-60i32..=60)).clamp(-127, 127)).unwrap()
+    });
+    let draw = |rng: &mut raella_device::Xoshiro256PlusPlus| -> u8 {
+        if rng.random::<bool>() {
+            0
+        } else {
+            rng.random_range(1..=255)
+        }
+    };
+    let pos = Array2::from_shape_fn((vectors, inputs), |_| draw(&mut rng));
+    let neg = Array2::from_shape_fn((vectors, inputs), |(v, i)| {
+        if pos[[v, i]] == 0 {
+            draw(&mut rng).min(128)
+        } else {
+            0
+        }
+    });
+    let signed = Array2::from_shape_fn((vectors, inputs), |(v, i)| {
+        i8::try_from(i16::from(pos[[v, i]] / 2) - i16::from(neg[[v, i]])).unwrap()
+    });
+    let mut cfg = CompileConfig::raella();
+    cfg.weight_slicing = Slicing::parse("4-4").unwrap();
+    let mapped = compile(w.view(), &cfg, None).unwrap();
+    assert_eq!((mapped.row_blocks(), mapped.col_blocks()), (3, 1));
+    let slicing = Slicing::parse("4-4").unwrap();
+    let e = 1.0;
+    let run = RunConfig {
+        adc: Adc::new(20, true).unwrap(),
+        input: InputMode::Fixed(slicing.clone()),
+        column_noise: ColumnNoise::new(e).unwrap(),
+        seed: 9,
+    };
+    let ideal = ProgrammedLayer::ideal(mapped.clone());
+    let programmed =
+        ProgrammedLayer::program(mapped, &DeviceNoise::new(0.05, 1e-3, 1e-3).unwrap(), 4);
+    let mut failed = Vec::new();
+    for (name, layer, signed_inputs) in [
+        ("ideal", &ideal, false),
+        ("programmed", &programmed, false),
+        ("ideal, signed", &ideal, true),
+    ] {
+        let (y, var) = if signed_inputs {
+            let out = layer.run_signed(signed.view(), &run).unwrap();
+            let p = signed.mapv(|v| u8::try_from(v.max(0)).unwrap());
+            let n = signed.mapv(|v| u8::try_from(-i16::from(v.min(0))).unwrap());
+            let ((yp, vp), (yn, vn)) = (
+                predicted(layer, &p, &slicing, e),
+                predicted(layer, &n, &slicing, e),
+            );
+            let err = out.outputs.mapv(f64::from) - (yp - yn);
+            (err, vp + vn)
+        } else {
+            let out = layer.run(pos.view(), &run).unwrap();
+            let (yp, vp) = predicted(layer, &pos, &slicing, e);
+            (out.outputs.mapv(f64::from) - yp, vp)
+        };
+        let z = &y / &var.mapv(f64::sqrt);
+        let n = z.len() as f64;
+        let mean = z.sum() / n;
+        let variance = z.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n;
+        let corr = |pairs: Vec<(f64, f64)>| {
+            let k = pairs.len() as f64;
+            pairs
+                .iter()
+                .map(|(a, b)| (a - mean) * (b - mean))
+                .sum::<f64>()
+                / k
+                / variance
+        };
+        let filters_corr = corr(
+            z.rows()
+                .into_iter()
+                .flat_map(|r| {
+                    r.iter()
+                        .zip(r.iter().skip(1))
+                        .map(|(&a, &b)| (a, b))
+                        .collect::<Vec<_>>()
+                })
+                .collect(),
+        );
+        let vectors_corr = corr(
+            (1..vectors)
+                .flat_map(|v| (0..filters).map(move |f| (v, f)))
+                .map(|(v, f)| (z[[v - 1, f]], z[[v, f]]))
+                .collect(),
+        );
+        println!(
+            "{name}: mean {mean:.4}, variance {variance:.4}, filters {filters_corr:.4}, vectors {vectors_corr:.4}"
+        );
+        for (ok, what) in [
+            (mean.abs() < 0.03, "mean"),
+            ((variance - 1.0).abs() < 0.03, "variance"),
+            (filters_corr.abs() < 0.03, "neighbouring filters"),
+            (vectors_corr.abs() < 0.03, "consecutive vectors"),
+        ] {
+            if !ok {
+                failed.push(format!("{name}: {what}"));
+            }
+        }
+    }
+    assert!(failed.is_empty(), "{failed:?}");
 }
