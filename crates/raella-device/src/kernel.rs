@@ -171,7 +171,6 @@ impl Kernel {
     pub fn dispatch<R>(self, f: impl FnOnce() -> R) -> R {
         #[cfg(target_arch = "x86_64")]
         {
-            use std::sync::OnceLock;
             static AVX512: OnceLock<bool> = OnceLock::new();
             static AVX2: OnceLock<bool> = OnceLock::new();
             let avx512 = || *AVX512.get_or_init(loops::avx512_detected);
