@@ -296,6 +296,7 @@ impl ProgrammedCrossbar {
     ///
     /// # Panics
     /// On shape mismatch.
+    #[inline(always)]
     pub fn column_sums(&self, pulses: ArrayView2<'_, f32>, out: ArrayViewMut2<'_, f32>) {
         product(pulses, &self.diff, out);
     }
@@ -319,7 +320,7 @@ impl ProgrammedCrossbar {
     /// `out[v][c] = sum_r pulses[v][r] * (G+ - G-)[r][c]`, pulse vectors of
     /// [`Self::pulse_stride`] counts, `out` of `vectors x used_cols`. The same
     /// integers as [`Self::column_sums`], several times faster (`u8 x i8`
-    /// products in `i32`; AVX-512 VNNI where the CPU has it).
+    /// products in `i32`, by the [`crate::Kernel`] chosen at run time).
     ///
     /// # Panics
     /// If the crossbar is not ideal ([`Self::is_ideal`]) or on shape mismatch.
@@ -348,6 +349,7 @@ impl ProgrammedCrossbar {
     ///
     /// # Panics
     /// On shape mismatch.
+    #[inline(always)]
     pub fn column_magnitudes(&self, pulses: ArrayView2<'_, f32>, out: ArrayViewMut2<'_, f32>) {
         product(pulses, &self.magnitude, out);
     }
@@ -366,7 +368,7 @@ impl ProgrammedCrossbar {
     /// (`sum_l 2^l (popcount(x & P_l) - popcount(x & N_l))`); after programming
     /// noise the conductances are real-valued and the sum is a dot product.
     #[must_use]
-    #[inline]
+    #[inline(always)]
     pub fn column_sum_bits(&self, col: usize, row_bits: &[u64]) -> f32 {
         if let Some(p) = &self.level_planes {
             // Exact: |sum| <= rows x 15 < 2^24.
@@ -388,7 +390,7 @@ impl ProgrammedCrossbar {
     /// The exact integer column sum under a 1-bit input slice (see
     /// [`Self::column_sum_bits`]), or `None` after programming noise.
     #[must_use]
-    #[inline]
+    #[inline(always)]
     pub fn column_sum_bits_exact(&self, col: usize, row_bits: &[u64]) -> Option<i32> {
         self.level_planes
             .as_ref()
@@ -398,6 +400,7 @@ impl ProgrammedCrossbar {
     /// `N+ + N-` of one used column under a 1-bit input slice (see [`Self::column_sum_bits`]).
     /// Ideal crossbars answer exactly from the level bit-planes.
     #[must_use]
+    #[inline(always)]
     pub fn column_magnitude_bits(&self, col: usize, row_bits: &[u64]) -> f32 {
         if let Some(p) = &self.level_planes {
             // Exact: sum <= rows x 30 < 2^24.
@@ -417,14 +420,17 @@ impl ProgrammedCrossbar {
     }
 }
 
-/// `sum_r bit_r * w_r` for a row bitset.
+/// `sum_r bit_r * w_r` for a row bitset, added in row order. Visits the set
+/// bits only: 1-bit input planes are mostly empty.
+#[inline(always)]
 fn bits_dot(row_bits: &[u64], w: &[f32]) -> f32 {
     let mut sum = 0f32;
-    for (wi, word) in w.chunks(64).zip(row_bits) {
-        for (k, &g) in wi.iter().enumerate() {
-            if (word >> k) & 1 == 1 {
-                sum += g;
-            }
+    for (wi, &word) in w.chunks(64).zip(row_bits) {
+        // Bits past the used rows are zero (see `column_sum_bits`).
+        let mut word = word & (u64::MAX >> (64 - wi.len()));
+        while word != 0 {
+            sum += wi[word.trailing_zeros() as usize];
+            word &= word - 1;
         }
     }
     sum
@@ -492,14 +498,14 @@ impl LevelPlanes {
     }
 
     /// `sum_r bit_r * (G+ - G-)[r][col]`.
-    #[inline]
+    #[inline(always)]
     fn column_sum(&self, col: usize, row_bits: &[u64]) -> i32 {
         self.column_sum_signed(col, row_bits, -1)
     }
 
     /// `sum_r bit_r * (G+ + neg_sign * G-)[r][col]`, `neg_sign` = -1 (the column
     /// sum) or 1 (the magnitude `N+ + N-`).
-    #[inline]
+    #[inline(always)]
     fn column_sum_signed(&self, col: usize, row_bits: &[u64], neg_sign: i64) -> i32 {
         // Whole blocks when the caller padded its bitset (see `row_bit_words`).
         let x = &row_bits[..(self.blocks * PLANE_BLOCK).min(row_bits.len())];
@@ -533,6 +539,7 @@ impl LevelPlanes {
 }
 
 /// `out = pulses . g` (`g` in standard layout).
+#[inline(always)]
 fn product(pulses: ArrayView2<'_, f32>, g: &Array2<f32>, mut out: ArrayViewMut2<'_, f32>) {
     let (r, c) = g.dim();
     match (pulses.as_slice(), g.as_slice(), out.as_slice_mut()) {
@@ -671,6 +678,44 @@ mod tests {
                     "{rows} rows magnitude"
                 );
                 assert_eq!(p.column_magnitude_bits(c, short), mag as f32);
+            }
+        }
+    }
+
+    /// After programming variation, a 1-bit column sum is the f32 sum of the
+    /// active rows' conductances in row order, bit for bit (so the recovery
+    /// reads of programmed crossbars never depend on how the bits are visited);
+    /// bits past the used rows are ignored.
+    #[test]
+    fn programmed_bit_sums_add_the_active_rows_in_order() {
+        let mut rng = stream_rng(13, &[]);
+        for &(rows, cols) in &[(1usize, 1usize), (70, 3), (512, 2), (700, 4)] {
+            let g = CrossbarGeometry::new(rows, cols, CellKind::TwoT2R, 4).unwrap();
+            let pos = (0..rows * cols).map(|_| rng.random_range(0..=15)).collect();
+            let neg = (0..rows * cols).map(|_| rng.random_range(0..=15)).collect();
+            let noise = DeviceNoise::new(0.1, 0.0, 0.0).unwrap();
+            let p = Crossbar::new(g, rows, cols, pos, Some(neg))
+                .unwrap()
+                .program(Some(&noise), &mut stream_rng(1, &[]));
+            assert!(!p.is_ideal());
+            let words = rows.div_ceil(64);
+            let mut bits: Vec<u64> = (0..words).map(|_| rng.random()).collect();
+            let active: Vec<usize> = (0..rows)
+                .filter(|&r| (bits[r / 64] >> (r % 64)) & 1 == 1)
+                .collect();
+            // Garbage past the last row.
+            if rows % 64 != 0 {
+                bits[words - 1] |= u64::MAX << (rows % 64);
+            }
+            for c in 0..cols {
+                let (d, m) = (p.diff_column(c), p.magnitude_column(c));
+                let want = active.iter().fold(0f32, |s, &r| s + d[r]);
+                let want_m = active.iter().fold(0f32, |s, &r| s + m[r]);
+                assert_eq!(p.column_sum_bits(c, &bits).to_bits(), want.to_bits());
+                assert_eq!(
+                    p.column_magnitude_bits(c, &bits).to_bits(),
+                    want_m.to_bits()
+                );
             }
         }
     }

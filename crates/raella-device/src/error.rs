@@ -63,6 +63,26 @@ pub enum DeviceError {
     /// 1T1R cells have no negative device.
     #[error("a 1T1R crossbar has no negative devices, but negative levels were given")]
     NegativeOn1T1R,
+    /// The kernel-forcing environment variable names no kernel.
+    #[error(
+        "{variable}={value:?} names no kernel; use avx512vnni, avx2, portable, or auto (the fastest this CPU runs)"
+    )]
+    UnknownKernel {
+        /// The environment variable.
+        variable: &'static str,
+        /// Its value.
+        value: String,
+    },
+    /// The kernel-forcing environment variable names a kernel this CPU cannot run.
+    #[error("{variable}={kernel} forces a kernel this CPU cannot run; it runs: {supported}")]
+    KernelUnsupported {
+        /// The environment variable.
+        variable: &'static str,
+        /// The kernel named.
+        kernel: &'static str,
+        /// The kernels this CPU runs, comma-separated.
+        supported: String,
+    },
     /// A noise parameter that is negative, NaN, or a probability above 1.
     #[error("noise parameter {field} must be a finite value in {range}, got {value}")]
     NoiseParameter {

@@ -10,6 +10,8 @@
 //! * [`DeviceNoise`], [`ColumnNoise`]: programming variation, stuck cells and
 //!   read noise `sigma = E * sqrt(N+ + N-)`, drawn from seeded [`stream_rng`] streams.
 //! * [`Activity`]: conversions, cycles, row drives and cell reads for the cost model.
+//! * [`Kernel`]: the implementation of exact integer column sums (AVX-512 VNNI,
+//!   AVX2 or portable), chosen at run time or forced by [`KERNEL_ENV`].
 //!
 //! ```
 //! use raella_device::{Adc, CellKind, Crossbar, CrossbarGeometry, stream_rng};
@@ -34,6 +36,7 @@ mod adc;
 mod crossbar;
 mod error;
 mod geometry;
+mod kernel;
 mod noise;
 mod packed;
 
@@ -42,4 +45,5 @@ pub use adc::{Adc, Conversion};
 pub use crossbar::{Crossbar, ProgrammedCrossbar};
 pub use error::DeviceError;
 pub use geometry::{CellKind, CrossbarGeometry};
+pub use kernel::{KERNEL_ENV, Kernel};
 pub use noise::{ColumnNoise, DeviceNoise, Xoshiro256PlusPlus, stream_rng};

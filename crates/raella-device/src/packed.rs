@@ -8,9 +8,19 @@
 //! sums. Rows are padded to a multiple of 4 and columns to a multiple of 16
 //! with zero levels.
 //!
-//! Two implementations give the same integers: the AVX-512 VNNI kernel, used
-//! when the CPU has it (detected at run time), and a portable one. Integer
-//! arithmetic is exact, so the choice never changes a result.
+//! Three implementations give the same integers ([`Kernel`], chosen at run
+//! time): AVX-512 VNNI, AVX2 (`vpmaddubsw` then `vpmaddwd`, exact for levels in
+//! `[-64, 64]`, which is why [`PackedLevels::new`] refuses others) and a
+//! portable loop. Integer arithmetic is exact, so the choice never changes a
+//! result.
+
+use crate::Kernel;
+
+/// The largest level magnitude packed. AVX2's `vpmaddubsw` adds two `u8 x i8`
+/// products in a saturating `i16`: `2 x 255 x 64 = 32,640 <= 32,767`, so with
+/// levels in `[-64, 64]` it never saturates. Device levels are at most 15 and
+/// a pair's magnitude `G+ + G-` at most 30.
+pub(crate) const MAX_LEVEL: i32 = 64;
 
 /// Levels packed for [`PackedLevels::column_sums`].
 #[derive(Debug, Clone)]
@@ -24,7 +34,8 @@ pub(crate) struct PackedLevels {
 }
 
 impl PackedLevels {
-    /// Packs row-major integer levels (`rows x cols`); `None` if one is outside `i8`.
+    /// Packs row-major integer levels (`rows x cols`); `None` if one is
+    /// outside `[-MAX_LEVEL, MAX_LEVEL]`.
     pub(crate) fn new(
         rows: usize,
         cols: usize,
@@ -35,7 +46,11 @@ impl PackedLevels {
         for r in 0..rows {
             for c in 0..cols {
                 let block = &mut data[(r / 4) * tiles + c / 16];
-                block[4 * (c % 16) + r % 4] = i8::try_from(level(r, c)).ok()?;
+                let l = level(r, c);
+                if l.abs() > MAX_LEVEL {
+                    return None;
+                }
+                block[4 * (c % 16) + r % 4] = i8::try_from(l).ok()?;
             }
         }
         Some(Self {
@@ -54,125 +69,169 @@ impl PackedLevels {
 
     /// `out[v][c] = sum_r pulses[v][r] * level[r][c]` for pulse vectors of
     /// [`Self::padded_rows`] values (the padding zero) and `out` of
-    /// `vectors x cols`. Exact: `|sum| <= rows x 255 x 127 < 2^31`.
+    /// `vectors x cols`, by the process's kernel ([`Kernel::selected`]).
+    /// Exact: `|sum| <= rows x 255 x 64 < 2^31`.
     ///
     /// # Panics
-    /// If the lengths do not match.
+    /// If the lengths do not match, or [`crate::KERNEL_ENV`] is invalid (callers
+    /// check [`Kernel::selected`] first, where it is an error).
     pub(crate) fn column_sums(&self, pulses: &[u8], out: &mut [i32]) {
+        let kernel = Kernel::selected().unwrap_or_else(|e| panic!("{e}"));
+        self.column_sums_with(kernel, pulses, out);
+    }
+
+    /// [`Self::column_sums`] by a given kernel.
+    ///
+    /// # Panics
+    /// If the lengths do not match, or the CPU cannot run `kernel`.
+    pub(crate) fn column_sums_with(&self, kernel: Kernel, pulses: &[u8], out: &mut [i32]) {
         let prow = self.padded_rows();
         assert!(self.rows <= prow && self.rows < (1 << 16), "row count");
         assert_eq!(pulses.len() % prow.max(1), 0, "pulse vectors");
         let vectors = pulses.len().checked_div(prow).unwrap_or(0);
         assert_eq!(out.len(), vectors * self.cols, "output shape");
+        assert!(
+            kernel.supported(),
+            "this CPU cannot run the {kernel} kernel"
+        );
         if self.cols == 0 {
             return;
         }
-        #[cfg(target_arch = "x86_64")]
-        if vnni::available() {
-            vnni::column_sums(self, pulses, out);
-            return;
+        match kernel {
+            Kernel::Portable => self.column_sums_portable(pulses, out),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512Vnni | Kernel::Avx2 => x86::column_sums(kernel, self, pulses, out),
+            #[cfg(not(target_arch = "x86_64"))]
+            Kernel::Avx512Vnni | Kernel::Avx2 => unreachable!("not supported off x86-64"),
         }
-        self.column_sums_portable(pulses, out);
     }
 
-    /// The portable implementation of [`Self::column_sums`].
+    /// The row groups where any of the vectors `v0 .. v0 + nv` (at most
+    /// `VECTORS`) has a pulse, and their pulse words (four `u8` as one
+    /// little-endian `i32` per vector, zero past `nv`): the other groups add
+    /// nothing.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    fn active_groups<const VECTORS: usize>(
+        &self,
+        pulses: &[u8],
+        v0: usize,
+        nv: usize,
+        groups: &mut Vec<usize>,
+        words: &mut Vec<[i32; VECTORS]>,
+    ) {
+        let prow = self.padded_rows();
+        groups.clear();
+        words.clear();
+        for g in 0..self.groups {
+            let mut w = [0i32; VECTORS];
+            for (k, wk) in w.iter_mut().enumerate().take(nv) {
+                let o = (v0 + k) * prow + 4 * g;
+                let bytes = [pulses[o], pulses[o + 1], pulses[o + 2], pulses[o + 3]];
+                *wk = i32::from_le_bytes(bytes);
+            }
+            if w != [0; VECTORS] {
+                groups.push(g);
+                words.push(w);
+            }
+        }
+    }
+
+    /// The portable implementation of [`Self::column_sums`], one vector at a
+    /// time, skipping row groups without a pulse. Per column tile it keeps 32
+    /// partial sums, one per pair of block bytes (rows `t, t + 1` of column `k`
+    /// at `4 k + t`), and adds each column's two at the end: the inner loop
+    /// runs straight through the block with `i16` products summed in pairs
+    /// into `i32` (`pmaddwd` on any x86-64; `|255 x 64| < 2^15`).
     pub(crate) fn column_sums_portable(&self, pulses: &[u8], out: &mut [i32]) {
         let prow = self.padded_rows();
-        let mut acc = vec![0i32; self.tiles * 16];
+        let mut acc = vec![[0i32; 32]; self.tiles];
         for (p, o) in pulses
             .chunks_exact(prow)
             .zip(out.chunks_exact_mut(self.cols))
         {
-            acc.fill(0);
+            acc.fill([0; 32]);
             for (g, word) in p.chunks_exact(4).enumerate() {
                 if word == [0; 4] {
                     continue;
                 }
+                let pw: [i16; 64] = std::array::from_fn(|b| i16::from(word[b % 4]));
                 let blocks = &self.data[g * self.tiles..(g + 1) * self.tiles];
-                for (block, a) in blocks.iter().zip(acc.chunks_exact_mut(16)) {
-                    for (k, y) in a.iter_mut().enumerate() {
-                        let w = &block[4 * k..4 * k + 4];
-                        *y += i32::from(word[0]) * i32::from(w[0])
-                            + i32::from(word[1]) * i32::from(w[1])
-                            + i32::from(word[2]) * i32::from(w[2])
-                            + i32::from(word[3]) * i32::from(w[3]);
+                for (block, a) in blocks.iter().zip(acc.iter_mut()) {
+                    let l: [i16; 64] = std::array::from_fn(|b| i16::from(block[b]));
+                    for ((y, l2), p2) in a.iter_mut().zip(l.chunks_exact(2)).zip(pw.chunks_exact(2))
+                    {
+                        *y += i32::from(p2[0]) * i32::from(l2[0])
+                            + i32::from(p2[1]) * i32::from(l2[1]);
                     }
                 }
             }
-            o.copy_from_slice(&acc[..self.cols]);
+            for (c, y) in o.iter_mut().enumerate() {
+                let a = &acc[c / 16];
+                *y = a[2 * (c % 16)] + a[2 * (c % 16) + 1];
+            }
         }
     }
 }
 
-/// The AVX-512 VNNI kernel.
+/// The x86-64 kernels. Both keep four input vectors' accumulators in
+/// registers so each level load serves four vectors, and skip row groups
+/// where none of the four has a pulse.
 #[cfg(target_arch = "x86_64")]
-mod vnni {
+mod x86 {
     use std::arch::x86_64::{
-        __m512i, _mm512_dpbusd_epi32, _mm512_set1_epi32, _mm512_setzero_si512,
+        __m256i, __m512i, _mm256_add_epi32, _mm256_madd_epi16, _mm256_maddubs_epi16,
+        _mm256_set1_epi16, _mm256_set1_epi32, _mm256_setzero_si256, _mm512_dpbusd_epi32,
+        _mm512_set1_epi32, _mm512_setzero_si512,
     };
-    use std::sync::OnceLock;
 
     use super::PackedLevels;
+    use crate::Kernel;
 
     /// Vectors computed together (their accumulators share each level load).
     const VECTORS: usize = 4;
 
-    /// Whether this CPU runs the kernel (checked once).
-    pub(super) fn available() -> bool {
-        static AVAILABLE: OnceLock<bool> = OnceLock::new();
-        *AVAILABLE.get_or_init(|| {
-            std::arch::is_x86_feature_detected!("avx512f")
-                && std::arch::is_x86_feature_detected!("avx512bw")
-                && std::arch::is_x86_feature_detected!("avx512vnni")
-        })
-    }
-
-    /// Runs the kernel; the caller has checked [`available`].
-    pub(super) fn column_sums(levels: &PackedLevels, pulses: &[u8], out: &mut [i32]) {
-        debug_assert!(available());
-        // The one unsafe operation of the workspace: calling a function compiled
-        // for CPU features the baseline target lacks.
+    /// Runs an x86 kernel; the caller has checked [`Kernel::supported`].
+    pub(super) fn column_sums(
+        kernel: Kernel,
+        levels: &PackedLevels,
+        pulses: &[u8],
+        out: &mut [i32],
+    ) {
+        assert!(kernel.supported());
+        // One of the workspace's two unsafe blocks (the other is
+        // `Kernel::dispatch`), both of one kind: calling a function compiled for
+        // CPU features the baseline target lacks, after detecting them.
         #[allow(unsafe_code)]
-        // SAFETY: `available()` detected AVX-512F, AVX-512BW and AVX-512 VNNI
-        // on this CPU at run time. The function itself uses no unsafe code: its
-        // loads are bounds-checked slice reads and `bytemuck` casts.
+        // SAFETY: `kernel.supported()` detected the kernel's features on this
+        // CPU at run time (AVX-512F, AVX-512BW and AVX-512 VNNI for `vnni`, AVX2
+        // for `avx2`). The functions themselves use no unsafe code: their loads
+        // are bounds-checked slice reads and `bytemuck` casts.
         unsafe {
-            kernel(levels, pulses, out);
+            match kernel {
+                Kernel::Avx512Vnni => vnni(levels, pulses, out),
+                Kernel::Avx2 => avx2(levels, pulses, out),
+                Kernel::Portable => unreachable!("not an x86 kernel"),
+            }
         }
     }
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    fn kernel(levels: &PackedLevels, pulses: &[u8], out: &mut [i32]) {
-        let prow = levels.padded_rows();
-        let vectors = pulses.len() / prow;
+    fn vnni(levels: &PackedLevels, pulses: &[u8], out: &mut [i32]) {
+        let vectors = pulses.len() / levels.padded_rows();
         let mut groups: Vec<usize> = Vec::with_capacity(levels.groups);
         let mut words: Vec<[i32; VECTORS]> = Vec::with_capacity(levels.groups);
         for v0 in (0..vectors).step_by(VECTORS) {
             let nv = (vectors - v0).min(VECTORS);
-            // Row groups where any of these vectors has a pulse: the others add nothing.
-            groups.clear();
-            words.clear();
-            for g in 0..levels.groups {
-                let mut w = [0i32; VECTORS];
-                for (k, wk) in w.iter_mut().enumerate().take(nv) {
-                    let o = (v0 + k) * prow + 4 * g;
-                    let bytes = [pulses[o], pulses[o + 1], pulses[o + 2], pulses[o + 3]];
-                    *wk = i32::from_le_bytes(bytes);
-                }
-                if w != [0; VECTORS] {
-                    groups.push(g);
-                    words.push(w);
-                }
-            }
+            levels.active_groups(pulses, v0, nv, &mut groups, &mut words);
             let out = &mut out[v0 * levels.cols..(v0 + nv) * levels.cols];
             let mut t = 0;
             while t < levels.tiles {
                 let nt = (levels.tiles - t).min(4);
                 match nt {
-                    4 => tile_block::<4>(levels, t, &groups, &words, nv, out),
-                    3 => tile_block::<3>(levels, t, &groups, &words, nv, out),
-                    2 => tile_block::<2>(levels, t, &groups, &words, nv, out),
-                    _ => tile_block::<1>(levels, t, &groups, &words, nv, out),
+                    4 => vnni_tiles::<4>(levels, t, &groups, &words, nv, out),
+                    3 => vnni_tiles::<3>(levels, t, &groups, &words, nv, out),
+                    2 => vnni_tiles::<2>(levels, t, &groups, &words, nv, out),
+                    _ => vnni_tiles::<1>(levels, t, &groups, &words, nv, out),
                 }
                 t += nt;
             }
@@ -181,7 +240,7 @@ mod vnni {
 
     /// Column tiles `t0 .. t0 + NT` of up to [`VECTORS`] vectors.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    fn tile_block<const NT: usize>(
+    fn vnni_tiles<const NT: usize>(
         levels: &PackedLevels,
         t0: usize,
         groups: &[usize],
@@ -214,6 +273,58 @@ mod vnni {
             }
         }
     }
+
+    #[target_feature(enable = "avx2")]
+    fn avx2(levels: &PackedLevels, pulses: &[u8], out: &mut [i32]) {
+        let vectors = pulses.len() / levels.padded_rows();
+        let mut groups: Vec<usize> = Vec::with_capacity(levels.groups);
+        let mut words: Vec<[i32; VECTORS]> = Vec::with_capacity(levels.groups);
+        for v0 in (0..vectors).step_by(VECTORS) {
+            let nv = (vectors - v0).min(VECTORS);
+            levels.active_groups(pulses, v0, nv, &mut groups, &mut words);
+            let out = &mut out[v0 * levels.cols..(v0 + nv) * levels.cols];
+            for t in 0..levels.tiles {
+                avx2_tile(levels, t, &groups, &words, nv, out);
+            }
+        }
+    }
+
+    /// Column tile `t` (two 8-column halves) of up to [`VECTORS`] vectors.
+    /// Per half and vector: `vpmaddubsw` multiplies the four pulses (`u8`) by
+    /// each column's four levels (`i8`) and adds adjacent pairs into `i16`,
+    /// exact because levels lie in `[-64, 64]` (see [`super::MAX_LEVEL`]);
+    /// `vpmaddwd` by ones adds the two pairs into the column's `i32` lane:
+    /// the lane `vpdpbusd` computes.
+    #[target_feature(enable = "avx2")]
+    fn avx2_tile(
+        levels: &PackedLevels,
+        t: usize,
+        groups: &[usize],
+        words: &[[i32; VECTORS]],
+        nv: usize,
+        out: &mut [i32],
+    ) {
+        let zero = _mm256_setzero_si256();
+        let ones = _mm256_set1_epi16(1);
+        let mut acc = [[zero; 2]; VECTORS];
+        for (&g, w) in groups.iter().zip(words) {
+            let b = bytemuck::cast::<[i8; 64], [__m256i; 2]>(levels.data[g * levels.tiles + t]);
+            for (av, &wv) in acc.iter_mut().zip(w) {
+                let a = _mm256_set1_epi32(wv);
+                for (ak, &bk) in av.iter_mut().zip(&b) {
+                    let pairs = _mm256_maddubs_epi16(a, bk);
+                    *ak = _mm256_add_epi32(*ak, _mm256_madd_epi16(pairs, ones));
+                }
+            }
+        }
+        let cols = levels.cols;
+        let c0 = t * 16;
+        let n = (cols - c0).min(16);
+        for (av, o) in acc.iter().zip(out.chunks_exact_mut(cols)).take(nv) {
+            let lanes = bytemuck::cast::<[__m256i; 2], [i32; 16]>(*av);
+            o[c0..c0 + n].copy_from_slice(&lanes[..n]);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -222,31 +333,44 @@ mod tests {
     use crate::stream_rng;
     use rand::RngExt;
 
-    /// Both implementations equal the plain triple loop, on every shape class
-    /// (padding rows and columns, 1..3 tile remainders, vector remainders).
+    /// Every kernel this CPU runs equals the plain triple loop, integer for
+    /// integer, on every shape class (padding rows and columns, 1..3 tile
+    /// remainders, vector remainders of the four-vector blocks) and at the
+    /// extremes: pulses of 255 against levels of +-64, where AVX2's pairwise
+    /// `i16` sums come closest to saturating.
     #[test]
-    fn packed_sums_equal_the_plain_product() {
+    fn every_kernel_equals_the_plain_product() {
+        let kernels = Kernel::supported_kernels();
+        println!("kernels: {kernels:?}");
         let mut rng = stream_rng(11, &[]);
-        for &(b, r, c) in &[
-            (1, 1, 1),
-            (5, 9, 3),
-            (7, 64, 16),
-            (9, 130, 33),
-            (4, 512, 200),
-            (13, 77, 64),
-            (6, 300, 512),
+        for &(b, r, c, extreme) in &[
+            (1, 1, 1, false),
+            (5, 9, 3, false),
+            (7, 64, 16, true),
+            (9, 130, 33, false),
+            (4, 512, 200, true),
+            (13, 77, 64, false),
+            (6, 300, 512, false),
+            (3, 1030, 47, true),
         ] {
-            let levels: Vec<i32> = (0..r * c).map(|_| rng.random_range(-15..=15)).collect();
+            let levels: Vec<i32> = (0..r * c)
+                .map(|_| match (extreme, rng.random_range(0u32..4)) {
+                    (true, 0) => MAX_LEVEL,
+                    (true, 1) => -MAX_LEVEL,
+                    (true, _) => rng.random_range(-MAX_LEVEL..=MAX_LEVEL),
+                    (false, _) => rng.random_range(-15..=15),
+                })
+                .collect();
             let packed = PackedLevels::new(r, c, |i, j| levels[i * c + j]).unwrap();
             let pr = packed.padded_rows();
             let mut pulses = vec![0u8; b * pr];
             for v in 0..b {
                 for i in 0..r {
-                    // Mostly zero, some 255s (the extreme product).
+                    // Mostly zero, some 255s (the extreme product); all 255 when extreme.
                     let u: u32 = rng.random_range(0..8);
-                    pulses[v * pr + i] = match u {
-                        0..=3 => 0,
-                        4 => 255,
+                    pulses[v * pr + i] = match (extreme, u) {
+                        (true, _) | (_, 4) => 255,
+                        (_, 0..=3) => 0,
                         _ => rng.random_range(1..16),
                     };
                 }
@@ -259,18 +383,24 @@ mod tests {
                         .sum();
                 }
             }
+            for &k in &kernels {
+                let mut got = vec![i32::MIN; b * c];
+                packed.column_sums_with(k, &pulses, &mut got);
+                assert_eq!(got, want, "{b}x{r}x{c}, {k}");
+            }
             let mut got = vec![i32::MIN; b * c];
             packed.column_sums(&pulses, &mut got);
-            assert_eq!(got, want, "{b}x{r}x{c}");
-            let mut portable = vec![i32::MIN; b * c];
-            packed.column_sums_portable(&pulses, &mut portable);
-            assert_eq!(portable, want, "{b}x{r}x{c} portable");
+            assert_eq!(got, want, "{b}x{r}x{c}, selected kernel");
         }
     }
 
     #[test]
-    fn levels_outside_i8_are_refused() {
-        assert!(PackedLevels::new(1, 1, |_, _| 128).is_none());
-        assert!(PackedLevels::new(1, 1, |_, _| -128).is_some());
+    fn levels_outside_the_packed_range_are_refused() {
+        for bad in [MAX_LEVEL + 1, -MAX_LEVEL - 1, 128, -128] {
+            assert!(PackedLevels::new(1, 1, |_, _| bad).is_none(), "{bad}");
+        }
+        for good in [MAX_LEVEL, -MAX_LEVEL, 0] {
+            assert!(PackedLevels::new(1, 1, |_, _| good).is_some(), "{good}");
+        }
     }
 }

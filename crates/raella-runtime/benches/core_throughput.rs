@@ -9,6 +9,10 @@
 //! lowers the ratio. The reference is ndarray's f32 GEMM (matrixmultiply) of
 //! the same shape, `1024 x 512 . 512 x 510`. Both run on one thread.
 //!
+//! The integer kernel and the instruction set of the engine's loops are chosen
+//! at run time (`raella_device::Kernel`; `RAELLA_KERNEL=avx512vnni|avx2|portable`
+//! forces one); the detail line names the kernel.
+//!
 //! Weights and inputs resemble a trained layer (seeded, Xoshiro256++), fitted
 //! to the committed MNIST CNN's `features.3` layer (real weights, real inputs):
 //! weights per filter `N(mu_f, s * sigma_f)` with `mu_f ~ N(0, 0.01)`,
@@ -112,12 +116,13 @@ fn main() {
     );
     println!(
         "  detail: 1 thread, core {:.1} ms vs GEMM {:.1} ms per 1024-vector batch; recovery rate {:.4}, \
-         converts/MAC {:.4}, in-range {:.4}; {all} threads: {:.2} G slice-MAC/s",
+         converts/MAC {:.4}, in-range {:.4}; {all} threads: {:.2} G slice-MAC/s; kernel {}",
         t_core.as_secs_f64() * 1e3,
         t_gemm.as_secs_f64() * 1e3,
         s.recovery_rate(),
         s.converts_per_mac(),
         s.in_range_fraction(),
         slice_macs / t_core_all.as_secs_f64() / 1e9,
+        raella_device::Kernel::selected().expect("RAELLA_KERNEL checked by the runs"),
     );
 }

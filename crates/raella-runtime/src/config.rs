@@ -97,7 +97,8 @@ pub struct RunConfig {
     pub input: InputMode,
     /// Read noise on column sums (off by default).
     pub column_noise: ColumnNoise,
-    /// Seed of the read-noise streams (one stream per pass, crossbar, vector and slice).
+    /// Seed of the read-noise streams (one stream per pass, crossbar, vector and
+    /// input slice; in recovery, per column too).
     pub seed: u64,
 }
 

@@ -13,13 +13,15 @@
 //! row blocks.
 //!
 //! Chunks run in parallel (rayon). Read-noise draws come from streams keyed by
-//! `(seed, pass, crossbar, vector, slice)`, so results do not depend on chunking
-//! or thread count.
+//! `(seed, pass, crossbar, vector, slice)`, drawn across the columns in order,
+//! and in recovery by `(seed, pass, crossbar, vector, ns + slice, column)`,
+//! drawn over the column-slice's 1-bit conversions in order: every conversion
+//! draws its own value, and results do not depend on chunking or thread count.
 
 use ndarray::{Array2, ArrayView2, s};
 use raella_compiler::MappedLayer;
 use raella_device::{
-    Adc, ColumnNoise, DeviceNoise, ProgrammedCrossbar, Xoshiro256PlusPlus, stream_rng,
+    Adc, ColumnNoise, DeviceNoise, Kernel, ProgrammedCrossbar, Xoshiro256PlusPlus, stream_rng,
 };
 use rayon::prelude::*;
 
@@ -83,6 +85,14 @@ enum Pulses {
 enum Sums {
     Int(Vec<i32>),
     Real(Array2<f32>),
+}
+
+/// What a pass returns per vector: the filters' outputs, or what every
+/// crossbar column measured ([`ProgrammedLayer::run_columns`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Gather {
+    Filters,
+    Columns,
 }
 
 /// A compiled layer whose crossbars have been programmed.
@@ -156,14 +166,41 @@ impl ProgrammedLayer {
     /// Runs unsigned 8-bit input vectors (vectors x inputs).
     ///
     /// # Errors
-    /// [`RuntimeError::InputShape`] or an invalid input mode.
+    /// [`RuntimeError::InputShape`], an invalid input mode, or an invalid
+    /// `RAELLA_KERNEL` ([`raella_device::Kernel::selected`]).
     pub fn run(
         &self,
         inputs: ArrayView2<'_, u8>,
         cfg: &RunConfig,
     ) -> Result<LayerOutput, RuntimeError> {
         self.check(inputs.ncols(), cfg)?;
-        let (y, mut stats) = self.run_pass(inputs, cfg, 0);
+        let (y, mut stats) = self.run_pass(inputs, cfg, 0, Gather::Filters);
+        stats.passes = 1;
+        Ok(LayerOutput {
+            outputs: y.mapv(saturate_i32),
+            stats,
+        })
+    }
+
+    /// Runs unsigned 8-bit input vectors like [`Self::run`], but the outputs
+    /// are what every crossbar column measured, before the digital side
+    /// combines the columns: vectors x (every crossbar's used columns, in
+    /// mapping order); the statistics are [`Self::run`]'s.
+    /// A column's value is its ADC codes shift-added over the input slices
+    /// (a flagged slice's recovered 1-bit codes in its place), without the
+    /// flip correction, the weight-slice shift, the center term or the sums
+    /// over row blocks. For diagnostics and the statistical tests of read
+    /// noise, which need the error of each conversion apart.
+    ///
+    /// # Errors
+    /// As [`Self::run`].
+    pub fn run_columns(
+        &self,
+        inputs: ArrayView2<'_, u8>,
+        cfg: &RunConfig,
+    ) -> Result<LayerOutput, RuntimeError> {
+        self.check(inputs.ncols(), cfg)?;
+        let (y, mut stats) = self.run_pass(inputs, cfg, 0, Gather::Columns);
         stats.passes = 1;
         Ok(LayerOutput {
             outputs: y.mapv(saturate_i32),
@@ -176,7 +213,8 @@ impl ProgrammedLayer {
     /// and input activity are those of both passes.
     ///
     /// # Errors
-    /// [`RuntimeError::InputShape`] or an invalid input mode.
+    /// [`RuntimeError::InputShape`], an invalid input mode, or an invalid
+    /// `RAELLA_KERNEL` ([`raella_device::Kernel::selected`]).
     pub fn run_signed(
         &self,
         inputs: ArrayView2<'_, i8>,
@@ -185,8 +223,8 @@ impl ProgrammedLayer {
         self.check(inputs.ncols(), cfg)?;
         let pos = inputs.mapv(|v| u8::try_from(v.max(0)).unwrap_or(0));
         let neg = inputs.mapv(|v| u8::try_from(-i16::from(v.min(0))).unwrap_or(u8::MAX));
-        let (yp, sp) = self.run_pass(pos.view(), cfg, 0);
-        let (yn, sn) = self.run_pass(neg.view(), cfg, 1);
+        let (yp, sp) = self.run_pass(pos.view(), cfg, 0, Gather::Filters);
+        let (yn, sn) = self.run_pass(neg.view(), cfg, 1, Gather::Filters);
         let mut stats = sp;
         stats += &sn;
         stats.vectors = sn.vectors;
@@ -200,6 +238,8 @@ impl ProgrammedLayer {
 
     fn check(&self, got: usize, cfg: &RunConfig) -> Result<(), RuntimeError> {
         cfg.input.validate()?;
+        // A bad RAELLA_KERNEL is reported here, not as a panic in the products.
+        Kernel::selected()?;
         if got != self.mapped.inputs() {
             return Err(RuntimeError::InputShape {
                 expected: self.mapped.inputs(),
@@ -214,6 +254,7 @@ impl ProgrammedLayer {
         x: ArrayView2<'_, u8>,
         cfg: &RunConfig,
         pass: u64,
+        gather: Gather,
     ) -> (Array2<i64>, LayerStats) {
         let n = x.nrows();
         // Narrow layers (depthwise groups) take longer chunks, so per-chunk
@@ -226,10 +267,10 @@ impl ProgrammedLayer {
             .par_iter()
             .map(|&start| {
                 let end = (start + chunk).min(n);
-                self.run_chunk(x.slice(s![start..end, ..]), start, cfg, &luts, pass)
+                self.run_chunk(x.slice(s![start..end, ..]), start, cfg, &luts, pass, gather)
             })
             .collect();
-        let mut y = Array2::<i64>::zeros((n, self.mapped.outputs()));
+        let mut y = Array2::<i64>::zeros((n, self.gather_width(gather)));
         let mut stats = LayerStats::default();
         for (&start, (part, st)) in starts.iter().zip(&parts) {
             y.slice_mut(s![start..start + part.nrows(), ..])
@@ -239,7 +280,22 @@ impl ProgrammedLayer {
         (y, stats)
     }
 
-    /// Executes one chunk of vectors whose first vector has global index `v0`.
+    /// Values per vector that a pass returns.
+    fn gather_width(&self, gather: Gather) -> usize {
+        match gather {
+            Gather::Filters => self.mapped.outputs(),
+            Gather::Columns => self
+                .crossbars
+                .iter()
+                .map(ProgrammedCrossbar::used_cols)
+                .sum(),
+        }
+    }
+
+    /// Executes one chunk of vectors whose first vector has global index `v0`,
+    /// compiled for the instruction set of the process's kernel
+    /// ([`Kernel::dispatch`]: the loops below and the device reads they
+    /// inline get the CPU's vector units without `-C target-cpu=native`).
     fn run_chunk(
         &self,
         x: ArrayView2<'_, u8>,
@@ -247,6 +303,25 @@ impl ProgrammedLayer {
         cfg: &RunConfig,
         luts: &Luts,
         pass: u64,
+        gather: Gather,
+    ) -> (Array2<i64>, LayerStats) {
+        let kernel = Kernel::selected().expect("checked by `check`");
+        kernel.dispatch(
+            #[inline(always)]
+            || self.run_chunk_body(x, v0, cfg, luts, pass, gather),
+        )
+    }
+
+    /// [`Self::run_chunk`]'s work, inlined into each instruction set's copy.
+    #[inline(always)]
+    fn run_chunk_body(
+        &self,
+        x: ArrayView2<'_, u8>,
+        v0: usize,
+        cfg: &RunConfig,
+        luts: &Luts,
+        pass: u64,
+        gather: Gather,
     ) -> (Array2<i64>, LayerStats) {
         let m = &self.mapped;
         let b = x.nrows();
@@ -280,12 +355,16 @@ impl ProgrammedLayer {
             .into_iter()
             .map(|r| r.iter().map(|&v| i64::from(v)).sum())
             .collect();
-        let mut y = Array2::<i64>::zeros((b, m.outputs()));
-        for (v, t) in totals.iter().enumerate() {
-            for (f, &c) in m.centers().iter().enumerate() {
-                y[[v, f]] = i64::from(c) * t;
+        let mut y = Array2::<i64>::zeros((b, self.gather_width(gather)));
+        if gather == Gather::Filters {
+            for (v, t) in totals.iter().enumerate() {
+                for (f, &c) in m.centers().iter().enumerate() {
+                    y[[v, f]] = i64::from(c) * t;
+                }
             }
         }
+        // First output column of the current crossbar (`Gather::Columns`).
+        let mut col_offset = 0;
 
         let pulse_lut = &luts.pulse;
         let pulse_capacity_per_vector: u64 =
@@ -466,7 +545,7 @@ impl ProgrammedLayer {
                             sh,
                             widths[j],
                             &mut acc,
-                            |v| noise_rng(cfg.seed, pass, xi, v0 + v, ns + j),
+                            |v, c| recovery_rng(cfg.seed, pass, xi, v0 + v, ns + j, c),
                         );
                         stats.recovery_conversions += r.conversions;
                         stats.activity.conversions += r.conversions;
@@ -475,53 +554,59 @@ impl ProgrammedLayer {
                         stats.inexact_column_slices += r.inexact_slices;
                     }
                 }
-                // Digital combine: undo bit flips, shift by the weight slice, add to
-                // filters. Per column `val = ((a ^ s) - s + fm * bsum) << wsh` with
-                // `s = -1, fm = mask` on flipped columns (`fm * bsum - a`), `s = fm = 0`
-                // otherwise: branch-free, so it vectorises. A filter's weight slices are
-                // adjacent columns (the first and last filter may continue on other
-                // crossbars): each filter is one sum, one store.
-                let nws = wslicing.widths().len();
-                let (mut flip_s, mut flip_m, mut wsh) = (
-                    Vec::with_capacity(cols),
-                    Vec::with_capacity(cols),
-                    Vec::with_capacity(cols),
-                );
-                for lc in 0..cols {
-                    let (_, k) = m.column_role(mx.col_start + lc);
-                    let mask = (1i64 << wslicing.widths()[k]) - 1;
-                    let flip = mx.flipped[lc];
-                    flip_s.push(-i64::from(flip));
-                    flip_m.push(if flip { mask } else { 0 });
-                    wsh.push(u64::from(wslicing.shifts()[k]));
-                }
-                let first_f = m.column_role(mx.col_start).0;
-                let lead = ((nws - mx.col_start % nws) % nws).min(cols);
-                let mut vals = vec![0i64; cols];
-                for ((arow, mut yrow), &bsum) in
-                    acc.rows().into_iter().zip(y.rows_mut()).zip(&rb_sums)
-                {
-                    let (arow, yrow) = (
-                        arow.to_slice().expect("standard layout"),
-                        yrow.as_slice_mut().expect("standard layout"),
+                if gather == Gather::Columns {
+                    y.slice_mut(s![.., col_offset..col_offset + cols])
+                        .assign(&acc);
+                    col_offset += cols;
+                } else {
+                    // Digital combine: undo bit flips, shift by the weight slice, add to
+                    // filters. Per column `val = ((a ^ s) - s + fm * bsum) << wsh` with
+                    // `s = -1, fm = mask` on flipped columns (`fm * bsum - a`), `s = fm = 0`
+                    // otherwise: branch-free, so it vectorises. A filter's weight slices are
+                    // adjacent columns (the first and last filter may continue on other
+                    // crossbars): each filter is one sum, one store.
+                    let nws = wslicing.widths().len();
+                    let (mut flip_s, mut flip_m, mut wsh) = (
+                        Vec::with_capacity(cols),
+                        Vec::with_capacity(cols),
+                        Vec::with_capacity(cols),
                     );
-                    for ((((o, &a), &fs), &fm), &sh) in vals
-                        .iter_mut()
-                        .zip(arow)
-                        .zip(&flip_s)
-                        .zip(&flip_m)
-                        .zip(&wsh)
+                    for lc in 0..cols {
+                        let (_, k) = m.column_role(mx.col_start + lc);
+                        let mask = (1i64 << wslicing.widths()[k]) - 1;
+                        let flip = mx.flipped[lc];
+                        flip_s.push(-i64::from(flip));
+                        flip_m.push(if flip { mask } else { 0 });
+                        wsh.push(u64::from(wslicing.shifts()[k]));
+                    }
+                    let first_f = m.column_role(mx.col_start).0;
+                    let lead = ((nws - mx.col_start % nws) % nws).min(cols);
+                    let mut vals = vec![0i64; cols];
+                    for ((arow, mut yrow), &bsum) in
+                        acc.rows().into_iter().zip(y.rows_mut()).zip(&rb_sums)
                     {
-                        *o = ((a ^ fs) - fs + fm * bsum) << sh;
-                    }
-                    let (head, rest) = vals.split_at(lead);
-                    let mut f = first_f;
-                    if lead > 0 {
-                        yrow[f] += head.iter().sum::<i64>();
-                        f += 1;
-                    }
-                    for (yf, group) in yrow[f..].iter_mut().zip(rest.chunks(nws)) {
-                        *yf += group.iter().sum::<i64>();
+                        let (arow, yrow) = (
+                            arow.to_slice().expect("standard layout"),
+                            yrow.as_slice_mut().expect("standard layout"),
+                        );
+                        for ((((o, &a), &fs), &fm), &sh) in vals
+                            .iter_mut()
+                            .zip(arow)
+                            .zip(&flip_s)
+                            .zip(&flip_m)
+                            .zip(&wsh)
+                        {
+                            *o = ((a ^ fs) - fs + fm * bsum) << sh;
+                        }
+                        let (head, rest) = vals.split_at(lead);
+                        let mut f = first_f;
+                        if lead > 0 {
+                            yrow[f] += head.iter().sum::<i64>();
+                            f += 1;
+                        }
+                        for (yf, group) in yrow[f..].iter_mut().zip(rest.chunks(nws)) {
+                            *yf += group.iter().sum::<i64>();
+                        }
                     }
                 }
                 // Activity: the schedule is fixed (recovery cycles run whenever recovery is on).
@@ -549,6 +634,7 @@ impl ProgrammedLayer {
 /// Row bitsets of every input bit of every vector in `x` (vectors of `rows`
 /// values): layout `[(vector * 8 + bit) * words + word]`, `words` from
 /// [`ProgrammedCrossbar::row_bit_words`], bits past the last row zero.
+#[inline(always)]
 fn bit_planes(x: &[u8], rows: usize) -> Vec<u64> {
     let words = ProgrammedCrossbar::row_bit_words(rows);
     let n = x.len() / rows.max(1);
@@ -571,6 +657,7 @@ fn bit_planes(x: &[u8], rows: usize) -> Vec<u64> {
 /// vector). Branch-free: every position is written and the count advances by
 /// the flag (flags are common enough to defeat branch prediction); vectors
 /// without a flag are skipped by a vectorised test first.
+#[inline(always)]
 fn find_flagged<T: Copy>(
     flat: &[T],
     cols: usize,
@@ -616,6 +703,7 @@ impl ConvertCounts {
 /// Converts every column sum (as [`Adc::convert`]) and shift-adds the codes
 /// into `acc`; with `drop_flagged`, saturated codes are left out (recovery
 /// replaces them). Branch-free, so it vectorises.
+#[inline(always)]
 fn convert_shift_add(
     adc: &Adc,
     sums: &Array2<f32>,
@@ -655,6 +743,7 @@ fn convert_shift_add(
 /// `cols` per vector. With `drop_flagged`, the `(vector, column)` of every
 /// saturated sum is appended to `flagged` in the same pass: 64 flags per
 /// word, branch-free, then only the set bits are visited.
+#[inline(always)]
 fn convert_shift_add_int(
     adc: &Adc,
     sums: &[i32],
@@ -699,6 +788,8 @@ fn convert_shift_add_int(
     total
 }
 
+/// The read-noise stream of one primary input slice of one vector on one
+/// crossbar, drawn across the columns in order: one draw per conversion.
 fn noise_rng(
     seed: u64,
     pass: u64,
@@ -707,6 +798,30 @@ fn noise_rng(
     slice: usize,
 ) -> Xoshiro256PlusPlus {
     stream_rng(seed, &[pass, crossbar as u64, vector as u64, slice as u64])
+}
+
+/// The read-noise stream of one recovered column-slice (`slice` is `ns + j`
+/// for speculative slice `j`), drawn over its 1-bit conversions in order. Keyed
+/// by the column as well: flagged columns of one vector are recovered one
+/// after another, and each must draw its own values.
+fn recovery_rng(
+    seed: u64,
+    pass: u64,
+    crossbar: usize,
+    vector: usize,
+    slice: usize,
+    column: usize,
+) -> Xoshiro256PlusPlus {
+    stream_rng(
+        seed,
+        &[
+            pass,
+            crossbar as u64,
+            vector as u64,
+            slice as u64,
+            column as u64,
+        ],
+    )
 }
 
 #[derive(Default)]
@@ -726,6 +841,7 @@ struct Recovered {
 /// noise; `cols` per vector). Then the 1-bit sums satisfy
 /// `S = sum_t S_t 2^t` exactly, so bits 1.. are computed and bit 0 is
 /// `S - sum_{t>0} S_t 2^t`: the same integers, one column read fewer.
+#[inline(always)]
 fn recover(
     px: &ProgrammedCrossbar,
     adc: &Adc,
@@ -736,7 +852,7 @@ fn recover(
     shift: u32,
     width: u32,
     acc: &mut Array2<i64>,
-    rng_for: impl Fn(usize) -> Xoshiro256PlusPlus,
+    rng_for: impl Fn(usize, usize) -> Xoshiro256PlusPlus,
 ) -> Recovered {
     let words = ProgrammedCrossbar::row_bit_words(px.used_rows());
     let cols = px.used_cols();
@@ -744,7 +860,7 @@ fn recover(
     for &(v, c) in flagged {
         let start = (v * 8 + shift as usize) * words;
         let planes = &xbits[start..start + width as usize * words];
-        let mut rng = (!noise.is_off()).then(|| rng_for(v));
+        let mut rng = (!noise.is_off()).then(|| rng_for(v, c));
         let mut any_out = false;
         let mut value = 0i64;
         let mut record = |t: u32, conv: raella_device::Conversion| {
@@ -790,74 +906,7 @@ fn saturate_i32(v: i64) -> i32 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use raella_compiler::{CenterRule, CompileConfig, Encoding, Slicing, compile};
-    use raella_device::{CrossbarGeometry, stream_rng};
-    use rand::RngExt;
+mod noise_tests;
 
-    /// The integer products (ideal devices; converted to f32 under read noise)
-    /// and the real-valued path give the same outputs and statistics, ADC
-    /// saturation, recovery and read noise included, on crossbars of several
-    /// row blocks and column tiles.
-    #[test]
-    fn integer_and_real_paths_agree() {
-        let mut rng = stream_rng(3, &[]);
-        for (case, &(rows, cols, outs, ins, bits)) in [
-            (512, 512, 70, 900, 4),
-            (128, 128, 40, 300, 2),
-            (64, 48, 9, 130, 3),
-        ]
-        .iter()
-        .enumerate()
-        {
-            let g =
-                CrossbarGeometry::new(rows, cols, raella_device::CellKind::TwoT2R, bits).unwrap();
-            let weights = Array2::from_shape_fn((outs, ins), |(f, _)| {
-                let w = i32::try_from(f % 7).unwrap() * 9 - 27 + rng.random_range(-60i32..=60);
-                i8::try_from(w.clamp(-127, 127)).unwrap()
-            });
-            let inputs = Array2::from_shape_fn((37, ins), |_| match rng.random_range(0u32..4) {
-                0 => 0u8,
-                1 => rng.random_range(0u8..16),
-                _ => rng.random(),
-            });
-            let ccfg = CompileConfig {
-                geometry: g,
-                encoding: Encoding::CenterOffset(CenterRule::Mean),
-                // `bits`-wide weight slices, MSB first (3 -> 3-3-2).
-                weight_slicing: Slicing::new(
-                    (0..8u32.div_ceil(bits))
-                        .map(|k| bits.min(8 - k * bits))
-                        .collect(),
-                    8,
-                )
-                .unwrap(),
-            };
-            let layer = ProgrammedLayer::ideal(compile(weights.view(), &ccfg, None).unwrap());
-            assert!(layer.integer_sums);
-            let mut real = layer.clone();
-            real.integer_sums = false;
-            for (adc_bits, e) in [(3, 0.0), (5, 0.0), (7, 0.0), (5, 0.08), (7, 0.12)] {
-                for recovery in [false, true] {
-                    let cfg = RunConfig {
-                        adc: Adc::new(adc_bits, true).unwrap(),
-                        input: InputMode::Speculative {
-                            slicing: Slicing::new(vec![4, 2, 2], 8).unwrap(),
-                            recovery,
-                        },
-                        column_noise: ColumnNoise::new(e).unwrap(),
-                        seed: 1,
-                    };
-                    let a = layer.run(inputs.view(), &cfg).unwrap();
-                    let b = real.run(inputs.view(), &cfg).unwrap();
-                    assert!(
-                        a.stats.flagged > 0 || adc_bits == 7,
-                        "case {case}: saturation exercised"
-                    );
-                    assert_eq!(a, b, "case {case}, {adc_bits}-bit ADC, recovery {recovery}");
-                }
-            }
-        }
-    }
-}
+#[cfg(test)]
+mod tests;

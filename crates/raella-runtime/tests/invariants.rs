@@ -10,13 +10,21 @@
 //!    flagged columns convert during recovery.
 //! 5. Same seed, bit-identical noisy results; different seeds differ; thread
 //!    count does not matter.
+//! 6. At real sizes (more than 1,024 inputs, 64+ columns, three chunks of
+//!    vectors), on ideal and programmed devices (variation, stuck cells), every
+//!    encoding and center rule (`search` included), signed inputs: the fast
+//!    path lies within the reference's bounds on the same conductances, which
+//!    are exact on integer conductances.
 
-use ndarray::Array2;
+use ndarray::{Array2, s};
 use proptest::prelude::*;
-use raella_compiler::{CenterRule, CompileConfig, Encoding, Slicing, compile};
-use raella_device::{Adc, CellKind, ColumnNoise, CrossbarGeometry, DeviceNoise};
-use raella_runtime::reference::{exact_outputs, run_reference};
+use raella_compiler::{Calibration, CenterRule, CompileConfig, Encoding, Slicing, compile};
+use raella_device::{Adc, CellKind, ColumnNoise, CrossbarGeometry, DeviceNoise, stream_rng};
+use raella_runtime::reference::{
+    ReferenceBounds, exact_outputs, run_reference, run_reference_programmed,
+};
 use raella_runtime::{InputMode, ProgrammedLayer, RunConfig};
+use rand::RngExt;
 
 /// Slicings of 8 bits with every width in 1..=max.
 fn slicing(max: u32) -> impl Strategy<Value = Slicing> {
@@ -193,6 +201,183 @@ proptest! {
         prop_assert_eq!(out.outputs.mapv(i64::from), exact);
         prop_assert_eq!(out.stats.passes, 2);
         prop_assert_eq!(out.stats.vectors, nv as u64);
+    }
+}
+
+/// Devices of a real-size case.
+#[derive(Debug, Clone, Copy)]
+enum Devices {
+    Ideal,
+    /// Stuck cells only: integer conductances, but a device stuck at the
+    /// maximum beside a non-zero partner sends the crossbar to the f32 path.
+    Stuck,
+    /// Programming variation and stuck cells: real-valued conductances.
+    Programmed,
+}
+
+/// A real-size case: drawn from a few parameters and a seed (the tensors are
+/// generated, not drawn element by element, so shrinking stays cheap).
+#[derive(Debug, Clone)]
+struct BigCase {
+    encoding: Encoding,
+    bits: u32,
+    weight_slicing: Slicing,
+    /// Crossbar rows and columns.
+    geometry: (usize, usize),
+    inputs: usize,
+    devices: Devices,
+    mode: InputMode,
+    adc_bits: u32,
+    signed_inputs: bool,
+    seed: u64,
+}
+
+/// Vectors of a real-size case: chunks of 256, 256 and 8.
+const BIG_VECTORS: usize = 520;
+
+fn big_case() -> impl Strategy<Value = BigCase> {
+    (
+        prop_oneof![
+            Just(Encoding::CenterOffset(CenterRule::Mean)),
+            Just(Encoding::CenterOffset(CenterRule::Median)),
+            Just(Encoding::CenterOffset(CenterRule::Search)),
+            Just(Encoding::ZeroOffset),
+            Just(Encoding::UnsignedOffset { bit_flip: false }),
+            Just(Encoding::UnsignedOffset { bit_flip: true }),
+        ],
+        1u32..=4,
+        prop::sample::select(vec![
+            (128usize, 48usize),
+            (512, 128),
+            (1024, 72),
+            (512, 512),
+        ]),
+        1025usize..=1300,
+        prop_oneof![
+            Just(Devices::Ideal),
+            Just(Devices::Stuck),
+            Just(Devices::Programmed)
+        ],
+        input_mode(),
+        3u32..=9,
+        any::<bool>(),
+        any::<u64>(),
+    )
+        .prop_flat_map(
+            |(encoding, bits, geometry, inputs, devices, mode, adc_bits, signed, seed)| {
+                slicing(bits).prop_map(move |weight_slicing| BigCase {
+                    encoding,
+                    bits,
+                    weight_slicing,
+                    geometry,
+                    inputs,
+                    devices,
+                    mode: mode.clone(),
+                    adc_bits,
+                    signed_inputs: signed,
+                    seed,
+                })
+            },
+        )
+}
+
+/// Weights shaped like a trained layer (a per-filter bias and spread), enough
+/// filters for 64+ columns, and inputs: ReLU-like unsigned ones (many zeros,
+/// some 255s), or signed ones over the whole `i8` range.
+fn big_tensors(c: &BigCase) -> (Array2<i8>, Array2<u8>, Array2<i8>) {
+    let mut rng = stream_rng(c.seed, &[]);
+    let filters = 72usize.div_ceil(c.weight_slicing.len()) + rng.random_range(0..8);
+    let filt: Vec<(i32, i32)> = (0..filters)
+        .map(|_| (rng.random_range(-40..40), rng.random_range(1..128)))
+        .collect();
+    let w = Array2::from_shape_fn((filters, c.inputs), |(f, _)| {
+        let (bias, spread) = filt[f];
+        let w = bias + rng.random_range(-512i32..512) * spread / 512;
+        i8::try_from(w.clamp(-127, 127)).unwrap()
+    });
+    let u = Array2::from_shape_fn((BIG_VECTORS, c.inputs), |_| {
+        match rng.random_range(0u32..8) {
+            0..=3 => 0,
+            4 => 255,
+            5 => rng.random_range(1..16),
+            _ => rng.random(),
+        }
+    });
+    let x = Array2::from_shape_fn((BIG_VECTORS, c.inputs), |_| {
+        match rng.random_range(0u32..4) {
+            0 => 0,
+            1 => i8::MIN,
+            _ => rng.random(),
+        }
+    });
+    (w, u, x)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 6, ..ProptestConfig::default() })]
+
+    #[test]
+    fn fast_path_lies_within_the_reference_at_real_sizes(c in big_case()) {
+        let (rows, cols) = c.geometry;
+        let g = CrossbarGeometry::new(rows, cols, c.encoding.cell_kind(), c.bits).unwrap();
+        let cfg = CompileConfig { geometry: g, encoding: c.encoding, weight_slicing: c.weight_slicing.clone() };
+        let (w, u, x) = big_tensors(&c);
+        // The two passes of signed inputs: positive parts, magnitudes of negative parts.
+        let pos = x.mapv(|v| u8::try_from(v.max(0)).unwrap());
+        let neg = x.mapv(|v| u8::try_from(-i16::from(v.min(0))).unwrap());
+        let cal = if c.signed_inputs { &pos } else { &u };
+        let calibration = Calibration { inputs: cal.slice(s![..4, ..]), input_slicing: c.mode.slicing() };
+        let mapped = compile(w.view(), &cfg, Some(calibration)).unwrap();
+        prop_assert!(mapped.row_blocks() >= 2);
+        prop_assert!(mapped.crossbars().iter().map(|x| x.crossbar.used_cols()).sum::<usize>() >= 64 * mapped.row_blocks());
+        let layer = match c.devices {
+            Devices::Ideal => ProgrammedLayer::ideal(mapped),
+            Devices::Stuck => ProgrammedLayer::program(mapped, &DeviceNoise::new(0.0, 2e-3, 2e-3).unwrap(), c.seed),
+            Devices::Programmed => ProgrammedLayer::program(mapped, &DeviceNoise::new(0.05, 1e-3, 1e-3).unwrap(), c.seed),
+        };
+        let signed_adc = c.encoding.cell_kind() == CellKind::TwoT2R || c.seed % 2 == 0;
+        let adc = Adc::new(c.adc_bits, signed_adc).unwrap();
+        let rcfg = run_cfg(adc, c.mode.clone());
+        let (out, b) = if c.signed_inputs {
+            let out = layer.run_signed(x.view(), &rcfg).unwrap();
+            let (p, n) = (
+                run_reference_programmed(&layer, pos.view(), &rcfg),
+                run_reference_programmed(&layer, neg.view(), &rcfg),
+            );
+            let counts = raella_runtime::reference::ReferenceCounts {
+                primary: p.counts.primary + n.counts.primary,
+                flagged: p.counts.flagged + n.counts.flagged,
+                recovery: p.counts.recovery + n.counts.recovery,
+                flagged_bits: p.counts.flagged_bits + n.counts.flagged_bits,
+            };
+            let b = ReferenceBounds {
+                lo: &p.lo - &n.hi,
+                hi: &p.hi - &n.lo,
+                counts,
+                ambiguous_codes: p.ambiguous_codes + n.ambiguous_codes,
+                ambiguous_flags: p.ambiguous_flags + n.ambiguous_flags,
+                ambiguous_flag_bits: p.ambiguous_flag_bits + n.ambiguous_flag_bits,
+            };
+            (out, b)
+        } else {
+            (layer.run(u.view(), &rcfg).unwrap(), run_reference_programmed(&layer, u.view(), &rcfg))
+        };
+        let y = out.outputs.mapv(i64::from);
+        let outside = y.iter().zip(&b.lo).zip(&b.hi).filter(|((y, lo), hi)| *y < *lo || *y > *hi).count();
+        prop_assert_eq!(outside, 0, "outputs outside the reference bounds ({} ambiguous codes)", b.ambiguous_codes);
+        if !matches!(c.devices, Devices::Programmed) {
+            // Integer conductances: every f32 sum is exact, so is the reference.
+            prop_assert_eq!(b.ambiguous_codes, 0);
+            prop_assert_eq!(&y, &b.lo);
+        }
+        // Conversions and flags as the reference counts them, up to the flags
+        // rounding may move.
+        let st = &out.stats;
+        let primary = st.activity.conversions - st.recovery_conversions;
+        prop_assert_eq!(primary, b.counts.primary);
+        prop_assert!(st.flagged.abs_diff(b.counts.flagged) <= b.ambiguous_flags);
+        prop_assert!(st.recovery_conversions.abs_diff(b.counts.recovery) <= b.ambiguous_flag_bits);
+        prop_assert_eq!(st.vectors, BIG_VECTORS as u64);
     }
 }
 

@@ -1,0 +1,145 @@
+//! Unit tests of the engine that need its private parts (the integer path
+//! switch) or compare `run_columns` with `run`.
+
+use super::*;
+use raella_compiler::{CenterRule, CompileConfig, Encoding, Slicing, compile};
+use raella_device::{CrossbarGeometry, stream_rng};
+use rand::RngExt;
+
+/// `run_columns` returns what the digital combine adds: with a wide ADC each
+/// column's value is its exact dot product with the inputs, and flip
+/// correction, weight-slice shifts, centers and row-block sums of those
+/// values give `run`'s outputs (ISAAC with bit flips, three row blocks,
+/// two column blocks, speculation with recovery on a narrow ADC).
+#[test]
+fn column_values_are_what_the_combine_adds() {
+    let mut rng = stream_rng(8, &[]);
+    let weights = Array2::from_shape_fn((45, 300), |_| rng.random_range(-127i8..=127));
+    let inputs = Array2::from_shape_fn((19, 300), |_| rng.random::<u8>());
+    let mapped = compile(weights.view(), &CompileConfig::isaac(), None).unwrap();
+    assert!(mapped.row_blocks() == 3 && mapped.col_blocks() == 2);
+    assert!(mapped.crossbars().iter().any(|x| x.flipped.contains(&true)));
+    let layer = ProgrammedLayer::ideal(mapped.clone());
+    let wide = RunConfig {
+        adc: Adc::new(22, true).unwrap(),
+        ..RunConfig::isaac()
+    };
+    let cols = layer.run_columns(inputs.view(), &wide).unwrap().outputs;
+    let mut off = 0;
+    for mx in mapped.crossbars() {
+        let xb = &mx.crossbar;
+        for (v, x) in inputs.rows().into_iter().enumerate() {
+            let xs: Vec<u8> = x
+                .iter()
+                .skip(mx.row_start)
+                .take(xb.used_rows())
+                .copied()
+                .collect();
+            for (c, &want) in xb.column_sums_exact(&xs).iter().enumerate() {
+                assert_eq!(i64::from(cols[[v, off + c]]), want);
+            }
+        }
+        off += xb.used_cols();
+    }
+    assert_eq!(off, cols.ncols());
+    let narrow = RunConfig {
+        adc: Adc::new(4, true).unwrap(),
+        input: InputMode::raella(),
+        ..RunConfig::isaac()
+    };
+    let out = layer.run(inputs.view(), &narrow).unwrap();
+    let columns = layer.run_columns(inputs.view(), &narrow).unwrap();
+    assert!(out.stats.flagged > 0);
+    assert_eq!(columns.stats, out.stats);
+    let ws = mapped.weight_slicing();
+    let mut y = Array2::<i64>::zeros(out.outputs.dim());
+    for (v, x) in inputs.rows().into_iter().enumerate() {
+        let total: i64 = x.iter().map(|&a| i64::from(a)).sum();
+        for (f, &c) in mapped.centers().iter().enumerate() {
+            y[[v, f]] = i64::from(c) * total;
+        }
+        let mut off = 0;
+        for mx in mapped.crossbars() {
+            let rows = mx.crossbar.used_rows();
+            let block: i64 = x
+                .iter()
+                .skip(mx.row_start)
+                .take(rows)
+                .map(|&a| i64::from(a))
+                .sum();
+            for c in 0..mx.crossbar.used_cols() {
+                let (f, k) = mapped.column_role(mx.col_start + c);
+                let a = i64::from(columns.outputs[[v, off + c]]);
+                let mask = (1i64 << ws.widths()[k]) - 1;
+                let value = if mx.flipped[c] { mask * block - a } else { a };
+                y[[v, f]] += value << ws.shifts()[k];
+            }
+            off += mx.crossbar.used_cols();
+        }
+    }
+    assert_eq!(y.mapv(saturate_i32), out.outputs);
+}
+
+/// The integer products (ideal devices; converted to f32 under read noise)
+/// and the real-valued path give the same outputs and statistics, ADC
+/// saturation, recovery and read noise included, on crossbars of several
+/// row blocks and column tiles.
+#[test]
+fn integer_and_real_paths_agree() {
+    let mut rng = stream_rng(3, &[]);
+    for (case, &(rows, cols, outs, ins, bits)) in [
+        (512, 512, 70, 900, 4),
+        (128, 128, 40, 300, 2),
+        (64, 48, 9, 130, 3),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let g = CrossbarGeometry::new(rows, cols, raella_device::CellKind::TwoT2R, bits).unwrap();
+        let weights = Array2::from_shape_fn((outs, ins), |(f, _)| {
+            let w = i32::try_from(f % 7).unwrap() * 9 - 27 + rng.random_range(-60i32..=60);
+            i8::try_from(w.clamp(-127, 127)).unwrap()
+        });
+        let inputs = Array2::from_shape_fn((37, ins), |_| match rng.random_range(0u32..4) {
+            0 => 0u8,
+            1 => rng.random_range(0u8..16),
+            _ => rng.random(),
+        });
+        let ccfg = CompileConfig {
+            geometry: g,
+            encoding: Encoding::CenterOffset(CenterRule::Mean),
+            // `bits`-wide weight slices, MSB first (3 -> 3-3-2).
+            weight_slicing: Slicing::new(
+                (0..8u32.div_ceil(bits))
+                    .map(|k| bits.min(8 - k * bits))
+                    .collect(),
+                8,
+            )
+            .unwrap(),
+        };
+        let layer = ProgrammedLayer::ideal(compile(weights.view(), &ccfg, None).unwrap());
+        assert!(layer.integer_sums);
+        let mut real = layer.clone();
+        real.integer_sums = false;
+        for (adc_bits, e) in [(3, 0.0), (5, 0.0), (7, 0.0), (5, 0.08), (7, 0.12)] {
+            for recovery in [false, true] {
+                let cfg = RunConfig {
+                    adc: Adc::new(adc_bits, true).unwrap(),
+                    input: InputMode::Speculative {
+                        slicing: Slicing::new(vec![4, 2, 2], 8).unwrap(),
+                        recovery,
+                    },
+                    column_noise: ColumnNoise::new(e).unwrap(),
+                    seed: 1,
+                };
+                let a = layer.run(inputs.view(), &cfg).unwrap();
+                let b = real.run(inputs.view(), &cfg).unwrap();
+                assert!(
+                    a.stats.flagged > 0 || adc_bits == 7,
+                    "case {case}: saturation exercised"
+                );
+                assert_eq!(a, b, "case {case}, {adc_bits}-bit ADC, recovery {recovery}");
+            }
+        }
+    }
+}
