@@ -668,7 +668,7 @@ struct PointContext<'a> {
 }
 
 /// The cache format; bump when a result row's meaning changes.
-const CACHE_VERSION: &str = "raella-sweep-point-v3";
+const CACHE_VERSION: &str = "raella-sweep-point-v4";
 
 fn hash_model_files(m: &ModelSpec) -> anyhow::Result<String> {
     let mut h = Sha256::new();
