@@ -10,6 +10,7 @@ use ndarray::{ArrayView1, ArrayView2};
 
 use crate::NetworkError;
 use crate::bert::read_cached;
+use crate::files::FileKind;
 
 /// The 50 documents and the human similarity of each pair.
 #[derive(Debug, Clone)]
@@ -42,8 +43,8 @@ impl Lee50 {
     pub fn load(dir: &Path) -> Result<Self, NetworkError> {
         let cor = dir.join("lee.cor");
         let sims = dir.join("similarities0-1.txt");
-        let docs = read_cached(&cor)?;
-        let matrix = read_cached(&sims)?;
+        let docs = read_cached(&cor, FileKind::Text)?;
+        let matrix = read_cached(&sims, FileKind::Text)?;
         Self::parse(&docs, &matrix, &cor, &sims)
     }
 

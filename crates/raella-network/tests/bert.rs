@@ -480,6 +480,23 @@ fn bad_model_folders_are_rejected_with_the_file_and_tensor_named() {
     std::fs::write(d.0.join("config.json"), c.to_string()).unwrap();
     let e = BertModel::load(&d.0).unwrap_err().to_string();
     assert!(e.contains("`hidden_act` `relu` is not supported"), "{e}");
+    // Hostile sizes are refused before anything is sized by them (a layer
+    // count of 2^62 used to overflow a capacity and abort).
+    c["hidden_act"] = serde_json::json!("gelu");
+    for (field, v) in [
+        ("num_hidden_layers", serde_json::json!(1u64 << 62)),
+        ("vocab_size", serde_json::json!(u64::MAX)),
+        ("hidden_size", serde_json::json!(0)),
+    ] {
+        let mut h = c.clone();
+        h[field] = v.clone();
+        std::fs::write(d.0.join("config.json"), h.to_string()).unwrap();
+        let e = BertModel::load(&d.0).unwrap_err().to_string();
+        assert!(
+            e.contains("config.json") && e.contains(field) && e.contains(&v.to_string()),
+            "{e}"
+        );
+    }
 }
 
 /// Error budget of the comparison with the independent numpy implementation:
