@@ -15,6 +15,7 @@
 
 mod cost;
 mod merge;
+mod names;
 mod plots;
 mod report;
 mod run;
@@ -23,6 +24,7 @@ mod text;
 
 pub use cost::{CostModel, EnergyRow, PaperAblation, calibrate, cost_simulated, cost_workloads};
 pub use merge::{merge, spec_hash};
+pub use names::{MAX_NAME_LEN, NAME_PUNCTUATION, check_folder_name, check_name, file_component};
 pub use plots::{Plot, plots};
 pub use report::{CSV_COLUMNS, ENERGY_COLUMNS, write_results};
 pub use run::{
@@ -31,6 +33,6 @@ pub use run::{
     SweepResults, Timing, load_images, load_model, run, run_with,
 };
 pub use spec::{
-    Arch, ArchKnobs, BertFiles, CostFiles, ImageRange, ModelSpec, Spec, SpecError, WorkloadSpec,
-    load_presets,
+    Arch, ArchKnobs, BertFiles, CostFiles, ImageRange, MAX_BATCH, MAX_DESIGNS, MAX_POINTS,
+    MAX_SEEDS, ModelSpec, Spec, SpecError, WorkloadSpec, load_presets,
 };
