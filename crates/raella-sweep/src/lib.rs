@@ -16,6 +16,7 @@
 mod cost;
 mod merge;
 mod names;
+mod output;
 mod plots;
 mod report;
 mod run;
@@ -25,6 +26,9 @@ mod text;
 pub use cost::{CostModel, EnergyRow, PaperAblation, calibrate, cost_simulated, cost_workloads};
 pub use merge::{merge, spec_hash};
 pub use names::{MAX_NAME_LEN, NAME_PUNCTUATION, check_folder_name, check_name, file_component};
+pub use output::{
+    CACHE, MARKER, OutputError, RESULT_FILES, RESULT_FOLDERS, check_output_folder, write_output,
+};
 pub use plots::{Plot, plots};
 pub use report::{CSV_COLUMNS, ENERGY_COLUMNS, write_results};
 pub use run::{

@@ -83,6 +83,7 @@ fn real_main() -> anyhow::Result<()> {
     let presets = presets.unwrap_or_else(|| PathBuf::from("fixtures/presets.toml"));
     if let Some(dirs) = merge_dirs {
         let out = out.context("merge needs --out DIR")?;
+        raella_sweep::check_output_folder(&out).context("--out")?;
         let (spec, results) = raella_sweep::merge(&dirs, &presets)?;
         for w in write_results(&spec, &results, &out)? {
             eprintln!("wrote {}", w.display());
@@ -113,6 +114,9 @@ fn real_main() -> anyhow::Result<()> {
         return Ok(());
     }
     let out = out.unwrap_or_else(|| PathBuf::from("results").join(&spec.name));
+    // Before any model loads: a folder that cannot take the results is refused
+    // now, not after the simulation (and not blamed on `.cache`).
+    raella_sweep::check_output_folder(&out).context("--out")?;
     eprintln!(
         "sweep `{}`: {} model(s) x {} design(s) x {} seed(s){} -> {}",
         spec.name,
