@@ -19,7 +19,7 @@ pub enum NetworkError {
         source: std::io::Error,
     },
     /// A path that is a folder, FIFO, device or socket where a file is expected.
-    #[error("{path}: is {is}, not a regular file (expected a {expected})")]
+    #[error("{path}: is {is}, not a regular file (expected {expected})")]
     NotAFile {
         /// The path.
         path: PathBuf,
@@ -49,12 +49,13 @@ pub enum NetworkError {
         reason: String,
     },
     /// Any import error of an ONNX model, with the model file named.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Onnx {
         /// The model file (or the name given to bytes).
         path: PathBuf,
-        /// What is wrong.
-        source: Box<NetworkError>,
+        /// What is wrong (part of this message, not a separate cause, so an
+        /// error chain does not print it twice).
+        error: Box<NetworkError>,
     },
     /// Bytes that are not a valid ONNX protobuf (e.g. a truncated file).
     #[error("{path}: not a valid ONNX model: {reason}")]
@@ -168,7 +169,7 @@ impl NetworkError {
     #[must_use]
     pub fn inner(&self) -> &Self {
         match self {
-            Self::Onnx { source, .. } => source.inner(),
+            Self::Onnx { error, .. } => error.inner(),
             other => other,
         }
     }

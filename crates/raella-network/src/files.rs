@@ -58,19 +58,19 @@ impl FileKind {
         }
     }
 
-    /// What the file is, for messages.
+    /// What the file is, with its article, for messages.
     #[must_use]
     pub const fn what(self) -> &'static str {
         match self {
-            Self::Toml => "TOML file",
-            Self::Onnx => "ONNX model",
-            Self::Idx => "IDX file",
-            Self::Image => "image",
-            Self::Json => "JSON file",
-            Self::Tokenizer => "tokenizer",
-            Self::Safetensors => "safetensors file",
-            Self::Text => "text file",
-            Self::Results => "results file",
+            Self::Toml => "a TOML file",
+            Self::Onnx => "an ONNX model",
+            Self::Idx => "an IDX file",
+            Self::Image => "an image",
+            Self::Json => "a JSON file",
+            Self::Tokenizer => "a tokenizer",
+            Self::Safetensors => "a safetensors file",
+            Self::Text => "a text file",
+            Self::Results => "a results file",
         }
     }
 }
@@ -231,7 +231,7 @@ pub fn gunzip(bytes: &[u8], path: &Path, limit: u64) -> Result<Vec<u8>, NetworkE
     if out.len() as u64 > limit {
         return Err(NetworkError::TooLarge {
             path: path.to_path_buf(),
-            what: "decompressed gzip stream",
+            what: "the decompressed gzip stream",
             size: format!("more than {}", human_bytes(limit)),
             limit: human_bytes(limit),
         });

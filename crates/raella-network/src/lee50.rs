@@ -101,7 +101,9 @@ impl Lee50 {
                 format!("{} matrix rows for {n} documents", rows.len()),
             ));
         }
-        let mut pairs = Vec::with_capacity(n * (n - 1) / 2);
+        // Grown as rows check out: sized by the file's values, never by its
+        // line count alone (a million short lines must not ask for 10^12 pairs).
+        let mut pairs = Vec::new();
         for (i, &(lineno, line)) in rows.iter().enumerate() {
             let vals: Vec<&str> = line.split_whitespace().collect();
             if vals.len() != n {

@@ -154,7 +154,7 @@ pub fn import_onnx_bytes(bytes: &[u8], path: &Path) -> Result<Graph, NetworkErro
         .and_then(|imp| imp.run(&graph))
         .map_err(|e| NetworkError::Onnx {
             path: path.to_path_buf(),
-            source: Box::new(e),
+            error: Box::new(e),
         })
 }
 

@@ -390,6 +390,11 @@ fn lee50_parses_and_scores_hand_made_data() {
         err(docs, b"1\t0.9\t0.5\n"),
         "sims.txt:2: 1 matrix rows for 3 documents"
     );
+    // A million one-letter documents and as many one-value rows (4 MB): an
+    // error on the first row, not a request for 5 x 10^11 pairs.
+    let many = b"a\n".repeat(1_000_000);
+    let rows = b"0\n".repeat(1_000_000);
+    assert_eq!(err(&many, &rows), "sims.txt:1: 1 values, expected 1000000");
     let missing = Lee50::load(Path::new("/nonexistent/lee50"))
         .unwrap_err()
         .to_string();
