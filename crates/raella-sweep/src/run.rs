@@ -504,6 +504,13 @@ pub fn run_with(
             .with_context(|| spec.path.display().to_string())
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
+    for (m, ld) in spec.models.iter().zip(&loaded) {
+        let shapes = match ld {
+            Loaded::Image(l) => graph_shapes(&l.0),
+            Loaded::Text(t) => t.crossbar_shapes(),
+        };
+        check_crossbars(spec, m, &shapes).with_context(|| spec.path.display().to_string())?;
+    }
     let points: Vec<(usize, usize, usize)> = (0..spec.models.len())
         .flat_map(|mi| {
             (0..spec.archs.len())
@@ -627,6 +634,61 @@ pub fn run_with(
         out.energy.extend(crate::cost::cost_workloads(spec, cm)?);
     }
     Ok(out)
+}
+
+/// Most crossbars a design may need for one model, counted as an upper bound
+/// (each layer in its design's widest weight slicing). Tiny crossbars on a
+/// large model would otherwise exhaust memory with per-crossbar state.
+pub const MAX_CROSSBARS: u128 = 1 << 20;
+
+/// `(groups, rows per group, outputs per group)` of a graph's crossbar layers.
+fn graph_shapes(g: &raella_network::Graph) -> Vec<(usize, usize, usize)> {
+    g.nodes
+        .iter()
+        .filter_map(|n| match &n.op {
+            raella_network::graph::Op::Conv(c) => {
+                let (m, cg, kh, kw) = c.weight.dim();
+                Some((c.groups, cg * kh * kw, m / c.groups))
+            }
+            raella_network::graph::Op::Linear(l) => Some((1, l.weight.ncols(), l.weight.nrows())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Checks every design's crossbar count for a model against [`MAX_CROSSBARS`].
+fn check_crossbars(
+    spec: &Spec,
+    m: &ModelSpec,
+    shapes: &[(usize, usize, usize)],
+) -> anyhow::Result<()> {
+    for a in &spec.archs {
+        let cfg = a.config();
+        let g = cfg.compile.geometry;
+        let slices = cfg
+            .adaptive
+            .iter()
+            .flat_map(|(p, _)| p.candidates().iter().map(raella_compiler::Slicing::len))
+            .chain(cfg.force_last.iter().map(raella_compiler::Slicing::len))
+            .fold(cfg.compile.weight_slicing.len(), usize::max);
+        let n: u128 = shapes
+            .iter()
+            .map(|&(groups, k, mg)| {
+                groups as u128
+                    * k.div_ceil(g.rows()) as u128
+                    * (mg as u128 * slices as u128).div_ceil(g.cols() as u128)
+            })
+            .sum();
+        anyhow::ensure!(
+            n <= MAX_CROSSBARS,
+            "model \"{}\" on design \"{}\" ({} x {} crossbars, up to {slices} weight slices): {n} crossbars, more than the limit of {MAX_CROSSBARS}",
+            m.name,
+            a.name,
+            g.rows(),
+            g.cols()
+        );
+    }
+    Ok(())
 }
 
 /// A model and its data, loaded and checked before any work.

@@ -717,20 +717,28 @@ fn validate_knobs(path: &Path, entry: &str, k: &ArchKnobs) -> Result<ArchConfig,
     // Upper bounds (the constructors below check the lower ones): past them a
     // design is no longer a ReRAM crossbar accelerator, and the simulation would
     // only exhaust memory or time. (knob, value, most, why)
-    #[allow(clippy::cast_precision_loss)]
-    let bounds = [
+    let sizes = [
+        ("rows", k.rows, 8192, "8x the largest published crossbar"),
+        ("cols", k.cols, 8192, "8x the largest published crossbar"),
         (
-            "rows",
-            k.rows.map(|v| v as f64),
-            8192.0,
-            "8x the largest published crossbar",
+            "adaptive_candidates",
+            k.adaptive_candidates.as_ref().map(Vec::len),
+            64,
+            "candidates, each simulated",
         ),
-        (
-            "cols",
-            k.cols.map(|v| v as f64),
-            8192.0,
-            "8x the largest published crossbar",
-        ),
+    ];
+    for (f, v, most, why) in sizes {
+        if let Some(v) = v.filter(|v| *v > most) {
+            return Err(field(
+                path,
+                entry,
+                f,
+                v,
+                format!("must be at most {most} ({why})"),
+            ));
+        }
+    }
+    let fractions = [
         ("noise_e", k.noise_e, 1.0, "read noise of 100%"),
         (
             "programming_sigma",
@@ -738,20 +746,14 @@ fn validate_knobs(path: &Path, entry: &str, k: &ArchKnobs) -> Result<ArchConfig,
             1.0,
             "variation of 100%",
         ),
-        (
-            "adaptive_candidates",
-            k.adaptive_candidates.as_ref().map(|c| c.len() as f64),
-            64.0,
-            "candidates, each simulated",
-        ),
     ];
-    for (f, v, most, why) in bounds {
+    for (f, v, most, why) in fractions {
         if let Some(v) = v.filter(|v| *v > most) {
             return Err(field(
                 path,
                 entry,
                 f,
-                v,
+                format!("{v:?}"),
                 format!("must be at most {most} ({why})"),
             ));
         }

@@ -37,6 +37,15 @@ impl LoadedText {
     pub(crate) fn documents(&self) -> usize {
         self.lee.documents.len()
     }
+
+    /// `(1, inputs, outputs)` of each crossbar layer.
+    pub(crate) fn crossbar_shapes(&self) -> Vec<(usize, usize, usize)> {
+        self.model
+            .linears
+            .iter()
+            .map(|l| (1, l.weight.ncols(), l.weight.nrows()))
+            .collect()
+    }
 }
 
 /// Loads the encoder, the Lee-50 documents of the evaluation range (with the
