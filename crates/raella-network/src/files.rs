@@ -212,22 +212,51 @@ pub fn read_text(path: &Path, kind: FileKind) -> Result<String, NetworkError> {
     })
 }
 
-/// Decodes a gzip stream of one or more members (as `cat a.gz b.gz` makes),
-/// stopping with an error once more than `limit` bytes come out (a gzip bomb
-/// is refused, not decompressed).
+/// A gzip stream of one or more members (as `cat a.gz b.gz` makes) being
+/// decoded, read as far as the caller asks.
+pub struct GzStream<'a> {
+    decoder: flate2::read::MultiGzDecoder<&'a [u8]>,
+    path: &'a Path,
+}
+
+impl<'a> GzStream<'a> {
+    /// Starts decoding `bytes`; `path` names them in errors.
+    #[must_use]
+    pub fn new(bytes: &'a [u8], path: &'a Path) -> Self {
+        Self {
+            decoder: flate2::read::MultiGzDecoder::new(bytes),
+            path,
+        }
+    }
+
+    /// Appends decoded bytes to `out` until it holds `len` bytes or the stream
+    /// ends.
+    ///
+    /// # Errors
+    /// [`NetworkError::Gzip`] naming the file for a corrupt or truncated stream.
+    pub fn read_to(&mut self, out: &mut Vec<u8>, len: u64) -> Result<(), NetworkError> {
+        let want = len.saturating_sub(out.len() as u64);
+        (&mut self.decoder)
+            .take(want)
+            .read_to_end(out)
+            .map_err(|e| NetworkError::Gzip {
+                path: self.path.to_path_buf(),
+                reason: e.to_string(),
+            })?;
+        Ok(())
+    }
+}
+
+/// Decodes a whole gzip stream of one or more members, stopping with an error
+/// once more than `limit` bytes come out (a gzip bomb is refused, not
+/// decompressed).
 ///
 /// # Errors
-/// [`NetworkError::Idx`]-style [`NetworkError::Gzip`] naming `path` for a
-/// corrupt or truncated stream, [`NetworkError::TooLarge`] past the limit.
+/// [`NetworkError::Gzip`] naming `path` for a corrupt or truncated stream,
+/// [`NetworkError::TooLarge`] past the limit.
 pub fn gunzip(bytes: &[u8], path: &Path, limit: u64) -> Result<Vec<u8>, NetworkError> {
     let mut out = Vec::new();
-    flate2::read::MultiGzDecoder::new(bytes)
-        .take(limit + 1)
-        .read_to_end(&mut out)
-        .map_err(|e| NetworkError::Gzip {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
+    GzStream::new(bytes, path).read_to(&mut out, limit + 1)?;
     if out.len() as u64 > limit {
         return Err(NetworkError::TooLarge {
             path: path.to_path_buf(),

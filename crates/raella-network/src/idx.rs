@@ -3,7 +3,8 @@
 //! Format: big-endian magic `0x0000_08_NN` (type 0x08 = unsigned byte, NN = number
 //! of dimensions), NN big-endian u32 dimensions, then the data. Gzip is detected by
 //! its magic bytes, not the file name; a stream of several gzip members is read
-//! whole, and decompression stops at [`FileKind::Idx`]'s limit.
+//! whole, and decompression goes no further than the header declares (at most
+//! [`FileKind::Idx`]'s limit).
 
 use std::path::Path;
 
@@ -35,7 +36,7 @@ fn idx_err(path: &Path, reason: impl Into<String>) -> NetworkError {
 fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, NetworkError> {
     let raw = files::read_file(path, FileKind::Idx)?;
     if raw.starts_with(&GZIP_MAGIC) {
-        files::gunzip(&raw, path, FileKind::Idx.limit())
+        gunzip_idx(&raw, path)
     } else {
         Ok(raw)
     }
@@ -43,15 +44,62 @@ fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, NetworkError> {
 
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
+/// Decompresses a gzipped IDX file no further than its header says: the
+/// header first, then exactly the data its dimensions declare. A header that
+/// declares more than [`FileKind::Idx`]'s limit is refused before anything
+/// else is decompressed, and data past the declared size is an error after one
+/// extra byte, so a gzip bomb costs neither time nor memory. A malformed
+/// header is returned as it is, for [`parse_idx`] to name.
+fn gunzip_idx(bytes: &[u8], path: &Path) -> Result<Vec<u8>, NetworkError> {
+    let mut z = files::GzStream::new(bytes, path);
+    let mut out = Vec::new();
+    z.read_to(&mut out, 4)?;
+    if out.len() < 4 || out[..3] != [0, 0, 0x08] {
+        return Ok(out);
+    }
+    let header = 4 + 4 * u64::from(out[3]);
+    z.read_to(&mut out, header)?;
+    if (out.len() as u64) < header {
+        return Ok(out);
+    }
+    let dims: Vec<u64> = out[4..]
+        .chunks_exact(4)
+        .map(|b| u64::from(u32::from_be_bytes([b[0], b[1], b[2], b[3]])))
+        .collect();
+    let limit = FileKind::Idx.limit();
+    let Some(data) = dims
+        .iter()
+        .try_fold(1u64, |a, &d| a.checked_mul(d))
+        .filter(|&n| header + n <= limit)
+    else {
+        return Err(idx_err(
+            path,
+            format!(
+                "its header declares dimensions {dims:?}, more data than the limit of {}",
+                files::human_bytes(limit)
+            ),
+        ));
+    };
+    z.read_to(&mut out, header + data + 1)?;
+    if out.len() as u64 > header + data {
+        return Err(idx_err(
+            path,
+            format!("the decompressed data goes on past the {data} bytes its header declares"),
+        ));
+    }
+    Ok(out)
+}
+
 /// Parses the bytes of an IDX file as read from disk: gunzipped (one or more
-/// members, at most [`FileKind::Idx`]'s limit) when they start with the gzip
-/// magic, then [`parse_idx`]. `path` is only used in messages.
+/// members, no further than the header declares, at most [`FileKind::Idx`]'s
+/// limit) when they start with the gzip magic, then [`parse_idx`]. `path` is
+/// only used in messages.
 ///
 /// # Errors
 /// As [`parse_idx`], or a corrupt, truncated or oversized gzip stream.
 pub fn decode_idx(bytes: &[u8], path: &Path) -> Result<(Vec<usize>, Vec<u8>), NetworkError> {
     if bytes.starts_with(&GZIP_MAGIC) {
-        parse_idx(path, &files::gunzip(bytes, path, FileKind::Idx.limit())?)
+        parse_idx(path, &gunzip_idx(bytes, path)?)
     } else {
         parse_idx(path, bytes)
     }
@@ -246,6 +294,22 @@ mod tests {
             vec![7, 6]
         );
         assert_eq!(decode_idx(&two, &ip).unwrap().1, vec![9, 8, 7, 6]);
+        // A gzip bomb: its header declares 10^14 bytes (refused before
+        // decompressing), or declares 4 and goes on for a megabyte (refused
+        // after one byte past the 4).
+        let gz = |data: &[u8]| {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+            std::io::Write::write_all(&mut e, data).unwrap();
+            e.finish().unwrap()
+        };
+        let mut huge = idx(&[100_000, 1 << 15, 1 << 15], &[]);
+        huge.extend(vec![0u8; 1 << 20]);
+        let e = decode_idx(&gz(&huge), &ip).unwrap_err().to_string();
+        assert!(e.contains("i.gz") && e.contains("limit"), "{e}");
+        let mut long = idx(&[2, 1, 2], &[]);
+        long.extend(vec![0u8; 1 << 20]);
+        let e = decode_idx(&gz(&long), &ip).unwrap_err().to_string();
+        assert!(e.contains("past the 4 bytes its header declares"), "{e}");
         std::fs::write(&ip, idx(&[0, 28, 28], &[])).unwrap();
         std::fs::write(&lp, idx(&[0], &[])).unwrap();
         let e = IdxDataset::load(&ip, &lp).unwrap_err().to_string();
