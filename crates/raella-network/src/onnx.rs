@@ -527,6 +527,12 @@ impl Importer {
             .first()
             .ok_or_else(|| node_err(node, "no output"))?;
         self.check_new(node, out)?;
+        if shape.contains(&0) {
+            return Err(node_err(
+                node,
+                format!("output shape {shape:?} (batch excluded) holds no values"),
+            ));
+        }
         if checked_numel(&shape).is_none_or(|n| n > MAX_TENSOR_ELEMENTS) {
             return Err(node_err(
                 node,

@@ -1338,6 +1338,25 @@ impl Spec {
             if let Some(v) = mean.iter().find(|v| !v.is_finite()) {
                 return Err(field(path, &entry, "mean", v, "must be finite"));
             }
+            // Pixels 0 and 255 must preprocess to finite inputs.
+            let pick = |v: &[f32], c: usize| v.get(c).or(v.first()).copied().unwrap_or(0.0);
+            for c in 0..mean.len().max(std.len()) {
+                let (mu, sd) = (pick(&mean, c), pick(&std, c));
+                if [0.0, 255.0 * scale]
+                    .iter()
+                    .any(|x| !((x - mu) / sd).is_finite())
+                {
+                    return Err(field(
+                        path,
+                        &entry,
+                        "scale",
+                        scale,
+                        format!(
+                            "(pixel * scale - {mu}) / {sd} overflows for pixels 0..=255 (channel {c})"
+                        ),
+                    ));
+                }
+            }
             check_ranges(path, &entry, m.calibration, m.evaluation)?;
             let (c, e) = (m.calibration, m.evaluation);
             if c.start < e.start + e.count && e.start < c.start + c.count {

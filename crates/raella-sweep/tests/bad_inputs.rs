@@ -54,7 +54,11 @@ fn every_bad_input_is_rejected_cleanly() {
                 break;
             };
             let (kind, rel) = rest.trim().split_once(' ').expect("`# out: file|dir PATH`");
-            let p = if rel == "." { out.clone() } else { out.join(rel) };
+            let p = if rel == "." {
+                out.clone()
+            } else {
+                out.join(rel)
+            };
             if p != out {
                 std::fs::create_dir_all(&out).unwrap();
             }
@@ -232,10 +236,16 @@ fn fifos_and_devices_are_refused_without_blocking() {
         }
     };
     // The spec itself: a device, a FIFO, a folder.
-    check(&["/dev/zero", "--out", "o"], &["/dev/zero", "character device"]);
+    check(
+        &["/dev/zero", "--out", "o"],
+        &["/dev/zero", "character device"],
+    );
     let fifo = d.join("spec.toml");
     mkfifo(&fifo);
-    check(&["spec.toml", "--out", "o"], &["spec.toml", "named pipe (FIFO)"]);
+    check(
+        &["spec.toml", "--out", "o"],
+        &["spec.toml", "named pipe (FIFO)"],
+    );
     std::fs::remove_file(&fifo).unwrap();
     check(&[".", "--out", "o"], &["is a folder"]);
     // A FIFO as the model, and in a photo folder.
@@ -245,7 +255,10 @@ fn fifos_and_devices_are_refused_without_blocking() {
     mkfifo(&d.join("m.onnx"));
     std::fs::write(
         &s,
-        text.replace(&onnx.display().to_string(), &d.join("m.onnx").display().to_string()),
+        text.replace(
+            &onnx.display().to_string(),
+            &d.join("m.onnx").display().to_string(),
+        ),
     )
     .unwrap();
     check(&["spec.toml", "--out", "o"], &["`onnx`", "m.onnx", "FIFO"]);
@@ -273,7 +286,11 @@ fn image_png(path: &Path) {
         for &b in data {
             c ^= u32::from(b);
             for _ in 0..8 {
-                c = if c & 1 == 1 { 0xedb8_8320 ^ (c >> 1) } else { c >> 1 };
+                c = if c & 1 == 1 {
+                    0xedb8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
             }
         }
         !c
