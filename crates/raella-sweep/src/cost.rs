@@ -354,8 +354,10 @@ pub fn cost_workloads(spec: &Spec, cm: &CostModel) -> anyhow::Result<Vec<EnergyR
                     .map(|d| d.join(&a.name).join(format!("{}.txt", shape.name)));
                 let (stats, source) = match file.filter(|f| f.is_file()) {
                     Some(f) => {
-                        let text = std::fs::read_to_string(&f)
-                            .with_context(|| format!("reading {}", f.display()))?;
+                        let text = raella_network::files::read_text(
+                            &f,
+                            raella_network::files::FileKind::Text,
+                        )?;
                         (LayerStatistics::parse(&f, &text)?, "statistics")
                     }
                     None => (typ.for_layer(slices, sch.recovery), "typical"),

@@ -1229,7 +1229,22 @@ impl Spec {
                 name: w.name,
                 file,
                 batch: w.batch,
-                stats_dir: w.stats_dir.map(|d| dir.join(d)),
+                stats_dir: match w.stats_dir {
+                    // A mistyped folder would silently fall back to typical values.
+                    Some(d) => match folder_problem(&dir.join(&d)) {
+                        None => Some(dir.join(d)),
+                        Some(reason) => {
+                            return Err(field(
+                                path,
+                                &entry,
+                                "stats_dir",
+                                format!("\"{}\"", d.display()),
+                                reason,
+                            ));
+                        }
+                    },
+                    None => None,
+                },
                 paper_efficiency_vs_isaac: w.paper_efficiency_vs_isaac,
                 paper_throughput_vs_isaac: w.paper_throughput_vs_isaac,
             });
