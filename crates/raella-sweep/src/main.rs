@@ -49,31 +49,38 @@ fn real_main() -> anyhow::Result<()> {
     let mut shard = None;
     let mut cache = true;
     let mut merge_dirs: Option<Vec<PathBuf>> = None;
-    let mut args = std::env::args().skip(1).peekable();
-    if args.peek().map(String::as_str) == Some("merge") {
+    // Paths need not be UTF-8 (`std::env::args` would panic on one that is not).
+    let mut args = std::env::args_os().skip(1).peekable();
+    if args.peek().and_then(|a| a.to_str()) == Some("merge") {
         args.next();
         merge_dirs = Some(Vec::new());
     }
     while let Some(a) = args.next() {
-        match a.as_str() {
-            "--out" => {
+        match a.to_str() {
+            Some("--out") => {
                 out = Some(PathBuf::from(
                     args.next().context("--out needs a directory")?,
                 ))
             }
-            "--presets" => {
+            Some("--presets") => {
                 presets = Some(PathBuf::from(
                     args.next().context("--presets needs a file")?,
-                ))
+                ));
             }
-            "--shard" => shard = Some(parse_shard(&args.next().context("--shard needs K/N")?)?),
-            "--no-cache" => cache = false,
-            "--calibrate" => calibrate_only = true,
-            s if s.starts_with('-') => bail!("unknown option `{s}`\n{}", usage()),
-            s => match &mut merge_dirs {
-                Some(d) => d.push(PathBuf::from(s)),
+            Some("--shard") => {
+                let k = args.next().context("--shard needs K/N")?;
+                let k = k
+                    .to_str()
+                    .with_context(|| format!("--shard {}: expected K/N", k.to_string_lossy()))?;
+                shard = Some(parse_shard(k)?);
+            }
+            Some("--no-cache") => cache = false,
+            Some("--calibrate") => calibrate_only = true,
+            Some(s) if s.starts_with('-') => bail!("unknown option `{s}`\n{}", usage()),
+            _ => match &mut merge_dirs {
+                Some(d) => d.push(PathBuf::from(a)),
                 None => {
-                    if spec.replace(PathBuf::from(s)).is_some() {
+                    if spec.replace(PathBuf::from(a)).is_some() {
                         bail!("more than one spec given\n{}", usage());
                     }
                 }

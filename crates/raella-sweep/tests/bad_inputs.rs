@@ -318,3 +318,33 @@ fn image_png(path: &Path) {
     chunk(&mut png, b"IEND", &[]);
     std::fs::write(path, png).unwrap();
 }
+
+/// Arguments that are not UTF-8 (paths need not be): an error, not a panic.
+#[cfg(unix)]
+#[test]
+fn non_utf8_arguments_are_errors_not_panics() {
+    use std::os::unix::ffi::OsStrExt;
+    let d = tmp("utf8");
+    let bad = std::ffi::OsStr::from_bytes(b"\xff.toml");
+    for args in [
+        vec![bad],
+        vec![
+            std::ffi::OsStr::new("x.toml"),
+            std::ffi::OsStr::new("--out"),
+            bad,
+        ],
+    ] {
+        let res = Command::new(env!("CARGO_BIN_EXE_raella-sweep"))
+            .args(&args)
+            .current_dir(&d)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&res.stderr);
+        assert!(
+            !res.status.success() && !stderr.contains("panicked"),
+            "{stderr}"
+        );
+        assert!(stderr.contains(".toml"), "{stderr}");
+    }
+    std::fs::remove_dir_all(&d).unwrap();
+}
