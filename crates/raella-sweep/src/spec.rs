@@ -645,7 +645,7 @@ fn field(
 
 /// Checks a name ([`check_name`]) and that neither it nor its file-name
 /// component ([`file_component`], which names its `stats/` folder and plots) is
-/// taken by an earlier `what` of the spec.
+/// taken by an earlier one of the spec's `what` (plural).
 fn check_unique(
     path: &Path,
     entry: &str,
@@ -661,7 +661,7 @@ fn check_unique(
             entry,
             "name",
             format!("{name:?}"),
-            format!("two {what}s share this name (their rows would be mixed up)"),
+            format!("two {what} share this name (their rows would be mixed up)"),
         ));
     }
     let component = file_component(name);
@@ -1097,7 +1097,7 @@ impl Spec {
                 &name,
                 &mut arch_names,
                 &mut arch_files,
-                "design",
+                "designs",
             )?;
             archs.push(Arch { name, knobs });
         }
@@ -1204,7 +1204,7 @@ impl Spec {
                 &w.name,
                 &mut dnn_names,
                 &mut dnn_files,
-                "model or workload",
+                "models or workloads",
             )?;
             let file = dir.join(&w.file);
             if let Some(reason) = file_problem(&file, FileKind::Toml) {
@@ -1258,7 +1258,7 @@ impl Spec {
                 &m.name,
                 &mut dnn_names,
                 &mut dnn_files,
-                "model or workload",
+                "models or workloads",
             )?;
             if let Some(b) = &m.bert {
                 models.push(bert_model(path, &dir, &entry, b, &m)?);
