@@ -83,7 +83,18 @@ fn main() -> std::process::ExitCode {
 }
 
 fn real_main() -> Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    // `std::env::args` would panic on an argument that is not UTF-8.
+    let args: Vec<String> = std::env::args_os()
+        .skip(1)
+        .map(|a| {
+            a.into_string().map_err(|a| {
+                anyhow::anyhow!(
+                    "argument `{}` is not UTF-8 (run target/release/raella-sweep directly for such paths)",
+                    a.to_string_lossy()
+                )
+            })
+        })
+        .collect::<Result<_>>()?;
     match args.first().map(String::as_str) {
         Some("demo") => {
             let mut out = root().join("results").join("demo");

@@ -80,6 +80,23 @@ impl Workload {
                 value: v,
                 reason: r.into(),
             };
+            // Every size at least 1: a zero-size layer would cost 0 / 0 = NaN.
+            for (f, v) in [
+                ("in_channels", l.in_channels),
+                ("out_channels", l.out_channels),
+                ("kernel", l.kernel[0].min(l.kernel[1])),
+                ("stride", l.stride[0].min(l.stride[1])),
+                ("groups", l.groups),
+                ("in_hw", l.in_hw[0].min(l.in_hw[1])),
+                ("out_hw", l.out_hw[0].min(l.out_hw[1])),
+                ("vectors", l.vectors),
+                ("rows", l.rows),
+                ("cols", l.cols),
+            ] {
+                if v == 0 {
+                    return Err(bad(f, "0".into(), "every size must be at least 1"));
+                }
+            }
             if l.kind != "conv" && l.kind != "linear" {
                 return Err(bad(
                     "kind",
@@ -87,14 +104,17 @@ impl Workload {
                     "expected \"conv\" or \"linear\"",
                 ));
             }
-            if l.groups == 0 || l.in_channels % l.groups != 0 || l.out_channels % l.groups != 0 {
+            if !l.in_channels.is_multiple_of(l.groups) || !l.out_channels.is_multiple_of(l.groups) {
                 return Err(bad(
                     "groups",
                     l.groups.to_string(),
                     "must divide in_channels and out_channels",
                 ));
             }
-            if l.rows != l.in_channels / l.groups * l.kernel[0] * l.kernel[1]
+            if Some(l.rows)
+                != (l.in_channels / l.groups)
+                    .checked_mul(l.kernel[0])
+                    .and_then(|v| v.checked_mul(l.kernel[1]))
                 || l.cols != l.out_channels / l.groups
             {
                 return Err(bad(
@@ -103,12 +123,17 @@ impl Workload {
                     "rows/cols disagree with channels, groups and kernel",
                 ));
             }
-            let macs = (l.vectors * l.groups * l.rows * l.cols) as u64;
-            if macs != l.macs {
+            let macs = [l.groups, l.rows, l.cols]
+                .iter()
+                .try_fold(l.vectors as u64, |a, &d| a.checked_mul(d as u64));
+            if macs != Some(l.macs) {
                 return Err(bad(
                     "macs",
                     l.macs.to_string(),
-                    &format!("vectors x groups x rows x cols = {macs}"),
+                    &macs.map_or_else(
+                        || "vectors x groups x rows x cols overflows".into(),
+                        |m| format!("vectors x groups x rows x cols = {m}"),
+                    ),
                 ));
             }
             let _ = l.stride;
@@ -118,8 +143,8 @@ impl Workload {
                 groups: l.groups,
                 rows: l.rows,
                 filters: l.cols,
-                in_elems: (l.in_channels * l.in_hw[0] * l.in_hw[1]) as f64,
-                out_elems: (l.out_channels * l.out_hw[0] * l.out_hw[1]) as f64,
+                in_elems: l.in_channels as f64 * l.in_hw[0] as f64 * l.in_hw[1] as f64,
+                out_elems: l.out_channels as f64 * l.out_hw[0] as f64 * l.out_hw[1] as f64,
             });
             kinds.push(l.kind);
         }
@@ -196,4 +221,35 @@ pub fn load_typical(path: &Path) -> Result<BTreeMap<String, TypicalStats>, CostE
         }
     }
     Ok(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_size_and_overflowing_layers_are_named_errors() {
+        let layer = |vectors: &str, rows: &str, macs: &str| {
+            format!(
+                "name = \"w\"\nsource = \"s\"\ninput = \"i\"\nbatch_default = 1\n[[layer]]\nname = \"l0\"\nkind = \"linear\"\n\
+                in_channels = {rows}\nout_channels = 2\nkernel = [1, 1]\nstride = [1, 1]\ngroups = 1\nin_hw = [1, 1]\n\
+                out_hw = [1, 1]\nvectors = {vectors}\nrows = {rows}\ncols = 2\nmacs = {macs}\n"
+            )
+        };
+        let path = std::env::temp_dir().join(format!("raella-wl-{}.toml", std::process::id()));
+        std::fs::write(&path, layer("3", "4", "24")).unwrap();
+        assert_eq!(Workload::load(&path).unwrap().macs(), 24.0);
+        for (text, want) in [
+            (layer("0", "4", "0"), "`vectors` = 0"),
+            (layer("4611686018427387904", "4", "0"), "overflows"),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let e = Workload::load(&path).unwrap_err().to_string();
+            assert!(
+                e.contains("raella-wl") && e.contains("l0") && e.contains(want),
+                "{e}"
+            );
+        }
+        std::fs::remove_file(&path).unwrap();
+    }
 }

@@ -18,6 +18,45 @@ pub enum NetworkError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// A path that is a folder, FIFO, device or socket where a file is expected.
+    #[error("{path}: is {is}, not a regular file (expected {expected})")]
+    NotAFile {
+        /// The path.
+        path: PathBuf,
+        /// What it is (`a folder`, `a named pipe (FIFO)`, ...).
+        is: &'static str,
+        /// What was expected there.
+        expected: &'static str,
+    },
+    /// A file (or decompressed stream) past its size limit.
+    #[error("{path}: {what} of {size} is past the limit of {limit}")]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// What it holds.
+        what: &'static str,
+        /// Its size.
+        size: String,
+        /// The limit.
+        limit: String,
+    },
+    /// A corrupt or truncated gzip stream.
+    #[error("{path}: corrupt or truncated gzip stream: {reason}")]
+    Gzip {
+        /// The file.
+        path: PathBuf,
+        /// The decoder's message.
+        reason: String,
+    },
+    /// Any import error of an ONNX model, with the model file named.
+    #[error("{path}: {error}")]
+    Onnx {
+        /// The model file (or the name given to bytes).
+        path: PathBuf,
+        /// What is wrong (part of this message, not a separate cause, so an
+        /// error chain does not print it twice).
+        error: Box<NetworkError>,
+    },
     /// Bytes that are not a valid ONNX protobuf (e.g. a truncated file).
     #[error("{path}: not a valid ONNX model: {reason}")]
     OnnxDecode {
@@ -122,4 +161,16 @@ pub enum NetworkError {
         /// What is wrong.
         reason: String,
     },
+}
+
+impl NetworkError {
+    /// The error itself, or for [`NetworkError::Onnx`] the import error it
+    /// wraps (the file name stripped).
+    #[must_use]
+    pub fn inner(&self) -> &Self {
+        match self {
+            Self::Onnx { error, .. } => error.inner(),
+            other => other,
+        }
+    }
 }

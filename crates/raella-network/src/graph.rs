@@ -46,20 +46,33 @@ impl ConvSpec {
         (self.weight.dim().2, self.weight.dim().3)
     }
 
-    /// Output spatial size for an `h x w` input, or `None` if the kernel does not fit.
+    /// Output spatial size for an `h x w` input, or `None` if the kernel does
+    /// not fit (or a size overflows; the importer rejects both).
     #[must_use]
     pub fn out_hw(&self, h: usize, w: usize) -> Option<(usize, usize)> {
         let (kh, kw) = self.kernel();
-        let eh = self.dilation[0] * (kh - 1) + 1;
-        let ew = self.dilation[1] * (kw - 1) + 1;
-        let ph = h + self.pads[0] + self.pads[2];
-        let pw = w + self.pads[1] + self.pads[3];
-        if ph < eh || pw < ew {
-            return None;
-        }
+        let dim = |n: usize, k: usize, d: usize, p0: usize, p1: usize, s: usize| {
+            let e = d.checked_mul(k.checked_sub(1)?)?.checked_add(1)?;
+            let p = n.checked_add(p0)?.checked_add(p1)?;
+            Some(p.checked_sub(e)?.checked_div(s)? + 1)
+        };
         Some((
-            (ph - eh) / self.stride[0] + 1,
-            (pw - ew) / self.stride[1] + 1,
+            dim(
+                h,
+                kh,
+                self.dilation[0],
+                self.pads[0],
+                self.pads[2],
+                self.stride[0],
+            )?,
+            dim(
+                w,
+                kw,
+                self.dilation[1],
+                self.pads[1],
+                self.pads[3],
+                self.stride[1],
+            )?,
         ))
     }
 
@@ -109,19 +122,20 @@ impl PoolSpec {
     #[must_use]
     pub fn out_hw(&self, h: usize, w: usize) -> Option<(usize, usize)> {
         let dim = |n: usize, k: usize, s: usize, p0: usize, p1: usize, d: usize| -> Option<usize> {
-            let e = d * (k - 1) + 1;
-            let padded = n + p0 + p1;
-            if padded < e {
+            let e = d.checked_mul(k.checked_sub(1)?)?.checked_add(1)?;
+            let padded = n.checked_add(p0)?.checked_add(p1)?;
+            let span = padded.checked_sub(e)?;
+            if s == 0 {
                 return None;
             }
-            let span = padded - e;
             let mut o = if self.ceil_mode {
                 span.div_ceil(s) + 1
             } else {
                 span / s + 1
             };
-            // ONNX/PyTorch: the last window must start inside the input or left padding.
-            if self.ceil_mode && (o - 1) * s >= n + p0 {
+            // ONNX/PyTorch: the last window must start inside the input or left
+            // padding (a start past usize::MAX is past it too).
+            if self.ceil_mode && (o - 1).checked_mul(s).is_none_or(|st| st >= n + p0) {
                 o -= 1;
             }
             Some(o)
@@ -279,11 +293,14 @@ impl Graph {
                 Op::Conv(c) => {
                     let out = &self.tensors[n.output].shape;
                     let (kh, kw) = c.kernel();
-                    (out.iter().product::<usize>() * c.weight.dim().1 * kh * kw) as u64
+                    out.iter()
+                        .chain(&[c.weight.dim().1, kh, kw])
+                        .try_fold(1u64, |a, &d| a.checked_mul(d as u64))
+                        .unwrap_or(u64::MAX)
                 }
                 Op::Linear(l) => l.weight.len() as u64,
                 _ => 0,
             })
-            .sum()
+            .fold(0u64, u64::saturating_add)
     }
 }

@@ -2,14 +2,16 @@
 //!
 //! Format: big-endian magic `0x0000_08_NN` (type 0x08 = unsigned byte, NN = number
 //! of dimensions), NN big-endian u32 dimensions, then the data. Gzip is detected by
-//! its magic bytes, not the file name.
+//! its magic bytes, not the file name; a stream of several gzip members is read
+//! whole, and decompression goes no further than the header declares (at most
+//! [`FileKind::Idx`]'s limit).
 
-use std::io::Read;
 use std::path::Path;
 
 use ndarray::Array2;
 
 use crate::NetworkError;
+use crate::files::{self, FileKind};
 
 /// Labelled images: `images x pixels` bytes and one label per image.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,20 +31,77 @@ fn idx_err(path: &Path, reason: impl Into<String>) -> NetworkError {
     }
 }
 
-/// Reads a file, gunzipping it when it starts with the gzip magic.
+/// Reads a regular file (at most [`FileKind::Idx`]'s limit) and gunzips it
+/// when it starts with the gzip magic.
 fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, NetworkError> {
-    let raw = std::fs::read(path).map_err(|source| NetworkError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(raw.as_slice())
-            .read_to_end(&mut out)
-            .map_err(|e| idx_err(path, format!("corrupt gzip stream: {e}")))?;
-        Ok(out)
+    let raw = files::read_file(path, FileKind::Idx)?;
+    if raw.starts_with(&GZIP_MAGIC) {
+        gunzip_idx(&raw, path)
     } else {
         Ok(raw)
+    }
+}
+
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+
+/// Decompresses a gzipped IDX file no further than its header says: the
+/// header first, then exactly the data its dimensions declare. A header that
+/// declares more than [`FileKind::Idx`]'s limit is refused before anything
+/// else is decompressed, and data past the declared size is an error after one
+/// extra byte, so a gzip bomb costs neither time nor memory. A malformed
+/// header is returned as it is, for [`parse_idx`] to name.
+fn gunzip_idx(bytes: &[u8], path: &Path) -> Result<Vec<u8>, NetworkError> {
+    let mut z = files::GzStream::new(bytes, path);
+    let mut out = Vec::new();
+    z.read_to(&mut out, 4)?;
+    if out.len() < 4 || out[..3] != [0, 0, 0x08] {
+        return Ok(out);
+    }
+    let header = 4 + 4 * u64::from(out[3]);
+    z.read_to(&mut out, header)?;
+    if (out.len() as u64) < header {
+        return Ok(out);
+    }
+    let dims: Vec<u64> = out[4..]
+        .chunks_exact(4)
+        .map(|b| u64::from(u32::from_be_bytes([b[0], b[1], b[2], b[3]])))
+        .collect();
+    let limit = FileKind::Idx.limit();
+    let Some(data) = dims
+        .iter()
+        .try_fold(1u64, |a, &d| a.checked_mul(d))
+        .filter(|&n| header + n <= limit)
+    else {
+        return Err(idx_err(
+            path,
+            format!(
+                "its header declares dimensions {dims:?}, more data than the limit of {}",
+                files::human_bytes(limit)
+            ),
+        ));
+    };
+    z.read_to(&mut out, header + data + 1)?;
+    if out.len() as u64 > header + data {
+        return Err(idx_err(
+            path,
+            format!("the decompressed data goes on past the {data} bytes its header declares"),
+        ));
+    }
+    Ok(out)
+}
+
+/// Parses the bytes of an IDX file as read from disk: gunzipped (one or more
+/// members, no further than the header declares, at most [`FileKind::Idx`]'s
+/// limit) when they start with the gzip magic, then [`parse_idx`]. `path` is
+/// only used in messages.
+///
+/// # Errors
+/// As [`parse_idx`], or a corrupt, truncated or oversized gzip stream.
+pub fn decode_idx(bytes: &[u8], path: &Path) -> Result<(Vec<usize>, Vec<u8>), NetworkError> {
+    if bytes.starts_with(&GZIP_MAGIC) {
+        parse_idx(path, &gunzip_idx(bytes, path)?)
+    } else {
+        parse_idx(path, bytes)
     }
 }
 
@@ -146,8 +205,20 @@ impl IdxDataset {
                 ),
             ));
         }
-        let pixels: usize = idims[1..].iter().product();
-        let images = Array2::from_shape_vec((idims[0], pixels), idata).expect("length checked");
+        if idims.contains(&0) {
+            return Err(idx_err(
+                images,
+                format!("dimensions {idims:?}: no images or empty images"),
+            ));
+        }
+        // Not 0 and at most the data length: parse_idx checked the whole product.
+        let pixels = idata.len() / idims[0];
+        let images = Array2::from_shape_vec((idims[0], pixels), idata).map_err(|e| {
+            idx_err(
+                images,
+                format!("dimensions {idims:?} do not form a matrix: {e}"),
+            )
+        })?;
         Ok(Self {
             images,
             image_dims: idims[1..].to_vec(),
@@ -208,6 +279,41 @@ mod tests {
         std::fs::write(&lp, idx(&[3], &[3, 4, 5])).unwrap();
         let e = IdxDataset::load(&ip, &lp).unwrap_err().to_string();
         assert!(e.contains("3 labels for 2 images"), "{e}");
+        // `cat a.gz b.gz`: a valid gzip file of two members.
+        let whole = idx(&[2, 1, 2], &[9, 8, 7, 6]);
+        let mut two = Vec::new();
+        for part in [&whole[..10], &whole[10..]] {
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            std::io::Write::write_all(&mut gz, part).unwrap();
+            two.extend(gz.finish().unwrap());
+        }
+        std::fs::write(&ip, &two).unwrap();
+        std::fs::write(&lp, idx(&[2], &[3, 4])).unwrap();
+        assert_eq!(
+            IdxDataset::load(&ip, &lp).unwrap().images.row(1).to_vec(),
+            vec![7, 6]
+        );
+        assert_eq!(decode_idx(&two, &ip).unwrap().1, vec![9, 8, 7, 6]);
+        // A gzip bomb: its header declares 10^14 bytes (refused before
+        // decompressing), or declares 4 and goes on for a megabyte (refused
+        // after one byte past the 4).
+        let gz = |data: &[u8]| {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+            std::io::Write::write_all(&mut e, data).unwrap();
+            e.finish().unwrap()
+        };
+        let mut huge = idx(&[100_000, 1 << 15, 1 << 15], &[]);
+        huge.extend(vec![0u8; 1 << 20]);
+        let e = decode_idx(&gz(&huge), &ip).unwrap_err().to_string();
+        assert!(e.contains("i.gz") && e.contains("limit"), "{e}");
+        let mut long = idx(&[2, 1, 2], &[]);
+        long.extend(vec![0u8; 1 << 20]);
+        let e = decode_idx(&gz(&long), &ip).unwrap_err().to_string();
+        assert!(e.contains("past the 4 bytes its header declares"), "{e}");
+        std::fs::write(&ip, idx(&[0, 28, 28], &[])).unwrap();
+        std::fs::write(&lp, idx(&[0], &[])).unwrap();
+        let e = IdxDataset::load(&ip, &lp).unwrap_err().to_string();
+        assert!(e.contains("no images"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

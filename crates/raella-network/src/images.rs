@@ -8,6 +8,7 @@ use image::imageops::FilterType;
 use ndarray::Array2;
 
 use crate::NetworkError;
+use crate::files::FileKind;
 
 /// Images of a folder: `images x (channels * height * width)` bytes, CHW, and the file names.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,64 +26,145 @@ fn err(path: &Path, reason: impl Into<String>) -> NetworkError {
     }
 }
 
+/// Largest photograph decoded, per side, in pixels.
+pub const MAX_IMAGE_SIDE: u32 = 20_000;
+/// Largest decoded photograph, in bytes (before resizing).
+pub const MAX_IMAGE_ALLOC: u64 = 512 << 20;
+
+/// The `*.png`, `*.jpg`, `*.jpeg` entries of `dir` (case-insensitive), sorted by name.
+///
+/// # Errors
+/// An unreadable folder.
+pub fn image_files(dir: &Path) -> Result<Vec<std::path::PathBuf>, NetworkError> {
+    let mut files = Vec::new();
+    for e in std::fs::read_dir(dir).map_err(|source| NetworkError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })? {
+        let p = e
+            .map_err(|source| NetworkError::Io {
+                path: dir.to_path_buf(),
+                source,
+            })?
+            .path();
+        if p.extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg"))
+        {
+            files.push(p);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Decodes one PNG or JPEG image from its bytes (format from the content; at
+/// most [`MAX_IMAGE_SIDE`] pixels a side and [`MAX_IMAGE_ALLOC`] bytes decoded)
+/// to RGB (`channels = 3`) or luma (`channels = 1`) bytes, resized (bilinear)
+/// to `height x width`, in CHW order. `path` is only used in messages.
+///
+/// # Errors
+/// Undecodable or oversized images, `channels` not 1 or 3, or a zero or
+/// oversized target size.
+pub fn decode_image(
+    bytes: &[u8],
+    path: &Path,
+    channels: usize,
+    height: usize,
+    width: usize,
+) -> Result<Vec<u8>, NetworkError> {
+    if channels != 1 && channels != 3 {
+        return Err(err(
+            path,
+            format!("the model takes {channels} channels; images give 1 or 3"),
+        ));
+    }
+    let side = |n: usize, what: &str| {
+        u32::try_from(n)
+            .ok()
+            .filter(|&v| (1..=MAX_IMAGE_SIDE).contains(&v))
+            .ok_or_else(|| {
+                err(
+                    path,
+                    format!("the model's input {what} {n} is outside 1..={MAX_IMAGE_SIDE}"),
+                )
+            })
+    };
+    let (w32, h32) = (side(width, "width")?, side(height, "height")?);
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_IMAGE_SIDE);
+    limits.max_image_height = Some(MAX_IMAGE_SIDE);
+    limits.max_alloc = Some(MAX_IMAGE_ALLOC);
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| err(path, format!("cannot decode: {e}")))?;
+    reader.limits(limits);
+    let img = reader
+        .decode()
+        .map_err(|e| err(path, format!("cannot decode: {e}")))?;
+    let img = img.resize_exact(w32, h32, FilterType::Triangle);
+    let mut data = Vec::with_capacity(channels * height * width);
+    if channels == 3 {
+        let rgb = img.to_rgb8();
+        for c in 0..3 {
+            data.extend(rgb.pixels().map(|p| p[c]));
+        }
+    } else {
+        data.extend(img.to_luma8().pixels().map(|p| p[0]));
+    }
+    Ok(data)
+}
+
 impl ImageFolder {
     /// Loads every `*.png`, `*.jpg`, `*.jpeg` of `dir` (sorted by name), converted
     /// to RGB (`channels = 3`) or luma (`channels = 1`) and resized to `height x width`.
+    /// Each is read as a regular file of at most [`FileKind::Image`]'s limit and
+    /// decoded by [`decode_image`]; all of them together may hold at most
+    /// [`FileKind::Idx`]'s limit (as an IDX data set).
     ///
     /// # Errors
-    /// An unreadable folder or file, an undecodable image, no images, or `channels` not 1 or 3.
+    /// An unreadable folder or file, an entry that is not a regular file (a
+    /// FIFO, a folder named like an image), an undecodable image, no images,
+    /// `channels` not 1 or 3, or too many pixels.
     pub fn load(
         dir: &Path,
         channels: usize,
         height: usize,
         width: usize,
     ) -> Result<Self, NetworkError> {
-        if channels != 1 && channels != 3 {
-            return Err(err(
-                dir,
-                format!("the model takes {channels} channels; images give 1 or 3"),
-            ));
-        }
-        let (w32, h32) = (
-            u32::try_from(width).map_err(|_| err(dir, "width too large"))?,
-            u32::try_from(height).map_err(|_| err(dir, "height too large"))?,
-        );
-        let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
-            .map_err(|source| NetworkError::Io {
-                path: dir.to_path_buf(),
-                source,
-            })?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                p.extension().and_then(|e| e.to_str()).is_some_and(|e| {
-                    matches!(e.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg")
-                })
-            })
-            .collect();
-        files.sort();
+        let files = image_files(dir)?;
         if files.is_empty() {
             return Err(err(dir, "no PNG or JPEG images in this folder"));
         }
-        let per = channels * height * width;
-        let mut data = Vec::with_capacity(files.len() * per);
+        let per = channels
+            .checked_mul(height)
+            .and_then(|v| v.checked_mul(width))
+            .ok_or_else(|| err(dir, "the model's input size overflows"))?;
+        let total = per
+            .checked_mul(files.len())
+            .filter(|&t| t as u64 <= FileKind::Idx.limit())
+            .ok_or_else(|| {
+                err(
+                    dir,
+                    format!(
+                        "{} images of {channels} x {height} x {width} pixels are past the {} limit of a data set",
+                        files.len(),
+                        crate::files::human_bytes(FileKind::Idx.limit())
+                    ),
+                )
+            })?;
+        let mut data = Vec::with_capacity(total);
         let mut names = Vec::with_capacity(files.len());
         for f in &files {
-            let img = image::open(f).map_err(|e| err(f, format!("cannot decode: {e}")))?;
-            let img = img.resize_exact(w32, h32, FilterType::Triangle);
-            if channels == 3 {
-                let rgb = img.to_rgb8();
-                for c in 0..3 {
-                    data.extend(rgb.pixels().map(|p| p[c]));
-                }
-            } else {
-                data.extend(img.to_luma8().pixels().map(|p| p[0]));
-            }
+            let bytes = crate::files::read_file(f, FileKind::Image)?;
+            data.extend(decode_image(&bytes, f, channels, height, width)?);
             names.push(
                 f.file_name()
                     .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
             );
         }
-        let images = Array2::from_shape_vec((files.len(), per), data).expect("length");
+        let images = Array2::from_shape_vec((files.len(), per), data)
+            .map_err(|e| err(dir, format!("images do not form a matrix: {e}")))?;
         Ok(Self { images, names })
     }
 }
@@ -122,6 +204,20 @@ mod tests {
         std::fs::write(dir.join("c.jpg"), b"not a jpeg").unwrap();
         let e = ImageFolder::load(&dir, 3, 2, 2).unwrap_err().to_string();
         assert!(e.contains("c.jpg") && e.contains("decode"), "{e}");
+        std::fs::remove_file(dir.join("c.jpg")).unwrap();
+        std::fs::create_dir(dir.join("d.JPEG")).unwrap();
+        let e = ImageFolder::load(&dir, 3, 2, 2).unwrap_err().to_string();
+        assert!(e.contains("d.JPEG") && e.contains("is a folder"), "{e}");
+        std::fs::remove_dir(dir.join("d.JPEG")).unwrap();
+        #[cfg(unix)]
+        if std::process::Command::new("mkfifo")
+            .arg(dir.join("e.png"))
+            .status()
+            .is_ok_and(|s| s.success())
+        {
+            let e = ImageFolder::load(&dir, 3, 2, 2).unwrap_err().to_string();
+            assert!(e.contains("e.png") && e.contains("FIFO"), "{e}");
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

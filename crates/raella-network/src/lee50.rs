@@ -10,6 +10,7 @@ use ndarray::{ArrayView1, ArrayView2};
 
 use crate::NetworkError;
 use crate::bert::read_cached;
+use crate::files::FileKind;
 
 /// The 50 documents and the human similarity of each pair.
 #[derive(Debug, Clone)]
@@ -42,8 +43,8 @@ impl Lee50 {
     pub fn load(dir: &Path) -> Result<Self, NetworkError> {
         let cor = dir.join("lee.cor");
         let sims = dir.join("similarities0-1.txt");
-        let docs = read_cached(&cor)?;
-        let matrix = read_cached(&sims)?;
+        let docs = read_cached(&cor, FileKind::Text)?;
+        let matrix = read_cached(&sims, FileKind::Text)?;
         Self::parse(&docs, &matrix, &cor, &sims)
     }
 
@@ -100,7 +101,9 @@ impl Lee50 {
                 format!("{} matrix rows for {n} documents", rows.len()),
             ));
         }
-        let mut pairs = Vec::with_capacity(n * (n - 1) / 2);
+        // Grown as rows check out: sized by the file's values, never by its
+        // line count alone (a million short lines must not ask for 10^12 pairs).
+        let mut pairs = Vec::new();
         for (i, &(lineno, line)) in rows.iter().enumerate() {
             let vals: Vec<&str> = line.split_whitespace().collect();
             if vals.len() != n {

@@ -33,6 +33,7 @@ pub mod bert;
 mod crossbar;
 mod error;
 mod eval;
+pub mod files;
 pub mod forward;
 pub mod graph;
 mod idx;
@@ -56,8 +57,8 @@ pub use eval::{
     mean_row_cosine,
 };
 pub use graph::Graph;
-pub use idx::{IdxDataset, parse_idx};
-pub use images::ImageFolder;
+pub use idx::{IdxDataset, decode_idx, parse_idx};
+pub use images::{ImageFolder, decode_image, image_files};
 pub use lee50::{Correlations, Lee50};
 pub use onnx::{SUPPORTED_OPS, import_onnx_bytes, import_onnx_file};
 pub use quant::{ExactBackend, MacBackend, QInput, QuantLayer, QuantModel};

@@ -32,6 +32,26 @@ enum Const {
 /// A float constant: dimensions and values.
 type F32Const = (Vec<usize>, Vec<f32>);
 
+/// Most elements one image's tensor may hold (64 MiB as f32; a batch of 64
+/// images is 4 GiB). Every shape the importer infers is checked against it, so
+/// a model cannot ask for petabytes through its padding or dimensions.
+pub const MAX_TENSOR_ELEMENTS: usize = 1 << 24;
+/// Most elements of one image's im2col matrix of one convolution group
+/// (`output positions x C/groups * KH * KW`; VGG16's largest is 28.9 M).
+pub const MAX_IM2COL_ELEMENTS: usize = 1 << 25;
+/// Most crossbar multiply-accumulates per image (InceptionV3 has 5.7e9).
+pub const MAX_MACS_PER_IMAGE: u64 = 1 << 40;
+/// Most constant values the nodes of one model may read in total: as many as
+/// the largest ONNX file holds (2 GiB of float32). Each node owns a copy of its
+/// weights, so a model that names one large initializer in many nodes would
+/// otherwise multiply it in memory.
+pub const MAX_CONSTANT_USES: usize = 1 << 29;
+
+/// The product of `dims`, or `None` on overflow.
+fn checked_numel(dims: &[usize]) -> Option<usize> {
+    dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d))
+}
+
 const FLOAT: i32 = 1;
 const INT64: i32 = 7;
 
@@ -46,8 +66,23 @@ fn tensor_const(t: &proto::TensorProto) -> Result<Const, NetworkError> {
             })
         })
         .collect::<Result<_, _>>()?;
-    let n: usize = dims.iter().product();
+    let n = checked_numel(&dims).ok_or_else(|| {
+        NetworkError::BadModel(format!(
+            "initializer `{name}` has dimensions {dims:?} whose product overflows"
+        ))
+    })?;
     let raw = t.raw_data();
+    let elem = match t.data_type() {
+        FLOAT => 4,
+        INT64 => 8,
+        _ => 1,
+    };
+    if !raw.len().is_multiple_of(elem) {
+        return Err(NetworkError::BadModel(format!(
+            "initializer `{name}` has {} bytes of raw data, not a multiple of its {elem}-byte elements: truncated or corrupt",
+            raw.len()
+        )));
+    }
     match t.data_type() {
         FLOAT => {
             let data: Vec<f32> = if raw.is_empty() {
@@ -95,14 +130,14 @@ fn tensor_const(t: &proto::TensorProto) -> Result<Const, NetworkError> {
 /// # Errors
 /// Unreadable file, invalid protobuf, unsupported op, or an inconsistent graph.
 pub fn import_onnx_file(path: &Path) -> Result<Graph, NetworkError> {
-    let bytes = std::fs::read(path).map_err(|source| NetworkError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let bytes = crate::files::read_file(path, crate::files::FileKind::Onnx)?;
     import_onnx_bytes(&bytes, path)
 }
 
-/// Imports ONNX bytes; `path` is only used in messages.
+/// Imports ONNX bytes; `path` is only used in messages (every error names it).
+/// Sizes computed from the file use checked arithmetic and are bounded by
+/// [`MAX_TENSOR_ELEMENTS`], [`MAX_IM2COL_ELEMENTS`], [`MAX_MACS_PER_IMAGE`] and
+/// [`MAX_CONSTANT_USES`]; weights must be finite after folding.
 ///
 /// # Errors
 /// As [`import_onnx_file`].
@@ -115,7 +150,12 @@ pub fn import_onnx_bytes(bytes: &[u8], path: &Path) -> Result<Graph, NetworkErro
         path: path.to_path_buf(),
         reason: "the model has no graph".into(),
     })?;
-    Importer::new(&graph)?.run(&graph)
+    Importer::new(&graph)
+        .and_then(|imp| imp.run(&graph))
+        .map_err(|e| NetworkError::Onnx {
+            path: path.to_path_buf(),
+            error: Box::new(e),
+        })
 }
 
 struct Importer {
@@ -126,6 +166,8 @@ struct Importer {
     producer: HashMap<usize, usize>,
     consumers: HashMap<String, usize>,
     input: usize,
+    /// Constant values read by nodes so far (see [`MAX_CONSTANT_USES`]).
+    constant_uses: usize,
 }
 
 fn node_err(node: &proto::NodeProto, reason: impl Into<String>) -> NetworkError {
@@ -168,11 +210,23 @@ fn attr_str(node: &proto::NodeProto, name: &str) -> Option<String> {
     attr(node, name).map(|a| String::from_utf8_lossy(a.s()).into_owned())
 }
 
+/// A window attribute's values (kernel, strides, dilations, pads) as sizes:
+/// non-negative and at most [`MAX_TENSOR_ELEMENTS`] (no image side is longer),
+/// so no window arithmetic can overflow.
 fn usizes(node: &proto::NodeProto, name: &str, v: &[i64]) -> Result<Vec<usize>, NetworkError> {
     v.iter()
         .map(|&x| {
             usize::try_from(x)
-                .map_err(|_| node_err(node, format!("attribute `{name}` has negative value {x}")))
+                .ok()
+                .filter(|&u| u <= MAX_TENSOR_ELEMENTS)
+                .ok_or_else(|| {
+                    node_err(
+                        node,
+                        format!(
+                            "attribute `{name}` has value {x}, outside 0..={MAX_TENSOR_ELEMENTS}"
+                        ),
+                    )
+                })
         })
         .collect()
 }
@@ -223,11 +277,16 @@ fn pads(
         "SAME_UPPER" | "SAME_LOWER" => {
             let total = |n: usize, k: usize, s: usize, d: usize| {
                 let out = n.div_ceil(s);
-                ((out - 1) * s + (k - 1) * d + 1).saturating_sub(n)
+                (out.saturating_sub(1))
+                    .checked_mul(s)?
+                    .checked_add(k.checked_sub(1)?.checked_mul(d)?)?
+                    .checked_add(1)
+                    .map(|e| e.saturating_sub(n))
             };
+            let overflow = || node_err(node, "the SAME padding overflows");
             let (th, tw) = (
-                total(h, kernel[0], stride[0], dilation[0]),
-                total(w, kernel[1], stride[1], dilation[1]),
+                total(h, kernel[0], stride[0], dilation[0]).ok_or_else(overflow)?,
+                total(w, kernel[1], stride[1], dilation[1]).ok_or_else(overflow)?,
             );
             let split = |t: usize| {
                 if auto == "SAME_UPPER" {
@@ -285,7 +344,15 @@ impl Importer {
     fn new(g: &proto::GraphProto) -> Result<Self, NetworkError> {
         let mut consts = HashMap::new();
         for t in &g.initializer {
-            consts.insert(t.name().to_string(), tensor_const(t)?);
+            if consts
+                .insert(t.name().to_string(), tensor_const(t)?)
+                .is_some()
+            {
+                return Err(NetworkError::BadModel(format!(
+                    "two initializers are named `{}`",
+                    t.name()
+                )));
+            }
         }
         let inputs: Vec<&proto::ValueInfoProto> = g
             .input
@@ -340,7 +407,14 @@ impl Importer {
             producer: HashMap::new(),
             consumers,
             input: 0,
+            constant_uses: 0,
         };
+        if checked_numel(&shape).is_none_or(|n| n > MAX_TENSOR_ELEMENTS) {
+            return Err(NetworkError::BadModel(format!(
+                "graph input `{}` has shape {dims:?}: more than {MAX_TENSOR_ELEMENTS} values per image",
+                inp.name()
+            )));
+        }
         imp.input = imp.new_tensor(inp.name(), shape);
         Ok(imp)
     }
@@ -388,16 +462,57 @@ impl Importer {
         }
     }
 
+    /// Counts `n` constant values read by `node` against [`MAX_CONSTANT_USES`].
+    fn use_constant(&mut self, node: &proto::NodeProto, n: usize) -> Result<(), NetworkError> {
+        self.constant_uses = self
+            .constant_uses
+            .checked_add(n)
+            .filter(|&u| u <= MAX_CONSTANT_USES)
+            .ok_or_else(|| {
+                node_err(
+                    node,
+                    format!(
+                        "the nodes read more than {MAX_CONSTANT_USES} constant values in total (one initializer named by many nodes?)"
+                    ),
+                )
+            })?;
+        Ok(())
+    }
+
     fn f32_const(
-        &self,
+        &mut self,
         node: &proto::NodeProto,
         k: usize,
     ) -> Result<Option<F32Const>, NetworkError> {
+        let n = match self.constant(node, k)? {
+            None => return Ok(None),
+            Some(Const::F32(_, v)) => v.len(),
+            Some(Const::I64(..)) => {
+                return Err(node_err(node, format!("input {k} must be float32")));
+            }
+        };
+        self.use_constant(node, n)?;
         match self.constant(node, k)? {
-            None => Ok(None),
             Some(Const::F32(d, v)) => Ok(Some((d.clone(), v.clone()))),
-            Some(Const::I64(..)) => Err(node_err(node, format!("input {k} must be float32"))),
+            _ => Ok(None),
         }
+    }
+
+    /// Fails unless `name` is a new, non-empty tensor name (ONNX graphs are in
+    /// single-assignment form; a reused name would silently rebind a tensor).
+    fn check_new(&self, node: &proto::NodeProto, name: &str) -> Result<(), NetworkError> {
+        if name.is_empty() {
+            return Err(node_err(node, "the output name is empty"));
+        }
+        if self.ids.contains_key(name) || self.consts.contains_key(name) {
+            return Err(node_err(
+                node,
+                format!(
+                    "output `{name}` is already defined by an earlier node, input or initializer"
+                ),
+            ));
+        }
+        Ok(())
     }
 
     fn push(
@@ -411,6 +526,21 @@ impl Importer {
             .output
             .first()
             .ok_or_else(|| node_err(node, "no output"))?;
+        self.check_new(node, out)?;
+        if shape.contains(&0) {
+            return Err(node_err(
+                node,
+                format!("output shape {shape:?} (batch excluded) holds no values"),
+            ));
+        }
+        if checked_numel(&shape).is_none_or(|n| n > MAX_TENSOR_ELEMENTS) {
+            return Err(node_err(
+                node,
+                format!(
+                    "output shape {shape:?} (batch excluded) holds more than {MAX_TENSOR_ELEMENTS} values per image"
+                ),
+            ));
+        }
         let id = self.new_tensor(out, shape);
         self.producer.insert(id, self.nodes.len());
         self.nodes.push(Node {
@@ -436,6 +566,7 @@ impl Importer {
             .output
             .first()
             .ok_or_else(|| node_err(node, "no output"))?;
+        self.check_new(node, out)?;
         self.ids.insert(out.clone(), src);
         Ok(())
     }
@@ -454,12 +585,38 @@ impl Importer {
         if self.nodes.is_empty() {
             return Err(NetworkError::BadModel("the graph has no nodes".into()));
         }
-        Ok(Graph {
+        for n in &self.nodes {
+            let (w, b) = match &n.op {
+                Op::Conv(c) => (c.weight.as_slice(), &c.bias),
+                Op::Linear(l) => (l.weight.as_slice(), &l.bias),
+                _ => continue,
+            };
+            let w = w.unwrap_or_default();
+            for (what, v) in [("weight", w), ("bias", b.as_slice())] {
+                if let Some((i, x)) = v.iter().enumerate().find(|(_, x)| !x.is_finite()) {
+                    return Err(NetworkError::BadNode {
+                        node: n.name.clone(),
+                        op: n.op.kind().to_string(),
+                        reason: format!(
+                            "{what} element {i} is {x} after import (folded BatchNormalization, bias Add or Gemm alpha/beta)"
+                        ),
+                    });
+                }
+            }
+        }
+        let graph = Graph {
             tensors: self.tensors,
             input: self.input,
             output,
             nodes: self.nodes,
-        })
+        };
+        let macs = graph.macs_per_image();
+        if macs > MAX_MACS_PER_IMAGE {
+            return Err(NetworkError::BadModel(format!(
+                "{macs} crossbar multiply-accumulates per image, more than the limit of {MAX_MACS_PER_IMAGE}"
+            )));
+        }
+        Ok(graph)
     }
 
     #[allow(clippy::too_many_lines)]
@@ -481,6 +638,7 @@ impl Importer {
                     .output
                     .first()
                     .ok_or_else(|| node_err(node, "no output"))?;
+                self.check_new(node, out)?;
                 self.consts.insert(out.clone(), c);
                 Ok(())
             }
@@ -571,7 +729,9 @@ impl Importer {
                     (c0, _) => {
                         let (ai, ci) = if c0 { (1, 0) } else { (0, 1) };
                         let a = self.act(node, ai)?;
-                        let (_, c) = self.f32_const(node, ci)?.expect("checked constant");
+                        let (_, c) = self
+                            .f32_const(node, ci)?
+                            .ok_or_else(|| node_err(node, "the constant operand is missing"))?;
                         self.fold_bias(node, a, &node.input[ai], &c)
                     }
                 }
@@ -586,8 +746,11 @@ impl Importer {
                 if let Some((_, v)) = self.f32_const(node, 2)? {
                     max = *v.first().ok_or_else(|| node_err(node, "empty max"))?;
                 }
-                if min > max {
-                    return Err(node_err(node, format!("min {min} > max {max}")));
+                if min.is_nan() || max.is_nan() || min > max {
+                    return Err(node_err(
+                        node,
+                        format!("min {min} and max {max} are not an interval"),
+                    ));
                 }
                 self.unary(node, Op::Clip { min, max })
             }
@@ -620,9 +783,23 @@ impl Importer {
                 let (oh, ow) = spec.out_hw(h, w).ok_or_else(|| {
                     node_err(
                         node,
-                        format!("window {kernel:?} larger than the padded input {h}x{w}"),
+                        format!(
+                            "window {kernel:?} (dilations {dilation:?}) does not fit the input {h}x{w} padded by {:?}",
+                            spec.pads
+                        ),
                     )
                 })?;
+                if checked_numel(&[c, oh, ow, kernel[0], kernel[1]])
+                    .is_none_or(|n| n > MAX_IM2COL_ELEMENTS)
+                {
+                    return Err(node_err(
+                        node,
+                        format!(
+                            "{c}x{oh}x{ow} windows of {}x{} values: more than {MAX_IM2COL_ELEMENTS} reads per image",
+                            kernel[0], kernel[1]
+                        ),
+                    ));
+                }
                 let op = if op == "MaxPool" {
                     Op::MaxPool(spec)
                 } else {
@@ -644,17 +821,20 @@ impl Importer {
                         format!("axis = {axis}: only axis 1 (keep the batch) is supported"),
                     ));
                 }
+                // Bounded by MAX_TENSOR_ELEMENTS when the input was pushed.
                 let n = self.tensors[a].shape.iter().product();
                 self.push(node, Op::Flatten, vec![a], vec![n])
             }
             "Reshape" => {
                 let a = self.act(node, 0)?;
-                let Some(Const::I64(target)) = self.constant(node, 1)?.cloned() else {
+                let Some(Const::I64(target)) = self.constant(node, 1)? else {
                     return Err(node_err(
                         node,
                         "the shape input must be an int64 initializer or Constant",
                     ));
                 };
+                let target = target.clone();
+                self.use_constant(node, target.len())?;
                 let shape = self.reshape(node, a, &target)?;
                 self.push(node, Op::Reshape(shape.clone()), vec![a], shape)
             }
@@ -662,13 +842,16 @@ impl Importer {
                 let ins: Vec<usize> = (0..node.input.len())
                     .map(|k| self.act(node, k))
                     .collect::<Result<_, _>>()?;
-                let rank = self.tensors[ins[0]].shape.len();
+                let Some(&in0) = ins.first() else {
+                    return Err(node_err(node, "no inputs to concatenate"));
+                };
+                let rank = self.tensors[in0].shape.len();
                 let axis = attr(node, "axis")
                     .map(proto::AttributeProto::i)
                     .ok_or_else(|| node_err(node, "attribute `axis` is required"))?;
                 let ax = per_image_axis(node, axis, rank)?;
                 let axis = ax + 1;
-                let first = self.tensors[ins[0]].shape.clone();
+                let first = self.tensors[in0].shape.clone();
                 let mut shape = first.clone();
                 shape[ax] = 0;
                 for &t in &ins {
@@ -683,7 +866,9 @@ impl Importer {
                             ),
                         ));
                     }
-                    shape[ax] += s[ax];
+                    shape[ax] = shape[ax]
+                        .checked_add(s[ax])
+                        .ok_or_else(|| node_err(node, "the concatenated size overflows"))?;
                 }
                 self.push(node, Op::Concat(ax), ins, shape)
             }
@@ -776,7 +961,11 @@ impl Importer {
                 format!("target {target:?}: more than one -1"),
             ));
         }
-        let known: usize = out.iter().flatten().product();
+        let known = out
+            .iter()
+            .flatten()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .ok_or_else(|| node_err(node, format!("target {target:?}: the product overflows")))?;
         let unknown = out.iter().filter(|d| d.is_none()).count();
         let shape: Shape = match unknown {
             0 if known == n => out.into_iter().flatten().collect(),
@@ -815,7 +1004,7 @@ impl Importer {
                 format!("W has shape {wd:?}; every dimension must be at least 1"),
             ));
         }
-        if cg * groups != c || m % groups != 0 {
+        if cg.checked_mul(groups) != Some(c) || !m.is_multiple_of(groups) {
             return Err(node_err(
                 node,
                 format!("W {wd:?} with group {groups} does not fit {c} input channels"),
@@ -849,9 +1038,20 @@ impl Importer {
         let (oh, ow) = spec.out_hw(h, w).ok_or_else(|| {
             node_err(
                 node,
-                format!("kernel {kh}x{kw} larger than the padded input {h}x{w}"),
+                format!(
+                    "kernel {kh}x{kw} (dilations {dilation:?}) does not fit the input {h}x{w} padded by {:?}",
+                    spec.pads
+                ),
             )
         })?;
+        if checked_numel(&[oh, ow, cg, kh, kw]).is_none_or(|n| n > MAX_IM2COL_ELEMENTS) {
+            return Err(node_err(
+                node,
+                format!(
+                    "{oh}x{ow} output positions of {cg}x{kh}x{kw} inputs each: an im2col matrix of more than {MAX_IM2COL_ELEMENTS} values per image"
+                ),
+            ));
+        }
         self.push(node, Op::Conv(spec), vec![a], vec![m, oh, ow])
     }
 
@@ -871,6 +1071,7 @@ impl Importer {
             .first()
             .ok_or_else(|| node_err(node, "no output"))?
             .clone();
+        self.check_new(node, &out)?;
         let shape = self.tensors[a].shape.clone();
         let bias = match &mut self.nodes[p].op {
             Op::Linear(l) => &mut l.bias,
@@ -903,7 +1104,7 @@ impl Importer {
 
     fn batch_norm(&mut self, node: &proto::NodeProto) -> Result<(), NetworkError> {
         let a = self.act(node, 0)?;
-        let get = |k: usize, what: &str| -> Result<Vec<f32>, NetworkError> {
+        let mut get = |k: usize, what: &str| -> Result<Vec<f32>, NetworkError> {
             self.f32_const(node, k)?
                 .map(|(_, v)| v)
                 .ok_or_else(|| node_err(node, format!("{what} must be an initializer")))
@@ -926,6 +1127,7 @@ impl Importer {
             .first()
             .ok_or_else(|| node_err(node, "no output"))?
             .clone();
+        self.check_new(node, &out)?;
         let n = gamma.len();
         if [beta.len(), mean.len(), var.len()].iter().any(|&l| l != n) {
             return Err(node_err(node, "scale, B, mean and var differ in length"));
@@ -957,5 +1159,58 @@ impl Importer {
         }
         self.ids.insert(out, a);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constants_read_by_many_nodes_are_bounded() {
+        let g = proto::GraphProto {
+            initializer: vec![proto::TensorProto {
+                name: Some("w".into()),
+                dims: vec![20],
+                data_type: Some(FLOAT),
+                float_data: vec![1.0; 20],
+                ..Default::default()
+            }],
+            input: vec![proto::ValueInfoProto {
+                name: Some("x".into()),
+                r#type: Some(proto::TypeProto {
+                    value: Some(proto::type_proto::Value::TensorType(
+                        proto::type_proto::Tensor {
+                            elem_type: Some(FLOAT),
+                            shape: Some(proto::TensorShapeProto {
+                                dim: [None, Some(20)]
+                                    .iter()
+                                    .map(|d| proto::tensor_shape_proto::Dimension {
+                                        value: d.map(
+                                            proto::tensor_shape_proto::dimension::Value::DimValue,
+                                        ),
+                                        ..Default::default()
+                                    })
+                                    .collect(),
+                            }),
+                        },
+                    )),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let mut imp = Importer::new(&g).unwrap();
+        let n = proto::NodeProto {
+            name: Some("user".into()),
+            op_type: Some("MatMul".into()),
+            input: vec!["x".into(), "w".into()],
+            ..Default::default()
+        };
+        imp.constant_uses = MAX_CONSTANT_USES - 20;
+        assert!(imp.f32_const(&n, 1).unwrap().is_some());
+        let e = imp.f32_const(&n, 1).unwrap_err().to_string();
+        assert!(e.contains("`user`") && e.contains("constant values"), "{e}");
     }
 }

@@ -390,6 +390,11 @@ fn lee50_parses_and_scores_hand_made_data() {
         err(docs, b"1\t0.9\t0.5\n"),
         "sims.txt:2: 1 matrix rows for 3 documents"
     );
+    // A million one-letter documents and as many one-value rows (4 MB): an
+    // error on the first row, not a request for 5 x 10^11 pairs.
+    let many = b"a\n".repeat(1_000_000);
+    let rows = b"0\n".repeat(1_000_000);
+    assert_eq!(err(&many, &rows), "sims.txt:1: 1 values, expected 1000000");
     let missing = Lee50::load(Path::new("/nonexistent/lee50"))
         .unwrap_err()
         .to_string();
@@ -480,6 +485,23 @@ fn bad_model_folders_are_rejected_with_the_file_and_tensor_named() {
     std::fs::write(d.0.join("config.json"), c.to_string()).unwrap();
     let e = BertModel::load(&d.0).unwrap_err().to_string();
     assert!(e.contains("`hidden_act` `relu` is not supported"), "{e}");
+    // Hostile sizes are refused before anything is sized by them (a layer
+    // count of 2^62 used to overflow a capacity and abort).
+    c["hidden_act"] = serde_json::json!("gelu");
+    for (field, v) in [
+        ("num_hidden_layers", serde_json::json!(1u64 << 62)),
+        ("vocab_size", serde_json::json!(u64::MAX)),
+        ("hidden_size", serde_json::json!(0)),
+    ] {
+        let mut h = c.clone();
+        h[field] = v.clone();
+        std::fs::write(d.0.join("config.json"), h.to_string()).unwrap();
+        let e = BertModel::load(&d.0).unwrap_err().to_string();
+        assert!(
+            e.contains("config.json") && e.contains(field) && e.contains(&v.to_string()),
+            "{e}"
+        );
+    }
 }
 
 /// Error budget of the comparison with the independent numpy implementation:

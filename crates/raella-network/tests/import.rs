@@ -297,10 +297,14 @@ fn unsupported_op_names_op_and_node() {
     let nodes = vec![node("LSTM", "the_lstm", &["x"], "y", vec![])];
     let err = import_onnx_bytes(&model(&[4], nodes, vec![], "y"), Path::new("m.onnx")).unwrap_err();
     assert!(
-        matches!(&err, NetworkError::UnsupportedOp { op, node, .. } if op == "LSTM" && node == "the_lstm"),
+        matches!(err.inner(), NetworkError::UnsupportedOp { op, node, .. } if op == "LSTM" && node == "the_lstm"),
         "{err}"
     );
-    assert!(err.to_string().contains("`LSTM`") && err.to_string().contains("`the_lstm`"));
+    let e = err.to_string();
+    assert!(
+        e.contains("m.onnx") && e.contains("`LSTM`") && e.contains("`the_lstm`"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -323,7 +327,7 @@ fn truncated_and_nan_models_are_rejected() {
     let err =
         import_onnx_bytes(&model(&[2], nodes, inits, "y"), Path::new("nan.onnx")).unwrap_err();
     assert!(
-        matches!(&err, NetworkError::NonFiniteWeight { name, index: 1, .. } if name == "w"),
+        matches!(err.inner(), NetworkError::NonFiniteWeight { name, index: 1, .. } if name == "w"),
         "{err}"
     );
 }
@@ -341,17 +345,14 @@ fn degenerate_shapes_are_errors_not_panics() {
         "{err}"
     );
     let nodes = vec![node("Gemm", "g0", &["x", "w"], "y", vec![int("transB", 1)])];
-    // A zero-output layer is refused, at import or when quantising, naming the node.
-    let err = match import_onnx_bytes(
+    // A zero-output layer is refused at import, naming the node.
+    let err = import_onnx_bytes(
         &model(&[3], nodes, vec![t32("w", &[0, 3], &[])], "y"),
         Path::new("m.onnx"),
-    ) {
-        Err(e) => e.to_string(),
-        Ok(g) => QuantModel::calibrate(g, images(2, 3).view())
-            .unwrap_err()
-            .to_string(),
-    };
-    assert!(err.contains("g0"), "{err}");
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("g0") && err.contains("no values"), "{err}");
 }
 
 #[test]
@@ -393,6 +394,164 @@ fn misused_supported_ops_are_named() {
     let err =
         import_onnx_bytes(&model(&[2, 3, 3], nodes, vec![], "y"), Path::new("m.onnx")).unwrap_err();
     assert!(err.to_string().contains("axis = 2"), "{err}");
+}
+
+/// The hostile models (no panic, no abort, no silent acceptance): each is an
+/// error naming the file and the node or initializer.
+#[test]
+fn hostile_models_are_named_errors() {
+    let p = Path::new("hostile.onnx");
+    let check = |bytes: Vec<u8>, want: &[&str]| {
+        let e = import_onnx_bytes(&bytes, p).unwrap_err().to_string();
+        assert!(e.contains("hostile.onnx"), "{e}");
+        for w in want {
+            assert!(e.contains(w), "`{w}` missing: {e}");
+        }
+    };
+    let gemm = |inits: Vec<TensorProto>| {
+        model(
+            &[2],
+            vec![node("Gemm", "fc", &["x", "w"], "y", vec![int("transB", 1)])],
+            inits,
+            "y",
+        )
+    };
+    // Declared dimensions whose product wraps around (2^32 x 2^32 = 0 mod 2^64).
+    check(
+        gemm(vec![t32("w", &[1 << 32, 1 << 32], &[])]),
+        &["`w`", "overflows"],
+    );
+    // An input shape whose product wraps around.
+    check(
+        model(
+            &[1 << 32, 1 << 32],
+            vec![node("Relu", "r", &["x"], "y", vec![])],
+            vec![],
+            "y",
+        ),
+        &["`x`", "values per image"],
+    );
+    // Raw data that is not a whole number of elements.
+    let mut w = t32("w", &[2, 2], &[1.0; 4]);
+    w.raw_data.as_mut().unwrap().push(0);
+    check(gemm(vec![w]), &["`w`", "17 bytes", "multiple"]);
+    // Two initializers of one name (the second would silently win).
+    check(
+        gemm(vec![
+            t32("w", &[2, 2], &[1.0; 4]),
+            t32("w", &[2, 2], &[2.0; 4]),
+        ]),
+        &["two initializers", "`w`"],
+    );
+    // A node output that rebinds an existing tensor.
+    check(
+        model(
+            &[2],
+            vec![
+                node("Relu", "r1", &["x"], "a", vec![]),
+                node("Relu", "r2", &["a"], "a", vec![]),
+            ],
+            vec![],
+            "a",
+        ),
+        &["`r2`", "`a`", "already defined"],
+    );
+    // An op with an empty input list.
+    check(
+        model(
+            &[2],
+            vec![node("Concat", "cat", &[], "y", vec![int("axis", 1)])],
+            vec![],
+            "y",
+        ),
+        &["`cat`", "no inputs"],
+    );
+    // Padding that asks for petabytes, and padding past any image side.
+    let conv = |pads: &[i64]| {
+        model(
+            &[1, 4, 4],
+            vec![node(
+                "Conv",
+                "c",
+                &["x", "w"],
+                "y",
+                vec![ints("pads", pads)],
+            )],
+            vec![t32("w", &[1, 1, 1, 1], &[1.0])],
+            "y",
+        )
+    };
+    check(
+        conv(&[1 << 23, 1 << 23, 1 << 23, 1 << 23]),
+        &["`c`", "values per image"],
+    );
+    check(conv(&[i64::MAX, 0, 0, 0]), &["`c`", "`pads`", "outside"]);
+    // A huge dilation or SAME padding that would overflow.
+    check(
+        model(
+            &[1, 4, 4],
+            vec![node(
+                "MaxPool",
+                "mp",
+                &["x"],
+                "y",
+                vec![
+                    ints("kernel_shape", &[2, 2]),
+                    ints("dilations", &[1 << 40, 1]),
+                    AttributeProto {
+                        name: Some("auto_pad".into()),
+                        r#type: Some(3),
+                        s: Some(b"SAME_UPPER".to_vec()),
+                        ..Default::default()
+                    },
+                ],
+            )],
+            vec![],
+            "y",
+        ),
+        &["`mp`", "`dilations`"],
+    );
+    // A Clip whose bound is NaN (f32::clamp would panic at run time).
+    check(
+        model(
+            &[2],
+            vec![node(
+                "Clip",
+                "clip",
+                &["x"],
+                "y",
+                vec![float("min", f32::NAN)],
+            )],
+            vec![],
+            "y",
+        ),
+        &["`clip`", "NaN"],
+    );
+    // BatchNormalization folding that makes the weights NaN (var + eps < 0).
+    check(
+        model(
+            &[2],
+            vec![
+                node("Gemm", "fc", &["x", "w"], "h", vec![int("transB", 1)]),
+                node(
+                    "BatchNormalization",
+                    "bn",
+                    &["h", "s", "b", "m", "v"],
+                    "y",
+                    vec![float("epsilon", 0.0)],
+                ),
+            ],
+            vec![
+                t32("w", &[2, 2], &[1.0; 4]),
+                t32("s", &[2], &[1.0; 2]),
+                t32("b", &[2], &[0.0; 2]),
+                t32("m", &[2], &[0.0; 2]),
+                t32("v", &[2], &[-1.0; 2]),
+            ],
+            "y",
+        ),
+        &["`fc`", "NaN", "BatchNormalization"],
+    );
 }
 
 fn quant() -> (QuantModel, Array2<f32>) {

@@ -474,8 +474,8 @@ fn shape_only_layers(
         let file = stats_dir.map(|d| d.join(&a.name).join(format!("{}.txt", shape.name)));
         let (stats, source) = match (file.filter(|f| f.is_file()), &typ) {
             (Some(f), _) => {
-                let text = std::fs::read_to_string(&f)
-                    .with_context(|| format!("reading {}", f.display()))?;
+                let text =
+                    raella_network::files::read_text(&f, raella_network::files::FileKind::Text)?;
                 (LayerStatistics::parse(&f, &text)?, "statistics")
             }
             (None, TypicalSource::Found(_, t)) => (t.for_layer(slices, sch.recovery), "typical"),

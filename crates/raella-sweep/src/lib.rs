@@ -15,6 +15,8 @@
 
 mod cost;
 mod merge;
+mod names;
+mod output;
 mod plots;
 mod report;
 mod run;
@@ -26,6 +28,10 @@ pub use cost::{
     cost_workloads,
 };
 pub use merge::{merge, spec_hash};
+pub use names::{MAX_NAME_LEN, NAME_PUNCTUATION, check_folder_name, check_name, file_component};
+pub use output::{
+    CACHE, MARKER, OutputError, RESULT_FILES, RESULT_FOLDERS, check_output_folder, write_output,
+};
 pub use plots::{Plot, plots};
 pub use report::{CSV_COLUMNS, ENERGY_COLUMNS, write_results};
 pub use run::{
@@ -34,6 +40,6 @@ pub use run::{
     SweepResults, Timing, load_images, load_model, run, run_with,
 };
 pub use spec::{
-    Arch, ArchKnobs, BertFiles, CostFiles, ImageRange, ModelSpec, Spec, SpecError, WorkloadSpec,
-    load_designs, load_presets,
+    Arch, ArchKnobs, BertFiles, CostFiles, ImageRange, MAX_BATCH, MAX_DESIGNS, MAX_POINTS,
+    MAX_SEEDS, ModelSpec, Spec, SpecError, WorkloadSpec, load_designs, load_presets,
 };

@@ -49,31 +49,38 @@ fn real_main() -> anyhow::Result<()> {
     let mut shard = None;
     let mut cache = true;
     let mut merge_dirs: Option<Vec<PathBuf>> = None;
-    let mut args = std::env::args().skip(1).peekable();
-    if args.peek().map(String::as_str) == Some("merge") {
+    // Paths need not be UTF-8 (`std::env::args` would panic on one that is not).
+    let mut args = std::env::args_os().skip(1).peekable();
+    if args.peek().and_then(|a| a.to_str()) == Some("merge") {
         args.next();
         merge_dirs = Some(Vec::new());
     }
     while let Some(a) = args.next() {
-        match a.as_str() {
-            "--out" => {
+        match a.to_str() {
+            Some("--out") => {
                 out = Some(PathBuf::from(
                     args.next().context("--out needs a directory")?,
                 ))
             }
-            "--presets" => {
+            Some("--presets") => {
                 presets = Some(PathBuf::from(
                     args.next().context("--presets needs a file")?,
-                ))
+                ));
             }
-            "--shard" => shard = Some(parse_shard(&args.next().context("--shard needs K/N")?)?),
-            "--no-cache" => cache = false,
-            "--calibrate" => calibrate_only = true,
-            s if s.starts_with('-') => bail!("unknown option `{s}`\n{}", usage()),
-            s => match &mut merge_dirs {
-                Some(d) => d.push(PathBuf::from(s)),
+            Some("--shard") => {
+                let k = args.next().context("--shard needs K/N")?;
+                let k = k
+                    .to_str()
+                    .with_context(|| format!("--shard {}: expected K/N", k.to_string_lossy()))?;
+                shard = Some(parse_shard(k)?);
+            }
+            Some("--no-cache") => cache = false,
+            Some("--calibrate") => calibrate_only = true,
+            Some(s) if s.starts_with('-') => bail!("unknown option `{s}`\n{}", usage()),
+            _ => match &mut merge_dirs {
+                Some(d) => d.push(PathBuf::from(a)),
                 None => {
-                    if spec.replace(PathBuf::from(s)).is_some() {
+                    if spec.replace(PathBuf::from(a)).is_some() {
                         bail!("more than one spec given\n{}", usage());
                     }
                 }
@@ -83,6 +90,7 @@ fn real_main() -> anyhow::Result<()> {
     let presets = presets.unwrap_or_else(|| PathBuf::from("fixtures/presets.toml"));
     if let Some(dirs) = merge_dirs {
         let out = out.context("merge needs --out DIR")?;
+        raella_sweep::check_output_folder(&out).context("--out")?;
         let (spec, results) = raella_sweep::merge(&dirs, &presets)?;
         for w in write_results(&spec, &results, &out)? {
             eprintln!("wrote {}", w.display());
@@ -113,6 +121,9 @@ fn real_main() -> anyhow::Result<()> {
         return Ok(());
     }
     let out = out.unwrap_or_else(|| PathBuf::from("results").join(&spec.name));
+    // Before any model loads: a folder that cannot take the results is refused
+    // now, not after the simulation (and not blamed on `.cache`).
+    raella_sweep::check_output_folder(&out).context("--out")?;
     eprintln!(
         "sweep `{}`: {} model(s) x {} design(s) x {} seed(s){} -> {}",
         spec.name,

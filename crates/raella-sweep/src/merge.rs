@@ -8,6 +8,8 @@ use anyhow::{Context, bail, ensure};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+use raella_network::files::{FileKind, read_text};
+
 use crate::cost::{CostModel, cost_sweep};
 use crate::run::{ModelSummary, ResultRow, SweepResults};
 use crate::spec::Spec;
@@ -25,8 +27,7 @@ struct ShardJson {
 /// # Errors
 /// The spec file cannot be read.
 pub fn spec_hash(spec: &Spec) -> anyhow::Result<String> {
-    let bytes =
-        std::fs::read(&spec.path).with_context(|| format!("reading {}", spec.path.display()))?;
+    let bytes = raella_network::files::read_file(&spec.path, FileKind::Toml)?;
     Ok(Sha256::digest(&bytes)
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -43,8 +44,7 @@ pub fn merge(dirs: &[PathBuf], presets: &Path) -> anyhow::Result<(Spec, SweepRes
     let mut shards = Vec::new();
     for d in dirs {
         let p = d.join("results.json");
-        let text =
-            std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+        let text = read_text(&p, FileKind::Results)?;
         let j: ShardJson = serde_json::from_str(&text)
             .with_context(|| format!("{}: not a sweep's results.json", p.display()))?;
         shards.push((d.clone(), j));
@@ -74,11 +74,12 @@ pub fn merge(dirs: &[PathBuf], presets: &Path) -> anyhow::Result<(Spec, SweepRes
             }
         }
         out.rows.extend(j.rows.iter().cloned());
+        // Timings are informative: an unreadable or malformed file adds none.
         let t = d.join("timings.csv");
-        if let Ok(text) = std::fs::read_to_string(&t) {
-            for line in text.lines().skip(1) {
-                let f: Vec<&str> = line.split(',').collect();
-                if let [m, a, s, b, ips] = f[..] {
+        if let Ok(text) = read_text(&t, FileKind::Results) {
+            let mut r = csv::Reader::from_reader(text.as_bytes());
+            for rec in r.records().filter_map(Result::ok) {
+                if let [m, a, s, b, ips] = rec.iter().collect::<Vec<_>>()[..] {
                     out.timings.push(crate::run::Timing {
                         model: m.into(),
                         arch: a.into(),

@@ -14,6 +14,7 @@ use std::path::PathBuf;
 
 use plotters::prelude::*;
 
+use crate::names::file_component;
 use crate::run::SweepResults;
 use crate::spec::Spec;
 
@@ -476,18 +477,6 @@ fn histogram(m: &crate::run::ModelSummary) -> anyhow::Result<Option<String>> {
     Ok(Some(s))
 }
 
-fn safe(name: &str) -> String {
-    name.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
-
 /// Every plot the results support.
 ///
 /// # Errors
@@ -498,28 +487,37 @@ pub fn plots(spec: &Spec, res: &SweepResults) -> anyhow::Result<Vec<Plot>> {
         let name = &m.model;
         if let Some(s) = accuracy_vs_energy(res, name)? {
             out.push((
-                PathBuf::from(format!("plots/{}_accuracy_vs_energy.svg", safe(name))),
+                PathBuf::from(format!(
+                    "plots/{}_accuracy_vs_energy.svg",
+                    file_component(name)
+                )),
                 format!("{name}: accuracy vs energy per inference"),
                 s,
             ));
         }
         if let Some(s) = ladder(res, name)? {
             out.push((
-                PathBuf::from(format!("plots/{}_in_range_ladder.svg", safe(name))),
+                PathBuf::from(format!(
+                    "plots/{}_in_range_ladder.svg",
+                    file_component(name)
+                )),
                 format!("{name}: in-range ladder"),
                 s,
             ));
         }
         if let Some(s) = histogram(m)? {
             out.push((
-                PathBuf::from(format!("plots/{}_column_sum_histogram.svg", safe(name))),
+                PathBuf::from(format!(
+                    "plots/{}_column_sum_histogram.svg",
+                    file_component(name)
+                )),
                 format!("{name}: column-sum histogram per encoding"),
                 s,
             ));
         }
         if let Some(s) = noise(spec, res, name)? {
             out.push((
-                PathBuf::from(format!("plots/{}_noise.svg", safe(name))),
+                PathBuf::from(format!("plots/{}_noise.svg", file_component(name))),
                 format!("{name}: accuracy vs read noise"),
                 s,
             ));
@@ -534,7 +532,7 @@ pub fn plots(spec: &Spec, res: &SweepResults) -> anyhow::Result<Vec<Plot>> {
     for d in dnns {
         if let Some(s) = breakdown(res, &d)? {
             out.push((
-                PathBuf::from(format!("plots/{}_energy_breakdown.svg", safe(&d))),
+                PathBuf::from(format!("plots/{}_energy_breakdown.svg", file_component(&d))),
                 format!("{d}: energy breakdown"),
                 s,
             ));

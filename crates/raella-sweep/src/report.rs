@@ -3,12 +3,14 @@
 //! `timings.csv` (wall clock, the only non-deterministic file).
 //!
 //! Everything is written into a staging folder first and then renamed into
-//! place, so an interrupted or failed run leaves no half-written result file.
+//! place ([`crate::output`]), so an interrupted or failed run leaves no
+//! half-written result file. CSV files go through the CSV writer; text from
+//! model files (layer names) and paths are escaped in Markdown ([`cell`]).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
+use crate::names::file_component;
 
 use crate::run::SweepResults;
 use crate::spec::Spec;
@@ -94,6 +96,28 @@ pub const ENERGY_COLUMNS: [&str; 17] = [
 
 fn opt(v: Option<f64>) -> String {
     v.map_or_else(String::new, |x| format!("{x:.4}"))
+}
+
+/// `timings.csv`, through the CSV writer (names are quoted as needed).
+fn timings_csv(res: &SweepResults) -> anyhow::Result<String> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record([
+        "model",
+        "arch",
+        "seed",
+        "build_seconds",
+        "images_per_second",
+    ])?;
+    for x in &res.timings {
+        w.write_record([
+            x.model.clone(),
+            x.arch.clone(),
+            x.seed.to_string(),
+            format!("{:.2}", x.build_seconds),
+            format!("{:.3}", x.images_per_second),
+        ])?;
+    }
+    Ok(String::from_utf8(w.into_inner()?)?)
 }
 
 fn energy_csv(res: &SweepResults) -> anyhow::Result<String> {
@@ -220,8 +244,8 @@ fn energy_section(md: &mut String, spec: &Spec, res: &SweepResults) -> anyhow::R
         writeln!(
             md,
             "| {} | {} | {} | {:.4} | {} | {} | {:.1} | {:.2} | {} | {} | {} | {} | {} | {} | {:.1} | {:.0}% | {} |",
-            r.dnn,
-            r.arch,
+            cell(&r.dnn),
+            cell(&r.arch),
             r.batch,
             r.energy_mj,
             opt(r.paper_energy_mj),
@@ -298,6 +322,22 @@ fn energy_section(md: &mut String, spec: &Spec, res: &SweepResults) -> anyhow::R
     Ok(())
 }
 
+/// Text for a Markdown table cell or code span: `|` escaped, backticks and
+/// line breaks (and other control characters) replaced, so a name from a model
+/// file cannot break a table or a paragraph.
+fn cell(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '|' => out.push_str("\\|"),
+            '`' => out.push('\''),
+            c if c.is_control() => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 fn stats_file(l: &crate::run::LayerRow) -> String {
     format!(
         "AVERAGE_WEIGHT_VALUE={:.6}\nAVERAGE_INPUT_VALUE={:.6}\nADC_ACTION_SHARE={:.6}\nCIM_UNITS_PER_WEIGHT={}\nSPECULATION_ENABLED={}\n",
@@ -326,7 +366,7 @@ fn pp(a: Option<f64>, b: Option<f64>) -> String {
 
 fn report_text(spec: &Spec, res: &SweepResults) -> anyhow::Result<String> {
     let mut md = String::new();
-    writeln!(md, "# Sweep `{}`\n", spec.name)?;
+    writeln!(md, "# Sweep `{}`\n", cell(&spec.name))?;
     if !spec.description.is_empty() {
         writeln!(md, "{}\n", spec.description)?;
     }
@@ -334,18 +374,18 @@ fn report_text(spec: &Spec, res: &SweepResults) -> anyhow::Result<String> {
         md,
         "Spec: `{}`; seeds {:?}. Every figure below is measured by this run; none is copied from the paper. \
         Weights are only quantised (int8 per output channel) and encoded, never retrained.\n",
-        spec.path.display(),
+        cell(&spec.path.display().to_string()),
         spec.seeds
     )?;
     for (m, ms) in spec.models.iter().zip(&res.models) {
-        writeln!(md, "## Model `{}`\n", m.name)?;
+        writeln!(md, "## Model `{}`\n", cell(&m.name))?;
         if let Some(b) = &m.bert {
             writeln!(
                 md,
                 "- BERT encoder: `{}`; Lee-50 documents `{}`; calibration texts `{}`",
-                b.model.display(),
-                b.lee50.display(),
-                b.texts.display()
+                cell(&b.model.display().to_string()),
+                cell(&b.lee50.display().to_string()),
+                cell(&b.texts.display().to_string())
             )?;
             writeln!(
                 md,
@@ -365,11 +405,11 @@ fn report_text(spec: &Spec, res: &SweepResults) -> anyhow::Result<String> {
             writeln!(
                 md,
                 "- ONNX: `{}`; images `{}`, labels `{}`",
-                m.onnx.display(),
-                m.images.display(),
+                cell(&m.onnx.display().to_string()),
+                cell(&m.images.display().to_string()),
                 m.labels.as_ref().map_or_else(
                     || "(none: unlabelled photographs)".to_string(),
-                    |l| l.display().to_string()
+                    |l| cell(&l.display().to_string())
                 )
             )?;
             writeln!(
@@ -391,7 +431,7 @@ fn report_text(spec: &Spec, res: &SweepResults) -> anyhow::Result<String> {
         writeln!(
             md,
             "- Crossbar layers: {}; {} MACs per {}",
-            ms.layers.join("; "),
+            cell(&ms.layers.join("; ")),
             ms.macs_per_image,
             if m.bert.is_some() {
                 "document (mean)"
@@ -435,7 +475,7 @@ fn report_text(spec: &Spec, res: &SweepResults) -> anyhow::Result<String> {
                 writeln!(
                     md,
                     "| {} | {} | {} | {} | {:.6} | {:.6} |",
-                    r.arch,
+                    cell(&r.arch),
                     r.seed,
                     r.pearson
                         .map_or_else(|| "n/a".into(), |v| format!("{v:.4}")),
@@ -464,7 +504,7 @@ fn report_text(spec: &Spec, res: &SweepResults) -> anyhow::Result<String> {
             writeln!(
                 md,
                 "| {} | {} | {} | {} | {} | {} | {:.2e} | {:.6} | {:.4} | {:.4} | {:.4} | {:.4} |",
-                r.arch,
+                cell(&r.arch),
                 r.seed,
                 opct(r.top1),
                 pp(r.top1, r.top1_int8),
@@ -497,8 +537,8 @@ fn report_text(spec: &Spec, res: &SweepResults) -> anyhow::Result<String> {
                 writeln!(
                     md,
                     "| {} | {} | {} | {} | {} | {:.4} | {:.0} | {:.4} | {:.4} | {:.4} | {:.3} | {:.3} | {:.3} | {:.2e} |",
-                    r.arch,
-                    l.layer,
+                    cell(&r.arch),
+                    cell(&l.layer),
                     l.matrix,
                     l.weight_slicing,
                     l.crossbars,
@@ -523,8 +563,8 @@ fn report_text(spec: &Spec, res: &SweepResults) -> anyhow::Result<String> {
         writeln!(
             md,
             "- `{}`: {} [{}x{} {}, {}b/device, {}{}, weights {}{}, inputs {} {}{}, {}-bit {} ADC{}]",
-            a.name,
-            k.description.clone().unwrap_or_default(),
+            cell(&a.name),
+            cell(k.description.as_deref().unwrap_or_default()),
             k.rows.unwrap_or(0),
             k.cols.unwrap_or(0),
             k.cell.clone().unwrap_or_default(),
@@ -579,22 +619,13 @@ fn report_text(spec: &Spec, res: &SweepResults) -> anyhow::Result<String> {
     Ok(md)
 }
 
-fn safe(name: &str) -> String {
-    name.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
-
-/// Writes all result files into `out` (created if needed).
+/// Writes all result files into `out` (created if needed) through
+/// [`crate::output::write_output`]: the slots a previous sweep wrote there are
+/// replaced, and on any failure `out` is left as it was.
 ///
 /// # Errors
-/// A file-system error, naming the path.
+/// The output folder's refusals (see [`crate::check_output_folder`]) or a
+/// file-system error, naming the path.
 pub fn write_results(spec: &Spec, res: &SweepResults, out: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let mut files: Vec<(PathBuf, String)> = vec![
         (PathBuf::from("results.csv"), csv_text(res)?),
@@ -623,58 +654,18 @@ pub fn write_results(spec: &Spec, res: &SweepResults, out: &Path) -> anyhow::Res
         files.push((PathBuf::from("energy_breakdown.csv"), breakdown_csv(res)?));
         files.push((PathBuf::from("energy_layers.csv"), layers_csv(res)?));
     }
-    let mut t = String::from("model,arch,seed,build_seconds,images_per_second\n");
-    for x in &res.timings {
-        writeln!(
-            t,
-            "{},{},{},{:.2},{:.3}",
-            x.model, x.arch, x.seed, x.build_seconds, x.images_per_second
-        )?;
-    }
-    files.push((PathBuf::from("timings.csv"), t));
+    files.push((PathBuf::from("timings.csv"), timings_csv(res)?));
     let first = spec.seeds[0];
     for r in res.rows.iter().filter(|r| r.seed == first) {
         for l in &r.layers {
             files.push((
                 PathBuf::from("stats")
-                    .join(safe(&r.model))
-                    .join(safe(&r.arch))
-                    .join(format!("{}.txt", safe(&l.layer))),
+                    .join(file_component(&r.model))
+                    .join(file_component(&r.arch))
+                    .join(format!("{}.txt", file_component(&l.layer))),
                 stats_file(l),
             ));
         }
     }
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let stage = out.join(format!(".partial-{}", std::process::id()));
-    for (rel, text) in &files {
-        let p = stage.join(rel);
-        std::fs::create_dir_all(p.parent().expect("has parent"))
-            .with_context(|| format!("creating {}", p.display()))?;
-        std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))?;
-    }
-    for sub in ["stats", "plots"] {
-        let d = out.join(sub);
-        if d.exists() {
-            std::fs::remove_dir_all(&d).with_context(|| format!("replacing {}", d.display()))?;
-        }
-    }
-    let mut written = Vec::new();
-    for (rel, _) in &files {
-        if rel.starts_with("stats") || rel.starts_with("plots") {
-            continue;
-        }
-        std::fs::rename(stage.join(rel), out.join(rel))
-            .with_context(|| format!("moving {} into place", rel.display()))?;
-        written.push(out.join(rel));
-    }
-    for sub in ["stats", "plots"] {
-        if stage.join(sub).exists() {
-            let d = out.join(sub);
-            std::fs::rename(stage.join(sub), &d)
-                .with_context(|| format!("moving {} into place", d.display()))?;
-            written.push(d);
-        }
-    }
-    std::fs::remove_dir_all(&stage).with_context(|| format!("removing {}", stage.display()))?;
-    Ok(written)
+    Ok(crate::output::write_output(out, &files)?)
 }

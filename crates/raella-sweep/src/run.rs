@@ -4,8 +4,11 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Instant;
 
+use std::collections::HashMap;
+
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use raella_network::files::{FileKind, open_file, read_text};
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
@@ -17,6 +20,7 @@ use raella_network::{
 use raella_runtime::LayerStats;
 use serde::Serialize;
 
+use crate::names::file_component;
 use crate::spec::{ImageRange, ModelSpec, Spec};
 
 /// Calibration images whose crossbar-layer inputs calibrate adaptive slicing
@@ -230,8 +234,8 @@ pub type LoadedModel = (raella_network::Graph, Array2<f32>, Array2<f32>, Vec<u8>
 /// An unreadable or unsupported model, unreadable images, or images that do
 /// not fit the model's input.
 pub fn load_model(m: &ModelSpec) -> anyhow::Result<LoadedModel> {
-    let graph = import_onnx_file(&m.onnx)
-        .with_context(|| format!("model \"{}\": {}", m.name, m.onnx.display()))?;
+    let graph = import_onnx_file(&m.onnx).with_context(|| format!("model \"{}\"", m.name))?;
+    check_graph(m, &graph)?;
     let data = if m.images.is_dir() {
         // A folder of photographs, sized and coloured as the model's input; unlabelled.
         let (c, h, w) = match graph.tensors[graph.input].shape[..] {
@@ -252,22 +256,75 @@ pub fn load_model(m: &ModelSpec) -> anyhow::Result<LoadedModel> {
             .labels
             .as_ref()
             .with_context(|| format!("model \"{}\": IDX images need `labels`", m.name))?;
-        IdxDataset::load(&m.images, labels)?
+        let d = IdxDataset::load(&m.images, labels)?;
+        check_idx(m, &graph, &d)?;
+        d
     };
-    let in_shape = graph.tensors[graph.input].shape.clone();
+    let in_shape = &graph.tensors[graph.input].shape;
     let channels = if in_shape.len() == 3 { in_shape[0] } else { 1 };
+    let (cal, _) = load_images(m, &data, m.calibration, "calibration", channels)?;
+    let (eval, labels) = load_images(m, &data, m.evaluation, "evaluation", channels)?;
+    Ok((graph, cal, eval, labels))
+}
+
+/// A model the sweep can simulate: at least one crossbar layer, and crossbar
+/// layer names that stay distinct as file names (they name `stats/` files).
+fn check_graph(m: &ModelSpec, graph: &raella_network::Graph) -> anyhow::Result<()> {
+    let layers = graph.crossbar_layers();
     anyhow::ensure!(
-        data.images.ncols() == graph.numel(graph.input),
-        "model \"{}\": images of {} ({:?}) do not fit the input {:?} of {}",
+        !layers.is_empty(),
+        "model \"{}\": {} has no crossbar layer (Conv, Gemm or MatMul): nothing to simulate",
         m.name,
-        m.images.display(),
-        data.image_dims,
-        in_shape,
         m.onnx.display()
     );
-    let (cal, _) = load_images(m, &data, m.calibration, channels)?;
-    let (eval, labels) = load_images(m, &data, m.evaluation, channels)?;
-    Ok((graph, cal, eval, labels))
+    let mut files: HashMap<String, &str> = HashMap::new();
+    for &i in &layers {
+        let name = &graph.nodes[i].name;
+        if let Some(other) = files.insert(file_component(name), name) {
+            anyhow::bail!(
+                "model \"{}\": {}: crossbar layers `{other}` and `{name}` have the same statistics file name `{}.txt`; rename a node",
+                m.name,
+                m.onnx.display(),
+                file_component(name)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// IDX images shaped as the model's input (`[C, H, W]`, `[H, W]` for one
+/// channel, or any shape of as many values for a flat input) and labels that
+/// are classes of its output.
+fn check_idx(m: &ModelSpec, graph: &raella_network::Graph, d: &IdxDataset) -> anyhow::Result<()> {
+    let input = &graph.tensors[graph.input].shape;
+    let dims = &d.image_dims;
+    let fits = dims == input
+        || (input.len() == 3 && input[0] == 1 && dims[..] == input[1..])
+        || (input.len() == 1 && d.images.ncols() == input[0]);
+    anyhow::ensure!(
+        fits,
+        "model \"{}\": the images of {} are {dims:?} each, the input of {} is {input:?}: they do not match",
+        m.name,
+        m.images.display(),
+        m.onnx.display()
+    );
+    let classes = graph.numel(graph.output);
+    if let (Some(labels), Some((i, &l))) = (
+        &m.labels,
+        d.labels
+            .iter()
+            .enumerate()
+            .find(|(_, l)| usize::from(**l) >= classes),
+    ) {
+        anyhow::bail!(
+            "model \"{}\": {}: label {i} is {l}, but {} has {classes} output classes (0..={})",
+            m.name,
+            labels.display(),
+            m.onnx.display(),
+            classes.saturating_sub(1)
+        );
+    }
+    Ok(())
 }
 
 /// Wall-clock time of one computed point: programming the design (compile,
@@ -286,7 +343,8 @@ pub struct Timing {
     pub images_per_second: f64,
 }
 
-/// Loads and preprocesses a model's images: `x = (pixel * scale - mean[c]) / std[c]`.
+/// Loads and preprocesses a model's images: `x = (pixel * scale - mean[c]) / std[c]`;
+/// `field` names the range in errors (`calibration`, `evaluation`).
 ///
 /// # Errors
 /// Unreadable files, a range past the data, or a channel count mismatch.
@@ -294,15 +352,19 @@ pub fn load_images(
     m: &ModelSpec,
     data: &IdxDataset,
     range: ImageRange,
+    field: &str,
     channels: usize,
 ) -> anyhow::Result<(Array2<f32>, Vec<u8>)> {
     let n = data.images.nrows();
     anyhow::ensure!(
-        range.start + range.count <= n,
-        "model \"{}\": images {}..{} requested, {} has {n} images",
+        range
+            .start
+            .checked_add(range.count)
+            .is_some_and(|end| end <= n),
+        "model \"{}\": `{field}` = {{ start = {}, count = {} }}: past the {n} images of {}",
         m.name,
         range.start,
-        range.start + range.count,
+        range.count,
         m.images.display()
     );
     let per = data.images.ncols();
@@ -432,11 +494,21 @@ pub fn run_with(
     let loaded = spec
         .models
         .iter()
-        .map(|m| match &m.bert {
-            Some(b) => crate::text::load_text(m, b).map(|t| Loaded::Text(Box::new(t))),
-            None => load_model(m).map(|l| Loaded::Image(Box::new(l))),
+        .map(|m| {
+            match &m.bert {
+                Some(b) => crate::text::load_text(m, b).map(|t| Loaded::Text(Box::new(t))),
+                None => load_model(m).map(|l| Loaded::Image(Box::new(l))),
+            }
+            .with_context(|| spec.path.display().to_string())
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
+    for (m, ld) in spec.models.iter().zip(&loaded) {
+        let shapes = match ld {
+            Loaded::Image(l) => graph_shapes(&l.0),
+            Loaded::Text(t) => t.crossbar_shapes(),
+        };
+        check_crossbars(spec, m, &shapes).with_context(|| spec.path.display().to_string())?;
+    }
     let points: Vec<(usize, usize, usize)> = (0..spec.models.len())
         .flat_map(|mi| {
             (0..spec.archs.len())
@@ -562,6 +634,61 @@ pub fn run_with(
     Ok(out)
 }
 
+/// Most crossbars a design may need for one model, counted as an upper bound
+/// (each layer in its design's widest weight slicing). Tiny crossbars on a
+/// large model would otherwise exhaust memory with per-crossbar state.
+pub const MAX_CROSSBARS: u128 = 1 << 20;
+
+/// `(groups, rows per group, outputs per group)` of a graph's crossbar layers.
+fn graph_shapes(g: &raella_network::Graph) -> Vec<(usize, usize, usize)> {
+    g.nodes
+        .iter()
+        .filter_map(|n| match &n.op {
+            raella_network::graph::Op::Conv(c) => {
+                let (m, cg, kh, kw) = c.weight.dim();
+                Some((c.groups, cg * kh * kw, m / c.groups))
+            }
+            raella_network::graph::Op::Linear(l) => Some((1, l.weight.ncols(), l.weight.nrows())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Checks every design's crossbar count for a model against [`MAX_CROSSBARS`].
+fn check_crossbars(
+    spec: &Spec,
+    m: &ModelSpec,
+    shapes: &[(usize, usize, usize)],
+) -> anyhow::Result<()> {
+    for a in &spec.archs {
+        let cfg = a.config();
+        let g = cfg.compile.geometry;
+        let slices = cfg
+            .adaptive
+            .iter()
+            .flat_map(|(p, _)| p.candidates().iter().map(raella_compiler::Slicing::len))
+            .chain(cfg.force_last.iter().map(raella_compiler::Slicing::len))
+            .fold(cfg.compile.weight_slicing.len(), usize::max);
+        let n: u128 = shapes
+            .iter()
+            .map(|&(groups, k, mg)| {
+                groups as u128
+                    * k.div_ceil(g.rows()) as u128
+                    * (mg as u128 * slices as u128).div_ceil(g.cols() as u128)
+            })
+            .sum();
+        anyhow::ensure!(
+            n <= MAX_CROSSBARS,
+            "model \"{}\" on design \"{}\" ({} x {} crossbars, up to {slices} weight slices): {n} crossbars, more than the limit of {MAX_CROSSBARS}",
+            m.name,
+            a.name,
+            g.rows(),
+            g.cols()
+        );
+    }
+    Ok(())
+}
+
 /// A model and its data, loaded and checked before any work.
 enum Loaded {
     Image(Box<LoadedModel>),
@@ -596,8 +723,8 @@ pub(crate) fn run_points(
             // A cached point is reused; an unreadable cache entry is recomputed.
             let cached = cache
                 .as_ref()
-                .filter(|c| c.is_file())
-                .and_then(|c| std::fs::read_to_string(c).ok())
+                .filter(|c| c.exists())
+                .and_then(|c| read_text(c, FileKind::Results).ok())
                 .and_then(|t| serde_json::from_str::<ResultRow>(&t).ok());
             if let Some(row) = cached {
                 bar.inc(1);
@@ -685,13 +812,9 @@ fn hash_model_files(m: &ModelSpec) -> anyhow::Result<String> {
             .chain(std::iter::once(b.texts.clone()))
             .collect();
     } else if m.images.is_dir() {
-        let mut imgs: Vec<PathBuf> = std::fs::read_dir(&m.images)
-            .with_context(|| format!("reading {}", m.images.display()))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.is_file())
-            .collect();
-        imgs.sort();
-        files.extend(imgs);
+        // The files the model reads, and only those (a large unrelated file in
+        // the folder is not hashed).
+        files.extend(raella_network::image_files(&m.images)?);
     } else {
         files.push(m.images.clone());
     }
@@ -702,7 +825,18 @@ fn hash_model_files(m: &ModelSpec) -> anyhow::Result<String> {
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default(),
         );
-        h.update(std::fs::read(p).with_context(|| format!("reading {}", p.display()))?);
+        // Streamed, through the readers' regular-file check (each file passed
+        // its own kind's size limit when the model loaded; this is the largest).
+        let (mut file, _) = open_file(p, FileKind::Safetensors)?;
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let n = std::io::Read::read(&mut file, &mut buf)
+                .with_context(|| format!("reading {}", p.display()))?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+        }
         h.update([0u8]);
     }
     Ok(hex(&h.finalize()))

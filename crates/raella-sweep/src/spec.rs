@@ -2,7 +2,7 @@
 //! errors), then validated into runnable configurations. Every error names the
 //! file, the entry and the field.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use raella_compiler::{
@@ -11,22 +11,30 @@ use raella_compiler::{
 };
 use raella_cost::{CostArch, DacKind, DigitalCorrection, Tiles};
 use raella_device::{Adc, CellKind, ColumnNoise, CrossbarGeometry, DeviceNoise};
-use raella_network::ArchConfig;
+use raella_network::files::{FileKind, check_file};
+use raella_network::{ArchConfig, NetworkError};
 use raella_runtime::{InputMode, RunConfig, calibration_run};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::names::{check_folder_name, check_name, file_component};
+
+/// Most designs a spec may define (grid points included).
+pub const MAX_DESIGNS: usize = 10_000;
+/// Most seeds a spec may list.
+pub const MAX_SEEDS: usize = 1_000;
+/// Most points (models x designs x seeds) of a spec.
+pub const MAX_POINTS: usize = 100_000;
+/// Most inferences per batch of a workload.
+pub const MAX_BATCH: usize = 1_000_000;
+
 /// A rejected spec or preset file.
 #[derive(Debug, Error)]
 pub enum SpecError {
-    /// Unreadable file.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The OS error.
-        source: std::io::Error,
-    },
+    /// Unreadable file (missing, not a regular file, too large, not UTF-8);
+    /// the message names it.
+    #[error("{0}")]
+    Read(NetworkError),
     /// Malformed TOML, a mistyped value or an unknown key (the parser's message
     /// names the key and position).
     #[error("{path}: {message}")]
@@ -487,10 +495,7 @@ pub struct Spec {
 }
 
 fn read(path: &Path) -> Result<String, SpecError> {
-    std::fs::read_to_string(path).map_err(|source| SpecError::Io {
-        path: path.to_path_buf(),
-        source,
-    })
+    raella_network::files::read_text(path, FileKind::Toml).map_err(SpecError::Read)
 }
 
 fn parse_toml<T: serde::de::DeserializeOwned>(path: &Path, text: &str) -> Result<T, SpecError> {
@@ -617,7 +622,7 @@ fn expand_grid(path: &Path, index: usize, g: &toml::Table) -> Result<Vec<ArchKno
         for p in &points {
             let label = p
                 .iter()
-                .map(|(k, v)| format!("{k}={}", v.to_string().trim_matches('"')))
+                .map(|(k, v)| format!("{k}={}", label_value(v)))
                 .collect::<Vec<_>>()
                 .join(",");
             let name = if label.is_empty() {
@@ -647,6 +652,41 @@ fn expand_grid(path: &Path, index: usize, g: &toml::Table) -> Result<Vec<ArchKno
         }
     }
     Ok(out)
+}
+
+/// Why `full` cannot be read as a `kind` file (missing, a folder, a FIFO, a
+/// device, too large), or `None` when it can.
+fn file_problem(full: &Path, kind: FileKind) -> Option<String> {
+    match check_file(full, kind) {
+        Ok(_) => None,
+        Err(NetworkError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            Some(missing(full))
+        }
+        Err(e) => Some(e.to_string()),
+    }
+}
+
+/// Why `full` is not a folder, or `None` when it is.
+fn folder_problem(full: &Path) -> Option<String> {
+    match std::fs::metadata(full) {
+        Ok(m) if m.is_dir() => None,
+        Ok(_) => Some(format!("{} is not a folder", full.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(missing(full)),
+        Err(e) => Some(format!("{}: {e}", full.display())),
+    }
+}
+
+/// A grid value as it appears in a point's name: strings unquoted, lists as
+/// `[a;b]` (no quotes or spaces, so the name passes [`check_name`]).
+fn label_value(v: &toml::Value) -> String {
+    match v {
+        toml::Value::String(s) => s.clone(),
+        toml::Value::Array(a) => format!(
+            "[{}]",
+            a.iter().map(label_value).collect::<Vec<_>>().join(";")
+        ),
+        other => other.to_string(),
+    }
 }
 
 /// "no such file", pointing at the fetch command for the git-ignored cache.
@@ -706,32 +746,22 @@ fn bert_model(
         ("texts", &texts, false),
     ] {
         let full = dir.join(p);
-        let ok = if is_dir {
-            full.is_dir()
+        let problem = if is_dir {
+            folder_problem(&full)
         } else {
-            full.is_file()
+            file_problem(&full, FileKind::Text)
         };
-        if !ok {
+        if let Some(reason) = problem {
             return Err(field(
                 path,
                 entry,
                 f,
                 format!("\"{}\"", p.display()),
-                missing(&full),
+                reason,
             ));
         }
     }
-    for (f, r) in [("calibration", m.calibration), ("evaluation", m.evaluation)] {
-        if r.count == 0 {
-            return Err(field(
-                path,
-                entry,
-                &format!("{f}.count"),
-                0,
-                "must be at least 1",
-            ));
-        }
-    }
+    check_ranges(path, entry, m.calibration, m.evaluation)?;
     Ok(ModelSpec {
         name: m.name.clone(),
         onnx: PathBuf::new(),
@@ -766,12 +796,121 @@ fn field(
     }
 }
 
+/// Checks a name ([`check_name`]) and that neither it nor its file-name
+/// component ([`file_component`], which names its `stats/` folder and plots) is
+/// taken by an earlier one of the spec's `what` (plural).
+fn check_unique(
+    path: &Path,
+    entry: &str,
+    name: &str,
+    names: &mut HashSet<String>,
+    files: &mut HashMap<String, String>,
+    what: &str,
+) -> Result<(), SpecError> {
+    check_name(name).map_err(|reason| field(path, entry, "name", format!("{name:?}"), reason))?;
+    if !names.insert(name.to_string()) {
+        return Err(field(
+            path,
+            entry,
+            "name",
+            format!("{name:?}"),
+            format!("two {what} share this name (their rows would be mixed up)"),
+        ));
+    }
+    let component = file_component(name);
+    if let Some(other) = files.insert(component.clone(), name.to_string()) {
+        return Err(field(
+            path,
+            entry,
+            "name",
+            format!("{name:?}"),
+            format!("{other:?} has the same file name `{component}`; rename one"),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a model's calibration and evaluation ranges: each holds at least one
+/// item and ends before `usize::MAX`.
+fn check_ranges(
+    path: &Path,
+    entry: &str,
+    calibration: ImageRange,
+    evaluation: ImageRange,
+) -> Result<(), SpecError> {
+    for (f, r) in [("calibration", calibration), ("evaluation", evaluation)] {
+        if r.count == 0 {
+            return Err(field(
+                path,
+                entry,
+                &format!("{f}.count"),
+                0,
+                "must be at least 1",
+            ));
+        }
+        if r.start.checked_add(r.count).is_none() {
+            return Err(field(
+                path,
+                entry,
+                f,
+                format!("{{ start = {}, count = {} }}", r.start, r.count),
+                "start + count overflows",
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn slicing(path: &Path, entry: &str, name: &str, text: &str) -> Result<Slicing, SpecError> {
     Slicing::parse(text).map_err(|e| field(path, entry, name, format!("\"{text}\""), e.to_string()))
 }
 
 /// Checks every knob and builds the design's configuration.
 fn validate_knobs(path: &Path, entry: &str, k: &ArchKnobs) -> Result<ArchConfig, SpecError> {
+    // Upper bounds (the constructors below check the lower ones): past them a
+    // design is no longer a ReRAM crossbar accelerator, and the simulation would
+    // only exhaust memory or time. (knob, value, most, why)
+    let sizes = [
+        ("rows", k.rows, 8192, "8x the largest published crossbar"),
+        ("cols", k.cols, 8192, "8x the largest published crossbar"),
+        (
+            "adaptive_candidates",
+            k.adaptive_candidates.as_ref().map(Vec::len),
+            64,
+            "candidates, each simulated",
+        ),
+    ];
+    for (f, v, most, why) in sizes {
+        if let Some(v) = v.filter(|v| *v > most) {
+            return Err(field(
+                path,
+                entry,
+                f,
+                v,
+                format!("must be at most {most} ({why})"),
+            ));
+        }
+    }
+    let fractions = [
+        ("noise_e", k.noise_e, 1.0, "read noise of 100%"),
+        (
+            "programming_sigma",
+            k.programming_sigma,
+            1.0,
+            "variation of 100%",
+        ),
+    ];
+    for (f, v, most, why) in fractions {
+        if let Some(v) = v.filter(|v| *v > most) {
+            return Err(field(
+                path,
+                entry,
+                f,
+                format!("{v:?}"),
+                format!("must be at most {most} ({why})"),
+            ));
+        }
+    }
     let get = |v: Option<u32>| v.unwrap_or(0);
     let cell = match k.cell.as_deref().unwrap_or("") {
         "1T1R" => CellKind::OneT1R,
@@ -1107,18 +1246,8 @@ impl Spec {
             path.file_stem()
                 .map_or_else(|| "sweep".into(), |s| s.to_string_lossy().into_owned())
         });
-        if name.is_empty()
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
-        {
-            return Err(field(
-                path,
-                "spec",
-                "name",
-                format!("\"{name}\""),
-                "use letters, digits, '_', '-' or '.' (it names the results folder)",
-            ));
+        if let Err(reason) = check_folder_name(&name) {
+            return Err(field(path, "spec", "name", format!("{name:?}"), reason));
         }
         let mut entries: Vec<ArchKnobs> = raw
             .archs
@@ -1131,7 +1260,33 @@ impl Spec {
             .collect();
         entries.extend(raw.arch);
         for (gi, g) in raw.grid.iter().enumerate() {
+            // The size first: a grid of a million points is refused, not built.
+            let points = g
+                .iter()
+                .map(|(_, v)| v.as_array().map_or(1, Vec::len))
+                .try_fold(1usize, usize::checked_mul)
+                .and_then(|n| n.checked_add(entries.len()));
+            if points.is_none_or(|n| n > MAX_DESIGNS) {
+                return Err(field(
+                    path,
+                    &format!("grid #{}", gi + 1),
+                    "(axes)",
+                    points.map_or_else(|| "too many".into(), |n| format!("{n} designs")),
+                    format!(
+                        "a spec may define at most {MAX_DESIGNS} designs; split the grid over several specs"
+                    ),
+                ));
+            }
             entries.extend(expand_grid(path, gi, g)?);
+        }
+        if entries.len() > MAX_DESIGNS {
+            return Err(field(
+                path,
+                "spec",
+                "archs",
+                format!("{} designs", entries.len()),
+                format!("a spec may define at most {MAX_DESIGNS} designs"),
+            ));
         }
         if entries.is_empty() {
             return Err(field(
@@ -1143,6 +1298,8 @@ impl Spec {
             ));
         }
         let mut archs = Vec::new();
+        let mut arch_names = HashSet::new();
+        let mut arch_files: HashMap<String, String> = HashMap::new();
         for (i, e) in entries.iter().enumerate() {
             let entry = format!(
                 "arch #{} ({})",
@@ -1182,20 +1339,52 @@ impl Spec {
                 .preset
                 .as_ref()
                 .map(|_| ArchKnobs::raella_defaults().overlaid(base));
-            if archs.iter().any(|a: &Arch| a.name == name) {
-                return Err(field(
-                    path,
-                    &entry,
-                    "name",
-                    format!("\"{name}\""),
-                    "two designs share this name",
-                ));
-            }
+            check_unique(
+                path,
+                &entry,
+                &name,
+                &mut arch_names,
+                &mut arch_files,
+                "designs",
+            )?;
             archs.push(Arch { name, knobs, base });
         }
         let seeds = raw.seeds.unwrap_or_else(|| vec![1]);
         if seeds.is_empty() {
             return Err(field(path, "spec", "seeds", "[]", "give at least one seed"));
+        }
+        if seeds.len() > MAX_SEEDS {
+            return Err(field(
+                path,
+                "spec",
+                "seeds",
+                format!("{} seeds", seeds.len()),
+                format!("a spec may list at most {MAX_SEEDS} seeds"),
+            ));
+        }
+        let mut seen = HashSet::new();
+        if let Some(s) = seeds.iter().find(|s| !seen.insert(**s)) {
+            return Err(field(
+                path,
+                "spec",
+                "seeds",
+                s,
+                "listed twice (its rows would be duplicated)",
+            ));
+        }
+        let points = raw
+            .model
+            .len()
+            .checked_mul(archs.len())
+            .and_then(|n| n.checked_mul(seeds.len()));
+        if points.is_none_or(|n| n > MAX_POINTS) {
+            return Err(field(
+                path,
+                "spec",
+                "(models x designs x seeds)",
+                format!("{} x {} x {}", raw.model.len(), archs.len(), seeds.len()),
+                format!("a spec may have at most {MAX_POINTS} points"),
+            ));
         }
         if raw.model.is_empty() && raw.workload.is_empty() {
             return Err(field(
@@ -1314,13 +1503,13 @@ impl Spec {
                         .as_ref()
                         .map(|p| ("cost.paper_ablation", p)),
                 ) {
-                    if !p.is_file() {
+                    if let Some(reason) = file_problem(p, FileKind::Toml) {
                         return Err(field(
                             path,
                             "spec",
                             f,
                             format!("\"{}\"", p.display()),
-                            "no such file",
+                            reason,
                         ));
                     }
                 }
@@ -1337,33 +1526,73 @@ impl Spec {
             ));
         }
         let mut workloads = Vec::new();
+        // Models and workloads share the `dnn` column of the energy files and the plots.
+        let mut dnn_names = HashSet::new();
+        let mut dnn_files: HashMap<String, String> = HashMap::new();
         for w in raw.workload {
-            let entry = format!("workload \"{}\"", w.name);
+            let entry = format!("workload {:?}", w.name);
+            check_unique(
+                path,
+                &entry,
+                &w.name,
+                &mut dnn_names,
+                &mut dnn_files,
+                "models or workloads",
+            )?;
             let file = dir.join(&w.file);
-            if !file.is_file() {
+            if let Some(reason) = file_problem(&file, FileKind::Toml) {
                 return Err(field(
                     path,
                     &entry,
                     "file",
                     format!("\"{}\"", w.file.display()),
-                    format!("no such file ({})", file.display()),
+                    reason,
                 ));
             }
-            if w.batch == 0 {
-                return Err(field(path, &entry, "batch", 0, "must be at least 1"));
+            if !(1..=MAX_BATCH).contains(&w.batch) {
+                return Err(field(
+                    path,
+                    &entry,
+                    "batch",
+                    w.batch,
+                    format!("must be in 1..={MAX_BATCH}"),
+                ));
             }
             workloads.push(WorkloadSpec {
                 name: w.name,
                 file,
                 batch: w.batch,
-                stats_dir: w.stats_dir.map(|d| dir.join(d)),
+                stats_dir: match w.stats_dir {
+                    // A mistyped folder would silently fall back to typical values.
+                    Some(d) => match folder_problem(&dir.join(&d)) {
+                        None => Some(dir.join(d)),
+                        Some(reason) => {
+                            return Err(field(
+                                path,
+                                &entry,
+                                "stats_dir",
+                                format!("\"{}\"", d.display()),
+                                reason,
+                            ));
+                        }
+                    },
+                    None => None,
+                },
                 paper_efficiency_vs_isaac: w.paper_efficiency_vs_isaac,
                 paper_throughput_vs_isaac: w.paper_throughput_vs_isaac,
             });
         }
         let mut models = Vec::new();
         for m in raw.model {
-            let entry = format!("model \"{}\"", m.name);
+            let entry = format!("model {:?}", m.name);
+            check_unique(
+                path,
+                &entry,
+                &m.name,
+                &mut dnn_names,
+                &mut dnn_files,
+                "models or workloads",
+            )?;
             if let Some(b) = &m.bert {
                 models.push(bert_model(path, &dir, &entry, b, &m)?);
                 continue;
@@ -1408,7 +1637,7 @@ impl Spec {
                     ));
                 }
             }
-            let images_dir = dir.join(&images).is_dir();
+            let images_dir = std::fs::metadata(dir.join(&images)).is_ok_and(|m| m.is_dir());
             let mut files: Vec<(&str, &PathBuf)> = vec![("onnx", &onnx)];
             if !images_dir {
                 files.push(("images", &images));
@@ -1437,13 +1666,18 @@ impl Spec {
             }
             for (f, p) in files {
                 let full = dir.join(p);
-                if !full.is_file() {
+                let kind = if f == "onnx" {
+                    FileKind::Onnx
+                } else {
+                    FileKind::Idx
+                };
+                if let Some(reason) = file_problem(&full, kind) {
                     return Err(field(
                         path,
                         &entry,
                         f,
                         format!("\"{}\"", p.display()),
-                        missing(&full),
+                        reason,
                     ));
                 }
             }
@@ -1471,17 +1705,26 @@ impl Spec {
             if let Some(v) = mean.iter().find(|v| !v.is_finite()) {
                 return Err(field(path, &entry, "mean", v, "must be finite"));
             }
-            for (f, r) in [("calibration", m.calibration), ("evaluation", m.evaluation)] {
-                if r.count == 0 {
+            // Pixels 0 and 255 must preprocess to finite inputs.
+            let pick = |v: &[f32], c: usize| v.get(c).or(v.first()).copied().unwrap_or(0.0);
+            for c in 0..mean.len().max(std.len()) {
+                let (mu, sd) = (pick(&mean, c), pick(&std, c));
+                if [0.0, 255.0 * scale]
+                    .iter()
+                    .any(|x| !((x - mu) / sd).is_finite())
+                {
                     return Err(field(
                         path,
                         &entry,
-                        &format!("{f}.count"),
-                        0,
-                        "must be at least 1",
+                        "scale",
+                        scale,
+                        format!(
+                            "(pixel * scale - {mu}) / {sd} overflows for pixels 0..=255 (channel {c})"
+                        ),
                     ));
                 }
             }
+            check_ranges(path, &entry, m.calibration, m.evaluation)?;
             let (c, e) = (m.calibration, m.evaluation);
             if c.start < e.start + e.count && e.start < c.start + c.count {
                 return Err(field(

@@ -37,6 +37,15 @@ impl LoadedText {
     pub(crate) fn documents(&self) -> usize {
         self.lee.documents.len()
     }
+
+    /// `(1, inputs, outputs)` of each crossbar layer.
+    pub(crate) fn crossbar_shapes(&self) -> Vec<(usize, usize, usize)> {
+        self.model
+            .linears
+            .iter()
+            .map(|l| (1, l.weight.ncols(), l.weight.nrows()))
+            .collect()
+    }
 }
 
 /// Loads the encoder, the Lee-50 documents of the evaluation range (with the
@@ -47,8 +56,11 @@ pub(crate) fn load_text(m: &ModelSpec, b: &BertFiles) -> anyhow::Result<LoadedTe
     let lee = Lee50::load(&b.lee50).with_context(ctx)?;
     let e = m.evaluation;
     anyhow::ensure!(
-        e.start + e.count <= lee.documents.len() && e.count >= 2,
-        "model \"{}\": evaluation {{ start = {}, count = {} }} must lie within the {} Lee-50 documents of {} and hold at least 2",
+        e.start
+            .checked_add(e.count)
+            .is_some_and(|end| end <= lee.documents.len())
+            && e.count >= 2,
+        "model \"{}\": `evaluation` = {{ start = {}, count = {} }}: must lie within the {} Lee-50 documents of {} and hold at least 2",
         m.name,
         e.start,
         e.count,
@@ -66,8 +78,8 @@ pub(crate) fn load_text(m: &ModelSpec, b: &BertFiles) -> anyhow::Result<LoadedTe
             .map(|&(i, j, s)| (i - e.start, j - e.start, s))
             .collect(),
     };
-    let text = std::fs::read_to_string(&b.texts)
-        .with_context(|| format!("model \"{}\": reading {}", m.name, b.texts.display()))?;
+    let text = raella_network::files::read_text(&b.texts, raella_network::files::FileKind::Text)
+        .with_context(ctx)?;
     let lines: Vec<String> = text
         .lines()
         .map(str::trim)
@@ -76,13 +88,15 @@ pub(crate) fn load_text(m: &ModelSpec, b: &BertFiles) -> anyhow::Result<LoadedTe
         .collect();
     let c = m.calibration;
     anyhow::ensure!(
-        c.start + c.count <= lines.len(),
-        "model \"{}\": calibration {{ start = {}, count = {} }} but {} has {} non-empty lines",
+        c.start
+            .checked_add(c.count)
+            .is_some_and(|end| end <= lines.len()),
+        "model \"{}\": `calibration` = {{ start = {}, count = {} }}: past the {} non-empty lines of {}",
         m.name,
         c.start,
         c.count,
-        b.texts.display(),
-        lines.len()
+        lines.len(),
+        b.texts.display()
     );
     Ok(LoadedText {
         model,

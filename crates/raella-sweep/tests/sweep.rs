@@ -152,6 +152,19 @@ fn bad_specs_name_file_field_and_value() {
     std::fs::write(&p, text).unwrap();
     let err = Spec::load(&p, &presets()).unwrap_err().to_string();
     assert!(err.contains("overlaps calibration"), "{err}");
+    // Preprocessing that overflows to infinity.
+    let text = std::fs::read_to_string(spec_with(&d, "archs = [\"raella\"]"))
+        .unwrap()
+        .replace(
+            "calibration =",
+            "scale = 1e38\nstd = [1e-30]\ncalibration =",
+        );
+    std::fs::write(&p, text).unwrap();
+    let err = Spec::load(&p, &presets()).unwrap_err().to_string();
+    assert!(
+        err.contains("`scale`") && err.contains("overflows"),
+        "{err}"
+    );
     // A photo folder that was never fetched (real-scale.toml before `fetch-models`):
     // the error names the missing folder and the command that creates it, not the labels.
     let p = d.join("unfetched.toml");

@@ -12,25 +12,42 @@ use super::{
     BertConfig, BertLinear, BertModel, FETCH_HINT, LAYER_KINDS, LayerNorm, MAX_TOKENS, read_cached,
 };
 use crate::NetworkError;
+use crate::files::FileKind;
 
 fn config(path: &Path) -> Result<BertConfig, NetworkError> {
+    parse_config(&read_cached(path, FileKind::Json)?, path)
+}
+
+/// Parses and validates the bytes of a BERT `config.json` (`path` is only used
+/// in messages): every size field at least 1 and at most a bound many times
+/// any published BERT (so nothing is sized by an absurd value),
+/// `hidden_size` a multiple of `num_attention_heads`, `gelu`, absolute
+/// positions, a finite non-negative `layer_norm_eps`.
+///
+/// # Errors
+/// [`NetworkError::ModelFile`] naming the file, the field and the value.
+pub fn parse_config(bytes: &[u8], path: &Path) -> Result<BertConfig, NetworkError> {
     let bad = |reason: String| NetworkError::ModelFile {
         path: path.to_path_buf(),
         reason,
     };
-    let c: BertConfig = serde_json::from_slice(&read_cached(path)?)
-        .map_err(|e| bad(format!("not a BERT config: {e}")))?;
-    for (field, v) in [
-        ("vocab_size", c.vocab_size),
-        ("hidden_size", c.hidden_size),
-        ("num_hidden_layers", c.num_hidden_layers),
-        ("num_attention_heads", c.num_attention_heads),
-        ("intermediate_size", c.intermediate_size),
-        ("max_position_embeddings", c.max_position_embeddings),
-        ("type_vocab_size", c.type_vocab_size),
+    let c: BertConfig =
+        serde_json::from_slice(bytes).map_err(|e| bad(format!("not a BERT config: {e}")))?;
+    for (field, v, max) in [
+        ("vocab_size", c.vocab_size, 1 << 22),
+        ("hidden_size", c.hidden_size, 1 << 16),
+        ("num_hidden_layers", c.num_hidden_layers, 1024),
+        ("num_attention_heads", c.num_attention_heads, 1 << 10),
+        ("intermediate_size", c.intermediate_size, 1 << 18),
+        (
+            "max_position_embeddings",
+            c.max_position_embeddings,
+            1 << 20,
+        ),
+        ("type_vocab_size", c.type_vocab_size, 1 << 16),
     ] {
-        if v == 0 {
-            return Err(bad(format!("`{field}` is 0")));
+        if !(1..=max).contains(&v) {
+            return Err(bad(format!("`{field}` = {v} is outside 1..={max}")));
         }
     }
     if !c.hidden_size.is_multiple_of(c.num_attention_heads) {
@@ -141,7 +158,7 @@ fn tokenizer(path: &Path, max_tokens: usize) -> Result<Tokenizer, NetworkError> 
         path: path.to_path_buf(),
         reason,
     };
-    let bytes = read_cached(path)?;
+    let bytes = read_cached(path, FileKind::Tokenizer)?;
     let mut tok =
         Tokenizer::from_bytes(&bytes).map_err(|e| bad(format!("not a tokenizer: {e}")))?;
     tok.with_padding(None);
@@ -170,7 +187,7 @@ pub(super) fn load(dir: &Path, max_tokens: Option<usize>) -> Result<BertModel, N
     }
     let tokenizer = tokenizer(&dir.join("tokenizer.json"), max_tokens)?;
     let path = dir.join("model.safetensors");
-    let bytes = read_cached(&path)?;
+    let bytes = read_cached(&path, FileKind::Safetensors)?;
     let st = SafeTensors::deserialize(&bytes).map_err(|e| NetworkError::ModelFile {
         path: path.clone(),
         reason: format!("not a valid safetensors file (truncated?): {e}"),

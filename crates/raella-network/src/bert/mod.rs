@@ -35,6 +35,8 @@ use serde::Deserialize;
 use tokenizers::Tokenizer;
 
 use crate::NetworkError;
+use crate::files::FileKind;
+pub use load::parse_config;
 pub use quant::{BertEmbeddings, BertQuantLayer, QuantBert};
 
 /// Truncation length (tokens, including `[CLS]` and `[SEP]`): sentence-transformers'
@@ -48,19 +50,16 @@ pub const LAYER_KINDS: [&str; 6] = ["q", "k", "v", "o", "ffn1", "ffn2"];
 /// The hint attached to a missing model or data file.
 pub const FETCH_HINT: &str = "run `cargo xtask fetch-models` to extract it into .cache/models";
 
-/// Reads a file of the fetched model cache; a missing file is
-/// [`NetworkError::Missing`] with [`FETCH_HINT`].
-pub(crate) fn read_cached(path: &Path) -> Result<Vec<u8>, NetworkError> {
+/// Reads a file of the fetched model cache (a regular file of at most
+/// `kind`'s limit); a missing file is [`NetworkError::Missing`] with [`FETCH_HINT`].
+pub(crate) fn read_cached(path: &Path, kind: FileKind) -> Result<Vec<u8>, NetworkError> {
     if !path.exists() {
         return Err(NetworkError::Missing {
             path: path.to_path_buf(),
             hint: FETCH_HINT,
         });
     }
-    std::fs::read(path).map_err(|source| NetworkError::Io {
-        path: path.to_path_buf(),
-        source,
-    })
+    crate::files::read_file(path, kind)
 }
 
 /// The fields of a Hugging Face BERT `config.json` the encoder uses.
