@@ -1,0 +1,520 @@
+//! Running a graph: digital nodes here, the products of weight layers on a
+//! [`LayerRunner`] (float here; 8-bit digital or simulated crossbars in
+//! `raella-network`). Around each product the executor does what the hardware's
+//! digital side does: it quantises the layer's input (when the runner asks),
+//! unfolds convolutions (im2col), scatters transposed convolutions (col2im),
+//! adds the bias and lays the result out as the model expects.
+
+use ndarray::{Array2, ArrayD, ArrayView2, Axis, Ix3, IxDyn, linalg::general_mat_mul, s};
+use rayon::prelude::*;
+
+use crate::graph::{Graph, LayerKind, NodeKind, WeightLayer};
+use crate::ops::nn::{col2im, conv_transpose_out, im2col, nchw};
+use crate::tensor::{DType, Tensor, checked_numel};
+use crate::{OnnxError, OpError};
+
+/// A weight layer's input vectors, one per row, as the runner asked for them.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Vectors {
+    /// Float values.
+    F32(Array2<f32>),
+    /// uint8 codes (`x = code * scale`).
+    U8(Array2<u8>),
+    /// int8 codes (`x = code * scale`).
+    I8(Array2<i8>),
+}
+
+impl Vectors {
+    /// Number of vectors.
+    #[must_use]
+    pub fn nrows(&self) -> usize {
+        match self {
+            Self::F32(x) => x.nrows(),
+            Self::U8(x) => x.nrows(),
+            Self::I8(x) => x.nrows(),
+        }
+    }
+}
+
+/// How a layer's input is quantised before its product: `x_code =
+/// clamp(round(x / scale))` to `[0, 255]`, or `[-127, 127]` when `signed`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct InputQuant {
+    /// Real value of one code.
+    pub scale: f32,
+    /// int8 codes (two crossbar passes) instead of uint8.
+    pub signed: bool,
+}
+
+/// Computes the products of weight layers.
+pub trait LayerRunner: Sync {
+    /// How layer `index`'s input should be quantised; `None`: float vectors.
+    fn input_quant(&self, index: usize) -> Option<InputQuant> {
+        let _ = index;
+        None
+    }
+
+    /// Sees layer `index`'s whole input tensor, in float, before anything else
+    /// (calibration records ranges here; feature capture keeps the last one).
+    fn observe_input(&self, index: usize, x: &ArrayD<f32>) {
+        let _ = (index, x);
+    }
+
+    /// `x M^T` for group `group` of layer `index` (`M` = `layer.matrices[group]`,
+    /// outputs x inputs): vectors x outputs, in float, without the bias.
+    /// `batch` identifies the batch (noise streams).
+    ///
+    /// # Errors
+    /// The runner's own failure, as a message.
+    fn matmul(
+        &self,
+        index: usize,
+        layer: &WeightLayer,
+        group: usize,
+        x: Vectors,
+        batch: u64,
+    ) -> Result<Array2<f32>, String>;
+}
+
+/// Exact float products: the float32 reference.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FloatRunner;
+
+impl LayerRunner for FloatRunner {
+    fn matmul(
+        &self,
+        _index: usize,
+        layer: &WeightLayer,
+        group: usize,
+        x: Vectors,
+        _batch: u64,
+    ) -> Result<Array2<f32>, String> {
+        let Vectors::F32(x) = x else {
+            return Err("the float runner takes float vectors".into());
+        };
+        let m = &layer.matrices[group];
+        let mut y = Array2::<f32>::zeros((x.nrows(), m.nrows()));
+        general_mat_mul(1.0, &x, &m.t(), 0.0, &mut y);
+        Ok(y)
+    }
+}
+
+/// `f` on every element, on all threads (element-wise, so independent of them).
+fn par_map<T: Send>(x: &ArrayD<f32>, f: impl Fn(f32) -> T + Sync) -> ArrayD<T> {
+    let x = x.as_standard_layout();
+    let data: Vec<T> = x
+        .as_slice()
+        .expect("standard layout")
+        .par_iter()
+        .with_min_len(1 << 14)
+        .map(|&v| f(v))
+        .collect();
+    ArrayD::from_shape_vec(x.raw_dim(), data).expect("same shape")
+}
+
+/// A layer's input tensor, float or quantised.
+enum Codes {
+    F32(ArrayD<f32>),
+    U8(ArrayD<u8>),
+    I8(ArrayD<i8>),
+}
+
+fn quantise(x: &ArrayD<f32>, q: Option<InputQuant>) -> Codes {
+    match q {
+        None => Codes::F32(x.clone()),
+        // Clamped before the cast, so it is exact; round half away from zero.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        Some(InputQuant {
+            scale,
+            signed: true,
+        }) => Codes::I8(par_map(x, |v| {
+            (v / scale).round().clamp(-127.0, 127.0) as i8
+        })),
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        Some(InputQuant {
+            scale,
+            signed: false,
+        }) => Codes::U8(par_map(x, |v| (v / scale).round().clamp(0.0, 255.0) as u8)),
+    }
+}
+
+/// Applies generic code to the codes, whatever their type.
+macro_rules! with_codes {
+    ($c:expr, |$a:ident| $body:expr) => {
+        match $c {
+            Codes::F32($a) => Vectors::F32($body),
+            Codes::U8($a) => Vectors::U8($body),
+            Codes::I8($a) => Vectors::I8($body),
+        }
+    };
+}
+
+fn rows_2d<T: Clone>(a: &ArrayD<T>, rows: usize, cols: usize) -> Array2<T> {
+    a.as_standard_layout()
+        .into_owned()
+        .into_shape_with_order((rows, cols))
+        .expect("sizes checked")
+}
+
+fn run_layer(
+    index: usize,
+    layer: &WeightLayer,
+    x: &Tensor,
+    runner: &dyn LayerRunner,
+    batch: u64,
+) -> Result<Tensor, OpError> {
+    let dtype = x.dtype();
+    if !dtype.is_float() {
+        return Err(OpError(format!(
+            "a weight layer's input must be float, got {}",
+            dtype.name()
+        )));
+    }
+    let xf = x.floats()?;
+    runner.observe_input(index, xf);
+    let codes = quantise(xf, runner.input_quant(index));
+    let k = layer.inputs();
+    let err = |e: String| OpError(e);
+    let y: ArrayD<f32> = match &layer.kind {
+        LayerKind::Right | LayerKind::RightTransposedInput | LayerKind::Left => {
+            let shape = xf.shape().to_vec();
+            let transposed = matches!(layer.kind, LayerKind::RightTransposedInput);
+            let left = matches!(layer.kind, LayerKind::Left);
+            if transposed && shape.len() != 2 {
+                return Err(OpError(format!("Gemm input must be 2-D, got {shape:?}")));
+            }
+            // The axis that holds the K inputs of a vector.
+            let kaxis = if transposed || left {
+                shape
+                    .len()
+                    .checked_sub(2)
+                    .ok_or_else(|| OpError(format!("input {shape:?} has too few axes")))?
+            } else {
+                shape
+                    .len()
+                    .checked_sub(1)
+                    .ok_or_else(|| OpError("a scalar input".into()))?
+            };
+            if shape[kaxis] != k {
+                return Err(OpError(format!(
+                    "input of shape {shape:?} has {} values on its product axis, the weights {k}",
+                    shape[kaxis]
+                )));
+            }
+            let nout = layer.outputs_per_group();
+            // Move the K axis last: vectors are then the rows of a contiguous matrix.
+            let mut perm: Vec<usize> = (0..shape.len()).filter(|&a| a != kaxis).collect();
+            perm.push(kaxis);
+            let rows = xf.len() / k.max(1);
+            let vectors = with_codes!(&codes, |a| rows_2d(
+                &a.view().permuted_axes(IxDyn(&perm)).to_owned(),
+                rows,
+                k
+            ));
+            let y = runner
+                .matmul(index, layer, 0, vectors, batch)
+                .map_err(err)?;
+            let mut y = add_bias_rows(y, layer.bias.as_deref());
+            // Back to the model's layout: the output axis where K was.
+            let mut moved: Vec<usize> = perm.iter().map(|&a| shape[a]).collect();
+            *moved.last_mut().expect("rank >= 1") = nout;
+            let out = y
+                .view_mut()
+                .into_shape_with_order(IxDyn(&moved))
+                .expect("same size")
+                .to_owned();
+            if transposed {
+                // Gemm with transA: the output is [M, N] as it stands.
+                return finish(layer, out, dtype);
+            }
+            let mut inv = vec![0; perm.len()];
+            for (i, &p) in perm.iter().enumerate() {
+                inv[p] = i;
+            }
+            out.permuted_axes(IxDyn(&inv))
+                .as_standard_layout()
+                .into_owned()
+        }
+        LayerKind::Conv(g) => {
+            let [n, c, h, w] = nchw(xf.shape(), g.one_d)?;
+            if c != g.in_channels {
+                return Err(OpError(format!(
+                    "input has {c} channels, the weights expect {}",
+                    g.in_channels
+                )));
+            }
+            let win = g.window();
+            let (oh, ow, pads) = win.out_hw(h, w)?;
+            let cg = c / g.groups;
+            let mg = g.out_channels / g.groups;
+            checked_numel(&[n, g.out_channels, oh, ow])?;
+            checked_numel(&[n * oh * ow, k])?;
+            let mut y = ArrayD::<f32>::zeros(IxDyn(&[n, g.out_channels, oh * ow]));
+            for gi in 0..g.groups {
+                // Every image's vectors of this group in one product.
+                let vectors = with_codes!(&codes, |a| {
+                    let a4 = a
+                        .view()
+                        .into_shape_with_order(IxDyn(&[n, c, h, w]))
+                        .expect("nchw");
+                    let mut all = Array2::from_elem((n * oh * ow, k), Default::default());
+                    for i in 0..n {
+                        let img = a4
+                            .index_axis(Axis(0), i)
+                            .into_dimensionality::<Ix3>()
+                            .expect("3-D");
+                        let cols =
+                            im2col(img, gi * cg, cg, &win, (oh, ow), pads, Default::default());
+                        all.slice_mut(s![i * oh * ow..(i + 1) * oh * ow, ..])
+                            .assign(&cols);
+                    }
+                    all
+                });
+                let r = runner
+                    .matmul(index, layer, gi, vectors, batch)
+                    .map_err(err)?;
+                for i in 0..n {
+                    y.slice_mut(s![i, gi * mg..(gi + 1) * mg, ..])
+                        .assign(&r.slice(s![i * oh * ow..(i + 1) * oh * ow, ..]).t());
+                }
+            }
+            if let Some(b) = &layer.bias {
+                for (mut plane, &bv) in y.axis_iter_mut(Axis(1)).zip(b) {
+                    plane += bv;
+                }
+            }
+            let shape: Vec<usize> = if g.one_d {
+                vec![n, g.out_channels, ow]
+            } else {
+                vec![n, g.out_channels, oh, ow]
+            };
+            y.into_shape_with_order(IxDyn(&shape)).expect("same size")
+        }
+        LayerKind::ConvTranspose(g) => {
+            let [n, c, h, w] = nchw(xf.shape(), g.one_d)?;
+            if c != g.in_channels {
+                return Err(OpError(format!(
+                    "input has {c} channels, the weights expect {}",
+                    g.in_channels
+                )));
+            }
+            let (oh, ow, pads) = conv_transpose_out(g, h, w)?;
+            let cg = c / g.groups;
+            let mg = g.out_channels / g.groups;
+            checked_numel(&[n, g.out_channels, oh, ow])?;
+            let win = g.window();
+            let mut y = ArrayD::<f32>::zeros(IxDyn(&[n, g.out_channels, oh, ow]));
+            for gi in 0..g.groups {
+                // Vectors: every input position of every image, its group's channels.
+                let vectors = with_codes!(&codes, |a| {
+                    let a3 = a
+                        .view()
+                        .into_shape_with_order(IxDyn(&[n, c, h * w]))
+                        .expect("nchw");
+                    let mut all = Array2::from_elem((n * h * w, cg), Default::default());
+                    for i in 0..n {
+                        all.slice_mut(s![i * h * w..(i + 1) * h * w, ..])
+                            .assign(&a3.slice(s![i, gi * cg..(gi + 1) * cg, ..]).t());
+                    }
+                    all
+                });
+                let r = runner
+                    .matmul(index, layer, gi, vectors, batch)
+                    .map_err(err)?;
+                for i in 0..n {
+                    let part = col2im(
+                        r.slice(s![i * h * w..(i + 1) * h * w, ..]),
+                        (h, w),
+                        mg,
+                        &win,
+                        (oh, ow),
+                        pads,
+                    );
+                    y.slice_mut(s![i, gi * mg..(gi + 1) * mg, .., ..])
+                        .assign(&part);
+                }
+            }
+            if let Some(b) = &layer.bias {
+                for (mut plane, &bv) in y.axis_iter_mut(Axis(1)).zip(b) {
+                    plane += bv;
+                }
+            }
+            if g.one_d {
+                y.into_shape_with_order(IxDyn(&[n, g.out_channels, ow]))
+                    .expect("same size")
+            } else {
+                y
+            }
+        }
+    };
+    finish(layer, y, dtype)
+}
+
+/// Adds Gemm's addend, if any, and gives the result the input's float type.
+fn finish(layer: &WeightLayer, y: ArrayD<f32>, dtype: DType) -> Result<Tensor, OpError> {
+    let y = match &layer.addend {
+        Some(c) => crate::ops::zip_f32(&y, c, |p, q| p + q)?,
+        None => y,
+    };
+    Ok(Tensor::float(
+        y,
+        if dtype == DType::F64 {
+            DType::F32
+        } else {
+            dtype
+        },
+    ))
+}
+
+fn add_bias_rows(mut y: Array2<f32>, bias: Option<&[f32]>) -> Array2<f32> {
+    if let Some(b) = bias {
+        for mut row in y.rows_mut() {
+            for (v, bv) in row.iter_mut().zip(b) {
+                *v += bv;
+            }
+        }
+    }
+    y
+}
+
+/// The inputs a run takes, checked against what the model declares.
+fn check_inputs(graph: &Graph, inputs: &[Tensor]) -> Result<(), OnnxError> {
+    if inputs.len() != graph.inputs.len() {
+        return Err(OnnxError::Model(format!(
+            "the model takes {} inputs ({}), {} given",
+            graph.inputs.len(),
+            graph
+                .inputs
+                .iter()
+                .map(|&i| graph.name(i).to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            inputs.len()
+        )));
+    }
+    for (&id, t) in graph.inputs.iter().zip(inputs) {
+        let info = &graph.values[id];
+        let bad = |message: String| OnnxError::Input {
+            name: info.name.clone(),
+            message,
+        };
+        if let Some(d) = info.dtype
+            && d != t.dtype()
+        {
+            return Err(bad(format!(
+                "the model declares {}, got {}",
+                d.name(),
+                t.dtype().name()
+            )));
+        }
+        if let Some(shape) = &info.shape {
+            if shape.len() != t.shape().len() {
+                return Err(bad(format!(
+                    "the model declares rank {}, got shape {:?}",
+                    shape.len(),
+                    t.shape()
+                )));
+            }
+            for (i, (d, &got)) in shape.iter().zip(t.shape()).enumerate() {
+                if let crate::graph::Dim::Fixed(want) = d
+                    && *want != got
+                {
+                    return Err(bad(format!(
+                        "dimension {i} is {want} in the model, {got} given (shape {:?})",
+                        t.shape()
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs the graph on `inputs` (one tensor per graph input, in order), the
+/// weight layers' products on `runner`. Returns the graph outputs in order.
+///
+/// # Errors
+/// Inputs that do not match the model, a node that fails (named), or a runner error.
+pub fn run(
+    graph: &Graph,
+    inputs: Vec<Tensor>,
+    runner: &dyn LayerRunner,
+    batch: u64,
+) -> Result<Vec<Tensor>, OnnxError> {
+    check_inputs(graph, &inputs)?;
+    let last = graph.last_use();
+    let mut live: Vec<Option<Tensor>> = vec![None; graph.values.len()];
+    for (&id, t) in graph.inputs.iter().zip(inputs) {
+        live[id] = Some(t);
+    }
+    let keep: Vec<bool> = {
+        let mut k = vec![false; graph.values.len()];
+        for &o in &graph.outputs {
+            k[o] = true;
+        }
+        k
+    };
+    for (i, node) in graph.nodes.iter().enumerate() {
+        let fail = |e: OpError| OnnxError::Node {
+            node: node.name.clone(),
+            op: node.op_type.clone(),
+            message: e.0,
+        };
+        let ins: Vec<Option<&Tensor>> = node
+            .inputs
+            .iter()
+            .map(|v| v.and_then(|v| live[v].as_ref().or(graph.constants[v].as_ref())))
+            .collect();
+        for (k, (v, t)) in node.inputs.iter().zip(&ins).enumerate() {
+            if v.is_some() && t.is_none() {
+                return Err(fail(OpError(format!("input {k} was not computed"))));
+            }
+        }
+        let outs: Vec<Tensor> = match &node.kind {
+            NodeKind::Digital(k) => k.eval(&ins).map_err(fail)?,
+            NodeKind::Weight(li) => {
+                let x = ins
+                    .first()
+                    .copied()
+                    .flatten()
+                    .ok_or_else(|| fail(OpError("no input".into())))?;
+                vec![
+                    run_layer(*li, &graph.layers[*li], x, runner, batch).map_err(|e| {
+                        OnnxError::Layer {
+                            layer: node.name.clone(),
+                            message: e.0,
+                        }
+                    })?,
+                ]
+            }
+        };
+        for (o, t) in node.outputs.iter().zip(outs) {
+            if let Some(o) = o {
+                live[*o] = Some(t);
+            }
+        }
+        for v in node.inputs.iter().flatten() {
+            if last[*v] == Some(i) && !keep[*v] {
+                live[*v] = None;
+            }
+        }
+    }
+    graph
+        .outputs
+        .iter()
+        .map(|&o| {
+            live[o]
+                .take()
+                .or_else(|| graph.constants[o].clone())
+                .ok_or_else(|| {
+                    OnnxError::Model(format!("output `{}` was not computed", graph.name(o)))
+                })
+        })
+        .collect()
+}
+
+/// The float vectors of a 2-D view, owned (a helper for runners).
+#[must_use]
+pub fn owned_f32(x: ArrayView2<'_, f32>) -> Array2<f32> {
+    x.to_owned()
+}

@@ -1,0 +1,810 @@
+//! Element-wise operators: activations and other unary maps, broadcasting
+//! arithmetic and comparisons, logic, `Where`, variadic `Max/Min/Sum/Mean`,
+//! `Clip`, `Cast`, and the identities (`Identity`, `Dropout` at inference).
+
+use ndarray::{ArrayD, IxDyn, Zip};
+
+use super::{Ctx, Kernel, arg, broadcast_shape, like, opt, same_type, zip_f32, zip_i64};
+use crate::attrs::Attrs;
+use crate::tensor::{DType, Data, Tensor};
+use crate::{OpError, op_bail};
+
+/// The ops of this family.
+pub const OPS: &[&str] = &[
+    "Abs",
+    "Acos",
+    "Acosh",
+    "Add",
+    "And",
+    "Asin",
+    "Asinh",
+    "Atan",
+    "Atanh",
+    "BitShift",
+    "Cast",
+    "CastLike",
+    "Ceil",
+    "Celu",
+    "Clip",
+    "Cos",
+    "Cosh",
+    "Div",
+    "Dropout",
+    "Elu",
+    "Equal",
+    "Erf",
+    "Exp",
+    "Floor",
+    "Gelu",
+    "Greater",
+    "GreaterOrEqual",
+    "HardSigmoid",
+    "HardSwish",
+    "Identity",
+    "IsInf",
+    "IsNaN",
+    "LeakyRelu",
+    "Less",
+    "LessOrEqual",
+    "Log",
+    "Max",
+    "Mean",
+    "Min",
+    "Mish",
+    "Mod",
+    "Mul",
+    "Neg",
+    "Not",
+    "Or",
+    "Pow",
+    "PRelu",
+    "Reciprocal",
+    "Relu",
+    "Round",
+    "Selu",
+    "Shrink",
+    "Sigmoid",
+    "Sign",
+    "Sin",
+    "Sinh",
+    "Softplus",
+    "Softsign",
+    "Sqrt",
+    "Sub",
+    "Sum",
+    "Tan",
+    "Tanh",
+    "ThresholdedRelu",
+    "Where",
+    "Xor",
+];
+
+/// A float map applied to every element.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Unary {
+    Abs,
+    Acos,
+    Acosh,
+    Asin,
+    Asinh,
+    Atan,
+    Atanh,
+    Ceil,
+    Celu(f32),
+    Cos,
+    Cosh,
+    Elu(f32),
+    Erf,
+    Exp,
+    Floor,
+    Gelu { tanh: bool },
+    HardSigmoid(f32, f32),
+    HardSwish,
+    LeakyRelu(f32),
+    Log,
+    Mish,
+    Neg,
+    Reciprocal,
+    Relu,
+    Round,
+    Selu(f32, f32),
+    Shrink(f32, f32),
+    Sigmoid,
+    Sign,
+    Sin,
+    Sinh,
+    Softplus,
+    Softsign,
+    Sqrt,
+    Tan,
+    Tanh,
+    ThresholdedRelu(f32),
+}
+
+fn softplus(x: f32) -> f32 {
+    // ln(1 + e^x) without overflow for large x.
+    if x > 20.0 { x } else { x.exp().ln_1p() }
+}
+
+impl Unary {
+    #[allow(clippy::many_single_char_names)]
+    fn apply(self, x: f32) -> f32 {
+        match self {
+            Self::Abs => x.abs(),
+            Self::Acos => x.acos(),
+            Self::Acosh => x.acosh(),
+            Self::Asin => x.asin(),
+            Self::Asinh => x.asinh(),
+            Self::Atan => x.atan(),
+            Self::Atanh => x.atanh(),
+            Self::Ceil => x.ceil(),
+            Self::Celu(a) => x.max(0.0) + (a * ((x / a).exp() - 1.0)).min(0.0),
+            Self::Cos => x.cos(),
+            Self::Cosh => x.cosh(),
+            Self::Elu(a) => {
+                if x >= 0.0 {
+                    x
+                } else {
+                    a * (x.exp() - 1.0)
+                }
+            }
+            Self::Erf => libm::erff(x),
+            Self::Exp => x.exp(),
+            Self::Floor => x.floor(),
+            Self::Gelu { tanh: false } => {
+                0.5 * x * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2))
+            }
+            Self::Gelu { tanh: true } => {
+                let c = (2.0 / std::f32::consts::PI).sqrt();
+                0.5 * x * (1.0 + (c * (x + 0.044_715 * x * x * x)).tanh())
+            }
+            Self::HardSigmoid(a, b) => (a * x + b).clamp(0.0, 1.0),
+            Self::HardSwish => x * (x / 6.0 + 0.5).clamp(0.0, 1.0),
+            Self::LeakyRelu(a) => {
+                if x >= 0.0 {
+                    x
+                } else {
+                    a * x
+                }
+            }
+            Self::Log => x.ln(),
+            Self::Mish => x * softplus(x).tanh(),
+            Self::Neg => -x,
+            Self::Reciprocal => 1.0 / x,
+            Self::Relu => x.max(0.0),
+            // Round half to even, as ONNX specifies.
+            Self::Round => x.round_ties_even(),
+            Self::Selu(a, g) => {
+                if x > 0.0 {
+                    g * x
+                } else {
+                    g * a * (x.exp() - 1.0)
+                }
+            }
+            Self::Shrink(bias, lambd) => {
+                if x < -lambd {
+                    x + bias
+                } else if x > lambd {
+                    x - bias
+                } else {
+                    0.0
+                }
+            }
+            Self::Sigmoid => {
+                if x >= 0.0 {
+                    1.0 / (1.0 + (-x).exp())
+                } else {
+                    let e = x.exp();
+                    e / (1.0 + e)
+                }
+            }
+            Self::Sign => {
+                if x > 0.0 {
+                    1.0
+                } else if x < 0.0 {
+                    -1.0
+                } else {
+                    x
+                }
+            }
+            Self::Sin => x.sin(),
+            Self::Sinh => x.sinh(),
+            Self::Softplus => softplus(x),
+            Self::Softsign => x / (1.0 + x.abs()),
+            Self::Sqrt => x.sqrt(),
+            Self::Tan => x.tan(),
+            Self::Tanh => x.tanh(),
+            Self::ThresholdedRelu(a) => {
+                if x > a {
+                    x
+                } else {
+                    0.0
+                }
+            }
+        }
+    }
+
+    /// The integer version, where ONNX defines one for integer inputs.
+    fn apply_int(self, x: i64) -> Option<i64> {
+        match self {
+            Self::Abs => Some(x.wrapping_abs()),
+            Self::Neg => Some(x.wrapping_neg()),
+            Self::Relu => Some(x.max(0)),
+            Self::Sign => Some(x.signum()),
+            Self::Ceil | Self::Floor | Self::Round => Some(x),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct UnaryKernel(Unary);
+
+impl Kernel for UnaryKernel {
+    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
+        let x = arg(inputs, 0)?;
+        let f = self.0;
+        Ok(vec![match x.data() {
+            Data::Float(a) => Tensor::float(a.mapv(|v| f.apply(v)), x.dtype()),
+            Data::Int(a) => {
+                if f.apply_int(0).is_none() {
+                    op_bail!("{f:?} takes a float tensor, got {}", x.dtype().name());
+                }
+                Tensor::int(a.mapv(|v| f.apply_int(v).unwrap_or(0)), x.dtype())
+            }
+        }])
+    }
+}
+
+/// A broadcasting binary operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Binary {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Pow,
+    Mod { fmod: bool },
+    Max,
+    Min,
+    Equal,
+    Less,
+    LessOrEqual,
+    Greater,
+    GreaterOrEqual,
+    And,
+    Or,
+    Xor,
+    BitShift { left: bool },
+}
+
+impl Binary {
+    fn is_compare(self) -> bool {
+        matches!(
+            self,
+            Self::Equal | Self::Less | Self::LessOrEqual | Self::Greater | Self::GreaterOrEqual
+        )
+    }
+
+    fn is_logic(self) -> bool {
+        matches!(self, Self::And | Self::Or | Self::Xor)
+    }
+
+    fn float(self, x: f32, y: f32) -> f32 {
+        match self {
+            Self::Add => x + y,
+            Self::Sub => x - y,
+            Self::Mul => x * y,
+            Self::Div => x / y,
+            Self::Pow => x.powf(y),
+            Self::Mod { .. } => x % y,
+            Self::Max => {
+                if x.is_nan() || y.is_nan() {
+                    f32::NAN
+                } else {
+                    x.max(y)
+                }
+            }
+            Self::Min => {
+                if x.is_nan() || y.is_nan() {
+                    f32::NAN
+                } else {
+                    x.min(y)
+                }
+            }
+            _ => unreachable!("not a float arithmetic op"),
+        }
+    }
+
+    fn int(self, x: i64, y: i64) -> Result<i64, OpError> {
+        Ok(match self {
+            Self::Add => x.wrapping_add(y),
+            Self::Sub => x.wrapping_sub(y),
+            Self::Mul => x.wrapping_mul(y),
+            Self::Div => {
+                if y == 0 {
+                    op_bail!("integer division by zero");
+                }
+                // ONNX integer Div truncates toward zero (as C does).
+                x.wrapping_div(y)
+            }
+            Self::Pow => {
+                if y < 0 {
+                    op_bail!("integer Pow with a negative exponent {y}");
+                }
+                x.wrapping_pow(u32::try_from(y).unwrap_or(u32::MAX))
+            }
+            Self::Mod { fmod } => {
+                if y == 0 {
+                    op_bail!("integer Mod by zero");
+                }
+                if fmod {
+                    x.wrapping_rem(y)
+                } else {
+                    // The sign of the divisor, as Python's %.
+                    let r = x.wrapping_rem(y);
+                    if r != 0 && ((r < 0) != (y < 0)) {
+                        r + y
+                    } else {
+                        r
+                    }
+                }
+            }
+            Self::Max => x.max(y),
+            Self::Min => x.min(y),
+            Self::BitShift { left } => {
+                let s = u32::try_from(y.clamp(0, 63)).expect("clamped");
+                if left {
+                    x.wrapping_shl(s)
+                } else {
+                    // Unsigned shift of the stored (non-negative for unsigned types) value.
+                    x.wrapping_shr(s)
+                }
+            }
+            _ => unreachable!("not an integer arithmetic op"),
+        })
+    }
+
+    fn compare_f(self, x: f32, y: f32) -> bool {
+        match self {
+            Self::Equal => x == y,
+            Self::Less => x < y,
+            Self::LessOrEqual => x <= y,
+            Self::Greater => x > y,
+            Self::GreaterOrEqual => x >= y,
+            _ => unreachable!(),
+        }
+    }
+
+    fn compare_i(self, x: i64, y: i64) -> bool {
+        match self {
+            Self::Equal => x == y,
+            Self::Less => x < y,
+            Self::LessOrEqual => x <= y,
+            Self::Greater => x > y,
+            Self::GreaterOrEqual => x >= y,
+            Self::And => x != 0 && y != 0,
+            Self::Or => x != 0 || y != 0,
+            Self::Xor => (x != 0) != (y != 0),
+            _ => unreachable!(),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct BinaryKernel(Binary);
+
+impl Kernel for BinaryKernel {
+    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
+        let (a, b) = (arg(inputs, 0)?, arg(inputs, 1)?);
+        let op = self.0;
+        // Pow may raise a float to an integer power (and vice versa): the result takes the base's type.
+        if op == Binary::Pow && a.dtype() != b.dtype() {
+            let out = match a.data() {
+                Data::Float(x) => {
+                    Tensor::float(zip_f32(x, &b.to_f32(), |p, q| p.powf(q))?, a.dtype())
+                }
+                Data::Int(x) => {
+                    let e = b.cast(DType::I64);
+                    Tensor::int(
+                        zip_i64(x, e.ints()?, |p, q| {
+                            p.wrapping_pow(u32::try_from(q.max(0)).unwrap_or(u32::MAX))
+                        })?,
+                        a.dtype(),
+                    )
+                }
+            };
+            return Ok(vec![out]);
+        }
+        let (da, db) = same_type(a, b)?;
+        Ok(vec![match (da, db) {
+            (Data::Float(x), Data::Float(y)) if op.is_compare() => {
+                let shape = broadcast_shape(x.shape(), y.shape())?;
+                let (xv, yv) = (
+                    x.broadcast(IxDyn(&shape)).expect("broadcast"),
+                    y.broadcast(IxDyn(&shape)).expect("broadcast"),
+                );
+                Tensor::bool(
+                    Zip::from(&xv)
+                        .and(&yv)
+                        .map_collect(|&p, &q| op.compare_f(p, q)),
+                )
+            }
+            (Data::Float(_), Data::Float(_)) if op.is_logic() => {
+                op_bail!("{op:?} takes bool inputs, got {}", a.dtype().name())
+            }
+            (Data::Float(x), Data::Float(y)) => {
+                if matches!(op, Binary::BitShift { .. }) {
+                    op_bail!("BitShift takes unsigned integers, got {}", a.dtype().name());
+                }
+                Tensor::float(zip_f32(x, y, |p, q| op.float(p, q))?, a.dtype())
+            }
+            (Data::Int(x), Data::Int(y)) if op.is_compare() || op.is_logic() => {
+                Tensor::bool(zip_i64(x, y, |p, q| op.compare_i(p, q))?)
+            }
+            (Data::Int(x), Data::Int(y)) => {
+                let r: ArrayD<Result<i64, OpError>> = zip_i64(x, y, |p, q| op.int(p, q))?;
+                let mut vals = Vec::with_capacity(r.len());
+                for v in r.iter() {
+                    vals.push(v.clone()?);
+                }
+                Tensor::int(
+                    ArrayD::from_shape_vec(r.raw_dim(), vals).expect("same shape"),
+                    a.dtype(),
+                )
+            }
+            _ => unreachable!("same_type checked"),
+        }])
+    }
+}
+
+/// `Max`, `Min`, `Sum`, `Mean` over any number of inputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Variadic {
+    Max,
+    Min,
+    Sum,
+    Mean,
+}
+
+#[derive(Debug)]
+struct VariadicKernel(Variadic);
+
+impl Kernel for VariadicKernel {
+    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
+        let present: Vec<&Tensor> = inputs.iter().flatten().copied().collect();
+        let Some(first) = present.first() else {
+            op_bail!("no inputs");
+        };
+        let bin = match self.0 {
+            Variadic::Max => Binary::Max,
+            Variadic::Min => Binary::Min,
+            Variadic::Sum | Variadic::Mean => Binary::Add,
+        };
+        let mut acc = (*first).clone();
+        for t in &present[1..] {
+            acc = BinaryKernel(bin)
+                .eval(&[Some(&acc), Some(t)])?
+                .pop()
+                .expect("one output");
+        }
+        if self.0 == Variadic::Mean {
+            #[allow(clippy::cast_precision_loss)]
+            let n = present.len() as f32;
+            let f = acc.floats()?.mapv(|v| v / n);
+            acc = Tensor::float(f, acc.dtype());
+        }
+        Ok(vec![acc])
+    }
+}
+
+#[derive(Debug)]
+struct PRelu;
+
+impl Kernel for PRelu {
+    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
+        let (x, s) = (arg(inputs, 0)?, arg(inputs, 1)?);
+        let y = zip_f32(
+            x.floats()?,
+            s.floats()?,
+            |v, a| if v < 0.0 { a * v } else { v },
+        )?;
+        Ok(vec![Tensor::float(y, x.dtype())])
+    }
+}
+
+#[derive(Debug)]
+struct Where;
+
+impl Kernel for Where {
+    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
+        let (c, x, y) = (arg(inputs, 0)?, arg(inputs, 1)?, arg(inputs, 2)?);
+        let c = c.ints()?;
+        let shape = broadcast_shape(&broadcast_shape(c.shape(), x.shape())?, y.shape())?;
+        let cv = c.broadcast(IxDyn(&shape)).expect("broadcast");
+        let out = match same_type(x, y)? {
+            (Data::Float(a), Data::Float(b)) => {
+                let (av, bv) = (
+                    a.broadcast(IxDyn(&shape)).expect("broadcast"),
+                    b.broadcast(IxDyn(&shape)).expect("broadcast"),
+                );
+                Data::Float(
+                    Zip::from(&cv)
+                        .and(&av)
+                        .and(&bv)
+                        .map_collect(|&c, &p, &q| if c != 0 { p } else { q }),
+                )
+            }
+            (Data::Int(a), Data::Int(b)) => {
+                let (av, bv) = (
+                    a.broadcast(IxDyn(&shape)).expect("broadcast"),
+                    b.broadcast(IxDyn(&shape)).expect("broadcast"),
+                );
+                Data::Int(
+                    Zip::from(&cv)
+                        .and(&av)
+                        .and(&bv)
+                        .map_collect(|&c, &p, &q| if c != 0 { p } else { q }),
+                )
+            }
+            _ => unreachable!(),
+        };
+        Ok(vec![like(x.dtype(), out)])
+    }
+}
+
+#[derive(Debug)]
+struct Not;
+
+impl Kernel for Not {
+    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
+        let x = arg(inputs, 0)?;
+        Ok(vec![Tensor::bool(x.ints()?.mapv(|v| v == 0))])
+    }
+}
+
+#[derive(Debug)]
+struct IsNan;
+
+impl Kernel for IsNan {
+    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
+        Ok(vec![Tensor::bool(
+            arg(inputs, 0)?.floats()?.mapv(f32::is_nan),
+        )])
+    }
+}
+
+#[derive(Debug)]
+struct IsInf {
+    neg: bool,
+    pos: bool,
+}
+
+impl Kernel for IsInf {
+    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
+        let (n, p) = (self.neg, self.pos);
+        Ok(vec![Tensor::bool(arg(inputs, 0)?.floats()?.mapv(|v| {
+            (p && v == f32::INFINITY) || (n && v == f32::NEG_INFINITY)
+        }))])
+    }
+}
+
+/// `Clip`: bounds from attributes (opset < 11) or optional inputs.
+#[derive(Debug)]
+struct Clip {
+    min: Option<f32>,
+    max: Option<f32>,
+}
+
+impl Kernel for Clip {
+    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
+        let x = arg(inputs, 0)?;
+        let scalar = |i: usize| -> Result<Option<&Tensor>, OpError> {
+            let t = opt(inputs, i);
+            if let Some(t) = t
+                && t.len() != 1
+            {
+                op_bail!("bound {i} must be a scalar, has shape {:?}", t.shape());
+            }
+            Ok(t)
+        };
+        let (lo, hi) = (scalar(1)?, scalar(2)?);
+        Ok(vec![match x.data() {
+            Data::Float(a) => {
+                let lo = lo
+                    .map(|t| {
+                        t.to_f32()
+                            .iter()
+                            .copied()
+                            .next()
+                            .unwrap_or(f32::NEG_INFINITY)
+                    })
+                    .or(self.min);
+                let hi = hi
+                    .map(|t| t.to_f32().iter().copied().next().unwrap_or(f32::INFINITY))
+                    .or(self.max);
+                let (lo, hi) = (lo.unwrap_or(f32::NEG_INFINITY), hi.unwrap_or(f32::INFINITY));
+                Tensor::float(
+                    a.mapv(|v| if v.is_nan() { v } else { v.max(lo).min(hi) }),
+                    x.dtype(),
+                )
+            }
+            Data::Int(a) => {
+                let get = |t: Option<&Tensor>, d: i64| -> Result<i64, OpError> {
+                    Ok(match t {
+                        Some(t) => t.ints()?.iter().copied().next().unwrap_or(d),
+                        None => d,
+                    })
+                };
+                let (lo, hi) = (get(lo, i64::MIN)?, get(hi, i64::MAX)?);
+                Tensor::int(a.mapv(|v| v.max(lo).min(hi)), x.dtype())
+            }
+        }])
+    }
+}
+
+#[derive(Debug)]
+struct Cast(DType);
+
+impl Kernel for Cast {
+    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
+        Ok(vec![arg(inputs, 0)?.cast(self.0)])
+    }
+}
+
+#[derive(Debug)]
+struct CastLike;
+
+impl Kernel for CastLike {
+    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
+        Ok(vec![arg(inputs, 0)?.cast(arg(inputs, 1)?.dtype())])
+    }
+}
+
+/// `Identity`, and `Dropout` at inference (its mask output all true).
+#[derive(Debug)]
+struct Identity {
+    dropout: bool,
+}
+
+impl Kernel for Identity {
+    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
+        let x = arg(inputs, 0)?.clone();
+        if self.dropout {
+            let mask = Tensor::bool(ArrayD::from_elem(IxDyn(x.shape()), true));
+            return Ok(vec![x, mask]);
+        }
+        Ok(vec![x])
+    }
+}
+
+/// Builds a kernel of this family.
+///
+/// # Errors
+/// Bad attributes.
+#[allow(clippy::too_many_lines)]
+pub fn build(op: &str, a: &Attrs<'_>, ctx: Ctx) -> Result<Option<Box<dyn Kernel>>, OpError> {
+    let opset = ctx.opset;
+    let u = |x: Unary| -> Result<Option<Box<dyn Kernel>>, OpError> {
+        Ok(Some(Box::new(UnaryKernel(x))))
+    };
+    let b = |x: Binary| -> Result<Option<Box<dyn Kernel>>, OpError> {
+        Ok(Some(Box::new(BinaryKernel(x))))
+    };
+    let v = |x: Variadic| -> Result<Option<Box<dyn Kernel>>, OpError> {
+        Ok(Some(Box::new(VariadicKernel(x))))
+    };
+    if opset < 7 && matches!(op, "Add" | "Sub" | "Mul" | "Div") && a.has("broadcast") {
+        op_bail!(
+            "legacy broadcasting (opset {opset} `broadcast`/`axis` attributes) is not supported"
+        );
+    }
+    match op {
+        "Abs" => u(Unary::Abs),
+        "Acos" => u(Unary::Acos),
+        "Acosh" => u(Unary::Acosh),
+        "Asin" => u(Unary::Asin),
+        "Asinh" => u(Unary::Asinh),
+        "Atan" => u(Unary::Atan),
+        "Atanh" => u(Unary::Atanh),
+        "Ceil" => u(Unary::Ceil),
+        "Celu" => u(Unary::Celu(a.float_or("alpha", 1.0)?)),
+        "Cos" => u(Unary::Cos),
+        "Cosh" => u(Unary::Cosh),
+        "Elu" => u(Unary::Elu(a.float_or("alpha", 1.0)?)),
+        "Erf" => u(Unary::Erf),
+        "Exp" => u(Unary::Exp),
+        "Floor" => u(Unary::Floor),
+        "Gelu" => match a.string_or("approximate", "none")?.as_str() {
+            "none" => u(Unary::Gelu { tanh: false }),
+            "tanh" => u(Unary::Gelu { tanh: true }),
+            other => {
+                op_bail!("attribute `approximate` = \"{other}\": expected \"none\" or \"tanh\"")
+            }
+        },
+        "HardSigmoid" => u(Unary::HardSigmoid(
+            a.float_or("alpha", 0.2)?,
+            a.float_or("beta", 0.5)?,
+        )),
+        "HardSwish" => u(Unary::HardSwish),
+        "LeakyRelu" => u(Unary::LeakyRelu(a.float_or("alpha", 0.01)?)),
+        "Log" => u(Unary::Log),
+        "Mish" => u(Unary::Mish),
+        "Neg" => u(Unary::Neg),
+        "Reciprocal" => u(Unary::Reciprocal),
+        "Relu" => u(Unary::Relu),
+        "Round" => u(Unary::Round),
+        "Selu" => u(Unary::Selu(
+            a.float_or("alpha", 1.673_263_2)?,
+            a.float_or("gamma", 1.050_701)?,
+        )),
+        "Shrink" => u(Unary::Shrink(
+            a.float_or("bias", 0.0)?,
+            a.float_or("lambd", 0.5)?,
+        )),
+        "Sigmoid" => u(Unary::Sigmoid),
+        "Sign" => u(Unary::Sign),
+        "Sin" => u(Unary::Sin),
+        "Sinh" => u(Unary::Sinh),
+        "Softplus" => u(Unary::Softplus),
+        "Softsign" => u(Unary::Softsign),
+        "Sqrt" => u(Unary::Sqrt),
+        "Tan" => u(Unary::Tan),
+        "Tanh" => u(Unary::Tanh),
+        "ThresholdedRelu" => u(Unary::ThresholdedRelu(a.float_or("alpha", 1.0)?)),
+        "Add" => b(Binary::Add),
+        "Sub" => b(Binary::Sub),
+        "Mul" => b(Binary::Mul),
+        "Div" => b(Binary::Div),
+        "Pow" => b(Binary::Pow),
+        "Mod" => b(Binary::Mod {
+            fmod: a.int_or("fmod", 0)? != 0,
+        }),
+        "Equal" => b(Binary::Equal),
+        "Less" => b(Binary::Less),
+        "LessOrEqual" => b(Binary::LessOrEqual),
+        "Greater" => b(Binary::Greater),
+        "GreaterOrEqual" => b(Binary::GreaterOrEqual),
+        "And" => b(Binary::And),
+        "Or" => b(Binary::Or),
+        "Xor" => b(Binary::Xor),
+        "BitShift" => match a.string("direction")?.as_deref() {
+            Some("LEFT") => b(Binary::BitShift { left: true }),
+            Some("RIGHT") => b(Binary::BitShift { left: false }),
+            other => op_bail!("attribute `direction` = {other:?}: expected \"LEFT\" or \"RIGHT\""),
+        },
+        "Max" => v(Variadic::Max),
+        "Min" => v(Variadic::Min),
+        "Sum" => v(Variadic::Sum),
+        "Mean" => v(Variadic::Mean),
+        "PRelu" => Ok(Some(Box::new(PRelu))),
+        "Where" => Ok(Some(Box::new(Where))),
+        "Not" => Ok(Some(Box::new(Not))),
+        "IsNaN" => Ok(Some(Box::new(IsNan))),
+        "IsInf" => Ok(Some(Box::new(IsInf {
+            neg: a.int_or("detect_negative", 1)? != 0,
+            pos: a.int_or("detect_positive", 1)? != 0,
+        }))),
+        "Clip" => Ok(Some(Box::new(Clip {
+            min: if opset < 11 { a.float("min")? } else { None },
+            max: if opset < 11 { a.float("max")? } else { None },
+        }))),
+        "Cast" => {
+            let to = a
+                .int("to")?
+                .ok_or_else(|| OpError("Cast needs the attribute `to`".into()))?;
+            let code = i32::try_from(to).unwrap_or(-1);
+            let d = DType::from_onnx(code).ok_or_else(|| {
+                OpError(format!(
+                    "Cast to {} (type {to}) is not supported",
+                    DType::onnx_name(code)
+                ))
+            })?;
+            Ok(Some(Box::new(Cast(d))))
+        }
+        "CastLike" => Ok(Some(Box::new(CastLike))),
+        "Identity" => Ok(Some(Box::new(Identity { dropout: false }))),
+        "Dropout" => Ok(Some(Box::new(Identity { dropout: true }))),
+        _ => Ok(None),
+    }
+}

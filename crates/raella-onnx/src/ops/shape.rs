@@ -1,0 +1,1139 @@
+//! Shape and indexing operators: `Shape`, `Size`, `Reshape`, `Flatten`,
+//! `Squeeze`, `Unsqueeze`, `Transpose`, `Concat`, `Split`, `Slice`, `Gather`,
+//! `GatherElements`, `GatherND`, `Expand`, `Tile`, `Pad`, `Range`,
+//! `ConstantOfShape`, `DepthToSpace`, `SpaceToDepth`, `Resize`, `Upsample`.
+//! They move values without arithmetic, so they work on every dtype.
+
+use ndarray::{ArrayD, Axis, IxDyn, Slice as NdSlice, concatenate};
+
+use super::{Ctx, Kernel, arg, axis, opt, to_usize};
+use crate::attrs::Attrs;
+use crate::tensor::{DType, Data, Tensor, checked_numel};
+use crate::{OpError, op_bail};
+
+/// The ops of this family.
+pub const OPS: &[&str] = &[
+    "Concat",
+    "ConstantOfShape",
+    "DepthToSpace",
+    "Expand",
+    "Flatten",
+    "Gather",
+    "GatherElements",
+    "GatherND",
+    "Pad",
+    "Range",
+    "Reshape",
+    "Resize",
+    "Shape",
+    "Size",
+    "Slice",
+    "SpaceToDepth",
+    "Split",
+    "Squeeze",
+    "Tile",
+    "Transpose",
+    "Unsqueeze",
+    "Upsample",
+];
+
+/// Applies generic code to a tensor's values, float or integer, keeping its dtype.
+macro_rules! same_kind {
+    ($t:expr, |$a:ident| $body:expr) => {{
+        let t: &Tensor = $t;
+        let data = match t.data() {
+            Data::Float($a) => Data::Float($body),
+            Data::Int($a) => Data::Int($body),
+        };
+        super::like(t.dtype(), data)
+    }};
+}
+
+fn usizes(v: &[i64], what: &str) -> Result<Vec<usize>, OpError> {
+    v.iter().map(|&x| to_usize(x, what)).collect()
+}
+
+fn reshaped<T: Clone>(a: &ArrayD<T>, shape: &[usize]) -> Result<ArrayD<T>, OpError> {
+    a.as_standard_layout()
+        .into_owned()
+        .into_shape_with_order(IxDyn(shape))
+        .map_err(|e| OpError(format!("cannot reshape {:?} to {shape:?}: {e}", a.shape())))
+}
+
+#[derive(Debug)]
+struct Shape {
+    start: i64,
+    end: Option<i64>,
+}
+
+impl Kernel for Shape {
+    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
+        let s = arg(inputs, 0)?.shape();
+        let r = i64::try_from(s.len()).expect("rank");
+        let clamp =
+            |v: i64| usize::try_from((if v < 0 { v + r } else { v }).clamp(0, r)).expect("clamped");
+        let (a, b) = (clamp(self.start), clamp(self.end.unwrap_or(r)));
+        let dims: Vec<i64> = s[a..b.max(a)]
+            .iter()
+            .map(|&d| i64::try_from(d).expect("dim"))
+            .collect();
+        Ok(vec![Tensor::i64_vec(dims)])
+    }
+}
+
+#[derive(Debug)]
+struct Size;
+
+impl Kernel for Size {
+    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
+        let n = i64::try_from(arg(inputs, 0)?.len()).expect("len");
+        Ok(vec![Tensor::i64(ArrayD::from_elem(IxDyn(&[]), n))])
+    }
+}
+
+/// The output shape of `Reshape` (`0` copies the input's dim unless `allowzero`, `-1` is inferred).
+fn reshape_target(input: &[usize], spec: &[i64], allowzero: bool) -> Result<Vec<usize>, OpError> {
+    let mut out = Vec::with_capacity(spec.len());
+    let mut infer = None;
+    for (i, &d) in spec.iter().enumerate() {
+        out.push(match d {
+            -1 => {
+                if infer.replace(i).is_some() {
+                    op_bail!("shape {spec:?} has more than one -1");
+                }
+                1
+            }
+            0 if !allowzero => *input.get(i).ok_or_else(|| {
+                OpError(format!("shape {spec:?}: 0 at {i} beyond the input's rank"))
+            })?,
+            d => to_usize(d, "a shape dimension")?,
+        });
+    }
+    let total = checked_numel(input)?;
+    if let Some(i) = infer {
+        let known = checked_numel(&out)?;
+        if known == 0 || total % known != 0 {
+            op_bail!("cannot reshape {input:?} ({total} elements) to {spec:?}");
+        }
+        out[i] = total / known;
+    }
+    if checked_numel(&out)? != total {
+        op_bail!("cannot reshape {input:?} ({total} elements) to {spec:?}");
+    }
+    Ok(out)
+}
+
+#[derive(Debug)]
+struct Reshape {
+    allowzero: bool,
+    /// Opset < 5: the shape is an attribute.
+    shape: Option<Vec<i64>>,
+}
+
+impl Kernel for Reshape {
+    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
+        let x = arg(inputs, 0)?;
+        let spec = match &self.shape {
+            Some(s) => s.clone(),
+            None => arg(inputs, 1)?.to_i64_vec()?,
+        };
+        let target = reshape_target(x.shape(), &spec, self.allowzero)?;
+        Ok(vec![same_kind!(x, |a| reshaped(a, &target)?)])
+    }
+}
+
+#[derive(Debug)]
+struct Flatten {
+    axis: i64,
+}
+
+impl Kernel for Flatten {
+    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
+        let x = arg(inputs, 0)?;
+        let s = x.shape();
+        let ax = if self.axis == i64::try_from(s.len()).expect("rank") {
+            s.len()
+        } else {
+            axis(self.axis, s.len())?
+        };
+        let target = [s[..ax].iter().product(), s[ax..].iter().product()];
+        Ok(vec![same_kind!(x, |a| reshaped(a, &target)?)])
+    }
+}
+
+#[derive(Debug)]
+struct Squeeze {
+    axes: Option<Vec<i64>>,
+}
+
+impl Kernel for Squeeze {
+    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
+        let x = arg(inputs, 0)?;
+        let s = x.shape();
+        let axes = match (&self.axes, opt(inputs, 1)) {
+            (Some(a), _) => Some(a.clone()),
+            (None, Some(t)) => Some(t.to_i64_vec()?),
+            (None, None) => None,
+        };
+        let drop: Vec<usize> = match axes {
+            Some(a) => {
+                let mut v = a
+                    .iter()
+                    .map(|&i| axis(i, s.len()))
+                    .collect::<Result<Vec<_>, _>>()?;
+                v.sort_unstable();
+                v.dedup();
+                for &i in &v {
+                    if s[i] != 1 {
+                        op_bail!("cannot squeeze axis {i} of size {} (shape {s:?})", s[i]);
+                    }
+                }
+                v
+            }
+            None => (0..s.len()).filter(|&i| s[i] == 1).collect(),
+        };
+        let target: Vec<usize> = (0..s.len())
+            .filter(|i| !drop.contains(i))
+            .map(|i| s[i])
+            .collect();
+        Ok(vec![same_kind!(x, |a| reshaped(a, &target)?)])
+    }
+}
+
+#[derive(Debug)]
+struct Unsqueeze {
+    axes: Option<Vec<i64>>,
+}
+
+impl Kernel for Unsqueeze {
+    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
+        let x = arg(inputs, 0)?;
+        let axes = match &self.axes {
+            Some(a) => a.clone(),
+            None => arg(inputs, 1)?.to_i64_vec()?,
+        };
+        let s = x.shape();
+        let rank = s.len() + axes.len();
+        let mut pos = axes
+            .iter()
+            .map(|&i| axis(i, rank))
+            .collect::<Result<Vec<_>, _>>()?;
+        pos.sort_unstable();
+        if pos.windows(2).any(|w| w[0] == w[1]) {
+            op_bail!("repeated axes {axes:?}");
+        }
+        let mut it = s.iter();
+        let target: Vec<usize> = (0..rank)
+            .map(|i| {
+                if pos.contains(&i) {
+                    1
+                } else {
+                    *it.next().expect("rank")
+                }
+            })
+            .collect();
+        Ok(vec![same_kind!(x, |a| reshaped(a, &target)?)])
+    }
+}
+
+#[derive(Debug)]
+struct Transpose {
+    perm: Option<Vec<i64>>,
+}
+
+impl Kernel for Transpose {
+    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
+        let x = arg(inputs, 0)?;
+        let r = x.shape().len();
+        let perm: Vec<usize> = match &self.perm {
+            Some(p) => {
+                let p = usizes(p, "perm")?;
+                let mut sorted = p.clone();
+                sorted.sort_unstable();
+                if sorted != (0..r).collect::<Vec<_>>() {
+                    op_bail!("perm {p:?} is not a permutation of the {r} axes");
+                }
+                p
+            }
+            None => (0..r).rev().collect(),
+        };
+        Ok(vec![same_kind!(x, |a| a
+            .view()
+            .permuted_axes(IxDyn(&perm))
+            .as_standard_layout()
+            .into_owned())])
+    }
+}
+
+#[derive(Debug)]
+struct Concat {
+    axis: i64,
+}
+
+impl Kernel for Concat {
+    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
+        let ts: Vec<&Tensor> = inputs.iter().flatten().copied().collect();
+        let Some(first) = ts.first() else {
+            op_bail!("no inputs");
+        };
+        let ax = axis(self.axis, first.shape().len())?;
+        let total: usize = ts
+            .iter()
+            .map(|t| t.shape().get(ax).copied().unwrap_or(0))
+            .sum();
+        let mut shape = first.shape().to_vec();
+        shape[ax] = total;
+        checked_numel(&shape)?;
+        for t in &ts {
+            if t.dtype() != first.dtype() {
+                op_bail!(
+                    "inputs of different types: {} and {}",
+                    first.dtype().name(),
+                    t.dtype().name()
+                );
+            }
+        }
+        let data = match first.data() {
+            Data::Float(_) => {
+                let views: Vec<_> = ts
+                    .iter()
+                    .map(|t| t.floats().expect("same type").view())
+                    .collect();
+                Data::Float(concatenate(Axis(ax), &views).map_err(|e| OpError(format!("{e}")))?)
+            }
+            Data::Int(_) => {
+                let views: Vec<_> = ts
+                    .iter()
+                    .map(|t| t.ints().expect("same type").view())
+                    .collect();
+                Data::Int(concatenate(Axis(ax), &views).map_err(|e| OpError(format!("{e}")))?)
+            }
+        };
+        Ok(vec![super::like(first.dtype(), data)])
+    }
+}
+
+#[derive(Debug)]
+struct Split {
+    axis: i64,
+    split: Option<Vec<i64>>,
+    num_outputs: Option<usize>,
+    outputs: usize,
+}
+
+impl Kernel for Split {
+    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
+        let x = arg(inputs, 0)?;
+        let ax = axis(self.axis, x.shape().len())?;
+        let len = x.shape()[ax];
+        let sizes: Vec<usize> = match (&self.split, opt(inputs, 1)) {
+            (Some(s), _) => usizes(s, "split")?,
+            (None, Some(t)) => usizes(&t.to_i64_vec()?, "split")?,
+            (None, None) => {
+                let n = self.num_outputs.unwrap_or(self.outputs).max(1);
+                let chunk = len.div_ceil(n);
+                (0..n)
+                    .map(|i| chunk.min(len.saturating_sub(i * chunk)))
+                    .collect()
+            }
+        };
+        if sizes.iter().sum::<usize>() != len {
+            op_bail!("split sizes {sizes:?} do not add up to the axis length {len}");
+        }
+        let mut out = Vec::with_capacity(sizes.len());
+        let mut start = 0;
+        for s in sizes {
+            let sl = NdSlice::from(start..start + s);
+            out.push(same_kind!(x, |a| a.slice_axis(Axis(ax), sl).to_owned()));
+            start += s;
+        }
+        Ok(out)
+    }
+}
+
+/// `Slice`'s starts, ends and optional axes, when given as attributes.
+type SliceAttrs = (Vec<i64>, Vec<i64>, Option<Vec<i64>>);
+
+#[derive(Debug)]
+struct SliceOp {
+    /// Opset < 10: starts/ends/axes are attributes.
+    attrs: Option<SliceAttrs>,
+}
+
+impl Kernel for SliceOp {
+    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
+        let x = arg(inputs, 0)?;
+        let (starts, ends, axes, steps) = match &self.attrs {
+            Some((s, e, a)) => (s.clone(), e.clone(), a.clone(), None),
+            None => (
+                arg(inputs, 1)?.to_i64_vec()?,
+                arg(inputs, 2)?.to_i64_vec()?,
+                opt(inputs, 3).map(Tensor::to_i64_vec).transpose()?,
+                opt(inputs, 4).map(Tensor::to_i64_vec).transpose()?,
+            ),
+        };
+        let r = x.shape().len();
+        let axes: Vec<usize> = match axes {
+            Some(a) => a.iter().map(|&i| axis(i, r)).collect::<Result<_, _>>()?,
+            None => (0..starts.len()).collect(),
+        };
+        let steps = steps.unwrap_or_else(|| vec![1; starts.len()]);
+        if ends.len() != starts.len() || axes.len() != starts.len() || steps.len() != starts.len() {
+            op_bail!("starts, ends, axes and steps differ in length");
+        }
+        let mut out = x.clone();
+        for (((&s, &e), &ax), &st) in starts.iter().zip(&ends).zip(&axes).zip(&steps) {
+            if st == 0 {
+                op_bail!("step 0 on axis {ax}");
+            }
+            let dim = i64::try_from(out.shape()[ax]).expect("dim");
+            let norm = |v: i64| if v < 0 { v.saturating_add(dim) } else { v };
+            let (s, e) = (norm(s), norm(e));
+            let (lo, hi) = if st > 0 {
+                (s.clamp(0, dim), e.clamp(0, dim))
+            } else {
+                (s.clamp(-1, dim - 1), e.clamp(-1, dim - 1))
+            };
+            // Indices lo, lo+st, ... strictly before hi.
+            let idx: Vec<usize> = if st > 0 {
+                (lo..hi)
+                    .step_by(usize::try_from(st).expect("positive"))
+                    .map(|i| usize::try_from(i).expect("clamped"))
+                    .collect()
+            } else {
+                let mut v = Vec::new();
+                let mut i = lo;
+                while i > hi {
+                    v.push(usize::try_from(i).expect("clamped"));
+                    i += st;
+                }
+                v
+            };
+            out = same_kind!(&out, |a| a.select(Axis(ax), &idx));
+        }
+        Ok(vec![out])
+    }
+}
+
+fn index(v: i64, dim: usize) -> Result<usize, OpError> {
+    let d = i64::try_from(dim).expect("dim");
+    let i = if v < 0 { v + d } else { v };
+    if i < 0 || i >= d {
+        op_bail!("index {v} is out of range for a dimension of {dim}");
+    }
+    Ok(usize::try_from(i).expect("checked"))
+}
+
+#[derive(Debug)]
+struct Gather {
+    axis: i64,
+}
+
+impl Kernel for Gather {
+    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
+        let (x, ind) = (arg(inputs, 0)?, arg(inputs, 1)?);
+        let ax = axis(self.axis, x.shape().len())?;
+        let dim = x.shape()[ax];
+        let idx = ind.ints()?;
+        let flat: Vec<usize> = idx
+            .iter()
+            .map(|&v| index(v, dim))
+            .collect::<Result<_, _>>()?;
+        let mut shape: Vec<usize> = x.shape()[..ax].to_vec();
+        shape.extend(idx.shape());
+        shape.extend(&x.shape()[ax + 1..]);
+        checked_numel(&shape)?;
+        Ok(vec![same_kind!(x, |a| reshaped(
+            &a.select(Axis(ax), &flat),
+            &shape
+        )?)])
+    }
+}
+
+#[derive(Debug)]
+struct GatherElements {
+    axis: i64,
+}
+
+impl Kernel for GatherElements {
+    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
+        let (x, ind) = (arg(inputs, 0)?, arg(inputs, 1)?);
+        let r = x.shape().len();
+        let ax = axis(self.axis, r)?;
+        let idx = ind.ints()?;
+        if idx.shape().len() != r {
+            op_bail!("indices of rank {} for data of rank {r}", idx.shape().len());
+        }
+        let dim = x.shape()[ax];
+        let gather = |pos: IxDyn, v: i64| -> Result<IxDyn, OpError> {
+            let mut p = pos;
+            p[ax] = index(v, dim)?;
+            for i in 0..r {
+                let d = p[i];
+                if d >= x.shape()[i] {
+                    op_bail!("index position {d} beyond the data's axis {i}");
+                }
+            }
+            Ok(p)
+        };
+        let mut positions = Vec::with_capacity(idx.len());
+        for (pos, &v) in idx.indexed_iter() {
+            positions.push(gather(pos, v)?);
+        }
+        let shape = idx.shape().to_vec();
+        Ok(vec![same_kind!(x, |a| ArrayD::from_shape_vec(
+            IxDyn(&shape),
+            positions.iter().map(|p| a[p.clone()]).collect()
+        )
+        .expect("shape"))])
+    }
+}
+
+#[derive(Debug)]
+struct GatherNd {
+    batch_dims: usize,
+}
+
+impl Kernel for GatherNd {
+    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
+        let (x, ind) = (arg(inputs, 0)?, arg(inputs, 1)?);
+        let idx = ind.ints()?;
+        let (xs, is) = (x.shape(), idx.shape());
+        let b = self.batch_dims;
+        let Some(&k) = is.last() else {
+            op_bail!("indices must have rank >= 1");
+        };
+        if b >= is.len() || b >= xs.len() || k + b > xs.len() || xs[..b] != is[..b] {
+            op_bail!("indices {is:?} do not index data {xs:?} with batch_dims {b}");
+        }
+        let batch: usize = xs[..b].iter().product();
+        let slice_shape = &xs[b + k..];
+        let slice_len: usize = slice_shape.iter().product();
+        let per_batch: usize = is[b..is.len() - 1].iter().product();
+        let mut out_shape: Vec<usize> = is[..is.len() - 1].to_vec();
+        out_shape.extend(slice_shape);
+        checked_numel(&out_shape)?;
+        let idx_flat: Vec<i64> = idx.iter().copied().collect();
+        let data_batch: usize = xs[b..].iter().product();
+        // Flat offsets of each gathered slice.
+        let mut offsets = Vec::with_capacity(batch * per_batch);
+        for bi in 0..batch {
+            for j in 0..per_batch {
+                let ix = &idx_flat[(bi * per_batch + j) * k..(bi * per_batch + j + 1) * k];
+                let mut off = 0usize;
+                for (d, &v) in ix.iter().enumerate() {
+                    off = off * xs[b + d] + index(v, xs[b + d])?;
+                }
+                offsets.push(bi * data_batch + off * slice_len);
+            }
+        }
+        Ok(vec![same_kind!(x, |a| {
+            let flat: Vec<_> = a.iter().cloned().collect();
+            let mut out = Vec::with_capacity(offsets.len() * slice_len);
+            for &o in &offsets {
+                out.extend_from_slice(&flat[o..o + slice_len]);
+            }
+            ArrayD::from_shape_vec(IxDyn(&out_shape), out).expect("shape")
+        })])
+    }
+}
+
+#[derive(Debug)]
+struct Expand;
+
+impl Kernel for Expand {
+    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
+        let x = arg(inputs, 0)?;
+        let spec = usizes(&arg(inputs, 1)?.to_i64_vec()?, "an Expand dimension")?;
+        let shape = super::broadcast_shape(x.shape(), &spec)?;
+        Ok(vec![same_kind!(x, |a| a
+            .broadcast(IxDyn(&shape))
+            .expect("broadcast")
+            .to_owned())])
+    }
+}
+
+#[derive(Debug)]
+struct Tile;
+
+impl Kernel for Tile {
+    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
+        let x = arg(inputs, 0)?;
+        let reps = usizes(&arg(inputs, 1)?.to_i64_vec()?, "a repeat")?;
+        if reps.len() != x.shape().len() {
+            op_bail!("{} repeats for rank {}", reps.len(), x.shape().len());
+        }
+        let shape: Vec<usize> = x
+            .shape()
+            .iter()
+            .zip(&reps)
+            .map(|(&d, &r)| d.saturating_mul(r))
+            .collect();
+        checked_numel(&shape)?;
+        let mut out = x.clone();
+        for (ax, &r) in reps.iter().enumerate() {
+            if r != 1 {
+                out = same_kind!(&out, |a| {
+                    let views = vec![a.view(); r];
+                    concatenate(Axis(ax), &views).map_err(|e| OpError(format!("{e}")))?
+                });
+            }
+        }
+        Ok(vec![out])
+    }
+}
+
+/// `Pad` (constant, reflect, edge, wrap).
+#[derive(Debug)]
+struct Pad {
+    mode: String,
+    /// Opset < 11: pads and value are attributes.
+    attrs: Option<(Vec<i64>, f32)>,
+}
+
+impl Kernel for Pad {
+    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
+        let x = arg(inputs, 0)?;
+        let r = x.shape().len();
+        let (pads, value) = match &self.attrs {
+            Some((p, v)) => (p.clone(), Some(Tensor::scalar_f32(*v))),
+            None => (arg(inputs, 1)?.to_i64_vec()?, opt(inputs, 2).cloned()),
+        };
+        let axes: Vec<usize> = match opt(inputs, 3) {
+            Some(t) => t
+                .to_i64_vec()?
+                .iter()
+                .map(|&a| axis(a, r))
+                .collect::<Result<_, _>>()?,
+            None => (0..r).collect(),
+        };
+        if pads.len() != 2 * axes.len() {
+            op_bail!("{} pads for {} axes", pads.len(), axes.len());
+        }
+        let mut out = x.clone();
+        for (k, &ax) in axes.iter().enumerate() {
+            let (before, after) = (pads[k], pads[k + axes.len()]);
+            if before < 0 || after < 0 {
+                // Negative padding crops.
+                let dim = i64::try_from(out.shape()[ax]).expect("dim");
+                let lo = usize::try_from((-before).max(0)).expect("non-negative");
+                let hi = usize::try_from((dim + after.min(0)).max(0)).expect("non-negative");
+                if lo > hi {
+                    op_bail!("pads {pads:?} crop more than axis {ax} holds");
+                }
+                out = same_kind!(&out, |a| a
+                    .slice_axis(Axis(ax), NdSlice::from(lo..hi))
+                    .to_owned());
+            }
+            let (b, e) = (
+                usize::try_from(before.max(0)).expect("non-negative"),
+                usize::try_from(after.max(0)).expect("non-negative"),
+            );
+            if b == 0 && e == 0 {
+                continue;
+            }
+            let dim = out.shape()[ax];
+            let mut shape = out.shape().to_vec();
+            shape[ax] = dim.saturating_add(b).saturating_add(e);
+            checked_numel(&shape)?;
+            let src = |i: usize| -> Option<usize> {
+                let p = i64::try_from(i).expect("i") - i64::try_from(b).expect("b");
+                let n = i64::try_from(dim).expect("dim");
+                if (0..n).contains(&p) {
+                    return usize::try_from(p).ok();
+                }
+                match self.mode.as_str() {
+                    "edge" => usize::try_from(p.clamp(0, n - 1)).ok(),
+                    "reflect" if n > 1 => {
+                        let period = 2 * (n - 1);
+                        let m = p.rem_euclid(period);
+                        usize::try_from(if m < n { m } else { period - m }).ok()
+                    }
+                    "reflect" => Some(0),
+                    "wrap" => usize::try_from(p.rem_euclid(n)).ok(),
+                    _ => None,
+                }
+            };
+            if dim == 0 && self.mode != "constant" {
+                op_bail!("{} padding of an empty axis", self.mode);
+            }
+            let map: Vec<Option<usize>> = (0..shape[ax]).map(src).collect();
+            out = match out.data() {
+                Data::Float(a) => {
+                    let v = value
+                        .as_ref()
+                        .map_or(0.0, |t| t.to_f32().iter().copied().next().unwrap_or(0.0));
+                    Tensor::float(pad_axis(a, ax, &map, v), out.dtype())
+                }
+                Data::Int(a) => {
+                    let v = match &value {
+                        Some(t) => t
+                            .cast(DType::I64)
+                            .to_i64_vec()?
+                            .first()
+                            .copied()
+                            .unwrap_or(0),
+                        None => 0,
+                    };
+                    Tensor::int(pad_axis(a, ax, &map, v), out.dtype())
+                }
+            };
+        }
+        Ok(vec![out])
+    }
+}
+
+fn pad_axis<T: Clone>(a: &ArrayD<T>, ax: usize, map: &[Option<usize>], fill: T) -> ArrayD<T> {
+    let mut shape = a.shape().to_vec();
+    shape[ax] = map.len();
+    let mut out = ArrayD::from_elem(IxDyn(&shape), fill);
+    for (i, m) in map.iter().enumerate() {
+        if let Some(j) = m {
+            out.index_axis_mut(Axis(ax), i)
+                .assign(&a.index_axis(Axis(ax), *j));
+        }
+    }
+    out
+}
+
+#[derive(Debug)]
+struct Range;
+
+impl Kernel for Range {
+    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
+        let (s, l, d) = (arg(inputs, 0)?, arg(inputs, 1)?, arg(inputs, 2)?);
+        let count = |start: f64, limit: f64, delta: f64| -> Result<usize, OpError> {
+            if delta == 0.0 || !delta.is_finite() || !start.is_finite() || !limit.is_finite() {
+                op_bail!("Range({start}, {limit}, {delta}) is not a finite range");
+            }
+            let n = ((limit - start) / delta).ceil().max(0.0);
+            if n > f64::from(u32::MAX) {
+                op_bail!("Range({start}, {limit}, {delta}) has too many elements");
+            }
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            let n = n as usize;
+            checked_numel(&[n])?;
+            Ok(n)
+        };
+        Ok(vec![match s.data() {
+            Data::Float(_) => {
+                let f = |t: &Tensor| f64::from(t.to_f32().iter().copied().next().unwrap_or(0.0));
+                let (a, b, c) = (f(s), f(l), f(d));
+                let n = count(a, b, c)?;
+                #[allow(clippy::cast_possible_truncation, clippy::cast_precision_loss)]
+                let v: Vec<f32> = (0..n).map(|i| (a + c * i as f64) as f32).collect();
+                Tensor::float(
+                    ArrayD::from_shape_vec(IxDyn(&[n]), v).expect("1-D"),
+                    s.dtype(),
+                )
+            }
+            Data::Int(_) => {
+                let f = |t: &Tensor| -> Result<i64, OpError> {
+                    Ok(t.ints()?.iter().copied().next().unwrap_or(0))
+                };
+                let (a, b, c) = (f(s)?, f(l)?, f(d)?);
+                #[allow(clippy::cast_precision_loss)]
+                let n = count(a as f64, b as f64, c as f64)?;
+                let v: Vec<i64> = (0..n)
+                    .map(|i| a.wrapping_add(c.wrapping_mul(i64::try_from(i).expect("n"))))
+                    .collect();
+                Tensor::int(
+                    ArrayD::from_shape_vec(IxDyn(&[n]), v).expect("1-D"),
+                    s.dtype(),
+                )
+            }
+        }])
+    }
+}
+
+#[derive(Debug)]
+struct ConstantOfShape {
+    value: Option<Tensor>,
+}
+
+impl Kernel for ConstantOfShape {
+    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
+        let shape = usizes(&arg(inputs, 0)?.to_i64_vec()?, "a dimension")?;
+        checked_numel(&shape)?;
+        Ok(vec![match &self.value {
+            None => Tensor::f32(ArrayD::zeros(IxDyn(&shape))),
+            Some(v) => match v.data() {
+                Data::Float(a) => Tensor::float(
+                    ArrayD::from_elem(IxDyn(&shape), a.iter().copied().next().unwrap_or(0.0)),
+                    v.dtype(),
+                ),
+                Data::Int(a) => Tensor::int(
+                    ArrayD::from_elem(IxDyn(&shape), a.iter().copied().next().unwrap_or(0)),
+                    v.dtype(),
+                ),
+            },
+        }])
+    }
+}
+
+/// `DepthToSpace` (DCR or CRD) and `SpaceToDepth` on `[N, C, H, W]`.
+#[derive(Debug)]
+struct DepthSpace {
+    to_space: bool,
+    block: usize,
+    crd: bool,
+}
+
+impl Kernel for DepthSpace {
+    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
+        let x = arg(inputs, 0)?;
+        let &[n, c, h, w] = x.shape() else {
+            op_bail!("expects [N, C, H, W], got {:?}", x.shape());
+        };
+        let b = self.block;
+        if b == 0 {
+            op_bail!("blocksize 0");
+        }
+        let (mid, perm, out): (Vec<usize>, Vec<usize>, Vec<usize>) = if self.to_space {
+            if c % (b * b) != 0 {
+                op_bail!("{c} channels are not a multiple of blocksize^2 = {}", b * b);
+            }
+            let co = c / (b * b);
+            if self.crd {
+                (
+                    vec![n, co, b, b, h, w],
+                    vec![0, 1, 4, 2, 5, 3],
+                    vec![n, co, h * b, w * b],
+                )
+            } else {
+                (
+                    vec![n, b, b, co, h, w],
+                    vec![0, 3, 4, 1, 5, 2],
+                    vec![n, co, h * b, w * b],
+                )
+            }
+        } else {
+            if h % b != 0 || w % b != 0 {
+                op_bail!("{h} x {w} is not a multiple of blocksize {b}");
+            }
+            (
+                vec![n, c, h / b, b, w / b, b],
+                vec![0, 3, 5, 1, 2, 4],
+                vec![n, c * b * b, h / b, w / b],
+            )
+        };
+        Ok(vec![same_kind!(x, |a| {
+            let m = reshaped(a, &mid)?;
+            let p = m
+                .permuted_axes(IxDyn(&perm))
+                .as_standard_layout()
+                .into_owned();
+            reshaped(&p, &out)?
+        })])
+    }
+}
+
+/// `Resize` (opset 10+) and `Upsample`: nearest and (bi)linear on any axes.
+#[derive(Debug)]
+struct Resize {
+    mode: String,
+    coord: String,
+    nearest: String,
+    /// `Upsample` before opset 9: scales as an attribute.
+    scales_attr: Option<Vec<f32>>,
+    /// Input index of the scales (Upsample 1, Resize-10 1, Resize-11+ 2).
+    scales_input: usize,
+    /// Input index of the sizes (Resize-11+ 3).
+    sizes_input: Option<usize>,
+}
+
+impl Kernel for Resize {
+    #[allow(
+        clippy::cast_precision_loss,
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss
+    )]
+    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
+        let x = arg(inputs, 0)?;
+        let xs = x.shape().to_vec();
+        let r = xs.len();
+        let scales: Option<Vec<f32>> = match &self.scales_attr {
+            Some(s) => Some(s.clone()),
+            None => opt(inputs, self.scales_input)
+                .filter(|t| !t.is_empty())
+                .map(|t| t.to_f32().iter().copied().collect()),
+        };
+        let sizes: Option<Vec<usize>> = self
+            .sizes_input
+            .and_then(|i| opt(inputs, i))
+            .filter(|t| !t.is_empty())
+            .map(|t| usizes(&t.to_i64_vec()?, "a size"))
+            .transpose()?;
+        let (out_shape, scales): (Vec<usize>, Vec<f32>) = match (sizes, scales) {
+            (Some(s), _) => {
+                if s.len() != r {
+                    op_bail!("{} sizes for rank {r}", s.len());
+                }
+                let sc = s
+                    .iter()
+                    .zip(&xs)
+                    .map(|(&o, &i)| o as f32 / i.max(1) as f32)
+                    .collect();
+                (s, sc)
+            }
+            (None, Some(sc)) => {
+                if sc.len() != r {
+                    op_bail!("{} scales for rank {r}", sc.len());
+                }
+                if sc.iter().any(|&v| !v.is_finite() || v <= 0.0) {
+                    op_bail!("scales {sc:?} must be positive");
+                }
+                let out = xs
+                    .iter()
+                    .zip(&sc)
+                    .map(|(&i, &s)| (i as f32 * s).floor() as usize)
+                    .collect();
+                (out, sc)
+            }
+            (None, None) => op_bail!("neither scales nor sizes given"),
+        };
+        checked_numel(&out_shape)?;
+        let data = x.to_f32();
+        // Per axis: the source coordinate of each output index.
+        let coord = |o: usize, ax: usize| -> f32 {
+            let (inl, outl, s) = (xs[ax] as f32, out_shape[ax] as f32, scales[ax]);
+            let o = o as f32;
+            match self.coord.as_str() {
+                "align_corners" => {
+                    if outl <= 1.0 {
+                        0.0
+                    } else {
+                        o * (inl - 1.0) / (outl - 1.0)
+                    }
+                }
+                "asymmetric" => o / s,
+                "pytorch_half_pixel" => {
+                    if outl > 1.0 {
+                        (o + 0.5) / s - 0.5
+                    } else {
+                        0.0
+                    }
+                }
+                "tf_half_pixel_for_nn" => (o + 0.5) / s,
+                _ => (o + 0.5) / s - 0.5, // half_pixel
+            }
+        };
+        let out = if self.mode == "nearest" {
+            let pick = |c: f32, n: usize| -> usize {
+                let i = match self.nearest.as_str() {
+                    "floor" => c.floor(),
+                    "ceil" => c.ceil(),
+                    "round_prefer_ceil" => (c + 0.5).floor(),
+                    _ => {
+                        // round_prefer_floor
+                        if (c - c.floor() - 0.5).abs() < f32::EPSILON {
+                            c.floor()
+                        } else {
+                            c.round()
+                        }
+                    }
+                };
+                (i.max(0.0) as usize).min(n.saturating_sub(1))
+            };
+            let maps: Vec<Vec<usize>> = (0..r)
+                .map(|ax| {
+                    (0..out_shape[ax])
+                        .map(|o| pick(coord(o, ax), xs[ax]))
+                        .collect()
+                })
+                .collect();
+            ArrayD::from_shape_fn(IxDyn(&out_shape), |p| {
+                let src: Vec<usize> = (0..r).map(|ax| maps[ax][p[ax]]).collect();
+                data[IxDyn(&src)]
+            })
+        } else if self.mode == "linear" {
+            // Separable linear interpolation, axis by axis.
+            let mut cur = data;
+            for ax in 0..r {
+                if out_shape[ax] == xs[ax] && scales[ax] == 1.0 {
+                    continue;
+                }
+                let n = xs[ax];
+                let taps: Vec<(usize, usize, f32)> = (0..out_shape[ax])
+                    .map(|o| {
+                        let c = coord(o, ax).clamp(0.0, (n - 1) as f32);
+                        let lo = c.floor() as usize;
+                        let hi = (lo + 1).min(n - 1);
+                        (lo, hi, c - lo as f32)
+                    })
+                    .collect();
+                let mut shape = cur.shape().to_vec();
+                shape[ax] = out_shape[ax];
+                let mut next = ArrayD::<f32>::zeros(IxDyn(&shape));
+                for (o, &(lo, hi, t)) in taps.iter().enumerate() {
+                    let a = cur.index_axis(Axis(ax), lo);
+                    let b = cur.index_axis(Axis(ax), hi);
+                    let mut dst = next.index_axis_mut(Axis(ax), o);
+                    ndarray::Zip::from(&mut dst)
+                        .and(&a)
+                        .and(&b)
+                        .for_each(|d, &p, &q| *d = p + (q - p) * t);
+                }
+                cur = next;
+            }
+            cur
+        } else {
+            op_bail!("mode `{}` is not supported (nearest, linear)", self.mode);
+        };
+        Ok(vec![if x.dtype().is_float() {
+            Tensor::float(out, x.dtype())
+        } else {
+            Tensor::f32(out).cast(x.dtype())
+        }])
+    }
+}
+
+/// Builds a kernel of this family.
+///
+/// # Errors
+/// Bad attributes.
+#[allow(clippy::too_many_lines)]
+pub fn build(op: &str, a: &Attrs<'_>, ctx: Ctx) -> Result<Option<Box<dyn Kernel>>, OpError> {
+    let opset = ctx.opset;
+    Ok(Some(match op {
+        "Shape" => Box::new(Shape {
+            start: a.int_or("start", 0)?,
+            end: a.int("end")?,
+        }),
+        "Size" => Box::new(Size),
+        "Reshape" => Box::new(Reshape {
+            allowzero: a.int_or("allowzero", 0)? != 0,
+            shape: if opset < 5 { a.ints("shape")? } else { None },
+        }),
+        "Flatten" => Box::new(Flatten {
+            axis: a.int_or("axis", 1)?,
+        }),
+        "Squeeze" => Box::new(Squeeze {
+            axes: if opset < 13 { a.ints("axes")? } else { None },
+        }),
+        "Unsqueeze" => Box::new(Unsqueeze {
+            axes: if opset < 13 {
+                Some(
+                    a.ints("axes")?
+                        .ok_or_else(|| OpError("Unsqueeze needs `axes`".into()))?,
+                )
+            } else {
+                None
+            },
+        }),
+        "Transpose" => Box::new(Transpose {
+            perm: a.ints("perm")?,
+        }),
+        "Concat" => Box::new(Concat {
+            axis: a
+                .int("axis")?
+                .ok_or_else(|| OpError("Concat needs the attribute `axis`".into()))?,
+        }),
+        "Split" => Box::new(Split {
+            axis: a.int_or("axis", 0)?,
+            split: if opset < 13 { a.ints("split")? } else { None },
+            num_outputs: a
+                .int("num_outputs")?
+                .map(|n| to_usize(n, "num_outputs"))
+                .transpose()?,
+            outputs: ctx.outputs,
+        }),
+        "Slice" => Box::new(SliceOp {
+            attrs: if opset < 10 {
+                Some((
+                    a.ints("starts")?
+                        .ok_or_else(|| OpError("Slice needs `starts`".into()))?,
+                    a.ints("ends")?
+                        .ok_or_else(|| OpError("Slice needs `ends`".into()))?,
+                    a.ints("axes")?,
+                ))
+            } else {
+                None
+            },
+        }),
+        "Gather" => Box::new(Gather {
+            axis: a.int_or("axis", 0)?,
+        }),
+        "GatherElements" => Box::new(GatherElements {
+            axis: a.int_or("axis", 0)?,
+        }),
+        "GatherND" => Box::new(GatherNd {
+            batch_dims: to_usize(a.int_or("batch_dims", 0)?, "batch_dims")?,
+        }),
+        "Expand" => Box::new(Expand),
+        "Tile" => Box::new(Tile),
+        "Pad" => {
+            let mode = a.string_or("mode", "constant")?;
+            if !matches!(mode.as_str(), "constant" | "reflect" | "edge" | "wrap") {
+                op_bail!("attribute `mode` = \"{mode}\": expected constant, reflect, edge or wrap");
+            }
+            Box::new(Pad {
+                attrs: if opset < 11 {
+                    Some((
+                        a.ints("pads")?
+                            .ok_or_else(|| OpError("Pad needs `pads`".into()))?,
+                        a.float_or("value", 0.0)?,
+                    ))
+                } else {
+                    None
+                },
+                mode,
+            })
+        }
+        "Range" => Box::new(Range),
+        "ConstantOfShape" => Box::new(ConstantOfShape {
+            value: a.tensor("value")?,
+        }),
+        "DepthToSpace" | "SpaceToDepth" => Box::new(DepthSpace {
+            to_space: op == "DepthToSpace",
+            block: to_usize(
+                a.int("blocksize")?
+                    .ok_or_else(|| OpError(format!("{op} needs `blocksize`")))?,
+                "blocksize",
+            )?,
+            crd: a.string_or("mode", "DCR")? == "CRD",
+        }),
+        "Resize" | "Upsample" => {
+            let mode = a.string_or("mode", "nearest")?;
+            let mode = match mode.as_str() {
+                "bilinear" | "linear" => "linear".to_string(),
+                m => m.to_string(),
+            };
+            if !matches!(mode.as_str(), "nearest" | "linear") {
+                op_bail!("attribute `mode` = \"{mode}\": nearest and linear are supported");
+            }
+            let upsample = op == "Upsample";
+            if a.int_or("exclude_outside", 0)? != 0 {
+                op_bail!("exclude_outside is not supported");
+            }
+            if a.has("antialias") && a.int_or("antialias", 0)? != 0 {
+                op_bail!("antialias is not supported");
+            }
+            Box::new(Resize {
+                coord: if upsample || opset < 11 {
+                    "asymmetric".into()
+                } else {
+                    a.string_or("coordinate_transformation_mode", "half_pixel")?
+                },
+                nearest: if upsample || opset < 11 {
+                    "floor".into()
+                } else {
+                    a.string_or("nearest_mode", "round_prefer_floor")?
+                },
+                mode,
+                scales_attr: if upsample && opset < 9 {
+                    a.floats("scales")?
+                } else {
+                    None
+                },
+                scales_input: if upsample || opset < 11 { 1 } else { 2 },
+                sizes_input: if upsample || opset < 11 {
+                    None
+                } else {
+                    Some(3)
+                },
+            })
+        }
+        _ => return Ok(None),
+    }))
+}
