@@ -60,6 +60,11 @@ pub trait LayerRunner: Sync {
         let _ = (index, x);
     }
 
+    /// Sees layer `index`'s output tensor (bias and addend included).
+    fn observe_output(&self, index: usize, y: &ArrayD<f32>) {
+        let _ = (index, y);
+    }
+
     /// `x M^T` for group `group` of layer `index` (`M` = `layer.matrices[group]`,
     /// outputs x inputs): vectors x outputs, in float, without the bias.
     /// `batch` identifies the batch (noise streams).
@@ -478,14 +483,16 @@ pub fn run(
                     .copied()
                     .flatten()
                     .ok_or_else(|| fail(OpError("no input".into())))?;
-                vec![
-                    run_layer(*li, &graph.layers[*li], x, runner, batch).map_err(|e| {
-                        OnnxError::Layer {
-                            layer: node.name.clone(),
-                            message: e.0,
-                        }
-                    })?,
-                ]
+                let y = run_layer(*li, &graph.layers[*li], x, runner, batch).map_err(|e| {
+                    OnnxError::Layer {
+                        layer: node.name.clone(),
+                        message: e.0,
+                    }
+                })?;
+                if let Ok(f) = y.floats() {
+                    runner.observe_output(*li, f);
+                }
+                vec![y]
             }
         };
         for (o, t) in node.outputs.iter().zip(outs) {

@@ -21,6 +21,7 @@
 //! and pooling. Anything else is an error naming the node.
 
 pub mod attrs;
+pub mod build;
 mod error;
 pub mod exec;
 pub mod graph;

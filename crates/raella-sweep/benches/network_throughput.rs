@@ -40,10 +40,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use ndarray::{Array2, linalg::general_mat_mul, s};
-use raella_network::{BertModel, CrossbarBackend, Lee50, QuantModel, eval_quant};
+use ndarray::{Array2, linalg::general_mat_mul};
+use raella_network::{CrossbarBackend, QuantModel, eval_quant};
 use raella_runtime::LayerStats;
-use raella_sweep::{AWS_CALIBRATION_IMAGES, Spec, load_model};
+use raella_sweep::{Spec, load_model};
 use rayon::prelude::*;
 
 fn gemm_gflops() -> f64 {
@@ -144,94 +144,43 @@ fn main() -> anyhow::Result<()> {
         "vs GEMM"
     );
     for m in &spec.models {
-        if let Some(b) = &m.bert {
-            // Text: up to `N` Lee-50 documents; "images/s" are documents/s.
-            let model = BertModel::load(&b.model)?;
-            // The spec's ranges: calibration lines of `texts`, evaluation documents.
-            let (c, e) = (m.calibration, m.evaluation);
-            let docs: Vec<String> = Lee50::load(&b.lee50)?
-                .documents
-                .into_iter()
-                .skip(e.start)
-                .take(images.min(e.count))
-                .collect();
-            let text = std::fs::read_to_string(&b.texts)?;
-            let cal: Vec<&str> = text
-                .lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty())
-                .skip(c.start)
-                .take(c.count)
-                .collect();
-            let quant = model.quantize(&cal)?;
-            let captured = quant.capture_inputs(&cal)?;
-            let layers = quant.crossbar_layers();
-            let onnx = b
-                .model
-                .parent()
-                .map(|p| p.join("onnx/minilm.onnx"))
-                .filter(|p| p.is_file());
-            let ort_rate = match (&ort, onnx) {
-                (Some(py), Some(onnx)) => {
-                    let dir = tempdir()?;
-                    let texts = dir.join("docs.txt");
-                    std::fs::write(&texts, docs.join("\n") + "\n")?;
-                    let tok = b.model.join("tokenizer.json");
-                    let r = ort_items_per_s(
-                        py,
-                        &root,
-                        &onnx,
-                        threads,
-                        &[
-                            "--texts".as_ref(),
-                            texts.as_os_str(),
-                            "--tokenizer".as_ref(),
-                            tok.as_os_str(),
-                            "--max-length".as_ref(),
-                            "256".as_ref(),
-                        ],
-                    );
-                    std::fs::remove_dir_all(&dir)?;
-                    Some(r?)
-                }
-                _ => None,
-            };
-            for arch in &spec.archs {
-                let t0 = Instant::now();
-                let backend = CrossbarBackend::build_layers(
-                    &layers,
-                    &arch.config(),
-                    &captured,
-                    spec.seeds[0],
-                )?;
-                let build = t0.elapsed().as_secs_f64();
-                let (best, total) = best_of_two(|| Ok(quant.embed(&backend, &docs)?.layer_stats))?;
-                report(
-                    &m.name,
-                    &arch.name,
-                    build,
-                    docs.len(),
-                    best,
-                    &total,
-                    gflops,
-                    ort_rate,
+        // The first `N` evaluation items of the spec's range.
+        let mut m = m.clone();
+        m.evaluation.count = m.evaluation.count.min(images);
+        let ld = load_model(&m)?;
+        let n = ld.items;
+        let ort_rate = match (&ort, &ld.lee50, &m.text) {
+            (Some(py), Some(lee), Some(t)) => {
+                let dir = tempdir()?;
+                let texts = dir.join("docs.txt");
+                std::fs::write(&texts, lee.documents.join("\n") + "\n")?;
+                let r = ort_items_per_s(
+                    py,
+                    &root,
+                    &m.onnx,
+                    threads,
+                    &[
+                        "--texts".as_ref(),
+                        texts.as_os_str(),
+                        "--tokenizer".as_ref(),
+                        t.tokenizer.as_os_str(),
+                        "--max-length".as_ref(),
+                        t.max_tokens.to_string().as_ref(),
+                    ],
                 );
+                std::fs::remove_dir_all(&dir)?;
+                Some(r?)
             }
-            continue;
-        }
-        let (graph, cal, eval, _) = load_model(m)?;
-        let n = images.min(eval.nrows());
-        let eval = eval.slice(s![..n, ..]).to_owned();
-        let ort_rate = match &ort {
-            Some(py) => {
+            (Some(py), None, None) => {
                 let dir = tempdir()?;
                 let file = dir.join("images.npy");
-                let mut dims = vec![n];
-                dims.extend(graph.tensors[graph.input].shape.iter().copied());
-                let x = eval.clone().into_shape_with_order(ndarray::IxDyn(&dims))?;
+                let parts: Vec<ndarray::ArrayD<f32>> =
+                    ld.evaluation.iter().map(|b| b[0].to_f32()).collect();
+                let views: Vec<_> = parts.iter().map(|p| p.view()).collect();
+                let x = ndarray::concatenate(ndarray::Axis(0), &views)?;
                 ndarray_npy::write_npy(&file, &x)?;
                 let mut input =
-                    std::ffi::OsString::from(format!("{}=", graph.tensors[graph.input].name));
+                    std::ffi::OsString::from(format!("{}=", ld.graph.name(ld.graph.inputs[0])));
                 input.push(&file);
                 let r = ort_items_per_s(
                     py,
@@ -250,18 +199,17 @@ fn main() -> anyhow::Result<()> {
                 std::fs::remove_dir_all(&dir)?;
                 Some(r?)
             }
-            None => None,
+            _ => None,
         };
-        let model = QuantModel::calibrate(graph, cal.view())?;
-        let ncap = cal.nrows().min(AWS_CALIBRATION_IMAGES);
-        let captured = model.capture_inputs(cal.slice(s![..ncap, ..]).to_owned())?;
+        let model = QuantModel::calibrate(ld.graph, &ld.calibration)?;
+        let captured = model.capture_inputs(&ld.aws_calibration)?;
         for arch in &spec.archs {
             let cfg = arch.config();
             let t0 = Instant::now();
             let backend = CrossbarBackend::build(&model, &cfg, &captured, spec.seeds[0])?;
             let build = t0.elapsed().as_secs_f64();
             let (best, total) =
-                best_of_two(|| Ok(eval_quant(&model, &backend, eval.view())?.layer_stats))?;
+                best_of_two(|| Ok(eval_quant(&model, &backend, &ld.evaluation)?.layer_stats))?;
             report(
                 &m.name, &arch.name, build, n, best, &total, gflops, ort_rate,
             );

@@ -474,8 +474,7 @@ fn shape_only_layers(
         let file = stats_dir.map(|d| d.join(&a.name).join(format!("{}.txt", shape.name)));
         let (stats, source) = match (file.filter(|f| f.is_file()), &typ) {
             (Some(f), _) => {
-                let text =
-                    raella_network::files::read_text(&f, raella_network::files::FileKind::Text)?;
+                let text = raella_data::files::read_text(&f, raella_data::files::FileKind::Text)?;
                 (LayerStatistics::parse(&f, &text)?, "statistics")
             }
             (None, TypicalSource::Found(_, t)) => (t.for_layer(slices, sch.recovery), "typical"),

@@ -8,7 +8,7 @@ use anyhow::{Context, bail, ensure};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use raella_network::files::{FileKind, read_text};
+use raella_data::files::{FileKind, read_text};
 
 use crate::cost::{CostModel, cost_sweep};
 use crate::run::{ModelSummary, ResultRow, SweepResults};
@@ -27,7 +27,7 @@ struct ShardJson {
 /// # Errors
 /// The spec file cannot be read.
 pub fn spec_hash(spec: &Spec) -> anyhow::Result<String> {
-    let bytes = raella_network::files::read_file(&spec.path, FileKind::Toml)?;
+    let bytes = raella_data::files::read_file(&spec.path, FileKind::Toml)?;
     Ok(Sha256::digest(&bytes)
         .iter()
         .map(|b| format!("{b:02x}"))

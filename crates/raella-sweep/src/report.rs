@@ -379,11 +379,13 @@ fn report_text(spec: &Spec, res: &SweepResults) -> anyhow::Result<String> {
     )?;
     for (m, ms) in spec.models.iter().zip(&res.models) {
         writeln!(md, "## Model `{}`\n", cell(&m.name))?;
-        if let Some(b) = &m.bert {
+        if let Some(b) = &m.text {
             writeln!(
                 md,
-                "- BERT encoder: `{}`; Lee-50 documents `{}`; calibration texts `{}`",
-                cell(&b.model.display().to_string()),
+                "- Text encoder (ONNX): `{}`; tokenizer `{}` (truncation at {} tokens); Lee-50 documents `{}`; calibration texts `{}`",
+                cell(&m.onnx.display().to_string()),
+                cell(&b.tokenizer.display().to_string()),
+                b.max_tokens,
                 cell(&b.lee50.display().to_string()),
                 cell(&b.texts.display().to_string())
             )?;
@@ -407,10 +409,11 @@ fn report_text(spec: &Spec, res: &SweepResults) -> anyhow::Result<String> {
                 "- ONNX: `{}`; images `{}`, labels `{}`",
                 cell(&m.onnx.display().to_string()),
                 cell(&m.images.display().to_string()),
-                m.labels.as_ref().map_or_else(
-                    || "(none: unlabelled photographs)".to_string(),
-                    |l| cell(&l.display().to_string())
-                )
+                match (&m.labels, m.class_folders) {
+                    (_, true) => "(class sub-folders)".to_string(),
+                    (Some(l), false) => cell(&l.display().to_string()),
+                    (None, false) => "(none: unlabelled photographs)".to_string(),
+                }
             )?;
             writeln!(
                 md,
@@ -433,13 +436,13 @@ fn report_text(spec: &Spec, res: &SweepResults) -> anyhow::Result<String> {
             "- Crossbar layers: {}; {} MACs per {}",
             cell(&ms.layers.join("; ")),
             ms.macs_per_image,
-            if m.bert.is_some() {
+            if m.text.is_some() {
                 "document (mean)"
             } else {
                 "image"
             }
         )?;
-        if m.bert.is_some() {
+        if m.text.is_some() {
             writeln!(
                 md,
                 "- References on the evaluation documents: the 8-bit reference's nearest-neighbour agreement with float32 {}\n",

@@ -10,7 +10,7 @@ use std::path::Path;
 
 use ndarray::Array2;
 
-use crate::NetworkError;
+use crate::DataError;
 use crate::files::{self, FileKind};
 
 /// Labelled images: `images x pixels` bytes and one label per image.
@@ -24,8 +24,8 @@ pub struct IdxDataset {
     pub labels: Vec<u8>,
 }
 
-fn idx_err(path: &Path, reason: impl Into<String>) -> NetworkError {
-    NetworkError::Idx {
+fn idx_err(path: &Path, reason: impl Into<String>) -> DataError {
+    DataError::Idx {
         path: path.to_path_buf(),
         reason: reason.into(),
     }
@@ -33,7 +33,7 @@ fn idx_err(path: &Path, reason: impl Into<String>) -> NetworkError {
 
 /// Reads a regular file (at most [`FileKind::Idx`]'s limit) and gunzips it
 /// when it starts with the gzip magic.
-fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, NetworkError> {
+fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, DataError> {
     let raw = files::read_file(path, FileKind::Idx)?;
     if raw.starts_with(&GZIP_MAGIC) {
         gunzip_idx(&raw, path)
@@ -50,7 +50,7 @@ const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 /// else is decompressed, and data past the declared size is an error after one
 /// extra byte, so a gzip bomb costs neither time nor memory. A malformed
 /// header is returned as it is, for [`parse_idx`] to name.
-fn gunzip_idx(bytes: &[u8], path: &Path) -> Result<Vec<u8>, NetworkError> {
+fn gunzip_idx(bytes: &[u8], path: &Path) -> Result<Vec<u8>, DataError> {
     let mut z = files::GzStream::new(bytes, path);
     let mut out = Vec::new();
     z.read_to(&mut out, 4)?;
@@ -97,7 +97,7 @@ fn gunzip_idx(bytes: &[u8], path: &Path) -> Result<Vec<u8>, NetworkError> {
 ///
 /// # Errors
 /// As [`parse_idx`], or a corrupt, truncated or oversized gzip stream.
-pub fn decode_idx(bytes: &[u8], path: &Path) -> Result<(Vec<usize>, Vec<u8>), NetworkError> {
+pub fn decode_idx(bytes: &[u8], path: &Path) -> Result<(Vec<usize>, Vec<u8>), DataError> {
     if bytes.starts_with(&GZIP_MAGIC) {
         parse_idx(path, &gunzip_idx(bytes, path)?)
     } else {
@@ -108,9 +108,9 @@ pub fn decode_idx(bytes: &[u8], path: &Path) -> Result<(Vec<usize>, Vec<u8>), Ne
 /// Parses an unsigned-byte IDX file into `(dims, data)`.
 ///
 /// # Errors
-/// [`NetworkError::Idx`] naming the file for a wrong magic, a type other than
+/// [`DataError::Idx`] naming the file for a wrong magic, a type other than
 /// unsigned byte, or a data length that does not match the dimensions.
-pub fn parse_idx(path: &Path, bytes: &[u8]) -> Result<(Vec<usize>, Vec<u8>), NetworkError> {
+pub fn parse_idx(path: &Path, bytes: &[u8]) -> Result<(Vec<usize>, Vec<u8>), DataError> {
     if bytes.len() < 4 {
         return Err(idx_err(
             path,
@@ -179,7 +179,7 @@ impl IdxDataset {
     ///
     /// # Errors
     /// Unreadable or malformed files, or image and label counts that differ.
-    pub fn load(images: &Path, labels: &Path) -> Result<Self, NetworkError> {
+    pub fn load(images: &Path, labels: &Path) -> Result<Self, DataError> {
         let (idims, idata) = parse_idx(images, &read_maybe_gz(images)?)?;
         if idims.len() < 2 {
             return Err(idx_err(

@@ -14,7 +14,7 @@ use std::fs::{File, Metadata};
 use std::io::Read;
 use std::path::Path;
 
-use crate::NetworkError;
+use crate::DataError;
 
 const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
@@ -117,8 +117,8 @@ fn not_regular(meta: &Metadata) -> Option<&'static str> {
     Some("not a regular file")
 }
 
-fn io_err(path: &Path, source: std::io::Error) -> NetworkError {
-    NetworkError::Io {
+fn io_err(path: &Path, source: std::io::Error) -> DataError {
+    DataError::Io {
         path: path.to_path_buf(),
         source,
     }
@@ -128,24 +128,24 @@ fn io_err(path: &Path, source: std::io::Error) -> NetworkError {
 /// `kind`'s limit, without opening it; returns its size.
 ///
 /// # Errors
-/// [`NetworkError::Io`] for a missing or inaccessible path,
-/// [`NetworkError::NotAFile`] for a folder, FIFO, device or socket,
-/// [`NetworkError::TooLarge`] past the limit.
-pub fn check_file(path: &Path, kind: FileKind) -> Result<u64, NetworkError> {
+/// [`DataError::Io`] for a missing or inaccessible path,
+/// [`DataError::NotAFile`] for a folder, FIFO, device or socket,
+/// [`DataError::TooLarge`] past the limit.
+pub fn check_file(path: &Path, kind: FileKind) -> Result<u64, DataError> {
     let meta = std::fs::metadata(path).map_err(|e| io_err(path, e))?;
     check_meta(path, kind, &meta)
 }
 
-fn check_meta(path: &Path, kind: FileKind, meta: &Metadata) -> Result<u64, NetworkError> {
+fn check_meta(path: &Path, kind: FileKind, meta: &Metadata) -> Result<u64, DataError> {
     if let Some(is) = not_regular(meta) {
-        return Err(NetworkError::NotAFile {
+        return Err(DataError::NotAFile {
             path: path.to_path_buf(),
             is,
             expected: kind.what(),
         });
     }
     if meta.len() > kind.limit() {
-        return Err(NetworkError::TooLarge {
+        return Err(DataError::TooLarge {
             path: path.to_path_buf(),
             what: kind.what(),
             size: human_bytes(meta.len()),
@@ -160,7 +160,7 @@ fn check_meta(path: &Path, kind: FileKind, meta: &Metadata) -> Result<u64, Netwo
 ///
 /// # Errors
 /// As [`check_file`].
-pub fn open_file(path: &Path, kind: FileKind) -> Result<(File, u64), NetworkError> {
+pub fn open_file(path: &Path, kind: FileKind) -> Result<(File, u64), DataError> {
     check_file(path, kind)?;
     let mut opts = std::fs::OpenOptions::new();
     opts.read(true);
@@ -181,14 +181,14 @@ pub fn open_file(path: &Path, kind: FileKind) -> Result<(File, u64), NetworkErro
 ///
 /// # Errors
 /// As [`check_file`], or a read error.
-pub fn read_file(path: &Path, kind: FileKind) -> Result<Vec<u8>, NetworkError> {
+pub fn read_file(path: &Path, kind: FileKind) -> Result<Vec<u8>, DataError> {
     let (file, len) = open_file(path, kind)?;
     let mut buf = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
     file.take(kind.limit() + 1)
         .read_to_end(&mut buf)
         .map_err(|e| io_err(path, e))?;
     if buf.len() as u64 > kind.limit() {
-        return Err(NetworkError::TooLarge {
+        return Err(DataError::TooLarge {
             path: path.to_path_buf(),
             what: kind.what(),
             size: "more (it grew while read)".into(),
@@ -202,8 +202,8 @@ pub fn read_file(path: &Path, kind: FileKind) -> Result<Vec<u8>, NetworkError> {
 ///
 /// # Errors
 /// As [`read_file`], or bytes that are not UTF-8 (naming the byte offset).
-pub fn read_text(path: &Path, kind: FileKind) -> Result<String, NetworkError> {
-    String::from_utf8(read_file(path, kind)?).map_err(|e| NetworkError::ModelFile {
+pub fn read_text(path: &Path, kind: FileKind) -> Result<String, DataError> {
+    String::from_utf8(read_file(path, kind)?).map_err(|e| DataError::ModelFile {
         path: path.to_path_buf(),
         reason: format!(
             "not UTF-8 text (invalid byte at offset {})",
@@ -233,13 +233,13 @@ impl<'a> GzStream<'a> {
     /// ends.
     ///
     /// # Errors
-    /// [`NetworkError::Gzip`] naming the file for a corrupt or truncated stream.
-    pub fn read_to(&mut self, out: &mut Vec<u8>, len: u64) -> Result<(), NetworkError> {
+    /// [`DataError::Gzip`] naming the file for a corrupt or truncated stream.
+    pub fn read_to(&mut self, out: &mut Vec<u8>, len: u64) -> Result<(), DataError> {
         let want = len.saturating_sub(out.len() as u64);
         (&mut self.decoder)
             .take(want)
             .read_to_end(out)
-            .map_err(|e| NetworkError::Gzip {
+            .map_err(|e| DataError::Gzip {
                 path: self.path.to_path_buf(),
                 reason: e.to_string(),
             })?;
@@ -252,13 +252,13 @@ impl<'a> GzStream<'a> {
 /// decompressed).
 ///
 /// # Errors
-/// [`NetworkError::Gzip`] naming `path` for a corrupt or truncated stream,
-/// [`NetworkError::TooLarge`] past the limit.
-pub fn gunzip(bytes: &[u8], path: &Path, limit: u64) -> Result<Vec<u8>, NetworkError> {
+/// [`DataError::Gzip`] naming `path` for a corrupt or truncated stream,
+/// [`DataError::TooLarge`] past the limit.
+pub fn gunzip(bytes: &[u8], path: &Path, limit: u64) -> Result<Vec<u8>, DataError> {
     let mut out = Vec::new();
     GzStream::new(bytes, path).read_to(&mut out, limit + 1)?;
     if out.len() as u64 > limit {
-        return Err(NetworkError::TooLarge {
+        return Err(DataError::TooLarge {
             path: path.to_path_buf(),
             what: "the decompressed gzip stream",
             size: format!("more than {}", human_bytes(limit)),
@@ -266,6 +266,20 @@ pub fn gunzip(bytes: &[u8], path: &Path, limit: u64) -> Result<Vec<u8>, NetworkE
         });
     }
     Ok(out)
+}
+
+/// Reads a file of the git-ignored model cache, or says which command fetches it.
+///
+/// # Errors
+/// [`DataError::Missing`] naming `cargo xtask fetch-models`, or any [`read_file`] error.
+pub fn read_cached(path: &Path, kind: FileKind) -> Result<Vec<u8>, DataError> {
+    if !path.exists() {
+        return Err(DataError::Missing {
+            path: path.to_path_buf(),
+            hint: crate::FETCH_HINT,
+        });
+    }
+    read_file(path, kind)
 }
 
 #[cfg(test)]

@@ -8,9 +8,9 @@ use std::path::Path;
 
 use ndarray::{ArrayView1, ArrayView2};
 
-use crate::NetworkError;
-use crate::bert::read_cached;
+use crate::DataError;
 use crate::files::FileKind;
+use crate::files::read_cached;
 
 /// The 50 documents and the human similarity of each pair.
 #[derive(Debug, Clone)]
@@ -40,7 +40,7 @@ impl Lee50 {
     /// A missing file, an empty document, a value that is not a number in
     /// [0, 1], or a matrix that is not `documents x documents`; each names the
     /// file and line.
-    pub fn load(dir: &Path) -> Result<Self, NetworkError> {
+    pub fn load(dir: &Path) -> Result<Self, DataError> {
         let cor = dir.join("lee.cor");
         let sims = dir.join("similarities0-1.txt");
         let docs = read_cached(&cor, FileKind::Text)?;
@@ -53,13 +53,8 @@ impl Lee50 {
     ///
     /// # Errors
     /// As [`load`](Self::load).
-    pub fn parse(
-        docs: &[u8],
-        matrix: &[u8],
-        cor: &Path,
-        sims: &Path,
-    ) -> Result<Self, NetworkError> {
-        let line_err = |path: &Path, line: usize, reason: String| NetworkError::DataLine {
+    pub fn parse(docs: &[u8], matrix: &[u8], cor: &Path, sims: &Path) -> Result<Self, DataError> {
+        let line_err = |path: &Path, line: usize, reason: String| DataError::DataLine {
             path: path.to_path_buf(),
             line,
             reason,
@@ -139,12 +134,9 @@ impl Lee50 {
     ///
     /// # Errors
     /// Embeddings that are not one row per document, or constant cosines.
-    pub fn correlations(
-        &self,
-        embeddings: ArrayView2<'_, f32>,
-    ) -> Result<Correlations, NetworkError> {
+    pub fn correlations(&self, embeddings: ArrayView2<'_, f32>) -> Result<Correlations, DataError> {
         if embeddings.nrows() != self.documents.len() {
-            return Err(NetworkError::BadInput(format!(
+            return Err(DataError::BadInput(format!(
                 "{} embeddings for {} documents",
                 embeddings.nrows(),
                 self.documents.len()
@@ -157,7 +149,7 @@ impl Lee50 {
             .collect();
         let gold: Vec<f64> = self.pairs.iter().map(|p| p.2).collect();
         let undefined =
-            || NetworkError::BadInput("a correlation is undefined (constant values)".into());
+            || DataError::BadInput("a correlation is undefined (constant values)".into());
         Ok(Correlations {
             pearson: pearson(&cos, &gold).ok_or_else(undefined)?,
             spearman: spearman(&cos, &gold).ok_or_else(undefined)?,
@@ -186,12 +178,9 @@ fn cosine_f64(a: &[f64], b: &[f64]) -> f64 {
 ///
 /// # Errors
 /// Different shapes.
-pub fn row_cosines(
-    a: ArrayView2<'_, f32>,
-    b: ArrayView2<'_, f32>,
-) -> Result<Vec<f64>, NetworkError> {
+pub fn row_cosines(a: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>) -> Result<Vec<f64>, DataError> {
     if a.dim() != b.dim() {
-        return Err(NetworkError::BadInput(format!(
+        return Err(DataError::BadInput(format!(
             "embeddings {:?} and reference {:?} differ in shape",
             a.dim(),
             b.dim()
