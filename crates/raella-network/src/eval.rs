@@ -3,7 +3,7 @@
 //! they do not depend on scheduling).
 
 use ndarray::{Array2, ArrayD, ArrayView2, Axis, concatenate};
-use raella_onnx::{FloatRunner, Graph, LayerRunner, Tensor, Vectors, WeightLayer};
+use raella_onnx::{FloatRunner, Graph, LayerRunner, RunProfile, Tensor, Vectors, WeightLayer};
 use raella_runtime::LayerStats;
 use rayon::prelude::*;
 
@@ -32,6 +32,8 @@ pub struct Evaluation {
     pub features: Vec<Option<ArrayD<f32>>>,
     /// Per weight layer, its input vectors over all batches (of one group).
     pub vectors: Vec<usize>,
+    /// Where the time went, summed over batches (thread time).
+    pub times: RunProfile,
 }
 
 /// `rows x rest` of a tensor whose first dimension is the items.
@@ -131,8 +133,8 @@ impl LayerRunner for FloatFeatures {
 /// # Errors
 /// Input or node errors.
 pub fn eval_float(graph: &Graph, batches: &[Vec<Tensor>]) -> Result<Evaluation, NetworkError> {
-    // Per batch: the outputs, the captured features and the vectors per layer.
-    type Part = (Vec<Tensor>, Option<ArrayD<f32>>, Vec<usize>);
+    // Per batch: the outputs, the times, the captured features and the vectors per layer.
+    type Part = (Vec<Tensor>, RunProfile, Option<ArrayD<f32>>, Vec<usize>);
     let parts: Vec<Part> = batches
         .par_iter()
         .map(|b| {
@@ -141,9 +143,10 @@ pub fn eval_float(graph: &Graph, batches: &[Vec<Tensor>]) -> Result<Evaluation, 
                 got: Mutex::new(None),
                 vectors: Mutex::new(vec![0; graph.layers.len()]),
             };
-            let y = raella_onnx::run(graph, b.clone(), &runner, 0)?;
+            let (y, t) = raella_onnx::run_timed(graph, b.clone(), &runner, 0)?;
             Ok((
                 y,
+                t,
                 runner.got.into_inner().expect("no panics while held"),
                 runner.vectors.into_inner().expect("no panics while held"),
             ))
@@ -152,7 +155,9 @@ pub fn eval_float(graph: &Graph, batches: &[Vec<Tensor>]) -> Result<Evaluation, 
     let mut vectors = vec![0; graph.layers.len()];
     let mut outputs = Vec::with_capacity(parts.len());
     let mut features = Vec::with_capacity(parts.len());
-    for (y, f, v) in parts {
+    let mut times = RunProfile::default();
+    for (y, t, f, v) in parts {
+        times += t;
         for (a, b) in vectors.iter_mut().zip(v) {
             *a += b;
         }
@@ -164,6 +169,7 @@ pub fn eval_float(graph: &Graph, batches: &[Vec<Tensor>]) -> Result<Evaluation, 
         layer_stats: vec![None; graph.layers.len()],
         features,
         vectors,
+        times,
     })
 }
 
@@ -186,7 +192,9 @@ pub fn eval_quant(
     let mut layer_stats: Vec<Option<LayerStats>> = vec![None; model.layers.len()];
     let mut outputs = Vec::with_capacity(parts.len());
     let mut features = Vec::with_capacity(parts.len());
+    let mut times = RunProfile::default();
     for r in parts {
+        times += r.times;
         add_layer_stats(&mut layer_stats, &r.stats);
         outputs.push(r.outputs);
         features.push(r.features);
@@ -203,6 +211,7 @@ pub fn eval_quant(
         layer_stats,
         features,
         vectors,
+        times,
     })
 }
 

@@ -70,6 +70,8 @@ pub struct BatchRun {
     pub stats: Vec<Option<LayerStats>>,
     /// The last weight layer's input tensor (the penultimate features).
     pub features: Option<ArrayD<f32>>,
+    /// Where the batch's time went.
+    pub times: raella_onnx::RunProfile,
 }
 
 /// A graph with its 8-bit quantisation.
@@ -370,12 +372,14 @@ impl QuantModel {
             features: Mutex::new(None),
             error: Mutex::new(None),
         };
-        let out = raella_onnx::run(&self.graph, inputs, &runner, batch_index);
+        let out = raella_onnx::run_timed(&self.graph, inputs, &runner, batch_index);
         if let Some(e) = runner.error.into_inner().expect("no panics while held") {
             return Err(e);
         }
+        let (outputs, times) = out?;
         Ok(BatchRun {
-            outputs: out?,
+            outputs,
+            times,
             stats: runner.stats.into_inner().expect("no panics while held"),
             features: runner.features.into_inner().expect("no panics while held"),
         })

@@ -79,13 +79,18 @@ pub fn merge(dirs: &[PathBuf], presets: &Path) -> anyhow::Result<(Spec, SweepRes
         if let Ok(text) = read_text(&t, FileKind::Results) {
             let mut r = csv::Reader::from_reader(text.as_bytes());
             for rec in r.records().filter_map(Result::ok) {
-                if let [m, a, s, b, ips] = rec.iter().collect::<Vec<_>>()[..] {
+                let f: Vec<&str> = rec.iter().collect();
+                if let [m, a, s, b, ips, rest @ ..] = &f[..] {
+                    let share = |i: usize| rest.get(i).and_then(|v| v.parse().ok());
                     out.timings.push(crate::run::Timing {
-                        model: m.into(),
-                        arch: a.into(),
+                        model: (*m).into(),
+                        arch: (*a).into(),
                         seed: s.parse().unwrap_or(0),
                         build_seconds: b.parse().unwrap_or(0.0),
                         images_per_second: ips.parse().unwrap_or(0.0),
+                        crossbar_share: share(0),
+                        digital_share: share(1),
+                        glue_share: share(2),
                     });
                 }
             }
@@ -135,7 +140,7 @@ pub fn merge(dirs: &[PathBuf], presets: &Path) -> anyhow::Result<(Spec, SweepRes
     if let Some(files) = &spec.cost {
         let cm = CostModel::load(files)?;
         cm.check(&spec)?;
-        (out.energy, out.not_costed) = cost_sweep(&spec, &cm, &out.rows)?;
+        (out.energy, out.not_costed) = cost_sweep(&spec, &cm, &out.rows, &out.models)?;
         out.calibrated_on = cm.paper.as_ref().map(|p| p.calibrate_on.clone());
     }
     Ok((spec, out))

@@ -166,6 +166,10 @@ pub struct ModelSummary {
     pub layers: Vec<String>,
     /// MACs per image on crossbars.
     pub macs_per_image: u64,
+    /// Multiply-accumulates per image of digital matrix products (attention's
+    /// activation-by-activation products; `raella_onnx::RunProfile`).
+    #[serde(default)]
+    pub digital_macs_per_image: u64,
     /// float32 top-1.
     pub top1_fp32: Option<f64>,
     /// 8-bit digital top-1.
@@ -675,6 +679,13 @@ pub struct Timing {
     pub build_seconds: f64,
     /// Evaluation images per second, programming excluded.
     pub images_per_second: f64,
+    /// Share of the evaluation's thread time in the weight layers' products
+    /// (the crossbar simulation).
+    pub crossbar_share: Option<f64>,
+    /// Share in digital nodes (everything but weight layers).
+    pub digital_share: Option<f64>,
+    /// Share in the rest of weight layers (quantising inputs, im2col, bias, layout).
+    pub glue_share: Option<f64>,
 }
 
 /// Preprocesses a range of images: `x = (pixel * scale - mean[c]) / std[c]`;
@@ -890,7 +901,7 @@ pub fn run_with(
     bar.finish_and_clear();
     if let (Some(cm), None) = (&cost_model, opts.shard) {
         progress("cost model");
-        (out.energy, out.not_costed) = crate::cost::cost_sweep(spec, cm, &out.rows)?;
+        (out.energy, out.not_costed) = crate::cost::cost_sweep(spec, cm, &out.rows, &out.models)?;
         out.calibrated_on = cm.paper.as_ref().map(|p| p.calibrate_on.clone());
     }
     Ok(out)
@@ -944,8 +955,19 @@ fn check_crossbars(
     Ok(())
 }
 
-/// Per point: the row and, when computed, (build seconds, images/s).
-pub(crate) type Computed = (ResultRow, Option<(f64, f64)>);
+/// Per point: the row and, when computed, its timing.
+pub(crate) type Computed = (ResultRow, Option<PointTime>);
+
+/// Wall clock of one computed point.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct PointTime {
+    /// Seconds to build the design (compile, adaptive slicing, programming).
+    pub build_s: f64,
+    /// Seconds of the evaluation.
+    pub eval_s: f64,
+    /// Where the evaluation's time went, summed over batches (thread time).
+    pub times: raella_onnx::RunProfile,
+}
 
 /// Computes (or takes from the cache) the points `mine` of model `m` in
 /// parallel; `compute` returns a row with its build and evaluation seconds
@@ -958,7 +980,7 @@ pub(crate) fn run_points(
     mine: &[(usize, usize)],
     bar: &ProgressBar,
     units: usize,
-    compute: impl Fn(&crate::spec::Arch, u64) -> anyhow::Result<(ResultRow, f64, f64)> + Sync,
+    compute: impl Fn(&crate::spec::Arch, u64) -> anyhow::Result<(ResultRow, PointTime)> + Sync,
 ) -> Vec<anyhow::Result<Computed>> {
     mine.par_iter()
         .map(|&(ai, si)| {
@@ -979,14 +1001,14 @@ pub(crate) fn run_points(
                 bar.inc(1);
                 return Ok((row, None));
             }
-            let (row, build_s, eval_s) = compute(arch, seed)?;
-            let ips = units as f64 / eval_s.max(1e-9);
+            let (row, t) = compute(arch, seed)?;
+            let ips = units as f64 / t.eval_s.max(1e-9);
             if let Some(c) = cache {
                 write_atomic(&c, &serde_json::to_string(&row)?)?;
             }
             bar.set_message(format!("{:.2} per s ({} / {})", ips, m.name, arch.name));
             bar.inc(1);
-            Ok((row, Some((build_s, ips))))
+            Ok((row, Some(t)))
         })
         .collect()
 }
@@ -1001,16 +1023,23 @@ fn record(
     progress: &mut impl FnMut(&str),
 ) -> anyhow::Result<()> {
     for (r, &(ai, si)) in results.into_iter().zip(mine) {
-        let (row, ips) = r?;
+        let (row, t) = r?;
         let arch = &spec.archs[ai];
-        match ips {
-            Some((build_seconds, ips)) => {
+        match t {
+            Some(t) => {
+                let build_seconds = t.build_s;
+                #[allow(clippy::cast_precision_loss)]
+                let ips = row.images as f64 / t.eval_s.max(1e-9);
+                let total = t.times.total().as_secs_f64().max(1e-12);
                 out.timings.push(Timing {
                     model: m.name.clone(),
                     arch: arch.name.clone(),
                     seed: spec.seeds[si],
                     build_seconds,
                     images_per_second: ips,
+                    crossbar_share: Some(t.times.products.as_secs_f64() / total),
+                    digital_share: Some(t.times.digital.as_secs_f64() / total),
+                    glue_share: Some(t.times.layer_glue.as_secs_f64() / total),
                 });
                 progress(&format!(
                     "{} / {} / seed {}: built in {build_seconds:.1} s, {ips:.2} images/s",
@@ -1186,6 +1215,7 @@ fn references(
         layers: layer_desc,
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
         macs_per_image: macs_per_image.round() as u64,
+        digital_macs_per_image: float.times.digital_macs / items as u64,
         top1_fp32,
         top1_int8,
         agreement_int8_fp32: agreement(&pi, &pf),
@@ -1422,7 +1452,7 @@ fn run_point(
     ctx: &PointContext,
     arch: &crate::spec::Arch,
     seed: u64,
-) -> anyhow::Result<(ResultRow, f64, f64)> {
+) -> anyhow::Result<(ResultRow, PointTime)> {
     let (model, ld) = (&ctx.model, &ctx.loaded);
     let text = ld.lee50.is_some();
     let cfg = arch.config();
@@ -1519,7 +1549,14 @@ fn run_point(
         layers,
     };
     let _ = &ctx.fp32;
-    Ok((row, build_s, eval_s))
+    Ok((
+        row,
+        PointTime {
+            build_s,
+            eval_s,
+            times: ev.times,
+        },
+    ))
 }
 
 /// Column-sum histograms of the layer with the most weights (group 0), for the

@@ -85,6 +85,19 @@ fn a_text_model_runs_end_to_end_with_its_metrics() {
         (want.pearson, want.spearman)
     );
     assert!(summary.top1_fp32.is_none() && summary.macs_per_image > 0);
+    // Attention's digital products: per layer Q K^T and A V, each
+    // S x S x hidden (heads x head width = 16) for a document of S tokens;
+    // two layers; the mean over the documents.
+    let s2: usize = lee
+        .documents
+        .iter()
+        .map(|d| enc.encode(d).unwrap().ids.len().pow(2))
+        .sum();
+    assert_eq!(
+        summary.digital_macs_per_image,
+        (2 * 2 * 16 * s2 / 5) as u64,
+        "digital MACs per document"
+    );
     assert!(summary.feature_cosine_int8_fp32 > 0.9);
     let isaac = &res.rows[0];
     assert_eq!(isaac.arch, "isaac8b");
@@ -124,6 +137,14 @@ fn a_text_model_runs_end_to_end_with_its_metrics() {
             2,
             "{dnn}: one energy row per design"
         );
+    }
+    // The digital products are costed apart, the same for every design.
+    for e in res.energy.iter().filter(|e| e.dnn == "tiny_bert") {
+        assert_eq!(
+            e.digital_macs_per_inference,
+            summary.digital_macs_per_image as f64
+        );
+        assert!(e.digital_energy_mj > 0.0 && e.digital_energy_mj < e.energy_mj);
     }
     write_results(&spec, &res, &out).unwrap();
     let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
