@@ -56,8 +56,16 @@ impl TextEncoder {
                 "truncation length {max_tokens} is outside 2..={MAX_TOKENS_LIMIT}"
             )));
         }
-        let mut tokenizer =
-            Tokenizer::from_bytes(bytes).map_err(|e| bad(format!("not a tokenizer: {e}")))?;
+        // The `tokenizers` crate (0.22) panics instead of failing on some
+        // malformed JSON (`.expect` in its decoder and normaliser
+        // deserialisers, found by the `tokenizer` fuzz target): the bytes are
+        // parsed as JSON here first, so it only ever sees well-formed JSON,
+        // and a panic that still escapes it becomes an error.
+        serde_json::from_slice::<serde_json::Value>(bytes)
+            .map_err(|e| bad(format!("not JSON: {e}")))?;
+        let parsed = std::panic::catch_unwind(|| Tokenizer::from_bytes(bytes))
+            .map_err(|_| bad("not a tokenizer (the tokenizers crate panicked on it)".into()))?;
+        let mut tokenizer = parsed.map_err(|e| bad(format!("not a tokenizer: {e}")))?;
         tokenizer.with_padding(None);
         tokenizer
             .with_truncation(Some(TruncationParams {
@@ -82,10 +90,11 @@ impl TextEncoder {
     /// # Errors
     /// The tokenizer's own failure.
     pub fn encode(&self, text: &str) -> Result<Encoded, DataError> {
-        let e = self
-            .tokenizer
-            .encode(text, true)
-            .map_err(|e| DataError::BadInput(format!("tokenising {text:?}: {e}")))?;
+        let e = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.tokenizer.encode(text, true)
+        }))
+        .map_err(|_| DataError::BadInput(format!("tokenising {text:?}: the tokenizer panicked")))?
+        .map_err(|e| DataError::BadInput(format!("tokenising {text:?}: {e}")))?;
         let ids: Vec<i64> = e.get_ids().iter().map(|&v| i64::from(v)).collect();
         let type_ids: Vec<i64> = e.get_type_ids().iter().map(|&v| i64::from(v)).collect();
         Ok(Encoded {
