@@ -181,7 +181,8 @@ pub enum Data {
     Int(ArrayD<i64>),
 }
 
-/// A tensor: a dtype and its values.
+/// A tensor: a dtype and its values, always in standard (row-major) layout, so
+/// kernels may reshape and slice its memory directly.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Tensor {
     dtype: DType,
@@ -216,7 +217,7 @@ impl Tensor {
     pub fn f32(a: ArrayD<f32>) -> Self {
         Self {
             dtype: DType::F32,
-            data: Data::Float(a),
+            data: Data::Float(standard(a)),
         }
     }
 
@@ -232,7 +233,7 @@ impl Tensor {
         }
         Self {
             dtype,
-            data: Data::Float(a),
+            data: Data::Float(standard(a)),
         }
     }
 
@@ -241,7 +242,7 @@ impl Tensor {
     pub fn i64(a: ArrayD<i64>) -> Self {
         Self {
             dtype: DType::I64,
-            data: Data::Int(a),
+            data: Data::Int(standard(a)),
         }
     }
 
@@ -257,7 +258,7 @@ impl Tensor {
         }
         Self {
             dtype,
-            data: Data::Int(a),
+            data: Data::Int(standard(a)),
         }
     }
 
@@ -266,7 +267,7 @@ impl Tensor {
     pub fn bool(a: ArrayD<bool>) -> Self {
         Self {
             dtype: DType::Bool,
-            data: Data::Int(a.mapv(i64::from)),
+            data: Data::Int(standard(a.mapv(i64::from))),
         }
     }
 
@@ -415,6 +416,15 @@ impl Tensor {
             }
             (Data::Int(a), false) => Self::int(a.clone(), dtype),
         }
+    }
+}
+
+/// `a` in standard layout (a copy only when it is not).
+fn standard<T: Clone>(a: ArrayD<T>) -> ArrayD<T> {
+    if a.is_standard_layout() {
+        a
+    } else {
+        a.as_standard_layout().into_owned()
     }
 }
 

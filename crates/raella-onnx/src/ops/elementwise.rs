@@ -297,7 +297,16 @@ impl Binary {
             Self::Mul => x * y,
             Self::Div => x / y,
             Self::Pow => x.powf(y),
-            Self::Mod { .. } => x % y,
+            Self::Mod { fmod: true } => x % y,
+            // fmod = 0 (floats from opset 28): the sign of the divisor, as numpy's mod.
+            Self::Mod { fmod: false } => {
+                let r = x % y;
+                if r != 0.0 && ((r < 0.0) != (y < 0.0)) {
+                    r + y
+                } else {
+                    r
+                }
+            }
             Self::Max => {
                 if x.is_nan() || y.is_nan() {
                     f32::NAN
@@ -352,15 +361,7 @@ impl Binary {
             }
             Self::Max => x.max(y),
             Self::Min => x.min(y),
-            Self::BitShift { left } => {
-                let s = u32::try_from(y.clamp(0, 63)).expect("clamped");
-                if left {
-                    x.wrapping_shl(s)
-                } else {
-                    // Unsigned shift of the stored (non-negative for unsigned types) value.
-                    x.wrapping_shr(s)
-                }
-            }
+            Self::BitShift { .. } => unreachable!("shifted in BinaryKernel::eval"),
             _ => unreachable!("not an integer arithmetic op"),
         })
     }
@@ -417,6 +418,13 @@ impl Kernel for BinaryKernel {
             return Ok(vec![out]);
         }
         let (da, db) = same_type(a, b)?;
+        if let (Binary::BitShift { left }, Data::Int(x), Data::Int(y)) = (op, da, db) {
+            let d = a.dtype();
+            return Ok(vec![Tensor::int(
+                zip_i64(x, y, |p, q| bit_shift(p, q, left, d))?,
+                d,
+            )]);
+        }
         Ok(vec![match (da, db) {
             (Data::Float(x), Data::Float(y)) if op.is_compare() => {
                 let shape = broadcast_shape(x.shape(), y.shape())?;
@@ -455,6 +463,31 @@ impl Kernel for BinaryKernel {
             }
             _ => unreachable!("same_type checked"),
         }])
+    }
+}
+
+/// `x << y` or `x >> y` in the integer type `d` (opset 28's definition, which
+/// earlier opsets leave open): right shifts of signed types are arithmetic; a
+/// shift by a negative amount or by the type's width or more leaves only the
+/// sign fill (-1 for a right shift of a negative value, else 0).
+#[allow(clippy::cast_sign_loss, clippy::cast_possible_wrap)]
+fn bit_shift(x: i64, y: i64, left: bool, d: DType) -> i64 {
+    let bits = i64::try_from(d.size_bytes() * 8).expect("small");
+    if y < 0 || y >= bits {
+        return if !left && x < 0 && d != DType::U64 {
+            -1
+        } else {
+            0
+        };
+    }
+    let s = u32::try_from(y).expect("in range");
+    if left {
+        x.wrapping_shl(s)
+    } else if d == DType::U64 {
+        ((x as u64) >> s) as i64
+    } else {
+        // Signed values are stored sign-extended, unsigned ones non-negative.
+        x >> s
     }
 }
 
@@ -499,16 +532,24 @@ impl Kernel for VariadicKernel {
 }
 
 #[derive(Debug)]
-struct PRelu;
+struct PRelu {
+    /// Opset < 7: a 1-D slope of one value per channel applies along axis 1.
+    channel_slope: bool,
+}
 
 impl Kernel for PRelu {
     fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
         let (x, s) = (arg(inputs, 0)?, arg(inputs, 1)?);
-        let y = zip_f32(
-            x.floats()?,
-            s.floats()?,
-            |v, a| if v < 0.0 { a * v } else { v },
-        )?;
+        let mut slope = s.floats()?.clone();
+        let xs = x.shape();
+        if self.channel_slope && slope.ndim() == 1 && slope.len() > 1 && xs.len() >= 2 {
+            let mut shape = vec![slope.len()];
+            shape.extend(std::iter::repeat_n(1, xs.len() - 2));
+            slope = slope
+                .into_shape_with_order(IxDyn(&shape))
+                .map_err(|e| OpError(e.to_string()))?;
+        }
+        let y = zip_f32(x.floats()?, &slope, |v, a| if v < 0.0 { a * v } else { v })?;
         Ok(vec![Tensor::float(y, x.dtype())])
     }
 }
@@ -671,10 +712,65 @@ impl Kernel for Identity {
     fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
         let x = arg(inputs, 0)?.clone();
         if self.dropout {
+            // Opset 12+: `ratio` and `training_mode` inputs; training drops at random.
+            let training = opt(inputs, 2)
+                .map(|t| t.to_f32().iter().any(|&v| v != 0.0))
+                .unwrap_or(false);
+            let ratio =
+                opt(inputs, 1).map_or(0.0, |t| t.to_f32().iter().copied().next().unwrap_or(0.0));
+            if training && ratio != 0.0 {
+                op_bail!("Dropout in training mode (random) is not supported");
+            }
             let mask = Tensor::bool(ArrayD::from_elem(IxDyn(x.shape()), true));
             return Ok(vec![x, mask]);
         }
         Ok(vec![x])
+    }
+}
+
+/// An opset < 7 binary op with `broadcast = 1` and `axis`: B's dimensions are
+/// aligned with A's from `axis` on (instead of at the end, as numpy does).
+#[derive(Debug)]
+struct LegacyBroadcast {
+    inner: Box<dyn Kernel>,
+    axis: i64,
+}
+
+impl Kernel for LegacyBroadcast {
+    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
+        let (a, b) = (arg(inputs, 0)?, arg(inputs, 1)?);
+        let (ra, rb) = (a.shape().len(), b.shape().len());
+        let ax = super::axis(self.axis, ra.max(1))?;
+        if ax + rb > ra {
+            op_bail!(
+                "B of shape {:?} does not fit A of shape {:?} from axis {ax}",
+                b.shape(),
+                a.shape()
+            );
+        }
+        let mut shape = b.shape().to_vec();
+        shape.extend(std::iter::repeat_n(1, ra - ax - rb));
+        let b2 = super::reshape(b, &shape)?;
+        self.inner.eval(&[Some(a), Some(&b2)])
+    }
+}
+
+/// A type's name in `TensorProto.DataType` (Cast's `to` before opset 6).
+fn legacy_type_name(d: DType) -> &'static str {
+    match d {
+        DType::F32 => "FLOAT",
+        DType::U8 => "UINT8",
+        DType::I8 => "INT8",
+        DType::U16 => "UINT16",
+        DType::I16 => "INT16",
+        DType::I32 => "INT32",
+        DType::I64 => "INT64",
+        DType::Bool => "BOOL",
+        DType::F16 => "FLOAT16",
+        DType::F64 => "DOUBLE",
+        DType::U32 => "UINT32",
+        DType::U64 => "UINT64",
+        DType::BF16 => "BFLOAT16",
     }
 }
 
@@ -694,10 +790,27 @@ pub fn build(op: &str, a: &Attrs<'_>, ctx: Ctx) -> Result<Option<Box<dyn Kernel>
     let v = |x: Variadic| -> Result<Option<Box<dyn Kernel>>, OpError> {
         Ok(Some(Box::new(VariadicKernel(x))))
     };
-    if opset < 7 && matches!(op, "Add" | "Sub" | "Mul" | "Div") && a.has("broadcast") {
-        op_bail!(
-            "legacy broadcasting (opset {opset} `broadcast`/`axis` attributes) is not supported"
-        );
+    // Before opset 7 these broadcast only with `broadcast = 1`, B aligned at `axis`.
+    if opset < 7
+        && matches!(
+            op,
+            "Add"
+                | "Sub"
+                | "Mul"
+                | "Div"
+                | "Pow"
+                | "And"
+                | "Or"
+                | "Xor"
+                | "Equal"
+                | "Greater"
+                | "Less"
+        )
+        && a.int_or("broadcast", 0)? != 0
+        && let Some(axis) = a.int("axis")?
+        && let Some(inner) = build(op, &Attrs::new(&[]), Ctx { opset: 7, ..ctx })?
+    {
+        return Ok(Some(Box::new(LegacyBroadcast { inner, axis })));
     }
     match op {
         "Abs" => u(Unary::Abs),
@@ -777,7 +890,9 @@ pub fn build(op: &str, a: &Attrs<'_>, ctx: Ctx) -> Result<Option<Box<dyn Kernel>
         "Min" => v(Variadic::Min),
         "Sum" => v(Variadic::Sum),
         "Mean" => v(Variadic::Mean),
-        "PRelu" => Ok(Some(Box::new(PRelu))),
+        "PRelu" => Ok(Some(Box::new(PRelu {
+            channel_slope: opset < 7,
+        }))),
         "Where" => Ok(Some(Box::new(Where))),
         "Not" => Ok(Some(Box::new(Not))),
         "IsNaN" => Ok(Some(Box::new(IsNan))),
@@ -790,9 +905,20 @@ pub fn build(op: &str, a: &Attrs<'_>, ctx: Ctx) -> Result<Option<Box<dyn Kernel>
             max: if opset < 11 { a.float("max")? } else { None },
         }))),
         "Cast" => {
-            let to = a
-                .int("to")?
-                .ok_or_else(|| OpError("Cast needs the attribute `to`".into()))?;
+            // Before opset 6 `to` is the type's name.
+            let to = if opset < 6
+                && let Some(name) = a.string("to").ok().flatten()
+            {
+                (1..=16)
+                    .find(|&c| {
+                        let n = DType::from_onnx(c).map(legacy_type_name);
+                        n == Some(name.as_str())
+                    })
+                    .map_or(-1, i64::from)
+            } else {
+                a.int("to")?
+                    .ok_or_else(|| OpError("Cast needs the attribute `to`".into()))?
+            };
             let code = i32::try_from(to).unwrap_or(-1);
             let d = DType::from_onnx(code).ok_or_else(|| {
                 OpError(format!(

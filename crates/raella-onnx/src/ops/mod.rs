@@ -17,6 +17,7 @@ use crate::{OpError, op_bail};
 pub mod elementwise;
 pub mod nn;
 pub mod reduce;
+pub mod resize;
 pub mod shape;
 
 /// A digital operator, ready to run.
@@ -45,6 +46,7 @@ pub fn supported_ops() -> Vec<&'static str> {
         .chain(shape::OPS)
         .chain(reduce::OPS)
         .chain(nn::OPS)
+        .chain(resize::OPS)
         .chain(IMPORT_OPS.iter())
         .copied()
         .collect();
@@ -70,7 +72,13 @@ pub fn build(op: &str, a: &Attrs<'_>, ctx: Ctx) -> Result<Box<dyn Kernel>, OpErr
     if a.has_subgraph() {
         op_bail!("control flow (`{op}` with a subgraph) is not supported");
     }
-    for family in [elementwise::build, shape::build, reduce::build, nn::build] {
+    for family in [
+        elementwise::build,
+        shape::build,
+        reduce::build,
+        nn::build,
+        resize::build,
+    ] {
         if let Some(k) = family(op, a, ctx)? {
             return Ok(k);
         }
@@ -202,6 +210,32 @@ pub fn like(like: DType, data: Data) -> Tensor {
         Data::Float(a) => Tensor::float(a, if like.is_float() { like } else { DType::F32 }),
         Data::Int(a) => Tensor::int(a, if like.is_float() { DType::I64 } else { like }),
     }
+}
+
+/// `t` with its values in a new shape of the same size.
+///
+/// # Errors
+/// A different number of elements.
+pub fn reshape(t: &Tensor, shape: &[usize]) -> Result<Tensor, OpError> {
+    let bad = |e: ndarray::ShapeError| {
+        OpError(format!("cannot reshape {:?} to {shape:?}: {e}", t.shape()))
+    };
+    Ok(match t.data() {
+        Data::Float(a) => Tensor::float(
+            a.as_standard_layout()
+                .into_owned()
+                .into_shape_with_order(IxDyn(shape))
+                .map_err(bad)?,
+            t.dtype(),
+        ),
+        Data::Int(a) => Tensor::int(
+            a.as_standard_layout()
+                .into_owned()
+                .into_shape_with_order(IxDyn(shape))
+                .map_err(bad)?,
+            t.dtype(),
+        ),
+    })
 }
 
 /// A `usize` from an `i64` that must be non-negative.

@@ -440,7 +440,8 @@ pub fn conv_f32(
     let mg = m / g.groups;
     checked_numel(&[n, m, oh, ow])?;
     checked_numel(&[oh * ow, cg * g.kernel[0] * g.kernel[1]])?;
-    let x4 = x
+    let xs = x.as_standard_layout();
+    let x4 = xs
         .view()
         .into_shape_with_order(IxDyn(&[n, c, h, w]))
         .map_err(|e| OpError(e.to_string()))?;
@@ -505,7 +506,8 @@ pub fn conv_transpose_f32(
         .into_owned()
         .into_shape_with_order((c, mg * k))
         .map_err(|e| OpError(format!("weights {:?}: {e}", weight.shape())))?;
-    let x4 = x
+    let xs = x.as_standard_layout();
+    let x4 = xs
         .view()
         .into_shape_with_order(IxDyn(&[n, c, h * w]))
         .map_err(|e| OpError(e.to_string()))?;
@@ -981,6 +983,14 @@ pub fn pool_f32(
 impl Kernel for Pool {
     fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
         let x = arg(inputs, 0)?;
+        if !x.dtype().is_float() {
+            // MaxPool of 8-bit integers (opset 12+): exact in f32.
+            if !self.max || x.dtype().size_bytes() > 2 {
+                op_bail!("pooling of {} is not supported", x.dtype().name());
+            }
+            let y = pool_f32(&x.to_f32(), &self.win, true, false)?;
+            return Ok(vec![Tensor::f32(y).cast(x.dtype())]);
+        }
         let y = pool_f32(x.floats()?, &self.win, self.max, self.count_include_pad)?;
         Ok(vec![Tensor::float(y, x.dtype())])
     }
@@ -1084,21 +1094,49 @@ impl Kernel for Softmax {
     }
 }
 
-/// Per-tensor or per-axis scale and zero point, broadcast to `shape`.
+/// Per-tensor, per-axis or (opset 21+, `block_size > 0`) blocked scale and
+/// zero point, broadcast to `shape`.
 fn qparams(
     shape: &[usize],
     scale: &Tensor,
     zero: Option<&Tensor>,
     axis_attr: i64,
+    block: usize,
 ) -> Result<(ArrayD<f32>, ArrayD<f32>), OpError> {
     let s = scale.to_f32();
     let z = zero.map_or_else(|| ArrayD::zeros(s.raw_dim()), Tensor::to_f32);
+    if z.shape() != s.shape() {
+        op_bail!(
+            "zero point of shape {:?} for a scale of shape {:?}",
+            z.shape(),
+            s.shape()
+        );
+    }
     let expand = |t: ArrayD<f32>| -> Result<ArrayD<f32>, OpError> {
         if t.len() == 1 && t.ndim() <= 1 {
             let v = t.iter().copied().next().unwrap_or(0.0);
             return Ok(ArrayD::from_elem(IxDyn(shape), v));
         }
         let ax = axis(axis_attr, shape.len())?;
+        if block > 0 {
+            // One value per `block` elements along the axis, the others equal.
+            let ok = t.ndim() == shape.len()
+                && (0..shape.len()).all(|d| {
+                    if d == ax {
+                        t.shape()[d] == shape[d].div_ceil(block)
+                    } else {
+                        t.shape()[d] == shape[d]
+                    }
+                });
+            if !ok {
+                op_bail!(
+                    "blocked parameters of shape {:?} for blocks of {block} on axis {ax} of {shape:?}",
+                    t.shape()
+                );
+            }
+            let idx: Vec<usize> = (0..shape[ax]).map(|i| i / block).collect();
+            return Ok(t.select(Axis(ax), &idx));
+        }
         if t.ndim() != 1 || t.len() != shape[ax] {
             op_bail!(
                 "per-axis parameters of shape {:?} for axis {ax} of {shape:?}",
@@ -1116,35 +1154,46 @@ fn qparams(
 #[derive(Debug)]
 struct Dequantize {
     axis: i64,
+    block: usize,
+    /// `output_dtype` (opset 23+), else the scale's type.
+    out: Option<DType>,
 }
 
 impl Kernel for Dequantize {
     fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
         let x = arg(inputs, 0)?;
-        let (s, z) = qparams(x.shape(), arg(inputs, 1)?, opt(inputs, 2), self.axis)?;
+        let scale = arg(inputs, 1)?;
+        let (s, z) = qparams(x.shape(), scale, opt(inputs, 2), self.axis, self.block)?;
         let v = x.to_f32();
         let y = ndarray::Zip::from(&v)
             .and(&s)
             .and(&z)
             .map_collect(|&q, &sc, &zp| (q - zp) * sc);
-        Ok(vec![Tensor::f32(y)])
+        let dtype = self.out.unwrap_or(scale.dtype());
+        if !dtype.is_float() {
+            op_bail!("DequantizeLinear to {} is not supported", dtype.name());
+        }
+        Ok(vec![Tensor::float(y, dtype)])
     }
 }
 
 #[derive(Debug)]
 struct Quantize {
     axis: i64,
+    block: usize,
+    /// `output_dtype` (opset 21+), when there is no zero point to give the type.
+    out: Option<DType>,
 }
 
 impl Kernel for Quantize {
     fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
         let x = arg(inputs, 0)?;
         let zero = opt(inputs, 2);
-        let dtype = zero.map_or(DType::U8, Tensor::dtype);
+        let dtype = zero.map(Tensor::dtype).or(self.out).unwrap_or(DType::U8);
         if !matches!(dtype, DType::U8 | DType::I8 | DType::U16 | DType::I16) {
             op_bail!("QuantizeLinear to {} is not supported", dtype.name());
         }
-        let (s, z) = qparams(x.shape(), arg(inputs, 1)?, zero, self.axis)?;
+        let (s, z) = qparams(x.shape(), arg(inputs, 1)?, zero, self.axis, self.block)?;
         let (lo, hi) = crate::tensor::int_range(dtype);
         let v = x.to_f32();
         #[allow(clippy::cast_possible_truncation, clippy::cast_precision_loss)]
@@ -1155,6 +1204,22 @@ impl Kernel for Quantize {
                 ((t / sc).round_ties_even() + zp).clamp(lo as f32, hi as f32) as i64
             });
         Ok(vec![Tensor::int(q, dtype)])
+    }
+}
+
+/// The `output_dtype` attribute of the quantisation ops (0 or absent: none).
+fn output_dtype(a: &Attrs<'_>) -> Result<Option<DType>, OpError> {
+    match a.int_or("output_dtype", 0)? {
+        0 => Ok(None),
+        code => {
+            let c = i32::try_from(code).unwrap_or(-1);
+            DType::from_onnx(c).map(Some).ok_or_else(|| {
+                OpError(format!(
+                    "output_dtype {} ({code}) is not supported",
+                    DType::onnx_name(c)
+                ))
+            })
+        }
     }
 }
 
@@ -1220,10 +1285,19 @@ pub fn build(op: &str, a: &Attrs<'_>, ctx: Ctx) -> Result<Option<Box<dyn Kernel>
         }),
         "DequantizeLinear" => Box::new(Dequantize {
             axis: a.int_or("axis", 1)?,
+            block: to_usize(a.int_or("block_size", 0)?, "block_size")?,
+            out: output_dtype(a)?,
         }),
-        "QuantizeLinear" => Box::new(Quantize {
-            axis: a.int_or("axis", 1)?,
-        }),
+        "QuantizeLinear" => {
+            if a.int_or("precision", 0)? != 0 {
+                op_bail!("QuantizeLinear's `precision` is not supported");
+            }
+            Box::new(Quantize {
+                axis: a.int_or("axis", 1)?,
+                block: to_usize(a.int_or("block_size", 0)?, "block_size")?,
+                out: output_dtype(a)?,
+            })
+        }
         _ => return Ok(None),
     }))
 }

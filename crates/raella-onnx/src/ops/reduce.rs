@@ -109,15 +109,21 @@ fn reduce_f32(a: &ArrayD<f32>, axes: &[usize], op: Red) -> ArrayD<f32> {
     }
 }
 
-fn reduce_i64(a: &ArrayD<i64>, axes: &[usize], op: Red) -> Result<ArrayD<i64>, OpError> {
+/// `lo`/`hi`: the type's range, the Max/Min of an empty set.
+fn reduce_i64(
+    a: &ArrayD<i64>,
+    axes: &[usize],
+    op: Red,
+    (lo, hi): (i64, i64),
+) -> Result<ArrayD<i64>, OpError> {
     let mut cur = a.clone();
     let mut sorted = axes.to_vec();
     sorted.sort_unstable_by(|x, y| y.cmp(x));
     for &ax in &sorted {
         let n = i64::try_from(cur.shape()[ax]).expect("dim");
         cur = match op {
-            Red::Max => cur.fold_axis(Axis(ax), i64::MIN, |&a, &b| a.max(b)),
-            Red::Min => cur.fold_axis(Axis(ax), i64::MAX, |&a, &b| a.min(b)),
+            Red::Max => cur.fold_axis(Axis(ax), lo, |&a, &b| a.max(b)),
+            Red::Min => cur.fold_axis(Axis(ax), hi, |&a, &b| a.min(b)),
             Red::Prod => cur.fold_axis(Axis(ax), 1i64, |&a, &b| a.wrapping_mul(b)),
             Red::Sum => cur.fold_axis(Axis(ax), 0i64, |&a, &b| a.wrapping_add(b)),
             Red::Mean if n > 0 => cur.fold_axis(Axis(ax), 0i64, |&a, &b| a.wrapping_add(b)) / n,
@@ -155,7 +161,12 @@ impl Kernel for Reduce {
         };
         let mut out = match x.data() {
             Data::Float(a) => Data::Float(reduce_f32(a, &axes, self.op)),
-            Data::Int(a) => Data::Int(reduce_i64(a, &axes, self.op)?),
+            Data::Int(a) => Data::Int(reduce_i64(
+                a,
+                &axes,
+                self.op,
+                crate::tensor::int_range(x.dtype()),
+            )?),
         };
         if self.keepdims {
             let mut shape = x.shape().to_vec();
