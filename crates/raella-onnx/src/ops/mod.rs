@@ -15,6 +15,7 @@ use crate::tensor::{DType, Data, Tensor};
 use crate::{OpError, op_bail};
 
 pub mod elementwise;
+pub mod index;
 pub mod nn;
 pub mod reduce;
 pub mod resize;
@@ -44,6 +45,7 @@ pub fn supported_ops() -> Vec<&'static str> {
     let mut v: Vec<&'static str> = elementwise::OPS
         .iter()
         .chain(shape::OPS)
+        .chain(index::OPS)
         .chain(reduce::OPS)
         .chain(nn::OPS)
         .chain(resize::OPS)
@@ -75,6 +77,7 @@ pub fn build(op: &str, a: &Attrs<'_>, ctx: Ctx) -> Result<Box<dyn Kernel>, OpErr
     for family in [
         elementwise::build,
         shape::build,
+        index::build,
         reduce::build,
         nn::build,
         resize::build,
