@@ -17,6 +17,7 @@ use crate::{OpError, op_bail};
 pub mod elementwise;
 pub mod index;
 pub mod nn;
+pub mod norm;
 pub mod reduce;
 pub mod resize;
 pub mod shape;
@@ -48,6 +49,7 @@ pub fn supported_ops() -> Vec<&'static str> {
         .chain(index::OPS)
         .chain(reduce::OPS)
         .chain(nn::OPS)
+        .chain(norm::OPS)
         .chain(resize::OPS)
         .chain(IMPORT_OPS.iter())
         .copied()
@@ -80,6 +82,7 @@ pub fn build(op: &str, a: &Attrs<'_>, ctx: Ctx) -> Result<Box<dyn Kernel>, OpErr
         index::build,
         reduce::build,
         nn::build,
+        norm::build,
         resize::build,
     ] {
         if let Some(k) = family(op, a, ctx)? {

@@ -920,6 +920,25 @@ pub fn pool_f32(
     max: bool,
     count_include_pad: bool,
 ) -> Result<ArrayD<f32>, OpError> {
+    pool_impl(x, win, max, count_include_pad, false)
+}
+
+/// Sums `x [N, C, H, W]` (or 1-D) over each window (padding adds nothing):
+/// LpPool's inner sum.
+///
+/// # Errors
+/// A window that does not fit.
+pub fn pool_sum_f32(x: &ArrayD<f32>, win: &Window) -> Result<ArrayD<f32>, OpError> {
+    pool_impl(x, win, false, false, true)
+}
+
+fn pool_impl(
+    x: &ArrayD<f32>,
+    win: &Window,
+    max: bool,
+    count_include_pad: bool,
+    sum: bool,
+) -> Result<ArrayD<f32>, OpError> {
     let [n, c, h, w] = nchw(x.shape(), win.one_d)?;
     let (oh, ow, pads) = win.out_hw(h, w)?;
     checked_numel(&[n, c, oh, ow])?;
@@ -961,7 +980,7 @@ pub fn pool_f32(
                         }
                     }
                     #[allow(clippy::cast_precision_loss)]
-                    let v = if max {
+                    let v = if max || sum {
                         acc
                     } else if count_include_pad {
                         acc / window_cells.max(1) as f32
