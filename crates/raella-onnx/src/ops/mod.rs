@@ -18,6 +18,7 @@ pub mod elementwise;
 pub mod index;
 pub mod nn;
 pub mod norm;
+pub mod quant;
 pub mod reduce;
 pub mod resize;
 pub mod shape;
@@ -50,6 +51,7 @@ pub fn supported_ops() -> Vec<&'static str> {
         .chain(reduce::OPS)
         .chain(nn::OPS)
         .chain(norm::OPS)
+        .chain(quant::OPS)
         .chain(resize::OPS)
         .chain(IMPORT_OPS.iter())
         .copied()
@@ -83,6 +85,7 @@ pub fn build(op: &str, a: &Attrs<'_>, ctx: Ctx) -> Result<Box<dyn Kernel>, OpErr
         reduce::build,
         nn::build,
         norm::build,
+        quant::build,
         resize::build,
     ] {
         if let Some(k) = family(op, a, ctx)? {

@@ -4,7 +4,8 @@
 //! softmax, and (de)quantisation.
 
 use ndarray::{
-    Array2, ArrayD, ArrayView2, ArrayView3, Axis, Ix2, IxDyn, linalg::general_mat_mul, s,
+    Array2, ArrayD, ArrayView2, ArrayView3, Axis, Ix2, IxDyn, LinalgScalar,
+    linalg::general_mat_mul, s,
 };
 use rayon::prelude::*;
 
@@ -427,6 +428,29 @@ pub fn conv_f32(
     bias: Option<&ArrayD<f32>>,
     g: &ConvGeom,
 ) -> Result<ArrayD<f32>, OpError> {
+    let mut y = conv(x, weight, g)?;
+    let m = g.out_channels;
+    if let Some(b) = bias {
+        if b.len() != m {
+            op_bail!("bias has {} values for {m} outputs", b.len());
+        }
+        for (mut plane, &bv) in y.axis_iter_mut(Axis(1)).zip(b.iter()) {
+            plane += bv;
+        }
+    }
+    Ok(y)
+}
+
+/// A convolution without bias, for any scalar (`f64` holds the integer
+/// products of the quantised ops exactly).
+///
+/// # Errors
+/// Mismatched shapes.
+pub fn conv<T: LinalgScalar + Send + Sync>(
+    x: &ArrayD<T>,
+    weight: &ArrayD<T>,
+    g: &ConvGeom,
+) -> Result<ArrayD<T>, OpError> {
     let [n, c, h, w] = nchw(x.shape(), g.one_d)?;
     if c != g.in_channels {
         op_bail!(
@@ -450,26 +474,18 @@ pub fn conv_f32(
         .into_owned()
         .into_shape_with_order((m, cg * g.kernel[0] * g.kernel[1]))
         .map_err(|e| OpError(format!("weights {:?}: {e}", weight.shape())))?;
-    let mut y = ArrayD::<f32>::zeros(IxDyn(&[n, m, oh * ow]));
+    let mut y = ArrayD::<T>::zeros(IxDyn(&[n, m, oh * ow]));
     for i in 0..n {
         let img = x4
             .index_axis(Axis(0), i)
             .into_dimensionality::<ndarray::Ix3>()
             .expect("3-D");
         for gi in 0..g.groups {
-            let cols = im2col(img, gi * cg, cg, &win, (oh, ow), pads, 0.0);
+            let cols = im2col(img, gi * cg, cg, &win, (oh, ow), pads, T::zero());
             let wg = wmat.slice(s![gi * mg..(gi + 1) * mg, ..]);
-            let mut out = Array2::<f32>::zeros((mg, oh * ow));
-            general_mat_mul(1.0, &wg, &cols.t(), 0.0, &mut out);
+            let mut out = Array2::<T>::zeros((mg, oh * ow));
+            general_mat_mul(T::one(), &wg, &cols.t(), T::zero(), &mut out);
             y.slice_mut(s![i, gi * mg..(gi + 1) * mg, ..]).assign(&out);
-        }
-    }
-    if let Some(b) = bias {
-        if b.len() != m {
-            op_bail!("bias has {} values for {m} outputs", b.len());
-        }
-        for (mut plane, &bv) in y.axis_iter_mut(Axis(1)).zip(b.iter()) {
-            plane += bv;
         }
     }
     let shape: Vec<usize> = if g.one_d {
@@ -566,6 +582,18 @@ impl Kernel for ConvKernel {
 /// # Errors
 /// Incompatible shapes.
 pub fn matmul_f32(a: &ArrayD<f32>, b: &ArrayD<f32>) -> Result<ArrayD<f32>, OpError> {
+    matmul(a, b)
+}
+
+/// [`matmul_f32`] for any scalar (`f64` holds the integer products of the
+/// quantised ops exactly).
+///
+/// # Errors
+/// Incompatible shapes.
+pub fn matmul<T: LinalgScalar + Send + Sync>(
+    a: &ArrayD<T>,
+    b: &ArrayD<T>,
+) -> Result<ArrayD<T>, OpError> {
     let (mut sa, mut sb) = (a.shape().to_vec(), b.shape().to_vec());
     let (va, vb) = (sa.len() == 1, sb.len() == 1);
     if va {
@@ -619,21 +647,21 @@ pub fn matmul_f32(a: &ArrayD<f32>, b: &ArrayD<f32>) -> Result<ArrayD<f32>, OpErr
         .into_owned()
         .into_shape_with_order((nb, k, nn))
         .expect("3-D");
-    let parts: Vec<Array2<f32>> = (0..nb)
+    let parts: Vec<Array2<T>> = (0..nb)
         .into_par_iter()
         .map(|i| {
-            let mut yo = Array2::<f32>::zeros((m, nn));
+            let mut yo = Array2::<T>::zeros((m, nn));
             general_mat_mul(
-                1.0,
+                T::one(),
                 &a3.index_axis(Axis(0), i),
                 &b3.index_axis(Axis(0), i),
-                0.0,
+                T::zero(),
                 &mut yo,
             );
             yo
         })
         .collect();
-    let mut y = ndarray::Array3::<f32>::zeros((nb, m, nn));
+    let mut y = ndarray::Array3::<T>::zeros((nb, m, nn));
     for (i, p) in parts.iter().enumerate() {
         y.index_axis_mut(Axis(0), i).assign(p);
     }
