@@ -14,6 +14,8 @@ use crate::attrs::Attrs;
 use crate::tensor::{DType, Data, Tensor};
 use crate::{OpError, op_bail};
 
+pub mod detect;
+pub mod einsum;
 pub mod elementwise;
 pub mod index;
 pub mod nn;
@@ -48,6 +50,8 @@ pub fn supported_ops() -> Vec<&'static str> {
         .iter()
         .chain(shape::OPS)
         .chain(index::OPS)
+        .chain(detect::OPS)
+        .chain(einsum::OPS)
         .chain(reduce::OPS)
         .chain(nn::OPS)
         .chain(norm::OPS)
@@ -82,6 +86,8 @@ pub fn build(op: &str, a: &Attrs<'_>, ctx: Ctx) -> Result<Box<dyn Kernel>, OpErr
         elementwise::build,
         shape::build,
         index::build,
+        detect::build,
+        einsum::build,
         reduce::build,
         nn::build,
         norm::build,
