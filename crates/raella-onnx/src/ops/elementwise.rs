@@ -21,6 +21,10 @@ pub const OPS: &[&str] = &[
     "Atan",
     "Atanh",
     "BitShift",
+    "BitwiseAnd",
+    "BitwiseNot",
+    "BitwiseOr",
+    "BitwiseXor",
     "Cast",
     "CastLike",
     "Ceil",
@@ -72,6 +76,7 @@ pub const OPS: &[&str] = &[
     "Sqrt",
     "Sub",
     "Sum",
+    "Swish",
     "Tan",
     "Tanh",
     "ThresholdedRelu",
@@ -116,6 +121,7 @@ enum Unary {
     Softplus,
     Softsign,
     Sqrt,
+    Swish(f32),
     Tan,
     Tanh,
     ThresholdedRelu(f32),
@@ -212,6 +218,7 @@ impl Unary {
             Self::Softplus => softplus(x),
             Self::Softsign => x / (1.0 + x.abs()),
             Self::Sqrt => x.sqrt(),
+            Self::Swish(a) => x * Self::Sigmoid.apply(a * x),
             Self::Tan => x.tan(),
             Self::Tanh => x.tanh(),
             Self::ThresholdedRelu(a) => {
@@ -276,6 +283,9 @@ enum Binary {
     Or,
     Xor,
     BitShift { left: bool },
+    BitAnd,
+    BitOr,
+    BitXor,
 }
 
 impl Binary {
@@ -362,6 +372,9 @@ impl Binary {
             Self::Max => x.max(y),
             Self::Min => x.min(y),
             Self::BitShift { .. } => unreachable!("shifted in BinaryKernel::eval"),
+            Self::BitAnd => x & y,
+            Self::BitOr => x | y,
+            Self::BitXor => x ^ y,
             _ => unreachable!("not an integer arithmetic op"),
         })
     }
@@ -442,8 +455,11 @@ impl Kernel for BinaryKernel {
                 op_bail!("{op:?} takes bool inputs, got {}", a.dtype().name())
             }
             (Data::Float(x), Data::Float(y)) => {
-                if matches!(op, Binary::BitShift { .. }) {
-                    op_bail!("BitShift takes unsigned integers, got {}", a.dtype().name());
+                if matches!(
+                    op,
+                    Binary::BitShift { .. } | Binary::BitAnd | Binary::BitOr | Binary::BitXor
+                ) {
+                    op_bail!("{op:?} takes integers, got {}", a.dtype().name());
                 }
                 Tensor::float(zip_f32(x, y, |p, q| op.float(p, q))?, a.dtype())
             }
@@ -601,6 +617,19 @@ impl Kernel for Not {
     fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
         let x = arg(inputs, 0)?;
         Ok(vec![Tensor::bool(x.ints()?.mapv(|v| v == 0))])
+    }
+}
+
+#[derive(Debug)]
+struct BitwiseNot;
+
+impl Kernel for BitwiseNot {
+    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
+        let x = arg(inputs, 0)?;
+        if x.dtype() == DType::Bool {
+            op_bail!("BitwiseNot takes integers, got bool");
+        }
+        Ok(vec![Tensor::int(x.ints()?.mapv(|v| !v), x.dtype())])
     }
 }
 
@@ -862,6 +891,7 @@ pub fn build(op: &str, a: &Attrs<'_>, ctx: Ctx) -> Result<Option<Box<dyn Kernel>
         "Softplus" => u(Unary::Softplus),
         "Softsign" => u(Unary::Softsign),
         "Sqrt" => u(Unary::Sqrt),
+        "Swish" => u(Unary::Swish(a.float_or("alpha", 1.0)?)),
         "Tan" => u(Unary::Tan),
         "Tanh" => u(Unary::Tanh),
         "ThresholdedRelu" => u(Unary::ThresholdedRelu(a.float_or("alpha", 1.0)?)),
@@ -886,6 +916,10 @@ pub fn build(op: &str, a: &Attrs<'_>, ctx: Ctx) -> Result<Option<Box<dyn Kernel>
             Some("RIGHT") => b(Binary::BitShift { left: false }),
             other => op_bail!("attribute `direction` = {other:?}: expected \"LEFT\" or \"RIGHT\""),
         },
+        "BitwiseAnd" => b(Binary::BitAnd),
+        "BitwiseOr" => b(Binary::BitOr),
+        "BitwiseXor" => b(Binary::BitXor),
+        "BitwiseNot" => Ok(Some(Box::new(BitwiseNot))),
         "Max" => v(Variadic::Max),
         "Min" => v(Variadic::Min),
         "Sum" => v(Variadic::Sum),

@@ -1,6 +1,6 @@
 //! Reductions: `ReduceMean/Sum/Max/Min/Prod/L1/L2/LogSum/LogSumExp/SumSquare`
 //! (axes as an attribute or, from the opset that moved them, an input),
-//! `ArgMax/ArgMin`, `CumSum`.
+//! `ArgMax/ArgMin`, `CumSum`, `CumProd`.
 
 use ndarray::{ArrayD, Axis, IxDyn};
 
@@ -13,6 +13,7 @@ use crate::{OpError, op_bail};
 pub const OPS: &[&str] = &[
     "ArgMax",
     "ArgMin",
+    "CumProd",
     "CumSum",
     "ReduceL1",
     "ReduceL2",
@@ -225,6 +226,8 @@ impl Kernel for ArgExt {
 struct CumSum {
     exclusive: bool,
     reverse: bool,
+    /// CumProd (opset 26).
+    prod: bool,
 }
 
 impl Kernel for CumSum {
@@ -232,24 +235,25 @@ impl Kernel for CumSum {
         let x = arg(inputs, 0)?;
         let ax_t = arg(inputs, 1)?.to_i64_vec()?;
         let Some(&ax) = ax_t.first() else {
-            op_bail!("CumSum needs an axis");
+            op_bail!("an axis is needed");
         };
         let ax = axis(ax, x.shape().len())?;
-        let (ex, rev) = (self.exclusive, self.reverse);
+        let (ex, rev, prod) = (self.exclusive, self.reverse, self.prod);
         let out = match x.data() {
             Data::Float(a) => {
                 let mut o = a.clone();
                 for mut lane in o.lanes_mut(Axis(ax)) {
                     let vals: Vec<f32> = lane.iter().copied().collect();
                     let n = vals.len();
-                    let mut acc = 0.0;
+                    let mut acc = if prod { 1.0 } else { 0.0 };
+                    let step = |a: f32, v: f32| if prod { a * v } else { a + v };
                     for k in 0..n {
                         let i = if rev { n - 1 - k } else { k };
                         if ex {
                             lane[i] = acc;
-                            acc += vals[i];
+                            acc = step(acc, vals[i]);
                         } else {
-                            acc += vals[i];
+                            acc = step(acc, vals[i]);
                             lane[i] = acc;
                         }
                     }
@@ -261,14 +265,21 @@ impl Kernel for CumSum {
                 for mut lane in o.lanes_mut(Axis(ax)) {
                     let vals: Vec<i64> = lane.iter().copied().collect();
                     let n = vals.len();
-                    let mut acc = 0i64;
+                    let mut acc = i64::from(prod);
+                    let step = |a: i64, v: i64| {
+                        if prod {
+                            a.wrapping_mul(v)
+                        } else {
+                            a.wrapping_add(v)
+                        }
+                    };
                     for k in 0..n {
                         let i = if rev { n - 1 - k } else { k };
                         if ex {
                             lane[i] = acc;
-                            acc = acc.wrapping_add(vals[i]);
+                            acc = step(acc, vals[i]);
                         } else {
-                            acc = acc.wrapping_add(vals[i]);
+                            acc = step(acc, vals[i]);
                             lane[i] = acc;
                         }
                     }
@@ -304,10 +315,11 @@ pub fn build(op: &str, a: &Attrs<'_>, ctx: Ctx) -> Result<Option<Box<dyn Kernel>
                 last: a.int_or("select_last_index", 0)? != 0,
             })));
         }
-        "CumSum" => {
+        "CumSum" | "CumProd" => {
             return Ok(Some(Box::new(CumSum {
                 exclusive: a.int_or("exclusive", 0)? != 0,
                 reverse: a.int_or("reverse", 0)? != 0,
+                prod: op == "CumProd",
             })));
         }
         _ => return Ok(None),
