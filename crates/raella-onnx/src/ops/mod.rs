@@ -23,6 +23,7 @@ pub mod norm;
 pub mod quant;
 pub mod reduce;
 pub mod resize;
+pub mod rnn;
 pub mod shape;
 
 /// A digital operator, ready to run.
@@ -57,6 +58,7 @@ pub fn supported_ops() -> Vec<&'static str> {
         .chain(norm::OPS)
         .chain(quant::OPS)
         .chain(resize::OPS)
+        .chain(rnn::OPS)
         .chain(IMPORT_OPS.iter())
         .copied()
         .collect();
@@ -93,6 +95,7 @@ pub fn build(op: &str, a: &Attrs<'_>, ctx: Ctx) -> Result<Box<dyn Kernel>, OpErr
         norm::build,
         quant::build,
         resize::build,
+        rnn::build,
     ] {
         if let Some(k) = family(op, a, ctx)? {
             return Ok(k);
