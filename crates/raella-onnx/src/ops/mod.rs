@@ -14,6 +14,7 @@ use crate::attrs::Attrs;
 use crate::tensor::{DType, Data, Tensor};
 use crate::{OpError, op_bail};
 
+pub mod attention;
 pub mod detect;
 pub mod einsum;
 pub mod elementwise;
@@ -51,6 +52,7 @@ pub fn supported_ops() -> Vec<&'static str> {
         .iter()
         .chain(shape::OPS)
         .chain(index::OPS)
+        .chain(attention::OPS)
         .chain(detect::OPS)
         .chain(einsum::OPS)
         .chain(reduce::OPS)
@@ -88,6 +90,7 @@ pub fn build(op: &str, a: &Attrs<'_>, ctx: Ctx) -> Result<Box<dyn Kernel>, OpErr
         elementwise::build,
         shape::build,
         index::build,
+        attention::build,
         detect::build,
         einsum::build,
         reduce::build,

@@ -618,6 +618,7 @@ pub fn matmul<T: LinalgScalar + Send + Sync>(
     let mut out_shape = batch.clone();
     out_shape.extend([m, nn]);
     checked_numel(&out_shape)?;
+    let (a, b) = (a.as_standard_layout(), b.as_standard_layout());
     let av = a
         .view()
         .into_shape_with_order(IxDyn(&sa))
