@@ -114,6 +114,9 @@ impl DType {
             16 => "bfloat16",
             17..=20 => "float8",
             21 | 22 => "4-bit integer",
+            23 => "float4e2m1",
+            24 => "float8e8m0",
+            25 | 26 => "2-bit integer",
             _ => "unknown",
         }
     }
@@ -463,6 +466,21 @@ mod tests {
         assert_ne!(h.floats().unwrap()[0], 1.0 / 3.0);
         let w = Tensor::i64(arr1(&[300i64, -129]).into_dyn()).cast(DType::I8);
         assert_eq!(w.to_i64_vec().unwrap(), vec![44, 127]);
+    }
+
+    #[test]
+    fn tensors_are_always_standard_layout() {
+        // A transposed (column-major) array is copied into row-major order, so
+        // kernels may reshape any tensor's memory (Conv of a Transpose output
+        // once failed on this).
+        let a = ndarray::Array2::from_shape_vec((2, 3), vec![0.0f32, 1.0, 2.0, 3.0, 4.0, 5.0])
+            .unwrap()
+            .reversed_axes()
+            .into_dyn();
+        assert!(!a.is_standard_layout());
+        let t = Tensor::f32(a);
+        assert!(t.floats().unwrap().is_standard_layout());
+        assert_eq!(t.floats().unwrap()[[2, 1]], 5.0);
     }
 
     #[test]

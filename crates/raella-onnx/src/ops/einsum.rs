@@ -270,3 +270,51 @@ pub fn build(op: &str, a: &Attrs<'_>, ctx: Ctx) -> Result<Option<Box<dyn Kernel>
         output,
     })))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::AttributeProto;
+
+    fn einsum(eq: &str, ins: &[&Tensor]) -> Tensor {
+        let a = [AttributeProto {
+            name: Some("equation".into()),
+            s: Some(eq.as_bytes().to_vec()),
+            r#type: Some(3),
+            ..Default::default()
+        }];
+        let k = build(
+            "Einsum",
+            &Attrs::new(&a),
+            Ctx {
+                opset: 12,
+                outputs: 1,
+            },
+        )
+        .unwrap()
+        .unwrap();
+        let v: Vec<Option<&Tensor>> = ins.iter().map(|t| Some(*t)).collect();
+        k.eval(&v).unwrap().remove(0)
+    }
+
+    #[test]
+    fn implicit_output_sorts_the_free_labels() {
+        // `ba` alone is a transpose: the implicit output is `ab`.
+        let x = Tensor::f32(
+            ArrayD::from_shape_vec(IxDyn(&[2, 3]), (0..6).map(|v| v as f32).collect()).unwrap(),
+        );
+        let y = einsum("ba", &[&x]);
+        assert_eq!(y.shape(), &[3, 2]);
+        assert_eq!(y.floats().unwrap()[[2, 1]], 5.0);
+        // A repeated label is a diagonal, summed when absent from the output.
+        let m =
+            Tensor::f32(ArrayD::from_shape_vec(IxDyn(&[2, 2]), vec![1.0, 2.0, 3.0, 4.0]).unwrap());
+        assert_eq!(einsum("ii", &[&m]).floats().unwrap()[[]], 5.0);
+        // Ellipses broadcast: a batched matrix product.
+        let b = Tensor::f32(ArrayD::from_elem(IxDyn(&[4, 2, 3]), 1.0));
+        let c = Tensor::f32(ArrayD::from_elem(IxDyn(&[3, 5]), 2.0));
+        let p = einsum("...ij,jk->...ik", &[&b, &c]);
+        assert_eq!(p.shape(), &[4, 2, 5]);
+        assert_eq!(p.floats().unwrap()[[3, 1, 4]], 6.0);
+    }
+}

@@ -968,3 +968,70 @@ pub fn build(op: &str, a: &Attrs<'_>, ctx: Ctx) -> Result<Option<Box<dyn Kernel>
         _ => Ok(None),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::AttributeProto;
+    use ndarray::{ArrayD, IxDyn, arr1};
+
+    fn kernel(op: &str, attrs: &[AttributeProto], opset: i64) -> Box<dyn Kernel> {
+        build(op, &Attrs::new(attrs), Ctx { opset, outputs: 1 })
+            .unwrap()
+            .unwrap()
+    }
+
+    fn int_attr(name: &str, v: i64) -> AttributeProto {
+        AttributeProto {
+            name: Some(name.into()),
+            i: Some(v),
+            r#type: Some(2),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn bit_shifts_follow_opset_28() {
+        // Arithmetic right shifts; out-of-range amounts leave the sign fill.
+        assert_eq!(bit_shift(-8, 1, false, DType::I8), -4);
+        assert_eq!(bit_shift(-8, -1, false, DType::I8), -1);
+        assert_eq!(bit_shift(8, 9, false, DType::I8), 0);
+        assert_eq!(bit_shift(-8, 8, true, DType::I8), 0);
+        assert_eq!(bit_shift(1, 7, true, DType::I8), 128); // wrapped to -128 by the tensor
+        assert_eq!(bit_shift(-1, 63, false, DType::U64), 1);
+    }
+
+    #[test]
+    fn legacy_broadcast_aligns_at_axis() {
+        // Opset 6: Add(A [2, 3, 2], B [3], broadcast=1, axis=1) adds B along axis 1.
+        let k = kernel("Add", &[int_attr("broadcast", 1), int_attr("axis", 1)], 6);
+        let a = Tensor::f32(ArrayD::zeros(IxDyn(&[2, 3, 2])));
+        let b = Tensor::f32(arr1(&[1.0f32, 2.0, 3.0]).into_dyn());
+        let y = k.eval(&[Some(&a), Some(&b)]).unwrap().remove(0);
+        let v = y.floats().unwrap();
+        assert_eq!(v[[1, 2, 1]], 3.0);
+        assert_eq!(v[[0, 0, 0]], 1.0);
+    }
+
+    #[test]
+    fn float_mod_takes_the_divisors_sign() {
+        let k = kernel("Mod", &[], 28);
+        let a = Tensor::f32(arr1(&[-4.3f32, 4.3]).into_dyn());
+        let b = Tensor::f32(arr1(&[2.0f32, -2.0]).into_dyn());
+        let y = k.eval(&[Some(&a), Some(&b)]).unwrap().remove(0);
+        let v: Vec<f32> = y.floats().unwrap().iter().copied().collect();
+        assert!(
+            (v[0] - 1.7).abs() < 1e-5 && (v[1] + 1.7).abs() < 1e-5,
+            "{v:?}"
+        );
+    }
+
+    #[test]
+    fn old_prelu_slopes_are_per_channel() {
+        let k = kernel("PRelu", &[], 6);
+        let x = Tensor::f32(ArrayD::from_elem(IxDyn(&[1, 2, 3]), -1.0));
+        let s = Tensor::f32(arr1(&[0.5f32, 0.25]).into_dyn());
+        let y = k.eval(&[Some(&x), Some(&s)]).unwrap().remove(0);
+        assert_eq!(y.floats().unwrap()[[0, 1, 2]], -0.25);
+    }
+}

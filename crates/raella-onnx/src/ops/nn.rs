@@ -1383,3 +1383,40 @@ pub fn float_input<'a>(t: &'a Tensor, what: &str) -> Result<&'a ArrayD<f32>, OpE
         ))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::AttributeProto;
+
+    #[test]
+    fn blocked_dequantisation_repeats_each_scale_over_its_block() {
+        // block_size 2 on axis 1: x [1, 4] with scales [1, 2] -> [s0, s0, s1, s1].
+        let a = [AttributeProto {
+            name: Some("block_size".into()),
+            i: Some(2),
+            r#type: Some(2),
+            ..Default::default()
+        }];
+        let k = build(
+            "DequantizeLinear",
+            &Attrs::new(&a),
+            Ctx {
+                opset: 21,
+                outputs: 1,
+            },
+        )
+        .unwrap()
+        .unwrap();
+        let x = Tensor::int(
+            ArrayD::from_shape_vec(IxDyn(&[1, 4]), vec![1, 1, 1, 1]).unwrap(),
+            DType::I8,
+        );
+        let s = Tensor::f32(ArrayD::from_shape_vec(IxDyn(&[1, 2]), vec![1.0, 2.0]).unwrap());
+        let y = k.eval(&[Some(&x), Some(&s)]).unwrap().remove(0);
+        assert_eq!(
+            y.to_f32().iter().copied().collect::<Vec<_>>(),
+            vec![1.0, 1.0, 2.0, 2.0]
+        );
+    }
+}

@@ -338,3 +338,28 @@ pub fn build(op: &str, a: &Attrs<'_>, ctx: Ctx) -> Result<Option<Box<dyn Kernel>
         noop_with_empty_axes: a.int_or("noop_with_empty_axes", 0)? != 0,
     })))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tensor::DType;
+
+    #[test]
+    fn empty_integer_max_is_the_types_minimum() {
+        // ReduceMax over an empty axis of bools is false, not i64::MIN wrapped to true.
+        let k = build(
+            "ReduceMax",
+            &Attrs::new(&[]),
+            Ctx {
+                opset: 18,
+                outputs: 1,
+            },
+        )
+        .unwrap()
+        .unwrap();
+        let x = Tensor::int(ArrayD::zeros(IxDyn(&[2, 0])), DType::Bool);
+        let axes = Tensor::i64_vec(vec![1]);
+        let y = k.eval(&[Some(&x), Some(&axes)]).unwrap().remove(0);
+        assert_eq!(y.to_i64_vec().unwrap(), vec![0, 0]);
+    }
+}

@@ -464,3 +464,61 @@ pub fn build(op: &str, a: &Attrs<'_>, ctx: Ctx) -> Result<Option<Box<dyn Kernel>
         sizes_input: if legacy { None } else { Some(3) },
     })))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::AttributeProto;
+    use ndarray::{ArrayD, IxDyn, arr1};
+
+    fn s_attr(name: &str, v: &str) -> AttributeProto {
+        AttributeProto {
+            name: Some(name.into()),
+            s: Some(v.as_bytes().to_vec()),
+            r#type: Some(3),
+            ..Default::default()
+        }
+    }
+
+    fn resize(attrs: &[AttributeProto], opset: i64, x: &Tensor, scales: &[f32]) -> Vec<f32> {
+        let k = build("Resize", &Attrs::new(attrs), Ctx { opset, outputs: 1 })
+            .unwrap()
+            .unwrap();
+        let sc = Tensor::f32(arr1(scales).into_dyn());
+        let ins = if opset < 11 {
+            vec![Some(x), Some(&sc)]
+        } else {
+            vec![Some(x), None, Some(&sc)]
+        };
+        k.eval(&ins).unwrap()[0].to_f32().iter().copied().collect()
+    }
+
+    #[test]
+    fn align_corners_uses_the_fractional_output_width() {
+        // 1 x 4 -> scale 0.6 -> 2 outputs; onnx maps output 1 to 3 / (2.4 - 1),
+        // not to 3 / (2 - 1): 1 + 2.142857 = 3.142857, not 4.
+        let x = Tensor::f32(
+            arr1(&[1.0f32, 2.0, 3.0, 4.0])
+                .into_shape_with_order(IxDyn(&[1, 4]))
+                .unwrap(),
+        );
+        let attrs = [
+            s_attr("mode", "linear"),
+            s_attr("coordinate_transformation_mode", "align_corners"),
+        ];
+        let y = resize(&attrs, 13, &x, &[1.0, 0.6]);
+        assert!((y[1] - 3.142_857).abs() < 1e-5, "{y:?}");
+    }
+
+    #[test]
+    fn old_nearest_rounds_up_when_downsampling() {
+        // Resize-10 (no nearest_mode): onnxruntime's rule, ceil when downsampling.
+        let x = Tensor::f32(
+            ArrayD::from_shape_vec(IxDyn(&[1, 5]), vec![0.0, 1.0, 2.0, 3.0, 4.0]).unwrap(),
+        );
+        let y = resize(&[], 10, &x, &[1.0, 0.6]);
+        assert_eq!(y, vec![0.0, 2.0, 4.0]);
+        let y = resize(&[], 10, &x, &[1.0, 2.0]);
+        assert_eq!(&y[..4], &[0.0, 0.0, 1.0, 1.0]);
+    }
+}
