@@ -25,6 +25,7 @@ pub mod quant;
 pub mod reduce;
 pub mod resize;
 pub mod rnn;
+pub mod sample;
 pub mod shape;
 
 /// A digital operator, ready to run.
@@ -61,6 +62,7 @@ pub fn supported_ops() -> Vec<&'static str> {
         .chain(quant::OPS)
         .chain(resize::OPS)
         .chain(rnn::OPS)
+        .chain(sample::OPS)
         .chain(IMPORT_OPS.iter())
         .copied()
         .collect();
@@ -99,6 +101,7 @@ pub fn build(op: &str, a: &Attrs<'_>, ctx: Ctx) -> Result<Box<dyn Kernel>, OpErr
         quant::build,
         resize::build,
         rnn::build,
+        sample::build,
     ] {
         if let Some(k) = family(op, a, ctx)? {
             return Ok(k);

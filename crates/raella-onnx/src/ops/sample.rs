@@ -1,0 +1,304 @@
+//! Spatial sampling: `GridSample` (any number of spatial dimensions; nearest,
+//! linear and cubic; zeros, border and reflection padding) and `AffineGrid`,
+//! the pair spatial transformers and deformable detectors export; after onnx's
+//! reference.
+
+use ndarray::{ArrayD, IxDyn};
+
+use super::{Ctx, Kernel, arg, to_usize};
+use crate::attrs::Attrs;
+use crate::tensor::Tensor;
+use crate::{OpError, op_bail};
+
+/// The ops of this family.
+pub const OPS: &[&str] = &["AffineGrid", "GridSample"];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Interp {
+    Nearest,
+    Linear,
+    Cubic,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Padding {
+    Zeros,
+    Border,
+    Reflection,
+}
+
+#[derive(Debug)]
+struct GridSample {
+    mode: Interp,
+    padding: Padding,
+    align_corners: bool,
+}
+
+/// Reflects `x` into `[lo, hi]` by its nearer border, as often as needed.
+#[allow(clippy::cast_possible_truncation, clippy::cast_precision_loss)]
+fn reflect(x: f32, lo: f32, hi: f32) -> f32 {
+    let rng = hi - lo;
+    if x < lo {
+        let dx = lo - x;
+        let n = (dx / rng) as i64;
+        let r = dx - n as f32 * rng;
+        if n % 2 == 0 { lo + r } else { hi - r }
+    } else if x > hi {
+        let dx = x - hi;
+        let n = (dx / rng) as i64;
+        let r = dx - n as f32 * rng;
+        if n % 2 == 0 { hi - r } else { lo + r }
+    } else {
+        x
+    }
+}
+
+fn cubic(x: f32) -> [f32; 4] {
+    let a = -0.75f32;
+    let x = x.abs();
+    let (p, q, r) = (x + 1.0, 1.0 - x, 2.0 - x);
+    [
+        ((a * p - 5.0 * a) * p + 8.0 * a) * p - 4.0 * a,
+        ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0,
+        ((a + 2.0) * q - (a + 3.0)) * q * q + 1.0,
+        ((a * r - 5.0 * a) * r + 8.0 * a) * r - 4.0 * a,
+    ]
+}
+
+impl Kernel for GridSample {
+    #[allow(
+        clippy::cast_precision_loss,
+        clippy::cast_possible_truncation,
+        clippy::cast_possible_wrap,
+        clippy::cast_sign_loss
+    )]
+    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
+        let x = arg(inputs, 0)?;
+        let xa = x.floats()?;
+        let grid = arg(inputs, 1)?.to_f32();
+        let xs = xa.shape();
+        let gs = grid.shape();
+        let nd = xs.len().saturating_sub(2);
+        if nd == 0 || gs.len() != nd + 2 || gs[0] != xs[0] || gs[nd + 1] != nd {
+            op_bail!("X {xs:?} and grid {gs:?}: expected [N, C, D1..Dk] and [N, O1..Ok, {nd}]");
+        }
+        let (n, c) = (xs[0], xs[1]);
+        let dims = &xs[2..];
+        let plane: usize = dims.iter().product();
+        let outs = &gs[1..=nd];
+        let no: usize = outs.iter().product();
+        let (lo, hi): (Vec<f32>, Vec<f32>) = dims
+            .iter()
+            .map(|&d| {
+                if self.align_corners {
+                    (0.0, d as f32 - 1.0)
+                } else {
+                    (-0.5, d as f32 - 0.5)
+                }
+            })
+            .unzip();
+        let mut st = vec![1usize; nd];
+        for i in (0..nd.saturating_sub(1)).rev() {
+            st[i] = st[i + 1] * dims[i + 1];
+        }
+        let src = xa.as_slice().expect("standard layout");
+        let g = grid.as_slice().expect("standard layout");
+        let mut out = vec![0.0f32; n * c * no];
+        let taps: usize = match self.mode {
+            Interp::Nearest => 1,
+            Interp::Linear => 2,
+            Interp::Cubic => 4,
+        };
+        for b in 0..n {
+            for o in 0..no {
+                // The grid's last axis is (x, y, ...): reversed to the data's order.
+                let gv = &g[(b * no + o) * nd..(b * no + o + 1) * nd];
+                let mut coord: Vec<f32> = (0..nd)
+                    .map(|i| {
+                        let v = gv[nd - 1 - i];
+                        let len = dims[i] as f32;
+                        if self.align_corners {
+                            (v + 1.0) / 2.0 * (len - 1.0)
+                        } else {
+                            ((v + 1.0) * len - 1.0) / 2.0
+                        }
+                    })
+                    .collect();
+                if self.mode == Interp::Nearest {
+                    for v in &mut coord {
+                        *v = v.round_ties_even();
+                    }
+                }
+                for i in 0..nd {
+                    let v = coord[i];
+                    if v < lo[i] || v > hi[i] {
+                        match self.padding {
+                            Padding::Border => coord[i] = v.clamp(0.0, dims[i] as f32 - 1.0),
+                            Padding::Reflection => coord[i] = reflect(v, lo[i], hi[i]),
+                            Padding::Zeros => {}
+                        }
+                    }
+                }
+                // Per axis: (index, weight) taps.
+                let axis_taps: Vec<Vec<(i64, f32)>> = coord
+                    .iter()
+                    .map(|&v| match self.mode {
+                        Interp::Nearest => vec![(v as i64, 1.0)],
+                        Interp::Linear => {
+                            let f = v.floor();
+                            let t = v - f;
+                            vec![(f as i64, 1.0 - t), (f as i64 + 1, t)]
+                        }
+                        Interp::Cubic => {
+                            let f = v.floor();
+                            let w = cubic(v - f);
+                            (0..4).map(|k| (f as i64 - 1 + k as i64, w[k])).collect()
+                        }
+                    })
+                    .collect();
+                // A pixel's flat offset within a plane, or None (zero padding).
+                let fetch = |idx: &[i64]| -> Option<usize> {
+                    let mut off = 0;
+                    for i in 0..nd {
+                        let d = dims[i] as i64;
+                        let j = match self.padding {
+                            Padding::Zeros => {
+                                if idx[i] < 0 || idx[i] >= d {
+                                    return None;
+                                }
+                                idx[i]
+                            }
+                            Padding::Border => idx[i].clamp(0, d - 1),
+                            Padding::Reflection => {
+                                (reflect(idx[i] as f32, lo[i], hi[i]) as i64).clamp(0, d - 1)
+                            }
+                        };
+                        off += j as usize * st[i];
+                    }
+                    Some(off)
+                };
+                let combos = taps.pow(u32::try_from(nd).expect("rank"));
+                let mut terms: Vec<(usize, f32)> = Vec::with_capacity(combos);
+                let mut idx = vec![0i64; nd];
+                for k in 0..combos {
+                    let (mut r, mut w) = (k, 1.0f32);
+                    for i in (0..nd).rev() {
+                        let (j, wt) = axis_taps[i][r % taps];
+                        r /= taps;
+                        idx[i] = j;
+                        w *= wt;
+                    }
+                    if let Some(off) = fetch(&idx) {
+                        terms.push((off, w));
+                    }
+                }
+                for ch in 0..c {
+                    let p = &src[(b * c + ch) * plane..(b * c + ch + 1) * plane];
+                    out[(b * c + ch) * no + o] = terms.iter().map(|&(off, w)| w * p[off]).sum();
+                }
+            }
+        }
+        let mut shape = vec![n, c];
+        shape.extend(outs);
+        Ok(vec![Tensor::float(
+            ArrayD::from_shape_vec(IxDyn(&shape), out).expect("shape"),
+            x.dtype(),
+        )])
+    }
+}
+
+#[derive(Debug)]
+struct AffineGrid {
+    align_corners: bool,
+}
+
+impl Kernel for AffineGrid {
+    #[allow(clippy::cast_precision_loss)]
+    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
+        let theta = arg(inputs, 0)?;
+        let t = theta.to_f32();
+        let size: Vec<usize> = arg(inputs, 1)?
+            .to_i64_vec()?
+            .iter()
+            .map(|&v| to_usize(v, "a size"))
+            .collect::<Result<_, _>>()?;
+        let nd = size.len().saturating_sub(2);
+        if !(2..=3).contains(&nd) || t.shape() != [size[0], nd, nd + 1] {
+            op_bail!(
+                "theta {:?} for size {size:?}: expected [N, {nd}, {}] and 2-D or 3-D sizes",
+                t.shape(),
+                nd + 1
+            );
+        }
+        let dims = &size[2..];
+        // Normalised base coordinates along one axis.
+        let base = |len: usize| -> Vec<f32> {
+            (0..len)
+                .map(|i| {
+                    if self.align_corners {
+                        if len == 1 {
+                            0.0
+                        } else {
+                            -1.0 + 2.0 * i as f32 / (len - 1) as f32
+                        }
+                    } else {
+                        (2.0 * i as f32 + 1.0) / len as f32 - 1.0
+                    }
+                })
+                .collect()
+        };
+        let axes: Vec<Vec<f32>> = dims.iter().map(|&d| base(d)).collect();
+        let mut shape = vec![size[0]];
+        shape.extend(dims);
+        shape.push(nd);
+        let no: usize = dims.iter().product();
+        let mut out = Vec::with_capacity(size[0] * no * nd);
+        for b in 0..size[0] {
+            for o in 0..no {
+                // Position (z, y, x) as grid coordinates (x, y, z, 1).
+                let mut r = o;
+                let mut p = vec![0.0f32; nd];
+                for i in (0..nd).rev() {
+                    p[nd - 1 - i] = axes[i][r % dims[i]];
+                    r /= dims[i];
+                }
+                p.push(1.0);
+                for row in 0..nd {
+                    out.push((0..=nd).map(|k| t[[b, row, k]] * p[k]).sum::<f32>());
+                }
+            }
+        }
+        Ok(vec![Tensor::float(
+            ArrayD::from_shape_vec(IxDyn(&shape), out).expect("shape"),
+            theta.dtype(),
+        )])
+    }
+}
+
+/// Builds a kernel of this family.
+///
+/// # Errors
+/// Bad attributes.
+pub fn build(op: &str, a: &Attrs<'_>, ctx: Ctx) -> Result<Option<Box<dyn Kernel>>, OpError> {
+    let _ = ctx;
+    let align_corners = a.int_or("align_corners", 0)? != 0;
+    Ok(Some(match op {
+        "GridSample" => Box::new(GridSample {
+            mode: match a.string_or("mode", "linear")?.as_str() {
+                "nearest" => Interp::Nearest,
+                "linear" | "bilinear" => Interp::Linear,
+                "cubic" | "bicubic" => Interp::Cubic,
+                m => op_bail!("mode \"{m}\" is not supported"),
+            },
+            padding: match a.string_or("padding_mode", "zeros")?.as_str() {
+                "zeros" => Padding::Zeros,
+                "border" => Padding::Border,
+                "reflection" => Padding::Reflection,
+                m => op_bail!("padding_mode \"{m}\" is not supported"),
+            },
+            align_corners,
+        }),
+        "AffineGrid" => Box::new(AffineGrid { align_corners }),
+        _ => return Ok(None),
+    }))
+}
