@@ -27,6 +27,7 @@ pub mod resize;
 pub mod rnn;
 pub mod sample;
 pub mod shape;
+pub mod window;
 
 /// A digital operator, ready to run.
 pub trait Kernel: Send + Sync + fmt::Debug {
@@ -63,6 +64,7 @@ pub fn supported_ops() -> Vec<&'static str> {
         .chain(resize::OPS)
         .chain(rnn::OPS)
         .chain(sample::OPS)
+        .chain(window::OPS)
         .chain(IMPORT_OPS.iter())
         .copied()
         .collect();
@@ -102,6 +104,7 @@ pub fn build(op: &str, a: &Attrs<'_>, ctx: Ctx) -> Result<Box<dyn Kernel>, OpErr
         resize::build,
         rnn::build,
         sample::build,
+        window::build,
     ] {
         if let Some(k) = family(op, a, ctx)? {
             return Ok(k);

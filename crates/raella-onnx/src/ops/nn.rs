@@ -1312,7 +1312,7 @@ pub fn build(op: &str, a: &Attrs<'_>, ctx: Ctx) -> Result<Option<Box<dyn Kernel>
         }),
         "MaxPool" | "AveragePool" => {
             if op == "MaxPool" && ctx.outputs > 1 {
-                op_bail!("MaxPool's Indices output is not supported");
+                return super::window::max_pool_indices(a).map(Some);
             }
             Box::new(Pool {
                 win: window(a, None)?,
