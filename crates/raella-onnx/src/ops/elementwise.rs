@@ -76,6 +76,7 @@ pub const OPS: &[&str] = &[
     "Sqrt",
     "Sub",
     "Sum",
+    "SwiGLU",
     "Swish",
     "Tan",
     "Tanh",
@@ -620,6 +621,28 @@ impl Kernel for Not {
     }
 }
 
+/// `SwiGLU` (opset 28): `a * sigmoid(alpha * a) * b`, shapes equal.
+#[derive(Debug)]
+struct SwiGlu(f32);
+
+impl Kernel for SwiGlu {
+    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
+        let (a, b) = (arg(inputs, 0)?, arg(inputs, 1)?);
+        if a.shape() != b.shape() {
+            op_bail!(
+                "A {:?} and B {:?} must have the same shape",
+                a.shape(),
+                b.shape()
+            );
+        }
+        let alpha = self.0;
+        let y = zip_f32(a.floats()?, b.floats()?, |x, g| {
+            x * Unary::Sigmoid.apply(alpha * x) * g
+        })?;
+        Ok(vec![Tensor::float(y, a.dtype())])
+    }
+}
+
 #[derive(Debug)]
 struct BitwiseNot;
 
@@ -892,6 +915,7 @@ pub fn build(op: &str, a: &Attrs<'_>, ctx: Ctx) -> Result<Option<Box<dyn Kernel>
         "Softsign" => u(Unary::Softsign),
         "Sqrt" => u(Unary::Sqrt),
         "Swish" => u(Unary::Swish(a.float_or("alpha", 1.0)?)),
+        "SwiGLU" => Ok(Some(Box::new(SwiGlu(a.float_or("alpha", 1.0)?)))),
         "Tan" => u(Unary::Tan),
         "Tanh" => u(Unary::Tanh),
         "ThresholdedRelu" => u(Unary::ThresholdedRelu(a.float_or("alpha", 1.0)?)),

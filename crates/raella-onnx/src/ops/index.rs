@@ -1,6 +1,6 @@
 //! Indexing and selection operators: `TopK`, `NonZero`, `Compress`, `OneHot`,
 //! `Trilu`, `EyeLike`, `ScatterElements` (and the old `Scatter`), `ScatterND`,
-//! `ReverseSequence`. Values move without arithmetic (except the scatter
+//! `ReverseSequence`, `Unique`, `CenterCropPad`. Values move without arithmetic (except the scatter
 //! reductions), so every dtype works.
 
 use ndarray::{ArrayD, Axis, Dimension, IxDyn};
@@ -12,6 +12,7 @@ use crate::{OpError, op_bail};
 
 /// The ops of this family.
 pub const OPS: &[&str] = &[
+    "CenterCropPad",
     "Compress",
     "EyeLike",
     "NonZero",
@@ -22,6 +23,7 @@ pub const OPS: &[&str] = &[
     "ScatterND",
     "TopK",
     "Trilu",
+    "Unique",
 ];
 
 /// Applies generic code to a tensor's values, float or integer, keeping its dtype.
@@ -498,6 +500,140 @@ impl Kernel for ReverseSequence {
     }
 }
 
+/// The distinct slices of `a` along `ax` (every element when `ax` is `None`):
+/// (first index of each, the slice each input slice maps to, counts), in
+/// sorted order or in order of first occurrence.
+fn unique_slices<T: Copy + PartialOrd>(
+    a: &ArrayD<T>,
+    ax: Option<usize>,
+    sorted: bool,
+) -> (Vec<usize>, Vec<usize>, Vec<usize>) {
+    let slices: Vec<Vec<T>> = match ax {
+        None => a.iter().map(|&v| vec![v]).collect(),
+        Some(ax) => a
+            .axis_iter(Axis(ax))
+            .map(|s| s.iter().copied().collect())
+            .collect(),
+    };
+    let cmp = |x: &Vec<T>, y: &Vec<T>| {
+        x.iter()
+            .zip(y)
+            .map(|(p, q)| p.partial_cmp(q).unwrap_or(std::cmp::Ordering::Equal))
+            .find(|o| o.is_ne())
+            .unwrap_or(std::cmp::Ordering::Equal)
+    };
+    // Groups in sorted order (stable: the first index of a group is its first occurrence).
+    let mut order: Vec<usize> = (0..slices.len()).collect();
+    order.sort_by(|&i, &j| cmp(&slices[i], &slices[j]));
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    for &i in &order {
+        match groups.last_mut() {
+            Some(g) if cmp(&slices[g[0]], &slices[i]).is_eq() => g.push(i),
+            _ => groups.push(vec![i]),
+        }
+    }
+    if !sorted {
+        groups.sort_by_key(|g| g[0]);
+    }
+    let mut inverse = vec![0; slices.len()];
+    for (k, g) in groups.iter().enumerate() {
+        for &i in g {
+            inverse[i] = k;
+        }
+    }
+    (
+        groups.iter().map(|g| g[0]).collect(),
+        inverse,
+        groups.iter().map(Vec::len).collect(),
+    )
+}
+
+#[derive(Debug)]
+struct Unique {
+    axis: Option<i64>,
+    sorted: bool,
+}
+
+impl Kernel for Unique {
+    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
+        let x = arg(inputs, 0)?;
+        let ax = self.axis.map(|a| axis(a, x.shape().len())).transpose()?;
+        let (first, inverse, counts) = match x.data() {
+            Data::Float(a) => unique_slices(a, ax, self.sorted),
+            Data::Int(a) => unique_slices(a, ax, self.sorted),
+        };
+        let y = match ax {
+            Some(ax) => same_kind!(x, |a| a.select(Axis(ax), &first)),
+            None => {
+                let flat = super::reshape(x, &[x.len()])?;
+                same_kind!(&flat, |a| a.select(Axis(0), &first))
+            }
+        };
+        let v = |u: &[usize]| {
+            Tensor::i64_vec(
+                u.iter()
+                    .map(|&i| i64::try_from(i).expect("index"))
+                    .collect(),
+            )
+        };
+        Ok(vec![y, v(&first), v(&inverse), v(&counts)])
+    }
+}
+
+#[derive(Debug)]
+struct CenterCropPad {
+    axes: Option<Vec<i64>>,
+}
+
+impl Kernel for CenterCropPad {
+    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
+        let x = arg(inputs, 0)?;
+        let target = arg(inputs, 1)?.to_i64_vec()?;
+        let r = x.shape().len();
+        let axes: Vec<usize> = match &self.axes {
+            Some(a) => a.iter().map(|&i| axis(i, r)).collect::<Result<_, _>>()?,
+            None => (0..r).collect(),
+        };
+        if axes.len() != target.len() {
+            op_bail!("{} sizes for {} axes", target.len(), axes.len());
+        }
+        let mut out_shape = x.shape().to_vec();
+        // Per axis: the source range and where it lands (centred; an odd
+        // difference puts the extra element at the end).
+        let mut src = vec![(0usize, 0usize); r];
+        let mut dst = vec![0usize; r];
+        for (i, d) in x.shape().iter().enumerate() {
+            src[i] = (0, *d);
+        }
+        for (&ax, &t) in axes.iter().zip(&target) {
+            let t = to_usize(t, "a size")?;
+            let d = x.shape()[ax];
+            out_shape[ax] = t;
+            if t < d {
+                let lo = (d - t) / 2;
+                src[ax] = (lo, lo + t);
+            } else {
+                dst[ax] = (t - d) / 2;
+            }
+        }
+        checked_numel(&out_shape)?;
+        Ok(vec![same_kind!(x, |a| {
+            let mut o = ArrayD::from_elem(IxDyn(&out_shape), Default::default());
+            let part = a.slice_each_axis(|d| {
+                let (lo, hi) = src[d.axis.index()];
+                ndarray::Slice::from(lo..hi)
+            });
+            o.slice_each_axis_mut(|d| {
+                let i = d.axis.index();
+                let n = src[i].1 - src[i].0;
+                ndarray::Slice::from(dst[i]..dst[i] + n)
+            })
+            .assign(&part);
+            o
+        })])
+    }
+}
+
 /// Builds a kernel of this family.
 ///
 /// # Errors
@@ -538,6 +674,13 @@ pub fn build(op: &str, a: &Attrs<'_>, ctx: Ctx) -> Result<Option<Box<dyn Kernel>
         }),
         "ScatterND" => Box::new(ScatterNd {
             reduction: reduction(a)?,
+        }),
+        "Unique" => Box::new(Unique {
+            axis: a.int("axis")?,
+            sorted: a.int_or("sorted", 1)? != 0,
+        }),
+        "CenterCropPad" => Box::new(CenterCropPad {
+            axes: a.ints("axes")?,
         }),
         "ReverseSequence" => Box::new(ReverseSequence {
             batch_axis: to_usize(a.int_or("batch_axis", 1)?, "batch_axis")?,

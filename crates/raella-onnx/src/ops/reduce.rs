@@ -1,6 +1,6 @@
 //! Reductions: `ReduceMean/Sum/Max/Min/Prod/L1/L2/LogSum/LogSumExp/SumSquare`
 //! (axes as an attribute or, from the opset that moved them, an input),
-//! `ArgMax/ArgMin`, `CumSum`, `CumProd`.
+//! `ArgMax/ArgMin`, `CumSum`, `CumProd`, `Det` (each matrix to a number).
 
 use ndarray::{ArrayD, Axis, IxDyn};
 
@@ -15,6 +15,7 @@ pub const OPS: &[&str] = &[
     "ArgMin",
     "CumProd",
     "CumSum",
+    "Det",
     "ReduceL1",
     "ReduceL2",
     "ReduceLogSum",
@@ -291,6 +292,66 @@ impl Kernel for CumSum {
     }
 }
 
+/// The determinant of every `[M, M]` matrix of `[..., M, M]`.
+#[derive(Debug)]
+struct Det;
+
+/// A square matrix's determinant by LU decomposition with partial pivoting, in f64.
+fn det(mut m: Vec<f64>, n: usize) -> f64 {
+    let mut d = 1.0;
+    for col in 0..n {
+        let piv = (col..n)
+            .max_by(|&i, &j| m[i * n + col].abs().total_cmp(&m[j * n + col].abs()))
+            .unwrap_or(col);
+        if m[piv * n + col] == 0.0 {
+            return 0.0;
+        }
+        if piv != col {
+            for k in 0..n {
+                m.swap(piv * n + k, col * n + k);
+            }
+            d = -d;
+        }
+        let p = m[col * n + col];
+        d *= p;
+        for row in col + 1..n {
+            let f = m[row * n + col] / p;
+            for k in col..n {
+                m[row * n + k] -= f * m[col * n + k];
+            }
+        }
+    }
+    d
+}
+
+impl Kernel for Det {
+    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
+        let x = arg(inputs, 0)?;
+        let xa = x.floats()?;
+        let s = xa.shape();
+        let r = s.len();
+        if r < 2 || s[r - 1] != s[r - 2] {
+            op_bail!("input of shape {s:?}: expected [..., M, M]");
+        }
+        let n = s[r - 1];
+        let flat: Vec<f64> = xa.iter().map(|&v| f64::from(v)).collect();
+        #[allow(clippy::cast_possible_truncation)]
+        let v: Vec<f32> = flat
+            .chunks(n * n)
+            .map(|c| det(c.to_vec(), n) as f32)
+            .collect();
+        let v = if n == 0 {
+            vec![1.0; xa.len().max(1)]
+        } else {
+            v
+        };
+        Ok(vec![Tensor::float(
+            ArrayD::from_shape_vec(IxDyn(&s[..r - 2]), v).map_err(|e| OpError(e.to_string()))?,
+            x.dtype(),
+        )])
+    }
+}
+
 /// Builds a kernel of this family.
 ///
 /// # Errors
@@ -315,6 +376,7 @@ pub fn build(op: &str, a: &Attrs<'_>, ctx: Ctx) -> Result<Option<Box<dyn Kernel>
                 last: a.int_or("select_last_index", 0)? != 0,
             })));
         }
+        "Det" => return Ok(Some(Box::new(Det))),
         "CumSum" | "CumProd" => {
             return Ok(Some(Box::new(CumSum {
                 exclusive: a.int_or("exclusive", 0)? != 0,
