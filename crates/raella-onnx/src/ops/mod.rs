@@ -19,6 +19,7 @@ pub mod detect;
 pub mod einsum;
 pub mod elementwise;
 pub mod index;
+pub mod loss;
 pub mod nn;
 pub mod norm;
 pub mod quant;
@@ -54,6 +55,7 @@ pub fn supported_ops() -> Vec<&'static str> {
         .iter()
         .chain(shape::OPS)
         .chain(index::OPS)
+        .chain(loss::OPS)
         .chain(attention::OPS)
         .chain(detect::OPS)
         .chain(einsum::OPS)
@@ -94,6 +96,7 @@ pub fn build(op: &str, a: &Attrs<'_>, ctx: Ctx) -> Result<Box<dyn Kernel>, OpErr
         elementwise::build,
         shape::build,
         index::build,
+        loss::build,
         attention::build,
         detect::build,
         einsum::build,
