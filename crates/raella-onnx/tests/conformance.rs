@@ -8,6 +8,10 @@
 //! Without it this test prints how to fetch it and passes.
 //!
 //! Each case ends one of three ways:
+//! Each node case with several inputs runs a second time as `node-const`, its
+//! inputs but the first turned into initializers (constant folding and the
+//! weight-layer path of the executor).
+//!
 //! - PASSED: every output matches (below);
 //! - SKIPPED: it needs something the crate does not support and says so (an
 //!   unsupported op, data type, attribute or opset; sequence, optional or map
@@ -259,6 +263,37 @@ struct Job {
     sets: Vec<DataSet>,
 }
 
+/// The `node-const` variant of a node case: every input but the first becomes
+/// an initializer holding its test value, so the importer folds what depends
+/// only on them and turns Conv/ConvTranspose/Gemm/MatMul with a constant
+/// matrix into weight layers, run by the executor's im2col/col2im path on the
+/// float runner. `None` for cases with one input or non-tensor values.
+fn const_variant(job: &Job) -> Option<Job> {
+    let mut m = proto::ModelProto::decode(job.model.as_slice()).ok()?;
+    let g = m.graph.as_mut()?;
+    let [set] = job.sets.as_slice() else {
+        return None;
+    };
+    if g.input.len() < 2 || set.inputs.len() != g.input.len() || non_tensor_values(g).is_some() {
+        return None;
+    }
+    for (vi, bytes) in g.input.iter().zip(&set.inputs).skip(1) {
+        let mut t = proto::TensorProto::decode(bytes.as_slice()).ok()?;
+        t.name = Some(vi.name().to_string());
+        g.initializer.push(t);
+    }
+    g.input.truncate(1);
+    Some(Job {
+        suite: "node-const".into(),
+        name: job.name.clone(),
+        model: m.encode_to_vec(),
+        sets: vec![DataSet {
+            inputs: vec![set.inputs[0].clone()],
+            outputs: set.outputs.clone(),
+        }],
+    })
+}
+
 fn suite_jobs(root: &Path, suite: &str) -> Vec<Job> {
     subdirs(&root.join(suite))
         .into_iter()
@@ -371,10 +406,13 @@ fn reason_key(reason: &str, label: &str) -> String {
     if let Some(rest) = r.strip_prefix(label).and_then(|t| t.strip_prefix(": ")) {
         r = rest.to_string();
     }
-    if let Some(i) = r.find("value `")
-        && let Some(j) = r[i + 7..].find('`')
-    {
-        r.replace_range(i..i + 7 + j + 1, "value");
+    for word in ["value", "tensor"] {
+        let open = format!("{word} `");
+        if let Some(i) = r.find(&open)
+            && let Some(j) = r[i + open.len()..].find('`')
+        {
+            r.replace_range(i..i + open.len() + j + 1, word);
+        }
     }
     r
 }
@@ -483,6 +521,12 @@ fn onnx_backend_conformance() {
     let filter = std::env::var("RAELLA_CONFORMANCE_FILTER").unwrap_or_default();
     let t0 = Instant::now();
     let mut jobs: Vec<Job> = SUITES.iter().flat_map(|s| suite_jobs(&root, s)).collect();
+    let consts: Vec<Job> = jobs
+        .iter()
+        .filter(|j| j.suite == "node")
+        .filter_map(const_variant)
+        .collect();
+    jobs.extend(consts);
     jobs.extend(light_jobs(&root));
     jobs.retain(|j| format!("{}/{}", j.suite, j.name).contains(&filter));
     // Panics are failures of their case: keep their messages out of the log.
