@@ -20,6 +20,7 @@ pub const OPS: &[&str] = &[
     "Asinh",
     "Atan",
     "Atanh",
+    "BitCast",
     "BitShift",
     "BitwiseAnd",
     "BitwiseNot",
@@ -621,6 +622,68 @@ impl Kernel for Not {
     }
 }
 
+/// `BitCast` (opset 26): the same bits as another type of the same width.
+/// float64 sources are held as f32, so their bits are not available.
+#[derive(Debug)]
+struct BitCast(DType);
+
+impl BitCast {
+    #[allow(clippy::cast_sign_loss, clippy::cast_possible_truncation)]
+    fn bits(d: DType, f: f32, i: i64) -> u64 {
+        match d {
+            DType::F32 => u64::from(f.to_bits()),
+            DType::F16 => u64::from(half::f16::from_f32(f).to_bits()),
+            DType::BF16 => u64::from(half::bf16::from_f32(f).to_bits()),
+            _ => (i as u64) & (u64::MAX >> (64 - 8 * d.size_bytes())),
+        }
+    }
+
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_possible_wrap,
+        clippy::cast_precision_loss
+    )]
+    fn from_bits(d: DType, b: u64) -> (f32, i64) {
+        match d {
+            DType::F32 => (f32::from_bits(b as u32), 0),
+            DType::F16 => (half::f16::from_bits(b as u16).to_f32(), 0),
+            DType::BF16 => (half::bf16::from_bits(b as u16).to_f32(), 0),
+            DType::F64 => (f64::from_bits(b) as f32, 0),
+            // Sign-extended for the signed types by the tensor's wrap.
+            _ => (0.0, b as i64),
+        }
+    }
+}
+
+impl Kernel for BitCast {
+    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
+        let x = arg(inputs, 0)?;
+        let (from, to) = (x.dtype(), self.0);
+        if from.size_bytes() != to.size_bytes() {
+            op_bail!(
+                "BitCast from {} to {}: widths differ",
+                from.name(),
+                to.name()
+            );
+        }
+        if from == DType::F64 {
+            op_bail!("BitCast from float64 is not supported (held as float32)");
+        }
+        let bits: Vec<u64> = match x.data() {
+            Data::Float(a) => a.iter().map(|&v| Self::bits(from, v, 0)).collect(),
+            Data::Int(a) => a.iter().map(|&v| Self::bits(from, 0.0, v)).collect(),
+        };
+        let shape = IxDyn(x.shape());
+        Ok(vec![if to.is_float() {
+            let v = bits.iter().map(|&b| Self::from_bits(to, b).0).collect();
+            Tensor::float(ArrayD::from_shape_vec(shape, v).expect("shape"), to)
+        } else {
+            let v = bits.iter().map(|&b| Self::from_bits(to, b).1).collect();
+            Tensor::int(ArrayD::from_shape_vec(shape, v).expect("shape"), to)
+        }])
+    }
+}
+
 /// `SwiGLU` (opset 28): `a * sigmoid(alpha * a) * b`, shapes equal.
 #[derive(Debug)]
 struct SwiGlu(f32);
@@ -987,6 +1050,19 @@ pub fn build(op: &str, a: &Attrs<'_>, ctx: Ctx) -> Result<Option<Box<dyn Kernel>
             Ok(Some(Box::new(Cast(d))))
         }
         "CastLike" => Ok(Some(Box::new(CastLike))),
+        "BitCast" => {
+            let to = a
+                .int("to")?
+                .ok_or_else(|| OpError("BitCast needs the attribute `to`".into()))?;
+            let code = i32::try_from(to).unwrap_or(-1);
+            let d = DType::from_onnx(code).ok_or_else(|| {
+                OpError(format!(
+                    "BitCast to {} (type {to}) is not supported",
+                    DType::onnx_name(code)
+                ))
+            })?;
+            Ok(Some(Box::new(BitCast(d))))
+        }
         "Identity" => Ok(Some(Box::new(Identity { dropout: false }))),
         "Dropout" => Ok(Some(Box::new(Identity { dropout: true }))),
         _ => Ok(None),
