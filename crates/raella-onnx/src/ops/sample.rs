@@ -1,17 +1,18 @@
 //! Spatial sampling: `GridSample` (any number of spatial dimensions; nearest,
-//! linear and cubic; zeros, border and reflection padding) and `AffineGrid`,
-//! the pair spatial transformers and deformable detectors export; after onnx's
-//! reference.
+//! linear and cubic; zeros, border and reflection padding), `AffineGrid`, and
+//! `DeformConv` (2-D; a convolution whose taps sample the input bilinearly at
+//! learned offsets, optionally masked), as spatial transformers and deformable
+//! detectors export them; after onnx's reference.
 
 use ndarray::{ArrayD, IxDyn};
 
-use super::{Ctx, Kernel, arg, to_usize};
+use super::{Ctx, Kernel, arg, opt, to_usize};
 use crate::attrs::Attrs;
 use crate::tensor::Tensor;
 use crate::{OpError, op_bail};
 
 /// The ops of this family.
-pub const OPS: &[&str] = &["AffineGrid", "GridSample"];
+pub const OPS: &[&str] = &["AffineGrid", "DeformConv", "GridSample"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Interp {
@@ -275,6 +276,151 @@ impl Kernel for AffineGrid {
     }
 }
 
+#[derive(Debug)]
+struct DeformConv {
+    attrs: Vec<crate::proto::AttributeProto>,
+}
+
+/// `plane [h, w]` sampled bilinearly at `(y, x)`; taps outside are zero.
+#[allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_precision_loss,
+    clippy::cast_sign_loss
+)]
+fn bilinear_zero(plane: &[f32], h: usize, w: usize, y: f32, x: f32) -> f32 {
+    let (y0, x0) = (y.floor(), x.floor());
+    let (ly, lx) = (y - y0, x - x0);
+    let mut v = 0.0;
+    for (dy, wy) in [(0.0, 1.0 - ly), (1.0, ly)] {
+        for (dx, wx) in [(0.0, 1.0 - lx), (1.0, lx)] {
+            let (yy, xx) = (y0 + dy, x0 + dx);
+            if yy >= 0.0 && xx >= 0.0 && (yy as usize) < h && (xx as usize) < w {
+                v += wy * wx * plane[yy as usize * w + xx as usize];
+            }
+        }
+    }
+    v
+}
+
+impl Kernel for DeformConv {
+    #[allow(clippy::cast_precision_loss, clippy::too_many_lines)]
+    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
+        let (x, wt, off) = (arg(inputs, 0)?, arg(inputs, 1)?, arg(inputs, 2)?);
+        let xa = x.floats()?;
+        let (w, offs) = (wt.to_f32(), off.to_f32());
+        let a = Attrs::new(&self.attrs);
+        let g = super::nn::conv_geom(&a, w.shape(), false)?;
+        let (&[n, c, h, wd], &[m, cg, kh, kw]) = (xa.shape(), w.shape()) else {
+            op_bail!(
+                "X {:?} and W {:?}: 2-D DeformConv takes 4-D tensors",
+                xa.shape(),
+                w.shape()
+            );
+        };
+        let groups = g.groups;
+        if c != cg * groups {
+            op_bail!(
+                "{c} input channels for weights {:?} in {groups} groups",
+                w.shape()
+            );
+        }
+        let og = usize::try_from(a.int_or("offset_group", 1)?)
+            .ok()
+            .filter(|&v| v > 0 && c % v == 0)
+            .ok_or_else(|| OpError("offset_group must divide the channels".into()))?;
+        let &[n2, oc2, oh, ow] = offs.shape() else {
+            op_bail!(
+                "offset of shape {:?}: expected [N, 2 * groups * kh * kw, oh, ow]",
+                offs.shape()
+            );
+        };
+        if n2 != n || oc2 != og * kh * kw * 2 {
+            op_bail!(
+                "offset of shape {:?} for {og} offset groups of {kh} x {kw}",
+                offs.shape()
+            );
+        }
+        let mask = opt(inputs, 4).map(Tensor::to_f32);
+        if let Some(mk) = &mask
+            && mk.shape() != [n, og * kh * kw, oh, ow]
+        {
+            op_bail!("mask of shape {:?}", mk.shape());
+        }
+        let bias = opt(inputs, 3).map(Tensor::to_f32);
+        let src = xa.as_slice().expect("standard layout");
+        let (os, ws) = (
+            offs.as_slice().expect("standard layout"),
+            w.as_slice().expect("standard layout"),
+        );
+        let ms = mask
+            .as_ref()
+            .map(|t| t.as_slice().expect("standard layout").to_vec());
+        let mg = m / groups;
+        let kk = kh * kw;
+        let per_og = c / og;
+        let mut out = vec![0.0f32; n * m * oh * ow];
+        for b in 0..n {
+            for gi in 0..groups {
+                // Columns: (channel of the group, ky, kx) x output position.
+                let mut cols = vec![0.0f32; cg * kk * oh * ow];
+                for ci in 0..cg {
+                    let ch = gi * cg + ci;
+                    let ogi = ch / per_og;
+                    let plane = &src[(b * c + ch) * h * wd..(b * c + ch + 1) * h * wd];
+                    for ky in 0..kh {
+                        for kx in 0..kw {
+                            let k = ky * kw + kx;
+                            for i in 0..oh {
+                                for j in 0..ow {
+                                    let at = |comp: usize| {
+                                        os[(((b * og + ogi) * kk + k) * 2 + comp) * oh * ow
+                                            + i * ow
+                                            + j]
+                                    };
+                                    let y = (i * g.stride[0] + ky * g.dilation[0]) as f32
+                                        - g.pads[0] as f32
+                                        + at(0);
+                                    let xx = (j * g.stride[1] + kx * g.dilation[1]) as f32
+                                        - g.pads[1] as f32
+                                        + at(1);
+                                    let mut v = bilinear_zero(plane, h, wd, y, xx);
+                                    if let Some(ms) = &ms {
+                                        v *= ms[((b * og + ogi) * kk + k) * oh * ow + i * ow + j];
+                                    }
+                                    cols[(ci * kk + k) * oh * ow + i * ow + j] = v;
+                                }
+                            }
+                        }
+                    }
+                }
+                for mo in 0..mg {
+                    let oc = gi * mg + mo;
+                    let wrow = &ws[oc * cg * kk..(oc + 1) * cg * kk];
+                    let dst = &mut out[(b * m + oc) * oh * ow..(b * m + oc + 1) * oh * ow];
+                    for (r, &wv) in wrow.iter().enumerate() {
+                        if wv == 0.0 {
+                            continue;
+                        }
+                        for (d, &cv) in dst.iter_mut().zip(&cols[r * oh * ow..(r + 1) * oh * ow]) {
+                            *d += wv * cv;
+                        }
+                    }
+                    if let Some(bv) = &bias {
+                        let bb = bv.iter().nth(oc).copied().unwrap_or(0.0);
+                        for d in dst.iter_mut() {
+                            *d += bb;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(vec![Tensor::float(
+            ArrayD::from_shape_vec(IxDyn(&[n, m, oh, ow]), out).expect("shape"),
+            x.dtype(),
+        )])
+    }
+}
+
 /// Builds a kernel of this family.
 ///
 /// # Errors
@@ -299,6 +445,9 @@ pub fn build(op: &str, a: &Attrs<'_>, ctx: Ctx) -> Result<Option<Box<dyn Kernel>
             align_corners,
         }),
         "AffineGrid" => Box::new(AffineGrid { align_corners }),
+        "DeformConv" => Box::new(DeformConv {
+            attrs: a.list().to_vec(),
+        }),
         _ => return Ok(None),
     }))
 }
