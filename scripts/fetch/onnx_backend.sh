@@ -8,7 +8,7 @@
 #       the ~1900 single-operator cases. onnx no longer ships them as files (the
 #       wheel and sdist hold only the Python that builds them), so they are
 #       written by scripts/fetch/onnx_node_cases.py run in a private venv
-#       (venv/) with onnx 1.23.2 and numpy installed by pip.
+#       (venv/, removed afterwards) with onnx 1.23.2 and numpy installed by pip.
 #
 # Needs python3 (3.9+, with venv) and PyPI. Safe to re-run: finished steps are
 # skipped (a stamp file per step). Takes ~20 s the first time, ~0 s after.
@@ -70,4 +70,6 @@ if [[ ! -f .stamp-node ]] || [[ "$(cat .stamp-node)" != "$ONNX_VERSION" ]]; then
         venv/bin/python -m pip install --quiet --only-binary=:all: "${VENV_REQS[@]}" "onnx==$ONNX_VERSION"
     venv/bin/python -W ignore "$ROOT/scripts/fetch/onnx_node_cases.py" "$DEST/node"
     echo "$ONNX_VERSION" > .stamp-node
+    # The environment is needed only to write the cases (~140 MB): not kept.
+    rm -rf venv
 fi
