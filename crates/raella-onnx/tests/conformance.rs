@@ -417,6 +417,32 @@ fn reason_key(reason: &str, label: &str) -> String {
     r
 }
 
+/// A coarse kind of skip reason, for the summary.
+fn skip_kind(reason: &str) -> &'static str {
+    if reason.contains("control flow") {
+        "control flow (If, Loop, Scan)"
+    } else if reason.contains("sequence")
+        || reason.contains("optional")
+        || reason.contains("Sequence")
+        || reason.contains("Optional")
+    {
+        "sequence and optional values"
+    } else if reason.contains("data type")
+        || reason.contains("Cast to")
+        || reason.contains("BitCast from")
+    {
+        "data types (float8, 4-/2-bit integers, strings; float64 bits)"
+    } else if reason.contains("3-D windows") {
+        "3-D convolution and pooling"
+    } else if reason.contains("domain") {
+        "other domains (ai.onnx.ml, training, preview)"
+    } else if reason.contains("unsupported op") {
+        "operators not implemented"
+    } else {
+        "attributes or modes not supported"
+    }
+}
+
 fn report(results: &[CaseResult], secs: f64) -> String {
     let mut s = String::new();
     let count = |rs: &[&CaseResult]| {
@@ -452,6 +478,12 @@ fn report(results: &[CaseResult], secs: f64) -> String {
         let _ = writeln!(s, "| {suite} | {} | {} | {} | {} |", c[0], c[1], c[2], c[3]);
     }
     let _ = writeln!(s, "\n## Failures\n");
+    if !results
+        .iter()
+        .any(|r| matches!(r.outcome, Outcome::Failed(_) | Outcome::Allowed(_)))
+    {
+        let _ = writeln!(s, "None.");
+    }
     for r in results {
         if let Outcome::Failed(m) | Outcome::Allowed(m) = &r.outcome {
             let tag = if matches!(r.outcome, Outcome::Allowed(_)) {
@@ -473,6 +505,16 @@ fn report(results: &[CaseResult], secs: f64) -> String {
     }
     let mut reasons: Vec<(String, Vec<String>)> = reasons.into_iter().collect();
     reasons.sort_by(|a, b| b.1.len().cmp(&a.1.len()).then(a.0.cmp(&b.0)));
+    let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
+    for (k, v) in &reasons {
+        *kinds.entry(skip_kind(k)).or_default() += v.len();
+    }
+    let _ = writeln!(s, "\n## Skips by kind\n\n| cases | kind |\n|---:|---|");
+    let mut kinds: Vec<(&str, usize)> = kinds.into_iter().collect();
+    kinds.sort_by(|a, b| b.1.cmp(&a.1));
+    for (k, n) in kinds {
+        let _ = writeln!(s, "| {n} | {k} |");
+    }
     let _ = writeln!(
         s,
         "\n## Skip reasons\n\n| cases | reason | e.g. |\n|---:|---|---|"
@@ -570,7 +612,7 @@ fn onnx_backend_conformance() {
     std::fs::write(&target, &text).expect("write the report");
     // The summary table and the failures.
     let summary: String = text
-        .split("\n## Skip reasons")
+        .split("\n## Skip reasons\n")
         .next()
         .unwrap_or_default()
         .to_string();
