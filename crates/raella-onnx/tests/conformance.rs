@@ -511,7 +511,7 @@ fn report(results: &[CaseResult], secs: f64) -> String {
     }
     let _ = writeln!(s, "\n## Skips by kind\n\n| cases | kind |\n|---:|---|");
     let mut kinds: Vec<(&str, usize)> = kinds.into_iter().collect();
-    kinds.sort_by(|a, b| b.1.cmp(&a.1));
+    kinds.sort_by_key(|k| std::cmp::Reverse(k.1));
     for (k, n) in kinds {
         let _ = writeln!(s, "| {n} | {k} |");
     }
