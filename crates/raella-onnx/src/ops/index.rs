@@ -1,6 +1,7 @@
 //! Indexing and selection operators: `TopK`, `NonZero`, `Compress`, `OneHot`,
 //! `Trilu`, `EyeLike`, `ScatterElements` (and the old `Scatter`), `ScatterND`,
-//! `ReverseSequence`, `Unique`, `CenterCropPad`. Values move without arithmetic (except the scatter
+//! `ReverseSequence`, `Unique`, `CenterCropPad`, `TensorScatter` (KV-cache
+//! writes). Values move without arithmetic (except the scatter
 //! reductions), so every dtype works.
 
 use ndarray::{ArrayD, Axis, Dimension, IxDyn};
@@ -21,6 +22,7 @@ pub const OPS: &[&str] = &[
     "Scatter",
     "ScatterElements",
     "ScatterND",
+    "TensorScatter",
     "TopK",
     "Trilu",
     "Unique",
@@ -634,6 +636,85 @@ impl Kernel for CenterCropPad {
     }
 }
 
+/// `TensorScatter` (opset 24): writes `update` into a copy of the cache along
+/// `axis`, from each batch entry's write index (wrapping when circular).
+#[derive(Debug)]
+struct TensorScatter {
+    axis: i64,
+    circular: bool,
+}
+
+impl Kernel for TensorScatter {
+    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
+        let (cache, upd) = (arg(inputs, 0)?, arg(inputs, 1)?);
+        let cs = cache.shape();
+        let r = cs.len();
+        let ax = axis(self.axis, r)?;
+        let us = upd.shape();
+        if us.len() != r
+            || (0..r).any(|i| {
+                if i == ax {
+                    us[i] > cs[i]
+                } else {
+                    us[i] != cs[i]
+                }
+            })
+        {
+            op_bail!("update {us:?} does not fit the cache {cs:?} on axis {ax}");
+        }
+        if ax == 0 {
+            op_bail!("the sequence axis cannot be the batch axis");
+        }
+        if cache.dtype() != upd.dtype() {
+            op_bail!(
+                "update of type {} for a cache of {}",
+                upd.dtype().name(),
+                cache.dtype().name()
+            );
+        }
+        let starts: Vec<i64> = match opt(inputs, 2) {
+            Some(t) => t.to_i64_vec()?,
+            None => vec![0; cs[0]],
+        };
+        if starts.len() != cs[0] {
+            op_bail!("{} write indices for a batch of {}", starts.len(), cs[0]);
+        }
+        let max = i64::try_from(cs[ax]).expect("dim");
+        let st = strides(cs);
+        let ust = strides(us);
+        let mut at = Vec::with_capacity(upd.len());
+        for (s, p) in ndarray::indices(us).into_iter().enumerate() {
+            let mut pos = i64::try_from(p[ax]).expect("index") + starts[p[0]];
+            if self.circular {
+                pos = pos.rem_euclid(max);
+            }
+            if pos < 0 || pos >= max {
+                op_bail!("write position {pos} outside the cache's {max}");
+            }
+            let mut flat = 0;
+            for d in 0..r {
+                let i = if d == ax {
+                    usize::try_from(pos).expect("checked")
+                } else {
+                    p[d]
+                };
+                flat += i * st[d];
+            }
+            debug_assert_eq!(s, (0..r).map(|d| p[d] * ust[d]).sum::<usize>());
+            at.push((flat, s));
+        }
+        Ok(vec![match (cache.data(), upd.data()) {
+            (Data::Float(a), Data::Float(u)) => {
+                Tensor::float(scatter_flat(a, &at, u, Reduction::None), cache.dtype())
+            }
+            (Data::Int(a), Data::Int(u)) => {
+                Tensor::int(scatter_flat(a, &at, u, Reduction::None), cache.dtype())
+            }
+            _ => unreachable!("same dtype"),
+        }])
+    }
+}
+
 /// Builds a kernel of this family.
 ///
 /// # Errors
@@ -674,6 +755,14 @@ pub fn build(op: &str, a: &Attrs<'_>, ctx: Ctx) -> Result<Option<Box<dyn Kernel>
         }),
         "ScatterND" => Box::new(ScatterNd {
             reduction: reduction(a)?,
+        }),
+        "TensorScatter" => Box::new(TensorScatter {
+            axis: a.int_or("axis", -2)?,
+            circular: match a.string_or("mode", "linear")?.as_str() {
+                "linear" => false,
+                "circular" => true,
+                m => op_bail!("mode \"{m}\" is not supported (linear, circular)"),
+            },
         }),
         "Unique" => Box::new(Unique {
             axis: a.int("axis")?,
