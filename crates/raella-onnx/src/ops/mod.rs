@@ -15,6 +15,7 @@ use crate::tensor::{DType, Data, Tensor};
 use crate::{OpError, op_bail};
 
 pub mod attention;
+pub mod control;
 pub mod detect;
 pub mod einsum;
 pub mod elementwise;
@@ -57,6 +58,7 @@ pub fn supported_ops() -> Vec<&'static str> {
         .chain(index::OPS)
         .chain(loss::OPS)
         .chain(attention::OPS)
+        .chain(control::OPS)
         .chain(detect::OPS)
         .chain(einsum::OPS)
         .chain(reduce::OPS)
