@@ -152,6 +152,7 @@ impl Kernel for RoiAlign {
             op_bail!("{} batch indices for {nr} rois", bidx.len());
         }
         let (ph, pw) = (self.out_h, self.out_w);
+        crate::tensor::checked_numel(&[nr, c, ph, pw])?;
         let src = xa.as_slice().expect("standard layout");
         let mut out = vec![0.0f32; nr * c * ph * pw];
         let off = if self.half_pixel { 0.5 } else { 0.0 };

@@ -178,6 +178,10 @@ impl Kernel for Einsum {
         let n_out: usize = out_shape.iter().product();
         let n_sum: usize = summed.iter().map(|l| size[l]).product();
         let no = out.len();
+        // The loop visits every (output, summed) index: bound its length.
+        if n_out.checked_mul(n_sum).is_none_or(|v| v > 1 << 32) {
+            op_bail!("equation `{eq}` needs {n_out} x {n_sum} steps, more than 2^32");
+        }
         let run = |f: &mut dyn FnMut(usize, &[usize])| {
             let mut offs = vec![0usize; ts.len()];
             let mut idx = vec![0usize; dims.len()];

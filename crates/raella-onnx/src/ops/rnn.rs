@@ -316,6 +316,8 @@ impl Kernel for Recurrent {
             x3
         };
         let (hs, g, dirs) = (self.hidden, self.cell.gates(), self.dirs);
+        crate::tensor::checked_numel(&[seq, dirs, batch, hs])?;
+        crate::tensor::checked_numel(&[seq, batch, g, hs])?;
         let w = arg(inputs, 1)?.to_f32();
         let r = arg(inputs, 2)?.to_f32();
         if w.shape() != [dirs, g * hs, input] || r.shape() != [dirs, g * hs, hs] {

@@ -83,11 +83,17 @@ impl Kernel for GridSample {
         if nd == 0 || gs.len() != nd + 2 || gs[0] != xs[0] || gs[nd + 1] != nd {
             op_bail!("X {xs:?} and grid {gs:?}: expected [N, C, D1..Dk] and [N, O1..Ok, {nd}]");
         }
+        if nd > 3 {
+            op_bail!("{nd}-D sampling is not supported (1-D to 3-D are)");
+        }
         let (n, c) = (xs[0], xs[1]);
         let dims = &xs[2..];
         let plane: usize = dims.iter().product();
         let outs = &gs[1..=nd];
         let no: usize = outs.iter().product();
+        let mut oshape = vec![n, c];
+        oshape.extend(outs);
+        crate::tensor::checked_numel(&oshape)?;
         let (lo, hi): (Vec<f32>, Vec<f32>) = dims
             .iter()
             .map(|&d| {
@@ -252,6 +258,7 @@ impl Kernel for AffineGrid {
         let mut shape = vec![size[0]];
         shape.extend(dims);
         shape.push(nd);
+        crate::tensor::checked_numel(&shape)?;
         let no: usize = dims.iter().product();
         let mut out = Vec::with_capacity(size[0] * no * nd);
         for b in 0..size[0] {
@@ -340,6 +347,8 @@ impl Kernel for DeformConv {
                 offs.shape()
             );
         }
+        crate::tensor::checked_numel(&[n, m, oh, ow])?;
+        crate::tensor::checked_numel(&[cg, kh * kw, oh, ow])?;
         let mask = opt(inputs, 4).map(Tensor::to_f32);
         if let Some(mk) = &mask
             && mk.shape() != [n, og * kh * kw, oh, ow]

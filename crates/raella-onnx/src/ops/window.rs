@@ -203,6 +203,7 @@ impl Kernel for Col2Im {
         if bh * bw != l {
             op_bail!("{l} blocks given, the image holds {bh} x {bw}");
         }
+        checked_numel(&[n, c, image[0], image[1]])?;
         let mut out = ArrayD::<f32>::zeros(IxDyn(&[n, c, image[0], image[1]]));
         for b in 0..n {
             // Rows: block positions; columns: (c, kh, kw), as col2im expects.
