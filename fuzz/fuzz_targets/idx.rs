@@ -9,7 +9,7 @@ use std::path::Path;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok((dims, bytes)) = raella_network::decode_idx(data, Path::new("fuzz.idx")) {
+    if let Ok((dims, bytes)) = raella_data::decode_idx(data, Path::new("fuzz.idx")) {
         let n = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
         assert_eq!(n, Some(bytes.len()), "dimensions {dims:?} disagree with the data");
     }

@@ -1,11 +1,10 @@
-"""Regenerates the seeds of the idx, photo and bert_config fuzz targets.
+"""Regenerates the seeds of the idx, photo and tokenizer fuzz targets.
 
 Needs Pillow (JPEG seeds). Run from the repository root:
 python3 fuzz/seeds/make_seeds.py
 """
 import gzip
 import io
-import json
 import pathlib
 import struct
 
@@ -48,15 +47,10 @@ def main():
         im.save(buf, fmt, **kw)
         (d / name).write_bytes(prefix + buf.getvalue())
 
-    d = HERE / "bert_config"
-    tiny = (ROOT / "fixtures/tiny_bert/model/config.json").read_text()
-    (d / "tiny.json").write_text(tiny)
-    minilm = json.loads(tiny)
-    minilm.update(hidden_size=384, intermediate_size=1536, num_attention_heads=12, num_hidden_layers=6,
-                  vocab_size=30522, max_position_embeddings=512)
-    (d / "minilm.json").write_text(json.dumps(minilm, indent=2))
-    bad = dict(minilm, num_hidden_layers=1 << 62)
-    (d / "absurd_layers.json").write_text(json.dumps(bad))
+    d = HERE / "tokenizer"
+    (d / "tiny.json").write_bytes((ROOT / "fixtures/tiny_bert/model/tokenizer.json").read_bytes())
+    (d / "bad.json").write_bytes((ROOT / "fixtures/bad/text_bad_tokenizer/tokenizer.json").read_bytes())
+    (HERE / "onnx_import" / "tiny_bert.onnx").write_bytes((ROOT / "fixtures/tiny_bert/model.onnx").read_bytes())
 
 
 if __name__ == "__main__":

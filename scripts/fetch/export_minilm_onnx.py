@@ -268,7 +268,7 @@ def op_counts(model):
     return dict(sorted(c.items()))
 
 
-def verify(path, cache):
+def verify(path, model_dir, lee50_root):
     """ReferenceEvaluator on the saved file vs scripts/bert_reference.py (numpy)."""
     sys.path.insert(0, str(ROOT / "scripts"))
     try:
@@ -278,11 +278,12 @@ def verify(path, cache):
                  f"(scripts/fetch/requirements.txt), or pass --no-verify: {e}")
     from onnx.reference import ReferenceEvaluator
 
-    bert = bert_reference.Bert(str(cache / "minilm"), 256)
-    docs, _, _ = bert_reference.lee50(str(cache))
+    bert = bert_reference.Bert(str(model_dir), 256)
+    docs, _, _ = bert_reference.lee50(str(lee50_root))
+    hidden_size = json.load(open(pathlib.Path(model_dir) / "config.json"))["hidden_size"]
     lengths = [len(bert.tok.encode(d).ids) for d in docs]
     longest = int(np.argmax(lengths))
-    picks = CHECK_DOCS + ([longest] if longest not in CHECK_DOCS else [])
+    picks = [i for i in CHECK_DOCS if i < len(docs)] + ([longest] if longest not in CHECK_DOCS else [])
     sess = ReferenceEvaluator(str(path))
 
     def run(ids, mask, types):
@@ -305,7 +306,7 @@ def verify(path, cache):
                        "hidden_shape": list(hidden.shape)})
         print(f"export-minilm: Lee-50 doc {i:2d} ({n:3d} tokens): max |onnx - numpy| = {d:.3g}, "
               f"cosine {cos:.9f}", file=sys.stderr)
-        if hidden.shape != (1, n, 384) or emb.shape != (1, 384):
+        if hidden.shape != (1, n, hidden_size) or emb.shape != (1, hidden_size):
             sys.exit(f"export-minilm: unexpected output shapes {hidden.shape}, {emb.shape}")
 
     encs = [bert.tok.encode(docs[i]) for i in BATCH_DOCS]
@@ -350,10 +351,13 @@ def verify(path, cache):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cache", default=str(ROOT / ".cache" / "models"))
+    ap.add_argument("--model-dir", help="a BERT folder (config.json, model.safetensors, tokenizer.json); default CACHE/minilm")
+    ap.add_argument("--out", help="the ONNX file to write; default CACHE/onnx/minilm.onnx")
+    ap.add_argument("--lee50", help="the folder holding lee50/ for the check; default CACHE")
     ap.add_argument("--no-verify", action="store_true")
     a = ap.parse_args()
     cache = pathlib.Path(a.cache)
-    mdir = cache / "minilm"
+    mdir = pathlib.Path(a.model_dir) if a.model_dir else cache / "minilm"
     cfg = json.load(open(mdir / "config.json"))
     w = load_safetensors(mdir / "model.safetensors")
     model = build(cfg, w)
@@ -362,9 +366,9 @@ def main():
     inferred = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
     out_shapes = {o.name: [d.dim_param or d.dim_value for d in o.type.tensor_type.shape.dim]
                   for o in inferred.graph.output}
-    out_dir = cache / "onnx"
+    path = pathlib.Path(a.out) if a.out else cache / "onnx" / "minilm.onnx"
+    out_dir = path.parent
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "minilm.onnx"
     tmp = path.with_suffix(".onnx.tmp")
     onnx.save_model(model, str(tmp))
     os.replace(tmp, path)
@@ -372,7 +376,7 @@ def main():
     digest = sha256(path)
     n_params = int(sum(int(np.prod(t.dims, dtype=np.int64)) for t in model.graph.initializer))
     info = {
-        "file": "onnx/minilm.onnx",
+        "file": path.name,
         "bytes": path.stat().st_size,
         "sha256": digest,
         "opset": OPSET,
@@ -389,11 +393,12 @@ def main():
           f"sha256 {digest})", file=sys.stderr)
     print("export-minilm: ops " + ", ".join(f"{k} {v}" for k, v in info["op_counts"].items()), file=sys.stderr)
     if not a.no_verify:
-        info["verification"] = verify(path, cache)
-        with open(out_dir / "minilm.verify.json", "w") as f:
+        info["verification"] = verify(path, mdir, pathlib.Path(a.lee50) if a.lee50 else cache)
+        vpath = path.with_suffix(".verify.json")
+        with open(vpath, "w") as f:
             json.dump(info, f, indent=2)
             f.write("\n")
-        print(f"export-minilm: verified; figures in {out_dir / 'minilm.verify.json'}", file=sys.stderr)
+        print(f"export-minilm: verified; figures in {vpath}", file=sys.stderr)
     return 0
 
 

@@ -420,6 +420,77 @@ pub fn run_demo(root: &Path) -> Result<String> {
 mod tests {
     use std::path::PathBuf;
 
+    use super::{
+        AdaptiveSlicing, Calibration, Inputs, ProgrammedLayer, archs, compile, evaluate, load,
+        prepare, split_pos_neg,
+    };
+    use raella_runtime::reference::run_reference;
+
+    /// Every noise-free figure of the demo report comes from the engine's
+    /// outputs and counters on each design x layer; here the slow reference
+    /// (one column-slice at a time on the integer levels) recomputes them on the
+    /// same mapped layers: the outputs (so the errors) and the conversion,
+    /// flag and recovery counts (so in-range, recovery rate and converts/MAC)
+    /// must be identical.
+    #[test]
+    fn demo_figures_match_the_slow_reference() {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("workspace")
+            .to_path_buf();
+        let layers = load(&root).expect("fixture");
+        let policy = AdaptiveSlicing::standard();
+        let mut checked = 0;
+        for arch in archs(&root).expect("designs") {
+            for (i, l) in layers.iter().enumerate() {
+                let p = prepare(l, i + 1 == layers.len()).expect("layer");
+                let o = evaluate(&p, &arch, &policy).expect("runs");
+                let mut cfg = arch.compile.clone();
+                cfg.weight_slicing = super::slicing(&o.slicing);
+                let cal = Calibration {
+                    inputs: p.calibration.view(),
+                    input_slicing: arch.run.input.slicing(),
+                };
+                let mapped = compile(p.weights.view(), &cfg, Some(cal)).expect("compiles");
+                let fast = {
+                    let layer = ProgrammedLayer::ideal(mapped.clone());
+                    match &p.eval {
+                        Inputs::Unsigned(x) => layer.run(x.view(), &arch.run),
+                        Inputs::Signed(x) => layer.run_signed(x.view(), &arch.run),
+                    }
+                    .expect("runs")
+                };
+                let passes = match &p.eval {
+                    Inputs::Unsigned(x) => vec![x.clone()],
+                    Inputs::Signed(x) => {
+                        let (pos, neg) = split_pos_neg(x.view());
+                        vec![pos, neg]
+                    }
+                };
+                let mut y = ndarray::Array2::<i64>::zeros(fast.outputs.raw_dim());
+                let (mut primary, mut flagged, mut recovery) = (0, 0, 0);
+                for (k, x) in passes.iter().enumerate() {
+                    let (out, c) = run_reference(&mapped, x.view(), &arch.run);
+                    if k == 0 {
+                        y += &out;
+                    } else {
+                        y -= &out;
+                    }
+                    primary += c.primary;
+                    flagged += c.flagged;
+                    recovery += c.recovery;
+                }
+                let what = format!("{} / {}", arch.name, p.name);
+                assert_eq!(fast.outputs.mapv(i64::from), y, "{what}: outputs");
+                assert_eq!(o.stats.column_sums, primary, "{what}: conversions");
+                assert_eq!(o.stats.flagged, flagged, "{what}: flagged");
+                assert_eq!(o.stats.recovery_conversions, recovery, "{what}: recovery");
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, 9 * 4, "nine designs x four layers");
+    }
+
     /// The demo report is deterministic: it must match the committed golden copy
     /// byte for byte. After an intended change, re-bless with
     /// `RAELLA_BLESS=1 cargo test -p xtask demo_report`.

@@ -18,8 +18,12 @@
 //!   (runs it into `results/default/` unless `--from` names a finished one).
 //! * `cargo xtask cost-whatif`: the paper's seven DNNs' throughput and energy under
 //!   each mapping/timing assumption of the cost model, alone and combined.
-//! * `cargo xtask inspect-onnx MODEL.onnx`: imports a model, prints its op counts,
-//!   crossbar layers and MACs, and runs a float forward pass (checks a model before a sweep).
+//! * `cargo xtask inspect-onnx MODEL.onnx`: imports a model and prints its inputs,
+//!   outputs, operators (after constant folding) and weight layers.
+//! * `cargo xtask run-onnx MODEL.onnx --input NAME=FILE.npy ... --design fp32|int8|PRESET
+//!   [--calibration NAME=FILE.npy ...] [--set knob=value ...] [--seed N] --out DIR`: runs
+//!   any model on any tensors; writes `DIR/output_<i>.npy` (float32, graph-output order)
+//!   and, for a simulated design, `DIR/stats.json` (per-layer statistics).
 //! * `cargo xtask bench [--real-scale]`: whole networks in their own 8-bit MACs
 //!   per second beside onnxruntime float32 on the same model, threads and inputs
 //!   (a private venv `.cache/bench-venv` with `scripts/bench/requirements.txt`):
@@ -29,6 +33,7 @@
 
 mod demo;
 mod fixture;
+mod onnx_cmd;
 mod typical;
 mod venv;
 mod whatif;
@@ -46,7 +51,7 @@ fn root() -> PathBuf {
 }
 
 fn usage() -> &'static str {
-    "usage: cargo xtask <sweep [SPEC.toml] [--out DIR] [--shard K/N] [--no-cache] | sweep merge --out DIR SHARD_DIR... | demo [--out DIR] | bench [--real-scale] | calibrate-cost | inspect-onnx MODEL.onnx | fetch-models [--cache DIR] | typical-stats [--from DIR] [--out FILE] | cost-whatif>"
+    "usage: cargo xtask <sweep [SPEC.toml] [--out DIR] [--shard K/N] [--no-cache] | sweep merge --out DIR SHARD_DIR... | demo [--out DIR] | bench [--real-scale] | calibrate-cost | inspect-onnx MODEL.onnx | run-onnx MODEL.onnx --input NAME=FILE.npy [...] [--calibration NAME=FILE.npy ...] --design fp32|int8|PRESET [--set knob=value ...] [--seed N] --out DIR | fetch-models [--cache DIR] | typical-stats [--from DIR] [--out FILE] | cost-whatif>"
 }
 
 /// `p` made absolute against the caller's working directory (cargo runs the
@@ -208,33 +213,12 @@ fn real_main() -> Result<()> {
             let path = args
                 .get(1)
                 .context("usage: cargo xtask inspect-onnx MODEL.onnx")?;
-            let graph = raella_network::import_onnx_file(Path::new(&absolute(path)?))
-                .with_context(|| path.clone())?;
-            let mut kinds = std::collections::BTreeMap::<&str, usize>::new();
-            for n in &graph.nodes {
-                *kinds.entry(n.op.kind()).or_default() += 1;
-            }
-            println!(
-                "input `{}` {:?}",
-                graph.tensors[graph.input].name, graph.tensors[graph.input].shape
-            );
-            println!(
-                "output `{}` {:?}",
-                graph.tensors[graph.output].name, graph.tensors[graph.output].shape
-            );
-            println!("nodes: {kinds:?}");
-            println!(
-                "crossbar layers: {}; MACs per image: {}",
-                graph.crossbar_layers().len(),
-                graph.macs_per_image()
-            );
-            let x = ndarray::Array2::<f32>::zeros((1, graph.numel(graph.input)));
-            let y = raella_network::eval_float(&graph, x.view())?;
-            println!(
-                "float forward on a zero image: {} outputs, first {:?}",
-                y.ncols(),
-                y.row(0).iter().take(5).collect::<Vec<_>>()
-            );
+            print!("{}", onnx_cmd::inspect(Path::new(&absolute(path)?))?);
+            Ok(())
+        }
+        Some("run-onnx") => {
+            let a = onnx_cmd::parse_args(&args[1..], absolute)?;
+            print!("{}", onnx_cmd::run(&root(), &a)?);
             Ok(())
         }
         Some("typical-stats") => {

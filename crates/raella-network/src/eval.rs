@@ -1,79 +1,94 @@
-//! Evaluating a network over a data set: batches in parallel, results and
-//! statistics combined in batch order (so they do not depend on scheduling).
+//! Evaluating a network over a data set given as batches of model inputs:
+//! batches in parallel, results and statistics combined in batch order (so
+//! they do not depend on scheduling).
 
-use ndarray::{Array2, ArrayView2, Axis, concatenate, s};
+use ndarray::{Array2, ArrayD, ArrayView2, Axis, concatenate};
+use raella_onnx::{FloatRunner, Graph, LayerRunner, RunProfile, Tensor, Vectors, WeightLayer};
 use raella_runtime::LayerStats;
 use rayon::prelude::*;
 
 use std::sync::Mutex;
 
 use crate::NetworkError;
-use crate::forward::{FloatExec, LayerExec, forward};
-use crate::graph::{Graph, Node, Shape};
 use crate::quant::{MacBackend, QuantModel};
 
-/// Images per batch: bounds memory (activations of one batch per thread) while
-/// keeping the crossbar matrix products large.
-pub const BATCH_IMAGES: usize = 64;
+/// Items (images) per batch that callers should use for image models: bounds
+/// memory (activations of one batch per thread) while keeping the crossbar
+/// matrix products large.
+pub const BATCH_ITEMS: usize = 64;
+
+/// The last weight layer's input per item (`items x numel`), as it reached
+/// that layer (before its 8-bit rounding): the penultimate features.
+pub type Features = Option<Array2<f32>>;
 
 /// Outputs of a whole evaluation.
 #[derive(Debug, Clone)]
 pub struct Evaluation {
-    /// Final outputs (`images x classes`), before any softmax the graph omits.
-    pub outputs: Array2<f32>,
-    /// Per crossbar layer, statistics over all images (simulated designs only).
+    /// Per batch, the graph outputs in order.
+    pub outputs: Vec<Vec<Tensor>>,
+    /// Per weight layer, statistics over all batches (simulated designs only).
     pub layer_stats: Vec<Option<LayerStats>>,
-    /// The penultimate features: the last crossbar layer's input per image
-    /// (`images x numel`), as it reached that layer (before its 8-bit rounding).
-    pub features: Array2<f32>,
+    /// Per batch, the last weight layer's input tensor.
+    pub features: Vec<Option<ArrayD<f32>>>,
+    /// Per weight layer, its input vectors over all batches (of one group).
+    pub vectors: Vec<usize>,
+    /// Where the time went, summed over batches (thread time).
+    pub times: RunProfile,
 }
 
-/// Delegates to `inner` and keeps the input of crossbar node `node`.
-pub(crate) struct Features<'a, E> {
-    pub(crate) inner: &'a E,
-    pub(crate) node: Option<usize>,
-    pub(crate) got: Mutex<Option<Array2<f32>>>,
+/// `rows x rest` of a tensor whose first dimension is the items.
+fn item_rows(t: &ArrayD<f32>) -> Result<Array2<f32>, NetworkError> {
+    let items = t.shape().first().copied().unwrap_or(1).max(1);
+    let rest = t.len() / items;
+    t.as_standard_layout()
+        .into_owned()
+        .into_shape_with_order((items, rest))
+        .map_err(|e| NetworkError::BadInput(e.to_string()))
 }
 
-impl<'a, E> Features<'a, E> {
-    /// Captures the last crossbar layer's input of `graph`.
-    pub(crate) fn last_layer(graph: &Graph, inner: &'a E) -> Self {
-        Self {
-            inner,
-            node: graph.crossbar_layers().last().copied(),
-            got: Mutex::new(None),
-        }
+fn stack(parts: Vec<Array2<f32>>, what: &str) -> Result<Array2<f32>, NetworkError> {
+    let views: Vec<_> = parts.iter().map(|p| p.view()).collect();
+    concatenate(Axis(0), &views).map_err(|_| {
+        NetworkError::BadInput(format!(
+            "{what} differ in size between batches (e.g. documents of different lengths)"
+        ))
+    })
+}
+
+impl Evaluation {
+    /// Output `k` of every batch, one row per item (`items x rest`), batches in order.
+    ///
+    /// # Errors
+    /// No such output, a non-float output, or sizes that differ between batches.
+    pub fn output_rows(&self, k: usize) -> Result<Array2<f32>, NetworkError> {
+        let parts = self
+            .outputs
+            .iter()
+            .map(|b| {
+                let t = b.get(k).ok_or_else(|| {
+                    NetworkError::BadInput(format!("the model has no output {k}"))
+                })?;
+                item_rows(&t.to_f32())
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        stack(parts, &format!("output {k}'s items"))
     }
 
-    /// The captured features (`batch x 0` when the graph has no crossbar layer).
-    pub(crate) fn take(self, batch: usize) -> Array2<f32> {
-        self.got
-            .into_inner()
-            .expect("no panics while held")
-            .unwrap_or_else(|| Array2::zeros((batch, 0)))
+    /// The penultimate features, one row per item; `None` when the model has no
+    /// weight layer or their size differs between batches.
+    #[must_use]
+    pub fn feature_rows(&self) -> Features {
+        let parts: Option<Vec<Array2<f32>>> = self
+            .features
+            .iter()
+            .map(|f| f.as_ref().and_then(|t| item_rows(t).ok()))
+            .collect();
+        parts.and_then(|p| stack(p, "features").ok())
     }
 }
 
-impl<E: LayerExec> LayerExec for Features<'_, E> {
-    fn crossbar_layer(
-        &self,
-        node_index: usize,
-        node: &Node,
-        x: ArrayView2<'_, f32>,
-        in_shape: &Shape,
-        out_shape: &Shape,
-        batch_index: u64,
-    ) -> Result<Array2<f32>, NetworkError> {
-        if Some(node_index) == self.node {
-            *self.got.lock().expect("no panics while held") = Some(x.to_owned());
-        }
-        self.inner
-            .crossbar_layer(node_index, node, x, in_shape, out_shape, batch_index)
-    }
-}
-
-/// Adds one part's per-layer statistics (batch, document) to `acc`, in order.
-pub(crate) fn add_layer_stats(acc: &mut [Option<LayerStats>], part: &[Option<LayerStats>]) {
+/// Adds one part's per-layer statistics (a batch) to `acc`, in order.
+fn add_layer_stats(acc: &mut [Option<LayerStats>], part: &[Option<LayerStats>]) {
     for (a, s) in acc.iter_mut().zip(part) {
         if let Some(s) = s {
             match a {
@@ -84,73 +99,119 @@ pub(crate) fn add_layer_stats(acc: &mut [Option<LayerStats>], part: &[Option<Lay
     }
 }
 
-fn concat(parts: &[Array2<f32>]) -> Result<Array2<f32>, NetworkError> {
-    let views: Vec<_> = parts.iter().map(|p| p.view()).collect();
-    concatenate(Axis(0), &views).map_err(|e| NetworkError::BadInput(e.to_string()))
+/// Float execution that keeps the last weight layer's input and counts vectors.
+struct FloatFeatures {
+    last: usize,
+    got: Mutex<Option<ArrayD<f32>>>,
+    vectors: Mutex<Vec<usize>>,
 }
 
-fn batches(n: usize) -> Vec<(usize, usize)> {
-    (0..n)
-        .step_by(BATCH_IMAGES)
-        .map(|s| (s, (s + BATCH_IMAGES).min(n)))
-        .collect()
+impl LayerRunner for FloatFeatures {
+    fn observe_input(&self, index: usize, x: &ArrayD<f32>) {
+        if index == self.last {
+            *self.got.lock().expect("no panics while held") = Some(x.clone());
+        }
+    }
+
+    fn matmul(
+        &self,
+        index: usize,
+        layer: &WeightLayer,
+        group: usize,
+        x: Vectors,
+        batch: u64,
+    ) -> Result<Array2<f32>, String> {
+        if group == 0 {
+            self.vectors.lock().expect("no panics while held")[index] += x.nrows();
+        }
+        FloatRunner.matmul(index, layer, group, x, batch)
+    }
 }
 
-/// The float32 reference on `images` (`images x numel(input)`).
+/// The float32 reference on `batches` (each one tensor per graph input).
 ///
 /// # Errors
-/// Input shape errors.
-pub fn eval_float(graph: &Graph, images: ArrayView2<'_, f32>) -> Result<Array2<f32>, NetworkError> {
-    Ok(eval_float_features(graph, images)?.0)
-}
-
-/// The float32 reference on `images`, with its penultimate features (see
-/// [`Evaluation::features`]).
-///
-/// # Errors
-/// Input shape errors.
-pub fn eval_float_features(
-    graph: &Graph,
-    images: ArrayView2<'_, f32>,
-) -> Result<(Array2<f32>, Array2<f32>), NetworkError> {
-    let parts: Vec<(Array2<f32>, Array2<f32>)> = batches(images.nrows())
+/// Input or node errors.
+pub fn eval_float(graph: &Graph, batches: &[Vec<Tensor>]) -> Result<Evaluation, NetworkError> {
+    // Per batch: the outputs, the times, the captured features and the vectors per layer.
+    type Part = (Vec<Tensor>, RunProfile, Option<ArrayD<f32>>, Vec<usize>);
+    let parts: Vec<Part> = batches
         .par_iter()
-        .map(|&(a, b)| {
-            let exec = Features::last_layer(graph, &FloatExec);
-            let y = forward(graph, images.slice(s![a..b, ..]).to_owned(), &exec, 0)?;
-            Ok((y, exec.take(b - a)))
+        .map(|b| {
+            let runner = FloatFeatures {
+                last: graph.layers.len().wrapping_sub(1),
+                got: Mutex::new(None),
+                vectors: Mutex::new(vec![0; graph.layers.len()]),
+            };
+            let (y, t) = raella_onnx::run_timed(graph, b.clone(), &runner, 0)?;
+            Ok((
+                y,
+                t,
+                runner.got.into_inner().expect("no panics while held"),
+                runner.vectors.into_inner().expect("no panics while held"),
+            ))
         })
         .collect::<Result<_, NetworkError>>()?;
-    let (ys, fs): (Vec<_>, Vec<_>) = parts.into_iter().unzip();
-    Ok((concat(&ys)?, concat(&fs)?))
+    let mut vectors = vec![0; graph.layers.len()];
+    let mut outputs = Vec::with_capacity(parts.len());
+    let mut features = Vec::with_capacity(parts.len());
+    let mut times = RunProfile::default();
+    for (y, t, f, v) in parts {
+        times += t;
+        for (a, b) in vectors.iter_mut().zip(v) {
+            *a += b;
+        }
+        outputs.push(y);
+        features.push(f);
+    }
+    Ok(Evaluation {
+        outputs,
+        layer_stats: vec![None; graph.layers.len()],
+        features,
+        vectors,
+        times,
+    })
 }
 
 /// The quantised network with `backend` for the MACs (exact: the 8-bit digital
-/// reference; crossbars: a simulated design).
+/// reference; crossbars: a simulated design). Batch `i` runs with batch index
+/// `i` (its noise streams).
 ///
 /// # Errors
-/// Input shape or backend errors.
+/// Input or backend errors.
 pub fn eval_quant(
     model: &QuantModel,
     backend: &impl MacBackend,
-    images: ArrayView2<'_, f32>,
+    batches: &[Vec<Tensor>],
 ) -> Result<Evaluation, NetworkError> {
-    let parts: Vec<Evaluation> = batches(images.nrows())
+    let parts: Vec<_> = batches
         .par_iter()
         .enumerate()
-        .map(|(i, &(a, b))| {
-            model.forward_features(images.slice(s![a..b, ..]).to_owned(), backend, i as u64)
-        })
+        .map(|(i, b)| model.run(b.clone(), backend, i as u64))
         .collect::<Result<_, _>>()?;
     let mut layer_stats: Vec<Option<LayerStats>> = vec![None; model.layers.len()];
-    for p in &parts {
-        add_layer_stats(&mut layer_stats, &p.layer_stats);
+    let mut outputs = Vec::with_capacity(parts.len());
+    let mut features = Vec::with_capacity(parts.len());
+    let mut times = RunProfile::default();
+    for r in parts {
+        times += r.times;
+        add_layer_stats(&mut layer_stats, &r.stats);
+        outputs.push(r.outputs);
+        features.push(r.features);
     }
-    let (ys, fs): (Vec<_>, Vec<_>) = parts.into_iter().map(|p| (p.outputs, p.features)).unzip();
+    let vectors = layer_stats
+        .iter()
+        .map(|s| {
+            s.as_ref()
+                .map_or(0, |s| usize::try_from(s.vectors).unwrap_or(usize::MAX))
+        })
+        .collect();
     Ok(Evaluation {
-        outputs: concat(&ys)?,
+        outputs,
         layer_stats,
-        features: concat(&fs)?,
+        features,
+        vectors,
+        times,
     })
 }
 

@@ -1,61 +1,89 @@
-//! Post-training 8-bit quantisation and quantised execution.
+//! Post-training 8-bit quantisation and quantised execution of any imported
+//! model.
 //!
-//! * Weights: per-output-channel symmetric int8 (`raella_compiler::quantize_per_channel`),
-//!   per group for grouped convolutions.
-//! * Activations: every crossbar layer's input tensor gets one scale, calibrated
-//!   on calibration images with the float32 network: `max / 255` as uint8 when the
-//!   tensor was never negative there, else `max |x| / 127` as int8 (run in two
-//!   passes on the crossbars). Zero maps to zero, so padding stays exact.
-//! * A crossbar layer computes `y_int = W_q x_q` (exactly, or on simulated
-//!   crossbars, see [`MacBackend`]) and requantises per output channel:
-//!   `y = y_int * (s_w[f] * s_x) + b[f]`; the next crossbar layer rounds its input
-//!   to 8 bits again. The digital ops in between (ReLU, Clip, max/avg pooling,
-//!   flatten, concat, add, softmax) run exactly in f32 on those values; ReLU, Clip
-//!   and max pooling commute with the rounding, so for them this equals integer
-//!   requantisation followed by the op on 8-bit codes.
+//! * Weights: per-output-channel symmetric int8 (`raella_compiler::quantize_per_channel`)
+//!   of every weight layer's matrix, per group for grouped convolutions
+//!   (BatchNormalization and bias additions were folded in at import).
+//! * Activations: every weight layer's input tensor gets one scale, calibrated
+//!   on calibration inputs with the float32 network ([`activation_scale`]):
+//!   `max / 255` as uint8 when the tensor was never negative there, else
+//!   `max |x| / 127` as int8 (run in two passes on the crossbars). Zero maps to
+//!   zero, so padding stays exact.
+//! * A weight layer computes `y_int = W_q x_q` (exactly, or on simulated
+//!   crossbars, see [`MacBackend`]) and dequantises per output channel:
+//!   `y = y_int * (s_w[f] * s_x) + b[f]`; the next weight layer rounds its
+//!   input to 8 bits again. Everything between weight layers runs in float32
+//!   (`raella-onnx`), on the dequantised values; element-wise ops that commute
+//!   with rounding (ReLU, Clip, max pooling) give what integer requantisation
+//!   followed by the op on 8-bit codes would.
 //!
 //! No weight is trained or tuned.
 
 use std::sync::Mutex;
 
-use ndarray::{Array2, ArrayView2, linalg::general_mat_mul};
+use ndarray::{Array2, ArrayD, linalg::general_mat_mul};
 use raella_compiler::{QuantizedMatrix, quantize_per_channel};
+use raella_onnx::{
+    FloatRunner, Graph, InputQuant, LayerKind, LayerRunner, Tensor, Vectors, WeightLayer,
+};
 use raella_runtime::LayerStats;
-use rayon::prelude::*;
 
 use crate::NetworkError;
-use crate::forward::{FloatExec, LayerExec, forward};
-use crate::graph::{Graph, Node, Op, Shape};
-use crate::ops;
 
-/// One crossbar layer's quantisation.
+/// What a weight layer does per item (image or document), measured on the
+/// calibration inputs (averages when items differ, e.g. documents of
+/// different lengths).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerInfo {
+    /// `Conv`, `ConvTranspose` or `Linear` (Gemm and MatMul).
+    pub kind: &'static str,
+    /// Input vectors per item (output positions of a conv, tokens of a linear).
+    pub vectors_per_item: f64,
+    /// Input tensor elements per item.
+    pub in_elems: f64,
+    /// Output tensor elements per item.
+    pub out_elems: f64,
+}
+
+/// One weight layer's quantisation.
 #[derive(Debug, Clone)]
 pub struct QuantLayer {
-    /// Node index in the graph.
-    pub node: usize,
     /// Node name.
     pub name: String,
     /// Input activation scale: real value = code * scale.
     pub input_scale: f32,
     /// Inputs are int8 (two crossbar passes) instead of uint8.
     pub signed_input: bool,
-    /// Int8 weights per group (`outputs/groups x inputs-per-group`).
+    /// Int8 weights per group (`outputs of the group x inputs`).
     pub groups: Vec<QuantizedMatrix>,
-    /// Float bias per output channel.
-    pub bias: Vec<f32>,
+    /// Shape facts per item.
+    pub info: LayerInfo,
+}
+
+/// One batch through a quantised network ([`QuantModel::run`]).
+#[derive(Debug, Clone)]
+pub struct BatchRun {
+    /// The graph outputs, in graph order.
+    pub outputs: Vec<Tensor>,
+    /// Per weight layer, this batch's statistics (groups summed); `None` for
+    /// a layer the backend keeps none for.
+    pub stats: Vec<Option<LayerStats>>,
+    /// The last weight layer's input tensor (the penultimate features).
+    pub features: Option<ArrayD<f32>>,
+    /// Where the batch's time went.
+    pub times: raella_onnx::RunProfile,
 }
 
 /// A graph with its 8-bit quantisation.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct QuantModel {
     /// The graph.
     pub graph: Graph,
-    /// Crossbar layers in execution order.
+    /// Weight layers, indexed as `graph.layers`.
     pub layers: Vec<QuantLayer>,
-    node_to_layer: Vec<Option<usize>>,
 }
 
-/// 8-bit input vectors of one crossbar layer (vectors x inputs).
+/// 8-bit input vectors of one weight layer (vectors x inputs).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum QInput {
     /// uint8 codes.
@@ -95,9 +123,23 @@ impl QInput {
             Self::Signed(x) => x.mapv(f64::from),
         }
     }
+
+    /// `self` with `other`'s rows appended (same kind and width).
+    fn append(&mut self, other: Self) -> Result<(), NetworkError> {
+        let bad = || NetworkError::BadInput("calibration batches differ in kind or width".into());
+        match (self, other) {
+            (Self::Unsigned(a), Self::Unsigned(b)) => {
+                a.append(ndarray::Axis(0), b.view()).map_err(|_| bad())
+            }
+            (Self::Signed(a), Self::Signed(b)) => {
+                a.append(ndarray::Axis(0), b.view()).map_err(|_| bad())
+            }
+            _ => Err(bad()),
+        }
+    }
 }
 
-/// Computes `y_int = W_q x_q` for one group of one crossbar layer.
+/// Computes `y_int = W_q x_q` for one group of one weight layer.
 pub trait MacBackend: Sync {
     /// Integer outputs (vectors x outputs of the group) and, for simulated
     /// crossbars, the run's statistics.
@@ -129,7 +171,7 @@ impl ExactBackend {
         Self::from_layers(&layers)
     }
 
-    /// The reference for any list of crossbar layers, each a slice of its
+    /// The reference for any list of weight layers, each a slice of its
     /// groups' int8 weights (in the order the layers are indexed by
     /// [`MacBackend::mac`]).
     #[must_use]
@@ -165,11 +207,12 @@ impl MacBackend for ExactBackend {
     }
 }
 
-/// The activation rule of every crossbar-layer input, from the range `[lo, hi]`
+/// The activation rule of every weight layer's input, from the range `[lo, hi]`
 /// its float values took on calibration data: `(scale, signed)`, with scale
 /// `max / 255` (uint8) when never negative, else `max |x| / 127` (int8, two
 /// crossbar passes); 1 for an all-zero or non-finite range.
-pub(crate) fn activation_scale(lo: f32, hi: f32) -> (f32, bool) {
+#[must_use]
+pub fn activation_scale(lo: f32, hi: f32) -> (f32, bool) {
     let signed = lo < 0.0;
     let max = if signed { lo.abs().max(hi) } else { hi };
     let scale = if max > 0.0 && max.is_finite() {
@@ -180,228 +223,291 @@ pub(crate) fn activation_scale(lo: f32, hi: f32) -> (f32, bool) {
     (scale, signed)
 }
 
-/// Widens `range` (min, max) to cover every value of `x`.
-pub(crate) fn widen_range(range: &mut (f32, f32), x: ArrayView2<'_, f32>) {
-    *range = x.iter().fold(*range, |(a, b), &v| (a.min(v), b.max(v)));
+/// Per layer during calibration: the input range, and counts for [`LayerInfo`].
+#[derive(Debug, Clone)]
+struct Seen {
+    lo: f32,
+    hi: f32,
+    in_elems: usize,
+    out_elems: usize,
+    vectors: usize,
 }
 
-/// Records min and max of each crossbar layer's input during float runs.
-struct RangeRecorder {
-    ranges: Mutex<Vec<(f32, f32)>>,
-    node_to_layer: Vec<Option<usize>>,
+/// Float execution that records every weight layer's input range and sizes.
+struct Recorder {
+    seen: Mutex<Vec<Seen>>,
 }
 
-impl LayerExec for RangeRecorder {
-    fn crossbar_layer(
-        &self,
-        node_index: usize,
-        node: &Node,
-        x: ArrayView2<'_, f32>,
-        in_shape: &Shape,
-        out_shape: &Shape,
-        batch_index: u64,
-    ) -> Result<Array2<f32>, NetworkError> {
-        if let Some(l) = self.node_to_layer[node_index] {
-            widen_range(&mut self.ranges.lock().expect("no panics while held")[l], x);
-        }
-        FloatExec.crossbar_layer(node_index, node, x, in_shape, out_shape, batch_index)
+impl LayerRunner for Recorder {
+    fn observe_input(&self, index: usize, x: &ArrayD<f32>) {
+        let (lo, hi) = x
+            .iter()
+            .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| {
+                (a.min(v), b.max(v))
+            });
+        let mut s = self.seen.lock().expect("no panics while held");
+        let e = &mut s[index];
+        e.lo = e.lo.min(lo);
+        e.hi = e.hi.max(hi);
+        e.in_elems += x.len();
     }
+
+    fn observe_output(&self, index: usize, y: &ArrayD<f32>) {
+        self.seen.lock().expect("no panics while held")[index].out_elems += y.len();
+    }
+
+    fn matmul(
+        &self,
+        index: usize,
+        layer: &WeightLayer,
+        group: usize,
+        x: Vectors,
+        batch: u64,
+    ) -> Result<Array2<f32>, String> {
+        if group == 0 {
+            self.seen.lock().expect("no panics while held")[index].vectors += x.nrows();
+        }
+        FloatRunner.matmul(index, layer, group, x, batch)
+    }
+}
+
+/// The number of items (the leading dimension of the first input) of a batch.
+#[must_use]
+pub fn batch_items(inputs: &[Tensor]) -> usize {
+    inputs
+        .first()
+        .and_then(|t| t.shape().first().copied())
+        .unwrap_or(1)
+        .max(1)
 }
 
 impl QuantModel {
     /// Quantises `graph`: int8 weights, and activation scales calibrated on
-    /// `calibration` images (`images x numel(input)`, preprocessed floats).
+    /// the `calibration` batches (each one tensor per graph input).
     ///
     /// # Errors
-    /// Empty calibration data, or a forward-pass error.
-    pub fn calibrate(graph: Graph, calibration: ArrayView2<'_, f32>) -> Result<Self, NetworkError> {
-        if calibration.nrows() == 0 {
+    /// No calibration data, a run error, or weights that cannot be quantised.
+    pub fn calibrate(graph: Graph, calibration: &[Vec<Tensor>]) -> Result<Self, NetworkError> {
+        if calibration.is_empty() {
             return Err(NetworkError::BadInput(
-                "calibration needs at least one image".into(),
+                "calibration needs at least one input".into(),
             ));
         }
-        let xl = graph.crossbar_layers();
-        let mut node_to_layer = vec![None; graph.nodes.len()];
-        for (l, &n) in xl.iter().enumerate() {
-            node_to_layer[n] = Some(l);
-        }
-        let rec = RangeRecorder {
-            ranges: Mutex::new(vec![(f32::INFINITY, f32::NEG_INFINITY); xl.len()]),
-            node_to_layer: node_to_layer.clone(),
+        let rec = Recorder {
+            seen: Mutex::new(vec![
+                Seen {
+                    lo: f32::INFINITY,
+                    hi: f32::NEG_INFINITY,
+                    in_elems: 0,
+                    out_elems: 0,
+                    vectors: 0,
+                };
+                graph.layers.len()
+            ]),
         };
-        for chunk in calibration.axis_chunks_iter(ndarray::Axis(0), 64) {
-            forward(&graph, chunk.to_owned(), &rec, 0)?;
+        let mut items = 0usize;
+        for batch in calibration {
+            items += batch_items(batch);
+            raella_onnx::run(&graph, batch.clone(), &rec, 0)?;
         }
-        let ranges = rec.ranges.into_inner().expect("no panics while held");
-        let mut layers = Vec::with_capacity(xl.len());
-        for (l, &n) in xl.iter().enumerate() {
-            let node = &graph.nodes[n];
-            let (lo, hi) = ranges[l];
-            let (input_scale, signed_input) = activation_scale(lo, hi);
-            let compile_err = |e| NetworkError::Compile {
-                layer: node.name.clone(),
-                source: e,
-            };
-            let (groups, bias) = match &node.op {
-                Op::Conv(c) => (
-                    (0..c.groups)
-                        .map(|g| {
-                            quantize_per_channel(c.group_matrix(g).view()).map_err(compile_err)
-                        })
-                        .collect::<Result<Vec<_>, _>>()?,
-                    c.bias.clone(),
-                ),
-                Op::Linear(lin) => (
-                    vec![quantize_per_channel(lin.weight.view()).map_err(compile_err)?],
-                    lin.bias.clone(),
-                ),
-                _ => unreachable!("crossbar layers are Conv or Linear"),
-            };
+        let seen = rec.seen.into_inner().expect("no panics while held");
+        #[allow(clippy::cast_precision_loss)]
+        let per = |v: usize| v as f64 / items.max(1) as f64;
+        let mut layers = Vec::with_capacity(graph.layers.len());
+        for (wl, s) in graph.layers.iter().zip(&seen) {
+            if s.vectors == 0 {
+                return Err(NetworkError::BadInput(format!(
+                    "layer `{}` never ran on the calibration inputs",
+                    wl.name
+                )));
+            }
+            let (input_scale, signed_input) = activation_scale(s.lo, s.hi);
+            let groups = wl
+                .matrices
+                .iter()
+                .map(|m| {
+                    quantize_per_channel(m.view()).map_err(|e| NetworkError::Compile {
+                        layer: wl.name.clone(),
+                        source: e,
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
             layers.push(QuantLayer {
-                node: n,
-                name: node.name.clone(),
+                name: wl.name.clone(),
                 input_scale,
                 signed_input,
                 groups,
-                bias,
+                info: LayerInfo {
+                    kind: match wl.kind {
+                        LayerKind::Conv(_) => "Conv",
+                        LayerKind::ConvTranspose(_) => "ConvTranspose",
+                        _ => "Linear",
+                    },
+                    vectors_per_item: per(s.vectors),
+                    in_elems: per(s.in_elems),
+                    out_elems: per(s.out_elems),
+                },
             });
         }
-        Ok(Self {
-            graph,
-            layers,
-            node_to_layer,
-        })
+        Ok(Self { graph, layers })
     }
 
-    /// The crossbar-layer index of a node.
-    #[must_use]
-    pub fn layer_of(&self, node: usize) -> Option<usize> {
-        self.node_to_layer[node]
-    }
-
-    /// Runs a batch with `backend` for the MACs; returns the output tensor and,
-    /// per crossbar layer, the statistics of this batch (groups summed).
+    /// Runs one batch with `backend` for the MACs: the graph outputs, per
+    /// weight layer this batch's statistics (groups summed), and the last
+    /// weight layer's input tensor (the penultimate features).
     ///
     /// # Errors
-    /// Input shape or backend errors.
-    pub fn forward(
+    /// Input or backend errors.
+    pub fn run(
         &self,
-        x: Array2<f32>,
+        inputs: Vec<Tensor>,
         backend: &impl MacBackend,
         batch_index: u64,
-    ) -> Result<(Array2<f32>, Vec<Option<LayerStats>>), NetworkError> {
-        let ev = self.forward_features(x, backend, batch_index)?;
-        Ok((ev.outputs, ev.layer_stats))
-    }
-
-    /// As [`forward`](Self::forward), also returning the penultimate features
-    /// (the last crossbar layer's input, `batch x numel`): the batch's
-    /// [`Evaluation`](crate::Evaluation).
-    ///
-    /// # Errors
-    /// Input shape or backend errors.
-    pub fn forward_features(
-        &self,
-        x: Array2<f32>,
-        backend: &impl MacBackend,
-        batch_index: u64,
-    ) -> Result<crate::Evaluation, NetworkError> {
-        let batch = x.nrows();
-        let exec = QuantExec {
+    ) -> Result<BatchRun, NetworkError> {
+        let runner = QuantRunner {
             model: self,
             backend,
             stats: Mutex::new(vec![None; self.layers.len()]),
             capture: None,
+            features: Mutex::new(None),
+            error: Mutex::new(None),
         };
-        let features = crate::eval::Features::last_layer(&self.graph, &exec);
-        let y = forward(&self.graph, x, &features, batch_index)?;
-        let f = features.take(batch);
-        Ok(crate::Evaluation {
-            outputs: y,
-            layer_stats: exec.stats.into_inner().expect("no panics while held"),
-            features: f,
+        let out = raella_onnx::run_timed(&self.graph, inputs, &runner, batch_index);
+        if let Some(e) = runner.error.into_inner().expect("no panics while held") {
+            return Err(e);
+        }
+        let (outputs, times) = out?;
+        Ok(BatchRun {
+            outputs,
+            times,
+            stats: runner.stats.into_inner().expect("no panics while held"),
+            features: runner.features.into_inner().expect("no panics while held"),
         })
     }
 
-    /// Runs a batch with exact MACs and returns every crossbar layer's 8-bit
-    /// input vectors per group (for calibrating adaptive slicing).
+    /// Runs the `batches` with exact MACs and returns every weight layer's
+    /// 8-bit input vectors per group, all batches' rows together (for
+    /// calibrating adaptive slicing).
     ///
     /// # Errors
-    /// Input shape errors.
-    pub fn capture_inputs(&self, x: Array2<f32>) -> Result<Vec<Vec<QInput>>, NetworkError> {
+    /// Input errors.
+    pub fn capture_inputs(
+        &self,
+        batches: &[Vec<Tensor>],
+    ) -> Result<Vec<Vec<QInput>>, NetworkError> {
         let backend = ExactBackend::new(self);
-        let exec = QuantExec {
-            model: self,
-            backend: &backend,
-            stats: Mutex::new(vec![None; self.layers.len()]),
-            capture: Some(Mutex::new(
-                self.layers
-                    .iter()
-                    .map(|l| vec![None; l.groups.len()])
-                    .collect(),
-            )),
-        };
-        forward(&self.graph, x, &exec, 0)?;
-        let cap = exec
-            .capture
-            .expect("set")
-            .into_inner()
-            .expect("no panics while held");
-        Ok(cap
-            .into_iter()
-            .map(|g| g.into_iter().map(|q| q.expect("every layer ran")).collect())
-            .collect())
+        let mut all: Vec<Vec<Option<QInput>>> = self
+            .layers
+            .iter()
+            .map(|l| vec![None; l.groups.len()])
+            .collect();
+        for batch in batches {
+            let runner = QuantRunner {
+                model: self,
+                backend: &backend,
+                stats: Mutex::new(vec![None; self.layers.len()]),
+                capture: Some(Mutex::new(
+                    self.layers
+                        .iter()
+                        .map(|l| vec![None; l.groups.len()])
+                        .collect(),
+                )),
+                features: Mutex::new(None),
+                error: Mutex::new(None),
+            };
+            raella_onnx::run(&self.graph, batch.clone(), &runner, 0)?;
+            if let Some(e) = runner.error.into_inner().expect("no panics while held") {
+                return Err(e);
+            }
+            let cap = runner
+                .capture
+                .expect("set")
+                .into_inner()
+                .expect("no panics while held");
+            for (acc, got) in all.iter_mut().zip(cap) {
+                for (a, g) in acc.iter_mut().zip(got) {
+                    match (a.as_mut(), g) {
+                        (Some(a), Some(g)) => a.append(g)?,
+                        (None, g) => *a = g,
+                        (Some(_), None) => {}
+                    }
+                }
+            }
+        }
+        all.into_iter()
+            .zip(&self.layers)
+            .map(|(groups, l)| {
+                groups
+                    .into_iter()
+                    .map(|q| {
+                        q.ok_or_else(|| {
+                            NetworkError::BadInput(format!(
+                                "layer `{}` never ran on the calibration inputs",
+                                l.name
+                            ))
+                        })
+                    })
+                    .collect()
+            })
+            .collect()
     }
 }
 
-struct QuantExec<'a, B> {
+/// Quantised execution: the executor quantises each weight layer's input with
+/// the calibrated scale, the backend computes the integer products, and the
+/// results are dequantised per output channel.
+struct QuantRunner<'a, B> {
     model: &'a QuantModel,
     backend: &'a B,
     stats: Mutex<Vec<Option<LayerStats>>>,
     capture: Option<Mutex<Vec<Vec<Option<QInput>>>>>,
+    features: Mutex<Option<ArrayD<f32>>>,
+    /// The backend's own error, kept whole (the executor only carries text).
+    error: Mutex<Option<NetworkError>>,
 }
 
-pub(crate) fn quantize_input(x: ArrayView2<'_, f32>, scale: f32, signed: bool) -> QInput {
-    // Clamped before the cast, so it is exact.
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-    if signed {
-        QInput::Signed(par_map(x, |v| {
-            (v / scale).round().clamp(-127.0, 127.0) as i8
-        }))
-    } else {
-        QInput::Unsigned(par_map(x, |v| (v / scale).round().clamp(0.0, 255.0) as u8))
+impl<B: MacBackend> LayerRunner for QuantRunner<'_, B> {
+    fn input_quant(&self, index: usize) -> Option<InputQuant> {
+        let l = &self.model.layers[index];
+        Some(InputQuant {
+            scale: l.input_scale,
+            signed: l.signed_input,
+        })
     }
-}
 
-/// `x.mapv(f)` on all threads (elementwise, so the result does not depend on them).
-fn par_map<T: Send>(x: ArrayView2<'_, f32>, f: impl Fn(f32) -> T + Sync) -> Array2<T> {
-    let x = x.as_standard_layout();
-    let data: Vec<T> = x
-        .as_slice()
-        .expect("standard layout")
-        .par_iter()
-        .with_min_len(1 << 14)
-        .map(|&v| f(v))
-        .collect();
-    Array2::from_shape_vec(x.raw_dim(), data).expect("same shape")
-}
+    fn observe_input(&self, index: usize, x: &ArrayD<f32>) {
+        if index + 1 == self.model.layers.len() {
+            *self.features.lock().expect("no panics while held") = Some(x.clone());
+        }
+    }
 
-impl<B: MacBackend> QuantExec<'_, B> {
-    fn run_group(
+    fn matmul(
         &self,
-        layer: usize,
+        index: usize,
+        _layer: &WeightLayer,
         group: usize,
-        q: QInput,
-        batch_index: u64,
-    ) -> Result<Array2<f32>, NetworkError> {
-        let ql = &self.model.layers[layer];
-        let (y, st) = self.backend.mac(layer, group, &q, batch_index)?;
+        x: Vectors,
+        batch: u64,
+    ) -> Result<Array2<f32>, String> {
+        let q = match x {
+            Vectors::U8(v) => QInput::Unsigned(v),
+            Vectors::I8(v) => QInput::Signed(v),
+            Vectors::F32(_) => return Err("expected quantised vectors".into()),
+        };
+        let (y, st) = match self.backend.mac(index, group, &q, batch) {
+            Ok(r) => r,
+            Err(e) => {
+                let msg = e.to_string();
+                *self.error.lock().expect("no panics while held") = Some(e);
+                return Err(msg);
+            }
+        };
         if let Some(cap) = &self.capture {
-            cap.lock().expect("no panics while held")[layer][group] = Some(q);
+            cap.lock().expect("no panics while held")[index][group] = Some(q);
         }
         if let Some(st) = st {
             let mut s = self.stats.lock().expect("no panics while held");
-            match &mut s[layer] {
+            match &mut s[index] {
                 Some(acc) => {
                     *acc += &st;
                     // Groups split the same vectors' outputs: count vectors once per layer.
@@ -410,6 +516,7 @@ impl<B: MacBackend> QuantExec<'_, B> {
                 slot @ None => *slot = Some(st),
             }
         }
+        let ql = &self.model.layers[index];
         let scales = &ql.groups[group].scales;
         let sx = f64::from(ql.input_scale);
         let mut out = Array2::<f32>::zeros(y.dim());
@@ -423,48 +530,5 @@ impl<B: MacBackend> QuantExec<'_, B> {
             }
         }
         Ok(out)
-    }
-}
-
-impl<B: MacBackend> LayerExec for QuantExec<'_, B> {
-    fn crossbar_layer(
-        &self,
-        node_index: usize,
-        node: &Node,
-        x: ArrayView2<'_, f32>,
-        in_shape: &Shape,
-        out_shape: &Shape,
-        batch_index: u64,
-    ) -> Result<Array2<f32>, NetworkError> {
-        let layer = self.model.node_to_layer[node_index].expect("crossbar layer");
-        let ql = &self.model.layers[layer];
-        let q = quantize_input(x, ql.input_scale, ql.signed_input);
-        match &node.op {
-            Op::Conv(c) => {
-                let chw = (in_shape[0], in_shape[1], in_shape[2]);
-                let (m, oh, ow) = (out_shape[0], out_shape[1], out_shape[2]);
-                let mut out = Array2::<f32>::zeros((x.nrows(), m * oh * ow));
-                for g in 0..c.groups {
-                    let cols = match &q {
-                        QInput::Unsigned(v) => QInput::Unsigned(ops::im2col(v.view(), chw, c, g)),
-                        QInput::Signed(v) => QInput::Signed(ops::im2col(v.view(), chw, c, g)),
-                    };
-                    let res = self.run_group(layer, g, cols, batch_index)?;
-                    ops::scatter_group(&mut out, res.view(), g, (m, oh, ow), c.groups);
-                }
-                ops::add_channel_bias(&mut out, &ql.bias, oh * ow);
-                Ok(out)
-            }
-            Op::Linear(_) => {
-                let mut y = self.run_group(layer, 0, q, batch_index)?;
-                for mut row in y.rows_mut() {
-                    for (v, b) in row.iter_mut().zip(&ql.bias) {
-                        *v += b;
-                    }
-                }
-                Ok(y)
-            }
-            other => unreachable!("{} is not a crossbar layer", other.kind()),
-        }
     }
 }

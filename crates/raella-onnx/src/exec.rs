@@ -6,6 +6,8 @@
 //! adds the bias and lays the result out as the model expects.
 
 use ndarray::{Array2, ArrayD, ArrayView2, Axis, Ix3, IxDyn, linalg::general_mat_mul, s};
+use std::time::{Duration, Instant};
+
 use rayon::prelude::*;
 
 use crate::graph::{Graph, LayerKind, NodeKind, WeightLayer};
@@ -58,6 +60,11 @@ pub trait LayerRunner: Sync {
     /// (calibration records ranges here; feature capture keeps the last one).
     fn observe_input(&self, index: usize, x: &ArrayD<f32>) {
         let _ = (index, x);
+    }
+
+    /// Sees layer `index`'s output tensor (bias and addend included).
+    fn observe_output(&self, index: usize, y: &ArrayD<f32>) {
+        let _ = (index, y);
     }
 
     /// `x M^T` for group `group` of layer `index` (`M` = `layer.matrices[group]`,
@@ -162,7 +169,14 @@ fn run_layer(
     x: &Tensor,
     runner: &dyn LayerRunner,
     batch: u64,
+    products: &mut Duration,
 ) -> Result<Tensor, OpError> {
+    let mut matmul = |gi: usize, vectors: Vectors| {
+        let t = Instant::now();
+        let r = runner.matmul(index, layer, gi, vectors, batch);
+        *products += t.elapsed();
+        r
+    };
     let dtype = x.dtype();
     if !dtype.is_float() {
         return Err(OpError(format!(
@@ -211,9 +225,7 @@ fn run_layer(
                 rows,
                 k
             ));
-            let y = runner
-                .matmul(index, layer, 0, vectors, batch)
-                .map_err(err)?;
+            let y = matmul(0, vectors).map_err(err)?;
             let mut y = add_bias_rows(y, layer.bias.as_deref());
             // Back to the model's layout: the output axis where K was.
             let mut moved: Vec<usize> = perm.iter().map(|&a| shape[a]).collect();
@@ -270,9 +282,7 @@ fn run_layer(
                     }
                     all
                 });
-                let r = runner
-                    .matmul(index, layer, gi, vectors, batch)
-                    .map_err(err)?;
+                let r = matmul(gi, vectors).map_err(err)?;
                 for i in 0..n {
                     y.slice_mut(s![i, gi * mg..(gi + 1) * mg, ..])
                         .assign(&r.slice(s![i * oh * ow..(i + 1) * oh * ow, ..]).t());
@@ -318,9 +328,7 @@ fn run_layer(
                     }
                     all
                 });
-                let r = runner
-                    .matmul(index, layer, gi, vectors, batch)
-                    .map_err(err)?;
+                let r = matmul(gi, vectors).map_err(err)?;
                 for i in 0..n {
                     let part = col2im(
                         r.slice(s![i * h * w..(i + 1) * h * w, ..]),
@@ -441,6 +449,56 @@ pub fn run(
     runner: &dyn LayerRunner,
     batch: u64,
 ) -> Result<Vec<Tensor>, OnnxError> {
+    run_timed(graph, inputs, runner, batch).map(|(y, _)| y)
+}
+
+/// Where one run's time went (wall clock on the calling thread, per kind of
+/// work; a kernel's own worker threads are inside its node's time), and the
+/// multiply-accumulates done digitally.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunProfile {
+    /// Multiply-accumulates of digital matrix products: `MatMul`/`Gemm` of two
+    /// activations (attention's `Q K^T` and `A V`) and convolutions whose
+    /// weights are not constant. Other digital ops are not counted as MACs.
+    pub digital_macs: u64,
+    /// Digital nodes (everything but weight layers).
+    pub digital: Duration,
+    /// The runner's products of weight layers (on simulated crossbars: the
+    /// simulation itself).
+    pub products: Duration,
+    /// The rest of weight layers: quantising inputs, im2col / col2im, bias,
+    /// layout.
+    pub layer_glue: Duration,
+}
+
+impl RunProfile {
+    /// The sum of the three.
+    #[must_use]
+    pub fn total(&self) -> Duration {
+        self.digital + self.products + self.layer_glue
+    }
+}
+
+impl std::ops::AddAssign for RunProfile {
+    fn add_assign(&mut self, o: Self) {
+        self.digital_macs += o.digital_macs;
+        self.digital += o.digital;
+        self.products += o.products;
+        self.layer_glue += o.layer_glue;
+    }
+}
+
+/// [`run`], also saying where the time went.
+///
+/// # Errors
+/// As [`run`].
+pub fn run_timed(
+    graph: &Graph,
+    inputs: Vec<Tensor>,
+    runner: &dyn LayerRunner,
+    batch: u64,
+) -> Result<(Vec<Tensor>, RunProfile), OnnxError> {
+    let mut times = RunProfile::default();
     check_inputs(graph, &inputs)?;
     let last = graph.last_use();
     let mut live: Vec<Option<Tensor>> = vec![None; graph.values.len()];
@@ -470,22 +528,32 @@ pub fn run(
                 return Err(fail(OpError(format!("input {k} was not computed"))));
             }
         }
+        let start = Instant::now();
         let outs: Vec<Tensor> = match &node.kind {
-            NodeKind::Digital(k) => k.eval(&ins).map_err(fail)?,
+            NodeKind::Digital(k) => {
+                let y = k.eval(&ins).map_err(fail)?;
+                times.digital += start.elapsed();
+                times.digital_macs += digital_macs(&node.op_type, &ins, &y);
+                y
+            }
             NodeKind::Weight(li) => {
                 let x = ins
                     .first()
                     .copied()
                     .flatten()
                     .ok_or_else(|| fail(OpError("no input".into())))?;
-                vec![
-                    run_layer(*li, &graph.layers[*li], x, runner, batch).map_err(|e| {
-                        OnnxError::Layer {
-                            layer: node.name.clone(),
-                            message: e.0,
-                        }
-                    })?,
-                ]
+                let mut products = Duration::ZERO;
+                let y = run_layer(*li, &graph.layers[*li], x, runner, batch, &mut products)
+                    .map_err(|e| OnnxError::Layer {
+                        layer: node.name.clone(),
+                        message: e.0,
+                    })?;
+                if let Ok(f) = y.floats() {
+                    runner.observe_output(*li, f);
+                }
+                times.products += products;
+                times.layer_glue += start.elapsed().saturating_sub(products);
+                vec![y]
             }
         };
         for (o, t) in node.outputs.iter().zip(outs) {
@@ -499,7 +567,7 @@ pub fn run(
             }
         }
     }
-    graph
+    let outputs = graph
         .outputs
         .iter()
         .map(|&o| {
@@ -510,7 +578,39 @@ pub fn run(
                     OnnxError::Model(format!("output `{}` was not computed", graph.name(o)))
                 })
         })
-        .collect()
+        .collect::<Result<_, _>>()?;
+    Ok((outputs, times))
+}
+
+/// Multiply-accumulates of a digital node that is a matrix product or a
+/// convolution (its operands are activations), from its operands' and
+/// output's shapes; 0 for any other op.
+fn digital_macs(op: &str, ins: &[Option<&Tensor>], outs: &[Tensor]) -> u64 {
+    let shape = |i: usize| ins.get(i).copied().flatten().map(Tensor::shape);
+    let out = outs.first().map_or(0, Tensor::len) as u64;
+    let k = match op {
+        // K is A's last axis (a 1-D A is a row vector).
+        "MatMul" | "MatMulInteger" => shape(0).and_then(|s| s.last().copied()),
+        "QLinearMatMul" => shape(0).and_then(|s| s.last().copied()),
+        // A is [M, K] or, with transA, [K, M]; the output is [M, N].
+        "Gemm" => match (shape(0), outs.first().map(Tensor::shape)) {
+            (Some(a), Some(&[m, _])) if m > 0 => Some(a.iter().product::<usize>() / m),
+            _ => None,
+        },
+        // W is [M, C/g, k...]: every output sums C/g x kernel products.
+        "Conv" | "ConvInteger" => shape(1).map(|s| s[1..].iter().product()),
+        "QLinearConv" => shape(3).map(|s| s[1..].iter().product()),
+        // W is [C, M/g, k...]: every input value meets M/g x kernel weights.
+        "ConvTranspose" => {
+            return match (shape(0), shape(1)) {
+                (Some(x), Some(w)) => (x.iter().product::<usize>() as u64)
+                    .saturating_mul(w[1..].iter().product::<usize>() as u64),
+                _ => 0,
+            };
+        }
+        _ => None,
+    };
+    k.map_or(0, |k| out.saturating_mul(k as u64))
 }
 
 /// The float vectors of a 2-D view, owned (a helper for runners).

@@ -244,6 +244,17 @@ impl Builder {
 /// Malformed protobuf, unsupported ops or types, inconsistent graphs.
 #[allow(clippy::too_many_lines)]
 pub fn import_bytes(bytes: &[u8], source: &str) -> Result<Graph, OnnxError> {
+    import_inner(bytes, source).map_err(|e| match e {
+        e @ OnnxError::File { .. } => e,
+        other => OnnxError::File {
+            path: source.to_string(),
+            message: other.to_string(),
+        },
+    })
+}
+
+#[allow(clippy::too_many_lines)]
+fn import_inner(bytes: &[u8], source: &str) -> Result<Graph, OnnxError> {
     let file_err = |message: String| OnnxError::File {
         path: source.to_string(),
         message,
@@ -434,6 +445,11 @@ fn build_graph(g: &proto::GraphProto, opset: i64, outer: &[String]) -> Result<Gr
                 }
                 produced[*o] = true;
             }
+        }
+        if n.input.iter().all(String::is_empty)
+            && !matches!(op.as_str(), "Constant" | "RandomNormal" | "RandomUniform")
+        {
+            return Err(node_err("has no inputs".into()));
         }
         let attrs = Attrs::new(&n.attribute);
         if op == "Constant" {
@@ -847,7 +863,10 @@ fn fold_into_layers(g: &mut Graph) -> Result<(), OnnxError> {
                 return Err(OnnxError::Node {
                     node: g.nodes[j].name.clone(),
                     op: g.nodes[j].op_type.clone(),
-                    message: "folding into the preceding layer gives non-finite weights".into(),
+                    message: format!(
+                        "folding {} `{}` into weight layer `{}` gives NaN or infinite weights",
+                        g.nodes[j].op_type, g.nodes[j].name, g.nodes[i].name
+                    ),
                 });
             }
             let next_out = g.nodes[j].outputs.first().copied().flatten();

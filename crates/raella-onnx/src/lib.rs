@@ -24,6 +24,7 @@
 //! `tests/conformance.rs` runs onnx's backend test data against all of it.
 
 pub mod attrs;
+pub mod build;
 mod error;
 pub mod exec;
 pub mod graph;
@@ -38,7 +39,7 @@ pub mod proto {
 }
 
 pub use error::{OnnxError, OpError};
-pub use exec::{FloatRunner, InputQuant, LayerRunner, Vectors, run};
+pub use exec::{FloatRunner, InputQuant, LayerRunner, RunProfile, Vectors, run, run_timed};
 pub use graph::{ConvGeom, Dim, Graph, LayerKind, Node, NodeKind, ValueId, ValueInfo, WeightLayer};
 pub use import::{import_bytes, tensor_from_proto};
 pub use tensor::{DType, Data, MAX_ELEMENTS, Tensor};

@@ -201,11 +201,7 @@ pub fn checked_numel(shape: &[usize]) -> Result<usize, OpError> {
     let n = shape
         .iter()
         .try_fold(1usize, |a, &d| a.checked_mul(d))
-        .ok_or_else(|| {
-            OpError(format!(
-                "shape {shape:?} has more elements than a usize holds"
-            ))
-        })?;
+        .ok_or_else(|| OpError(format!("the element count of shape {shape:?} overflows")))?;
     if n > MAX_ELEMENTS {
         return Err(OpError(format!(
             "shape {shape:?} has {n} elements, more than the limit of {MAX_ELEMENTS}"

@@ -13,8 +13,8 @@
 //! after `cargo xtask fetch-models`. Each design is built once (compile,
 //! adaptive slicing, programming: reported separately), then the first `N`
 //! evaluation images (default 16) run twice; the faster run is reported.
-//! Text models (`bert`) embed the first `N` Lee-50 documents (the columns then
-//! count documents).
+//! Text models embed the first `N` Lee-50 documents (the columns then count
+//! documents).
 //!
 //! What the columns count:
 //! - `MAC/s` (the headline): the network's crossbar-layer 8-bit MACs per image
@@ -25,8 +25,7 @@
 //! - `ort img/s`, `vs ort`: `scripts/bench/ort_bench.py` (onnxruntime, float32,
 //!   `intra_op_num_threads` = this process's thread count, batches of 64 images
 //!   per call, as the simulator evaluates them) on the model's ONNX file and the
-//!   same preprocessed images; for text models `onnx/minilm.onnx` beside the
-//!   model folder (`cargo xtask fetch-models`) on the same documents, one per
+//!   same preprocessed images; for text models on the same documents, one per
 //!   call, unpadded, as the simulator runs them. `vs ort` = our images/s over
 //!   onnxruntime's, printed as `1/k` (k times slower).
 //! - `slice-MAC/s` (secondary): one used row x one used column x one input
@@ -35,15 +34,20 @@
 //!   counted); recovery work is done but not counted. `vs GEMM` is twice that
 //!   rate over the all-thread f32 GEMM rate measured in the same process (one
 //!   `1024 x 512 . 512 x 512` product per thread, ndarray / matrixmultiply).
+//! - `xbar %`, `digital %`: shares of the evaluation's thread time in the
+//!   weight layers' products (the crossbar simulation) and in digital nodes
+//!   (everything but weight layers); the rest is the weight layers' own
+//!   digital side (input quantisation, im2col, bias, layout).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use ndarray::{Array2, linalg::general_mat_mul, s};
-use raella_network::{BertModel, CrossbarBackend, Lee50, QuantModel, eval_quant};
+use ndarray::{Array2, linalg::general_mat_mul};
+use raella_network::{CrossbarBackend, QuantModel, eval_quant};
+use raella_onnx::RunProfile;
 use raella_runtime::LayerStats;
-use raella_sweep::{AWS_CALIBRATION_IMAGES, Spec, load_model};
+use raella_sweep::{Spec, load_model};
 use rayon::prelude::*;
 
 fn gemm_gflops() -> f64 {
@@ -131,7 +135,7 @@ fn main() -> anyhow::Result<()> {
         )
     );
     println!(
-        "{:<14} {:<22} {:>7} {:>10} {:>9} {:>10} {:>10} {:>9} {:>13} {:>8}",
+        "{:<14} {:<22} {:>7} {:>10} {:>9} {:>10} {:>10} {:>9} {:>13} {:>8} {:>6} {:>9}",
         "model",
         "design",
         "build s",
@@ -141,97 +145,48 @@ fn main() -> anyhow::Result<()> {
         "ort img/s",
         "vs ort",
         "G slice-MAC/s",
-        "vs GEMM"
+        "vs GEMM",
+        "xbar %",
+        "digital %"
     );
     for m in &spec.models {
-        if let Some(b) = &m.bert {
-            // Text: up to `N` Lee-50 documents; "images/s" are documents/s.
-            let model = BertModel::load(&b.model)?;
-            // The spec's ranges: calibration lines of `texts`, evaluation documents.
-            let (c, e) = (m.calibration, m.evaluation);
-            let docs: Vec<String> = Lee50::load(&b.lee50)?
-                .documents
-                .into_iter()
-                .skip(e.start)
-                .take(images.min(e.count))
-                .collect();
-            let text = std::fs::read_to_string(&b.texts)?;
-            let cal: Vec<&str> = text
-                .lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty())
-                .skip(c.start)
-                .take(c.count)
-                .collect();
-            let quant = model.quantize(&cal)?;
-            let captured = quant.capture_inputs(&cal)?;
-            let layers = quant.crossbar_layers();
-            let onnx = b
-                .model
-                .parent()
-                .map(|p| p.join("onnx/minilm.onnx"))
-                .filter(|p| p.is_file());
-            let ort_rate = match (&ort, onnx) {
-                (Some(py), Some(onnx)) => {
-                    let dir = tempdir()?;
-                    let texts = dir.join("docs.txt");
-                    std::fs::write(&texts, docs.join("\n") + "\n")?;
-                    let tok = b.model.join("tokenizer.json");
-                    let r = ort_items_per_s(
-                        py,
-                        &root,
-                        &onnx,
-                        threads,
-                        &[
-                            "--texts".as_ref(),
-                            texts.as_os_str(),
-                            "--tokenizer".as_ref(),
-                            tok.as_os_str(),
-                            "--max-length".as_ref(),
-                            "256".as_ref(),
-                        ],
-                    );
-                    std::fs::remove_dir_all(&dir)?;
-                    Some(r?)
-                }
-                _ => None,
-            };
-            for arch in &spec.archs {
-                let t0 = Instant::now();
-                let backend = CrossbarBackend::build_layers(
-                    &layers,
-                    &arch.config(),
-                    &captured,
-                    spec.seeds[0],
-                )?;
-                let build = t0.elapsed().as_secs_f64();
-                let (best, total) = best_of_two(|| Ok(quant.embed(&backend, &docs)?.layer_stats))?;
-                report(
-                    &m.name,
-                    &arch.name,
-                    build,
-                    docs.len(),
-                    best,
-                    &total,
-                    gflops,
-                    ort_rate,
+        // The first `N` evaluation items of the spec's range.
+        let mut m = m.clone();
+        m.evaluation.count = m.evaluation.count.min(images);
+        let ld = load_model(&m)?;
+        let n = ld.items;
+        let ort_rate = match (&ort, &ld.lee50, &m.text) {
+            (Some(py), Some(lee), Some(t)) => {
+                let dir = tempdir()?;
+                let texts = dir.join("docs.txt");
+                std::fs::write(&texts, lee.documents.join("\n") + "\n")?;
+                let r = ort_items_per_s(
+                    py,
+                    &root,
+                    &m.onnx,
+                    threads,
+                    &[
+                        "--texts".as_ref(),
+                        texts.as_os_str(),
+                        "--tokenizer".as_ref(),
+                        t.tokenizer.as_os_str(),
+                        "--max-length".as_ref(),
+                        t.max_tokens.to_string().as_ref(),
+                    ],
                 );
+                std::fs::remove_dir_all(&dir)?;
+                Some(r?)
             }
-            continue;
-        }
-        let (graph, cal, eval, _) = load_model(m)?;
-        let n = images.min(eval.nrows());
-        let eval = eval.slice(s![..n, ..]).to_owned();
-        let ort_rate = match &ort {
-            Some(py) => {
+            (Some(py), None, None) => {
                 let dir = tempdir()?;
                 let file = dir.join("images.npy");
-                let mut dims = vec![n];
-                dims.extend(graph.tensors[graph.input].shape.iter().copied());
-                let x = eval.clone().into_shape_with_order(ndarray::IxDyn(&dims))?;
+                let parts: Vec<ndarray::ArrayD<f32>> =
+                    ld.evaluation.iter().map(|b| b[0].to_f32()).collect();
+                let views: Vec<_> = parts.iter().map(|p| p.view()).collect();
+                let x = ndarray::concatenate(ndarray::Axis(0), &views)?;
                 ndarray_npy::write_npy(&file, &x)?;
                 let mut input =
-                    std::ffi::OsString::from(format!("{}=", graph.tensors[graph.input].name));
+                    std::ffi::OsString::from(format!("{}=", ld.graph.name(ld.graph.inputs[0])));
                 input.push(&file);
                 let r = ort_items_per_s(
                     py,
@@ -250,20 +205,21 @@ fn main() -> anyhow::Result<()> {
                 std::fs::remove_dir_all(&dir)?;
                 Some(r?)
             }
-            None => None,
+            _ => None,
         };
-        let model = QuantModel::calibrate(graph, cal.view())?;
-        let ncap = cal.nrows().min(AWS_CALIBRATION_IMAGES);
-        let captured = model.capture_inputs(cal.slice(s![..ncap, ..]).to_owned())?;
+        let model = QuantModel::calibrate(ld.graph, &ld.calibration)?;
+        let captured = model.capture_inputs(&ld.aws_calibration)?;
         for arch in &spec.archs {
             let cfg = arch.config();
             let t0 = Instant::now();
             let backend = CrossbarBackend::build(&model, &cfg, &captured, spec.seeds[0])?;
             let build = t0.elapsed().as_secs_f64();
-            let (best, total) =
-                best_of_two(|| Ok(eval_quant(&model, &backend, eval.view())?.layer_stats))?;
+            let (best, total, times) = best_of_two(|| {
+                let ev = eval_quant(&model, &backend, &ld.evaluation)?;
+                Ok((ev.layer_stats, ev.times))
+            })?;
             report(
-                &m.name, &arch.name, build, n, best, &total, gflops, ort_rate,
+                &m.name, &arch.name, build, n, best, &total, gflops, ort_rate, times,
             );
         }
     }
@@ -272,20 +228,25 @@ fn main() -> anyhow::Result<()> {
 
 /// Runs `run` twice; the faster time and the (identical) statistics summed over layers.
 fn best_of_two(
-    mut run: impl FnMut() -> anyhow::Result<Vec<Option<LayerStats>>>,
-) -> anyhow::Result<(f64, LayerStats)> {
+    mut run: impl FnMut() -> anyhow::Result<(Vec<Option<LayerStats>>, RunProfile)>,
+) -> anyhow::Result<(f64, LayerStats, RunProfile)> {
     let mut best = f64::INFINITY;
     let mut total = LayerStats::default();
+    let mut times = RunProfile::default();
     for _ in 0..2 {
         let t = Instant::now();
-        let stats = run()?;
-        best = best.min(t.elapsed().as_secs_f64());
+        let (stats, tm) = run()?;
+        let secs = t.elapsed().as_secs_f64();
+        if secs < best {
+            best = secs;
+            times = tm;
+        }
         total = LayerStats::default();
         for st in stats.iter().flatten() {
             total += st;
         }
     }
-    Ok((best, total))
+    Ok((best, total, times))
 }
 
 fn report(
@@ -297,12 +258,14 @@ fn report(
     total: &LayerStats,
     gflops: f64,
     ort: Option<f64>,
+    times: RunProfile,
 ) {
+    let all = times.total().as_secs_f64().max(1e-12);
     let per_s = n as f64 / secs;
     let gmac_img = total.macs as f64 / n as f64 / 1e9;
     let slice_rate = total.slice_macs as f64 / secs / 1e9;
     println!(
-        "{:<14} {:<22} {:>7.1} {:>10.3} {:>9.4} {:>10.3} {:>10} {:>9} {:>13.2} {:>8.3}",
+        "{:<14} {:<22} {:>7.1} {:>10.3} {:>9.4} {:>10.3} {:>10} {:>9} {:>13.2} {:>8.3} {:>6.1} {:>9.1}",
         model,
         arch,
         build,
@@ -312,7 +275,9 @@ fn report(
         ort.map_or_else(|| "-".into(), |o| format!("{o:.2}")),
         ort.map_or_else(|| "-".into(), |o| format!("1/{:.1}", o / per_s)),
         slice_rate,
-        2.0 * slice_rate / gflops
+        2.0 * slice_rate / gflops,
+        100.0 * times.products.as_secs_f64() / all,
+        100.0 * times.digital.as_secs_f64() / all
     );
 }
 

@@ -12,7 +12,7 @@ use raella_cost::{
 };
 use serde::Serialize;
 
-use crate::run::ResultRow;
+use crate::run::{ModelSummary, ResultRow};
 use crate::spec::{Arch, CostFiles, Spec, SpecError};
 
 /// The paper's published ablation energies (mJ per batch) by workload and design.
@@ -100,6 +100,14 @@ pub enum TypicalSource<'a> {
 }
 
 impl CostModel {
+    /// Energy of one digital 8-bit multiply-accumulate, pJ: an 8 x 8 multiplier
+    /// and a 24-bit accumulating adder (the component tables' Aladdin models).
+    /// Operand movement is not included.
+    #[must_use]
+    pub fn digital_mac_pj(&self) -> f64 {
+        self.components.mul_pj(8.0, 8.0) + self.components.add_pj(24.0)
+    }
+
     /// Loads every file.
     ///
     /// # Errors
@@ -215,6 +223,13 @@ pub struct EnergyRow {
     pub conversions_per_inference: f64,
     /// ADC energy (converter, shift-add, column buffer) per conversion, pJ.
     pub adc_pj_per_conversion: f64,
+    /// Multiply-accumulates per inference of digital matrix products
+    /// (attention's activation-by-activation products), simulated models only.
+    pub digital_macs_per_inference: f64,
+    /// Their energy per batch, mJ, at [`CostModel::digital_mac_pj`]; not in
+    /// `energy_mj` (the paper's comparisons leave this work out; it is the same
+    /// for every design).
+    pub digital_energy_mj: f64,
     /// Where the per-layer statistics came from.
     pub stats_source: String,
     /// The paper's energy-efficiency ratio (RAELLA rows).
@@ -413,6 +428,8 @@ fn perf_rows(
             crossbars: perf.layers.iter().map(|p| p.crossbars).sum(),
             conversions_per_inference: conversions,
             adc_pj_per_conversion: breakdown.adc_pj / conversions.max(f64::MIN_POSITIVE),
+            digital_macs_per_inference: 0.0,
+            digital_energy_mj: 0.0,
             stats_source: {
                 let mut src: Vec<&str> = ws.iter().map(|w| w.stats_source.as_str()).collect();
                 src.sort_unstable();
@@ -474,8 +491,7 @@ fn shape_only_layers(
         let file = stats_dir.map(|d| d.join(&a.name).join(format!("{}.txt", shape.name)));
         let (stats, source) = match (file.filter(|f| f.is_file()), &typ) {
             (Some(f), _) => {
-                let text =
-                    raella_network::files::read_text(&f, raella_network::files::FileKind::Text)?;
+                let text = raella_data::files::read_text(&f, raella_data::files::FileKind::Text)?;
                 (LayerStatistics::parse(&f, &text)?, "statistics")
             }
             (None, TypicalSource::Found(_, t)) => (t.for_layer(slices, sch.recovery), "typical"),
@@ -543,6 +559,7 @@ pub fn cost_simulated(
     spec: &Spec,
     cm: &CostModel,
     rows: &[ResultRow],
+    models: &[ModelSummary],
 ) -> anyhow::Result<Vec<EnergyRow>> {
     let mut out = Vec::new();
     let first = spec.seeds[0];
@@ -616,15 +633,17 @@ pub fn cost_simulated(
                 layers: ws,
             });
         }
-        out.extend(perf_rows(
-            cm,
-            &m.name,
-            1,
-            macs,
-            all_linear,
-            &works,
-            (None, None),
-        )?);
+        let mut simulated = perf_rows(cm, &m.name, 1, macs, all_linear, &works, (None, None))?;
+        #[allow(clippy::cast_precision_loss)]
+        let digital = models
+            .iter()
+            .find(|s| s.model == m.name)
+            .map_or(0.0, |s| s.digital_macs_per_image as f64);
+        for r in &mut simulated {
+            r.digital_macs_per_inference = digital;
+            r.digital_energy_mj = digital * cm.digital_mac_pj() * 1e-9;
+        }
+        out.extend(simulated);
         let name = format!("{} (shape-only)", m.name);
         out.extend(perf_rows(
             cm,
@@ -649,8 +668,9 @@ pub fn cost_sweep(
     spec: &Spec,
     cm: &CostModel,
     rows: &[ResultRow],
+    models: &[ModelSummary],
 ) -> anyhow::Result<(Vec<EnergyRow>, Vec<NotCosted>)> {
-    let mut energy = cost_simulated(spec, cm, rows)?;
+    let mut energy = cost_simulated(spec, cm, rows, models)?;
     let (shape_only, skipped) = cost_workloads(spec, cm)?;
     energy.extend(shape_only);
     Ok((energy, skipped))

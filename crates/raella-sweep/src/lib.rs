@@ -21,7 +21,6 @@ mod plots;
 mod report;
 mod run;
 mod spec;
-mod text;
 
 pub use cost::{
     CostModel, EnergyRow, PaperAblation, TypicalSource, calibrate, cost_simulated, cost_sweep,
@@ -40,6 +39,7 @@ pub use run::{
     SweepResults, Timing, load_images, load_model, run, run_with,
 };
 pub use spec::{
-    Arch, ArchKnobs, BertFiles, CostFiles, ImageRange, MAX_BATCH, MAX_DESIGNS, MAX_POINTS,
-    MAX_SEEDS, ModelSpec, Spec, SpecError, WorkloadSpec, load_designs, load_presets,
+    Arch, ArchKnobs, CostFiles, ImageRange, MAX_BATCH, MAX_DESIGNS, MAX_POINTS, MAX_SEEDS,
+    ModelSpec, Spec, SpecError, TextFiles, WorkloadSpec, load_designs, load_presets,
+    resolve_design,
 };

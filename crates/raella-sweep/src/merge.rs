@@ -8,7 +8,7 @@ use anyhow::{Context, bail, ensure};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use raella_network::files::{FileKind, read_text};
+use raella_data::files::{FileKind, read_text};
 
 use crate::cost::{CostModel, cost_sweep};
 use crate::run::{ModelSummary, ResultRow, SweepResults};
@@ -27,7 +27,7 @@ struct ShardJson {
 /// # Errors
 /// The spec file cannot be read.
 pub fn spec_hash(spec: &Spec) -> anyhow::Result<String> {
-    let bytes = raella_network::files::read_file(&spec.path, FileKind::Toml)?;
+    let bytes = raella_data::files::read_file(&spec.path, FileKind::Toml)?;
     Ok(Sha256::digest(&bytes)
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -79,13 +79,18 @@ pub fn merge(dirs: &[PathBuf], presets: &Path) -> anyhow::Result<(Spec, SweepRes
         if let Ok(text) = read_text(&t, FileKind::Results) {
             let mut r = csv::Reader::from_reader(text.as_bytes());
             for rec in r.records().filter_map(Result::ok) {
-                if let [m, a, s, b, ips] = rec.iter().collect::<Vec<_>>()[..] {
+                let f: Vec<&str> = rec.iter().collect();
+                if let [m, a, s, b, ips, rest @ ..] = &f[..] {
+                    let share = |i: usize| rest.get(i).and_then(|v| v.parse().ok());
                     out.timings.push(crate::run::Timing {
-                        model: m.into(),
-                        arch: a.into(),
+                        model: (*m).into(),
+                        arch: (*a).into(),
                         seed: s.parse().unwrap_or(0),
                         build_seconds: b.parse().unwrap_or(0.0),
                         images_per_second: ips.parse().unwrap_or(0.0),
+                        crossbar_share: share(0),
+                        digital_share: share(1),
+                        glue_share: share(2),
                     });
                 }
             }
@@ -135,7 +140,7 @@ pub fn merge(dirs: &[PathBuf], presets: &Path) -> anyhow::Result<(Spec, SweepRes
     if let Some(files) = &spec.cost {
         let cm = CostModel::load(files)?;
         cm.check(&spec)?;
-        (out.energy, out.not_costed) = cost_sweep(&spec, &cm, &out.rows)?;
+        (out.energy, out.not_costed) = cost_sweep(&spec, &cm, &out.rows, &out.models)?;
         out.calibrated_on = cm.paper.as_ref().map(|p| p.calibrate_on.clone());
     }
     Ok((spec, out))

@@ -119,7 +119,7 @@ fn written_by_sweep(out: &Path) -> bool {
         return true;
     }
     let json = out.join("results.json");
-    raella_network::files::read_file(&json, raella_network::files::FileKind::Results)
+    raella_data::files::read_file(&json, raella_data::files::FileKind::Results)
         .ok()
         .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
         .is_some_and(|v| v.get("spec_sha256").is_some() && v.get("rows").is_some())

@@ -74,7 +74,7 @@ fn csv_text(res: &SweepResults) -> anyhow::Result<String> {
 }
 
 /// The `energy.csv` columns (the first ten are the required ones).
-pub const ENERGY_COLUMNS: [&str; 17] = [
+pub const ENERGY_COLUMNS: [&str; 19] = [
     "dnn",
     "arch",
     "batch",
@@ -92,6 +92,8 @@ pub const ENERGY_COLUMNS: [&str; 17] = [
     "crossbars",
     "conversions_per_inference",
     "adc_pj_per_conversion",
+    "digital_macs_per_inference",
+    "digital_energy_mj",
 ];
 
 fn opt(v: Option<f64>) -> String {
@@ -107,7 +109,11 @@ fn timings_csv(res: &SweepResults) -> anyhow::Result<String> {
         "seed",
         "build_seconds",
         "images_per_second",
+        "crossbar_share",
+        "digital_share",
+        "glue_share",
     ])?;
+    let share = |v: Option<f64>| v.map_or_else(String::new, |x| format!("{x:.3}"));
     for x in &res.timings {
         w.write_record([
             x.model.clone(),
@@ -115,6 +121,9 @@ fn timings_csv(res: &SweepResults) -> anyhow::Result<String> {
             x.seed.to_string(),
             format!("{:.2}", x.build_seconds),
             format!("{:.3}", x.images_per_second),
+            share(x.crossbar_share),
+            share(x.digital_share),
+            share(x.glue_share),
         ])?;
     }
     Ok(String::from_utf8(w.into_inner()?)?)
@@ -142,6 +151,8 @@ fn energy_csv(res: &SweepResults) -> anyhow::Result<String> {
             r.crossbars.to_string(),
             format!("{:.1}", r.conversions_per_inference),
             format!("{:.4}", r.adc_pj_per_conversion),
+            format!("{:.0}", r.digital_macs_per_inference),
+            format!("{:.6}", r.digital_energy_mj),
         ])?;
     }
     Ok(String::from_utf8(w.into_inner()?)?)
@@ -379,11 +390,13 @@ fn report_text(spec: &Spec, res: &SweepResults) -> anyhow::Result<String> {
     )?;
     for (m, ms) in spec.models.iter().zip(&res.models) {
         writeln!(md, "## Model `{}`\n", cell(&m.name))?;
-        if let Some(b) = &m.bert {
+        if let Some(b) = &m.text {
             writeln!(
                 md,
-                "- BERT encoder: `{}`; Lee-50 documents `{}`; calibration texts `{}`",
-                cell(&b.model.display().to_string()),
+                "- Text encoder (ONNX): `{}`; tokenizer `{}` (truncation at {} tokens); Lee-50 documents `{}`; calibration texts `{}`",
+                cell(&m.onnx.display().to_string()),
+                cell(&b.tokenizer.display().to_string()),
+                b.max_tokens,
                 cell(&b.lee50.display().to_string()),
                 cell(&b.texts.display().to_string())
             )?;
@@ -407,10 +420,11 @@ fn report_text(spec: &Spec, res: &SweepResults) -> anyhow::Result<String> {
                 "- ONNX: `{}`; images `{}`, labels `{}`",
                 cell(&m.onnx.display().to_string()),
                 cell(&m.images.display().to_string()),
-                m.labels.as_ref().map_or_else(
-                    || "(none: unlabelled photographs)".to_string(),
-                    |l| cell(&l.display().to_string())
-                )
+                match (&m.labels, m.class_folders) {
+                    (_, true) => "(class sub-folders)".to_string(),
+                    (Some(l), false) => cell(&l.display().to_string()),
+                    (None, false) => "(none: unlabelled photographs)".to_string(),
+                }
             )?;
             writeln!(
                 md,
@@ -428,18 +442,25 @@ fn report_text(spec: &Spec, res: &SweepResults) -> anyhow::Result<String> {
                 ms.evaluation.count
             )?;
         }
+        let per = if m.text.is_some() {
+            "document (mean)"
+        } else {
+            "image"
+        };
         writeln!(
             md,
-            "- Crossbar layers: {}; {} MACs per {}",
+            "- Crossbar layers: {}; {} MACs per {per}",
             cell(&ms.layers.join("; ")),
             ms.macs_per_image,
-            if m.bert.is_some() {
-                "document (mean)"
-            } else {
-                "image"
-            }
         )?;
-        if m.bert.is_some() {
+        if ms.digital_macs_per_image > 0 {
+            writeln!(
+                md,
+                "- Digital matrix products (activation by activation, e.g. attention): {} MACs per {per}, costed apart (`digital_energy_mj` in `energy.csv`)",
+                ms.digital_macs_per_image
+            )?;
+        }
+        if m.text.is_some() {
             writeln!(
                 md,
                 "- References on the evaluation documents: the 8-bit reference's nearest-neighbour agreement with float32 {}\n",

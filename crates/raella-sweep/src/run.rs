@@ -8,15 +8,17 @@ use std::collections::HashMap;
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use raella_network::files::{FileKind, open_file, read_text};
+use raella_data::files::{FileKind, open_file, read_text};
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
-use ndarray::{Array2, ArrayView2, s};
+use ndarray::{Array2, ArrayD, ArrayView2, IxDyn, s};
+use raella_data::{IdxDataset, Lee50, TextEncoder};
 use raella_network::{
-    CrossbarBackend, ExactBackend, IdxDataset, QuantModel, argmax_rows, eval_float_features,
-    eval_quant, import_onnx_file, mean_row_cosine,
+    BATCH_ITEMS, CrossbarBackend, Evaluation, ExactBackend, QuantModel, argmax_rows, eval_float,
+    eval_quant, mean_row_cosine,
 };
+use raella_onnx::{DType, Dim, Graph, Tensor};
 use raella_runtime::LayerStats;
 use serde::Serialize;
 
@@ -133,8 +135,22 @@ pub struct ResultRow {
     /// Text encoders: Spearman correlation, likewise.
     #[serde(default)]
     pub spearman: Option<f64>,
+    /// Every graph output's mean relative error against the 8-bit reference
+    /// (outputs whose size differs between items, e.g. per-token outputs of
+    /// documents, are left out).
+    #[serde(default)]
+    pub output_errors: Vec<OutputFidelity>,
     /// Per-layer statistics.
     pub layers: Vec<LayerRow>,
+}
+
+/// One graph output's error in a result row.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct OutputFidelity {
+    /// The output's name.
+    pub output: String,
+    /// Mean over items of `||y - y_int8|| / ||y_int8||`.
+    pub rel_err_int8: f64,
 }
 
 /// Per model: what is shared by all designs.
@@ -150,6 +166,10 @@ pub struct ModelSummary {
     pub layers: Vec<String>,
     /// MACs per image on crossbars.
     pub macs_per_image: u64,
+    /// Multiply-accumulates per image of digital matrix products (attention's
+    /// activation-by-activation products; `raella_onnx::RunProfile`).
+    #[serde(default)]
+    pub digital_macs_per_image: u64,
     /// float32 top-1.
     pub top1_fp32: Option<f64>,
     /// 8-bit digital top-1.
@@ -224,65 +244,86 @@ pub struct SweepResults {
     pub calibrated_on: Option<String>,
 }
 
-/// A model's graph with its calibration and evaluation images (preprocessed,
-/// `images x numel(input)`) and evaluation labels (empty for photo folders).
-pub type LoadedModel = (raella_network::Graph, Array2<f32>, Array2<f32>, Vec<u8>);
-
-/// Imports a spec's model and loads its images, checking that they fit.
-///
-/// # Errors
-/// An unreadable or unsupported model, unreadable images, or images that do
-/// not fit the model's input.
-pub fn load_model(m: &ModelSpec) -> anyhow::Result<LoadedModel> {
-    let graph = import_onnx_file(&m.onnx).with_context(|| format!("model \"{}\"", m.name))?;
-    check_graph(m, &graph)?;
-    let data = if m.images.is_dir() {
-        // A folder of photographs, sized and coloured as the model's input; unlabelled.
-        let (c, h, w) = match graph.tensors[graph.input].shape[..] {
-            [c, h, w] => (c, h, w),
-            ref s => anyhow::bail!(
-                "model \"{}\": image folders need a [C, H, W] input, the model takes {s:?}",
-                m.name
-            ),
-        };
-        let f = raella_network::ImageFolder::load(&m.images, c, h, w)?;
-        IdxDataset {
-            images: f.images,
-            image_dims: vec![c, h, w],
-            labels: vec![],
-        }
-    } else {
-        let labels = m
-            .labels
-            .as_ref()
-            .with_context(|| format!("model \"{}\": IDX images need `labels`", m.name))?;
-        let d = IdxDataset::load(&m.images, labels)?;
-        check_idx(m, &graph, &d)?;
-        d
-    };
-    let in_shape = &graph.tensors[graph.input].shape;
-    let channels = if in_shape.len() == 3 { in_shape[0] } else { 1 };
-    let (cal, _) = load_images(m, &data, m.calibration, "calibration", channels)?;
-    let (eval, labels) = load_images(m, &data, m.evaluation, "evaluation", channels)?;
-    Ok((graph, cal, eval, labels))
+/// A model with its data: calibration and evaluation batches (one tensor per
+/// graph input each), evaluation labels (empty when unlabelled) or, for a text
+/// encoder, the Lee-50 documents' gold pairs.
+#[derive(Debug)]
+pub struct LoadedModel {
+    /// The imported graph.
+    pub graph: Graph,
+    /// Calibration batches.
+    pub calibration: Vec<Vec<Tensor>>,
+    /// Calibration batches for adaptive slicing and the `search` center rule
+    /// (at most [`AWS_CALIBRATION_IMAGES`] images, or every calibration text).
+    pub aws_calibration: Vec<Vec<Tensor>>,
+    /// Evaluation batches.
+    pub evaluation: Vec<Vec<Tensor>>,
+    /// Evaluation items (images or documents).
+    pub items: usize,
+    /// Evaluation labels (empty when unlabelled).
+    pub labels: Vec<usize>,
+    /// Text encoders: the evaluated documents and their gold pairs.
+    pub lee50: Option<Lee50>,
+    /// Index of the evaluated graph output.
+    pub output: usize,
 }
 
-/// A model the sweep can simulate: at least one crossbar layer, and crossbar
+/// Imports a spec's model and loads its data, checking that they fit.
+///
+/// # Errors
+/// An unreadable or unsupported model, unreadable data, or data that do not
+/// fit the model's inputs.
+pub fn load_model(m: &ModelSpec) -> anyhow::Result<LoadedModel> {
+    let graph =
+        raella_onnx::import_file(&m.onnx).with_context(|| format!("model \"{}\"", m.name))?;
+    check_graph(m, &graph)?;
+    let output = match &m.output {
+        Some(name) => graph
+            .outputs
+            .iter()
+            .position(|&o| graph.name(o) == name)
+            .with_context(|| {
+                format!(
+                    "model \"{}\": `output` = \"{name}\": {} has no such output (outputs: {})",
+                    m.name,
+                    m.onnx.display(),
+                    graph
+                        .outputs
+                        .iter()
+                        .map(|&o| graph.name(o).to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            })?,
+        // Text encoders: the first output of rank 2 ([batch, D], an embedding).
+        None if m.text.is_some() => graph
+            .outputs
+            .iter()
+            .position(|&o| graph.values[o].shape.as_ref().is_some_and(|s| s.len() == 2))
+            .unwrap_or(0),
+        None => 0,
+    };
+    match &m.text {
+        Some(t) => load_text(m, graph, t, output),
+        None => load_images_model(m, graph, output),
+    }
+}
+
+/// A model the sweep can simulate: at least one weight layer, and weight
 /// layer names that stay distinct as file names (they name `stats/` files).
-fn check_graph(m: &ModelSpec, graph: &raella_network::Graph) -> anyhow::Result<()> {
-    let layers = graph.crossbar_layers();
+fn check_graph(m: &ModelSpec, graph: &Graph) -> anyhow::Result<()> {
     anyhow::ensure!(
-        !layers.is_empty(),
-        "model \"{}\": {} has no crossbar layer (Conv, Gemm or MatMul): nothing to simulate",
+        !graph.layers.is_empty(),
+        "model \"{}\": {} has no weight layer (Conv, ConvTranspose, Gemm or MatMul with a constant matrix): nothing to simulate",
         m.name,
         m.onnx.display()
     );
     let mut files: HashMap<String, &str> = HashMap::new();
-    for &i in &layers {
-        let name = &graph.nodes[i].name;
+    for l in &graph.layers {
+        let name = &l.name;
         if let Some(other) = files.insert(file_component(name), name) {
             anyhow::bail!(
-                "model \"{}\": {}: crossbar layers `{other}` and `{name}` have the same statistics file name `{}.txt`; rename a node",
+                "model \"{}\": {}: weight layers `{other}` and `{name}` have the same statistics file name `{}.txt`; rename a node",
                 m.name,
                 m.onnx.display(),
                 file_component(name)
@@ -292,39 +333,336 @@ fn check_graph(m: &ModelSpec, graph: &raella_network::Graph) -> anyhow::Result<(
     Ok(())
 }
 
-/// IDX images shaped as the model's input (`[C, H, W]`, `[H, W]` for one
-/// channel, or any shape of as many values for a flat input) and labels that
-/// are classes of its output.
-fn check_idx(m: &ModelSpec, graph: &raella_network::Graph, d: &IdxDataset) -> anyhow::Result<()> {
-    let input = &graph.tensors[graph.input].shape;
-    let dims = &d.image_dims;
-    let fits = dims == input
-        || (input.len() == 3 && input[0] == 1 && dims[..] == input[1..])
-        || (input.len() == 1 && d.images.ncols() == input[0]);
+/// The input's shape per item and the largest batch it takes: the model's
+/// declared shape after the batch dimension, dynamic dimensions from the spec's
+/// `input_shape`; a batch dimension fixed at 1 runs one item at a time.
+fn item_shape(m: &ModelSpec, graph: &Graph, input: usize) -> anyhow::Result<(Vec<usize>, usize)> {
+    let info = &graph.values[input];
+    let name = &info.name;
+    let declared = info.shape.as_ref();
+    let (batch_dim, rest): (Option<&Dim>, Vec<Dim>) = match declared {
+        Some(d) if !d.is_empty() => (Some(&d[0]), d[1..].to_vec()),
+        _ => (None, vec![]),
+    };
+    let max_batch = match batch_dim {
+        Some(Dim::Fixed(1)) => 1,
+        Some(Dim::Fixed(k)) => anyhow::bail!(
+            "model \"{}\": input `{name}` has a fixed batch of {k}; models with a batch of 1 or a dynamic batch are supported",
+            m.name
+        ),
+        _ => BATCH_ITEMS,
+    };
+    let shape = match (&m.input_shape, declared) {
+        (Some(given), Some(_)) => {
+            anyhow::ensure!(
+                given.len() == rest.len(),
+                "model \"{}\": `input_shape` = {given:?} has {} dimensions; input `{name}` has {} after the batch ({:?})",
+                m.name,
+                given.len(),
+                rest.len(),
+                rest
+            );
+            for (i, (g, d)) in given.iter().zip(&rest).enumerate() {
+                if let Dim::Fixed(f) = d {
+                    anyhow::ensure!(
+                        f == g,
+                        "model \"{}\": `input_shape` = {given:?}: dimension {i} is {f} in the model",
+                        m.name
+                    );
+                }
+            }
+            given.clone()
+        }
+        (Some(given), None) => given.clone(),
+        (None, _) => {
+            let fixed: Option<Vec<usize>> = rest
+                .iter()
+                .map(|d| match d {
+                    Dim::Fixed(f) => Some(*f),
+                    Dim::Named(_) => None,
+                })
+                .collect();
+            match (declared, fixed) {
+                (Some(_), Some(f)) if !f.is_empty() => f,
+                _ => anyhow::bail!(
+                    "model \"{}\": input `{name}` has dynamic or undeclared dimensions ({}); set `input_shape` in the spec's [[model]] (its shape per item, without the batch, e.g. [3, 224, 224])",
+                    m.name,
+                    declared.map_or_else(|| "no shape".to_string(), |d| format!("{d:?}"))
+                ),
+            }
+        }
+    };
+    Ok((shape, max_batch))
+}
+
+/// Batches of `x` (`items x numel`), each reshaped to `[b, shape...]` of `dtype`.
+fn image_batches(x: &Array2<f32>, shape: &[usize], batch: usize, dtype: DType) -> Vec<Vec<Tensor>> {
+    (0..x.nrows())
+        .step_by(batch.max(1))
+        .map(|a| {
+            let b = (a + batch).min(x.nrows());
+            let mut dims = vec![b - a];
+            dims.extend(shape);
+            let t = ArrayD::from_shape_vec(
+                IxDyn(&dims),
+                x.slice(s![a..b, ..]).iter().copied().collect(),
+            )
+            .expect("sizes checked");
+            vec![if dtype.is_float() {
+                Tensor::float(t, dtype)
+            } else {
+                Tensor::f32(t).cast(dtype)
+            }]
+        })
+        .collect()
+}
+
+/// Images (IDX, a photo folder, or labelled photos) for an image model.
+fn load_images_model(m: &ModelSpec, graph: Graph, output: usize) -> anyhow::Result<LoadedModel> {
     anyhow::ensure!(
-        fits,
-        "model \"{}\": the images of {} are {dims:?} each, the input of {} is {input:?}: they do not match",
+        graph.inputs.len() == 1,
+        "model \"{}\": {} takes {} inputs ({}); image models take one",
         m.name,
-        m.images.display(),
-        m.onnx.display()
-    );
-    let classes = graph.numel(graph.output);
-    if let (Some(labels), Some((i, &l))) = (
-        &m.labels,
-        d.labels
+        m.onnx.display(),
+        graph.inputs.len(),
+        graph
+            .inputs
             .iter()
-            .enumerate()
-            .find(|(_, l)| usize::from(**l) >= classes),
-    ) {
-        anyhow::bail!(
-            "model \"{}\": {}: label {i} is {l}, but {} has {classes} output classes (0..={})",
+            .map(|&i| graph.name(i).to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let input = graph.inputs[0];
+    let (shape, batch) = item_shape(m, &graph, input)?;
+    let per = shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .filter(|&n| n <= raella_onnx::MAX_ELEMENTS)
+        .with_context(|| {
+            format!(
+                "model \"{}\": an input of {shape:?} per item is larger than {} values",
+                m.name,
+                raella_onnx::MAX_ELEMENTS
+            )
+        })?;
+    let dtype = graph.values[input].dtype.unwrap_or(DType::F32);
+    let chw = || match shape[..] {
+        [c, h, w] => Ok((c, h, w)),
+        ref s => anyhow::bail!(
+            "model \"{}\": photographs need a [C, H, W] input, the model takes {s:?} per image",
+            m.name
+        ),
+    };
+    let (data, labels): (IdxDataset, Vec<usize>) = if m.images.is_dir() {
+        let (c, h, w) = chw()?;
+        if m.class_folders || m.labels.is_some() {
+            let l = raella_data::LabelledImages::load(&m.images, m.labels.as_deref(), c, h, w)?;
+            (
+                IdxDataset {
+                    images: l.images,
+                    image_dims: vec![c, h, w],
+                    labels: vec![],
+                },
+                l.labels,
+            )
+        } else {
+            let f = raella_data::ImageFolder::load(&m.images, c, h, w)?;
+            (
+                IdxDataset {
+                    images: f.images,
+                    image_dims: vec![c, h, w],
+                    labels: vec![],
+                },
+                vec![],
+            )
+        }
+    } else {
+        let labels = m
+            .labels
+            .as_ref()
+            .with_context(|| format!("model \"{}\": IDX images need `labels`", m.name))?;
+        let d = IdxDataset::load(&m.images, labels)?;
+        let dims = &d.image_dims;
+        let fits = *dims == shape
+            || (shape.len() == 3 && shape[0] == 1 && dims[..] == shape[1..])
+            || d.images.ncols() == per && shape.len() == 1;
+        anyhow::ensure!(
+            fits,
+            "model \"{}\": the images of {} are {dims:?} each, the input of {} is {shape:?}: they do not match",
             m.name,
-            labels.display(),
-            m.onnx.display(),
-            classes.saturating_sub(1)
+            m.images.display(),
+            m.onnx.display()
         );
-    }
-    Ok(())
+        let l: Vec<usize> = d.labels.iter().map(|&v| usize::from(v)).collect();
+        // Labels must be classes of the evaluated output, when its size is declared.
+        let declared: Option<usize> = graph.values[graph.outputs[output]]
+            .shape
+            .as_ref()
+            .filter(|s| s.len() >= 2)
+            .and_then(|s| {
+                s[1..].iter().try_fold(1usize, |a, d| match d {
+                    Dim::Fixed(f) => a.checked_mul(*f),
+                    Dim::Named(_) => None,
+                })
+            });
+        if let (Some(classes), Some((i, &lab))) = (
+            declared,
+            l.iter().enumerate().find(|(_, v)| Some(**v) >= declared),
+        ) {
+            anyhow::bail!(
+                "model \"{}\": {}: label {i} is {lab}, but {} has {classes} output classes (0..={})",
+                m.name,
+                labels.display(),
+                m.onnx.display(),
+                classes.saturating_sub(1)
+            );
+        }
+        (d, l)
+    };
+    anyhow::ensure!(
+        data.images.ncols() == per,
+        "model \"{}\": {} values per image, the input takes {per} ({shape:?})",
+        m.name,
+        data.images.ncols()
+    );
+    let channels = if shape.len() == 3 { shape[0] } else { 1 };
+    let (cal, _) = load_images(m, &data.images, &[], m.calibration, "calibration", channels)?;
+    let (eval, eval_labels) = load_images(
+        m,
+        &data.images,
+        &labels,
+        m.evaluation,
+        "evaluation",
+        channels,
+    )?;
+    let ncap = cal.nrows().min(AWS_CALIBRATION_IMAGES);
+    Ok(LoadedModel {
+        items: eval.nrows(),
+        calibration: image_batches(&cal, &shape, batch, dtype),
+        aws_calibration: image_batches(
+            &cal.slice(s![..ncap, ..]).to_owned(),
+            &shape,
+            ncap.max(1).min(batch),
+            dtype,
+        ),
+        evaluation: image_batches(&eval, &shape, batch, dtype),
+        labels: eval_labels,
+        lee50: None,
+        output,
+        graph,
+    })
+}
+
+/// One document's tensors for the graph's inputs (`input_ids`,
+/// `attention_mask`, `token_type_ids`, matched by name), `[1, tokens]` each.
+fn text_inputs(
+    m: &ModelSpec,
+    graph: &Graph,
+    enc: &raella_data::Encoded,
+) -> anyhow::Result<Vec<Tensor>> {
+    graph
+        .inputs
+        .iter()
+        .map(|&i| {
+            let name = graph.name(i);
+            let lower = name.to_ascii_lowercase();
+            let v = if lower.contains("mask") {
+                &enc.mask
+            } else if lower.contains("type") || lower.contains("segment") {
+                &enc.type_ids
+            } else if lower.contains("ids") || lower.contains("input") {
+                &enc.ids
+            } else {
+                anyhow::bail!(
+                    "model \"{}\": input `{name}` is not one of input_ids, attention_mask or token_type_ids: cannot feed it text",
+                    m.name
+                )
+            };
+            let dtype = graph.values[i].dtype.unwrap_or(DType::I64);
+            let t = ArrayD::from_shape_vec(IxDyn(&[1, v.len()]), v.clone()).expect("1 x n");
+            Ok(if dtype.is_float() {
+                Tensor::i64(t).cast(dtype)
+            } else {
+                Tensor::int(t, dtype)
+            })
+        })
+        .collect()
+}
+
+/// A text encoder: calibration lines of `texts`, the evaluated Lee-50 documents.
+fn load_text(
+    m: &ModelSpec,
+    graph: Graph,
+    t: &crate::spec::TextFiles,
+    output: usize,
+) -> anyhow::Result<LoadedModel> {
+    let ctx = || format!("model \"{}\"", m.name);
+    let encoder = TextEncoder::load(&t.tokenizer, t.max_tokens).with_context(ctx)?;
+    let lee = Lee50::load(&t.lee50).with_context(ctx)?;
+    let e = m.evaluation;
+    anyhow::ensure!(
+        e.start
+            .checked_add(e.count)
+            .is_some_and(|end| end <= lee.documents.len())
+            && e.count >= 2,
+        "model \"{}\": `evaluation` = {{ start = {}, count = {} }}: must lie within the {} Lee-50 documents of {} and hold at least 2",
+        m.name,
+        e.start,
+        e.count,
+        lee.documents.len(),
+        t.lee50.display()
+    );
+    let lee = Lee50 {
+        documents: lee.documents[e.start..e.start + e.count].to_vec(),
+        pairs: lee
+            .pairs
+            .iter()
+            .filter(|&&(i, j, _)| {
+                i >= e.start && j >= e.start && i < e.start + e.count && j < e.start + e.count
+            })
+            .map(|&(i, j, s)| (i - e.start, j - e.start, s))
+            .collect(),
+    };
+    let text = read_text(&t.texts, FileKind::Text).with_context(ctx)?;
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let c = m.calibration;
+    anyhow::ensure!(
+        c.start
+            .checked_add(c.count)
+            .is_some_and(|end| end <= lines.len()),
+        "model \"{}\": `calibration` = {{ start = {}, count = {} }}: past the {} non-empty lines of {}",
+        m.name,
+        c.start,
+        c.count,
+        lines.len(),
+        t.texts.display()
+    );
+    let batch = |text: &str| -> anyhow::Result<Vec<Tensor>> {
+        text_inputs(m, &graph, &encoder.encode(text).with_context(ctx)?)
+    };
+    let calibration: Vec<Vec<Tensor>> = lines[c.start..c.start + c.count]
+        .iter()
+        .map(|l| batch(l))
+        .collect::<anyhow::Result<_>>()?;
+    let evaluation: Vec<Vec<Tensor>> = lee
+        .documents
+        .iter()
+        .map(|d| batch(d))
+        .collect::<anyhow::Result<_>>()?;
+    Ok(LoadedModel {
+        items: evaluation.len(),
+        aws_calibration: calibration.clone(),
+        calibration,
+        evaluation,
+        labels: vec![],
+        lee50: Some(lee),
+        output,
+        graph,
+    })
 }
 
 /// Wall-clock time of one computed point: programming the design (compile,
@@ -341,21 +679,30 @@ pub struct Timing {
     pub build_seconds: f64,
     /// Evaluation images per second, programming excluded.
     pub images_per_second: f64,
+    /// Share of the evaluation's thread time in the weight layers' products
+    /// (the crossbar simulation).
+    pub crossbar_share: Option<f64>,
+    /// Share in digital nodes (everything but weight layers).
+    pub digital_share: Option<f64>,
+    /// Share in the rest of weight layers (quantising inputs, im2col, bias, layout).
+    pub glue_share: Option<f64>,
 }
 
-/// Loads and preprocesses a model's images: `x = (pixel * scale - mean[c]) / std[c]`;
-/// `field` names the range in errors (`calibration`, `evaluation`).
+/// Preprocesses a range of images: `x = (pixel * scale - mean[c]) / std[c]`;
+/// `field` names the range in errors (`calibration`, `evaluation`). Returns
+/// the images and their labels (when `labels` is not empty).
 ///
 /// # Errors
-/// Unreadable files, a range past the data, or a channel count mismatch.
+/// A range past the data, or a channel count mismatch.
 pub fn load_images(
     m: &ModelSpec,
-    data: &IdxDataset,
+    images: &Array2<u8>,
+    labels: &[usize],
     range: ImageRange,
     field: &str,
     channels: usize,
-) -> anyhow::Result<(Array2<f32>, Vec<u8>)> {
-    let n = data.images.nrows();
+) -> anyhow::Result<(Array2<f32>, Vec<usize>)> {
+    let n = images.nrows();
     anyhow::ensure!(
         range
             .start
@@ -367,7 +714,7 @@ pub fn load_images(
         range.count,
         m.images.display()
     );
-    let per = data.images.ncols();
+    let per = images.ncols();
     anyhow::ensure!(
         channels > 0 && per.is_multiple_of(channels),
         "model \"{}\": {per} pixels per image do not split into {channels} channels",
@@ -383,36 +730,30 @@ pub fn load_images(
             v.len()
         );
     }
-    let raw = data
-        .images
-        .slice(s![range.start..range.start + range.count, ..]);
+    let raw = images.slice(s![range.start..range.start + range.count, ..]);
     let x = Array2::from_shape_fn(raw.dim(), |(i, j)| {
         let c = j / plane;
         (f32::from(raw[[i, j]]) * m.scale - pick(&m.mean, c)) / pick(&m.std, c)
     });
     Ok((
         x,
-        if data.labels.is_empty() {
+        if labels.is_empty() {
             vec![]
         } else {
-            data.labels[range.start..range.start + range.count].to_vec()
+            labels[range.start..range.start + range.count].to_vec()
         },
     ))
 }
 
-fn accuracy(pred: &[usize], labels: &[u8]) -> Option<f64> {
+fn accuracy(pred: &[usize], labels: &[usize]) -> Option<f64> {
     if labels.is_empty() {
         return None;
     }
     Some(accuracy_of(pred, labels))
 }
 
-fn accuracy_of(pred: &[usize], labels: &[u8]) -> f64 {
-    let ok = pred
-        .iter()
-        .zip(labels)
-        .filter(|(p, l)| **p == usize::from(**l))
-        .count();
+fn accuracy_of(pred: &[usize], labels: &[usize]) -> f64 {
+    let ok = pred.iter().zip(labels).filter(|(p, l)| p == l).count();
     ok as f64 / pred.len().max(1) as f64
 }
 
@@ -494,20 +835,11 @@ pub fn run_with(
     let loaded = spec
         .models
         .iter()
-        .map(|m| {
-            match &m.bert {
-                Some(b) => crate::text::load_text(m, b).map(|t| Loaded::Text(Box::new(t))),
-                None => load_model(m).map(|l| Loaded::Image(Box::new(l))),
-            }
-            .with_context(|| spec.path.display().to_string())
-        })
+        .map(|m| load_model(m).with_context(|| spec.path.display().to_string()))
         .collect::<anyhow::Result<Vec<_>>>()?;
     for (m, ld) in spec.models.iter().zip(&loaded) {
-        let shapes = match ld {
-            Loaded::Image(l) => graph_shapes(&l.0),
-            Loaded::Text(t) => t.crossbar_shapes(),
-        };
-        check_crossbars(spec, m, &shapes).with_context(|| spec.path.display().to_string())?;
+        check_crossbars(spec, m, &graph_shapes(&ld.graph))
+            .with_context(|| spec.path.display().to_string())?;
     }
     let points: Vec<(usize, usize, usize)> = (0..spec.models.len())
         .flat_map(|mi| {
@@ -536,78 +868,19 @@ pub fn run_with(
         if mine.is_empty() {
             continue;
         }
-        let (graph, cal, eval, labels) = match ld {
-            Loaded::Image(l) => *l,
-            Loaded::Text(t) => {
-                progress(&format!(
-                    "{}: references on {} documents",
-                    m.name,
-                    t.documents()
-                ));
-                let model_hash = if opts.cache_dir.is_some() {
-                    Some(hash_model_files(m)?)
-                } else {
-                    None
-                };
-                let (summary, results) =
-                    crate::text::run_text(spec, opts, m, &t, &mine, model_hash.as_deref(), &bar)?;
-                out.models.push(summary);
-                record(&mut out, spec, m, &mine, results, &mut progress)?;
-                continue;
-            }
-        };
         progress(&format!(
-            "{}: references on {} images",
+            "{}: references on {} {}",
             m.name,
-            eval.nrows()
+            ld.items,
+            if ld.lee50.is_some() {
+                "documents"
+            } else {
+                "images"
+            }
         ));
-        let (float, float_features) = eval_float_features(&graph, eval.view())?;
-        let model = QuantModel::calibrate(graph, cal.view())?;
-        let int8 = eval_quant(&model, &ExactBackend::new(&model), eval.view())?;
-        let (pf, pi) = (argmax_rows(float.view()), argmax_rows(int8.outputs.view()));
-        let (top1_fp32, top1_int8) = (accuracy(&pf, &labels), accuracy(&pi, &labels));
-        let ncap = cal.nrows().min(AWS_CALIBRATION_IMAGES);
-        let captured = model.capture_inputs(cal.slice(s![..ncap, ..]).to_owned())?;
-        let layer_desc: Vec<String> = model
-            .layers
-            .iter()
-            .map(|l| {
-                let w = &l.groups[0].weights;
-                let g = if l.groups.len() > 1 {
-                    format!(" x {} groups", l.groups.len())
-                } else {
-                    String::new()
-                };
-                format!("{}: {} x {}{g}", l.name, w.nrows(), w.ncols())
-            })
-            .collect();
-        out.models.push(ModelSummary {
-            model: m.name.clone(),
-            calibration: m.calibration,
-            evaluation: m.evaluation,
-            layers: layer_desc,
-            macs_per_image: model.graph.macs_per_image(),
-            top1_fp32,
-            top1_int8,
-            agreement_int8_fp32: agreement(&pi, &pf),
-            feature_cosine_int8_fp32: mean_row_cosine(int8.features.view(), float_features.view()),
-            correlations: None,
-            histograms: column_sum_histograms(spec, &model, &captured)?,
-        });
-        let ctx = PointContext {
-            m,
-            model: &model,
-            captured: &captured,
-            eval: &eval,
-            labels: &labels,
-            int8: &int8.outputs,
-            int8_features: &int8.features,
-            fp32_features: &float_features,
-            pf: &pf,
-            pi: &pi,
-            top1_fp32,
-            top1_int8,
-        };
+        let (summary, ctx_parts) = references(spec, m, ld)?;
+        out.models.push(summary);
+        let ctx = ctx_parts;
         let model_hash = if opts.cache_dir.is_some() {
             Some(hash_model_files(m)?)
         } else {
@@ -620,7 +893,7 @@ pub fn run_with(
             model_hash.as_deref(),
             &mine,
             &bar,
-            eval.nrows(),
+            ctx.loaded.items,
             |arch, seed| run_point(&ctx, arch, seed),
         );
         record(&mut out, spec, m, &mine, results, &mut progress)?;
@@ -628,7 +901,7 @@ pub fn run_with(
     bar.finish_and_clear();
     if let (Some(cm), None) = (&cost_model, opts.shard) {
         progress("cost model");
-        (out.energy, out.not_costed) = crate::cost::cost_sweep(spec, cm, &out.rows)?;
+        (out.energy, out.not_costed) = crate::cost::cost_sweep(spec, cm, &out.rows, &out.models)?;
         out.calibrated_on = cm.paper.as_ref().map(|p| p.calibrate_on.clone());
     }
     Ok(out)
@@ -639,18 +912,11 @@ pub fn run_with(
 /// large model would otherwise exhaust memory with per-crossbar state.
 pub const MAX_CROSSBARS: u128 = 1 << 20;
 
-/// `(groups, rows per group, outputs per group)` of a graph's crossbar layers.
-fn graph_shapes(g: &raella_network::Graph) -> Vec<(usize, usize, usize)> {
-    g.nodes
+/// `(groups, rows per group, outputs per group)` of a graph's weight layers.
+fn graph_shapes(g: &Graph) -> Vec<(usize, usize, usize)> {
+    g.layers
         .iter()
-        .filter_map(|n| match &n.op {
-            raella_network::graph::Op::Conv(c) => {
-                let (m, cg, kh, kw) = c.weight.dim();
-                Some((c.groups, cg * kh * kw, m / c.groups))
-            }
-            raella_network::graph::Op::Linear(l) => Some((1, l.weight.ncols(), l.weight.nrows())),
-            _ => None,
-        })
+        .map(|l| (l.groups(), l.inputs(), l.outputs_per_group()))
         .collect()
 }
 
@@ -689,14 +955,19 @@ fn check_crossbars(
     Ok(())
 }
 
-/// A model and its data, loaded and checked before any work.
-enum Loaded {
-    Image(Box<LoadedModel>),
-    Text(Box<crate::text::LoadedText>),
-}
+/// Per point: the row and, when computed, its timing.
+pub(crate) type Computed = (ResultRow, Option<PointTime>);
 
-/// Per point: the row and, when computed, (build seconds, images/s).
-pub(crate) type Computed = (ResultRow, Option<(f64, f64)>);
+/// Wall clock of one computed point.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct PointTime {
+    /// Seconds to build the design (compile, adaptive slicing, programming).
+    pub build_s: f64,
+    /// Seconds of the evaluation.
+    pub eval_s: f64,
+    /// Where the evaluation's time went, summed over batches (thread time).
+    pub times: raella_onnx::RunProfile,
+}
 
 /// Computes (or takes from the cache) the points `mine` of model `m` in
 /// parallel; `compute` returns a row with its build and evaluation seconds
@@ -709,7 +980,7 @@ pub(crate) fn run_points(
     mine: &[(usize, usize)],
     bar: &ProgressBar,
     units: usize,
-    compute: impl Fn(&crate::spec::Arch, u64) -> anyhow::Result<(ResultRow, f64, f64)> + Sync,
+    compute: impl Fn(&crate::spec::Arch, u64) -> anyhow::Result<(ResultRow, PointTime)> + Sync,
 ) -> Vec<anyhow::Result<Computed>> {
     mine.par_iter()
         .map(|&(ai, si)| {
@@ -730,14 +1001,14 @@ pub(crate) fn run_points(
                 bar.inc(1);
                 return Ok((row, None));
             }
-            let (row, build_s, eval_s) = compute(arch, seed)?;
-            let ips = units as f64 / eval_s.max(1e-9);
+            let (row, t) = compute(arch, seed)?;
+            let ips = units as f64 / t.eval_s.max(1e-9);
             if let Some(c) = cache {
                 write_atomic(&c, &serde_json::to_string(&row)?)?;
             }
             bar.set_message(format!("{:.2} per s ({} / {})", ips, m.name, arch.name));
             bar.inc(1);
-            Ok((row, Some((build_s, ips))))
+            Ok((row, Some(t)))
         })
         .collect()
 }
@@ -752,16 +1023,23 @@ fn record(
     progress: &mut impl FnMut(&str),
 ) -> anyhow::Result<()> {
     for (r, &(ai, si)) in results.into_iter().zip(mine) {
-        let (row, ips) = r?;
+        let (row, t) = r?;
         let arch = &spec.archs[ai];
-        match ips {
-            Some((build_seconds, ips)) => {
+        match t {
+            Some(t) => {
+                let build_seconds = t.build_s;
+                #[allow(clippy::cast_precision_loss)]
+                let ips = row.images as f64 / t.eval_s.max(1e-9);
+                let total = t.times.total().as_secs_f64().max(1e-12);
                 out.timings.push(Timing {
                     model: m.name.clone(),
                     arch: arch.name.clone(),
                     seed: spec.seeds[si],
                     build_seconds,
                     images_per_second: ips,
+                    crossbar_share: Some(t.times.products.as_secs_f64() / total),
+                    digital_share: Some(t.times.digital.as_secs_f64() / total),
+                    glue_share: Some(t.times.layer_glue.as_secs_f64() / total),
                 });
                 progress(&format!(
                     "{} / {} / seed {}: built in {build_seconds:.1} s, {ips:.2} images/s",
@@ -778,43 +1056,237 @@ fn record(
     Ok(())
 }
 
-/// Everything a point of one model shares.
-struct PointContext<'a> {
-    m: &'a ModelSpec,
-    model: &'a QuantModel,
-    captured: &'a [Vec<raella_network::QInput>],
-    eval: &'a Array2<f32>,
-    labels: &'a [u8],
-    int8: &'a Array2<f32>,
-    int8_features: &'a Array2<f32>,
-    fp32_features: &'a Array2<f32>,
-    pf: &'a [usize],
-    pi: &'a [usize],
+/// Everything a point of one model shares: the model, its data and the references.
+struct PointContext {
+    m: ModelSpec,
+    model: QuantModel,
+    loaded: LoadedRest,
+    captured: Vec<Vec<raella_network::QInput>>,
+    /// The references' evaluated output, one row per item.
+    fp32: Array2<f32>,
+    int8: Array2<f32>,
+    /// Every output of the 8-bit reference, one row per item (where they stack).
+    int8_outputs: Vec<(String, Option<Array2<f32>>)>,
+    int8_features: Option<Array2<f32>>,
+    fp32_features: Option<Array2<f32>>,
+    /// Predictions (argmax, or a document's nearest neighbour).
+    pf: Vec<usize>,
+    pi: Vec<usize>,
     top1_fp32: Option<f64>,
     top1_int8: Option<f64>,
 }
 
+/// The parts of a [`LoadedModel`] a point uses after the graph moved into the [`QuantModel`].
+struct LoadedRest {
+    evaluation: Vec<Vec<Tensor>>,
+    items: usize,
+    labels: Vec<usize>,
+    lee50: Option<Lee50>,
+    output: usize,
+}
+
+/// Predictions of an evaluated output: the argmax class, or for a text
+/// encoder each document's nearest other document.
+fn predictions(rows: &Array2<f32>, text: bool) -> Vec<usize> {
+    if text {
+        nearest(rows.view())
+    } else {
+        argmax_rows(rows.view())
+    }
+}
+
+/// Index of each row's nearest other row by cosine.
+fn nearest(e: ArrayView2<'_, f32>) -> Vec<usize> {
+    let norms: Vec<f32> = e
+        .rows()
+        .into_iter()
+        .map(|r| r.dot(&r).sqrt().max(f32::MIN_POSITIVE))
+        .collect();
+    let g = e.dot(&e.t());
+    (0..g.nrows())
+        .map(|i| {
+            (0..g.ncols())
+                .filter(|&j| j != i)
+                .fold((usize::MAX, f32::NEG_INFINITY), |b, j| {
+                    let c = g[[i, j]] / (norms[i] * norms[j]);
+                    if c > b.1 { (j, c) } else { b }
+                })
+                .0
+        })
+        .collect()
+}
+
+/// Every output of an evaluation, one row per item, by name (`None` where
+/// batches differ in size, e.g. per-token outputs of documents).
+fn all_outputs(graph: &Graph, ev: &Evaluation) -> Vec<(String, Option<Array2<f32>>)> {
+    graph
+        .outputs
+        .iter()
+        .enumerate()
+        .map(|(k, &o)| (graph.name(o).to_string(), ev.output_rows(k).ok()))
+        .collect()
+}
+
+/// The references of a model (float32 and the 8-bit digital reference), its
+/// summary and what its points share.
+fn references(
+    spec: &Spec,
+    m: &ModelSpec,
+    ld: LoadedModel,
+) -> anyhow::Result<(ModelSummary, PointContext)> {
+    let ctx = || format!("model \"{}\"", m.name);
+    let text = ld.lee50.is_some();
+    let float = eval_float(&ld.graph, &ld.evaluation).with_context(ctx)?;
+    let fp32 = float.output_rows(ld.output).with_context(ctx)?;
+    if !ld.labels.is_empty()
+        && let Some((i, &l)) = ld
+            .labels
+            .iter()
+            .enumerate()
+            .find(|(_, l)| **l >= fp32.ncols())
+    {
+        anyhow::bail!(
+            "model \"{}\": label {i} of the evaluation is {l}, but {} has {} output classes (0..={})",
+            m.name,
+            m.onnx.display(),
+            fp32.ncols(),
+            fp32.ncols().saturating_sub(1)
+        );
+    }
+    let items = ld.items.max(1);
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss
+    )]
+    let macs_per_image = ld
+        .graph
+        .layers
+        .iter()
+        .zip(&float.vectors)
+        .map(|(l, &v)| (v * l.inputs() * l.outputs_per_group() * l.groups()) as f64)
+        .sum::<f64>()
+        / items as f64;
+    let model = QuantModel::calibrate(ld.graph, &ld.calibration).with_context(ctx)?;
+    let int8 = eval_quant(&model, &ExactBackend::new(&model), &ld.evaluation).with_context(ctx)?;
+    let int8_rows = int8.output_rows(ld.output).with_context(ctx)?;
+    let (pf, pi) = (predictions(&fp32, text), predictions(&int8_rows, text));
+    let (top1_fp32, top1_int8) = (accuracy(&pf, &ld.labels), accuracy(&pi, &ld.labels));
+    let captured = model
+        .capture_inputs(&ld.aws_calibration)
+        .with_context(ctx)?;
+    let (fp32_features, int8_features) = if text {
+        (Some(fp32.clone()), Some(int8_rows.clone()))
+    } else {
+        (float.feature_rows(), int8.feature_rows())
+    };
+    let correlations = match &ld.lee50 {
+        Some(lee) => {
+            let (cf, ci) = (
+                lee.correlations(fp32.view())?,
+                lee.correlations(int8_rows.view())?,
+            );
+            Some(ReferenceCorrelations {
+                pearson_fp32: cf.pearson,
+                spearman_fp32: cf.spearman,
+                pearson_int8: ci.pearson,
+                spearman_int8: ci.spearman,
+            })
+        }
+        None => None,
+    };
+    let layer_desc: Vec<String> = model
+        .layers
+        .iter()
+        .map(|l| {
+            let w = &l.groups[0].weights;
+            let g = if l.groups.len() > 1 {
+                format!(" x {} groups", l.groups.len())
+            } else {
+                String::new()
+            };
+            format!("{}: {} x {}{g}", l.name, w.nrows(), w.ncols())
+        })
+        .collect();
+    let summary = ModelSummary {
+        model: m.name.clone(),
+        calibration: m.calibration,
+        evaluation: m.evaluation,
+        layers: layer_desc,
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        macs_per_image: macs_per_image.round() as u64,
+        digital_macs_per_image: float.times.digital_macs / items as u64,
+        top1_fp32,
+        top1_int8,
+        agreement_int8_fp32: agreement(&pi, &pf),
+        feature_cosine_int8_fp32: match (&int8_features, &fp32_features) {
+            (Some(a), Some(b)) => mean_row_cosine(a.view(), b.view()),
+            _ => 0.0,
+        },
+        correlations,
+        histograms: if text {
+            vec![]
+        } else {
+            column_sum_histograms(spec, &model, &captured)?
+        },
+    };
+    let int8_outputs = all_outputs(&model.graph, &int8);
+    Ok((
+        summary,
+        PointContext {
+            m: m.clone(),
+            loaded: LoadedRest {
+                evaluation: ld.evaluation,
+                items: ld.items,
+                labels: ld.labels,
+                lee50: ld.lee50,
+                output: ld.output,
+            },
+            model,
+            captured,
+            fp32,
+            int8: int8_rows,
+            int8_outputs,
+            int8_features,
+            fp32_features,
+            pf,
+            pi,
+            top1_fp32,
+            top1_int8,
+        },
+    ))
+}
+
 /// The cache format; bump when a result row's meaning changes.
-const CACHE_VERSION: &str = "raella-sweep-point-v4";
+const CACHE_VERSION: &str = "raella-sweep-point-v5";
 
 fn hash_model_files(m: &ModelSpec) -> anyhow::Result<String> {
     let mut h = Sha256::new();
     let mut files = vec![m.onnx.clone()];
-    if let Some(b) = &m.bert {
-        files = ["config.json", "model.safetensors", "tokenizer.json"]
-            .iter()
-            .map(|f| b.model.join(f))
-            .chain(
-                ["lee.cor", "similarities0-1.txt"]
-                    .iter()
-                    .map(|f| b.lee50.join(f)),
-            )
-            .chain(std::iter::once(b.texts.clone()))
-            .collect();
+    if let Some(t) = &m.text {
+        files.push(t.tokenizer.clone());
+        files.extend(
+            ["lee.cor", "similarities0-1.txt"]
+                .iter()
+                .map(|f| t.lee50.join(f)),
+        );
+        files.push(t.texts.clone());
     } else if m.images.is_dir() {
         // The files the model reads, and only those (a large unrelated file in
         // the folder is not hashed).
-        files.extend(raella_network::image_files(&m.images)?);
+        if m.class_folders {
+            let mut dirs: Vec<PathBuf> = std::fs::read_dir(&m.images)?
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.is_dir())
+                .collect();
+            dirs.sort();
+            for d in dirs {
+                files.extend(raella_data::image_files(&d)?);
+            }
+        } else {
+            files.extend(raella_data::image_files(&m.images)?);
+        }
     } else {
         files.push(m.images.clone());
     }
@@ -854,8 +1326,17 @@ fn point_key(model_hash: &str, m: &ModelSpec, arch: &crate::spec::Arch, seed: u6
     h.update(env!("CARGO_PKG_VERSION"));
     h.update(model_hash);
     h.update(format!(
-        "{}|{}|{:?}|{:?}|{:?}|{:?}",
-        m.name, m.scale, m.mean, m.std, m.calibration, m.evaluation
+        "{}|{}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{}|{:?}",
+        m.name,
+        m.scale,
+        m.mean,
+        m.std,
+        m.calibration,
+        m.evaluation,
+        m.input_shape,
+        m.output,
+        m.class_folders,
+        m.text.as_ref().map(|t| t.max_tokens)
     ));
     h.update(serde_json::to_string(&arch.knobs).unwrap_or_default());
     h.update(&arch.name);
@@ -968,69 +1449,114 @@ pub(crate) fn layer_row(
 }
 
 fn run_point(
-    ctx: &PointContext<'_>,
+    ctx: &PointContext,
     arch: &crate::spec::Arch,
     seed: u64,
-) -> anyhow::Result<(ResultRow, f64, f64)> {
-    let (model, eval) = (ctx.model, ctx.eval);
+) -> anyhow::Result<(ResultRow, PointTime)> {
+    let (model, ld) = (&ctx.model, &ctx.loaded);
+    let text = ld.lee50.is_some();
     let cfg = arch.config();
     let t0 = Instant::now();
-    let backend = CrossbarBackend::build(model, &cfg, ctx.captured, seed)?;
+    let backend = CrossbarBackend::build(model, &cfg, &ctx.captured, seed)?;
     let t1 = Instant::now();
-    let ev = eval_quant(model, &backend, eval.view())?;
+    let ev = eval_quant(model, &backend, &ld.evaluation)?;
     let (build_s, eval_s) = (
         t1.duration_since(t0).as_secs_f64(),
         t1.elapsed().as_secs_f64(),
     );
-    let pred = argmax_rows(ev.outputs.view());
+    let rows = ev.output_rows(ld.output)?;
+    let pred = predictions(&rows, text);
     let mut total = LayerStats::default();
-    let images = eval.nrows().max(1) as f64;
+    #[allow(clippy::cast_precision_loss)]
+    let items = ld.items.max(1) as f64;
     let mut layers = Vec::new();
     for (l, (ql, st)) in model.layers.iter().zip(&ev.layer_stats).enumerate() {
         let st = st.clone().unwrap_or_default();
         total += &st;
         let pl = &backend.layers()[l];
         let w = &ql.groups[0].weights;
-        let g = &model.graph;
+        // A linear layer's tensors are its vectors times their width; a conv's
+        // were measured on the calibration images (all images share them).
+        #[allow(clippy::cast_precision_loss)]
+        let (in_elems, out_elems) = if ql.info.kind == "Linear" {
+            let v = st.vectors as f64 / items;
+            (v * w.ncols() as f64, v * w.nrows() as f64)
+        } else {
+            (ql.info.in_elems, ql.info.out_elems)
+        };
         layers.push(layer_row(
             LayerShape {
                 name: &ql.name,
-                kind: g.nodes[ql.node].op.kind(),
+                kind: ql.info.kind,
                 weights: w,
                 groups: ql.groups.len(),
                 signed: ql.signed_input,
-                in_elems: g.numel(g.nodes[ql.node].inputs[0]) as f64,
-                out_elems: g.numel(g.nodes[ql.node].output) as f64,
+                in_elems,
+                out_elems,
             },
             pl,
             &backend.slicings()[l],
             &st,
-            images,
+            items,
             arch,
         ));
     }
+    let outputs = all_outputs(&model.graph, &ev);
+    let output_errors: Vec<OutputFidelity> = outputs
+        .iter()
+        .zip(&ctx.int8_outputs)
+        .filter_map(|((name, y), (_, r))| match (y, r) {
+            (Some(y), Some(r)) => Some(OutputFidelity {
+                output: name.clone(),
+                rel_err_int8: mean_rel_err(y.view(), r.view()),
+            }),
+            _ => None,
+        })
+        .collect();
+    let features = if text {
+        Some(rows.clone())
+    } else {
+        ev.feature_rows()
+    };
+    let cos = |r: &Option<Array2<f32>>| match (&features, r) {
+        (Some(a), Some(b)) => mean_row_cosine(a.view(), b.view()),
+        _ => 0.0,
+    };
+    let corr = match &ld.lee50 {
+        Some(lee) => Some(lee.correlations(rows.view())?),
+        None => None,
+    };
     let row = ResultRow {
         model: ctx.m.name.clone(),
         arch: arch.name.clone(),
         seed,
-        images: eval.nrows(),
-        top1: accuracy(&pred, ctx.labels),
+        images: ld.items,
+        top1: accuracy(&pred, &ld.labels),
         top1_fp32: ctx.top1_fp32,
         top1_int8: ctx.top1_int8,
-        agreement_int8: agreement(&pred, ctx.pi),
-        output_rel_err_int8: mean_rel_err(ev.outputs.view(), ctx.int8.view()),
+        agreement_int8: agreement(&pred, &ctx.pi),
+        output_rel_err_int8: mean_rel_err(rows.view(), ctx.int8.view()),
         in_range_fraction: total.in_range_fraction(),
         recovery_rate: total.recovery_rate(),
         converts_per_mac: total.converts_per_mac(),
         exact_fraction: total.exact_fraction(),
-        agreement_fp32: agreement(&pred, ctx.pf),
-        feature_cosine_int8: mean_row_cosine(ev.features.view(), ctx.int8_features.view()),
-        feature_cosine_fp32: mean_row_cosine(ev.features.view(), ctx.fp32_features.view()),
-        pearson: None,
-        spearman: None,
+        agreement_fp32: agreement(&pred, &ctx.pf),
+        feature_cosine_int8: cos(&ctx.int8_features),
+        feature_cosine_fp32: cos(&ctx.fp32_features),
+        pearson: corr.as_ref().map(|c| c.pearson),
+        spearman: corr.as_ref().map(|c| c.spearman),
+        output_errors,
         layers,
     };
-    Ok((row, build_s, eval_s))
+    let _ = &ctx.fp32;
+    Ok((
+        row,
+        PointTime {
+            build_s,
+            eval_s,
+            times: ev.times,
+        },
+    ))
 }
 
 /// Column-sum histograms of the layer with the most weights (group 0), for the
@@ -1042,12 +1568,12 @@ fn column_sum_histograms(
     model: &QuantModel,
     captured: &[Vec<raella_network::QInput>],
 ) -> anyhow::Result<Vec<ColumnSumHistogram>> {
-    let Some((l, ql)) = model.layers.iter().enumerate().max_by_key(|(_, ql)| {
-        model.graph.nodes[ql.node].op.is_crossbar().then(|| {
-            let w = &ql.groups[0].weights;
-            w.len()
-        })
-    }) else {
+    let Some((l, ql)) = model
+        .layers
+        .iter()
+        .enumerate()
+        .max_by_key(|(_, ql)| ql.groups[0].weights.len())
+    else {
         return Ok(vec![]);
     };
     let ladder: Vec<&crate::spec::Arch> = spec

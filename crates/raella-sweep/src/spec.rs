@@ -10,9 +10,10 @@ use raella_compiler::{
     RelativeRms, Slicing,
 };
 use raella_cost::{CostArch, DacKind, DigitalCorrection, Tiles};
+use raella_data::DataError;
+use raella_data::files::{FileKind, check_file};
 use raella_device::{Adc, CellKind, ColumnNoise, CrossbarGeometry, DeviceNoise};
-use raella_network::files::{FileKind, check_file};
-use raella_network::{ArchConfig, NetworkError};
+use raella_network::ArchConfig;
 use raella_runtime::{InputMode, RunConfig, calibration_run};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -34,7 +35,7 @@ pub enum SpecError {
     /// Unreadable file (missing, not a regular file, too large, not UTF-8);
     /// the message names it.
     #[error("{0}")]
-    Read(NetworkError),
+    Read(DataError),
     /// Malformed TOML, a mistyped value or an unknown key (the parser's message
     /// names the key and position).
     #[error("{path}: {message}")]
@@ -324,9 +325,14 @@ struct RawModel {
     onnx: Option<PathBuf>,
     images: Option<PathBuf>,
     bert: Option<PathBuf>,
+    tokenizer: Option<PathBuf>,
+    max_tokens: Option<usize>,
     lee50: Option<PathBuf>,
     texts: Option<PathBuf>,
     labels: Option<PathBuf>,
+    class_folders: Option<bool>,
+    input_shape: Option<Vec<usize>>,
+    output: Option<String>,
     scale: Option<f32>,
     mean: Option<Vec<f32>>,
     std: Option<Vec<f32>>,
@@ -440,10 +446,17 @@ pub struct ModelSpec {
     pub name: String,
     /// ONNX file.
     pub onnx: PathBuf,
-    /// IDX images, or a folder of PNG/JPEG photographs (resized to the model's input).
+    /// IDX images, or a folder of PNG/JPEG photographs (resized to the model's
+    /// input); empty for a text model.
     pub images: PathBuf,
-    /// IDX labels (required for IDX images; photograph folders are unlabelled).
+    /// IDX labels (required for IDX images), or a labels CSV for a photo folder.
     pub labels: Option<PathBuf>,
+    /// A photo folder in the ImageFolder layout: one sub-folder per class.
+    pub class_folders: bool,
+    /// The input's shape per item (batch excluded), fixing its dynamic dimensions.
+    pub input_shape: Option<Vec<usize>>,
+    /// The graph output evaluated (top-1, agreement, embeddings); default the first.
+    pub output: Option<String>,
     /// Pixel scale (`x = pixel * scale`), default 1/255.
     pub scale: f32,
     /// Per-channel mean subtracted after scaling (default 0).
@@ -455,21 +468,27 @@ pub struct ModelSpec {
     /// Evaluation images, disjoint from calibration (for a text encoder:
     /// Lee-50 documents).
     pub evaluation: ImageRange,
-    /// A text encoder instead of an ONNX image model (`onnx` and `images` are
-    /// then empty): calibration indexes the lines of `texts`.
-    pub bert: Option<BertFiles>,
+    /// A text encoder's inputs (`images` is then empty): calibration indexes
+    /// the lines of `texts`, evaluation the Lee-50 documents.
+    pub text: Option<TextFiles>,
 }
 
-/// The files of a BERT text-encoder model of a sweep.
+/// The text inputs of a text-encoder model of a sweep.
 #[derive(Debug, Clone, PartialEq)]
-pub struct BertFiles {
-    /// Hugging Face folder: `config.json`, `model.safetensors`, `tokenizer.json`.
-    pub model: PathBuf,
+pub struct TextFiles {
+    /// The Hugging Face `tokenizer.json`.
+    pub tokenizer: PathBuf,
+    /// Truncation length in tokens.
+    pub max_tokens: usize,
     /// Folder with Lee-50's `lee.cor` and `similarities0-1.txt`.
     pub lee50: PathBuf,
     /// Calibration texts, one per line (disjoint from Lee-50).
     pub texts: PathBuf,
 }
+
+/// Default truncation of text inputs: sentence-transformers' `max_seq_length`
+/// for all-MiniLM-L6-v2 (no Lee-50 document is longer than 154 tokens).
+pub const DEFAULT_MAX_TOKENS: usize = 256;
 
 /// A validated sweep.
 #[derive(Debug, Clone, PartialEq)]
@@ -495,7 +514,7 @@ pub struct Spec {
 }
 
 fn read(path: &Path) -> Result<String, SpecError> {
-    raella_network::files::read_text(path, FileKind::Toml).map_err(SpecError::Read)
+    raella_data::files::read_text(path, FileKind::Toml).map_err(SpecError::Read)
 }
 
 fn parse_toml<T: serde::de::DeserializeOwned>(path: &Path, text: &str) -> Result<T, SpecError> {
@@ -548,6 +567,60 @@ pub fn load_designs(path: &Path) -> Result<BTreeMap<String, Arch>, SpecError> {
             (name, arch)
         })
         .collect())
+}
+
+/// One design: preset `preset` of the presets file `presets` with `overrides`
+/// (knob name -> TOML value, e.g. from `--set adc_bits=6`), validated as a
+/// spec's `[[arch]]` entry would be; `origin` names where the overrides came
+/// from in errors.
+///
+/// # Errors
+/// An unknown preset or knob, a mistyped value, or an impossible design.
+pub fn resolve_design(
+    presets: &Path,
+    preset: &str,
+    overrides: &toml::Table,
+    origin: &Path,
+) -> Result<Arch, SpecError> {
+    let designs = load_designs(presets)?;
+    let base = designs.get(preset).ok_or_else(|| {
+        field(
+            origin,
+            "design",
+            "preset",
+            format!("\"{preset}\""),
+            format!(
+                "unknown preset (known: {})",
+                designs.keys().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        )
+    })?;
+    let over: ArchKnobs =
+        toml::Value::Table(overrides.clone())
+            .try_into()
+            .map_err(|e: toml::de::Error| SpecError::Toml {
+                path: origin.to_path_buf(),
+                message: e.to_string().trim_end().to_string(),
+            })?;
+    let knobs = base.knobs.overlaid(&over);
+    let name = if overrides.is_empty() {
+        preset.to_string()
+    } else {
+        format!(
+            "{preset}[{}]",
+            overrides
+                .iter()
+                .map(|(k, v)| format!("{k}={}", v.to_string().trim_matches('"')))
+                .collect::<Vec<_>>()
+                .join(",")
+        )
+    };
+    validate_knobs(origin, &format!("design {name:?}"), &knobs)?;
+    Ok(Arch {
+        name,
+        knobs,
+        base: base.base.clone(),
+    })
 }
 
 /// Expands one `[[grid]]` table: `archs = [...]` (preset names) times the
@@ -659,7 +732,7 @@ fn expand_grid(path: &Path, index: usize, g: &toml::Table) -> Result<Vec<ArchKno
 fn file_problem(full: &Path, kind: FileKind) -> Option<String> {
     match check_file(full, kind) {
         Ok(_) => None,
-        Err(NetworkError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+        Err(DataError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
             Some(missing(full))
         }
         Err(e) => Some(e.to_string()),
@@ -701,21 +774,22 @@ fn missing(full: &Path) -> String {
     }
 }
 
-/// Validates a `bert` model entry.
-fn bert_model(
+/// Validates a text-encoder model entry (`onnx`, `tokenizer`, `lee50`, `texts`).
+fn text_model(
     path: &Path,
     dir: &Path,
     entry: &str,
-    bert: &Path,
+    tokenizer: &Path,
     m: &RawModel,
 ) -> Result<ModelSpec, SpecError> {
     if let Some((f, _)) = [
-        ("onnx", m.onnx.is_some()),
         ("images", m.images.is_some()),
         ("labels", m.labels.is_some()),
+        ("class_folders", m.class_folders.is_some()),
         ("scale", m.scale.is_some()),
         ("mean", m.mean.is_some()),
         ("std", m.std.is_some()),
+        ("input_shape", m.input_shape.is_some()),
     ]
     .into_iter()
     .find(|(_, set)| *set)
@@ -725,7 +799,7 @@ fn bert_model(
             entry,
             f,
             "(set)",
-            "a `bert` model reads text: drop the image fields",
+            "a text model (with `tokenizer`) reads text: drop the image fields",
         ));
     }
     let need = |f: &str, v: &Option<PathBuf>| {
@@ -735,21 +809,29 @@ fn bert_model(
                 entry,
                 f,
                 "(none)",
-                "a `bert` model needs `lee50` (documents and scores) and `texts` (calibration)",
+                "a text model needs `onnx`, `tokenizer`, `lee50` (documents and scores) and `texts` (calibration)",
             )
         })
     };
-    let (lee50, texts) = (need("lee50", &m.lee50)?, need("texts", &m.texts)?);
-    for (f, p, is_dir) in [
-        ("bert", bert, true),
-        ("lee50", &lee50, true),
-        ("texts", &texts, false),
+    let (onnx, lee50, texts) = (
+        need("onnx", &m.onnx)?,
+        need("lee50", &m.lee50)?,
+        need("texts", &m.texts)?,
+    );
+    for (f, p, kind) in [
+        ("onnx", &onnx, Some(FileKind::Onnx)),
+        (
+            "tokenizer",
+            &tokenizer.to_path_buf(),
+            Some(FileKind::Tokenizer),
+        ),
+        ("lee50", &lee50, None),
+        ("texts", &texts, Some(FileKind::Text)),
     ] {
         let full = dir.join(p);
-        let problem = if is_dir {
-            folder_problem(&full)
-        } else {
-            file_problem(&full, FileKind::Text)
+        let problem = match kind {
+            None => folder_problem(&full),
+            Some(k) => file_problem(&full, k),
         };
         if let Some(reason) = problem {
             return Err(field(
@@ -761,19 +843,33 @@ fn bert_model(
             ));
         }
     }
+    let max_tokens = m.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS);
+    if !(2..=raella_data::MAX_TOKENS_LIMIT).contains(&max_tokens) {
+        return Err(field(
+            path,
+            entry,
+            "max_tokens",
+            max_tokens,
+            format!("must be in 2..={}", raella_data::MAX_TOKENS_LIMIT),
+        ));
+    }
     check_ranges(path, entry, m.calibration, m.evaluation)?;
     Ok(ModelSpec {
         name: m.name.clone(),
-        onnx: PathBuf::new(),
+        onnx: dir.join(onnx),
         images: PathBuf::new(),
         labels: None,
+        class_folders: false,
+        input_shape: None,
+        output: m.output.clone(),
         scale: 1.0,
         mean: vec![],
         std: vec![],
         calibration: m.calibration,
         evaluation: m.evaluation,
-        bert: Some(BertFiles {
-            model: dir.join(bert),
+        text: Some(TextFiles {
+            tokenizer: dir.join(tokenizer),
+            max_tokens,
             lee50: dir.join(lee50),
             texts: dir.join(texts),
         }),
@@ -1594,7 +1690,18 @@ impl Spec {
                 "models or workloads",
             )?;
             if let Some(b) = &m.bert {
-                models.push(bert_model(path, &dir, &entry, b, &m)?);
+                return Err(field(
+                    path,
+                    &entry,
+                    "bert",
+                    format!("\"{}\"", b.display()),
+                    "BERT folders are no longer read directly: give the encoder as ONNX \
+                     (`onnx`, e.g. .cache/models/onnx/minilm.onnx from `cargo xtask fetch-models`) \
+                     and its `tokenizer` (tokenizer.json)",
+                ));
+            }
+            if let Some(t) = &m.tokenizer {
+                models.push(text_model(path, &dir, &entry, t, &m)?);
                 continue;
             }
             let (Some(onnx), Some(images)) = (m.onnx.clone(), m.images.clone()) else {
@@ -1603,19 +1710,36 @@ impl Spec {
                     &entry,
                     if m.onnx.is_none() { "onnx" } else { "images" },
                     "(none)",
-                    "a model needs `onnx` and `images` (or `bert`, `lee50` and `texts`)",
+                    "a model needs `onnx` and `images` (or, for a text model, `onnx`, `tokenizer`, `lee50` and `texts`)",
                 ));
             };
-            if let Some((f, _)) = [("lee50", &m.lee50), ("texts", &m.texts)]
-                .into_iter()
-                .find(|(_, v)| v.is_some())
+            if let Some((f, _)) = [
+                ("lee50", m.lee50.is_some()),
+                ("texts", m.texts.is_some()),
+                ("max_tokens", m.max_tokens.is_some()),
+            ]
+            .into_iter()
+            .find(|(_, v)| *v)
             {
                 return Err(field(
                     path,
                     &entry,
                     f,
                     "(set)",
-                    "only a `bert` model takes Lee-50 documents and calibration texts",
+                    "only a text model (with `tokenizer`) takes Lee-50 documents and calibration texts",
+                ));
+            }
+            if let Some(shape) = &m.input_shape
+                && (shape.is_empty()
+                    || shape.len() > 8
+                    || shape.iter().any(|&d| d == 0 || d > 1 << 16))
+            {
+                return Err(field(
+                    path,
+                    &entry,
+                    "input_shape",
+                    format!("{shape:?}"),
+                    "1 to 8 dimensions of 1..=65536 each (the input's shape per item, without the batch)",
                 ));
             }
             // The model and the images must exist before anything is said about
@@ -1642,9 +1766,10 @@ impl Spec {
             if !images_dir {
                 files.push(("images", &images));
             }
-            match (&m.labels, images_dir) {
-                (Some(l), false) => files.push(("labels", l)),
-                (None, false) => {
+            let class_folders = m.class_folders.unwrap_or(false);
+            match (&m.labels, images_dir, class_folders) {
+                (Some(l), false, false) => files.push(("labels", l)),
+                (None, false, false) => {
                     return Err(field(
                         path,
                         &entry,
@@ -1653,23 +1778,34 @@ impl Spec {
                         "IDX images need a labels file",
                     ));
                 }
-                (Some(l), true) => {
+                (_, false, true) => {
+                    return Err(field(
+                        path,
+                        &entry,
+                        "class_folders",
+                        "true",
+                        "only a folder of photographs has class sub-folders",
+                    ));
+                }
+                (Some(l), true, true) => {
                     return Err(field(
                         path,
                         &entry,
                         "labels",
                         format!("\"{}\"", l.display()),
-                        "a folder of photographs is unlabelled; drop `labels`",
+                        "give either class sub-folders (`class_folders = true`) or a labels CSV, not both",
                     ));
                 }
-                (None, true) => {}
+                // A labels CSV for a photo folder (`file,label` lines).
+                (Some(l), true, false) => files.push(("labels", l)),
+                (None, true, _) => {}
             }
             for (f, p) in files {
                 let full = dir.join(p);
-                let kind = if f == "onnx" {
-                    FileKind::Onnx
-                } else {
-                    FileKind::Idx
+                let kind = match f {
+                    "onnx" => FileKind::Onnx,
+                    "labels" if images_dir => FileKind::Text,
+                    _ => FileKind::Idx,
                 };
                 if let Some(reason) = file_problem(&full, kind) {
                     return Err(field(
@@ -1743,12 +1879,15 @@ impl Spec {
                 onnx: dir.join(onnx),
                 images: dir.join(images),
                 labels: m.labels.map(|l| dir.join(l)),
+                class_folders,
+                input_shape: m.input_shape.clone(),
+                output: m.output.clone(),
                 scale,
                 mean,
                 std,
                 calibration: c,
                 evaluation: e,
-                bert: None,
+                text: None,
             });
         }
         Ok(Self {

@@ -1,12 +1,12 @@
-//! A text-encoder model through the whole sweep: the committed tiny BERT
-//! (`fixtures/tiny_bert/`, seeded random weights, not a trained model) on five
+//! A text-encoder model through the whole sweep: the committed tiny BERT as
+//! ONNX (`fixtures/tiny_bert/`, seeded random weights, not a trained model) on five
 //! Lee-50-style documents, under noise-free isaac8b (which must equal the
 //! 8-bit digital reference exactly) and raella, with the cost model; the
 //! result files carry the text metrics and the shape-only cost comparison.
 
 use std::path::{Path, PathBuf};
 
-use raella_network::{BertModel, Lee50};
+use raella_data::{Lee50, TextEncoder};
 use raella_sweep::{Spec, run, write_results};
 
 fn root() -> PathBuf {
@@ -25,7 +25,9 @@ calibration = "FX/cost/calibration.toml"
 typical = "FX/cost/typical_stats.toml"
 [[model]]
 name = "tiny_bert"
-bert = "FX/tiny_bert/model"
+onnx = "FX/tiny_bert/model.onnx"
+tokenizer = "FX/tiny_bert/model/tokenizer.json"
+output = "sentence_embedding"
 lee50 = "FX/tiny_bert/lee50"
 texts = "FX/tiny_bert/calibration.txt"
 calibration = { start = 0, count = 4 }
@@ -50,18 +52,52 @@ fn a_text_model_runs_end_to_end_with_its_metrics() {
         .as_ref()
         .expect("reference correlations");
     // The float32 correlations are the model's on the evaluation documents
-    // (here all five), recomputed through the network crate.
-    let model = BertModel::load(&fixtures.join("tiny_bert/model")).unwrap();
+    // (here all five), recomputed from a plain float32 run of the ONNX graph.
+    let graph = raella_onnx::import_file(&fixtures.join("tiny_bert/model.onnx")).unwrap();
+    let enc = TextEncoder::load(&fixtures.join("tiny_bert/model/tokenizer.json"), 256).unwrap();
     let lee = Lee50::load(&fixtures.join("tiny_bert/lee50")).unwrap();
     assert_eq!(lee.documents.len(), 5);
-    let want = lee
-        .correlations(model.embed_float(&lee.documents).unwrap().view())
-        .unwrap();
+    let emb: Vec<f32> = lee
+        .documents
+        .iter()
+        .flat_map(|d| {
+            let e = enc.encode(d).unwrap();
+            let t = |v: &Vec<i64>| {
+                raella_onnx::Tensor::i64(
+                    ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&[1, v.len()]), v.clone())
+                        .unwrap(),
+                )
+            };
+            let y = raella_onnx::run(
+                &graph,
+                vec![t(&e.ids), t(&e.mask), t(&e.type_ids)],
+                &raella_onnx::FloatRunner,
+                0,
+            )
+            .unwrap();
+            y[1].floats().unwrap().iter().copied().collect::<Vec<f32>>()
+        })
+        .collect();
+    let emb = ndarray::Array2::from_shape_vec((5, emb.len() / 5), emb).unwrap();
+    let want = lee.correlations(emb.view()).unwrap();
     assert_eq!(
         (c.pearson_fp32, c.spearman_fp32),
         (want.pearson, want.spearman)
     );
     assert!(summary.top1_fp32.is_none() && summary.macs_per_image > 0);
+    // Attention's digital products: per layer Q K^T and A V, each
+    // S x S x hidden (heads x head width = 16) for a document of S tokens;
+    // two layers; the mean over the documents.
+    let s2: usize = lee
+        .documents
+        .iter()
+        .map(|d| enc.encode(d).unwrap().ids.len().pow(2))
+        .sum();
+    assert_eq!(
+        summary.digital_macs_per_image,
+        (2 * 2 * 16 * s2 / 5) as u64,
+        "digital MACs per document"
+    );
     assert!(summary.feature_cosine_int8_fp32 > 0.9);
     let isaac = &res.rows[0];
     assert_eq!(isaac.arch, "isaac8b");
@@ -102,6 +138,14 @@ fn a_text_model_runs_end_to_end_with_its_metrics() {
             "{dnn}: one energy row per design"
         );
     }
+    // The digital products are costed apart, the same for every design.
+    for e in res.energy.iter().filter(|e| e.dnn == "tiny_bert") {
+        assert_eq!(
+            e.digital_macs_per_inference,
+            summary.digital_macs_per_image as f64
+        );
+        assert!(e.digital_energy_mj > 0.0 && e.digital_energy_mj < e.energy_mj);
+    }
     write_results(&spec, &res, &out).unwrap();
     let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
     assert!(
@@ -111,7 +155,10 @@ fn a_text_model_runs_end_to_end_with_its_metrics() {
             .contains("feature_cosine_int8,feature_cosine_fp32,pearson,spearman")
     );
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
-    assert!(report.contains("Lee-50 correlation") && report.contains("BERT encoder"));
-    assert!(out.join("stats/tiny_bert/raella/layer0.q.txt").is_file());
+    assert!(report.contains("Lee-50 correlation") && report.contains("Text encoder"));
+    let stats: Vec<_> = std::fs::read_dir(out.join("stats/tiny_bert/raella"))
+        .unwrap()
+        .collect();
+    assert_eq!(stats.len(), 12, "one statistics file per weight layer");
     std::fs::remove_dir_all(out.parent().unwrap()).unwrap();
 }

@@ -1021,10 +1021,22 @@ pub fn build(op: &str, a: &Attrs<'_>, ctx: Ctx) -> Result<Option<Box<dyn Kernel>
             neg: a.int_or("detect_negative", 1)? != 0,
             pos: a.int_or("detect_positive", 1)? != 0,
         }))),
-        "Clip" => Ok(Some(Box::new(Clip {
-            min: if opset < 11 { a.float("min")? } else { None },
-            max: if opset < 11 { a.float("max")? } else { None },
-        }))),
+        "Clip" => {
+            let (min, max) = if opset < 11 {
+                (a.float("min")?, a.float("max")?)
+            } else {
+                if let Some(n) = ["min", "max"].into_iter().find(|n| a.has(n)) {
+                    op_bail!(
+                        "attribute `{n}`: from opset 11 Clip takes its bounds as inputs, not attributes"
+                    );
+                }
+                (None, None)
+            };
+            if let Some(v) = min.iter().chain(max.iter()).find(|v| v.is_nan()) {
+                op_bail!("a Clip bound is {v} (NaN)");
+            }
+            Ok(Some(Box::new(Clip { min, max })))
+        }
         "Cast" => {
             // Before opset 6 `to` is the type's name.
             let to = if opset < 6

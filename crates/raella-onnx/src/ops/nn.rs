@@ -109,9 +109,14 @@ pub fn window(a: &Attrs<'_>, kernel: Option<&[usize]>) -> Result<Window, OpError
     if k.contains(&0) || stride.contains(&0) || dilation.contains(&0) {
         op_bail!("kernel {k:?}, strides {stride:?} and dilations {dilation:?} must be >= 1");
     }
-    for &v in pads.iter().chain(&k).chain(&stride).chain(&dilation) {
-        if v > 1 << 16 {
-            op_bail!("window value {v} is larger than 65536");
+    for (name, vals) in [
+        ("pads", &pads[..]),
+        ("kernel_shape", &k[..]),
+        ("strides", &stride[..]),
+        ("dilations", &dilation[..]),
+    ] {
+        if vals.iter().any(|&v| v > 1 << 16) {
+            op_bail!("`{name}` = {vals:?}: values outside 0..=65536");
         }
     }
     let auto_pad = match a.string("auto_pad")?.as_deref() {

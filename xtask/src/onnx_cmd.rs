@@ -1,0 +1,298 @@
+//! `cargo xtask inspect-onnx` and `cargo xtask run-onnx`: check any ONNX model,
+//! and run it on any tensors (`.npy`) under float32, the 8-bit digital
+//! reference or a simulated design, writing the outputs as `.npy` so they can
+//! be compared with the user's own framework.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use ndarray::ArrayD;
+use raella_network::{CrossbarBackend, ExactBackend, QuantModel};
+use raella_onnx::{DType, FloatRunner, Graph, Tensor};
+
+/// Reads a `.npy` as the model input `name` of type `dtype`.
+fn read_input(path: &Path, name: &str, dtype: DType) -> Result<Tensor> {
+    let shown = path.display();
+    let t = if dtype.is_float() {
+        match ndarray_npy::read_npy::<_, ArrayD<f32>>(path) {
+            Ok(a) => Tensor::float(a, dtype),
+            Err(_) => {
+                let a: ArrayD<f64> = ndarray_npy::read_npy(path).with_context(|| {
+                    format!("input `{name}`: {shown}: not a float32 or float64 .npy file")
+                })?;
+                #[allow(clippy::cast_possible_truncation)]
+                Tensor::float(a.mapv(|v| v as f32), dtype)
+            }
+        }
+    } else {
+        match ndarray_npy::read_npy::<_, ArrayD<i64>>(path) {
+            Ok(a) => Tensor::int(a, dtype),
+            Err(_) => {
+                let a: ArrayD<i32> = ndarray_npy::read_npy(path).with_context(|| {
+                    format!("input `{name}`: {shown}: not an int64 or int32 .npy file")
+                })?;
+                Tensor::int(a.mapv(i64::from), dtype)
+            }
+        }
+    };
+    Ok(t)
+}
+
+/// `NAME=FILE.npy` pairs in the graph's input order.
+fn inputs(graph: &Graph, pairs: &[(String, PathBuf)], what: &str) -> Result<Vec<Tensor>> {
+    for (n, _) in pairs {
+        if !graph.inputs.iter().any(|&i| graph.name(i) == n) {
+            bail!(
+                "{what} `{n}`: the model has no such input (inputs: {})",
+                input_names(graph)
+            );
+        }
+    }
+    graph
+        .inputs
+        .iter()
+        .map(|&i| {
+            let name = graph.name(i);
+            let (_, p) = pairs.iter().find(|(n, _)| n == name).with_context(|| {
+                format!(
+                    "no {what} for the model's input `{name}` (give `--{what} {name}=FILE.npy`)"
+                )
+            })?;
+            read_input(p, name, graph.values[i].dtype.unwrap_or(DType::F32))
+        })
+        .collect()
+}
+
+fn input_names(graph: &Graph) -> String {
+    graph
+        .inputs
+        .iter()
+        .map(|&i| graph.name(i).to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `cargo xtask inspect-onnx MODEL.onnx`.
+///
+/// # Errors
+/// The model cannot be imported.
+pub fn inspect(path: &Path) -> Result<String> {
+    let graph = raella_onnx::import_file(path)?;
+    let mut out = String::new();
+    writeln!(out, "{}: opset {}", path.display(), graph.opset)?;
+    for &i in &graph.inputs {
+        let v = &graph.values[i];
+        writeln!(
+            out,
+            "input `{}`: {} {:?}",
+            v.name,
+            v.dtype.map_or("?", DType::name),
+            v.shape
+        )?;
+    }
+    for &o in &graph.outputs {
+        let v = &graph.values[o];
+        writeln!(
+            out,
+            "output `{}`: {} {:?}",
+            v.name,
+            v.dtype.map_or("?", DType::name),
+            v.shape
+        )?;
+    }
+    writeln!(out, "nodes after folding: {:?}", graph.op_counts())?;
+    writeln!(out, "folded at import: {:?}", graph.folded)?;
+    writeln!(
+        out,
+        "weight layers (run on crossbars): {}",
+        graph.layers.len()
+    )?;
+    for l in &graph.layers {
+        writeln!(
+            out,
+            "  {} ({}): {} x {}{}",
+            l.name,
+            l.op_type,
+            l.outputs_per_group(),
+            l.inputs(),
+            if l.groups() > 1 {
+                format!(" x {} groups", l.groups())
+            } else {
+                String::new()
+            }
+        )?;
+    }
+    Ok(out)
+}
+
+/// The options of `run-onnx`.
+#[derive(Debug, Default)]
+pub struct RunArgs {
+    /// The model.
+    pub model: PathBuf,
+    /// `NAME=FILE.npy`.
+    pub inputs: Vec<(String, PathBuf)>,
+    /// Calibration inputs (default: the inputs themselves).
+    pub calibration: Vec<(String, PathBuf)>,
+    /// `fp32`, `int8` or a preset name.
+    pub design: String,
+    /// Knob overrides for a preset.
+    pub set: toml::Table,
+    /// Seed of noise streams.
+    pub seed: u64,
+    /// Output folder.
+    pub out: PathBuf,
+}
+
+/// Parses `run-onnx` arguments.
+///
+/// # Errors
+/// Malformed arguments.
+pub fn parse_args(args: &[String], absolute: impl Fn(&str) -> Result<String>) -> Result<RunArgs> {
+    let mut r = RunArgs {
+        seed: 1,
+        ..RunArgs::default()
+    };
+    let pair = |v: &str, flag: &str| -> Result<(String, PathBuf)> {
+        let (n, f) = v
+            .split_once('=')
+            .with_context(|| format!("{flag} takes NAME=FILE.npy, got `{v}`"))?;
+        Ok((n.to_string(), PathBuf::from(absolute(f)?)))
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut val = || it.next().with_context(|| format!("{a} needs a value"));
+        match a.as_str() {
+            "--input" => r.inputs.push(pair(val()?, "--input")?),
+            "--calibration" => r.calibration.push(pair(val()?, "--calibration")?),
+            "--design" => r.design = val()?.clone(),
+            "--seed" => {
+                let v = val()?;
+                r.seed = v
+                    .parse()
+                    .with_context(|| format!("--seed `{v}` is not a number"))?;
+            }
+            "--out" => r.out = PathBuf::from(absolute(val()?)?),
+            "--set" => {
+                let v = val()?;
+                let (k, x) = v
+                    .split_once('=')
+                    .with_context(|| format!("--set takes knob=value, got `{v}`"))?;
+                // A value is TOML (6, 0.04, true, "4-2-2"); a bare word is a string.
+                let parsed: toml::Value = toml::from_str::<toml::Table>(&format!("v = {x}"))
+                    .ok()
+                    .and_then(|t| t.get("v").cloned())
+                    .unwrap_or_else(|| toml::Value::String(x.to_string()));
+                r.set.insert(k.to_string(), parsed);
+            }
+            s if s.starts_with('-') => bail!("unknown option `{s}` for run-onnx"),
+            s if r.model.as_os_str().is_empty() => r.model = PathBuf::from(absolute(s)?),
+            s => bail!("unexpected argument `{s}` for run-onnx"),
+        }
+    }
+    if r.model.as_os_str().is_empty() {
+        bail!("run-onnx needs MODEL.onnx");
+    }
+    if r.design.is_empty() {
+        bail!("run-onnx needs --design fp32|int8|PRESET");
+    }
+    if r.out.as_os_str().is_empty() {
+        bail!("run-onnx needs --out DIR");
+    }
+    if !r.set.is_empty() && matches!(r.design.as_str(), "fp32" | "int8") {
+        bail!("--set applies to a preset design, not `{}`", r.design);
+    }
+    Ok(r)
+}
+
+/// Runs `run-onnx`; returns what it prints.
+///
+/// # Errors
+/// Any import, input, design or run error.
+pub fn run(root: &Path, a: &RunArgs) -> Result<String> {
+    let graph = raella_onnx::import_file(&a.model)?;
+    let x = inputs(&graph, &a.inputs, "input")?;
+    let mut note = String::new();
+    let (ys, stats) = match a.design.as_str() {
+        "fp32" => (raella_onnx::run(&graph, x, &FloatRunner, 0)?, None),
+        design => {
+            let cal = if a.calibration.is_empty() {
+                writeln!(
+                    note,
+                    "note: no --calibration given: the inputs calibrate themselves (activation scales and adaptive slicing from the data being evaluated)"
+                )?;
+                x.clone()
+            } else {
+                inputs(&graph, &a.calibration, "calibration")?
+            };
+            let model = QuantModel::calibrate(graph, std::slice::from_ref(&cal))?;
+            if design == "int8" {
+                (model.run(x, &ExactBackend::new(&model), 0)?.outputs, None)
+            } else {
+                let arch = raella_sweep::resolve_design(
+                    &root.join("fixtures/presets.toml"),
+                    design,
+                    &a.set,
+                    Path::new("run-onnx --design/--set"),
+                )?;
+                let captured = model.capture_inputs(std::slice::from_ref(&cal))?;
+                let backend = CrossbarBackend::build(&model, &arch.config(), &captured, a.seed)?;
+                let r = model.run(x, &backend, 0)?;
+                let (y, st) = (r.outputs, r.stats);
+                let layers: Vec<serde_json::Value> = model
+                    .layers
+                    .iter()
+                    .zip(&st)
+                    .zip(backend.slicings())
+                    .map(|((l, s), slicing)| {
+                        let s = s.clone().unwrap_or_default();
+                        let w = &l.groups[0].weights;
+                        serde_json::json!({
+                            "layer": l.name,
+                            "kind": l.info.kind,
+                            "matrix": format!("{} x {}", w.nrows(), w.ncols()),
+                            "groups": l.groups.len(),
+                            "signed_input": l.signed_input,
+                            "input_scale": l.input_scale,
+                            "weight_slicing": slicing,
+                            "vectors": s.vectors,
+                            "macs": s.macs,
+                            "in_range_fraction": s.in_range_fraction(),
+                            "exact_fraction": s.exact_fraction(),
+                            "recovery_rate": s.recovery_rate(),
+                            "converts_per_mac": s.converts_per_mac(),
+                            "conversions": s.activity.conversions,
+                            "layer_rel_err": s.checked_rel_err(),
+                        })
+                    })
+                    .collect();
+                (
+                    y,
+                    Some(serde_json::json!({
+                        "model": a.model.display().to_string(),
+                        "design": arch.name,
+                        "seed": a.seed,
+                        "calibration": if a.calibration.is_empty() { "the inputs" } else { "--calibration" },
+                        "layers": layers,
+                    })),
+                )
+            }
+        }
+    };
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let mut printed = note;
+    for (i, y) in ys.iter().enumerate() {
+        let p = a.out.join(format!("output_{i}.npy"));
+        ndarray_npy::write_npy(&p, &y.to_f32())
+            .with_context(|| format!("writing {}", p.display()))?;
+        writeln!(printed, "wrote {} {:?}", p.display(), y.shape())?;
+    }
+    if let Some(s) = stats {
+        let p = a.out.join("stats.json");
+        std::fs::write(&p, serde_json::to_string_pretty(&s)?)
+            .with_context(|| format!("writing {}", p.display()))?;
+        writeln!(printed, "wrote {}", p.display())?;
+    }
+    Ok(printed)
+}
