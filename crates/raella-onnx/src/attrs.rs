@@ -17,6 +17,12 @@ impl<'a> Attrs<'a> {
         Self { list }
     }
 
+    /// The attribute protos (for kernels that parse them at run time).
+    #[must_use]
+    pub fn list(&self) -> &'a [AttributeProto] {
+        self.list
+    }
+
     fn get(&self, name: &str) -> Option<&'a AttributeProto> {
         self.list.iter().find(|a| a.name() == name)
     }

@@ -131,7 +131,8 @@ pub struct Node {
     pub name: String,
     /// The op type in the model.
     pub op_type: String,
-    /// Input values (`None` for an omitted optional input).
+    /// Input values (`None` for an omitted optional input); for If, Loop and
+    /// Scan, followed by the outer-scope values their bodies read.
     pub inputs: Vec<Option<ValueId>>,
     /// Output values (`None` for an unused optional output).
     pub outputs: Vec<Option<ValueId>>,

@@ -16,6 +16,10 @@ use crate::proto;
 use crate::tensor::{DType, Tensor, checked_numel};
 use crate::{OnnxError, OpError};
 
+/// The newest default-domain opset supported (onnx 1.23's): the conformance
+/// test runs every node case up to it.
+pub const MAX_OPSET: i64 = 28;
+
 /// Most nodes a model may have.
 pub const MAX_NODES: usize = 1 << 20;
 
@@ -266,10 +270,15 @@ fn import_inner(bytes: &[u8], source: &str) -> Result<Graph, OnnxError> {
         .iter()
         .find(|o| matches!(o.domain(), "" | "ai.onnx"))
         .map(proto::OperatorSetIdProto::version)
-        .ok_or_else(|| file_err("the model declares no default-domain opset".into()))?;
-    if !(7..=23).contains(&opset) {
+        .ok_or_else(|| {
+            let domains: Vec<&str> = model.opset_import.iter().map(|o| o.domain()).collect();
+            file_err(format!(
+                "the model imports no default-domain opset, only {domains:?}: other domains are not supported"
+            ))
+        })?;
+    if !(1..=MAX_OPSET).contains(&opset) {
         return Err(file_err(format!(
-            "opset {opset} is not supported (7 to 23 are)"
+            "opset {opset} is not supported (1 to {MAX_OPSET} are)"
         )));
     }
     if g.node.len() > MAX_NODES {
@@ -278,6 +287,51 @@ fn import_inner(bytes: &[u8], source: &str) -> Result<Graph, OnnxError> {
             g.node.len()
         )));
     }
+    build_graph(g, opset, &[])
+}
+
+/// The names a graph reads from its enclosing scopes: inputs of its nodes (and
+/// of theirs subgraphs', recursively) that it does not define itself, in order
+/// of first use.
+#[must_use]
+pub fn outer_names(g: &proto::GraphProto) -> Vec<String> {
+    let mut defined: std::collections::HashSet<&str> = g
+        .input
+        .iter()
+        .map(proto::ValueInfoProto::name)
+        .chain(g.initializer.iter().map(proto::TensorProto::name))
+        .collect();
+    let mut free: Vec<String> = Vec::new();
+    let mut add = |name: &str, defined: &std::collections::HashSet<&str>| {
+        if !name.is_empty() && !defined.contains(name) && !free.iter().any(|f| f == name) {
+            free.push(name.to_string());
+        }
+    };
+    for n in &g.node {
+        for i in &n.input {
+            add(i, &defined);
+        }
+        for a in &n.attribute {
+            for sub in a.g.iter().chain(&a.graphs) {
+                for f in outer_names(sub) {
+                    add(&f, &defined);
+                }
+            }
+        }
+        for o in &n.output {
+            defined.insert(o);
+        }
+    }
+    // A body may return an outer value as it is.
+    for o in &g.output {
+        add(o.name(), &defined);
+    }
+    free
+}
+
+/// Builds the graph `g`; `outer` names values of enclosing graphs it reads
+/// (a control-flow body's): they become its last inputs.
+fn build_graph(g: &proto::GraphProto, opset: i64, outer: &[String]) -> Result<Graph, OnnxError> {
     let mut b = Builder {
         values: Vec::new(),
         ids: HashMap::new(),
@@ -316,6 +370,12 @@ fn import_inner(bytes: &[u8], source: &str) -> Result<Graph, OnnxError> {
             b.values[id].shape = info.shape;
         }
     }
+    for name in outer {
+        if !b.ids.contains_key(name.as_str()) {
+            let id = b.id(name);
+            inputs.push(id);
+        }
+    }
     let mut produced: Vec<bool> = b.constants.iter().map(Option::is_some).collect();
     for &i in &inputs {
         produced[i] = true;
@@ -335,18 +395,37 @@ fn import_inner(bytes: &[u8], source: &str) -> Result<Graph, OnnxError> {
                 n.domain()
             )));
         }
-        let ins: Vec<Option<ValueId>> = n
+        let mut ins: Vec<Option<ValueId>> = n
             .input
             .iter()
             .map(|s| (!s.is_empty()).then(|| b.id(s)))
             .collect();
+        // Control flow: the bodies' reads of this scope become extra inputs.
+        let bodies: Vec<&proto::GraphProto> = n
+            .attribute
+            .iter()
+            .flat_map(|a| a.g.iter().chain(&a.graphs))
+            .collect();
+        let mut free: Vec<String> = Vec::new();
+        for sub in &bodies {
+            for f in outer_names(sub) {
+                if !free.contains(&f) {
+                    free.push(f);
+                }
+            }
+        }
+        let mut names: Vec<&str> = n.input.iter().map(String::as_str).collect();
+        for f in &free {
+            ins.push(Some(b.id(f)));
+            names.push(f);
+        }
         for (k, v) in ins.iter().enumerate() {
             if let Some(v) = v
                 && !produced.get(*v).copied().unwrap_or(false)
             {
                 return Err(node_err(format!(
                     "input {k} `{}` is produced by no earlier node, initializer or graph input",
-                    n.input[k]
+                    names[k]
                 )));
             }
         }
@@ -383,6 +462,21 @@ fn import_inner(bytes: &[u8], source: &str) -> Result<Graph, OnnxError> {
         }
         let kernel = if op == "Conv" || op == "ConvTranspose" {
             ops::nn::conv_kernel(&n.attribute, op == "ConvTranspose")
+        } else if !bodies.is_empty() && matches!(op.as_str(), "If" | "Loop" | "Scan") {
+            let mut subs = Vec::new();
+            for a in &n.attribute {
+                if let Some(sub) = &a.g {
+                    let reads = outer_names(sub);
+                    let idx = reads
+                        .iter()
+                        .map(|r| free.iter().position(|f| f == r).expect("collected above"))
+                        .collect();
+                    let graph = build_graph(sub, opset, &reads)
+                        .map_err(|e| node_err(format!("body `{}`: {e}", a.name())))?;
+                    subs.push((a.name().to_string(), ops::control::Body::new(graph, idx)));
+                }
+            }
+            ops::control::build(&op, &attrs, subs, free.len(), opset).map_err(|e| node_err(e.0))?
         } else {
             ops::build(
                 &op,
@@ -833,5 +927,54 @@ fn apply_affine(layer: &mut WeightLayer, scale: &[f32], shift: &[f32], nout: usi
     let b = layer.bias.get_or_insert_with(|| vec![0.0; nout]);
     for ((bv, &s), &t) in b.iter_mut().zip(scale).zip(shift) {
         *bv = *bv * s + t;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(
+        op: &str,
+        ins: &[&str],
+        outs: &[&str],
+        body: Option<proto::GraphProto>,
+    ) -> proto::NodeProto {
+        proto::NodeProto {
+            op_type: Some(op.into()),
+            input: ins.iter().map(|s| (*s).to_string()).collect(),
+            output: outs.iter().map(|s| (*s).to_string()).collect(),
+            attribute: body
+                .map(|g| proto::AttributeProto {
+                    name: Some("then_branch".into()),
+                    g: Some(g),
+                    r#type: Some(5),
+                    ..Default::default()
+                })
+                .into_iter()
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn outer_names_see_through_nested_bodies() {
+        // inner reads `a` (defined by the body) and `z` (outer); the body returns `w` (outer).
+        let inner = proto::GraphProto {
+            node: vec![node("Add", &["a", "z"], &["b"], None)],
+            ..Default::default()
+        };
+        let body = proto::GraphProto {
+            node: vec![
+                node("Neg", &["x"], &["a"], None),
+                node("If", &["c"], &["d"], Some(inner)),
+            ],
+            output: vec![proto::ValueInfoProto {
+                name: Some("w".into()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        assert_eq!(outer_names(&body), vec!["x", "c", "z", "w"]);
     }
 }

@@ -15,10 +15,13 @@
 //! # Ok::<(), raella_onnx::OnnxError>(())
 //! ```
 //!
-//! What is supported: opsets 7-23 of the default domain, the operators listed
+//! What is supported: opsets 1-28 of the default domain, the operators listed
 //! by [`ops::supported_ops`], tensors of float32/float16/bfloat16/float64,
 //! int64/int32/int16/int8, uint64/32/16/8 and bool, 1-D and 2-D convolutions
-//! and pooling. Anything else is an error naming the node.
+//! and pooling, control flow (bodies on the float runner). Anything else
+//! (sequences, strings, float8 and 4-bit types, 3-D windows, other domains) is
+//! an error naming the node.
+//! `tests/conformance.rs` runs onnx's backend test data against all of it.
 
 pub mod attrs;
 pub mod build;

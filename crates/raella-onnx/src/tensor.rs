@@ -114,6 +114,9 @@ impl DType {
             16 => "bfloat16",
             17..=20 => "float8",
             21 | 22 => "4-bit integer",
+            23 => "float4e2m1",
+            24 => "float8e8m0",
+            25 | 26 => "2-bit integer",
             _ => "unknown",
         }
     }
@@ -181,7 +184,8 @@ pub enum Data {
     Int(ArrayD<i64>),
 }
 
-/// A tensor: a dtype and its values.
+/// A tensor: a dtype and its values, always in standard (row-major) layout, so
+/// kernels may reshape and slice its memory directly.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Tensor {
     dtype: DType,
@@ -212,7 +216,7 @@ impl Tensor {
     pub fn f32(a: ArrayD<f32>) -> Self {
         Self {
             dtype: DType::F32,
-            data: Data::Float(a),
+            data: Data::Float(standard(a)),
         }
     }
 
@@ -228,7 +232,7 @@ impl Tensor {
         }
         Self {
             dtype,
-            data: Data::Float(a),
+            data: Data::Float(standard(a)),
         }
     }
 
@@ -237,7 +241,7 @@ impl Tensor {
     pub fn i64(a: ArrayD<i64>) -> Self {
         Self {
             dtype: DType::I64,
-            data: Data::Int(a),
+            data: Data::Int(standard(a)),
         }
     }
 
@@ -253,7 +257,7 @@ impl Tensor {
         }
         Self {
             dtype,
-            data: Data::Int(a),
+            data: Data::Int(standard(a)),
         }
     }
 
@@ -262,7 +266,7 @@ impl Tensor {
     pub fn bool(a: ArrayD<bool>) -> Self {
         Self {
             dtype: DType::Bool,
-            data: Data::Int(a.mapv(i64::from)),
+            data: Data::Int(standard(a.mapv(i64::from))),
         }
     }
 
@@ -414,6 +418,15 @@ impl Tensor {
     }
 }
 
+/// `a` in standard layout (a copy only when it is not).
+fn standard<T: Clone>(a: ArrayD<T>) -> ArrayD<T> {
+    if a.is_standard_layout() {
+        a
+    } else {
+        a.as_standard_layout().into_owned()
+    }
+}
+
 /// The range of an integer type, as `i64` (uint64's upper half does not fit).
 #[must_use]
 pub fn int_range(dtype: DType) -> (i64, i64) {
@@ -449,6 +462,21 @@ mod tests {
         assert_ne!(h.floats().unwrap()[0], 1.0 / 3.0);
         let w = Tensor::i64(arr1(&[300i64, -129]).into_dyn()).cast(DType::I8);
         assert_eq!(w.to_i64_vec().unwrap(), vec![44, 127]);
+    }
+
+    #[test]
+    fn tensors_are_always_standard_layout() {
+        // A transposed (column-major) array is copied into row-major order, so
+        // kernels may reshape any tensor's memory (Conv of a Transpose output
+        // once failed on this).
+        let a = ndarray::Array2::from_shape_vec((2, 3), vec![0.0f32, 1.0, 2.0, 3.0, 4.0, 5.0])
+            .unwrap()
+            .reversed_axes()
+            .into_dyn();
+        assert!(!a.is_standard_layout());
+        let t = Tensor::f32(a);
+        assert!(t.floats().unwrap().is_standard_layout());
+        assert_eq!(t.floats().unwrap()[[2, 1]], 5.0);
     }
 
     #[test]

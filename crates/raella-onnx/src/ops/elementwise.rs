@@ -20,7 +20,12 @@ pub const OPS: &[&str] = &[
     "Asinh",
     "Atan",
     "Atanh",
+    "BitCast",
     "BitShift",
+    "BitwiseAnd",
+    "BitwiseNot",
+    "BitwiseOr",
+    "BitwiseXor",
     "Cast",
     "CastLike",
     "Ceil",
@@ -72,6 +77,8 @@ pub const OPS: &[&str] = &[
     "Sqrt",
     "Sub",
     "Sum",
+    "SwiGLU",
+    "Swish",
     "Tan",
     "Tanh",
     "ThresholdedRelu",
@@ -116,6 +123,7 @@ enum Unary {
     Softplus,
     Softsign,
     Sqrt,
+    Swish(f32),
     Tan,
     Tanh,
     ThresholdedRelu(f32),
@@ -212,6 +220,7 @@ impl Unary {
             Self::Softplus => softplus(x),
             Self::Softsign => x / (1.0 + x.abs()),
             Self::Sqrt => x.sqrt(),
+            Self::Swish(a) => x * Self::Sigmoid.apply(a * x),
             Self::Tan => x.tan(),
             Self::Tanh => x.tanh(),
             Self::ThresholdedRelu(a) => {
@@ -276,6 +285,9 @@ enum Binary {
     Or,
     Xor,
     BitShift { left: bool },
+    BitAnd,
+    BitOr,
+    BitXor,
 }
 
 impl Binary {
@@ -297,7 +309,16 @@ impl Binary {
             Self::Mul => x * y,
             Self::Div => x / y,
             Self::Pow => x.powf(y),
-            Self::Mod { .. } => x % y,
+            Self::Mod { fmod: true } => x % y,
+            // fmod = 0 (floats from opset 28): the sign of the divisor, as numpy's mod.
+            Self::Mod { fmod: false } => {
+                let r = x % y;
+                if r != 0.0 && ((r < 0.0) != (y < 0.0)) {
+                    r + y
+                } else {
+                    r
+                }
+            }
             Self::Max => {
                 if x.is_nan() || y.is_nan() {
                     f32::NAN
@@ -352,15 +373,10 @@ impl Binary {
             }
             Self::Max => x.max(y),
             Self::Min => x.min(y),
-            Self::BitShift { left } => {
-                let s = u32::try_from(y.clamp(0, 63)).expect("clamped");
-                if left {
-                    x.wrapping_shl(s)
-                } else {
-                    // Unsigned shift of the stored (non-negative for unsigned types) value.
-                    x.wrapping_shr(s)
-                }
-            }
+            Self::BitShift { .. } => unreachable!("shifted in BinaryKernel::eval"),
+            Self::BitAnd => x & y,
+            Self::BitOr => x | y,
+            Self::BitXor => x ^ y,
             _ => unreachable!("not an integer arithmetic op"),
         })
     }
@@ -417,6 +433,13 @@ impl Kernel for BinaryKernel {
             return Ok(vec![out]);
         }
         let (da, db) = same_type(a, b)?;
+        if let (Binary::BitShift { left }, Data::Int(x), Data::Int(y)) = (op, da, db) {
+            let d = a.dtype();
+            return Ok(vec![Tensor::int(
+                zip_i64(x, y, |p, q| bit_shift(p, q, left, d))?,
+                d,
+            )]);
+        }
         Ok(vec![match (da, db) {
             (Data::Float(x), Data::Float(y)) if op.is_compare() => {
                 let shape = broadcast_shape(x.shape(), y.shape())?;
@@ -434,8 +457,11 @@ impl Kernel for BinaryKernel {
                 op_bail!("{op:?} takes bool inputs, got {}", a.dtype().name())
             }
             (Data::Float(x), Data::Float(y)) => {
-                if matches!(op, Binary::BitShift { .. }) {
-                    op_bail!("BitShift takes unsigned integers, got {}", a.dtype().name());
+                if matches!(
+                    op,
+                    Binary::BitShift { .. } | Binary::BitAnd | Binary::BitOr | Binary::BitXor
+                ) {
+                    op_bail!("{op:?} takes integers, got {}", a.dtype().name());
                 }
                 Tensor::float(zip_f32(x, y, |p, q| op.float(p, q))?, a.dtype())
             }
@@ -455,6 +481,31 @@ impl Kernel for BinaryKernel {
             }
             _ => unreachable!("same_type checked"),
         }])
+    }
+}
+
+/// `x << y` or `x >> y` in the integer type `d` (opset 28's definition, which
+/// earlier opsets leave open): right shifts of signed types are arithmetic; a
+/// shift by a negative amount or by the type's width or more leaves only the
+/// sign fill (-1 for a right shift of a negative value, else 0).
+#[allow(clippy::cast_sign_loss, clippy::cast_possible_wrap)]
+fn bit_shift(x: i64, y: i64, left: bool, d: DType) -> i64 {
+    let bits = i64::try_from(d.size_bytes() * 8).expect("small");
+    if y < 0 || y >= bits {
+        return if !left && x < 0 && d != DType::U64 {
+            -1
+        } else {
+            0
+        };
+    }
+    let s = u32::try_from(y).expect("in range");
+    if left {
+        x.wrapping_shl(s)
+    } else if d == DType::U64 {
+        ((x as u64) >> s) as i64
+    } else {
+        // Signed values are stored sign-extended, unsigned ones non-negative.
+        x >> s
     }
 }
 
@@ -499,16 +550,24 @@ impl Kernel for VariadicKernel {
 }
 
 #[derive(Debug)]
-struct PRelu;
+struct PRelu {
+    /// Opset < 7: a 1-D slope of one value per channel applies along axis 1.
+    channel_slope: bool,
+}
 
 impl Kernel for PRelu {
     fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
         let (x, s) = (arg(inputs, 0)?, arg(inputs, 1)?);
-        let y = zip_f32(
-            x.floats()?,
-            s.floats()?,
-            |v, a| if v < 0.0 { a * v } else { v },
-        )?;
+        let mut slope = s.floats()?.clone();
+        let xs = x.shape();
+        if self.channel_slope && slope.ndim() == 1 && slope.len() > 1 && xs.len() >= 2 {
+            let mut shape = vec![slope.len()];
+            shape.extend(std::iter::repeat_n(1, xs.len() - 2));
+            slope = slope
+                .into_shape_with_order(IxDyn(&shape))
+                .map_err(|e| OpError(e.to_string()))?;
+        }
+        let y = zip_f32(x.floats()?, &slope, |v, a| if v < 0.0 { a * v } else { v })?;
         Ok(vec![Tensor::float(y, x.dtype())])
     }
 }
@@ -560,6 +619,103 @@ impl Kernel for Not {
     fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
         let x = arg(inputs, 0)?;
         Ok(vec![Tensor::bool(x.ints()?.mapv(|v| v == 0))])
+    }
+}
+
+/// `BitCast` (opset 26): the same bits as another type of the same width.
+/// float64 sources are held as f32, so their bits are not available.
+#[derive(Debug)]
+struct BitCast(DType);
+
+impl BitCast {
+    #[allow(clippy::cast_sign_loss, clippy::cast_possible_truncation)]
+    fn bits(d: DType, f: f32, i: i64) -> u64 {
+        match d {
+            DType::F32 => u64::from(f.to_bits()),
+            DType::F16 => u64::from(half::f16::from_f32(f).to_bits()),
+            DType::BF16 => u64::from(half::bf16::from_f32(f).to_bits()),
+            _ => (i as u64) & (u64::MAX >> (64 - 8 * d.size_bytes())),
+        }
+    }
+
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_possible_wrap,
+        clippy::cast_precision_loss
+    )]
+    fn from_bits(d: DType, b: u64) -> (f32, i64) {
+        match d {
+            DType::F32 => (f32::from_bits(b as u32), 0),
+            DType::F16 => (half::f16::from_bits(b as u16).to_f32(), 0),
+            DType::BF16 => (half::bf16::from_bits(b as u16).to_f32(), 0),
+            DType::F64 => (f64::from_bits(b) as f32, 0),
+            // Sign-extended for the signed types by the tensor's wrap.
+            _ => (0.0, b as i64),
+        }
+    }
+}
+
+impl Kernel for BitCast {
+    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
+        let x = arg(inputs, 0)?;
+        let (from, to) = (x.dtype(), self.0);
+        if from.size_bytes() != to.size_bytes() {
+            op_bail!(
+                "BitCast from {} to {}: widths differ",
+                from.name(),
+                to.name()
+            );
+        }
+        if from == DType::F64 {
+            op_bail!("BitCast from float64 is not supported (held as float32)");
+        }
+        let bits: Vec<u64> = match x.data() {
+            Data::Float(a) => a.iter().map(|&v| Self::bits(from, v, 0)).collect(),
+            Data::Int(a) => a.iter().map(|&v| Self::bits(from, 0.0, v)).collect(),
+        };
+        let shape = IxDyn(x.shape());
+        Ok(vec![if to.is_float() {
+            let v = bits.iter().map(|&b| Self::from_bits(to, b).0).collect();
+            Tensor::float(ArrayD::from_shape_vec(shape, v).expect("shape"), to)
+        } else {
+            let v = bits.iter().map(|&b| Self::from_bits(to, b).1).collect();
+            Tensor::int(ArrayD::from_shape_vec(shape, v).expect("shape"), to)
+        }])
+    }
+}
+
+/// `SwiGLU` (opset 28): `a * sigmoid(alpha * a) * b`, shapes equal.
+#[derive(Debug)]
+struct SwiGlu(f32);
+
+impl Kernel for SwiGlu {
+    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
+        let (a, b) = (arg(inputs, 0)?, arg(inputs, 1)?);
+        if a.shape() != b.shape() {
+            op_bail!(
+                "A {:?} and B {:?} must have the same shape",
+                a.shape(),
+                b.shape()
+            );
+        }
+        let alpha = self.0;
+        let y = zip_f32(a.floats()?, b.floats()?, |x, g| {
+            x * Unary::Sigmoid.apply(alpha * x) * g
+        })?;
+        Ok(vec![Tensor::float(y, a.dtype())])
+    }
+}
+
+#[derive(Debug)]
+struct BitwiseNot;
+
+impl Kernel for BitwiseNot {
+    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
+        let x = arg(inputs, 0)?;
+        if x.dtype() == DType::Bool {
+            op_bail!("BitwiseNot takes integers, got bool");
+        }
+        Ok(vec![Tensor::int(x.ints()?.mapv(|v| !v), x.dtype())])
     }
 }
 
@@ -671,10 +827,65 @@ impl Kernel for Identity {
     fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
         let x = arg(inputs, 0)?.clone();
         if self.dropout {
+            // Opset 12+: `ratio` and `training_mode` inputs; training drops at random.
+            let training = opt(inputs, 2)
+                .map(|t| t.to_f32().iter().any(|&v| v != 0.0))
+                .unwrap_or(false);
+            let ratio =
+                opt(inputs, 1).map_or(0.0, |t| t.to_f32().iter().copied().next().unwrap_or(0.0));
+            if training && ratio != 0.0 {
+                op_bail!("Dropout in training mode (random) is not supported");
+            }
             let mask = Tensor::bool(ArrayD::from_elem(IxDyn(x.shape()), true));
             return Ok(vec![x, mask]);
         }
         Ok(vec![x])
+    }
+}
+
+/// An opset < 7 binary op with `broadcast = 1` and `axis`: B's dimensions are
+/// aligned with A's from `axis` on (instead of at the end, as numpy does).
+#[derive(Debug)]
+struct LegacyBroadcast {
+    inner: Box<dyn Kernel>,
+    axis: i64,
+}
+
+impl Kernel for LegacyBroadcast {
+    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
+        let (a, b) = (arg(inputs, 0)?, arg(inputs, 1)?);
+        let (ra, rb) = (a.shape().len(), b.shape().len());
+        let ax = super::axis(self.axis, ra.max(1))?;
+        if ax + rb > ra {
+            op_bail!(
+                "B of shape {:?} does not fit A of shape {:?} from axis {ax}",
+                b.shape(),
+                a.shape()
+            );
+        }
+        let mut shape = b.shape().to_vec();
+        shape.extend(std::iter::repeat_n(1, ra - ax - rb));
+        let b2 = super::reshape(b, &shape)?;
+        self.inner.eval(&[Some(a), Some(&b2)])
+    }
+}
+
+/// A type's name in `TensorProto.DataType` (Cast's `to` before opset 6).
+fn legacy_type_name(d: DType) -> &'static str {
+    match d {
+        DType::F32 => "FLOAT",
+        DType::U8 => "UINT8",
+        DType::I8 => "INT8",
+        DType::U16 => "UINT16",
+        DType::I16 => "INT16",
+        DType::I32 => "INT32",
+        DType::I64 => "INT64",
+        DType::Bool => "BOOL",
+        DType::F16 => "FLOAT16",
+        DType::F64 => "DOUBLE",
+        DType::U32 => "UINT32",
+        DType::U64 => "UINT64",
+        DType::BF16 => "BFLOAT16",
     }
 }
 
@@ -694,10 +905,27 @@ pub fn build(op: &str, a: &Attrs<'_>, ctx: Ctx) -> Result<Option<Box<dyn Kernel>
     let v = |x: Variadic| -> Result<Option<Box<dyn Kernel>>, OpError> {
         Ok(Some(Box::new(VariadicKernel(x))))
     };
-    if opset < 7 && matches!(op, "Add" | "Sub" | "Mul" | "Div") && a.has("broadcast") {
-        op_bail!(
-            "legacy broadcasting (opset {opset} `broadcast`/`axis` attributes) is not supported"
-        );
+    // Before opset 7 these broadcast only with `broadcast = 1`, B aligned at `axis`.
+    if opset < 7
+        && matches!(
+            op,
+            "Add"
+                | "Sub"
+                | "Mul"
+                | "Div"
+                | "Pow"
+                | "And"
+                | "Or"
+                | "Xor"
+                | "Equal"
+                | "Greater"
+                | "Less"
+        )
+        && a.int_or("broadcast", 0)? != 0
+        && let Some(axis) = a.int("axis")?
+        && let Some(inner) = build(op, &Attrs::new(&[]), Ctx { opset: 7, ..ctx })?
+    {
+        return Ok(Some(Box::new(LegacyBroadcast { inner, axis })));
     }
     match op {
         "Abs" => u(Unary::Abs),
@@ -749,6 +977,8 @@ pub fn build(op: &str, a: &Attrs<'_>, ctx: Ctx) -> Result<Option<Box<dyn Kernel>
         "Softplus" => u(Unary::Softplus),
         "Softsign" => u(Unary::Softsign),
         "Sqrt" => u(Unary::Sqrt),
+        "Swish" => u(Unary::Swish(a.float_or("alpha", 1.0)?)),
+        "SwiGLU" => Ok(Some(Box::new(SwiGlu(a.float_or("alpha", 1.0)?)))),
         "Tan" => u(Unary::Tan),
         "Tanh" => u(Unary::Tanh),
         "ThresholdedRelu" => u(Unary::ThresholdedRelu(a.float_or("alpha", 1.0)?)),
@@ -773,11 +1003,17 @@ pub fn build(op: &str, a: &Attrs<'_>, ctx: Ctx) -> Result<Option<Box<dyn Kernel>
             Some("RIGHT") => b(Binary::BitShift { left: false }),
             other => op_bail!("attribute `direction` = {other:?}: expected \"LEFT\" or \"RIGHT\""),
         },
+        "BitwiseAnd" => b(Binary::BitAnd),
+        "BitwiseOr" => b(Binary::BitOr),
+        "BitwiseXor" => b(Binary::BitXor),
+        "BitwiseNot" => Ok(Some(Box::new(BitwiseNot))),
         "Max" => v(Variadic::Max),
         "Min" => v(Variadic::Min),
         "Sum" => v(Variadic::Sum),
         "Mean" => v(Variadic::Mean),
-        "PRelu" => Ok(Some(Box::new(PRelu))),
+        "PRelu" => Ok(Some(Box::new(PRelu {
+            channel_slope: opset < 7,
+        }))),
         "Where" => Ok(Some(Box::new(Where))),
         "Not" => Ok(Some(Box::new(Not))),
         "IsNaN" => Ok(Some(Box::new(IsNan))),
@@ -802,9 +1038,20 @@ pub fn build(op: &str, a: &Attrs<'_>, ctx: Ctx) -> Result<Option<Box<dyn Kernel>
             Ok(Some(Box::new(Clip { min, max })))
         }
         "Cast" => {
-            let to = a
-                .int("to")?
-                .ok_or_else(|| OpError("Cast needs the attribute `to`".into()))?;
+            // Before opset 6 `to` is the type's name.
+            let to = if opset < 6
+                && let Some(name) = a.string("to").ok().flatten()
+            {
+                (1..=16)
+                    .find(|&c| {
+                        let n = DType::from_onnx(c).map(legacy_type_name);
+                        n == Some(name.as_str())
+                    })
+                    .map_or(-1, i64::from)
+            } else {
+                a.int("to")?
+                    .ok_or_else(|| OpError("Cast needs the attribute `to`".into()))?
+            };
             let code = i32::try_from(to).unwrap_or(-1);
             let d = DType::from_onnx(code).ok_or_else(|| {
                 OpError(format!(
@@ -815,8 +1062,88 @@ pub fn build(op: &str, a: &Attrs<'_>, ctx: Ctx) -> Result<Option<Box<dyn Kernel>
             Ok(Some(Box::new(Cast(d))))
         }
         "CastLike" => Ok(Some(Box::new(CastLike))),
+        "BitCast" => {
+            let to = a
+                .int("to")?
+                .ok_or_else(|| OpError("BitCast needs the attribute `to`".into()))?;
+            let code = i32::try_from(to).unwrap_or(-1);
+            let d = DType::from_onnx(code).ok_or_else(|| {
+                OpError(format!(
+                    "BitCast to {} (type {to}) is not supported",
+                    DType::onnx_name(code)
+                ))
+            })?;
+            Ok(Some(Box::new(BitCast(d))))
+        }
         "Identity" => Ok(Some(Box::new(Identity { dropout: false }))),
         "Dropout" => Ok(Some(Box::new(Identity { dropout: true }))),
         _ => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::AttributeProto;
+    use ndarray::{ArrayD, IxDyn, arr1};
+
+    fn kernel(op: &str, attrs: &[AttributeProto], opset: i64) -> Box<dyn Kernel> {
+        build(op, &Attrs::new(attrs), Ctx { opset, outputs: 1 })
+            .unwrap()
+            .unwrap()
+    }
+
+    fn int_attr(name: &str, v: i64) -> AttributeProto {
+        AttributeProto {
+            name: Some(name.into()),
+            i: Some(v),
+            r#type: Some(2),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn bit_shifts_follow_opset_28() {
+        // Arithmetic right shifts; out-of-range amounts leave the sign fill.
+        assert_eq!(bit_shift(-8, 1, false, DType::I8), -4);
+        assert_eq!(bit_shift(-8, -1, false, DType::I8), -1);
+        assert_eq!(bit_shift(8, 9, false, DType::I8), 0);
+        assert_eq!(bit_shift(-8, 8, true, DType::I8), 0);
+        assert_eq!(bit_shift(1, 7, true, DType::I8), 128); // wrapped to -128 by the tensor
+        assert_eq!(bit_shift(-1, 63, false, DType::U64), 1);
+    }
+
+    #[test]
+    fn legacy_broadcast_aligns_at_axis() {
+        // Opset 6: Add(A [2, 3, 2], B [3], broadcast=1, axis=1) adds B along axis 1.
+        let k = kernel("Add", &[int_attr("broadcast", 1), int_attr("axis", 1)], 6);
+        let a = Tensor::f32(ArrayD::zeros(IxDyn(&[2, 3, 2])));
+        let b = Tensor::f32(arr1(&[1.0f32, 2.0, 3.0]).into_dyn());
+        let y = k.eval(&[Some(&a), Some(&b)]).unwrap().remove(0);
+        let v = y.floats().unwrap();
+        assert_eq!(v[[1, 2, 1]], 3.0);
+        assert_eq!(v[[0, 0, 0]], 1.0);
+    }
+
+    #[test]
+    fn float_mod_takes_the_divisors_sign() {
+        let k = kernel("Mod", &[], 28);
+        let a = Tensor::f32(arr1(&[-4.3f32, 4.3]).into_dyn());
+        let b = Tensor::f32(arr1(&[2.0f32, -2.0]).into_dyn());
+        let y = k.eval(&[Some(&a), Some(&b)]).unwrap().remove(0);
+        let v: Vec<f32> = y.floats().unwrap().iter().copied().collect();
+        assert!(
+            (v[0] - 1.7).abs() < 1e-5 && (v[1] + 1.7).abs() < 1e-5,
+            "{v:?}"
+        );
+    }
+
+    #[test]
+    fn old_prelu_slopes_are_per_channel() {
+        let k = kernel("PRelu", &[], 6);
+        let x = Tensor::f32(ArrayD::from_elem(IxDyn(&[1, 2, 3]), -1.0));
+        let s = Tensor::f32(arr1(&[0.5f32, 0.25]).into_dyn());
+        let y = k.eval(&[Some(&x), Some(&s)]).unwrap().remove(0);
+        assert_eq!(y.floats().unwrap()[[0, 1, 2]], -0.25);
     }
 }

@@ -14,10 +14,22 @@ use crate::attrs::Attrs;
 use crate::tensor::{DType, Data, Tensor};
 use crate::{OpError, op_bail};
 
+pub mod attention;
+pub mod control;
+pub mod detect;
+pub mod einsum;
 pub mod elementwise;
+pub mod index;
+pub mod loss;
 pub mod nn;
+pub mod norm;
+pub mod quant;
 pub mod reduce;
+pub mod resize;
+pub mod rnn;
+pub mod sample;
 pub mod shape;
+pub mod window;
 
 /// A digital operator, ready to run.
 pub trait Kernel: Send + Sync + fmt::Debug {
@@ -43,8 +55,20 @@ pub fn supported_ops() -> Vec<&'static str> {
     let mut v: Vec<&'static str> = elementwise::OPS
         .iter()
         .chain(shape::OPS)
+        .chain(index::OPS)
+        .chain(loss::OPS)
+        .chain(attention::OPS)
+        .chain(control::OPS)
+        .chain(detect::OPS)
+        .chain(einsum::OPS)
         .chain(reduce::OPS)
         .chain(nn::OPS)
+        .chain(norm::OPS)
+        .chain(quant::OPS)
+        .chain(resize::OPS)
+        .chain(rnn::OPS)
+        .chain(sample::OPS)
+        .chain(window::OPS)
         .chain(IMPORT_OPS.iter())
         .copied()
         .collect();
@@ -70,7 +94,23 @@ pub fn build(op: &str, a: &Attrs<'_>, ctx: Ctx) -> Result<Box<dyn Kernel>, OpErr
     if a.has_subgraph() {
         op_bail!("control flow (`{op}` with a subgraph) is not supported");
     }
-    for family in [elementwise::build, shape::build, reduce::build, nn::build] {
+    for family in [
+        elementwise::build,
+        shape::build,
+        index::build,
+        loss::build,
+        attention::build,
+        detect::build,
+        einsum::build,
+        reduce::build,
+        nn::build,
+        norm::build,
+        quant::build,
+        resize::build,
+        rnn::build,
+        sample::build,
+        window::build,
+    ] {
         if let Some(k) = family(op, a, ctx)? {
             return Ok(k);
         }
@@ -202,6 +242,32 @@ pub fn like(like: DType, data: Data) -> Tensor {
         Data::Float(a) => Tensor::float(a, if like.is_float() { like } else { DType::F32 }),
         Data::Int(a) => Tensor::int(a, if like.is_float() { DType::I64 } else { like }),
     }
+}
+
+/// `t` with its values in a new shape of the same size.
+///
+/// # Errors
+/// A different number of elements.
+pub fn reshape(t: &Tensor, shape: &[usize]) -> Result<Tensor, OpError> {
+    let bad = |e: ndarray::ShapeError| {
+        OpError(format!("cannot reshape {:?} to {shape:?}: {e}", t.shape()))
+    };
+    Ok(match t.data() {
+        Data::Float(a) => Tensor::float(
+            a.as_standard_layout()
+                .into_owned()
+                .into_shape_with_order(IxDyn(shape))
+                .map_err(bad)?,
+            t.dtype(),
+        ),
+        Data::Int(a) => Tensor::int(
+            a.as_standard_layout()
+                .into_owned()
+                .into_shape_with_order(IxDyn(shape))
+                .map_err(bad)?,
+            t.dtype(),
+        ),
+    })
 }
 
 /// A `usize` from an `i64` that must be non-negative.

@@ -4,7 +4,8 @@
 //! softmax, and (de)quantisation.
 
 use ndarray::{
-    Array2, ArrayD, ArrayView2, ArrayView3, Axis, Ix2, IxDyn, linalg::general_mat_mul, s,
+    Array2, ArrayD, ArrayView2, ArrayView3, Axis, Ix2, IxDyn, LinalgScalar,
+    linalg::general_mat_mul, s,
 };
 use rayon::prelude::*;
 
@@ -432,6 +433,29 @@ pub fn conv_f32(
     bias: Option<&ArrayD<f32>>,
     g: &ConvGeom,
 ) -> Result<ArrayD<f32>, OpError> {
+    let mut y = conv(x, weight, g)?;
+    let m = g.out_channels;
+    if let Some(b) = bias {
+        if b.len() != m {
+            op_bail!("bias has {} values for {m} outputs", b.len());
+        }
+        for (mut plane, &bv) in y.axis_iter_mut(Axis(1)).zip(b.iter()) {
+            plane += bv;
+        }
+    }
+    Ok(y)
+}
+
+/// A convolution without bias, for any scalar (`f64` holds the integer
+/// products of the quantised ops exactly).
+///
+/// # Errors
+/// Mismatched shapes.
+pub fn conv<T: LinalgScalar + Send + Sync>(
+    x: &ArrayD<T>,
+    weight: &ArrayD<T>,
+    g: &ConvGeom,
+) -> Result<ArrayD<T>, OpError> {
     let [n, c, h, w] = nchw(x.shape(), g.one_d)?;
     if c != g.in_channels {
         op_bail!(
@@ -445,7 +469,8 @@ pub fn conv_f32(
     let mg = m / g.groups;
     checked_numel(&[n, m, oh, ow])?;
     checked_numel(&[oh * ow, cg * g.kernel[0] * g.kernel[1]])?;
-    let x4 = x
+    let xs = x.as_standard_layout();
+    let x4 = xs
         .view()
         .into_shape_with_order(IxDyn(&[n, c, h, w]))
         .map_err(|e| OpError(e.to_string()))?;
@@ -454,26 +479,18 @@ pub fn conv_f32(
         .into_owned()
         .into_shape_with_order((m, cg * g.kernel[0] * g.kernel[1]))
         .map_err(|e| OpError(format!("weights {:?}: {e}", weight.shape())))?;
-    let mut y = ArrayD::<f32>::zeros(IxDyn(&[n, m, oh * ow]));
+    let mut y = ArrayD::<T>::zeros(IxDyn(&[n, m, oh * ow]));
     for i in 0..n {
         let img = x4
             .index_axis(Axis(0), i)
             .into_dimensionality::<ndarray::Ix3>()
             .expect("3-D");
         for gi in 0..g.groups {
-            let cols = im2col(img, gi * cg, cg, &win, (oh, ow), pads, 0.0);
+            let cols = im2col(img, gi * cg, cg, &win, (oh, ow), pads, T::zero());
             let wg = wmat.slice(s![gi * mg..(gi + 1) * mg, ..]);
-            let mut out = Array2::<f32>::zeros((mg, oh * ow));
-            general_mat_mul(1.0, &wg, &cols.t(), 0.0, &mut out);
+            let mut out = Array2::<T>::zeros((mg, oh * ow));
+            general_mat_mul(T::one(), &wg, &cols.t(), T::zero(), &mut out);
             y.slice_mut(s![i, gi * mg..(gi + 1) * mg, ..]).assign(&out);
-        }
-    }
-    if let Some(b) = bias {
-        if b.len() != m {
-            op_bail!("bias has {} values for {m} outputs", b.len());
-        }
-        for (mut plane, &bv) in y.axis_iter_mut(Axis(1)).zip(b.iter()) {
-            plane += bv;
         }
     }
     let shape: Vec<usize> = if g.one_d {
@@ -510,7 +527,8 @@ pub fn conv_transpose_f32(
         .into_owned()
         .into_shape_with_order((c, mg * k))
         .map_err(|e| OpError(format!("weights {:?}: {e}", weight.shape())))?;
-    let x4 = x
+    let xs = x.as_standard_layout();
+    let x4 = xs
         .view()
         .into_shape_with_order(IxDyn(&[n, c, h * w]))
         .map_err(|e| OpError(e.to_string()))?;
@@ -569,6 +587,18 @@ impl Kernel for ConvKernel {
 /// # Errors
 /// Incompatible shapes.
 pub fn matmul_f32(a: &ArrayD<f32>, b: &ArrayD<f32>) -> Result<ArrayD<f32>, OpError> {
+    matmul(a, b)
+}
+
+/// [`matmul_f32`] for any scalar (`f64` holds the integer products of the
+/// quantised ops exactly).
+///
+/// # Errors
+/// Incompatible shapes.
+pub fn matmul<T: LinalgScalar + Send + Sync>(
+    a: &ArrayD<T>,
+    b: &ArrayD<T>,
+) -> Result<ArrayD<T>, OpError> {
     let (mut sa, mut sb) = (a.shape().to_vec(), b.shape().to_vec());
     let (va, vb) = (sa.len() == 1, sb.len() == 1);
     if va {
@@ -593,6 +623,7 @@ pub fn matmul_f32(a: &ArrayD<f32>, b: &ArrayD<f32>) -> Result<ArrayD<f32>, OpErr
     let mut out_shape = batch.clone();
     out_shape.extend([m, nn]);
     checked_numel(&out_shape)?;
+    let (a, b) = (a.as_standard_layout(), b.as_standard_layout());
     let av = a
         .view()
         .into_shape_with_order(IxDyn(&sa))
@@ -622,21 +653,21 @@ pub fn matmul_f32(a: &ArrayD<f32>, b: &ArrayD<f32>) -> Result<ArrayD<f32>, OpErr
         .into_owned()
         .into_shape_with_order((nb, k, nn))
         .expect("3-D");
-    let parts: Vec<Array2<f32>> = (0..nb)
+    let parts: Vec<Array2<T>> = (0..nb)
         .into_par_iter()
         .map(|i| {
-            let mut yo = Array2::<f32>::zeros((m, nn));
+            let mut yo = Array2::<T>::zeros((m, nn));
             general_mat_mul(
-                1.0,
+                T::one(),
                 &a3.index_axis(Axis(0), i),
                 &b3.index_axis(Axis(0), i),
-                0.0,
+                T::zero(),
                 &mut yo,
             );
             yo
         })
         .collect();
-    let mut y = ndarray::Array3::<f32>::zeros((nb, m, nn));
+    let mut y = ndarray::Array3::<T>::zeros((nb, m, nn));
     for (i, p) in parts.iter().enumerate() {
         y.index_axis_mut(Axis(0), i).assign(p);
     }
@@ -923,6 +954,25 @@ pub fn pool_f32(
     max: bool,
     count_include_pad: bool,
 ) -> Result<ArrayD<f32>, OpError> {
+    pool_impl(x, win, max, count_include_pad, false)
+}
+
+/// Sums `x [N, C, H, W]` (or 1-D) over each window (padding adds nothing):
+/// LpPool's inner sum.
+///
+/// # Errors
+/// A window that does not fit.
+pub fn pool_sum_f32(x: &ArrayD<f32>, win: &Window) -> Result<ArrayD<f32>, OpError> {
+    pool_impl(x, win, false, false, true)
+}
+
+fn pool_impl(
+    x: &ArrayD<f32>,
+    win: &Window,
+    max: bool,
+    count_include_pad: bool,
+    sum: bool,
+) -> Result<ArrayD<f32>, OpError> {
     let [n, c, h, w] = nchw(x.shape(), win.one_d)?;
     let (oh, ow, pads) = win.out_hw(h, w)?;
     checked_numel(&[n, c, oh, ow])?;
@@ -964,7 +1014,7 @@ pub fn pool_f32(
                         }
                     }
                     #[allow(clippy::cast_precision_loss)]
-                    let v = if max {
+                    let v = if max || sum {
                         acc
                     } else if count_include_pad {
                         acc / window_cells.max(1) as f32
@@ -986,6 +1036,14 @@ pub fn pool_f32(
 impl Kernel for Pool {
     fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
         let x = arg(inputs, 0)?;
+        if !x.dtype().is_float() {
+            // MaxPool of 8-bit integers (opset 12+): exact in f32.
+            if !self.max || x.dtype().size_bytes() > 2 {
+                op_bail!("pooling of {} is not supported", x.dtype().name());
+            }
+            let y = pool_f32(&x.to_f32(), &self.win, true, false)?;
+            return Ok(vec![Tensor::f32(y).cast(x.dtype())]);
+        }
         let y = pool_f32(x.floats()?, &self.win, self.max, self.count_include_pad)?;
         Ok(vec![Tensor::float(y, x.dtype())])
     }
@@ -1089,21 +1147,49 @@ impl Kernel for Softmax {
     }
 }
 
-/// Per-tensor or per-axis scale and zero point, broadcast to `shape`.
+/// Per-tensor, per-axis or (opset 21+, `block_size > 0`) blocked scale and
+/// zero point, broadcast to `shape`.
 fn qparams(
     shape: &[usize],
     scale: &Tensor,
     zero: Option<&Tensor>,
     axis_attr: i64,
+    block: usize,
 ) -> Result<(ArrayD<f32>, ArrayD<f32>), OpError> {
     let s = scale.to_f32();
     let z = zero.map_or_else(|| ArrayD::zeros(s.raw_dim()), Tensor::to_f32);
+    if z.shape() != s.shape() {
+        op_bail!(
+            "zero point of shape {:?} for a scale of shape {:?}",
+            z.shape(),
+            s.shape()
+        );
+    }
     let expand = |t: ArrayD<f32>| -> Result<ArrayD<f32>, OpError> {
         if t.len() == 1 && t.ndim() <= 1 {
             let v = t.iter().copied().next().unwrap_or(0.0);
             return Ok(ArrayD::from_elem(IxDyn(shape), v));
         }
         let ax = axis(axis_attr, shape.len())?;
+        if block > 0 {
+            // One value per `block` elements along the axis, the others equal.
+            let ok = t.ndim() == shape.len()
+                && (0..shape.len()).all(|d| {
+                    if d == ax {
+                        t.shape()[d] == shape[d].div_ceil(block)
+                    } else {
+                        t.shape()[d] == shape[d]
+                    }
+                });
+            if !ok {
+                op_bail!(
+                    "blocked parameters of shape {:?} for blocks of {block} on axis {ax} of {shape:?}",
+                    t.shape()
+                );
+            }
+            let idx: Vec<usize> = (0..shape[ax]).map(|i| i / block).collect();
+            return Ok(t.select(Axis(ax), &idx));
+        }
         if t.ndim() != 1 || t.len() != shape[ax] {
             op_bail!(
                 "per-axis parameters of shape {:?} for axis {ax} of {shape:?}",
@@ -1121,35 +1207,46 @@ fn qparams(
 #[derive(Debug)]
 struct Dequantize {
     axis: i64,
+    block: usize,
+    /// `output_dtype` (opset 23+), else the scale's type.
+    out: Option<DType>,
 }
 
 impl Kernel for Dequantize {
     fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
         let x = arg(inputs, 0)?;
-        let (s, z) = qparams(x.shape(), arg(inputs, 1)?, opt(inputs, 2), self.axis)?;
+        let scale = arg(inputs, 1)?;
+        let (s, z) = qparams(x.shape(), scale, opt(inputs, 2), self.axis, self.block)?;
         let v = x.to_f32();
         let y = ndarray::Zip::from(&v)
             .and(&s)
             .and(&z)
             .map_collect(|&q, &sc, &zp| (q - zp) * sc);
-        Ok(vec![Tensor::f32(y)])
+        let dtype = self.out.unwrap_or(scale.dtype());
+        if !dtype.is_float() {
+            op_bail!("DequantizeLinear to {} is not supported", dtype.name());
+        }
+        Ok(vec![Tensor::float(y, dtype)])
     }
 }
 
 #[derive(Debug)]
 struct Quantize {
     axis: i64,
+    block: usize,
+    /// `output_dtype` (opset 21+), when there is no zero point to give the type.
+    out: Option<DType>,
 }
 
 impl Kernel for Quantize {
     fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
         let x = arg(inputs, 0)?;
         let zero = opt(inputs, 2);
-        let dtype = zero.map_or(DType::U8, Tensor::dtype);
+        let dtype = zero.map(Tensor::dtype).or(self.out).unwrap_or(DType::U8);
         if !matches!(dtype, DType::U8 | DType::I8 | DType::U16 | DType::I16) {
             op_bail!("QuantizeLinear to {} is not supported", dtype.name());
         }
-        let (s, z) = qparams(x.shape(), arg(inputs, 1)?, zero, self.axis)?;
+        let (s, z) = qparams(x.shape(), arg(inputs, 1)?, zero, self.axis, self.block)?;
         let (lo, hi) = crate::tensor::int_range(dtype);
         let v = x.to_f32();
         #[allow(clippy::cast_possible_truncation, clippy::cast_precision_loss)]
@@ -1160,6 +1257,22 @@ impl Kernel for Quantize {
                 ((t / sc).round_ties_even() + zp).clamp(lo as f32, hi as f32) as i64
             });
         Ok(vec![Tensor::int(q, dtype)])
+    }
+}
+
+/// The `output_dtype` attribute of the quantisation ops (0 or absent: none).
+fn output_dtype(a: &Attrs<'_>) -> Result<Option<DType>, OpError> {
+    match a.int_or("output_dtype", 0)? {
+        0 => Ok(None),
+        code => {
+            let c = i32::try_from(code).unwrap_or(-1);
+            DType::from_onnx(c).map(Some).ok_or_else(|| {
+                OpError(format!(
+                    "output_dtype {} ({code}) is not supported",
+                    DType::onnx_name(c)
+                ))
+            })
+        }
     }
 }
 
@@ -1204,7 +1317,7 @@ pub fn build(op: &str, a: &Attrs<'_>, ctx: Ctx) -> Result<Option<Box<dyn Kernel>
         }),
         "MaxPool" | "AveragePool" => {
             if op == "MaxPool" && ctx.outputs > 1 {
-                op_bail!("MaxPool's Indices output is not supported");
+                return super::window::max_pool_indices(a).map(Some);
             }
             Box::new(Pool {
                 win: window(a, None)?,
@@ -1225,10 +1338,19 @@ pub fn build(op: &str, a: &Attrs<'_>, ctx: Ctx) -> Result<Option<Box<dyn Kernel>
         }),
         "DequantizeLinear" => Box::new(Dequantize {
             axis: a.int_or("axis", 1)?,
+            block: to_usize(a.int_or("block_size", 0)?, "block_size")?,
+            out: output_dtype(a)?,
         }),
-        "QuantizeLinear" => Box::new(Quantize {
-            axis: a.int_or("axis", 1)?,
-        }),
+        "QuantizeLinear" => {
+            if a.int_or("precision", 0)? != 0 {
+                op_bail!("QuantizeLinear's `precision` is not supported");
+            }
+            Box::new(Quantize {
+                axis: a.int_or("axis", 1)?,
+                block: to_usize(a.int_or("block_size", 0)?, "block_size")?,
+                out: output_dtype(a)?,
+            })
+        }
         _ => return Ok(None),
     }))
 }
@@ -1264,5 +1386,42 @@ pub fn float_input<'a>(t: &'a Tensor, what: &str) -> Result<&'a ArrayD<f32>, OpE
             "{what} must be a float tensor, got {}",
             t.dtype().name()
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::AttributeProto;
+
+    #[test]
+    fn blocked_dequantisation_repeats_each_scale_over_its_block() {
+        // block_size 2 on axis 1: x [1, 4] with scales [1, 2] -> [s0, s0, s1, s1].
+        let a = [AttributeProto {
+            name: Some("block_size".into()),
+            i: Some(2),
+            r#type: Some(2),
+            ..Default::default()
+        }];
+        let k = build(
+            "DequantizeLinear",
+            &Attrs::new(&a),
+            Ctx {
+                opset: 21,
+                outputs: 1,
+            },
+        )
+        .unwrap()
+        .unwrap();
+        let x = Tensor::int(
+            ArrayD::from_shape_vec(IxDyn(&[1, 4]), vec![1, 1, 1, 1]).unwrap(),
+            DType::I8,
+        );
+        let s = Tensor::f32(ArrayD::from_shape_vec(IxDyn(&[1, 2]), vec![1.0, 2.0]).unwrap());
+        let y = k.eval(&[Some(&x), Some(&s)]).unwrap().remove(0);
+        assert_eq!(
+            y.to_f32().iter().copied().collect::<Vec<_>>(),
+            vec![1.0, 1.0, 2.0, 2.0]
+        );
     }
 }

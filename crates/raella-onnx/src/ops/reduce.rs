@@ -1,6 +1,6 @@
 //! Reductions: `ReduceMean/Sum/Max/Min/Prod/L1/L2/LogSum/LogSumExp/SumSquare`
 //! (axes as an attribute or, from the opset that moved them, an input),
-//! `ArgMax/ArgMin`, `CumSum`.
+//! `ArgMax/ArgMin`, `CumSum`, `CumProd`, `Det` (each matrix to a number).
 
 use ndarray::{ArrayD, Axis, IxDyn};
 
@@ -13,7 +13,9 @@ use crate::{OpError, op_bail};
 pub const OPS: &[&str] = &[
     "ArgMax",
     "ArgMin",
+    "CumProd",
     "CumSum",
+    "Det",
     "ReduceL1",
     "ReduceL2",
     "ReduceLogSum",
@@ -109,15 +111,21 @@ fn reduce_f32(a: &ArrayD<f32>, axes: &[usize], op: Red) -> ArrayD<f32> {
     }
 }
 
-fn reduce_i64(a: &ArrayD<i64>, axes: &[usize], op: Red) -> Result<ArrayD<i64>, OpError> {
+/// `lo`/`hi`: the type's range, the Max/Min of an empty set.
+fn reduce_i64(
+    a: &ArrayD<i64>,
+    axes: &[usize],
+    op: Red,
+    (lo, hi): (i64, i64),
+) -> Result<ArrayD<i64>, OpError> {
     let mut cur = a.clone();
     let mut sorted = axes.to_vec();
     sorted.sort_unstable_by(|x, y| y.cmp(x));
     for &ax in &sorted {
         let n = i64::try_from(cur.shape()[ax]).expect("dim");
         cur = match op {
-            Red::Max => cur.fold_axis(Axis(ax), i64::MIN, |&a, &b| a.max(b)),
-            Red::Min => cur.fold_axis(Axis(ax), i64::MAX, |&a, &b| a.min(b)),
+            Red::Max => cur.fold_axis(Axis(ax), lo, |&a, &b| a.max(b)),
+            Red::Min => cur.fold_axis(Axis(ax), hi, |&a, &b| a.min(b)),
             Red::Prod => cur.fold_axis(Axis(ax), 1i64, |&a, &b| a.wrapping_mul(b)),
             Red::Sum => cur.fold_axis(Axis(ax), 0i64, |&a, &b| a.wrapping_add(b)),
             Red::Mean if n > 0 => cur.fold_axis(Axis(ax), 0i64, |&a, &b| a.wrapping_add(b)) / n,
@@ -155,7 +163,12 @@ impl Kernel for Reduce {
         };
         let mut out = match x.data() {
             Data::Float(a) => Data::Float(reduce_f32(a, &axes, self.op)),
-            Data::Int(a) => Data::Int(reduce_i64(a, &axes, self.op)?),
+            Data::Int(a) => Data::Int(reduce_i64(
+                a,
+                &axes,
+                self.op,
+                crate::tensor::int_range(x.dtype()),
+            )?),
         };
         if self.keepdims {
             let mut shape = x.shape().to_vec();
@@ -214,6 +227,8 @@ impl Kernel for ArgExt {
 struct CumSum {
     exclusive: bool,
     reverse: bool,
+    /// CumProd (opset 26).
+    prod: bool,
 }
 
 impl Kernel for CumSum {
@@ -221,24 +236,25 @@ impl Kernel for CumSum {
         let x = arg(inputs, 0)?;
         let ax_t = arg(inputs, 1)?.to_i64_vec()?;
         let Some(&ax) = ax_t.first() else {
-            op_bail!("CumSum needs an axis");
+            op_bail!("an axis is needed");
         };
         let ax = axis(ax, x.shape().len())?;
-        let (ex, rev) = (self.exclusive, self.reverse);
+        let (ex, rev, prod) = (self.exclusive, self.reverse, self.prod);
         let out = match x.data() {
             Data::Float(a) => {
                 let mut o = a.clone();
                 for mut lane in o.lanes_mut(Axis(ax)) {
                     let vals: Vec<f32> = lane.iter().copied().collect();
                     let n = vals.len();
-                    let mut acc = 0.0;
+                    let mut acc = if prod { 1.0 } else { 0.0 };
+                    let step = |a: f32, v: f32| if prod { a * v } else { a + v };
                     for k in 0..n {
                         let i = if rev { n - 1 - k } else { k };
                         if ex {
                             lane[i] = acc;
-                            acc += vals[i];
+                            acc = step(acc, vals[i]);
                         } else {
-                            acc += vals[i];
+                            acc = step(acc, vals[i]);
                             lane[i] = acc;
                         }
                     }
@@ -250,14 +266,21 @@ impl Kernel for CumSum {
                 for mut lane in o.lanes_mut(Axis(ax)) {
                     let vals: Vec<i64> = lane.iter().copied().collect();
                     let n = vals.len();
-                    let mut acc = 0i64;
+                    let mut acc = i64::from(prod);
+                    let step = |a: i64, v: i64| {
+                        if prod {
+                            a.wrapping_mul(v)
+                        } else {
+                            a.wrapping_add(v)
+                        }
+                    };
                     for k in 0..n {
                         let i = if rev { n - 1 - k } else { k };
                         if ex {
                             lane[i] = acc;
-                            acc = acc.wrapping_add(vals[i]);
+                            acc = step(acc, vals[i]);
                         } else {
-                            acc = acc.wrapping_add(vals[i]);
+                            acc = step(acc, vals[i]);
                             lane[i] = acc;
                         }
                     }
@@ -266,6 +289,66 @@ impl Kernel for CumSum {
             }
         };
         Ok(vec![super::like(x.dtype(), out)])
+    }
+}
+
+/// The determinant of every `[M, M]` matrix of `[..., M, M]`.
+#[derive(Debug)]
+struct Det;
+
+/// A square matrix's determinant by LU decomposition with partial pivoting, in f64.
+fn det(mut m: Vec<f64>, n: usize) -> f64 {
+    let mut d = 1.0;
+    for col in 0..n {
+        let piv = (col..n)
+            .max_by(|&i, &j| m[i * n + col].abs().total_cmp(&m[j * n + col].abs()))
+            .unwrap_or(col);
+        if m[piv * n + col] == 0.0 {
+            return 0.0;
+        }
+        if piv != col {
+            for k in 0..n {
+                m.swap(piv * n + k, col * n + k);
+            }
+            d = -d;
+        }
+        let p = m[col * n + col];
+        d *= p;
+        for row in col + 1..n {
+            let f = m[row * n + col] / p;
+            for k in col..n {
+                m[row * n + k] -= f * m[col * n + k];
+            }
+        }
+    }
+    d
+}
+
+impl Kernel for Det {
+    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
+        let x = arg(inputs, 0)?;
+        let xa = x.floats()?;
+        let s = xa.shape();
+        let r = s.len();
+        if r < 2 || s[r - 1] != s[r - 2] {
+            op_bail!("input of shape {s:?}: expected [..., M, M]");
+        }
+        let n = s[r - 1];
+        let flat: Vec<f64> = xa.iter().map(|&v| f64::from(v)).collect();
+        #[allow(clippy::cast_possible_truncation)]
+        let v: Vec<f32> = flat
+            .chunks(n * n)
+            .map(|c| det(c.to_vec(), n) as f32)
+            .collect();
+        let v = if n == 0 {
+            vec![1.0; xa.len().max(1)]
+        } else {
+            v
+        };
+        Ok(vec![Tensor::float(
+            ArrayD::from_shape_vec(IxDyn(&s[..r - 2]), v).map_err(|e| OpError(e.to_string()))?,
+            x.dtype(),
+        )])
     }
 }
 
@@ -293,10 +376,12 @@ pub fn build(op: &str, a: &Attrs<'_>, ctx: Ctx) -> Result<Option<Box<dyn Kernel>
                 last: a.int_or("select_last_index", 0)? != 0,
             })));
         }
-        "CumSum" => {
+        "Det" => return Ok(Some(Box::new(Det))),
+        "CumSum" | "CumProd" => {
             return Ok(Some(Box::new(CumSum {
                 exclusive: a.int_or("exclusive", 0)? != 0,
                 reverse: a.int_or("reverse", 0)? != 0,
+                prod: op == "CumProd",
             })));
         }
         _ => return Ok(None),
@@ -314,4 +399,29 @@ pub fn build(op: &str, a: &Attrs<'_>, ctx: Ctx) -> Result<Option<Box<dyn Kernel>
         keepdims: a.int_or("keepdims", 1)? != 0,
         noop_with_empty_axes: a.int_or("noop_with_empty_axes", 0)? != 0,
     })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tensor::DType;
+
+    #[test]
+    fn empty_integer_max_is_the_types_minimum() {
+        // ReduceMax over an empty axis of bools is false, not i64::MIN wrapped to true.
+        let k = build(
+            "ReduceMax",
+            &Attrs::new(&[]),
+            Ctx {
+                opset: 18,
+                outputs: 1,
+            },
+        )
+        .unwrap()
+        .unwrap();
+        let x = Tensor::int(ArrayD::zeros(IxDyn(&[2, 0])), DType::Bool);
+        let axes = Tensor::i64_vec(vec![1]);
+        let y = k.eval(&[Some(&x), Some(&axes)]).unwrap().remove(0);
+        assert_eq!(y.to_i64_vec().unwrap(), vec![0, 0]);
+    }
 }

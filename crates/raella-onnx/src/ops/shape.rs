@@ -1,7 +1,7 @@
 //! Shape and indexing operators: `Shape`, `Size`, `Reshape`, `Flatten`,
 //! `Squeeze`, `Unsqueeze`, `Transpose`, `Concat`, `Split`, `Slice`, `Gather`,
 //! `GatherElements`, `GatherND`, `Expand`, `Tile`, `Pad`, `Range`,
-//! `ConstantOfShape`, `DepthToSpace`, `SpaceToDepth`, `Resize`, `Upsample`.
+//! `ConstantOfShape`, `DepthToSpace`, `SpaceToDepth`.
 //! They move values without arithmetic, so they work on every dtype.
 
 use ndarray::{ArrayD, Axis, IxDyn, Slice as NdSlice, concatenate};
@@ -24,7 +24,6 @@ pub const OPS: &[&str] = &[
     "Pad",
     "Range",
     "Reshape",
-    "Resize",
     "Shape",
     "Size",
     "Slice",
@@ -34,7 +33,6 @@ pub const OPS: &[&str] = &[
     "Tile",
     "Transpose",
     "Unsqueeze",
-    "Upsample",
 ];
 
 /// Applies generic code to a tensor's values, float or integer, keeping its dtype.
@@ -813,7 +811,12 @@ impl Kernel for DepthSpace {
             }
             (
                 vec![n, c, h / b, b, w / b, b],
-                vec![0, 3, 5, 1, 2, 4],
+                // CRD (opset 28): channels outermost; DCR: the block offsets.
+                if self.crd {
+                    vec![0, 1, 3, 5, 2, 4]
+                } else {
+                    vec![0, 3, 5, 1, 2, 4]
+                },
                 vec![n, c * b * b, h / b, w / b],
             )
         };
@@ -825,166 +828,6 @@ impl Kernel for DepthSpace {
                 .into_owned();
             reshaped(&p, &out)?
         })])
-    }
-}
-
-/// `Resize` (opset 10+) and `Upsample`: nearest and (bi)linear on any axes.
-#[derive(Debug)]
-struct Resize {
-    mode: String,
-    coord: String,
-    nearest: String,
-    /// `Upsample` before opset 9: scales as an attribute.
-    scales_attr: Option<Vec<f32>>,
-    /// Input index of the scales (Upsample 1, Resize-10 1, Resize-11+ 2).
-    scales_input: usize,
-    /// Input index of the sizes (Resize-11+ 3).
-    sizes_input: Option<usize>,
-}
-
-impl Kernel for Resize {
-    #[allow(
-        clippy::cast_precision_loss,
-        clippy::cast_possible_truncation,
-        clippy::cast_sign_loss
-    )]
-    fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
-        let x = arg(inputs, 0)?;
-        let xs = x.shape().to_vec();
-        let r = xs.len();
-        let scales: Option<Vec<f32>> = match &self.scales_attr {
-            Some(s) => Some(s.clone()),
-            None => opt(inputs, self.scales_input)
-                .filter(|t| !t.is_empty())
-                .map(|t| t.to_f32().iter().copied().collect()),
-        };
-        let sizes: Option<Vec<usize>> = self
-            .sizes_input
-            .and_then(|i| opt(inputs, i))
-            .filter(|t| !t.is_empty())
-            .map(|t| usizes(&t.to_i64_vec()?, "a size"))
-            .transpose()?;
-        let (out_shape, scales): (Vec<usize>, Vec<f32>) = match (sizes, scales) {
-            (Some(s), _) => {
-                if s.len() != r {
-                    op_bail!("{} sizes for rank {r}", s.len());
-                }
-                let sc = s
-                    .iter()
-                    .zip(&xs)
-                    .map(|(&o, &i)| o as f32 / i.max(1) as f32)
-                    .collect();
-                (s, sc)
-            }
-            (None, Some(sc)) => {
-                if sc.len() != r {
-                    op_bail!("{} scales for rank {r}", sc.len());
-                }
-                if sc.iter().any(|&v| !v.is_finite() || v <= 0.0) {
-                    op_bail!("scales {sc:?} must be positive");
-                }
-                let out = xs
-                    .iter()
-                    .zip(&sc)
-                    .map(|(&i, &s)| (i as f32 * s).floor() as usize)
-                    .collect();
-                (out, sc)
-            }
-            (None, None) => op_bail!("neither scales nor sizes given"),
-        };
-        checked_numel(&out_shape)?;
-        let data = x.to_f32();
-        // Per axis: the source coordinate of each output index.
-        let coord = |o: usize, ax: usize| -> f32 {
-            let (inl, outl, s) = (xs[ax] as f32, out_shape[ax] as f32, scales[ax]);
-            let o = o as f32;
-            match self.coord.as_str() {
-                "align_corners" => {
-                    if outl <= 1.0 {
-                        0.0
-                    } else {
-                        o * (inl - 1.0) / (outl - 1.0)
-                    }
-                }
-                "asymmetric" => o / s,
-                "pytorch_half_pixel" => {
-                    if outl > 1.0 {
-                        (o + 0.5) / s - 0.5
-                    } else {
-                        0.0
-                    }
-                }
-                "tf_half_pixel_for_nn" => (o + 0.5) / s,
-                _ => (o + 0.5) / s - 0.5, // half_pixel
-            }
-        };
-        let out = if self.mode == "nearest" {
-            let pick = |c: f32, n: usize| -> usize {
-                let i = match self.nearest.as_str() {
-                    "floor" => c.floor(),
-                    "ceil" => c.ceil(),
-                    "round_prefer_ceil" => (c + 0.5).floor(),
-                    _ => {
-                        // round_prefer_floor
-                        if (c - c.floor() - 0.5).abs() < f32::EPSILON {
-                            c.floor()
-                        } else {
-                            c.round()
-                        }
-                    }
-                };
-                (i.max(0.0) as usize).min(n.saturating_sub(1))
-            };
-            let maps: Vec<Vec<usize>> = (0..r)
-                .map(|ax| {
-                    (0..out_shape[ax])
-                        .map(|o| pick(coord(o, ax), xs[ax]))
-                        .collect()
-                })
-                .collect();
-            ArrayD::from_shape_fn(IxDyn(&out_shape), |p| {
-                let src: Vec<usize> = (0..r).map(|ax| maps[ax][p[ax]]).collect();
-                data[IxDyn(&src)]
-            })
-        } else if self.mode == "linear" {
-            // Separable linear interpolation, axis by axis.
-            let mut cur = data;
-            for ax in 0..r {
-                if out_shape[ax] == xs[ax] && scales[ax] == 1.0 {
-                    continue;
-                }
-                let n = xs[ax];
-                let taps: Vec<(usize, usize, f32)> = (0..out_shape[ax])
-                    .map(|o| {
-                        let c = coord(o, ax).clamp(0.0, (n - 1) as f32);
-                        let lo = c.floor() as usize;
-                        let hi = (lo + 1).min(n - 1);
-                        (lo, hi, c - lo as f32)
-                    })
-                    .collect();
-                let mut shape = cur.shape().to_vec();
-                shape[ax] = out_shape[ax];
-                let mut next = ArrayD::<f32>::zeros(IxDyn(&shape));
-                for (o, &(lo, hi, t)) in taps.iter().enumerate() {
-                    let a = cur.index_axis(Axis(ax), lo);
-                    let b = cur.index_axis(Axis(ax), hi);
-                    let mut dst = next.index_axis_mut(Axis(ax), o);
-                    ndarray::Zip::from(&mut dst)
-                        .and(&a)
-                        .and(&b)
-                        .for_each(|d, &p, &q| *d = p + (q - p) * t);
-                }
-                cur = next;
-            }
-            cur
-        } else {
-            op_bail!("mode `{}` is not supported (nearest, linear)", self.mode);
-        };
-        Ok(vec![if x.dtype().is_float() {
-            Tensor::float(out, x.dtype())
-        } else {
-            Tensor::f32(out).cast(x.dtype())
-        }])
     }
 }
 
@@ -1025,9 +868,12 @@ pub fn build(op: &str, a: &Attrs<'_>, ctx: Ctx) -> Result<Option<Box<dyn Kernel>
             perm: a.ints("perm")?,
         }),
         "Concat" => Box::new(Concat {
-            axis: a
-                .int("axis")?
-                .ok_or_else(|| OpError("Concat needs the attribute `axis`".into()))?,
+            // Optional (default 1) before opset 4.
+            axis: match a.int("axis")? {
+                Some(v) => v,
+                None if opset < 4 => 1,
+                None => op_bail!("Concat needs the attribute `axis`"),
+            },
         }),
         "Split" => Box::new(Split {
             axis: a.int_or("axis", 0)?,
@@ -1093,47 +939,6 @@ pub fn build(op: &str, a: &Attrs<'_>, ctx: Ctx) -> Result<Option<Box<dyn Kernel>
             )?,
             crd: a.string_or("mode", "DCR")? == "CRD",
         }),
-        "Resize" | "Upsample" => {
-            let mode = a.string_or("mode", "nearest")?;
-            let mode = match mode.as_str() {
-                "bilinear" | "linear" => "linear".to_string(),
-                m => m.to_string(),
-            };
-            if !matches!(mode.as_str(), "nearest" | "linear") {
-                op_bail!("attribute `mode` = \"{mode}\": nearest and linear are supported");
-            }
-            let upsample = op == "Upsample";
-            if a.int_or("exclude_outside", 0)? != 0 {
-                op_bail!("exclude_outside is not supported");
-            }
-            if a.has("antialias") && a.int_or("antialias", 0)? != 0 {
-                op_bail!("antialias is not supported");
-            }
-            Box::new(Resize {
-                coord: if upsample || opset < 11 {
-                    "asymmetric".into()
-                } else {
-                    a.string_or("coordinate_transformation_mode", "half_pixel")?
-                },
-                nearest: if upsample || opset < 11 {
-                    "floor".into()
-                } else {
-                    a.string_or("nearest_mode", "round_prefer_floor")?
-                },
-                mode,
-                scales_attr: if upsample && opset < 9 {
-                    a.floats("scales")?
-                } else {
-                    None
-                },
-                scales_input: if upsample || opset < 11 { 1 } else { 2 },
-                sizes_input: if upsample || opset < 11 {
-                    None
-                } else {
-                    Some(3)
-                },
-            })
-        }
         _ => return Ok(None),
     }))
 }
