@@ -570,13 +570,17 @@ pub fn run_timed(
     let outputs = graph
         .outputs
         .iter()
-        .map(|&o| {
-            live[o]
-                .take()
-                .or_else(|| graph.constants[o].clone())
-                .ok_or_else(|| {
-                    OnnxError::Model(format!("output `{}` was not computed", graph.name(o)))
-                })
+        .enumerate()
+        .map(|(k, &o)| {
+            // A value listed twice among the outputs is cloned for all but its last listing.
+            let again = graph.outputs[k + 1..].contains(&o);
+            (if again {
+                live[o].clone()
+            } else {
+                live[o].take()
+            })
+            .or_else(|| graph.constants[o].clone())
+            .ok_or_else(|| OnnxError::Model(format!("output `{}` was not computed", graph.name(o))))
         })
         .collect::<Result<_, _>>()?;
     Ok((outputs, times))

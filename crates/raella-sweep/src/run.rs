@@ -1258,7 +1258,7 @@ fn references(
 }
 
 /// The cache format; bump when a result row's meaning changes.
-const CACHE_VERSION: &str = "raella-sweep-point-v5";
+const CACHE_VERSION: &str = "raella-sweep-point-v6";
 
 fn hash_model_files(m: &ModelSpec) -> anyhow::Result<String> {
     let mut h = Sha256::new();
