@@ -13,7 +13,7 @@ use raella_cost::{
 use serde::Serialize;
 
 use crate::run::{ModelSummary, ResultRow};
-use crate::spec::{Arch, CostFiles, Spec, SpecError};
+use crate::spec::{Arch, CostFiles, CostOptions, Spec, SpecError};
 
 /// The paper's published ablation energies (mJ per batch) by workload and design.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -265,25 +265,41 @@ pub struct LayerCost {
     pub stats_source: String,
 }
 
+/// The most rows a layer may have for `typical_slicing = "artifact"` to give it
+/// 4-4: the artifact's 2-slice layers have 9 or 27 rows, its 3-slice first layers 147;
+/// any cut between 28 and 146 reads the same evidence.
+const FEW_ROWS: usize = 64;
+
 fn slicing_len(text: Option<&String>) -> usize {
     text.and_then(|t| Slicing::parse(t).ok())
         .map_or(8, |s| s.len())
 }
 
-/// Input scheme and weight slices of layer `i` of `n` for a design (shape-only
-/// workloads); `first_signed`: the first layer's inputs are signed (two passes).
+/// Input scheme and weight slices of layer `i` (of shape `shape`) of `n` for a
+/// design (shape-only workloads), under the `[cost]` options.
 fn scheme(
     a: &Arch,
     i: usize,
     n: usize,
+    shape: &LayerShape,
     all_linear: bool,
-    first_signed: bool,
+    o: &CostOptions,
 ) -> (usize, InputScheme) {
     let k = &a.knobs;
     let slices = if k.adaptive == Some(true) {
-        // The typical adaptive choice (4-2-2), the last layer forced.
+        // The typical adaptive choice (4-2-2), the last layer forced. With
+        // `typical_slicing = "artifact"`, layers of few rows take 4-4: the public
+        // artifact's adaptive slicing chose 2 slices on all 36 depthwise layers (9
+        // rows) and on the 27-row first layers of MobileNetV2, ShuffleNetV2 and
+        // InceptionV3, and 3 on the 147-row first layers of ResNet18/50 and GoogLeNet
+        // (docs/ARTIFACT.md Q2). Pointwise layers keep 4-2-2, the artifact's majority.
         if i + 1 == n {
             slicing_len(k.last_layer_slicing.as_ref())
+        } else if o.few_row_layers_two_slices
+            && (shape.groups > 1 || i == 0)
+            && shape.rows <= FEW_ROWS
+        {
+            2
         } else {
             3
         }
@@ -298,7 +314,15 @@ fn scheme(
     let recovery = k.input.as_deref() == Some("speculative") && k.recovery == Some(true);
     // A transformer's LayerNorm/GELU outputs are signed; a CNN's first layer is, if
     // it reads the normalised image rather than unsigned pixels (`first_layer_inputs`).
-    let passes = if (i == 0 && first_signed) || all_linear {
+    // A design whose weights are offset-encoded with a digital offset correction
+    // (ISAAC) can read a transformer's signed activations cast to unsigned in one
+    // pass and subtract the offset's product digitally: the public artifact charges
+    // ISAAC one pass on BERT, the Center+Offset designs two (`offset_signed_inputs`,
+    // docs/COST.md). A CNN's first layer is treated alike on every design
+    // (`first_layer_inputs`): the calibration on ResNet18 fits with two passes there.
+    let cast =
+        all_linear && o.offset_signed_one_pass && k.encoding.as_deref() == Some("unsigned_offset");
+    let passes = if ((i == 0 && o.first_layer_signed) || all_linear) && !cast {
         2.0
     } else {
         1.0
@@ -360,7 +384,7 @@ fn iso_area_budget(
         .iter()
         .enumerate()
         .map(|(i, s)| {
-            let slices = scheme(r, i, n, all_linear, cm.options.first_layer_signed).0;
+            let slices = scheme(r, i, n, s, all_linear, &cm.options).0;
             raella_cost::layer_crossbars(&ra, s, slices)
         })
         .sum();
@@ -485,7 +509,7 @@ fn shape_only_layers(
     let typ = cm.typical_for(a);
     let mut ws: Vec<LayerWork> = Vec::with_capacity(n);
     for (i, shape) in shapes.iter().enumerate() {
-        let (slices, sch) = scheme(a, i, n, all_linear, cm.options.first_layer_signed);
+        let (slices, sch) = scheme(a, i, n, shape, all_linear, &cm.options);
         // A statistics file `<stats_dir>/<design>/<layer>.txt` (the format the sweep
         // exports) wins over the typical values.
         let file = stats_dir.map(|d| d.join(&a.name).join(format!("{}.txt", shape.name)));

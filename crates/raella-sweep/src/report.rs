@@ -241,11 +241,11 @@ fn energy_section(md: &mut String, spec: &Spec, res: &SweepResults) -> anyhow::R
     )?;
     writeln!(
         md,
-        "| DNN | design | batch | energy (mJ) | fJ / MAC | TOPS/W | efficiency vs ISAAC | paper | diff | throughput vs ISAAC | paper | diff | area (mm^2) | ADC share of energy | source |"
+        "| DNN | design | batch | energy (mJ) | paper (mJ) | diff | fJ / MAC | TOPS/W | efficiency vs ISAAC | paper | diff | throughput vs ISAAC | paper | diff | area (mm^2) | ADC share of energy | source |"
     )?;
     writeln!(
         md,
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     )?;
     let diff = |ours: Option<f64>, paper: Option<f64>| match (ours, paper) {
         (Some(o), Some(p)) => format!("{:+.0}%", (o / p - 1.0) * 100.0),

@@ -387,7 +387,19 @@ fn item_shape(m: &ModelSpec, graph: &Graph, input: usize) -> anyhow::Result<(Vec
                 _ => anyhow::bail!(
                     "model \"{}\": input `{name}` has dynamic or undeclared dimensions ({}); set `input_shape` in the spec's [[model]] (its shape per item, without the batch, e.g. [3, 224, 224])",
                     m.name,
-                    declared.map_or_else(|| "no shape".to_string(), |d| format!("{d:?}"))
+                    declared.map_or_else(
+                        || "no shape".to_string(),
+                        |d| {
+                            let dims: Vec<String> = d
+                                .iter()
+                                .map(|x| match x {
+                                    Dim::Fixed(f) => f.to_string(),
+                                    Dim::Named(n) => format!("`{n}`"),
+                                })
+                                .collect();
+                            format!("declared [{}]", dims.join(", "))
+                        }
+                    )
                 ),
             }
         }

@@ -349,6 +349,8 @@ struct RawCost {
     recovery_floor_ns: Option<f64>,
     pack_replicas: Option<bool>,
     first_layer_inputs: Option<String>,
+    offset_signed_inputs: Option<String>,
+    typical_slicing: Option<String>,
     calibration: PathBuf,
     typical: PathBuf,
     paper_ablation: Option<PathBuf>,
@@ -374,6 +376,12 @@ pub struct CostOptions {
     /// A shape-only CNN's first layer reads signed (normalised) inputs in two
     /// passes; `false`: unsigned 8-bit pixels, one pass.
     pub first_layer_signed: bool,
+    /// Offset-encoded designs (ISAAC) read a transformer's signed inputs cast to
+    /// unsigned in one pass (the public artifact); `false`: two passes like the others.
+    pub offset_signed_one_pass: bool,
+    /// Adaptive designs give depthwise and first layers of at most 64 rows two
+    /// weight slices (4-4), as the artifact's slicing did; `false`: 4-2-2 everywhere.
+    pub few_row_layers_two_slices: bool,
 }
 
 impl Default for CostOptions {
@@ -381,6 +389,8 @@ impl Default for CostOptions {
         Self {
             mapping: raella_cost::MappingOptions::default(),
             first_layer_signed: true,
+            offset_signed_one_pass: true,
+            few_row_layers_two_slices: true,
         }
     }
 }
@@ -1572,6 +1582,32 @@ impl Spec {
                             "first_layer_inputs",
                             format!("\"{other}\""),
                             "expected \"unsigned\" or \"signed\"",
+                        ));
+                    }
+                };
+                options.offset_signed_one_pass = match c.offset_signed_inputs.as_deref() {
+                    None | Some("one_pass") => true,
+                    Some("two_passes") => false,
+                    Some(other) => {
+                        return Err(field(
+                            path,
+                            entry,
+                            "offset_signed_inputs",
+                            format!("\"{other}\""),
+                            "expected \"one_pass\" or \"two_passes\"",
+                        ));
+                    }
+                };
+                options.few_row_layers_two_slices = match c.typical_slicing.as_deref() {
+                    None | Some("artifact") => true,
+                    Some("uniform") => false,
+                    Some(other) => {
+                        return Err(field(
+                            path,
+                            entry,
+                            "typical_slicing",
+                            format!("\"{other}\""),
+                            "expected \"artifact\" or \"uniform\"",
                         ));
                     }
                 };
