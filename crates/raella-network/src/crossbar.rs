@@ -9,7 +9,7 @@ use raella_runtime::{LayerStats, ProgrammedLayer, RunConfig, choose_weight_slici
 use rayon::prelude::*;
 
 use crate::NetworkError;
-use crate::quant::{MacBackend, QInput, QuantModel};
+use crate::quant::{MacBackend, QInput, QuantModel, offset_code};
 
 /// Vectors per backend call whose outputs are checked against exact integer
 /// MACs (evenly spaced; all of them when fewer): the per-layer error.
@@ -32,6 +32,11 @@ pub struct ArchConfig {
     pub run: RunConfig,
     /// Programming non-idealities, if any.
     pub device_noise: Option<DeviceNoise>,
+    /// Signed inputs cast to unsigned (`x + 128`) and read in one pass, the
+    /// offset's product `128 sum(w)` subtracted digitally per filter (ISAAC's
+    /// treatment in the public artifact); `false`: two passes, the positive parts
+    /// and the negative magnitudes.
+    pub signed_offset: bool,
 }
 
 impl ArchConfig {
@@ -45,6 +50,7 @@ impl ArchConfig {
             force_last: None,
             run,
             device_noise: None,
+            signed_offset: false,
         }
     }
 }
@@ -58,6 +64,9 @@ pub struct CrossbarBackend {
     slicings: Vec<String>,
     run: RunConfig,
     seed: u64,
+    /// [`ArchConfig::signed_offset`], and per layer and group `128 sum(w)` per filter.
+    signed_offset: bool,
+    offset_terms: Vec<Vec<Vec<i64>>>,
 }
 
 /// Evenly spaced subsample of at most `max` rows.
@@ -135,7 +144,10 @@ impl CrossbarBackend {
                 let mut per_group = Vec::with_capacity(groups.len());
                 let mut chosen = Vec::new();
                 for (g, qm) in groups.iter().enumerate() {
-                    let cal = subsample(&calibration[l][g].crossbar_vectors(), CALIBRATION_VECTORS);
+                    let cal = subsample(
+                        &calibration[l][g].crossbar_vectors_as(arch.signed_offset),
+                        CALIBRATION_VECTORS,
+                    );
                     let mut cfg = arch.compile.clone();
                     let err = |e| NetworkError::Runtime {
                         layer: name.to_string(),
@@ -192,6 +204,21 @@ impl CrossbarBackend {
             slicings,
             run: arch.run.clone(),
             seed,
+            signed_offset: arch.signed_offset,
+            offset_terms: layers
+                .iter()
+                .map(|(_, g)| {
+                    g.iter()
+                        .map(|q| {
+                            q.weights
+                                .rows()
+                                .into_iter()
+                                .map(|r| 128 * r.iter().map(|&w| i64::from(w)).sum::<i64>())
+                                .collect()
+                        })
+                        .collect()
+                })
+                .collect(),
         })
     }
 
@@ -221,25 +248,39 @@ impl MacBackend for CrossbarBackend {
             seed: mix(self.seed, &[2, layer as u64, group as u64, batch_index]),
             ..self.run.clone()
         };
-        let out = match x {
-            QInput::Unsigned(v) => pl.run(v.view(), &cfg),
-            QInput::Signed(v) => pl.run_signed(v.view(), &cfg),
-        }
-        .map_err(|e| NetworkError::Runtime {
+        let err = |e| NetworkError::Runtime {
             layer: format!("#{layer}"),
             source: e,
-        })?;
-        let mut stats = out.stats;
-        let (e, r) = check_sample(&self.weights[layer][group], x, &out.outputs);
+        };
+        let (outputs, mut stats) = match x {
+            QInput::Unsigned(v) => {
+                let o = pl.run(v.view(), &cfg).map_err(err)?;
+                (o.outputs.mapv(i64::from), o.stats)
+            }
+            QInput::Signed(v) if self.signed_offset => {
+                let o = pl.run(v.mapv(offset_code).view(), &cfg).map_err(err)?;
+                let terms = &self.offset_terms[layer][group];
+                let mut y = o.outputs.mapv(i64::from);
+                for mut row in y.rows_mut() {
+                    row.iter_mut().zip(terms).for_each(|(v, t)| *v -= t);
+                }
+                (y, o.stats)
+            }
+            QInput::Signed(v) => {
+                let o = pl.run_signed(v.view(), &cfg).map_err(err)?;
+                (o.outputs.mapv(i64::from), o.stats)
+            }
+        };
+        let (e, r) = check_sample(&self.weights[layer][group], x, &outputs);
         stats.check_err_sq += e;
         stats.check_ref_sq += r;
-        Ok((out.outputs.mapv(i64::from), Some(stats)))
+        Ok((outputs, Some(stats)))
     }
 }
 
 /// Squared error and squared reference of up to [`CHECKED_VECTORS`] evenly
 /// spaced vectors' outputs against exact integer MACs.
-fn check_sample(w: &Array2<i8>, x: &QInput, y: &Array2<i32>) -> (f64, f64) {
+fn check_sample(w: &Array2<i8>, x: &QInput, y: &Array2<i64>) -> (f64, f64) {
     let n = x.nrows();
     let k = n.min(CHECKED_VECTORS);
     let w = w.as_standard_layout();
@@ -277,7 +318,7 @@ fn check_sample(w: &Array2<i8>, x: &QInput, y: &Array2<i32>) -> (f64, f64) {
             };
             // Integer MAC results far below 2^53: exact in f64.
             #[allow(clippy::cast_precision_loss)]
-            let (d, r) = ((i64::from(got) - e) as f64, e as f64);
+            let (d, r) = ((got - e) as f64, e as f64);
             err += d * d;
             reference += r * r;
         }

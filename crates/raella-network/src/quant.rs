@@ -103,7 +103,17 @@ impl QInput {
     }
 
     /// The vectors as the crossbars see them, unsigned: the codes themselves,
-    /// or for signed inputs the positive parts then the negative magnitudes.
+    /// or for signed inputs the positive parts then the negative magnitudes
+    /// (with `offset`: the codes plus 128, one pass).
+    #[must_use]
+    pub fn crossbar_vectors_as(&self, offset: bool) -> Array2<u8> {
+        match self {
+            Self::Signed(x) if offset => x.mapv(offset_code),
+            _ => self.crossbar_vectors(),
+        }
+    }
+
+    /// [`Self::crossbar_vectors_as`] with signed inputs split in two passes.
     #[must_use]
     pub fn crossbar_vectors(&self) -> Array2<u8> {
         match self {
@@ -531,4 +541,12 @@ impl<B: MacBackend> LayerRunner for QuantRunner<'_, B> {
         }
         Ok(out)
     }
+}
+
+/// A signed 8-bit code cast to unsigned by adding 128 (`-128..=127` -> `0..=255`),
+/// the input encoding of an offset-correcting design (`signed_inputs = "offset"`).
+#[must_use]
+pub fn offset_code(v: i8) -> u8 {
+    // Flipping the sign bit adds 128 modulo 256: exact on the whole range.
+    v.cast_unsigned() ^ 0x80
 }

@@ -138,6 +138,46 @@ fn isaac_and_wide_adc_raella_equal_the_int8_reference_bit_for_bit() {
         st.iter()
             .all(|s| s.check_ref_sq > 0.0 && s.checked_rel_err() == 0.0)
     );
+    // Signed inputs cast to unsigned (x + 128) in one pass, the offset's product
+    // subtracted digitally: still the int8 reference bit for bit, with one pass and
+    // half the conversions on the signed first layer, and denser input pulses.
+    let offset = eval_quant(
+        &q,
+        &CrossbarBackend::build(
+            &q,
+            &ArchConfig {
+                signed_offset: true,
+                ..ArchConfig::fixed(CompileConfig::isaac(), RunConfig::isaac())
+            },
+            &cal,
+            1,
+        )
+        .unwrap(),
+        &x,
+    )
+    .unwrap();
+    assert_eq!(offset.outputs, int8.outputs);
+    let (two, one) = (
+        isaac.layer_stats[0].as_ref().unwrap(),
+        offset.layer_stats[0].as_ref().unwrap(),
+    );
+    assert_eq!((two.passes, one.passes), (2, 1));
+    assert_eq!(2 * one.column_sums, two.column_sums);
+    assert!(one.checked_rel_err() == 0.0 && one.check_ref_sq > 0.0);
+    for (l, (a, b)) in offset
+        .layer_stats
+        .iter()
+        .zip(&isaac.layer_stats)
+        .enumerate()
+    {
+        let (a, b) = (a.as_ref().unwrap(), b.as_ref().unwrap());
+        let want = if q.layers[l].signed_input {
+            b.column_sums / 2
+        } else {
+            b.column_sums
+        };
+        assert_eq!(a.column_sums, want, "layer {l}");
+    }
     let mut run = RunConfig::raella();
     run.adc = Adc::new(20, true).unwrap();
     let wide = eval_quant(&q, &build(CompileConfig::raella(), run), &x).unwrap();

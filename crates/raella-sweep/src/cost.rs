@@ -320,8 +320,11 @@ fn scheme(
     // ISAAC one pass on BERT, the Center+Offset designs two (`offset_signed_inputs`,
     // docs/COST.md). A CNN's first layer is treated alike on every design
     // (`first_layer_inputs`): the calibration on ResNet18 fits with two passes there.
-    let cast =
-        all_linear && o.offset_signed_one_pass && k.encoding.as_deref() == Some("unsigned_offset");
+    // A design set to `signed_inputs = "offset"` reads every signed input so.
+    let cast = k.signed_inputs.as_deref() == Some("offset")
+        || (all_linear
+            && o.offset_signed_one_pass
+            && k.encoding.as_deref() == Some("unsigned_offset"));
     let passes = if ((i == 0 && o.first_layer_signed) || all_linear) && !cast {
         2.0
     } else {

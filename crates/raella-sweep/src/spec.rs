@@ -105,6 +105,12 @@ pub struct ArchKnobs {
     pub input_slicing: Option<String>,
     /// Recovery of speculation failures.
     pub recovery: Option<bool>,
+    /// Signed inputs: `two_pass` (positive parts and negative magnitudes) or
+    /// `offset` (cast to unsigned by adding 128, one pass, the offset's product
+    /// subtracted digitally). Unset means `two_pass`; left out of the serialised
+    /// knobs when unset, so the point cache of designs without it is unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed_inputs: Option<String>,
     /// ADC resolution, 1-24 bits.
     pub adc_bits: Option<u32>,
     /// Signed ADC codes.
@@ -232,6 +238,8 @@ impl ArchKnobs {
             input: Some("speculative".into()),
             input_slicing: Some("4-2-2".into()),
             recovery: Some(true),
+            // Unset is `two_pass` (kept unset so existing designs' cache keys hold).
+            signed_inputs: None,
             adc_bits: Some(7),
             adc_signed: Some(true),
             noise_e: Some(0.0),
@@ -276,6 +284,7 @@ impl ArchKnobs {
             input,
             input_slicing,
             recovery,
+            signed_inputs,
             adc_bits,
             adc_signed,
             noise_e,
@@ -1218,12 +1227,26 @@ fn validate_knobs(path: &Path, entry: &str, k: &ArchKnobs) -> Result<ArchConfig,
         } => field(path, entry, f, value, reason),
         other => field(path, entry, "(cost)", "", other.to_string()),
     })?;
+    let signed_offset = match k.signed_inputs.as_deref() {
+        None | Some("two_pass") => false,
+        Some("offset") => true,
+        Some(other) => {
+            return Err(field(
+                path,
+                entry,
+                "signed_inputs",
+                format!("\"{other}\""),
+                "expected \"two_pass\" or \"offset\"",
+            ));
+        }
+    };
     Ok(ArchConfig {
         compile,
         adaptive,
         force_last,
         run,
         device_noise: (!device_noise.is_ideal()).then_some(device_noise),
+        signed_offset,
     })
 }
 
