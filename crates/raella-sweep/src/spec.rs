@@ -107,9 +107,7 @@ pub struct ArchKnobs {
     pub recovery: Option<bool>,
     /// Signed inputs: `two_pass` (positive parts and negative magnitudes) or
     /// `offset` (cast to unsigned by adding 128, one pass, the offset's product
-    /// subtracted digitally). Unset means `two_pass`; left out of the serialised
-    /// knobs when unset, so the point cache of designs without it is unchanged.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// subtracted digitally).
     pub signed_inputs: Option<String>,
     /// ADC resolution, 1-24 bits.
     pub adc_bits: Option<u32>,
@@ -238,8 +236,7 @@ impl ArchKnobs {
             input: Some("speculative".into()),
             input_slicing: Some("4-2-2".into()),
             recovery: Some(true),
-            // Unset is `two_pass` (kept unset so existing designs' cache keys hold).
-            signed_inputs: None,
+            signed_inputs: Some("two_pass".into()),
             adc_bits: Some(7),
             adc_signed: Some(true),
             noise_e: Some(0.0),
