@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use ndarray::ArrayD;
 use raella_network::{CrossbarBackend, ExactBackend, QuantModel};
-use raella_onnx::{DType, FloatRunner, Graph, Tensor};
+use raella_onnx::{DType, Dim, FloatRunner, Graph, Tensor};
 
 /// Reads a `.npy` as the model input `name` of type `dtype`.
 fn read_input(path: &Path, name: &str, dtype: DType) -> Result<Tensor> {
@@ -73,6 +73,23 @@ fn input_names(graph: &Graph) -> String {
         .join(", ")
 }
 
+/// A declared shape as `[N, 3, 224, 224]`, symbolic dimensions by name (`?` unnamed).
+fn shape_text(shape: Option<&[Dim]>) -> String {
+    shape.map_or_else(
+        || "(no declared shape)".to_string(),
+        |d| {
+            let dims: Vec<String> = d
+                .iter()
+                .map(|x| match x {
+                    Dim::Fixed(n) => n.to_string(),
+                    Dim::Named(n) => n.clone(),
+                })
+                .collect();
+            format!("[{}]", dims.join(", "))
+        },
+    )
+}
+
 /// `cargo xtask inspect-onnx MODEL.onnx`.
 ///
 /// # Errors
@@ -83,26 +100,45 @@ pub fn inspect(path: &Path) -> Result<String> {
     writeln!(out, "{}: opset {}", path.display(), graph.opset)?;
     for &i in &graph.inputs {
         let v = &graph.values[i];
+        let dynamic = v
+            .shape
+            .as_ref()
+            .is_none_or(|d| d.iter().skip(1).any(|x| matches!(x, Dim::Named(_))));
         writeln!(
             out,
-            "input `{}`: {} {:?}",
+            "input `{}`: {} {}{}",
             v.name,
             v.dtype.map_or("?", DType::name),
-            v.shape
+            shape_text(v.shape.as_deref()),
+            match (dynamic, v.dtype) {
+                (true, Some(DType::I64 | DType::I32)) => {
+                    " (token ids? a text model's [[model]] names its `tokenizer`, which sets the length)"
+                }
+                (true, _) => {
+                    " (dynamic after the batch: a sweep needs `input_shape` in its [[model]])"
+                }
+                (false, _) => "",
+            }
         )?;
     }
     for &o in &graph.outputs {
         let v = &graph.values[o];
         writeln!(
             out,
-            "output `{}`: {} {:?}",
+            "output `{}`: {} {}",
             v.name,
             v.dtype.map_or("?", DType::name),
-            v.shape
+            shape_text(v.shape.as_deref())
         )?;
     }
-    writeln!(out, "nodes after folding: {:?}", graph.op_counts())?;
-    writeln!(out, "folded at import: {:?}", graph.folded)?;
+    let counts = |c: &[(String, usize)]| {
+        c.iter()
+            .map(|(op, n)| format!("{op} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    writeln!(out, "nodes after folding: {}", counts(&graph.op_counts()))?;
+    writeln!(out, "folded at import: {}", counts(&graph.folded))?;
     writeln!(
         out,
         "weight layers (run on crossbars): {}",
