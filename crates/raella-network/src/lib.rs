@@ -19,5 +19,6 @@ pub use eval::{
     BATCH_ITEMS, Evaluation, Features, argmax_rows, eval_float, eval_quant, mean_row_cosine,
 };
 pub use quant::{
-    BatchRun, ExactBackend, LayerInfo, MacBackend, QInput, QuantLayer, QuantModel, activation_scale,
+    BatchRun, ExactBackend, LayerInfo, MacBackend, QInput, QuantLayer, QuantModel,
+    activation_scale, batch_items,
 };
