@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use ndarray::ArrayD;
-use raella_network::{CrossbarBackend, ExactBackend, QuantModel};
-use raella_onnx::{DType, Dim, FloatRunner, Graph, Tensor};
+use raella_network::QuantModel;
+use raella_onnx::{DType, Dim, Graph, Tensor};
+use raella_sweep::{Reference, Simulation, reference};
 
 /// Reads a `.npy` as the model input `name` of type `dtype`.
 fn read_input(path: &Path, name: &str, dtype: DType) -> Result<Tensor> {
@@ -251,7 +252,7 @@ pub fn run(root: &Path, a: &RunArgs) -> Result<String> {
     let x = inputs(&graph, &a.inputs, "input")?;
     let mut note = String::new();
     let (ys, stats) = match a.design.as_str() {
-        "fp32" => (raella_onnx::run(&graph, x, &FloatRunner, 0)?, None),
+        "fp32" => (reference(graph, x, Reference::Fp32, None)?, None),
         design => {
             let cal = if a.calibration.is_empty() {
                 writeln!(
@@ -262,57 +263,26 @@ pub fn run(root: &Path, a: &RunArgs) -> Result<String> {
             } else {
                 inputs(&graph, &a.calibration, "calibration")?
             };
-            let model = QuantModel::calibrate(graph, std::slice::from_ref(&cal))?;
             if design == "int8" {
-                (model.run(x, &ExactBackend::new(&model), 0)?.outputs, None)
+                (reference(graph, x, Reference::Int8, Some(cal))?, None)
             } else {
+                let model = QuantModel::calibrate(graph, std::slice::from_ref(&cal))?;
                 let arch = raella_sweep::resolve_design(
                     &root.join("fixtures/presets.toml"),
                     design,
                     &a.set,
                     Path::new("run-onnx --design/--set"),
                 )?;
-                let captured = model.capture_inputs(std::slice::from_ref(&cal))?;
-                let backend = CrossbarBackend::build(&model, &arch.config(), &captured, a.seed)?;
-                let r = model.run(x, &backend, 0)?;
-                let (y, st) = (r.outputs, r.stats);
-                let layers: Vec<serde_json::Value> = model
-                    .layers
-                    .iter()
-                    .zip(&st)
-                    .zip(backend.slicings())
-                    .map(|((l, s), slicing)| {
-                        let s = s.clone().unwrap_or_default();
-                        let w = &l.groups[0].weights;
-                        serde_json::json!({
-                            "layer": l.name,
-                            "kind": l.info.kind,
-                            "matrix": format!("{} x {}", w.nrows(), w.ncols()),
-                            "groups": l.groups.len(),
-                            "signed_input": l.signed_input,
-                            "input_scale": l.input_scale,
-                            "weight_slicing": slicing,
-                            "vectors": s.vectors,
-                            "macs": s.macs,
-                            "in_range_fraction": s.in_range_fraction(),
-                            "exact_fraction": s.exact_fraction(),
-                            "recovery_rate": s.recovery_rate(),
-                            "converts_per_mac": s.converts_per_mac(),
-                            "conversions": s.activity.conversions,
-                            "layer_rel_err": s.checked_rel_err(),
-                        })
-                    })
-                    .collect();
-                (
-                    y,
-                    Some(serde_json::json!({
-                        "model": a.model.display().to_string(),
-                        "design": arch.name,
-                        "seed": a.seed,
-                        "calibration": if a.calibration.is_empty() { "the inputs" } else { "--calibration" },
-                        "layers": layers,
-                    })),
-                )
+                let sim = Simulation::new(model, std::slice::from_ref(&cal), arch, a.seed)?;
+                let r = sim.run(x)?;
+                let stats = serde_json::json!({
+                    "model": a.model.display().to_string(),
+                    "design": sim.arch.name,
+                    "seed": a.seed,
+                    "calibration": if a.calibration.is_empty() { "the inputs" } else { "--calibration" },
+                    "layers": sim.layer_stats(&r),
+                });
+                (r.outputs, Some(stats))
             }
         }
     };

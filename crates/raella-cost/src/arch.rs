@@ -172,7 +172,15 @@ impl Calibration {
             path: path.to_path_buf(),
             source,
         })?;
-        let c: Self = toml::from_str(&text).map_err(|e| CostError::Toml {
+        Self::parse(path, &text)
+    }
+
+    /// Parses calibration text (`path` only names the source in messages).
+    ///
+    /// # Errors
+    /// As [`Calibration::load`].
+    pub fn parse(path: &Path, text: &str) -> Result<Self, CostError> {
+        let c: Self = toml::from_str(text).map_err(|e| CostError::Toml {
             path: path.to_path_buf(),
             message: e.to_string().trim_end().to_string(),
         })?;

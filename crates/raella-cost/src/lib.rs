@@ -44,4 +44,4 @@ pub use model::{
 };
 pub use tables::Components;
 pub use work::{InputScheme, LayerShape, LayerStatistics, LayerWork, blocks, layer_crossbars};
-pub use workload::{TypicalStats, Workload, load_typical};
+pub use workload::{TypicalStats, Workload, load_typical, parse_typical};

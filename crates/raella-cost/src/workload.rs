@@ -199,7 +199,15 @@ pub fn load_typical(path: &Path) -> Result<BTreeMap<String, TypicalStats>, CostE
         path: path.to_path_buf(),
         source,
     })?;
-    let t: BTreeMap<String, TypicalStats> = toml::from_str(&text).map_err(|e| CostError::Toml {
+    parse_typical(path, &text)
+}
+
+/// Parses typical-statistics text (`path` only names the source in messages).
+///
+/// # Errors
+/// As [`load_typical`].
+pub fn parse_typical(path: &Path, text: &str) -> Result<BTreeMap<String, TypicalStats>, CostError> {
+    let t: BTreeMap<String, TypicalStats> = toml::from_str(text).map_err(|e| CostError::Toml {
         path: path.to_path_buf(),
         message: e.to_string().trim_end().to_string(),
     })?;

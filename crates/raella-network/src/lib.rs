@@ -20,5 +20,5 @@ pub use eval::{
 };
 pub use quant::{
     BatchRun, ExactBackend, LayerInfo, MacBackend, QInput, QuantLayer, QuantModel,
-    activation_scale, offset_code,
+    activation_scale, batch_items, offset_code,
 };

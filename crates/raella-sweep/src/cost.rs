@@ -12,7 +12,7 @@ use raella_cost::{
 };
 use serde::Serialize;
 
-use crate::run::{ModelSummary, ResultRow};
+use crate::run::{LayerRow, ModelSummary, ResultRow};
 use crate::spec::{Arch, CostFiles, CostOptions, Spec, SpecError};
 
 /// The paper's published ablation energies (mJ per batch) by workload and design.
@@ -575,6 +575,82 @@ pub fn cost_workloads(
     Ok((out, skipped))
 }
 
+/// Design `a`'s event counts per inference on a simulated network, from the
+/// per-layer rows its simulation measured.
+fn measured_work(a: &Arch, layers: &[LayerRow]) -> Vec<LayerWork> {
+    let k = &a.knobs;
+    let ns = k
+        .input_slicing
+        .as_ref()
+        .and_then(|t| Slicing::parse(t).ok())
+        .map_or(8, |s| s.len()) as f64;
+    let rec = if k.input.as_deref() == Some("speculative") && k.recovery == Some(true) {
+        k.input_slicing
+            .as_ref()
+            .and_then(|t| Slicing::parse(t).ok())
+            .map_or(8.0, |s| f64::from(s.total_bits()))
+    } else {
+        0.0
+    };
+    layers
+        .iter()
+        .map(|l| LayerWork {
+            shape: LayerShape {
+                name: l.layer.clone(),
+                vectors: l.vectors_per_image,
+                groups: l.groups,
+                rows: l.rows,
+                filters: l.filters,
+                in_elems: l.in_elems,
+                out_elems: l.out_elems,
+            },
+            weight_slices: l.cim_units_per_weight,
+            passes: l.passes,
+            cycles_per_vector: ns + rec,
+            recovery_cycles_per_vector: rec,
+            speculation: l.speculation,
+            conversions: l.conversions_per_image,
+            row_drives: l.row_drives_per_image,
+            input_pulses: l.input_pulses_per_image,
+            cell_charge: l.cell_charge_per_image,
+            stats_source: "simulation".into(),
+        })
+        .collect()
+}
+
+/// Costs one design on one simulated network `dnn` from the per-layer rows
+/// its simulation measured (per inference; one inference per batch), as
+/// [`cost_simulated`] costs each design of a sweep: the iso-area budget is the
+/// reference design's chip on the same layer shapes. The ratios against the
+/// reference are set only when `arch` is the reference preset itself.
+///
+/// # Errors
+/// A network that does not fit, or a design the component tables cannot cost.
+pub fn cost_measured(
+    cm: &CostModel,
+    arch: &Arch,
+    dnn: &str,
+    layers: &[LayerRow],
+    digital_macs_per_inference: f64,
+) -> anyhow::Result<EnergyRow> {
+    let work = DesignWork {
+        arch,
+        cost: arch.cost_arch(),
+        layers: measured_work(arch, layers),
+    };
+    work.cost
+        .check_tables(&cm.components)
+        .with_context(|| format!("design \"{}\" cannot be costed", arch.name))?;
+    let macs = work.layers.iter().map(|w| w.shape.macs()).sum();
+    let all_linear = layers.iter().all(|l| l.kind == "Linear");
+    let mut row = perf_rows(cm, dnn, 1, macs, all_linear, &[work], (None, None))?
+        .pop()
+        .context("one design costed")?;
+    row.digital_macs_per_inference = digital_macs_per_inference;
+    row.digital_energy_mj = digital_macs_per_inference * cm.digital_mac_pj() * 1e-9;
+    Ok(row)
+}
+
 /// Costs the simulated models with the activity their simulation measured
 /// (first seed), one inference per batch; beside them, each model's layer
 /// shapes costed with typical statistics (`<model> (shape-only)`) where the
@@ -603,45 +679,7 @@ pub fn cost_simulated(
                 continue;
             };
             let cost = a.cost_arch();
-            let k = &a.knobs;
-            let ns = k
-                .input_slicing
-                .as_ref()
-                .and_then(|t| Slicing::parse(t).ok())
-                .map_or(8, |s| s.len()) as f64;
-            let rec = if k.input.as_deref() == Some("speculative") && k.recovery == Some(true) {
-                k.input_slicing
-                    .as_ref()
-                    .and_then(|t| Slicing::parse(t).ok())
-                    .map_or(8.0, |s| f64::from(s.total_bits()))
-            } else {
-                0.0
-            };
-            let ws: Vec<LayerWork> = r
-                .layers
-                .iter()
-                .map(|l| LayerWork {
-                    shape: LayerShape {
-                        name: l.layer.clone(),
-                        vectors: l.vectors_per_image,
-                        groups: l.groups,
-                        rows: l.rows,
-                        filters: l.filters,
-                        in_elems: l.in_elems,
-                        out_elems: l.out_elems,
-                    },
-                    weight_slices: l.cim_units_per_weight,
-                    passes: l.passes,
-                    cycles_per_vector: ns + rec,
-                    recovery_cycles_per_vector: rec,
-                    speculation: l.speculation,
-                    conversions: l.conversions_per_image,
-                    row_drives: l.row_drives_per_image,
-                    input_pulses: l.input_pulses_per_image,
-                    cell_charge: l.cell_charge_per_image,
-                    stats_source: "simulation".into(),
-                })
-                .collect();
+            let ws = measured_work(a, &r.layers);
             macs = ws.iter().map(|w| w.shape.macs()).sum();
             all_linear = r.layers.iter().all(|l| l.kind == "Linear");
             // The same network's shape-only estimate: its layer shapes with the

@@ -20,11 +20,12 @@ mod output;
 mod plots;
 mod report;
 mod run;
+mod simulate;
 mod spec;
 
 pub use cost::{
-    CostModel, EnergyRow, PaperAblation, TypicalSource, calibrate, cost_simulated, cost_sweep,
-    cost_workloads,
+    CostModel, EnergyRow, LayerCost, PaperAblation, TypicalSource, calibrate, cost_measured,
+    cost_simulated, cost_sweep, cost_workloads,
 };
 pub use merge::{merge, spec_hash};
 pub use names::{MAX_NAME_LEN, NAME_PUNCTUATION, check_folder_name, check_name, file_component};
@@ -38,8 +39,9 @@ pub use run::{
     LayerRow, LoadedModel, ModelSummary, ReferenceCorrelations, ResultRow, RunOptions,
     SweepResults, Timing, load_images, load_model, run, run_with,
 };
+pub use simulate::{LayerReport, Reference, Simulation, SimulationRun, reference};
 pub use spec::{
-    Arch, ArchKnobs, CostFiles, ImageRange, MAX_BATCH, MAX_DESIGNS, MAX_POINTS, MAX_SEEDS,
-    ModelSpec, Spec, SpecError, TextFiles, WorkloadSpec, load_designs, load_presets,
-    resolve_design,
+    Arch, ArchKnobs, CostFiles, CostOptions, ImageRange, MAX_BATCH, MAX_DESIGNS, MAX_POINTS,
+    MAX_SEEDS, ModelSpec, Spec, SpecError, TextFiles, WorkloadSpec, designs, load_designs,
+    load_presets, parse_presets, resolve_design, resolve_design_in,
 };

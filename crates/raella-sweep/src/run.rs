@@ -1460,29 +1460,21 @@ pub(crate) fn layer_row(
     }
 }
 
-fn run_point(
-    ctx: &PointContext,
+/// The per-layer rows of `model` on `backend` from `stats` (per weight layer,
+/// summed over `items` items: an evaluation's or one run's), and all layers'
+/// statistics summed.
+pub(crate) fn layer_rows(
+    model: &QuantModel,
+    backend: &CrossbarBackend,
+    stats: &[Option<LayerStats>],
+    items: usize,
     arch: &crate::spec::Arch,
-    seed: u64,
-) -> anyhow::Result<(ResultRow, PointTime)> {
-    let (model, ld) = (&ctx.model, &ctx.loaded);
-    let text = ld.lee50.is_some();
-    let cfg = arch.config();
-    let t0 = Instant::now();
-    let backend = CrossbarBackend::build(model, &cfg, &ctx.captured, seed)?;
-    let t1 = Instant::now();
-    let ev = eval_quant(model, &backend, &ld.evaluation)?;
-    let (build_s, eval_s) = (
-        t1.duration_since(t0).as_secs_f64(),
-        t1.elapsed().as_secs_f64(),
-    );
-    let rows = ev.output_rows(ld.output)?;
-    let pred = predictions(&rows, text);
+) -> (Vec<LayerRow>, LayerStats) {
     let mut total = LayerStats::default();
     #[allow(clippy::cast_precision_loss)]
-    let items = ld.items.max(1) as f64;
+    let items = items.max(1) as f64;
     let mut layers = Vec::new();
-    for (l, (ql, st)) in model.layers.iter().zip(&ev.layer_stats).enumerate() {
+    for (l, (ql, st)) in model.layers.iter().zip(stats).enumerate() {
         let st = st.clone().unwrap_or_default();
         total += &st;
         let pl = &backend.layers()[l];
@@ -1513,6 +1505,28 @@ fn run_point(
             arch,
         ));
     }
+    (layers, total)
+}
+
+fn run_point(
+    ctx: &PointContext,
+    arch: &crate::spec::Arch,
+    seed: u64,
+) -> anyhow::Result<(ResultRow, PointTime)> {
+    let (model, ld) = (&ctx.model, &ctx.loaded);
+    let text = ld.lee50.is_some();
+    let cfg = arch.config();
+    let t0 = Instant::now();
+    let backend = CrossbarBackend::build(model, &cfg, &ctx.captured, seed)?;
+    let t1 = Instant::now();
+    let ev = eval_quant(model, &backend, &ld.evaluation)?;
+    let (build_s, eval_s) = (
+        t1.duration_since(t0).as_secs_f64(),
+        t1.elapsed().as_secs_f64(),
+    );
+    let rows = ev.output_rows(ld.output)?;
+    let pred = predictions(&rows, text);
+    let (layers, total) = layer_rows(model, &backend, &ev.layer_stats, ld.items, arch);
     let outputs = all_outputs(&model.graph, &ev);
     let output_errors: Vec<OutputFidelity> = outputs
         .iter()

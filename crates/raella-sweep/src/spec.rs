@@ -545,7 +545,16 @@ fn parse_toml<T: serde::de::DeserializeOwned>(path: &Path, text: &str) -> Result
 /// # Errors
 /// Unreadable or malformed file, or an invalid preset.
 pub fn load_presets(path: &Path) -> Result<BTreeMap<String, ArchKnobs>, SpecError> {
-    let presets: BTreeMap<String, ArchKnobs> = parse_toml(path, &read(path)?)?;
+    parse_presets(path, &read(path)?)
+}
+
+/// Parses presets text, e.g. a copy of `fixtures/presets.toml` compiled into a
+/// program (`path` only names the source in messages).
+///
+/// # Errors
+/// As [`load_presets`].
+pub fn parse_presets(path: &Path, text: &str) -> Result<BTreeMap<String, ArchKnobs>, SpecError> {
+    let presets: BTreeMap<String, ArchKnobs> = parse_toml(path, text)?;
     for (name, k) in &presets {
         if k.preset.is_some() {
             return Err(field(
@@ -568,7 +577,13 @@ pub fn load_presets(path: &Path) -> Result<BTreeMap<String, ArchKnobs>, SpecErro
 /// # Errors
 /// As [`load_presets`].
 pub fn load_designs(path: &Path) -> Result<BTreeMap<String, Arch>, SpecError> {
-    Ok(load_presets(path)?
+    Ok(designs(load_presets(path)?))
+}
+
+/// Presets as designs (see [`load_designs`]).
+#[must_use]
+pub fn designs(presets: BTreeMap<String, ArchKnobs>) -> BTreeMap<String, Arch> {
+    presets
         .into_iter()
         .map(|(name, k)| {
             let knobs = ArchKnobs::raella_defaults().overlaid(&ArchKnobs {
@@ -582,7 +597,7 @@ pub fn load_designs(path: &Path) -> Result<BTreeMap<String, Arch>, SpecError> {
             };
             (name, arch)
         })
-        .collect())
+        .collect()
 }
 
 /// One design: preset `preset` of the presets file `presets` with `overrides`
@@ -598,7 +613,20 @@ pub fn resolve_design(
     overrides: &toml::Table,
     origin: &Path,
 ) -> Result<Arch, SpecError> {
-    let designs = load_designs(presets)?;
+    resolve_design_in(&load_designs(presets)?, preset, overrides, origin)
+}
+
+/// As [`resolve_design`], among designs already loaded ([`load_designs`],
+/// [`designs`]).
+///
+/// # Errors
+/// As [`resolve_design`].
+pub fn resolve_design_in(
+    designs: &BTreeMap<String, Arch>,
+    preset: &str,
+    overrides: &toml::Table,
+    origin: &Path,
+) -> Result<Arch, SpecError> {
     let base = designs.get(preset).ok_or_else(|| {
         field(
             origin,
@@ -1345,6 +1373,15 @@ impl Arch {
     }
 }
 
+/// The presets a spec uses when it names no presets file of its own.
+#[derive(Debug, Clone, Copy)]
+enum DefaultPresets<'a> {
+    /// A presets file.
+    File(&'a Path),
+    /// Presets text and the name it goes by in messages.
+    Text(&'a Path, &'a str),
+}
+
 impl Spec {
     /// Reads and validates a sweep spec; `default_presets` is used unless the
     /// spec names its own presets file.
@@ -1355,19 +1392,45 @@ impl Spec {
         Self::from_text(path, &read(path)?, default_presets)
     }
 
+    /// As [`Spec::load`], with presets text (e.g. `fixtures/presets.toml`
+    /// compiled into a program) as the default presets; `presets_name` names
+    /// them in messages.
+    ///
+    /// # Errors
+    /// As [`Spec::load`].
+    pub fn load_with_presets_text(
+        path: &Path,
+        presets_name: &Path,
+        presets_text: &str,
+    ) -> Result<Self, SpecError> {
+        Self::parse(
+            path,
+            &read(path)?,
+            DefaultPresets::Text(presets_name, presets_text),
+        )
+    }
+
     /// Parses and validates spec text as if read from `path` (relative paths
     /// resolve against its folder). Used by [`Spec::load`] and the fuzz target.
     ///
     /// # Errors
     /// As [`Spec::load`].
     pub fn from_text(path: &Path, text: &str, default_presets: &Path) -> Result<Self, SpecError> {
+        Self::parse(path, text, DefaultPresets::File(default_presets))
+    }
+
+    fn parse(
+        path: &Path,
+        text: &str,
+        default_presets: DefaultPresets<'_>,
+    ) -> Result<Self, SpecError> {
         let raw: RawSpec = parse_toml(path, text)?;
         let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        let presets_path = raw
-            .presets
-            .as_ref()
-            .map_or_else(|| default_presets.to_path_buf(), |p| dir.join(p));
-        let presets = load_presets(&presets_path)?;
+        let presets = match (&raw.presets, default_presets) {
+            (Some(p), _) => load_presets(&dir.join(p))?,
+            (None, DefaultPresets::File(p)) => load_presets(p)?,
+            (None, DefaultPresets::Text(name, text)) => parse_presets(name, text)?,
+        };
         let name = raw.name.clone().unwrap_or_else(|| {
             path.file_stem()
                 .map_or_else(|| "sweep".into(), |s| s.to_string_lossy().into_owned())

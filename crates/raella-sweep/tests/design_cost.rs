@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use raella_sweep::{CostModel, EnergyRow, Spec, run};
+use raella_sweep::{CostModel, EnergyRow, Spec, cost_measured, run};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -129,6 +129,24 @@ fn rows_set_the_area_and_crossbar_count() {
     assert!(r[0].area_mm2 != r[1].area_mm2 && r[1].area_mm2 != r[2].area_mm2);
     // The iso-area reference keeps its own fixed chip.
     assert_eq!(row(&res.energy, "mnist_cnn", "isaac8b").tiles, 168);
+    // One design costed alone from its measured rows (what the Python
+    // `Simulator.cost` does) is the sweep's row but for the ratios to the reference.
+    let cm = CostModel::load(s.cost.as_ref().unwrap()).unwrap();
+    for a in &s.archs {
+        let r = res.rows.iter().find(|r| r.arch == a.name).unwrap();
+        let alone = cost_measured(&cm, a, "mnist_cnn", &r.layers, 0.0).unwrap();
+        let swept = row(&res.energy, "mnist_cnn", &a.name);
+        assert_eq!(
+            EnergyRow {
+                energy_efficiency_vs_isaac: swept.energy_efficiency_vs_isaac,
+                throughput_vs_isaac: swept.throughput_vs_isaac,
+                ..alone
+            },
+            *swept,
+            "{}",
+            a.name
+        );
+    }
 }
 
 #[test]
