@@ -106,40 +106,38 @@ fn row(
     calibrated: &str,
     efficiency: bool,
 ) -> Result<()> {
-    {
-        let raella: Vec<&EnergyRow> = rows.iter().filter(|r| r.arch == "raella").collect();
-        let pick = |six: bool, g: &dyn Fn(&EnergyRow) -> Option<f64>| {
-            let v: Vec<f64> = raella
-                .iter()
-                .filter(|r| !six || r.dnn != calibrated)
-                .filter_map(|r| g(r))
-                .collect();
-            geomean(&v)
-        };
-        let per: Vec<String> = dnns
+    let raella: Vec<&EnergyRow> = rows.iter().filter(|r| r.arch == "raella").collect();
+    let pick = |six: bool, g: &dyn Fn(&EnergyRow) -> Option<f64>| {
+        let v: Vec<f64> = raella
             .iter()
-            .map(|d| {
-                raella
-                    .iter()
-                    .find(|r| &r.dnn == d)
-                    .and_then(|r| {
-                        if efficiency {
-                            r.energy_efficiency_vs_isaac
-                        } else {
-                            r.throughput_vs_isaac
-                        }
-                    })
-                    .map_or_else(|| "-".into(), |t| format!("{t:.2}"))
-            })
+            .filter(|r| !six || r.dnn != calibrated)
+            .filter_map(|r| g(r))
             .collect();
-        writeln!(
-            *md,
-            "| {label} | {:.2}x | {:.2}x | {:.2}x | {} |",
-            pick(true, &|r| r.throughput_vs_isaac),
-            pick(false, &|r| r.throughput_vs_isaac),
-            pick(true, &|r| r.energy_efficiency_vs_isaac),
-            per.join(" | ")
-        )?;
-    }
+        geomean(&v)
+    };
+    let per: Vec<String> = dnns
+        .iter()
+        .map(|d| {
+            raella
+                .iter()
+                .find(|r| &r.dnn == d)
+                .and_then(|r| {
+                    if efficiency {
+                        r.energy_efficiency_vs_isaac
+                    } else {
+                        r.throughput_vs_isaac
+                    }
+                })
+                .map_or_else(|| "-".into(), |t| format!("{t:.2}"))
+        })
+        .collect();
+    writeln!(
+        *md,
+        "| {label} | {:.2}x | {:.2}x | {:.2}x | {} |",
+        pick(true, &|r| r.throughput_vs_isaac),
+        pick(false, &|r| r.throughput_vs_isaac),
+        pick(true, &|r| r.energy_efficiency_vs_isaac),
+        per.join(" | ")
+    )?;
     Ok(())
 }

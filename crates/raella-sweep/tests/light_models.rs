@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use ndarray::{ArrayD, IxDyn};
 use prost::Message;
-use raella_network::{CrossbarBackend, ExactBackend, QuantModel};
+use raella_network::{CrossbarBackend, ExactBackend, QuantModel, mean_row_cosine};
 use raella_onnx::{Dim, FloatRunner, Tensor, proto};
 
 fn root() -> PathBuf {
@@ -24,17 +24,6 @@ fn input(shape: &[usize]) -> Tensor {
     #[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation)]
     let x: Vec<f32> = (0..n).map(|i| (i as f64 / n as f64) as f32).collect();
     Tensor::f32(ArrayD::from_shape_vec(IxDyn(shape), x).unwrap())
-}
-
-fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let (mut ab, mut aa, mut bb) = (0f64, 0f64, 0f64);
-    for (x, y) in a.iter().zip(b) {
-        let (x, y) = (f64::from(*x), f64::from(*y));
-        ab += x * y;
-        aa += x * x;
-        bb += y * y;
-    }
-    ab / (aa.sqrt() * bb.sqrt()).max(1e-300)
 }
 
 fn run_one(path: &Path, arch: &raella_sweep::Arch) -> String {
@@ -88,16 +77,16 @@ fn run_one(path: &Path, arch: &raella_sweep::Arch) -> String {
     let ran = sim.stats.iter().flatten().filter(|st| st.macs > 0).count();
     assert_eq!(ran, layers, "{stem}: crossbar layers that ran");
     let macs: u64 = sim.stats.iter().flatten().map(|st| st.macs).sum();
-    let (g, q, s) = (
-        got.iter().copied().collect::<Vec<f32>>(),
-        q.iter().copied().collect::<Vec<f32>>(),
-        s.iter().copied().collect::<Vec<f32>>(),
-    );
+    // Cosine of the whole output (one row) to float32.
+    let row = |a: &ArrayD<f32>| {
+        ndarray::Array2::from_shape_vec((1, a.len()), a.iter().copied().collect()).unwrap()
+    };
+    let (g, q, s) = (row(&got), row(&q), row(&s));
     format!(
         "{stem}: {layers} crossbar layers, {:.2} G MACs; float32 error {err:.1e}; cosine to float32: int8 {:.4}, raella {:.4}",
         macs as f64 / 1e9,
-        cosine(&q, &g),
-        cosine(&s, &g)
+        mean_row_cosine(q.view(), g.view()),
+        mean_row_cosine(s.view(), g.view())
     )
 }
 
