@@ -173,13 +173,7 @@ impl ProgrammedLayer {
         inputs: ArrayView2<'_, u8>,
         cfg: &RunConfig,
     ) -> Result<LayerOutput, RuntimeError> {
-        self.check(inputs.ncols(), cfg)?;
-        let (y, mut stats) = self.run_pass(inputs, cfg, 0, Gather::Filters);
-        stats.passes = 1;
-        Ok(LayerOutput {
-            outputs: y.mapv(saturate_i32),
-            stats,
-        })
+        self.run_once(inputs, cfg, Gather::Filters)
     }
 
     /// Runs unsigned 8-bit input vectors like [`Self::run`], but the outputs
@@ -199,8 +193,18 @@ impl ProgrammedLayer {
         inputs: ArrayView2<'_, u8>,
         cfg: &RunConfig,
     ) -> Result<LayerOutput, RuntimeError> {
+        self.run_once(inputs, cfg, Gather::Columns)
+    }
+
+    /// One pass of unsigned inputs, gathered per filter or per column.
+    fn run_once(
+        &self,
+        inputs: ArrayView2<'_, u8>,
+        cfg: &RunConfig,
+        gather: Gather,
+    ) -> Result<LayerOutput, RuntimeError> {
         self.check(inputs.ncols(), cfg)?;
-        let (y, mut stats) = self.run_pass(inputs, cfg, 0, Gather::Columns);
+        let (y, mut stats) = self.run_pass(inputs, cfg, 0, gather);
         stats.passes = 1;
         Ok(LayerOutput {
             outputs: y.mapv(saturate_i32),
