@@ -6,7 +6,7 @@
 
 use ndarray::{ArrayD, Axis, Dimension, IxDyn};
 
-use super::{Ctx, Kernel, arg, axis, like, opt, to_usize};
+use super::{Ctx, Kernel, arg, axis, opt, to_usize};
 use crate::attrs::Attrs;
 use crate::tensor::{DType, Data, Tensor, checked_numel};
 use crate::{OpError, op_bail};
@@ -27,18 +27,6 @@ pub const OPS: &[&str] = &[
     "Trilu",
     "Unique",
 ];
-
-/// Applies generic code to a tensor's values, float or integer, keeping its dtype.
-macro_rules! same_kind {
-    ($t:expr, |$a:ident| $body:expr) => {{
-        let t: &Tensor = $t;
-        let data = match t.data() {
-            Data::Float($a) => Data::Float($body),
-            Data::Int($a) => Data::Int($body),
-        };
-        like(t.dtype(), data)
-    }};
-}
 
 /// An index in `[-dim, dim)` as a position.
 fn index(v: i64, dim: usize, what: &str) -> Result<usize, OpError> {

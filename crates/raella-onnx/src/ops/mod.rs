@@ -14,6 +14,19 @@ use crate::attrs::Attrs;
 use crate::tensor::{DType, Data, Tensor};
 use crate::{OpError, op_bail};
 
+/// Applies generic code to a tensor's values, float or integer, keeping its dtype
+/// (shared by the `index` and `shape` families).
+macro_rules! same_kind {
+    ($t:expr, |$a:ident| $body:expr) => {{
+        let t: &$crate::tensor::Tensor = $t;
+        let data = match t.data() {
+            $crate::tensor::Data::Float($a) => $crate::tensor::Data::Float($body),
+            $crate::tensor::Data::Int($a) => $crate::tensor::Data::Int($body),
+        };
+        $crate::ops::like(t.dtype(), data)
+    }};
+}
+
 pub mod attention;
 pub mod control;
 pub mod detect;

@@ -35,18 +35,6 @@ pub const OPS: &[&str] = &[
     "Unsqueeze",
 ];
 
-/// Applies generic code to a tensor's values, float or integer, keeping its dtype.
-macro_rules! same_kind {
-    ($t:expr, |$a:ident| $body:expr) => {{
-        let t: &Tensor = $t;
-        let data = match t.data() {
-            Data::Float($a) => Data::Float($body),
-            Data::Int($a) => Data::Int($body),
-        };
-        super::like(t.dtype(), data)
-    }};
-}
-
 fn usizes(v: &[i64], what: &str) -> Result<Vec<usize>, OpError> {
     v.iter().map(|&x| to_usize(x, what)).collect()
 }
