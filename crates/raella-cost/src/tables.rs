@@ -278,6 +278,19 @@ impl Components {
         self.multiplier32.energy_pj * a * b / 1024.0 * self.node_energy(&self.multiplier32)
     }
 
+    /// Energy of one digital 8-bit multiply-accumulate, pJ: an 8 x 8 multiplier and a
+    /// 24-bit accumulating adder. Operand movement is not included.
+    #[must_use]
+    pub fn digital_mac_pj(&self) -> f64 {
+        self.mul_pj(8.0, 8.0) + self.add_pj(24.0)
+    }
+
+    /// Energy of `macs` digital 8-bit multiply-accumulates, mJ.
+    #[must_use]
+    pub fn digital_energy_mj(&self, macs: f64) -> f64 {
+        macs * self.digital_mac_pj() * 1e-9
+    }
+
     /// Area of an `a x b`-bit multiplier.
     #[must_use]
     pub fn mul_area_um2(&self, a: f64, b: f64) -> f64 {

@@ -100,14 +100,6 @@ pub enum TypicalSource<'a> {
 }
 
 impl CostModel {
-    /// Energy of one digital 8-bit multiply-accumulate, pJ: an 8 x 8 multiplier
-    /// and a 24-bit accumulating adder (the component tables' Aladdin models).
-    /// Operand movement is not included.
-    #[must_use]
-    pub fn digital_mac_pj(&self) -> f64 {
-        self.components.mul_pj(8.0, 8.0) + self.components.add_pj(24.0)
-    }
-
     /// Loads every file.
     ///
     /// # Errors
@@ -226,7 +218,7 @@ pub struct EnergyRow {
     /// Multiply-accumulates per inference of digital matrix products
     /// (attention's activation-by-activation products), simulated models only.
     pub digital_macs_per_inference: f64,
-    /// Their energy per batch, mJ, at [`CostModel::digital_mac_pj`]; not in
+    /// Their energy per batch, mJ, at `raella_cost::Components::digital_mac_pj`; not in
     /// `energy_mj` (the paper's comparisons leave this work out; it is the same
     /// for every design).
     pub digital_energy_mj: f64,
@@ -647,7 +639,7 @@ pub fn cost_measured(
         .pop()
         .context("one design costed")?;
     row.digital_macs_per_inference = digital_macs_per_inference;
-    row.digital_energy_mj = digital_macs_per_inference * cm.digital_mac_pj() * 1e-9;
+    row.digital_energy_mj = cm.components.digital_energy_mj(digital_macs_per_inference);
     Ok(row)
 }
 
@@ -706,7 +698,7 @@ pub fn cost_simulated(
             .map_or(0.0, |s| s.digital_macs_per_image as f64);
         for r in &mut simulated {
             r.digital_macs_per_inference = digital;
-            r.digital_energy_mj = digital * cm.digital_mac_pj() * 1e-9;
+            r.digital_energy_mj = cm.components.digital_energy_mj(digital);
         }
         out.extend(simulated);
         let name = format!("{} (shape-only)", m.name);
