@@ -9,6 +9,8 @@
 //! * [`Adc`]: resolution, signed or unsigned codes, clamping and saturation flags.
 //! * [`DeviceNoise`], [`ColumnNoise`]: programming variation, stuck cells and
 //!   read noise `sigma = E * sqrt(N+ + N-)`, drawn from seeded [`stream_rng`] streams.
+//! * [`first_order`], [`exact_effective`]: IR drop on the row and column wires as
+//!   effective conductances, to first order in the wire resistance or exactly.
 //! * [`Activity`]: conversions, cycles, row drives and cell reads for the cost model.
 //! * [`Kernel`]: the implementation of exact integer column sums (AVX-512 VNNI,
 //!   AVX2 or portable), chosen at run time or forced by [`KERNEL_ENV`].
@@ -36,6 +38,7 @@ mod adc;
 mod crossbar;
 mod error;
 mod geometry;
+mod ir_drop;
 mod kernel;
 mod noise;
 mod packed;
@@ -45,5 +48,6 @@ pub use adc::{Adc, Conversion};
 pub use crossbar::{Crossbar, ProgrammedCrossbar};
 pub use error::DeviceError;
 pub use geometry::{CellKind, CrossbarGeometry};
+pub use ir_drop::{Effective, exact_effective, first_order, max_correction};
 pub use kernel::{KERNEL_ENV, Kernel};
 pub use noise::{ColumnNoise, DeviceNoise, Xoshiro256PlusPlus, stream_rng};
