@@ -230,6 +230,34 @@ pub fn first_order(gp: &[f64], gn: Option<&[f64]>, rows: usize, cols: usize, r: 
     Effective { diff, pos, neg }
 }
 
+/// The first-order correction resummed: each device's `g (1 - c)` of
+/// [`first_order`] becomes `g / (1 + c)`, the same `c = r (A + B)`. Equal to
+/// first order in `r`, it stays positive and, measured against
+/// [`exact_effective`] (module tests), errs by 6-15% of the IR-drop effect on
+/// 64x64 arrays at 1-2.5 ohm per segment where [`first_order`] errs by more
+/// than the effect itself. The whole-network model (`Crossbar::program`).
+///
+/// # Panics
+/// As [`first_order`].
+#[must_use]
+pub fn resummed(gp: &[f64], gn: Option<&[f64]>, rows: usize, cols: usize, r: f64) -> Effective {
+    let eff = first_order(gp, gn, rows, cols, r);
+    // g (1 - c) -> g / (1 + c): g / (1 + (g - p) / g) = g^2 / (2g - p).
+    let resum = |g: &[f64], p: &[f64]| -> Vec<f64> {
+        g.iter()
+            .zip(p)
+            .map(|(&g, &p)| if g > 0.0 { g * g / (2.0 * g - p) } else { 0.0 })
+            .collect()
+    };
+    let pos = resum(gp, &eff.pos);
+    let neg = gn.zip(eff.neg.as_deref()).map(|(g, n)| resum(g, n));
+    let diff = match &neg {
+        Some(neg) => pos.iter().zip(neg).map(|(p, n)| p - n).collect(),
+        None => pos.clone(),
+    };
+    Effective { diff, pos, neg }
+}
+
 /// The largest relative first-order correction `|g - P| / g` over all
 /// devices with `g > 0` (that is, the largest `r (A + B)` of the module docs).
 ///
@@ -678,17 +706,7 @@ mod tests {
         let seconds = t.elapsed().as_secs_f64();
         let eff = first_order(gp, gn, rows, cols, r);
         let effect_d = norm(&sub(&exact, &ideal));
-        // g (1 - c) -> g / (1 + c): the same correction c, resummed.
-        let resum = |g: &[f64], p: &[f64]| -> Vec<f64> {
-            g.iter()
-                .zip(p)
-                .map(|(&g, &p)| if g > 0.0 { g * g / (2.0 * g - p) } else { 0.0 })
-                .collect()
-        };
-        let sat = ideal_of(
-            &resum(gp, &eff.pos),
-            gn.zip(eff.neg.as_deref()).map(|(g, n)| resum(g, n)),
-        );
+        let sat = resummed(gp, gn, rows, cols, r).diff;
         let ladder = Ladder::new(gp, gn, rows, cols, r, cols <= rows);
         let (mut vector_effect, mut vector_share, mut rise) = (0.0_f64, 0.0_f64, 0.0_f64);
         for v in inputs {
@@ -716,11 +734,6 @@ mod tests {
             rise,
             seconds,
         }
-    }
-
-    /// `p - n`, or `p` alone.
-    fn ideal_of(p: &[f64], n: Option<Vec<f64>>) -> Vec<f64> {
-        ideal(p, n.as_deref())
     }
 
     /// A random `rows x cols` array at RAELLA's scale: levels 0..=15 at

@@ -38,16 +38,21 @@ mod adc;
 mod crossbar;
 mod error;
 mod geometry;
-mod ir_drop;
+pub mod ir_drop;
 mod kernel;
 mod noise;
 mod packed;
+pub mod realism;
 
 pub use activity::Activity;
 pub use adc::{Adc, Conversion};
 pub use crossbar::{Crossbar, ProgrammedCrossbar};
 pub use error::DeviceError;
 pub use geometry::{CellKind, CrossbarGeometry};
-pub use ir_drop::{Effective, exact_effective, first_order, max_correction};
+pub use ir_drop::{Effective, exact_effective, first_order, max_correction, resummed};
 pub use kernel::{KERNEL_ENV, Kernel};
 pub use noise::{ColumnNoise, DeviceNoise, Xoshiro256PlusPlus, stream_rng};
+pub use realism::{
+    AdcInstance, AdcVariation, DRIFT_T0_SECONDS, Drift, DriftCompensation, IrDropModel,
+    ProgrammingTable,
+};

@@ -8,20 +8,52 @@
 //!   stays OFF), then clamped to `[0, max_level]`.
 //! * Stuck cells: each device is independently stuck at 0 or at the maximum level.
 //!
+//! * Read noise per device (`read_noise_device_sigma`): each device's current
+//!   during one read is `G (1 + N(0, s))`, so a conversion's sum gets Gaussian
+//!   noise of variance `s^2 sum_r p_r^2 (G+^2 + G-^2)` (the sum of independent
+//!   Gaussians, drawn as one). Both read-noise models may be on at once; their
+//!   variances add.
+//! * The rest (finite OFF state, programming tables, drift, IR drop, ADC
+//!   instances) is in [`crate::realism`].
+//!
 //! Every draw comes from [`Xoshiro256PlusPlus`], a named, portable generator,
 //! seeded through [`stream_rng`] so results never depend on thread scheduling.
 
 use rand::SeedableRng;
 pub use rand_xoshiro::Xoshiro256PlusPlus;
 
-use crate::DeviceError;
+use std::sync::Arc;
 
-/// Programming-time non-idealities of the devices.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
+use crate::DeviceError;
+use crate::realism::{AdcVariation, Drift, IrDropModel, ProgrammingTable};
+
+/// Programming-time non-idealities of the devices (and of the ADC instances,
+/// fixed when the chip is made).
+#[derive(Debug, Clone, PartialEq)]
 pub struct DeviceNoise {
     programming_sigma: f64,
     stuck_at_zero: f64,
     stuck_at_max: f64,
+    on_off_ratio: f64,
+    table: Option<Arc<ProgrammingTable>>,
+    drift: Option<Drift>,
+    ir_drop: Option<IrDropModel>,
+    adc: AdcVariation,
+}
+
+impl Default for DeviceNoise {
+    fn default() -> Self {
+        Self {
+            programming_sigma: 0.0,
+            stuck_at_zero: 0.0,
+            stuck_at_max: 0.0,
+            on_off_ratio: f64::INFINITY,
+            table: None,
+            drift: None,
+            ir_drop: None,
+            adc: AdcVariation::default(),
+        }
+    }
 }
 
 impl DeviceNoise {
@@ -65,7 +97,109 @@ impl DeviceNoise {
             programming_sigma,
             stuck_at_zero,
             stuck_at_max,
+            ..Self::default()
         })
+    }
+
+    /// With a finite OFF state: `G_off = G_on / ratio` (infinite: OFF draws no
+    /// current, the default).
+    ///
+    /// # Errors
+    /// [`DeviceError::NoiseParameter`] unless `ratio > 1` (or infinite).
+    pub fn with_on_off_ratio(mut self, ratio: f64) -> Result<Self, DeviceError> {
+        if ratio.is_nan() || ratio <= 1.0 {
+            return Err(DeviceError::NoiseParameter {
+                field: "on_off_ratio",
+                range: "(1, inf]",
+                value: ratio,
+            });
+        }
+        self.on_off_ratio = ratio;
+        Ok(self)
+    }
+
+    /// With level-dependent programming error from a table (replaces
+    /// `programming_sigma` for every device).
+    #[must_use]
+    pub fn with_table(mut self, table: Arc<ProgrammingTable>) -> Self {
+        self.table = Some(table);
+        self
+    }
+
+    /// With conductance drift.
+    #[must_use]
+    pub fn with_drift(mut self, drift: Drift) -> Self {
+        self.drift = (!drift.is_off()).then_some(drift);
+        self
+    }
+
+    /// With IR drop along the wires.
+    #[must_use]
+    pub fn with_ir_drop(mut self, ir: IrDropModel) -> Self {
+        self.ir_drop = (ir.wire_ohm() > 0.0).then_some(ir);
+        self
+    }
+
+    /// With per-instance ADC non-idealities.
+    #[must_use]
+    pub fn with_adc(mut self, adc: AdcVariation) -> Self {
+        self.adc = adc;
+        self
+    }
+
+    /// The ON/OFF conductance ratio (infinite: ideal OFF).
+    #[must_use]
+    pub fn on_off_ratio(&self) -> f64 {
+        self.on_off_ratio
+    }
+
+    /// The OFF conductance in level steps for devices of `max_level`:
+    /// `G_off = G_on / ratio` with `G_on = G_off + max_level` steps, so
+    /// `G_off = max_level / (ratio - 1)`; 0 for an ideal OFF state.
+    #[must_use]
+    pub fn off_level(&self, max_level: u8) -> f64 {
+        if self.on_off_ratio.is_infinite() {
+            0.0
+        } else {
+            f64::from(max_level) / (self.on_off_ratio - 1.0)
+        }
+    }
+
+    /// The programming table, if any.
+    #[must_use]
+    pub fn table(&self) -> Option<&ProgrammingTable> {
+        self.table.as_deref()
+    }
+
+    /// The drift model, if drift is on.
+    #[must_use]
+    pub fn drift(&self) -> Option<&Drift> {
+        self.drift.as_ref()
+    }
+
+    /// The IR-drop model, if on.
+    #[must_use]
+    pub fn ir_drop(&self) -> Option<&IrDropModel> {
+        self.ir_drop.as_ref()
+    }
+
+    /// The ADC instances' variation.
+    #[must_use]
+    pub fn adc(&self) -> &AdcVariation {
+        &self.adc
+    }
+
+    /// True when programmed conductances are exactly the target levels (the
+    /// ADCs may still be non-ideal).
+    #[must_use]
+    pub fn levels_exact(&self) -> bool {
+        self.programming_sigma == 0.0
+            && self.stuck_at_zero == 0.0
+            && self.stuck_at_max == 0.0
+            && self.on_off_ratio.is_infinite()
+            && self.table.is_none()
+            && self.drift.is_none()
+            && self.ir_drop.is_none()
     }
 
     /// Relative standard deviation of programmed levels.
@@ -89,14 +223,16 @@ impl DeviceNoise {
     /// True when the model changes nothing.
     #[must_use]
     pub fn is_ideal(&self) -> bool {
-        self.programming_sigma == 0.0 && self.stuck_at_zero == 0.0 && self.stuck_at_max == 0.0
+        self.levels_exact() && self.adc.is_off()
     }
 }
 
-/// Read-time Gaussian noise on each column sum, `sigma = E * sqrt(N+ + N-)`.
+/// Read-time Gaussian noise on each column sum: lumped, `sigma = E * sqrt(N+ +
+/// N-)`, and per device, `sigma^2 = s^2 sum_r p_r^2 (G+^2 + G-^2)`.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct ColumnNoise {
     e: f64,
+    device_sigma: f64,
 }
 
 impl ColumnNoise {
@@ -112,7 +248,44 @@ impl ColumnNoise {
                 value: e,
             });
         }
-        Ok(Self { e })
+        Ok(Self {
+            e,
+            device_sigma: 0.0,
+        })
+    }
+
+    /// With per-device read noise of relative sigma `s` per read.
+    ///
+    /// # Errors
+    /// [`DeviceError::NoiseParameter`] for a negative or non-finite `s`.
+    pub fn with_device_sigma(mut self, s: f64) -> Result<Self, DeviceError> {
+        if !s.is_finite() || s < 0.0 {
+            return Err(DeviceError::NoiseParameter {
+                field: "read_noise_device_sigma",
+                range: "[0, inf)",
+                value: s,
+            });
+        }
+        self.device_sigma = s;
+        Ok(self)
+    }
+
+    /// The per-device relative read sigma.
+    #[must_use]
+    pub fn device_sigma(&self) -> f64 {
+        self.device_sigma
+    }
+
+    /// True when the lumped model needs `N+ + N-`.
+    #[must_use]
+    pub fn needs_magnitude(&self) -> bool {
+        self.e > 0.0
+    }
+
+    /// True when the per-device model needs `sum p^2 (G+^2 + G-^2)`.
+    #[must_use]
+    pub fn needs_squares(&self) -> bool {
+        self.device_sigma > 0.0
     }
 
     /// The relative magnitude `E`.
@@ -124,7 +297,7 @@ impl ColumnNoise {
     /// True when no noise is added.
     #[must_use]
     pub fn is_off(&self) -> bool {
-        self.e == 0.0
+        self.e == 0.0 && self.device_sigma == 0.0
     }
 
     /// Adds one noise draw to `sum`, given `magnitude = N+ + N-`.
@@ -137,6 +310,31 @@ impl ColumnNoise {
         // Column sums are < 2^24, so the narrowing keeps every bit that matters.
         #[allow(clippy::cast_possible_truncation)]
         let noisy = (f64::from(sum) + self.e * f64::from(magnitude).sqrt() * z) as f32;
+        noisy
+    }
+
+    /// Adds one draw of both models: `magnitude = N+ + N-` (lumped) and
+    /// `squares = sum_r p_r^2 (G+^2 + G-^2)` (per device). With the per-device
+    /// model off this is [`Self::perturb`], draw for draw.
+    #[inline]
+    pub fn perturb_both(
+        &self,
+        sum: f32,
+        magnitude: f32,
+        squares: f32,
+        rng: &mut Xoshiro256PlusPlus,
+    ) -> f32 {
+        if self.device_sigma == 0.0 {
+            return self.perturb(sum, magnitude, rng);
+        }
+        let var = self.e * self.e * f64::from(magnitude.max(0.0))
+            + self.device_sigma * self.device_sigma * f64::from(squares.max(0.0));
+        if var <= 0.0 {
+            return sum;
+        }
+        let z: f64 = rand_distr::Distribution::sample(&rand_distr::StandardNormal, rng);
+        #[allow(clippy::cast_possible_truncation)]
+        let noisy = (f64::from(sum) + var.sqrt() * z) as f32;
         noisy
     }
 }

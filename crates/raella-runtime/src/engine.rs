@@ -21,7 +21,8 @@
 use ndarray::{Array2, ArrayView2, s};
 use raella_compiler::MappedLayer;
 use raella_device::{
-    Adc, ColumnNoise, DeviceNoise, Kernel, ProgrammedCrossbar, Xoshiro256PlusPlus, stream_rng,
+    Adc, AdcInstance, ColumnNoise, DeviceNoise, DriftCompensation, Kernel, ProgrammedCrossbar,
+    Xoshiro256PlusPlus, stream_rng,
 };
 use rayon::prelude::*;
 
@@ -103,6 +104,9 @@ pub struct ProgrammedLayer {
     /// Every crossbar ideal: column sums and magnitudes are exact integer
     /// products ([`ProgrammedCrossbar::column_sums_int`]).
     integer_sums: bool,
+    /// Per crossbar, per used column: its ADC's drawn non-idealities (one ADC
+    /// instance per column), when ADC variation is on.
+    adcs: Option<Vec<Vec<AdcInstance>>>,
 }
 
 /// The result of running a layer.
@@ -127,10 +131,13 @@ impl ProgrammedLayer {
         Self::new(mapped, crossbars)
     }
 
-    /// Programs the layer with device non-idealities, one seeded stream per crossbar.
+    /// Programs the layer with device non-idealities, one seeded stream per
+    /// crossbar (and one per crossbar for its ADC instances). With drift under
+    /// global compensation, every crossbar is then read through one gain per
+    /// layer, `alpha = sum |I(t0)| / sum |I(t)|` over all-ones reference reads.
     #[must_use]
     pub fn program(mapped: MappedLayer, noise: &DeviceNoise, seed: u64) -> Self {
-        let crossbars = mapped
+        let mut crossbars: Vec<ProgrammedCrossbar> = mapped
             .crossbars()
             .iter()
             .enumerate()
@@ -139,7 +146,36 @@ impl ProgrammedLayer {
                     .program(Some(noise), &mut stream_rng(seed, &[u64::MAX, i as u64]))
             })
             .collect();
-        Self::new(mapped, crossbars)
+        if noise
+            .drift()
+            .is_some_and(|d| d.compensation() == DriftCompensation::Global)
+        {
+            let (t0, now) = crossbars
+                .iter()
+                .filter_map(ProgrammedCrossbar::reference_reads)
+                .fold((0.0, 0.0), |(a, b), (x, y)| (a + x, b + y));
+            if now > 0.0 && t0 > 0.0 {
+                let alpha = t0 / now;
+                crossbars = crossbars.iter().map(|px| px.scaled(alpha)).collect();
+            }
+        }
+        let mut layer = Self::new(mapped, crossbars);
+        if !noise.adc().is_off() {
+            layer.adcs = Some(
+                layer
+                    .crossbars
+                    .iter()
+                    .enumerate()
+                    .map(|(i, px)| {
+                        let mut rng = stream_rng(seed, &[u64::MAX - 1, i as u64]);
+                        (0..px.used_cols())
+                            .map(|_| noise.adc().draw(&mut rng))
+                            .collect()
+                    })
+                    .collect(),
+            );
+        }
+        layer
     }
 
     fn new(mapped: MappedLayer, crossbars: Vec<ProgrammedCrossbar>) -> Self {
@@ -148,7 +184,15 @@ impl ProgrammedLayer {
             mapped,
             crossbars,
             integer_sums,
+            adcs: None,
         }
+    }
+
+    /// The ADC instance of each used column of each crossbar, when ADC
+    /// variation is on.
+    #[must_use]
+    pub fn adc_instances(&self) -> Option<&[Vec<AdcInstance>]> {
+        self.adcs.as_deref()
     }
 
     /// The compiled mapping.
@@ -439,16 +483,24 @@ impl ProgrammedLayer {
                 let px = &self.crossbars[xi];
                 let cols = px.used_cols();
                 let mut acc = Array2::<i64>::zeros((b, cols));
+                let adcs = self.adcs.as_ref().map(|a| a[xi].as_slice());
+                let off = px.off_per_pulse();
+                // Real-valued sums whenever anything perturbs them before the ADC.
+                let real_sums = !noise.is_off() || adcs.is_some();
+                let (need_mag, need_sq) = (noise.needs_magnitude(), noise.needs_squares());
                 let mut sums = match &pulses {
-                    Pulses::Int(_) if noise.is_off() => Sums::Int(vec![0; b * cols]),
+                    Pulses::Int(_) if !real_sums => Sums::Int(vec![0; b * cols]),
                     _ => Sums::Real(Array2::zeros((b, cols))),
                 };
-                let mut mags = Array2::<f32>::zeros((b, if noise.is_off() { 0 } else { cols }));
+                let mut mags = Array2::<f32>::zeros((b, if need_mag { cols } else { 0 }));
+                let mut sqs = Array2::<f32>::zeros((b, if need_sq { cols } else { 0 }));
                 // Integer scratch for ideal devices under read noise.
                 let (mut isums, mut imags) = match (&pulses, &sums) {
                     (Pulses::Int(_), Sums::Real(_)) => (vec![0i32; b * cols], vec![0i32; b * cols]),
                     _ => (Vec::new(), Vec::new()),
                 };
+                // Per vector, the OFF current's nominal value in this slice (1T1R).
+                let mut off_corr = vec![0i64; if off > 0.0 { b } else { 0 }];
                 let mut flagged: Vec<(usize, usize)> = Vec::new();
                 for j in 0..ns {
                     match (&pulses, &mut sums) {
@@ -459,20 +511,40 @@ impl ProgrammedLayer {
                             match pulses {
                                 Pulses::Real(p) => {
                                     px.column_sums(p[j].view(), sums.view_mut());
-                                    if !noise.is_off() {
+                                    if need_mag {
                                         px.column_magnitudes(p[j].view(), mags.view_mut());
+                                    }
+                                    if need_sq {
+                                        px.column_squares(
+                                            p[j].mapv(|v| v * v).view(),
+                                            sqs.view_mut(),
+                                        );
+                                    }
+                                    if off > 0.0 {
+                                        for (o, prow) in off_corr.iter_mut().zip(p[j].rows()) {
+                                            *o = round_off(off, prow.sum());
+                                        }
                                     }
                                 }
                                 // Exact integers, so the same f32 values as the product above.
                                 #[allow(clippy::cast_precision_loss)]
                                 Pulses::Int(slices) => {
                                     px.column_sums_int(&slices[j], &mut isums);
-                                    px.column_magnitudes_int(&slices[j], &mut imags);
                                     for (o, &v) in sums.iter_mut().zip(&isums) {
                                         *o = v as f32;
                                     }
-                                    for (o, &v) in mags.iter_mut().zip(&imags) {
-                                        *o = v as f32;
+                                    if need_mag {
+                                        px.column_magnitudes_int(&slices[j], &mut imags);
+                                        for (o, &v) in mags.iter_mut().zip(&imags) {
+                                            *o = v as f32;
+                                        }
+                                    }
+                                    if need_sq {
+                                        let stride = px.pulse_stride();
+                                        let sq = Array2::from_shape_fn((b, rows), |(v, r)| {
+                                            f32::from(slices[j][v * stride + r]).powi(2)
+                                        });
+                                        px.column_squares(sq.view(), sqs.view_mut());
                                     }
                                 }
                             }
@@ -480,8 +552,18 @@ impl ProgrammedLayer {
                                 for v in 0..b {
                                     let mut rng = noise_rng(cfg.seed, pass, xi, v0 + v, j);
                                     for c in 0..cols {
+                                        let mag = if need_mag { mags[[v, c]] } else { 0.0 };
+                                        let sq = if need_sq { sqs[[v, c]] } else { 0.0 };
                                         sums[[v, c]] =
-                                            noise.perturb(sums[[v, c]], mags[[v, c]], &mut rng);
+                                            noise.perturb_both(sums[[v, c]], mag, sq, &mut rng);
+                                    }
+                                }
+                            }
+                            if let Some(inst) = adcs {
+                                let (lo, hi) = (adc.min_code() as f32, adc.max_code() as f32);
+                                for row in sums.rows_mut() {
+                                    for (x, a) in row.into_iter().zip(inst) {
+                                        *x = a.transfer(*x, lo, hi);
                                     }
                                 }
                             }
@@ -524,6 +606,18 @@ impl ProgrammedLayer {
                         }
                         debug_assert_eq!(flagged.len() as u64, saturated);
                     }
+                    if off > 0.0 {
+                        // The digital side subtracts the OFF current's nominal value
+                        // from every kept code (recovery corrects its own).
+                        for (arow, &corr) in acc.rows_mut().into_iter().zip(&off_corr) {
+                            for a in arow {
+                                *a -= corr << sh;
+                            }
+                        }
+                        for &(v, c) in &flagged {
+                            acc[[v, c]] += off_corr[v] << sh;
+                        }
+                    }
                     let primary = as_u64(b * cols);
                     stats.column_sums += primary;
                     stats.column_sums_in_range += in_range;
@@ -543,6 +637,7 @@ impl ProgrammedLayer {
                             px,
                             &adc,
                             noise,
+                            adcs,
                             &flagged,
                             spec_sums,
                             &xbits,
@@ -850,6 +945,7 @@ fn recover(
     px: &ProgrammedCrossbar,
     adc: &Adc,
     noise: ColumnNoise,
+    adcs: Option<&[AdcInstance]>,
     flagged: &[(usize, usize)],
     spec_sums: Option<&[i32]>,
     xbits: &[u64],
@@ -867,12 +963,13 @@ fn recover(
         let mut rng = (!noise.is_off()).then(|| rng_for(v, c));
         let mut any_out = false;
         let mut value = 0i64;
-        let mut record = |t: u32, conv: raella_device::Conversion| {
+        // `corr`: the digital OFF-current correction of this conversion.
+        let mut record = |t: u32, conv: raella_device::Conversion, corr: i64| {
             out.conversions += 1;
             out.saturated += u64::from(conv.saturated);
             out.out_of_range += u64::from(!conv.in_range);
             any_out |= !conv.in_range;
-            value += i64::from(conv.code) << (shift + t);
+            value += (i64::from(conv.code) - corr) << (shift + t);
         };
         if let Some(sums) = spec_sums {
             let mut rest = sums[v * cols + c];
@@ -881,28 +978,66 @@ fn recover(
                     .column_sum_bits_exact(c, plane)
                     .expect("integer sums come from ideal devices");
                 rest -= s << t;
-                record(t, adc.convert_exact(s));
+                record(t, adc.convert_exact(s), 0);
             }
-            record(0, adc.convert_exact(rest));
+            record(0, adc.convert_exact(rest), 0);
         } else {
+            let (lo, hi) = (adc.min_code() as f32, adc.max_code() as f32);
+            let off = px.off_per_pulse();
             for (t, plane) in (0..width).zip(planes.chunks_exact(words)) {
-                let conv = match (rng.as_mut(), px.column_sum_bits_exact(c, plane)) {
-                    (None, Some(exact)) => adc.convert_exact(exact),
-                    (rng, _) => {
+                let exact = if rng.is_none() && adcs.is_none() {
+                    px.column_sum_bits_exact(c, plane)
+                } else {
+                    None
+                };
+                let conv = match exact {
+                    Some(exact) => adc.convert_exact(exact),
+                    None => {
                         let mut sum = px.column_sum_bits(c, plane);
-                        if let Some(rng) = rng {
-                            sum = noise.perturb(sum, px.column_magnitude_bits(c, plane), rng);
+                        if let Some(rng) = rng.as_mut() {
+                            let mag = if noise.needs_magnitude() {
+                                px.column_magnitude_bits(c, plane)
+                            } else {
+                                0.0
+                            };
+                            let sq = if noise.needs_squares() {
+                                px.column_square_bits(c, plane)
+                            } else {
+                                0.0
+                            };
+                            sum = noise.perturb_both(sum, mag, sq, rng);
+                        }
+                        if let Some(inst) = adcs {
+                            sum = inst[c].transfer(sum, lo, hi);
                         }
                         adc.convert(sum)
                     }
                 };
-                record(t, conv);
+                let corr = if off > 0.0 {
+                    let active: u32 = plane.iter().map(|w| w.count_ones()).sum();
+                    #[allow(clippy::cast_precision_loss)]
+                    let corr = round_off(off, active as f32);
+                    corr
+                } else {
+                    0
+                };
+                record(t, conv, corr);
             }
         }
         acc[[v, c]] += value;
         out.inexact_slices += u64::from(any_out);
     }
     out
+}
+
+/// The digital correction for the OFF current of `pulses` pulses at `off` per
+/// pulse: the nominal value, rounded to the nearest LSB.
+#[inline(always)]
+fn round_off(off: f32, pulses: f32) -> i64 {
+    // |off x pulses| < 2^31 for any crossbar this simulator accepts.
+    #[allow(clippy::cast_possible_truncation)]
+    let v = (f64::from(off) * f64::from(pulses)).round() as i64;
+    v
 }
 
 fn saturate_i32(v: i64) -> i32 {

@@ -121,6 +121,29 @@ pub struct ArchKnobs {
     pub stuck_at_zero: Option<f64>,
     /// Probability a device is stuck at its maximum.
     pub stuck_at_max: Option<f64>,
+    /// ON/OFF conductance ratio: `G_off = G_on / ratio` (0: an ideal OFF state).
+    pub on_off_ratio: Option<f64>,
+    /// Level-dependent programming error: a CSV table (`level,sigma[,mean]`,
+    /// in level steps) replacing `programming_sigma`; `""`: none.
+    pub programming_noise: Option<String>,
+    /// Mean drift exponent `nu` of `G(t) = G(t0) (t / t0)^-nu`.
+    pub drift_nu: Option<f64>,
+    /// Device-to-device sigma of `nu`.
+    pub drift_nu_sigma: Option<f64>,
+    /// Seconds after programming of the reads (`t0` = 20 s: no drift).
+    pub drift_t_seconds: Option<f64>,
+    /// `none` or `global` (one gain per layer from a reference read).
+    pub drift_compensation: Option<String>,
+    /// Wire resistance per cell segment along rows and columns, ohm (IR drop).
+    pub ir_drop_wire_ohm: Option<f64>,
+    /// Per-ADC offset sigma, LSB.
+    pub adc_offset_lsb_sigma: Option<f64>,
+    /// Per-ADC relative gain sigma.
+    pub adc_gain_sigma: Option<f64>,
+    /// Per-ADC integral nonlinearity peak, LSB.
+    pub adc_inl_lsb: Option<f64>,
+    /// Read noise per device: each device's current `G (1 + N(0, s))` per read.
+    pub read_noise_device_sigma: Option<f64>,
     // --- Organisation: what the cost model needs beyond the simulation's knobs.
     /// ADCs per crossbar (they share its columns).
     pub adcs_per_crossbar: Option<usize>,
@@ -243,6 +266,17 @@ impl ArchKnobs {
             programming_sigma: Some(0.0),
             stuck_at_zero: Some(0.0),
             stuck_at_max: Some(0.0),
+            on_off_ratio: Some(0.0),
+            programming_noise: Some(String::new()),
+            drift_nu: Some(0.0),
+            drift_nu_sigma: Some(0.0),
+            drift_t_seconds: Some(raella_device::DRIFT_T0_SECONDS),
+            drift_compensation: Some("none".into()),
+            ir_drop_wire_ohm: Some(0.0),
+            adc_offset_lsb_sigma: Some(0.0),
+            adc_gain_sigma: Some(0.0),
+            adc_inl_lsb: Some(0.0),
+            read_noise_device_sigma: Some(0.0),
             adcs_per_crossbar: Some(4),
             dac: Some("pulse_train".into()),
             crossbars_per_macro: Some(4),
@@ -288,6 +322,17 @@ impl ArchKnobs {
             programming_sigma,
             stuck_at_zero,
             stuck_at_max,
+            on_off_ratio,
+            programming_noise,
+            drift_nu,
+            drift_nu_sigma,
+            drift_t_seconds,
+            drift_compensation,
+            ir_drop_wire_ohm,
+            adc_offset_lsb_sigma,
+            adc_gain_sigma,
+            adc_inl_lsb,
+            read_noise_device_sigma,
             adcs_per_crossbar,
             dac,
             crossbars_per_macro,
@@ -1168,8 +1213,11 @@ fn validate_knobs(path: &Path, entry: &str, k: &ArchKnobs) -> Result<ArchConfig,
         )
     })?;
     let e = k.noise_e.unwrap_or(0.0);
-    let column_noise =
-        ColumnNoise::new(e).map_err(|err| field(path, entry, "noise_e", e, err.to_string()))?;
+    let ds = k.read_noise_device_sigma.unwrap_or(0.0);
+    let column_noise = ColumnNoise::new(e)
+        .map_err(|err| field(path, entry, "noise_e", e, err.to_string()))?
+        .with_device_sigma(ds)
+        .map_err(|err| field(path, entry, "read_noise_device_sigma", ds, err.to_string()))?;
     let (ps, s0, s1) = (
         k.programming_sigma.unwrap_or(0.0),
         k.stuck_at_zero.unwrap_or(0.0),
@@ -1182,6 +1230,7 @@ fn validate_knobs(path: &Path, entry: &str, k: &ArchKnobs) -> Result<ArchConfig,
         };
         field(path, entry, f, v, err.to_string())
     })?;
+    let device_noise = realism(path, entry, k, device_noise, geometry.max_level())?;
     let run = RunConfig {
         adc,
         input,
@@ -1275,6 +1324,111 @@ fn validate_knobs(path: &Path, entry: &str, k: &ArchKnobs) -> Result<ArchConfig,
     })
 }
 
+/// The device non-idealities beyond programming variation and stuck cells
+/// (`docs/DEVICES.md`), each checked and named on error.
+fn realism(
+    path: &Path,
+    entry: &str,
+    k: &ArchKnobs,
+    noise: DeviceNoise,
+    max_level: u8,
+) -> Result<DeviceNoise, SpecError> {
+    use raella_device::{AdcVariation, DeviceError, Drift, DriftCompensation, IrDropModel};
+    let named = |err: DeviceError, default: &'static str, v: f64| {
+        let (f, v) = match &err {
+            DeviceError::NoiseParameter { field, value, .. } => (*field, *value),
+            _ => (default, v),
+        };
+        field(path, entry, f, format!("{v:?}"), err.to_string())
+    };
+    let mut noise = noise;
+    let ratio = k.on_off_ratio.unwrap_or(0.0);
+    if ratio != 0.0 {
+        noise = noise.with_on_off_ratio(ratio).map_err(|_| {
+            field(
+                path,
+                entry,
+                "on_off_ratio",
+                format!("{ratio:?}"),
+                "must be above 1 (or 0 for an ideal OFF state)",
+            )
+        })?;
+    }
+    if let Some(file) = k.programming_noise.as_deref().filter(|f| !f.is_empty()) {
+        let fpath = Path::new(file);
+        let text = raella_data::files::read_text(fpath, FileKind::Text).map_err(|e| {
+            field(
+                path,
+                entry,
+                "programming_noise",
+                format!("\"{file}\""),
+                e.to_string(),
+            )
+        })?;
+        let table = raella_device::ProgrammingTable::parse(&text).map_err(|e| {
+            field(
+                path,
+                entry,
+                "programming_noise",
+                format!("\"{file}\""),
+                format!("{}: {e}", fpath.display()),
+            )
+        })?;
+        table.check_device(max_level).map_err(|reason| {
+            field(
+                path,
+                entry,
+                "programming_noise",
+                format!("\"{file}\""),
+                format!("{}: {reason}", fpath.display()),
+            )
+        })?;
+        noise = noise.with_table(std::sync::Arc::new(table));
+    }
+    let compensation = match k.drift_compensation.as_deref().unwrap_or("none") {
+        "none" => DriftCompensation::None,
+        "global" => DriftCompensation::Global,
+        other => {
+            return Err(field(
+                path,
+                entry,
+                "drift_compensation",
+                format!("\"{other}\""),
+                "expected \"none\" or \"global\"",
+            ));
+        }
+    };
+    let t = k.drift_t_seconds.unwrap_or(raella_device::DRIFT_T0_SECONDS);
+    let drift = Drift::new(
+        k.drift_nu.unwrap_or(0.0),
+        k.drift_nu_sigma.unwrap_or(0.0),
+        t,
+        compensation,
+    )
+    .map_err(|e| named(e, "drift_nu", 0.0))?;
+    noise = noise.with_drift(drift);
+    let wire = k.ir_drop_wire_ohm.unwrap_or(0.0);
+    let r_on = k.r_on_ohm.unwrap_or(1333.0);
+    if !wire.is_finite() || !(0.0..=100.0).contains(&wire) {
+        return Err(field(
+            path,
+            entry,
+            "ir_drop_wire_ohm",
+            format!("{wire:?}"),
+            "must be in [0, 100] ohm per cell segment",
+        ));
+    }
+    let ir = IrDropModel::new(wire, r_on).map_err(|e| named(e, "ir_drop_wire_ohm", wire))?;
+    noise = noise.with_ir_drop(ir);
+    let adc = AdcVariation::new(
+        k.adc_offset_lsb_sigma.unwrap_or(0.0),
+        k.adc_gain_sigma.unwrap_or(0.0),
+        k.adc_inl_lsb.unwrap_or(0.0),
+    )
+    .map_err(|e| named(e, "adc_offset_lsb_sigma", 0.0))?;
+    Ok(noise.with_adc(adc))
+}
+
 /// The cost model's view of a design, from the same knobs as the simulation.
 fn cost_arch(k: &ArchKnobs) -> Result<CostArch, raella_cost::CostError> {
     let knob = |field: &'static str, value: String, reason: &str| raella_cost::CostError::Knob {
@@ -1349,8 +1503,10 @@ impl Arch {
         let theirs = serde_json::to_value(base).ok()?;
         let (mine, theirs) = (mine.as_object()?, theirs.as_object()?);
         mine.iter().find_map(|(k, v)| {
+            // The ON resistance sets IR drop's scale when IR drop is on.
+            let ir_drop = self.knobs.ir_drop_wire_ohm.unwrap_or(0.0) > 0.0;
             let skip = matches!(k.as_str(), "preset" | "name" | "description")
-                || COST_ONLY_KNOBS.contains(&k.as_str());
+                || (COST_ONLY_KNOBS.contains(&k.as_str()) && !(ir_drop && k == "r_on_ohm"));
             let w = theirs.get(k).unwrap_or(&serde_json::Value::Null);
             (!skip && v != w).then(|| (k.clone(), v.to_string(), w.to_string()))
         })
@@ -1513,7 +1669,15 @@ impl Spec {
                 })?,
                 None => &ArchKnobs::default(),
             };
-            let knobs = ArchKnobs::raella_defaults().overlaid(base).overlaid(e);
+            let mut knobs = ArchKnobs::raella_defaults().overlaid(base).overlaid(e);
+            // A programming table is named relative to the spec.
+            if let Some(f) = knobs
+                .programming_noise
+                .as_mut()
+                .filter(|f| !f.is_empty() && Path::new(f.as_str()).is_relative())
+            {
+                *f = dir.join(f.as_str()).to_string_lossy().into_owned();
+            }
             let name = e.name.clone().or_else(|| e.preset.clone()).ok_or_else(|| {
                 field(
                     path,

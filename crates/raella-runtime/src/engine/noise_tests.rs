@@ -155,10 +155,22 @@ struct Measured {
     conversions: usize,
 }
 
-fn measure(devices: Devices, recovery: bool) -> Measured {
+/// Which read-noise model is on.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Model {
+    /// `sigma = E sqrt(N+ + N-)`.
+    Lumped,
+    /// Per device, `sigma^2 = S^2 sum_r p_r^2 (G+^2 + G-^2)`, `S = E`.
+    PerDevice,
+}
+
+fn measure(devices: Devices, recovery: bool, model: Model) -> Measured {
     let (mapped, x, active) = setup();
     let layer = program(&mapped, devices);
-    let e = ColumnNoise::new(E).unwrap();
+    let e = match model {
+        Model::Lumped => ColumnNoise::new(E).unwrap(),
+        Model::PerDevice => ColumnNoise::new(0.0).unwrap().with_device_sigma(E).unwrap(),
+    };
     let slicing = Slicing::parse("4-4").unwrap();
     let (cfg, pulses, scale) = if recovery {
         let cfg = RunConfig {
@@ -200,10 +212,20 @@ fn measure(devices: Devices, recovery: bool) -> Measured {
             let (d, g) = (px.diff_column(c), px.magnitude_column(c));
             let sum: f64 = rows.iter().map(|&r| f64::from(d[r])).sum::<f64>() * pulses;
             let mag: f64 = rows.iter().map(|&r| f64::from(g[r])).sum::<f64>() * pulses;
+            // G+^2 + G-^2 = (m^2 + d^2) / 2.
+            let squares: f64 = rows
+                .iter()
+                .map(|&r| 0.5 * (f64::from(g[r]).powi(2) + f64::from(d[r]).powi(2)))
+                .sum::<f64>()
+                * pulses
+                * pulses;
             let value = out.outputs[[v, c]];
             assert_eq!(value % scale, 0, "one conversion per column");
             err[[v, c]] = f64::from(value / scale) - sum;
-            var[[v, c]] = E * E * mag + 1.0 / 12.0;
+            var[[v, c]] = match model {
+                Model::Lumped => E * E * mag,
+                Model::PerDevice => E * E * squares,
+            } + 1.0 / 12.0;
         }
     }
     let variance_ratio = err.iter().map(|e| e * e).sum::<f64>() / var.sum();
@@ -246,14 +268,16 @@ fn measure(devices: Devices, recovery: bool) -> Measured {
 /// Every case of one path; all are measured before a failure is reported.
 fn check(recovery: bool) {
     let mut failed = Vec::new();
-    for devices in [
-        Devices::Ideal,
-        Devices::IdealF32,
-        Devices::Stuck,
-        Devices::Programmed,
+    for (devices, model) in [
+        (Devices::Ideal, Model::Lumped),
+        (Devices::IdealF32, Model::Lumped),
+        (Devices::Stuck, Model::Lumped),
+        (Devices::Programmed, Model::Lumped),
+        (Devices::Ideal, Model::PerDevice),
+        (Devices::Programmed, Model::PerDevice),
     ] {
-        let m = measure(devices, recovery);
-        println!("{devices:?}, recovery {recovery}: {m:?}");
+        let m = measure(devices, recovery, model);
+        println!("{devices:?} {model:?}, recovery {recovery}: {m:?}");
         for (ok, what) in [
             (m.conversions >= 100_000, "conversions"),
             ((m.variance_ratio - 1.0).abs() < 0.03, "variance"),
@@ -263,7 +287,7 @@ fn check(recovery: bool) {
             (m.all_pairs.abs() < 0.02, "all column pairs"),
         ] {
             if !ok {
-                failed.push(format!("{devices:?}: {what}"));
+                failed.push(format!("{devices:?} {model:?}: {what}"));
             }
         }
     }
