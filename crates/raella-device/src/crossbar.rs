@@ -600,6 +600,23 @@ impl ProgrammedCrossbar {
         bits_dot(row_bits, self.magnitude_column(col))
     }
 
+    /// [`Self::column_sum_bits`] and [`Self::column_magnitude_bits`] in one
+    /// read of the column (ideal crossbars: one pass over the level planes).
+    #[must_use]
+    #[inline(always)]
+    pub fn column_sum_and_magnitude_bits(&self, col: usize, row_bits: &[u64]) -> (f32, f32) {
+        if let Some(p) = &self.level_planes {
+            let (s, m) = p.column_sum_and_magnitude(col, row_bits);
+            // Exact: |sum|, magnitude <= rows x 30 < 2^24.
+            #[allow(clippy::cast_precision_loss)]
+            return (s as f32, m as f32);
+        }
+        (
+            bits_dot(row_bits, self.diff_column(col)),
+            bits_dot(row_bits, self.magnitude_column(col)),
+        )
+    }
+
     /// `G+ + G-` of one used column, over the used rows (contiguous).
     #[must_use]
     pub fn magnitude_column(&self, col: usize) -> &[f32] {
@@ -691,6 +708,37 @@ impl LevelPlanes {
     #[inline(always)]
     fn column_sum(&self, col: usize, row_bits: &[u64]) -> i32 {
         self.column_sum_signed(col, row_bits, -1)
+    }
+
+    /// `(sum, magnitude)`: [`Self::column_sum_signed`] with -1 and 1 from one
+    /// pass over the planes.
+    #[inline(always)]
+    fn column_sum_and_magnitude(&self, col: usize, row_bits: &[u64]) -> (i32, i32) {
+        let x = &row_bits[..(self.blocks * PLANE_BLOCK).min(row_bits.len())];
+        let nb = self.blocks;
+        let (mut pos, mut neg) = (0i64, 0i64);
+        for (bi, xw) in x.chunks(PLANE_BLOCK).enumerate() {
+            let xb: [u64; PLANE_BLOCK] = match <&[u64; PLANE_BLOCK]>::try_from(xw) {
+                Ok(full) => *full,
+                Err(_) => std::array::from_fn(|k| xw.get(k).copied().unwrap_or(0)),
+            };
+            let mut lp = [0i64; PLANE_BLOCK];
+            let mut ln = [0i64; PLANE_BLOCK];
+            for l in 0..self.col_bits[col] {
+                let base = ((col * self.bits + l) * 2) * nb + bi;
+                let (p, n) = (&self.data[base], &self.data[base + nb]);
+                for k in 0..PLANE_BLOCK {
+                    lp[k] += i64::from((xb[k] & p[k]).count_ones()) << l;
+                    ln[k] += i64::from((xb[k] & n[k]).count_ones()) << l;
+                }
+            }
+            pos += lp.iter().sum::<i64>();
+            neg += ln.iter().sum::<i64>();
+        }
+        // Both <= rows x 15, far below 2^31.
+        #[allow(clippy::cast_possible_truncation)]
+        let out = ((pos - neg) as i32, (pos + neg) as i32);
+        out
     }
 
     /// `sum_r bit_r * (G+ + neg_sign * G-)[r][col]`, `neg_sign` = -1 (the column

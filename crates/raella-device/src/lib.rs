@@ -41,6 +41,7 @@ mod geometry;
 pub mod ir_drop;
 mod kernel;
 mod noise;
+pub mod normal;
 mod packed;
 pub mod realism;
 

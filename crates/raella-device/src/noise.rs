@@ -16,7 +16,10 @@
 //! * The rest (finite OFF state, programming tables, drift, IR drop, ADC
 //!   instances) is in [`crate::realism`].
 //!
-//! Every draw comes from [`Xoshiro256PlusPlus`], a named, portable generator,
+//! Read-noise draws come from counter-based SplitMix64 streams
+//! ([`crate::normal`]): each conversion's draw is a function of its stream key
+//! and column alone. Every other draw comes from [`Xoshiro256PlusPlus`], a
+//! named, portable generator,
 //! seeded through [`stream_rng`] so results never depend on thread scheduling.
 
 use rand::SeedableRng;
@@ -300,42 +303,44 @@ impl ColumnNoise {
         self.e == 0.0 && self.device_sigma == 0.0
     }
 
-    /// Adds one noise draw to `sum`, given `magnitude = N+ + N-`.
-    #[inline]
-    pub fn perturb(&self, sum: f32, magnitude: f32, rng: &mut Xoshiro256PlusPlus) -> f32 {
-        if self.e == 0.0 || magnitude <= 0.0 {
-            return sum;
-        }
-        let z: f64 = rand_distr::Distribution::sample(&rand_distr::StandardNormal, rng);
-        // Column sums are < 2^24, so the narrowing keeps every bit that matters.
+    /// The standard deviation of one conversion's noise, given `magnitude =
+    /// N+ + N-` (lumped) and `squares = sum_r p_r^2 (G+^2 + G-^2)` (per
+    /// device): `sqrt(E^2 magnitude + s^2 squares)`.
+    #[inline(always)]
+    #[must_use]
+    pub fn sigma(&self, magnitude: f32, squares: f32) -> f32 {
         #[allow(clippy::cast_possible_truncation)]
-        let noisy = (f64::from(sum) + self.e * f64::from(magnitude).sqrt() * z) as f32;
-        noisy
+        let (e, s) = (self.e as f32, self.device_sigma as f32);
+        (e * e * magnitude.max(0.0) + s * s * squares.max(0.0)).sqrt()
     }
 
-    /// Adds one draw of both models: `magnitude = N+ + N-` (lumped) and
-    /// `squares = sum_r p_r^2 (G+^2 + G-^2)` (per device). With the per-device
-    /// model off this is [`Self::perturb`], draw for draw.
-    #[inline]
-    pub fn perturb_both(
-        &self,
-        sum: f32,
-        magnitude: f32,
-        squares: f32,
-        rng: &mut Xoshiro256PlusPlus,
-    ) -> f32 {
-        if self.device_sigma == 0.0 {
-            return self.perturb(sum, magnitude, rng);
+    /// Adds `sigma * z` to every sum of a row, `z` the row's standard normal
+    /// draws ([`crate::normal::fill_normals`]); `magnitudes` / `squares` as
+    /// [`Self::sigma`] (empty when the model needing them is off). Branch-free.
+    #[inline(always)]
+    pub fn perturb_row(&self, sums: &mut [f32], magnitudes: &[f32], squares: &[f32], z: &[f32]) {
+        match (magnitudes.is_empty(), squares.is_empty()) {
+            (false, true) => {
+                #[allow(clippy::cast_possible_truncation)]
+                let e = self.e as f32;
+                for ((s, &m), &z) in sums.iter_mut().zip(magnitudes).zip(z) {
+                    *s += e * m.max(0.0).sqrt() * z;
+                }
+            }
+            (true, false) => {
+                #[allow(clippy::cast_possible_truncation)]
+                let d = self.device_sigma as f32;
+                for ((s, &q), &z) in sums.iter_mut().zip(squares).zip(z) {
+                    *s += d * q.max(0.0).sqrt() * z;
+                }
+            }
+            (false, false) => {
+                for (((s, &m), &q), &z) in sums.iter_mut().zip(magnitudes).zip(squares).zip(z) {
+                    *s += self.sigma(m, q) * z;
+                }
+            }
+            (true, true) => {}
         }
-        let var = self.e * self.e * f64::from(magnitude.max(0.0))
-            + self.device_sigma * self.device_sigma * f64::from(squares.max(0.0));
-        if var <= 0.0 {
-            return sum;
-        }
-        let z: f64 = rand_distr::Distribution::sample(&rand_distr::StandardNormal, rng);
-        #[allow(clippy::cast_possible_truncation)]
-        let noisy = (f64::from(sum) + var.sqrt() * z) as f32;
-        noisy
     }
 }
 
@@ -385,16 +390,21 @@ mod tests {
     #[test]
     fn column_noise_has_the_stated_sigma() {
         let noise = ColumnNoise::new(0.1).unwrap();
-        let mut rng = stream_rng(1, &[]);
         let n = 20_000;
+        let mut sums = vec![0f32; n];
+        let mut z = vec![0f32; n];
+        crate::normal::fill_normals(crate::normal::stream_key(1, &[]), &mut z);
+        noise.perturb_row(&mut sums, &vec![400.0; n], &[], &z);
         let (mut s1, mut s2) = (0.0f64, 0.0f64);
-        for _ in 0..n {
-            let d = f64::from(noise.perturb(0.0, 400.0, &mut rng));
+        for &d in &sums {
+            let d = f64::from(d);
             s1 += d;
             s2 += d * d;
         }
-        let mean = s1 / f64::from(n);
-        let sd = (s2 / f64::from(n) - mean * mean).sqrt();
+        #[allow(clippy::cast_precision_loss)]
+        let nf = n as f64;
+        let mean = s1 / nf;
+        let sd = (s2 / nf - mean * mean).sqrt();
         // sigma = 0.1 * sqrt(400) = 2; the sample sd of 20k draws is within 3% of it
         // with overwhelming probability, and the seed is fixed.
         assert!((sd - 2.0).abs() < 0.06, "sd {sd}");

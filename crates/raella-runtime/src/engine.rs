@@ -20,9 +20,10 @@
 
 use ndarray::{Array2, ArrayView2, s};
 use raella_compiler::MappedLayer;
+use raella_device::normal::{fill_normals, stream_key};
 use raella_device::{
     Adc, AdcInstance, ColumnNoise, DeviceNoise, DriftCompensation, Kernel, ProgrammedCrossbar,
-    Xoshiro256PlusPlus, stream_rng,
+    stream_rng,
 };
 use rayon::prelude::*;
 
@@ -488,6 +489,8 @@ impl ProgrammedLayer {
                 // Real-valued sums whenever anything perturbs them before the ADC.
                 let real_sums = !noise.is_off() || adcs.is_some();
                 let (need_mag, need_sq) = (noise.needs_magnitude(), noise.needs_squares());
+                // One device per cell: `G+ + G- = G+ - G-`, the magnitudes are the sums.
+                let one_device = px.geometry().cell() == raella_device::CellKind::OneT1R;
                 let mut sums = match &pulses {
                     Pulses::Int(_) if !real_sums => Sums::Int(vec![0; b * cols]),
                     _ => Sums::Real(Array2::zeros((b, cols))),
@@ -502,6 +505,8 @@ impl ProgrammedLayer {
                 // Per vector, the OFF current's nominal value in this slice (1T1R).
                 let mut off_corr = vec![0i64; if off > 0.0 { b } else { 0 }];
                 let mut flagged: Vec<(usize, usize)> = Vec::new();
+                // One row of standard normal draws (read noise).
+                let mut z = vec![0f32; if noise.is_off() { 0 } else { cols }];
                 for j in 0..ns {
                     match (&pulses, &mut sums) {
                         (Pulses::Int(slices), Sums::Int(sums)) => {
@@ -511,7 +516,9 @@ impl ProgrammedLayer {
                             match pulses {
                                 Pulses::Real(p) => {
                                     px.column_sums(p[j].view(), sums.view_mut());
-                                    if need_mag {
+                                    if need_mag && one_device {
+                                        mags.assign(sums);
+                                    } else if need_mag {
                                         px.column_magnitudes(p[j].view(), mags.view_mut());
                                     }
                                     if need_sq {
@@ -533,7 +540,9 @@ impl ProgrammedLayer {
                                     for (o, &v) in sums.iter_mut().zip(&isums) {
                                         *o = v as f32;
                                     }
-                                    if need_mag {
+                                    if need_mag && one_device {
+                                        mags.assign(sums);
+                                    } else if need_mag {
                                         px.column_magnitudes_int(&slices[j], &mut imags);
                                         for (o, &v) in mags.iter_mut().zip(&imags) {
                                             *o = v as f32;
@@ -549,14 +558,22 @@ impl ProgrammedLayer {
                                 }
                             }
                             if !noise.is_off() {
-                                for v in 0..b {
-                                    let mut rng = noise_rng(cfg.seed, pass, xi, v0 + v, j);
-                                    for c in 0..cols {
-                                        let mag = if need_mag { mags[[v, c]] } else { 0.0 };
-                                        let sq = if need_sq { sqs[[v, c]] } else { 0.0 };
-                                        sums[[v, c]] =
-                                            noise.perturb_both(sums[[v, c]], mag, sq, &mut rng);
-                                    }
+                                for (v, mut row) in sums.rows_mut().into_iter().enumerate() {
+                                    fill_normals(noise_key(cfg.seed, pass, xi, v0 + v, j), &mut z);
+                                    noise.perturb_row(
+                                        row.as_slice_mut().expect("standard layout"),
+                                        if need_mag {
+                                            &mags.row(v).to_slice().expect("layout")[..]
+                                        } else {
+                                            &[]
+                                        },
+                                        if need_sq {
+                                            &sqs.row(v).to_slice().expect("layout")[..]
+                                        } else {
+                                            &[]
+                                        },
+                                        &z,
+                                    );
                                 }
                             }
                             if let Some(inst) = adcs {
@@ -644,7 +661,7 @@ impl ProgrammedLayer {
                             sh,
                             widths[j],
                             &mut acc,
-                            |v, c| recovery_rng(cfg.seed, pass, xi, v0 + v, ns + j, c),
+                            |v, c| recovery_key(cfg.seed, pass, xi, v0 + v, ns + j, c),
                         );
                         stats.recovery_conversions += r.conversions;
                         stats.activity.conversions += r.conversions;
@@ -888,30 +905,24 @@ fn convert_shift_add_int(
 }
 
 /// The read-noise stream of one primary input slice of one vector on one
-/// crossbar, drawn across the columns in order: one draw per conversion.
-fn noise_rng(
-    seed: u64,
-    pass: u64,
-    crossbar: usize,
-    vector: usize,
-    slice: usize,
-) -> Xoshiro256PlusPlus {
-    stream_rng(seed, &[pass, crossbar as u64, vector as u64, slice as u64])
+/// crossbar: draw `c` is column `c`'s ([`fill_normals`]).
+fn noise_key(seed: u64, pass: u64, crossbar: usize, vector: usize, slice: usize) -> u64 {
+    stream_key(seed, &[pass, crossbar as u64, vector as u64, slice as u64])
 }
 
 /// The read-noise stream of one recovered column-slice (`slice` is `ns + j`
-/// for speculative slice `j`), drawn over its 1-bit conversions in order. Keyed
-/// by the column as well: flagged columns of one vector are recovered one
-/// after another, and each must draw its own values.
-fn recovery_rng(
+/// for speculative slice `j`): draw `t` is its bit `t`'s conversion. Keyed by
+/// the column as well: flagged columns of one vector are recovered one after
+/// another, and each must draw its own values.
+fn recovery_key(
     seed: u64,
     pass: u64,
     crossbar: usize,
     vector: usize,
     slice: usize,
     column: usize,
-) -> Xoshiro256PlusPlus {
-    stream_rng(
+) -> u64 {
+    stream_key(
         seed,
         &[
             pass,
@@ -952,7 +963,7 @@ fn recover(
     shift: u32,
     width: u32,
     acc: &mut Array2<i64>,
-    rng_for: impl Fn(usize, usize) -> Xoshiro256PlusPlus,
+    key_for: impl Fn(usize, usize) -> u64,
 ) -> Recovered {
     let words = ProgrammedCrossbar::row_bit_words(px.used_rows());
     let cols = px.used_cols();
@@ -960,7 +971,12 @@ fn recover(
     for &(v, c) in flagged {
         let start = (v * 8 + shift as usize) * words;
         let planes = &xbits[start..start + width as usize * words];
-        let mut rng = (!noise.is_off()).then(|| rng_for(v, c));
+        // The column-slice's draws, one per 1-bit conversion.
+        let mut z = [0f32; 8];
+        let noisy = !noise.is_off();
+        if noisy {
+            fill_normals(key_for(v, c), &mut z[..width as usize]);
+        }
         let mut any_out = false;
         let mut value = 0i64;
         // `corr`: the digital OFF-current correction of this conversion.
@@ -985,7 +1001,7 @@ fn recover(
             let (lo, hi) = (adc.min_code() as f32, adc.max_code() as f32);
             let off = px.off_per_pulse();
             for (t, plane) in (0..width).zip(planes.chunks_exact(words)) {
-                let exact = if rng.is_none() && adcs.is_none() {
+                let exact = if !noisy && adcs.is_none() {
                     px.column_sum_bits_exact(c, plane)
                 } else {
                     None
@@ -993,19 +1009,18 @@ fn recover(
                 let conv = match exact {
                     Some(exact) => adc.convert_exact(exact),
                     None => {
-                        let mut sum = px.column_sum_bits(c, plane);
-                        if let Some(rng) = rng.as_mut() {
-                            let mag = if noise.needs_magnitude() {
-                                px.column_magnitude_bits(c, plane)
-                            } else {
-                                0.0
-                            };
+                        let (mut sum, mag) = if noisy && noise.needs_magnitude() {
+                            px.column_sum_and_magnitude_bits(c, plane)
+                        } else {
+                            (px.column_sum_bits(c, plane), 0.0)
+                        };
+                        if noisy {
                             let sq = if noise.needs_squares() {
                                 px.column_square_bits(c, plane)
                             } else {
                                 0.0
                             };
-                            sum = noise.perturb_both(sum, mag, sq, rng);
+                            sum += noise.sigma(mag, sq) * z[t as usize];
                         }
                         if let Some(inst) = adcs {
                             sum = inst[c].transfer(sum, lo, hi);

@@ -43,7 +43,10 @@ fn a_finite_off_state_is_subtracted_digitally() {
     // 4-bit devices, ratio 16: G_off = 15 / 15 = 1 level step, integral.
     let noise = DeviceNoise::default().with_on_off_ratio(16.0).unwrap();
     for (cell, encoding) in [
-        (CellKind::OneT1R, Encoding::UnsignedOffset { bit_flip: true }),
+        (
+            CellKind::OneT1R,
+            Encoding::UnsignedOffset { bit_flip: true },
+        ),
         (CellKind::TwoT2R, Encoding::CenterOffset(CenterRule::Mean)),
     ] {
         let cfg = CompileConfig {
@@ -60,7 +63,11 @@ fn a_finite_off_state_is_subtracted_digitally() {
             seed: 0,
         };
         let out = layer.run(x.view(), &run).unwrap();
-        assert_eq!(out.outputs.mapv(i64::from), exact, "{cell}: exact after the digital correction");
+        assert_eq!(
+            out.outputs.mapv(i64::from),
+            exact,
+            "{cell}: exact after the digital correction"
+        );
         // The OFF current reaches the ADC on 1T1R (larger sums), not on 2T2R.
         let ideal = ProgrammedLayer::ideal(mapped).run(x.view(), &run).unwrap();
         let cols = |o: &raella_runtime::LayerOutput| o.stats.activity.saturated_conversions;
@@ -82,9 +89,16 @@ fn a_finite_off_state_is_subtracted_digitally() {
     let real = ProgrammedLayer::program(mapped.clone(), &off, 3)
         .run(full.view(), &run)
         .unwrap();
-    let ideal = ProgrammedLayer::ideal(mapped).run(full.view(), &run).unwrap();
+    let ideal = ProgrammedLayer::ideal(mapped)
+        .run(full.view(), &run)
+        .unwrap();
     let sat = |o: &raella_runtime::LayerOutput| o.stats.activity.saturated_conversions;
-    assert!(sat(&real) > sat(&ideal), "{} vs {}", sat(&real), sat(&ideal));
+    assert!(
+        sat(&real) > sat(&ideal),
+        "{} vs {}",
+        sat(&real),
+        sat(&ideal)
+    );
 }
 
 /// Every column's measured value computed directly: per input slice, the

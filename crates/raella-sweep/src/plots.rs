@@ -290,35 +290,140 @@ fn ladder(res: &SweepResults, model: &str) -> anyhow::Result<Option<String>> {
     Ok(Some(s))
 }
 
-/// Output error and top-1 against read noise E for isaac8b- and raella-based designs.
-fn noise(spec: &Spec, res: &SweepResults, model: &str) -> anyhow::Result<Option<String>> {
+/// A non-ideality knob a robustness curve sweeps: its name, the x axis label,
+/// and the x value of a design (0 = ideal).
+struct Strength {
+    knob: &'static str,
+    /// Knobs that come with it (drift's exponent and compensation), ignored
+    /// when matching designs to a preset.
+    with: &'static [&'static str],
+    label: &'static str,
+    x: fn(&crate::spec::ArchKnobs) -> f64,
+}
+
+/// Every non-ideality knob with a robustness curve (`docs/DEVICES.md`).
+const STRENGTHS: [Strength; 10] = [
+    Strength {
+        knob: "noise_e",
+        with: &[],
+        label: "read noise E (%)",
+        x: |k| k.noise_e.unwrap_or(0.0) * 100.0,
+    },
+    Strength {
+        knob: "read_noise_device_sigma",
+        with: &[],
+        label: "per-device read sigma (%)",
+        x: |k| k.read_noise_device_sigma.unwrap_or(0.0) * 100.0,
+    },
+    Strength {
+        knob: "programming_sigma",
+        with: &[],
+        label: "programming sigma (%)",
+        x: |k| k.programming_sigma.unwrap_or(0.0) * 100.0,
+    },
+    Strength {
+        knob: "on_off_ratio",
+        with: &[],
+        label: "G_off / G_on (%)",
+        x: |k| match k.on_off_ratio.unwrap_or(0.0) {
+            r if r > 0.0 => 100.0 / r,
+            _ => 0.0,
+        },
+    },
+    Strength {
+        knob: "drift_t_seconds",
+        with: &["drift_nu", "drift_nu_sigma", "drift_compensation"],
+        label: "log10(t / t0) after programming",
+        x: |k| {
+            (k.drift_t_seconds.unwrap_or(raella_device::DRIFT_T0_SECONDS)
+                / raella_device::DRIFT_T0_SECONDS)
+                .log10()
+        },
+    },
+    Strength {
+        knob: "ir_drop_wire_ohm",
+        with: &[],
+        label: "wire ohm per cell segment",
+        x: |k| k.ir_drop_wire_ohm.unwrap_or(0.0),
+    },
+    Strength {
+        knob: "adc_offset_lsb_sigma",
+        with: &[],
+        label: "ADC offset sigma (LSB)",
+        x: |k| k.adc_offset_lsb_sigma.unwrap_or(0.0),
+    },
+    Strength {
+        knob: "adc_gain_sigma",
+        with: &[],
+        label: "ADC gain sigma (%)",
+        x: |k| k.adc_gain_sigma.unwrap_or(0.0) * 100.0,
+    },
+    Strength {
+        knob: "adc_inl_lsb",
+        with: &[],
+        label: "ADC INL peak (LSB)",
+        x: |k| k.adc_inl_lsb.unwrap_or(0.0),
+    },
+    Strength {
+        knob: "stuck_at_zero",
+        with: &[],
+        label: "devices stuck OFF (%)",
+        x: |k| k.stuck_at_zero.unwrap_or(0.0) * 100.0,
+    },
+];
+
+/// `k` with the strength's knobs (and the names) cleared, for matching designs
+/// that differ from a preset in that knob only.
+fn without(k: &crate::spec::ArchKnobs, strength: &Strength) -> Option<serde_json::Value> {
+    let mut v = serde_json::to_value(k).ok()?;
+    let o = v.as_object_mut()?;
+    for f in ["preset", "name", "description", strength.knob] {
+        o.remove(f);
+    }
+    for f in strength.with {
+        o.remove(*f);
+    }
+    Some(v)
+}
+
+/// Fidelity against one non-ideality's strength for the `isaac8b`-,
+/// `center_offset`- and `raella`-based designs: output error vs the 8-bit
+/// reference (log), and top-1 (labelled data), agreement with the 8-bit
+/// reference, or for text models the Lee-50 Pearson. `None` unless some base
+/// has at least two strengths.
+fn robustness(
+    spec: &Spec,
+    res: &SweepResults,
+    model: &str,
+    strength: &Strength,
+) -> anyhow::Result<Option<String>> {
     let mut series: Vec<(String, Vec<NoisePoint>)> = Vec::new();
-    for base in ["isaac8b", "raella"] {
-        // The preset's design with only the read noise changed.
+    let mut second = "top-1 or agreement with the 8-bit reference (%)";
+    for base in ["isaac8b", "center_offset", "raella"] {
+        // The preset's design with only this knob changed.
         let Some(reference) = spec.presets.get(base) else {
             continue;
         };
-        let strip = |k: &crate::spec::ArchKnobs| crate::spec::ArchKnobs {
-            preset: None,
-            name: None,
-            description: None,
-            noise_e: None,
-            ..k.clone()
-        };
-        let want = strip(reference);
+        let want = without(
+            &crate::spec::ArchKnobs::raella_defaults().overlaid(reference),
+            strength,
+        );
         let mut pts: Vec<NoisePoint> =
             spec.archs
                 .iter()
-                .filter(|a| strip(&a.knobs) == want)
+                .filter(|a| a.knobs.preset.as_deref() == Some(base))
+                .filter(|a| without(&a.knobs, strength) == want)
                 .filter_map(|a| {
                     let r = res.rows.iter().find(|r| {
                         r.model == model && r.arch == a.name && r.seed == spec.seeds[0]
                     })?;
-                    Some((
-                        a.knobs.noise_e.unwrap_or(0.0) * 100.0,
-                        r.output_rel_err_int8.max(1e-6),
-                        r.top1.unwrap_or(r.agreement_int8) * 100.0,
-                    ))
+                    let y2 = if let Some(p) = r.pearson {
+                        second = "Lee-50 Pearson x 100";
+                        p * 100.0
+                    } else {
+                        r.top1.unwrap_or(r.agreement_int8) * 100.0
+                    };
+                    Some(((strength.x)(&a.knobs), r.output_rel_err_int8.max(1e-6), y2))
                 })
                 .collect();
         pts.sort_by(|a, b| a.0.total_cmp(&b.0));
@@ -335,7 +440,10 @@ fn noise(spec: &Spec, res: &SweepResults, model: &str) -> anyhow::Result<Option<
         root.fill(&WHITE).map_err(err)?;
         let (top, bottom) = root.split_vertically(400);
         let all: Vec<&(f64, f64, f64)> = series.iter().flat_map(|s| s.1.iter()).collect();
-        let xmax = all.iter().map(|p| p.0).fold(0.0, f64::max) * 1.05 + 0.5;
+        let (x0, x1) = padded(
+            all.iter().map(|p| p.0).fold(f64::INFINITY, f64::min),
+            all.iter().map(|p| p.0).fold(f64::NEG_INFINITY, f64::max),
+        );
         let (l0, l1) = padded(
             all.iter()
                 .map(|p| p.1.log10())
@@ -346,70 +454,61 @@ fn noise(spec: &Spec, res: &SweepResults, model: &str) -> anyhow::Result<Option<
         );
         let (t0, t1) = padded(
             all.iter().map(|p| p.2).fold(f64::INFINITY, f64::min),
-            all.iter().map(|p| p.2).fold(0.0, f64::max),
+            all.iter().map(|p| p.2).fold(f64::NEG_INFINITY, f64::max),
         );
-        let colours = [RED, BLUE];
-        let mut c = ChartBuilder::on(&top)
-            .caption(format!("{model}: output error vs read noise E"), (FONT, 20))
-            .margin(15)
-            .x_label_area_size(40)
-            .y_label_area_size(60)
-            .build_cartesian_2d(0.0..xmax, l0..l1)
-            .map_err(err)?;
-        c.configure_mesh()
-            .x_desc("noise E (%)")
-            .y_desc("log10 output rel. error vs 8-bit ref")
-            .draw()
-            .map_err(err)?;
-        for ((name, pts), colour) in series.iter().zip(colours) {
-            c.draw_series(LineSeries::new(
-                pts.iter().map(|p| (p.0, p.1.log10())),
-                colour.stroke_width(2),
-            ))
-            .map_err(err)?
-            .label(name.clone())
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 15, y)], colour.stroke_width(2))
-            });
-            c.draw_series(
-                pts.iter()
-                    .map(|p| Circle::new((p.0, p.1.log10()), 4, colour.filled())),
-            )
-            .map_err(err)?;
+        let colours = [RED, GREEN, BLUE];
+        let panels = [
+            (
+                &top,
+                format!("{model}: output error vs {}", strength.knob),
+                "log10 output rel. error vs 8-bit ref",
+                (l0, l1),
+                true,
+            ),
+            (
+                &bottom,
+                format!("{model}: fidelity vs {}", strength.knob),
+                second,
+                (t0, t1),
+                false,
+            ),
+        ];
+        for (area, caption, ydesc, (y0, y1), log) in panels {
+            let mut c = ChartBuilder::on(area)
+                .caption(caption, (FONT, 20))
+                .margin(15)
+                .x_label_area_size(40)
+                .y_label_area_size(60)
+                .build_cartesian_2d(x0..x1, y0..y1)
+                .map_err(err)?;
+            c.configure_mesh()
+                .x_desc(strength.label)
+                .y_desc(ydesc)
+                .draw()
+                .map_err(err)?;
+            for ((name, pts), colour) in series.iter().zip(colours) {
+                let y = |p: &(f64, f64, f64)| if log { p.1.log10() } else { p.2 };
+                c.draw_series(LineSeries::new(
+                    pts.iter().map(|p| (p.0, y(p))),
+                    colour.stroke_width(2),
+                ))
+                .map_err(err)?
+                .label(name.clone())
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 15, y)], colour.stroke_width(2))
+                });
+                c.draw_series(
+                    pts.iter()
+                        .map(|p| Circle::new((p.0, y(p)), 4, colour.filled())),
+                )
+                .map_err(err)?;
+            }
+            c.configure_series_labels()
+                .background_style(WHITE.mix(0.8))
+                .border_style(BLACK)
+                .draw()
+                .map_err(err)?;
         }
-        c.configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()
-            .map_err(err)?;
-        let mut c = ChartBuilder::on(&bottom)
-            .caption(format!("{model}: top-1 vs read noise E"), (FONT, 20))
-            .margin(15)
-            .x_label_area_size(40)
-            .y_label_area_size(60)
-            .build_cartesian_2d(0.0..xmax, t0..t1.min(101.0))
-            .map_err(err)?;
-        c.configure_mesh()
-            .x_desc("noise E (%)")
-            .y_desc("top-1 (%)")
-            .draw()
-            .map_err(err)?;
-        for ((name, pts), colour) in series.iter().zip(colours) {
-            c.draw_series(LineSeries::new(
-                pts.iter().map(|p| (p.0, p.2)),
-                colour.stroke_width(2),
-            ))
-            .map_err(err)?
-            .label(name.clone())
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 15, y)], colour.stroke_width(2))
-            });
-        }
-        c.configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()
-            .map_err(err)?;
         root.present().map_err(err)?;
     }
     Ok(Some(s))
@@ -515,12 +614,24 @@ pub fn plots(spec: &Spec, res: &SweepResults) -> anyhow::Result<Vec<Plot>> {
                 s,
             ));
         }
-        if let Some(s) = noise(spec, res, name)? {
-            out.push((
-                PathBuf::from(format!("plots/{}_noise.svg", file_component(name))),
-                format!("{name}: accuracy vs read noise"),
-                s,
-            ));
+        for strength in &STRENGTHS {
+            if let Some(s) = robustness(spec, res, name, strength)? {
+                // Read noise keeps the file name it always had.
+                let file = if strength.knob == "noise_e" {
+                    format!("plots/{}_noise.svg", file_component(name))
+                } else {
+                    format!(
+                        "plots/{}_robustness_{}.svg",
+                        file_component(name),
+                        strength.knob
+                    )
+                };
+                out.push((
+                    PathBuf::from(file),
+                    format!("{name}: fidelity vs {}", strength.knob),
+                    s,
+                ));
+            }
         }
     }
     let mut dnns: Vec<String> = Vec::new();
