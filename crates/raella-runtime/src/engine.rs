@@ -563,12 +563,12 @@ impl ProgrammedLayer {
                                     noise.perturb_row(
                                         row.as_slice_mut().expect("standard layout"),
                                         if need_mag {
-                                            &mags.row(v).to_slice().expect("layout")[..]
+                                            mags.row(v).to_slice().expect("layout")
                                         } else {
                                             &[]
                                         },
                                         if need_sq {
-                                            &sqs.row(v).to_slice().expect("layout")[..]
+                                            sqs.row(v).to_slice().expect("layout")
                                         } else {
                                             &[]
                                         },
