@@ -30,7 +30,7 @@ fn inputs(vectors: usize, rows: usize, seed: u64) -> Array2<u8> {
         if rng.random_range(0..3) == 0 {
             0
         } else {
-            rng.random_range(0..=255u32).pow(2).div_ceil(255) as u8
+            u8::try_from(rng.random_range(0..=255u32).pow(2).div_ceil(255)).unwrap()
         }
     })
 }
