@@ -200,3 +200,32 @@ fn adc_non_idealities_are_seen_by_speculation_and_every_recovered_bit() {
     assert_eq!(a.outputs, b.outputs);
     assert_ne!(a.outputs, c.outputs);
 }
+
+#[test]
+fn per_device_read_noise_is_reproducible_and_changes_with_the_seed() {
+    let w = weights(30, 260, 6);
+    let x = inputs(400, 260, 7);
+    let cfg = CompileConfig {
+        geometry: CrossbarGeometry::new(128, 64, CellKind::TwoT2R, 4).unwrap(),
+        encoding: Encoding::CenterOffset(CenterRule::Mean),
+        weight_slicing: Slicing::parse("4-2-2").unwrap(),
+    };
+    let layer = ProgrammedLayer::ideal(compile(w.view(), &cfg, None).unwrap());
+    let noise = raella_device::ColumnNoise::new(0.0)
+        .unwrap()
+        .with_device_sigma(0.05)
+        .unwrap();
+    let run = |seed| {
+        let cfg = RunConfig {
+            column_noise: noise,
+            seed,
+            ..RunConfig::raella()
+        };
+        layer.run(x.view(), &cfg).unwrap().outputs
+    };
+    let exact = exact_outputs(w.view(), x.view());
+    let (a, b, c) = (run(1), run(1), run(2));
+    assert_eq!(a, b);
+    assert_ne!(a, c);
+    assert_ne!(a.mapv(i64::from), exact);
+}

@@ -292,17 +292,17 @@ fn ladder(res: &SweepResults, model: &str) -> anyhow::Result<Option<String>> {
 
 /// A non-ideality knob a robustness curve sweeps: its name, the x axis label,
 /// and the x value of a design (0 = ideal).
-struct Strength {
-    knob: &'static str,
+pub(crate) struct Strength {
+    pub(crate) knob: &'static str,
     /// Knobs that come with it (drift's exponent and compensation), ignored
     /// when matching designs to a preset.
     with: &'static [&'static str],
-    label: &'static str,
-    x: fn(&crate::spec::ArchKnobs) -> f64,
+    pub(crate) label: &'static str,
+    pub(crate) x: fn(&crate::spec::ArchKnobs) -> f64,
 }
 
 /// Every non-ideality knob with a robustness curve (`docs/DEVICES.md`).
-const STRENGTHS: [Strength; 10] = [
+pub(crate) const STRENGTHS: [Strength; 10] = [
     Strength {
         knob: "noise_e",
         with: &[],
@@ -386,6 +386,30 @@ fn without(k: &crate::spec::ArchKnobs, strength: &Strength) -> Option<serde_json
     Some(v)
 }
 
+/// The designs robustness curves compare.
+pub(crate) const ROBUSTNESS_BASES: [&str; 3] = ["isaac8b", "center_offset", "raella"];
+
+/// The spec's designs on preset `base` that differ from it in `strength`'s
+/// knobs only (the preset itself included), in spec order.
+pub(crate) fn curve_designs<'a>(
+    spec: &'a Spec,
+    base: &str,
+    strength: &Strength,
+) -> Vec<&'a crate::spec::Arch> {
+    let Some(reference) = spec.presets.get(base) else {
+        return Vec::new();
+    };
+    let want = without(
+        &crate::spec::ArchKnobs::raella_defaults().overlaid(reference),
+        strength,
+    );
+    spec.archs
+        .iter()
+        .filter(|a| a.knobs.preset.as_deref() == Some(base))
+        .filter(|a| without(&a.knobs, strength) == want)
+        .collect()
+}
+
 /// Fidelity against one non-ideality's strength for the `isaac8b`-,
 /// `center_offset`- and `raella`-based designs: output error vs the 8-bit
 /// reference (log), and top-1 (labelled data), agreement with the 8-bit
@@ -399,33 +423,23 @@ fn robustness(
 ) -> anyhow::Result<Option<String>> {
     let mut series: Vec<(String, Vec<NoisePoint>)> = Vec::new();
     let mut second = "top-1 or agreement with the 8-bit reference (%)";
-    for base in ["isaac8b", "center_offset", "raella"] {
-        // The preset's design with only this knob changed.
-        let Some(reference) = spec.presets.get(base) else {
-            continue;
-        };
-        let want = without(
-            &crate::spec::ArchKnobs::raella_defaults().overlaid(reference),
-            strength,
-        );
-        let mut pts: Vec<NoisePoint> =
-            spec.archs
-                .iter()
-                .filter(|a| a.knobs.preset.as_deref() == Some(base))
-                .filter(|a| without(&a.knobs, strength) == want)
-                .filter_map(|a| {
-                    let r = res.rows.iter().find(|r| {
-                        r.model == model && r.arch == a.name && r.seed == spec.seeds[0]
-                    })?;
-                    let y2 = if let Some(p) = r.pearson {
-                        second = "Lee-50 Pearson x 100";
-                        p * 100.0
-                    } else {
-                        r.top1.unwrap_or(r.agreement_int8) * 100.0
-                    };
-                    Some(((strength.x)(&a.knobs), r.output_rel_err_int8.max(1e-6), y2))
-                })
-                .collect();
+    for base in ROBUSTNESS_BASES {
+        let mut pts: Vec<NoisePoint> = curve_designs(spec, base, strength)
+            .into_iter()
+            .filter_map(|a| {
+                let r = res
+                    .rows
+                    .iter()
+                    .find(|r| r.model == model && r.arch == a.name && r.seed == spec.seeds[0])?;
+                let y2 = if let Some(p) = r.pearson {
+                    second = "Lee-50 Pearson x 100";
+                    p * 100.0
+                } else {
+                    r.top1.unwrap_or(r.agreement_int8) * 100.0
+                };
+                Some(((strength.x)(&a.knobs), r.output_rel_err_int8.max(1e-6), y2))
+            })
+            .collect();
         pts.sort_by(|a, b| a.0.total_cmp(&b.0));
         if pts.len() >= 2 {
             series.push((base.to_string(), pts));

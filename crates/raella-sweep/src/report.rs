@@ -375,6 +375,75 @@ fn pp(a: Option<f64>, b: Option<f64>) -> String {
     }
 }
 
+/// Per non-ideality knob with a curve (`plots::STRENGTHS`), a row per
+/// strength: each base design's output error vs the 8-bit reference and its
+/// fidelity (top-1, else agreement with the 8-bit reference; Lee-50 Pearson
+/// for text models), first seed. Nothing when the spec has no such curve.
+fn robustness_section(
+    md: &mut String,
+    spec: &Spec,
+    res: &SweepResults,
+    model: &str,
+) -> anyhow::Result<()> {
+    use crate::plots::{ROBUSTNESS_BASES, STRENGTHS, curve_designs};
+    let mut rows: Vec<String> = Vec::new();
+    for strength in &STRENGTHS {
+        let per_base: Vec<Vec<(f64, &crate::run::ResultRow)>> = ROBUSTNESS_BASES
+            .iter()
+            .map(|b| {
+                curve_designs(spec, b, strength)
+                    .into_iter()
+                    .filter_map(|a| {
+                        let r = res.rows.iter().find(|r| {
+                            r.model == model && r.arch == a.name && r.seed == spec.seeds[0]
+                        })?;
+                        Some(((strength.x)(&a.knobs), r))
+                    })
+                    .collect()
+            })
+            .collect();
+        if per_base.iter().all(|p| p.len() < 2) {
+            continue;
+        }
+        let mut xs: Vec<f64> = per_base.iter().flatten().map(|p| p.0).collect();
+        xs.sort_by(f64::total_cmp);
+        xs.dedup();
+        for x in xs.into_iter().filter(|&x| x != 0.0) {
+            let mut line = format!("| `{}` | {} = {x:.4} |", strength.knob, strength.label);
+            for pts in &per_base {
+                match pts.iter().find(|p| p.0 == x) {
+                    Some((_, r)) => {
+                        let fid = r
+                            .pearson
+                            .unwrap_or_else(|| r.top1.unwrap_or(r.agreement_int8));
+                        write!(line, " {:.2e} | {:.4} |", r.output_rel_err_int8, fid)?;
+                    }
+                    None => line.push_str(" - | - |"),
+                }
+            }
+            rows.push(line);
+        }
+    }
+    if rows.is_empty() {
+        return Ok(());
+    }
+    writeln!(
+        md,
+        "\n### Robustness (first seed; `docs/DEVICES.md`)\n\nOne non-ideality at a time on each design; fidelity is the Lee-50 Pearson (text), top-1 (labelled images) or agreement with the 8-bit reference. The unperturbed designs are in the table above.\n"
+    )?;
+    let mut head = String::from("| knob | strength |");
+    let mut rule = String::from("|---|---|");
+    for b in ROBUSTNESS_BASES {
+        write!(head, " {b} output error | {b} fidelity |")?;
+        rule.push_str("---|---|");
+    }
+    writeln!(md, "{head}\n{rule}")?;
+    for r in rows {
+        writeln!(md, "{r}")?;
+    }
+    Ok(())
+}
+
 fn report_text(spec: &Spec, res: &SweepResults) -> anyhow::Result<String> {
     let mut md = String::new();
     writeln!(md, "# Sweep `{}`\n", cell(&spec.name))?;
@@ -539,6 +608,7 @@ fn report_text(spec: &Spec, res: &SweepResults) -> anyhow::Result<String> {
                 r.converts_per_mac
             )?;
         }
+        robustness_section(&mut md, spec, res, &m.name)?;
         writeln!(md, "\n### Per layer (first seed)\n")?;
         writeln!(
             md,
