@@ -229,3 +229,52 @@ fn per_device_read_noise_is_reproducible_and_changes_with_the_seed() {
     assert_ne!(a, c);
     assert_ne!(a.mapv(i64::from), exact);
 }
+
+/// Read noise on 1T1R, whose magnitudes are its sums (one device per cell):
+/// every column's measured value has the variance the per-conversion model
+/// predicts, `sum_t 4^t (E^2 S_t + 1/12)` over its 1-bit slices `t` (a wide
+/// ADC, so nothing clamps; Sheppard's correction for the rounding).
+#[test]
+fn one_device_read_noise_has_the_predicted_variance() {
+    let w = weights(48, 128, 8);
+    let x = inputs(2000, 128, 9);
+    let cfg = CompileConfig {
+        geometry: CrossbarGeometry::new(128, 256, CellKind::OneT1R, 2).unwrap(),
+        encoding: Encoding::UnsignedOffset { bit_flip: false },
+        weight_slicing: Slicing::parse("2x4").unwrap(),
+    };
+    let layer = ProgrammedLayer::ideal(compile(w.view(), &cfg, None).unwrap());
+    let e = 0.3;
+    let run = RunConfig {
+        adc: Adc::new(16, false).unwrap(),
+        input: InputMode::Fixed(Slicing::parse("1x8").unwrap()),
+        column_noise: raella_device::ColumnNoise::new(e).unwrap(),
+        seed: 4,
+    };
+    let got = layer.run_columns(x.view(), &run).unwrap().outputs;
+    let px = &layer.crossbars()[0];
+    let (mut err2, mut var) = (0.0f64, 0.0f64);
+    for v in 0..x.nrows() {
+        for c in 0..px.used_cols() {
+            let d = px.diff_column(c);
+            let mut exact = 0.0;
+            for t in 0..8 {
+                let s: f64 = (0..128)
+                    .filter(|&r| (x[[v, r]] >> t) & 1 == 1)
+                    .map(|r| f64::from(d[r]))
+                    .sum();
+                exact += s * f64::from(1u32 << t);
+                // A zero sum draws noise of sigma 0 and rounds exactly.
+                if s > 0.0 {
+                    var += f64::from(1u32 << (2 * t)) * (e * e * s + 1.0 / 12.0);
+                }
+            }
+            err2 += (f64::from(got[[v, c]]) - exact).powi(2);
+        }
+    }
+    let ratio = err2 / var;
+    assert!(
+        (ratio - 1.0).abs() < 0.03,
+        "measured / predicted variance {ratio}"
+    );
+}

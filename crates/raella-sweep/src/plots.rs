@@ -293,35 +293,46 @@ fn ladder(res: &SweepResults, model: &str) -> anyhow::Result<Option<String>> {
 /// A non-ideality knob a robustness curve sweeps: its name, the x axis label,
 /// and the x value of a design (0 = ideal).
 pub(crate) struct Strength {
+    /// Names the plot file and the report's rows.
+    pub(crate) name: &'static str,
     pub(crate) knob: &'static str,
     /// Knobs that come with it (drift's exponent and compensation), ignored
     /// when matching designs to a preset.
     with: &'static [&'static str],
     pub(crate) label: &'static str,
     pub(crate) x: fn(&crate::spec::ArchKnobs) -> f64,
+    /// Which designs the curve takes (beyond differing in its knobs only).
+    only: fn(&crate::spec::ArchKnobs) -> bool,
 }
 
 /// Every non-ideality knob with a robustness curve (`docs/DEVICES.md`).
-pub(crate) const STRENGTHS: [Strength; 10] = [
+pub(crate) const STRENGTHS: [Strength; 11] = [
     Strength {
+        name: "noise_e",
         knob: "noise_e",
         with: &[],
         label: "read noise E (%)",
         x: |k| k.noise_e.unwrap_or(0.0) * 100.0,
+        only: |_| true,
     },
     Strength {
+        name: "read_noise_device_sigma",
         knob: "read_noise_device_sigma",
         with: &[],
         label: "per-device read sigma (%)",
         x: |k| k.read_noise_device_sigma.unwrap_or(0.0) * 100.0,
+        only: |_| true,
     },
     Strength {
+        name: "programming_sigma",
         knob: "programming_sigma",
         with: &[],
         label: "programming sigma (%)",
         x: |k| k.programming_sigma.unwrap_or(0.0) * 100.0,
+        only: |_| true,
     },
     Strength {
+        name: "on_off_ratio",
         knob: "on_off_ratio",
         with: &[],
         label: "G_off / G_on (%)",
@@ -329,8 +340,10 @@ pub(crate) const STRENGTHS: [Strength; 10] = [
             r if r > 0.0 => 100.0 / r,
             _ => 0.0,
         },
+        only: |_| true,
     },
     Strength {
+        name: "drift_t_seconds",
         knob: "drift_t_seconds",
         with: &["drift_nu", "drift_nu_sigma", "drift_compensation"],
         label: "log10(t / t0) after programming",
@@ -339,36 +352,57 @@ pub(crate) const STRENGTHS: [Strength; 10] = [
                 / raella_device::DRIFT_T0_SECONDS)
                 .log10()
         },
+        only: |_| true,
     },
     Strength {
+        name: "ir_drop_wire_ohm",
         knob: "ir_drop_wire_ohm",
         with: &[],
         label: "wire ohm per cell segment",
         x: |k| k.ir_drop_wire_ohm.unwrap_or(0.0),
+        only: |_| true,
     },
     Strength {
+        name: "adc_offset_lsb_sigma",
         knob: "adc_offset_lsb_sigma",
         with: &[],
         label: "ADC offset sigma (LSB)",
         x: |k| k.adc_offset_lsb_sigma.unwrap_or(0.0),
+        only: |_| true,
     },
     Strength {
+        name: "adc_gain_sigma",
         knob: "adc_gain_sigma",
         with: &[],
         label: "ADC gain sigma (%)",
         x: |k| k.adc_gain_sigma.unwrap_or(0.0) * 100.0,
+        only: |_| true,
     },
     Strength {
+        name: "adc_inl_lsb",
         knob: "adc_inl_lsb",
         with: &[],
         label: "ADC INL peak (LSB)",
         x: |k| k.adc_inl_lsb.unwrap_or(0.0),
+        only: |_| true,
     },
     Strength {
+        name: "stuck_at_zero",
         knob: "stuck_at_zero",
         with: &[],
         label: "devices stuck OFF (%)",
         x: |k| k.stuck_at_zero.unwrap_or(0.0) * 100.0,
+        only: |_| true,
+    },
+    // Programming variation with a finite OFF state (every device varies,
+    // OFF ones included): the curve starts at the OFF-state-only design.
+    Strength {
+        name: "programming_sigma_off15",
+        knob: "programming_sigma",
+        with: &["on_off_ratio"],
+        label: "programming sigma (%), G_off / G_on = 1/15",
+        x: |k| k.programming_sigma.unwrap_or(0.0) * 100.0,
+        only: |k| k.on_off_ratio == Some(15.0),
     },
 ];
 
@@ -406,7 +440,7 @@ pub(crate) fn curve_designs<'a>(
     spec.archs
         .iter()
         .filter(|a| a.knobs.preset.as_deref() == Some(base))
-        .filter(|a| without(&a.knobs, strength) == want)
+        .filter(|a| without(&a.knobs, strength) == want && (strength.only)(&a.knobs))
         .collect()
 }
 
@@ -631,18 +665,18 @@ pub fn plots(spec: &Spec, res: &SweepResults) -> anyhow::Result<Vec<Plot>> {
         for strength in &STRENGTHS {
             if let Some(s) = robustness(spec, res, name, strength)? {
                 // Read noise keeps the file name it always had.
-                let file = if strength.knob == "noise_e" {
+                let file = if strength.name == "noise_e" {
                     format!("plots/{}_noise.svg", file_component(name))
                 } else {
                     format!(
                         "plots/{}_robustness_{}.svg",
                         file_component(name),
-                        strength.knob
+                        strength.name
                     )
                 };
                 out.push((
                     PathBuf::from(file),
-                    format!("{name}: fidelity vs {}", strength.knob),
+                    format!("{name}: fidelity vs {}", strength.label),
                     s,
                 ));
             }

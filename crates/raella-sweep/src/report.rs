@@ -409,7 +409,7 @@ fn robustness_section(
         xs.sort_by(f64::total_cmp);
         xs.dedup();
         for x in xs.into_iter().filter(|&x| x != 0.0) {
-            let mut line = format!("| `{}` | {} = {x:.4} |", strength.knob, strength.label);
+            let mut line = format!("| `{}` | {} = {x:.4} |", strength.name, strength.label);
             for pts in &per_base {
                 match pts.iter().find(|p| p.0 == x) {
                     Some((_, r)) => {
