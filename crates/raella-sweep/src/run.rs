@@ -1352,15 +1352,11 @@ fn point_key(model_hash: &str, m: &ModelSpec, arch: &crate::spec::Arch, seed: u6
     ));
     h.update(serde_json::to_string(&arch.knobs).unwrap_or_default());
     // A programming table is named by path: its content keys the point too.
-    if let Some(table) = arch
-        .knobs
-        .programming_noise
-        .as_deref()
-        .filter(|t| !t.is_empty())
+    let table = arch.knobs.programming_noise.as_deref().unwrap_or("");
+    if !table.is_empty()
+        && let Ok(text) = read_text(std::path::Path::new(table), FileKind::Text)
     {
-        if let Ok(text) = read_text(std::path::Path::new(table), FileKind::Text) {
-            h.update(text);
-        }
+        h.update(text);
     }
     h.update(&arch.name);
     h.update(seed.to_le_bytes());
