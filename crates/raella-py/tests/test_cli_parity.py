@@ -58,6 +58,13 @@ def assert_same_stats(py: list, cli: list) -> None:
         # Read noise: the noise streams are keyed by the seed.
         ("raella", {"noise_e": 0.08}, ["noise_e=0.08"], 3),
         ("raella", {"adc_bits": 6, "weight_slicing": "4-4"}, ["adc_bits=6", "weight_slicing=4-4"], 1),
+        # Device non-idealities (docs/DEVICES.md): programming-time and per-ADC draws.
+        (
+            "isaac8b",
+            {"on_off_ratio": 15.0, "programming_sigma": 0.02, "adc_offset_lsb_sigma": 0.3},
+            ["on_off_ratio=15.0", "programming_sigma=0.02", "adc_offset_lsb_sigma=0.3"],
+            2,
+        ),
     ],
 )
 def test_simulator_matches_run_onnx(run_onnx, cal, x, preset, knobs, sets, seed):

@@ -503,7 +503,7 @@ impl ProgrammedLayer {
                     _ => (Vec::new(), Vec::new()),
                 };
                 // Per vector, the OFF current's nominal value in this slice (1T1R).
-                let mut off_corr = vec![0i64; if off > 0.0 { b } else { 0 }];
+                let mut off_nominal = vec![0f32; if off > 0.0 { b } else { 0 }];
                 let mut flagged: Vec<(usize, usize)> = Vec::new();
                 // One row of standard normal draws (read noise).
                 let mut z = vec![0f32; if noise.is_off() { 0 } else { cols }];
@@ -528,8 +528,8 @@ impl ProgrammedLayer {
                                         );
                                     }
                                     if off > 0.0 {
-                                        for (o, prow) in off_corr.iter_mut().zip(p[j].rows()) {
-                                            *o = round_off(off, prow.sum());
+                                        for (o, prow) in off_nominal.iter_mut().zip(p[j].rows()) {
+                                            *o = off_current(off, prow.sum());
                                         }
                                     }
                                 }
@@ -600,6 +600,14 @@ impl ProgrammedLayer {
                             drop_flagged,
                             &mut flagged,
                         ),
+                        Sums::Real(sums) if off > 0.0 => convert_shift_add_off(
+                            &adc,
+                            sums,
+                            &off_nominal,
+                            &mut acc,
+                            sh,
+                            drop_flagged,
+                        ),
                         Sums::Real(sums) => {
                             convert_shift_add(&adc, sums, &mut acc, sh, drop_flagged)
                         }
@@ -622,18 +630,6 @@ impl ProgrammedLayer {
                             }
                         }
                         debug_assert_eq!(flagged.len() as u64, saturated);
-                    }
-                    if off > 0.0 {
-                        // The digital side subtracts the OFF current's nominal value
-                        // from every kept code (recovery corrects its own).
-                        for (arow, &corr) in acc.rows_mut().into_iter().zip(&off_corr) {
-                            for a in arow {
-                                *a -= corr << sh;
-                            }
-                        }
-                        for &(v, c) in &flagged {
-                            acc[[v, c]] += off_corr[v] << sh;
-                        }
                     }
                     let primary = as_u64(b * cols);
                     stats.column_sums += primary;
@@ -855,6 +851,60 @@ fn convert_shift_add(
     total
 }
 
+/// [`convert_shift_add`] for 1T1R columns that collect OFF current:
+/// `nominal[v]` is vector `v`'s nominal OFF current in this slice. The ADC
+/// converts the whole current (range, clamping and flags see it); the digital
+/// side removes the nominal part: an in-range code becomes `round(sum -
+/// nominal)` (the conversion grid offset by the nominal current, as a
+/// reference-current calibration sets it, so an ideal OFF state's
+/// half-LSB ties cannot round two ways), a clamped one `code - round(nominal)`.
+#[inline(always)]
+fn convert_shift_add_off(
+    adc: &Adc,
+    sums: &Array2<f32>,
+    nominal: &[f32],
+    acc: &mut Array2<i64>,
+    shift: u32,
+    drop_flagged: bool,
+) -> ConvertCounts {
+    let (lo, hi) = (adc.min_code() as f32, adc.max_code() as f32);
+    let signed = adc.signed();
+    let cols = sums.ncols();
+    let mut total = ConvertCounts::default();
+    let sums = sums.as_slice().expect("standard layout");
+    let acc = acc.as_slice_mut().expect("standard layout");
+    for ((srow, arow), &off) in sums
+        .chunks_exact(cols.max(1))
+        .zip(acc.chunks_exact_mut(cols.max(1)))
+        .zip(nominal)
+    {
+        let (mut in_range, mut saturated, mut inexact) = (0u32, 0u32, 0u32);
+        let round = |x: f32| (x + 0.5f32.copysign(x)).trunc();
+        let off_code = round(off);
+        for (&sum, a) in srow.iter().zip(arow.iter_mut()) {
+            let r = round(sum);
+            let code = r.clamp(lo, hi);
+            let ok = r == code;
+            let sat = code == hi || (signed && code == lo);
+            let keep = !(drop_flagged && sat);
+            in_range += u32::from(ok);
+            saturated += u32::from(sat);
+            inexact += u32::from(keep && !ok);
+            let value = if ok {
+                round(sum - off)
+            } else {
+                code - off_code
+            };
+            // |value| < 2^24: the cast is exact.
+            #[allow(clippy::cast_possible_truncation)]
+            let v = if keep { value as i64 } else { 0 };
+            *a += v << shift;
+        }
+        total.add(in_range, saturated, inexact);
+    }
+    total
+}
+
 /// [`convert_shift_add`] for exact integer sums ([`Adc::convert_exact`]),
 /// `cols` per vector. With `drop_flagged`, the `(vector, column)` of every
 /// saturated sum is appended to `flagged` in the same pass: 64 flags per
@@ -1006,6 +1056,7 @@ fn recover(
                 } else {
                     None
                 };
+                let mut sum_seen = 0f32;
                 let conv = match exact {
                     Some(exact) => adc.convert_exact(exact),
                     None => {
@@ -1025,13 +1076,24 @@ fn recover(
                         if let Some(inst) = adcs {
                             sum = inst[c].transfer(sum, lo, hi);
                         }
+                        sum_seen = sum;
                         adc.convert(sum)
                     }
                 };
+                // 1T1R OFF current: the digital side removes its nominal value
+                // (as `convert_shift_add_off`).
                 let corr = if off > 0.0 {
                     let active: u32 = plane.iter().map(|w| w.count_ones()).sum();
                     #[allow(clippy::cast_precision_loss)]
-                    let corr = round_off(off, active as f32);
+                    let nominal = off_current(off, active as f32);
+                    let round = |x: f32| (x + 0.5f32.copysign(x)).trunc();
+                    // The value kept is `code - corr`.
+                    #[allow(clippy::cast_possible_truncation)]
+                    let corr = if conv.in_range {
+                        i64::from(conv.code) - round(sum_seen - nominal) as i64
+                    } else {
+                        round(nominal) as i64
+                    };
                     corr
                 } else {
                     0
@@ -1045,14 +1107,10 @@ fn recover(
     out
 }
 
-/// The digital correction for the OFF current of `pulses` pulses at `off` per
-/// pulse: the nominal value, rounded to the nearest LSB.
+/// The nominal OFF current of `pulses` pulses at `off` per pulse, in LSBs.
 #[inline(always)]
-fn round_off(off: f32, pulses: f32) -> i64 {
-    // |off x pulses| < 2^31 for any crossbar this simulator accepts.
-    #[allow(clippy::cast_possible_truncation)]
-    let v = (f64::from(off) * f64::from(pulses)).round() as i64;
-    v
+fn off_current(off: f32, pulses: f32) -> f32 {
+    off * pulses
 }
 
 fn saturate_i32(v: i64) -> i32 {
