@@ -215,7 +215,7 @@ impl Crossbar {
             let (p, q) = (self.pos[i], self.neg.get(i).copied().unwrap_or(0));
             let (g, sp) = write(p);
             gp[i] = g;
-            stuck_mask[i * usize::from(1 + u8::from(two))] = sp;
+            stuck_mask[if two { 2 * i } else { i }] = sp;
             stuck += usize::from(sp);
             if two {
                 let (g, sn) = write(q);
@@ -612,8 +612,8 @@ impl ProgrammedCrossbar {
             return (s as f32, m as f32);
         }
         (
-            bits_dot(row_bits, self.diff_column(col)),
-            bits_dot(row_bits, self.magnitude_column(col)),
+            self.column_sum_bits(col, row_bits),
+            self.column_magnitude_bits(col, row_bits),
         )
     }
 
@@ -710,18 +710,32 @@ impl LevelPlanes {
         self.column_sum_signed(col, row_bits, -1)
     }
 
-    /// `(sum, magnitude)`: [`Self::column_sum_signed`] with -1 and 1 from one
+    /// `(sum, magnitude)` = `(G+ - G-, G+ + G-)` under the row bitset, from one
     /// pass over the planes.
     #[inline(always)]
     fn column_sum_and_magnitude(&self, col: usize, row_bits: &[u64]) -> (i32, i32) {
+        let (pos, neg) = self.column_pos_neg(col, row_bits);
+        // Both <= rows x 15, far below 2^31.
+        #[allow(clippy::cast_possible_truncation)]
+        let out = ((pos - neg) as i32, (pos + neg) as i32);
+        out
+    }
+
+    /// `sum_r bit_r * G+[r][col]` and `sum_r bit_r * G-[r][col]`.
+    #[inline(always)]
+    fn column_pos_neg(&self, col: usize, row_bits: &[u64]) -> (i64, i64) {
+        // Whole blocks when the caller padded its bitset (see `row_bit_words`).
         let x = &row_bits[..(self.blocks * PLANE_BLOCK).min(row_bits.len())];
         let nb = self.blocks;
         let (mut pos, mut neg) = (0i64, 0i64);
         for (bi, xw) in x.chunks(PLANE_BLOCK).enumerate() {
+            // Whole blocks are read in place (a copy into a local array would
+            // stall the vector load behind the scalar stores).
             let xb: [u64; PLANE_BLOCK] = match <&[u64; PLANE_BLOCK]>::try_from(xw) {
                 Ok(full) => *full,
                 Err(_) => std::array::from_fn(|k| xw.get(k).copied().unwrap_or(0)),
             };
+            // Per-lane sums over all level bits; one reduction at the end.
             let mut lp = [0i64; PLANE_BLOCK];
             let mut ln = [0i64; PLANE_BLOCK];
             for l in 0..self.col_bits[col] {
@@ -735,43 +749,17 @@ impl LevelPlanes {
             pos += lp.iter().sum::<i64>();
             neg += ln.iter().sum::<i64>();
         }
-        // Both <= rows x 15, far below 2^31.
-        #[allow(clippy::cast_possible_truncation)]
-        let out = ((pos - neg) as i32, (pos + neg) as i32);
-        out
+        (pos, neg)
     }
 
     /// `sum_r bit_r * (G+ + neg_sign * G-)[r][col]`, `neg_sign` = -1 (the column
     /// sum) or 1 (the magnitude `N+ + N-`).
     #[inline(always)]
     fn column_sum_signed(&self, col: usize, row_bits: &[u64], neg_sign: i64) -> i32 {
-        // Whole blocks when the caller padded its bitset (see `row_bit_words`).
-        let x = &row_bits[..(self.blocks * PLANE_BLOCK).min(row_bits.len())];
-        let nb = self.blocks;
-        let mut sum = 0i64;
-        for (bi, xw) in x.chunks(PLANE_BLOCK).enumerate() {
-            // Whole blocks are read in place (a copy into a local array would
-            // stall the vector load behind the scalar stores).
-            let xb: [u64; PLANE_BLOCK] = match <&[u64; PLANE_BLOCK]>::try_from(xw) {
-                Ok(full) => *full,
-                Err(_) => std::array::from_fn(|k| xw.get(k).copied().unwrap_or(0)),
-            };
-            // Per-lane sums over all level bits; one reduction at the end.
-            let mut lanes = [0i64; PLANE_BLOCK];
-            for l in 0..self.col_bits[col] {
-                let base = ((col * self.bits + l) * 2) * nb + bi;
-                let (p, n) = (&self.data[base], &self.data[base + nb]);
-                for k in 0..PLANE_BLOCK {
-                    let d = i64::from((xb[k] & p[k]).count_ones())
-                        + neg_sign * i64::from((xb[k] & n[k]).count_ones());
-                    lanes[k] += d << l;
-                }
-            }
-            sum += lanes.iter().sum::<i64>();
-        }
+        let (pos, neg) = self.column_pos_neg(col, row_bits);
         // |sum| <= rows x 30, far below 2^31.
         #[allow(clippy::cast_possible_truncation)]
-        let sum = sum as i32;
+        let sum = (pos + neg_sign * neg) as i32;
         sum
     }
 }

@@ -154,15 +154,7 @@ fn sweep(
         progress_bar: false,
     };
     py.detach(|| -> anyhow::Result<()> {
-        say(&format!(
-            "sweep `{}`: {} model(s) x {} design(s) x {} seed(s){} -> {}",
-            spec.name,
-            spec.models.len(),
-            spec.archs.len(),
-            spec.seeds.len(),
-            shard.map_or_else(String::new, |(k, n)| format!(", shard {k}/{n}")),
-            out.display()
-        ));
+        say(&raella_sweep::banner(&spec, shard, &out));
         let results = raella_sweep::run_with(&spec, &opts, |m| say(&format!("  {m}")))?;
         for w in raella_sweep::write_results(&spec, &results, &out)? {
             say(&format!("wrote {}", w.display()));

@@ -12,11 +12,12 @@
 //! center term, undoes ISAAC bit flips and sums partial results across
 //! row blocks.
 //!
-//! Chunks run in parallel (rayon). Read-noise draws come from streams keyed by
-//! `(seed, pass, crossbar, vector, slice)`, drawn across the columns in order,
-//! and in recovery by `(seed, pass, crossbar, vector, ns + slice, column)`,
-//! drawn over the column-slice's 1-bit conversions in order: every conversion
-//! draws its own value, and results do not depend on chunking or thread count.
+//! Chunks run in parallel (rayon). Read-noise draws come from counter-based
+//! streams (`raella_device::normal`) keyed by `(seed, pass, crossbar, vector,
+//! slice)`, draw `c` for column `c`, and in recovery by `(seed, pass,
+//! crossbar, vector, ns + slice, column)`, draw `t` for bit `t`: every
+//! conversion draws its own value, and results do not depend on chunking or
+//! thread count.
 
 use ndarray::{Array2, ArrayView2, s};
 use raella_compiler::MappedLayer;
@@ -600,17 +601,14 @@ impl ProgrammedLayer {
                             drop_flagged,
                             &mut flagged,
                         ),
-                        Sums::Real(sums) if off > 0.0 => convert_shift_add_off(
+                        Sums::Real(sums) => convert_shift_add(
                             &adc,
                             sums,
-                            &off_nominal,
+                            (off > 0.0).then_some(off_nominal.as_slice()),
                             &mut acc,
                             sh,
                             drop_flagged,
                         ),
-                        Sums::Real(sums) => {
-                            convert_shift_add(&adc, sums, &mut acc, sh, drop_flagged)
-                        }
                     };
                     let (in_range, saturated, inexact) =
                         (counts.in_range, counts.saturated, counts.inexact);
@@ -812,77 +810,57 @@ impl ConvertCounts {
     }
 }
 
+/// Round half away from zero, as [`Adc::convert`] rounds.
+#[inline(always)]
+fn round_half_away(x: f32) -> f32 {
+    (x + 0.5f32.copysign(x)).trunc()
+}
+
+/// The value the digital side keeps of one conversion of `sum` whose code is
+/// `code`, for a 1T1R column carrying the nominal OFF current `off`: an
+/// in-range code becomes `round(sum - off)` (the conversion grid offset by the
+/// nominal current, as a reference-current calibration sets it, so an ideal
+/// OFF state's half-LSB ties cannot round two ways), a clamped one `code -
+/// round(off)`. With `off = 0` it is the code.
+#[inline(always)]
+fn off_corrected(sum: f32, code: f32, in_range: bool, off: f32) -> f32 {
+    if in_range {
+        round_half_away(sum - off)
+    } else {
+        code - round_half_away(off)
+    }
+}
+
 /// Converts every column sum (as [`Adc::convert`]) and shift-adds the codes
 /// into `acc`; with `drop_flagged`, saturated codes are left out (recovery
-/// replaces them). Branch-free, so it vectorises.
+/// replaces them). `off`, per vector, is a 1T1R column's nominal OFF current
+/// in this slice, removed digitally ([`off_corrected`]); `None` for none.
+/// Branch-free, so it vectorises.
 #[inline(always)]
 fn convert_shift_add(
     adc: &Adc,
     sums: &Array2<f32>,
+    off: Option<&[f32]>,
     acc: &mut Array2<i64>,
     shift: u32,
     drop_flagged: bool,
 ) -> ConvertCounts {
     let (lo, hi) = (adc.min_code() as f32, adc.max_code() as f32);
     let signed = adc.signed();
-    let (mut in_range, mut saturated, mut inexact) = (0u32, 0u32, 0u32);
+    let cols = sums.ncols().max(1);
     let mut total = ConvertCounts::default();
     let sums = sums.as_slice().expect("standard layout");
     let acc = acc.as_slice_mut().expect("standard layout");
-    // Blocks keep the u32 counters from overflowing.
-    for (sb, ab) in sums.chunks(1 << 20).zip(acc.chunks_mut(1 << 20)) {
-        for (&sum, a) in sb.iter().zip(ab.iter_mut()) {
-            let r = (sum + 0.5f32.copysign(sum)).trunc();
-            let code = r.clamp(lo, hi);
-            let ok = r == code;
-            let sat = code == hi || (signed && code == lo);
-            let keep = !(drop_flagged && sat);
-            in_range += u32::from(ok);
-            saturated += u32::from(sat);
-            inexact += u32::from(keep && !ok);
-            // |code| < 2^24: the cast is exact.
-            #[allow(clippy::cast_possible_truncation)]
-            let c = if keep { code as i64 } else { 0 };
-            *a += c << shift;
-        }
-        total.add(in_range, saturated, inexact);
-        (in_range, saturated, inexact) = (0, 0, 0);
-    }
-    total
-}
-
-/// [`convert_shift_add`] for 1T1R columns that collect OFF current:
-/// `nominal[v]` is vector `v`'s nominal OFF current in this slice. The ADC
-/// converts the whole current (range, clamping and flags see it); the digital
-/// side removes the nominal part: an in-range code becomes `round(sum -
-/// nominal)` (the conversion grid offset by the nominal current, as a
-/// reference-current calibration sets it, so an ideal OFF state's
-/// half-LSB ties cannot round two ways), a clamped one `code - round(nominal)`.
-#[inline(always)]
-fn convert_shift_add_off(
-    adc: &Adc,
-    sums: &Array2<f32>,
-    nominal: &[f32],
-    acc: &mut Array2<i64>,
-    shift: u32,
-    drop_flagged: bool,
-) -> ConvertCounts {
-    let (lo, hi) = (adc.min_code() as f32, adc.max_code() as f32);
-    let signed = adc.signed();
-    let cols = sums.ncols();
-    let mut total = ConvertCounts::default();
-    let sums = sums.as_slice().expect("standard layout");
-    let acc = acc.as_slice_mut().expect("standard layout");
-    for ((srow, arow), &off) in sums
-        .chunks_exact(cols.max(1))
-        .zip(acc.chunks_exact_mut(cols.max(1)))
-        .zip(nominal)
+    for (v, (srow, arow)) in sums
+        .chunks_exact(cols)
+        .zip(acc.chunks_exact_mut(cols))
+        .enumerate()
     {
+        let off = off.map_or(0.0, |o| o[v]);
+        // Per row: the u32 counters cannot overflow (at most 8,192 columns).
         let (mut in_range, mut saturated, mut inexact) = (0u32, 0u32, 0u32);
-        let round = |x: f32| (x + 0.5f32.copysign(x)).trunc();
-        let off_code = round(off);
         for (&sum, a) in srow.iter().zip(arow.iter_mut()) {
-            let r = round(sum);
+            let r = round_half_away(sum);
             let code = r.clamp(lo, hi);
             let ok = r == code;
             let sat = code == hi || (signed && code == lo);
@@ -890,15 +868,11 @@ fn convert_shift_add_off(
             in_range += u32::from(ok);
             saturated += u32::from(sat);
             inexact += u32::from(keep && !ok);
-            let value = if ok {
-                round(sum - off)
-            } else {
-                code - off_code
-            };
+            let value = off_corrected(sum, code, ok, off);
             // |value| < 2^24: the cast is exact.
             #[allow(clippy::cast_possible_truncation)]
-            let v = if keep { value as i64 } else { 0 };
-            *a += v << shift;
+            let c = if keep { value as i64 } else { 0 };
+            *a += c << shift;
         }
         total.add(in_range, saturated, inexact);
     }
@@ -1029,13 +1003,13 @@ fn recover(
         }
         let mut any_out = false;
         let mut value = 0i64;
-        // `corr`: the digital OFF-current correction of this conversion.
-        let mut record = |t: u32, conv: raella_device::Conversion, corr: i64| {
+        // `kept`: the value the digital side keeps of the conversion.
+        let mut record = |t: u32, conv: raella_device::Conversion, kept: i64| {
             out.conversions += 1;
             out.saturated += u64::from(conv.saturated);
             out.out_of_range += u64::from(!conv.in_range);
             any_out |= !conv.in_range;
-            value += (i64::from(conv.code) - corr) << (shift + t);
+            value += kept << (shift + t);
         };
         if let Some(sums) = spec_sums {
             let mut rest = sums[v * cols + c];
@@ -1044,9 +1018,11 @@ fn recover(
                     .column_sum_bits_exact(c, plane)
                     .expect("integer sums come from ideal devices");
                 rest -= s << t;
-                record(t, adc.convert_exact(s), 0);
+                let conv = adc.convert_exact(s);
+                record(t, conv, i64::from(conv.code));
             }
-            record(0, adc.convert_exact(rest), 0);
+            let conv = adc.convert_exact(rest);
+            record(0, conv, i64::from(conv.code));
         } else {
             let (lo, hi) = (adc.min_code() as f32, adc.max_code() as f32);
             let off = px.off_per_pulse();
@@ -1080,25 +1056,21 @@ fn recover(
                         adc.convert(sum)
                     }
                 };
-                // 1T1R OFF current: the digital side removes its nominal value
-                // (as `convert_shift_add_off`).
-                let corr = if off > 0.0 {
+                // 1T1R OFF current: the digital side removes its nominal value.
+                #[allow(clippy::cast_precision_loss)]
+                let nominal = if off > 0.0 {
                     let active: u32 = plane.iter().map(|w| w.count_ones()).sum();
-                    #[allow(clippy::cast_precision_loss)]
-                    let nominal = off_current(off, active as f32);
-                    let round = |x: f32| (x + 0.5f32.copysign(x)).trunc();
-                    // The value kept is `code - corr`.
-                    #[allow(clippy::cast_possible_truncation)]
-                    let corr = if conv.in_range {
-                        i64::from(conv.code) - round(sum_seen - nominal) as i64
-                    } else {
-                        round(nominal) as i64
-                    };
-                    corr
+                    off_current(off, active as f32)
                 } else {
-                    0
+                    0.0
                 };
-                record(t, conv, corr);
+                #[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation)]
+                let kept = if nominal > 0.0 {
+                    off_corrected(sum_seen, conv.code as f32, conv.in_range, nominal) as i64
+                } else {
+                    i64::from(conv.code)
+                };
+                record(t, conv, kept);
             }
         }
         acc[[v, c]] += value;

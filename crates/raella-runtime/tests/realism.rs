@@ -68,11 +68,8 @@ fn a_finite_off_state_is_subtracted_digitally() {
             exact,
             "{cell}: exact after the digital correction"
         );
-        // The OFF current reaches the ADC on 1T1R (larger sums), not on 2T2R.
-        let ideal = ProgrammedLayer::ideal(mapped).run(x.view(), &run).unwrap();
-        let cols = |o: &raella_runtime::LayerOutput| o.stats.activity.saturated_conversions;
-        assert_eq!(cols(&out), 0);
-        assert_eq!(cols(&ideal), 0);
+        // A 16-bit ADC never clamps, so nothing but the correction was at work.
+        assert_eq!(out.stats.activity.saturated_conversions, 0);
     }
     // A fractional OFF current (2-bit devices, ratio 15: 3/14 of a step) puts
     // the column on half-LSB ties whenever 7, 21, 35, ... rows are driven;
@@ -93,23 +90,27 @@ fn a_finite_off_state_is_subtracted_digitally() {
             .run(x.view(), &run)
             .unwrap();
         assert_eq!(out.outputs.mapv(i64::from), exact, "ratio {ratio}");
-        // And with speculation and recovery (the recovered bits' correction).
+        // And with speculation and recovery (the recovered bits' correction):
+        // a 9-bit ADC holds every 1-bit sum (at most 128 rows x (3 + G_off)),
+        // so recovery is exact and the outputs are the exact products.
         let spec = RunConfig {
-            adc: Adc::new(5, false).unwrap(),
+            adc: Adc::new(9, false).unwrap(),
             input: InputMode::raella(),
             ..RunConfig::isaac()
         };
         let a = ProgrammedLayer::program(mapped.clone(), &noise, 3)
             .run(x.view(), &spec)
             .unwrap();
-        let b = ProgrammedLayer::ideal(mapped.clone())
-            .run(x.view(), &spec)
-            .unwrap();
-        assert!(a.stats.recovery_conversions > 0);
-        // Recovery is exact on both when no 1-bit conversion leaves the range.
-        if a.stats.recovery_out_of_range == 0 && b.stats.recovery_out_of_range == 0 {
-            assert_eq!(a.outputs, b.outputs, "ratio {ratio}, speculation");
-        }
+        assert!(
+            a.stats.recovery_conversions > 0,
+            "ratio {ratio}: nothing recovered"
+        );
+        assert_eq!(a.stats.recovery_out_of_range, 0);
+        assert_eq!(
+            a.outputs.mapv(i64::from),
+            exact,
+            "ratio {ratio}, speculation"
+        );
     }
     // With an 8-bit unsigned ADC (ISAAC's), the OFF current uses up range:
     // more conversions saturate than with an ideal OFF state.

@@ -37,7 +37,7 @@ pub use report::{CSV_COLUMNS, ENERGY_COLUMNS, write_results};
 pub use run::{
     AWS_CALIBRATION_IMAGES, ColumnSumHistogram, HISTOGRAM_BIN, HISTOGRAM_BINS, HISTOGRAM_MIN,
     LayerRow, LoadedModel, ModelSummary, ReferenceCorrelations, ResultRow, RunOptions,
-    SweepResults, Timing, load_images, load_model, run, run_with,
+    SweepResults, Timing, banner, load_images, load_model, run, run_with,
 };
 pub use simulate::{LayerReport, Reference, Simulation, SimulationRun, reference};
 pub use spec::{

@@ -124,15 +124,7 @@ fn real_main() -> anyhow::Result<()> {
     // Before any model loads: a folder that cannot take the results is refused
     // now, not after the simulation (and not blamed on `.cache`).
     raella_sweep::check_output_folder(&out).context("--out")?;
-    eprintln!(
-        "sweep `{}`: {} model(s) x {} design(s) x {} seed(s){} -> {}",
-        spec.name,
-        spec.models.len(),
-        spec.archs.len(),
-        spec.seeds.len(),
-        shard.map_or_else(String::new, |(k, n)| format!(", shard {k}/{n}")),
-        out.display()
-    );
+    eprintln!("{}", raella_sweep::banner(&spec, shard, &out));
     let opts = RunOptions {
         shard,
         cache_dir: cache.then(|| out.join(".cache")),

@@ -803,6 +803,21 @@ pub fn run(spec: &Spec, progress: impl FnMut(&str)) -> anyhow::Result<SweepResul
     run_with(spec, &RunOptions::default(), progress)
 }
 
+/// The line a sweep starts with: its name, size, shard and output folder
+/// (the CLI and the Python package print the same).
+#[must_use]
+pub fn banner(spec: &Spec, shard: Option<(usize, usize)>, out: &std::path::Path) -> String {
+    format!(
+        "sweep `{}`: {} model(s) x {} design(s) x {} seed(s){} -> {}",
+        spec.name,
+        spec.models.len(),
+        spec.archs.len(),
+        spec.seeds.len(),
+        shard.map_or_else(String::new, |(k, n)| format!(", shard {k}/{n}")),
+        out.display()
+    )
+}
+
 /// How to run a sweep.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RunOptions {
