@@ -8,7 +8,10 @@
 //!   conductances inputs are applied to (column sums in units of one pulse x one level).
 //! * [`Adc`]: resolution, signed or unsigned codes, clamping and saturation flags.
 //! * [`DeviceNoise`], [`ColumnNoise`]: programming variation, stuck cells and
-//!   read noise `sigma = E * sqrt(N+ + N-)`, drawn from seeded [`stream_rng`] streams.
+//!   read noise (`sigma = E * sqrt(N+ + N-)`, and per device); programming draws
+//!   from seeded [`stream_rng`] streams, read noise from [`normal`]'s
+//!   counter-based streams. [`realism`]: finite OFF state, programming tables,
+//!   drift, IR drop settings, ADC instances; [`ir_drop`]: the IR-drop models.
 //! * [`first_order`], [`exact_effective`]: IR drop on the row and column wires as
 //!   effective conductances, to first order in the wire resistance or exactly.
 //! * [`Activity`]: conversions, cycles, row drives and cell reads for the cost model.
