@@ -32,11 +32,19 @@ fn mix(mut z: u64) -> u64 {
 #[must_use]
 #[inline]
 pub fn stream_key(seed: u64, stream: &[u64]) -> u64 {
-    let mut h = mix(seed.wrapping_add(GAMMA) ^ 0x5241_454c_4c41_0002);
-    for &s in stream {
-        h = mix(h.wrapping_add(GAMMA) ^ mix(s.wrapping_add(GAMMA)));
-    }
-    h
+    stream.iter().fold(
+        mix(seed.wrapping_add(GAMMA) ^ 0x5241_454c_4c41_0002),
+        |h, &s| stream_child(h, s),
+    )
+}
+
+/// The key of the stream one step below `key`:
+/// `stream_child(stream_key(seed, path), s) == stream_key(seed, path ++ [s])`,
+/// so a caller drawing many streams under one path hashes the path once.
+#[must_use]
+#[inline(always)]
+pub fn stream_child(key: u64, s: u64) -> u64 {
+    mix(key.wrapping_add(GAMMA) ^ mix(s.wrapping_add(GAMMA)))
 }
 
 /// `ln x` for `x` in (0, 1], branch-free: `x = m 2^e`, `m` in [sqrt(1/2),
@@ -109,6 +117,18 @@ const BLOCK: usize = 16;
 /// pairs at a time in separate simple loops so each vectorises.
 #[inline(always)]
 pub fn fill_normals(key: u64, out: &mut [f32]) {
+    if out.len() < 2 * BLOCK {
+        // A short stream (a recovered column's few bits): pair by pair, not a
+        // whole block of which most would be thrown away.
+        for (i, p) in (0u64..).zip(out.chunks_mut(2)) {
+            let (a, b) = normal_pair(key, i);
+            p[0] = a;
+            if let Some(q) = p.get_mut(1) {
+                *q = b;
+            }
+        }
+        return;
+    }
     let mut first = 0u64;
     for block in out.chunks_mut(2 * BLOCK) {
         let mut r = [0u64; BLOCK];
@@ -142,6 +162,43 @@ pub fn fill_normals(key: u64, out: &mut [f32]) {
             *last = radius[half] * c[half];
         }
         first += BLOCK as u64;
+    }
+}
+
+/// Pair `i` of many streams at once: `(a[k], b[k]) == normal_pair(keys[k], i)`,
+/// the same values, computed a block of streams at a time so the arithmetic
+/// vectorises across streams (recovery draws a few normals from each of many
+/// column streams).
+///
+/// # Panics
+/// If `a` or `b` is shorter than `keys`.
+#[inline(always)]
+pub fn normal_pairs(keys: &[u64], i: u64, a: &mut [f32], b: &mut [f32]) {
+    assert!(a.len() >= keys.len() && b.len() >= keys.len(), "outputs");
+    let step = i.wrapping_add(1).wrapping_mul(GAMMA);
+    for ((kb, ab), bb) in keys
+        .chunks(BLOCK)
+        .zip(a.chunks_mut(BLOCK))
+        .zip(b.chunks_mut(BLOCK))
+    {
+        let mut u1 = [0f32; BLOCK];
+        let mut u2 = [0f32; BLOCK];
+        for ((x, y), &key) in u1.iter_mut().zip(u2.iter_mut()).zip(kb) {
+            let r = mix(key.wrapping_add(step));
+            #[allow(clippy::cast_precision_loss)]
+            let (p, q) = (((r >> 40) + 1) as f32, ((r >> 16) & 0x00ff_ffff) as f32);
+            *x = p * (1.0 / 16_777_216.0);
+            *y = q * (1.0 / 16_777_216.0);
+        }
+        let mut radius = [0f32; BLOCK];
+        for (rad, &u) in radius.iter_mut().zip(&u1) {
+            *rad = (-2.0 * ln(u)).sqrt();
+        }
+        for (((x, y), &rad), &u) in ab.iter_mut().zip(bb.iter_mut()).zip(&radius).zip(&u2) {
+            let (c, s) = cos_sin_turn(u);
+            *x = rad * c;
+            *y = rad * s;
+        }
     }
 }
 
@@ -250,5 +307,20 @@ mod tests {
         assert_ne!(a, b);
         fill_normals(stream_key(3, &[1, 2]), &mut b);
         assert_eq!(a, b);
+        // Many streams' pair `i` at once: normal_pair's values.
+        let keys: Vec<u64> = (0..37).map(|k| stream_key(5, &[k])).collect();
+        let (mut za, mut zb) = (vec![0f32; 37], vec![0f32; 37]);
+        for i in [0u64, 1, 3] {
+            normal_pairs(&keys, i, &mut za, &mut zb);
+            for (k, &key) in keys.iter().enumerate() {
+                assert_eq!((za[k], zb[k]), normal_pair(key, i), "stream {k} pair {i}");
+            }
+        }
+        // A child key is the longer path's key.
+        assert_eq!(
+            stream_child(stream_key(3, &[1, 2]), 5),
+            stream_key(3, &[1, 2, 5])
+        );
+        assert_eq!(stream_child(stream_key(3, &[]), 1), stream_key(3, &[1]));
     }
 }

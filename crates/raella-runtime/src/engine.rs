@@ -21,7 +21,7 @@
 
 use ndarray::{Array2, ArrayView2, s};
 use raella_compiler::MappedLayer;
-use raella_device::normal::{fill_normals, stream_key};
+use raella_device::normal::{fill_normals, normal_pairs, stream_child, stream_key};
 use raella_device::{
     Adc, AdcInstance, ColumnNoise, DeviceNoise, DriftCompensation, Kernel, ProgrammedCrossbar,
     stream_rng,
@@ -487,15 +487,31 @@ impl ProgrammedLayer {
                 let mut acc = Array2::<i64>::zeros((b, cols));
                 let adcs = self.adcs.as_ref().map(|a| a[xi].as_slice());
                 let off = px.off_per_pulse();
-                // Real-valued sums whenever anything perturbs them before the ADC.
-                let real_sums = !noise.is_off() || adcs.is_some();
                 let (need_mag, need_sq) = (noise.needs_magnitude(), noise.needs_squares());
+                // Lumped read noise on ideal devices, nothing else: exact integer
+                // sums and magnitudes, perturbed and converted in one pass
+                // ([`convert_shift_add_noisy`]).
+                let lumped_int = matches!(pulses, Pulses::Int(_))
+                    && need_mag
+                    && !need_sq
+                    && adcs.is_none()
+                    && off == 0.0;
+                // Real-valued sums whenever anything else perturbs them before the ADC.
+                let real_sums = (!noise.is_off() || adcs.is_some()) && !lumped_int;
                 // One device per cell: `G+ + G- = G+ - G-`, the magnitudes are the sums.
                 let one_device = px.geometry().cell() == raella_device::CellKind::OneT1R;
                 let mut sums = match &pulses {
                     Pulses::Int(_) if !real_sums => Sums::Int(vec![0; b * cols]),
                     _ => Sums::Real(Array2::zeros((b, cols))),
                 };
+                let mut lumped_mags = vec![
+                    0i32;
+                    if lumped_int && !one_device {
+                        b * cols
+                    } else {
+                        0
+                    }
+                ];
                 let mut mags = Array2::<f32>::zeros((b, if need_mag { cols } else { 0 }));
                 let mut sqs = Array2::<f32>::zeros((b, if need_sq { cols } else { 0 }));
                 // Integer scratch for ideal devices under read noise.
@@ -506,12 +522,16 @@ impl ProgrammedLayer {
                 // Per vector, the OFF current's nominal value in this slice (1T1R).
                 let mut off_nominal = vec![0f32; if off > 0.0 { b } else { 0 }];
                 let mut flagged: Vec<(usize, usize)> = Vec::new();
+                let xkey = crossbar_key(cfg.seed, pass, xi);
                 // One row of standard normal draws (read noise).
                 let mut z = vec![0f32; if noise.is_off() { 0 } else { cols }];
                 for j in 0..ns {
                     match (&pulses, &mut sums) {
                         (Pulses::Int(slices), Sums::Int(sums)) => {
                             px.column_sums_int(&slices[j], sums);
+                            if lumped_int && !one_device {
+                                px.column_magnitudes_int(&slices[j], &mut lumped_mags);
+                            }
                         }
                         (pulses, Sums::Real(sums)) => {
                             match pulses {
@@ -560,7 +580,7 @@ impl ProgrammedLayer {
                             }
                             if !noise.is_off() {
                                 for (v, mut row) in sums.rows_mut().into_iter().enumerate() {
-                                    fill_normals(noise_key(cfg.seed, pass, xi, v0 + v, j), &mut z);
+                                    fill_normals(slice_key(xkey, v0 + v, j), &mut z);
                                     noise.perturb_row(
                                         row.as_slice_mut().expect("standard layout"),
                                         if need_mag {
@@ -592,6 +612,20 @@ impl ProgrammedLayer {
                     flagged.clear();
                     let drop_flagged = speculative && recovery;
                     let counts = match &sums {
+                        Sums::Int(sums) if lumped_int => convert_shift_add_noisy(
+                            &adc,
+                            sums,
+                            if one_device { sums } else { &lumped_mags },
+                            NoiseRows {
+                                e: noise.e(),
+                                key: |v| slice_key(xkey, v0 + v, j),
+                                z: &mut z,
+                            },
+                            &mut acc,
+                            sh,
+                            drop_flagged,
+                            &mut flagged,
+                        ),
                         Sums::Int(sums) => convert_shift_add_int(
                             &adc,
                             sums,
@@ -641,22 +675,36 @@ impl ProgrammedLayer {
                     stats.inexact_column_slices += inexact;
                     if recovery {
                         let spec_sums = match &sums {
-                            Sums::Int(sums) => Some(sums.as_slice()),
-                            Sums::Real(_) => None,
+                            Sums::Int(sums) if !lumped_int => Some(sums.as_slice()),
+                            _ => None,
                         };
-                        let r = recover(
-                            px,
-                            &adc,
-                            noise,
-                            adcs,
-                            &flagged,
-                            spec_sums,
-                            &xbits,
-                            sh,
-                            widths[j],
-                            &mut acc,
-                            |v, c| recovery_key(cfg.seed, pass, xi, v0 + v, ns + j, c),
-                        );
+                        let r = if lumped_int {
+                            recover_lumped(
+                                px,
+                                &adc,
+                                noise,
+                                &flagged,
+                                &xbits,
+                                sh,
+                                widths[j],
+                                &mut acc,
+                                |v| slice_key(xkey, v0 + v, ns + j),
+                            )
+                        } else {
+                            recover(
+                                px,
+                                &adc,
+                                noise,
+                                adcs,
+                                &flagged,
+                                spec_sums,
+                                &xbits,
+                                sh,
+                                widths[j],
+                                &mut acc,
+                                |v| slice_key(xkey, v0 + v, ns + j),
+                            )
+                        };
                         stats.recovery_conversions += r.conversions;
                         stats.activity.conversions += r.conversions;
                         stats.activity.saturated_conversions += r.saturated;
@@ -879,6 +927,88 @@ fn convert_shift_add(
     total
 }
 
+/// One primary slice's read-noise rows for [`convert_shift_add_noisy`]: the
+/// relative magnitude `E`, each vector's stream key, and a row of scratch.
+struct NoiseRows<'a, K: Fn(usize) -> u64> {
+    e: f64,
+    key: K,
+    z: &'a mut [f32],
+}
+
+/// Lumped read noise on exact integer sums and magnitudes, in one pass per
+/// vector: draws the row's normals ([`fill_normals`]), then per column the
+/// same `f32` operations as [`ColumnNoise::perturb_row`] followed by
+/// [`convert_shift_add`] (no OFF current), and lists the saturated codes as
+/// [`convert_shift_add_int`] does. The same values as those three passes over
+/// `f32` copies of the sums, without the copies.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn convert_shift_add_noisy<K: Fn(usize) -> u64>(
+    adc: &Adc,
+    sums: &[i32],
+    mags: &[i32],
+    rows: NoiseRows<'_, K>,
+    acc: &mut Array2<i64>,
+    shift: u32,
+    drop_flagged: bool,
+    flagged: &mut Vec<(usize, usize)>,
+) -> ConvertCounts {
+    let (lo, hi) = (adc.min_code() as f32, adc.max_code() as f32);
+    let signed = adc.signed();
+    #[allow(clippy::cast_possible_truncation)]
+    let e = rows.e as f32;
+    let z = rows.z;
+    let cols = z.len();
+    let mut total = ConvertCounts::default();
+    let acc = acc.as_slice_mut().expect("standard layout");
+    for (v, ((srow, mrow), arow)) in sums
+        .chunks_exact(cols)
+        .zip(mags.chunks_exact(cols))
+        .zip(acc.chunks_exact_mut(cols))
+        .enumerate()
+    {
+        fill_normals((rows.key)(v), z);
+        for (wi, (((sb, mb), zb), ab)) in srow
+            .chunks(64)
+            .zip(mrow.chunks(64))
+            .zip(z.chunks(64))
+            .zip(arow.chunks_mut(64))
+            .enumerate()
+        {
+            let (mut in_range, mut saturated, mut inexact) = (0u32, 0u32, 0u32);
+            let mut word = 0u64;
+            for (i, (((&s, &m), &z), a)) in sb.iter().zip(mb).zip(zb).zip(ab.iter_mut()).enumerate()
+            {
+                // Exact: |s|, m < 2^24.
+                #[allow(clippy::cast_precision_loss)]
+                let (s, m) = (s as f32, m as f32);
+                let sum = s + e * m.max(0.0).sqrt() * z;
+                let r = round_half_away(sum);
+                let code = r.clamp(lo, hi);
+                let ok = r == code;
+                let sat = code == hi || (signed && code == lo);
+                let keep = !(drop_flagged && sat);
+                in_range += u32::from(ok);
+                saturated += u32::from(sat);
+                inexact += u32::from(keep && !ok);
+                word |= u64::from(sat) << i;
+                // |code| < 2^24: the cast is exact.
+                #[allow(clippy::cast_possible_truncation)]
+                let c = if keep { code as i64 } else { 0 };
+                *a += c << shift;
+            }
+            total.add(in_range, saturated, inexact);
+            if drop_flagged {
+                while word != 0 {
+                    flagged.push((v, wi * 64 + word.trailing_zeros() as usize));
+                    word &= word - 1;
+                }
+            }
+        }
+    }
+    total
+}
+
 /// [`convert_shift_add`] for exact integer sums ([`Adc::convert_exact`]),
 /// `cols` per vector. With `drop_flagged`, the `(vector, column)` of every
 /// saturated sum is appended to `flagged` in the same pass: 64 flags per
@@ -928,34 +1058,22 @@ fn convert_shift_add_int(
     total
 }
 
-/// The read-noise stream of one primary input slice of one vector on one
-/// crossbar: draw `c` is column `c`'s ([`fill_normals`]).
-fn noise_key(seed: u64, pass: u64, crossbar: usize, vector: usize, slice: usize) -> u64 {
-    stream_key(seed, &[pass, crossbar as u64, vector as u64, slice as u64])
+/// The key under which one crossbar's read-noise streams of one pass lie:
+/// `stream_key(seed, [pass, crossbar])`.
+fn crossbar_key(seed: u64, pass: u64, crossbar: usize) -> u64 {
+    stream_key(seed, &[pass, crossbar as u64])
 }
 
-/// The read-noise stream of one recovered column-slice (`slice` is `ns + j`
-/// for speculative slice `j`): draw `t` is its bit `t`'s conversion. Keyed by
-/// the column as well: flagged columns of one vector are recovered one after
-/// another, and each must draw its own values.
-fn recovery_key(
-    seed: u64,
-    pass: u64,
-    crossbar: usize,
-    vector: usize,
-    slice: usize,
-    column: usize,
-) -> u64 {
-    stream_key(
-        seed,
-        &[
-            pass,
-            crossbar as u64,
-            vector as u64,
-            slice as u64,
-            column as u64,
-        ],
-    )
+/// The read-noise stream of one input slice of one vector under a crossbar's
+/// key ([`crossbar_key`]), i.e. `stream_key(seed, [pass, crossbar, vector,
+/// slice])`. A primary slice `j` draws column `c`'s value as draw `c`
+/// ([`fill_normals`]). A recovered column-slice (`slice` is `ns + j` for
+/// speculative slice `j`) has its own stream one step below, keyed by the
+/// column (`stream_child(.., column)`): draw `t` is its bit `t`'s conversion.
+/// Flagged columns of one vector are recovered one after another, and each
+/// must draw its own values.
+fn slice_key(crossbar_key: u64, vector: usize, slice: usize) -> u64 {
+    stream_child(stream_child(crossbar_key, vector as u64), slice as u64)
 }
 
 #[derive(Default)]
@@ -987,19 +1105,29 @@ fn recover(
     shift: u32,
     width: u32,
     acc: &mut Array2<i64>,
-    key_for: impl Fn(usize, usize) -> u64,
+    vector_key: impl Fn(usize) -> u64,
 ) -> Recovered {
     let words = ProgrammedCrossbar::row_bit_words(px.used_rows());
     let cols = px.used_cols();
     let mut out = Recovered::default();
+    let noisy = !noise.is_off();
+    // The current vector's recovery key (flagged pairs come vector by vector).
+    let mut vkey: Option<(usize, u64)> = None;
     for &(v, c) in flagged {
         let start = (v * 8 + shift as usize) * words;
         let planes = &xbits[start..start + width as usize * words];
         // The column-slice's draws, one per 1-bit conversion.
         let mut z = [0f32; 8];
-        let noisy = !noise.is_off();
         if noisy {
-            fill_normals(key_for(v, c), &mut z[..width as usize]);
+            let key = match vkey {
+                Some((kv, key)) if kv == v => key,
+                _ => {
+                    let key = vector_key(v);
+                    vkey = Some((v, key));
+                    key
+                }
+            };
+            fill_normals(stream_child(key, c as u64), &mut z[..width as usize]);
         }
         let mut any_out = false;
         let mut value = 0i64;
@@ -1072,6 +1200,85 @@ fn recover(
                 };
                 record(t, conv, kept);
             }
+        }
+        acc[[v, c]] += value;
+        out.inexact_slices += u64::from(any_out);
+    }
+    out
+}
+
+/// [`recover`] under lumped read noise alone on ideal devices (no ADC
+/// variation, no OFF current): the same conversions and values, in phases so
+/// the draws and the noise arithmetic vectorise across the flagged columns:
+/// every bit's exact sum and magnitude from the level planes, then each
+/// column stream's normals ([`normal_pairs`], pair `i` of every stream at
+/// once), then `sum + sigma * z` and the conversion.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn recover_lumped(
+    px: &ProgrammedCrossbar,
+    adc: &Adc,
+    noise: ColumnNoise,
+    flagged: &[(usize, usize)],
+    xbits: &[u64],
+    shift: u32,
+    width: u32,
+    acc: &mut Array2<i64>,
+    vector_key: impl Fn(usize) -> u64,
+) -> Recovered {
+    let words = ProgrammedCrossbar::row_bit_words(px.used_rows());
+    let w = width as usize;
+    let n = flagged.len();
+    let mut out = Recovered::default();
+    let (mut keys, mut sums, mut mags) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n * w),
+        Vec::with_capacity(n * w),
+    );
+    let mut vkey: Option<(usize, u64)> = None;
+    for &(v, c) in flagged {
+        let key = match vkey {
+            Some((kv, key)) if kv == v => key,
+            _ => {
+                let key = vector_key(v);
+                vkey = Some((v, key));
+                key
+            }
+        };
+        keys.push(stream_child(key, c as u64));
+        let start = (v * 8 + shift as usize) * words;
+        for plane in xbits[start..start + w * words].chunks_exact(words) {
+            let (s, m) = px.column_sum_and_magnitude_bits(c, plane);
+            sums.push(s);
+            mags.push(m);
+        }
+    }
+    // Draw `t` of stream `k` at `z[k * w + t]` (pair `t / 2`, half `t % 2`).
+    let mut z = vec![0f32; n * w];
+    let (mut za, mut zb) = (vec![0f32; n], vec![0f32; n]);
+    for i in 0..w.div_ceil(2) {
+        normal_pairs(&keys, i as u64, &mut za, &mut zb);
+        for (k, (&a, &b)) in za.iter().zip(&zb).enumerate() {
+            z[k * w + 2 * i] = a;
+            if 2 * i + 1 < w {
+                z[k * w + 2 * i + 1] = b;
+            }
+        }
+    }
+    // `noise.sigma(m, 0)`, as `recover` computes it.
+    for ((s, &m), &z) in sums.iter_mut().zip(&mags).zip(&z) {
+        *s += noise.sigma(m, 0.0) * z;
+    }
+    for (&(v, c), col) in flagged.iter().zip(sums.chunks_exact(w)) {
+        let mut any_out = false;
+        let mut value = 0i64;
+        for (t, &sum) in (0u32..).zip(col) {
+            let conv = adc.convert(sum);
+            out.conversions += 1;
+            out.saturated += u64::from(conv.saturated);
+            out.out_of_range += u64::from(!conv.in_range);
+            any_out |= !conv.in_range;
+            value += i64::from(conv.code) << (shift + t);
         }
         acc[[v, c]] += value;
         out.inexact_slices += u64::from(any_out);

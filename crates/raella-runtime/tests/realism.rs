@@ -316,3 +316,93 @@ fn one_device_read_noise_has_the_predicted_variance() {
         "measured / predicted variance {ratio}"
     );
 }
+
+/// Lumped read noise on ideal devices (the engine's fused integer path and
+/// its batched recovery): every column's measured value equals a direct
+/// evaluation from the documented streams. Primary slice `j` of vector `v` on
+/// crossbar `xi` draws column `c`'s normal as draw `c` of
+/// `stream_key(seed, [pass, xi, v, j])`; a flagged slice's bit `t` draws
+/// draw `t` of `stream_key(seed, [pass, xi, v, ns + j, c])`. The noisy sum is
+/// `S + E sqrt(M) z` (`M = N+ + N-`), recovered bits use `sqrt(E^2 M) z`.
+#[test]
+fn lumped_read_noise_equals_a_direct_evaluation() {
+    use raella_device::ColumnNoise;
+    use raella_device::normal::{fill_normals, stream_key};
+    let w = weights(24, 300, 6);
+    let x = inputs(300, 300, 7);
+    for (cell, encoding) in [
+        (CellKind::TwoT2R, Encoding::CenterOffset(CenterRule::Mean)),
+        (
+            CellKind::OneT1R,
+            Encoding::UnsignedOffset { bit_flip: true },
+        ),
+    ] {
+        let cfg = CompileConfig {
+            geometry: CrossbarGeometry::new(128, 64, cell, 4).unwrap(),
+            encoding,
+            weight_slicing: Slicing::parse("4-2-2").unwrap(),
+        };
+        let layer = ProgrammedLayer::ideal(compile(w.view(), &cfg, None).unwrap());
+        let e = 0.08f32;
+        let run = RunConfig {
+            adc: Adc::RAELLA,
+            input: InputMode::raella(),
+            column_noise: ColumnNoise::new(f64::from(e)).unwrap(),
+            seed: 11,
+        };
+        let slicing = run.input.slicing();
+        let (widths, shifts) = (slicing.widths(), slicing.shifts());
+        let ns = widths.len() as u64;
+        let total: usize = layer.crossbars().iter().map(|p| p.used_cols()).sum();
+        let mut want = Array2::<i64>::zeros((x.nrows(), total));
+        let mut col0 = 0;
+        for (xi, (mx, px)) in layer
+            .mapped()
+            .crossbars()
+            .iter()
+            .zip(layer.crossbars())
+            .enumerate()
+        {
+            let rows = px.used_rows();
+            let cols = px.used_cols();
+            for v in 0..x.nrows() {
+                let xr: Vec<u32> = (0..rows)
+                    .map(|r| u32::from(x[[v, mx.row_start + r]]))
+                    .collect();
+                let sum_mag = |c: usize, pulses: &dyn Fn(u32) -> u32| -> (f32, f32) {
+                    let (d, m) = (px.diff_column(c), px.magnitude_column(c));
+                    let p = |r: usize| pulses(xr[r]) as f32;
+                    (
+                        (0..rows).map(|r| p(r) * d[r]).sum(),
+                        (0..rows).map(|r| p(r) * m[r]).sum(),
+                    )
+                };
+                for (j, (&wd, &sh)) in widths.iter().zip(shifts).enumerate() {
+                    let mut z = vec![0f32; cols];
+                    fill_normals(stream_key(11, &[0, xi as u64, v as u64, j as u64]), &mut z);
+                    for c in 0..cols {
+                        let (s, m) = sum_mag(c, &|xv| slicing.slice(xv, j));
+                        let conv = run.adc.convert(s + e * m.sqrt() * z[c]);
+                        let cell = &mut want[[v, col0 + c]];
+                        if conv.saturated {
+                            let mut zb = vec![0f32; wd as usize];
+                            let key = [0, xi as u64, v as u64, ns + j as u64, c as u64];
+                            fill_normals(stream_key(11, &key), &mut zb);
+                            for t in 0..wd {
+                                let (s, m) = sum_mag(c, &|xv| (xv >> (sh + t)) & 1);
+                                let bit = run.adc.convert(s + (e * e * m).sqrt() * zb[t as usize]);
+                                *cell += i64::from(bit.code) << (sh + t);
+                            }
+                        } else {
+                            *cell += i64::from(conv.code) << sh;
+                        }
+                    }
+                }
+            }
+            col0 += cols;
+        }
+        let got = layer.run_columns(x.view(), &run).unwrap();
+        assert!(got.stats.flagged > 0, "{cell:?}: recovery must run");
+        assert_eq!(got.outputs.mapv(i64::from), want, "{cell:?}");
+    }
+}
