@@ -317,6 +317,17 @@ fn reference_read(diff: &[f32], cols: usize) -> f64 {
     col.iter().map(|v| v.abs()).sum()
 }
 
+/// Which conductance matrix [`ProgrammedCrossbar::bit_rows_sum`] sums.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BitRows {
+    /// `G+ - G-`: column sums.
+    Diff,
+    /// `G+ + G-`: the lumped read noise's magnitudes.
+    Magnitude,
+    /// `G+^2 + G-^2`: the per-device read noise's squares.
+    Squares,
+}
+
 /// The conductance image of a programmed crossbar, laid out for batched
 /// matrix products (`pulses x diff`) and for single-column reads (recovery).
 #[derive(Debug, Clone)]
@@ -615,6 +626,42 @@ impl ProgrammedCrossbar {
             self.column_sum_bits(col, row_bits),
             self.column_magnitude_bits(col, row_bits),
         )
+    }
+
+    /// Every used column's sum of one matrix over the rows set in a 1-bit
+    /// input slice (see [`Self::column_sum_bits`] for the bitset): `out[c] =
+    /// sum_{r set} M[r][c]`, adding the rows in ascending order to a sum that
+    /// starts at zero, so each column gets the value its single-column read
+    /// gives ([`Self::column_sum_bits`], [`Self::column_magnitude_bits`],
+    /// [`Self::column_square_bits`] on programmed crossbars), row by row
+    /// across all columns.
+    ///
+    /// # Panics
+    /// If `out` is shorter than the used columns.
+    #[inline(always)]
+    pub fn bit_rows_sum(&self, which: BitRows, row_bits: &[u64], out: &mut [f32]) {
+        let m = match which {
+            BitRows::Diff => &self.diff,
+            BitRows::Magnitude => &self.magnitude,
+            BitRows::Squares => &self.squares().0,
+        };
+        let (rows, cols) = m.dim();
+        let out = &mut out[..cols];
+        out.fill(0.0);
+        let g = m.as_slice().expect("standard layout");
+        for (wi, &word) in row_bits.iter().enumerate().take(rows.div_ceil(64)) {
+            let mut word = word;
+            while word != 0 {
+                let r = wi * 64 + word.trailing_zeros() as usize;
+                if r >= rows {
+                    break;
+                }
+                for (o, &x) in out.iter_mut().zip(&g[r * cols..(r + 1) * cols]) {
+                    *o += x;
+                }
+                word &= word - 1;
+            }
+        }
     }
 
     /// `G+ + G-` of one used column, over the used rows (contiguous).
@@ -1012,6 +1059,48 @@ mod tests {
         let p = xb.program(Some(&noise), &mut stream_rng(3, &[]));
         assert_eq!(p.stuck_devices(), 12);
         assert_eq!(p.diff_column(0), &[0.0, 0.0, 0.0]);
+    }
+
+    /// `bit_rows_sum` gives every column the value of its single-column read,
+    /// bit for bit, on programmed (real-valued) conductances, for sums,
+    /// magnitudes and squares, partial last words included.
+    #[test]
+    fn bit_rows_sum_equals_the_column_reads() {
+        let xb = levels_xbar(CellKind::TwoT2R, 150, 21);
+        let noise = DeviceNoise::new(0.03, 0.0, 0.0).unwrap();
+        let px = xb.program(Some(&noise), &mut stream_rng(8, &[]));
+        assert!(!px.is_ideal());
+        let mut rng = stream_rng(9, &[]);
+        let words = ProgrammedCrossbar::row_bit_words(150);
+        for density in [0.02f64, 0.3, 0.9] {
+            let mut bits = vec![0u64; words];
+            for r in 0..150 {
+                if rng.random::<f64>() < density {
+                    bits[r / 64] |= 1 << (r % 64);
+                }
+            }
+            let mut out = vec![0f32; 21];
+            for (which, read) in [
+                (
+                    BitRows::Diff,
+                    ProgrammedCrossbar::column_sum_bits as fn(&_, _, &_) -> f32,
+                ),
+                (
+                    BitRows::Magnitude,
+                    ProgrammedCrossbar::column_magnitude_bits,
+                ),
+                (BitRows::Squares, ProgrammedCrossbar::column_square_bits),
+            ] {
+                px.bit_rows_sum(which, &bits, &mut out);
+                for (c, &o) in out.iter().enumerate() {
+                    assert_eq!(
+                        o.to_bits(),
+                        read(&px, c, &bits).to_bits(),
+                        "{which:?} col {c}"
+                    );
+                }
+            }
+        }
     }
 
     /// Mean and standard deviation.

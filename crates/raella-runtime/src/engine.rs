@@ -23,8 +23,8 @@ use ndarray::{Array2, ArrayView2, s};
 use raella_compiler::MappedLayer;
 use raella_device::normal::{fill_normals, normal_pairs, stream_child, stream_key};
 use raella_device::{
-    Adc, AdcInstance, ColumnNoise, DeviceNoise, DriftCompensation, Kernel, ProgrammedCrossbar,
-    stream_rng,
+    Adc, AdcInstance, BitRows, ColumnNoise, DeviceNoise, DriftCompensation, Kernel,
+    ProgrammedCrossbar, stream_rng,
 };
 use rayon::prelude::*;
 
@@ -525,6 +525,8 @@ impl ProgrammedLayer {
                 let xkey = crossbar_key(cfg.seed, pass, xi);
                 // One row of standard normal draws (read noise).
                 let mut z = vec![0f32; if noise.is_off() { 0 } else { cols }];
+                // The chunk's draws of one slice, `b x cols` (lumped noise on integers).
+                let mut zs = vec![0f32; if lumped_int { b * cols } else { 0 }];
                 for j in 0..ns {
                     match (&pulses, &mut sums) {
                         (Pulses::Int(slices), Sums::Int(sums)) => {
@@ -619,7 +621,7 @@ impl ProgrammedLayer {
                             NoiseRows {
                                 e: noise.e(),
                                 key: |v| slice_key(xkey, v0 + v, j),
-                                z: &mut z,
+                                z: &mut zs,
                             },
                             &mut acc,
                             sh,
@@ -928,18 +930,45 @@ fn convert_shift_add(
 }
 
 /// One primary slice's read-noise rows for [`convert_shift_add_noisy`]: the
-/// relative magnitude `E`, each vector's stream key, and a row of scratch.
+/// relative magnitude `E`, each vector's stream key, and scratch for the
+/// draws (`vectors x columns`).
 struct NoiseRows<'a, K: Fn(usize) -> u64> {
     e: f64,
     key: K,
     z: &'a mut [f32],
 }
 
-/// Lumped read noise on exact integer sums and magnitudes, in one pass per
-/// vector: draws the row's normals ([`fill_normals`]), then per column the
-/// same `f32` operations as [`ColumnNoise::perturb_row`] followed by
+/// Fills `z` (`keys.len()` rows of `cols`) with each row's stream, draw `c`
+/// in column `c` ([`fill_normals`]). Wide rows are drawn row by row; narrow
+/// ones (depthwise groups: a few columns) pair by pair across all rows at
+/// once ([`normal_pairs`]), so the arithmetic vectorises either way. The same
+/// values.
+#[inline(always)]
+fn draw_rows(keys: &[u64], cols: usize, z: &mut [f32]) {
+    if cols >= 32 {
+        for (&key, row) in keys.iter().zip(z.chunks_exact_mut(cols)) {
+            fill_normals(key, row);
+        }
+        return;
+    }
+    let n = keys.len();
+    let (mut za, mut zb) = (vec![0f32; n], vec![0f32; n]);
+    for i in 0..cols.div_ceil(2) {
+        normal_pairs(keys, i as u64, &mut za, &mut zb);
+        for ((row, &a), &b) in z.chunks_exact_mut(cols).zip(&za).zip(&zb) {
+            row[2 * i] = a;
+            if let Some(x) = row.get_mut(2 * i + 1) {
+                *x = b;
+            }
+        }
+    }
+}
+
+/// Lumped read noise on exact integer sums and magnitudes, in one pass: draws
+/// every vector's normals ([`draw_rows`]), then per column the same `f32`
+/// operations as [`ColumnNoise::perturb_row`] followed by
 /// [`convert_shift_add`] (no OFF current), and lists the saturated codes as
-/// [`convert_shift_add_int`] does. The same values as those three passes over
+/// [`convert_shift_add_int`] does. The same values as those passes over
 /// `f32` copies of the sums, without the copies.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
@@ -957,21 +986,23 @@ fn convert_shift_add_noisy<K: Fn(usize) -> u64>(
     let signed = adc.signed();
     #[allow(clippy::cast_possible_truncation)]
     let e = rows.e as f32;
+    let cols = acc.ncols().max(1);
     let z = rows.z;
-    let cols = z.len();
+    let keys: Vec<u64> = (0..acc.nrows()).map(&rows.key).collect();
+    draw_rows(&keys, cols, z);
     let mut total = ConvertCounts::default();
     let acc = acc.as_slice_mut().expect("standard layout");
-    for (v, ((srow, mrow), arow)) in sums
+    for (v, (((srow, mrow), zrow), arow)) in sums
         .chunks_exact(cols)
         .zip(mags.chunks_exact(cols))
+        .zip(z.chunks_exact(cols))
         .zip(acc.chunks_exact_mut(cols))
         .enumerate()
     {
-        fill_normals((rows.key)(v), z);
         for (wi, (((sb, mb), zb), ab)) in srow
             .chunks(64)
             .zip(mrow.chunks(64))
-            .zip(z.chunks(64))
+            .zip(zrow.chunks(64))
             .zip(arow.chunks_mut(64))
             .enumerate()
         {
@@ -1113,9 +1144,42 @@ fn recover(
     let noisy = !noise.is_off();
     // The current vector's recovery key (flagged pairs come vector by vector).
     let mut vkey: Option<(usize, u64)> = None;
-    for &(v, c) in flagged {
+    // Real-valued conductances: when a vector has many flagged columns, every
+    // column's 1-bit sums (and magnitudes, squares) at once, row by row over
+    // the set bits ([`ProgrammedCrossbar::bit_rows_sum`]: the same values as
+    // the column reads).
+    let w = width as usize;
+    let (need_mag, need_sq) = (
+        noisy && noise.needs_magnitude(),
+        noisy && noise.needs_squares(),
+    );
+    let mut dense: Option<usize> = None;
+    let (mut dsum, mut dmag, mut dsq) = (Vec::new(), Vec::new(), Vec::new());
+    for (k, &(v, c)) in flagged.iter().enumerate() {
         let start = (v * 8 + shift as usize) * words;
         let planes = &xbits[start..start + width as usize * words];
+        if !px.is_ideal() && dense.is_none_or(|dv| dv != v) {
+            let run = flagged[k..].iter().take_while(|f| f.0 == v).count();
+            if run >= (cols / 64).max(2) {
+                dsum.resize(w * cols, 0.0);
+                dmag.resize(if need_mag { w * cols } else { 0 }, 0.0);
+                dsq.resize(if need_sq { w * cols } else { 0 }, 0.0);
+                for (t, plane) in planes.chunks_exact(words).enumerate() {
+                    let o = t * cols..(t + 1) * cols;
+                    px.bit_rows_sum(BitRows::Diff, plane, &mut dsum[o.clone()]);
+                    if need_mag {
+                        px.bit_rows_sum(BitRows::Magnitude, plane, &mut dmag[o.clone()]);
+                    }
+                    if need_sq {
+                        px.bit_rows_sum(BitRows::Squares, plane, &mut dsq[o]);
+                    }
+                }
+                dense = Some(v);
+            } else {
+                dense = None;
+            }
+        }
+        let dense_here = dense == Some(v);
         // The column-slice's draws, one per 1-bit conversion.
         let mut z = [0f32; 8];
         if noisy {
@@ -1164,16 +1228,21 @@ fn recover(
                 let conv = match exact {
                     Some(exact) => adc.convert_exact(exact),
                     None => {
-                        let (mut sum, mag) = if noisy && noise.needs_magnitude() {
+                        let at = t as usize * cols + c;
+                        let (mut sum, mag) = if dense_here {
+                            (dsum[at], if need_mag { dmag[at] } else { 0.0 })
+                        } else if need_mag {
                             px.column_sum_and_magnitude_bits(c, plane)
                         } else {
                             (px.column_sum_bits(c, plane), 0.0)
                         };
                         if noisy {
-                            let sq = if noise.needs_squares() {
-                                px.column_square_bits(c, plane)
-                            } else {
+                            let sq = if !need_sq {
                                 0.0
+                            } else if dense_here {
+                                dsq[at]
+                            } else {
+                                px.column_square_bits(c, plane)
                             };
                             sum += noise.sigma(mag, sq) * z[t as usize];
                         }

@@ -330,15 +330,26 @@ fn lumped_read_noise_equals_a_direct_evaluation() {
     use raella_device::normal::{fill_normals, stream_key};
     let w = weights(24, 300, 6);
     let x = inputs(300, 300, 7);
-    for (cell, encoding) in [
-        (CellKind::TwoT2R, Encoding::CenterOffset(CenterRule::Mean)),
+    // Wide crossbars draw row by row, narrow ones (8 columns) across rows.
+    for (cell, encoding, columns) in [
+        (
+            CellKind::TwoT2R,
+            Encoding::CenterOffset(CenterRule::Mean),
+            64,
+        ),
+        (
+            CellKind::TwoT2R,
+            Encoding::CenterOffset(CenterRule::Mean),
+            8,
+        ),
         (
             CellKind::OneT1R,
             Encoding::UnsignedOffset { bit_flip: true },
+            64,
         ),
     ] {
         let cfg = CompileConfig {
-            geometry: CrossbarGeometry::new(128, 64, cell, 4).unwrap(),
+            geometry: CrossbarGeometry::new(128, columns, cell, 4).unwrap(),
             encoding,
             weight_slicing: Slicing::parse("4-2-2").unwrap(),
         };
