@@ -988,17 +988,27 @@ fn convert_shift_add_noisy<K: Fn(usize) -> u64>(
     let e = rows.e as f32;
     let cols = acc.ncols().max(1);
     let z = rows.z;
-    let keys: Vec<u64> = (0..acc.nrows()).map(&rows.key).collect();
-    draw_rows(&keys, cols, z);
+    // Narrow rows are drawn all at once; wide ones row by row below, skipping
+    // a row whose magnitudes are all zero (its noise is `0 * z`: the draws
+    // cannot change a code, so skipping them changes no result).
+    let wide = cols >= 32;
+    if !wide {
+        let keys: Vec<u64> = (0..acc.nrows()).map(&rows.key).collect();
+        draw_rows(&keys, cols, z);
+    }
     let mut total = ConvertCounts::default();
     let acc = acc.as_slice_mut().expect("standard layout");
     for (v, (((srow, mrow), zrow), arow)) in sums
         .chunks_exact(cols)
         .zip(mags.chunks_exact(cols))
-        .zip(z.chunks_exact(cols))
+        .zip(z.chunks_exact_mut(cols))
         .zip(acc.chunks_exact_mut(cols))
         .enumerate()
     {
+        if wide && mrow.iter().any(|&m| m > 0) {
+            fill_normals((rows.key)(v), zrow);
+        }
+        let zrow = &*zrow;
         for (wi, (((sb, mb), zb), ab)) in srow
             .chunks(64)
             .zip(mrow.chunks(64))
