@@ -95,6 +95,12 @@ fn real_main() -> anyhow::Result<()> {
     }
     let presets = presets.unwrap_or_else(|| PathBuf::from("fixtures/presets.toml"));
     if let Some(dirs) = merge_dirs {
+        if shard.is_some() || images_shard.is_some() {
+            bail!(
+                "merge takes no --shard or --images-shard: it reads them from the shard folders\n{}",
+                usage()
+            );
+        }
         let out = out.context("merge needs --out DIR")?;
         raella_sweep::check_output_folder(&out).context("--out")?;
         let (spec, results) = raella_sweep::merge(&dirs, &presets)?;
