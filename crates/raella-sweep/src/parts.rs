@@ -341,7 +341,7 @@ pub fn run_images_part(
 ) -> anyhow::Result<PartResults> {
     let (j, parts) = images;
     ensure!(
-        j >= 1 && j <= parts,
+        (1..=parts).contains(&j),
         "--images-shard {j}/{parts}: need 1 <= J <= M"
     );
     let (_, loaded) = load_checked(spec)?;
