@@ -541,11 +541,12 @@ struct BinReader {
 impl BinReader {
     fn get(&mut self, b: &Blob) -> anyhow::Result<ArrayD<f32>> {
         let path = self.dir.join(PART_DIR).join(format!("{}.bin", b.file));
-        if !self.open.contains_key(&b.file) {
-            let f = open_file(&path, FileKind::Results)?;
-            self.open.insert(b.file, f);
-        }
-        let (f, len) = self.open.get_mut(&b.file).expect("just inserted");
+        let (f, len) = match self.open.entry(b.file) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                e.insert(open_file(&path, FileKind::Results)?)
+            }
+        };
         let n = b
             .shape
             .iter()
