@@ -3,12 +3,19 @@
 # slurmctld, slurmd, slurm-client and munge if absent, starts a single-node
 # cluster on this machine (state and spool under a temporary folder), submits
 # a sharded sweep as an array job, waits, merges the shards, compares the
-# merged results with an unsharded run, and stops the daemons it started (by
-# their process ids). Needs root. Run by .ci/run; see docs/CLUSTER.md.
+# merged results with an unsharded run, then does the same for image-range
+# shards within points (--images-shard J/M, with --shard K/N), and stops the
+# daemons it started (by their process ids). Needs root. Run by .ci/run; see
+# docs/CLUSTER.md.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 SPEC="${SPEC:-$ROOT/fixtures/sweeps/smoke.toml}"
 SHARDS="${SHARDS:-3}"
+# Image-range shards within points: a spec whose model has three evaluation
+# batches, split into IMAGE_SHARDS parts x POINT_SHARDS point shards.
+IMAGES_SPEC="${IMAGES_SPEC:-$ROOT/fixtures/sweeps/smoke-images.toml}"
+IMAGE_SHARDS="${IMAGE_SHARDS:-3}"
+POINT_SHARDS="${POINT_SHARDS:-2}"
 
 if [ "$(id -u)" != 0 ]; then
     echo "slurm-test: needs root (it installs packages and starts daemons)" >&2
@@ -121,5 +128,37 @@ for f in results.csv results.json report.md energy.csv energy_breakdown.csv ener
 done
 diff -r "$TMP/merged/stats" "$TMP/unsharded/stats" >/dev/null
 echo "slurm-test: the $SHARDS-task array job merged to the unsharded result"
-echo "slurm: 1 passed, 0 failed"
+
+# Image-range shards: array task t runs point shard K = (t-1) / IMAGE_SHARDS + 1
+# and image shard J = (t-1) % IMAGE_SHARDS + 1; each writes part/, not results.
+TASKS=$((POINT_SHARDS * IMAGE_SHARDS))
+cat > "$TMP/images.sbatch" <<JOB
+#!/bin/bash
+#SBATCH --job-name=raella-sweep-images
+#SBATCH --array=1-$TASKS
+#SBATCH --cpus-per-task=1
+#SBATCH --output=$TMP/images-%a.log
+cd "$ROOT"
+T=\$((SLURM_ARRAY_TASK_ID - 1))
+K=\$((T / $IMAGE_SHARDS + 1))
+J=\$((T % $IMAGE_SHARDS + 1))
+"$BIN" "$IMAGES_SPEC" --presets "$ROOT/fixtures/presets.toml" --shard "\$K/$POINT_SHARDS" --images-shard "\$J/$IMAGE_SHARDS" --out "$TMP/images-\$SLURM_ARRAY_TASK_ID" --no-cache
+JOB
+sbatch --wait "$TMP/images.sbatch"
+for t in $(seq "$TASKS"); do
+    [ -s "$TMP/images-$t/part/part.json" ] || { echo "slurm-test: image task $t produced nothing"; cat "$TMP/images-$t.log" || true; exit 1; }
+    [ ! -e "$TMP/images-$t/results.csv" ] || { echo "slurm-test: image task $t wrote results from a part"; exit 1; }
+done
+# A part missing: the merge fails and writes nothing.
+if "$BIN" merge --presets "$ROOT/fixtures/presets.toml" --out "$TMP/images-incomplete" $(for t in $(seq 2 "$TASKS"); do echo "$TMP/images-$t"; done) 2>"$TMP/incomplete.err"; then
+    echo "slurm-test: a merge with a part missing succeeded"; exit 1
+fi
+grep -q "is in none of the shard folders" "$TMP/incomplete.err"
+[ ! -e "$TMP/images-incomplete" ]
+"$BIN" merge --presets "$ROOT/fixtures/presets.toml" --out "$TMP/images-merged" $(for t in $(seq "$TASKS"); do echo "$TMP/images-$t"; done)
+"$BIN" "$IMAGES_SPEC" --presets "$ROOT/fixtures/presets.toml" --out "$TMP/images-unsharded" --no-cache
+# Every file but timings.csv (wall clock): results, report, energy, stats, plots.
+diff -r -x timings.csv "$TMP/images-merged" "$TMP/images-unsharded"
+echo "slurm-test: the $TASKS-task array job ($POINT_SHARDS point shards x $IMAGE_SHARDS image shards) merged to the unsharded result"
+echo "slurm: 2 passed, 0 failed"
 rm -rf "$TMP"

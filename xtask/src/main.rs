@@ -6,6 +6,8 @@
 //!   (default `fixtures/sweeps/default.toml`) from an optimised build of
 //!   `raella-sweep`; results go to `DIR` (default `results/<spec name>/`).
 //!   `--shard K/N` runs one of N disjoint slices of the points;
+//!   `--images-shard J/M` runs the J-th of M contiguous, batch-aligned ranges
+//!   of every selected point's evaluation images (documents);
 //!   `cargo xtask sweep merge --out DIR SHARD_DIR...` merges shard outputs.
 //! * `cargo xtask calibrate-cost`: fits the cost model's two coefficients on the
 //!   paper's ResNet18 ablation energies and prints them (`fixtures/cost/calibration.toml`).
@@ -51,7 +53,7 @@ fn root() -> PathBuf {
 }
 
 fn usage() -> &'static str {
-    "usage: cargo xtask <sweep [SPEC.toml] [--out DIR] [--shard K/N] [--no-cache] | sweep merge --out DIR SHARD_DIR... | demo [--out DIR] | bench [--real-scale] | calibrate-cost | inspect-onnx MODEL.onnx | run-onnx MODEL.onnx --input NAME=FILE.npy [...] [--calibration NAME=FILE.npy ...] --design fp32|int8|PRESET [--set knob=value ...] [--seed N] --out DIR | fetch-models [--cache DIR] | typical-stats [--from DIR] [--out FILE] | cost-whatif>"
+    "usage: cargo xtask <sweep [SPEC.toml] [--out DIR] [--shard K/N] [--images-shard J/M] [--no-cache] | sweep merge --out DIR SHARD_DIR... | demo [--out DIR] | bench [--real-scale] | calibrate-cost | inspect-onnx MODEL.onnx | run-onnx MODEL.onnx --input NAME=FILE.npy [...] [--calibration NAME=FILE.npy ...] --design fp32|int8|PRESET [--set knob=value ...] [--seed N] --out DIR | fetch-models [--cache DIR] | typical-stats [--from DIR] [--out FILE] | cost-whatif>"
 }
 
 /// `p` made absolute against the caller's working directory (cargo runs the
@@ -132,8 +134,8 @@ fn real_main() -> Result<()> {
                         let v = it.next().with_context(|| format!("{a} needs a value"))?;
                         pass.extend([a.clone(), absolute(v)?]);
                     }
-                    "--shard" => {
-                        let v = it.next().context("--shard needs K/N")?;
+                    "--shard" | "--images-shard" => {
+                        let v = it.next().with_context(|| format!("{a} needs K/N"))?;
                         pass.extend([a.clone(), v.clone()]);
                     }
                     "--no-cache" => pass.push(a.clone()),

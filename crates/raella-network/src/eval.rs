@@ -10,7 +10,7 @@ use rayon::prelude::*;
 use std::sync::Mutex;
 
 use crate::NetworkError;
-use crate::quant::{MacBackend, QuantModel};
+use crate::quant::{BatchRun, MacBackend, QuantModel};
 
 /// Items (images) per batch that callers should use for image models: bounds
 /// memory (activations of one batch per thread) while keeping the crossbar
@@ -184,35 +184,61 @@ pub fn eval_quant(
     backend: &impl MacBackend,
     batches: &[Vec<Tensor>],
 ) -> Result<Evaluation, NetworkError> {
-    let parts: Vec<_> = batches
+    let parts = eval_quant_batches(model, backend, batches, 0)?;
+    Ok(Evaluation::from_batch_runs(model.layers.len(), parts))
+}
+
+/// The batches of [`eval_quant`] one by one, not yet combined: `batches[i]`
+/// runs with batch index `first + i`, so a contiguous range of an
+/// evaluation's batches gives exactly the runs (outputs, statistics, noise
+/// draws) the whole evaluation has for those batches.
+///
+/// # Errors
+/// Input or backend errors.
+pub fn eval_quant_batches(
+    model: &QuantModel,
+    backend: &impl MacBackend,
+    batches: &[Vec<Tensor>],
+    first: u64,
+) -> Result<Vec<BatchRun>, NetworkError> {
+    batches
         .par_iter()
         .enumerate()
-        .map(|(i, b)| model.run(b.clone(), backend, i as u64))
-        .collect::<Result<_, _>>()?;
-    let mut layer_stats: Vec<Option<LayerStats>> = vec![None; model.layers.len()];
-    let mut outputs = Vec::with_capacity(parts.len());
-    let mut features = Vec::with_capacity(parts.len());
-    let mut times = RunProfile::default();
-    for r in parts {
-        times += r.times;
-        add_layer_stats(&mut layer_stats, &r.stats);
-        outputs.push(r.outputs);
-        features.push(r.features);
+        .map(|(i, b)| model.run(b.clone(), backend, first + i as u64))
+        .collect()
+}
+
+impl Evaluation {
+    /// Combines batch runs of a network of `layers` weight layers, in the
+    /// order given: outputs and features listed, per-layer statistics added
+    /// batch after batch (the order fixes the float sums), times added.
+    #[must_use]
+    pub fn from_batch_runs(layers: usize, parts: Vec<BatchRun>) -> Self {
+        let mut layer_stats: Vec<Option<LayerStats>> = vec![None; layers];
+        let mut outputs = Vec::with_capacity(parts.len());
+        let mut features = Vec::with_capacity(parts.len());
+        let mut times = RunProfile::default();
+        for r in parts {
+            times += r.times;
+            add_layer_stats(&mut layer_stats, &r.stats);
+            outputs.push(r.outputs);
+            features.push(r.features);
+        }
+        let vectors = layer_stats
+            .iter()
+            .map(|s| {
+                s.as_ref()
+                    .map_or(0, |s| usize::try_from(s.vectors).unwrap_or(usize::MAX))
+            })
+            .collect();
+        Self {
+            outputs,
+            layer_stats,
+            features,
+            vectors,
+            times,
+        }
     }
-    let vectors = layer_stats
-        .iter()
-        .map(|s| {
-            s.as_ref()
-                .map_or(0, |s| usize::try_from(s.vectors).unwrap_or(usize::MAX))
-        })
-        .collect();
-    Ok(Evaluation {
-        outputs,
-        layer_stats,
-        features,
-        vectors,
-        times,
-    })
 }
 
 /// Mean cosine similarity of corresponding rows (a row pair with a zero

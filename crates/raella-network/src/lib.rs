@@ -16,7 +16,8 @@ mod quant;
 pub use crossbar::{ArchConfig, CALIBRATION_VECTORS, CHECKED_VECTORS, CrossbarBackend};
 pub use error::NetworkError;
 pub use eval::{
-    BATCH_ITEMS, Evaluation, Features, argmax_rows, eval_float, eval_quant, mean_row_cosine,
+    BATCH_ITEMS, Evaluation, Features, argmax_rows, eval_float, eval_quant, eval_quant_batches,
+    mean_row_cosine,
 };
 pub use quant::{
     BatchRun, ExactBackend, LayerInfo, MacBackend, QInput, QuantLayer, QuantModel,

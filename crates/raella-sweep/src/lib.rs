@@ -17,6 +17,7 @@ mod cost;
 mod merge;
 mod names;
 mod output;
+mod parts;
 mod plots;
 mod report;
 mod run;
@@ -32,6 +33,7 @@ pub use names::{MAX_NAME_LEN, NAME_PUNCTUATION, check_folder_name, check_name, f
 pub use output::{
     CACHE, MARKER, OutputError, RESULT_FILES, RESULT_FOLDERS, check_output_folder, write_output,
 };
+pub use parts::{PART_DIR, PartResults, part_range, run_images_part, write_part};
 pub use plots::{Plot, plots};
 pub use report::{CSV_COLUMNS, ENERGY_COLUMNS, write_results};
 pub use run::{

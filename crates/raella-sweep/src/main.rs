@@ -20,23 +20,24 @@ fn main() -> ExitCode {
 }
 
 fn usage() -> &'static str {
-    "usage: raella-sweep SPEC.toml [--out DIR] [--presets FILE] [--shard K/N] [--no-cache] [--calibrate]\n       raella-sweep merge --out DIR [--presets FILE] SHARD_DIR..."
+    "usage: raella-sweep SPEC.toml [--out DIR] [--presets FILE] [--shard K/N] [--images-shard J/M] [--no-cache] [--calibrate]\n       raella-sweep merge --out DIR [--presets FILE] SHARD_DIR...\n  --shard K/N         the K-th of N disjoint slices of the points (model x design x seed)\n  --images-shard J/M  the J-th of M contiguous ranges of whole evaluation batches of every\n                      selected point (writes DIR/part/, not results; merge the M parts)"
 }
 
-fn parse_shard(s: &str) -> anyhow::Result<(usize, usize)> {
+/// `K/N` of `--shard` or `--images-shard` (`flag`), with `1 <= K <= N`.
+fn parse_shard(flag: &str, s: &str) -> anyhow::Result<(usize, usize)> {
     let (k, n) = s
         .split_once('/')
-        .with_context(|| format!("--shard `{s}`: expected K/N, e.g. 2/8"))?;
+        .with_context(|| format!("{flag} `{s}`: expected K/N, e.g. 2/8"))?;
     let (k, n): (usize, usize) = (
         k.trim()
             .parse()
-            .with_context(|| format!("--shard `{s}`: K is not a number"))?,
+            .with_context(|| format!("{flag} `{s}`: K is not a number"))?,
         n.trim()
             .parse()
-            .with_context(|| format!("--shard `{s}`: N is not a number"))?,
+            .with_context(|| format!("{flag} `{s}`: N is not a number"))?,
     );
     if n == 0 || k == 0 || k > n {
-        bail!("--shard `{s}`: need 1 <= K <= N");
+        bail!("{flag} `{s}`: need 1 <= K <= N");
     }
     Ok((k, n))
 }
@@ -47,6 +48,7 @@ fn real_main() -> anyhow::Result<()> {
     let mut presets = None;
     let mut calibrate_only = false;
     let mut shard = None;
+    let mut images_shard = None;
     let mut cache = true;
     let mut merge_dirs: Option<Vec<PathBuf>> = None;
     // Paths need not be UTF-8 (`std::env::args` would panic on one that is not).
@@ -67,12 +69,16 @@ fn real_main() -> anyhow::Result<()> {
                     args.next().context("--presets needs a file")?,
                 ));
             }
-            Some("--shard") => {
-                let k = args.next().context("--shard needs K/N")?;
+            Some(flag @ ("--shard" | "--images-shard")) => {
+                let k = args.next().with_context(|| format!("{flag} needs K/N"))?;
                 let k = k
                     .to_str()
-                    .with_context(|| format!("--shard {}: expected K/N", k.to_string_lossy()))?;
-                shard = Some(parse_shard(k)?);
+                    .with_context(|| format!("{flag} {}: expected K/N", k.to_string_lossy()))?;
+                if flag == "--shard" {
+                    shard = Some(parse_shard(flag, k)?);
+                } else {
+                    images_shard = Some(parse_shard(flag, k)?);
+                }
             }
             Some("--no-cache") => cache = false,
             Some("--calibrate") => calibrate_only = true,
@@ -89,6 +95,12 @@ fn real_main() -> anyhow::Result<()> {
     }
     let presets = presets.unwrap_or_else(|| PathBuf::from("fixtures/presets.toml"));
     if let Some(dirs) = merge_dirs {
+        if shard.is_some() || images_shard.is_some() {
+            bail!(
+                "merge takes no --shard or --images-shard: it reads them from the shard folders\n{}",
+                usage()
+            );
+        }
         let out = out.context("merge needs --out DIR")?;
         raella_sweep::check_output_folder(&out).context("--out")?;
         let (spec, results) = raella_sweep::merge(&dirs, &presets)?;
@@ -130,6 +142,19 @@ fn real_main() -> anyhow::Result<()> {
         cache_dir: cache.then(|| out.join(".cache")),
         progress_bar: true,
     };
+    if let Some(images) = images_shard {
+        // An image range of every selected point: a part for `merge`, never
+        // results (and never the point cache, which holds whole points only).
+        eprintln!(
+            "  images shard {}/{}: no cache, writes part/",
+            images.0, images.1
+        );
+        let part = raella_sweep::run_images_part(&spec, &opts, images, |m| eprintln!("  {m}"))?;
+        for w in raella_sweep::write_part(&spec, &part, &out)? {
+            eprintln!("wrote {}", w.display());
+        }
+        return Ok(());
+    }
     let results = run_with(&spec, &opts, |m| eprintln!("  {m}"))?;
     let written = write_results(&spec, &results, &out)?;
     for w in written {

@@ -1,6 +1,7 @@
 //! Merging the outputs of `--shard K/N` runs into the result set an unsharded
 //! run writes: rows in the spec's canonical order (model, design, seed), the
-//! cost model run on the merged rows.
+//! cost model run on the merged rows. Folders of `--images-shard J/M` runs
+//! (a `part/` each) are merged by `parts::merge_parts` first.
 
 use std::path::{Path, PathBuf};
 
@@ -41,6 +42,11 @@ pub fn spec_hash(spec: &Spec) -> anyhow::Result<String> {
 /// twice, or a point missing.
 pub fn merge(dirs: &[PathBuf], presets: &Path) -> anyhow::Result<(Spec, SweepResults)> {
     ensure!(!dirs.is_empty(), "merge needs at least one shard folder");
+    if dirs.iter().any(|d| crate::parts::is_part(d)) {
+        let (spec, mut out) = crate::parts::merge_parts(dirs, presets)?;
+        cost(&spec, &mut out)?;
+        return Ok((spec, out));
+    }
     let mut shards = Vec::new();
     for d in dirs {
         let p = d.join("results.json");
@@ -137,11 +143,17 @@ pub fn merge(dirs: &[PathBuf], presets: &Path) -> anyhow::Result<(Spec, SweepRes
     out.rows = keyed.into_iter().map(|(_, r)| r).collect();
     out.models
         .sort_by_key(|m| spec.models.iter().position(|x| x.name == m.model));
+    cost(&spec, &mut out)?;
+    Ok((spec, out))
+}
+
+/// The cost model on merged rows, as an unsharded run costs its rows.
+fn cost(spec: &Spec, out: &mut SweepResults) -> anyhow::Result<()> {
     if let Some(files) = &spec.cost {
         let cm = CostModel::load(files)?;
-        cm.check(&spec)?;
-        (out.energy, out.not_costed) = cost_sweep(&spec, &cm, &out.rows, &out.models)?;
+        cm.check(spec)?;
+        (out.energy, out.not_costed) = cost_sweep(spec, &cm, &out.rows, &out.models)?;
         out.calibrated_on = cm.paper.as_ref().map(|p| p.calibrate_on.clone());
     }
-    Ok((spec, out))
+    Ok(())
 }

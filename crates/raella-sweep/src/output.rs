@@ -39,8 +39,9 @@ pub const RESULT_FILES: [&str; 7] = [
     "energy_layers.csv",
 ];
 
-/// The folders a sweep writes (replaced whole).
-pub const RESULT_FOLDERS: [&str; 2] = ["stats", "plots"];
+/// The folders a sweep writes (replaced whole). `part/` is what an image-range
+/// shard (`--images-shard`) writes instead of results, for `merge`.
+pub const RESULT_FOLDERS: [&str; 3] = ["stats", "plots", "part"];
 
 /// The cache folder (added to, never replaced).
 pub const CACHE: &str = ".cache";
@@ -231,13 +232,16 @@ enum Move {
 /// # Errors
 /// [`check_output_folder`]'s refusals, a path outside the slots or given
 /// twice, or a file-system error; in every case `out` is left as it was.
-pub fn write_output(out: &Path, files: &[(PathBuf, String)]) -> Result<Vec<PathBuf>, OutputError> {
+pub fn write_output<C: AsRef<[u8]>>(
+    out: &Path,
+    files: &[(PathBuf, C)],
+) -> Result<Vec<PathBuf>, OutputError> {
     write_output_failing_after(out, files, None)
 }
 
-fn write_output_failing_after(
+fn write_output_failing_after<C: AsRef<[u8]>>(
     out: &Path,
-    files: &[(PathBuf, String)],
+    files: &[(PathBuf, C)],
     fail_after: Option<usize>,
 ) -> Result<Vec<PathBuf>, OutputError> {
     check_output_folder(out)?;
@@ -323,10 +327,10 @@ fn make_stage(out: &Path) -> Result<PathBuf, OutputError> {
     Err(refused(out, "no free staging folder name (.partial-*)"))
 }
 
-fn stage_and_commit(
+fn stage_and_commit<C: AsRef<[u8]>>(
     out: &Path,
     stage: &Path,
-    files: &[(PathBuf, String)],
+    files: &[(PathBuf, C)],
     fail_after: Option<usize>,
 ) -> Result<Vec<PathBuf>, OutputError> {
     let (new, old) = (stage.join("new"), stage.join("old"));
@@ -335,8 +339,8 @@ fn stage_and_commit(
     }
     for (rel, text) in files
         .iter()
-        .map(|(r, t)| (r.as_path(), t.as_str()))
-        .chain(std::iter::once((Path::new(MARKER), MARKER_TEXT)))
+        .map(|(r, t)| (r.as_path(), t.as_ref()))
+        .chain(std::iter::once((Path::new(MARKER), MARKER_TEXT.as_bytes())))
     {
         let p = new.join(rel);
         if let Some(parent) = p.parent() {

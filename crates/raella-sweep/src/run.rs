@@ -16,7 +16,7 @@ use ndarray::{Array2, ArrayD, ArrayView2, IxDyn, s};
 use raella_data::{IdxDataset, Lee50, TextEncoder};
 use raella_network::{
     BATCH_ITEMS, CrossbarBackend, Evaluation, ExactBackend, QuantModel, argmax_rows, eval_float,
-    eval_quant, mean_row_cosine,
+    eval_quant, eval_quant_batches, mean_row_cosine,
 };
 use raella_onnx::{DType, Dim, Graph, Tensor};
 use raella_runtime::LayerStats;
@@ -830,6 +830,56 @@ pub struct RunOptions {
     pub progress_bar: bool,
 }
 
+/// The cost model (checked against the spec) and every model with its data,
+/// loaded and checked, so bad input fails before any work.
+pub(crate) fn load_checked(
+    spec: &Spec,
+) -> anyhow::Result<(Option<crate::cost::CostModel>, Vec<LoadedModel>)> {
+    let cost_model = spec
+        .cost
+        .as_ref()
+        .map(crate::cost::CostModel::load)
+        .transpose()?;
+    if let Some(cm) = &cost_model {
+        cm.check(spec)?;
+        for w in &spec.workloads {
+            raella_cost::Workload::load(&w.file)?;
+        }
+    }
+    let loaded = spec
+        .models
+        .iter()
+        .map(|m| load_model(m).with_context(|| spec.path.display().to_string()))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    for (m, ld) in spec.models.iter().zip(&loaded) {
+        check_crossbars(spec, m, &graph_shapes(&ld.graph))
+            .with_context(|| spec.path.display().to_string())?;
+    }
+    Ok((cost_model, loaded))
+}
+
+/// The spec's number of points and the `(model, design, seed)` indices of
+/// those `shard` K/N selects (every N-th in canonical order; all without).
+pub(crate) fn select_points(
+    spec: &Spec,
+    shard: Option<(usize, usize)>,
+) -> (usize, Vec<(usize, usize, usize)>) {
+    let points: Vec<(usize, usize, usize)> = (0..spec.models.len())
+        .flat_map(|mi| {
+            (0..spec.archs.len())
+                .flat_map(move |ai| (0..spec.seeds.len()).map(move |si| (mi, ai, si)))
+        })
+        .collect();
+    let total = points.len();
+    let selected = points
+        .into_iter()
+        .enumerate()
+        .filter(|(g, _)| shard.is_none_or(|(k, n)| g % n == k - 1))
+        .map(|(_, p)| p)
+        .collect();
+    (total, selected)
+}
+
 /// Runs a sweep with options (sharding, caching, progress bar).
 ///
 /// # Errors
@@ -847,40 +897,8 @@ pub fn run_with(
         not_costed: vec![],
         calibrated_on: None,
     };
-    let cost_model = spec
-        .cost
-        .as_ref()
-        .map(crate::cost::CostModel::load)
-        .transpose()?;
-    if let Some(cm) = &cost_model {
-        cm.check(spec)?;
-        for w in &spec.workloads {
-            raella_cost::Workload::load(&w.file)?;
-        }
-    }
-    // Load and check every model and data set first, so bad input fails before any work.
-    let loaded = spec
-        .models
-        .iter()
-        .map(|m| load_model(m).with_context(|| spec.path.display().to_string()))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    for (m, ld) in spec.models.iter().zip(&loaded) {
-        check_crossbars(spec, m, &graph_shapes(&ld.graph))
-            .with_context(|| spec.path.display().to_string())?;
-    }
-    let points: Vec<(usize, usize, usize)> = (0..spec.models.len())
-        .flat_map(|mi| {
-            (0..spec.archs.len())
-                .flat_map(move |ai| (0..spec.seeds.len()).map(move |si| (mi, ai, si)))
-        })
-        .collect();
-    let total_points = points.len();
-    let selected: Vec<(usize, usize, usize)> = points
-        .into_iter()
-        .enumerate()
-        .filter(|(g, _)| opts.shard.is_none_or(|(k, n)| g % n == k - 1))
-        .map(|(_, p)| p)
-        .collect();
+    let (cost_model, loaded) = load_checked(spec)?;
+    let (total_points, selected) = select_points(spec, opts.shard);
     progress(&format!(
         "{} of {total_points} points selected",
         selected.len()
@@ -920,7 +938,7 @@ pub fn run_with(
             model_hash.as_deref(),
             &mine,
             &bar,
-            ctx.loaded.items,
+            ctx.refs.items,
             |arch, seed| run_point(&ctx, arch, seed),
         );
         record(&mut out, spec, m, &mine, results, &mut progress)?;
@@ -1085,31 +1103,52 @@ fn record(
 
 /// Everything a point of one model shares: the model, its data and the references.
 struct PointContext {
-    m: ModelSpec,
     model: QuantModel,
-    loaded: LoadedRest,
     captured: Vec<Vec<raella_network::QInput>>,
-    /// The references' evaluated output, one row per item.
-    fp32: Array2<f32>,
-    int8: Array2<f32>,
-    /// Every output of the 8-bit reference, one row per item (where they stack).
-    int8_outputs: Vec<(String, Option<Array2<f32>>)>,
-    int8_features: Option<Array2<f32>>,
-    fp32_features: Option<Array2<f32>>,
-    /// Predictions (argmax, or a document's nearest neighbour).
-    pf: Vec<usize>,
-    pi: Vec<usize>,
-    top1_fp32: Option<f64>,
-    top1_int8: Option<f64>,
+    evaluation: Vec<Vec<Tensor>>,
+    refs: RefContext,
 }
 
-/// The parts of a [`LoadedModel`] a point uses after the graph moved into the [`QuantModel`].
-struct LoadedRest {
-    evaluation: Vec<Vec<Tensor>>,
-    items: usize,
-    labels: Vec<usize>,
-    lee50: Option<Lee50>,
-    output: usize,
+/// What a model's points need of its references: the evaluated items, their
+/// labels (or Lee-50 pairs) and the references' rows, features and predictions.
+pub(crate) struct RefContext {
+    pub(crate) model: String,
+    pub(crate) items: usize,
+    pub(crate) labels: Vec<usize>,
+    pub(crate) lee50: Option<Lee50>,
+    /// Index of the evaluated graph output, and every output's name.
+    pub(crate) output: usize,
+    pub(crate) output_names: Vec<String>,
+    /// The 8-bit reference's evaluated output, one row per item.
+    pub(crate) int8: Array2<f32>,
+    /// Every output of the 8-bit reference, one row per item (where they stack).
+    pub(crate) int8_outputs: Vec<(String, Option<Array2<f32>>)>,
+    pub(crate) int8_features: Option<Array2<f32>>,
+    pub(crate) fp32_features: Option<Array2<f32>>,
+    /// Predictions (argmax, or a document's nearest neighbour).
+    pub(crate) pf: Vec<usize>,
+    pub(crate) pi: Vec<usize>,
+    pub(crate) top1_fp32: Option<f64>,
+    pub(crate) top1_int8: Option<f64>,
+}
+
+/// What a model's summary needs besides its two reference evaluations: fixed
+/// by the model, its calibration and the spec, the same in every image-range
+/// shard.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub(crate) struct ModelFacts {
+    pub(crate) model: String,
+    /// The model file, for messages.
+    pub(crate) onnx: String,
+    pub(crate) calibration: ImageRange,
+    pub(crate) evaluation: ImageRange,
+    /// Crossbar layers (`name: outputs x inputs [x groups]`).
+    pub(crate) layers: Vec<String>,
+    /// Per weight layer, MACs per input vector (inputs x outputs per group x groups).
+    pub(crate) layer_macs: Vec<usize>,
+    pub(crate) output: usize,
+    pub(crate) output_names: Vec<String>,
+    pub(crate) histograms: Vec<ColumnSumHistogram>,
 }
 
 /// Predictions of an evaluated output: the argmax class, or for a text
@@ -1145,69 +1184,147 @@ fn nearest(e: ArrayView2<'_, f32>) -> Vec<usize> {
 
 /// Every output of an evaluation, one row per item, by name (`None` where
 /// batches differ in size, e.g. per-token outputs of documents).
-fn all_outputs(graph: &Graph, ev: &Evaluation) -> Vec<(String, Option<Array2<f32>>)> {
-    graph
-        .outputs
+fn all_outputs(names: &[String], ev: &Evaluation) -> Vec<(String, Option<Array2<f32>>)> {
+    names
         .iter()
         .enumerate()
-        .map(|(k, &o)| (graph.name(o).to_string(), ev.output_rows(k).ok()))
+        .map(|(k, name)| (name.clone(), ev.output_rows(k).ok()))
         .collect()
 }
 
-/// The references of a model (float32 and the 8-bit digital reference), its
-/// summary and what its points share.
-fn references(
+/// A model's two references on `batches` (a contiguous range of its
+/// evaluation batches, the first with batch index `first`): float32 and the
+/// 8-bit digital reference, with the quantised model, the captured calibration
+/// inputs and the model's facts.
+pub(crate) struct ReferenceRun {
+    pub(crate) facts: ModelFacts,
+    pub(crate) model: QuantModel,
+    pub(crate) captured: Vec<Vec<raella_network::QInput>>,
+    pub(crate) float: Evaluation,
+    pub(crate) int8: Evaluation,
+}
+
+/// Runs a model's references on `batches` (see [`ReferenceRun`]).
+pub(crate) fn reference_run(
     spec: &Spec,
     m: &ModelSpec,
-    ld: LoadedModel,
-) -> anyhow::Result<(ModelSummary, PointContext)> {
+    graph: Graph,
+    calibration: &[Vec<Tensor>],
+    aws_calibration: &[Vec<Tensor>],
+    batches: &[Vec<Tensor>],
+    first: u64,
+    output: usize,
+    text: bool,
+) -> anyhow::Result<ReferenceRun> {
     let ctx = || format!("model \"{}\"", m.name);
-    let text = ld.lee50.is_some();
-    let float = eval_float(&ld.graph, &ld.evaluation).with_context(ctx)?;
-    let fp32 = float.output_rows(ld.output).with_context(ctx)?;
-    if !ld.labels.is_empty()
-        && let Some((i, &l)) = ld
-            .labels
-            .iter()
-            .enumerate()
-            .find(|(_, l)| **l >= fp32.ncols())
-    {
+    let float = eval_float(&graph, batches).with_context(ctx)?;
+    let layer_macs: Vec<usize> = graph
+        .layers
+        .iter()
+        .map(|l| l.inputs() * l.outputs_per_group() * l.groups())
+        .collect();
+    let output_names: Vec<String> = graph
+        .outputs
+        .iter()
+        .map(|&o| graph.name(o).to_string())
+        .collect();
+    let model = QuantModel::calibrate(graph, calibration).with_context(ctx)?;
+    let runs =
+        eval_quant_batches(&model, &ExactBackend::new(&model), batches, first).with_context(ctx)?;
+    let int8 = Evaluation::from_batch_runs(model.layers.len(), runs);
+    let captured = model.capture_inputs(aws_calibration).with_context(ctx)?;
+    let layers: Vec<String> = model
+        .layers
+        .iter()
+        .map(|l| {
+            let w = &l.groups[0].weights;
+            let g = if l.groups.len() > 1 {
+                format!(" x {} groups", l.groups.len())
+            } else {
+                String::new()
+            };
+            format!("{}: {} x {}{g}", l.name, w.nrows(), w.ncols())
+        })
+        .collect();
+    let facts = ModelFacts {
+        model: m.name.clone(),
+        onnx: m.onnx.display().to_string(),
+        calibration: m.calibration,
+        evaluation: m.evaluation,
+        layers,
+        layer_macs,
+        output,
+        output_names,
+        histograms: if text {
+            vec![]
+        } else {
+            column_sum_histograms(spec, &model, &captured)?
+        },
+    };
+    Ok(ReferenceRun {
+        facts,
+        model,
+        captured,
+        float,
+        int8,
+    })
+}
+
+/// Labels must be classes of the evaluated output (`classes` values per item).
+pub(crate) fn check_labels(
+    model: &str,
+    onnx: &str,
+    labels: &[usize],
+    first: usize,
+    classes: usize,
+) -> anyhow::Result<()> {
+    if let Some((i, &l)) = labels.iter().enumerate().find(|(_, l)| **l >= classes) {
         anyhow::bail!(
-            "model \"{}\": label {i} of the evaluation is {l}, but {} has {} output classes (0..={})",
-            m.name,
-            m.onnx.display(),
-            fp32.ncols(),
-            fp32.ncols().saturating_sub(1)
+            "model \"{model}\": label {} of the evaluation is {l}, but {onnx} has {classes} output classes (0..={})",
+            first + i,
+            classes.saturating_sub(1)
         );
     }
-    let items = ld.items.max(1);
+    Ok(())
+}
+
+/// A model's summary and what its points share, from its facts and its two
+/// reference evaluations over every evaluation batch in order (an unsharded
+/// run's, or `merge`'s from image-range parts: the same computation).
+pub(crate) fn summarise_references(
+    facts: &ModelFacts,
+    items: usize,
+    labels: Vec<usize>,
+    lee50: Option<Lee50>,
+    float: &Evaluation,
+    int8: &Evaluation,
+) -> anyhow::Result<(ModelSummary, RefContext)> {
+    let ctx = || format!("model \"{}\"", facts.model);
+    let text = lee50.is_some();
+    let fp32 = float.output_rows(facts.output).with_context(ctx)?;
+    check_labels(&facts.model, &facts.onnx, &labels, 0, fp32.ncols())?;
+    let n = items.max(1);
     #[allow(
         clippy::cast_possible_truncation,
         clippy::cast_sign_loss,
         clippy::cast_precision_loss
     )]
-    let macs_per_image = ld
-        .graph
-        .layers
+    let macs_per_image = facts
+        .layer_macs
         .iter()
         .zip(&float.vectors)
-        .map(|(l, &v)| (v * l.inputs() * l.outputs_per_group() * l.groups()) as f64)
+        .map(|(&lm, &v)| (v * lm) as f64)
         .sum::<f64>()
-        / items as f64;
-    let model = QuantModel::calibrate(ld.graph, &ld.calibration).with_context(ctx)?;
-    let int8 = eval_quant(&model, &ExactBackend::new(&model), &ld.evaluation).with_context(ctx)?;
-    let int8_rows = int8.output_rows(ld.output).with_context(ctx)?;
+        / n as f64;
+    let int8_rows = int8.output_rows(facts.output).with_context(ctx)?;
     let (pf, pi) = (predictions(&fp32, text), predictions(&int8_rows, text));
-    let (top1_fp32, top1_int8) = (accuracy(&pf, &ld.labels), accuracy(&pi, &ld.labels));
-    let captured = model
-        .capture_inputs(&ld.aws_calibration)
-        .with_context(ctx)?;
+    let (top1_fp32, top1_int8) = (accuracy(&pf, &labels), accuracy(&pi, &labels));
     let (fp32_features, int8_features) = if text {
         (Some(fp32.clone()), Some(int8_rows.clone()))
     } else {
         (float.feature_rows(), int8.feature_rows())
     };
-    let correlations = match &ld.lee50 {
+    let correlations = match &lee50 {
         Some(lee) => {
             let (cf, ci) = (
                 lee.correlations(fp32.view())?,
@@ -1222,27 +1339,14 @@ fn references(
         }
         None => None,
     };
-    let layer_desc: Vec<String> = model
-        .layers
-        .iter()
-        .map(|l| {
-            let w = &l.groups[0].weights;
-            let g = if l.groups.len() > 1 {
-                format!(" x {} groups", l.groups.len())
-            } else {
-                String::new()
-            };
-            format!("{}: {} x {}{g}", l.name, w.nrows(), w.ncols())
-        })
-        .collect();
     let summary = ModelSummary {
-        model: m.name.clone(),
-        calibration: m.calibration,
-        evaluation: m.evaluation,
-        layers: layer_desc,
+        model: facts.model.clone(),
+        calibration: facts.calibration,
+        evaluation: facts.evaluation,
+        layers: facts.layers.clone(),
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
         macs_per_image: macs_per_image.round() as u64,
-        digital_macs_per_image: float.times.digital_macs / items as u64,
+        digital_macs_per_image: float.times.digital_macs / n as u64,
         top1_fp32,
         top1_int8,
         agreement_int8_fp32: agreement(&pi, &pf),
@@ -1251,27 +1355,18 @@ fn references(
             _ => 0.0,
         },
         correlations,
-        histograms: if text {
-            vec![]
-        } else {
-            column_sum_histograms(spec, &model, &captured)?
-        },
+        histograms: facts.histograms.clone(),
     };
-    let int8_outputs = all_outputs(&model.graph, &int8);
+    let int8_outputs = all_outputs(&facts.output_names, int8);
     Ok((
         summary,
-        PointContext {
-            m: m.clone(),
-            loaded: LoadedRest {
-                evaluation: ld.evaluation,
-                items: ld.items,
-                labels: ld.labels,
-                lee50: ld.lee50,
-                output: ld.output,
-            },
-            model,
-            captured,
-            fp32,
+        RefContext {
+            model: facts.model.clone(),
+            items,
+            labels,
+            lee50,
+            output: facts.output,
+            output_names: facts.output_names.clone(),
             int8: int8_rows,
             int8_outputs,
             int8_features,
@@ -1280,6 +1375,38 @@ fn references(
             pi,
             top1_fp32,
             top1_int8,
+        },
+    ))
+}
+
+/// The references of a model (float32 and the 8-bit digital reference), its
+/// summary and what its points share.
+fn references(
+    spec: &Spec,
+    m: &ModelSpec,
+    ld: LoadedModel,
+) -> anyhow::Result<(ModelSummary, PointContext)> {
+    let text = ld.lee50.is_some();
+    let r = reference_run(
+        spec,
+        m,
+        ld.graph,
+        &ld.calibration,
+        &ld.aws_calibration,
+        &ld.evaluation,
+        0,
+        ld.output,
+        text,
+    )?;
+    let (summary, refs) =
+        summarise_references(&r.facts, ld.items, ld.labels, ld.lee50, &r.float, &r.int8)?;
+    Ok((
+        summary,
+        PointContext {
+            model: r.model,
+            captured: r.captured,
+            evaluation: ld.evaluation,
+            refs,
         },
     ))
 }
@@ -1395,7 +1522,7 @@ pub(crate) fn write_atomic(path: &std::path::Path, text: &str) -> anyhow::Result
     Ok(())
 }
 
-fn progress_bar(n: usize, wanted: bool) -> ProgressBar {
+pub(crate) fn progress_bar(n: usize, wanted: bool) -> ProgressBar {
     let bar = ProgressBar::new(n as u64);
     if wanted && std::io::stderr().is_terminal() {
         bar.set_draw_target(ProgressDrawTarget::stderr());
@@ -1410,68 +1537,69 @@ fn progress_bar(n: usize, wanted: bool) -> ProgressBar {
     bar
 }
 
-/// What a per-layer row needs to know of a crossbar layer besides its run.
-pub(crate) struct LayerShape<'a> {
-    pub(crate) name: &'a str,
-    pub(crate) kind: &'a str,
-    /// One group's int8 weights.
-    pub(crate) weights: &'a ndarray::Array2<i8>,
+/// What a per-layer row needs to know of a crossbar layer besides its run:
+/// everything of [`LayerRow`] that statistics do not give, fixed when the
+/// design is built. An image-range shard writes these with its statistics so
+/// that `merge` computes the rows with [`layer_row`], as an unsharded run does.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub(crate) struct LayerStatic {
+    pub(crate) name: String,
+    pub(crate) kind: String,
+    /// `outputs x inputs [x groups]`.
+    pub(crate) matrix: String,
+    pub(crate) weight_slicing: String,
+    pub(crate) cim_units_per_weight: usize,
+    pub(crate) speculation: bool,
+    pub(crate) crossbars: usize,
+    pub(crate) utilisation: f64,
     pub(crate) groups: usize,
+    /// Rows (inputs) and filters (outputs) of one group's matrix.
+    pub(crate) rows: usize,
+    pub(crate) filters: usize,
     pub(crate) signed: bool,
-    /// Input and output elements per image (document).
+    /// A linear layer's tensor sizes follow its vectors; a convolution's are
+    /// `in_elems` / `out_elems`, measured on the calibration images.
+    pub(crate) linear: bool,
     pub(crate) in_elems: f64,
     pub(crate) out_elems: f64,
+    /// Input slices per pass of the design.
+    pub(crate) input_slices: usize,
 }
 
 /// The per-layer row of a point: `st` summed over `images` images.
-pub(crate) fn layer_row(
-    shape: LayerShape<'_>,
-    programmed: &[raella_runtime::ProgrammedLayer],
-    slicing: &str,
-    st: &LayerStats,
-    images: f64,
-    arch: &crate::spec::Arch,
-) -> LayerRow {
-    let ms = programmed[0].mapped().stats();
-    let slices = programmed
-        .iter()
-        .map(|p| p.mapped().weight_slicing().len())
-        .max()
-        .unwrap_or(0);
-    let w = shape.weights;
-    let input_slices = arch.config().run.input.slicing().len();
+pub(crate) fn layer_row(shape: &LayerStatic, st: &LayerStats, images: f64) -> LayerRow {
+    // A linear layer's tensors are its vectors times their width; a conv's
+    // were measured on the calibration images (all images share them).
+    #[allow(clippy::cast_precision_loss)]
+    let (in_elems, out_elems) = if shape.linear {
+        let v = st.vectors as f64 / images;
+        (v * shape.rows as f64, v * shape.filters as f64)
+    } else {
+        (shape.in_elems, shape.out_elems)
+    };
     LayerRow {
-        layer: shape.name.to_string(),
-        kind: shape.kind.to_string(),
-        matrix: format!(
-            "{} x {}{}",
-            w.nrows(),
-            w.ncols(),
-            if shape.groups > 1 {
-                format!(" x {}", shape.groups)
-            } else {
-                String::new()
-            }
-        ),
-        weight_slicing: slicing.to_string(),
+        layer: shape.name.clone(),
+        kind: shape.kind.clone(),
+        matrix: shape.matrix.clone(),
+        weight_slicing: shape.weight_slicing.clone(),
         vectors_per_image: st.vectors as f64 / images,
         in_range_fraction: st.in_range_fraction(),
         exact_fraction: st.exact_fraction(),
         recovery_rate: st.recovery_rate(),
         converts_per_mac: st.converts_per_mac(),
-        adc_action_share: st.adc_action_share(input_slices),
+        adc_action_share: st.adc_action_share(shape.input_slices),
         average_cell_value: st.average_cell_value(),
         average_input_pulses: st.average_input_pulses(),
-        cim_units_per_weight: slices,
-        speculation: arch.speculative(),
-        crossbars: ms.crossbars,
-        utilisation: ms.utilisation,
+        cim_units_per_weight: shape.cim_units_per_weight,
+        speculation: shape.speculation,
+        crossbars: shape.crossbars,
+        utilisation: shape.utilisation,
         groups: shape.groups,
-        rows: w.ncols(),
-        filters: w.nrows(),
+        rows: shape.rows,
+        filters: shape.filters,
         passes: if shape.signed { 2.0 } else { 1.0 },
-        in_elems: shape.in_elems,
-        out_elems: shape.out_elems,
+        in_elems,
+        out_elems,
         conversions_per_image: st.activity.conversions as f64 / images,
         row_drives_per_image: st.activity.row_drives as f64 / images,
         input_pulses_per_image: st.activity.input_pulses as f64 / images,
@@ -1480,6 +1608,78 @@ pub(crate) fn layer_row(
             / images,
         layer_rel_err: st.checked_rel_err(),
     }
+}
+
+/// The fixed part of every weight layer's row of `model` on `backend`.
+pub(crate) fn layer_statics(
+    model: &QuantModel,
+    backend: &CrossbarBackend,
+    arch: &crate::spec::Arch,
+) -> Vec<LayerStatic> {
+    let input_slices = arch.config().run.input.slicing().len();
+    model
+        .layers
+        .iter()
+        .enumerate()
+        .map(|(l, ql)| {
+            let programmed = &backend.layers()[l];
+            let ms = programmed[0].mapped().stats();
+            let slices = programmed
+                .iter()
+                .map(|p| p.mapped().weight_slicing().len())
+                .max()
+                .unwrap_or(0);
+            let w = &ql.groups[0].weights;
+            let groups = ql.groups.len();
+            LayerStatic {
+                name: ql.name.clone(),
+                kind: ql.info.kind.to_string(),
+                matrix: format!(
+                    "{} x {}{}",
+                    w.nrows(),
+                    w.ncols(),
+                    if groups > 1 {
+                        format!(" x {groups}")
+                    } else {
+                        String::new()
+                    }
+                ),
+                weight_slicing: backend.slicings()[l].clone(),
+                cim_units_per_weight: slices,
+                speculation: arch.speculative(),
+                crossbars: ms.crossbars,
+                utilisation: ms.utilisation,
+                groups,
+                rows: w.ncols(),
+                filters: w.nrows(),
+                signed: ql.signed_input,
+                linear: ql.info.kind == "Linear",
+                in_elems: ql.info.in_elems,
+                out_elems: ql.info.out_elems,
+                input_slices,
+            }
+        })
+        .collect()
+}
+
+/// The per-layer rows of a design from its layers' fixed parts and `stats`
+/// (per weight layer, summed over `items` items: an evaluation's or one
+/// run's), and all layers' statistics summed.
+pub(crate) fn rows_of_layers(
+    statics: &[LayerStatic],
+    stats: &[Option<LayerStats>],
+    items: usize,
+) -> (Vec<LayerRow>, LayerStats) {
+    let mut total = LayerStats::default();
+    #[allow(clippy::cast_precision_loss)]
+    let items = items.max(1) as f64;
+    let mut layers = Vec::new();
+    for (shape, st) in statics.iter().zip(stats) {
+        let st = st.clone().unwrap_or_default();
+        total += &st;
+        layers.push(layer_row(shape, &st, items));
+    }
+    (layers, total)
 }
 
 /// The per-layer rows of `model` on `backend` from `stats` (per weight layer,
@@ -1492,42 +1692,7 @@ pub(crate) fn layer_rows(
     items: usize,
     arch: &crate::spec::Arch,
 ) -> (Vec<LayerRow>, LayerStats) {
-    let mut total = LayerStats::default();
-    #[allow(clippy::cast_precision_loss)]
-    let items = items.max(1) as f64;
-    let mut layers = Vec::new();
-    for (l, (ql, st)) in model.layers.iter().zip(stats).enumerate() {
-        let st = st.clone().unwrap_or_default();
-        total += &st;
-        let pl = &backend.layers()[l];
-        let w = &ql.groups[0].weights;
-        // A linear layer's tensors are its vectors times their width; a conv's
-        // were measured on the calibration images (all images share them).
-        #[allow(clippy::cast_precision_loss)]
-        let (in_elems, out_elems) = if ql.info.kind == "Linear" {
-            let v = st.vectors as f64 / items;
-            (v * w.ncols() as f64, v * w.nrows() as f64)
-        } else {
-            (ql.info.in_elems, ql.info.out_elems)
-        };
-        layers.push(layer_row(
-            LayerShape {
-                name: &ql.name,
-                kind: ql.info.kind,
-                weights: w,
-                groups: ql.groups.len(),
-                signed: ql.signed_input,
-                in_elems,
-                out_elems,
-            },
-            pl,
-            &backend.slicings()[l],
-            &st,
-            items,
-            arch,
-        ));
-    }
-    (layers, total)
+    rows_of_layers(&layer_statics(model, backend, arch), stats, items)
 }
 
 fn run_point(
@@ -1535,24 +1700,46 @@ fn run_point(
     arch: &crate::spec::Arch,
     seed: u64,
 ) -> anyhow::Result<(ResultRow, PointTime)> {
-    let (model, ld) = (&ctx.model, &ctx.loaded);
-    let text = ld.lee50.is_some();
+    let model = &ctx.model;
     let cfg = arch.config();
     let t0 = Instant::now();
     let backend = CrossbarBackend::build(model, &cfg, &ctx.captured, seed)?;
     let t1 = Instant::now();
-    let ev = eval_quant(model, &backend, &ld.evaluation)?;
+    let ev = eval_quant(model, &backend, &ctx.evaluation)?;
     let (build_s, eval_s) = (
         t1.duration_since(t0).as_secs_f64(),
         t1.elapsed().as_secs_f64(),
     );
-    let rows = ev.output_rows(ld.output)?;
+    let statics = layer_statics(model, &backend, arch);
+    let row = point_row(&ctx.refs, &arch.name, seed, &statics, &ev)?;
+    Ok((
+        row,
+        PointTime {
+            build_s,
+            eval_s,
+            times: ev.times,
+        },
+    ))
+}
+
+/// A point's result row from its whole evaluation (`ev`, every batch in
+/// order), its layers' fixed parts and the model's references: what an
+/// unsharded run computes, and what `merge` computes from image-range parts.
+pub(crate) fn point_row(
+    refs: &RefContext,
+    arch: &str,
+    seed: u64,
+    statics: &[LayerStatic],
+    ev: &Evaluation,
+) -> anyhow::Result<ResultRow> {
+    let text = refs.lee50.is_some();
+    let rows = ev.output_rows(refs.output)?;
     let pred = predictions(&rows, text);
-    let (layers, total) = layer_rows(model, &backend, &ev.layer_stats, ld.items, arch);
-    let outputs = all_outputs(&model.graph, &ev);
+    let (layers, total) = rows_of_layers(statics, &ev.layer_stats, refs.items);
+    let outputs = all_outputs(&refs.output_names, ev);
     let output_errors: Vec<OutputFidelity> = outputs
         .iter()
-        .zip(&ctx.int8_outputs)
+        .zip(&refs.int8_outputs)
         .filter_map(|((name, y), (_, r))| match (y, r) {
             (Some(y), Some(r)) => Some(OutputFidelity {
                 output: name.clone(),
@@ -1570,41 +1757,32 @@ fn run_point(
         (Some(a), Some(b)) => mean_row_cosine(a.view(), b.view()),
         _ => 0.0,
     };
-    let corr = match &ld.lee50 {
+    let corr = match &refs.lee50 {
         Some(lee) => Some(lee.correlations(rows.view())?),
         None => None,
     };
-    let row = ResultRow {
-        model: ctx.m.name.clone(),
-        arch: arch.name.clone(),
+    Ok(ResultRow {
+        model: refs.model.clone(),
+        arch: arch.to_string(),
         seed,
-        images: ld.items,
-        top1: accuracy(&pred, &ld.labels),
-        top1_fp32: ctx.top1_fp32,
-        top1_int8: ctx.top1_int8,
-        agreement_int8: agreement(&pred, &ctx.pi),
-        output_rel_err_int8: mean_rel_err(rows.view(), ctx.int8.view()),
+        images: refs.items,
+        top1: accuracy(&pred, &refs.labels),
+        top1_fp32: refs.top1_fp32,
+        top1_int8: refs.top1_int8,
+        agreement_int8: agreement(&pred, &refs.pi),
+        output_rel_err_int8: mean_rel_err(rows.view(), refs.int8.view()),
         in_range_fraction: total.in_range_fraction(),
         recovery_rate: total.recovery_rate(),
         converts_per_mac: total.converts_per_mac(),
         exact_fraction: total.exact_fraction(),
-        agreement_fp32: agreement(&pred, &ctx.pf),
-        feature_cosine_int8: cos(&ctx.int8_features),
-        feature_cosine_fp32: cos(&ctx.fp32_features),
+        agreement_fp32: agreement(&pred, &refs.pf),
+        feature_cosine_int8: cos(&refs.int8_features),
+        feature_cosine_fp32: cos(&refs.fp32_features),
         pearson: corr.as_ref().map(|c| c.pearson),
         spearman: corr.as_ref().map(|c| c.spearman),
         output_errors,
         layers,
-    };
-    let _ = &ctx.fp32;
-    Ok((
-        row,
-        PointTime {
-            build_s,
-            eval_s,
-            times: ev.times,
-        },
-    ))
+    })
 }
 
 /// Column-sum histograms of the layer with the most weights (group 0), for the

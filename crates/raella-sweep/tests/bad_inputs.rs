@@ -348,3 +348,117 @@ fn non_utf8_arguments_are_errors_not_panics() {
     }
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+/// Image-range shards (`--images-shard J/M`): J > M, M = 0, M larger than a
+/// model's evaluation batches, a merge with a part missing and a merge given
+/// a shard option each exit non-zero, name the value and write nothing (no
+/// output folder appears).
+#[test]
+fn bad_image_shards_are_refused_and_write_nothing() {
+    let d = tmp("images");
+    // One evaluation image: one batch.
+    let s = spec(&d, "name = \"img\"").display().to_string();
+    let out = d.join("out");
+    let o = out.display().to_string();
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &[&s, "--images-shard", "3/2", "--out", &o],
+            "`3/2`: need 1 <= K <= N",
+        ),
+        (&[&s, "--images-shard", "1/0", "--out", &o], "`1/0`"),
+        (
+            &[&s, "--images-shard", "x/2", "--out", &o],
+            "`x/2`: K is not a number",
+        ),
+        (
+            &[&s, "--images-shard", "1/2", "--out", &o],
+            "--images-shard 1/2: model \"m\"",
+        ),
+    ];
+    for (args, want) in cases {
+        let res = run_in(&d, args);
+        let stderr = String::from_utf8_lossy(&res.stderr);
+        assert!(
+            !res.status.success() && stderr.contains(want) && !stderr.contains("panicked"),
+            "{args:?}: {stderr}"
+        );
+        assert!(!out.exists(), "{args:?} wrote {}", out.display());
+    }
+    // The one part of 1/1 merges; without it (another spec's part) nothing does.
+    let part = d.join("part1");
+    let res = run_in(
+        &d,
+        &[
+            &s,
+            "--images-shard",
+            "1/1",
+            "--out",
+            &part.display().to_string(),
+        ],
+    );
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    assert!(part.join("part/part.json").exists() && !part.join("results.csv").exists());
+    let other = d.join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    let s2 = spec(&other, "name = \"img\"\nseeds = [1, 2]")
+        .display()
+        .to_string();
+    let part2 = d.join("part2");
+    let res = run_in(
+        &d,
+        &[
+            &s2,
+            "--images-shard",
+            "1/1",
+            "--shard",
+            "1/2",
+            "--out",
+            &part2.display().to_string(),
+        ],
+    );
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    for (args, want) in [
+        (
+            vec!["merge", "--out", &o, &part2.display().to_string()],
+            "seed 2: images part 1/1 is in none of the shard folders",
+        ),
+        (
+            vec![
+                "merge",
+                "--out",
+                &o,
+                &part.display().to_string(),
+                &part2.display().to_string(),
+            ],
+            "produced by a different version of",
+        ),
+        (
+            vec![
+                "merge",
+                "--images-shard",
+                "1/2",
+                "--out",
+                &o,
+                &part.display().to_string(),
+            ],
+            "merge takes no --shard or --images-shard",
+        ),
+    ] {
+        let res = run_in(&d, &args);
+        let stderr = String::from_utf8_lossy(&res.stderr);
+        assert!(
+            !res.status.success() && stderr.contains(want) && !stderr.contains("panicked"),
+            "{args:?}: {stderr}"
+        );
+        assert!(!out.exists(), "{args:?} wrote {}", out.display());
+    }
+    std::fs::remove_dir_all(&d).unwrap();
+}
