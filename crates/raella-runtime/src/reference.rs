@@ -53,8 +53,28 @@ pub struct ReferenceBounds {
 }
 
 /// The exact integer result `y = W x` (vectors x outputs).
+///
+/// Computed as an f64 matrix product, which is exact here: every product
+/// `x w` is an integer of magnitude at most `255 x 128`, so every partial sum,
+/// in whatever order the product adds them (and fused or not), is an integer
+/// below `inputs x 2^15 < 2^53`, which f64 holds exactly. Longer vectors
+/// (beyond `2^37` inputs) take the plain integer loop.
 #[must_use]
 pub fn exact_outputs(weights: ArrayView2<'_, i8>, inputs: ArrayView2<'_, u8>) -> Array2<i64> {
+    if inputs.ncols() >= 1 << 37 {
+        return exact_outputs_loop(weights, inputs);
+    }
+    let x = inputs.mapv(f64::from);
+    let w = weights.t().mapv(f64::from);
+    let mut y = Array2::<f64>::zeros((inputs.nrows(), weights.nrows()));
+    ndarray::linalg::general_mat_mul(1.0, &x, &w, 0.0, &mut y);
+    // Exact integers below 2^53 (see above): the cast is exact.
+    #[allow(clippy::cast_possible_truncation)]
+    y.mapv(|v| v as i64)
+}
+
+/// [`exact_outputs`] by the plain integer triple loop.
+fn exact_outputs_loop(weights: ArrayView2<'_, i8>, inputs: ArrayView2<'_, u8>) -> Array2<i64> {
     let mut y = Array2::<i64>::zeros((inputs.nrows(), weights.nrows()));
     for (v, x) in inputs.rows().into_iter().enumerate() {
         for (f, w) in weights.rows().into_iter().enumerate() {
@@ -336,5 +356,39 @@ fn reference(
         ambiguous_codes,
         ambiguous_flags,
         ambiguous_flag_bits,
+    }
+}
+
+#[cfg(test)]
+mod exact_tests {
+    use super::*;
+
+    /// The f64 product equals the integer loop, at the extremes too (all
+    /// inputs 255 against weights of -128 and 127 on long vectors).
+    #[test]
+    #[allow(clippy::cast_possible_truncation, clippy::cast_possible_wrap)]
+    fn the_f64_product_is_the_integer_result() {
+        let mut state = 0x1234_5678_u64;
+        let mut next = || {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1);
+            (state >> 33) as u32
+        };
+        for &(v, n, f, extreme) in &[(7, 9, 3, false), (33, 700, 21, false), (5, 4000, 6, true)] {
+            let w = Array2::from_shape_fn((f, n), |(i, _)| {
+                if extreme {
+                    if i % 2 == 0 { -128 } else { 127 }
+                } else {
+                    (next() % 256) as u8 as i8
+                }
+            });
+            let x =
+                Array2::from_shape_fn((v, n), |_| if extreme { 255 } else { (next() % 256) as u8 });
+            assert_eq!(
+                exact_outputs(w.view(), x.view()),
+                exact_outputs_loop(w.view(), x.view())
+            );
+        }
     }
 }
