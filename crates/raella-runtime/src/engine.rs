@@ -524,7 +524,14 @@ impl ProgrammedLayer {
                 let mut flagged: Vec<(usize, usize)> = Vec::new();
                 let xkey = crossbar_key(cfg.seed, pass, xi);
                 // One row of standard normal draws (read noise).
-                let mut z = vec![0f32; if noise.is_off() { 0 } else { cols }];
+                let mut z = vec![
+                    0f32;
+                    if noise.is_off() || lumped_int {
+                        0
+                    } else {
+                        cols
+                    }
+                ];
                 // The chunk's draws of one slice, `b x cols` (lumped noise on integers).
                 let mut zs = vec![0f32; if lumped_int { b * cols } else { 0 }];
                 for j in 0..ns {
@@ -866,6 +873,42 @@ fn round_half_away(x: f32) -> f32 {
     (x + 0.5f32.copysign(x)).trunc()
 }
 
+/// One conversion of a real-valued sum as [`Adc::convert`] makes it, for the
+/// branch-free ADC passes: the code, whether the sum was in range, whether the
+/// code is an extreme (flagged), and whether the code is kept (a flagged code
+/// is dropped when recovery replaces it).
+#[derive(Clone, Copy)]
+struct Step {
+    code: f32,
+    ok: bool,
+    sat: bool,
+    keep: bool,
+}
+
+/// [`Step`] of `sum` on an ADC of codes `lo ..= hi`.
+#[inline(always)]
+fn adc_step(sum: f32, lo: f32, hi: f32, signed: bool, drop_flagged: bool) -> Step {
+    let r = round_half_away(sum);
+    let code = r.clamp(lo, hi);
+    let sat = code == hi || (signed && code == lo);
+    Step {
+        code,
+        ok: r == code,
+        sat,
+        keep: !(drop_flagged && sat),
+    }
+}
+
+/// Appends `(v, base + i)` for every set bit `i` of `word` (the flags of up
+/// to 64 columns from `base`), in column order.
+#[inline(always)]
+fn push_flagged(mut word: u64, v: usize, base: usize, flagged: &mut Vec<(usize, usize)>) {
+    while word != 0 {
+        flagged.push((v, base + word.trailing_zeros() as usize));
+        word &= word - 1;
+    }
+}
+
 /// The value the digital side keeps of one conversion of `sum` whose code is
 /// `code`, for a 1T1R column carrying the nominal OFF current `off`: an
 /// in-range code becomes `round(sum - off)` (the conversion grid offset by the
@@ -910,18 +953,14 @@ fn convert_shift_add(
         // Per row: the u32 counters cannot overflow (at most 8,192 columns).
         let (mut in_range, mut saturated, mut inexact) = (0u32, 0u32, 0u32);
         for (&sum, a) in srow.iter().zip(arow.iter_mut()) {
-            let r = round_half_away(sum);
-            let code = r.clamp(lo, hi);
-            let ok = r == code;
-            let sat = code == hi || (signed && code == lo);
-            let keep = !(drop_flagged && sat);
-            in_range += u32::from(ok);
-            saturated += u32::from(sat);
-            inexact += u32::from(keep && !ok);
-            let value = off_corrected(sum, code, ok, off);
+            let st = adc_step(sum, lo, hi, signed, drop_flagged);
+            in_range += u32::from(st.ok);
+            saturated += u32::from(st.sat);
+            inexact += u32::from(st.keep && !st.ok);
+            let value = off_corrected(sum, st.code, st.ok, off);
             // |value| < 2^24: the cast is exact.
             #[allow(clippy::cast_possible_truncation)]
-            let c = if keep { value as i64 } else { 0 };
+            let c = if st.keep { value as i64 } else { 0 };
             *a += c << shift;
         }
         total.add(in_range, saturated, inexact);
@@ -1023,27 +1062,19 @@ fn convert_shift_add_noisy<K: Fn(usize) -> u64>(
                 // Exact: |s|, m < 2^24.
                 #[allow(clippy::cast_precision_loss)]
                 let (s, m) = (s as f32, m as f32);
-                let sum = s + e * m.max(0.0).sqrt() * z;
-                let r = round_half_away(sum);
-                let code = r.clamp(lo, hi);
-                let ok = r == code;
-                let sat = code == hi || (signed && code == lo);
-                let keep = !(drop_flagged && sat);
-                in_range += u32::from(ok);
-                saturated += u32::from(sat);
-                inexact += u32::from(keep && !ok);
-                word |= u64::from(sat) << i;
+                let st = adc_step(s + e * m.max(0.0).sqrt() * z, lo, hi, signed, drop_flagged);
+                in_range += u32::from(st.ok);
+                saturated += u32::from(st.sat);
+                inexact += u32::from(st.keep && !st.ok);
+                word |= u64::from(st.sat) << i;
                 // |code| < 2^24: the cast is exact.
                 #[allow(clippy::cast_possible_truncation)]
-                let c = if keep { code as i64 } else { 0 };
+                let c = if st.keep { st.code as i64 } else { 0 };
                 *a += c << shift;
             }
             total.add(in_range, saturated, inexact);
             if drop_flagged {
-                while word != 0 {
-                    flagged.push((v, wi * 64 + word.trailing_zeros() as usize));
-                    word &= word - 1;
-                }
+                push_flagged(word, v, wi * 64, flagged);
             }
         }
     }
@@ -1089,10 +1120,7 @@ fn convert_shift_add_int(
             }
             total.add(in_range, saturated, inexact);
             if drop_flagged {
-                while word != 0 {
-                    flagged.push((v, wi * 64 + word.trailing_zeros() as usize));
-                    word &= word - 1;
-                }
+                push_flagged(word, v, wi * 64, flagged);
             }
         }
     }
@@ -1115,6 +1143,35 @@ fn crossbar_key(seed: u64, pass: u64, crossbar: usize) -> u64 {
 /// must draw its own values.
 fn slice_key(crossbar_key: u64, vector: usize, slice: usize) -> u64 {
     stream_child(stream_child(crossbar_key, vector as u64), slice as u64)
+}
+
+/// The recovery streams of flagged columns: `stream_child(vector_key(v), c)`,
+/// each vector's key hashed once (flagged pairs come vector by vector).
+struct ColumnKeys<F: Fn(usize) -> u64> {
+    vector_key: F,
+    last: Option<(usize, u64)>,
+}
+
+impl<F: Fn(usize) -> u64> ColumnKeys<F> {
+    fn new(vector_key: F) -> Self {
+        Self {
+            vector_key,
+            last: None,
+        }
+    }
+
+    #[inline(always)]
+    fn column(&mut self, v: usize, c: usize) -> u64 {
+        let key = match self.last {
+            Some((kv, key)) if kv == v => key,
+            _ => {
+                let key = (self.vector_key)(v);
+                self.last = Some((v, key));
+                key
+            }
+        };
+        stream_child(key, c as u64)
+    }
 }
 
 #[derive(Default)]
@@ -1152,8 +1209,7 @@ fn recover(
     let cols = px.used_cols();
     let mut out = Recovered::default();
     let noisy = !noise.is_off();
-    // The current vector's recovery key (flagged pairs come vector by vector).
-    let mut vkey: Option<(usize, u64)> = None;
+    let mut keys = ColumnKeys::new(vector_key);
     // Real-valued conductances: when a vector has many flagged columns, every
     // column's 1-bit sums (and magnitudes, squares) at once, row by row over
     // the set bits ([`ProgrammedCrossbar::bit_rows_sum`]: the same values as
@@ -1193,15 +1249,7 @@ fn recover(
         // The column-slice's draws, one per 1-bit conversion.
         let mut z = [0f32; 8];
         if noisy {
-            let key = match vkey {
-                Some((kv, key)) if kv == v => key,
-                _ => {
-                    let key = vector_key(v);
-                    vkey = Some((v, key));
-                    key
-                }
-            };
-            fill_normals(stream_child(key, c as u64), &mut z[..width as usize]);
+            fill_normals(keys.column(v, c), &mut z[..width as usize]);
         }
         let mut any_out = false;
         let mut value = 0i64;
@@ -1314,17 +1362,9 @@ fn recover_lumped(
         Vec::with_capacity(n * w),
         Vec::with_capacity(n * w),
     );
-    let mut vkey: Option<(usize, u64)> = None;
+    let mut column_keys = ColumnKeys::new(vector_key);
     for &(v, c) in flagged {
-        let key = match vkey {
-            Some((kv, key)) if kv == v => key,
-            _ => {
-                let key = vector_key(v);
-                vkey = Some((v, key));
-                key
-            }
-        };
-        keys.push(stream_child(key, c as u64));
+        keys.push(column_keys.column(v, c));
         let start = (v * 8 + shift as usize) * words;
         for plane in xbits[start..start + w * words].chunks_exact(words) {
             let (s, m) = px.column_sum_and_magnitude_bits(c, plane);

@@ -139,14 +139,26 @@ fn a_finite_off_state_is_subtracted_digitally() {
     );
 }
 
+/// Which read of a column [`direct_columns`] converts: primary input slice
+/// `j`, or bit `t` of slice `j` when that slice is re-read after a flag.
+#[derive(Clone, Copy)]
+enum Read {
+    Slice(usize),
+    Bit(usize, u32),
+}
+
 /// Every column's measured value computed directly: per input slice, the
-/// exact sum through the column's ADC; a saturated code under speculation
-/// with recovery re-read as 1-bit slices, each converted.
-fn direct_columns(layer: &ProgrammedLayer, x: &Array2<u8>, run: &RunConfig) -> Array2<i64> {
+/// exact sum `S` and magnitude `M = N+ + N-` of its pulses, converted by
+/// `convert(crossbar, vector, column, read, S, M)`; a saturated code under
+/// speculation with recovery re-read as 1-bit slices, each converted.
+fn direct_columns(
+    layer: &ProgrammedLayer,
+    x: &Array2<u8>,
+    run: &RunConfig,
+    convert: impl Fn(usize, usize, usize, Read, f32, f32) -> raella_device::Conversion,
+) -> Array2<i64> {
     let slicing = run.input.slicing();
     let (widths, shifts) = (slicing.widths(), slicing.shifts());
-    let adcs = layer.adc_instances().expect("ADC variation on");
-    let (lo, hi) = (run.adc.min_code() as f32, run.adc.max_code() as f32);
     let total: usize = layer.crossbars().iter().map(|p| p.used_cols()).sum();
     let mut out = Array2::<i64>::zeros((x.nrows(), total));
     let mut col0 = 0;
@@ -163,17 +175,19 @@ fn direct_columns(layer: &ProgrammedLayer, x: &Array2<u8>, run: &RunConfig) -> A
                 .map(|r| u32::from(x[[v, mx.row_start + r]]))
                 .collect();
             for c in 0..px.used_cols() {
-                let d = px.diff_column(c);
-                let read = |pulses: &dyn Fn(u32) -> u32| -> raella_device::Conversion {
-                    let s: f32 = (0..rows).map(|r| pulses(xr[r]) as f32 * d[r]).sum();
-                    run.adc.convert(adcs[xi][c].transfer(s, lo, hi))
+                let (d, m) = (px.diff_column(c), px.magnitude_column(c));
+                let read = |which: Read, pulses: &dyn Fn(u32) -> u32| {
+                    let p = |r: usize| pulses(xr[r]) as f32;
+                    let s: f32 = (0..rows).map(|r| p(r) * d[r]).sum();
+                    let mag: f32 = (0..rows).map(|r| p(r) * m[r]).sum();
+                    convert(xi, v, c, which, s, mag)
                 };
                 let mut value = 0i64;
                 for (j, (&wd, &sh)) in widths.iter().zip(shifts).enumerate() {
-                    let conv = read(&|xv| slicing.slice(xv, j));
+                    let conv = read(Read::Slice(j), &|xv| slicing.slice(xv, j));
                     if conv.saturated && run.input.recovers() {
                         for t in 0..wd {
-                            let bit = read(&|xv| (xv >> (sh + t)) & 1);
+                            let bit = read(Read::Bit(j, t), &|xv| (xv >> (sh + t)) & 1);
                             value += i64::from(bit.code) << (sh + t);
                         }
                     } else {
@@ -214,7 +228,11 @@ fn adc_non_idealities_are_seen_by_speculation_and_every_recovered_bit() {
             seed: 0,
         };
         let got = layer.run_columns(x.view(), &run).unwrap();
-        let want = direct_columns(&layer, &x, &run);
+        let adcs = layer.adc_instances().expect("ADC variation on");
+        let (lo, hi) = (run.adc.min_code() as f32, run.adc.max_code() as f32);
+        let want = direct_columns(&layer, &x, &run, |xi, _, c, _, s, _| {
+            run.adc.convert(adcs[xi][c].transfer(s, lo, hi))
+        });
         assert_eq!(got.outputs.mapv(i64::from), want, "{}", run.input);
         // The non-ideal ADCs change what is flagged.
         let ideal = ProgrammedLayer::ideal(mapped.clone())
@@ -361,59 +379,34 @@ fn lumped_read_noise_equals_a_direct_evaluation() {
             column_noise: ColumnNoise::new(f64::from(e)).unwrap(),
             seed: 11,
         };
-        let slicing = run.input.slicing();
-        let (widths, shifts) = (slicing.widths(), slicing.shifts());
-        let ns = widths.len() as u64;
-        let total: usize = layer.crossbars().iter().map(|p| p.used_cols()).sum();
-        let mut want = Array2::<i64>::zeros((x.nrows(), total));
-        let mut col0 = 0;
-        for (xi, (mx, px)) in layer
-            .mapped()
-            .crossbars()
-            .iter()
-            .zip(layer.crossbars())
-            .enumerate()
-        {
-            let rows = px.used_rows();
-            let cols = px.used_cols();
-            for v in 0..x.nrows() {
-                let xr: Vec<u32> = (0..rows)
-                    .map(|r| u32::from(x[[v, mx.row_start + r]]))
-                    .collect();
-                let sum_mag = |c: usize, pulses: &dyn Fn(u32) -> u32| -> (f32, f32) {
-                    let (d, m) = (px.diff_column(c), px.magnitude_column(c));
-                    let p = |r: usize| pulses(xr[r]) as f32;
-                    (
-                        (0..rows).map(|r| p(r) * d[r]).sum(),
-                        (0..rows).map(|r| p(r) * m[r]).sum(),
-                    )
-                };
-                for (j, (&wd, &sh)) in widths.iter().zip(shifts).enumerate() {
-                    let mut z = vec![0f32; cols];
-                    fill_normals(stream_key(11, &[0, xi as u64, v as u64, j as u64]), &mut z);
-                    for c in 0..cols {
-                        let (s, m) = sum_mag(c, &|xv| slicing.slice(xv, j));
-                        let conv = run.adc.convert(s + e * m.sqrt() * z[c]);
-                        let cell = &mut want[[v, col0 + c]];
-                        if conv.saturated {
-                            let mut zb = vec![0f32; wd as usize];
-                            let key = [0, xi as u64, v as u64, ns + j as u64, c as u64];
-                            fill_normals(stream_key(11, &key), &mut zb);
-                            for t in 0..wd {
-                                let (s, m) = sum_mag(c, &|xv| (xv >> (sh + t)) & 1);
-                                let bit = run.adc.convert(s + (e * e * m).sqrt() * zb[t as usize]);
-                                *cell += i64::from(bit.code) << (sh + t);
-                            }
-                        } else {
-                            *cell += i64::from(conv.code) << sh;
-                        }
-                    }
+        let ns = run.input.slicing().widths().len();
+        let want = direct_columns(&layer, &x, &run, |xi, v, c, which, s, m| {
+            let (xi, v) = (xi as u64, v as u64);
+            match which {
+                Read::Slice(j) => {
+                    let mut z = vec![0f32; c + 1];
+                    fill_normals(stream_key(11, &[0, xi, v, j as u64]), &mut z);
+                    run.adc.convert(s + e * m.sqrt() * z[c])
+                }
+                Read::Bit(j, t) => {
+                    let mut z = vec![0f32; t as usize + 1];
+                    let key = [0, xi, v, (ns + j) as u64, c as u64];
+                    fill_normals(stream_key(11, &key), &mut z);
+                    run.adc.convert(s + (e * e * m).sqrt() * z[t as usize])
                 }
             }
-            col0 += cols;
-        }
+        });
         let got = layer.run_columns(x.view(), &run).unwrap();
         assert!(got.stats.flagged > 0, "{cell:?}: recovery must run");
         assert_eq!(got.outputs.mapv(i64::from), want, "{cell:?}");
+        // The noise is there to be checked: the noise-free columns differ.
+        let quiet = RunConfig {
+            column_noise: ColumnNoise::default(),
+            ..run.clone()
+        };
+        assert_ne!(
+            layer.run_columns(x.view(), &quiet).unwrap().outputs,
+            got.outputs
+        );
     }
 }
