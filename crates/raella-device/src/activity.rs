@@ -6,7 +6,7 @@
 use std::ops::AddAssign;
 
 /// Events counted while executing on crossbars.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Activity {
     /// ADC conversions (speculative, fixed-slice and recovery alike).
     pub conversions: u64,

@@ -6,7 +6,7 @@ use std::ops::AddAssign;
 use raella_device::Activity;
 
 /// What happened while a layer ran. Counts add across chunks and passes.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct LayerStats {
     /// Input vectors processed (a signed vector counts once, though it takes two passes).
     pub vectors: u64,

@@ -35,6 +35,39 @@ pub fn spec_hash(spec: &Spec) -> anyhow::Result<String> {
         .collect())
 }
 
+/// The spec every shard folder was produced from, loaded from the first
+/// one's path: each `(folder, spec path, spec hash)` must hash to the bytes
+/// that spec has on disk now (the path may be written differently).
+///
+/// # Errors
+/// The spec cannot be loaded, or a shard was produced from other bytes: from
+/// another spec file, or from this one before it changed.
+pub(crate) fn common_spec<'a>(
+    presets: &Path,
+    shards: impl IntoIterator<Item = (&'a Path, &'a Path, &'a str)>,
+) -> anyhow::Result<Spec> {
+    let mut shards = shards.into_iter().peekable();
+    let first = shards.peek().context("no shard folders")?.1;
+    let spec = Spec::load(first, presets)?;
+    let want = spec_hash(&spec)?;
+    for (dir, path, hash) in shards {
+        ensure!(
+            hash == want || path != first,
+            "{}: produced by a different version of {} than the one on disk now",
+            dir.display(),
+            spec.path.display()
+        );
+        ensure!(
+            hash == want,
+            "{}: produced from {}, not {} as the first shard: shards of different specs do not merge",
+            dir.display(),
+            path.display(),
+            first.display()
+        );
+    }
+    Ok(spec)
+}
+
 /// Merges shard output folders.
 ///
 /// # Errors
@@ -55,24 +88,13 @@ pub fn merge(dirs: &[PathBuf], presets: &Path) -> anyhow::Result<(Spec, SweepRes
             .with_context(|| format!("{}: not a sweep's results.json", p.display()))?;
         shards.push((d.clone(), j));
     }
-    let spec = Spec::load(&shards[0].1.spec_path, presets)?;
-    let want = spec_hash(&spec)?;
-    for (d, j) in &shards {
-        ensure!(
-            j.spec_sha256 == want,
-            "{}: produced by a different version of {} than the one on disk now",
-            d.display(),
-            spec.path.display()
-        );
-    }
-    let mut out = SweepResults {
-        models: vec![],
-        rows: vec![],
-        timings: vec![],
-        energy: vec![],
-        not_costed: vec![],
-        calibrated_on: None,
-    };
+    let spec = common_spec(
+        presets,
+        shards
+            .iter()
+            .map(|(d, j)| (d.as_path(), j.spec_path.as_path(), j.spec_sha256.as_str())),
+    )?;
+    let mut out = SweepResults::default();
     for (d, j) in &shards {
         for m in &j.models {
             if !out.models.iter().any(|x| x.model == m.model) {

@@ -26,7 +26,6 @@ use anyhow::{Context, bail, ensure};
 use ndarray::{ArrayD, IxDyn};
 use raella_data::Lee50;
 use raella_data::files::{FileKind, open_file, read_text};
-use raella_device::Activity;
 use raella_network::{BatchRun, CrossbarBackend, Evaluation, batch_items, eval_quant_batches};
 use raella_onnx::{RunProfile, Tensor};
 use raella_runtime::LayerStats;
@@ -60,160 +59,14 @@ struct Blob {
     shape: Vec<usize>,
 }
 
-/// [`Activity`] as stored (every field; `f64`s round-trip exactly in JSON).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct ActivityRecord {
-    conversions: u64,
-    saturated_conversions: u64,
-    crossbar_cycles: u64,
-    row_drives: u64,
-    input_pulses: u64,
-    input_pulse_capacity: u64,
-    cell_reads: u64,
-    cell_level_reads: f64,
-    cell_charge: f64,
-    max_level: u8,
-}
-
-/// [`LayerStats`] as stored. Both conversions destructure every field, so a
-/// field added to either type fails to compile here rather than being lost.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct StatsRecord {
-    vectors: u64,
-    macs: u64,
-    passes: u64,
-    column_sums: u64,
-    column_sums_in_range: u64,
-    flagged: u64,
-    flagged_by_slice: Vec<u64>,
-    recovery_conversions: u64,
-    recovery_out_of_range: u64,
-    inexact_column_slices: u64,
-    activity: ActivityRecord,
-    crossbars: u64,
-    slice_macs: u64,
-    check_err_sq: f64,
-    check_ref_sq: f64,
-}
-
-impl From<&LayerStats> for StatsRecord {
-    fn from(s: &LayerStats) -> Self {
-        let LayerStats {
-            vectors,
-            macs,
-            passes,
-            column_sums,
-            column_sums_in_range,
-            flagged,
-            flagged_by_slice,
-            recovery_conversions,
-            recovery_out_of_range,
-            inexact_column_slices,
-            activity,
-            crossbars,
-            slice_macs,
-            check_err_sq,
-            check_ref_sq,
-        } = s.clone();
-        let Activity {
-            conversions,
-            saturated_conversions,
-            crossbar_cycles,
-            row_drives,
-            input_pulses,
-            input_pulse_capacity,
-            cell_reads,
-            cell_level_reads,
-            cell_charge,
-            max_level,
-        } = activity;
-        Self {
-            vectors,
-            macs,
-            passes,
-            column_sums,
-            column_sums_in_range,
-            flagged,
-            flagged_by_slice,
-            recovery_conversions,
-            recovery_out_of_range,
-            inexact_column_slices,
-            activity: ActivityRecord {
-                conversions,
-                saturated_conversions,
-                crossbar_cycles,
-                row_drives,
-                input_pulses,
-                input_pulse_capacity,
-                cell_reads,
-                cell_level_reads,
-                cell_charge,
-                max_level,
-            },
-            crossbars,
-            slice_macs,
-            check_err_sq,
-            check_ref_sq,
-        }
-    }
-}
-
-impl From<StatsRecord> for LayerStats {
-    fn from(s: StatsRecord) -> Self {
-        let StatsRecord {
-            vectors,
-            macs,
-            passes,
-            column_sums,
-            column_sums_in_range,
-            flagged,
-            flagged_by_slice,
-            recovery_conversions,
-            recovery_out_of_range,
-            inexact_column_slices,
-            activity: a,
-            crossbars,
-            slice_macs,
-            check_err_sq,
-            check_ref_sq,
-        } = s;
-        Self {
-            vectors,
-            macs,
-            passes,
-            column_sums,
-            column_sums_in_range,
-            flagged,
-            flagged_by_slice,
-            recovery_conversions,
-            recovery_out_of_range,
-            inexact_column_slices,
-            activity: Activity {
-                conversions: a.conversions,
-                saturated_conversions: a.saturated_conversions,
-                crossbar_cycles: a.crossbar_cycles,
-                row_drives: a.row_drives,
-                input_pulses: a.input_pulses,
-                input_pulse_capacity: a.input_pulse_capacity,
-                cell_reads: a.cell_reads,
-                cell_level_reads: a.cell_level_reads,
-                cell_charge: a.cell_charge,
-                max_level: a.max_level,
-            },
-            crossbars,
-            slice_macs,
-            check_err_sq,
-            check_ref_sq,
-        }
-    }
-}
-
-/// One batch's run: graph outputs (as `f32`), features, per-layer statistics.
+/// One batch's run: graph outputs (as `f32`), features, per-layer statistics
+/// (every field, through their serde derives; `f64`s round-trip exactly in
+/// JSON with `float_roundtrip`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct BatchRecord {
     outputs: Vec<Blob>,
     features: Option<Blob>,
-    stats: Vec<Option<StatsRecord>>,
+    stats: Vec<Option<LayerStats>>,
 }
 
 /// The Lee-50 documents and pairs a text model evaluates.
@@ -470,11 +323,7 @@ pub fn run_images_part(
                     .map(|run| {
                         times += run.times;
                         let mut rec = w.batch(&run.outputs, run.features.as_ref());
-                        rec.stats = run
-                            .stats
-                            .iter()
-                            .map(|s| s.as_ref().map(StatsRecord::from))
-                            .collect();
+                        rec.stats.clone_from(&run.stats);
                         rec
                     })
                     .collect();
@@ -580,11 +429,7 @@ impl BinReader {
                 .iter()
                 .map(|b| Ok(Tensor::f32(self.get(b)?)))
                 .collect::<anyhow::Result<_>>()?,
-            stats: r
-                .stats
-                .iter()
-                .map(|s| s.clone().map(LayerStats::from))
-                .collect(),
+            stats: r.stats.clone(),
             features: r.features.as_ref().map(|b| self.get(b)).transpose()?,
             times: RunProfile::default(),
         })
@@ -638,16 +483,18 @@ pub(crate) fn merge_parts(
             file,
         });
     }
-    let spec = Spec::load(&shards[0].file.spec_path, presets)?;
-    let want = spec_hash(&spec)?;
+    let spec = crate::merge::common_spec(
+        presets,
+        shards.iter().map(|s| {
+            (
+                s.dir.as_path(),
+                s.file.spec_path.as_path(),
+                s.file.spec_sha256.as_str(),
+            )
+        }),
+    )?;
     let (j0, parts) = shards[0].file.images_shard;
     for s in &shards {
-        ensure!(
-            s.file.spec_sha256 == want,
-            "{}: produced by a different version of {} than the one on disk now",
-            s.dir.display(),
-            spec.path.display()
-        );
         let (j, m) = s.file.images_shard;
         ensure!(
             m == parts,
@@ -706,14 +553,7 @@ pub(crate) fn merge_parts(
             spec.path.display()
         );
     }
-    let mut out = SweepResults {
-        models: vec![],
-        rows: vec![],
-        timings: vec![],
-        energy: vec![],
-        not_costed: vec![],
-        calibrated_on: None,
-    };
+    let mut out = SweepResults::default();
     for m in &spec.models {
         let mut float_runs = Vec::new();
         let mut int8_runs = Vec::new();

@@ -226,7 +226,7 @@ const HISTOGRAM_LAST: i64 = 128;
 pub const HISTOGRAM_VECTORS: usize = 64;
 
 /// Everything a sweep produced. `timings` are wall-clock and not deterministic.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct SweepResults {
     /// Per model.
     pub models: Vec<ModelSummary>,
@@ -889,14 +889,7 @@ pub fn run_with(
     opts: &RunOptions,
     mut progress: impl FnMut(&str),
 ) -> anyhow::Result<SweepResults> {
-    let mut out = SweepResults {
-        models: vec![],
-        rows: vec![],
-        timings: vec![],
-        energy: vec![],
-        not_costed: vec![],
-        calibrated_on: None,
-    };
+    let mut out = SweepResults::default();
     let (cost_model, loaded) = load_checked(spec)?;
     let (total_points, selected) = select_points(spec, opts.shard);
     progress(&format!(

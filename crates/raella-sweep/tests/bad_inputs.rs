@@ -438,7 +438,7 @@ fn bad_image_shards_are_refused_and_write_nothing() {
                 &part.display().to_string(),
                 &part2.display().to_string(),
             ],
-            "produced by a different version of",
+            "shards of different specs do not merge",
         ),
         (
             vec![
