@@ -580,12 +580,17 @@ impl ProgrammedCrossbar {
     }
 
     /// Words of a row bitset of `rows` rows as [`Self::column_sum_bits`] reads
-    /// it fastest: `rows / 64` rounded up to whole blocks of 8 words (512
+    /// it fastest: one word up to 64 rows (narrow crossbars such as depthwise
+    /// groups), else `rows / 64` rounded up to whole blocks of 8 words (512
     /// rows), the padding zero. Shorter bitsets (at least `rows / 64` rounded
     /// up) give the same sums.
     #[must_use]
     pub fn row_bit_words(rows: usize) -> usize {
-        rows.div_ceil(64 * PLANE_BLOCK) * PLANE_BLOCK
+        if rows <= 64 {
+            1
+        } else {
+            rows.div_ceil(64 * PLANE_BLOCK) * PLANE_BLOCK
+        }
     }
 
     /// The exact integer column sum under a 1-bit input slice (see
@@ -771,6 +776,16 @@ impl LevelPlanes {
     /// `sum_r bit_r * G+[r][col]` and `sum_r bit_r * G-[r][col]`.
     #[inline(always)]
     fn column_pos_neg(&self, col: usize, row_bits: &[u64]) -> (i64, i64) {
+        if let [xw] = row_bits {
+            // One word (at most 64 rows: see `row_bit_words`); lane 0 only.
+            let (mut pos, mut neg) = (0i64, 0i64);
+            for l in 0..self.col_bits[col] {
+                let base = ((col * self.bits + l) * 2) * self.blocks;
+                pos += i64::from((xw & self.data[base][0]).count_ones()) << l;
+                neg += i64::from((xw & self.data[base + self.blocks][0]).count_ones()) << l;
+            }
+            return (pos, neg);
+        }
         // Whole blocks when the caller padded its bitset (see `row_bit_words`).
         let x = &row_bits[..(self.blocks * PLANE_BLOCK).min(row_bits.len())];
         let nb = self.blocks;

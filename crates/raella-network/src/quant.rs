@@ -377,7 +377,12 @@ impl QuantModel {
         let runner = QuantRunner {
             model: self,
             backend,
-            stats: Mutex::new(vec![None; self.layers.len()]),
+            stats: Mutex::new(
+                self.layers
+                    .iter()
+                    .map(|l| vec![None; l.groups.len()])
+                    .collect(),
+            ),
             capture: None,
             features: Mutex::new(None),
             error: Mutex::new(None),
@@ -390,7 +395,7 @@ impl QuantModel {
         Ok(BatchRun {
             outputs,
             times,
-            stats: runner.stats.into_inner().expect("no panics while held"),
+            stats: sum_groups(runner.stats.into_inner().expect("no panics while held")),
             features: runner.features.into_inner().expect("no panics while held"),
         })
     }
@@ -415,7 +420,12 @@ impl QuantModel {
             let runner = QuantRunner {
                 model: self,
                 backend: &backend,
-                stats: Mutex::new(vec![None; self.layers.len()]),
+                stats: Mutex::new(
+                    self.layers
+                        .iter()
+                        .map(|l| vec![None; l.groups.len()])
+                        .collect(),
+                ),
                 capture: Some(Mutex::new(
                     self.layers
                         .iter()
@@ -463,13 +473,30 @@ impl QuantModel {
     }
 }
 
+/// Each layer's statistics, its groups' summed in group order (vectors counted
+/// once: groups split the same vectors' outputs).
+fn sum_groups(per_group: Vec<Vec<Option<LayerStats>>>) -> Vec<Option<LayerStats>> {
+    per_group
+        .into_iter()
+        .map(|groups| {
+            groups.into_iter().flatten().reduce(|mut acc, st| {
+                acc += &st;
+                acc.vectors = st.vectors;
+                acc
+            })
+        })
+        .collect()
+}
+
 /// Quantised execution: the executor quantises each weight layer's input with
 /// the calibrated scale, the backend computes the integer products, and the
 /// results are dequantised per output channel.
 struct QuantRunner<'a, B> {
     model: &'a QuantModel,
     backend: &'a B,
-    stats: Mutex<Vec<Option<LayerStats>>>,
+    /// Per layer, per group: groups may run in any order, and are summed in
+    /// group order at the end (float fields sum the same way every run).
+    stats: Mutex<Vec<Vec<Option<LayerStats>>>>,
     capture: Option<Mutex<Vec<Vec<Option<QInput>>>>>,
     features: Mutex<Option<ArrayD<f32>>>,
     /// The backend's own error, kept whole (the executor only carries text).
@@ -508,7 +535,11 @@ impl<B: MacBackend> LayerRunner for QuantRunner<'_, B> {
             Ok(r) => r,
             Err(e) => {
                 let msg = e.to_string();
-                *self.error.lock().expect("no panics while held") = Some(e);
+                // Groups may fail at once: keep the first error seen.
+                self.error
+                    .lock()
+                    .expect("no panics while held")
+                    .get_or_insert(e);
                 return Err(msg);
             }
         };
@@ -516,15 +547,7 @@ impl<B: MacBackend> LayerRunner for QuantRunner<'_, B> {
             cap.lock().expect("no panics while held")[index][group] = Some(q);
         }
         if let Some(st) = st {
-            let mut s = self.stats.lock().expect("no panics while held");
-            match &mut s[index] {
-                Some(acc) => {
-                    *acc += &st;
-                    // Groups split the same vectors' outputs: count vectors once per layer.
-                    acc.vectors = st.vectors;
-                }
-                slot @ None => *slot = Some(st),
-            }
+            self.stats.lock().expect("no panics while held")[index][group] = Some(st);
         }
         let ql = &self.model.layers[index];
         let scales = &ql.groups[group].scales;

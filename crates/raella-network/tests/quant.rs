@@ -204,3 +204,35 @@ fn isaac_and_wide_adc_raella_equal_the_int8_reference_bit_for_bit() {
     let c = mean_row_cosine(fl.view(), fi.view());
     assert!(c < 1.0, "{c}");
 }
+
+/// A grouped layer's groups run concurrently; the result must not depend on
+/// it: on one thread (groups in order) and on four, read noise on, the
+/// outputs and every statistic (float sums included) are bit-identical.
+#[test]
+fn concurrent_groups_give_the_serial_result() {
+    let (q, x) = quant();
+    let cal = q.capture_inputs(&[batch(8, 100)]).unwrap();
+    let mut run = RunConfig::raella();
+    run.column_noise = raella_device::ColumnNoise::new(0.08).unwrap();
+    let backend = CrossbarBackend::build(
+        &q,
+        &ArchConfig::fixed(CompileConfig::raella(), run),
+        &cal,
+        7,
+    )
+    .unwrap();
+    let on = |threads: usize| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap()
+            .install(|| eval_quant(&q, &backend, &x).unwrap())
+    };
+    let (serial, parallel) = (on(1), on(4));
+    assert_eq!(serial.outputs, parallel.outputs);
+    assert_eq!(serial.layer_stats, parallel.layer_stats);
+    // The grouped layers' statistics sum both groups (and count vectors once).
+    let st = serial.layer_stats[1].as_ref().unwrap();
+    assert_eq!(st.vectors, 40 * 16);
+    assert!(st.check_ref_sq > 0.0);
+}

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use rayon::prelude::*;
 
 use crate::graph::{Graph, LayerKind, NodeKind, WeightLayer};
-use crate::ops::nn::{col2im, conv_transpose_out, im2col, nchw};
+use crate::ops::nn::{col2im, conv_transpose_out, im2col_into, nchw};
 use crate::tensor::{DType, Tensor, checked_numel};
 use crate::{OnnxError, OpError};
 
@@ -262,27 +262,38 @@ fn run_layer(
             checked_numel(&[n, g.out_channels, oh, ow])?;
             checked_numel(&[n * oh * ow, k])?;
             let mut y = ArrayD::<f32>::zeros(IxDyn(&[n, g.out_channels, oh * ow]));
-            for gi in 0..g.groups {
+            // Each group's vectors and product; groups run on all threads (a
+            // depthwise layer has hundreds of small ones). Each product is a
+            // function of its group alone, so the order they run in changes nothing.
+            let group = |gi: usize| {
                 // Every image's vectors of this group in one product.
                 let vectors = with_codes!(&codes, |a| {
                     let a4 = a
                         .view()
                         .into_shape_with_order(IxDyn(&[n, c, h, w]))
                         .expect("nchw");
-                    let mut all = Array2::from_elem((n * oh * ow, k), Default::default());
-                    for i in 0..n {
+                    let mut all = vec![Default::default(); n * oh * ow * k];
+                    for (i, dst) in all.chunks_exact_mut((oh * ow * k).max(1)).enumerate() {
                         let img = a4
                             .index_axis(Axis(0), i)
                             .into_dimensionality::<Ix3>()
                             .expect("3-D");
-                        let cols =
-                            im2col(img, gi * cg, cg, &win, (oh, ow), pads, Default::default());
-                        all.slice_mut(s![i * oh * ow..(i + 1) * oh * ow, ..])
-                            .assign(&cols);
+                        im2col_into(img, gi * cg, cg, &win, (oh, ow), pads, dst);
                     }
-                    all
+                    Array2::from_shape_vec((n * oh * ow, k), all).expect("shape")
                 });
-                let r = matmul(gi, vectors).map_err(err)?;
+                let t = Instant::now();
+                let r = runner.matmul(index, layer, gi, vectors, batch);
+                (r, t.elapsed())
+            };
+            let results: Vec<_> = if g.groups == 1 {
+                vec![group(0)]
+            } else {
+                (0..g.groups).into_par_iter().map(group).collect()
+            };
+            for (gi, (r, took)) in results.into_iter().enumerate() {
+                *products += took;
+                let r = r.map_err(err)?;
                 for i in 0..n {
                     y.slice_mut(s![i, gi * mg..(gi + 1) * mg, ..])
                         .assign(&r.slice(s![i * oh * ow..(i + 1) * oh * ow, ..]).t());

@@ -215,25 +215,57 @@ pub fn im2col<T: Copy + Send + Sync>(
     pads: [usize; 4],
     pad: T,
 ) -> Array2<T> {
+    let (oh, ow) = out;
+    let cols = cg * win.kernel[0] * win.kernel[1];
+    let mut m = vec![pad; oh * ow * cols];
+    im2col_into(x, c0, cg, win, out, pads, &mut m);
+    Array2::from_shape_vec((oh * ow, cols), m).expect("shape")
+}
+
+/// [`im2col`] written into `dst` (`oh * ow` rows of `cg * kh * kw`), whose
+/// padding positions already hold the pad value (they are not written).
+///
+/// # Panics
+/// If `dst` has the wrong length.
+pub fn im2col_into<T: Copy + Send + Sync>(
+    x: ArrayView3<'_, T>,
+    c0: usize,
+    cg: usize,
+    win: &Window,
+    out: (usize, usize),
+    pads: [usize; 4],
+    dst: &mut [T],
+) {
     let (_, h, w) = x.dim();
     let [kh, kw] = win.kernel;
     let (oh, ow) = out;
     let cols = cg * kh * kw;
-    let mut m = vec![pad; oh * ow * cols];
-    m.par_chunks_mut(ow * cols)
+    assert_eq!(dst.len(), oh * ow * cols, "im2col output size");
+    // The group's channels, contiguous (a view when they already are).
+    let xg = x.slice(s![c0..c0 + cg, .., ..]);
+    let xg = xg.as_standard_layout();
+    let xs = xg.as_slice().expect("standard layout");
+    let plane = h * w;
+    dst.par_chunks_mut((ow * cols).max(1))
+        .with_min_len((4096 / (ow * cols).max(1)).max(1))
         .enumerate()
         .for_each(|(oy, rows)| {
-            for ox in 0..ow {
-                let row = &mut rows[ox * cols..(ox + 1) * cols];
+            for (ox, row) in rows.chunks_exact_mut(cols.max(1)).enumerate() {
                 let mut k = 0;
                 for c in 0..cg {
+                    let xc = &xs[c * plane..(c + 1) * plane];
                     for ky in 0..kh {
                         let iy = (oy * win.stride[0] + ky * win.dilation[0]).wrapping_sub(pads[0]);
+                        if iy >= h {
+                            k += kw;
+                            continue;
+                        }
+                        let xrow = &xc[iy * w..(iy + 1) * w];
                         for kx in 0..kw {
                             let ix =
                                 (ox * win.stride[1] + kx * win.dilation[1]).wrapping_sub(pads[1]);
-                            if iy < h && ix < w {
-                                row[k] = x[[c0 + c, iy, ix]];
+                            if ix < w {
+                                row[k] = xrow[ix];
                             }
                             k += 1;
                         }
@@ -241,7 +273,6 @@ pub fn im2col<T: Copy + Send + Sync>(
                 }
             }
         });
-    Array2::from_shape_vec((oh * ow, cols), m).expect("shape")
 }
 
 /// ConvTranspose's scatter: `cols` (input positions x `(co, kh, kw)`) summed
