@@ -798,13 +798,21 @@ impl LevelPlanes {
                 Err(_) => std::array::from_fn(|k| xw.get(k).copied().unwrap_or(0)),
             };
             // Per-lane sums over all level bits; one reduction at the end.
+            // Separate loops for the two devices: each is one 512-bit
+            // and-popcount-shift-add (interleaved, they vectorise 128 bits wide).
             let mut lp = [0i64; PLANE_BLOCK];
             let mut ln = [0i64; PLANE_BLOCK];
             for l in 0..self.col_bits[col] {
                 let base = ((col * self.bits + l) * 2) * nb + bi;
-                let (p, n) = (&self.data[base], &self.data[base + nb]);
+                let p = &self.data[base];
                 for k in 0..PLANE_BLOCK {
                     lp[k] += i64::from((xb[k] & p[k]).count_ones()) << l;
+                }
+            }
+            for l in 0..self.col_bits[col] {
+                let base = ((col * self.bits + l) * 2) * nb + bi;
+                let n = &self.data[base + nb];
+                for k in 0..PLANE_BLOCK {
                     ln[k] += i64::from((xb[k] & n[k]).count_ones()) << l;
                 }
             }

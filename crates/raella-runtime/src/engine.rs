@@ -400,16 +400,13 @@ impl ProgrammedLayer {
         stats.activity.max_level = m.config().geometry.max_level();
 
         // Digital center term: y_f = c_f * sum_i x_i + analog part.
-        let totals: Vec<i64> = x
-            .rows()
-            .into_iter()
-            .map(|r| r.iter().map(|&v| i64::from(v)).sum())
-            .collect();
+        let totals: Vec<i64> = x.rows().into_iter().map(|r| row_sum(&r)).collect();
         let mut y = Array2::<i64>::zeros((b, self.gather_width(gather)));
         if gather == Gather::Filters {
-            for (v, t) in totals.iter().enumerate() {
-                for (f, &c) in m.centers().iter().enumerate() {
-                    y[[v, f]] = i64::from(c) * t;
+            for (mut yrow, &t) in y.rows_mut().into_iter().zip(&totals) {
+                let yrow = yrow.as_slice_mut().expect("standard layout");
+                for (o, &c) in yrow.iter_mut().zip(m.centers()) {
+                    *o = i64::from(c) * t;
                 }
             }
         }
@@ -461,11 +458,12 @@ impl ProgrammedLayer {
                         .collect(),
                 )
             };
-            let rb_sums: Vec<i64> = xr
-                .rows()
-                .into_iter()
-                .map(|r| r.iter().map(|&v| i64::from(v)).sum())
-                .collect();
+            // The block's input sums (the whole vector's when it has every row).
+            let rb_sums: Vec<i64> = if rows == x.ncols() {
+                totals.clone()
+            } else {
+                xr.rows().into_iter().map(|r| row_sum(&r)).collect()
+            };
             // Pulses applied per row over the chunk (for input and cell activity).
             let mut row_pulses = vec![0u64; rows];
             for xrow in xs.chunks_exact(rows) {
@@ -771,9 +769,7 @@ impl ProgrammedLayer {
                             yrow[f] += head.iter().sum::<i64>();
                             f += 1;
                         }
-                        for (yf, group) in yrow[f..].iter_mut().zip(rest.chunks(nws)) {
-                            *yf += group.iter().sum::<i64>();
-                        }
+                        add_filter_sums(&mut yrow[f..], rest, nws);
                     }
                 }
                 // Activity: the schedule is fixed (recovery cycles run whenever recovery is on).
@@ -798,6 +794,46 @@ impl ProgrammedLayer {
     }
 }
 
+/// `sum_i x_i` of one input vector.
+#[inline(always)]
+fn row_sum(r: &ndarray::ArrayView1<'_, u8>) -> i64 {
+    match r.as_slice() {
+        // u32 lanes: exact below 2^24 inputs (255 x 2^24 < 2^32).
+        Some(s) if s.len() < (1 << 24) => i64::from(s.iter().map(|&v| u32::from(v)).sum::<u32>()),
+        _ => r.iter().map(|&v| i64::from(v)).sum(),
+    }
+}
+
+/// `y[f] += sum(vals[f * nws .. (f + 1) * nws])` for every whole or partial
+/// group of `nws` values (a filter's weight-slice columns), with fixed-size
+/// loops for the usual slice counts.
+#[inline(always)]
+fn add_filter_sums(y: &mut [i64], vals: &[i64], nws: usize) {
+    #[inline(always)]
+    fn fixed<const N: usize>(y: &mut [i64], vals: &[i64]) {
+        let whole = vals.chunks_exact(N);
+        let tail = whole.remainder();
+        let n = vals.len() / N;
+        for (yf, g) in y.iter_mut().zip(whole) {
+            *yf += g.iter().sum::<i64>();
+        }
+        if let (false, Some(yf)) = (tail.is_empty(), y.get_mut(n)) {
+            *yf += tail.iter().sum::<i64>();
+        }
+    }
+    match nws {
+        1 => y.iter_mut().zip(vals).for_each(|(yf, &v)| *yf += v),
+        2 => fixed::<2>(y, vals),
+        3 => fixed::<3>(y, vals),
+        4 => fixed::<4>(y, vals),
+        _ => {
+            for (yf, group) in y.iter_mut().zip(vals.chunks(nws)) {
+                *yf += group.iter().sum::<i64>();
+            }
+        }
+    }
+}
+
 /// Row bitsets of every input bit of every vector in `x` (vectors of `rows`
 /// values): layout `[(vector * 8 + bit) * words + word]`, `words` from
 /// [`ProgrammedCrossbar::row_bit_words`], bits past the last row zero.
@@ -806,14 +842,22 @@ fn bit_planes(x: &[u8], rows: usize) -> Vec<u64> {
     let words = ProgrammedCrossbar::row_bit_words(rows);
     let n = x.len() / rows.max(1);
     let mut out = vec![0u64; n * 8 * words];
-    for (v, xr) in x.chunks_exact(rows).enumerate() {
+    for (xr, o) in x
+        .chunks_exact(rows.max(1))
+        .zip(out.chunks_exact_mut(8 * words))
+    {
         for (wi, group) in xr.chunks(64).enumerate() {
-            for bit in 0..8 {
-                let mut word = 0u64;
-                for (k, &xv) in group.iter().enumerate() {
-                    word |= u64::from((xv >> bit) & 1) << k;
+            for (bi, eight) in group.chunks(8).enumerate() {
+                let mut q = [0u8; 8];
+                q[..eight.len()].copy_from_slice(eight);
+                let q = u64::from_le_bytes(q);
+                for bit in 0..8 {
+                    // Bit `bit` of byte `k` moves to bit `k` of the top byte:
+                    // the products of the mask's set bits never overlap.
+                    let lsbs = (q >> bit) & 0x0101_0101_0101_0101;
+                    let packed = lsbs.wrapping_mul(0x0102_0408_1020_4080) >> 56;
+                    o[bit * words + wi] |= packed << (8 * bi);
                 }
-                out[(v * 8 + bit) * words + wi] = word;
             }
         }
     }

@@ -143,3 +143,39 @@ fn integer_and_real_paths_agree() {
         }
     }
 }
+
+/// `bit_planes` (eight bytes at a time by a multiply) against the bit-by-bit
+/// definition, for row counts around the word and block sizes, and
+/// `add_filter_sums` against plain group sums, partial last groups included.
+#[test]
+fn bit_planes_and_filter_sums_match_their_definitions() {
+    let mut rng = stream_rng(11, &[]);
+    for rows in [1, 7, 9, 63, 64, 65, 288, 511, 512, 513] {
+        let x: Vec<u8> = (0..3 * rows).map(|_| rng.random::<u8>()).collect();
+        let words = ProgrammedCrossbar::row_bit_words(rows);
+        let got = bit_planes(&x, rows);
+        assert_eq!(got.len(), 3 * 8 * words);
+        for (v, xr) in x.chunks_exact(rows).enumerate() {
+            for bit in 0..8 {
+                for w in 0..words {
+                    let want = (0..64)
+                        .filter(|&k| w * 64 + k < rows)
+                        .fold(0u64, |a, k| a | u64::from((xr[w * 64 + k] >> bit) & 1) << k);
+                    assert_eq!(got[(v * 8 + bit) * words + w], want, "rows {rows}");
+                }
+            }
+        }
+    }
+    for nws in 1..=6 {
+        for len in 0usize..20 {
+            let vals: Vec<i64> = (0..len).map(|_| rng.random_range(-1000..1000)).collect();
+            let mut got = vec![5i64; len.div_ceil(nws) + 1];
+            let mut want = got.clone();
+            add_filter_sums(&mut got, &vals, nws);
+            for (f, g) in vals.chunks(nws).enumerate() {
+                want[f] += g.iter().sum::<i64>();
+            }
+            assert_eq!(got, want, "nws {nws} len {len}");
+        }
+    }
+}
