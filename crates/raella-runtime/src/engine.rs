@@ -472,11 +472,11 @@ impl ProgrammedLayer {
                 }
             }
             let pulses_total: u64 = row_pulses.iter().sum();
-            let xbits = if recovery {
-                bit_planes(xs, rows)
-            } else {
-                Vec::new()
-            };
+            // Input bit-planes for recovery, written for a vector when it first
+            // has a flagged column (most vectors never do).
+            let words = ProgrammedCrossbar::row_bit_words(rows);
+            let mut xbits = vec![0u64; if recovery { b * 8 * words } else { 0 }];
+            let mut have_bits = vec![false; if recovery { b } else { 0 }];
 
             while xi < m.crossbars().len() && m.crossbars()[xi].row_block == rb {
                 let mx = &m.crossbars()[xi];
@@ -681,6 +681,15 @@ impl ProgrammedLayer {
                     }
                     stats.inexact_column_slices += inexact;
                     if recovery {
+                        for &(v, _) in &flagged {
+                            if !have_bits[v] {
+                                have_bits[v] = true;
+                                bit_planes_into(
+                                    &xs[v * rows..(v + 1) * rows],
+                                    &mut xbits[v * 8 * words..(v + 1) * 8 * words],
+                                );
+                            }
+                        }
                         let spec_sums = match &sums {
                             Sums::Int(sums) if !lumped_int => Some(sums.as_slice()),
                             _ => None,
@@ -838,6 +847,7 @@ fn add_filter_sums(y: &mut [i64], vals: &[i64], nws: usize) {
 /// values): layout `[(vector * 8 + bit) * words + word]`, `words` from
 /// [`ProgrammedCrossbar::row_bit_words`], bits past the last row zero.
 #[inline(always)]
+#[cfg(test)]
 fn bit_planes(x: &[u8], rows: usize) -> Vec<u64> {
     let words = ProgrammedCrossbar::row_bit_words(rows);
     let n = x.len() / rows.max(1);
@@ -846,22 +856,29 @@ fn bit_planes(x: &[u8], rows: usize) -> Vec<u64> {
         .chunks_exact(rows.max(1))
         .zip(out.chunks_exact_mut(8 * words))
     {
-        for (wi, group) in xr.chunks(64).enumerate() {
-            for (bi, eight) in group.chunks(8).enumerate() {
-                let mut q = [0u8; 8];
-                q[..eight.len()].copy_from_slice(eight);
-                let q = u64::from_le_bytes(q);
-                for bit in 0..8 {
-                    // Bit `bit` of byte `k` moves to bit `k` of the top byte:
-                    // the products of the mask's set bits never overlap.
-                    let lsbs = (q >> bit) & 0x0101_0101_0101_0101;
-                    let packed = lsbs.wrapping_mul(0x0102_0408_1020_4080) >> 56;
-                    o[bit * words + wi] |= packed << (8 * bi);
-                }
+        bit_planes_into(xr, o);
+    }
+    out
+}
+
+/// One vector's part of [`bit_planes`]: `out` holds `8 x words` zeroed words.
+#[inline(always)]
+fn bit_planes_into(xr: &[u8], out: &mut [u64]) {
+    let words = out.len() / 8;
+    for (wi, group) in xr.chunks(64).enumerate() {
+        for (bi, eight) in group.chunks(8).enumerate() {
+            let mut q = [0u8; 8];
+            q[..eight.len()].copy_from_slice(eight);
+            let q = u64::from_le_bytes(q);
+            for bit in 0..8 {
+                // Bit `bit` of byte `k` moves to bit `k` of the top byte:
+                // the products of the mask's set bits never overlap.
+                let lsbs = (q >> bit) & 0x0101_0101_0101_0101;
+                let packed = lsbs.wrapping_mul(0x0102_0408_1020_4080) >> 56;
+                out[bit * words + wi] |= packed << (8 * bi);
             }
         }
     }
-    out
 }
 
 /// Appends the `(vector, column)` of every flagged sum in `flat` (`cols` per
