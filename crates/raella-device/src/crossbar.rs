@@ -360,16 +360,17 @@ impl ProgrammedCrossbar {
         magnitude: Array2<f32>,
         stuck_devices: usize,
     ) -> Self {
-        let diff_t = diff.t().as_standard_layout().into_owned();
-        let level_planes = LevelPlanes::new(geometry, &diff, &magnitude);
+        let (diff_t, magnitude_t) = (transposed(&diff), transposed(&magnitude));
+        let level_planes = LevelPlanes::new(geometry, &diff_t, &magnitude_t);
         // Integer levels (ideal programming) also get the packed integer layout.
         #[allow(clippy::cast_possible_truncation)]
-        let pack =
-            |g: &Array2<f32>| PackedLevels::new(g.nrows(), g.ncols(), |r, c| g[[r, c]] as i32);
+        let pack = |g: &Array2<f32>| {
+            let (gs, nc) = (g.as_slice().expect("standard layout"), g.ncols());
+            PackedLevels::new(g.nrows(), nc, |r, c| gs[r * nc + c] as i32)
+        };
         let packed = level_planes
             .as_ref()
             .and_then(|_| Some((pack(&diff)?, pack(&magnitude)?)));
-        let magnitude_t = magnitude.t().as_standard_layout().into_owned();
         let row_magnitude = magnitude
             .rows()
             .into_iter()
@@ -432,7 +433,7 @@ impl ProgrammedCrossbar {
             let sq = ndarray::Zip::from(&self.magnitude)
                 .and(&self.diff)
                 .map_collect(|&m, &d| 0.5 * (m * m + d * d));
-            let sq_t = sq.t().as_standard_layout().into_owned();
+            let sq_t = transposed(&sq);
             (sq, sq_t)
         })
     }
@@ -713,15 +714,24 @@ const PLANE_BLOCK: usize = 8;
 
 impl LevelPlanes {
     /// `None` unless every conductance is an integer level (ideal programming).
+    /// Takes the transposed matrices (`cols x rows`, standard layout): each
+    /// column's planes are built a 64-row word at a time in registers.
     fn new(
         geometry: CrossbarGeometry,
-        diff: &Array2<f32>,
-        magnitude: &Array2<f32>,
+        diff_t: &Array2<f32>,
+        magnitude_t: &Array2<f32>,
     ) -> Option<Self> {
-        let (rows, cols) = diff.dim();
+        let (cols, rows) = diff_t.dim();
         let max = f32::from(geometry.max_level());
-        let integral = |g: f32| g == g.trunc() && g.abs() <= max;
-        if !diff.iter().chain(magnitude.iter()).all(|&g| integral(g)) {
+        // In range and whole: the casts are exact there (levels < 2^16), and a
+        // NaN fails both tests. (No `trunc`: a library call on the baseline target.)
+        #[allow(clippy::cast_possible_truncation, clippy::cast_precision_loss)]
+        let integral = |g: f32| g.abs() <= max && (g as i32) as f32 == g;
+        let (d_all, m_all) = (
+            diff_t.as_slice().expect("standard layout"),
+            magnitude_t.as_slice().expect("standard layout"),
+        );
+        if !d_all.iter().all(|&g| integral(g)) || !m_all.iter().all(|&g| integral(g)) {
             return None;
         }
         let words = rows.div_ceil(64);
@@ -729,24 +739,36 @@ impl LevelPlanes {
         let bits = geometry.bits_per_device() as usize;
         let mut data = vec![[0u64; PLANE_BLOCK]; cols * bits * 2 * blocks];
         let mut col_bits = vec![0usize; cols];
-        for r in 0..rows {
-            let (word, bit) = (r / 64, r % 64);
-            let (block, lane) = (word / PLANE_BLOCK, word % PLANE_BLOCK);
-            for c in 0..cols {
-                // One device of a pair is 0 for compiled weights, but programming may
-                // drive both; recover each from the sum and difference.
-                let (d, m) = (diff[[r, c]], magnitude[[r, c]]);
-                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-                let (pos, neg) = (((m + d) / 2.0) as u32, ((m - d) / 2.0) as u32);
-                for (sign, level) in [(0, pos), (1, neg)] {
-                    col_bits[c] = col_bits[c].max((32 - level.leading_zeros()) as usize);
-                    for l in 0..bits {
-                        if (level >> l) & 1 == 1 {
-                            data[((c * bits + l) * 2 + sign) * blocks + block][lane] |= 1u64 << bit;
-                        }
+        // One word's planes: `[level bit][sign]`.
+        let mut planes = vec![[0u64; 2]; bits];
+        for c in 0..cols {
+            let (dc, mc) = (
+                &d_all[c * rows..(c + 1) * rows],
+                &m_all[c * rows..(c + 1) * rows],
+            );
+            let mut any = 0u32;
+            for (word, (dw, mw)) in dc.chunks(64).zip(mc.chunks(64)).enumerate() {
+                planes.fill([0; 2]);
+                for (i, (&d, &m)) in dw.iter().zip(mw).enumerate() {
+                    // One device of a pair is 0 for compiled weights, but programming
+                    // may drive both; recover each from the sum and difference.
+                    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                    let (pos, neg) = (((m + d) / 2.0) as u32, ((m - d) / 2.0) as u32);
+                    any |= pos | neg;
+                    for (l, p) in planes.iter_mut().enumerate() {
+                        p[0] |= u64::from((pos >> l) & 1) << i;
+                        p[1] |= u64::from((neg >> l) & 1) << i;
+                    }
+                }
+                let (block, lane) = (word / PLANE_BLOCK, word % PLANE_BLOCK);
+                for (l, p) in planes.iter().enumerate() {
+                    for (sign, &w) in p.iter().enumerate() {
+                        data[((c * bits + l) * 2 + sign) * blocks + block][lane] = w;
                     }
                 }
             }
+            // The widest level's bit count (that of the OR of all levels).
+            col_bits[c] = (32 - any.leading_zeros()) as usize;
         }
         Some(Self {
             blocks,
@@ -832,6 +854,26 @@ impl LevelPlanes {
         let sum = (pos + neg_sign * neg) as i32;
         sum
     }
+}
+
+/// `a` transposed, in standard layout, copied in 16 x 16 tiles (an
+/// element-wise strided copy misses the cache on every read).
+fn transposed(a: &Array2<f32>) -> Array2<f32> {
+    const T: usize = 16;
+    let (r, c) = a.dim();
+    let a = a.as_standard_layout();
+    let src = a.as_slice().expect("standard layout");
+    let mut out = vec![0f32; r * c];
+    for i0 in (0..r).step_by(T) {
+        for j0 in (0..c).step_by(T) {
+            for i in i0..(i0 + T).min(r) {
+                for j in j0..(j0 + T).min(c) {
+                    out[j * r + i] = src[i * c + j];
+                }
+            }
+        }
+    }
+    Array2::from_shape_vec((c, r), out).expect("shape")
 }
 
 /// `out = pulses . g` (`g` in standard layout).
@@ -1087,6 +1129,15 @@ mod tests {
     /// `bit_rows_sum` gives every column the value of its single-column read,
     /// bit for bit, on programmed (real-valued) conductances, for sums,
     /// magnitudes and squares, partial last words included.
+    #[test]
+    fn tiled_transpose_equals_the_view() {
+        for (r, c) in [(1, 1), (3, 40), (17, 16), (33, 70), (512, 510)] {
+            #[allow(clippy::cast_precision_loss)]
+            let a = Array2::from_shape_fn((r, c), |(i, j)| (i * 1000 + j) as f32);
+            assert_eq!(transposed(&a), a.t(), "{r} x {c}");
+        }
+    }
+
     #[test]
     fn bit_rows_sum_equals_the_column_reads() {
         let xb = levels_xbar(CellKind::TwoT2R, 150, 21);
