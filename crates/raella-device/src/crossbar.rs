@@ -334,12 +334,17 @@ pub enum BitRows {
 pub struct ProgrammedCrossbar {
     geometry: CrossbarGeometry,
     diff: Array2<f32>,
-    diff_t: Array2<f32>,
-    level_planes: Option<LevelPlanes>,
-    /// Ideal devices only: `G+ - G-` and `G+ + G-` packed for integer batches.
-    packed: Option<(PackedLevels, PackedLevels)>,
+    /// The transposes and the level planes are built on first use: adaptive
+    /// slicing's candidate runs and layers without recovery never read them.
+    diff_t: std::sync::OnceLock<Array2<f32>>,
+    /// Every conductance an integer level in range (ideal programming).
+    integral: bool,
+    level_planes: std::sync::OnceLock<Option<LevelPlanes>>,
+    /// Ideal devices only: `G+ - G-` and (on first use) `G+ + G-` packed for
+    /// integer batches.
+    packed: Option<(PackedLevels, std::sync::OnceLock<PackedLevels>)>,
     magnitude: Array2<f32>,
-    magnitude_t: Array2<f32>,
+    magnitude_t: std::sync::OnceLock<Array2<f32>>,
     row_magnitude: Vec<f32>,
     level_sum: f64,
     stuck_devices: usize,
@@ -360,17 +365,19 @@ impl ProgrammedCrossbar {
         magnitude: Array2<f32>,
         stuck_devices: usize,
     ) -> Self {
-        let (diff_t, magnitude_t) = (transposed(&diff), transposed(&magnitude));
-        let level_planes = LevelPlanes::new(geometry, &diff_t, &magnitude_t);
-        // Integer levels (ideal programming) also get the packed integer layout.
-        #[allow(clippy::cast_possible_truncation)]
-        let pack = |g: &Array2<f32>| {
-            let (gs, nc) = (g.as_slice().expect("standard layout"), g.ncols());
-            PackedLevels::new(g.nrows(), nc, |r, c| gs[r * nc + c] as i32)
-        };
-        let packed = level_planes
-            .as_ref()
-            .and_then(|_| Some((pack(&diff)?, pack(&magnitude)?)));
+        let integral = levels_integral(geometry, &diff) && levels_integral(geometry, &magnitude);
+        // Integer levels (ideal programming) also get the packed integer layout,
+        // when the magnitudes (so the differences too) fit it.
+        #[allow(clippy::cast_precision_loss)]
+        let fits = integral
+            && f32::from(geometry.max_level()) * 2.0 <= crate::packed::MAX_LEVEL as f32
+            || magnitude
+                .iter()
+                .all(|m| m.abs() <= crate::packed::MAX_LEVEL as f32);
+        let packed = (integral && fits)
+            .then(|| pack(&diff))
+            .flatten()
+            .map(|p| (p, std::sync::OnceLock::new()));
         let row_magnitude = magnitude
             .rows()
             .into_iter()
@@ -380,11 +387,12 @@ impl ProgrammedCrossbar {
         Self {
             geometry,
             diff,
-            diff_t,
-            level_planes,
+            diff_t: std::sync::OnceLock::new(),
+            integral,
+            level_planes: std::sync::OnceLock::new(),
             packed,
             magnitude,
-            magnitude_t,
+            magnitude_t: std::sync::OnceLock::new(),
             row_magnitude,
             level_sum,
             stuck_devices,
@@ -392,6 +400,37 @@ impl ProgrammedCrossbar {
             reference_t0: None,
             squares: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Builds now what is otherwise built on first use (transposes, level
+    /// planes, packed magnitudes), so that a design's build time includes it
+    /// and its first evaluation does not.
+    pub fn prepare_reads(&self) {
+        let _ = (self.planes(), self.diff_t(), self.magnitude_t());
+        if let Some((_, m)) = &self.packed {
+            m.get_or_init(|| pack(&self.magnitude).expect("magnitudes checked to fit"));
+        }
+    }
+
+    /// `G+ - G-` transposed (`cols x rows`).
+    fn diff_t(&self) -> &Array2<f32> {
+        self.diff_t.get_or_init(|| transposed(&self.diff))
+    }
+
+    /// `G+ + G-` transposed (`cols x rows`).
+    fn magnitude_t(&self) -> &Array2<f32> {
+        self.magnitude_t.get_or_init(|| transposed(&self.magnitude))
+    }
+
+    /// The level planes, for integer levels.
+    #[inline(always)]
+    fn planes(&self) -> Option<&LevelPlanes> {
+        self.level_planes
+            .get_or_init(|| {
+                self.integral
+                    .then(|| LevelPlanes::new(self.geometry, self.diff_t(), self.magnitude_t()))
+            })
+            .as_ref()
     }
 
     /// Nominal OFF current per pulse and row reaching each column, in level
@@ -544,6 +583,7 @@ impl ProgrammedCrossbar {
             .as_ref()
             .expect("integer magnitudes need ideal devices")
             .1
+            .get_or_init(|| pack(&self.magnitude).expect("magnitudes checked to fit"))
             .column_sums(pulses, out);
     }
 
@@ -559,7 +599,7 @@ impl ProgrammedCrossbar {
     /// `G+ - G-` of one used column, over the used rows (contiguous).
     #[must_use]
     pub fn diff_column(&self, col: usize) -> &[f32] {
-        self.diff_t.row(col).to_slice().expect("standard layout")
+        self.diff_t().row(col).to_slice().expect("standard layout")
     }
 
     /// The column sum of one used column under a 1-bit input slice given as a
@@ -572,7 +612,7 @@ impl ProgrammedCrossbar {
     #[must_use]
     #[inline(always)]
     pub fn column_sum_bits(&self, col: usize, row_bits: &[u64]) -> f32 {
-        if let Some(p) = &self.level_planes {
+        if let Some(p) = self.planes() {
             // Exact: |sum| <= rows x 15 < 2^24.
             #[allow(clippy::cast_precision_loss)]
             return p.column_sum(col, row_bits) as f32;
@@ -599,9 +639,7 @@ impl ProgrammedCrossbar {
     #[must_use]
     #[inline(always)]
     pub fn column_sum_bits_exact(&self, col: usize, row_bits: &[u64]) -> Option<i32> {
-        self.level_planes
-            .as_ref()
-            .map(|p| p.column_sum(col, row_bits))
+        self.planes().map(|p| p.column_sum(col, row_bits))
     }
 
     /// `N+ + N-` of one used column under a 1-bit input slice (see [`Self::column_sum_bits`]).
@@ -609,7 +647,7 @@ impl ProgrammedCrossbar {
     #[must_use]
     #[inline(always)]
     pub fn column_magnitude_bits(&self, col: usize, row_bits: &[u64]) -> f32 {
-        if let Some(p) = &self.level_planes {
+        if let Some(p) = self.planes() {
             // Exact: sum <= rows x 30 < 2^24.
             #[allow(clippy::cast_precision_loss)]
             return p.column_sum_signed(col, row_bits, 1) as f32;
@@ -622,7 +660,7 @@ impl ProgrammedCrossbar {
     #[must_use]
     #[inline(always)]
     pub fn column_sum_and_magnitude_bits(&self, col: usize, row_bits: &[u64]) -> (f32, f32) {
-        if let Some(p) = &self.level_planes {
+        if let Some(p) = self.planes() {
             let (s, m) = p.column_sum_and_magnitude(col, row_bits);
             // Exact: |sum|, magnitude <= rows x 30 < 2^24.
             #[allow(clippy::cast_precision_loss)]
@@ -673,7 +711,7 @@ impl ProgrammedCrossbar {
     /// `G+ + G-` of one used column, over the used rows (contiguous).
     #[must_use]
     pub fn magnitude_column(&self, col: usize) -> &[f32] {
-        self.magnitude_t
+        self.magnitude_t()
             .row(col)
             .to_slice()
             .expect("standard layout")
@@ -713,27 +751,15 @@ struct LevelPlanes {
 const PLANE_BLOCK: usize = 8;
 
 impl LevelPlanes {
-    /// `None` unless every conductance is an integer level (ideal programming).
-    /// Takes the transposed matrices (`cols x rows`, standard layout): each
+    /// For integer levels only (ideal programming: the caller has checked
+    /// [`levels_integral`]). Takes the transposed matrices (`cols x rows`, standard layout): each
     /// column's planes are built a 64-row word at a time in registers.
-    fn new(
-        geometry: CrossbarGeometry,
-        diff_t: &Array2<f32>,
-        magnitude_t: &Array2<f32>,
-    ) -> Option<Self> {
+    fn new(geometry: CrossbarGeometry, diff_t: &Array2<f32>, magnitude_t: &Array2<f32>) -> Self {
         let (cols, rows) = diff_t.dim();
-        let max = f32::from(geometry.max_level());
-        // In range and whole: the casts are exact there (levels < 2^16), and a
-        // NaN fails both tests. (No `trunc`: a library call on the baseline target.)
-        #[allow(clippy::cast_possible_truncation, clippy::cast_precision_loss)]
-        let integral = |g: f32| g.abs() <= max && (g as i32) as f32 == g;
         let (d_all, m_all) = (
             diff_t.as_slice().expect("standard layout"),
             magnitude_t.as_slice().expect("standard layout"),
         );
-        if !d_all.iter().all(|&g| integral(g)) || !m_all.iter().all(|&g| integral(g)) {
-            return None;
-        }
         let words = rows.div_ceil(64);
         let blocks = words.div_ceil(PLANE_BLOCK);
         let bits = geometry.bits_per_device() as usize;
@@ -770,12 +796,12 @@ impl LevelPlanes {
             // The widest level's bit count (that of the OR of all levels).
             col_bits[c] = (32 - any.leading_zeros()) as usize;
         }
-        Some(Self {
+        Self {
             blocks,
             bits,
             col_bits,
             data,
-        })
+        }
     }
 
     /// `sum_r bit_r * (G+ - G-)[r][col]`.
@@ -854,6 +880,28 @@ impl LevelPlanes {
         let sum = (pos + neg_sign * neg) as i32;
         sum
     }
+}
+
+/// Whether every conductance is an integer level in `[-max, max]` (what
+/// [`LevelPlanes::new`] requires). The casts are exact in range (levels <
+/// 2^16) and a NaN fails; no `trunc`, a library call on the baseline target.
+fn levels_integral(geometry: CrossbarGeometry, g: &Array2<f32>) -> bool {
+    let max = f32::from(geometry.max_level());
+    #[allow(clippy::cast_possible_truncation, clippy::cast_precision_loss)]
+    let ok = |g: f32| g.abs() <= max && (g as i32) as f32 == g;
+    match g.as_slice() {
+        // Branch-free over the slice (`fold` with `&`: no early exit to vectorise around).
+        Some(s) => s.iter().fold(true, |a, &g| a & ok(g)),
+        None => g.iter().all(|&g| ok(g)),
+    }
+}
+
+/// Integer levels packed for [`PackedLevels::column_sums`]; `None` beyond its range.
+fn pack(g: &Array2<f32>) -> Option<PackedLevels> {
+    let g = g.as_standard_layout();
+    let (gs, nc) = (g.as_slice().expect("standard layout"), g.ncols());
+    #[allow(clippy::cast_possible_truncation)]
+    PackedLevels::new(g.nrows(), nc, |r, c| gs[r * nc + c] as i32)
 }
 
 /// `a` transposed, in standard layout, copied in 16 x 16 tiles (an

@@ -184,12 +184,14 @@ impl CrossbarBackend {
                     if !chosen.contains(&s) {
                         chosen.push(s);
                     }
-                    per_group.push(match &arch.device_noise {
+                    let layer = match &arch.device_noise {
                         Some(n) if !n.is_ideal() => {
                             ProgrammedLayer::program(mapped, n, mix(seed, &[1, l as u64, g as u64]))
                         }
                         _ => ProgrammedLayer::ideal(mapped),
-                    });
+                    };
+                    layer.prepare_reads();
+                    per_group.push(layer);
                 }
                 Ok((per_group, chosen.join("/")))
             })

@@ -133,6 +133,15 @@ impl ProgrammedLayer {
         Self::new(mapped, crossbars)
     }
 
+    /// Builds every crossbar's lazily built read structures now
+    /// ([`ProgrammedCrossbar::prepare_reads`]): a simulated design's build
+    /// calls it once per layer; adaptive slicing's candidates never do.
+    pub fn prepare_reads(&self) {
+        self.crossbars
+            .iter()
+            .for_each(ProgrammedCrossbar::prepare_reads);
+    }
+
     /// Programs the layer with device non-idealities, one seeded stream per
     /// crossbar (and one per crossbar for its ADC instances). With drift under
     /// global compensation, every crossbar is then read through one gain per
