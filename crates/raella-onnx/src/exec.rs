@@ -475,7 +475,8 @@ pub struct RunProfile {
     /// Digital nodes (everything but weight layers).
     pub digital: Duration,
     /// The runner's products of weight layers (on simulated crossbars: the
-    /// simulation itself).
+    /// simulation itself). A grouped convolution's groups run concurrently
+    /// and count as the sum of their own times.
     pub products: Duration,
     /// The rest of weight layers: quantising inputs, im2col / col2im, bias,
     /// layout.

@@ -37,7 +37,10 @@
 //! - `xbar %`, `digital %`: shares of the evaluation's thread time in the
 //!   weight layers' products (the crossbar simulation) and in digital nodes
 //!   (everything but weight layers); the rest is the weight layers' own
-//!   digital side (input quantisation, im2col, bias, layout).
+//!   digital side (input quantisation, im2col, bias, layout). A grouped
+//!   convolution's groups run concurrently: their products count as summed
+//!   thread time, the rest of the layer as wall time, so on grouped models
+//!   `xbar %` overstates the crossbar share.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
