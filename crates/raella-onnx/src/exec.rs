@@ -286,17 +286,27 @@ fn run_layer(
                 let r = runner.matmul(index, layer, gi, vectors, batch);
                 (r, t.elapsed())
             };
-            let results: Vec<_> = if g.groups == 1 {
-                vec![group(0)]
+            // Waves of a few groups per thread: each wave's outputs are laid
+            // out before the next starts, so at most a wave's are held besides `y`.
+            let wave = if g.groups == 1 {
+                1
             } else {
-                (0..g.groups).into_par_iter().map(group).collect()
+                4 * rayon::current_num_threads()
             };
-            for (gi, (r, took)) in results.into_iter().enumerate() {
-                *products += took;
-                let r = r.map_err(err)?;
-                for i in 0..n {
-                    y.slice_mut(s![i, gi * mg..(gi + 1) * mg, ..])
-                        .assign(&r.slice(s![i * oh * ow..(i + 1) * oh * ow, ..]).t());
+            for first in (0..g.groups).step_by(wave) {
+                let last = (first + wave).min(g.groups);
+                let results: Vec<_> = if last - first == 1 {
+                    vec![group(first)]
+                } else {
+                    (first..last).into_par_iter().map(group).collect()
+                };
+                for (gi, (r, took)) in (first..).zip(results) {
+                    *products += took;
+                    let r = r.map_err(err)?;
+                    for i in 0..n {
+                        y.slice_mut(s![i, gi * mg..(gi + 1) * mg, ..])
+                            .assign(&r.slice(s![i * oh * ow..(i + 1) * oh * ow, ..]).t());
+                    }
                 }
             }
             if let Some(b) = &layer.bias {
