@@ -2,16 +2,10 @@
 //! ADC share collapsing, the calibration reproducing its one DNN, and the
 //! required `energy.csv` columns.
 
-use std::path::{Path, PathBuf};
-
 use raella_sweep::{CostModel, ENERGY_COLUMNS, Spec, calibrate, cost_workloads};
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
+mod common;
+use common::root;
 
 fn paper() -> (Spec, CostModel) {
     let spec = Spec::load(

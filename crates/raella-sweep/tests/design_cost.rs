@@ -3,16 +3,10 @@
 //! it is charged, and designs the typical statistics do not describe are not
 //! costed on shape-only workloads (and the report says why).
 
-use std::path::{Path, PathBuf};
-
 use raella_sweep::{CostModel, EnergyRow, Spec, cost_measured, run};
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .expect("workspace root")
-}
+mod common;
+use common::root;
 
 fn spec(name: &str, body: &str) -> Spec {
     let dir =

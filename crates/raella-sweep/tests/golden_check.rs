@@ -5,7 +5,7 @@
 //! the programmed conductances, exact `f64` sums), and top-1, agreement with the
 //! 8-bit reference and the output error recomputed here from those outputs.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use ndarray::Array2;
 use raella_network::{
@@ -15,9 +15,8 @@ use raella_runtime::reference::run_reference_programmed;
 use raella_runtime::{LayerStats, RunConfig};
 use raella_sweep::{Spec, load_model};
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+mod common;
+use common::root;
 
 /// A design's programmed layers, run by the slow reference.
 struct Reference<'a> {

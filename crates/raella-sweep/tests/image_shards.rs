@@ -10,23 +10,8 @@ use raella_sweep::{
     RunOptions, Spec, merge, run, run_images_part, run_with, write_part, write_results,
 };
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .expect("workspace root")
-}
-
-fn presets() -> PathBuf {
-    root().join("fixtures/presets.toml")
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("raella-parts-test-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
+mod common;
+use common::{presets, root, tmp};
 
 /// Every file under `d` but `timings.csv` (wall clock), relative, with its bytes.
 fn files(d: &Path) -> Vec<(PathBuf, Vec<u8>)> {

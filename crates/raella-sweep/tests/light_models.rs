@@ -14,9 +14,8 @@ use prost::Message;
 use raella_network::{CrossbarBackend, ExactBackend, QuantModel, mean_row_cosine};
 use raella_onnx::{Dim, FloatRunner, Tensor, proto};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+mod common;
+use common::root;
 
 /// onnx's runner input for a model: each element `i` of `n` holds `i / n`.
 fn input(shape: &[usize]) -> Tensor {

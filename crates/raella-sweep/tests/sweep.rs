@@ -7,23 +7,8 @@ use std::process::Command;
 
 use raella_sweep::{CSV_COLUMNS, Spec, run, write_results};
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .expect("workspace root")
-}
-
-fn presets() -> PathBuf {
-    root().join("fixtures/presets.toml")
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("raella-sweep-test-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
+mod common;
+use common::{presets, root, tmp};
 
 #[test]
 fn smoke_sweep_is_deterministic_and_matches_golden() {

@@ -4,17 +4,11 @@
 //! 8-bit digital reference exactly) and raella, with the cost model; the
 //! result files carry the text metrics and the shape-only cost comparison.
 
-use std::path::{Path, PathBuf};
-
 use raella_data::{Lee50, TextEncoder};
 use raella_sweep::{Spec, run, write_results};
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .expect("workspace root")
-}
+mod common;
+use common::root;
 
 const SPEC: &str = r#"
 name = "tiny-text"
