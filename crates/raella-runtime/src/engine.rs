@@ -852,25 +852,9 @@ fn add_filter_sums(y: &mut [i64], vals: &[i64], nws: usize) {
     }
 }
 
-/// Row bitsets of every input bit of every vector in `x` (vectors of `rows`
-/// values): layout `[(vector * 8 + bit) * words + word]`, `words` from
-/// [`ProgrammedCrossbar::row_bit_words`], bits past the last row zero.
-#[inline(always)]
-#[cfg(test)]
-fn bit_planes(x: &[u8], rows: usize) -> Vec<u64> {
-    let words = ProgrammedCrossbar::row_bit_words(rows);
-    let n = x.len() / rows.max(1);
-    let mut out = vec![0u64; n * 8 * words];
-    for (xr, o) in x
-        .chunks_exact(rows.max(1))
-        .zip(out.chunks_exact_mut(8 * words))
-    {
-        bit_planes_into(xr, o);
-    }
-    out
-}
-
-/// One vector's part of [`bit_planes`]: `out` holds `8 x words` zeroed words.
+/// One input vector's row bitsets, one per input bit: `out` holds `8 x words`
+/// zeroed words, `words` from [`ProgrammedCrossbar::row_bit_words`], laid out
+/// `[bit * words + word]`; bits past the last row stay zero.
 #[inline(always)]
 fn bit_planes_into(xr: &[u8], out: &mut [u64]) {
     let words = out.len() / 8;
@@ -1255,7 +1239,7 @@ struct Recovered {
 /// Re-runs each flagged `(vector, column)` of a `width`-bit speculative slice at
 /// `shift` as `width` 1-bit slices over its column only, and shift-adds the
 /// 1-bit codes into `acc`. `xbits` holds the row block's input bit-planes
-/// (see [`bit_planes`]).
+/// (see [`bit_planes_into`]).
 ///
 /// `spec_sums` are the exact integer speculative sums (ideal devices, no read
 /// noise; `cols` per vector). Then the 1-bit sums satisfy
