@@ -366,15 +366,16 @@ impl ProgrammedCrossbar {
         stuck_devices: usize,
     ) -> Self {
         let integral = levels_integral(geometry, &diff) && levels_integral(geometry, &magnitude);
-        // Integer levels (ideal programming) also get the packed integer layout,
-        // when the magnitudes (so the differences too) fit it.
+        // Integer levels (ideal programming) also get the packed integer layout
+        // when the magnitudes (so the differences too) fit it: always when two
+        // full devices do, else checked.
         #[allow(clippy::cast_precision_loss)]
-        let fits = integral
-            && f32::from(geometry.max_level()) * 2.0 <= crate::packed::MAX_LEVEL as f32
-            || magnitude
-                .iter()
-                .all(|m| m.abs() <= crate::packed::MAX_LEVEL as f32);
-        let packed = (integral && fits)
+        let limit = crate::packed::MAX_LEVEL as f32;
+        let fits = || {
+            2.0 * f32::from(geometry.max_level()) <= limit
+                || magnitude.iter().all(|m| m.abs() <= limit)
+        };
+        let packed = (integral && fits())
             .then(|| pack(&diff))
             .flatten()
             .map(|p| (p, std::sync::OnceLock::new()));
@@ -1174,9 +1175,6 @@ mod tests {
         assert_eq!(p.diff_column(0), &[0.0, 0.0, 0.0]);
     }
 
-    /// `bit_rows_sum` gives every column the value of its single-column read,
-    /// bit for bit, on programmed (real-valued) conductances, for sums,
-    /// magnitudes and squares, partial last words included.
     #[test]
     fn tiled_transpose_equals_the_view() {
         for (r, c) in [(1, 1), (3, 40), (17, 16), (33, 70), (512, 510)] {
@@ -1186,6 +1184,9 @@ mod tests {
         }
     }
 
+    /// `bit_rows_sum` gives every column the value of its single-column read,
+    /// bit for bit, on programmed (real-valued) conductances, for sums,
+    /// magnitudes and squares, partial last words included.
     #[test]
     fn bit_rows_sum_equals_the_column_reads() {
         let xb = levels_xbar(CellKind::TwoT2R, 150, 21);
