@@ -362,6 +362,14 @@ impl QuantModel {
         Ok(Self { graph, layers })
     }
 
+    /// One empty slot per weight layer and group.
+    fn per_group<T: Clone>(&self) -> Vec<Vec<Option<T>>> {
+        self.layers
+            .iter()
+            .map(|l| vec![None; l.groups.len()])
+            .collect()
+    }
+
     /// Runs one batch with `backend` for the MACs: the graph outputs, per
     /// weight layer this batch's statistics (groups summed), and the last
     /// weight layer's input tensor (the penultimate features).
@@ -377,12 +385,7 @@ impl QuantModel {
         let runner = QuantRunner {
             model: self,
             backend,
-            stats: Mutex::new(
-                self.layers
-                    .iter()
-                    .map(|l| vec![None; l.groups.len()])
-                    .collect(),
-            ),
+            stats: Mutex::new(self.per_group()),
             capture: None,
             features: Mutex::new(None),
             error: Mutex::new(None),
@@ -411,27 +414,13 @@ impl QuantModel {
         batches: &[Vec<Tensor>],
     ) -> Result<Vec<Vec<QInput>>, NetworkError> {
         let backend = ExactBackend::new(self);
-        let mut all: Vec<Vec<Option<QInput>>> = self
-            .layers
-            .iter()
-            .map(|l| vec![None; l.groups.len()])
-            .collect();
+        let mut all: Vec<Vec<Option<QInput>>> = self.per_group();
         for batch in batches {
             let runner = QuantRunner {
                 model: self,
                 backend: &backend,
-                stats: Mutex::new(
-                    self.layers
-                        .iter()
-                        .map(|l| vec![None; l.groups.len()])
-                        .collect(),
-                ),
-                capture: Some(Mutex::new(
-                    self.layers
-                        .iter()
-                        .map(|l| vec![None; l.groups.len()])
-                        .collect(),
-                )),
+                stats: Mutex::new(self.per_group()),
+                capture: Some(Mutex::new(self.per_group())),
                 features: Mutex::new(None),
                 error: Mutex::new(None),
             };
