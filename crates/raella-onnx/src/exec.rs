@@ -171,10 +171,16 @@ fn run_layer(
     batch: u64,
     products: &mut Duration,
 ) -> Result<Tensor, OpError> {
-    let mut matmul = |gi: usize, vectors: Vectors| {
+    // One group's product and the time it took (groups of a convolution may
+    // run concurrently, so the caller adds the times up).
+    let timed = |gi: usize, vectors: Vectors| {
         let t = Instant::now();
         let r = runner.matmul(index, layer, gi, vectors, batch);
-        *products += t.elapsed();
+        (r, t.elapsed())
+    };
+    let mut matmul = |gi: usize, vectors: Vectors| {
+        let (r, took) = timed(gi, vectors);
+        *products += took;
         r
     };
     let dtype = x.dtype();
@@ -282,17 +288,11 @@ fn run_layer(
                     }
                     Array2::from_shape_vec((n * oh * ow, k), all).expect("shape")
                 });
-                let t = Instant::now();
-                let r = runner.matmul(index, layer, gi, vectors, batch);
-                (r, t.elapsed())
+                timed(gi, vectors)
             };
             // Waves of a few groups per thread: each wave's outputs are laid
             // out before the next starts, so at most a wave's are held besides `y`.
-            let wave = if g.groups == 1 {
-                1
-            } else {
-                4 * rayon::current_num_threads()
-            };
+            let wave = 4 * rayon::current_num_threads();
             for first in (0..g.groups).step_by(wave) {
                 let last = (first + wave).min(g.groups);
                 let results: Vec<_> = if last - first == 1 {
