@@ -340,6 +340,8 @@ pub struct ProgrammedCrossbar {
     /// Every conductance an integer level in range (ideal programming).
     integral: bool,
     level_planes: std::sync::OnceLock<Option<LevelPlanes>>,
+    /// `G+ - G-` as unsigned bit-planes, for exact 1-bit reads (recovery).
+    diff_planes: std::sync::OnceLock<Option<DiffPlanes>>,
     /// Ideal devices only: `G+ - G-` and (on first use) `G+ + G-` packed for
     /// integer batches.
     packed: Option<(PackedLevels, std::sync::OnceLock<PackedLevels>)>,
@@ -391,6 +393,7 @@ impl ProgrammedCrossbar {
             diff_t: std::sync::OnceLock::new(),
             integral,
             level_planes: std::sync::OnceLock::new(),
+            diff_planes: std::sync::OnceLock::new(),
             packed,
             magnitude,
             magnitude_t: std::sync::OnceLock::new(),
@@ -407,7 +410,12 @@ impl ProgrammedCrossbar {
     /// planes, packed magnitudes), so that a design's build time includes it
     /// and its first evaluation does not.
     pub fn prepare_reads(&self) {
-        let _ = (self.planes(), self.diff_t(), self.magnitude_t());
+        let _ = (
+            self.planes(),
+            self.exact_bits(),
+            self.diff_t(),
+            self.magnitude_t(),
+        );
         if let Some((_, m)) = &self.packed {
             m.get_or_init(|| pack(&self.magnitude).expect("magnitudes checked to fit"));
         }
@@ -421,6 +429,17 @@ impl ProgrammedCrossbar {
     /// `G+ + G-` transposed (`cols x rows`).
     fn magnitude_t(&self) -> &Array2<f32> {
         self.magnitude_t.get_or_init(|| transposed(&self.magnitude))
+    }
+
+    /// Exact 1-bit column reads, for integer levels (ideal programming):
+    /// what recovery reads, several input bits of a column per call.
+    #[must_use]
+    #[inline(always)]
+    pub fn exact_bits(&self) -> Option<ExactBits<'_>> {
+        self.diff_planes
+            .get_or_init(|| self.integral.then(|| DiffPlanes::new(self.diff_t())))
+            .as_ref()
+            .map(|planes| ExactBits { planes })
     }
 
     /// The level planes, for integer levels.
@@ -883,6 +902,123 @@ impl LevelPlanes {
     }
 }
 
+/// `d - min_c` of every column's `G+ - G-` (`d`, integer levels) as unsigned
+/// bit-planes, `min_c` the column's smallest difference: a 1-bit read is
+/// `sum_l 2^l popcount(x & U_l) + min_c popcount(x)`, `bits(max_c - min_c)`
+/// popcounts per word where the device-level planes take two per level bit
+/// (Center+Offset's small signed offsets need one plane fewer than a device
+/// has bits; one-device columns half as many).
+#[derive(Debug, Clone)]
+struct DiffPlanes {
+    /// Words per row bitset ([`ProgrammedCrossbar::row_bit_words`]).
+    words: usize,
+    /// Planes per column in `data` (the most any column needs).
+    stride: usize,
+    /// Planes column `c` needs.
+    planes: Vec<usize>,
+    min: Vec<i32>,
+    /// `[(col * stride + l) * words + word]`.
+    data: Vec<u64>,
+}
+
+impl DiffPlanes {
+    /// From the transposed differences (`cols x rows`, integer levels).
+    fn new(diff_t: &Array2<f32>) -> Self {
+        let (cols, rows) = diff_t.dim();
+        let all = diff_t.as_slice().expect("standard layout");
+        let words = ProgrammedCrossbar::row_bit_words(rows);
+        #[allow(clippy::cast_possible_truncation)]
+        let level = |d: f32| d as i32;
+        let (mut planes, mut min) = (Vec::with_capacity(cols), Vec::with_capacity(cols));
+        for col in all.chunks_exact(rows.max(1)).take(cols) {
+            let lo = col.iter().map(|&d| level(d)).min().unwrap_or(0);
+            let hi = col.iter().map(|&d| level(d)).max().unwrap_or(0);
+            #[allow(clippy::cast_sign_loss)]
+            planes.push((32 - ((hi - lo) as u32).leading_zeros()) as usize);
+            min.push(lo);
+        }
+        let stride = planes.iter().copied().max().unwrap_or(0);
+        let mut data = vec![0u64; cols * stride * words];
+        for (c, col) in all.chunks_exact(rows.max(1)).take(cols).enumerate() {
+            for (word, dw) in col.chunks(64).enumerate() {
+                for (i, &d) in dw.iter().enumerate() {
+                    #[allow(clippy::cast_sign_loss)]
+                    let u = (level(d) - min[c]) as u32;
+                    for l in 0..planes[c] {
+                        data[(c * stride + l) * words + word] |= u64::from((u >> l) & 1) << i;
+                    }
+                }
+            }
+        }
+        Self {
+            words,
+            stride,
+            planes,
+            min,
+            data,
+        }
+    }
+}
+
+/// Exact 1-bit column reads of an ideal crossbar
+/// ([`ProgrammedCrossbar::exact_bits`]).
+#[derive(Debug, Clone, Copy)]
+pub struct ExactBits<'a> {
+    planes: &'a DiffPlanes,
+}
+
+impl ExactBits<'_> {
+    /// Words per row bitset that [`Self::column_sums`] reads
+    /// ([`ProgrammedCrossbar::row_bit_words`] of the used rows).
+    #[must_use]
+    pub fn words(&self) -> usize {
+        self.planes.words
+    }
+
+    /// `out[t] = sum_r bit_r(x_t) (G+ - G-)[r][col]` for the row bitsets
+    /// `x_t = bits[t * words .. (t + 1) * words]` (`words` = [`Self::words`],
+    /// bits past the used rows zero): a column's reads under several input
+    /// bits, exact.
+    #[inline(always)]
+    pub fn column_sums(&self, col: usize, bits: &[u64], out: &mut [i32]) {
+        let p = self.planes;
+        let (n, min) = (p.planes[col], i64::from(p.min[col]));
+        let u = &p.data[col * p.stride * p.words..][..n * p.words];
+        // |sum| <= rows x 30, far below 2^31.
+        #[allow(clippy::cast_possible_truncation)]
+        if p.words == 1 {
+            // One word (at most 64 rows): scalar popcounts.
+            for (o, &x) in out.iter_mut().zip(bits) {
+                let mut s = min * i64::from(x.count_ones());
+                for (l, &w) in u.iter().enumerate() {
+                    s += i64::from((x & w).count_ones()) << l;
+                }
+                *o = s as i32;
+            }
+        } else {
+            for (o, x) in out.iter_mut().zip(bits.chunks_exact(p.words)) {
+                // Per-lane sums over 512-bit blocks; one reduction per bitset.
+                let mut lanes = [0i64; PLANE_BLOCK];
+                for (bi, xb) in x.chunks_exact(PLANE_BLOCK).enumerate() {
+                    let xb: &[u64; PLANE_BLOCK] = xb.try_into().expect("whole blocks");
+                    for k in 0..PLANE_BLOCK {
+                        lanes[k] += min * i64::from(xb[k].count_ones());
+                    }
+                    for (l, plane) in u.chunks_exact(p.words).enumerate() {
+                        let w: &[u64; PLANE_BLOCK] = plane[bi * PLANE_BLOCK..][..PLANE_BLOCK]
+                            .try_into()
+                            .expect("whole blocks");
+                        for k in 0..PLANE_BLOCK {
+                            lanes[k] += i64::from((xb[k] & w[k]).count_ones()) << l;
+                        }
+                    }
+                }
+                *o = lanes.iter().sum::<i64>() as i32;
+            }
+        }
+    }
+}
+
 /// Whether every conductance is an integer level in `[-max, max]` (what
 /// [`LevelPlanes::new`] requires). The casts are exact in range (levels <
 /// 2^16) and a NaN fails; no `trunc`, a library call on the baseline target.
@@ -1011,6 +1147,70 @@ mod tests {
                     } else {
                         assert!((x - y).abs() <= 1e-3 * y.abs().max(1.0), "{x} vs {y}");
                     }
+                }
+            }
+        }
+    }
+
+    /// Several 1-bit reads of a column at once ([`ExactBits::column_sums`])
+    /// equal the plain sums: one-word and multi-block row counts; signed,
+    /// non-negative (one device used), constant and all-zero columns.
+    #[test]
+    fn exact_bit_reads_equal_the_plain_sum() {
+        let mut rng = stream_rng(11, &[]);
+        for &(rows, cols) in &[
+            (1usize, 2usize),
+            (9, 6),
+            (64, 5),
+            (65, 4),
+            (288, 6),
+            (700, 3),
+        ] {
+            let g = CrossbarGeometry::new(rows, cols, CellKind::TwoT2R, 4).unwrap();
+            // Column c: random signed (c % 3 == 0), non-negative (1), constant (2);
+            // the last column all zero.
+            let level = |rng: &mut Xoshiro256PlusPlus, c: usize| match c % 3 {
+                _ if c == cols - 1 => 0,
+                0 => rng.random_range(-15..=15),
+                1 => rng.random_range(0..=9),
+                _ => -3,
+            };
+            let levels: Vec<i32> = (0..rows * cols)
+                .map(|i| level(&mut rng, i % cols))
+                .collect();
+            let pos = levels
+                .iter()
+                .map(|&l| u8::try_from(l.max(0)).unwrap())
+                .collect();
+            let neg = levels
+                .iter()
+                .map(|&l| u8::try_from((-l).max(0)).unwrap())
+                .collect();
+            let p = Crossbar::new(g, rows, cols, pos, Some(neg))
+                .unwrap()
+                .program(None, &mut stream_rng(0, &[]));
+            let reader = p.exact_bits().expect("ideal programming");
+            let words = reader.words();
+            assert_eq!(words, ProgrammedCrossbar::row_bit_words(rows));
+            let n = 3;
+            let active: Vec<Vec<bool>> = (0..n)
+                .map(|_| (0..rows).map(|_| rng.random_range(0..2) == 0).collect())
+                .collect();
+            let mut bits = vec![0u64; n * words];
+            for (t, a) in active.iter().enumerate() {
+                for r in (0..rows).filter(|&r| a[r]) {
+                    bits[t * words + r / 64] |= 1 << (r % 64);
+                }
+            }
+            for c in 0..cols {
+                let mut got = vec![i32::MIN; n];
+                reader.column_sums(c, &bits, &mut got);
+                for (t, a) in active.iter().enumerate() {
+                    let want: i32 = (0..rows)
+                        .filter(|&r| a[r])
+                        .map(|r| levels[r * cols + c])
+                        .sum();
+                    assert_eq!(got[t], want, "{rows} rows, column {c}, bit {t}");
                 }
             }
         }

@@ -50,7 +50,7 @@ pub mod realism;
 
 pub use activity::Activity;
 pub use adc::{Adc, Conversion};
-pub use crossbar::{BitRows, Crossbar, ProgrammedCrossbar};
+pub use crossbar::{BitRows, Crossbar, ExactBits, ProgrammedCrossbar};
 pub use error::DeviceError;
 pub use geometry::{CellKind, CrossbarGeometry};
 pub use ir_drop::{Effective, exact_effective, first_order, max_correction, resummed};

@@ -23,7 +23,7 @@ use ndarray::{Array2, ArrayView2, s};
 use raella_compiler::MappedLayer;
 use raella_device::normal::{fill_normals, normal_pairs, stream_child, stream_key};
 use raella_device::{
-    Adc, AdcInstance, BitRows, ColumnNoise, DeviceNoise, DriftCompensation, Kernel,
+    Adc, AdcInstance, BitRows, ColumnNoise, DeviceNoise, DriftCompensation, ExactBits, Kernel,
     ProgrammedCrossbar, stream_rng,
 };
 use rayon::prelude::*;
@@ -699,11 +699,15 @@ impl ProgrammedLayer {
                                 );
                             }
                         }
-                        let spec_sums = match &sums {
-                            Sums::Int(sums) if !lumped_int => Some(sums.as_slice()),
+                        let exact = match (&sums, px.exact_bits()) {
+                            (Sums::Int(sums), Some(reader)) if !lumped_int => Some((sums, reader)),
                             _ => None,
                         };
-                        let r = if lumped_int {
+                        let r = if let Some((sums, reader)) = exact {
+                            recover_exact(
+                                reader, &adc, &flagged, sums, cols, &xbits, sh, widths[j], &mut acc,
+                            )
+                        } else if lumped_int {
                             recover_lumped(
                                 px,
                                 &adc,
@@ -722,7 +726,6 @@ impl ProgrammedLayer {
                                 noise,
                                 adcs,
                                 &flagged,
-                                spec_sums,
                                 &xbits,
                                 sh,
                                 widths[j],
@@ -1239,12 +1242,8 @@ struct Recovered {
 /// Re-runs each flagged `(vector, column)` of a `width`-bit speculative slice at
 /// `shift` as `width` 1-bit slices over its column only, and shift-adds the
 /// 1-bit codes into `acc`. `xbits` holds the row block's input bit-planes
-/// (see [`bit_planes_into`]).
-///
-/// `spec_sums` are the exact integer speculative sums (ideal devices, no read
-/// noise; `cols` per vector). Then the 1-bit sums satisfy
-/// `S = sum_t S_t 2^t` exactly, so bits 1.. are computed and bit 0 is
-/// `S - sum_{t>0} S_t 2^t`: the same integers, one column read fewer.
+/// (see [`bit_planes_into`]). Ideal devices without read noise take
+/// [`recover_exact`].
 #[inline(always)]
 fn recover(
     px: &ProgrammedCrossbar,
@@ -1252,7 +1251,6 @@ fn recover(
     noise: ColumnNoise,
     adcs: Option<&[AdcInstance]>,
     flagged: &[(usize, usize)],
-    spec_sums: Option<&[i32]>,
     xbits: &[u64],
     shift: u32,
     width: u32,
@@ -1315,74 +1313,110 @@ fn recover(
             any_out |= !conv.in_range;
             value += kept << (shift + t);
         };
-        if let Some(sums) = spec_sums {
-            let mut rest = sums[v * cols + c];
-            for (t, plane) in (0..width).zip(planes.chunks_exact(words)).skip(1) {
-                let s = px
-                    .column_sum_bits_exact(c, plane)
-                    .expect("integer sums come from ideal devices");
-                rest -= s << t;
-                let conv = adc.convert_exact(s);
-                record(t, conv, i64::from(conv.code));
-            }
-            let conv = adc.convert_exact(rest);
-            record(0, conv, i64::from(conv.code));
-        } else {
-            let (lo, hi) = (adc.min_code() as f32, adc.max_code() as f32);
-            let off = px.off_per_pulse();
-            for (t, plane) in (0..width).zip(planes.chunks_exact(words)) {
-                let exact = if !noisy && adcs.is_none() {
-                    px.column_sum_bits_exact(c, plane)
-                } else {
-                    None
-                };
-                let mut sum_seen = 0f32;
-                let conv = match exact {
-                    Some(exact) => adc.convert_exact(exact),
-                    None => {
-                        let at = t as usize * cols + c;
-                        let (mut sum, mag) = if dense_here {
-                            (dsum[at], if need_mag { dmag[at] } else { 0.0 })
-                        } else if need_mag {
-                            px.column_sum_and_magnitude_bits(c, plane)
+        let (lo, hi) = (adc.min_code() as f32, adc.max_code() as f32);
+        let off = px.off_per_pulse();
+        for (t, plane) in (0..width).zip(planes.chunks_exact(words)) {
+            let exact = if !noisy && adcs.is_none() {
+                px.column_sum_bits_exact(c, plane)
+            } else {
+                None
+            };
+            let mut sum_seen = 0f32;
+            let conv = match exact {
+                Some(exact) => adc.convert_exact(exact),
+                None => {
+                    let at = t as usize * cols + c;
+                    let (mut sum, mag) = if dense_here {
+                        (dsum[at], if need_mag { dmag[at] } else { 0.0 })
+                    } else if need_mag {
+                        px.column_sum_and_magnitude_bits(c, plane)
+                    } else {
+                        (px.column_sum_bits(c, plane), 0.0)
+                    };
+                    if noisy {
+                        let sq = if !need_sq {
+                            0.0
+                        } else if dense_here {
+                            dsq[at]
                         } else {
-                            (px.column_sum_bits(c, plane), 0.0)
+                            px.column_square_bits(c, plane)
                         };
-                        if noisy {
-                            let sq = if !need_sq {
-                                0.0
-                            } else if dense_here {
-                                dsq[at]
-                            } else {
-                                px.column_square_bits(c, plane)
-                            };
-                            sum += noise.sigma(mag, sq) * z[t as usize];
-                        }
-                        if let Some(inst) = adcs {
-                            sum = inst[c].transfer(sum, lo, hi);
-                        }
-                        sum_seen = sum;
-                        adc.convert(sum)
+                        sum += noise.sigma(mag, sq) * z[t as usize];
                     }
-                };
-                // 1T1R OFF current: the digital side removes its nominal value.
-                #[allow(clippy::cast_precision_loss)]
-                let nominal = if off > 0.0 {
-                    let active: u32 = plane.iter().map(|w| w.count_ones()).sum();
-                    off_current(off, active as f32)
-                } else {
-                    0.0
-                };
-                #[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation)]
-                let kept = if nominal > 0.0 {
-                    off_corrected(sum_seen, conv.code as f32, conv.in_range, nominal) as i64
-                } else {
-                    i64::from(conv.code)
-                };
-                record(t, conv, kept);
-            }
+                    if let Some(inst) = adcs {
+                        sum = inst[c].transfer(sum, lo, hi);
+                    }
+                    sum_seen = sum;
+                    adc.convert(sum)
+                }
+            };
+            // 1T1R OFF current: the digital side removes its nominal value.
+            #[allow(clippy::cast_precision_loss)]
+            let nominal = if off > 0.0 {
+                let active: u32 = plane.iter().map(|w| w.count_ones()).sum();
+                off_current(off, active as f32)
+            } else {
+                0.0
+            };
+            #[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation)]
+            let kept = if nominal > 0.0 {
+                off_corrected(sum_seen, conv.code as f32, conv.in_range, nominal) as i64
+            } else {
+                i64::from(conv.code)
+            };
+            record(t, conv, kept);
         }
         acc[[v, c]] += value;
+        out.inexact_slices += u64::from(any_out);
+    }
+    out
+}
+
+/// [`recover`] on ideal devices without read noise or ADC variation, from
+/// the exact speculative `sums` (`cols` per vector): bits `1..width` of each
+/// flagged column are read together ([`ExactBits::column_sums`]) and bit 0 is
+/// `S - sum_{t>0} S_t 2^t`, the same integers and conversions as [`recover`].
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn recover_exact(
+    reader: ExactBits<'_>,
+    adc: &Adc,
+    flagged: &[(usize, usize)],
+    sums: &[i32],
+    cols: usize,
+    xbits: &[u64],
+    shift: u32,
+    width: u32,
+    acc: &mut Array2<i64>,
+) -> Recovered {
+    let words = reader.words();
+    let acc = acc.as_slice_mut().expect("standard layout");
+    let w = width as usize;
+    let mut out = Recovered::default();
+    let mut bit_sums = [0i32; 8];
+    for &(v, c) in flagged {
+        // Bits 1..width of the slice's bit-planes.
+        let start = (v * 8 + shift as usize + 1) * words;
+        let s = &mut bit_sums[..w - 1];
+        reader.column_sums(c, &xbits[start..start + (w - 1) * words], s);
+        let mut rest = sums[v * cols + c];
+        let mut value = 0i64;
+        let mut any_out = false;
+        for (t, &st) in (1..).zip(s.iter()) {
+            rest -= st << t;
+            let conv = adc.convert_exact(st);
+            out.saturated += u64::from(conv.saturated);
+            out.out_of_range += u64::from(!conv.in_range);
+            any_out |= !conv.in_range;
+            value += i64::from(conv.code) << (shift + t);
+        }
+        let conv = adc.convert_exact(rest);
+        out.saturated += u64::from(conv.saturated);
+        out.out_of_range += u64::from(!conv.in_range);
+        any_out |= !conv.in_range;
+        value += i64::from(conv.code) << shift;
+        out.conversions += u64::from(width);
+        acc[v * cols + c] += value;
         out.inexact_slices += u64::from(any_out);
     }
     out
