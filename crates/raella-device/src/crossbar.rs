@@ -919,6 +919,9 @@ struct DiffPlanes {
     min: Vec<i32>,
     /// `[(col * stride + l) * words + word]`.
     data: Vec<u64>,
+    /// Column `c`'s rows per difference `min_c + i`: `counts[starts[c] + i]`.
+    counts: Vec<u32>,
+    starts: Vec<usize>,
 }
 
 impl DiffPlanes {
@@ -939,23 +942,31 @@ impl DiffPlanes {
         }
         let stride = planes.iter().copied().max().unwrap_or(0);
         let mut data = vec![0u64; cols * stride * words];
+        let mut starts = Vec::with_capacity(cols + 1);
+        let mut counts = Vec::new();
         for (c, col) in all.chunks_exact(rows.max(1)).take(cols).enumerate() {
+            starts.push(counts.len());
+            counts.resize(counts.len() + (1 << planes[c]), 0);
             for (word, dw) in col.chunks(64).enumerate() {
                 for (i, &d) in dw.iter().enumerate() {
                     #[allow(clippy::cast_sign_loss)]
                     let u = (level(d) - min[c]) as u32;
+                    counts[starts[c] + u as usize] += 1;
                     for l in 0..planes[c] {
                         data[(c * stride + l) * words + word] |= u64::from((u >> l) & 1) << i;
                     }
                 }
             }
         }
+        starts.push(counts.len());
         Self {
             words,
             stride,
             planes,
             min,
             data,
+            counts,
+            starts,
         }
     }
 }
@@ -973,6 +984,47 @@ impl ExactBits<'_> {
     #[must_use]
     pub fn words(&self) -> usize {
         self.planes.words
+    }
+
+    /// The most active rows `k` for which every 1-bit read of column `col`
+    /// lies strictly between `above` and `below`, whichever `k` rows are
+    /// active: the `k` largest differences sum below `below` and the `k`
+    /// smallest above `above` (needs `above < 0 < below`). A read with at most
+    /// that many bits set needs no popcounts to know it is in a range.
+    #[must_use]
+    pub fn safe_rows(&self, col: usize, below: i32, above: i32) -> u32 {
+        let p = self.planes;
+        let counts = &p.counts[p.starts[col]..p.starts[col + 1]];
+        let min = p.min[col];
+        // Rows taken from the largest positive (or most negative) difference on
+        // while the partial sum stays inside the bound.
+        let take = |values: &mut dyn Iterator<Item = (i32, u32)>, room: i64| -> u32 {
+            let (mut k, mut sum) = (0u32, 0i64);
+            for (d, n) in values {
+                let d = i64::from(d.unsigned_abs());
+                if d == 0 {
+                    break;
+                }
+                let fit = u32::try_from(((room - sum) / d).max(0)).unwrap_or(u32::MAX);
+                if fit < n {
+                    return k + fit;
+                }
+                k += n;
+                sum += d * i64::from(n);
+            }
+            u32::MAX
+        };
+        let value = |i: usize| min + i32::try_from(i).unwrap_or(i32::MAX);
+        let mut pos = (0..counts.len())
+            .rev()
+            .map(|i| (value(i), counts[i]))
+            .take_while(|&(d, _)| d > 0);
+        let mut neg = (0..counts.len())
+            .map(|i| (value(i), counts[i]))
+            .take_while(|&(d, _)| d < 0);
+        let kp = take(&mut pos, i64::from(below) - 1);
+        let kn = take(&mut neg, -i64::from(above) - 1);
+        kp.min(kn)
     }
 
     /// `out[t] = sum_r bit_r(x_t) (G+ - G-)[r][col]` for the row bitsets
@@ -1211,6 +1263,70 @@ mod tests {
                         .map(|r| levels[r * cols + c])
                         .sum();
                     assert_eq!(got[t], want, "{rows} rows, column {c}, bit {t}");
+                }
+            }
+        }
+    }
+
+    /// [`ExactBits::safe_rows`] is sound (every read of at most that many
+    /// rows lies inside the bounds) and tight (the worst `k + 1` rows leave).
+    #[test]
+    fn safe_rows_are_sound_and_tight() {
+        let mut rng = stream_rng(12, &[]);
+        for &(rows, spread) in &[(9usize, 15i32), (40, 3), (288, 7), (600, 15)] {
+            let cols = 6;
+            let g = CrossbarGeometry::new(rows, cols, CellKind::TwoT2R, 4).unwrap();
+            let levels: Vec<i32> = (0..rows * cols)
+                .map(|i| match i % cols {
+                    // Non-negative, non-positive, all zero, signed.
+                    1 => rng.random_range(0..=spread),
+                    2 => -rng.random_range(0..=spread),
+                    3 => 0,
+                    _ => rng.random_range(-spread..=spread),
+                })
+                .collect();
+            let pos = levels
+                .iter()
+                .map(|&l| u8::try_from(l.max(0)).unwrap())
+                .collect();
+            let neg = levels
+                .iter()
+                .map(|&l| u8::try_from((-l).max(0)).unwrap())
+                .collect();
+            let p = Crossbar::new(g, rows, cols, pos, Some(neg))
+                .unwrap()
+                .program(None, &mut stream_rng(0, &[]));
+            let reader = p.exact_bits().unwrap();
+            for &(below, above) in &[(64, -65), (64, -1), (8, -9)] {
+                for c in 0..cols {
+                    let col: Vec<i32> = (0..rows).map(|r| levels[r * cols + c]).collect();
+                    let k = reader.safe_rows(c, below, above);
+                    let inside = |s: i32| above < s && s < below;
+                    // Sound: random sets of at most k rows.
+                    let kmax = usize::try_from(k).unwrap_or(usize::MAX).min(rows);
+                    for _ in 0..200 {
+                        let n = rng.random_range(0..=kmax);
+                        let mut idx: Vec<usize> = (0..rows).collect();
+                        for i in 0..n {
+                            let j = rng.random_range(i..rows);
+                            idx.swap(i, j);
+                        }
+                        let s: i32 = idx[..n].iter().map(|&r| col[r]).sum();
+                        assert!(inside(s), "{rows} rows col {c}: {n} <= {k} rows sum {s}");
+                    }
+                    // Tight: the k + 1 largest or smallest differences leave.
+                    if kmax < rows {
+                        let mut sorted = col.clone();
+                        sorted.sort_unstable();
+                        let low: i32 = sorted[..=kmax].iter().sum();
+                        let high: i32 = sorted[rows - kmax - 1..].iter().sum();
+                        assert!(
+                            !inside(low) || !inside(high),
+                            "{rows} rows col {c}: k = {k}"
+                        );
+                    } else {
+                        assert_eq!(k, u32::MAX, "every row fits: unbounded");
+                    }
                 }
             }
         }

@@ -485,6 +485,8 @@ impl ProgrammedLayer {
             // has a flagged column (most vectors never do).
             let words = ProgrammedCrossbar::row_bit_words(rows);
             let mut xbits = vec![0u64; if recovery { b * 8 * words } else { 0 }];
+            // Each bit-plane's set bits (active rows).
+            let mut xones = vec![0u32; if recovery { b * 8 } else { 0 }];
             let mut have_bits = vec![false; if recovery { b } else { 0 }];
 
             while xi < m.crossbars().len() && m.crossbars()[xi].row_block == rb {
@@ -529,6 +531,10 @@ impl ProgrammedLayer {
                 // Per vector, the OFF current's nominal value in this slice (1T1R).
                 let mut off_nominal = vec![0f32; if off > 0.0 { b } else { 0 }];
                 let mut flagged: Vec<(usize, usize)> = Vec::new();
+                // Per column, the active rows a recovered read can have and
+                // still be known in range ([`ExactBits::safe_rows`]; built
+                // on the first exact recovery).
+                let mut safe: Vec<u32> = Vec::new();
                 let xkey = crossbar_key(cfg.seed, pass, xi);
                 // One row of standard normal draws (read noise).
                 let mut z = vec![
@@ -693,10 +699,14 @@ impl ProgrammedLayer {
                         for &(v, _) in &flagged {
                             if !have_bits[v] {
                                 have_bits[v] = true;
-                                bit_planes_into(
-                                    &xs[v * rows..(v + 1) * rows],
-                                    &mut xbits[v * 8 * words..(v + 1) * 8 * words],
-                                );
+                                let planes = &mut xbits[v * 8 * words..(v + 1) * 8 * words];
+                                bit_planes_into(&xs[v * rows..(v + 1) * rows], planes);
+                                for (o, plane) in xones[v * 8..(v + 1) * 8]
+                                    .iter_mut()
+                                    .zip(planes.chunks(words))
+                                {
+                                    *o = plane.iter().map(|w| w.count_ones()).sum();
+                                }
                             }
                         }
                         let exact = match (&sums, px.exact_bits()) {
@@ -704,8 +714,25 @@ impl ProgrammedLayer {
                             _ => None,
                         };
                         let r = if let Some((sums, reader)) = exact {
+                            if safe.is_empty() {
+                                // Reads strictly inside the ADC's range: neither
+                                // clipped nor flagged.
+                                let above = adc.min_code() - i32::from(!adc.signed());
+                                safe = (0..cols)
+                                    .map(|c| reader.safe_rows(c, adc.max_code(), above))
+                                    .collect();
+                            }
                             recover_exact(
-                                reader, &adc, &flagged, sums, cols, &xbits, sh, widths[j], &mut acc,
+                                reader,
+                                &adc,
+                                &flagged,
+                                sums,
+                                cols,
+                                (&xbits, &xones),
+                                &safe,
+                                sh,
+                                widths[j],
+                                &mut acc,
                             )
                         } else if lumped_int {
                             recover_lumped(
@@ -1376,6 +1403,11 @@ fn recover(
 /// the exact speculative `sums` (`cols` per vector): bits `1..width` of each
 /// flagged column are read together ([`ExactBits::column_sums`]) and bit 0 is
 /// `S - sum_{t>0} S_t 2^t`, the same integers and conversions as [`recover`].
+///
+/// `bits` are the bit-planes and their popcounts. When none of the slice's
+/// bits has more active rows than `safe[c]`, every read is known to lie
+/// strictly inside the ADC's range: each code is its sum, none clips or is
+/// flagged, and the codes shift-add to `S` itself, so no read is made.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn recover_exact(
@@ -1384,7 +1416,8 @@ fn recover_exact(
     flagged: &[(usize, usize)],
     sums: &[i32],
     cols: usize,
-    xbits: &[u64],
+    (xbits, xones): (&[u64], &[u32]),
+    safe: &[u32],
     shift: u32,
     width: u32,
     acc: &mut Array2<i64>,
@@ -1395,6 +1428,12 @@ fn recover_exact(
     let mut out = Recovered::default();
     let mut bit_sums = [0i32; 8];
     for &(v, c) in flagged {
+        let first = v * 8 + shift as usize;
+        if xones[first..first + w].iter().all(|&n| n <= safe[c]) {
+            out.conversions += u64::from(width);
+            acc[v * cols + c] += i64::from(sums[v * cols + c]) << shift;
+            continue;
+        }
         // Bits 1..width of the slice's bit-planes.
         let start = (v * 8 + shift as usize + 1) * words;
         let s = &mut bit_sums[..w - 1];
