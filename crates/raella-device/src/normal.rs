@@ -85,12 +85,12 @@ fn cos_sin_turn(u: f32) -> (f32, f32) {
                     * (1.0
                         - p2 / 30.0 * (1.0 - p2 / 56.0 * (1.0 - p2 / 90.0 * (1.0 - p2 / 132.0)))));
     // Rotate by the quadrant: q = 0: (c, s); 1: (-s, c); 2: (-c, -s); 3: (s, -c).
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-    let qi = q as u32;
-    let swap = qi & 1 == 1;
+    // Float tests of `q` (0, 1, 2 or 3, exact), not an integer conversion:
+    // the selects then vectorise.
+    let swap = q == 1.0 || q == 3.0;
     let (x, y) = if swap { (s, c) } else { (c, s) };
-    let neg_x = qi == 1 || qi == 2;
-    let neg_y = qi >= 2;
+    let neg_x = q == 1.0 || q == 2.0;
+    let neg_y = q >= 2.0;
     (if neg_x { -x } else { x }, if neg_y { -y } else { y })
 }
 
@@ -152,14 +152,22 @@ pub fn fill_normals(key: u64, out: &mut [f32]) {
         for ((c, s), &u) in c.iter_mut().zip(s.iter_mut()).zip(&u2) {
             (*c, *s) = cos_sin_turn(u);
         }
-        let half = block.len() / 2;
-        let mut pairs = block.chunks_exact_mut(2);
-        for (((p, &rad), &c), &s) in (&mut pairs).zip(&radius).zip(&c).zip(&s) {
-            p[0] = rad * c;
-            p[1] = rad * s;
-        }
-        if let Some(last) = pairs.into_remainder().first_mut() {
-            *last = radius[half] * c[half];
+        if let Ok(whole) = <&mut [f32; 2 * BLOCK]>::try_from(&mut *block) {
+            // A whole block: fixed-size interleaving stores vectorise.
+            for k in 0..BLOCK {
+                whole[2 * k] = radius[k] * c[k];
+                whole[2 * k + 1] = radius[k] * s[k];
+            }
+        } else {
+            let half = block.len() / 2;
+            let mut pairs = block.chunks_exact_mut(2);
+            for (((p, &rad), &c), &s) in (&mut pairs).zip(&radius).zip(&c).zip(&s) {
+                p[0] = rad * c;
+                p[1] = rad * s;
+            }
+            if let Some(last) = pairs.into_remainder().first_mut() {
+                *last = radius[half] * c[half];
+            }
         }
         first += BLOCK as u64;
     }
