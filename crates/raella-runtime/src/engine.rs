@@ -1128,7 +1128,8 @@ fn convert_shift_add_noisy<K: Fn(usize) -> u64>(
         .zip(acc.chunks_exact_mut(cols))
         .enumerate()
     {
-        if wide && mrow.iter().any(|&m| m > 0) {
+        // Branch-free (a maximum vectorises; `any` stops early, scalar).
+        if wide && mrow.iter().fold(0, |a, &m| a.max(m)) > 0 {
             fill_normals((rows.key)(v), zrow);
         }
         let zrow = &*zrow;
