@@ -696,7 +696,24 @@ impl ProgrammedLayer {
                     }
                     stats.inexact_column_slices += inexact;
                     if recovery {
-                        for &(v, _) in &flagged {
+                        let exact = match (&sums, px.exact_bits()) {
+                            (Sums::Int(sums), Some(reader)) if !lumped_int => Some((sums, reader)),
+                            _ => None,
+                        };
+                        if let Some((_, reader)) = exact
+                            && safe.is_empty()
+                        {
+                            // Reads strictly inside the ADC's range: neither
+                            // clipped nor flagged.
+                            let above = adc.min_code() - i32::from(!adc.signed());
+                            safe = (0..cols)
+                                .map(|c| reader.safe_rows(c, adc.max_code(), above))
+                                .collect();
+                        }
+                        // Every column in range under any input: no read, so
+                        // no bit-planes either.
+                        let unread = exact.is_some() && safe.iter().all(|&k| k == u32::MAX);
+                        for &(v, _) in flagged.iter().filter(|_| !unread) {
                             if !have_bits[v] {
                                 have_bits[v] = true;
                                 let planes = &mut xbits[v * 8 * words..(v + 1) * 8 * words];
@@ -709,19 +726,7 @@ impl ProgrammedLayer {
                                 }
                             }
                         }
-                        let exact = match (&sums, px.exact_bits()) {
-                            (Sums::Int(sums), Some(reader)) if !lumped_int => Some((sums, reader)),
-                            _ => None,
-                        };
                         let r = if let Some((sums, reader)) = exact {
-                            if safe.is_empty() {
-                                // Reads strictly inside the ADC's range: neither
-                                // clipped nor flagged.
-                                let above = adc.min_code() - i32::from(!adc.signed());
-                                safe = (0..cols)
-                                    .map(|c| reader.safe_rows(c, adc.max_code(), above))
-                                    .collect();
-                            }
                             recover_exact(
                                 reader,
                                 &adc,
@@ -1405,8 +1410,9 @@ fn recover(
 /// flagged column are read together ([`ExactBits::column_sums`]) and bit 0 is
 /// `S - sum_{t>0} S_t 2^t`, the same integers and conversions as [`recover`].
 ///
-/// `bits` are the bit-planes and their popcounts. When none of the slice's
-/// bits has more active rows than `safe[c]`, every read is known to lie
+/// `bits` are the bit-planes and their popcounts (not written when every
+/// `safe[c]` is `u32::MAX`). When none of the slice's bits has more active
+/// rows than `safe[c]`, every read is known to lie
 /// strictly inside the ADC's range: each code is its sum, none clips or is
 /// flagged, and the codes shift-add to `S` itself, so no read is made.
 #[inline(always)]
@@ -1430,7 +1436,7 @@ fn recover_exact(
     let mut bit_sums = [0i32; 8];
     for &(v, c) in flagged {
         let first = v * 8 + shift as usize;
-        if xones[first..first + w].iter().all(|&n| n <= safe[c]) {
+        if safe[c] == u32::MAX || xones[first..first + w].iter().all(|&n| n <= safe[c]) {
             out.conversions += u64::from(width);
             acc[v * cols + c] += i64::from(sums[v * cols + c]) << shift;
             continue;
