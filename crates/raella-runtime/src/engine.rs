@@ -19,7 +19,7 @@
 //! conversion draws its own value, and results do not depend on chunking or
 //! thread count.
 
-use ndarray::{Array2, ArrayView2, s};
+use ndarray::{Array2, ArrayView2, ArrayViewMut2, Axis, s};
 use raella_compiler::MappedLayer;
 use raella_device::normal::{fill_normals, normal_pairs, stream_child, stream_key};
 use raella_device::{
@@ -321,19 +321,30 @@ impl ProgrammedLayer {
         let chunk =
             (CHUNK_ELEMENTS / self.mapped.inputs().max(1)).clamp(CHUNK_VECTORS, 16 * CHUNK_VECTORS);
         let luts = Luts::new(cfg);
-        let starts: Vec<usize> = (0..n).step_by(chunk).collect();
-        let parts: Vec<(Array2<i64>, LayerStats)> = starts
-            .par_iter()
-            .map(|&start| {
-                let end = (start + chunk).min(n);
-                self.run_chunk(x.slice(s![start..end, ..]), start, cfg, &luts, pass, gather)
+        let width = self.gather_width(gather);
+        let mut y = Array2::<i64>::zeros((n, width));
+        // Each chunk writes its rows of `y` in place; the statistics are added
+        // in chunk order (the float sums do not depend on thread timing).
+        let rows: Vec<ArrayViewMut2<'_, i64>> = y.axis_chunks_iter_mut(Axis(0), chunk).collect();
+        let parts: Vec<LayerStats> = rows
+            .into_par_iter()
+            .enumerate()
+            .map(|(k, out)| {
+                let start = k * chunk;
+                let end = start + out.nrows();
+                self.run_chunk(
+                    x.slice(s![start..end, ..]),
+                    start,
+                    cfg,
+                    &luts,
+                    pass,
+                    gather,
+                    out,
+                )
             })
             .collect();
-        let mut y = Array2::<i64>::zeros((n, self.gather_width(gather)));
         let mut stats = LayerStats::default();
-        for (&start, (part, st)) in starts.iter().zip(&parts) {
-            y.slice_mut(s![start..start + part.nrows(), ..])
-                .assign(part);
+        for st in &parts {
             stats += st;
         }
         (y, stats)
@@ -355,6 +366,7 @@ impl ProgrammedLayer {
     /// compiled for the instruction set of the process's kernel
     /// ([`Kernel::dispatch`]: the loops below and the device reads they
     /// inline get the CPU's vector units without `-C target-cpu=native`).
+    #[allow(clippy::too_many_arguments)]
     fn run_chunk(
         &self,
         x: ArrayView2<'_, u8>,
@@ -363,16 +375,19 @@ impl ProgrammedLayer {
         luts: &Luts,
         pass: u64,
         gather: Gather,
-    ) -> (Array2<i64>, LayerStats) {
+        y: ArrayViewMut2<'_, i64>,
+    ) -> LayerStats {
         let kernel = Kernel::selected().expect("checked by `check`");
         kernel.dispatch(
             #[inline(always)]
-            || self.run_chunk_body(x, v0, cfg, luts, pass, gather),
+            || self.run_chunk_body(x, v0, cfg, luts, pass, gather, y),
         )
     }
 
-    /// [`Self::run_chunk`]'s work, inlined into each instruction set's copy.
+    /// [`Self::run_chunk`]'s work, inlined into each instruction set's copy:
+    /// the chunk's outputs into `y` (zeroed, `x.nrows() x gather width`).
     #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
     fn run_chunk_body(
         &self,
         x: ArrayView2<'_, u8>,
@@ -381,7 +396,8 @@ impl ProgrammedLayer {
         luts: &Luts,
         pass: u64,
         gather: Gather,
-    ) -> (Array2<i64>, LayerStats) {
+        mut y: ArrayViewMut2<'_, i64>,
+    ) -> LayerStats {
         let m = &self.mapped;
         let b = x.nrows();
         let slicing = cfg.input.slicing();
@@ -410,7 +426,6 @@ impl ProgrammedLayer {
 
         // Digital center term: y_f = c_f * sum_i x_i + analog part.
         let totals: Vec<i64> = x.rows().into_iter().map(|r| row_sum(&r)).collect();
-        let mut y = Array2::<i64>::zeros((b, self.gather_width(gather)));
         if gather == Gather::Filters {
             for (mut yrow, &t) in y.rows_mut().into_iter().zip(&totals) {
                 let yrow = yrow.as_slice_mut().expect("standard layout");
@@ -843,7 +858,7 @@ impl ProgrammedLayer {
                 xi += 1;
             }
         }
-        (y, stats)
+        stats
     }
 }
 
