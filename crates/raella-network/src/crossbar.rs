@@ -255,23 +255,16 @@ impl MacBackend for CrossbarBackend {
             source: e,
         };
         let (outputs, mut stats) = match x {
-            QInput::Unsigned(v) => {
-                let o = pl.run(v.view(), &cfg).map_err(err)?;
-                (o.outputs.mapv(i64::from), o.stats)
-            }
+            QInput::Unsigned(v) => pl.run_wide(v.view(), &cfg).map_err(err)?,
             QInput::Signed(v) if self.signed_offset => {
-                let o = pl.run(v.mapv(offset_code).view(), &cfg).map_err(err)?;
+                let (mut y, stats) = pl.run_wide(v.mapv(offset_code).view(), &cfg).map_err(err)?;
                 let terms = &self.offset_terms[layer][group];
-                let mut y = o.outputs.mapv(i64::from);
                 for mut row in y.rows_mut() {
                     row.iter_mut().zip(terms).for_each(|(v, t)| *v -= t);
                 }
-                (y, o.stats)
+                (y, stats)
             }
-            QInput::Signed(v) => {
-                let o = pl.run_signed(v.view(), &cfg).map_err(err)?;
-                (o.outputs.mapv(i64::from), o.stats)
-            }
+            QInput::Signed(v) => pl.run_signed_wide(v.view(), &cfg).map_err(err)?,
         };
         let (e, r) = check_sample(&self.weights[layer][group], x, &outputs);
         stats.check_err_sq += e;

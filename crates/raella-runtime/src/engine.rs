@@ -258,13 +258,37 @@ impl ProgrammedLayer {
         cfg: &RunConfig,
         gather: Gather,
     ) -> Result<LayerOutput, RuntimeError> {
-        self.check(inputs.ncols(), cfg)?;
-        let (y, mut stats) = self.run_pass(inputs, cfg, 0, gather);
-        stats.passes = 1;
+        let (y, stats) = self.run_once_wide(inputs, cfg, gather)?;
         Ok(LayerOutput {
-            outputs: y.mapv(saturate_i32),
+            outputs: y.mapv(narrow),
             stats,
         })
+    }
+
+    /// [`Self::run`] with the outputs left in `i64` (saturated to the `i32`
+    /// range, the same values): for callers that widen them again.
+    ///
+    /// # Errors
+    /// As [`Self::run`].
+    pub fn run_wide(
+        &self,
+        inputs: ArrayView2<'_, u8>,
+        cfg: &RunConfig,
+    ) -> Result<(Array2<i64>, LayerStats), RuntimeError> {
+        self.run_once_wide(inputs, cfg, Gather::Filters)
+    }
+
+    fn run_once_wide(
+        &self,
+        inputs: ArrayView2<'_, u8>,
+        cfg: &RunConfig,
+        gather: Gather,
+    ) -> Result<(Array2<i64>, LayerStats), RuntimeError> {
+        self.check(inputs.ncols(), cfg)?;
+        let (mut y, mut stats) = self.run_pass(inputs, cfg, 0, gather);
+        stats.passes = 1;
+        y.mapv_inplace(saturate);
+        Ok((y, stats))
     }
 
     /// Runs signed 8-bit input vectors as two passes, the positive parts and the
@@ -279,20 +303,34 @@ impl ProgrammedLayer {
         inputs: ArrayView2<'_, i8>,
         cfg: &RunConfig,
     ) -> Result<LayerOutput, RuntimeError> {
+        let (y, stats) = self.run_signed_wide(inputs, cfg)?;
+        Ok(LayerOutput {
+            outputs: y.mapv(narrow),
+            stats,
+        })
+    }
+
+    /// [`Self::run_signed`] with the outputs left in `i64`, as [`Self::run_wide`].
+    ///
+    /// # Errors
+    /// As [`Self::run_signed`].
+    pub fn run_signed_wide(
+        &self,
+        inputs: ArrayView2<'_, i8>,
+        cfg: &RunConfig,
+    ) -> Result<(Array2<i64>, LayerStats), RuntimeError> {
         self.check(inputs.ncols(), cfg)?;
         let pos = inputs.mapv(|v| u8::try_from(v.max(0)).unwrap_or(0));
         let neg = inputs.mapv(|v| u8::try_from(-i16::from(v.min(0))).unwrap_or(u8::MAX));
-        let (yp, sp) = self.run_pass(pos.view(), cfg, 0, Gather::Filters);
+        let (mut y, sp) = self.run_pass(pos.view(), cfg, 0, Gather::Filters);
         let (yn, sn) = self.run_pass(neg.view(), cfg, 1, Gather::Filters);
         let mut stats = sp;
         stats += &sn;
         stats.vectors = sn.vectors;
         stats.macs = sn.macs;
         stats.passes = 2;
-        Ok(LayerOutput {
-            outputs: (yp - yn).mapv(saturate_i32),
-            stats,
-        })
+        y.zip_mut_with(&yn, |p, &n| *p = saturate(*p - n));
+        Ok((y, stats))
     }
 
     fn check(&self, got: usize, cfg: &RunConfig) -> Result<(), RuntimeError> {
@@ -1560,7 +1598,13 @@ fn off_current(off: f32, pulses: f32) -> f32 {
     off * pulses
 }
 
-fn saturate_i32(v: i64) -> i32 {
+/// `v` clamped to the `i32` range.
+fn saturate(v: i64) -> i64 {
+    v.clamp(i64::from(i32::MIN), i64::from(i32::MAX))
+}
+
+/// A [`saturate`]d value as `i32` (exact).
+fn narrow(v: i64) -> i32 {
     i32::try_from(v).unwrap_or(if v < 0 { i32::MIN } else { i32::MAX })
 }
 

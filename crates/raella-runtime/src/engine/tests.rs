@@ -77,7 +77,7 @@ fn column_values_are_what_the_combine_adds() {
             off += mx.crossbar.used_cols();
         }
     }
-    assert_eq!(y.mapv(saturate_i32), out.outputs);
+    assert_eq!(y.mapv(super::narrow), out.outputs);
 }
 
 /// The integer products (ideal devices; converted to f32 under read noise)
