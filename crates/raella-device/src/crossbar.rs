@@ -406,18 +406,21 @@ impl ProgrammedCrossbar {
         }
     }
 
-    /// Builds now what is otherwise built on first use (transposes, level
-    /// planes, packed magnitudes), so that a design's build time includes it
-    /// and its first evaluation does not.
-    pub fn prepare_reads(&self) {
-        let _ = (
-            self.planes(),
-            self.exact_bits(),
-            self.diff_t(),
-            self.magnitude_t(),
-        );
-        if let Some((_, m)) = &self.packed {
-            m.get_or_init(|| pack(&self.magnitude).expect("magnitudes checked to fit"));
+    /// Builds now what a run will read and is otherwise built on first use,
+    /// so that a design's build time includes it and its first evaluation
+    /// does not: with `recovery`, the value planes of exact 1-bit reads;
+    /// when anything perturbs the reads (`perturbed`: read noise, ADC
+    /// variation, programmed conductances), the transposes, level planes and
+    /// packed magnitudes too. A noise-free run without recovery reads none.
+    pub fn prepare_reads(&self, recovery: bool, perturbed: bool) {
+        if recovery {
+            let _ = self.exact_bits();
+        }
+        if perturbed {
+            let _ = (self.planes(), self.diff_t(), self.magnitude_t());
+            if let Some((_, m)) = &self.packed {
+                m.get_or_init(|| pack(&self.magnitude).expect("magnitudes checked to fit"));
+            }
         }
     }
 

@@ -190,7 +190,7 @@ impl CrossbarBackend {
                         }
                         _ => ProgrammedLayer::ideal(mapped),
                     };
-                    layer.prepare_reads();
+                    layer.prepare_reads(&arch.run);
                     per_group.push(layer);
                 }
                 Ok((per_group, chosen.join("/")))

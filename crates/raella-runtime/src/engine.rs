@@ -133,13 +133,16 @@ impl ProgrammedLayer {
         Self::new(mapped, crossbars)
     }
 
-    /// Builds every crossbar's lazily built read structures now
-    /// ([`ProgrammedCrossbar::prepare_reads`]): a simulated design's build
-    /// calls it once per layer; adaptive slicing's candidates never do.
-    pub fn prepare_reads(&self) {
-        self.crossbars
-            .iter()
-            .for_each(ProgrammedCrossbar::prepare_reads);
+    /// Builds every crossbar's lazily built read structures that a run under
+    /// `cfg` reads ([`ProgrammedCrossbar::prepare_reads`]): a simulated
+    /// design's build calls it once per layer; adaptive slicing's candidates
+    /// never do.
+    pub fn prepare_reads(&self, cfg: &RunConfig) {
+        let recovery = cfg.input.recovers();
+        for x in &self.crossbars {
+            let perturbed = !cfg.column_noise.is_off() || self.adcs.is_some() || !x.is_ideal();
+            x.prepare_reads(recovery, perturbed);
+        }
     }
 
     /// Programs the layer with device non-idealities, one seeded stream per
