@@ -1207,6 +1207,18 @@ mod tests {
         }
     }
 
+    /// An ideally programmed 2T2R crossbar (4-bit devices) holding signed
+    /// levels (`rows x cols`, row-major) as `G+ - G-`.
+    fn ideal_crossbar(rows: usize, cols: usize, levels: &[i32]) -> ProgrammedCrossbar {
+        let g = CrossbarGeometry::new(rows, cols, CellKind::TwoT2R, 4).unwrap();
+        let device = |l: i32| u8::try_from(l.max(0)).unwrap();
+        let pos = levels.iter().map(|&l| device(l)).collect();
+        let neg = levels.iter().map(|&l| device(-l)).collect();
+        Crossbar::new(g, rows, cols, pos, Some(neg))
+            .unwrap()
+            .program(None, &mut stream_rng(0, &[]))
+    }
+
     /// Several 1-bit reads of a column at once ([`ExactBits::column_sums`])
     /// equal the plain sums: one-word and multi-block row counts; signed,
     /// non-negative (one device used), constant and all-zero columns.
@@ -1221,7 +1233,6 @@ mod tests {
             (288, 6),
             (700, 3),
         ] {
-            let g = CrossbarGeometry::new(rows, cols, CellKind::TwoT2R, 4).unwrap();
             // Column c: random signed (c % 3 == 0), non-negative (1), constant (2);
             // the last column all zero.
             let level = |rng: &mut Xoshiro256PlusPlus, c: usize| match c % 3 {
@@ -1233,17 +1244,7 @@ mod tests {
             let levels: Vec<i32> = (0..rows * cols)
                 .map(|i| level(&mut rng, i % cols))
                 .collect();
-            let pos = levels
-                .iter()
-                .map(|&l| u8::try_from(l.max(0)).unwrap())
-                .collect();
-            let neg = levels
-                .iter()
-                .map(|&l| u8::try_from((-l).max(0)).unwrap())
-                .collect();
-            let p = Crossbar::new(g, rows, cols, pos, Some(neg))
-                .unwrap()
-                .program(None, &mut stream_rng(0, &[]));
+            let p = ideal_crossbar(rows, cols, &levels);
             let reader = p.exact_bits().expect("ideal programming");
             let words = reader.words();
             assert_eq!(words, ProgrammedCrossbar::row_bit_words(rows));
@@ -1278,7 +1279,6 @@ mod tests {
         let mut rng = stream_rng(12, &[]);
         for &(rows, spread) in &[(9usize, 15i32), (40, 3), (288, 7), (600, 15)] {
             let cols = 6;
-            let g = CrossbarGeometry::new(rows, cols, CellKind::TwoT2R, 4).unwrap();
             let levels: Vec<i32> = (0..rows * cols)
                 .map(|i| match i % cols {
                     // Non-negative, non-positive, all zero, signed.
@@ -1288,17 +1288,7 @@ mod tests {
                     _ => rng.random_range(-spread..=spread),
                 })
                 .collect();
-            let pos = levels
-                .iter()
-                .map(|&l| u8::try_from(l.max(0)).unwrap())
-                .collect();
-            let neg = levels
-                .iter()
-                .map(|&l| u8::try_from((-l).max(0)).unwrap())
-                .collect();
-            let p = Crossbar::new(g, rows, cols, pos, Some(neg))
-                .unwrap()
-                .program(None, &mut stream_rng(0, &[]));
+            let p = ideal_crossbar(rows, cols, &levels);
             let reader = p.exact_bits().unwrap();
             for &(below, above) in &[(64, -65), (64, -1), (8, -9)] {
                 for c in 0..cols {
@@ -1341,21 +1331,10 @@ mod tests {
     fn bit_plane_sums_equal_the_plain_sum() {
         let mut rng = stream_rng(9, &[]);
         for &(rows, cols) in &[(5usize, 3usize), (100, 7), (512, 4), (700, 5)] {
-            let g = CrossbarGeometry::new(rows, cols, CellKind::TwoT2R, 4).unwrap();
             let levels: Vec<i32> = (0..rows * cols)
                 .map(|_| rng.random_range(-15..=15))
                 .collect();
-            let pos = levels
-                .iter()
-                .map(|&l| u8::try_from(l.max(0)).unwrap())
-                .collect();
-            let neg = levels
-                .iter()
-                .map(|&l| u8::try_from((-l).max(0)).unwrap())
-                .collect();
-            let p = Crossbar::new(g, rows, cols, pos, Some(neg))
-                .unwrap()
-                .program(None, &mut stream_rng(0, &[]));
+            let p = ideal_crossbar(rows, cols, &levels);
             let active: Vec<bool> = (0..rows).map(|_| rng.random_range(0..3) == 0).collect();
             let mut bits = vec![0u64; ProgrammedCrossbar::row_bit_words(rows)];
             for (r, _) in active.iter().enumerate().filter(|(_, a)| **a) {
