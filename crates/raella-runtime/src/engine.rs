@@ -488,10 +488,9 @@ impl ProgrammedLayer {
             let row_start = m.crossbars()[xi].row_start;
             let rows = m.crossbars()[xi].crossbar.used_rows();
             // This row block's inputs, contiguous.
-            let xr = x
-                .slice(s![.., row_start..row_start + rows])
-                .as_standard_layout()
-                .into_owned();
+            // Borrowed when the block is the whole (contiguous) input.
+            let xv = x.slice(s![.., row_start..row_start + rows]);
+            let xr = xv.as_standard_layout();
             let xs = xr.as_slice().expect("standard layout");
             // Pulse matrices of this row block, one per input slice.
             // Ideal devices: exact integer column sums (and magnitudes), converted
@@ -1245,9 +1244,13 @@ fn convert_shift_add_int(
     let signed = adc.signed();
     let mut total = ConvertCounts::default();
     let acc = acc.as_slice_mut().expect("standard layout");
-    for (v, (srow, arow)) in sums
-        .chunks_exact(cols)
-        .zip(acc.chunks_exact_mut(cols))
+    // Narrow crossbars (fewer than 64 columns, such as depthwise groups) run
+    // over the whole chunk in blocks of 64 sums, whatever vectors they span:
+    // per-vector loops would cost more than their few conversions.
+    let rows_of = if cols < 64 { sums.len().max(1) } else { cols };
+    for (r, (srow, arow)) in sums
+        .chunks_exact(rows_of)
+        .zip(acc.chunks_exact_mut(rows_of))
         .enumerate()
     {
         for (wi, (sb, ab)) in srow.chunks(64).zip(arow.chunks_mut(64)).enumerate() {
@@ -1266,7 +1269,17 @@ fn convert_shift_add_int(
             }
             total.add(in_range, saturated, inexact);
             if drop_flagged {
-                push_flagged(word, v, wi * 64, flagged);
+                if cols < 64 {
+                    // Flat positions back to (vector, column), in order.
+                    let base = wi * 64;
+                    while word != 0 {
+                        let at = base + word.trailing_zeros() as usize;
+                        flagged.push((at / cols, at % cols));
+                        word &= word - 1;
+                    }
+                } else {
+                    push_flagged(word, r, wi * 64, flagged);
+                }
             }
         }
     }
