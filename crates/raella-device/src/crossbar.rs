@@ -1003,11 +1003,9 @@ impl ExactBits<'_> {
         // while the partial sum stays inside the bound.
         let take = |values: &mut dyn Iterator<Item = (i32, u32)>, room: i64| -> u32 {
             let (mut k, mut sum) = (0u32, 0i64);
+            // `values` holds non-zero differences only.
             for (d, n) in values {
                 let d = i64::from(d.unsigned_abs());
-                if d == 0 {
-                    break;
-                }
                 let fit = u32::try_from(((room - sum) / d).max(0)).unwrap_or(u32::MAX);
                 if fit < n {
                     return k + fit;
