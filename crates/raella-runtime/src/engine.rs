@@ -1244,42 +1244,35 @@ fn convert_shift_add_int(
     let signed = adc.signed();
     let mut total = ConvertCounts::default();
     let acc = acc.as_slice_mut().expect("standard layout");
-    // Narrow crossbars (fewer than 64 columns, such as depthwise groups) run
-    // over the whole chunk in blocks of 64 sums, whatever vectors they span:
-    // per-vector loops would cost more than their few conversions.
-    let rows_of = if cols < 64 { sums.len().max(1) } else { cols };
-    for (r, (srow, arow)) in sums
-        .chunks_exact(rows_of)
-        .zip(acc.chunks_exact_mut(rows_of))
-        .enumerate()
-    {
-        for (wi, (sb, ab)) in srow.chunks(64).zip(arow.chunks_mut(64)).enumerate() {
-            let (mut in_range, mut saturated, mut inexact) = (0u32, 0u32, 0u32);
-            let mut word = 0u64;
-            for (i, (&sum, a)) in sb.iter().zip(ab.iter_mut()).enumerate() {
-                let code = sum.clamp(lo, hi);
-                let ok = sum == code;
-                let sat = code == hi || (signed && code == lo);
-                let keep = !(drop_flagged && sat);
-                in_range += u32::from(ok);
-                saturated += u32::from(sat);
-                inexact += u32::from(keep && !ok);
-                word |= u64::from(sat) << i;
-                *a += i64::from(if keep { code } else { 0 }) << shift;
-            }
-            total.add(in_range, saturated, inexact);
-            if drop_flagged {
-                if cols < 64 {
-                    // Flat positions back to (vector, column), in order.
-                    let base = wi * 64;
-                    while word != 0 {
-                        let at = base + word.trailing_zeros() as usize;
-                        flagged.push((at / cols, at % cols));
-                        word &= word - 1;
-                    }
-                } else {
-                    push_flagged(word, r, wi * 64, flagged);
+    // The whole chunk in blocks of 64 sums, whatever vectors they span (a
+    // narrow crossbar, such as a depthwise group's 2 columns, would otherwise
+    // pay a loop per vector for a few conversions); flagged positions go back
+    // to (vector, column) in order, the vector advanced as they pass its end.
+    let (mut v, mut row0) = (0usize, 0usize);
+    for (wi, (sb, ab)) in sums.chunks(64).zip(acc.chunks_mut(64)).enumerate() {
+        let (mut in_range, mut saturated, mut inexact) = (0u32, 0u32, 0u32);
+        let mut word = 0u64;
+        for (i, (&sum, a)) in sb.iter().zip(ab.iter_mut()).enumerate() {
+            let code = sum.clamp(lo, hi);
+            let ok = sum == code;
+            let sat = code == hi || (signed && code == lo);
+            let keep = !(drop_flagged && sat);
+            in_range += u32::from(ok);
+            saturated += u32::from(sat);
+            inexact += u32::from(keep && !ok);
+            word |= u64::from(sat) << i;
+            *a += i64::from(if keep { code } else { 0 }) << shift;
+        }
+        total.add(in_range, saturated, inexact);
+        if drop_flagged {
+            while word != 0 {
+                let at = wi * 64 + word.trailing_zeros() as usize;
+                while at >= row0 + cols {
+                    row0 += cols;
+                    v += 1;
                 }
+                flagged.push((v, at - row0));
+                word &= word - 1;
             }
         }
     }
@@ -1339,6 +1332,17 @@ struct Recovered {
     saturated: u64,
     out_of_range: u64,
     inexact_slices: u64,
+}
+
+impl Recovered {
+    /// Counts one recovery conversion; whether its sum was out of range.
+    #[inline(always)]
+    fn count(&mut self, conv: raella_device::Conversion) -> bool {
+        self.conversions += 1;
+        self.saturated += u64::from(conv.saturated);
+        self.out_of_range += u64::from(!conv.in_range);
+        !conv.in_range
+    }
 }
 
 /// Re-runs each flagged `(vector, column)` of a `width`-bit speculative slice at
@@ -1409,10 +1413,7 @@ fn recover(
         let mut value = 0i64;
         // `kept`: the value the digital side keeps of the conversion.
         let mut record = |t: u32, conv: raella_device::Conversion, kept: i64| {
-            out.conversions += 1;
-            out.saturated += u64::from(conv.saturated);
-            out.out_of_range += u64::from(!conv.in_range);
-            any_out |= !conv.in_range;
+            any_out |= out.count(conv);
             value += kept << (shift + t);
         };
         let (lo, hi) = (adc.min_code() as f32, adc.max_code() as f32);
@@ -1520,17 +1521,12 @@ fn recover_exact(
         for (t, &st) in (1..).zip(s.iter()) {
             rest -= st << t;
             let conv = adc.convert_exact(st);
-            out.saturated += u64::from(conv.saturated);
-            out.out_of_range += u64::from(!conv.in_range);
-            any_out |= !conv.in_range;
+            any_out |= out.count(conv);
             value += i64::from(conv.code) << (shift + t);
         }
         let conv = adc.convert_exact(rest);
-        out.saturated += u64::from(conv.saturated);
-        out.out_of_range += u64::from(!conv.in_range);
-        any_out |= !conv.in_range;
+        any_out |= out.count(conv);
         value += i64::from(conv.code) << shift;
-        out.conversions += u64::from(width);
         acc[v * cols + c] += value;
         out.inexact_slices += u64::from(any_out);
     }
@@ -1596,10 +1592,7 @@ fn recover_lumped(
         let mut value = 0i64;
         for (t, &sum) in (0u32..).zip(col) {
             let conv = adc.convert(sum);
-            out.conversions += 1;
-            out.saturated += u64::from(conv.saturated);
-            out.out_of_range += u64::from(!conv.in_range);
-            any_out |= !conv.in_range;
+            any_out |= out.count(conv);
             value += i64::from(conv.code) << (shift + t);
         }
         acc[[v, c]] += value;
