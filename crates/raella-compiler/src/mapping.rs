@@ -9,6 +9,7 @@
 
 use ndarray::{Array2, ArrayView2};
 use raella_device::{CellKind, Crossbar, CrossbarGeometry};
+use rayon::prelude::*;
 
 use crate::encoding::{Calibration, Encoding, centers};
 use crate::{CompileError, Slicing};
@@ -146,54 +147,104 @@ pub fn compile(
         config.encoding,
         crate::Encoding::UnsignedOffset { bit_flip: true }
     );
-    let mut crossbars = Vec::with_capacity(row_blocks * col_blocks);
-    for rb in 0..row_blocks {
-        let row_start = rb * g.rows();
-        let rows = g.rows().min(inputs - row_start);
-        for cb in 0..col_blocks {
+    // Rows of the weights as contiguous slices (a borrow when already so).
+    let weights = weights.as_standard_layout();
+    let w = weights.as_slice().expect("standard layout");
+    // One crossbar per task, in mapping order (a pure function of the inputs:
+    // the order of work does not change a level).
+    let crossbars = (0..row_blocks * col_blocks)
+        .into_par_iter()
+        .map(|i| {
+            let (rb, cb) = (i / col_blocks, i % col_blocks);
+            let row_start = rb * g.rows();
+            let rows = g.rows().min(inputs - row_start);
             let col_start = cb * g.cols();
             let cols = g.cols().min(total_cols - col_start);
+            // Per column: where its filter's weights start, its center, and
+            // its slice's shift and mask.
+            let col: Vec<(usize, i32, u32, u32)> = (col_start..col_start + cols)
+                .map(|gc| {
+                    let (f, k) = (gc / ns, gc % ns);
+                    let mask = (1u32 << slicing.widths()[k]) - 1;
+                    (
+                        f * inputs + row_start,
+                        centers[f],
+                        slicing.shifts()[k],
+                        mask,
+                    )
+                })
+                .collect();
+            // Row by row: each row reads one weight per filter, the filters'
+            // cache lines reused by the next rows. `|o| <= 255` (centers and
+            // weights both in [-128, 127]), so a slice of it fits a `u8`.
+            #[allow(clippy::cast_possible_truncation)]
+            let level = |o: i32, shift: u32, mask: u32| ((o.unsigned_abs() >> shift) & mask) as u8;
             let mut pos = vec![0u8; rows * cols];
             let mut neg = vec![0u8; if two_t2r { rows * cols } else { 0 }];
-            let mut flipped = vec![false; cols];
-            for lc in 0..cols {
-                let gc = col_start + lc;
-                let (f, k) = (gc / ns, gc % ns);
-                for r in 0..rows {
-                    let o = i32::from(weights[[f, row_start + r]]) - centers[f];
-                    // |o| <= 255: centers and weights are both in [-128, 127].
-                    let level = u8::try_from(slicing.slice(o.unsigned_abs(), k)).unwrap_or(u8::MAX);
-                    if o < 0 {
-                        neg[r * cols + lc] = level;
-                    } else {
-                        pos[r * cols + lc] = level;
+            if two_t2r {
+                for (r, (prow, nrow)) in pos
+                    .chunks_exact_mut(cols)
+                    .zip(neg.chunks_exact_mut(cols))
+                    .enumerate()
+                {
+                    for ((p, n), &(at, center, shift, mask)) in prow.iter_mut().zip(nrow).zip(&col)
+                    {
+                        let o = i32::from(w[at + r]) - center;
+                        let l = level(o, shift, mask);
+                        // Branch-free (signs are random): all ones when negative.
+                        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                        let m = (o >> 31) as u8;
+                        (*p, *n) = (l & !m, l & m);
                     }
                 }
-                if bit_flip {
-                    let mask = (1u32 << slicing.widths()[k]) - 1;
-                    let sum: u32 = (0..rows).map(|r| u32::from(pos[r * cols + lc])).sum();
-                    // ISAAC: invert a column whose levels exceed half the column's maximum,
-                    // so no column sum of 1-bit inputs exceeds rows * mask / 2.
-                    if 2 * sum > mask * u32::try_from(rows).unwrap_or(u32::MAX) {
-                        flipped[lc] = true;
-                        let m = u8::try_from(mask).unwrap_or(u8::MAX);
-                        for r in 0..rows {
-                            pos[r * cols + lc] = m - pos[r * cols + lc];
-                        }
+            } else {
+                // 1T1R encodings leave no negative offset (`validate`).
+                for (r, prow) in pos.chunks_exact_mut(cols).enumerate() {
+                    for (p, &(at, center, shift, mask)) in prow.iter_mut().zip(&col) {
+                        let o = i32::from(w[at + r]) - center;
+                        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                        let m = (o >> 31) as u8;
+                        *p = level(o, shift, mask) & !m;
+                    }
+                }
+            }
+            let mut flipped = vec![false; cols];
+            if bit_flip {
+                let mut sums = vec![0u32; cols];
+                for prow in pos.chunks_exact(cols) {
+                    for (s, &l) in sums.iter_mut().zip(prow) {
+                        *s += u32::from(l);
+                    }
+                }
+                let rows32 = u32::try_from(rows).unwrap_or(u32::MAX);
+                // ISAAC: invert a column whose levels exceed half the column's maximum,
+                // so no column sum of 1-bit inputs exceeds rows * mask / 2.
+                let masks: Vec<u8> = col
+                    .iter()
+                    .zip(&sums)
+                    .zip(&mut flipped)
+                    .map(|((&(_, _, _, mask), &sum), f)| {
+                        *f = 2 * sum > mask * rows32;
+                        u8::try_from(mask).unwrap_or(u8::MAX)
+                    })
+                    .collect();
+                for prow in pos.chunks_exact_mut(cols) {
+                    for ((p, &m), &f) in prow.iter_mut().zip(&masks).zip(&flipped) {
+                        *p = if f { m - *p } else { *p };
                     }
                 }
             }
             let crossbar = Crossbar::new(g, rows, cols, pos, two_t2r.then_some(neg))?;
-            crossbars.push(MappedCrossbar {
+            Ok(MappedCrossbar {
                 row_block: rb,
                 col_block: cb,
                 row_start,
                 col_start,
                 crossbar,
                 flipped,
-            });
-        }
-    }
+            })
+        })
+        .collect::<Result<Vec<_>, CompileError>>()?;
     Ok(MappedLayer {
         outputs,
         inputs,

@@ -57,7 +57,12 @@ impl Crossbar {
                 });
             }
             let max = geometry.max_level();
-            if let Some(i) = v.iter().position(|&l| l > max) {
+            // A branch-free maximum first (it vectorises); the position only on error.
+            if v.iter().fold(0, |a, &l| a.max(l)) > max {
+                let i = v
+                    .iter()
+                    .position(|&l| l > max)
+                    .expect("a level above the maximum");
                 return Err(DeviceError::LevelTooLarge {
                     row: i / used_cols,
                     col: i % used_cols,
@@ -70,7 +75,7 @@ impl Crossbar {
         check("positive levels", &pos)?;
         let neg = match (geometry.cell(), neg) {
             (CellKind::OneT1R, Some(neg)) => {
-                if neg.iter().any(|&l| l != 0) {
+                if neg.iter().fold(0, |a, &l| a | l) != 0 {
                     return Err(DeviceError::NegativeOn1T1R);
                 }
                 Vec::new()
@@ -168,16 +173,33 @@ impl Crossbar {
         let (r, c) = (self.used_rows, self.used_cols);
         let two = self.geometry.cell() == CellKind::TwoT2R;
         let Some(n) = noise.filter(|n| !n.levels_exact()) else {
-            let mut diff = Array2::<f32>::zeros((r, c));
-            let mut magnitude = Array2::<f32>::zeros((r, c));
-            for row in 0..r {
-                for col in 0..c {
-                    let (p, q) = self.levels(row, col);
-                    diff[[row, col]] = f32::from(p) - f32::from(q);
-                    magnitude[[row, col]] = f32::from(p) + f32::from(q);
-                }
-            }
-            return ProgrammedCrossbar::from_matrices(self.geometry, diff, magnitude, 0);
+            // Exact levels: `G+ - G-` lies in `[-max, max]` and `G+ + G-` is
+            // integral too, in range when no pair sums above the maximum.
+            let (diff, magnitude, pair_max): (Vec<f32>, Vec<f32>, u16) = if self.neg.is_empty() {
+                let g: Vec<f32> = self.pos.iter().map(|&p| f32::from(p)).collect();
+                let top = self.pos.iter().fold(0, |a, &p| a.max(u16::from(p)));
+                (g.clone(), g, top)
+            } else {
+                let pairs = || self.pos.iter().zip(&self.neg);
+                (
+                    pairs()
+                        .map(|(&p, &q)| f32::from(p) - f32::from(q))
+                        .collect(),
+                    pairs()
+                        .map(|(&p, &q)| f32::from(p) + f32::from(q))
+                        .collect(),
+                    pairs().fold(0, |a, (&p, &q)| a.max(u16::from(p) + u16::from(q))),
+                )
+            };
+            let shape = |v| Array2::from_shape_vec((r, c), v).expect("shape");
+            let integral = pair_max <= u16::from(self.geometry.max_level());
+            return ProgrammedCrossbar::with_integral(
+                self.geometry,
+                shape(diff),
+                shape(magnitude),
+                0,
+                integral,
+            );
         };
         let max = self.geometry.max_level();
         let off = n.off_level(max);
@@ -368,6 +390,18 @@ impl ProgrammedCrossbar {
         stuck_devices: usize,
     ) -> Self {
         let integral = levels_integral(geometry, &diff) && levels_integral(geometry, &magnitude);
+        Self::with_integral(geometry, diff, magnitude, stuck_devices, integral)
+    }
+
+    /// [`Self::from_matrices`] when the caller knows whether every conductance
+    /// is an integer level in range ([`levels_integral`] of both matrices).
+    fn with_integral(
+        geometry: CrossbarGeometry,
+        diff: Array2<f32>,
+        magnitude: Array2<f32>,
+        stuck_devices: usize,
+        integral: bool,
+    ) -> Self {
         // Integer levels (ideal programming) also get the packed integer layout
         // when the magnitudes (so the differences too) fit it: always when two
         // full devices do, else checked.
@@ -386,7 +420,17 @@ impl ProgrammedCrossbar {
             .into_iter()
             .map(|r| r.sum())
             .collect::<Vec<_>>();
-        let level_sum = magnitude.iter().map(|&g| f64::from(g)).sum();
+        // Integer levels: an integer sum, exact like the sequential `f64` one
+        // (every partial sum an integer below 2^53) and not a latency chain.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_precision_loss)]
+        let level_sum = if integral {
+            magnitude
+                .iter()
+                .map(|&g| i64::from(small_int(g)))
+                .sum::<i64>() as f64
+        } else {
+            magnitude.iter().map(|&g| f64::from(g)).sum()
+        };
         Self {
             geometry,
             diff,
@@ -440,7 +484,7 @@ impl ProgrammedCrossbar {
     #[inline(always)]
     pub fn exact_bits(&self) -> Option<ExactBits<'_>> {
         self.diff_planes
-            .get_or_init(|| self.integral.then(|| DiffPlanes::new(self.diff_t())))
+            .get_or_init(|| self.integral.then(|| DiffPlanes::new(&self.diff)))
             .as_ref()
             .map(|planes| ExactBits { planes })
     }
@@ -928,35 +972,89 @@ struct DiffPlanes {
 }
 
 impl DiffPlanes {
-    /// From the transposed differences (`cols x rows`, integer levels).
-    fn new(diff_t: &Array2<f32>) -> Self {
-        let (cols, rows) = diff_t.dim();
-        let all = diff_t.as_slice().expect("standard layout");
+    /// From the differences (`rows x cols`, integer levels).
+    fn new(diff: &Array2<f32>) -> Self {
+        let (rows, cols) = diff.dim();
+        let diff = diff.as_standard_layout();
+        let all = diff.as_slice().expect("standard layout");
         let words = ProgrammedCrossbar::row_bit_words(rows);
-        #[allow(clippy::cast_possible_truncation)]
-        let level = |d: f32| d as i32;
-        let (mut planes, mut min) = (Vec::with_capacity(cols), Vec::with_capacity(cols));
-        for col in all.chunks_exact(rows.max(1)).take(cols) {
-            let lo = col.iter().map(|&d| level(d)).min().unwrap_or(0);
-            let hi = col.iter().map(|&d| level(d)).max().unwrap_or(0);
-            #[allow(clippy::cast_sign_loss)]
-            planes.push((32 - ((hi - lo) as u32).leading_zeros()) as usize);
-            min.push(lo);
+        let pr = words * 64;
+        // Row by row (the loops vectorise): the integer levels, each column's
+        // extremes, then the column-major values `d - min_c` (zero past the
+        // used rows; a pair's difference spans at most 2 x 255 < 2^16).
+        let (mut min, mut max) = (vec![i32::MAX; cols], vec![i32::MIN; cols]);
+        for drow in all.chunks_exact(cols.max(1)) {
+            for ((&d, lo), hi) in drow.iter().zip(&mut min).zip(&mut max) {
+                let x = small_int(d);
+                *lo = (*lo).min(x);
+                *hi = (*hi).max(x);
+            }
         }
+        if rows == 0 {
+            min.fill(0);
+            max.fill(0);
+        }
+        let mut values = vec![0u16; cols * pr];
+        for (r, drow) in all.chunks_exact(cols.max(1)).enumerate() {
+            for (c, (&d, &lo)) in drow.iter().zip(&min).enumerate() {
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                let u = (small_int(d) - lo) as u16;
+                values[c * pr + r] = u;
+            }
+        }
+        #[allow(clippy::cast_sign_loss)]
+        let planes: Vec<usize> = min
+            .iter()
+            .zip(&max)
+            .map(|(&lo, &hi)| (32 - ((hi - lo) as u32).leading_zeros()) as usize)
+            .collect();
         let stride = planes.iter().copied().max().unwrap_or(0);
         let mut data = vec![0u64; cols * stride * words];
         let mut starts = Vec::with_capacity(cols + 1);
         let mut counts = Vec::new();
-        for (c, col) in all.chunks_exact(rows.max(1)).take(cols).enumerate() {
+        // Per column: its histogram, then each plane a word at a time: eight
+        // values' bit `l` gathered by one multiply when the values fit a byte
+        // (the usual case: 4-bit devices need 5 planes), else bit by bit.
+        let mut bytes = vec![0u8; pr];
+        let mut hists: Vec<u32> = Vec::new();
+        for (c, u) in values.chunks_exact(pr).take(cols).enumerate() {
             starts.push(counts.len());
             counts.resize(counts.len() + (1 << planes[c]), 0);
-            for (word, dw) in col.chunks(64).enumerate() {
-                for (i, &d) in dw.iter().enumerate() {
-                    #[allow(clippy::cast_sign_loss)]
-                    let u = (level(d) - min[c]) as u32;
-                    counts[starts[c] + u as usize] += 1;
-                    for l in 0..planes[c] {
-                        data[(c * stride + l) * words + word] |= u64::from((u >> l) & 1) << i;
+            // Four interleaved histograms: consecutive equal values would
+            // otherwise wait on each other's increments.
+            let nv = 1usize << planes[c];
+            hists.clear();
+            hists.resize(4 * nv, 0);
+            for xs in u[..rows].chunks(4) {
+                for (t, &x) in xs.iter().enumerate() {
+                    hists[t * nv + usize::from(x)] += 1;
+                }
+            }
+            for (i, n) in counts[starts[c]..].iter_mut().enumerate() {
+                *n = (0..4).map(|t| hists[t * nv + i]).sum();
+            }
+            let column = &mut data[c * stride * words..][..planes[c] * words];
+            if planes[c] <= 8 {
+                // In range: at most 8 planes.
+                #[allow(clippy::cast_possible_truncation)]
+                for (b, &x) in bytes.iter_mut().zip(u) {
+                    *b = x as u8;
+                }
+                for (l, plane) in column.chunks_exact_mut(words).enumerate() {
+                    for (w, xs) in plane.iter_mut().zip(bytes.chunks_exact(64)) {
+                        *w = xs.chunks_exact(8).enumerate().fold(0u64, |a, (j, b)| {
+                            let x = u64::from_le_bytes(b.try_into().expect("8 bytes"));
+                            a | (gather_bits((x >> l) & LOW_BITS) << (8 * j))
+                        });
+                    }
+                }
+            } else {
+                for (l, plane) in column.chunks_exact_mut(words).enumerate() {
+                    for (w, xs) in plane.iter_mut().zip(u.chunks_exact(64)) {
+                        *w = xs
+                            .iter()
+                            .enumerate()
+                            .fold(0u64, |a, (i, &x)| a | (u64::from((x >> l) & 1) << i));
                     }
                 }
             }
@@ -972,6 +1070,17 @@ impl DiffPlanes {
             starts,
         }
     }
+}
+
+/// The lowest bit of every byte.
+const LOW_BITS: u64 = 0x0101_0101_0101_0101;
+
+/// Bit `i` of the result is bit `8 i` of `x`, for `x` holding only those bits
+/// (`x & LOW_BITS == x`): the multiply places byte `i`'s bit at `56 + i`, and
+/// no two of its 64 partial products share a position, so nothing carries.
+#[inline(always)]
+fn gather_bits(x: u64) -> u64 {
+    x.wrapping_mul(0x0102_0408_1020_4080) >> 56
 }
 
 /// Exact 1-bit column reads of an ideal crossbar
@@ -1086,12 +1195,30 @@ fn levels_integral(geometry: CrossbarGeometry, g: &Array2<f32>) -> bool {
     }
 }
 
-/// Integer levels packed for [`PackedLevels::column_sums`]; `None` beyond its range.
+/// The integer `d` holds, for integral `|d| < 2^22` (levels): adding
+/// `1.5 x 2^23` puts it in the low mantissa bits, read back as an integer.
+/// Exact in that range (other values give an unspecified integer, never a
+/// panic), and unlike the saturating `as i32` it vectorises on every target.
+#[inline(always)]
+fn small_int(d: f32) -> i32 {
+    const MAGIC: f32 = 12_582_912.0;
+    // Two's complement: the mantissa's offset from `MAGIC`'s is the integer.
+    #[allow(clippy::cast_possible_wrap)]
+    let v = (d + MAGIC).to_bits().wrapping_sub(MAGIC.to_bits()) as i32;
+    v
+}
+
+/// Integer levels packed for [`PackedLevels::column_sums`]; `None` beyond its
+/// range. Only for integer levels ([`levels_integral`]; see [`small_int`]).
 fn pack(g: &Array2<f32>) -> Option<PackedLevels> {
     let g = g.as_standard_layout();
     let (gs, nc) = (g.as_slice().expect("standard layout"), g.ncols());
     #[allow(clippy::cast_possible_truncation)]
-    PackedLevels::new(g.nrows(), nc, |r, c| gs[r * nc + c] as i32)
+    PackedLevels::from_rows(g.nrows(), nc, |r, out| {
+        for (o, &v) in out.iter_mut().zip(&gs[r * nc..][..nc]) {
+            *o = small_int(v);
+        }
+    })
 }
 
 /// `a` transposed, in standard layout, copied in 16 x 16 tiles (an
@@ -1220,6 +1347,26 @@ mod tests {
     /// Several 1-bit reads of a column at once ([`ExactBits::column_sums`])
     /// equal the plain sums: one-word and multi-block row counts; signed,
     /// non-negative (one device used), constant and all-zero columns.
+    /// `small_int` reads every integer of its range exactly, and
+    /// `gather_bits` packs the low bit of each byte in byte order.
+    #[test]
+    fn build_helpers_are_exact() {
+        for v in (-(1i32 << 22)..(1 << 22))
+            .step_by(997)
+            .chain([-1, 0, 1, 255, -255])
+        {
+            #[allow(clippy::cast_precision_loss)]
+            let f = v as f32;
+            assert_eq!(small_int(f), v);
+        }
+        let mut rng = stream_rng(5, &[]);
+        for _ in 0..1000 {
+            let bits: u8 = rng.random();
+            let x = (0..8).fold(0u64, |a, i| a | (u64::from((bits >> i) & 1) << (8 * i)));
+            assert_eq!(gather_bits(x), u64::from(bits));
+        }
+    }
+
     #[test]
     fn exact_bit_reads_equal_the_plain_sum() {
         let mut rng = stream_rng(11, &[]);

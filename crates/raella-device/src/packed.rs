@@ -10,7 +10,7 @@
 //!
 //! Three implementations give the same integers ([`Kernel`], chosen at run
 //! time): AVX-512 VNNI, AVX2 (`vpmaddubsw` then `vpmaddwd`, exact for levels in
-//! `[-64, 64]`, which is why [`PackedLevels::new`] refuses others) and a
+//! `[-64, 64]`, which is why [`PackedLevels::from_rows`] refuses others) and a
 //! portable loop. Integer arithmetic is exact, so the choice never changes a
 //! result.
 
@@ -36,22 +36,54 @@ pub(crate) struct PackedLevels {
 impl PackedLevels {
     /// Packs row-major integer levels (`rows x cols`); `None` if one is
     /// outside `[-MAX_LEVEL, MAX_LEVEL]`.
+    #[cfg(test)]
     pub(crate) fn new(
         rows: usize,
         cols: usize,
         level: impl Fn(usize, usize) -> i32,
     ) -> Option<Self> {
+        Self::from_rows(rows, cols, |r, out| {
+            for (c, o) in out.iter_mut().enumerate() {
+                *o = level(r, c);
+            }
+        })
+    }
+
+    /// Packs integer levels given a row at a time: `fill(r, out)` writes row
+    /// `r`'s `cols` levels. `None` if one is outside `[-MAX_LEVEL, MAX_LEVEL]`.
+    pub(crate) fn from_rows(
+        rows: usize,
+        cols: usize,
+        mut fill: impl FnMut(usize, &mut [i32]),
+    ) -> Option<Self> {
         let (groups, tiles) = (rows.div_ceil(4), cols.div_ceil(16));
         let mut data = vec![[0i8; 64]; groups * tiles];
+        // A row's levels, narrowed (the loops vectorise), then spread over its
+        // tiles; the range is checked once at the end.
+        let mut top = 0u32;
+        let mut wide = vec![0i32; cols];
+        let mut row = vec![0i8; tiles * 16];
         for r in 0..rows {
-            for c in 0..cols {
-                let block = &mut data[(r / 4) * tiles + c / 16];
-                let l = level(r, c);
-                if l.abs() > MAX_LEVEL {
-                    return None;
-                }
-                block[4 * (c % 16) + r % 4] = i8::try_from(l).ok()?;
+            fill(r, &mut wide);
+            for (b, &l) in row.iter_mut().zip(&wide) {
+                top = top.max(l.unsigned_abs());
+                // In range when `top` is; otherwise the result is discarded.
+                #[allow(clippy::cast_possible_truncation)]
+                let l = l as i8;
+                *b = l;
             }
+            let (g, t) = (r / 4, r % 4);
+            for (block, ls) in data[g * tiles..][..tiles]
+                .iter_mut()
+                .zip(row.chunks_exact(16))
+            {
+                for (k, &l) in ls.iter().enumerate() {
+                    block[4 * k + t] = l;
+                }
+            }
+        }
+        if top > MAX_LEVEL.unsigned_abs() {
+            return None;
         }
         Some(Self {
             rows,

@@ -124,11 +124,11 @@ impl ProgrammedLayer {
     /// Programs the layer with ideal devices (levels exactly as compiled).
     #[must_use]
     pub fn ideal(mapped: MappedLayer) -> Self {
-        let mut rng = stream_rng(0, &[]);
+        // Ideal programming never draws from its generator.
         let crossbars = mapped
             .crossbars()
-            .iter()
-            .map(|x| x.crossbar.program(None, &mut rng))
+            .par_iter()
+            .map(|x| x.crossbar.program(None, &mut stream_rng(0, &[])))
             .collect();
         Self::new(mapped, crossbars)
     }
@@ -139,10 +139,10 @@ impl ProgrammedLayer {
     /// never do.
     pub fn prepare_reads(&self, cfg: &RunConfig) {
         let recovery = cfg.input.recovers();
-        for x in &self.crossbars {
+        self.crossbars.par_iter().for_each(|x| {
             let perturbed = !cfg.column_noise.is_off() || self.adcs.is_some() || !x.is_ideal();
             x.prepare_reads(recovery, perturbed);
-        }
+        });
     }
 
     /// Programs the layer with device non-idealities, one seeded stream per
@@ -151,9 +151,11 @@ impl ProgrammedLayer {
     /// layer, `alpha = sum |I(t0)| / sum |I(t)|` over all-ones reference reads.
     #[must_use]
     pub fn program(mapped: MappedLayer, noise: &DeviceNoise, seed: u64) -> Self {
+        // Each crossbar draws from its own stream: built in parallel, the same
+        // conductances.
         let mut crossbars: Vec<ProgrammedCrossbar> = mapped
             .crossbars()
-            .iter()
+            .par_iter()
             .enumerate()
             .map(|(i, x)| {
                 x.crossbar
