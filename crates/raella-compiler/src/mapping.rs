@@ -160,81 +160,54 @@ pub fn compile(
             let rows = g.rows().min(inputs - row_start);
             let col_start = cb * g.cols();
             let cols = g.cols().min(total_cols - col_start);
-            // Per column: where its filter's weights start, its center, and
-            // its slice's shift and mask.
-            let col: Vec<(usize, i32, u32, u32)> = (col_start..col_start + cols)
-                .map(|gc| {
-                    let (f, k) = (gc / ns, gc % ns);
-                    let mask = (1u32 << slicing.widths()[k]) - 1;
-                    (
-                        f * inputs + row_start,
-                        centers[f],
-                        slicing.shifts()[k],
-                        mask,
-                    )
-                })
-                .collect();
-            // Row by row: each row reads one weight per filter, the filters'
-            // cache lines reused by the next rows. `|o| <= 255` (centers and
-            // weights both in [-128, 127]), so a slice of it fits a `u8`.
-            #[allow(clippy::cast_possible_truncation)]
-            let level = |o: i32, shift: u32, mask: u32| ((o.unsigned_abs() >> shift) & mask) as u8;
+            // Column by column over the filter's contiguous weights (the loops
+            // vectorise), into column-major levels that `from_columns`
+            // transposes. `|o| <= 255` (centers and weights both in
+            // [-128, 127]), so a slice of it fits a `u8`.
             let mut pos = vec![0u8; rows * cols];
             let mut neg = vec![0u8; if two_t2r { rows * cols } else { 0 }];
-            if two_t2r {
-                for (r, (prow, nrow)) in pos
-                    .chunks_exact_mut(cols)
-                    .zip(neg.chunks_exact_mut(cols))
-                    .enumerate()
-                {
-                    for ((p, n), &(at, center, shift, mask)) in prow.iter_mut().zip(nrow).zip(&col)
-                    {
-                        let o = i32::from(w[at + r]) - center;
-                        let l = level(o, shift, mask);
-                        // Branch-free (signs are random): all ones when negative.
-                        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-                        let m = (o >> 31) as u8;
+            let mut flipped = vec![false; cols];
+            for (lc, cp) in pos.chunks_exact_mut(rows).enumerate() {
+                let gc = col_start + lc;
+                let (f, k) = (gc / ns, gc % ns);
+                let (center, shift) = (centers[f], slicing.shifts()[k]);
+                let mask = (1u32 << slicing.widths()[k]) - 1;
+                let wrow = &w[f * inputs + row_start..][..rows];
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                let level = |wi: i8| {
+                    let o = i32::from(wi) - center;
+                    // Branch-free (signs are random): all ones when negative.
+                    let m = (o >> 31) as u8;
+                    (((o.unsigned_abs() >> shift) & mask) as u8, m)
+                };
+                if two_t2r {
+                    let cn = &mut neg[lc * rows..][..rows];
+                    for ((p, n), &wi) in cp.iter_mut().zip(cn.iter_mut()).zip(wrow) {
+                        let (l, m) = level(wi);
                         (*p, *n) = (l & !m, l & m);
                     }
+                } else {
+                    // 1T1R encodings leave no negative offset (`validate`).
+                    for (p, &wi) in cp.iter_mut().zip(wrow) {
+                        let (l, m) = level(wi);
+                        *p = l & !m;
+                    }
                 }
-            } else {
-                // 1T1R encodings leave no negative offset (`validate`).
-                for (r, prow) in pos.chunks_exact_mut(cols).enumerate() {
-                    for (p, &(at, center, shift, mask)) in prow.iter_mut().zip(&col) {
-                        let o = i32::from(w[at + r]) - center;
-                        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-                        let m = (o >> 31) as u8;
-                        *p = level(o, shift, mask) & !m;
+                if bit_flip {
+                    let sum: u32 = cp.iter().map(|&l| u32::from(l)).sum();
+                    // ISAAC: invert a column whose levels exceed half the column's maximum,
+                    // so no column sum of 1-bit inputs exceeds rows * mask / 2.
+                    if 2 * sum > mask * u32::try_from(rows).unwrap_or(u32::MAX) {
+                        flipped[lc] = true;
+                        let m = u8::try_from(mask).unwrap_or(u8::MAX);
+                        for l in cp.iter_mut() {
+                            *l = m - *l;
+                        }
                     }
                 }
             }
-            let mut flipped = vec![false; cols];
-            if bit_flip {
-                let mut sums = vec![0u32; cols];
-                for prow in pos.chunks_exact(cols) {
-                    for (s, &l) in sums.iter_mut().zip(prow) {
-                        *s += u32::from(l);
-                    }
-                }
-                let rows32 = u32::try_from(rows).unwrap_or(u32::MAX);
-                // ISAAC: invert a column whose levels exceed half the column's maximum,
-                // so no column sum of 1-bit inputs exceeds rows * mask / 2.
-                let masks: Vec<u8> = col
-                    .iter()
-                    .zip(&sums)
-                    .zip(&mut flipped)
-                    .map(|((&(_, _, _, mask), &sum), f)| {
-                        *f = 2 * sum > mask * rows32;
-                        u8::try_from(mask).unwrap_or(u8::MAX)
-                    })
-                    .collect();
-                for prow in pos.chunks_exact_mut(cols) {
-                    for ((p, &m), &f) in prow.iter_mut().zip(&masks).zip(&flipped) {
-                        *p = if f { m - *p } else { *p };
-                    }
-                }
-            }
-            let crossbar = Crossbar::new(g, rows, cols, pos, two_t2r.then_some(neg))?;
+            let crossbar =
+                Crossbar::from_columns(g, rows, cols, &pos, two_t2r.then_some(neg.as_slice()))?;
             Ok(MappedCrossbar {
                 row_block: rb,
                 col_block: cb,

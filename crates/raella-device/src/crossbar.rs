@@ -96,6 +96,32 @@ impl Crossbar {
         })
     }
 
+    /// [`Self::new`] with the levels given column by column: `pos` (and
+    /// `neg`) hold `used_cols x used_rows` levels, column-major, as a compiler
+    /// that works a column at a time produces them.
+    ///
+    /// # Errors
+    /// As [`Self::new`].
+    pub fn from_columns(
+        geometry: CrossbarGeometry,
+        used_rows: usize,
+        used_cols: usize,
+        pos: &[u8],
+        neg: Option<&[u8]>,
+    ) -> Result<Self, DeviceError> {
+        let n = used_rows * used_cols;
+        let rows = |v: &[u8]| {
+            if v.len() != n {
+                // The wrong length: `new` names it.
+                return v.to_vec();
+            }
+            let mut out = vec![0u8; n];
+            transpose_bytes(v, used_cols, used_rows, &mut out, used_cols);
+            out
+        };
+        Self::new(geometry, used_rows, used_cols, rows(pos), neg.map(rows))
+    }
+
     /// The physical geometry.
     #[must_use]
     pub fn geometry(&self) -> CrossbarGeometry {
@@ -979,9 +1005,7 @@ impl DiffPlanes {
         let all = diff.as_slice().expect("standard layout");
         let words = ProgrammedCrossbar::row_bit_words(rows);
         let pr = words * 64;
-        // Row by row (the loops vectorise): the integer levels, each column's
-        // extremes, then the column-major values `d - min_c` (zero past the
-        // used rows; a pair's difference spans at most 2 x 255 < 2^16).
+        // Row by row (the loop vectorises): each column's extremes.
         let (mut min, mut max) = (vec![i32::MAX; cols], vec![i32::MIN; cols]);
         for drow in all.chunks_exact(cols.max(1)) {
             for ((&d, lo), hi) in drow.iter().zip(&mut min).zip(&mut max) {
@@ -994,14 +1018,6 @@ impl DiffPlanes {
             min.fill(0);
             max.fill(0);
         }
-        let mut values = vec![0u16; cols * pr];
-        for (r, drow) in all.chunks_exact(cols.max(1)).enumerate() {
-            for (c, (&d, &lo)) in drow.iter().zip(&min).enumerate() {
-                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-                let u = (small_int(d) - lo) as u16;
-                values[c * pr + r] = u;
-            }
-        }
         #[allow(clippy::cast_sign_loss)]
         let planes: Vec<usize> = min
             .iter()
@@ -1012,43 +1028,55 @@ impl DiffPlanes {
         let mut data = vec![0u64; cols * stride * words];
         let mut starts = Vec::with_capacity(cols + 1);
         let mut counts = Vec::new();
-        // Per column: its histogram, then each plane a word at a time: eight
-        // values' bit `l` gathered by one multiply when the values fit a byte
-        // (the usual case: 4-bit devices need 5 planes), else bit by bit.
-        let mut bytes = vec![0u8; pr];
         let mut hists: Vec<u32> = Vec::new();
-        for (c, u) in values.chunks_exact(pr).take(cols).enumerate() {
-            starts.push(counts.len());
-            counts.resize(counts.len() + (1 << planes[c]), 0);
-            // Four interleaved histograms: consecutive equal values would
-            // otherwise wait on each other's increments.
-            let nv = 1usize << planes[c];
-            hists.clear();
-            hists.resize(4 * nv, 0);
-            for xs in u[..rows].chunks(4) {
-                for (t, &x) in xs.iter().enumerate() {
-                    hists[t * nv + usize::from(x)] += 1;
+        // Per column: its histogram and the planes, from the column-major
+        // values `d - min_c` (zero past the used rows).
+        if stride <= 8 {
+            // Values fit a byte (the usual case: 4-bit devices need 5
+            // planes): row-major bytes, transposed eight by eight; each
+            // plane word gathers eight values' bit `l` per multiply.
+            let mut rowmajor = vec![0u8; rows * cols];
+            for (vrow, drow) in rowmajor
+                .chunks_exact_mut(cols.max(1))
+                .zip(all.chunks_exact(cols.max(1)))
+            {
+                for ((v, &d), &lo) in vrow.iter_mut().zip(drow).zip(&min) {
+                    // In range: fewer than 9 planes.
+                    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                    let u = (small_int(d) - lo) as u8;
+                    *v = u;
                 }
             }
-            for (i, n) in counts[starts[c]..].iter_mut().enumerate() {
-                *n = (0..4).map(|t| hists[t * nv + i]).sum();
-            }
-            let column = &mut data[c * stride * words..][..planes[c] * words];
-            if planes[c] <= 8 {
-                // In range: at most 8 planes.
-                #[allow(clippy::cast_possible_truncation)]
-                for (b, &x) in bytes.iter_mut().zip(u) {
-                    *b = x as u8;
-                }
+            let mut values = vec![0u8; cols * pr];
+            transpose_bytes(&rowmajor, rows, cols, &mut values, pr);
+            for (c, u) in values.chunks_exact(pr).take(cols).enumerate() {
+                starts.push(counts.len());
+                histogram(&u[..rows], planes[c], &mut hists, &mut counts);
+                let column = &mut data[c * stride * words..][..planes[c] * words];
                 for (l, plane) in column.chunks_exact_mut(words).enumerate() {
-                    for (w, xs) in plane.iter_mut().zip(bytes.chunks_exact(64)) {
+                    for (w, xs) in plane.iter_mut().zip(u.chunks_exact(64)) {
                         *w = xs.chunks_exact(8).enumerate().fold(0u64, |a, (j, b)| {
                             let x = u64::from_le_bytes(b.try_into().expect("8 bytes"));
                             a | (gather_bits((x >> l) & LOW_BITS) << (8 * j))
                         });
                     }
                 }
-            } else {
+            }
+        } else {
+            // Wider devices: `u16` values (a pair spans at most 2 x 255),
+            // bit by bit.
+            let mut values = vec![0u16; cols * pr];
+            for (r, drow) in all.chunks_exact(cols.max(1)).enumerate() {
+                for (c, (&d, &lo)) in drow.iter().zip(&min).enumerate() {
+                    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                    let u = (small_int(d) - lo) as u16;
+                    values[c * pr + r] = u;
+                }
+            }
+            for (c, u) in values.chunks_exact(pr).take(cols).enumerate() {
+                starts.push(counts.len());
+                histogram(&u[..rows], planes[c], &mut hists, &mut counts);
+                let column = &mut data[c * stride * words..][..planes[c] * words];
                 for (l, plane) in column.chunks_exact_mut(words).enumerate() {
                     for (w, xs) in plane.iter_mut().zip(u.chunks_exact(64)) {
                         *w = xs
@@ -1068,6 +1096,63 @@ impl DiffPlanes {
             data,
             counts,
             starts,
+        }
+    }
+}
+
+/// Appends the counts of `0 .. 2^planes` among `values` to `counts`, through
+/// four interleaved histograms in `scratch` (consecutive equal values would
+/// otherwise wait on each other's increments).
+fn histogram<T: Copy + Into<usize>>(
+    values: &[T],
+    planes: usize,
+    scratch: &mut Vec<u32>,
+    counts: &mut Vec<u32>,
+) {
+    let nv = 1usize << planes;
+    scratch.clear();
+    scratch.resize(4 * nv, 0);
+    for xs in values.chunks(4) {
+        for (t, &x) in xs.iter().enumerate() {
+            scratch[t * nv + x.into()] += 1;
+        }
+    }
+    counts.extend((0..nv).map(|i| (0..4).map(|t| scratch[t * nv + i]).sum::<u32>()));
+}
+
+/// `dst[j * stride + i] = src[i * cols + j]` for the `rows x cols` bytes of
+/// `src`: 8 x 8 blocks transposed in registers (three rounds of masked
+/// swaps), the edges byte by byte.
+pub(crate) fn transpose_bytes(src: &[u8], rows: usize, cols: usize, dst: &mut [u8], stride: usize) {
+    let (r8, c8) = (rows / 8 * 8, cols / 8 * 8);
+    for i0 in (0..r8).step_by(8) {
+        for j0 in (0..c8).step_by(8) {
+            let mut a = [0u64; 8];
+            for (k, x) in a.iter_mut().enumerate() {
+                *x = u64::from_le_bytes(src[(i0 + k) * cols + j0..][..8].try_into().expect("8"));
+            }
+            // Byte `j` of `a[k]` is element `(k, j)`; swap 1-, 2-, then
+            // 4-byte blocks across the diagonal.
+            for (shift, mask, step) in [
+                (8, 0x00FF_00FF_00FF_00FF_u64, 1),
+                (16, 0x0000_FFFF_0000_FFFF, 2),
+                (32, 0x0000_0000_FFFF_FFFF, 4),
+            ] {
+                for i in (0..8).filter(|i| (i / step) % 2 == 0) {
+                    let t = ((a[i] >> shift) ^ a[i + step]) & mask;
+                    a[i + step] ^= t;
+                    a[i] ^= t << shift;
+                }
+            }
+            for (k, x) in a.iter().enumerate() {
+                dst[(j0 + k) * stride + i0..][..8].copy_from_slice(&x.to_le_bytes());
+            }
+        }
+    }
+    for i in 0..rows {
+        let edge = if i < r8 { c8 } else { 0 };
+        for j in edge..cols {
+            dst[j * stride + i] = src[i * cols + j];
         }
     }
 }
@@ -1365,6 +1450,38 @@ mod tests {
             let x = (0..8).fold(0u64, |a, i| a | (u64::from((bits >> i) & 1) << (8 * i)));
             assert_eq!(gather_bits(x), u64::from(bits));
         }
+    }
+
+    /// `transpose_bytes` on every shape up to 19 x 19 (whole 8 x 8 blocks
+    /// and edges), into a padded stride; `from_columns` equals `new` on the
+    /// transposed levels.
+    #[test]
+    fn byte_transposes_are_exact() {
+        for rows in 0..20 {
+            for cols in 0..20 {
+                #[allow(clippy::cast_possible_truncation)]
+                let src: Vec<u8> = (0..rows * cols).map(|i| (i * 7 + 3) as u8).collect();
+                let stride = rows + 3;
+                let mut dst = vec![0u8; cols * stride];
+                transpose_bytes(&src, rows, cols, &mut dst, stride);
+                for i in 0..rows {
+                    for j in 0..cols {
+                        assert_eq!(dst[j * stride + i], src[i * cols + j], "{rows}x{cols}");
+                    }
+                }
+            }
+        }
+        let g = CrossbarGeometry::new(16, 16, CellKind::TwoT2R, 4).unwrap();
+        let (r, c) = (11, 13);
+        #[allow(clippy::cast_possible_truncation)]
+        let pos: Vec<u8> = (0..r * c).map(|i| (i % 16) as u8).collect();
+        #[allow(clippy::cast_possible_truncation)]
+        let neg: Vec<u8> = (0..r * c).map(|i| ((i * 5) % 16) as u8).collect();
+        let t = |v: &[u8]| -> Vec<u8> { (0..c * r).map(|k| v[(k % r) * c + k / r]).collect() };
+        let a = Crossbar::new(g, r, c, pos.clone(), Some(neg.clone())).unwrap();
+        let b = Crossbar::from_columns(g, r, c, &t(&pos), Some(&t(&neg))).unwrap();
+        assert_eq!(a, b);
+        assert!(Crossbar::from_columns(g, r, c, &pos[1..], None).is_err());
     }
 
     #[test]
