@@ -11,8 +11,9 @@
 //! would call every candidate exact; *without* recovery it charges clamped
 //! 4-bit slices that recovery would repair, and picks `1x8` everywhere.)
 
-use ndarray::ArrayView2;
+use ndarray::{Array2, ArrayView2, Axis, s};
 use raella_compiler::{AdaptiveSlicing, CompileConfig, Slicing, SlicingChoice, compile};
+use rayon::prelude::*;
 
 use crate::reference::exact_outputs;
 use crate::{ProgrammedLayer, RunConfig, RuntimeError};
@@ -61,7 +62,7 @@ pub fn choose_weight_slicing(
             got: calibration.ncols(),
         });
     }
-    let exact = exact_outputs(weights, calibration);
+    let exact = by_parts(calibration, |part| Ok(exact_outputs(weights, part)))?;
     let cal_run = RunConfig {
         column_noise: raella_device::ColumnNoise::default(),
         ..run.clone()
@@ -75,9 +76,37 @@ pub fn choose_weight_slicing(
             weight_slicing: cand.clone(),
             ..base.clone()
         };
-        let mapped = compile(weights, &cfg, None)?;
-        let out = ProgrammedLayer::ideal(mapped).run(calibration, &cal_run)?;
-        let sim = out.outputs.mapv(i64::from);
+        let layer = ProgrammedLayer::ideal(compile(weights, &cfg, None)?);
+        let sim = by_parts(calibration, |part| {
+            Ok(layer.run(part, &cal_run)?.outputs.mapv(i64::from))
+        })?;
         Ok::<f64, RuntimeError>(policy.metric().error(exact.view(), sim.view()))
     })
+}
+
+/// `f` on consecutive row ranges of `inputs`, one per thread, the results
+/// stacked in order. A layer with few calibration vectors (a fully connected
+/// layer sees one per image) would otherwise run them as one chunk on one
+/// thread. Each vector's outputs depend on that vector alone (the
+/// calibration run draws no noise), so the parts give the same rows as one
+/// call.
+fn by_parts(
+    inputs: ArrayView2<'_, u8>,
+    f: impl Fn(ArrayView2<'_, u8>) -> Result<Array2<i64>, RuntimeError> + Sync,
+) -> Result<Array2<i64>, RuntimeError> {
+    // At least this many vectors per part: fewer are not worth a task.
+    const MIN_PART: usize = 8;
+    let n = inputs.nrows();
+    let parts = rayon::current_num_threads().min(n / MIN_PART).max(1);
+    if parts == 1 {
+        return f(inputs);
+    }
+    let size = n.div_ceil(parts);
+    let starts: Vec<usize> = (0..n).step_by(size).collect();
+    let outs: Vec<Array2<i64>> = starts
+        .into_par_iter()
+        .map(|a| f(inputs.slice(s![a..(a + size).min(n), ..])))
+        .collect::<Result<_, _>>()?;
+    let views: Vec<_> = outs.iter().map(|o| o.view()).collect();
+    Ok(ndarray::concatenate(Axis(0), &views).expect("parts of one width"))
 }
