@@ -45,6 +45,12 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
+/// The global allocator (see `mimalloc` in the workspace's `Cargo.toml`):
+/// glibc's returns large freed blocks to the kernel and faults them in again on
+/// the next layer; mimalloc keeps them. No result depends on it.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()

@@ -28,6 +28,12 @@ use raella_sweep::{Reference, RunOptions, Spec};
 
 use crate::convert::{graph_inputs, graph_outputs, outputs_to_py, read_inputs};
 
+/// The global allocator (see `mimalloc` in the workspace's `Cargo.toml`):
+/// glibc's returns large freed blocks to the kernel and faults them in again on
+/// the next layer; mimalloc keeps them. No result depends on it.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// An engine error as `ValueError`, with the message the command line prints
 /// (the whole chain of causes).
 pub fn value_error(e: impl Into<anyhow::Error>) -> PyErr {

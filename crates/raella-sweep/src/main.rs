@@ -9,6 +9,12 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use raella_sweep::{RunOptions, Spec, run_with, write_results};
 
+/// The global allocator (see `mimalloc` in the workspace's `Cargo.toml`):
+/// glibc's returns large freed blocks to the kernel and faults them in again on
+/// the next layer; mimalloc keeps them. No result depends on it.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     match real_main() {
         Ok(()) => ExitCode::SUCCESS,
