@@ -480,14 +480,20 @@ impl ProgrammedCrossbar {
     /// so that a design's build time includes it and its first evaluation
     /// does not: with `recovery`, the value planes of exact 1-bit reads;
     /// when anything perturbs the reads (`perturbed`: read noise, ADC
-    /// variation, programmed conductances), the transposes, level planes and
-    /// packed magnitudes too. A noise-free run without recovery reads none.
+    /// variation, programmed conductances), the level planes and packed
+    /// magnitudes too (integer levels), or the transposes (real-valued
+    /// conductances). A noise-free run without recovery reads none.
     pub fn prepare_reads(&self, recovery: bool, perturbed: bool) {
         if recovery {
             let _ = self.exact_bits();
         }
         if perturbed {
-            let _ = (self.planes(), self.diff_t(), self.magnitude_t());
+            // Integer levels are read through the planes; the transposes
+            // serve real-valued conductances.
+            let _ = self.planes();
+            if !self.integral {
+                let _ = (self.diff_t(), self.magnitude_t());
+            }
             if let Some((_, m)) = &self.packed {
                 m.get_or_init(|| pack(&self.magnitude).expect("magnitudes checked to fit"));
             }
@@ -521,7 +527,7 @@ impl ProgrammedCrossbar {
         self.level_planes
             .get_or_init(|| {
                 self.integral
-                    .then(|| LevelPlanes::new(self.geometry, self.diff_t(), self.magnitude_t()))
+                    .then(|| LevelPlanes::new(self.geometry, &self.diff, &self.magnitude))
             })
             .as_ref()
     }
@@ -845,9 +851,86 @@ const PLANE_BLOCK: usize = 8;
 
 impl LevelPlanes {
     /// For integer levels only (ideal programming: the caller has checked
-    /// [`levels_integral`]). Takes the transposed matrices (`cols x rows`, standard layout): each
-    /// column's planes are built a 64-row word at a time in registers.
-    fn new(geometry: CrossbarGeometry, diff_t: &Array2<f32>, magnitude_t: &Array2<f32>) -> Self {
+    /// [`levels_integral`]), from the `rows x cols` matrices. Devices of at
+    /// most 8 bits (every preset): each device's level as a byte, row-major
+    /// (the loop vectorises), transposed 8 x 8 ([`transpose_bytes`]), then
+    /// each plane word gathers eight rows' bit per multiply ([`gather_bits`]).
+    /// Wider devices: [`Self::from_transposed`].
+    fn new(geometry: CrossbarGeometry, diff: &Array2<f32>, magnitude: &Array2<f32>) -> Self {
+        let bits = geometry.bits_per_device() as usize;
+        if bits > 8 {
+            return Self::from_transposed(geometry, &transposed(diff), &transposed(magnitude));
+        }
+        let (rows, cols) = diff.dim();
+        let (diff, magnitude) = (diff.as_standard_layout(), magnitude.as_standard_layout());
+        let (d_all, m_all) = (
+            diff.as_slice().expect("standard layout"),
+            magnitude.as_slice().expect("standard layout"),
+        );
+        let words = rows.div_ceil(64);
+        let blocks = words.div_ceil(PLANE_BLOCK);
+        let pr = blocks * PLANE_BLOCK * 64;
+        // Row-major device levels; one device of a pair is 0 for compiled
+        // weights, but programming may drive both: each from the sum and
+        // difference (`(m + d) / 2`, `(m - d) / 2`, exact on integers).
+        let (mut pos, mut neg) = (vec![0u8; rows * cols], vec![0u8; rows * cols]);
+        let mut any = vec![0u8; cols];
+        for (((prow, nrow), drow), mrow) in pos
+            .chunks_exact_mut(cols.max(1))
+            .zip(neg.chunks_exact_mut(cols.max(1)))
+            .zip(d_all.chunks_exact(cols.max(1)))
+            .zip(m_all.chunks_exact(cols.max(1)))
+        {
+            for ((((p, n), &d), &m), a) in
+                prow.iter_mut().zip(nrow).zip(drow).zip(mrow).zip(&mut any)
+            {
+                let (d, m) = (small_int(d), small_int(m));
+                // Levels of at most 8 bits.
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                let (pv, nv) = (((m + d) >> 1) as u8, ((m - d) >> 1) as u8);
+                (*p, *n) = (pv, nv);
+                *a |= pv | nv;
+            }
+        }
+        let (mut pos_t, mut neg_t) = (vec![0u8; cols * pr], vec![0u8; cols * pr]);
+        transpose_bytes(&pos, rows, cols, &mut pos_t, pr);
+        transpose_bytes(&neg, rows, cols, &mut neg_t, pr);
+        let mut data = vec![[0u64; PLANE_BLOCK]; cols * bits * 2 * blocks];
+        for c in 0..cols {
+            for (sign, t) in [&pos_t, &neg_t].into_iter().enumerate() {
+                let column = &t[c * pr..][..pr];
+                for (word, xs) in column.chunks_exact(64).take(words).enumerate() {
+                    let (block, lane) = (word / PLANE_BLOCK, word % PLANE_BLOCK);
+                    for l in 0..bits {
+                        data[((c * bits + l) * 2 + sign) * blocks + block][lane] =
+                            xs.chunks_exact(8).enumerate().fold(0u64, |a, (j, b)| {
+                                let x = u64::from_le_bytes(b.try_into().expect("8 bytes"));
+                                a | (gather_bits((x >> l) & LOW_BITS) << (8 * j))
+                            });
+                    }
+                }
+            }
+        }
+        Self {
+            blocks,
+            bits,
+            // The widest level's bit count (that of the OR of all levels).
+            col_bits: any
+                .iter()
+                .map(|&a| 8 - a.leading_zeros() as usize)
+                .collect(),
+            data,
+        }
+    }
+
+    /// [`Self::new`] from the transposed matrices (`cols x rows`, standard
+    /// layout), any device width: each column's planes a 64-row word at a
+    /// time in registers.
+    fn from_transposed(
+        geometry: CrossbarGeometry,
+        diff_t: &Array2<f32>,
+        magnitude_t: &Array2<f32>,
+    ) -> Self {
         let (cols, rows) = diff_t.dim();
         let (d_all, m_all) = (
             diff_t.as_slice().expect("standard layout"),
@@ -1429,9 +1512,6 @@ mod tests {
             .program(None, &mut stream_rng(0, &[]))
     }
 
-    /// Several 1-bit reads of a column at once ([`ExactBits::column_sums`])
-    /// equal the plain sums: one-word and multi-block row counts; signed,
-    /// non-negative (one device used), constant and all-zero columns.
     /// `small_int` reads every integer of its range exactly, and
     /// `gather_bits` packs the low bit of each byte in byte order.
     #[test]
@@ -1484,6 +1564,9 @@ mod tests {
         assert!(Crossbar::from_columns(g, r, c, &pos[1..], None).is_err());
     }
 
+    /// Several 1-bit reads of a column at once ([`ExactBits::column_sums`])
+    /// equal the plain sums: one-word and multi-block row counts; signed,
+    /// non-negative (one device used), constant and all-zero columns.
     #[test]
     fn exact_bit_reads_equal_the_plain_sum() {
         let mut rng = stream_rng(11, &[]);
@@ -1583,6 +1666,49 @@ mod tests {
                         assert_eq!(k, u32::MAX, "every row fits: unbounded");
                     }
                 }
+            }
+        }
+    }
+
+    /// The level planes also hold cells whose two devices are both on (ideal,
+    /// `G+ + G-` within a device's range) and one-device (1T1R) cells: sums
+    /// and magnitudes under a 1-bit read equal the plain ones.
+    #[test]
+    fn level_planes_hold_both_devices_and_1t1r() {
+        let mut rng = stream_rng(21, &[]);
+        for &(rows, cols, cell) in &[
+            (5usize, 3usize, CellKind::TwoT2R),
+            (130, 9, CellKind::TwoT2R),
+            (700, 4, CellKind::TwoT2R),
+            (70, 5, CellKind::OneT1R),
+        ] {
+            let g = CrossbarGeometry::new(rows, cols, cell, 4).unwrap();
+            let pos: Vec<u8> = (0..rows * cols).map(|_| rng.random_range(0..=15)).collect();
+            let neg: Vec<u8> = match cell {
+                CellKind::TwoT2R => pos.iter().map(|&p| rng.random_range(0..=15 - p)).collect(),
+                CellKind::OneT1R => vec![0; rows * cols],
+            };
+            let p = Crossbar::new(g, rows, cols, pos.clone(), Some(neg.clone()))
+                .unwrap()
+                .program(None, &mut stream_rng(0, &[]));
+            let mut bits = vec![0u64; ProgrammedCrossbar::row_bit_words(rows)];
+            for r in (0..rows).filter(|_| rng.random_range(0..2) == 0) {
+                bits[r / 64] |= 1 << (r % 64);
+            }
+            for c in 0..cols {
+                let on = |r: usize| (bits[r / 64] >> (r % 64)) & 1 == 1;
+                let (mut s, mut m) = (0i32, 0i32);
+                for r in (0..rows).filter(|&r| on(r)) {
+                    let (a, b) = (i32::from(pos[r * cols + c]), i32::from(neg[r * cols + c]));
+                    (s, m) = (s + a - b, m + a + b);
+                }
+                #[allow(clippy::cast_precision_loss)]
+                let want = (s as f32, m as f32);
+                assert_eq!(
+                    p.column_sum_and_magnitude_bits(c, &bits),
+                    want,
+                    "{rows} {cell:?}"
+                );
             }
         }
     }
