@@ -903,10 +903,7 @@ impl LevelPlanes {
                     let (block, lane) = (word / PLANE_BLOCK, word % PLANE_BLOCK);
                     for l in 0..bits {
                         data[((c * bits + l) * 2 + sign) * blocks + block][lane] =
-                            xs.chunks_exact(8).enumerate().fold(0u64, |a, (j, b)| {
-                                let x = u64::from_le_bytes(b.try_into().expect("8 bytes"));
-                                a | (gather_bits((x >> l) & LOW_BITS) << (8 * j))
-                            });
+                            byte_plane_word(xs, l);
                     }
                 }
             }
@@ -1111,9 +1108,36 @@ impl DiffPlanes {
         let mut data = vec![0u64; cols * stride * words];
         let mut starts = Vec::with_capacity(cols + 1);
         let mut counts = Vec::new();
-        let mut hists: Vec<u32> = Vec::new();
         // Per column: its histogram and the planes, from the column-major
-        // values `d - min_c` (zero past the used rows).
+        // values `d - min_c` (zero past the used rows, `pr` per column).
+        let mut fill = |values: &[u8], wide: &[u16]| {
+            let mut hists: Vec<u32> = Vec::new();
+            for c in 0..cols {
+                starts.push(counts.len());
+                let column = &mut data[c * stride * words..][..planes[c] * words];
+                let at = c * pr..(c + 1) * pr;
+                if values.is_empty() {
+                    let u = &wide[at];
+                    histogram(&u[..rows], planes[c], &mut hists, &mut counts);
+                    for (l, plane) in column.chunks_exact_mut(words).enumerate() {
+                        for (w, xs) in plane.iter_mut().zip(u.chunks_exact(64)) {
+                            *w = xs
+                                .iter()
+                                .enumerate()
+                                .fold(0u64, |a, (i, &x)| a | (u64::from((x >> l) & 1) << i));
+                        }
+                    }
+                } else {
+                    let u = &values[at];
+                    histogram(&u[..rows], planes[c], &mut hists, &mut counts);
+                    for (l, plane) in column.chunks_exact_mut(words).enumerate() {
+                        for (w, xs) in plane.iter_mut().zip(u.chunks_exact(64)) {
+                            *w = byte_plane_word(xs, l);
+                        }
+                    }
+                }
+            }
+        };
         if stride <= 8 {
             // Values fit a byte (the usual case: 4-bit devices need 5
             // planes): row-major bytes, transposed eight by eight; each
@@ -1132,19 +1156,7 @@ impl DiffPlanes {
             }
             let mut values = vec![0u8; cols * pr];
             transpose_bytes(&rowmajor, rows, cols, &mut values, pr);
-            for (c, u) in values.chunks_exact(pr).take(cols).enumerate() {
-                starts.push(counts.len());
-                histogram(&u[..rows], planes[c], &mut hists, &mut counts);
-                let column = &mut data[c * stride * words..][..planes[c] * words];
-                for (l, plane) in column.chunks_exact_mut(words).enumerate() {
-                    for (w, xs) in plane.iter_mut().zip(u.chunks_exact(64)) {
-                        *w = xs.chunks_exact(8).enumerate().fold(0u64, |a, (j, b)| {
-                            let x = u64::from_le_bytes(b.try_into().expect("8 bytes"));
-                            a | (gather_bits((x >> l) & LOW_BITS) << (8 * j))
-                        });
-                    }
-                }
-            }
+            fill(&values, &[]);
         } else {
             // Wider devices: `u16` values (a pair spans at most 2 x 255),
             // bit by bit.
@@ -1156,19 +1168,7 @@ impl DiffPlanes {
                     values[c * pr + r] = u;
                 }
             }
-            for (c, u) in values.chunks_exact(pr).take(cols).enumerate() {
-                starts.push(counts.len());
-                histogram(&u[..rows], planes[c], &mut hists, &mut counts);
-                let column = &mut data[c * stride * words..][..planes[c] * words];
-                for (l, plane) in column.chunks_exact_mut(words).enumerate() {
-                    for (w, xs) in plane.iter_mut().zip(u.chunks_exact(64)) {
-                        *w = xs
-                            .iter()
-                            .enumerate()
-                            .fold(0u64, |a, (i, &x)| a | (u64::from((x >> l) & 1) << i));
-                    }
-                }
-            }
+            fill(&[], &values);
         }
         starts.push(counts.len());
         Self {
@@ -1238,6 +1238,16 @@ pub(crate) fn transpose_bytes(src: &[u8], rows: usize, cols: usize, dst: &mut [u
             dst[j * stride + i] = src[i * cols + j];
         }
     }
+}
+
+/// Bit `l` of 64 bytes as one word (bit `i` from byte `i`): eight bytes'
+/// bits per multiply ([`gather_bits`]).
+#[inline(always)]
+fn byte_plane_word(xs: &[u8], l: usize) -> u64 {
+    xs.chunks_exact(8).enumerate().fold(0u64, |a, (j, b)| {
+        let x = u64::from_le_bytes(b.try_into().expect("8 bytes"));
+        a | (gather_bits((x >> l) & LOW_BITS) << (8 * j))
+    })
 }
 
 /// The lowest bit of every byte.
