@@ -254,6 +254,11 @@ impl Kernel for UnaryKernel {
         let x = arg(inputs, 0)?;
         let f = self.0;
         Ok(vec![match x.data() {
+            // Relu, between most CNN layers, as its own loop (it vectorises;
+            // the general one matches the operator per element).
+            Data::Float(a) if f == Unary::Relu => {
+                Tensor::float(a.mapv(|v| Unary::Relu.apply(v)), x.dtype())
+            }
             Data::Float(a) => Tensor::float(a.mapv(|v| f.apply(v)), x.dtype()),
             Data::Int(a) => {
                 if f.apply_int(0).is_none() {

@@ -1010,10 +1010,37 @@ fn pool_impl(
     let xs = x.as_standard_layout();
     let src = xs.as_slice().expect("standard layout");
     let mut out = vec![0.0f32; n * c * oh * ow];
+    // Max pooling whose windows all lie inside the input (no padding): no
+    // bounds or cell counts per cell, the same maxima in the same order.
+    let inside = max
+        && !sum
+        && pads.iter().all(|&p| p == 0)
+        && (oh == 0 || (oh - 1) * win.stride[0] + (win.kernel[0].max(1) - 1) * win.dilation[0] < h)
+        && (ow == 0 || (ow - 1) * win.stride[1] + (win.kernel[1].max(1) - 1) * win.dilation[1] < w);
     out.par_chunks_mut((oh * ow).max(1))
         .enumerate()
         .for_each(|(plane, dst)| {
             let p = &src[plane * h * w..(plane + 1) * h * w];
+            if inside {
+                for (oy, drow) in dst.chunks_exact_mut(ow.max(1)).enumerate() {
+                    for (ox, d) in drow.iter_mut().enumerate() {
+                        let mut acc = f32::NEG_INFINITY;
+                        for ky in 0..win.kernel[0] {
+                            let row = &p[(oy * win.stride[0] + ky * win.dilation[0]) * w..][..w];
+                            for kx in 0..win.kernel[1] {
+                                let v = row[ox * win.stride[1] + kx * win.dilation[1]];
+                                acc = if v.is_nan() || acc.is_nan() {
+                                    f32::NAN
+                                } else {
+                                    acc.max(v)
+                                };
+                            }
+                        }
+                        *d = acc;
+                    }
+                }
+                return;
+            }
             for oy in 0..oh {
                 for ox in 0..ow {
                     let (mut acc, mut cnt) = (if max { f32::NEG_INFINITY } else { 0.0 }, 0usize);
@@ -1424,6 +1451,67 @@ pub fn float_input<'a>(t: &'a Tensor, what: &str) -> Result<&'a ArrayD<f32>, OpE
 mod tests {
     use super::*;
     use crate::proto::AttributeProto;
+
+    /// Max pooling equals the plain definition (the maximum over the window's
+    /// cells inside the input, NaN if any is NaN) for windows inside the
+    /// input (the fast path) and with padding, dilation and ceil mode (the
+    /// general one).
+    #[test]
+    fn max_pooling_is_the_window_maximum() {
+        let (h, w) = (7usize, 9usize);
+        #[allow(clippy::cast_precision_loss)]
+        let mut data: Vec<f32> = (0..2 * h * w)
+            .map(|i| ((i * 37 % 23) as f32 - 11.0) * 0.5)
+            .collect();
+        data[20] = f32::NAN;
+        let x = ArrayD::from_shape_vec(IxDyn(&[1, 2, h, w]), data.clone()).unwrap();
+        for (kernel, stride, dilation, pads, ceil_mode) in [
+            ([2, 2], [2, 2], [1, 1], [0; 4], false),
+            ([3, 2], [1, 2], [1, 1], [0; 4], false),
+            ([2, 3], [2, 1], [2, 2], [0; 4], false),
+            ([3, 3], [2, 2], [1, 1], [1, 1, 1, 1], false),
+            ([2, 2], [2, 2], [1, 1], [0; 4], true),
+        ] {
+            let win = Window {
+                kernel,
+                stride,
+                pads,
+                dilation,
+                auto_pad: None,
+                ceil_mode,
+                one_d: false,
+            };
+            let y = pool_f32(&x, &win, true, false).unwrap();
+            let (oh, ow, pads) = win.out_hw(h, w).unwrap();
+            assert_eq!(y.shape(), &[1, 2, oh, ow]);
+            for c in 0..2 {
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let mut cells = Vec::new();
+                        for ky in 0..kernel[0] {
+                            for kx in 0..kernel[1] {
+                                let iy = (oy * stride[0] + ky * dilation[0]).wrapping_sub(pads[0]);
+                                let ix = (ox * stride[1] + kx * dilation[1]).wrapping_sub(pads[1]);
+                                if iy < h && ix < w {
+                                    cells.push(data[(c * h + iy) * w + ix]);
+                                }
+                            }
+                        }
+                        let want = if cells.iter().any(|v| v.is_nan()) {
+                            f32::NAN
+                        } else {
+                            cells.iter().copied().fold(f32::NEG_INFINITY, f32::max)
+                        };
+                        let got = y[[0, c, oy, ox]];
+                        assert!(
+                            got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+                            "{kernel:?} {stride:?} {dilation:?} at {c} {oy} {ox}: {got} vs {want}"
+                        );
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn blocked_dequantisation_repeats_each_scale_over_its_block() {
