@@ -2,10 +2,11 @@
 
 use ndarray::Array2;
 use raella_compiler::{
-    AdaptiveSlicing, Calibration, CompileConfig, QuantizedMatrix, Slicing, compile,
+    AdaptiveSlicing, Calibration, CenterRule, CompileConfig, Encoding, QuantizedMatrix, Slicing,
+    compile,
 };
 use raella_device::DeviceNoise;
-use raella_runtime::{LayerStats, ProgrammedLayer, RunConfig, choose_weight_slicing};
+use raella_runtime::{LayerStats, ProgrammedLayer, RunConfig, choose_weight_slicing_layer};
 use rayon::prelude::*;
 
 use crate::NetworkError;
@@ -153,13 +154,17 @@ impl CrossbarBackend {
                         layer: name.to_string(),
                         source: e,
                     };
+                    // The chosen candidate's layer as adaptive slicing built it:
+                    // the same levels as compiling again when the center rule
+                    // needs no calibration and programming is ideal.
+                    let mut candidate = None;
                     if let Some((policy, cal_run)) = &arch.adaptive {
                         let force = if l + 1 == nl {
                             arch.force_last.as_ref()
                         } else {
                             None
                         };
-                        let choice = choose_weight_slicing(
+                        let (choice, layer) = choose_weight_slicing_layer(
                             qm.weights.view(),
                             &cfg,
                             policy,
@@ -169,26 +174,38 @@ impl CrossbarBackend {
                         )
                         .map_err(err)?;
                         cfg.weight_slicing = choice.chosen;
+                        candidate = layer;
                     }
-                    let c = Calibration {
-                        inputs: cal.view(),
-                        input_slicing: arch.run.input.slicing(),
-                    };
-                    let mapped = compile(qm.weights.view(), &cfg, Some(c)).map_err(|e| {
-                        NetworkError::Compile {
-                            layer: name.to_string(),
-                            source: e,
-                        }
-                    })?;
                     let s = cfg.weight_slicing.to_string();
                     if !chosen.contains(&s) {
                         chosen.push(s);
                     }
-                    let layer = match &arch.device_noise {
-                        Some(n) if !n.is_ideal() => {
-                            ProgrammedLayer::program(mapped, n, mix(seed, &[1, l as u64, g as u64]))
+                    let noise = arch.device_noise.as_ref().filter(|n| !n.is_ideal());
+                    let reusable = noise.is_none()
+                        && cfg.encoding != Encoding::CenterOffset(CenterRule::Search);
+                    let layer = match candidate.filter(|_| reusable) {
+                        Some(layer) => layer,
+                        None => {
+                            let c = Calibration {
+                                inputs: cal.view(),
+                                input_slicing: arch.run.input.slicing(),
+                            };
+                            let mapped =
+                                compile(qm.weights.view(), &cfg, Some(c)).map_err(|e| {
+                                    NetworkError::Compile {
+                                        layer: name.to_string(),
+                                        source: e,
+                                    }
+                                })?;
+                            match noise {
+                                Some(n) => ProgrammedLayer::program(
+                                    mapped,
+                                    n,
+                                    mix(seed, &[1, l as u64, g as u64]),
+                                ),
+                                None => ProgrammedLayer::ideal(mapped),
+                            }
                         }
-                        _ => ProgrammedLayer::ideal(mapped),
                     };
                     layer.prepare_reads(&arch.run);
                     per_group.push(layer);

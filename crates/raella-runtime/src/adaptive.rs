@@ -46,6 +46,25 @@ pub fn choose_weight_slicing(
     calibration: ArrayView2<'_, u8>,
     run: &RunConfig,
 ) -> Result<SlicingChoice, RuntimeError> {
+    choose_weight_slicing_layer(weights, base, policy, force, calibration, run).map(|(c, _)| c)
+}
+
+/// [`choose_weight_slicing`], also giving the chosen candidate's layer as it
+/// was compiled (without calibration) and programmed on ideal devices for
+/// its run, when the chosen candidate was the last one run (the first within
+/// budget, as usual): a caller building that same layer need not compile and
+/// program it again.
+///
+/// # Errors
+/// As [`choose_weight_slicing`].
+pub fn choose_weight_slicing_layer(
+    weights: ArrayView2<'_, i8>,
+    base: &CompileConfig,
+    policy: &AdaptiveSlicing,
+    force: Option<&Slicing>,
+    calibration: ArrayView2<'_, u8>,
+    run: &RunConfig,
+) -> Result<(SlicingChoice, Option<ProgrammedLayer>), RuntimeError> {
     if let Some(f) = force {
         f.check_device(base.geometry.bits_per_device())?;
     }
@@ -68,7 +87,8 @@ pub fn choose_weight_slicing(
         ..run.clone()
     };
     let budget = policy.budget_for(exact.view());
-    policy.select(force, budget, |cand| {
+    let mut last: Option<(Slicing, ProgrammedLayer)> = None;
+    let choice = policy.select(force, budget, |cand| {
         if cand.max_width() > bits {
             return Ok(f64::INFINITY);
         }
@@ -80,8 +100,13 @@ pub fn choose_weight_slicing(
         let sim = by_parts(calibration, |part| {
             Ok(layer.run(part, &cal_run)?.outputs.mapv(i64::from))
         })?;
+        last = Some((cand.clone(), layer));
         Ok::<f64, RuntimeError>(policy.metric().error(exact.view(), sim.view()))
-    })
+    })?;
+    let layer = last
+        .filter(|(s, _)| !choice.forced && *s == choice.chosen)
+        .map(|(_, l)| l);
+    Ok((choice, layer))
 }
 
 /// `f` on consecutive row ranges of `inputs`, one per thread, the results
