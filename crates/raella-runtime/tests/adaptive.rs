@@ -10,8 +10,8 @@ use rand::RngExt;
 #[test]
 fn the_chosen_candidates_layer_is_a_fresh_compile() {
     let mut rng = stream_rng(3, &[]);
-    let weights = Array2::from_shape_fn((24, 700), |_| rng.random_range(-128i32..=127) as i8);
-    let inputs = Array2::from_shape_fn((40, 700), |_| rng.random_range(0u32..=255) as u8);
+    let weights = Array2::from_shape_fn((24, 700), |_| rng.random::<i8>());
+    let inputs = Array2::from_shape_fn((40, 700), |_| rng.random::<u8>());
     let base = CompileConfig::raella();
     let run = calibration_run(&RunConfig::raella());
     let cands: Vec<Slicing> = ["4-4", "4-2-2", "2x4"]
