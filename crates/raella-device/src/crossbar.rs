@@ -851,16 +851,13 @@ const PLANE_BLOCK: usize = 8;
 
 impl LevelPlanes {
     /// For integer levels only (ideal programming: the caller has checked
-    /// [`levels_integral`]), from the `rows x cols` matrices. Devices of at
-    /// most 8 bits (every preset): each device's level as a byte, row-major
-    /// (the loop vectorises), transposed 8 x 8 ([`transpose_bytes`]), then
-    /// each plane word gathers eight rows' bit per multiply ([`gather_bits`]).
-    /// Wider devices: [`Self::from_transposed`].
+    /// [`levels_integral`]), from the `rows x cols` matrices: each device's
+    /// level as a byte (devices have at most 4 bits, `CrossbarGeometry`),
+    /// row-major (the loop vectorises), transposed 8 x 8
+    /// ([`transpose_bytes`]), then each plane word gathers eight rows' bit
+    /// per multiply ([`gather_bits`]).
     fn new(geometry: CrossbarGeometry, diff: &Array2<f32>, magnitude: &Array2<f32>) -> Self {
         let bits = geometry.bits_per_device() as usize;
-        if bits > 8 {
-            return Self::from_transposed(geometry, &transposed(diff), &transposed(magnitude));
-        }
         let (rows, cols) = diff.dim();
         let (diff, magnitude) = (diff.as_standard_layout(), magnitude.as_standard_layout());
         let (d_all, m_all) = (
@@ -885,7 +882,7 @@ impl LevelPlanes {
                 prow.iter_mut().zip(nrow).zip(drow).zip(mrow).zip(&mut any)
             {
                 let (d, m) = (small_int(d), small_int(m));
-                // Levels of at most 8 bits.
+                // Levels of at most 4 bits.
                 #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
                 let (pv, nv) = (((m + d) >> 1) as u8, ((m - d) >> 1) as u8);
                 (*p, *n) = (pv, nv);
@@ -916,63 +913,6 @@ impl LevelPlanes {
                 .iter()
                 .map(|&a| 8 - a.leading_zeros() as usize)
                 .collect(),
-            data,
-        }
-    }
-
-    /// [`Self::new`] from the transposed matrices (`cols x rows`, standard
-    /// layout), any device width: each column's planes a 64-row word at a
-    /// time in registers.
-    fn from_transposed(
-        geometry: CrossbarGeometry,
-        diff_t: &Array2<f32>,
-        magnitude_t: &Array2<f32>,
-    ) -> Self {
-        let (cols, rows) = diff_t.dim();
-        let (d_all, m_all) = (
-            diff_t.as_slice().expect("standard layout"),
-            magnitude_t.as_slice().expect("standard layout"),
-        );
-        let words = rows.div_ceil(64);
-        let blocks = words.div_ceil(PLANE_BLOCK);
-        let bits = geometry.bits_per_device() as usize;
-        let mut data = vec![[0u64; PLANE_BLOCK]; cols * bits * 2 * blocks];
-        let mut col_bits = vec![0usize; cols];
-        // One word's planes: `[level bit][sign]`.
-        let mut planes = vec![[0u64; 2]; bits];
-        for c in 0..cols {
-            let (dc, mc) = (
-                &d_all[c * rows..(c + 1) * rows],
-                &m_all[c * rows..(c + 1) * rows],
-            );
-            let mut any = 0u32;
-            for (word, (dw, mw)) in dc.chunks(64).zip(mc.chunks(64)).enumerate() {
-                planes.fill([0; 2]);
-                for (i, (&d, &m)) in dw.iter().zip(mw).enumerate() {
-                    // One device of a pair is 0 for compiled weights, but programming
-                    // may drive both; recover each from the sum and difference.
-                    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-                    let (pos, neg) = (((m + d) / 2.0) as u32, ((m - d) / 2.0) as u32);
-                    any |= pos | neg;
-                    for (l, p) in planes.iter_mut().enumerate() {
-                        p[0] |= u64::from((pos >> l) & 1) << i;
-                        p[1] |= u64::from((neg >> l) & 1) << i;
-                    }
-                }
-                let (block, lane) = (word / PLANE_BLOCK, word % PLANE_BLOCK);
-                for (l, p) in planes.iter().enumerate() {
-                    for (sign, &w) in p.iter().enumerate() {
-                        data[((c * bits + l) * 2 + sign) * blocks + block][lane] = w;
-                    }
-                }
-            }
-            // The widest level's bit count (that of the OR of all levels).
-            col_bits[c] = (32 - any.leading_zeros()) as usize;
-        }
-        Self {
-            blocks,
-            bits,
-            col_bits,
             data,
         }
     }
@@ -1108,67 +1048,36 @@ impl DiffPlanes {
         let mut data = vec![0u64; cols * stride * words];
         let mut starts = Vec::with_capacity(cols + 1);
         let mut counts = Vec::new();
-        // Per column: its histogram and the planes, from the column-major
-        // values `d - min_c` (zero past the used rows, `pr` per column).
-        let mut fill = |values: &[u8], wide: &[u16]| {
-            let mut hists: Vec<u32> = Vec::new();
-            for c in 0..cols {
-                starts.push(counts.len());
-                let column = &mut data[c * stride * words..][..planes[c] * words];
-                let at = c * pr..(c + 1) * pr;
-                if values.is_empty() {
-                    let u = &wide[at];
-                    histogram(&u[..rows], planes[c], &mut hists, &mut counts);
-                    for (l, plane) in column.chunks_exact_mut(words).enumerate() {
-                        for (w, xs) in plane.iter_mut().zip(u.chunks_exact(64)) {
-                            *w = xs
-                                .iter()
-                                .enumerate()
-                                .fold(0u64, |a, (i, &x)| a | (u64::from((x >> l) & 1) << i));
-                        }
-                    }
-                } else {
-                    let u = &values[at];
-                    histogram(&u[..rows], planes[c], &mut hists, &mut counts);
-                    for (l, plane) in column.chunks_exact_mut(words).enumerate() {
-                        for (w, xs) in plane.iter_mut().zip(u.chunks_exact(64)) {
-                            *w = byte_plane_word(xs, l);
-                        }
-                    }
+        // Values `d - min_c` fit a byte: devices have at most 4 bits
+        // (`CrossbarGeometry`), so a pair's difference spans at most 30.
+        // Row-major bytes, transposed eight by eight into columns (zero past
+        // the used rows, `pr` per column); per column its histogram, then
+        // each plane word gathers eight values' bit `l` per multiply.
+        debug_assert!(stride <= 8, "a difference spans more than a byte");
+        let mut rowmajor = vec![0u8; rows * cols];
+        for (vrow, drow) in rowmajor
+            .chunks_exact_mut(cols.max(1))
+            .zip(all.chunks_exact(cols.max(1)))
+        {
+            for ((v, &d), &lo) in vrow.iter_mut().zip(drow).zip(&min) {
+                // In range (above).
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                let u = (small_int(d) - lo) as u8;
+                *v = u;
+            }
+        }
+        let mut values = vec![0u8; cols * pr];
+        transpose_bytes(&rowmajor, rows, cols, &mut values, pr);
+        let mut hists: Vec<u32> = Vec::new();
+        for (c, u) in values.chunks_exact(pr).take(cols).enumerate() {
+            starts.push(counts.len());
+            histogram(&u[..rows], planes[c], &mut hists, &mut counts);
+            let column = &mut data[c * stride * words..][..planes[c] * words];
+            for (l, plane) in column.chunks_exact_mut(words).enumerate() {
+                for (w, xs) in plane.iter_mut().zip(u.chunks_exact(64)) {
+                    *w = byte_plane_word(xs, l);
                 }
             }
-        };
-        if stride <= 8 {
-            // Values fit a byte (the usual case: 4-bit devices need 5
-            // planes): row-major bytes, transposed eight by eight; each
-            // plane word gathers eight values' bit `l` per multiply.
-            let mut rowmajor = vec![0u8; rows * cols];
-            for (vrow, drow) in rowmajor
-                .chunks_exact_mut(cols.max(1))
-                .zip(all.chunks_exact(cols.max(1)))
-            {
-                for ((v, &d), &lo) in vrow.iter_mut().zip(drow).zip(&min) {
-                    // In range: fewer than 9 planes.
-                    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-                    let u = (small_int(d) - lo) as u8;
-                    *v = u;
-                }
-            }
-            let mut values = vec![0u8; cols * pr];
-            transpose_bytes(&rowmajor, rows, cols, &mut values, pr);
-            fill(&values, &[]);
-        } else {
-            // Wider devices: `u16` values (a pair spans at most 2 x 255),
-            // bit by bit.
-            let mut values = vec![0u16; cols * pr];
-            for (r, drow) in all.chunks_exact(cols.max(1)).enumerate() {
-                for (c, (&d, &lo)) in drow.iter().zip(&min).enumerate() {
-                    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-                    let u = (small_int(d) - lo) as u16;
-                    values[c * pr + r] = u;
-                }
-            }
-            fill(&[], &values);
         }
         starts.push(counts.len());
         Self {
@@ -1186,18 +1095,13 @@ impl DiffPlanes {
 /// Appends the counts of `0 .. 2^planes` among `values` to `counts`, through
 /// four interleaved histograms in `scratch` (consecutive equal values would
 /// otherwise wait on each other's increments).
-fn histogram<T: Copy + Into<usize>>(
-    values: &[T],
-    planes: usize,
-    scratch: &mut Vec<u32>,
-    counts: &mut Vec<u32>,
-) {
+fn histogram(values: &[u8], planes: usize, scratch: &mut Vec<u32>, counts: &mut Vec<u32>) {
     let nv = 1usize << planes;
     scratch.clear();
     scratch.resize(4 * nv, 0);
     for xs in values.chunks(4) {
         for (t, &x) in xs.iter().enumerate() {
-            scratch[t * nv + x.into()] += 1;
+            scratch[t * nv + usize::from(x)] += 1;
         }
     }
     counts.extend((0..nv).map(|i| (0..4).map(|t| scratch[t * nv + i]).sum::<u32>()));
