@@ -154,6 +154,23 @@ impl PackedLevels {
         let prow = self.padded_rows();
         groups.clear();
         words.clear();
+        if nv == VECTORS {
+            // Every vector present: each one's row of pulses, four bytes per
+            // group, read without per-byte indexing.
+            let rows: [&[u8]; VECTORS] =
+                std::array::from_fn(|k| &pulses[(v0 + k) * prow..(v0 + k + 1) * prow]);
+            for g in 0..self.groups {
+                let w: [i32; VECTORS] = std::array::from_fn(|k| {
+                    let b = &rows[k][4 * g..4 * g + 4];
+                    i32::from_le_bytes([b[0], b[1], b[2], b[3]])
+                });
+                if w != [0; VECTORS] {
+                    groups.push(g);
+                    words.push(w);
+                }
+            }
+            return;
+        }
         for g in 0..self.groups {
             let mut w = [0i32; VECTORS];
             for (k, wk) in w.iter_mut().enumerate().take(nv) {

@@ -5,7 +5,7 @@ use raella_compiler::{
     AdaptiveSlicing, Calibration, CenterRule, CompileConfig, Encoding, QuantizedMatrix, Slicing,
     compile,
 };
-use raella_device::DeviceNoise;
+use raella_device::{DeviceNoise, Kernel};
 use raella_runtime::{LayerStats, ProgrammedLayer, RunConfig, choose_weight_slicing_layer};
 use rayon::prelude::*;
 
@@ -291,8 +291,17 @@ impl MacBackend for CrossbarBackend {
 }
 
 /// Squared error and squared reference of up to [`CHECKED_VECTORS`] evenly
-/// spaced vectors' outputs against exact integer MACs.
+/// spaced vectors' outputs against exact integer MACs, compiled for the
+/// vector units the engine uses ([`Kernel::dispatch`]; integer sums, so the
+/// same values on every instruction set).
 fn check_sample(w: &Array2<i8>, x: &QInput, y: &Array2<i64>) -> (f64, f64) {
+    Kernel::selected()
+        .unwrap_or(Kernel::Portable)
+        .dispatch(|| check_sample_body(w, x, y))
+}
+
+#[inline(always)]
+fn check_sample_body(w: &Array2<i8>, x: &QInput, y: &Array2<i64>) -> (f64, f64) {
     let n = x.nrows();
     let k = n.min(CHECKED_VECTORS);
     let w = w.as_standard_layout();

@@ -129,6 +129,11 @@ enum Unary {
     ThresholdedRelu(f32),
 }
 
+#[inline(always)]
+fn relu(x: f32) -> f32 {
+    x.max(0.0)
+}
+
 fn softplus(x: f32) -> f32 {
     // ln(1 + e^x) without overflow for large x.
     if x > 20.0 { x } else { x.exp().ln_1p() }
@@ -179,7 +184,7 @@ impl Unary {
             Self::Mish => x * softplus(x).tanh(),
             Self::Neg => -x,
             Self::Reciprocal => 1.0 / x,
-            Self::Relu => x.max(0.0),
+            Self::Relu => relu(x),
             // Round half to even, as ONNX specifies.
             Self::Round => x.round_ties_even(),
             Self::Selu(a, g) => {
@@ -255,10 +260,9 @@ impl Kernel for UnaryKernel {
         let f = self.0;
         Ok(vec![match x.data() {
             // Relu, between most CNN layers, as its own loop (it vectorises;
-            // the general one matches the operator per element).
-            Data::Float(a) if f == Unary::Relu => {
-                Tensor::float(a.mapv(|v| Unary::Relu.apply(v)), x.dtype())
-            }
+            // the general one calls the operator's match per element): the
+            // function `Unary::Relu` applies, inlined.
+            Data::Float(a) if f == Unary::Relu => Tensor::float(a.mapv(relu), x.dtype()),
             Data::Float(a) => Tensor::float(a.mapv(|v| f.apply(v)), x.dtype()),
             Data::Int(a) => {
                 if f.apply_int(0).is_none() {
