@@ -250,25 +250,33 @@ pub fn im2col_into<T: Copy + Send + Sync>(
         .with_min_len((4096 / (ow * cols).max(1)).max(1))
         .enumerate()
         .for_each(|(oy, rows)| {
-            for (ox, row) in rows.chunks_exact_mut(cols.max(1)).enumerate() {
-                let mut k = 0;
-                for c in 0..cg {
-                    let xc = &xs[c * plane..(c + 1) * plane];
-                    for ky in 0..kh {
-                        let iy = (oy * win.stride[0] + ky * win.dilation[0]).wrapping_sub(pads[0]);
-                        if iy >= h {
-                            k += kw;
-                            continue;
+            // Per kernel position, the output columns whose input lies inside
+            // the row are one range (`lo..hi`): those are copied without
+            // per-element bounds tests, the rest keep the pad value.
+            let (s1, p1) = (win.stride[1], pads[1]);
+            let mut k = 0;
+            for c in 0..cg {
+                let xc = &xs[c * plane..(c + 1) * plane];
+                for ky in 0..kh {
+                    let iy = (oy * win.stride[0] + ky * win.dilation[0]).wrapping_sub(pads[0]);
+                    if iy >= h {
+                        k += kw;
+                        continue;
+                    }
+                    let xrow = &xc[iy * w..(iy + 1) * w];
+                    for kx in 0..kw {
+                        // Input column `ox * s1 + off - p1`, inside when in `0..w`.
+                        let off = kx * win.dilation[1];
+                        let lo = p1.saturating_sub(off).div_ceil(s1);
+                        let hi = if w + p1 > off {
+                            ((w - 1 + p1 - off) / s1 + 1).min(ow)
+                        } else {
+                            0
+                        };
+                        for ox in lo..hi.max(lo) {
+                            rows[ox * cols + k] = xrow[ox * s1 + off - p1];
                         }
-                        let xrow = &xc[iy * w..(iy + 1) * w];
-                        for kx in 0..kw {
-                            let ix =
-                                (ox * win.stride[1] + kx * win.dilation[1]).wrapping_sub(pads[1]);
-                            if ix < w {
-                                row[k] = xrow[ix];
-                            }
-                            k += 1;
-                        }
+                        k += 1;
                     }
                 }
             }
@@ -1508,6 +1516,62 @@ mod tests {
                             "{kernel:?} {stride:?} {dilation:?} at {c} {oy} {ox}: {got} vs {want}"
                         );
                     }
+                }
+            }
+        }
+    }
+
+    /// im2col equals the plain definition (each row the window's cells in
+    /// `(channel, ky, kx)` order, the pad value outside the input) for
+    /// strides, dilations, pads wider than the kernel reach, and channel
+    /// groups.
+    #[test]
+    fn im2col_is_the_window_cells() {
+        let (ch, h, w) = (3usize, 6usize, 7usize);
+        let data: Vec<i32> = (0..ch * h * w)
+            .map(|i| i32::try_from(i).unwrap() + 1)
+            .collect();
+        let x = ndarray::Array3::from_shape_vec((ch, h, w), data.clone()).unwrap();
+        for (kernel, stride, dilation, pads, c0, cg) in [
+            ([3, 3], [1, 1], [1, 1], [1, 1, 1, 1], 0, 3),
+            ([1, 1], [1, 1], [1, 1], [0; 4], 0, 3),
+            ([3, 2], [2, 3], [1, 1], [0, 2, 1, 0], 1, 2),
+            ([2, 3], [1, 2], [2, 2], [2, 1, 2, 3], 2, 1),
+            ([1, 3], [3, 1], [1, 3], [4, 5, 4, 5], 0, 1),
+        ] {
+            let win = Window {
+                kernel,
+                stride,
+                pads,
+                dilation,
+                auto_pad: None,
+                ceil_mode: false,
+                one_d: false,
+            };
+            let (oh, ow, pads) = win.out_hw(h, w).unwrap();
+            let got = im2col(x.view(), c0, cg, &win, (oh, ow), pads, 0);
+            assert_eq!(got.dim(), (oh * ow, cg * kernel[0] * kernel[1]));
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut want = Vec::new();
+                    for c in c0..c0 + cg {
+                        for ky in 0..kernel[0] {
+                            for kx in 0..kernel[1] {
+                                let iy = (oy * stride[0] + ky * dilation[0]).wrapping_sub(pads[0]);
+                                let ix = (ox * stride[1] + kx * dilation[1]).wrapping_sub(pads[1]);
+                                want.push(if iy < h && ix < w {
+                                    data[(c * h + iy) * w + ix]
+                                } else {
+                                    0
+                                });
+                            }
+                        }
+                    }
+                    assert_eq!(
+                        got.row(oy * ow + ox).to_vec(),
+                        want,
+                        "{kernel:?} {stride:?} {dilation:?} {pads:?} at {oy} {ox}"
+                    );
                 }
             }
         }
