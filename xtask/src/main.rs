@@ -47,7 +47,8 @@ use anyhow::{Context, Result, bail};
 
 /// The global allocator (see `mimalloc` in the workspace's `Cargo.toml`):
 /// glibc's returns large freed blocks to the kernel and faults them in again on
-/// the next layer; mimalloc keeps them. No result depends on it.
+/// the next layer; mimalloc keeps them ([`raella_sweep::keep_freed_memory`]
+/// turns off its delayed return of freed memory too). No result depends on it.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -86,6 +87,7 @@ fn write_atomic(path: &Path, text: &str) -> Result<()> {
 }
 
 fn main() -> std::process::ExitCode {
+    raella_sweep::keep_freed_memory();
     match real_main() {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

@@ -30,7 +30,8 @@ use crate::convert::{graph_inputs, graph_outputs, outputs_to_py, read_inputs};
 
 /// The global allocator (see `mimalloc` in the workspace's `Cargo.toml`):
 /// glibc's returns large freed blocks to the kernel and faults them in again on
-/// the next layer; mimalloc keeps them. No result depends on it.
+/// the next layer; mimalloc keeps them ([`raella_sweep::keep_freed_memory`]
+/// turns off its delayed return of freed memory too). No result depends on it.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -187,6 +188,7 @@ mod _native {
 
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
+        raella_sweep::keep_freed_memory();
         m.add("__version__", env!("CARGO_PKG_VERSION"))
     }
 }

@@ -63,7 +63,8 @@ use rayon::prelude::*;
 
 /// The global allocator (see `mimalloc` in the workspace's `Cargo.toml`):
 /// glibc's returns large freed blocks to the kernel and faults them in again on
-/// the next layer; mimalloc keeps them. No result depends on it.
+/// the next layer; mimalloc keeps them ([`raella_sweep::keep_freed_memory`]
+/// turns off its delayed return of freed memory too). No result depends on it.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -87,6 +88,7 @@ fn gemm_gflops() -> f64 {
 }
 
 fn main() -> anyhow::Result<()> {
+    raella_sweep::keep_freed_memory();
     let mut spec_path = PathBuf::from("fixtures/sweeps/default.toml");
     let mut images = 16usize;
     let mut only: Option<Vec<String>> = None;

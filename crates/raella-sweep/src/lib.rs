@@ -13,6 +13,7 @@
 //! # Ok::<(), anyhow::Error>(())
 //! ```
 
+mod allocator;
 mod cost;
 mod merge;
 mod names;
@@ -24,6 +25,7 @@ mod run;
 mod simulate;
 mod spec;
 
+pub use allocator::keep_freed_memory;
 pub use cost::{
     CostModel, EnergyRow, LayerCost, PaperAblation, TypicalSource, calibrate, cost_measured,
     cost_simulated, cost_sweep, cost_workloads,

@@ -11,11 +11,13 @@ use raella_sweep::{RunOptions, Spec, run_with, write_results};
 
 /// The global allocator (see `mimalloc` in the workspace's `Cargo.toml`):
 /// glibc's returns large freed blocks to the kernel and faults them in again on
-/// the next layer; mimalloc keeps them. No result depends on it.
+/// the next layer; mimalloc keeps them ([`raella_sweep::keep_freed_memory`]
+/// turns off its delayed return of freed memory too). No result depends on it.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    raella_sweep::keep_freed_memory();
     match real_main() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
