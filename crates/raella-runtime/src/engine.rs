@@ -796,12 +796,13 @@ impl ProgrammedLayer {
                                 widths[j],
                                 &mut acc,
                             )
-                        } else if lumped_int {
+                        } else if let (true, Sums::Int(sums)) = (lumped_int, &sums) {
                             recover_lumped(
                                 px,
                                 &adc,
                                 noise,
                                 &flagged,
+                                (sums, if one_device { sums } else { &lumped_mags }),
                                 &xbits,
                                 sh,
                                 widths[j],
@@ -1538,8 +1539,10 @@ fn recover_exact(
 /// [`recover`] under lumped read noise alone on ideal devices (no ADC
 /// variation, no OFF current): the same conversions and values, in phases so
 /// the draws and the noise arithmetic vectorise across the flagged columns:
-/// every bit's exact sum and magnitude from the level planes, then each
-/// column stream's normals ([`normal_pairs`], pair `i` of every stream at
+/// every bit's exact sum and magnitude (bits `1..width` from the level planes,
+/// bit 0 from the speculative slice's exact sum and magnitude, `spec`, `cols`
+/// per vector: `S_0 = S - sum_{t>0} S_t 2^t`, the same integers a read gives),
+/// then each column stream's normals ([`normal_pairs`], pair `i` of every stream at
 /// once), then `sum + sigma * z` and the conversion.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
@@ -1548,6 +1551,7 @@ fn recover_lumped(
     adc: &Adc,
     noise: ColumnNoise,
     flagged: &[(usize, usize)],
+    spec: (&[i32], &[i32]),
     xbits: &[u64],
     shift: u32,
     width: u32,
@@ -1555,6 +1559,7 @@ fn recover_lumped(
     vector_key: impl Fn(usize) -> u64,
 ) -> Recovered {
     let words = ProgrammedCrossbar::row_bit_words(px.used_rows());
+    let cols = acc.ncols();
     let w = width as usize;
     let n = flagged.len();
     let mut out = Recovered::default();
@@ -1567,10 +1572,26 @@ fn recover_lumped(
     for &(v, c) in flagged {
         keys.push(column_keys.column(v, c));
         let start = (v * 8 + shift as usize) * words;
-        for plane in xbits[start..start + w * words].chunks_exact(words) {
+        let (mut s0, mut m0) = (spec.0[v * cols + c], spec.1[v * cols + c]);
+        let first = sums.len();
+        sums.push(0.0);
+        mags.push(0.0);
+        for (t, plane) in (1..).zip(xbits[start + words..start + w * words].chunks_exact(words)) {
             let (s, m) = px.column_sum_and_magnitude_bits(c, plane);
+            // Exact integers below 2^24 (see `column_sum_and_magnitude_bits`).
+            #[allow(clippy::cast_possible_truncation)]
+            {
+                s0 -= (s as i32) << t;
+                m0 -= (m as i32) << t;
+            }
             sums.push(s);
             mags.push(m);
+        }
+        // |S_0|, M_0 <= rows x 30 < 2^24: exact in f32.
+        #[allow(clippy::cast_precision_loss)]
+        {
+            sums[first] = s0 as f32;
+            mags[first] = m0 as f32;
         }
     }
     // Draw `t` of stream `k` at `z[k * w + t]` (pair `t / 2`, half `t % 2`).
