@@ -11,10 +11,10 @@ const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// instead of returning it to the kernel after 10 ms (its default purge
 /// delay): a network's layers allocate and free buffers of the same sizes
 /// again and again, and memory returned between them is faulted in and
-/// cleared by the kernel again. The process's peak memory is unchanged (freed
-/// memory is reused before more is asked for). Changes no result. Call it
-/// first thing in `main`; the environment variable `MIMALLOC_PURGE_DELAY`
-/// still wins when set.
+/// cleared by the kernel again. The price is a higher memory peak (the
+/// default sweep: 291 MB resident against 222 MB; docs/DECISIONS.md 7b).
+/// Changes no result. Call it first thing in `main`; the environment variable
+/// `MIMALLOC_PURGE_DELAY` still wins when set (10 is mimalloc's default).
 pub fn keep_freed_memory() {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
         return;
