@@ -1460,6 +1460,25 @@ mod tests {
     use super::*;
     use crate::proto::AttributeProto;
 
+    /// A 2-D window with explicit pads.
+    fn window(
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        dilation: [usize; 2],
+        pads: [usize; 4],
+        ceil_mode: bool,
+    ) -> Window {
+        Window {
+            kernel,
+            stride,
+            pads,
+            dilation,
+            auto_pad: None,
+            ceil_mode,
+            one_d: false,
+        }
+    }
+
     /// Max pooling equals the plain definition (the maximum over the window's
     /// cells inside the input, NaN if any is NaN) for windows inside the
     /// input (the fast path) and with padding, dilation and ceil mode (the
@@ -1480,15 +1499,7 @@ mod tests {
             ([3, 3], [2, 2], [1, 1], [1, 1, 1, 1], false),
             ([2, 2], [2, 2], [1, 1], [0; 4], true),
         ] {
-            let win = Window {
-                kernel,
-                stride,
-                pads,
-                dilation,
-                auto_pad: None,
-                ceil_mode,
-                one_d: false,
-            };
+            let win = window(kernel, stride, dilation, pads, ceil_mode);
             let y = pool_f32(&x, &win, true, false).unwrap();
             let (oh, ow, pads) = win.out_hw(h, w).unwrap();
             assert_eq!(y.shape(), &[1, 2, oh, ow]);
@@ -1539,15 +1550,7 @@ mod tests {
             ([2, 3], [1, 2], [2, 2], [2, 1, 2, 3], 2, 1),
             ([1, 3], [3, 1], [1, 3], [4, 5, 4, 5], 0, 1),
         ] {
-            let win = Window {
-                kernel,
-                stride,
-                pads,
-                dilation,
-                auto_pad: None,
-                ceil_mode: false,
-                one_d: false,
-            };
+            let win = window(kernel, stride, dilation, pads, false);
             let (oh, ow, pads) = win.out_hw(h, w).unwrap();
             let got = im2col(x.view(), c0, cg, &win, (oh, ow), pads, 0);
             assert_eq!(got.dim(), (oh * ow, cg * kernel[0] * kernel[1]));
