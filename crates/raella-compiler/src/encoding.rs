@@ -88,6 +88,14 @@ impl Encoding {
             Self::UnsignedOffset { .. } => CellKind::OneT1R,
         }
     }
+
+    /// Whether compiling reads the calibration inputs (only the `search`
+    /// center rule does): otherwise a compile is a function of the weights and
+    /// the configuration alone.
+    #[must_use]
+    pub fn reads_calibration(&self) -> bool {
+        *self == Self::CenterOffset(CenterRule::Search)
+    }
 }
 
 /// Calibration inputs: real input vectors of the layer and the input slicing
@@ -152,7 +160,7 @@ pub fn centers(
     rows_per_crossbar: usize,
     calibration: Option<Calibration<'_>>,
 ) -> Result<Vec<i32>, CompileError> {
-    if encoding != Encoding::CenterOffset(CenterRule::Search) {
+    if !encoding.reads_calibration() {
         return Ok(weights
             .rows()
             .into_iter()

@@ -2,8 +2,7 @@
 
 use ndarray::Array2;
 use raella_compiler::{
-    AdaptiveSlicing, Calibration, CenterRule, CompileConfig, Encoding, QuantizedMatrix, Slicing,
-    compile,
+    AdaptiveSlicing, Calibration, CompileConfig, QuantizedMatrix, Slicing, compile,
 };
 use raella_device::{DeviceNoise, Kernel};
 use raella_runtime::{LayerStats, ProgrammedLayer, RunConfig, choose_weight_slicing_layer};
@@ -181,8 +180,7 @@ impl CrossbarBackend {
                         chosen.push(s);
                     }
                     let noise = arch.device_noise.as_ref().filter(|n| !n.is_ideal());
-                    let reusable = noise.is_none()
-                        && cfg.encoding != Encoding::CenterOffset(CenterRule::Search);
+                    let reusable = noise.is_none() && !cfg.encoding.reads_calibration();
                     let layer = match candidate.filter(|_| reusable) {
                         Some(layer) => layer,
                         None => {
