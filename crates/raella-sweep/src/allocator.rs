@@ -51,16 +51,17 @@ mod tests {
             assert_eq!(purge_delay(), 1234);
             return;
         }
-        let status = std::process::Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "allocator::tests::the_purge_delay_option_is_the_one_named",
-            ])
+        let name = "allocator::tests::the_purge_delay_option_is_the_one_named";
+        let child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", name, "--test-threads", "1"])
             .env("RAELLA_TEST_PURGE_CHILD", "1")
             .env("MIMALLOC_PURGE_DELAY", "1234")
-            .status()
+            .output()
             .unwrap();
-        assert!(status.success(), "child: {status}");
+        let out = String::from_utf8_lossy(&child.stdout);
+        assert!(child.status.success(), "child: {}\n{out}", child.status);
+        // The child ran this test (a renamed test would match nothing and pass).
+        assert!(out.contains(&format!("test {name} ... ok")), "{out}");
         keep_freed_memory();
         if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
             assert_eq!(purge_delay(), -1);
