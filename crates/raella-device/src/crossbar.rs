@@ -1221,33 +1221,42 @@ impl ExactBits<'_> {
 
     /// `out[t] = sum_r bit_r(x_t) (G+ - G-)[r][col]` for the row bitsets
     /// `x_t = bits[t * words .. (t + 1) * words]` (`words` = [`Self::words`],
-    /// bits past the used rows zero): a column's reads under several input
-    /// bits, exact.
+    /// bits past the used rows zero), `ones[t]` their set bits: a column's
+    /// reads under several input bits, exact. Each read is `min * ones[t]`
+    /// plus the popcounts of `x_t` with the column's planes of `d - min`.
+    ///
+    /// # Panics
+    /// In debug builds, if `ones[t]` is not the popcount of `x_t`.
     #[inline(always)]
-    pub fn column_sums(&self, col: usize, bits: &[u64], out: &mut [i32]) {
+    pub fn column_sums(&self, col: usize, bits: &[u64], ones: &[u32], out: &mut [i32]) {
         let p = self.planes;
         let (n, min) = (p.planes[col], i64::from(p.min[col]));
         let u = &p.data[col * p.stride * p.words..][..n * p.words];
+        debug_assert!(
+            bits.chunks_exact(p.words).zip(ones).all(|(x, &k)| x
+                .iter()
+                .map(|w| w.count_ones())
+                .sum::<u32>()
+                == k),
+            "ones are the bitsets' popcounts"
+        );
         // |sum| <= rows x 30, far below 2^31.
         #[allow(clippy::cast_possible_truncation)]
         if p.words == 1 {
             // One word (at most 64 rows): scalar popcounts.
-            for (o, &x) in out.iter_mut().zip(bits) {
-                let mut s = min * i64::from(x.count_ones());
+            for ((o, &x), &k) in out.iter_mut().zip(bits).zip(ones) {
+                let mut s = min * i64::from(k);
                 for (l, &w) in u.iter().enumerate() {
                     s += i64::from((x & w).count_ones()) << l;
                 }
                 *o = s as i32;
             }
         } else {
-            for (o, x) in out.iter_mut().zip(bits.chunks_exact(p.words)) {
+            for ((o, x), &k) in out.iter_mut().zip(bits.chunks_exact(p.words)).zip(ones) {
                 // Per-lane sums over 512-bit blocks; one reduction per bitset.
                 let mut lanes = [0i64; PLANE_BLOCK];
                 for (bi, xb) in x.chunks_exact(PLANE_BLOCK).enumerate() {
                     let xb: &[u64; PLANE_BLOCK] = xb.try_into().expect("whole blocks");
-                    for k in 0..PLANE_BLOCK {
-                        lanes[k] += min * i64::from(xb[k].count_ones());
-                    }
                     for (l, plane) in u.chunks_exact(p.words).enumerate() {
                         let w: &[u64; PLANE_BLOCK] = plane[bi * PLANE_BLOCK..][..PLANE_BLOCK]
                             .try_into()
@@ -1257,7 +1266,7 @@ impl ExactBits<'_> {
                         }
                     }
                 }
-                *o = lanes.iter().sum::<i64>() as i32;
+                *o = (min * i64::from(k) + lanes.iter().sum::<i64>()) as i32;
             }
         }
     }
@@ -1519,7 +1528,11 @@ mod tests {
             }
             for c in 0..cols {
                 let mut got = vec![i32::MIN; n];
-                reader.column_sums(c, &bits, &mut got);
+                let ones: Vec<u32> = bits
+                    .chunks_exact(words)
+                    .map(|x| x.iter().map(|w| w.count_ones()).sum())
+                    .collect();
+                reader.column_sums(c, &bits, &ones, &mut got);
                 for (t, a) in active.iter().enumerate() {
                     let want: i32 = (0..rows)
                         .filter(|&r| a[r])

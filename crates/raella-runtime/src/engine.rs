@@ -38,12 +38,12 @@ pub const CHUNK_VECTORS: usize = 256;
 /// 16 x [`CHUNK_VECTORS`] vectors).
 const CHUNK_ELEMENTS: usize = 1 << 16;
 
-/// Lookup tables over the 256 input values: pulses per input slice (as `f32`
-/// for programmed, real-valued conductances, as `u8` for the integer path),
-/// and the pulses a value applies over all cycles (speculative + recovery).
+/// Lookup tables over the 256 input values: pulses per input slice as `f32`
+/// (for programmed, real-valued conductances; the integer path computes
+/// `(v >> shift) & mask` instead), and the pulses a value applies over all
+/// cycles (speculative + recovery).
 struct Luts {
     slice: Vec<[f32; 256]>,
-    slice_u8: Vec<[u8; 256]>,
     pulse: [u64; 256],
 }
 
@@ -52,26 +52,23 @@ impl Luts {
         let slicing = cfg.input.slicing();
         let ns = slicing.widths().len();
         let recovery = cfg.input.recovers();
-        let slice_u8: Vec<[u8; 256]> = (0..ns)
+        #[allow(clippy::cast_precision_loss)]
+        let slice = (0..ns)
             .map(|j| {
-                let mut t = [0u8; 256];
+                let mut t = [0f32; 256];
                 for (v, p) in (0u32..).zip(t.iter_mut()) {
-                    *p = u8::try_from(slicing.slice(v, j)).unwrap_or(0);
+                    // At most 8 bits: exact.
+                    *p = slicing.slice(v, j) as f32;
                 }
                 t
             })
             .collect();
-        let slice = slice_u8.iter().map(|t| t.map(f32::from)).collect();
         let mut pulse = [0u64; 256];
         for (v, p) in (0u32..).zip(pulse.iter_mut()) {
             let spec: u32 = (0..ns).map(|j| slicing.slice(v, j)).sum();
             *p = u64::from(spec + if recovery { v.count_ones() } else { 0 });
         }
-        Self {
-            slice,
-            slice_u8,
-            pulse,
-        }
+        Self { slice, pulse }
     }
 }
 
@@ -499,14 +496,26 @@ impl ProgrammedLayer {
             // to f32 only when read noise perturbs them.
             let pulses = if self.integer_sums {
                 let stride = self.crossbars[xi].pulse_stride();
-                let slices = luts
-                    .slice_u8
+                // Slice `j` of `v` is `(v >> shift) & mask` (`Luts::slice`
+                // tabulates the same): a shift and a mask vectorise where a
+                // table lookup per byte does not.
+                let slices = shifts
                     .iter()
-                    .map(|lut| {
+                    .zip(widths)
+                    .map(|(&sh, &w)| {
+                        let mask = u8::try_from((1u32 << w) - 1).unwrap_or(u8::MAX);
                         let mut p = vec![0u8; b * stride];
-                        for (prow, xrow) in p.chunks_exact_mut(stride).zip(xs.chunks_exact(rows)) {
-                            for (q, &v) in prow.iter_mut().zip(xrow) {
-                                *q = lut[usize::from(v)];
+                        if stride == rows {
+                            for (q, &v) in p.iter_mut().zip(xs) {
+                                *q = (v >> sh) & mask;
+                            }
+                        } else {
+                            for (prow, xrow) in
+                                p.chunks_exact_mut(stride).zip(xs.chunks_exact(rows))
+                            {
+                                for (q, &v) in prow.iter_mut().zip(xrow) {
+                                    *q = (v >> sh) & mask;
+                                }
                             }
                         }
                         p
@@ -541,7 +550,9 @@ impl ProgrammedLayer {
             // Input bit-planes for recovery, written for a vector when it first
             // has a flagged column (most vectors never do).
             let words = ProgrammedCrossbar::row_bit_words(rows);
-            let mut xbits = vec![0u64; if recovery { b * 8 * words } else { 0 }];
+            // Allocated (zeroed) when first needed: a row block whose columns
+            // are all read-free ([`ExactBits::safe_rows`]) never needs it.
+            let mut xbits: Vec<u64> = Vec::new();
             // Each bit-plane's set bits (active rows).
             let mut xones = vec![0u32; if recovery { b * 8 } else { 0 }];
             let mut have_bits = vec![false; if recovery { b } else { 0 }];
@@ -773,6 +784,9 @@ impl ProgrammedLayer {
                         for &(v, _) in flagged.iter().filter(|_| !unread) {
                             if !have_bits[v] {
                                 have_bits[v] = true;
+                                if xbits.is_empty() {
+                                    xbits = vec![0u64; b * 8 * words];
+                                }
                                 let planes = &mut xbits[v * 8 * words..(v + 1) * 8 * words];
                                 bit_planes_into(&xs[v * rows..(v + 1) * rows], planes);
                                 for (o, plane) in xones[v * 8..(v + 1) * 8]
@@ -1517,7 +1531,12 @@ fn recover_exact(
         // Bits 1..width of the slice's bit-planes.
         let start = (v * 8 + shift as usize + 1) * words;
         let s = &mut bit_sums[..w - 1];
-        reader.column_sums(c, &xbits[start..start + (w - 1) * words], s);
+        reader.column_sums(
+            c,
+            &xbits[start..start + (w - 1) * words],
+            &xones[first + 1..first + w],
+            s,
+        );
         let mut rest = sums[v * cols + c];
         let mut value = 0i64;
         let mut any_out = false;
