@@ -481,6 +481,9 @@ impl ProgrammedLayer {
         let pulse_capacity_per_vector: u64 =
             widths.iter().map(|&w| (1u64 << w) - 1).sum::<u64>() + recovery_cycles;
 
+        // The flagged `(vector, column)`s of one slice of one crossbar
+        // (cleared per slice; one buffer for the chunk, so it grows once).
+        let mut flagged: Vec<(usize, usize)> = Vec::new();
         let mut xi = 0;
         while xi < m.crossbars().len() {
             let rb = m.crossbars()[xi].row_block;
@@ -541,9 +544,38 @@ impl ProgrammedLayer {
             };
             // Pulses applied per row over the chunk (for input and cell activity).
             let mut row_pulses = vec![0u64; rows];
-            for xrow in xs.chunks_exact(rows) {
-                for (rp, &v) in row_pulses.iter_mut().zip(xrow) {
-                    *rp += pulse_lut[usize::from(v)];
+            match &pulses {
+                // Wide rows of integer pulses: the same counts as `pulse_lut`
+                // (each slice's pulses, and each set bit when recovery reads
+                // them), summed from the slices already made, in `u32` lanes
+                // that vectorise (exact: a value applies at most 263 pulses).
+                Pulses::Int(slices) if rows >= 32 && b < (u32::MAX / 263) as usize => {
+                    let stride = self.crossbars[xi].pulse_stride();
+                    let mut rp = vec![0u32; rows];
+                    for p in slices {
+                        for prow in p.chunks_exact(stride) {
+                            for (o, &q) in rp.iter_mut().zip(&prow[..rows]) {
+                                *o += u32::from(q);
+                            }
+                        }
+                    }
+                    if recovery {
+                        for xrow in xs.chunks_exact(rows) {
+                            for (o, &v) in rp.iter_mut().zip(xrow) {
+                                *o += v.count_ones();
+                            }
+                        }
+                    }
+                    for (o, &q) in row_pulses.iter_mut().zip(&rp) {
+                        *o = u64::from(q);
+                    }
+                }
+                _ => {
+                    for xrow in xs.chunks_exact(rows) {
+                        for (rp, &v) in row_pulses.iter_mut().zip(xrow) {
+                            *rp += pulse_lut[usize::from(v)];
+                        }
+                    }
                 }
             }
             let pulses_total: u64 = row_pulses.iter().sum();
@@ -598,7 +630,6 @@ impl ProgrammedLayer {
                 };
                 // Per vector, the OFF current's nominal value in this slice (1T1R).
                 let mut off_nominal = vec![0f32; if off > 0.0 { b } else { 0 }];
-                let mut flagged: Vec<(usize, usize)> = Vec::new();
                 // Per column, the active rows a recovered read can have and
                 // still be known in range ([`ExactBits::safe_rows`]; built
                 // on the first exact recovery).
