@@ -630,10 +630,25 @@ impl ProgrammedLayer {
                 };
                 // Per vector, the OFF current's nominal value in this slice (1T1R).
                 let mut off_nominal = vec![0f32; if off > 0.0 { b } else { 0 }];
-                // Per column, the active rows a recovered read can have and
-                // still be known in range ([`ExactBits::safe_rows`]; built
-                // on the first exact recovery).
-                let mut safe: Vec<u32> = Vec::new();
+                // Exact recovery (ideal devices, integer sums, nothing
+                // perturbing them): per column, the active rows a recovered
+                // read can have and still be known in range
+                // ([`ExactBits::safe_rows`]).
+                let safe: Vec<u32> = match (&sums, px.exact_bits()) {
+                    (Sums::Int(_), Some(reader)) if recovery && !lumped_int => {
+                        let above = adc.min_code() - i32::from(!adc.signed());
+                        (0..cols)
+                            .map(|c| reader.safe_rows(c, adc.max_code(), above))
+                            .collect()
+                    }
+                    _ => Vec::new(),
+                };
+                // Every column's reads in range under any input: a flagged
+                // sum recovers to itself (each 1-bit code is its sum, and they
+                // shift-add to it), so the conversion pass keeps it and
+                // lists nothing ([`convert_shift_add_int`]).
+                let in_place =
+                    speculative && !safe.is_empty() && safe.iter().all(|&k| k == u32::MAX);
                 let xkey = crossbar_key(cfg.seed, pass, xi);
                 // One row of standard normal draws (read noise).
                 let mut z = vec![
@@ -753,7 +768,7 @@ impl ProgrammedLayer {
                             cols,
                             &mut acc,
                             sh,
-                            drop_flagged,
+                            (drop_flagged, in_place),
                             &mut flagged,
                         ),
                         Sums::Real(sums) => convert_shift_add(
@@ -782,7 +797,10 @@ impl ProgrammedLayer {
                                 find_flagged(flat, cols, |x| x >= hi || x <= lo, &mut flagged);
                             }
                         }
-                        debug_assert_eq!(flagged.len() as u64, saturated);
+                        debug_assert_eq!(
+                            flagged.len() as u64,
+                            if in_place { 0 } else { saturated }
+                        );
                     }
                     let primary = as_u64(b * cols);
                     stats.column_sums += primary;
@@ -799,20 +817,9 @@ impl ProgrammedLayer {
                             (Sums::Int(sums), Some(reader)) if !lumped_int => Some((sums, reader)),
                             _ => None,
                         };
-                        if let Some((_, reader)) = exact
-                            && safe.is_empty()
-                        {
-                            // Reads strictly inside the ADC's range: neither
-                            // clipped nor flagged.
-                            let above = adc.min_code() - i32::from(!adc.signed());
-                            safe = (0..cols)
-                                .map(|c| reader.safe_rows(c, adc.max_code(), above))
-                                .collect();
-                        }
-                        // Every column in range under any input: no read, so
-                        // no bit-planes either.
-                        let unread = exact.is_some() && safe.iter().all(|&k| k == u32::MAX);
-                        for &(v, _) in flagged.iter().filter(|_| !unread) {
+                        // Recovered in place: no read, so no bit-planes either
+                        // (and nothing was listed).
+                        for &(v, _) in flagged.iter().filter(|_| !in_place) {
                             if !have_bits[v] {
                                 have_bits[v] = true;
                                 if xbits.is_empty() {
@@ -828,7 +835,14 @@ impl ProgrammedLayer {
                                 }
                             }
                         }
-                        let r = if let Some((sums, reader)) = exact {
+                        let r = if in_place {
+                            // Each flagged sum's `width` 1-bit conversions,
+                            // all in range (as `recover_exact` counts them).
+                            Recovered {
+                                conversions: saturated * u64::from(widths[j]),
+                                ..Recovered::default()
+                            }
+                        } else if let Some((sums, reader)) = exact {
                             recover_exact(
                                 reader,
                                 &adc,
@@ -1277,7 +1291,11 @@ fn convert_shift_add_noisy<K: Fn(usize) -> u64>(
 /// [`convert_shift_add`] for exact integer sums ([`Adc::convert_exact`]),
 /// `cols` per vector. With `drop_flagged`, the `(vector, column)` of every
 /// saturated sum is appended to `flagged` in the same pass: 64 flags per
-/// word, branch-free, then only the set bits are visited.
+/// word, branch-free, then only the set bits are visited. With `in_place`
+/// as well (every column's recovered reads are known to lie in range), a
+/// saturated sum is kept as its own recovery, the sum itself, and nothing is
+/// listed: the same values and counts as dropping it, listing it and
+/// recovering it ([`recover_exact`]).
 #[inline(always)]
 fn convert_shift_add_int(
     adc: &Adc,
@@ -1285,7 +1303,7 @@ fn convert_shift_add_int(
     cols: usize,
     acc: &mut Array2<i64>,
     shift: u32,
-    drop_flagged: bool,
+    (drop_flagged, in_place): (bool, bool),
     flagged: &mut Vec<(usize, usize)>,
 ) -> ConvertCounts {
     let (lo, hi) = (adc.min_code(), adc.max_code());
@@ -1309,10 +1327,17 @@ fn convert_shift_add_int(
             saturated += u32::from(sat);
             inexact += u32::from(keep && !ok);
             word |= u64::from(sat) << i;
-            *a += i64::from(if keep { code } else { 0 }) << shift;
+            let kept = if keep {
+                code
+            } else if in_place {
+                sum
+            } else {
+                0
+            };
+            *a += i64::from(kept) << shift;
         }
         total.add(in_range, saturated, inexact);
-        if drop_flagged {
+        if drop_flagged && !in_place {
             while word != 0 {
                 let at = wi * 64 + word.trailing_zeros() as usize;
                 while at >= row0 + cols {

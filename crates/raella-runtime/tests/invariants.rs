@@ -127,6 +127,59 @@ fn run_cfg(adc: Adc, input: InputMode) -> RunConfig {
     }
 }
 
+/// A crossbar whose 1-bit reads cannot leave the ADC's range whatever the
+/// input (4 rows, 2T2R levels of at most 15, a 7-bit signed ADC: |read| <= 60)
+/// while its 4-bit speculative slices saturate: the engine recovers those in
+/// the conversion pass. The same outputs and counts as the reference, which
+/// reads every bit; and with 16 rows (reads can clip) the listed path again.
+#[test]
+fn flagged_sums_of_read_safe_crossbars_recover_in_place() {
+    let mode = InputMode::Speculative {
+        slicing: Slicing::new(vec![4, 2, 2], 8).unwrap(),
+        recovery: true,
+    };
+    let adc = Adc::new(7, true).unwrap();
+    for rows in [4usize, 16] {
+        let g = CrossbarGeometry::new(rows, 8, CellKind::TwoT2R, 4).unwrap();
+        let cfg = CompileConfig {
+            geometry: g,
+            encoding: Encoding::CenterOffset(CenterRule::Mean),
+            weight_slicing: Slicing::new(vec![4, 4], 8).unwrap(),
+        };
+        let weights = Array2::from_shape_fn((6, rows), |(f, i)| {
+            i8::try_from(i32::try_from((f * 37 + i * 91) % 255).unwrap() - 127).unwrap()
+        });
+        let inputs = Array2::from_shape_fn((50, rows), |(v, i)| {
+            u8::try_from((v * 53 + i * 29) % 256).unwrap()
+        });
+        let mapped = compile(weights.view(), &cfg, None).unwrap();
+        let run = run_cfg(adc, mode.clone());
+        let out = ProgrammedLayer::ideal(mapped.clone())
+            .run(inputs.view(), &run)
+            .unwrap();
+        let (yref, counts) = run_reference(&mapped, inputs.view(), &run);
+        assert_eq!(out.outputs.mapv(i64::from), yref, "{rows} rows");
+        assert!(out.stats.flagged > 0, "{rows} rows: nothing flagged");
+        assert_eq!(out.stats.flagged, counts.flagged, "{rows} rows");
+        assert_eq!(
+            out.stats.activity.conversions,
+            counts.primary + counts.recovery,
+            "{rows} rows"
+        );
+        assert_eq!(
+            out.stats.recovery_conversions, counts.recovery,
+            "{rows} rows"
+        );
+        if rows == 4 {
+            assert_eq!(out.stats.recovery_out_of_range, 0);
+            assert_eq!(
+                out.outputs.mapv(i64::from),
+                exact_outputs(weights.view(), inputs.view())
+            );
+        }
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
