@@ -1015,6 +1015,9 @@ struct DiffPlanes {
     /// Column `c`'s rows per difference `min_c + i`: `counts[starts[c] + i]`.
     counts: Vec<u32>,
     starts: Vec<usize>,
+    /// The most negative and the most positive 1-bit read of any column
+    /// (its negative and its positive differences, all active).
+    reads: (i64, i64),
 }
 
 impl DiffPlanes {
@@ -1080,6 +1083,19 @@ impl DiffPlanes {
             }
         }
         starts.push(counts.len());
+        let mut reads = (0i64, 0i64);
+        for (c, &lo) in min.iter().enumerate() {
+            let (mut neg, mut pos) = (0i64, 0i64);
+            let end = starts.get(c + 1).copied().unwrap_or(counts.len());
+            for (d, &n) in (i64::from(lo)..).zip(&counts[starts[c]..end]) {
+                if d < 0 {
+                    neg += d * i64::from(n);
+                } else {
+                    pos += d * i64::from(n);
+                }
+            }
+            reads = (reads.0.min(neg), reads.1.max(pos));
+        }
         Self {
             words,
             stride,
@@ -1088,6 +1104,7 @@ impl DiffPlanes {
             data,
             counts,
             starts,
+            reads,
         }
     }
 }
@@ -1178,6 +1195,14 @@ impl ExactBits<'_> {
     #[must_use]
     pub fn words(&self) -> usize {
         self.planes.words
+    }
+
+    /// The most negative and the most positive 1-bit read of any column, over
+    /// every input: every column's [`Self::safe_rows`] is `u32::MAX` exactly
+    /// when these lie strictly between `above` and `below`.
+    #[must_use]
+    pub fn read_bounds(&self) -> (i64, i64) {
+        self.planes.reads
     }
 
     /// The most active rows `k` for which every 1-bit read of column `col`
@@ -1562,7 +1587,27 @@ mod tests {
                 .collect();
             let p = ideal_crossbar(rows, cols, &levels);
             let reader = p.exact_bits().unwrap();
-            for &(below, above) in &[(64, -65), (64, -1), (8, -9)] {
+            // The extreme reads: every negative, every positive difference.
+            let (lo, hi) = reader.read_bounds();
+            let levels_ref = &levels;
+            let sums = |keep: fn(i32) -> bool| {
+                (0..cols).map(move |c| {
+                    (0..rows)
+                        .map(|r| levels_ref[r * cols + c])
+                        .filter(|&d| keep(d))
+                        .map(i64::from)
+                        .sum::<i64>()
+                })
+            };
+            assert_eq!(lo, sums(|d| d < 0).min().unwrap_or(0), "{rows} rows");
+            assert_eq!(hi, sums(|d| d > 0).max().unwrap_or(0), "{rows} rows");
+            for &(below, above) in &[(64, -65), (64, -1), (8, -9), (9000, -9001)] {
+                // Every column unbounded exactly when the extremes lie inside.
+                assert_eq!(
+                    (0..cols).all(|c| reader.safe_rows(c, below, above) == u32::MAX),
+                    lo > i64::from(above) && hi < i64::from(below),
+                    "{rows} rows, ({below}, {above})"
+                );
                 for c in 0..cols {
                     let col: Vec<i32> = (0..rows).map(|r| levels[r * cols + c]).collect();
                     let k = reader.safe_rows(c, below, above);

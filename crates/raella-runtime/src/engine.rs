@@ -630,25 +630,27 @@ impl ProgrammedLayer {
                 };
                 // Per vector, the OFF current's nominal value in this slice (1T1R).
                 let mut off_nominal = vec![0f32; if off > 0.0 { b } else { 0 }];
+                // Per column, the active rows a recovered read can have and
+                // still be known in range ([`ExactBits::safe_rows`]; built
+                // on the first exact recovery).
+                let mut safe: Vec<u32> = Vec::new();
+                // Reads strictly inside the ADC's range: neither clipped nor
+                // flagged.
+                let above = adc.min_code() - i32::from(!adc.signed());
                 // Exact recovery (ideal devices, integer sums, nothing
-                // perturbing them): per column, the active rows a recovered
-                // read can have and still be known in range
-                // ([`ExactBits::safe_rows`]).
-                let safe: Vec<u32> = match (&sums, px.exact_bits()) {
-                    (Sums::Int(_), Some(reader)) if recovery && !lumped_int => {
-                        let above = adc.min_code() - i32::from(!adc.signed());
-                        (0..cols)
-                            .map(|c| reader.safe_rows(c, adc.max_code(), above))
-                            .collect()
-                    }
-                    _ => Vec::new(),
-                };
-                // Every column's reads in range under any input: a flagged
-                // sum recovers to itself (each 1-bit code is its sum, and they
-                // shift-add to it), so the conversion pass keeps it and
-                // lists nothing ([`convert_shift_add_int`]).
-                let in_place =
-                    speculative && !safe.is_empty() && safe.iter().all(|&k| k == u32::MAX);
+                // perturbing them) where every column's reads lie in range
+                // under any input: a flagged sum recovers to itself (each
+                // 1-bit code is its sum, and they shift-add to it), so the
+                // conversion pass keeps it and lists nothing
+                // ([`convert_shift_add_int`]).
+                let in_place = speculative
+                    && recovery
+                    && matches!(sums, Sums::Int(_))
+                    && !lumped_int
+                    && px.exact_bits().is_some_and(|reader| {
+                        let (lo, hi) = reader.read_bounds();
+                        lo > i64::from(above) && hi < i64::from(adc.max_code())
+                    });
                 let xkey = crossbar_key(cfg.seed, pass, xi);
                 // One row of standard normal draws (read noise).
                 let mut z = vec![
@@ -817,6 +819,14 @@ impl ProgrammedLayer {
                             (Sums::Int(sums), Some(reader)) if !lumped_int => Some((sums, reader)),
                             _ => None,
                         };
+                        if let Some((_, reader)) = exact
+                            && safe.is_empty()
+                            && !in_place
+                        {
+                            safe = (0..cols)
+                                .map(|c| reader.safe_rows(c, adc.max_code(), above))
+                                .collect();
+                        }
                         // Recovered in place: no read, so no bit-planes either
                         // (and nothing was listed).
                         for &(v, _) in flagged.iter().filter(|_| !in_place) {
