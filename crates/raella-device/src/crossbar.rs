@@ -1086,8 +1086,7 @@ impl DiffPlanes {
         let mut reads = (0i64, 0i64);
         for (c, &lo) in min.iter().enumerate() {
             let (mut neg, mut pos) = (0i64, 0i64);
-            let end = starts.get(c + 1).copied().unwrap_or(counts.len());
-            for (d, &n) in (i64::from(lo)..).zip(&counts[starts[c]..end]) {
+            for (d, &n) in (i64::from(lo)..).zip(&counts[starts[c]..starts[c + 1]]) {
                 if d < 0 {
                     neg += d * i64::from(n);
                 } else {

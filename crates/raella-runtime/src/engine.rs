@@ -637,17 +637,19 @@ impl ProgrammedLayer {
                 // Reads strictly inside the ADC's range: neither clipped nor
                 // flagged.
                 let above = adc.min_code() - i32::from(!adc.signed());
-                // Exact recovery (ideal devices, integer sums, nothing
-                // perturbing them) where every column's reads lie in range
+                // Exact recovery's reader: ideal devices, integer sums,
+                // nothing perturbing them ([`recover_exact`]).
+                let exact_reader = px
+                    .exact_bits()
+                    .filter(|_| matches!(sums, Sums::Int(_)) && !lumped_int);
+                // Exact recovery where every column's reads lie in range
                 // under any input: a flagged sum recovers to itself (each
                 // 1-bit code is its sum, and they shift-add to it), so the
                 // conversion pass keeps it and lists nothing
                 // ([`convert_shift_add_int`]).
                 let in_place = speculative
                     && recovery
-                    && matches!(sums, Sums::Int(_))
-                    && !lumped_int
-                    && px.exact_bits().is_some_and(|reader| {
+                    && exact_reader.is_some_and(|reader| {
                         let (lo, hi) = reader.read_bounds();
                         lo > i64::from(above) && hi < i64::from(adc.max_code())
                     });
@@ -815,8 +817,8 @@ impl ProgrammedLayer {
                     }
                     stats.inexact_column_slices += inexact;
                     if recovery {
-                        let exact = match (&sums, px.exact_bits()) {
-                            (Sums::Int(sums), Some(reader)) if !lumped_int => Some((sums, reader)),
+                        let exact = match (&sums, exact_reader) {
+                            (Sums::Int(sums), Some(reader)) => Some((sums, reader)),
                             _ => None,
                         };
                         if let Some((_, reader)) = exact

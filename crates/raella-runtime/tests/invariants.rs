@@ -131,7 +131,8 @@ fn run_cfg(adc: Adc, input: InputMode) -> RunConfig {
 /// input (4 rows, 2T2R levels of at most 15, a 7-bit signed ADC: |read| <= 60)
 /// while its 4-bit speculative slices saturate: the engine recovers those in
 /// the conversion pass. The same outputs and counts as the reference, which
-/// reads every bit; and with 16 rows (reads can clip) the listed path again.
+/// reads every bit; and with 16 rows, where some crossbar's reads can clip and
+/// its flags are listed and read.
 #[test]
 fn flagged_sums_of_read_safe_crossbars_recover_in_place() {
     let mode = InputMode::Speculative {
@@ -154,9 +155,23 @@ fn flagged_sums_of_read_safe_crossbars_recover_in_place() {
         });
         let mapped = compile(weights.view(), &cfg, None).unwrap();
         let run = run_cfg(adc, mode.clone());
-        let out = ProgrammedLayer::ideal(mapped.clone())
-            .run(inputs.view(), &run)
-            .unwrap();
+        let layer = ProgrammedLayer::ideal(mapped.clone());
+        // The engine's in-place test: every crossbar's extreme reads inside
+        // (-64, 63) with 4 rows; at least one crossbar outside with 16.
+        let inside: Vec<bool> = layer
+            .crossbars()
+            .iter()
+            .map(|x| {
+                let (lo, hi) = x.exact_bits().unwrap().read_bounds();
+                lo > -64 && hi < 63
+            })
+            .collect();
+        if rows == 4 {
+            assert!(inside.iter().all(|&i| i), "4 rows: {inside:?}");
+        } else {
+            assert!(inside.iter().any(|&i| !i), "16 rows: {inside:?}");
+        }
+        let out = layer.run(inputs.view(), &run).unwrap();
         let (yref, counts) = run_reference(&mapped, inputs.view(), &run);
         assert_eq!(out.outputs.mapv(i64::from), yref, "{rows} rows");
         assert!(out.stats.flagged > 0, "{rows} rows: nothing flagged");
