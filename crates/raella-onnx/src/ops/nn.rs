@@ -1030,21 +1030,34 @@ fn pool_impl(
         .for_each(|(plane, dst)| {
             let p = &src[plane * h * w..(plane + 1) * h * w];
             if inside {
+                // A whole output row per window cell, the cells in the same
+                // order for every output as one output at a time would take
+                // them, so the maxima (NaN and signed zeros included) are the
+                // same; the row loop vectorises.
+                let nan_max = |acc: f32, v: f32| {
+                    if v.is_nan() || acc.is_nan() {
+                        f32::NAN
+                    } else {
+                        acc.max(v)
+                    }
+                };
+                let sx = win.stride[1];
                 for (oy, drow) in dst.chunks_exact_mut(ow.max(1)).enumerate() {
-                    for (ox, d) in drow.iter_mut().enumerate() {
-                        let mut acc = f32::NEG_INFINITY;
-                        for ky in 0..win.kernel[0] {
-                            let row = &p[(oy * win.stride[0] + ky * win.dilation[0]) * w..][..w];
-                            for kx in 0..win.kernel[1] {
-                                let v = row[ox * win.stride[1] + kx * win.dilation[1]];
-                                acc = if v.is_nan() || acc.is_nan() {
-                                    f32::NAN
-                                } else {
-                                    acc.max(v)
-                                };
+                    drow.fill(f32::NEG_INFINITY);
+                    for ky in 0..win.kernel[0] {
+                        let row = &p[(oy * win.stride[0] + ky * win.dilation[0]) * w..][..w];
+                        for kx in 0..win.kernel[1] {
+                            let cells = &row[kx * win.dilation[1]..];
+                            if sx == 1 {
+                                for (d, &v) in drow.iter_mut().zip(cells) {
+                                    *d = nan_max(*d, v);
+                                }
+                            } else {
+                                for (d, &v) in drow.iter_mut().zip(cells.iter().step_by(sx)) {
+                                    *d = nan_max(*d, v);
+                                }
                             }
                         }
-                        *d = acc;
                     }
                 }
                 return;
