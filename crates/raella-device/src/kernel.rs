@@ -143,16 +143,20 @@ mod loops {
             && std::arch::is_x86_feature_detected!("popcnt")
     }
 
-    /// Runs `f` inlined into a function compiled for the AVX-512 set.
+    /// Runs `f` inlined into a function compiled for the AVX-512 set (itself
+    /// never inlined, so each dispatched closure is a function of its own).
     #[target_feature(
         enable = "avx512f,avx512bw,avx512dq,avx512vl,avx512vpopcntdq,avx2,bmi1,bmi2,fma,lzcnt,popcnt"
     )]
+    #[inline(never)]
     pub(super) fn avx512<R>(f: impl FnOnce() -> R) -> R {
         f()
     }
 
-    /// Runs `f` inlined into a function compiled for the AVX2 set.
+    /// Runs `f` inlined into a function compiled for the AVX2 set (as
+    /// [`avx512`], never inlined itself).
     #[target_feature(enable = "avx2,bmi1,bmi2,fma,lzcnt,popcnt")]
+    #[inline(never)]
     pub(super) fn avx2<R>(f: impl FnOnce() -> R) -> R {
         f()
     }

@@ -264,6 +264,20 @@ mod x86 {
         }
     }
 
+    /// A tile's 16 column sums into `o` (16 columns, or the last tile's
+    /// fewer): a whole tile by a fixed-size copy, one vector store, where a
+    /// copy of variable length calls `memcpy` (per tile and vector).
+    #[inline(always)]
+    fn store_lanes(o: &mut [i32], lanes: &[i32; 16]) {
+        if let Ok(whole) = <&mut [i32; 16]>::try_from(&mut *o) {
+            *whole = *lanes;
+        } else {
+            for (d, &l) in o.iter_mut().zip(lanes) {
+                *d = l;
+            }
+        }
+    }
+
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     fn vnni(levels: &PackedLevels, pulses: &[u8], out: &mut [i32]) {
         let vectors = pulses.len() / levels.padded_rows();
@@ -318,7 +332,7 @@ mod x86 {
                 let c0 = (t0 + k) * 16;
                 let n = (cols - c0).min(16);
                 let lanes = bytemuck::cast::<__m512i, [i32; 16]>(ak);
-                o[c0..c0 + n].copy_from_slice(&lanes[..n]);
+                store_lanes(&mut o[c0..c0 + n], &lanes);
             }
         }
     }
@@ -371,7 +385,7 @@ mod x86 {
         let n = (cols - c0).min(16);
         for (av, o) in acc.iter().zip(out.chunks_exact_mut(cols)).take(nv) {
             let lanes = bytemuck::cast::<[__m256i; 2], [i32; 16]>(*av);
-            o[c0..c0 + n].copy_from_slice(&lanes[..n]);
+            store_lanes(&mut o[c0..c0 + n], &lanes);
         }
     }
 }

@@ -293,9 +293,10 @@ impl MacBackend for CrossbarBackend {
 /// vector units the engine uses ([`Kernel::dispatch`]; integer sums, so the
 /// same values on every instruction set).
 fn check_sample(w: &Array2<i8>, x: &QInput, y: &Array2<i64>) -> (f64, f64) {
-    Kernel::selected()
-        .unwrap_or(Kernel::Portable)
-        .dispatch(|| check_sample_body(w, x, y))
+    Kernel::selected().unwrap_or(Kernel::Portable).dispatch(
+        #[inline(always)]
+        || check_sample_body(w, x, y),
+    )
 }
 
 #[inline(always)]
