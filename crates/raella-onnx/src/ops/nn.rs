@@ -246,14 +246,29 @@ pub fn im2col_into<T: Copy + Send + Sync>(
     let xg = xg.as_standard_layout();
     let xs = xg.as_slice().expect("standard layout");
     let plane = h * w;
+    let (s1, p1) = (win.stride[1], pads[1]);
+    // Per kernel column, the output columns whose input lies inside the row
+    // are one range (`lo..hi`) and the input column of `lo` is `first`: those
+    // are copied without per-element bounds tests, the rest keep the pad
+    // value. The same for every channel, kernel row and output row.
+    let spans: Vec<(usize, usize, usize)> = (0..kw)
+        .map(|kx| {
+            // Input column `ox * s1 + off - p1`, inside when in `0..w`.
+            let off = kx * win.dilation[1];
+            let lo = p1.saturating_sub(off).div_ceil(s1);
+            let hi = if w + p1 > off {
+                ((w - 1 + p1 - off) / s1 + 1).min(ow)
+            } else {
+                0
+            };
+            let hi = hi.max(lo);
+            (lo, hi, (lo * s1 + off).saturating_sub(p1))
+        })
+        .collect();
     dst.par_chunks_mut((ow * cols).max(1))
         .with_min_len((4096 / (ow * cols).max(1)).max(1))
         .enumerate()
         .for_each(|(oy, rows)| {
-            // Per kernel position, the output columns whose input lies inside
-            // the row are one range (`lo..hi`): those are copied without
-            // per-element bounds tests, the rest keep the pad value.
-            let (s1, p1) = (win.stride[1], pads[1]);
             let mut k = 0;
             for c in 0..cg {
                 let xc = &xs[c * plane..(c + 1) * plane];
@@ -264,17 +279,15 @@ pub fn im2col_into<T: Copy + Send + Sync>(
                         continue;
                     }
                     let xrow = &xc[iy * w..(iy + 1) * w];
-                    for kx in 0..kw {
-                        // Input column `ox * s1 + off - p1`, inside when in `0..w`.
-                        let off = kx * win.dilation[1];
-                        let lo = p1.saturating_sub(off).div_ceil(s1);
-                        let hi = if w + p1 > off {
-                            ((w - 1 + p1 - off) / s1 + 1).min(ow)
-                        } else {
-                            0
-                        };
-                        for ox in lo..hi.max(lo) {
-                            rows[ox * cols + k] = xrow[ox * s1 + off - p1];
+                    for &(lo, hi, first) in &spans {
+                        if lo == hi {
+                            k += 1;
+                            continue;
+                        }
+                        let outs = rows[lo * cols + k..].iter_mut().step_by(cols);
+                        let ins = xrow[first..].iter().step_by(s1);
+                        for (d, &v) in outs.zip(ins).take(hi - lo) {
+                            *d = v;
                         }
                         k += 1;
                     }
@@ -1025,6 +1038,37 @@ fn pool_impl(
         && pads.iter().all(|&p| p == 0)
         && (oh == 0 || (oh - 1) * win.stride[0] + (win.kernel[0].max(1) - 1) * win.dilation[0] < h)
         && (ow == 0 || (ow - 1) * win.stride[1] + (win.kernel[1].max(1) - 1) * win.dilation[1] < w);
+    let nan_max = |acc: f32, v: f32| {
+        if v.is_nan() || acc.is_nan() {
+            f32::NAN
+        } else {
+            acc.max(v)
+        }
+    };
+    // Per kernel column: the output columns whose cell lies inside the input
+    // (`lo..hi`) and the input column of `lo` (as `im2col_into`).
+    let (s1, p1) = (win.stride[1], pads[1]);
+    let spans: Vec<(usize, usize, usize)> = (0..win.kernel[1])
+        .map(|kx| {
+            let off = kx * win.dilation[1];
+            let lo = p1.saturating_sub(off).div_ceil(s1);
+            let hi = if w + p1 > off {
+                ((w - 1 + p1 - off) / s1 + 1).min(ow)
+            } else {
+                0
+            };
+            let hi = hi.max(lo);
+            (lo, hi, (lo * s1 + off).saturating_sub(p1))
+        })
+        .collect();
+    // Per output column, the window's columns inside the padded input.
+    let cols_in_pad: Vec<usize> = (0..ow)
+        .map(|ox| {
+            (0..win.kernel[1])
+                .filter(|&kx| ox * s1 + kx * win.dilation[1] < w + pads[1] + pads[3])
+                .count()
+        })
+        .collect();
     out.par_chunks_mut((oh * ow).max(1))
         .enumerate()
         .for_each(|(plane, dst)| {
@@ -1034,13 +1078,6 @@ fn pool_impl(
                 // order for every output as one output at a time would take
                 // them, so the maxima (NaN and signed zeros included) are the
                 // same; the row loop vectorises.
-                let nan_max = |acc: f32, v: f32| {
-                    if v.is_nan() || acc.is_nan() {
-                        f32::NAN
-                    } else {
-                        acc.max(v)
-                    }
-                };
                 let sx = win.stride[1];
                 for (oy, drow) in dst.chunks_exact_mut(ow.max(1)).enumerate() {
                     drow.fill(f32::NEG_INFINITY);
@@ -1062,45 +1099,46 @@ fn pool_impl(
                 }
                 return;
             }
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    let (mut acc, mut cnt) = (if max { f32::NEG_INFINITY } else { 0.0 }, 0usize);
-                    let mut window_cells = 0usize;
-                    for ky in 0..win.kernel[0] {
-                        let iy = (oy * win.stride[0] + ky * win.dilation[0]).wrapping_sub(pads[0]);
-                        for kx in 0..win.kernel[1] {
-                            let ix =
-                                (ox * win.stride[1] + kx * win.dilation[1]).wrapping_sub(pads[1]);
-                            // Cells inside the padded input count for count_include_pad.
-                            let yy = oy * win.stride[0] + ky * win.dilation[0];
-                            let xx = ox * win.stride[1] + kx * win.dilation[1];
-                            if yy < h + pads[0] + pads[2] && xx < w + pads[1] + pads[3] {
-                                window_cells += 1;
-                            }
-                            if iy < h && ix < w {
-                                let v = p[iy * w + ix];
-                                if max {
-                                    acc = if v.is_nan() || acc.is_nan() {
-                                        f32::NAN
-                                    } else {
-                                        acc.max(v)
-                                    };
-                                } else {
-                                    acc += v;
-                                }
-                                cnt += 1;
-                            }
+            // A whole output row per window cell, as above: per output the
+            // cells inside the input in the same order (so the same sums and
+            // maxima), the counts per output column.
+            let mut acc = vec![0.0f32; ow];
+            let mut cnt = vec![0usize; ow];
+            for (oy, drow) in dst.chunks_exact_mut(ow.max(1)).enumerate() {
+                acc.fill(if max { f32::NEG_INFINITY } else { 0.0 });
+                cnt.fill(0);
+                // Cells of the padded input in the window: rows times columns.
+                let rows_in_pad = (0..win.kernel[0])
+                    .filter(|&ky| oy * win.stride[0] + ky * win.dilation[0] < h + pads[0] + pads[2])
+                    .count();
+                for ky in 0..win.kernel[0] {
+                    let iy = (oy * win.stride[0] + ky * win.dilation[0]).wrapping_sub(pads[0]);
+                    if iy >= h {
+                        continue;
+                    }
+                    let row = &p[iy * w..(iy + 1) * w];
+                    for &(lo, hi, first) in &spans {
+                        if lo == hi {
+                            continue;
+                        }
+                        let cells = row[first..].iter().step_by(win.stride[1]);
+                        for ((a, n), &v) in acc[lo..hi].iter_mut().zip(&mut cnt[lo..hi]).zip(cells)
+                        {
+                            *a = if max { nan_max(*a, v) } else { *a + v };
+                            *n += 1;
                         }
                     }
+                }
+                for (ox, ((d, &a), &n)) in drow.iter_mut().zip(&acc).zip(&cnt).enumerate() {
                     #[allow(clippy::cast_precision_loss)]
                     let v = if max || sum {
-                        acc
+                        a
                     } else if count_include_pad {
-                        acc / window_cells.max(1) as f32
+                        a / (rows_in_pad * cols_in_pad[ox]).max(1) as f32
                     } else {
-                        acc / cnt.max(1) as f32
+                        a / n.max(1) as f32
                     };
-                    dst[oy * ow + ox] = v;
+                    *d = v;
                 }
             }
         });
