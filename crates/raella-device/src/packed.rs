@@ -140,20 +140,27 @@ impl PackedLevels {
 
     /// The row groups where any of the vectors `v0 .. v0 + nv` (at most
     /// `VECTORS`) has a pulse, and their pulse words (four `u8` as one
-    /// little-endian `i32` per vector, zero past `nv`): the other groups add
-    /// nothing.
+    /// little-endian `i32` per vector, zero past `nv`), in `groups[..n]` and
+    /// `words[..n]` (each [`Self::groups`] long): the other groups add
+    /// nothing. Returns `n`.
+    ///
+    /// Branch-free: every group is written at the next free place and the
+    /// count advances by whether it is active (which groups are is data, so a
+    /// branch per group would often be mispredicted). Inlined into each
+    /// kernel, so it compiles for the kernel's instruction set.
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    #[inline(always)]
     fn active_groups<const VECTORS: usize>(
         &self,
         pulses: &[u8],
         v0: usize,
         nv: usize,
-        groups: &mut Vec<usize>,
-        words: &mut Vec<[i32; VECTORS]>,
-    ) {
+        groups: &mut [usize],
+        words: &mut [[i32; VECTORS]],
+    ) -> usize {
         let prow = self.padded_rows();
-        groups.clear();
-        words.clear();
+        let (groups, words) = (&mut groups[..self.groups], &mut words[..self.groups]);
+        let mut n = 0;
         if nv == VECTORS {
             // Every vector present: each one's row of pulses, four bytes per
             // group, read without per-byte indexing.
@@ -164,25 +171,24 @@ impl PackedLevels {
                     let b = &rows[k][4 * g..4 * g + 4];
                     i32::from_le_bytes([b[0], b[1], b[2], b[3]])
                 });
-                if w != [0; VECTORS] {
-                    groups.push(g);
-                    words.push(w);
+                groups[n] = g;
+                words[n] = w;
+                n += usize::from(w != [0; VECTORS]);
+            }
+        } else {
+            for g in 0..self.groups {
+                let mut w = [0i32; VECTORS];
+                for (k, wk) in w.iter_mut().enumerate().take(nv) {
+                    let o = (v0 + k) * prow + 4 * g;
+                    let bytes = [pulses[o], pulses[o + 1], pulses[o + 2], pulses[o + 3]];
+                    *wk = i32::from_le_bytes(bytes);
                 }
-            }
-            return;
-        }
-        for g in 0..self.groups {
-            let mut w = [0i32; VECTORS];
-            for (k, wk) in w.iter_mut().enumerate().take(nv) {
-                let o = (v0 + k) * prow + 4 * g;
-                let bytes = [pulses[o], pulses[o + 1], pulses[o + 2], pulses[o + 3]];
-                *wk = i32::from_le_bytes(bytes);
-            }
-            if w != [0; VECTORS] {
-                groups.push(g);
-                words.push(w);
+                groups[n] = g;
+                words[n] = w;
+                n += usize::from(w != [0; VECTORS]);
             }
         }
+        n
     }
 
     /// The portable implementation of [`Self::column_sums`], one vector at a
@@ -281,20 +287,21 @@ mod x86 {
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     fn vnni(levels: &PackedLevels, pulses: &[u8], out: &mut [i32]) {
         let vectors = pulses.len() / levels.padded_rows();
-        let mut groups: Vec<usize> = Vec::with_capacity(levels.groups);
-        let mut words: Vec<[i32; VECTORS]> = Vec::with_capacity(levels.groups);
+        let mut groups = vec![0usize; levels.groups];
+        let mut words = vec![[0i32; VECTORS]; levels.groups];
         for v0 in (0..vectors).step_by(VECTORS) {
             let nv = (vectors - v0).min(VECTORS);
-            levels.active_groups(pulses, v0, nv, &mut groups, &mut words);
+            let n = levels.active_groups(pulses, v0, nv, &mut groups, &mut words);
+            let (groups, words) = (&groups[..n], &words[..n]);
             let out = &mut out[v0 * levels.cols..(v0 + nv) * levels.cols];
             let mut t = 0;
             while t < levels.tiles {
                 let nt = (levels.tiles - t).min(4);
                 match nt {
-                    4 => vnni_tiles::<4>(levels, t, &groups, &words, nv, out),
-                    3 => vnni_tiles::<3>(levels, t, &groups, &words, nv, out),
-                    2 => vnni_tiles::<2>(levels, t, &groups, &words, nv, out),
-                    _ => vnni_tiles::<1>(levels, t, &groups, &words, nv, out),
+                    4 => vnni_tiles::<4>(levels, t, groups, words, nv, out),
+                    3 => vnni_tiles::<3>(levels, t, groups, words, nv, out),
+                    2 => vnni_tiles::<2>(levels, t, groups, words, nv, out),
+                    _ => vnni_tiles::<1>(levels, t, groups, words, nv, out),
                 }
                 t += nt;
             }
@@ -340,14 +347,15 @@ mod x86 {
     #[target_feature(enable = "avx2")]
     fn avx2(levels: &PackedLevels, pulses: &[u8], out: &mut [i32]) {
         let vectors = pulses.len() / levels.padded_rows();
-        let mut groups: Vec<usize> = Vec::with_capacity(levels.groups);
-        let mut words: Vec<[i32; VECTORS]> = Vec::with_capacity(levels.groups);
+        let mut groups = vec![0usize; levels.groups];
+        let mut words = vec![[0i32; VECTORS]; levels.groups];
         for v0 in (0..vectors).step_by(VECTORS) {
             let nv = (vectors - v0).min(VECTORS);
-            levels.active_groups(pulses, v0, nv, &mut groups, &mut words);
+            let n = levels.active_groups(pulses, v0, nv, &mut groups, &mut words);
+            let (groups, words) = (&groups[..n], &words[..n]);
             let out = &mut out[v0 * levels.cols..(v0 + nv) * levels.cols];
             for t in 0..levels.tiles {
-                avx2_tile(levels, t, &groups, &words, nv, out);
+                avx2_tile(levels, t, groups, words, nv, out);
             }
         }
     }
