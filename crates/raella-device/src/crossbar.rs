@@ -191,6 +191,7 @@ impl Crossbar {
     /// rows see ([`crate::ir_drop`]). Conductances are in level steps; a finite
     /// OFF state adds [`DeviceNoise::off_level`] to every device.
     #[must_use]
+    #[inline(always)]
     pub fn program(
         &self,
         noise: Option<&DeviceNoise>,
@@ -421,6 +422,7 @@ impl ProgrammedCrossbar {
 
     /// [`Self::from_matrices`] when the caller knows whether every conductance
     /// is an integer level in range ([`levels_integral`] of both matrices).
+    #[inline(always)]
     fn with_integral(
         geometry: CrossbarGeometry,
         diff: Array2<f32>,
@@ -516,7 +518,18 @@ impl ProgrammedCrossbar {
     #[inline(always)]
     pub fn exact_bits(&self) -> Option<ExactBits<'_>> {
         self.diff_planes
-            .get_or_init(|| self.integral.then(|| DiffPlanes::new(&self.diff)))
+            .get_or_init(|| {
+                self.integral.then(|| {
+                    // Compiled for the engine's instruction set (`dispatch`
+                    // inlines it): every design's build makes these.
+                    crate::Kernel::selected()
+                        .unwrap_or(crate::Kernel::Portable)
+                        .dispatch(
+                            #[inline(always)]
+                            || DiffPlanes::new(&self.diff),
+                        )
+                })
+            })
             .as_ref()
             .map(|planes| ExactBits { planes })
     }
@@ -1022,6 +1035,7 @@ struct DiffPlanes {
 
 impl DiffPlanes {
     /// From the differences (`rows x cols`, integer levels).
+    #[inline(always)]
     fn new(diff: &Array2<f32>) -> Self {
         let (rows, cols) = diff.dim();
         let diff = diff.as_standard_layout();
@@ -1071,7 +1085,7 @@ impl DiffPlanes {
         }
         let mut values = vec![0u8; cols * pr];
         transpose_bytes(&rowmajor, rows, cols, &mut values, pr);
-        let mut hists: Vec<u32> = Vec::new();
+        let mut hists = [[0u32; 256]; 4];
         for (c, u) in values.chunks_exact(pr).take(cols).enumerate() {
             starts.push(counts.len());
             histogram(&u[..rows], planes[c], &mut hists, &mut counts);
@@ -1108,24 +1122,36 @@ impl DiffPlanes {
     }
 }
 
-/// Appends the counts of `0 .. 2^planes` among `values` to `counts`, through
-/// four interleaved histograms in `scratch` (consecutive equal values would
-/// otherwise wait on each other's increments).
-fn histogram(values: &[u8], planes: usize, scratch: &mut Vec<u32>, counts: &mut Vec<u32>) {
+/// Appends the counts of `0 .. 2^planes` among `values` (each below
+/// `2^planes`) to `counts`, through four interleaved histograms in `scratch`
+/// (consecutive equal values would otherwise wait on each other's
+/// increments), indexed by the byte itself so no index is bounds-checked.
+#[inline(always)]
+fn histogram(values: &[u8], planes: usize, scratch: &mut [[u32; 256]; 4], counts: &mut Vec<u32>) {
     let nv = 1usize << planes;
-    scratch.clear();
-    scratch.resize(4 * nv, 0);
-    for xs in values.chunks(4) {
-        for (t, &x) in xs.iter().enumerate() {
-            scratch[t * nv + usize::from(x)] += 1;
+    debug_assert!(
+        values.iter().all(|&x| usize::from(x) < nv),
+        "a value past the planes"
+    );
+    for h in scratch.iter_mut() {
+        h[..nv].fill(0);
+    }
+    let quads = values.chunks_exact(4);
+    for (t, &x) in quads.remainder().iter().enumerate() {
+        scratch[t][usize::from(x)] += 1;
+    }
+    for q in quads {
+        for (h, &x) in scratch.iter_mut().zip(q) {
+            h[usize::from(x)] += 1;
         }
     }
-    counts.extend((0..nv).map(|i| (0..4).map(|t| scratch[t * nv + i]).sum::<u32>()));
+    counts.extend((0..nv).map(|i| scratch.iter().map(|h| h[i]).sum::<u32>()));
 }
 
 /// `dst[j * stride + i] = src[i * cols + j]` for the `rows x cols` bytes of
 /// `src`: 8 x 8 blocks transposed in registers (three rounds of masked
 /// swaps), the edges byte by byte.
+#[inline(always)]
 pub(crate) fn transpose_bytes(src: &[u8], rows: usize, cols: usize, dst: &mut [u8], stride: usize) {
     let (r8, c8) = (rows / 8 * 8, cols / 8 * 8);
     for i0 in (0..r8).step_by(8) {
@@ -1325,6 +1351,7 @@ fn small_int(d: f32) -> i32 {
 
 /// Integer levels packed for [`PackedLevels::column_sums`]; `None` beyond its
 /// range. Only for integer levels ([`levels_integral`]; see [`small_int`]).
+#[inline(always)]
 fn pack(g: &Array2<f32>) -> Option<PackedLevels> {
     let g = g.as_standard_layout();
     let (gs, nc) = (g.as_slice().expect("standard layout"), g.ncols());

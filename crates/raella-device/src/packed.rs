@@ -51,6 +51,7 @@ impl PackedLevels {
 
     /// Packs integer levels given a row at a time: `fill(r, out)` writes row
     /// `r`'s `cols` levels. `None` if one is outside `[-MAX_LEVEL, MAX_LEVEL]`.
+    #[inline(always)]
     pub(crate) fn from_rows(
         rows: usize,
         cols: usize,

@@ -125,7 +125,14 @@ impl ProgrammedLayer {
         let crossbars = mapped
             .crossbars()
             .par_iter()
-            .map(|x| x.crossbar.program(None, &mut stream_rng(0, &[])))
+            .map(|x| {
+                // Compiled for the engine's instruction set (the packing and
+                // integer checks of every build's crossbars).
+                Kernel::selected().unwrap_or(Kernel::Portable).dispatch(
+                    #[inline(always)]
+                    || x.crossbar.program(None, &mut stream_rng(0, &[])),
+                )
+            })
             .collect();
         Self::new(mapped, crossbars)
     }
