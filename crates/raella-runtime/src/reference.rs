@@ -19,6 +19,7 @@ use ndarray::{Array2, ArrayView2};
 use raella_compiler::MappedLayer;
 
 use crate::{InputMode, ProgrammedLayer, RunConfig};
+use raella_device::Kernel;
 
 /// Conversion counts of a reference run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -54,26 +55,74 @@ pub struct ReferenceBounds {
 
 /// The exact integer result `y = W x` (vectors x outputs).
 ///
-/// Computed as an f64 matrix product, which is exact here: every product
-/// `x w` is an integer of magnitude at most `255 x 128`, so every partial sum,
-/// in whatever order the product adds them (and fused or not), is an integer
-/// below `inputs x 2^15 < 2^53`, which f64 holds exactly. Longer vectors
-/// (beyond `2^37` inputs) take the plain integer loop.
+/// Integer dot products, compiled for the engine's instruction set
+/// ([`Kernel::dispatch`]): every product `x w` has magnitude at most
+/// `255 x 128 = 32,640`, so any `2^16` of them sum exactly in `i32`; blocks
+/// of that many inputs are summed in `i32`, the blocks in `i64`. Four vectors
+/// share each pass over a weight row.
+///
+/// # Panics
+/// If the inputs' length is not the weights'.
 #[must_use]
 pub fn exact_outputs(weights: ArrayView2<'_, i8>, inputs: ArrayView2<'_, u8>) -> Array2<i64> {
-    if inputs.ncols() >= 1 << 37 {
-        return exact_outputs_loop(weights, inputs);
-    }
-    let x = inputs.mapv(f64::from);
-    let w = weights.t().mapv(f64::from);
-    let mut y = Array2::<f64>::zeros((inputs.nrows(), weights.nrows()));
-    ndarray::linalg::general_mat_mul(1.0, &x, &w, 0.0, &mut y);
-    // Exact integers below 2^53 (see above): the cast is exact.
-    #[allow(clippy::cast_possible_truncation)]
-    y.mapv(|v| v as i64)
+    assert_eq!(inputs.ncols(), weights.ncols(), "one weight per input");
+    Kernel::selected().unwrap_or(Kernel::Portable).dispatch(
+        #[inline(always)]
+        || exact_outputs_blocks(weights, inputs),
+    )
 }
 
-/// [`exact_outputs`] by the plain integer triple loop.
+/// [`exact_outputs`]' body.
+#[inline(always)]
+fn exact_outputs_blocks(weights: ArrayView2<'_, i8>, inputs: ArrayView2<'_, u8>) -> Array2<i64> {
+    const BLOCK: usize = 1 << 16;
+    const V: usize = 4;
+    let (w, x) = (weights.as_standard_layout(), inputs.as_standard_layout());
+    let (ws, xs) = (
+        w.as_slice().expect("standard layout"),
+        x.as_slice().expect("standard layout"),
+    );
+    let (k, nf) = (w.ncols(), w.nrows());
+    let mut y = Array2::<i64>::zeros((x.nrows(), nf));
+    if k == 0 {
+        return y;
+    }
+    let mut xi = vec![0i16; V * k];
+    for (xrows, mut yrows) in xs
+        .chunks(V * k)
+        .zip(y.axis_chunks_iter_mut(ndarray::Axis(0), V))
+    {
+        let nv = xrows.len() / k;
+        for (d, &v) in xi.iter_mut().zip(xrows) {
+            *d = i16::from(v);
+        }
+        xi[nv * k..].fill(0);
+        let xv: [&[i16]; V] = std::array::from_fn(|j| &xi[j * k..(j + 1) * k]);
+        for (f, wrow) in ws.chunks_exact(k).enumerate() {
+            let mut total = [0i64; V];
+            for b in (0..k).step_by(BLOCK) {
+                let wb = &wrow[b..(b + BLOCK).min(k)];
+                let mut acc = [0i32; V];
+                for (i, &wv) in wb.iter().enumerate() {
+                    let wv = i32::from(wv);
+                    for (a, xr) in acc.iter_mut().zip(&xv) {
+                        *a += i32::from(xr[b + i]) * wv;
+                    }
+                }
+                for (t, a) in total.iter_mut().zip(acc) {
+                    *t += i64::from(a);
+                }
+            }
+            for (j, &t) in total.iter().enumerate().take(nv) {
+                yrows[[j, f]] = t;
+            }
+        }
+    }
+    y
+}
+
+/// [`exact_outputs`] by the plain integer triple loop (its test oracle).
+#[cfg(test)]
 fn exact_outputs_loop(weights: ArrayView2<'_, i8>, inputs: ArrayView2<'_, u8>) -> Array2<i64> {
     let mut y = Array2::<i64>::zeros((inputs.nrows(), weights.nrows()));
     for (v, x) in inputs.rows().into_iter().enumerate() {
@@ -363,11 +412,13 @@ fn reference(
 mod exact_tests {
     use super::*;
 
-    /// The f64 product equals the integer loop, at the extremes too (all
-    /// inputs 255 against weights of -128 and 127 on long vectors).
+    /// The blocked products equal the plain integer loop, at the extremes too
+    /// (all inputs 255 against weights of -128 and 127 on long vectors, more
+    /// inputs than one `i32` block holds), with vector counts that are not a
+    /// multiple of four.
     #[test]
     #[allow(clippy::cast_possible_truncation, clippy::cast_possible_wrap)]
-    fn the_f64_product_is_the_integer_result() {
+    fn the_blocked_product_is_the_integer_result() {
         let mut state = 0x1234_5678_u64;
         let mut next = || {
             state = state
@@ -375,7 +426,14 @@ mod exact_tests {
                 .wrapping_add(1);
             (state >> 33) as u32
         };
-        for &(v, n, f, extreme) in &[(7, 9, 3, false), (33, 700, 21, false), (5, 4000, 6, true)] {
+        for &(v, n, f, extreme) in &[
+            (7, 9, 3, false),
+            (33, 700, 21, false),
+            (5, 4000, 6, true),
+            (1, 1, 1, false),
+            (6, 70_000, 3, true),
+            (3, 70_000, 2, false),
+        ] {
             let w = Array2::from_shape_fn((f, n), |(i, _)| {
                 if extreme {
                     if i % 2 == 0 { -128 } else { 127 }
