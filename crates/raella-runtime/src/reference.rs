@@ -59,7 +59,7 @@ pub struct ReferenceBounds {
 /// ([`Kernel::dispatch`]): every product `x w` has magnitude at most
 /// `255 x 128 = 32,640`, so any `2^16` of them sum exactly in `i32`; blocks
 /// of that many inputs are summed in `i32`, the blocks in `i64`. Four vectors
-/// share each pass over a weight row.
+/// take their turns over each weight row while it is in cache.
 ///
 /// # Panics
 /// If the inputs' length is not the weights'.
@@ -101,16 +101,15 @@ fn exact_outputs_blocks(weights: ArrayView2<'_, i8>, inputs: ArrayView2<'_, u8>)
         for (f, wrow) in ws.chunks_exact(k).enumerate() {
             let mut total = [0i64; V];
             for b in (0..k).step_by(BLOCK) {
-                let wb = &wrow[b..(b + BLOCK).min(k)];
-                let mut acc = [0i32; V];
-                for (i, &wv) in wb.iter().enumerate() {
-                    let wv = i32::from(wv);
-                    for (a, xr) in acc.iter_mut().zip(&xv) {
-                        *a += i32::from(xr[b + i]) * wv;
-                    }
-                }
-                for (t, a) in total.iter_mut().zip(acc) {
-                    *t += i64::from(a);
+                let e = (b + BLOCK).min(k);
+                let wb = &wrow[b..e];
+                for (t, xr) in total.iter_mut().zip(&xv) {
+                    let dot: i32 = xr[b..e]
+                        .iter()
+                        .zip(wb)
+                        .map(|(&a, &w)| i32::from(a) * i32::from(w))
+                        .sum();
+                    *t += i64::from(dot);
                 }
             }
             for (j, &t) in total.iter().enumerate().take(nv) {
