@@ -246,25 +246,10 @@ pub fn im2col_into<T: Copy + Send + Sync>(
     let xg = xg.as_standard_layout();
     let xs = xg.as_slice().expect("standard layout");
     let plane = h * w;
-    let (s1, p1) = (win.stride[1], pads[1]);
-    // Per kernel column, the output columns whose input lies inside the row
-    // are one range (`lo..hi`) and the input column of `lo` is `first`: those
-    // are copied without per-element bounds tests, the rest keep the pad
-    // value. The same for every channel, kernel row and output row.
-    let spans: Vec<(usize, usize, usize)> = (0..kw)
-        .map(|kx| {
-            // Input column `ox * s1 + off - p1`, inside when in `0..w`.
-            let off = kx * win.dilation[1];
-            let lo = p1.saturating_sub(off).div_ceil(s1);
-            let hi = if w + p1 > off {
-                ((w - 1 + p1 - off) / s1 + 1).min(ow)
-            } else {
-                0
-            };
-            let hi = hi.max(lo);
-            (lo, hi, (lo * s1 + off).saturating_sub(p1))
-        })
-        .collect();
+    let s1 = win.stride[1];
+    // Copied without per-element bounds tests; the rest keep the pad value.
+    // The same spans for every channel, kernel row and output row.
+    let spans = column_spans(win, w, ow, pads[1]);
     dst.par_chunks_mut((ow * cols).max(1))
         .with_min_len((4096 / (ow * cols).max(1)).max(1))
         .enumerate()
@@ -294,6 +279,26 @@ pub fn im2col_into<T: Copy + Send + Sync>(
                 }
             }
         });
+}
+
+/// Per kernel column `kx`: the output columns `lo..hi` whose input column
+/// `ox * stride + kx * dilation - pad` lies inside `0..w`, and the input
+/// column of `lo` (`first`). Shared by im2col and pooling.
+fn column_spans(win: &Window, w: usize, ow: usize, pad: usize) -> Vec<(usize, usize, usize)> {
+    let s1 = win.stride[1];
+    (0..win.kernel[1])
+        .map(|kx| {
+            let off = kx * win.dilation[1];
+            let lo = pad.saturating_sub(off).div_ceil(s1);
+            let hi = if w + pad > off {
+                ((w - 1 + pad - off) / s1 + 1).min(ow)
+            } else {
+                0
+            };
+            let hi = hi.max(lo);
+            (lo, hi, (lo * s1 + off).saturating_sub(pad))
+        })
+        .collect()
 }
 
 /// ConvTranspose's scatter: `cols` (input positions x `(co, kh, kw)`) summed
@@ -1045,22 +1050,8 @@ fn pool_impl(
             acc.max(v)
         }
     };
-    // Per kernel column: the output columns whose cell lies inside the input
-    // (`lo..hi`) and the input column of `lo` (as `im2col_into`).
-    let (s1, p1) = (win.stride[1], pads[1]);
-    let spans: Vec<(usize, usize, usize)> = (0..win.kernel[1])
-        .map(|kx| {
-            let off = kx * win.dilation[1];
-            let lo = p1.saturating_sub(off).div_ceil(s1);
-            let hi = if w + p1 > off {
-                ((w - 1 + p1 - off) / s1 + 1).min(ow)
-            } else {
-                0
-            };
-            let hi = hi.max(lo);
-            (lo, hi, (lo * s1 + off).saturating_sub(p1))
-        })
-        .collect();
+    let s1 = win.stride[1];
+    let spans = column_spans(win, w, ow, pads[1]);
     // Per output column, the window's columns inside the padded input.
     let cols_in_pad: Vec<usize> = (0..ow)
         .map(|ox| {
