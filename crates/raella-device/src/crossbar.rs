@@ -522,12 +522,10 @@ impl ProgrammedCrossbar {
                 self.integral.then(|| {
                     // Compiled for the engine's instruction set (`dispatch`
                     // inlines it): every design's build makes these.
-                    crate::Kernel::selected()
-                        .unwrap_or(crate::Kernel::Portable)
-                        .dispatch(
-                            #[inline(always)]
-                            || DiffPlanes::new(&self.diff),
-                        )
+                    crate::Kernel::dispatch_selected(
+                        #[inline(always)]
+                        || DiffPlanes::new(&self.diff),
+                    )
                 })
             })
             .as_ref()

@@ -163,6 +163,15 @@ mod loops {
 }
 
 impl Kernel {
+    /// [`Kernel::dispatch`] under the process's kernel ([`Kernel::selected`]),
+    /// or the portable one when [`KERNEL_ENV`] is invalid (code off the
+    /// engine's checked path: the build, the reference, the sampled check;
+    /// the engine reports that error). Mark `f` `#[inline(always)]`.
+    #[inline(always)]
+    pub fn dispatch_selected<R>(f: impl FnOnce() -> R) -> R {
+        Self::selected().unwrap_or(Self::Portable).dispatch(f)
+    }
+
     /// Runs `f` compiled for the instruction set that goes with this kernel,
     /// where the CPU has it: the AVX-512 set (F, BW, DQ, VL, VPOPCNTDQ) for
     /// `avx512vnni` (else the AVX2 set), x86-64-v3's AVX2 set (AVX2, BMI1/2,

@@ -293,7 +293,7 @@ impl MacBackend for CrossbarBackend {
 /// vector units the engine uses ([`Kernel::dispatch`]; integer sums, so the
 /// same values on every instruction set).
 fn check_sample(w: &Array2<i8>, x: &QInput, y: &Array2<i64>) -> (f64, f64) {
-    Kernel::selected().unwrap_or(Kernel::Portable).dispatch(
+    Kernel::dispatch_selected(
         #[inline(always)]
         || check_sample_body(w, x, y),
     )

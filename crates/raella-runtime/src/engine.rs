@@ -128,7 +128,7 @@ impl ProgrammedLayer {
             .map(|x| {
                 // Compiled for the engine's instruction set (the packing and
                 // integer checks of every build's crossbars).
-                Kernel::selected().unwrap_or(Kernel::Portable).dispatch(
+                Kernel::dispatch_selected(
                     #[inline(always)]
                     || x.crossbar.program(None, &mut stream_rng(0, &[])),
                 )

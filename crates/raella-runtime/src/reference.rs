@@ -66,7 +66,7 @@ pub struct ReferenceBounds {
 #[must_use]
 pub fn exact_outputs(weights: ArrayView2<'_, i8>, inputs: ArrayView2<'_, u8>) -> Array2<i64> {
     assert_eq!(inputs.ncols(), weights.ncols(), "one weight per input");
-    Kernel::selected().unwrap_or(Kernel::Portable).dispatch(
+    Kernel::dispatch_selected(
         #[inline(always)]
         || exact_outputs_blocks(weights, inputs),
     )
