@@ -1140,6 +1140,23 @@ fn adc_step(sum: f32, lo: f32, hi: f32, signed: bool, drop_flagged: bool) -> Ste
     }
 }
 
+/// The integer an integral `x` holds (a code, or a code less a rounded OFF
+/// current: `|x| < 2^25`), as `x as i64` gives it: `x + 1.5 x 2^52` in `f64`
+/// puts it in the low mantissa bits, read back as an integer. Exact for
+/// integral `|x| < 2^51`; unlike the saturating cast, which LLVM leaves as
+/// one scalar conversion per value, it vectorises.
+#[inline(always)]
+fn integral_i64(x: f32) -> i64 {
+    const MAGIC: f64 = 6_755_399_441_055_744.0;
+    debug_assert!(x.fract() == 0.0 && x.abs() < 2f32.powi(51), "{x}");
+    // Two's complement: the mantissa's offset from `MAGIC`'s is the integer.
+    #[allow(clippy::cast_possible_wrap)]
+    let v = (f64::from(x) + MAGIC)
+        .to_bits()
+        .wrapping_sub(MAGIC.to_bits()) as i64;
+    v
+}
+
 /// Appends `(v, base + i)` for every set bit `i` of `word` (the flags of up
 /// to 64 columns from `base`), in column order.
 #[inline(always)]
@@ -1199,9 +1216,7 @@ fn convert_shift_add(
             saturated += u32::from(st.sat);
             inexact += u32::from(st.keep && !st.ok);
             let value = off_corrected(sum, st.code, st.ok, off);
-            // |value| < 2^24: the cast is exact.
-            #[allow(clippy::cast_possible_truncation)]
-            let c = if st.keep { value as i64 } else { 0 };
+            let c = if st.keep { integral_i64(value) } else { 0 };
             *a += c << shift;
         }
         total.add(in_range, saturated, inexact);
@@ -1309,9 +1324,7 @@ fn convert_shift_add_noisy<K: Fn(usize) -> u64>(
                 saturated += u32::from(st.sat);
                 inexact += u32::from(st.keep && !st.ok);
                 word |= u64::from(st.sat) << i;
-                // |code| < 2^24: the cast is exact.
-                #[allow(clippy::cast_possible_truncation)]
-                let c = if st.keep { st.code as i64 } else { 0 };
+                let c = if st.keep { integral_i64(st.code) } else { 0 };
                 *a += c << shift;
             }
             total.add(in_range, saturated, inexact);
@@ -1648,12 +1661,14 @@ fn recover_exact(
 
 /// [`recover`] under lumped read noise alone on ideal devices (no ADC
 /// variation, no OFF current): the same conversions and values, in phases so
-/// the draws and the noise arithmetic vectorise across the flagged columns:
-/// every bit's exact sum and magnitude (bits `1..width` from the level planes,
-/// bit 0 from the speculative slice's exact sum and magnitude, `spec`, `cols`
-/// per vector: `S_0 = S - sum_{t>0} S_t 2^t`, the same integers a read gives),
-/// then each column stream's normals ([`normal_pairs`], pair `i` of every stream at
-/// once), then `sum + sigma * z` and the conversion.
+/// the draws, the noise arithmetic and the conversions vectorise across the
+/// flagged columns: every bit's exact sum and magnitude (bits `1..width` from
+/// the level planes, bit 0 from the speculative slice's exact sum and
+/// magnitude, `spec`, `cols` per vector: `S_0 = S - sum_{t>0} S_t 2^t`, the
+/// same integers a read gives), then each column stream's normals
+/// ([`normal_pairs`], pair `i` of every stream at once), then `sum + sigma *
+/// z` and its conversion ([`adc_step`] gives [`Adc::convert`]'s code and
+/// flags for every finite sum).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn recover_lumped(
@@ -1672,20 +1687,17 @@ fn recover_lumped(
     let cols = acc.ncols();
     let w = width as usize;
     let n = flagged.len();
-    let mut out = Recovered::default();
-    let (mut keys, mut sums, mut mags) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n * w),
-        Vec::with_capacity(n * w),
-    );
+    if n == 0 {
+        return Recovered::default();
+    }
+    // Bit-major: bit `t` of flagged column `k` at `[t * n + k]`.
+    let mut keys = Vec::with_capacity(n);
+    let (mut sums, mut mags) = (vec![0f32; n * w], vec![0f32; n * w]);
     let mut column_keys = ColumnKeys::new(vector_key);
-    for &(v, c) in flagged {
+    for (k, &(v, c)) in flagged.iter().enumerate() {
         keys.push(column_keys.column(v, c));
         let start = (v * 8 + shift as usize) * words;
         let (mut s0, mut m0) = (spec.0[v * cols + c], spec.1[v * cols + c]);
-        let first = sums.len();
-        sums.push(0.0);
-        mags.push(0.0);
         for (t, plane) in (1..).zip(xbits[start + words..start + w * words].chunks_exact(words)) {
             let (s, m) = px.column_sum_and_magnitude_bits(c, plane);
             // Exact integers below 2^24 (see `column_sum_and_magnitude_bits`).
@@ -1694,44 +1706,64 @@ fn recover_lumped(
                 s0 -= (s as i32) << t;
                 m0 -= (m as i32) << t;
             }
-            sums.push(s);
-            mags.push(m);
+            sums[t * n + k] = s;
+            mags[t * n + k] = m;
         }
         // |S_0|, M_0 <= rows x 30 < 2^24: exact in f32.
         #[allow(clippy::cast_precision_loss)]
         {
-            sums[first] = s0 as f32;
-            mags[first] = m0 as f32;
+            sums[k] = s0 as f32;
+            mags[k] = m0 as f32;
         }
     }
-    // Draw `t` of stream `k` at `z[k * w + t]` (pair `t / 2`, half `t % 2`).
+    // Draw `t` of stream `k` at `z[t * n + k]` (pair `t / 2`, half `t % 2`).
     let mut z = vec![0f32; n * w];
-    let (mut za, mut zb) = (vec![0f32; n], vec![0f32; n]);
-    for i in 0..w.div_ceil(2) {
-        normal_pairs(&keys, i as u64, &mut za, &mut zb);
-        for (k, (&a, &b)) in za.iter().zip(&zb).enumerate() {
-            z[k * w + 2 * i] = a;
-            if 2 * i + 1 < w {
-                z[k * w + 2 * i + 1] = b;
-            }
+    let mut spare = vec![0f32; if w % 2 == 1 { n } else { 0 }];
+    for (i, pair) in z.chunks_mut(2 * n).enumerate() {
+        let (za, zb) = pair.split_at_mut(n);
+        let zb = if zb.is_empty() { &mut spare[..] } else { zb };
+        normal_pairs(&keys, i as u64, za, zb);
+    }
+    // `noise.sigma(m, 0)`, as `recover` computes it, then the conversions,
+    // branch-free over every bit of every column.
+    let (lo, hi) = (adc.min_code() as f32, adc.max_code() as f32);
+    let signed = adc.signed();
+    let mut values = vec![0i64; n];
+    let mut out_of_range = vec![false; n];
+    let (mut in_range, mut saturated) = (0u64, 0u64);
+    for (t, ((srow, mrow), zrow)) in (0u32..).zip(
+        sums.chunks_exact(n)
+            .zip(mags.chunks_exact(n))
+            .zip(z.chunks_exact(n)),
+    ) {
+        let (mut ok_row, mut sat_row) = (0u32, 0u32);
+        for ((((&s, &m), &z), value), out) in srow
+            .iter()
+            .zip(mrow)
+            .zip(zrow)
+            .zip(values.iter_mut())
+            .zip(out_of_range.iter_mut())
+        {
+            let st = adc_step(s + noise.sigma(m, 0.0) * z, lo, hi, signed, false);
+            ok_row += u32::from(st.ok);
+            sat_row += u32::from(st.sat);
+            *out |= !st.ok;
+            *value += integral_i64(st.code) << (shift + t);
         }
+        in_range += u64::from(ok_row);
+        saturated += u64::from(sat_row);
     }
-    // `noise.sigma(m, 0)`, as `recover` computes it.
-    for ((s, &m), &z) in sums.iter_mut().zip(&mags).zip(&z) {
-        *s += noise.sigma(m, 0.0) * z;
+    let acc = acc.as_slice_mut().expect("standard layout");
+    for (&(v, c), &value) in flagged.iter().zip(&values) {
+        acc[v * cols + c] += value;
     }
-    for (&(v, c), col) in flagged.iter().zip(sums.chunks_exact(w)) {
-        let mut any_out = false;
-        let mut value = 0i64;
-        for (t, &sum) in (0u32..).zip(col) {
-            let conv = adc.convert(sum);
-            any_out |= out.count(conv);
-            value += i64::from(conv.code) << (shift + t);
-        }
-        acc[[v, c]] += value;
-        out.inexact_slices += u64::from(any_out);
+    let conversions = (n * w) as u64;
+    Recovered {
+        conversions,
+        saturated,
+        out_of_range: conversions - in_range,
+        inexact_slices: out_of_range.iter().map(|&o| u64::from(o)).sum(),
     }
-    out
 }
 
 /// The nominal OFF current of `pulses` pulses at `off` per pulse, in LSBs.
