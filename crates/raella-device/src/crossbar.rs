@@ -765,6 +765,19 @@ impl ProgrammedCrossbar {
         bits_dot(row_bits, self.magnitude_column(col))
     }
 
+    /// [`Self::column_sum_and_magnitude_bits`] as exact integers, for ideal
+    /// devices (integer levels).
+    ///
+    /// # Panics
+    /// If the crossbar's levels are not integers (programming noise).
+    #[must_use]
+    #[inline(always)]
+    pub fn column_sum_and_magnitude_bits_int(&self, col: usize, row_bits: &[u64]) -> (i32, i32) {
+        self.planes()
+            .expect("integer 1-bit reads need integer levels")
+            .column_sum_and_magnitude(col, row_bits)
+    }
+
     /// [`Self::column_sum_bits`] and [`Self::column_magnitude_bits`] in one
     /// read of the column (ideal crossbars: one pass over the level planes).
     #[must_use]

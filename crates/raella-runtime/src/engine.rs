@@ -1699,15 +1699,15 @@ fn recover_lumped(
         let start = (v * 8 + shift as usize) * words;
         let (mut s0, mut m0) = (spec.0[v * cols + c], spec.1[v * cols + c]);
         for (t, plane) in (1..).zip(xbits[start + words..start + w * words].chunks_exact(words)) {
-            let (s, m) = px.column_sum_and_magnitude_bits(c, plane);
-            // Exact integers below 2^24 (see `column_sum_and_magnitude_bits`).
-            #[allow(clippy::cast_possible_truncation)]
+            let (s, m) = px.column_sum_and_magnitude_bits_int(c, plane);
+            s0 -= s << t;
+            m0 -= m << t;
+            // |S_t|, M_t <= rows x 30 < 2^24: exact in f32.
+            #[allow(clippy::cast_precision_loss)]
             {
-                s0 -= (s as i32) << t;
-                m0 -= (m as i32) << t;
+                sums[t * n + k] = s as f32;
+                mags[t * n + k] = m as f32;
             }
-            sums[t * n + k] = s;
-            mags[t * n + k] = m;
         }
         // |S_0|, M_0 <= rows x 30 < 2^24: exact in f32.
         #[allow(clippy::cast_precision_loss)]
