@@ -644,11 +644,13 @@ impl ProgrammedLayer {
                 // Reads strictly inside the ADC's range: neither clipped nor
                 // flagged.
                 let above = adc.min_code() - i32::from(!adc.signed());
-                // Exact recovery's reader: ideal devices, integer sums,
-                // nothing perturbing them ([`recover_exact`]).
-                let exact_reader = px
-                    .exact_bits()
-                    .filter(|_| matches!(sums, Sums::Int(_)) && !lumped_int);
+                // Exact recovery's reader: recovery on ideal devices, integer
+                // sums, nothing perturbing them ([`recover_exact`]). Only then
+                // are its planes built (not for adaptive slicing's 1-bit
+                // candidate runs, nor under noise).
+                let exact_reader = (recovery && matches!(sums, Sums::Int(_)) && !lumped_int)
+                    .then(|| px.exact_bits())
+                    .flatten();
                 // Exact recovery where every column's reads lie in range
                 // under any input: a flagged sum recovers to itself (each
                 // 1-bit code is its sum, and they shift-add to it), so the
