@@ -1314,21 +1314,20 @@ fn convert_shift_add_noisy<K: Fn(usize) -> u64>(
             .zip(arow.chunks_mut(64))
             .enumerate()
         {
-            let (mut in_range, mut saturated, mut inexact) = (0u32, 0u32, 0u32);
-            let mut word = 0u64;
-            for (i, (((&s, &m), &z), a)) in sb.iter().zip(mb).zip(zb).zip(ab.iter_mut()).enumerate()
-            {
-                // Exact: |s|, m < 2^24.
-                #[allow(clippy::cast_precision_loss)]
-                let (s, m) = (s as f32, m as f32);
-                let st = adc_step(s + e * m.max(0.0).sqrt() * z, lo, hi, signed, drop_flagged);
-                in_range += u32::from(st.ok);
-                saturated += u32::from(st.sat);
-                inexact += u32::from(st.keep && !st.ok);
-                word |= u64::from(st.sat) << i;
-                let c = if st.keep { integral_i64(st.code) } else { 0 };
-                *a += c << shift;
-            }
+            let block = NoisyBlock {
+                sums: sb,
+                mags: mb,
+                z: zb,
+                e,
+                codes: (lo, hi),
+                shift,
+            };
+            let (in_range, saturated, inexact, word) = match (signed, drop_flagged) {
+                (false, false) => block.convert::<false, false>(ab),
+                (false, true) => block.convert::<false, true>(ab),
+                (true, false) => block.convert::<true, false>(ab),
+                (true, true) => block.convert::<true, true>(ab),
+            };
             total.add(in_range, saturated, inexact);
             if drop_flagged {
                 push_flagged(word, v, wi * 64, flagged);
@@ -1336,6 +1335,55 @@ fn convert_shift_add_noisy<K: Fn(usize) -> u64>(
         }
     }
     total
+}
+
+/// Up to 64 sums of [`convert_shift_add_noisy`]: their magnitudes and
+/// draws, `E`, the ADC's code range and the slice's shift.
+struct NoisyBlock<'a> {
+    sums: &'a [i32],
+    mags: &'a [i32],
+    z: &'a [f32],
+    e: f32,
+    codes: (f32, f32),
+    shift: u32,
+}
+
+impl NoisyBlock<'_> {
+    /// Perturbs, converts and shift-adds the block into `acc`: the in-range,
+    /// saturated and inexact counts, and the saturated codes' flags (bit `i`
+    /// for sum `i`, with `DROP`). The ADC's signedness and whether flagged
+    /// codes are dropped are constants, so the loop tests neither per sum.
+    #[inline(always)]
+    fn convert<const SIGNED: bool, const DROP: bool>(
+        &self,
+        acc: &mut [i64],
+    ) -> (u32, u32, u32, u64) {
+        let (lo, hi) = self.codes;
+        let (mut in_range, mut saturated, mut inexact) = (0u32, 0u32, 0u32);
+        let mut word = 0u64;
+        for (i, (((&s, &m), &z), a)) in self
+            .sums
+            .iter()
+            .zip(self.mags)
+            .zip(self.z)
+            .zip(acc.iter_mut())
+            .enumerate()
+        {
+            // Exact: |s|, m < 2^24.
+            #[allow(clippy::cast_precision_loss)]
+            let (s, m) = (s as f32, m as f32);
+            let st = adc_step(s + self.e * m.max(0.0).sqrt() * z, lo, hi, SIGNED, DROP);
+            in_range += u32::from(st.ok);
+            saturated += u32::from(st.sat);
+            inexact += u32::from(st.keep && !st.ok);
+            if DROP {
+                word |= u64::from(st.sat) << i;
+            }
+            let c = if st.keep { integral_i64(st.code) } else { 0 };
+            *a += c << self.shift;
+        }
+        (in_range, saturated, inexact, word)
+    }
 }
 
 /// [`convert_shift_add`] for exact integer sums ([`Adc::convert_exact`]),
@@ -1366,26 +1414,13 @@ fn convert_shift_add_int(
     // to (vector, column) in order, the vector advanced as they pass its end.
     let (mut v, mut row0) = (0usize, 0usize);
     for (wi, (sb, ab)) in sums.chunks(64).zip(acc.chunks_mut(64)).enumerate() {
-        let (mut in_range, mut saturated, mut inexact) = (0u32, 0u32, 0u32);
-        let mut word = 0u64;
-        for (i, (&sum, a)) in sb.iter().zip(ab.iter_mut()).enumerate() {
-            let code = sum.clamp(lo, hi);
-            let ok = sum == code;
-            let sat = code == hi || (signed && code == lo);
-            let keep = !(drop_flagged && sat);
-            in_range += u32::from(ok);
-            saturated += u32::from(sat);
-            inexact += u32::from(keep && !ok);
-            word |= u64::from(sat) << i;
-            let kept = if keep {
-                code
-            } else if in_place {
-                sum
-            } else {
-                0
-            };
-            *a += i64::from(kept) << shift;
-        }
+        let block = (sb, (lo, hi), shift, in_place);
+        let (in_range, saturated, inexact, mut word) = match (signed, drop_flagged) {
+            (false, false) => convert_int_block::<false, false>(block, ab),
+            (false, true) => convert_int_block::<false, true>(block, ab),
+            (true, false) => convert_int_block::<true, false>(block, ab),
+            (true, true) => convert_int_block::<true, true>(block, ab),
+        };
         total.add(in_range, saturated, inexact);
         if drop_flagged && !in_place {
             while word != 0 {
@@ -1400,6 +1435,42 @@ fn convert_shift_add_int(
         }
     }
     total
+}
+
+/// Up to 64 exact sums of [`convert_shift_add_int`] (`sums`, the ADC's code
+/// range, the slice's shift, `in_place`) converted and shift-added into
+/// `acc`: the in-range, saturated and inexact counts, and the saturated
+/// codes' flags (bit `i` for sum `i`). The ADC's signedness and whether
+/// flagged codes are dropped are constants, so the loop tests neither per
+/// sum.
+#[inline(always)]
+fn convert_int_block<const SIGNED: bool, const DROP: bool>(
+    (sums, (lo, hi), shift, in_place): (&[i32], (i32, i32), u32, bool),
+    acc: &mut [i64],
+) -> (u32, u32, u32, u64) {
+    let (mut in_range, mut saturated, mut inexact) = (0u32, 0u32, 0u32);
+    let mut word = 0u64;
+    for (i, (&sum, a)) in sums.iter().zip(acc.iter_mut()).enumerate() {
+        let code = sum.clamp(lo, hi);
+        let ok = sum == code;
+        let sat = code == hi || (SIGNED && code == lo);
+        let keep = !(DROP && sat);
+        in_range += u32::from(ok);
+        saturated += u32::from(sat);
+        inexact += u32::from(keep && !ok);
+        if DROP {
+            word |= u64::from(sat) << i;
+        }
+        let kept = if keep {
+            code
+        } else if in_place {
+            sum
+        } else {
+            0
+        };
+        *a += i64::from(kept) << shift;
+    }
+    (in_range, saturated, inexact, word)
 }
 
 /// The key under which one crossbar's read-noise streams of one pass lie:
