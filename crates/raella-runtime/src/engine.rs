@@ -748,8 +748,10 @@ impl ProgrammedLayer {
                             }
                             if let Some(inst) = adcs {
                                 let (lo, hi) = (adc.min_code() as f32, adc.max_code() as f32);
-                                for row in sums.rows_mut() {
-                                    for (x, a) in row.into_iter().zip(inst) {
+                                // Rows as slices: the loop vectorises.
+                                let flat = sums.as_slice_mut().expect("standard layout");
+                                for row in flat.chunks_exact_mut(cols.max(1)) {
+                                    for (x, a) in row.iter_mut().zip(inst) {
                                         *x = a.transfer(*x, lo, hi);
                                     }
                                 }
@@ -1209,21 +1211,40 @@ fn convert_shift_add(
         .zip(acc.chunks_exact_mut(cols))
         .enumerate()
     {
-        let off = off.map_or(0.0, |o| o[v]);
+        let row = (srow, (lo, hi), off.map_or(0.0, |o| o[v]), shift);
         // Per row: the u32 counters cannot overflow (at most 8,192 columns).
-        let (mut in_range, mut saturated, mut inexact) = (0u32, 0u32, 0u32);
-        for (&sum, a) in srow.iter().zip(arow.iter_mut()) {
-            let st = adc_step(sum, lo, hi, signed, drop_flagged);
-            in_range += u32::from(st.ok);
-            saturated += u32::from(st.sat);
-            inexact += u32::from(st.keep && !st.ok);
-            let value = off_corrected(sum, st.code, st.ok, off);
-            let c = if st.keep { integral_i64(value) } else { 0 };
-            *a += c << shift;
-        }
+        let (in_range, saturated, inexact) = match (signed, drop_flagged) {
+            (false, false) => convert_real_row::<false, false>(row, arow),
+            (false, true) => convert_real_row::<false, true>(row, arow),
+            (true, false) => convert_real_row::<true, false>(row, arow),
+            (true, true) => convert_real_row::<true, true>(row, arow),
+        };
         total.add(in_range, saturated, inexact);
     }
     total
+}
+
+/// One vector's sums of [`convert_shift_add`] (`sums`, the ADC's code range,
+/// the nominal OFF current, the slice's shift) converted and shift-added into
+/// `acc`: the in-range, saturated and inexact counts. The ADC's signedness
+/// and whether flagged codes are dropped are constants, so the loop tests
+/// neither per sum.
+#[inline(always)]
+fn convert_real_row<const SIGNED: bool, const DROP: bool>(
+    (sums, (lo, hi), off, shift): (&[f32], (f32, f32), f32, u32),
+    acc: &mut [i64],
+) -> (u32, u32, u32) {
+    let (mut in_range, mut saturated, mut inexact) = (0u32, 0u32, 0u32);
+    for (&sum, a) in sums.iter().zip(acc.iter_mut()) {
+        let st = adc_step(sum, lo, hi, SIGNED, DROP);
+        in_range += u32::from(st.ok);
+        saturated += u32::from(st.sat);
+        inexact += u32::from(st.keep && !st.ok);
+        let value = off_corrected(sum, st.code, st.ok, off);
+        let c = if st.keep { integral_i64(value) } else { 0 };
+        *a += c << shift;
+    }
+    (in_range, saturated, inexact)
 }
 
 /// One primary slice's read-noise rows for [`convert_shift_add_noisy`]: the
