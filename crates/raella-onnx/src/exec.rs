@@ -107,15 +107,19 @@ impl LayerRunner for FloatRunner {
 }
 
 /// `f` on every element, on all threads (element-wise, so independent of them).
-fn par_map<T: Send>(x: &ArrayD<f32>, f: impl Fn(f32) -> T + Sync) -> ArrayD<T> {
+fn par_map<T: Send + Copy + Default>(x: &ArrayD<f32>, f: impl Fn(f32) -> T + Sync) -> ArrayD<T> {
+    const PART: usize = 1 << 14;
     let x = x.as_standard_layout();
-    let data: Vec<T> = x
-        .as_slice()
-        .expect("standard layout")
-        .par_iter()
-        .with_min_len(1 << 14)
-        .map(|&v| f(v))
-        .collect();
+    let src = x.as_slice().expect("standard layout");
+    let mut data = vec![T::default(); src.len()];
+    // Whole parts of plain slices: the per-element loop vectorises.
+    data.par_chunks_mut(PART)
+        .zip(src.par_chunks(PART))
+        .for_each(|(o, i)| {
+            for (o, &v) in o.iter_mut().zip(i) {
+                *o = f(v);
+            }
+        });
     ArrayD::from_shape_vec(x.raw_dim(), data).expect("same shape")
 }
 
@@ -126,22 +130,42 @@ enum Codes {
     I8(ArrayD<i8>),
 }
 
+/// `x.round().clamp(lo, hi) as i32` (round half away from zero; NaN gives 0)
+/// for integral `lo <= 0 <= hi` with `|lo|, |hi| < 2^22`, in operations that
+/// vectorise on every target (`f32::round` is a library call on baseline
+/// x86-64, and the saturating cast is scalar): clamped first (the same
+/// result: rounding is monotonic and the bounds are integers), rounded half
+/// to even by adding and subtracting `1.5 x 2^23`, ties moved away from
+/// zero, and the integer read from the mantissa.
+#[inline(always)]
+fn round_clamp(x: f32, lo: f32, hi: f32) -> i32 {
+    const MAGIC: f32 = 12_582_912.0;
+    let c = x.max(lo).min(hi);
+    let even = (c + MAGIC) - MAGIC;
+    let d = c - even;
+    let r =
+        even + f32::from(u8::from(d == 0.5 && c > 0.0)) - f32::from(u8::from(d == -0.5 && c < 0.0));
+    let r = if x.is_nan() { 0.0 } else { r };
+    // Two's complement: the mantissa's offset from `MAGIC`'s is the integer.
+    #[allow(clippy::cast_possible_wrap)]
+    let v = (r + MAGIC).to_bits().wrapping_sub(MAGIC.to_bits()) as i32;
+    v
+}
+
 fn quantise(x: &ArrayD<f32>, q: Option<InputQuant>) -> Codes {
     match q {
         None => Codes::F32(x.clone()),
-        // Clamped before the cast, so it is exact; round half away from zero.
+        // Clamped, so the casts are exact; round half away from zero.
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
         Some(InputQuant {
             scale,
             signed: true,
-        }) => Codes::I8(par_map(x, |v| {
-            (v / scale).round().clamp(-127.0, 127.0) as i8
-        })),
+        }) => Codes::I8(par_map(x, |v| round_clamp(v / scale, -127.0, 127.0) as i8)),
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
         Some(InputQuant {
             scale,
             signed: false,
-        }) => Codes::U8(par_map(x, |v| (v / scale).round().clamp(0.0, 255.0) as u8)),
+        }) => Codes::U8(par_map(x, |v| round_clamp(v / scale, 0.0, 255.0) as u8)),
     }
 }
 
@@ -643,4 +667,44 @@ fn digital_macs(op: &str, ins: &[Option<&Tensor>], outs: &[Tensor]) -> u64 {
 #[must_use]
 pub fn owned_f32(x: ArrayView2<'_, f32>) -> Array2<f32> {
     x.to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::round_clamp;
+
+    /// `round_clamp` gives the saturating cast of `f32::round` clamped, for
+    /// both input ranges: ties, their neighbours, the range edges, the
+    /// specials, and a stride through every bit pattern.
+    #[test]
+    fn round_clamp_is_the_rounded_clamped_cast() {
+        let mut xs: Vec<f32> = vec![
+            0.0,
+            -0.0,
+            f32::NAN,
+            -f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::MAX,
+            f32::MIN,
+            f32::MIN_POSITIVE,
+            0.499_999_97,
+            -0.499_999_97,
+        ];
+        for k in -600..600 {
+            #[allow(clippy::cast_precision_loss)]
+            let t = k as f32 * 0.5;
+            xs.extend([t, t.next_up(), t.next_down()]);
+        }
+        xs.extend((0..=u32::MAX).step_by(997).map(f32::from_bits));
+        for &x in &xs {
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            let (u, i) = (
+                i32::from(x.round().clamp(0.0, 255.0) as u8),
+                i32::from(x.round().clamp(-127.0, 127.0) as i8),
+            );
+            assert_eq!(round_clamp(x, 0.0, 255.0), u, "{x:e} unsigned");
+            assert_eq!(round_clamp(x, -127.0, 127.0), i, "{x:e} signed");
+        }
+    }
 }
