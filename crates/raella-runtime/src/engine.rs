@@ -1112,6 +1112,20 @@ impl ConvertCounts {
     }
 }
 
+/// `f::<SIGNED, DROP>(args)` for the runtime values of the ADC's signedness
+/// and of whether flagged codes are dropped: the conversion loops take both
+/// as constants, so they test neither per sum.
+macro_rules! with_adc_flags {
+    ($signed:expr, $drop:expr, $($f:ident)::+ ($($arg:expr),* $(,)?)) => {
+        match ($signed, $drop) {
+            (false, false) => $($f)::+::<false, false>($($arg),*),
+            (false, true) => $($f)::+::<false, true>($($arg),*),
+            (true, false) => $($f)::+::<true, false>($($arg),*),
+            (true, true) => $($f)::+::<true, true>($($arg),*),
+        }
+    };
+}
+
 /// Round half away from zero, as [`Adc::convert`] rounds.
 #[inline(always)]
 fn round_half_away(x: f32) -> f32 {
@@ -1213,12 +1227,8 @@ fn convert_shift_add(
     {
         let row = (srow, (lo, hi), off.map_or(0.0, |o| o[v]), shift);
         // Per row: the u32 counters cannot overflow (at most 8,192 columns).
-        let (in_range, saturated, inexact) = match (signed, drop_flagged) {
-            (false, false) => convert_real_row::<false, false>(row, arow),
-            (false, true) => convert_real_row::<false, true>(row, arow),
-            (true, false) => convert_real_row::<true, false>(row, arow),
-            (true, true) => convert_real_row::<true, true>(row, arow),
-        };
+        let (in_range, saturated, inexact) =
+            with_adc_flags!(signed, drop_flagged, convert_real_row(row, arow));
         total.add(in_range, saturated, inexact);
     }
     total
@@ -1343,12 +1353,8 @@ fn convert_shift_add_noisy<K: Fn(usize) -> u64>(
                 codes: (lo, hi),
                 shift,
             };
-            let (in_range, saturated, inexact, word) = match (signed, drop_flagged) {
-                (false, false) => block.convert::<false, false>(ab),
-                (false, true) => block.convert::<false, true>(ab),
-                (true, false) => block.convert::<true, false>(ab),
-                (true, true) => block.convert::<true, true>(ab),
-            };
+            let (in_range, saturated, inexact, word) =
+                with_adc_flags!(signed, drop_flagged, NoisyBlock::convert(&block, ab));
             total.add(in_range, saturated, inexact);
             if drop_flagged {
                 push_flagged(word, v, wi * 64, flagged);
@@ -1436,12 +1442,8 @@ fn convert_shift_add_int(
     let (mut v, mut row0) = (0usize, 0usize);
     for (wi, (sb, ab)) in sums.chunks(64).zip(acc.chunks_mut(64)).enumerate() {
         let block = (sb, (lo, hi), shift, in_place);
-        let (in_range, saturated, inexact, mut word) = match (signed, drop_flagged) {
-            (false, false) => convert_int_block::<false, false>(block, ab),
-            (false, true) => convert_int_block::<false, true>(block, ab),
-            (true, false) => convert_int_block::<true, false>(block, ab),
-            (true, true) => convert_int_block::<true, true>(block, ab),
-        };
+        let (in_range, saturated, inexact, mut word) =
+            with_adc_flags!(signed, drop_flagged, convert_int_block(block, ab));
         total.add(in_range, saturated, inexact);
         if drop_flagged && !in_place {
             while word != 0 {
