@@ -289,53 +289,31 @@ impl MacBackend for CrossbarBackend {
 }
 
 /// Squared error and squared reference of up to [`CHECKED_VECTORS`] evenly
-/// spaced vectors' outputs against exact integer MACs, compiled for the
-/// vector units the engine uses ([`Kernel::dispatch`]; integer sums, so the
-/// same values on every instruction set).
+/// spaced vectors' outputs against exact integer MACs. The exact outputs are
+/// made on all threads (a vector per item, merged while small), compiled for
+/// the vector units the engine uses ([`Kernel::dispatch`]; integer sums, so
+/// the same values on every instruction set); the squares are added in one
+/// fixed order.
 fn check_sample(w: &Array2<i8>, x: &QInput, y: &Array2<i64>) -> (f64, f64) {
-    Kernel::dispatch_selected(
-        #[inline(always)]
-        || check_sample_body(w, x, y),
-    )
-}
-
-#[inline(always)]
-fn check_sample_body(w: &Array2<i8>, x: &QInput, y: &Array2<i64>) -> (f64, f64) {
     let n = x.nrows();
     let k = n.min(CHECKED_VECTORS);
     let w = w.as_standard_layout();
     let ws = w.as_slice().expect("standard layout");
-    let cols = w.ncols().max(1);
-    // |product| <= 255 x 127: i32 sums are exact below 66,000 inputs.
-    let exact_i32 = cols < (1 << 16);
+    let outputs = w.nrows();
+    let mut exact = vec![0i64; k * outputs];
+    exact
+        .par_chunks_mut(outputs.max(1))
+        .with_min_len((1 << 16) / ws.len().max(1))
+        .enumerate()
+        .for_each(|(i, e)| {
+            Kernel::dispatch_selected(
+                #[inline(always)]
+                || exact_outputs(ws, w.ncols(), x, i * n / k, e),
+            );
+        });
     let (mut err, mut reference) = (0f64, 0f64);
-    let mut row = vec![0i16; cols];
-    for i in 0..k {
-        let v = i * n / k;
-        match x {
-            QInput::Unsigned(a) => row
-                .iter_mut()
-                .zip(a.row(v))
-                .for_each(|(r, &p)| *r = i16::from(p)),
-            QInput::Signed(a) => row
-                .iter_mut()
-                .zip(a.row(v))
-                .for_each(|(r, &p)| *r = i16::from(p)),
-        }
-        for (wrow, &got) in ws.chunks_exact(cols).zip(y.row(v)) {
-            let e: i64 = if exact_i32 {
-                i64::from(
-                    row.iter()
-                        .zip(wrow)
-                        .map(|(&p, &q)| i32::from(p) * i32::from(q))
-                        .sum::<i32>(),
-                )
-            } else {
-                row.iter()
-                    .zip(wrow)
-                    .map(|(&p, &q)| i64::from(p) * i64::from(q))
-                    .sum()
-            };
+    for (i, e) in exact.chunks(outputs.max(1)).enumerate() {
+        for (&e, &got) in e.iter().zip(y.row(i * n / k)) {
             // Integer MAC results far below 2^53: exact in f64.
             #[allow(clippy::cast_precision_loss)]
             let (d, r) = ((got - e) as f64, e as f64);
@@ -344,4 +322,32 @@ fn check_sample_body(w: &Array2<i8>, x: &QInput, y: &Array2<i64>) -> (f64, f64) 
         }
     }
     (err, reference)
+}
+
+/// Vector `v`'s exact integer outputs into `out`, against the weights `ws`
+/// (`outputs x cols`, row-major).
+#[inline(always)]
+fn exact_outputs(ws: &[i8], cols: usize, x: &QInput, v: usize, out: &mut [i64]) {
+    let cols = cols.max(1);
+    // |product| <= 255 x 127: i32 sums are exact below 66,000 inputs.
+    let exact_i32 = cols < (1 << 16);
+    let row: Vec<i16> = match x {
+        QInput::Unsigned(a) => a.row(v).iter().map(|&p| i16::from(p)).collect(),
+        QInput::Signed(a) => a.row(v).iter().map(|&p| i16::from(p)).collect(),
+    };
+    for (o, wrow) in out.iter_mut().zip(ws.chunks_exact(cols)) {
+        *o = if exact_i32 {
+            i64::from(
+                row.iter()
+                    .zip(wrow)
+                    .map(|(&p, &q)| i32::from(p) * i32::from(q))
+                    .sum::<i32>(),
+            )
+        } else {
+            row.iter()
+                .zip(wrow)
+                .map(|(&p, &q)| i64::from(p) * i64::from(q))
+                .sum()
+        };
+    }
 }

@@ -21,12 +21,13 @@
 
 use std::sync::Mutex;
 
-use ndarray::{Array2, ArrayD, linalg::general_mat_mul};
+use ndarray::{Array2, ArrayD, Axis, linalg::general_mat_mul};
 use raella_compiler::{QuantizedMatrix, quantize_per_channel};
 use raella_onnx::{
     FloatRunner, Graph, InputQuant, LayerKind, LayerRunner, Tensor, Vectors, WeightLayer,
 };
-use raella_runtime::LayerStats;
+use raella_runtime::{CHUNK_VECTORS, LayerStats};
+use rayon::prelude::*;
 
 use crate::NetworkError;
 
@@ -542,15 +543,24 @@ impl<B: MacBackend> LayerRunner for QuantRunner<'_, B> {
         let scales = &ql.groups[group].scales;
         let sx = f64::from(ql.input_scale);
         let mut out = Array2::<f32>::zeros(y.dim());
-        for (yrow, mut orow) in y.rows().into_iter().zip(out.rows_mut()) {
-            for ((o, &v), &sw) in orow.iter_mut().zip(yrow).zip(scales) {
-                // Exact integer times the combined scale; the narrowing is the
-                // requantisation's own rounding.
-                #[allow(clippy::cast_possible_truncation, clippy::cast_precision_loss)]
-                let r = (v as f64 * f64::from(sw) * sx) as f32;
-                *o = r;
+        // On all threads, a block of vectors per item (merged while small).
+        let blocks: Vec<_> = out
+            .axis_chunks_iter_mut(Axis(0), CHUNK_VECTORS)
+            .zip(y.axis_chunks_iter(Axis(0), CHUNK_VECTORS))
+            .collect();
+        let per_block = CHUNK_VECTORS * y.ncols().max(1);
+        let blocks = blocks.into_par_iter().with_min_len((1 << 15) / per_block);
+        blocks.for_each(|(mut o, y)| {
+            for (yrow, mut orow) in y.rows().into_iter().zip(o.rows_mut()) {
+                for ((o, &v), &sw) in orow.iter_mut().zip(yrow).zip(scales) {
+                    // Exact integer times the combined scale; the narrowing is the
+                    // requantisation's own rounding.
+                    #[allow(clippy::cast_possible_truncation, clippy::cast_precision_loss)]
+                    let r = (v as f64 * f64::from(sw) * sx) as f32;
+                    *o = r;
+                }
             }
-        }
+        });
         Ok(out)
     }
 }

@@ -303,13 +303,18 @@ fn run_layer(
                         .into_shape_with_order(IxDyn(&[n, c, h, w]))
                         .expect("nchw");
                     let mut all = vec![Default::default(); n * oh * ow * k];
-                    for (i, dst) in all.chunks_exact_mut((oh * ow * k).max(1)).enumerate() {
-                        let img = a4
-                            .index_axis(Axis(0), i)
-                            .into_dimensionality::<Ix3>()
-                            .expect("3-D");
-                        im2col_into(img, gi * cg, cg, &win, (oh, ow), pads, dst);
-                    }
+                    // An image per item, on all threads (several per item when small).
+                    let per_image = (oh * ow * k).max(1);
+                    all.par_chunks_exact_mut(per_image)
+                        .with_min_len(PARALLEL_VALUES.div_ceil(per_image))
+                        .enumerate()
+                        .for_each(|(i, dst)| {
+                            let img = a4
+                                .index_axis(Axis(0), i)
+                                .into_dimensionality::<Ix3>()
+                                .expect("3-D");
+                            im2col_into(img, gi * cg, cg, &win, (oh, ow), pads, dst);
+                        });
                     Array2::from_shape_vec((n * oh * ow, k), all).expect("shape")
                 });
                 timed(gi, vectors)
@@ -327,15 +332,9 @@ fn run_layer(
                 for (gi, (r, took)) in (first..).zip(results) {
                     *products += took;
                     let r = r.map_err(err)?;
-                    for i in 0..n {
-                        y.slice_mut(s![i, gi * mg..(gi + 1) * mg, ..])
-                            .assign(&r.slice(s![i * oh * ow..(i + 1) * oh * ow, ..]).t());
-                    }
-                }
-            }
-            if let Some(b) = &layer.bias {
-                for (mut plane, &bv) in y.axis_iter_mut(Axis(1)).zip(b) {
-                    plane += bv;
+                    let bias = layer.bias.as_deref().map(|b| &b[gi * mg..(gi + 1) * mg]);
+                    let y = y.as_slice_mut().expect("standard layout");
+                    channels_into(&r, bias, (gi * mg, g.out_channels, oh * ow), y);
                 }
             }
             let shape: Vec<usize> = if g.one_d {
@@ -428,6 +427,61 @@ fn add_bias_rows(mut y: Array2<f32>, bias: Option<&[f32]>) -> Array2<f32> {
         }
     }
     y
+}
+
+/// Values below which a parallel loop's items are merged (one item runs on
+/// the calling thread): a depthwise group's few values are not worth a task.
+const PARALLEL_VALUES: usize = 1 << 15;
+
+/// One group's product `r` (`n x positions` rows, position-major, one column
+/// per channel of the group) into its channels `first..first + r.ncols()` of
+/// `y` (`n x channels x positions`, channel-major), plus the group's bias: a
+/// transposition in tiles (both sides read and written a cache line at a
+/// time), on all threads, one item per image and block of channels (merged
+/// up to [`PARALLEL_VALUES`]). Each
+/// value is `r` or `r + bias`, as assigning and then adding the bias gives.
+fn channels_into(
+    r: &Array2<f32>,
+    bias: Option<&[f32]>,
+    (first, channels, positions): (usize, usize, usize),
+    y: &mut [f32],
+) {
+    const CHANNELS: usize = 32;
+    const POSITIONS: usize = 64;
+    let mg = r.ncols();
+    if mg == 0 || positions == 0 {
+        return;
+    }
+    let r = r.as_standard_layout();
+    let src = r.as_slice().expect("standard layout");
+    let items: Vec<(usize, usize, &mut [f32])> = y
+        .chunks_exact_mut(channels * positions)
+        .enumerate()
+        .flat_map(|(i, image)| {
+            image[first * positions..(first + mg) * positions]
+                .chunks_mut(CHANNELS * positions)
+                .enumerate()
+                .map(move |(b, dst)| (i, b * CHANNELS, dst))
+        })
+        .collect();
+    let per_item = CHANNELS.min(mg) * positions;
+    let items = items
+        .into_par_iter()
+        .with_min_len(PARALLEL_VALUES.div_ceil(per_item));
+    items.for_each(|(i, c0, dst)| {
+        let rows = &src[i * positions * mg..(i + 1) * positions * mg];
+        for p0 in (0..positions).step_by(POSITIONS) {
+            let p1 = (p0 + POSITIONS).min(positions);
+            for (c, plane) in (c0..).zip(dst.chunks_exact_mut(positions)) {
+                let values = rows[p0 * mg + c..].iter().step_by(mg);
+                let d = &mut plane[p0..p1];
+                match bias {
+                    Some(b) => d.iter_mut().zip(values).for_each(|(d, &v)| *d = v + b[c]),
+                    None => d.iter_mut().zip(values).for_each(|(d, &v)| *d = v),
+                }
+            }
+        }
+    });
 }
 
 /// The inputs a run takes, checked against what the model declares.

@@ -294,9 +294,8 @@ impl ProgrammedLayer {
         gather: Gather,
     ) -> Result<(Array2<i64>, LayerStats), RuntimeError> {
         self.check(inputs.ncols(), cfg)?;
-        let (mut y, mut stats) = self.run_pass(inputs, cfg, 0, gather);
+        let (y, mut stats) = self.run_pass(inputs, cfg, 0, gather, true);
         stats.passes = 1;
-        y.mapv_inplace(saturate);
         Ok((y, stats))
     }
 
@@ -331,14 +330,21 @@ impl ProgrammedLayer {
         self.check(inputs.ncols(), cfg)?;
         let pos = inputs.mapv(|v| u8::try_from(v.max(0)).unwrap_or(0));
         let neg = inputs.mapv(|v| u8::try_from(-i16::from(v.min(0))).unwrap_or(u8::MAX));
-        let (mut y, sp) = self.run_pass(pos.view(), cfg, 0, Gather::Filters);
-        let (yn, sn) = self.run_pass(neg.view(), cfg, 1, Gather::Filters);
+        let (mut y, sp) = self.run_pass(pos.view(), cfg, 0, Gather::Filters, false);
+        let (yn, sn) = self.run_pass(neg.view(), cfg, 1, Gather::Filters, false);
         let mut stats = sp;
         stats += &sn;
         stats.vectors = sn.vectors;
         stats.macs = sn.macs;
         stats.passes = 2;
-        y.zip_mut_with(&yn, |p, &n| *p = saturate(*p - n));
+        // The difference on all threads, a block of vectors per item.
+        let blocks: Vec<_> = y
+            .axis_chunks_iter_mut(Axis(0), CHUNK_VECTORS)
+            .zip(yn.axis_chunks_iter(Axis(0), CHUNK_VECTORS))
+            .collect();
+        blocks
+            .into_par_iter()
+            .for_each(|(mut p, n)| p.zip_mut_with(&n, |p, &n| *p = saturate(*p - n)));
         Ok((y, stats))
     }
 
@@ -355,12 +361,15 @@ impl ProgrammedLayer {
         Ok(())
     }
 
+    /// One pass of `x` on all threads, a chunk of vectors per item; with
+    /// `saturated`, each chunk's outputs saturated to the `i32` range as it ends.
     fn run_pass(
         &self,
         x: ArrayView2<'_, u8>,
         cfg: &RunConfig,
         pass: u64,
         gather: Gather,
+        saturated: bool,
     ) -> (Array2<i64>, LayerStats) {
         let n = x.nrows();
         // Narrow layers (depthwise groups) take longer chunks, so per-chunk
@@ -376,18 +385,22 @@ impl ProgrammedLayer {
         let parts: Vec<LayerStats> = rows
             .into_par_iter()
             .enumerate()
-            .map(|(k, out)| {
+            .map(|(k, mut out)| {
                 let start = k * chunk;
                 let end = start + out.nrows();
-                self.run_chunk(
+                let st = self.run_chunk(
                     x.slice(s![start..end, ..]),
                     start,
                     cfg,
                     &luts,
                     pass,
                     gather,
-                    out,
-                )
+                    out.view_mut(),
+                );
+                if saturated {
+                    out.mapv_inplace(saturate);
+                }
+                st
             })
             .collect();
         let mut stats = LayerStats::default();

@@ -4,7 +4,7 @@
 //! `ConstantOfShape`, `DepthToSpace`, `SpaceToDepth`.
 //! They move values without arithmetic, so they work on every dtype.
 
-use ndarray::{ArrayD, Axis, IxDyn, Slice as NdSlice, concatenate};
+use ndarray::{ArrayD, ArrayViewD, Axis, IxDyn, Slice as NdSlice};
 
 use super::{Ctx, Kernel, arg, axis, opt, to_usize};
 use crate::attrs::Attrs;
@@ -285,18 +285,59 @@ impl Kernel for Concat {
                     .iter()
                     .map(|t| t.floats().expect("same type").view())
                     .collect();
-                Data::Float(concatenate(Axis(ax), &views).map_err(|e| OpError(format!("{e}")))?)
+                Data::Float(concatenate(ax, &views)?)
             }
             Data::Int(_) => {
                 let views: Vec<_> = ts
                     .iter()
                     .map(|t| t.ints().expect("same type").view())
                     .collect();
-                Data::Int(concatenate(Axis(ax), &views).map_err(|e| OpError(format!("{e}")))?)
+                Data::Int(concatenate(ax, &views)?)
             }
         };
         Ok(vec![super::like(first.dtype(), data)])
     }
+}
+
+/// `arrays` joined along axis `ax`, in standard layout: for each index of
+/// the axes before `ax`, each array's block of `len_ax x (axes after)`
+/// values in turn (ndarray's `concatenate` puts the joined axis outermost in
+/// memory, and the copy to standard layout then costs more than the join).
+fn concatenate<T: Clone>(ax: usize, arrays: &[ArrayViewD<'_, T>]) -> Result<ArrayD<T>, OpError> {
+    let Some(first) = arrays.first() else {
+        op_bail!("no inputs");
+    };
+    let rank = first.ndim();
+    if ax >= rank {
+        op_bail!("axis {ax} of a rank-{rank} input");
+    }
+    let mut shape = first.shape().to_vec();
+    shape[ax] = 0;
+    for a in arrays {
+        let same_off_axis =
+            a.ndim() == rank && (0..rank).all(|d| d == ax || a.shape()[d] == first.shape()[d]);
+        if !same_off_axis {
+            op_bail!(
+                "inputs of shapes {:?} and {:?} differ off axis {ax}",
+                first.shape(),
+                a.shape()
+            );
+        }
+        shape[ax] += a.shape()[ax];
+    }
+    checked_numel(&shape)?;
+    let outer: usize = shape[..ax].iter().product();
+    let inner: usize = shape[ax + 1..].iter().product();
+    let parts: Vec<_> = arrays.iter().map(|a| a.as_standard_layout()).collect();
+    let mut out = Vec::with_capacity(shape.iter().product());
+    for o in 0..outer {
+        for p in &parts {
+            let block = p.shape()[ax] * inner;
+            let values = p.as_slice().expect("standard layout");
+            out.extend_from_slice(&values[o * block..(o + 1) * block]);
+        }
+    }
+    Ok(ArrayD::from_shape_vec(IxDyn(&shape), out).expect("the joined shape"))
 }
 
 #[derive(Debug)]
@@ -561,7 +602,7 @@ impl Kernel for Tile {
             if r != 1 {
                 out = same_kind!(&out, |a| {
                     let views = vec![a.view(); r];
-                    concatenate(Axis(ax), &views).map_err(|e| OpError(format!("{e}")))?
+                    concatenate(ax, &views)?
                 });
             }
         }
@@ -929,4 +970,43 @@ pub fn build(op: &str, a: &Attrs<'_>, ctx: Ctx) -> Result<Option<Box<dyn Kernel>
         }),
         _ => return Ok(None),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::{Array, ArrayD};
+
+    /// The standard-layout join gives ndarray's values on every axis, for
+    /// parts of different lengths and non-standard (transposed) inputs.
+    #[test]
+    fn concatenate_matches_ndarray_on_every_axis() {
+        let a: ArrayD<i64> = Array::from_iter(0..2 * 3 * 4)
+            .into_shape_with_order(IxDyn(&[2, 3, 4]))
+            .unwrap();
+        for ax in 0..3 {
+            let mut shape = vec![2, 3, 4];
+            shape[ax] = 5;
+            let len = i64::try_from(shape.iter().product::<usize>()).unwrap();
+            let b: ArrayD<i64> = Array::from_iter(100..100 + len)
+                .into_shape_with_order(IxDyn(&shape))
+                .unwrap();
+            // A transposed copy viewed back: the same values, not standard layout.
+            let bt = b.t().as_standard_layout().into_owned();
+            let bv = bt.t();
+            assert!(!bv.is_standard_layout());
+            let got = concatenate(ax, &[a.view(), bv.clone(), a.view()]).unwrap();
+            let want = ndarray::concatenate(Axis(ax), &[a.view(), bv, a.view()]).unwrap();
+            assert_eq!(got, want);
+            assert!(got.is_standard_layout());
+        }
+        let bad = ArrayD::<i64>::zeros(IxDyn(&[2, 4, 4]));
+        let e = concatenate(2, &[a.view(), bad.view()]).unwrap_err();
+        assert!(
+            e.0.contains("[2, 3, 4]") && e.0.contains("[2, 4, 4]"),
+            "{}",
+            e.0
+        );
+        assert!(concatenate(3, &[a.view()]).is_err());
+    }
 }
