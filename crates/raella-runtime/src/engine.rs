@@ -146,7 +146,17 @@ impl ProgrammedLayer {
         self.crossbars.par_iter().for_each(|x| {
             let perturbed = !cfg.column_noise.is_off() || self.adcs.is_some() || !x.is_ideal();
             x.prepare_reads(recovery, perturbed);
+            if recovery && self.instances_read_exact(x, cfg) {
+                let _ = x.exact_bits();
+            }
         });
+    }
+
+    /// Whether recovery on `x` reads exact bit sums and passes them through
+    /// the ADC instances ([`recover_exact_instances`]): ADC variation on
+    /// ideal devices, with nothing else perturbing the reads.
+    fn instances_read_exact(&self, x: &ProgrammedCrossbar, cfg: &RunConfig) -> bool {
+        self.adcs.is_some() && cfg.column_noise.is_off() && x.is_ideal() && x.off_per_pulse() == 0.0
     }
 
     /// Programs the layer with device non-idealities, one seeded stream per
@@ -664,6 +674,13 @@ impl ProgrammedLayer {
                 let exact_reader = (recovery && matches!(sums, Sums::Int(_)) && !lumped_int)
                     .then(|| px.exact_bits())
                     .flatten();
+                // Recovery through the ADC instances from exact bit sums
+                // (the speculative sums' integers are still in `isums`).
+                let instances_reader = (recovery
+                    && matches!(pulses, Pulses::Int(_))
+                    && self.instances_read_exact(px, cfg))
+                .then(|| px.exact_bits())
+                .flatten();
                 // Exact recovery where every column's reads lie in range
                 // under any input: a flagged sum recovers to itself (each
                 // 1-bit code is its sum, and they shift-add to it), so the
@@ -893,6 +910,23 @@ impl ProgrammedLayer {
                                         cols,
                                         (&xbits, &xones),
                                         &safe,
+                                        sh,
+                                        widths[j],
+                                        &mut acc,
+                                    )
+                                },
+                            )
+                        } else if let (Some(reader), Some(inst)) = (instances_reader, adcs) {
+                            Kernel::selected().expect("checked by `check`").dispatch(
+                                #[inline(always)]
+                                || {
+                                    recover_exact_instances(
+                                        reader,
+                                        (&adc, inst),
+                                        &flagged,
+                                        &isums,
+                                        cols,
+                                        (&xbits, &xones),
                                         sh,
                                         widths[j],
                                         &mut acc,
@@ -1760,6 +1794,64 @@ fn recover_exact(
             value += i64::from(conv.code) << (shift + t);
         }
         let conv = adc.convert_exact(rest);
+        any_out |= out.count(conv);
+        value += i64::from(conv.code) << shift;
+        acc[v * cols + c] += value;
+        out.inexact_slices += u64::from(any_out);
+    }
+    out
+}
+
+/// [`recover`] with ADC instances on ideal devices and nothing else
+/// perturbing the reads: each flagged column's bits `1..width` read together
+/// from the exact planes ([`ExactBits::column_sums`]), bit 0 as `S - sum_{t>0}
+/// S_t 2^t` from the speculative slice's exact sum `S` (`sums`, `cols` per
+/// vector), and every bit through its column's instance and the ADC: the
+/// same integers (exact in `f32`), transfers and conversions as
+/// [`recover`]'s level-plane reads, with fewer popcounts. No read is skipped:
+/// an instance can move any code.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn recover_exact_instances(
+    reader: ExactBits<'_>,
+    (adc, inst): (&Adc, &[AdcInstance]),
+    flagged: &[(usize, usize)],
+    sums: &[i32],
+    cols: usize,
+    (xbits, xones): (&[u64], &[u32]),
+    shift: u32,
+    width: u32,
+    acc: &mut Array2<i64>,
+) -> Recovered {
+    let words = reader.words();
+    let acc = acc.as_slice_mut().expect("standard layout");
+    let w = width as usize;
+    let (lo, hi) = (adc.min_code() as f32, adc.max_code() as f32);
+    let mut out = Recovered::default();
+    let mut bit_sums = [0i32; 8];
+    for &(v, c) in flagged {
+        let first = v * 8 + shift as usize;
+        let start = (first + 1) * words;
+        let s = &mut bit_sums[..w - 1];
+        reader.column_sums(
+            c,
+            &xbits[start..start + (w - 1) * words],
+            &xones[first + 1..first + w],
+            s,
+        );
+        // Integer sums far below 2^24: exact in f32.
+        #[allow(clippy::cast_precision_loss)]
+        let read = |sum: i32| adc.convert(inst[c].transfer(sum as f32, lo, hi));
+        let mut rest = sums[v * cols + c];
+        let mut value = 0i64;
+        let mut any_out = false;
+        for (t, &st) in (1..).zip(s.iter()) {
+            rest -= st << t;
+            let conv = read(st);
+            any_out |= out.count(conv);
+            value += i64::from(conv.code) << (shift + t);
+        }
+        let conv = read(rest);
         any_out |= out.count(conv);
         value += i64::from(conv.code) << shift;
         acc[v * cols + c] += value;
