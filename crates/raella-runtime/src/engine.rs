@@ -736,15 +736,19 @@ impl ProgrammedLayer {
                                 // Exact integers, so the same f32 values as the product above.
                                 #[allow(clippy::cast_precision_loss)]
                                 Pulses::Int(slices) => {
+                                    // Over plain slices: the conversions vectorise
+                                    // (ndarray's element iterators did not).
                                     px.column_sums_int(&slices[j], &mut isums);
-                                    for (o, &v) in sums.iter_mut().zip(&isums) {
+                                    let flat = sums.as_slice_mut().expect("standard layout");
+                                    for (o, &v) in flat.iter_mut().zip(&isums) {
                                         *o = v as f32;
                                     }
                                     if need_mag && one_device {
                                         mags.assign(sums);
                                     } else if need_mag {
                                         px.column_magnitudes_int(&slices[j], &mut imags);
-                                        for (o, &v) in mags.iter_mut().zip(&imags) {
+                                        let flat = mags.as_slice_mut().expect("standard layout");
+                                        for (o, &v) in flat.iter_mut().zip(&imags) {
                                             *o = v as f32;
                                         }
                                     }
