@@ -892,6 +892,14 @@ impl ProgrammedLayer {
                                 }
                             }
                         }
+                        let exact_reads = |reader, sums| ExactRecovery {
+                            reader,
+                            sums,
+                            cols,
+                            bits: (&xbits, &xones),
+                            shift: sh,
+                            width: widths[j],
+                        };
                         let r = if in_place {
                             // Each flagged sum's `width` 1-bit conversions,
                             // all in range (as `recover_exact` counts them).
@@ -903,39 +911,16 @@ impl ProgrammedLayer {
                             // A function of its own on the same instruction set
                             // (compiled apart from this large body, it ran 4-5%
                             // faster on the MNIST CNN's recovery).
+                            let reads = exact_reads(reader, sums);
                             Kernel::selected().expect("checked by `check`").dispatch(
                                 #[inline(always)]
-                                || {
-                                    recover_exact(
-                                        reader,
-                                        &adc,
-                                        &flagged,
-                                        sums,
-                                        cols,
-                                        (&xbits, &xones),
-                                        &safe,
-                                        sh,
-                                        widths[j],
-                                        &mut acc,
-                                    )
-                                },
+                                || recover_exact(reads, &adc, &flagged, &safe, &mut acc),
                             )
                         } else if let (Some(reader), Some(inst)) = (instances_reader, adcs) {
+                            let reads = exact_reads(reader, &isums);
                             Kernel::selected().expect("checked by `check`").dispatch(
                                 #[inline(always)]
-                                || {
-                                    recover_exact_instances(
-                                        reader,
-                                        (&adc, inst),
-                                        &flagged,
-                                        &isums,
-                                        cols,
-                                        (&xbits, &xones),
-                                        sh,
-                                        widths[j],
-                                        &mut acc,
-                                    )
-                                },
+                                || recover_exact_instances(reads, (&adc, inst), &flagged, &mut acc),
                             )
                         } else if let (true, Sums::Int(sums)) = (lumped_int, &sums) {
                             recover_lumped(
@@ -1744,124 +1729,113 @@ fn recover(
 }
 
 /// [`recover`] on ideal devices without read noise or ADC variation, from
-/// the exact speculative `sums` (`cols` per vector): bits `1..width` of each
-/// flagged column are read together ([`ExactBits::column_sums`]) and bit 0 is
+/// the exact speculative sums: bits `1..width` of each flagged column are
+/// read together ([`ExactBits::column_sums`]) and bit 0 is
 /// `S - sum_{t>0} S_t 2^t`, the same integers and conversions as [`recover`].
 ///
-/// `bits` are the bit-planes and their popcounts (not written when every
-/// `safe[c]` is `u32::MAX`). When none of the slice's bits has more active
-/// rows than `safe[c]`, every read is known to lie
-/// strictly inside the ADC's range: each code is its sum, none clips or is
-/// flagged, and the codes shift-add to `S` itself, so no read is made.
+/// The bit-planes and their popcounts are not written when every `safe[c]`
+/// is `u32::MAX`. When none of the slice's bits has more active rows than
+/// `safe[c]`, every read is known to lie strictly inside the ADC's range:
+/// each code is its sum, none clips or is flagged, and the codes shift-add
+/// to `S` itself, so no read is made.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 fn recover_exact(
-    reader: ExactBits<'_>,
+    reads: ExactRecovery<'_>,
     adc: &Adc,
     flagged: &[(usize, usize)],
-    sums: &[i32],
-    cols: usize,
-    (xbits, xones): (&[u64], &[u32]),
     safe: &[u32],
-    shift: u32,
-    width: u32,
     acc: &mut Array2<i64>,
 ) -> Recovered {
-    let words = reader.words();
-    let acc = acc.as_slice_mut().expect("standard layout");
-    let w = width as usize;
-    let mut out = Recovered::default();
-    let mut bit_sums = [0i32; 8];
-    for &(v, c) in flagged {
-        let first = v * 8 + shift as usize;
-        if safe[c] == u32::MAX || xones[first..first + w].iter().all(|&n| n <= safe[c]) {
-            out.conversions += u64::from(width);
-            acc[v * cols + c] += i64::from(sums[v * cols + c]) << shift;
-            continue;
-        }
-        // Bits 1..width of the slice's bit-planes.
-        let start = (v * 8 + shift as usize + 1) * words;
-        let s = &mut bit_sums[..w - 1];
-        reader.column_sums(
-            c,
-            &xbits[start..start + (w - 1) * words],
-            &xones[first + 1..first + w],
-            s,
-        );
-        let mut rest = sums[v * cols + c];
-        let mut value = 0i64;
-        let mut any_out = false;
-        for (t, &st) in (1..).zip(s.iter()) {
-            rest -= st << t;
-            let conv = adc.convert_exact(st);
-            any_out |= out.count(conv);
-            value += i64::from(conv.code) << (shift + t);
-        }
-        let conv = adc.convert_exact(rest);
-        any_out |= out.count(conv);
-        value += i64::from(conv.code) << shift;
-        acc[v * cols + c] += value;
-        out.inexact_slices += u64::from(any_out);
-    }
-    out
+    reads.recover(flagged, Some(safe), |_, sum| adc.convert_exact(sum), acc)
 }
 
 /// [`recover`] with ADC instances on ideal devices and nothing else
-/// perturbing the reads: each flagged column's bits `1..width` read together
-/// from the exact planes ([`ExactBits::column_sums`]), bit 0 as `S - sum_{t>0}
-/// S_t 2^t` from the speculative slice's exact sum `S` (`sums`, `cols` per
-/// vector), and every bit through its column's instance and the ADC: the
-/// same integers (exact in `f32`), transfers and conversions as
-/// [`recover`]'s level-plane reads, with fewer popcounts. No read is skipped:
-/// an instance can move any code.
+/// perturbing the reads: the exact bit sums of [`recover_exact`], each
+/// through its column's instance and the ADC: the same integers (exact in
+/// `f32`), transfers and conversions as [`recover`]'s level-plane reads,
+/// with fewer popcounts. No read is skipped: an instance can move any code.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 fn recover_exact_instances(
-    reader: ExactBits<'_>,
+    reads: ExactRecovery<'_>,
     (adc, inst): (&Adc, &[AdcInstance]),
     flagged: &[(usize, usize)],
-    sums: &[i32],
-    cols: usize,
-    (xbits, xones): (&[u64], &[u32]),
-    shift: u32,
-    width: u32,
     acc: &mut Array2<i64>,
 ) -> Recovered {
-    let words = reader.words();
-    let acc = acc.as_slice_mut().expect("standard layout");
-    let w = width as usize;
     let (lo, hi) = (adc.min_code() as f32, adc.max_code() as f32);
-    let mut out = Recovered::default();
-    let mut bit_sums = [0i32; 8];
-    for &(v, c) in flagged {
-        let first = v * 8 + shift as usize;
-        let start = (first + 1) * words;
-        let s = &mut bit_sums[..w - 1];
-        reader.column_sums(
-            c,
-            &xbits[start..start + (w - 1) * words],
-            &xones[first + 1..first + w],
-            s,
-        );
-        // Integer sums far below 2^24: exact in f32.
-        #[allow(clippy::cast_precision_loss)]
-        let read = |sum: i32| adc.convert(inst[c].transfer(sum as f32, lo, hi));
-        let mut rest = sums[v * cols + c];
-        let mut value = 0i64;
-        let mut any_out = false;
-        for (t, &st) in (1..).zip(s.iter()) {
-            rest -= st << t;
-            let conv = read(st);
+    // Integer sums far below 2^24: exact in f32.
+    #[allow(clippy::cast_precision_loss)]
+    let read = |c: usize, sum: i32| adc.convert(inst[c].transfer(sum as f32, lo, hi));
+    reads.recover(flagged, None, read, acc)
+}
+
+/// One slice's exact recovery reads: the exact planes, the speculative exact
+/// sums (`cols` per vector) and the input bit-planes with their popcounts.
+struct ExactRecovery<'a> {
+    reader: ExactBits<'a>,
+    sums: &'a [i32],
+    cols: usize,
+    bits: (&'a [u64], &'a [u32]),
+    shift: u32,
+    width: u32,
+}
+
+impl ExactRecovery<'_> {
+    /// Every flagged column's bits: `1..width` read together, bit 0 as
+    /// `S - sum_{t>0} S_t 2^t`, each converted by `read(column, sum)` and
+    /// shift-added into `acc`. With `safe`, a column none of whose bits has
+    /// more active rows than `safe[c]` keeps `S` unread (see
+    /// [`recover_exact`]).
+    #[inline(always)]
+    fn recover(
+        &self,
+        flagged: &[(usize, usize)],
+        safe: Option<&[u32]>,
+        read: impl Fn(usize, i32) -> raella_device::Conversion,
+        acc: &mut Array2<i64>,
+    ) -> Recovered {
+        let (cols, shift, width) = (self.cols, self.shift, self.width);
+        let (xbits, xones) = self.bits;
+        let words = self.reader.words();
+        let acc = acc.as_slice_mut().expect("standard layout");
+        let w = width as usize;
+        let mut out = Recovered::default();
+        let mut bit_sums = [0i32; 8];
+        for &(v, c) in flagged {
+            let first = v * 8 + shift as usize;
+            let sum = self.sums[v * cols + c];
+            if let Some(safe) = safe
+                && (safe[c] == u32::MAX || xones[first..first + w].iter().all(|&n| n <= safe[c]))
+            {
+                out.conversions += u64::from(width);
+                acc[v * cols + c] += i64::from(sum) << shift;
+                continue;
+            }
+            // Bits 1..width of the slice's bit-planes.
+            let start = (first + 1) * words;
+            let s = &mut bit_sums[..w - 1];
+            self.reader.column_sums(
+                c,
+                &xbits[start..start + (w - 1) * words],
+                &xones[first + 1..first + w],
+                s,
+            );
+            let mut rest = sum;
+            let mut value = 0i64;
+            let mut any_out = false;
+            for (t, &st) in (1..).zip(s.iter()) {
+                rest -= st << t;
+                let conv = read(c, st);
+                any_out |= out.count(conv);
+                value += i64::from(conv.code) << (shift + t);
+            }
+            let conv = read(c, rest);
             any_out |= out.count(conv);
-            value += i64::from(conv.code) << (shift + t);
+            value += i64::from(conv.code) << shift;
+            acc[v * cols + c] += value;
+            out.inexact_slices += u64::from(any_out);
         }
-        let conv = read(rest);
-        any_out |= out.count(conv);
-        value += i64::from(conv.code) << shift;
-        acc[v * cols + c] += value;
-        out.inexact_slices += u64::from(any_out);
+        out
     }
-    out
 }
 
 /// [`recover`] under lumped read noise alone on ideal devices (no ADC
