@@ -480,15 +480,14 @@ impl ProgrammedCrossbar {
 
     /// Builds now what a run will read and is otherwise built on first use,
     /// so that a design's build time includes it and its first evaluation
-    /// does not: with `recovery` and nothing perturbing the reads, the value
-    /// planes of exact 1-bit reads; when anything perturbs the reads
+    /// does not: with `exact`, the value planes of exact 1-bit reads (the
+    /// engine's exact recoveries); when anything perturbs the reads
     /// (`perturbed`: read noise, ADC variation, programmed conductances), the
     /// level planes and packed magnitudes (integer levels), or the transposes
     /// (real-valued conductances). A noise-free run without recovery reads
     /// none.
-    pub fn prepare_reads(&self, recovery: bool, perturbed: bool) {
-        // Exact reads serve unperturbed recovery only.
-        if recovery && !perturbed {
+    pub fn prepare_reads(&self, exact: bool, perturbed: bool) {
+        if exact {
             let _ = self.exact_bits();
         }
         if perturbed {

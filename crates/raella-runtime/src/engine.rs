@@ -145,10 +145,10 @@ impl ProgrammedLayer {
         let recovery = cfg.input.recovers();
         self.crossbars.par_iter().for_each(|x| {
             let perturbed = !cfg.column_noise.is_off() || self.adcs.is_some() || !x.is_ideal();
-            x.prepare_reads(recovery, perturbed);
-            if recovery && self.instances_read_exact(x, cfg) {
-                let _ = x.exact_bits();
-            }
+            // Exact reads serve unperturbed recovery and recovery through
+            // the ADC instances alone.
+            let exact = recovery && (!perturbed || self.instances_read_exact(x, cfg));
+            x.prepare_reads(exact, perturbed);
         });
     }
 
