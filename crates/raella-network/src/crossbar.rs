@@ -5,6 +5,7 @@ use raella_compiler::{
     AdaptiveSlicing, Calibration, CompileConfig, QuantizedMatrix, Slicing, compile,
 };
 use raella_device::{DeviceNoise, Kernel};
+use raella_onnx::PARALLEL_VALUES;
 use raella_runtime::{LayerStats, ProgrammedLayer, RunConfig, choose_weight_slicing_layer};
 use rayon::prelude::*;
 
@@ -303,7 +304,7 @@ fn check_sample(w: &Array2<i8>, x: &QInput, y: &Array2<i64>) -> (f64, f64) {
     let mut exact = vec![0i64; k * outputs];
     exact
         .par_chunks_mut(outputs.max(1))
-        .with_min_len((1 << 16) / ws.len().max(1))
+        .with_min_len(PARALLEL_VALUES / ws.len().max(1))
         .enumerate()
         .for_each(|(i, e)| {
             Kernel::dispatch_selected(

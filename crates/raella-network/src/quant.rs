@@ -24,7 +24,8 @@ use std::sync::Mutex;
 use ndarray::{Array2, ArrayD, Axis, linalg::general_mat_mul};
 use raella_compiler::{QuantizedMatrix, quantize_per_channel};
 use raella_onnx::{
-    FloatRunner, Graph, InputQuant, LayerKind, LayerRunner, Tensor, Vectors, WeightLayer,
+    FloatRunner, Graph, InputQuant, LayerKind, LayerRunner, PARALLEL_VALUES, Tensor, Vectors,
+    WeightLayer,
 };
 use raella_runtime::{CHUNK_VECTORS, LayerStats};
 use rayon::prelude::*;
@@ -549,7 +550,9 @@ impl<B: MacBackend> LayerRunner for QuantRunner<'_, B> {
             .zip(y.axis_chunks_iter(Axis(0), CHUNK_VECTORS))
             .collect();
         let per_block = CHUNK_VECTORS * y.ncols().max(1);
-        let blocks = blocks.into_par_iter().with_min_len((1 << 15) / per_block);
+        let blocks = blocks
+            .into_par_iter()
+            .with_min_len(PARALLEL_VALUES / per_block);
         blocks.for_each(|(mut o, y)| {
             for (yrow, mut orow) in y.rows().into_iter().zip(o.rows_mut()) {
                 for ((o, &v), &sw) in orow.iter_mut().zip(yrow).zip(scales) {

@@ -12,6 +12,7 @@ use rayon::prelude::*;
 
 use crate::graph::{Graph, LayerKind, NodeKind, WeightLayer};
 use crate::ops::nn::{col2im, conv_transpose_out, im2col_into, nchw};
+use crate::ops::par_map;
 use crate::tensor::{DType, Tensor, checked_numel};
 use crate::{OnnxError, OpError};
 
@@ -104,23 +105,6 @@ impl LayerRunner for FloatRunner {
         general_mat_mul(1.0, &x, &m.t(), 0.0, &mut y);
         Ok(y)
     }
-}
-
-/// `f` on every element, on all threads (element-wise, so independent of them).
-fn par_map<T: Send + Copy + Default>(x: &ArrayD<f32>, f: impl Fn(f32) -> T + Sync) -> ArrayD<T> {
-    const PART: usize = 1 << 14;
-    let x = x.as_standard_layout();
-    let src = x.as_slice().expect("standard layout");
-    let mut data = vec![T::default(); src.len()];
-    // Whole parts of plain slices: the per-element loop vectorises.
-    data.par_chunks_mut(PART)
-        .zip(src.par_chunks(PART))
-        .for_each(|(o, i)| {
-            for (o, &v) in o.iter_mut().zip(i) {
-                *o = f(v);
-            }
-        });
-    ArrayD::from_shape_vec(x.raw_dim(), data).expect("same shape")
 }
 
 /// A layer's input tensor, float or quantised.
@@ -431,7 +415,8 @@ fn add_bias_rows(mut y: Array2<f32>, bias: Option<&[f32]>) -> Array2<f32> {
 
 /// Values below which a parallel loop's items are merged (one item runs on
 /// the calling thread): a depthwise group's few values are not worth a task.
-const PARALLEL_VALUES: usize = 1 << 15;
+/// The digital side's loops here and in `raella-network` share it.
+pub const PARALLEL_VALUES: usize = 1 << 15;
 
 /// One group's product `r` (`n x positions` rows, position-major, one column
 /// per channel of the group) into its channels `first..first + r.ncols()` of

@@ -39,7 +39,9 @@ pub mod proto {
 }
 
 pub use error::{OnnxError, OpError};
-pub use exec::{FloatRunner, InputQuant, LayerRunner, RunProfile, Vectors, run, run_timed};
+pub use exec::{
+    FloatRunner, InputQuant, LayerRunner, PARALLEL_VALUES, RunProfile, Vectors, run, run_timed,
+};
 pub use graph::{ConvGeom, Dim, Graph, LayerKind, Node, NodeKind, ValueId, ValueInfo, WeightLayer};
 pub use import::{import_bytes, tensor_from_proto};
 pub use tensor::{DType, Data, MAX_ELEMENTS, Tensor};

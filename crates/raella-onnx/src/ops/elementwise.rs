@@ -3,9 +3,8 @@
 //! `Clip`, `Cast`, and the identities (`Identity`, `Dropout` at inference).
 
 use ndarray::{ArrayD, IxDyn, Zip};
-use rayon::prelude::*;
 
-use super::{Ctx, Kernel, arg, broadcast_shape, like, opt, same_type, zip_f32, zip_i64};
+use super::{Ctx, Kernel, arg, broadcast_shape, like, opt, par_map, same_type, zip_f32, zip_i64};
 use crate::attrs::Attrs;
 use crate::tensor::{DType, Data, Tensor};
 use crate::{OpError, op_bail};
@@ -255,18 +254,6 @@ impl Unary {
 #[derive(Debug)]
 struct UnaryKernel(Unary);
 
-/// `a.mapv(f)`, on all threads when `a` is large (a CNN's activation maps).
-fn map_floats(a: &ArrayD<f32>, f: impl Fn(f32) -> f32 + Sync) -> ArrayD<f32> {
-    const PARALLEL: usize = 1 << 15;
-    match a.as_slice() {
-        Some(values) if values.len() >= PARALLEL => {
-            let out: Vec<f32> = values.par_iter().map(|&v| f(v)).collect();
-            ArrayD::from_shape_vec(a.raw_dim(), out).expect("the same shape")
-        }
-        _ => a.mapv(f),
-    }
-}
-
 impl Kernel for UnaryKernel {
     fn eval(&self, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>, OpError> {
         let x = arg(inputs, 0)?;
@@ -275,8 +262,8 @@ impl Kernel for UnaryKernel {
             // Relu, between most CNN layers, as its own loop (it vectorises;
             // the general one calls the operator's match per element): the
             // function `Unary::Relu` applies, inlined.
-            Data::Float(a) if f == Unary::Relu => Tensor::float(map_floats(a, relu), x.dtype()),
-            Data::Float(a) => Tensor::float(map_floats(a, |v| f.apply(v)), x.dtype()),
+            Data::Float(a) if f == Unary::Relu => Tensor::float(par_map(a, relu), x.dtype()),
+            Data::Float(a) => Tensor::float(par_map(a, |v| f.apply(v)), x.dtype()),
             Data::Int(a) => {
                 if f.apply_int(0).is_none() {
                     op_bail!("{f:?} takes a float tensor, got {}", x.dtype().name());

@@ -9,6 +9,7 @@
 use std::fmt;
 
 use ndarray::{ArrayD, IxDyn, Zip};
+use rayon::prelude::*;
 
 use crate::attrs::Attrs;
 use crate::tensor::{DType, Data, Tensor};
@@ -25,6 +26,28 @@ macro_rules! same_kind {
         };
         $crate::ops::like(t.dtype(), data)
     }};
+}
+
+/// `f` on every element, on all threads in parts of
+/// [`crate::exec::PARALLEL_VALUES`] (element-wise, so independent of them;
+/// a small tensor is one part, on the calling thread). Each part is a loop
+/// over plain slices, so it vectorises.
+pub(crate) fn par_map<T: Send + Copy + Default>(
+    x: &ArrayD<f32>,
+    f: impl Fn(f32) -> T + Sync,
+) -> ArrayD<T> {
+    const PART: usize = crate::exec::PARALLEL_VALUES;
+    let x = x.as_standard_layout();
+    let src = x.as_slice().expect("standard layout");
+    let mut data = vec![T::default(); src.len()];
+    data.par_chunks_mut(PART)
+        .zip(src.par_chunks(PART))
+        .for_each(|(o, i)| {
+            for (o, &v) in o.iter_mut().zip(i) {
+                *o = f(v);
+            }
+        });
+    ArrayD::from_shape_vec(x.raw_dim(), data).expect("same shape")
 }
 
 pub mod attention;
