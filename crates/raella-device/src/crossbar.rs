@@ -407,6 +407,13 @@ pub struct ProgrammedCrossbar {
     reference_t0: Option<f64>,
     /// `G+^2 + G-^2` and its transpose, built on first use (per-device read noise).
     squares: std::sync::OnceLock<(Array2<f32>, Array2<f32>)>,
+    /// `G+^2 + G-^2` as unsigned bit-planes, for exact 1-bit reads of the
+    /// squares (integer levels whose squares fit a byte; built on first use).
+    square_planes: std::sync::OnceLock<Option<DiffPlanes>>,
+    /// `G+^2 + G-^2` packed for integer batches when it has square planes:
+    /// its low six bits, the rest over 64 (the kernels' level range), and
+    /// the largest column total.
+    squares_packed: std::sync::OnceLock<Option<(PackedLevels, Option<PackedLevels>, u64)>>,
 }
 
 impl ProgrammedCrossbar {
@@ -475,6 +482,8 @@ impl ProgrammedCrossbar {
             off_per_pulse: 0.0,
             reference_t0: None,
             squares: std::sync::OnceLock::new(),
+            square_planes: std::sync::OnceLock::new(),
+            squares_packed: std::sync::OnceLock::new(),
         }
     }
 
@@ -597,11 +606,115 @@ impl ProgrammedCrossbar {
         product(pulses_sq, &self.squares().0, out);
     }
 
-    /// [`Self::column_squares`] of one column under a 1-bit input slice.
+    /// [`Self::column_squares`] of one column under a 1-bit input slice
+    /// (the bitset as [`Self::column_sum_bits`]'s).
+    ///
+    /// Integer levels whose squares fit a byte (every 2T2R pair of 4-bit
+    /// devices with one device at 0, as Center+Offset programs them) read
+    /// the squares' bit-planes by popcounts when `row_bits` has
+    /// [`Self::row_bit_words`] words: the sum is an integer below `rows x
+    /// 2^8 < 2^24`, so it is the value the rows' `f32` squares add to in any
+    /// order. Otherwise the set rows' squares are added in order.
     #[must_use]
+    #[inline(always)]
     pub fn column_square_bits(&self, col: usize, row_bits: &[u64]) -> f32 {
+        if let Some(planes) = self.square_planes()
+            && row_bits.len() == planes.words
+        {
+            let ones: u32 = row_bits.iter().map(|w| w.count_ones()).sum();
+            let mut sum = [0i32];
+            ExactBits { planes }.column_sums(col, row_bits, &[ones], &mut sum);
+            // Exact: 0 <= sum < rows x 2^8 < 2^24.
+            #[allow(clippy::cast_precision_loss)]
+            return sum[0] as f32;
+        }
         let sq_t = &self.squares().1;
         bits_dot(row_bits, sq_t.row(col).to_slice().expect("standard layout"))
+    }
+
+    /// Exact 1-bit reads of the squares `G+^2 + G-^2`, several input bits of
+    /// a column per call ([`ExactBits::column_sums`]; its `safe_rows` and
+    /// `read_bounds` are the squares'): integer levels whose squares fit a
+    /// byte, as for [`Self::column_square_bits`]'s planes. Each read is an
+    /// integer below `rows x 2^8 < 2^24`, the value the ordered `f32` sum
+    /// gives.
+    #[must_use]
+    #[inline(always)]
+    pub fn exact_square_bits(&self) -> Option<ExactBits<'_>> {
+        self.square_planes().map(|planes| ExactBits { planes })
+    }
+
+    /// The largest column total `sum_r (G+^2 + G-^2)` when
+    /// [`Self::column_squares_int`] applies (integer levels whose squares fit
+    /// a byte, as for [`Self::column_square_bits`]'s planes). A batch whose
+    /// squared pulses are at most `p` has exact `f32` squares
+    /// ([`Self::column_squares`], every partial sum an integer) when `p x`
+    /// this is below `2^24`; then the integers are the same values.
+    #[must_use]
+    pub fn squares_int_limit(&self) -> Option<u64> {
+        self.squares_packed().map(|p| p.2)
+    }
+
+    /// [`Self::column_squares`] as exact integers, squared pulses as `u8`
+    /// (the layout of [`Self::column_sums_int`]).
+    ///
+    /// # Panics
+    /// Without [`Self::squares_int_limit`], or on shape mismatch.
+    pub fn column_squares_int(&self, pulses_sq: &[u8], out: &mut [i32]) {
+        let (low, high, _) = self
+            .squares_packed()
+            .expect("integer squares need integer levels whose squares fit a byte");
+        low.column_sums(pulses_sq, out);
+        if let Some(high) = high {
+            let mut rest = vec![0i32; out.len()];
+            high.column_sums(pulses_sq, &mut rest);
+            for (o, &r) in out.iter_mut().zip(&rest) {
+                *o += r << 6;
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn squares_packed(&self) -> Option<&(PackedLevels, Option<PackedLevels>, u64)> {
+        self.squares_packed
+            .get_or_init(|| {
+                self.square_planes()?;
+                let sq = &self.squares().0;
+                // Integers in [0, 255]: the parts are exact.
+                let low = pack(&sq.mapv(|q| q % 64.0))?;
+                let high = sq.mapv(|q| (q / 64.0).floor());
+                let high = if high.iter().any(|&h| h > 0.0) {
+                    Some(pack(&high)?)
+                } else {
+                    None
+                };
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                let limit = sq
+                    .columns()
+                    .into_iter()
+                    .map(|c| c.iter().map(|&q| q as u64).sum::<u64>())
+                    .max()
+                    .unwrap_or(0);
+                Some((low, high, limit))
+            })
+            .as_ref()
+    }
+
+    /// The squares' bit-planes ([`Self::column_square_bits`]): integer levels
+    /// only, and only when every `G+^2 + G-^2` is at most 255.
+    #[inline(always)]
+    fn square_planes(&self) -> Option<&DiffPlanes> {
+        self.square_planes
+            .get_or_init(|| {
+                let sq = &self.squares().0;
+                (self.integral && sq.iter().all(|&q| q <= 255.0)).then(|| {
+                    crate::Kernel::dispatch_selected(
+                        #[inline(always)]
+                        || DiffPlanes::new(sq),
+                    )
+                })
+            })
+            .as_ref()
     }
 
     /// The physical geometry.
@@ -1605,6 +1718,104 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The squares' 1-bit reads from their bit-planes equal the set rows'
+    /// `f32` squares added in order, at every row count the planes' layout
+    /// distinguishes; squares past a byte keep the ordered sum.
+    #[test]
+    fn square_bits_from_planes_equal_the_ordered_sum() {
+        let mut rng = stream_rng(31, &[]);
+        for &(rows, cols, spread) in &[
+            (9usize, 5usize, 15i32),
+            (64, 4, 15),
+            (65, 3, 11),
+            (288, 6, 15),
+            (700, 3, 15),
+        ] {
+            let levels: Vec<i32> = (0..rows * cols)
+                .map(|_| rng.random_range(-spread..=spread))
+                .collect();
+            let p = ideal_crossbar(rows, cols, &levels);
+            assert!(
+                p.square_planes().is_some(),
+                "one device per pair at most 15"
+            );
+            let words = ProgrammedCrossbar::row_bit_words(rows);
+            for _ in 0..4 {
+                let mut bits = vec![0u64; words];
+                let active: Vec<usize> =
+                    (0..rows).filter(|_| rng.random_range(0..3) == 0).collect();
+                for &r in &active {
+                    bits[r / 64] |= 1 << (r % 64);
+                }
+                for c in 0..cols {
+                    let want = bits_dot(&bits, p.squares().1.row(c).to_slice().unwrap());
+                    let exact: i32 = active.iter().map(|&r| levels[r * cols + c].pow(2)).sum();
+                    let got = p.column_square_bits(c, &bits);
+                    assert_eq!(got.to_bits(), want.to_bits(), "{rows} rows, column {c}");
+                    #[allow(clippy::cast_precision_loss)]
+                    let exact = exact as f32;
+                    assert_eq!(got, exact, "{rows} rows, column {c}");
+                }
+            }
+        }
+        // Both devices of a pair programmed: squares up to 450, past a byte.
+        let g = CrossbarGeometry::new(70, 2, CellKind::TwoT2R, 4).unwrap();
+        let pos: Vec<u8> = (0..140).map(|i| u8::try_from(i % 16).unwrap()).collect();
+        let neg: Vec<u8> = (0..140)
+            .map(|i| u8::try_from((i * 7) % 16).unwrap())
+            .collect();
+        let p = Crossbar::new(g, 70, 2, pos, Some(neg))
+            .unwrap()
+            .program(None, &mut stream_rng(0, &[]));
+        assert!(p.square_planes().is_none());
+        let bits = vec![u64::MAX, 0b11_1111, 0, 0, 0, 0, 0, 0];
+        let want = bits_dot(&bits, p.squares().1.row(1).to_slice().unwrap());
+        assert_eq!(p.column_square_bits(1, &bits), want);
+    }
+
+    /// Integer squares ([`ProgrammedCrossbar::column_squares_int`], the low
+    /// six bits and the rest in two products) equal the `f32` squares, and
+    /// the limit is the largest column total; squares past a byte have none.
+    #[test]
+    fn integer_squares_equal_the_f32_squares() {
+        let mut rng = stream_rng(32, &[]);
+        for &(rows, cols, spread) in &[(9usize, 5usize, 7i32), (130, 20, 15), (288, 6, 15)] {
+            let levels: Vec<i32> = (0..rows * cols)
+                .map(|_| rng.random_range(-spread..=spread))
+                .collect();
+            let p = ideal_crossbar(rows, cols, &levels);
+            let total = (0..cols)
+                .map(|c| (0..rows).map(|r| levels[r * cols + c].pow(2)).sum::<i32>())
+                .max()
+                .unwrap();
+            assert_eq!(p.squares_int_limit(), Some(u64::try_from(total).unwrap()));
+            let stride = p.pulse_stride();
+            let vectors = 7;
+            let mut pulses = vec![0u8; vectors * stride];
+            for v in 0..vectors {
+                for r in 0..rows {
+                    pulses[v * stride + r] = rng.random_range(0..16u8).pow(2);
+                }
+            }
+            let mut got = vec![0i32; vectors * cols];
+            p.column_squares_int(&pulses, &mut got);
+            let pf =
+                Array2::from_shape_fn((vectors, rows), |(v, r)| f32::from(pulses[v * stride + r]));
+            let mut want = Array2::<f32>::zeros((vectors, cols));
+            p.column_squares(pf.view(), want.view_mut());
+            for (g, w) in got.iter().zip(&want) {
+                #[allow(clippy::cast_precision_loss)]
+                let g = *g as f32;
+                assert_eq!(g, *w, "{rows} x {cols}");
+            }
+        }
+        let g = CrossbarGeometry::new(8, 1, CellKind::TwoT2R, 4).unwrap();
+        let p = Crossbar::new(g, 8, 1, vec![15; 8], Some(vec![15; 8]))
+            .unwrap()
+            .program(None, &mut stream_rng(0, &[]));
+        assert_eq!(p.squares_int_limit(), None, "450 per cell");
     }
 
     /// [`ExactBits::safe_rows`] is sound (every read of at most that many

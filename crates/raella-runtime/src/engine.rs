@@ -481,6 +481,12 @@ impl ProgrammedLayer {
             0
         };
         let wslicing = m.weight_slicing();
+        // The largest squared pulse of any input slice.
+        let max_pulse_sq: u64 = widths
+            .iter()
+            .map(|&w| ((1u64 << w) - 1).pow(2))
+            .max()
+            .unwrap_or(0);
         let adc = cfg.adc;
         let noise = cfg.column_noise;
         let as_u64 = |v: usize| v as u64;
@@ -627,30 +633,43 @@ impl ProgrammedLayer {
                 let adcs = self.adcs.as_ref().map(|a| a[xi].as_slice());
                 let off = px.off_per_pulse();
                 let (need_mag, need_sq) = (noise.needs_magnitude(), noise.needs_squares());
-                // Lumped read noise on ideal devices, nothing else: exact integer
-                // sums and magnitudes, perturbed and converted in one pass
-                // ([`convert_shift_add_noisy`]).
-                let lumped_int = matches!(pulses, Pulses::Int(_))
-                    && need_mag
-                    && !need_sq
+                // Read noise of one model on ideal devices, nothing else: exact
+                // integer sums and their magnitudes (lumped) or squares (per
+                // device), perturbed and converted in one pass
+                // ([`convert_shift_add_noisy`]). Squares only when their `f32`
+                // products are exact integers ([`ProgrammedCrossbar::squares_int_limit`]),
+                // so the integers are the same values.
+                let int_noise = matches!(pulses, Pulses::Int(_))
+                    && need_mag != need_sq
                     && adcs.is_none()
                     && off == 0.0;
+                let lumped_int = int_noise && need_mag;
+                let device_int = int_noise
+                    && need_sq
+                    && max_pulse_sq <= u64::from(u8::MAX)
+                    && px
+                        .squares_int_limit()
+                        .is_some_and(|limit| limit.saturating_mul(max_pulse_sq) < 1 << 24);
+                let noisy_int = lumped_int || device_int;
                 // Real-valued sums whenever anything else perturbs them before the ADC.
-                let real_sums = (!noise.is_off() || adcs.is_some()) && !lumped_int;
+                let real_sums = (!noise.is_off() || adcs.is_some()) && !noisy_int;
                 // One device per cell: `G+ + G- = G+ - G-`, the magnitudes are the sums.
                 let one_device = px.geometry().cell() == raella_device::CellKind::OneT1R;
                 let mut sums = match &pulses {
                     Pulses::Int(_) if !real_sums => Sums::Int(vec![0; b * cols]),
                     _ => Sums::Real(Array2::zeros((b, cols))),
                 };
-                let mut lumped_mags = vec![
+                // The integer noise path's magnitudes or squares.
+                let mut noise_mags = vec![
                     0i32;
-                    if lumped_int && !one_device {
+                    if (lumped_int && !one_device) || device_int {
                         b * cols
                     } else {
                         0
                     }
                 ];
+                // Squared pulses (per-device noise on integers).
+                let mut pulses_sq = vec![0u8; if device_int { b * px.pulse_stride() } else { 0 }];
                 let mut mags = Array2::<f32>::zeros((b, if need_mag { cols } else { 0 }));
                 let mut sqs = Array2::<f32>::zeros((b, if need_sq { cols } else { 0 }));
                 // Integer scratch for ideal devices under read noise.
@@ -671,7 +690,7 @@ impl ProgrammedLayer {
                 // sums, nothing perturbing them ([`recover_exact`]). Only then
                 // are its planes built (not for adaptive slicing's 1-bit
                 // candidate runs, nor under noise).
-                let exact_reader = (recovery && matches!(sums, Sums::Int(_)) && !lumped_int)
+                let exact_reader = (recovery && matches!(sums, Sums::Int(_)) && !noisy_int)
                     .then(|| px.exact_bits())
                     .flatten();
                 // Recovery through the ADC instances from exact bit sums
@@ -694,22 +713,22 @@ impl ProgrammedLayer {
                     });
                 let xkey = crossbar_key(cfg.seed, pass, xi);
                 // One row of standard normal draws (read noise).
-                let mut z = vec![
-                    0f32;
-                    if noise.is_off() || lumped_int {
-                        0
-                    } else {
-                        cols
-                    }
-                ];
-                // The chunk's draws of one slice, `b x cols` (lumped noise on integers).
-                let mut zs = vec![0f32; if lumped_int { b * cols } else { 0 }];
+                let mut z = vec![0f32; if noise.is_off() || noisy_int { 0 } else { cols }];
+                // The chunk's draws of one slice, `b x cols` (read noise on integers).
+                let mut zs = vec![0f32; if noisy_int { b * cols } else { 0 }];
                 for j in 0..ns {
                     match (&pulses, &mut sums) {
                         (Pulses::Int(slices), Sums::Int(sums)) => {
                             px.column_sums_int(&slices[j], sums);
                             if lumped_int && !one_device {
-                                px.column_magnitudes_int(&slices[j], &mut lumped_mags);
+                                px.column_magnitudes_int(&slices[j], &mut noise_mags);
+                            }
+                            if device_int {
+                                // At most 15^2 (checked above).
+                                for (q, &p) in pulses_sq.iter_mut().zip(&slices[j]) {
+                                    *q = p * p;
+                                }
+                                px.column_squares_int(&pulses_sq, &mut noise_mags);
                             }
                         }
                         (pulses, Sums::Real(sums)) => {
@@ -753,10 +772,17 @@ impl ProgrammedLayer {
                                         }
                                     }
                                     if need_sq {
+                                        // Row by row over plain slices (an indexed
+                                        // fill did not vectorise).
                                         let stride = px.pulse_stride();
-                                        let sq = Array2::from_shape_fn((b, rows), |(v, r)| {
-                                            f32::from(slices[j][v * stride + r]).powi(2)
-                                        });
+                                        let mut sq = Vec::with_capacity(b * rows);
+                                        for prow in slices[j].chunks_exact(stride) {
+                                            sq.extend(
+                                                prow[..rows].iter().map(|&q| f32::from(q).powi(2)),
+                                            );
+                                        }
+                                        let sq = Array2::from_shape_vec((b, rows), sq)
+                                            .expect("one row per vector");
                                         px.column_squares(sq.view(), sqs.view_mut());
                                     }
                                 }
@@ -797,12 +823,20 @@ impl ProgrammedLayer {
                     flagged.clear();
                     let drop_flagged = speculative && recovery;
                     let counts = match &sums {
-                        Sums::Int(sums) if lumped_int => convert_shift_add_noisy(
+                        Sums::Int(sums) if noisy_int => convert_shift_add_noisy(
                             &adc,
                             sums,
-                            if one_device { sums } else { &lumped_mags },
+                            if lumped_int && one_device {
+                                sums
+                            } else {
+                                &noise_mags
+                            },
                             NoiseRows {
-                                e: noise.e(),
+                                e: if lumped_int {
+                                    noise.e()
+                                } else {
+                                    noise.device_sigma()
+                                },
                                 key: |v| slice_key(xkey, v0 + v, j),
                                 z: &mut zs,
                             },
@@ -922,14 +956,21 @@ impl ProgrammedLayer {
                                 #[inline(always)]
                                 || recover_exact_instances(reads, (&adc, inst), &flagged, &mut acc),
                             )
-                        } else if let (true, Sums::Int(sums)) = (lumped_int, &sums) {
+                        } else if let (true, Sums::Int(sums)) = (noisy_int, &sums) {
                             recover_lumped(
                                 px,
                                 &adc,
-                                noise,
+                                (noise, device_int),
                                 &flagged,
-                                (sums, if one_device { sums } else { &lumped_mags }),
-                                &xbits,
+                                (
+                                    sums,
+                                    if lumped_int && one_device {
+                                        sums
+                                    } else {
+                                        &noise_mags
+                                    },
+                                ),
+                                (&xbits, &xones),
                                 sh,
                                 widths[j],
                                 &mut acc,
@@ -1328,7 +1369,8 @@ fn draw_rows(keys: &[u64], cols: usize, z: &mut [f32]) {
     }
 }
 
-/// Lumped read noise on exact integer sums and magnitudes, in one pass: draws
+/// Read noise on exact integer sums and magnitudes (lumped: `E sqrt(M)`; per
+/// device, `e` is `s` and `mags` the squares `Q`: `s sqrt(Q)`), in one pass: draws
 /// every vector's normals ([`draw_rows`]), then per column the same `f32`
 /// operations as [`ColumnNoise::perturb_row`] followed by
 /// [`convert_shift_add`] (no OFF current), and lists the saturated codes as
@@ -1838,8 +1880,10 @@ impl ExactRecovery<'_> {
     }
 }
 
-/// [`recover`] under lumped read noise alone on ideal devices (no ADC
-/// variation, no OFF current): the same conversions and values, in phases so
+/// [`recover`] under read noise of one model on ideal devices (no ADC
+/// variation, no OFF current; per-device noise with `squares`, whose bits'
+/// squares are read from the square planes, and `sigma(0, Q_t)`): the same
+/// conversions and values, in phases so
 /// the draws, the noise arithmetic and the conversions vectorise across the
 /// flagged columns: every bit's exact sum and magnitude (bits `1..width` from
 /// the level planes, bit 0 from the speculative slice's exact sum and
@@ -1853,10 +1897,10 @@ impl ExactRecovery<'_> {
 fn recover_lumped(
     px: &ProgrammedCrossbar,
     adc: &Adc,
-    noise: ColumnNoise,
+    (noise, squares): (ColumnNoise, bool),
     flagged: &[(usize, usize)],
     spec: (&[i32], &[i32]),
-    xbits: &[u64],
+    (xbits, xones): (&[u64], &[u32]),
     shift: u32,
     width: u32,
     acc: &mut Array2<i64>,
@@ -1869,6 +1913,13 @@ fn recover_lumped(
     if n == 0 {
         return Recovered::default();
     }
+    let square_reads = squares.then(|| {
+        (
+            px.exact_bits().expect("integer levels"),
+            px.exact_square_bits()
+                .expect("squares fit a byte (squares_int_limit)"),
+        )
+    });
     // Bit-major: bit `t` of flagged column `k` at `[t * n + k]`.
     let mut keys = Vec::with_capacity(n);
     let (mut sums, mut mags) = (vec![0f32; n * w], vec![0f32; n * w]);
@@ -1877,7 +1928,27 @@ fn recover_lumped(
         keys.push(column_keys.column(v, c));
         let start = (v * 8 + shift as usize) * words;
         let (mut s0, mut m0) = (spec.0[v * cols + c], spec.1[v * cols + c]);
-        for (t, plane) in (1..).zip(xbits[start + words..start + w * words].chunks_exact(words)) {
+        let planes = &xbits[start..start + w * words];
+        if let Some((reader, sq_reader)) = square_reads {
+            // Per-device noise: bits `1..width`' sums read together, bit 0's
+            // by difference; every bit's squares read (a slice's squares are
+            // not its bits' squares shifted).
+            let ones = &xones[v * 8 + shift as usize..][..w];
+            let (mut bs, mut qs) = ([0i32; 8], [0i32; 8]);
+            reader.column_sums(c, &planes[words..], &ones[1..], &mut bs[..w - 1]);
+            sq_reader.column_sums(c, planes, ones, &mut qs[..w]);
+            for (t, &st) in (1..).zip(&bs[..w - 1]) {
+                s0 -= st << t;
+            }
+            // |S_t| <= rows x 30, Q_t <= rows x 2^8: exact in f32.
+            #[allow(clippy::cast_precision_loss)]
+            for t in 0..w {
+                sums[t * n + k] = if t == 0 { s0 as f32 } else { bs[t - 1] as f32 };
+                mags[t * n + k] = qs[t] as f32;
+            }
+            continue;
+        }
+        for (t, plane) in (1..).zip(planes[words..].chunks_exact(words)) {
             let (s, m) = px.column_sum_and_magnitude_bits_int(c, plane);
             s0 -= s << t;
             m0 -= m << t;
@@ -1923,7 +1994,12 @@ fn recover_lumped(
             .zip(values.iter_mut())
             .zip(out_of_range.iter_mut())
         {
-            let st = adc_step(s + noise.sigma(m, 0.0) * z, lo, hi, signed, false);
+            let sigma = if squares {
+                noise.sigma(0.0, m)
+            } else {
+                noise.sigma(m, 0.0)
+            };
+            let st = adc_step(s + sigma * z, lo, hi, signed, false);
             ok_row += u32::from(st.ok);
             sat_row += u32::from(st.sat);
             *out |= !st.ok;

@@ -148,14 +148,15 @@ enum Read {
 }
 
 /// Every column's measured value computed directly: per input slice, the
-/// exact sum `S` and magnitude `M = N+ + N-` of its pulses, converted by
-/// `convert(crossbar, vector, column, read, S, M)`; a saturated code under
-/// speculation with recovery re-read as 1-bit slices, each converted.
+/// exact sum `S`, magnitude `M = N+ + N-` and squares `Q = sum_r p_r^2
+/// (G+^2 + G-^2)` of its pulses, converted by `convert(crossbar, vector,
+/// column, read, (S, M, Q))`; a saturated code under speculation with
+/// recovery re-read as 1-bit slices, each converted.
 fn direct_columns(
     layer: &ProgrammedLayer,
     x: &Array2<u8>,
     run: &RunConfig,
-    convert: impl Fn(usize, usize, usize, Read, f32, f32) -> raella_device::Conversion,
+    convert: impl Fn(usize, usize, usize, Read, (f32, f32, f32)) -> raella_device::Conversion,
 ) -> Array2<i64> {
     let slicing = run.input.slicing();
     let (widths, shifts) = (slicing.widths(), slicing.shifts());
@@ -180,7 +181,11 @@ fn direct_columns(
                     let p = |r: usize| pulses(xr[r]) as f32;
                     let s: f32 = (0..rows).map(|r| p(r) * d[r]).sum();
                     let mag: f32 = (0..rows).map(|r| p(r) * m[r]).sum();
-                    convert(xi, v, c, which, s, mag)
+                    // G+^2 + G-^2 = (M^2 + D^2) / 2.
+                    let sq: f32 = (0..rows)
+                        .map(|r| p(r) * p(r) * 0.5 * (m[r] * m[r] + d[r] * d[r]))
+                        .sum();
+                    convert(xi, v, c, which, (s, mag, sq))
                 };
                 let mut value = 0i64;
                 for (j, (&wd, &sh)) in widths.iter().zip(shifts).enumerate() {
@@ -230,7 +235,7 @@ fn adc_non_idealities_are_seen_by_speculation_and_every_recovered_bit() {
         let got = layer.run_columns(x.view(), &run).unwrap();
         let adcs = layer.adc_instances().expect("ADC variation on");
         let (lo, hi) = (run.adc.min_code() as f32, run.adc.max_code() as f32);
-        let want = direct_columns(&layer, &x, &run, |xi, _, c, _, s, _| {
+        let want = direct_columns(&layer, &x, &run, |xi, _, c, _, (s, _, _)| {
             run.adc.convert(adcs[xi][c].transfer(s, lo, hi))
         });
         assert_eq!(got.outputs.mapv(i64::from), want, "{}", run.input);
@@ -335,6 +340,91 @@ fn one_device_read_noise_has_the_predicted_variance() {
     );
 }
 
+/// Per-device read noise on ideal devices (the engine's integer path: exact
+/// squares, the fused conversion, batched recovery): every column's measured
+/// value equals a direct evaluation from the same streams as
+/// [`lumped_read_noise_equals_a_direct_evaluation`]'s. The noisy sum is
+/// `S + s sqrt(Q) z`, `Q = sum_r p_r^2 (G+^2 + G-^2)`; recovered bits use
+/// `sqrt(s^2 Q_t) z`, each bit's own squares.
+#[test]
+fn per_device_read_noise_equals_a_direct_evaluation() {
+    use raella_device::ColumnNoise;
+    use raella_device::normal::{fill_normals, stream_key};
+    let w = weights(24, 300, 16);
+    let x = inputs(300, 300, 17);
+    for (cell, encoding, columns) in [
+        (
+            CellKind::TwoT2R,
+            Encoding::CenterOffset(CenterRule::Mean),
+            64,
+        ),
+        (
+            CellKind::TwoT2R,
+            Encoding::CenterOffset(CenterRule::Mean),
+            8,
+        ),
+        (
+            CellKind::OneT1R,
+            Encoding::UnsignedOffset { bit_flip: true },
+            64,
+        ),
+    ] {
+        let cfg = CompileConfig {
+            geometry: CrossbarGeometry::new(128, columns, cell, 4).unwrap(),
+            encoding,
+            weight_slicing: Slicing::parse("4-2-2").unwrap(),
+        };
+        let layer = ProgrammedLayer::ideal(compile(w.view(), &cfg, None).unwrap());
+        // The integer path applies: squares fit a byte, products exact.
+        assert!(
+            layer
+                .crossbars()
+                .iter()
+                .all(|p| p.squares_int_limit().is_some_and(|l| l * 225 < 1 << 24)),
+            "{cell:?}"
+        );
+        let sigma = 0.05f32;
+        let run = RunConfig {
+            adc: Adc::RAELLA,
+            input: InputMode::raella(),
+            column_noise: ColumnNoise::new(0.0)
+                .unwrap()
+                .with_device_sigma(f64::from(sigma))
+                .unwrap(),
+            seed: 12,
+        };
+        let ns = run.input.slicing().widths().len();
+        let want = direct_columns(&layer, &x, &run, |xi, v, c, which, (s, _, q)| {
+            let (xi, v) = (xi as u64, v as u64);
+            match which {
+                Read::Slice(j) => {
+                    let mut z = vec![0f32; c + 1];
+                    fill_normals(stream_key(12, &[0, xi, v, j as u64]), &mut z);
+                    run.adc.convert(s + sigma * q.sqrt() * z[c])
+                }
+                Read::Bit(j, t) => {
+                    let mut z = vec![0f32; t as usize + 1];
+                    let key = [0, xi, v, (ns + j) as u64, c as u64];
+                    fill_normals(stream_key(12, &key), &mut z);
+                    run.adc
+                        .convert(s + (sigma * sigma * q).sqrt() * z[t as usize])
+                }
+            }
+        });
+        let got = layer.run_columns(x.view(), &run).unwrap();
+        assert!(got.stats.flagged > 0, "{cell:?}: recovery must run");
+        assert_eq!(got.outputs.mapv(i64::from), want, "{cell:?}");
+        let quiet = RunConfig {
+            column_noise: ColumnNoise::default(),
+            ..run.clone()
+        };
+        assert_ne!(
+            layer.run_columns(x.view(), &quiet).unwrap().outputs,
+            got.outputs
+        );
+    }
+}
+
 /// Lumped read noise on ideal devices (the engine's fused integer path and
 /// its batched recovery): every column's measured value equals a direct
 /// evaluation from the documented streams. Primary slice `j` of vector `v` on
@@ -380,7 +470,7 @@ fn lumped_read_noise_equals_a_direct_evaluation() {
             seed: 11,
         };
         let ns = run.input.slicing().widths().len();
-        let want = direct_columns(&layer, &x, &run, |xi, v, c, which, s, m| {
+        let want = direct_columns(&layer, &x, &run, |xi, v, c, which, (s, m, _)| {
             let (xi, v) = (xi as u64, v as u64);
             match which {
                 Read::Slice(j) => {
