@@ -670,8 +670,12 @@ impl ProgrammedLayer {
                 ];
                 // Squared pulses (per-device noise on integers).
                 let mut pulses_sq = vec![0u8; if device_int { b * px.pulse_stride() } else { 0 }];
-                let mut mags = Array2::<f32>::zeros((b, if need_mag { cols } else { 0 }));
-                let mut sqs = Array2::<f32>::zeros((b, if need_sq { cols } else { 0 }));
+                // The f32 path's magnitudes and squares (the integer paths keep
+                // their own).
+                let mut mags =
+                    Array2::<f32>::zeros((b, if need_mag && real_sums { cols } else { 0 }));
+                let mut sqs =
+                    Array2::<f32>::zeros((b, if need_sq && real_sums { cols } else { 0 }));
                 // Integer scratch for ideal devices under read noise.
                 let (mut isums, mut imags) = match (&pulses, &sums) {
                     (Pulses::Int(_), Sums::Real(_)) => (vec![0i32; b * cols], vec![0i32; b * cols]),
