@@ -710,7 +710,61 @@ pub fn owned_f32(x: ArrayView2<'_, f32>) -> Array2<f32> {
 
 #[cfg(test)]
 mod tests {
-    use super::round_clamp;
+    use super::{channels_into, round_clamp};
+    use ndarray::Array2;
+
+    /// `channels_into` writes `y[i][first + c][p] = r[i * positions + p][c]`
+    /// (plus `bias[c]`), the naive transposition, and leaves every other
+    /// channel alone: group widths around its 32-channel blocks, positions
+    /// around its 64-position tiles, one and several images, a group in the
+    /// middle of the channels, and sizes on both sides of the parallel
+    /// threshold.
+    #[test]
+    fn channels_into_is_the_transposition_plus_bias() {
+        for &(images, channels, first, mg, positions) in &[
+            (1usize, 3usize, 0usize, 3usize, 1usize),
+            (2, 8, 3, 4, 9),
+            (3, 40, 0, 40, 65),
+            (2, 96, 31, 33, 64),
+            (1, 64, 0, 64, 1_000),
+            (4, 70, 5, 64, 130),
+        ] {
+            #[allow(clippy::cast_precision_loss)]
+            let r = Array2::from_shape_fn((images * positions, mg), |(q, c)| {
+                (q * 1_000 + c) as f32 * 0.5 - 3.0
+            });
+            #[allow(clippy::cast_precision_loss)]
+            let bias: Vec<f32> = (0..mg).map(|c| c as f32 * 0.25 + 0.125).collect();
+            for with_bias in [false, true] {
+                let mut y = vec![f32::NAN; images * channels * positions];
+                channels_into(
+                    &r,
+                    with_bias.then_some(bias.as_slice()),
+                    (first, channels, positions),
+                    &mut y,
+                );
+                for i in 0..images {
+                    for ch in 0..channels {
+                        for p in 0..positions {
+                            let got = y[(i * channels + ch) * positions + p];
+                            if (first..first + mg).contains(&ch) {
+                                let c = ch - first;
+                                let v = r[[i * positions + p, c]];
+                                let want = if with_bias { v + bias[c] } else { v };
+                                assert_eq!(
+                                    got.to_bits(),
+                                    want.to_bits(),
+                                    "{images}x{channels}x{positions}, group {first}+{mg}: image {i} channel {ch} position {p}"
+                                );
+                            } else {
+                                assert!(got.is_nan(), "channel {ch} outside the group written");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
 
     /// `round_clamp` gives the saturating cast of `f32::round` clamped, for
     /// both input ranges: ties, their neighbours, the range edges, the
