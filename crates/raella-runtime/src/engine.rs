@@ -651,8 +651,15 @@ impl ProgrammedLayer {
                         .squares_int_limit()
                         .is_some_and(|limit| limit.saturating_mul(max_pulse_sq) < 1 << 24);
                 let noisy_int = lumped_int || device_int;
+                // ADC variation alone on ideal devices: exact integer sums, each
+                // through its column's instance and converted in one pass
+                // ([`convert_shift_add_instances`]).
+                let inst_int = matches!(pulses, Pulses::Int(_))
+                    && adcs.is_some()
+                    && noise.is_off()
+                    && off == 0.0;
                 // Real-valued sums whenever anything else perturbs them before the ADC.
-                let real_sums = (!noise.is_off() || adcs.is_some()) && !noisy_int;
+                let real_sums = (!noise.is_off() || adcs.is_some()) && !noisy_int && !inst_int;
                 // One device per cell: `G+ + G- = G+ - G-`, the magnitudes are the sums.
                 let one_device = px.geometry().cell() == raella_device::CellKind::OneT1R;
                 let mut sums = match &pulses {
@@ -678,7 +685,10 @@ impl ProgrammedLayer {
                     Array2::<f32>::zeros((b, if need_sq && real_sums { cols } else { 0 }));
                 // Integer scratch for ideal devices under read noise.
                 let (mut isums, mut imags) = match (&pulses, &sums) {
-                    (Pulses::Int(_), Sums::Real(_)) => (vec![0i32; b * cols], vec![0i32; b * cols]),
+                    (Pulses::Int(_), Sums::Real(_)) => (
+                        vec![0i32; b * cols],
+                        vec![0i32; if need_mag && !one_device { b * cols } else { 0 }],
+                    ),
                     _ => (Vec::new(), Vec::new()),
                 };
                 // Per vector, the OFF current's nominal value in this slice (1T1R).
@@ -694,9 +704,10 @@ impl ProgrammedLayer {
                 // sums, nothing perturbing them ([`recover_exact`]). Only then
                 // are its planes built (not for adaptive slicing's 1-bit
                 // candidate runs, nor under noise).
-                let exact_reader = (recovery && matches!(sums, Sums::Int(_)) && !noisy_int)
-                    .then(|| px.exact_bits())
-                    .flatten();
+                let exact_reader =
+                    (recovery && matches!(sums, Sums::Int(_)) && !noisy_int && !inst_int)
+                        .then(|| px.exact_bits())
+                        .flatten();
                 // Recovery through the ADC instances from exact bit sums
                 // (the speculative sums' integers are still in `isums`).
                 let instances_reader = (recovery
@@ -827,6 +838,15 @@ impl ProgrammedLayer {
                     flagged.clear();
                     let drop_flagged = speculative && recovery;
                     let counts = match &sums {
+                        Sums::Int(sums) if inst_int => convert_shift_add_instances(
+                            &adc,
+                            sums,
+                            adcs.expect("ADC instances"),
+                            &mut acc,
+                            sh,
+                            drop_flagged,
+                            &mut flagged,
+                        ),
                         Sums::Int(sums) if noisy_int => convert_shift_add_noisy(
                             &adc,
                             sums,
@@ -954,8 +974,10 @@ impl ProgrammedLayer {
                                 #[inline(always)]
                                 || recover_exact(reads, &adc, &flagged, &safe, &mut acc),
                             )
-                        } else if let (Some(reader), Some(inst)) = (instances_reader, adcs) {
-                            let reads = exact_reads(reader, &isums);
+                        } else if let (Some(reader), Some(inst), Sums::Int(sums)) =
+                            (instances_reader, adcs, &sums)
+                        {
+                            let reads = exact_reads(reader, sums);
                             Kernel::selected().expect("checked by `check`").dispatch(
                                 #[inline(always)]
                                 || recover_exact_instances(reads, (&adc, inst), &flagged, &mut acc),
@@ -1336,6 +1358,117 @@ fn convert_real_row<const SIGNED: bool, const DROP: bool>(
         *a += c << shift;
     }
     (in_range, saturated, inexact)
+}
+
+/// [`convert_shift_add`] of exact integer sums through the columns' ADC
+/// instances (no OFF current), in one pass: each sum as `f32` (exact below
+/// 2^24), its instance's [`AdcInstance::transfer`], the conversion
+/// ([`adc_step`]) and the shift-add, listing the saturated codes as
+/// [`convert_shift_add_int`] does. The same values and counts as copying the
+/// sums to `f32`, transferring them, [`convert_shift_add`] and
+/// [`find_flagged`], without the copies.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn convert_shift_add_instances(
+    adc: &Adc,
+    sums: &[i32],
+    inst: &[AdcInstance],
+    acc: &mut Array2<i64>,
+    shift: u32,
+    drop_flagged: bool,
+    flagged: &mut Vec<(usize, usize)>,
+) -> ConvertCounts {
+    let (lo, hi) = (adc.min_code() as f32, adc.max_code() as f32);
+    let signed = adc.signed();
+    let cols = acc.ncols().max(1);
+    // The instances' parameters as plain columns: the loop vectorises.
+    let inst = &inst[..cols.min(inst.len())];
+    let gain: Vec<f32> = inst.iter().map(|a| a.gain).collect();
+    let offset: Vec<f32> = inst.iter().map(|a| a.offset).collect();
+    let inl: Vec<f32> = inst.iter().map(|a| a.inl).collect();
+    let mut total = ConvertCounts::default();
+    let acc = acc.as_slice_mut().expect("standard layout");
+    for (v, (srow, arow)) in sums
+        .chunks_exact(cols)
+        .zip(acc.chunks_exact_mut(cols))
+        .enumerate()
+    {
+        for (wi, ((((sb, gb), ob), ib), ab)) in srow
+            .chunks(64)
+            .zip(gain.chunks(64))
+            .zip(offset.chunks(64))
+            .zip(inl.chunks(64))
+            .zip(arow.chunks_mut(64))
+            .enumerate()
+        {
+            let block = InstanceBlock {
+                sums: sb,
+                instances: (gb, ob, ib),
+                codes: (lo, hi),
+                shift,
+            };
+            let (in_range, saturated, inexact, word) =
+                with_adc_flags!(signed, drop_flagged, InstanceBlock::convert(&block, ab));
+            total.add(in_range, saturated, inexact);
+            if drop_flagged {
+                push_flagged(word, v, wi * 64, flagged);
+            }
+        }
+    }
+    total
+}
+
+/// Up to 64 sums of [`convert_shift_add_instances`]: their columns'
+/// instances (gain, offset, INL), the ADC's code range and the slice's shift.
+struct InstanceBlock<'a> {
+    sums: &'a [i32],
+    instances: (&'a [f32], &'a [f32], &'a [f32]),
+    codes: (f32, f32),
+    shift: u32,
+}
+
+impl InstanceBlock<'_> {
+    /// Transfers, converts and shift-adds the block into `acc`: the in-range,
+    /// saturated and inexact counts, and the saturated codes' flags (bit `i`
+    /// for sum `i`, with `DROP`), as [`NoisyBlock::convert`].
+    #[inline(always)]
+    fn convert<const SIGNED: bool, const DROP: bool>(
+        &self,
+        acc: &mut [i64],
+    ) -> (u32, u32, u32, u64) {
+        let (lo, hi) = self.codes;
+        let (gain, offset, inl) = self.instances;
+        let (mut in_range, mut saturated, mut inexact) = (0u32, 0u32, 0u32);
+        let mut word = 0u64;
+        for (i, ((((&s, &g), &o), &b), a)) in self
+            .sums
+            .iter()
+            .zip(gain)
+            .zip(offset)
+            .zip(inl)
+            .zip(acc.iter_mut())
+            .enumerate()
+        {
+            // Exact: |s| < 2^24.
+            #[allow(clippy::cast_precision_loss)]
+            let y = AdcInstance {
+                gain: g,
+                offset: o,
+                inl: b,
+            }
+            .transfer(s as f32, lo, hi);
+            let st = adc_step(y, lo, hi, SIGNED, DROP);
+            in_range += u32::from(st.ok);
+            saturated += u32::from(st.sat);
+            inexact += u32::from(st.keep && !st.ok);
+            if DROP {
+                word |= u64::from(st.sat) << i;
+            }
+            let c = if st.keep { integral_i64(st.code) } else { 0 };
+            *a += c << self.shift;
+        }
+        (in_range, saturated, inexact, word)
+    }
 }
 
 /// One primary slice's read-noise rows for [`convert_shift_add_noisy`]: the
@@ -1792,7 +1925,7 @@ fn recover_exact(
     safe: &[u32],
     acc: &mut Array2<i64>,
 ) -> Recovered {
-    reads.recover(flagged, Some(safe), |_, sum| adc.convert_exact(sum), acc)
+    reads.recover(flagged, safe, adc, acc)
 }
 
 /// [`recover`] with ADC instances on ideal devices and nothing else
@@ -1800,6 +1933,10 @@ fn recover_exact(
 /// through its column's instance and the ADC: the same integers (exact in
 /// `f32`), transfers and conversions as [`recover`]'s level-plane reads,
 /// with fewer popcounts. No read is skipped: an instance can move any code.
+/// In phases, as [`recover_lumped`], so the transfers and conversions
+/// vectorise across the flagged columns: every bit's exact sum (bit-major)
+/// and each column's instance, then per bit the transfer and [`adc_step`]
+/// ([`Adc::convert`]'s code and flags for every finite value).
 #[inline(always)]
 fn recover_exact_instances(
     reads: ExactRecovery<'_>,
@@ -1807,11 +1944,67 @@ fn recover_exact_instances(
     flagged: &[(usize, usize)],
     acc: &mut Array2<i64>,
 ) -> Recovered {
+    let n = flagged.len();
+    if n == 0 {
+        return Recovered::default();
+    }
+    let (cols, shift, width) = (reads.cols, reads.shift, reads.width);
+    let w = width as usize;
+    // Bit `t` of flagged column `k` at `[t * n + k]`; column `k`'s instance.
+    let mut sums = vec![0f32; n * w];
+    let (mut gain, mut offset, mut inl) = (vec![0f32; n], vec![0f32; n], vec![0f32; n]);
+    let mut bit_sums = [0i32; 8];
+    for (k, &(v, c)) in flagged.iter().enumerate() {
+        reads.bit_sums(v, c, &mut bit_sums);
+        // Integer sums far below 2^24: exact in f32.
+        #[allow(clippy::cast_precision_loss)]
+        for (t, &st) in bit_sums[..w].iter().enumerate() {
+            sums[t * n + k] = st as f32;
+        }
+        let a = inst[c];
+        (gain[k], offset[k], inl[k]) = (a.gain, a.offset, a.inl);
+    }
     let (lo, hi) = (adc.min_code() as f32, adc.max_code() as f32);
-    // Integer sums far below 2^24: exact in f32.
-    #[allow(clippy::cast_precision_loss)]
-    let read = |c: usize, sum: i32| adc.convert(inst[c].transfer(sum as f32, lo, hi));
-    reads.recover(flagged, None, read, acc)
+    let signed = adc.signed();
+    let mut values = vec![0i64; n];
+    let mut out_of_range = vec![false; n];
+    let (mut in_range, mut saturated) = (0u64, 0u64);
+    for (t, srow) in (0u32..).zip(sums.chunks_exact(n)) {
+        let (mut ok_row, mut sat_row) = (0u32, 0u32);
+        for (((((&s, &g), &o), &b), value), out) in srow
+            .iter()
+            .zip(&gain)
+            .zip(&offset)
+            .zip(&inl)
+            .zip(values.iter_mut())
+            .zip(out_of_range.iter_mut())
+        {
+            let y = AdcInstance {
+                gain: g,
+                offset: o,
+                inl: b,
+            }
+            .transfer(s, lo, hi);
+            let st = adc_step(y, lo, hi, signed, false);
+            ok_row += u32::from(st.ok);
+            sat_row += u32::from(st.sat);
+            *out |= !st.ok;
+            *value += integral_i64(st.code) << (shift + t);
+        }
+        in_range += u64::from(ok_row);
+        saturated += u64::from(sat_row);
+    }
+    let acc = acc.as_slice_mut().expect("standard layout");
+    for (&(v, c), &value) in flagged.iter().zip(&values) {
+        acc[v * cols + c] += value;
+    }
+    let conversions = (n * w) as u64;
+    Recovered {
+        conversions,
+        saturated,
+        out_of_range: conversions - in_range,
+        inexact_slices: out_of_range.iter().map(|&o| u64::from(o)).sum(),
+    }
 }
 
 /// One slice's exact recovery reads: the exact planes, the speculative exact
@@ -1826,57 +2019,62 @@ struct ExactRecovery<'a> {
 }
 
 impl ExactRecovery<'_> {
-    /// Every flagged column's bits: `1..width` read together, bit 0 as
-    /// `S - sum_{t>0} S_t 2^t`, each converted by `read(column, sum)` and
-    /// shift-added into `acc`. With `safe`, a column none of whose bits has
+    /// Flagged column `(v, c)`'s exact bit sums `S_t` at `out[t]`, `t <
+    /// width`: bits `1..width` read together ([`ExactBits::column_sums`]),
+    /// bit 0 as `S - sum_{t>0} S_t 2^t` (the same integer a read gives).
+    #[inline(always)]
+    fn bit_sums(&self, v: usize, c: usize, out: &mut [i32; 8]) {
+        let w = self.width as usize;
+        let (xbits, xones) = self.bits;
+        let words = self.reader.words();
+        let first = v * 8 + self.shift as usize;
+        let start = (first + 1) * words;
+        self.reader.column_sums(
+            c,
+            &xbits[start..start + (w - 1) * words],
+            &xones[first + 1..first + w],
+            &mut out[1..w],
+        );
+        let mut rest = self.sums[v * self.cols + c];
+        for (t, &st) in (1..).zip(&out[1..w]) {
+            rest -= st << t;
+        }
+        out[0] = rest;
+    }
+
+    /// Every flagged column's bits ([`Self::bit_sums`]), each converted
+    /// exactly and shift-added into `acc`; a column none of whose bits has
     /// more active rows than `safe[c]` keeps `S` unread (see
     /// [`recover_exact`]).
     #[inline(always)]
     fn recover(
         &self,
         flagged: &[(usize, usize)],
-        safe: Option<&[u32]>,
-        read: impl Fn(usize, i32) -> raella_device::Conversion,
+        safe: &[u32],
+        adc: &Adc,
         acc: &mut Array2<i64>,
     ) -> Recovered {
         let (cols, shift, width) = (self.cols, self.shift, self.width);
-        let (xbits, xones) = self.bits;
-        let words = self.reader.words();
+        let xones = self.bits.1;
         let acc = acc.as_slice_mut().expect("standard layout");
         let w = width as usize;
         let mut out = Recovered::default();
         let mut bit_sums = [0i32; 8];
         for &(v, c) in flagged {
             let first = v * 8 + shift as usize;
-            let sum = self.sums[v * cols + c];
-            if let Some(safe) = safe
-                && (safe[c] == u32::MAX || xones[first..first + w].iter().all(|&n| n <= safe[c]))
-            {
+            if safe[c] == u32::MAX || xones[first..first + w].iter().all(|&n| n <= safe[c]) {
                 out.conversions += u64::from(width);
-                acc[v * cols + c] += i64::from(sum) << shift;
+                acc[v * cols + c] += i64::from(self.sums[v * cols + c]) << shift;
                 continue;
             }
-            // Bits 1..width of the slice's bit-planes.
-            let start = (first + 1) * words;
-            let s = &mut bit_sums[..w - 1];
-            self.reader.column_sums(
-                c,
-                &xbits[start..start + (w - 1) * words],
-                &xones[first + 1..first + w],
-                s,
-            );
-            let mut rest = sum;
+            self.bit_sums(v, c, &mut bit_sums);
             let mut value = 0i64;
             let mut any_out = false;
-            for (t, &st) in (1..).zip(s.iter()) {
-                rest -= st << t;
-                let conv = read(c, st);
+            for (t, &st) in (0..).zip(&bit_sums[..w]) {
+                let conv = adc.convert_exact(st);
                 any_out |= out.count(conv);
                 value += i64::from(conv.code) << (shift + t);
             }
-            let conv = read(c, rest);
-            any_out |= out.count(conv);
-            value += i64::from(conv.code) << shift;
             acc[v * cols + c] += value;
             out.inexact_slices += u64::from(any_out);
         }
@@ -1919,7 +2117,14 @@ fn recover_lumped(
     }
     let square_reads = squares.then(|| {
         (
-            px.exact_bits().expect("integer levels"),
+            ExactRecovery {
+                reader: px.exact_bits().expect("integer levels"),
+                sums: spec.0,
+                cols,
+                bits: (xbits, xones),
+                shift,
+                width,
+            },
             px.exact_square_bits()
                 .expect("squares fit a byte (squares_int_limit)"),
         )
@@ -1933,21 +2138,17 @@ fn recover_lumped(
         let start = (v * 8 + shift as usize) * words;
         let (mut s0, mut m0) = (spec.0[v * cols + c], spec.1[v * cols + c]);
         let planes = &xbits[start..start + w * words];
-        if let Some((reader, sq_reader)) = square_reads {
-            // Per-device noise: bits `1..width`' sums read together, bit 0's
-            // by difference; every bit's squares read (a slice's squares are
-            // not its bits' squares shifted).
+        if let Some((reads, sq_reader)) = &square_reads {
+            // Per-device noise: the exact bit sums, and every bit's squares
+            // read (a slice's squares are not its bits' squares shifted).
             let ones = &xones[v * 8 + shift as usize..][..w];
             let (mut bs, mut qs) = ([0i32; 8], [0i32; 8]);
-            reader.column_sums(c, &planes[words..], &ones[1..], &mut bs[..w - 1]);
+            reads.bit_sums(v, c, &mut bs);
             sq_reader.column_sums(c, planes, ones, &mut qs[..w]);
-            for (t, &st) in (1..).zip(&bs[..w - 1]) {
-                s0 -= st << t;
-            }
             // |S_t| <= rows x 30, Q_t <= rows x 2^8: exact in f32.
             #[allow(clippy::cast_precision_loss)]
             for t in 0..w {
-                sums[t * n + k] = if t == 0 { s0 as f32 } else { bs[t - 1] as f32 };
+                sums[t * n + k] = bs[t] as f32;
                 mags[t * n + k] = qs[t] as f32;
             }
             continue;
