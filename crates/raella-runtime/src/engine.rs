@@ -653,11 +653,10 @@ impl ProgrammedLayer {
                 let noisy_int = lumped_int || device_int;
                 // ADC variation alone on ideal devices: exact integer sums, each
                 // through its column's instance and converted in one pass
-                // ([`convert_shift_add_instances`]).
-                let inst_int = matches!(pulses, Pulses::Int(_))
-                    && adcs.is_some()
-                    && noise.is_off()
-                    && off == 0.0;
+                // ([`convert_shift_add_instances`]), recovered from the exact
+                // planes ([`recover_exact_instances`]).
+                let inst_int =
+                    matches!(pulses, Pulses::Int(_)) && self.instances_read_exact(px, cfg);
                 // Real-valued sums whenever anything else perturbs them before the ADC.
                 let real_sums = (!noise.is_off() || adcs.is_some()) && !noisy_int && !inst_int;
                 // One device per cell: `G+ + G- = G+ - G-`, the magnitudes are the sums.
@@ -710,11 +709,7 @@ impl ProgrammedLayer {
                         .flatten();
                 // Recovery through the ADC instances from exact bit sums
                 // (the speculative sums' integers are still in `isums`).
-                let instances_reader = (recovery
-                    && matches!(pulses, Pulses::Int(_))
-                    && self.instances_read_exact(px, cfg))
-                .then(|| px.exact_bits())
-                .flatten();
+                let instances_reader = (recovery && inst_int).then(|| px.exact_bits()).flatten();
                 // Exact recovery where every column's reads lie in range
                 // under any input: a flagged sum recovers to itself (each
                 // 1-bit code is its sum, and they shift-add to it), so the
