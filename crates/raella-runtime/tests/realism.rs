@@ -340,18 +340,27 @@ fn one_device_read_noise_has_the_predicted_variance() {
     );
 }
 
-/// Per-device read noise on ideal devices (the engine's integer path: exact
-/// squares, the fused conversion, batched recovery): every column's measured
-/// value equals a direct evaluation from the same streams as
-/// [`lumped_read_noise_equals_a_direct_evaluation`]'s. The noisy sum is
-/// `S + s sqrt(Q) z`, `Q = sum_r p_r^2 (G+^2 + G-^2)`; recovered bits use
-/// `sqrt(s^2 Q_t) z`, each bit's own squares.
-#[test]
-fn per_device_read_noise_equals_a_direct_evaluation() {
+/// Read noise on ideal devices, on the three crossbar kinds whose integer
+/// paths differ (2T2R Center+Offset drawn row by row, the same with 8
+/// columns drawn across rows, 1T1R whose magnitudes are its sums): every
+/// column's measured value equals a direct evaluation from the documented
+/// streams. Primary slice `j` of vector `v` on crossbar `xi` draws column
+/// `c`'s normal as draw `c` of `stream_key(seed, [pass, xi, v, j])`; a
+/// flagged slice's bit `t` draws draw `t` of `stream_key(seed, [pass, xi, v,
+/// ns + j, c])`. `slice(S, M, Q, z)` and `bit(S, M, Q, z)` give the value at
+/// the ADC; the weights and inputs come from `data` seeds. Recovery must
+/// run, and the noise must change the outputs.
+fn read_noise_equals_a_direct_evaluation(
+    noise: raella_device::ColumnNoise,
+    (seed, data): (u64, (u64, u64)),
+    check: impl Fn(&ProgrammedLayer),
+    slice: impl Fn((f32, f32, f32), f32) -> f32,
+    bit: impl Fn((f32, f32, f32), f32) -> f32,
+) {
     use raella_device::ColumnNoise;
     use raella_device::normal::{fill_normals, stream_key};
-    let w = weights(24, 300, 16);
-    let x = inputs(300, 300, 17);
+    let w = weights(24, 300, data.0);
+    let x = inputs(300, 300, data.1);
     for (cell, encoding, columns) in [
         (
             CellKind::TwoT2R,
@@ -375,114 +384,27 @@ fn per_device_read_noise_equals_a_direct_evaluation() {
             weight_slicing: Slicing::parse("4-2-2").unwrap(),
         };
         let layer = ProgrammedLayer::ideal(compile(w.view(), &cfg, None).unwrap());
-        // The integer path applies: squares fit a byte, products exact.
-        assert!(
-            layer
-                .crossbars()
-                .iter()
-                .all(|p| p.squares_int_limit().is_some_and(|l| l * 225 < 1 << 24)),
-            "{cell:?}"
-        );
-        let sigma = 0.05f32;
+        check(&layer);
         let run = RunConfig {
             adc: Adc::RAELLA,
             input: InputMode::raella(),
-            column_noise: ColumnNoise::new(0.0)
-                .unwrap()
-                .with_device_sigma(f64::from(sigma))
-                .unwrap(),
-            seed: 12,
+            column_noise: noise,
+            seed,
         };
         let ns = run.input.slicing().widths().len();
-        let want = direct_columns(&layer, &x, &run, |xi, v, c, which, (s, _, q)| {
+        let want = direct_columns(&layer, &x, &run, |xi, v, c, which, smq| {
             let (xi, v) = (xi as u64, v as u64);
             match which {
                 Read::Slice(j) => {
                     let mut z = vec![0f32; c + 1];
-                    fill_normals(stream_key(12, &[0, xi, v, j as u64]), &mut z);
-                    run.adc.convert(s + sigma * q.sqrt() * z[c])
+                    fill_normals(stream_key(seed, &[0, xi, v, j as u64]), &mut z);
+                    run.adc.convert(slice(smq, z[c]))
                 }
                 Read::Bit(j, t) => {
                     let mut z = vec![0f32; t as usize + 1];
                     let key = [0, xi, v, (ns + j) as u64, c as u64];
-                    fill_normals(stream_key(12, &key), &mut z);
-                    run.adc
-                        .convert(s + (sigma * sigma * q).sqrt() * z[t as usize])
-                }
-            }
-        });
-        let got = layer.run_columns(x.view(), &run).unwrap();
-        assert!(got.stats.flagged > 0, "{cell:?}: recovery must run");
-        assert_eq!(got.outputs.mapv(i64::from), want, "{cell:?}");
-        let quiet = RunConfig {
-            column_noise: ColumnNoise::default(),
-            ..run.clone()
-        };
-        assert_ne!(
-            layer.run_columns(x.view(), &quiet).unwrap().outputs,
-            got.outputs
-        );
-    }
-}
-
-/// Lumped read noise on ideal devices (the engine's fused integer path and
-/// its batched recovery): every column's measured value equals a direct
-/// evaluation from the documented streams. Primary slice `j` of vector `v` on
-/// crossbar `xi` draws column `c`'s normal as draw `c` of
-/// `stream_key(seed, [pass, xi, v, j])`; a flagged slice's bit `t` draws
-/// draw `t` of `stream_key(seed, [pass, xi, v, ns + j, c])`. The noisy sum is
-/// `S + E sqrt(M) z` (`M = N+ + N-`), recovered bits use `sqrt(E^2 M) z`.
-#[test]
-fn lumped_read_noise_equals_a_direct_evaluation() {
-    use raella_device::ColumnNoise;
-    use raella_device::normal::{fill_normals, stream_key};
-    let w = weights(24, 300, 6);
-    let x = inputs(300, 300, 7);
-    // Wide crossbars draw row by row, narrow ones (8 columns) across rows.
-    for (cell, encoding, columns) in [
-        (
-            CellKind::TwoT2R,
-            Encoding::CenterOffset(CenterRule::Mean),
-            64,
-        ),
-        (
-            CellKind::TwoT2R,
-            Encoding::CenterOffset(CenterRule::Mean),
-            8,
-        ),
-        (
-            CellKind::OneT1R,
-            Encoding::UnsignedOffset { bit_flip: true },
-            64,
-        ),
-    ] {
-        let cfg = CompileConfig {
-            geometry: CrossbarGeometry::new(128, columns, cell, 4).unwrap(),
-            encoding,
-            weight_slicing: Slicing::parse("4-2-2").unwrap(),
-        };
-        let layer = ProgrammedLayer::ideal(compile(w.view(), &cfg, None).unwrap());
-        let e = 0.08f32;
-        let run = RunConfig {
-            adc: Adc::RAELLA,
-            input: InputMode::raella(),
-            column_noise: ColumnNoise::new(f64::from(e)).unwrap(),
-            seed: 11,
-        };
-        let ns = run.input.slicing().widths().len();
-        let want = direct_columns(&layer, &x, &run, |xi, v, c, which, (s, m, _)| {
-            let (xi, v) = (xi as u64, v as u64);
-            match which {
-                Read::Slice(j) => {
-                    let mut z = vec![0f32; c + 1];
-                    fill_normals(stream_key(11, &[0, xi, v, j as u64]), &mut z);
-                    run.adc.convert(s + e * m.sqrt() * z[c])
-                }
-                Read::Bit(j, t) => {
-                    let mut z = vec![0f32; t as usize + 1];
-                    let key = [0, xi, v, (ns + j) as u64, c as u64];
-                    fill_normals(stream_key(11, &key), &mut z);
-                    run.adc.convert(s + (e * e * m).sqrt() * z[t as usize])
+                    fill_normals(stream_key(seed, &key), &mut z);
+                    run.adc.convert(bit(smq, z[t as usize]))
                 }
             }
         });
@@ -499,4 +421,47 @@ fn lumped_read_noise_equals_a_direct_evaluation() {
             got.outputs
         );
     }
+}
+
+/// Per-device read noise (the engine's integer path: exact squares, the
+/// fused conversion, batched recovery): the noisy sum is `S + s sqrt(Q) z`,
+/// `Q = sum_r p_r^2 (G+^2 + G-^2)`; recovered bits use `sqrt(s^2 Q_t) z`,
+/// each bit's own squares.
+#[test]
+fn per_device_read_noise_equals_a_direct_evaluation() {
+    let s = 0.05f32;
+    let noise = raella_device::ColumnNoise::new(0.0)
+        .unwrap()
+        .with_device_sigma(f64::from(s))
+        .unwrap();
+    read_noise_equals_a_direct_evaluation(
+        noise,
+        (12, (16, 17)),
+        // The integer path applies: squares fit a byte, products exact.
+        |layer| {
+            assert!(
+                layer
+                    .crossbars()
+                    .iter()
+                    .all(|p| p.squares_int_limit().is_some_and(|l| l * 225 < 1 << 24))
+            );
+        },
+        |(sum, _, q), z| sum + s * q.sqrt() * z,
+        |(sum, _, q), z| sum + (s * s * q).sqrt() * z,
+    );
+}
+
+/// Lumped read noise (the engine's fused integer path and its batched
+/// recovery): the noisy sum is `S + E sqrt(M) z` (`M = N+ + N-`), recovered
+/// bits use `sqrt(E^2 M) z`.
+#[test]
+fn lumped_read_noise_equals_a_direct_evaluation() {
+    let e = 0.08f32;
+    read_noise_equals_a_direct_evaluation(
+        raella_device::ColumnNoise::new(f64::from(e)).unwrap(),
+        (11, (6, 7)),
+        |_| {},
+        |(sum, m, _), z| sum + e * m.sqrt() * z,
+        |(sum, m, _), z| sum + (e * e * m).sqrt() * z,
+    );
 }
