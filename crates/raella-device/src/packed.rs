@@ -287,6 +287,10 @@ mod x86 {
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     fn vnni(levels: &PackedLevels, pulses: &[u8], out: &mut [i32]) {
+        if levels.tiles == 1 && levels.groups <= NARROW_GROUPS {
+            vnni_narrow(levels, pulses, out);
+            return;
+        }
         let vectors = pulses.len() / levels.padded_rows();
         let mut groups = vec![0usize; levels.groups];
         let mut words = vec![[0i32; VECTORS]; levels.groups];
@@ -305,6 +309,60 @@ mod x86 {
                     _ => vnni_tiles::<1>(levels, t, groups, words, nv, out),
                 }
                 t += nt;
+            }
+        }
+    }
+
+    /// Row groups of the narrowest crossbars, [`vnni_narrow`]'s.
+    const NARROW_GROUPS: usize = 8;
+
+    /// Narrow crossbars (one column tile, at most [`NARROW_GROUPS`] row
+    /// groups: a depthwise convolution's group of 9 or 25 rows and a few
+    /// columns), sixteen vectors at a time, one per lane: per column and row
+    /// group one `vpdpbusd` adds four rows of sixteen vectors, where the
+    /// column-tile kernel adds one vector into a tile of mostly unused
+    /// columns. The same integers: each lane's sum is its vector's.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    fn vnni_narrow(levels: &PackedLevels, pulses: &[u8], out: &mut [i32]) {
+        let (prow, cols, ng) = (levels.padded_rows(), levels.cols, levels.groups);
+        // Each column's four levels of each row group as one word.
+        let mut lw = [[0i32; 16]; NARROW_GROUPS];
+        // (x86 is little-endian: column `c`'s bytes `4 c .. 4 c + 4` are word `c`).
+        for (w, block) in lw.iter_mut().zip(&levels.data[..ng]) {
+            *w = bytemuck::cast::<[i8; 64], [i32; 16]>(*block);
+        }
+        let zero = _mm512_setzero_si512();
+        let vectors = pulses.len() / prow;
+        // `[column][lane]`: a block's sums before they are laid out per vector.
+        let mut sums = [[0i32; 16]; 16];
+        for v0 in (0..vectors).step_by(16) {
+            let nv = (vectors - v0).min(16);
+            let block = &pulses[v0 * prow..(v0 + nv) * prow];
+            // Per row group, each vector's four pulses as one word (zero in
+            // lanes past the last vector).
+            let mut words = [zero; NARROW_GROUPS];
+            for (g, wg) in words.iter_mut().enumerate().take(ng) {
+                let mut w = [0i32; 16];
+                for (wk, p) in w.iter_mut().zip(block.chunks_exact(prow)) {
+                    let b = &p[4 * g..4 * g + 4];
+                    *wk = i32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                }
+                *wg = bytemuck::cast::<[i32; 16], __m512i>(w);
+            }
+            for (s, c) in sums.iter_mut().zip(0..cols) {
+                let mut a = zero;
+                for (&wg, l) in words.iter().zip(&lw).take(ng) {
+                    a = _mm512_dpbusd_epi32(a, wg, _mm512_set1_epi32(l[c]));
+                }
+                *s = bytemuck::cast::<__m512i, [i32; 16]>(a);
+            }
+            for (k, o) in out[v0 * cols..(v0 + nv) * cols]
+                .chunks_exact_mut(cols)
+                .enumerate()
+            {
+                for (o, s) in o.iter_mut().zip(&sums) {
+                    *o = s[k];
+                }
             }
         }
     }
@@ -424,6 +482,13 @@ mod tests {
             (13, 77, 64, false),
             (6, 300, 512, false),
             (3, 1030, 47, true),
+            // The narrow kernel: one column tile, at most 8 row groups,
+            // whole and partial sixteen-vector blocks.
+            (37, 9, 4, false),
+            (16, 32, 16, true),
+            (33, 25, 7, false),
+            (18, 12, 1, true),
+            (50, 33, 16, false),
         ] {
             let levels: Vec<i32> = (0..r * c)
                 .map(|_| match (extreme, rng.random_range(0u32..4)) {

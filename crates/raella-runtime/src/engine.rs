@@ -501,10 +501,11 @@ impl ProgrammedLayer {
         stats.activity.max_level = m.config().geometry.max_level();
 
         // Digital center term: y_f = c_f * sum_i x_i + analog part.
-        let totals: Vec<i64> = x.rows().into_iter().map(|r| row_sum(&r)).collect();
+        let totals: Vec<i64> = row_sums(x);
         if gather == Gather::Filters {
-            for (mut yrow, &t) in y.rows_mut().into_iter().zip(&totals) {
-                let yrow = yrow.as_slice_mut().expect("standard layout");
+            let width = y.ncols();
+            let flat = y.as_slice_mut().expect("a chunk's whole rows");
+            for (yrow, &t) in flat.chunks_exact_mut(width.max(1)).zip(&totals) {
                 for (o, &c) in yrow.iter_mut().zip(m.centers()) {
                     *o = i64::from(c) * t;
                 }
@@ -514,6 +515,9 @@ impl ProgrammedLayer {
         let mut col_offset = 0;
 
         let pulse_lut = &luts.pulse;
+        // At most 8 + 8 pulses per value (`u32` lanes of `row_totals`).
+        #[allow(clippy::cast_possible_truncation)]
+        let pulse_lut32: [u32; 256] = std::array::from_fn(|v| pulse_lut[v] as u32);
         let pulse_capacity_per_vector: u64 =
             widths.iter().map(|&w| (1u64 << w) - 1).sum::<u64>() + recovery_cycles;
 
@@ -544,19 +548,7 @@ impl ProgrammedLayer {
                     .map(|(&sh, &w)| {
                         let mask = u8::try_from((1u32 << w) - 1).unwrap_or(u8::MAX);
                         let mut p = vec![0u8; b * stride];
-                        if stride == rows {
-                            for (q, &v) in p.iter_mut().zip(xs) {
-                                *q = (v >> sh) & mask;
-                            }
-                        } else {
-                            for (prow, xrow) in
-                                p.chunks_exact_mut(stride).zip(xs.chunks_exact(rows))
-                            {
-                                for (q, &v) in prow.iter_mut().zip(xrow) {
-                                    *q = (v >> sh) & mask;
-                                }
-                            }
-                        }
+                        slice_into(xs, rows, (sh, mask), &mut p, stride);
                         p
                     })
                     .collect();
@@ -576,7 +568,7 @@ impl ProgrammedLayer {
             let rb_sums: Vec<i64> = if rows == x.ncols() {
                 totals.clone()
             } else {
-                xr.rows().into_iter().map(|r| row_sum(&r)).collect()
+                row_sums(xr.view())
             };
             // Pulses applied per row over the chunk (for input and cell activity).
             let mut row_pulses = vec![0u64; rows];
@@ -605,6 +597,11 @@ impl ProgrammedLayer {
                     for (o, &q) in row_pulses.iter_mut().zip(&rp) {
                         *o = u64::from(q);
                     }
+                }
+                // Narrow rows: per row, each value's pulses (`pulse_lut`),
+                // in `u32` lanes a block of sixteen vectors wide.
+                _ if b < (u32::MAX / 263) as usize => {
+                    row_totals(xs, rows, |v| pulse_lut32[usize::from(v)], &mut row_pulses);
                 }
                 _ => {
                     for xrow in xs.chunks_exact(rows) {
@@ -1046,13 +1043,15 @@ impl ProgrammedLayer {
                     let first_f = m.column_role(mx.col_start).0;
                     let lead = ((nws - mx.col_start % nws) % nws).min(cols);
                     let mut vals = vec![0i64; cols];
-                    for ((arow, mut yrow), &bsum) in
-                        acc.rows().into_iter().zip(y.rows_mut()).zip(&rb_sums)
+                    let width = y.ncols().max(1);
+                    let flat = y.as_slice_mut().expect("a chunk's whole rows");
+                    for ((arow, yrow), &bsum) in acc
+                        .as_slice()
+                        .expect("standard layout")
+                        .chunks_exact(cols.max(1))
+                        .zip(flat.chunks_exact_mut(width))
+                        .zip(&rb_sums)
                     {
-                        let (arow, yrow) = (
-                            arow.to_slice().expect("standard layout"),
-                            yrow.as_slice_mut().expect("standard layout"),
-                        );
                         for ((((o, &a), &fs), &fm), &sh) in vals
                             .iter_mut()
                             .zip(arow)
@@ -1100,6 +1099,99 @@ fn row_sum(r: &ndarray::ArrayView1<'_, u8>) -> i64 {
         // u32 lanes: exact below 2^24 inputs (255 x 2^24 < 2^32).
         Some(s) if s.len() < (1 << 24) => i64::from(s.iter().map(|&v| u32::from(v)).sum::<u32>()),
         _ => r.iter().map(|&v| i64::from(v)).sum(),
+    }
+}
+
+/// `sum_i x_i` of every row of `x`: over flat rows when the rows are one
+/// contiguous slice (no per-row view: narrow layers have few values per row).
+fn row_sums(x: ArrayView2<'_, u8>) -> Vec<i64> {
+    match x.as_slice() {
+        Some(flat) if x.ncols() > 0 && x.ncols() < (1 << 24) => flat
+            .chunks_exact(x.ncols())
+            .map(|r| i64::from(r.iter().map(|&v| u32::from(v)).sum::<u32>()))
+            .collect(),
+        _ => x.rows().into_iter().map(|r| row_sum(&r)).collect(),
+    }
+}
+
+/// Slice `(v >> shift) & mask` of every value of `xs` (vectors of `rows`
+/// values) into `p`, vectors `stride >= rows` apart, the padding zero (`p`
+/// comes zeroed). Narrow rows go a fixed-width window per vector: the
+/// window's values past `rows` are masked to zero, so a window reaching into
+/// the next vector's place writes zeros there before that vector's own.
+#[inline(always)]
+fn slice_into(xs: &[u8], rows: usize, (shift, mask): (u32, u8), p: &mut [u8], stride: usize) {
+    #[inline(always)]
+    fn windows<const W: usize>(
+        xs: &[u8],
+        rows: usize,
+        (shift, mask): (u32, u8),
+        p: &mut [u8],
+        stride: usize,
+    ) {
+        let keep: [u8; W] = std::array::from_fn(|i| if i < rows { mask } else { 0 });
+        let b = p.len() / stride;
+        // Vectors whose window lies inside both buffers.
+        let whole = (xs.len().saturating_sub(W) / rows + 1)
+            .min(p.len().saturating_sub(W) / stride + 1)
+            .min(b)
+            .min(usize::from(xs.len() >= W && p.len() >= W) * b);
+        for v in 0..whole {
+            let a: &[u8; W] = xs[v * rows..v * rows + W].try_into().expect("W values");
+            let o: [u8; W] = std::array::from_fn(|i| (a[i] >> shift) & keep[i]);
+            p[v * stride..v * stride + W].copy_from_slice(&o);
+        }
+        per_row(
+            &xs[whole * rows..],
+            rows,
+            (shift, mask),
+            &mut p[whole * stride..],
+            stride,
+        );
+    }
+    #[inline(always)]
+    fn per_row(xs: &[u8], rows: usize, (shift, mask): (u32, u8), p: &mut [u8], stride: usize) {
+        for (prow, xrow) in p.chunks_exact_mut(stride).zip(xs.chunks_exact(rows)) {
+            for (q, &v) in prow.iter_mut().zip(xrow) {
+                *q = (v >> shift) & mask;
+            }
+        }
+    }
+    if stride == rows {
+        for (q, &v) in p.iter_mut().zip(xs) {
+            *q = (v >> shift) & mask;
+        }
+    } else if stride <= 16 {
+        windows::<16>(xs, rows, (shift, mask), p, stride);
+    } else if stride <= 32 {
+        windows::<32>(xs, rows, (shift, mask), p, stride);
+    } else {
+        per_row(xs, rows, (shift, mask), p, stride);
+    }
+}
+
+/// `out[r] += sum_v f(xs[v * rows + r])` over the vectors of `rows` values in
+/// `xs`: one flat loop into `u32` lanes sixteen vectors wide (it vectorises
+/// however few the rows), folded per row. Exact while each lane's sum stays
+/// below `2^32`.
+#[inline(always)]
+fn row_totals(xs: &[u8], rows: usize, f: impl Fn(u8) -> u32, out: &mut [u64]) {
+    if rows == 0 {
+        return;
+    }
+    let period = rows * 16;
+    let mut acc = vec![0u32; period];
+    let mut blocks = xs.chunks_exact(period);
+    for block in &mut blocks {
+        for (a, &v) in acc.iter_mut().zip(block) {
+            *a += f(v);
+        }
+    }
+    for (a, &v) in acc.iter_mut().zip(blocks.remainder()) {
+        *a += f(v);
+    }
+    for (r, o) in out.iter_mut().enumerate().take(rows) {
+        *o += (0..16).map(|k| u64::from(acc[k * rows + r])).sum::<u64>();
     }
 }
 

@@ -181,3 +181,56 @@ fn bit_planes_and_filter_sums_match_their_definitions() {
         }
     }
 }
+
+/// `slice_into` (fixed-width windows for narrow rows) and `row_totals` (flat
+/// `u32` lanes) against their definitions: row counts on both sides of the
+/// window widths, strides with and without padding, vector counts around the
+/// windows' reach (the last vectors go row by row), garbage-free padding.
+#[test]
+fn narrow_row_helpers_match_their_definitions() {
+    let mut rng = stream_rng(12, &[]);
+    for rows in [1usize, 3, 9, 12, 16, 17, 25, 32, 33, 100] {
+        for stride in [
+            rows,
+            rows.next_multiple_of(4),
+            rows + 4,
+            rows.next_multiple_of(16),
+        ] {
+            for b in [0, 1, 2, 3, 5, 17, 40] {
+                let xs: Vec<u8> = (0..b * rows).map(|_| rng.random::<u8>()).collect();
+                for (shift, mask) in [(0, 0xff), (2, 0x3), (5, 0x7), (7, 0x1)] {
+                    let mut got = vec![0u8; b * stride];
+                    slice_into(&xs, rows, (shift, mask), &mut got, stride);
+                    let mut want = vec![0u8; b * stride];
+                    for v in 0..b {
+                        for r in 0..rows {
+                            want[v * stride + r] = (xs[v * rows + r] >> shift) & mask;
+                        }
+                    }
+                    assert_eq!(got, want, "rows {rows} stride {stride} b {b} shift {shift}");
+                }
+                let f = |v: u8| u32::from(v >> 3) + v.count_ones();
+                let mut got = vec![7u64; rows];
+                row_totals(&xs, rows, f, &mut got);
+                let want: Vec<u64> = (0..rows)
+                    .map(|r| 7 + (0..b).map(|v| u64::from(f(xs[v * rows + r]))).sum::<u64>())
+                    .collect();
+                assert_eq!(got, want, "rows {rows} b {b}");
+            }
+        }
+    }
+    let x = Array2::from_shape_fn((6, 11), |(i, j)| u8::try_from(i * 40 + j).unwrap());
+    let want: Vec<i64> = x.rows().into_iter().map(|r| row_sum(&r)).collect();
+    assert_eq!(row_sums(x.view()), want);
+    // Views that are not one slice take the per-row path.
+    let every_other = x.slice(s![.., ..;2]);
+    let want2: Vec<i64> = every_other
+        .rows()
+        .into_iter()
+        .map(|r| row_sum(&r))
+        .collect();
+    assert_eq!(row_sums(every_other), want2);
+    let cols = x.slice(s![.., 2..7]);
+    let want: Vec<i64> = cols.rows().into_iter().map(|r| row_sum(&r)).collect();
+    assert_eq!(row_sums(cols), want);
+}
