@@ -144,12 +144,16 @@ fn quantise(x: &ArrayD<f32>, q: Option<InputQuant>) -> Codes {
         Some(InputQuant {
             scale,
             signed: true,
-        }) => Codes::I8(par_map(x, |v| round_clamp(v / scale, -127.0, 127.0) as i8)),
+        }) => Codes::I8(par_map(x, move |v| {
+            round_clamp(v / scale, -127.0, 127.0) as i8
+        })),
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
         Some(InputQuant {
             scale,
             signed: false,
-        }) => Codes::U8(par_map(x, |v| round_clamp(v / scale, 0.0, 255.0) as u8)),
+        }) => Codes::U8(par_map(x, move |v| {
+            round_clamp(v / scale, 0.0, 255.0) as u8
+        })),
     }
 }
 
