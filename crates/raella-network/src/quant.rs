@@ -553,8 +553,13 @@ impl<B: MacBackend> LayerRunner for QuantRunner<'_, B> {
         let blocks = blocks
             .into_par_iter()
             .with_min_len(PARALLEL_VALUES / per_block);
+        let width = y.ncols().max(1);
         blocks.for_each(|(mut o, y)| {
-            for (yrow, mut orow) in y.rows().into_iter().zip(o.rows_mut()) {
+            // Flat rows (no per-row views: a depthwise group has one output).
+            let y = y.as_standard_layout();
+            let y = y.as_slice().expect("standard layout");
+            let o = o.as_slice_mut().expect("standard layout");
+            for (yrow, orow) in y.chunks_exact(width).zip(o.chunks_exact_mut(width)) {
                 for ((o, &v), &sw) in orow.iter_mut().zip(yrow).zip(scales) {
                     // Exact integer times the combined scale; the narrowing is the
                     // requantisation's own rounding.

@@ -515,9 +515,6 @@ impl ProgrammedLayer {
         let mut col_offset = 0;
 
         let pulse_lut = &luts.pulse;
-        // At most 8 + 8 pulses per value (`u32` lanes of `row_totals`).
-        #[allow(clippy::cast_possible_truncation)]
-        let pulse_lut32: [u32; 256] = std::array::from_fn(|v| pulse_lut[v] as u32);
         let pulse_capacity_per_vector: u64 =
             widths.iter().map(|&w| (1u64 << w) - 1).sum::<u64>() + recovery_cycles;
 
@@ -598,10 +595,17 @@ impl ProgrammedLayer {
                         *o = u64::from(q);
                     }
                 }
-                // Narrow rows: per row, each value's pulses (`pulse_lut`),
-                // in `u32` lanes a block of sixteen vectors wide.
-                _ if b < (u32::MAX / 263) as usize => {
-                    row_totals(xs, rows, |v| pulse_lut32[usize::from(v)], &mut row_pulses);
+                // Narrow rows: the same counts, in `u32` lanes a block of
+                // sixteen vectors wide ([`row_totals`]; a slice's padding
+                // pulses are zero and fold into no row).
+                Pulses::Int(slices) if b < (u32::MAX / 263) as usize => {
+                    let stride = self.crossbars[xi].pulse_stride();
+                    for p in slices {
+                        row_totals(p, stride, u32::from, &mut row_pulses);
+                    }
+                    if recovery {
+                        row_totals(xs, rows, u8::count_ones, &mut row_pulses);
+                    }
                 }
                 _ => {
                     for xrow in xs.chunks_exact(rows) {
@@ -1171,7 +1175,7 @@ fn slice_into(xs: &[u8], rows: usize, (shift, mask): (u32, u8), p: &mut [u8], st
 }
 
 /// `out[r] += sum_v f(xs[v * rows + r])` over the vectors of `rows` values in
-/// `xs`: one flat loop into `u32` lanes sixteen vectors wide (it vectorises
+/// `xs`, for the first `out.len()` rows: one flat loop into `u32` lanes sixteen vectors wide (it vectorises
 /// however few the rows), folded per row. Exact while each lane's sum stays
 /// below `2^32`.
 #[inline(always)]
@@ -1190,6 +1194,7 @@ fn row_totals(xs: &[u8], rows: usize, f: impl Fn(u8) -> u32, out: &mut [u64]) {
     for (a, &v) in acc.iter_mut().zip(blocks.remainder()) {
         *a += f(v);
     }
+    // `out` may be shorter than `rows` (padding rows fold nowhere).
     for (r, o) in out.iter_mut().enumerate().take(rows) {
         *o += (0..16).map(|k| u64::from(acc[k * rows + r])).sum::<u64>();
     }

@@ -208,6 +208,13 @@ fn narrow_row_helpers_match_their_definitions() {
                         }
                     }
                     assert_eq!(got, want, "rows {rows} stride {stride} b {b} shift {shift}");
+                    // Padded slices' row totals: the padding folds into no row.
+                    let mut totals = vec![0u64; rows];
+                    row_totals(&got, stride, u32::from, &mut totals);
+                    for (r, &t) in totals.iter().enumerate() {
+                        let direct: u64 = (0..b).map(|v| u64::from(want[v * stride + r])).sum();
+                        assert_eq!(t, direct, "rows {rows} stride {stride} b {b}");
+                    }
                 }
                 let f = |v: u8| u32::from(v >> 3) + v.count_ones();
                 let mut got = vec![7u64; rows];
