@@ -723,6 +723,15 @@ impl ProgrammedLayer {
                         lo > i64::from(above) && hi < i64::from(adc.max_code())
                     });
                 let xkey = crossbar_key(cfg.seed, pass, xi);
+                // Each vector's stream key, hashed once for all its slices:
+                // `slice_key(xkey, v0 + v, s)` is `stream_child(vkeys[v], s)`
+                // (read noise only).
+                let vkeys = if noise.is_off() {
+                    Vec::new()
+                } else {
+                    vector_keys(xkey, v0, b)
+                };
+                let slice_key = |v: usize, s: usize| stream_child(vkeys[v], s as u64);
                 // One row of standard normal draws (read noise).
                 let mut z = vec![0f32; if noise.is_off() || noisy_int { 0 } else { cols }];
                 // The chunk's draws of one slice, `b x cols` (read noise on integers).
@@ -800,7 +809,7 @@ impl ProgrammedLayer {
                             }
                             if !noise.is_off() {
                                 for (v, mut row) in sums.rows_mut().into_iter().enumerate() {
-                                    fill_normals(slice_key(xkey, v0 + v, j), &mut z);
+                                    fill_normals(slice_key(v, j), &mut z);
                                     noise.perturb_row(
                                         row.as_slice_mut().expect("standard layout"),
                                         if need_mag {
@@ -857,7 +866,7 @@ impl ProgrammedLayer {
                                 } else {
                                     noise.device_sigma()
                                 },
-                                key: |v| slice_key(xkey, v0 + v, j),
+                                key: |v| slice_key(v, j),
                                 z: &mut zs,
                             },
                             &mut acc,
@@ -996,7 +1005,7 @@ impl ProgrammedLayer {
                                 sh,
                                 widths[j],
                                 &mut acc,
-                                |v| slice_key(xkey, v0 + v, ns + j),
+                                |v| slice_key(v, ns + j),
                             )
                         } else {
                             recover(
@@ -1009,7 +1018,7 @@ impl ProgrammedLayer {
                                 sh,
                                 widths[j],
                                 &mut acc,
-                                |v| slice_key(xkey, v0 + v, ns + j),
+                                |v| slice_key(v, ns + j),
                             )
                         };
                         stats.recovery_conversions += r.conversions;
@@ -1633,6 +1642,36 @@ fn convert_shift_add_noisy<K: Fn(usize) -> u64>(
     }
     let mut total = ConvertCounts::default();
     let acc = acc.as_slice_mut().expect("standard layout");
+    if !wide {
+        // The whole chunk in blocks of 64 sums, whatever vectors they span,
+        // as [`convert_shift_add_int`] (a narrow crossbar would otherwise pay a
+        // loop per vector for a few conversions).
+        let z = &*z;
+        let mut at_row = FlagRows::new(cols);
+        for (wi, (((sb, mb), zb), ab)) in sums
+            .chunks(64)
+            .zip(mags.chunks(64))
+            .zip(z.chunks(64))
+            .zip(acc.chunks_mut(64))
+            .enumerate()
+        {
+            let block = NoisyBlock {
+                sums: sb,
+                mags: mb,
+                z: zb,
+                e,
+                codes: (lo, hi),
+                shift,
+            };
+            let (in_range, saturated, inexact, word) =
+                with_adc_flags!(signed, drop_flagged, NoisyBlock::convert(&block, ab));
+            total.add(in_range, saturated, inexact);
+            if drop_flagged {
+                at_row.push(word, wi * 64, flagged);
+            }
+        }
+        return total;
+    }
     for (v, (((srow, mrow), zrow), arow)) in sums
         .chunks_exact(cols)
         .zip(mags.chunks_exact(cols))
@@ -1641,7 +1680,7 @@ fn convert_shift_add_noisy<K: Fn(usize) -> u64>(
         .enumerate()
     {
         // Branch-free (a maximum vectorises; `any` stops early, scalar).
-        if wide && mrow.iter().fold(0, |a, &m| a.max(m)) > 0 {
+        if mrow.iter().fold(0, |a, &m| a.max(m)) > 0 {
             fill_normals((rows.key)(v), zrow);
         }
         let zrow = &*zrow;
@@ -1744,27 +1783,52 @@ fn convert_shift_add_int(
     let acc = acc.as_slice_mut().expect("standard layout");
     // The whole chunk in blocks of 64 sums, whatever vectors they span (a
     // narrow crossbar, such as a depthwise group's 2 columns, would otherwise
-    // pay a loop per vector for a few conversions); flagged positions go back
-    // to (vector, column) in order, the vector advanced as they pass its end.
-    let (mut v, mut row0) = (0usize, 0usize);
+    // pay a loop per vector for a few conversions).
+    let mut at_row = FlagRows::new(cols);
     for (wi, (sb, ab)) in sums.chunks(64).zip(acc.chunks_mut(64)).enumerate() {
         let block = (sb, (lo, hi), shift, in_place);
-        let (in_range, saturated, inexact, mut word) =
+        let (in_range, saturated, inexact, word) =
             with_adc_flags!(signed, drop_flagged, convert_int_block(block, ab));
         total.add(in_range, saturated, inexact);
         if drop_flagged && !in_place {
-            while word != 0 {
-                let at = wi * 64 + word.trailing_zeros() as usize;
-                while at >= row0 + cols {
-                    row0 += cols;
-                    v += 1;
-                }
-                flagged.push((v, at - row0));
-                word &= word - 1;
-            }
+            at_row.push(word, wi * 64, flagged);
         }
     }
     total
+}
+
+/// Flagged positions of a chunk's flat sums (`cols` per vector) back to
+/// `(vector, column)`, in order: the vector advances as the positions pass
+/// its end.
+struct FlagRows {
+    cols: usize,
+    v: usize,
+    row0: usize,
+}
+
+impl FlagRows {
+    fn new(cols: usize) -> Self {
+        Self {
+            cols: cols.max(1),
+            v: 0,
+            row0: 0,
+        }
+    }
+
+    /// Lists the set bits of `word`, flags of the flat positions `base ..
+    /// base + 64` (called with increasing `base`).
+    #[inline(always)]
+    fn push(&mut self, mut word: u64, base: usize, flagged: &mut Vec<(usize, usize)>) {
+        while word != 0 {
+            let at = base + word.trailing_zeros() as usize;
+            while at >= self.row0 + self.cols {
+                self.row0 += self.cols;
+                self.v += 1;
+            }
+            flagged.push((self.v, at - self.row0));
+            word &= word - 1;
+        }
+    }
 }
 
 /// Up to 64 exact sums of [`convert_shift_add_int`] (`sums`, the ADC's code
@@ -1816,9 +1880,19 @@ fn crossbar_key(seed: u64, pass: u64, crossbar: usize) -> u64 {
 /// speculative slice `j`) has its own stream one step below, keyed by the
 /// column (`stream_child(.., column)`): draw `t` is its bit `t`'s conversion.
 /// Flagged columns of one vector are recovered one after another, and each
-/// must draw its own values.
+/// must draw its own values. The engine hashes each vector's part once
+/// ([`vector_keys`]) and takes `stream_child(vector key, slice)` per slice.
+#[cfg(test)]
 fn slice_key(crossbar_key: u64, vector: usize, slice: usize) -> u64 {
     stream_child(stream_child(crossbar_key, vector as u64), slice as u64)
+}
+
+/// `stream_child(crossbar_key, v)` for the vectors `v0 .. v0 + n`: the part
+/// of [`slice_key`] every slice of a vector shares.
+fn vector_keys(crossbar_key: u64, v0: usize, n: usize) -> Vec<u64> {
+    (v0..v0 + n)
+        .map(|v| stream_child(crossbar_key, v as u64))
+        .collect()
 }
 
 /// The recovery streams of flagged columns: `stream_child(vector_key(v), c)`,

@@ -241,3 +241,17 @@ fn narrow_row_helpers_match_their_definitions() {
     let want: Vec<i64> = cols.rows().into_iter().map(|r| row_sum(&r)).collect();
     assert_eq!(row_sums(cols), want);
 }
+
+/// The engine's per-vector keys give the documented slice streams:
+/// `stream_child(vector_keys(..)[v], s) == slice_key(key, v0 + v, s)`.
+#[test]
+fn vector_keys_give_the_slice_streams() {
+    let key = crossbar_key(7, 1, 3);
+    let keys = vector_keys(key, 100, 5);
+    assert_eq!(keys.len(), 5);
+    for (v, &k) in keys.iter().enumerate() {
+        for s in [0, 1, 4, 7] {
+            assert_eq!(stream_child(k, s as u64), slice_key(key, 100 + v, s));
+        }
+    }
+}
