@@ -1489,6 +1489,34 @@ fn convert_shift_add_instances(
     let inl: Vec<f32> = inst.iter().map(|a| a.inl).collect();
     let mut total = ConvertCounts::default();
     let acc = acc.as_slice_mut().expect("standard layout");
+    if cols < 32 {
+        // Narrow crossbars: the chunk's flat sums in blocks of 64 whatever
+        // vectors they span, as [`convert_shift_add_int`], with the
+        // parameters repeated over 64 vectors (`64 cols` values, a multiple
+        // of 64: a block starting at flat position `p` takes them from
+        // `p mod 64 cols`, the same column for every sum).
+        let period = 64 * cols;
+        let tile = |x: &[f32]| -> Vec<f32> { (0..period).map(|i| x[i % cols]).collect() };
+        let (gain, offset, inl) = (tile(&gain), tile(&offset), tile(&inl));
+        let mut at_row = FlagRows::new(cols);
+        for (wi, (sb, ab)) in sums.chunks(64).zip(acc.chunks_mut(64)).enumerate() {
+            let p = (wi * 64) % period;
+            let n = sb.len();
+            let block = InstanceBlock {
+                sums: sb,
+                instances: (&gain[p..p + n], &offset[p..p + n], &inl[p..p + n]),
+                codes: (lo, hi),
+                shift,
+            };
+            let (in_range, saturated, inexact, word) =
+                with_adc_flags!(signed, drop_flagged, InstanceBlock::convert(&block, ab));
+            total.add(in_range, saturated, inexact);
+            if drop_flagged {
+                at_row.push(word, wi * 64, flagged);
+            }
+        }
+        return total;
+    }
     for (v, (srow, arow)) in sums
         .chunks_exact(cols)
         .zip(acc.chunks_exact_mut(cols))

@@ -209,17 +209,47 @@ fn direct_columns(
 
 #[test]
 fn adc_non_idealities_are_seen_by_speculation_and_every_recovered_bit() {
-    let w = weights(40, 300, 4);
-    let x = inputs(600, 300, 5);
     let cfg = CompileConfig {
         geometry: CrossbarGeometry::new(128, 64, CellKind::TwoT2R, 4).unwrap(),
         encoding: Encoding::CenterOffset(CenterRule::Mean),
         weight_slicing: Slicing::parse("4-2-2").unwrap(),
     };
-    let mapped = compile(w.view(), &cfg, None).unwrap();
     let adc = AdcVariation::new(1.5, 0.05, 1.0).unwrap();
     let noise = DeviceNoise::default().with_adc(adc);
-    let layer = ProgrammedLayer::program(mapped.clone(), &noise, 9);
+    // 40 filters: crossbars of 64 and 56 columns; 7 filters: one of 21, a
+    // narrow crossbar, converted over the chunk's flat sums.
+    for filters in [7, 40] {
+        adc_variation_against_the_direct_evaluation(&cfg, &noise, filters);
+    }
+    let w = weights(40, 300, 4);
+    let x = inputs(600, 300, 5);
+    let mapped = compile(w.view(), &cfg, None).unwrap();
+    // Reproducible for a seed, different for another.
+    let run = RunConfig::raella();
+    let a = ProgrammedLayer::program(mapped.clone(), &noise, 9)
+        .run(x.view(), &run)
+        .unwrap();
+    let b = ProgrammedLayer::program(mapped.clone(), &noise, 9)
+        .run(x.view(), &run)
+        .unwrap();
+    let c = ProgrammedLayer::program(mapped, &noise, 10)
+        .run(x.view(), &run)
+        .unwrap();
+    assert_eq!(a.outputs, b.outputs);
+    assert_ne!(a.outputs, c.outputs);
+}
+
+/// One layer of `filters` under ADC variation against the direct evaluation,
+/// with and without recovery, and against the ideal ADCs.
+fn adc_variation_against_the_direct_evaluation(
+    cfg: &CompileConfig,
+    noise: &DeviceNoise,
+    filters: usize,
+) {
+    let w = weights(filters, 300, 4);
+    let x = inputs(600, 300, 5);
+    let mapped = compile(w.view(), cfg, None).unwrap();
+    let layer = ProgrammedLayer::program(mapped.clone(), noise, 9);
     // Ideal devices: the integer products still apply; the ADCs are not ideal.
     assert!(layer.crossbars().iter().all(|p| p.is_ideal()));
     for input in [
@@ -249,17 +279,6 @@ fn adc_non_idealities_are_seen_by_speculation_and_every_recovered_bit() {
         }
         assert_ne!(got.outputs, ideal.outputs);
     }
-    // Reproducible for a seed, different for another.
-    let run = RunConfig::raella();
-    let a = layer.run(x.view(), &run).unwrap();
-    let b = ProgrammedLayer::program(mapped.clone(), &noise, 9)
-        .run(x.view(), &run)
-        .unwrap();
-    let c = ProgrammedLayer::program(mapped, &noise, 10)
-        .run(x.view(), &run)
-        .unwrap();
-    assert_eq!(a.outputs, b.outputs);
-    assert_ne!(a.outputs, c.outputs);
 }
 
 #[test]
