@@ -570,34 +570,11 @@ impl ProgrammedLayer {
             // Pulses applied per row over the chunk (for input and cell activity).
             let mut row_pulses = vec![0u64; rows];
             match &pulses {
-                // Wide rows of integer pulses: the same counts as `pulse_lut`
-                // (each slice's pulses, and each set bit when recovery reads
-                // them), summed from the slices already made, in `u32` lanes
-                // that vectorise (exact: a value applies at most 263 pulses).
-                Pulses::Int(slices) if rows >= 32 && b < (u32::MAX / 263) as usize => {
-                    let stride = self.crossbars[xi].pulse_stride();
-                    let mut rp = vec![0u32; rows];
-                    for p in slices {
-                        for prow in p.chunks_exact(stride) {
-                            for (o, &q) in rp.iter_mut().zip(&prow[..rows]) {
-                                *o += u32::from(q);
-                            }
-                        }
-                    }
-                    if recovery {
-                        for xrow in xs.chunks_exact(rows) {
-                            for (o, &v) in rp.iter_mut().zip(xrow) {
-                                *o += v.count_ones();
-                            }
-                        }
-                    }
-                    for (o, &q) in row_pulses.iter_mut().zip(&rp) {
-                        *o = u64::from(q);
-                    }
-                }
-                // Narrow rows: the same counts, in `u32` lanes a block of
-                // sixteen vectors wide ([`row_totals`]; a slice's padding
-                // pulses are zero and fold into no row).
+                // Integer pulses: the same counts as `pulse_lut` (each slice's
+                // pulses, and each set bit when recovery reads them), summed
+                // from the slices already made, in `u32` lanes that vectorise
+                // ([`row_totals`]; exact: a value applies at most 263 pulses;
+                // a slice's padding pulses are zero and fold into no row).
                 Pulses::Int(slices) if b < (u32::MAX / 263) as usize => {
                     let stride = self.crossbars[xi].pulse_stride();
                     for p in slices {
@@ -1109,20 +1086,25 @@ impl ProgrammedLayer {
 #[inline(always)]
 fn row_sum(r: &ndarray::ArrayView1<'_, u8>) -> i64 {
     match r.as_slice() {
-        // u32 lanes: exact below 2^24 inputs (255 x 2^24 < 2^32).
-        Some(s) if s.len() < (1 << 24) => i64::from(s.iter().map(|&v| u32::from(v)).sum::<u32>()),
+        Some(s) if s.len() < (1 << 24) => lane_sum(s),
         _ => r.iter().map(|&v| i64::from(v)).sum(),
     }
+}
+
+/// `sum_i s_i` in `u32` lanes (they vectorise): exact below 2^24 values
+/// (255 x 2^24 < 2^32).
+#[inline(always)]
+fn lane_sum(s: &[u8]) -> i64 {
+    i64::from(s.iter().map(|&v| u32::from(v)).sum::<u32>())
 }
 
 /// `sum_i x_i` of every row of `x`: over flat rows when the rows are one
 /// contiguous slice (no per-row view: narrow layers have few values per row).
 fn row_sums(x: ArrayView2<'_, u8>) -> Vec<i64> {
     match x.as_slice() {
-        Some(flat) if x.ncols() > 0 && x.ncols() < (1 << 24) => flat
-            .chunks_exact(x.ncols())
-            .map(|r| i64::from(r.iter().map(|&v| u32::from(v)).sum::<u32>()))
-            .collect(),
+        Some(flat) if x.ncols() > 0 && x.ncols() < (1 << 24) => {
+            flat.chunks_exact(x.ncols()).map(lane_sum).collect()
+        }
         _ => x.rows().into_iter().map(|r| row_sum(&r)).collect(),
     }
 }
@@ -1184,15 +1166,17 @@ fn slice_into(xs: &[u8], rows: usize, (shift, mask): (u32, u8), p: &mut [u8], st
 }
 
 /// `out[r] += sum_v f(xs[v * rows + r])` over the vectors of `rows` values in
-/// `xs`, for the first `out.len()` rows: one flat loop into `u32` lanes sixteen vectors wide (it vectorises
-/// however few the rows), folded per row. Exact while each lane's sum stays
-/// below `2^32`.
+/// `xs`, for the first `out.len()` rows: one flat loop into `u32` lanes, a
+/// vector wide for wide rows and sixteen vectors wide for narrow ones (so it
+/// vectorises however few the rows), folded per row. Exact while each lane's
+/// sum stays below `2^32`.
 #[inline(always)]
 fn row_totals(xs: &[u8], rows: usize, f: impl Fn(u8) -> u32, out: &mut [u64]) {
     if rows == 0 {
         return;
     }
-    let period = rows * 16;
+    let lanes = if rows >= 32 { 1 } else { 16 };
+    let period = rows * lanes;
     let mut acc = vec![0u32; period];
     let mut blocks = xs.chunks_exact(period);
     for block in &mut blocks {
@@ -1205,7 +1189,9 @@ fn row_totals(xs: &[u8], rows: usize, f: impl Fn(u8) -> u32, out: &mut [u64]) {
     }
     // `out` may be shorter than `rows` (padding rows fold nowhere).
     for (r, o) in out.iter_mut().enumerate().take(rows) {
-        *o += (0..16).map(|k| u64::from(acc[k * rows + r])).sum::<u64>();
+        *o += (0..lanes)
+            .map(|k| u64::from(acc[k * rows + r]))
+            .sum::<u64>();
     }
 }
 
