@@ -2240,6 +2240,8 @@ impl ExactRecovery<'_> {
         let w = width as usize;
         let mut out = Recovered::default();
         let mut bit_sums = [0i32; 8];
+        // Sums strictly inside `(lo, hi)` convert to themselves unsaturated.
+        let (lo, hi) = (adc.min_code() - i32::from(!adc.signed()), adc.max_code());
         for &(v, c) in flagged {
             let first = v * 8 + shift as usize;
             if safe[c] == u32::MAX || xones[first..first + w].iter().all(|&n| n <= safe[c]) {
@@ -2248,6 +2250,18 @@ impl ExactRecovery<'_> {
                 continue;
             }
             self.bit_sums(v, c, &mut bit_sums);
+            // Almost every read column has every bit strictly inside the
+            // ADC's range (98-99.6% of the MNIST CNN's and InceptionV3's):
+            // each code is its sum, none saturated, and they shift-add to
+            // `S`, as for a safe column.
+            if bit_sums[..w]
+                .iter()
+                .fold(true, |a, &st| a & (lo < st) & (st < hi))
+            {
+                out.conversions += u64::from(width);
+                acc[v * cols + c] += i64::from(self.sums[v * cols + c]) << shift;
+                continue;
+            }
             let mut value = 0i64;
             let mut any_out = false;
             for (t, &st) in (0..).zip(&bit_sums[..w]) {
