@@ -1427,13 +1427,20 @@ impl ExactBits<'_> {
                 *o = s as i32;
             }
         } else {
-            for ((o, x), &k) in out.iter_mut().zip(bits.chunks_exact(p.words)).zip(ones) {
+            // Indexed, not `chunks_exact(words)`: that divides by `words`
+            // (a 64-bit division per read).
+            let words = p.words;
+            for (t, (o, &k)) in out.iter_mut().zip(ones).enumerate() {
+                let x = &bits[t * words..][..words];
                 // Per-lane sums over 512-bit blocks; one reduction per bitset.
                 let mut lanes = [0i64; PLANE_BLOCK];
-                for (bi, xb) in x.chunks_exact(PLANE_BLOCK).enumerate() {
-                    let xb: &[u64; PLANE_BLOCK] = xb.try_into().expect("whole blocks");
-                    for (l, plane) in u.chunks_exact(p.words).enumerate() {
-                        let w: &[u64; PLANE_BLOCK] = plane[bi * PLANE_BLOCK..][..PLANE_BLOCK]
+                for bi in 0..words / PLANE_BLOCK {
+                    let xb: &[u64; PLANE_BLOCK] = x[bi * PLANE_BLOCK..][..PLANE_BLOCK]
+                        .try_into()
+                        .expect("whole blocks");
+                    for l in 0..n {
+                        let w: &[u64; PLANE_BLOCK] = u[l * words + bi * PLANE_BLOCK..]
+                            [..PLANE_BLOCK]
                             .try_into()
                             .expect("whole blocks");
                         for k in 0..PLANE_BLOCK {

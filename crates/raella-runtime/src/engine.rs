@@ -2254,9 +2254,11 @@ impl ExactRecovery<'_> {
             // ADC's range (98-99.6% of the MNIST CNN's and InceptionV3's):
             // each code is its sum, none saturated, and they shift-add to
             // `S`, as for a safe column.
-            if bit_sums[..w]
-                .iter()
-                .fold(true, |a, &st| a & (lo < st) & (st < hi))
+            // Over the whole array (a fixed length: one vector compare), the
+            // bits past the slice's `w` passing.
+            if (0..8)
+                .zip(bit_sums)
+                .fold(true, |a, (t, st)| a & ((t >= w) | ((lo < st) & (st < hi))))
             {
                 out.conversions += u64::from(width);
                 acc[v * cols + c] += i64::from(self.sums[v * cols + c]) << shift;
