@@ -66,24 +66,39 @@ fn ln(x: f32) -> f32 {
     2.0 * t * p + ef * std::f32::consts::LN_2
 }
 
-/// `(cos 2 pi u, sin 2 pi u)` for `u` in [0, 1), branch-free: the quadrant
-/// from `4u`, Taylor polynomials on [0, pi/2).
+/// `x / d` for a constant `d` (the polynomials' factorial steps), without a
+/// division: `q = x (1/d)`, then one correction by the fused multiply-adds
+/// `e = x - q d` (exact) and `q + e (1/d)`. The same value as `x / d` for
+/// every `f32` `x` in a binade, hence in all (a power of two scales both
+/// sides alike while nothing is subnormal): `the_divisions_are_exact` checks
+/// every mantissa for each `d` used, and every angle the draws can take. A
+/// vector division issues once per several cycles on some CPUs, where this is
+/// three fully pipelined operations; the divisions were most of the draws'
+/// time.
 #[inline(always)]
-fn cos_sin_turn(u: f32) -> (f32, f32) {
+fn div_exact(x: f32, d: f32) -> f32 {
+    let r = 1.0 / d;
+    let q = x * r;
+    let e = (-q).mul_add(d, x);
+    e.mul_add(r, q)
+}
+
+/// `(cos 2 pi u, sin 2 pi u)` for `u` in [0, 1), branch-free: the quadrant
+/// from `4u`, Taylor polynomials on [0, pi/2). Each `p2 / k` is a division,
+/// or with `FUSED` [`div_exact`] (the same values; see [`fused`]).
+#[inline(always)]
+fn cos_sin_turn<const FUSED: bool>(u: f32) -> (f32, f32) {
     let q4 = 4.0 * u;
     let q = q4.floor();
     let phi = (q4 - q) * std::f32::consts::FRAC_PI_2;
     let p2 = phi * phi;
+    let d = |k: f32| if FUSED { div_exact(p2, k) } else { p2 / k };
     let s = phi
-        * (1.0
-            - p2 / 6.0
-                * (1.0 - p2 / 20.0 * (1.0 - p2 / 42.0 * (1.0 - p2 / 72.0 * (1.0 - p2 / 110.0)))));
+        * (1.0 - d(6.0) * (1.0 - d(20.0) * (1.0 - d(42.0) * (1.0 - d(72.0) * (1.0 - d(110.0))))));
     let c = 1.0
         - p2 / 2.0
             * (1.0
-                - p2 / 12.0
-                    * (1.0
-                        - p2 / 30.0 * (1.0 - p2 / 56.0 * (1.0 - p2 / 90.0 * (1.0 - p2 / 132.0)))));
+                - d(12.0) * (1.0 - d(30.0) * (1.0 - d(56.0) * (1.0 - d(90.0) * (1.0 - d(132.0))))));
     // Rotate by the quadrant: q = 0: (c, s); 1: (-s, c); 2: (-c, -s); 3: (s, -c).
     // Float tests of `q` (0, 1, 2 or 3, exact), not an integer conversion:
     // the selects then vectorise.
@@ -105,19 +120,80 @@ pub fn normal_pair(key: u64, i: u64) -> (f32, f32) {
     #[allow(clippy::cast_precision_loss)]
     let u2 = ((r >> 16) & 0x00ff_ffff) as f32 * (1.0 / 16_777_216.0);
     let radius = (-2.0 * ln(u1)).sqrt();
-    let (c, s) = cos_sin_turn(u2);
+    let (c, s) = cos_sin_turn::<false>(u2);
     (radius * c, radius * s)
 }
 
-/// Pairs per block of [`fill_normals`]: fixed-size loops over blocks vectorise.
-const BLOCK: usize = 16;
+/// Pairs per block of [`fill_normals`] and [`normal_pairs`] while at least
+/// that many remain: several vectors of independent draws per block, so the
+/// long chain of each (hash, `ln`, square root, polynomials) overlaps with the
+/// others'.
+const BLOCK: usize = 64;
+
+/// Pairs per block for the rest (and the shortest stream drawn in blocks is
+/// `2 x SMALL` normals).
+const SMALL: usize = 16;
+
+/// Pairs `first..first + B` of the stream `key` into `c`, `s` (the radius
+/// already multiplied in): the same values as [`normal_pair`], in separate
+/// fixed-size loops so each vectorises.
+#[inline(always)]
+fn block_pairs<const B: usize, const FUSED: bool>(
+    key: u64,
+    first: u64,
+    c: &mut [f32; B],
+    s: &mut [f32; B],
+) {
+    let mut r = [0u64; B];
+    for (k, r) in (first..).zip(r.iter_mut()) {
+        *r = mix(key.wrapping_add(k.wrapping_add(1).wrapping_mul(GAMMA)));
+    }
+    polar::<B, FUSED>(&r, c, s);
+}
+
+/// The pairs of normals of `B` SplitMix64 outputs (`(a[k], b[k])` from
+/// `r[k]`, as [`normal_pair`]), in fixed-size loops.
+#[inline(always)]
+fn polar<const B: usize, const FUSED: bool>(r: &[u64; B], a: &mut [f32; B], b: &mut [f32; B]) {
+    let mut u1 = [0f32; B];
+    let mut u2 = [0f32; B];
+    for ((x, y), &r) in u1.iter_mut().zip(u2.iter_mut()).zip(r) {
+        #[allow(clippy::cast_precision_loss)]
+        let (p, q) = (((r >> 40) + 1) as f32, ((r >> 16) & 0x00ff_ffff) as f32);
+        *x = p * (1.0 / 16_777_216.0);
+        *y = q * (1.0 / 16_777_216.0);
+    }
+    let mut radius = [0f32; B];
+    for (rad, &u) in radius.iter_mut().zip(&u1) {
+        *rad = (-2.0 * ln(u)).sqrt();
+    }
+    for (((x, y), &rad), &u) in a.iter_mut().zip(b.iter_mut()).zip(&radius).zip(&u2) {
+        let (c, s) = cos_sin_turn::<FUSED>(u);
+        *x = rad * c;
+        *y = rad * s;
+    }
+}
+
+/// Whether the draws' polynomials use [`div_exact`]: when the engine's kernel
+/// is one of the x86 vector sets, which have fused multiply-adds (the
+/// portable kernel's baseline target would call a library routine for each).
+/// Either way the same values.
+fn fused() -> bool {
+    static FUSED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *FUSED.get_or_init(|| {
+        matches!(
+            crate::Kernel::selected(),
+            Ok(crate::Kernel::Avx512Vnni | crate::Kernel::Avx2)
+        )
+    })
+}
 
 /// Fills `out` with the stream's normals `0, 1, 2, ...` (pair `i` gives draws
 /// `2i` and `2i + 1`): the same values as [`normal_pair`], computed a block of
-/// pairs at a time in separate simple loops so each vectorises.
+/// pairs at a time ([`block_pairs`]).
 #[inline(always)]
 pub fn fill_normals(key: u64, out: &mut [f32]) {
-    if out.len() < 2 * BLOCK {
+    if out.len() < 2 * SMALL {
         // A short stream (a recovered column's few bits): pair by pair, not a
         // whole block of which most would be thrown away.
         for (i, p) in (0u64..).zip(out.chunks_mut(2)) {
@@ -129,47 +205,51 @@ pub fn fill_normals(key: u64, out: &mut [f32]) {
         }
         return;
     }
+    if fused() {
+        crate::Kernel::dispatch_selected(
+            #[inline(always)]
+            || fill_blocks::<true>(key, out),
+        );
+    } else {
+        fill_blocks::<false>(key, out);
+    }
+}
+
+/// [`fill_normals`] of at least `2 x SMALL` normals, in blocks.
+#[inline(always)]
+fn fill_blocks<const FUSED: bool>(key: u64, out: &mut [f32]) {
+    let mut big = out.chunks_exact_mut(2 * BLOCK);
     let mut first = 0u64;
-    for block in out.chunks_mut(2 * BLOCK) {
-        let mut r = [0u64; BLOCK];
-        for (k, r) in (first..).zip(r.iter_mut()) {
-            *r = mix(key.wrapping_add(k.wrapping_add(1).wrapping_mul(GAMMA)));
+    for whole in &mut big {
+        let (mut c, mut s) = ([0f32; BLOCK], [0f32; BLOCK]);
+        block_pairs::<_, FUSED>(key, first, &mut c, &mut s);
+        // Fixed-size interleaving stores vectorise.
+        for k in 0..BLOCK {
+            whole[2 * k] = c[k];
+            whole[2 * k + 1] = s[k];
         }
-        let mut u1 = [0f32; BLOCK];
-        let mut u2 = [0f32; BLOCK];
-        for ((a, b), &r) in u1.iter_mut().zip(u2.iter_mut()).zip(&r) {
-            #[allow(clippy::cast_precision_loss)]
-            let (x, y) = (((r >> 40) + 1) as f32, ((r >> 16) & 0x00ff_ffff) as f32);
-            *a = x * (1.0 / 16_777_216.0);
-            *b = y * (1.0 / 16_777_216.0);
-        }
-        let mut radius = [0f32; BLOCK];
-        for (rad, &u) in radius.iter_mut().zip(&u1) {
-            *rad = (-2.0 * ln(u)).sqrt();
-        }
-        let mut c = [0f32; BLOCK];
-        let mut s = [0f32; BLOCK];
-        for ((c, s), &u) in c.iter_mut().zip(s.iter_mut()).zip(&u2) {
-            (*c, *s) = cos_sin_turn(u);
-        }
-        if let Ok(whole) = <&mut [f32; 2 * BLOCK]>::try_from(&mut *block) {
-            // A whole block: fixed-size interleaving stores vectorise.
-            for k in 0..BLOCK {
-                whole[2 * k] = radius[k] * c[k];
-                whole[2 * k + 1] = radius[k] * s[k];
+        first += BLOCK as u64;
+    }
+    for block in big.into_remainder().chunks_mut(2 * SMALL) {
+        let (mut c, mut s) = ([0f32; SMALL], [0f32; SMALL]);
+        block_pairs::<_, FUSED>(key, first, &mut c, &mut s);
+        if let Ok(whole) = <&mut [f32; 2 * SMALL]>::try_from(&mut *block) {
+            for k in 0..SMALL {
+                whole[2 * k] = c[k];
+                whole[2 * k + 1] = s[k];
             }
         } else {
             let half = block.len() / 2;
             let mut pairs = block.chunks_exact_mut(2);
-            for (((p, &rad), &c), &s) in (&mut pairs).zip(&radius).zip(&c).zip(&s) {
-                p[0] = rad * c;
-                p[1] = rad * s;
+            for ((p, &c), &s) in (&mut pairs).zip(&c).zip(&s) {
+                p[0] = c;
+                p[1] = s;
             }
             if let Some(last) = pairs.into_remainder().first_mut() {
-                *last = radius[half] * c[half];
+                *last = c[half];
             }
         }
-        first += BLOCK as u64;
+        first += SMALL as u64;
     }
 }
 
@@ -183,30 +263,51 @@ pub fn fill_normals(key: u64, out: &mut [f32]) {
 #[inline(always)]
 pub fn normal_pairs(keys: &[u64], i: u64, a: &mut [f32], b: &mut [f32]) {
     assert!(a.len() >= keys.len() && b.len() >= keys.len(), "outputs");
+    if fused() {
+        crate::Kernel::dispatch_selected(
+            #[inline(always)]
+            || pairs_of::<true>(keys, i, a, b),
+        );
+    } else {
+        pairs_of::<false>(keys, i, a, b);
+    }
+}
+
+/// [`normal_pairs`], the outputs checked.
+#[inline(always)]
+fn pairs_of<const FUSED: bool>(keys: &[u64], i: u64, a: &mut [f32], b: &mut [f32]) {
     let step = i.wrapping_add(1).wrapping_mul(GAMMA);
-    for ((kb, ab), bb) in keys
-        .chunks(BLOCK)
-        .zip(a.chunks_mut(BLOCK))
-        .zip(b.chunks_mut(BLOCK))
+    let n = keys.len();
+    let whole = n - n % BLOCK;
+    for ((kb, ab), bb) in keys[..whole]
+        .chunks_exact(BLOCK)
+        .zip(a.chunks_exact_mut(BLOCK))
+        .zip(b.chunks_exact_mut(BLOCK))
     {
-        let mut u1 = [0f32; BLOCK];
-        let mut u2 = [0f32; BLOCK];
-        for ((x, y), &key) in u1.iter_mut().zip(u2.iter_mut()).zip(kb) {
-            let r = mix(key.wrapping_add(step));
-            #[allow(clippy::cast_precision_loss)]
-            let (p, q) = (((r >> 40) + 1) as f32, ((r >> 16) & 0x00ff_ffff) as f32);
-            *x = p * (1.0 / 16_777_216.0);
-            *y = q * (1.0 / 16_777_216.0);
+        let kb: &[u64; BLOCK] = kb.try_into().expect("whole block");
+        let mut r = [0u64; BLOCK];
+        for (r, &key) in r.iter_mut().zip(kb) {
+            *r = mix(key.wrapping_add(step));
         }
-        let mut radius = [0f32; BLOCK];
-        for (rad, &u) in radius.iter_mut().zip(&u1) {
-            *rad = (-2.0 * ln(u)).sqrt();
+        let ab: &mut [f32; BLOCK] = ab.try_into().expect("whole block");
+        let bb: &mut [f32; BLOCK] = bb.try_into().expect("whole block");
+        polar::<BLOCK, FUSED>(&r, ab, bb);
+    }
+    for ((kb, ab), bb) in keys[whole..]
+        .chunks(SMALL)
+        .zip(a[whole..n].chunks_mut(SMALL))
+        .zip(b[whole..n].chunks_mut(SMALL))
+    {
+        // Padded to a whole block (its extra draws are dropped): the hash
+        // loop then has a fixed length and vectorises too.
+        let mut r = [0u64; SMALL];
+        for (r, &key) in r.iter_mut().zip(kb) {
+            *r = mix(key.wrapping_add(step));
         }
-        for (((x, y), &rad), &u) in ab.iter_mut().zip(bb.iter_mut()).zip(&radius).zip(&u2) {
-            let (c, s) = cos_sin_turn(u);
-            *x = rad * c;
-            *y = rad * s;
-        }
+        let (mut c, mut s) = ([0f32; SMALL], [0f32; SMALL]);
+        polar::<SMALL, FUSED>(&r, &mut c, &mut s);
+        ab.copy_from_slice(&c[..ab.len()]);
+        bb.copy_from_slice(&s[..bb.len()]);
     }
 }
 
@@ -220,6 +321,46 @@ mod tests {
         v.into_iter().map(f64::from).collect()
     }
 
+    /// Every angle a draw can take (`u2`: the 2^24 multiples of 2^-24 in
+    /// [0, 1)) gives the same cosine and sine, bit for bit, with
+    /// [`div_exact`] as with the `f32` divisions: both kernels' draws are the
+    /// same.
+    #[test]
+    fn the_divisions_are_exact() {
+        // Blocks of angles in parallel threads (16.7 M angles; a debug build).
+        let threads = std::thread::available_parallelism().map_or(2, usize::from);
+        let per = (1usize << 24).div_ceil(threads);
+        let bad: usize = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..threads)
+                .map(|t| {
+                    scope.spawn(move || {
+                        (t * per..((t + 1) * per).min(1 << 24))
+                            .filter(|&k| {
+                                #[allow(clippy::cast_precision_loss)]
+                                let u = k as f32 * (1.0 / 16_777_216.0);
+                                let (a, b) = (cos_sin_turn::<true>(u), cos_sin_turn::<false>(u));
+                                a.0.to_bits() != b.0.to_bits() || a.1.to_bits() != b.1.to_bits()
+                            })
+                            .count()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().expect("thread")).sum()
+        });
+        assert_eq!(bad, 0, "angles whose cosine or sine changed");
+        // And the quotient itself over every mantissa of one binade (scaling
+        // by a power of two changes neither side), for each divisor used.
+        for d in [
+            6.0f32, 20.0, 42.0, 72.0, 110.0, 12.0, 30.0, 56.0, 90.0, 132.0,
+        ] {
+            let bad = (0u32..1 << 23)
+                .map(|m| f32::from_bits(0x3f80_0000 | m))
+                .filter(|&x| div_exact(x, d).to_bits() != (x / d).to_bits())
+                .count();
+            assert_eq!(bad, 0, "divisor {d}");
+        }
+    }
+
     #[test]
     fn the_polynomials_are_accurate() {
         for k in 1..=100_000u32 {
@@ -230,7 +371,7 @@ mod tests {
                 (f64::from(ln(x)) - want).abs() <= 2e-7 * want.abs().max(1.0),
                 "ln {x}"
             );
-            let (c, s) = cos_sin_turn(x.min(0.999_999));
+            let (c, s) = cos_sin_turn::<false>(x.min(0.999_999));
             let a = std::f64::consts::TAU * f64::from(x.min(0.999_999));
             assert!((f64::from(c) - a.cos()).abs() < 5e-7, "cos {x}");
             assert!((f64::from(s) - a.sin()).abs() < 5e-7, "sin {x}");
