@@ -892,6 +892,27 @@ impl ProgrammedCrossbar {
             .column_sum_and_magnitude(col, row_bits)
     }
 
+    /// [`Self::column_sum_and_magnitude_bits_int`] under each of the row
+    /// bitsets `bits[t * words..(t + 1) * words]` (`words` =
+    /// [`Self::row_bit_words`] of the used rows), `out[t]` for `t <
+    /// out.len()` (at most 8): one pass over the column's level planes for
+    /// all of them.
+    ///
+    /// # Panics
+    /// If the crossbar's levels are not integers (programming noise), or
+    /// `bits` holds fewer than `out.len()` bitsets.
+    #[inline(always)]
+    pub fn column_sums_and_magnitudes_bits_int(
+        &self,
+        col: usize,
+        bits: &[u64],
+        out: &mut [(i32, i32)],
+    ) {
+        self.planes()
+            .expect("integer 1-bit reads need integer levels")
+            .column_sums_and_magnitudes(col, bits, out);
+    }
+
     /// [`Self::column_sum_bits`] and [`Self::column_magnitude_bits`] in one
     /// read of the column (ideal crossbars: one pass over the level planes).
     #[must_use]
@@ -978,6 +999,9 @@ fn bits_dot(row_bits: &[u64], w: &[f32]) -> f32 {
 #[derive(Debug, Clone)]
 struct LevelPlanes {
     blocks: usize,
+    /// At most 64 rows: callers' bitsets are one word
+    /// ([`ProgrammedCrossbar::row_bit_words`]).
+    one_word: bool,
     bits: usize,
     col_bits: Vec<usize>,
     data: Vec<[u64; PLANE_BLOCK]>,
@@ -1045,6 +1069,7 @@ impl LevelPlanes {
         }
         Self {
             blocks,
+            one_word: rows <= 64,
             bits,
             // The widest level's bit count (that of the OR of all levels).
             col_bits: any
@@ -1070,6 +1095,62 @@ impl LevelPlanes {
         #[allow(clippy::cast_possible_truncation)]
         let out = ((pos - neg) as i32, (pos + neg) as i32);
         out
+    }
+
+    /// [`Self::column_sum_and_magnitude`] under each of `out.len()` (at most
+    /// 8) row bitsets of [`ProgrammedCrossbar::row_bit_words`] words each,
+    /// consecutive in `bits`, in one call; each bitset's two sums share one
+    /// 512-bit accumulator and one reduction (`G+` in the low and
+    /// `G-` in the high 32 bits of each lane: both are at most `rows x 15`,
+    /// far below 2^32, so neither carries into the other).
+    #[inline(always)]
+    fn column_sums_and_magnitudes(&self, col: usize, bits: &[u64], out: &mut [(i32, i32)]) {
+        let n = out.len();
+        assert!(n <= 8, "at most 8 bitsets");
+        let (nb, cb) = (self.blocks, self.col_bits[col]);
+        let words = if self.one_word { 1 } else { nb * PLANE_BLOCK };
+        assert!(bits.len() >= n * words, "one bitset per output");
+        // Both sums of bitset `t`, packed as above.
+        let mut packed = [0u64; 8];
+        if words == 1 {
+            // One word (at most 64 rows): lane 0 of each plane.
+            for l in 0..cb {
+                let base = ((col * self.bits + l) * 2) * nb;
+                let (p, q) = (self.data[base][0], self.data[base + nb][0]);
+                for (a, &x) in packed.iter_mut().zip(&bits[..n]) {
+                    *a += (u64::from((x & p).count_ones())
+                        | (u64::from((x & q).count_ones()) << 32))
+                        << l;
+                }
+            }
+        } else {
+            for (t, a) in packed[..n].iter_mut().enumerate() {
+                let x = &bits[t * words..][..words];
+                // Per-lane sums; one reduction per bitset.
+                let mut lanes = [0u64; PLANE_BLOCK];
+                for bi in 0..nb {
+                    let xb: &[u64; PLANE_BLOCK] = x[bi * PLANE_BLOCK..][..PLANE_BLOCK]
+                        .try_into()
+                        .expect("whole blocks");
+                    for l in 0..cb {
+                        let base = ((col * self.bits + l) * 2) * nb + bi;
+                        let (p, q) = (&self.data[base], &self.data[base + nb]);
+                        for k in 0..PLANE_BLOCK {
+                            lanes[k] += (u64::from((xb[k] & p[k]).count_ones())
+                                | (u64::from((xb[k] & q[k]).count_ones()) << 32))
+                                << l;
+                        }
+                    }
+                }
+                *a = lanes.iter().sum();
+            }
+        }
+        for (o, &a) in out.iter_mut().zip(&packed) {
+            // Each half at most rows x 15, far below 2^31.
+            #[allow(clippy::cast_possible_truncation, clippy::cast_possible_wrap)]
+            let (pos, neg) = ((a & 0xffff_ffff) as i32, (a >> 32) as i32);
+            *o = (pos - neg, pos + neg);
+        }
     }
 
     /// `sum_r bit_r * G+[r][col]` and `sum_r bit_r * G-[r][col]`.
@@ -1727,6 +1808,75 @@ mod tests {
         }
     }
 
+    /// The level planes' reads of several bitsets at once equal each
+    /// bitset's plain sums of `G+ - G-` and `G+ + G-` (both devices of a
+    /// pair programmed, their levels summing to at most 15), at every row count the planes
+    /// layout distinguishes and for 1 to 8 bitsets.
+    #[test]
+    fn level_plane_reads_of_several_bitsets_equal_the_plain_sums() {
+        let mut rng = stream_rng(13, &[]);
+        for &(rows, cols) in &[
+            (1usize, 2usize),
+            (9, 5),
+            (64, 3),
+            (65, 4),
+            (288, 5),
+            (700, 3),
+        ] {
+            let g = CrossbarGeometry::new(rows, cols, CellKind::TwoT2R, 4).unwrap();
+            let pos: Vec<u8> = (0..rows * cols).map(|_| rng.random_range(0..=9)).collect();
+            // Column 1's negative devices all off: narrower planes than the rest.
+            let neg: Vec<u8> = (0..rows * cols)
+                .map(|i| {
+                    if i % cols == 1 {
+                        0
+                    } else {
+                        rng.random_range(0..=6)
+                    }
+                })
+                .collect();
+            let p = Crossbar::new(g, rows, cols, pos.clone(), Some(neg.clone()))
+                .unwrap()
+                .program(None, &mut stream_rng(0, &[]));
+            let words = ProgrammedCrossbar::row_bit_words(rows);
+            for n in [1usize, 3, 8] {
+                let active: Vec<Vec<bool>> = (0..n)
+                    .map(|_| (0..rows).map(|_| rng.random_range(0..3) == 0).collect())
+                    .collect();
+                let mut bits = vec![0u64; n * words];
+                for (t, a) in active.iter().enumerate() {
+                    for r in (0..rows).filter(|&r| a[r]) {
+                        bits[t * words + r / 64] |= 1 << (r % 64);
+                    }
+                }
+                for c in 0..cols {
+                    let mut got = vec![(i32::MIN, i32::MIN); n];
+                    p.column_sums_and_magnitudes_bits_int(c, &bits, &mut got);
+                    for (t, a) in active.iter().enumerate() {
+                        let (sp, sn) =
+                            (0..rows).filter(|&r| a[r]).fold((0i32, 0i32), |(x, y), r| {
+                                (
+                                    x + i32::from(pos[r * cols + c]),
+                                    y + i32::from(neg[r * cols + c]),
+                                )
+                            });
+                        assert_eq!(
+                            got[t],
+                            (sp - sn, sp + sn),
+                            "{rows} rows, column {c}, bitset {t} of {n}"
+                        );
+                        let one =
+                            p.column_sum_and_magnitude_bits_int(c, &bits[t * words..][..words]);
+                        assert_eq!(
+                            got[t], one,
+                            "{rows} rows, column {c}, bitset {t}: one at a time"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
     /// The squares' 1-bit reads from their bit-planes equal the set rows'
     /// `f32` squares added in order, at every row count the planes' layout
     /// distinguishes; squares past a byte keep the ordered sum.
@@ -1911,7 +2061,7 @@ mod tests {
             (70, 5, CellKind::OneT1R),
         ] {
             let g = CrossbarGeometry::new(rows, cols, cell, 4).unwrap();
-            let pos: Vec<u8> = (0..rows * cols).map(|_| rng.random_range(0..=15)).collect();
+            let pos: Vec<u8> = (0..rows * cols).map(|_| rng.random_range(0..=9)).collect();
             let neg: Vec<u8> = match cell {
                 CellKind::TwoT2R => pos.iter().map(|&p| rng.random_range(0..=15 - p)).collect(),
                 CellKind::OneT1R => vec![0; rows * cols],

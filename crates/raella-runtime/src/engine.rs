@@ -2349,8 +2349,10 @@ fn recover_lumped(
             }
             continue;
         }
-        for (t, plane) in (1..).zip(planes[words..].chunks_exact(words)) {
-            let (s, m) = px.column_sum_and_magnitude_bits_int(c, plane);
+        // Bits `1..w`, in one pass over the column's planes.
+        let mut read = [(0i32, 0i32); 8];
+        px.column_sums_and_magnitudes_bits_int(c, &planes[words..], &mut read[..w - 1]);
+        for (t, &(s, m)) in (1..).zip(&read[..w - 1]) {
             s0 -= s << t;
             m0 -= m << t;
             // |S_t|, M_t <= rows x 30 < 2^24: exact in f32.
