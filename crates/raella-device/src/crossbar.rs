@@ -1689,6 +1689,32 @@ mod tests {
 
     /// An ideally programmed 2T2R crossbar (4-bit devices) holding signed
     /// levels (`rows x cols`, row-major) as `G+ - G-`.
+    /// `n` random row sets of `rows` rows (each row active with probability
+    /// `1 / one_in`) and their bitsets, [`ProgrammedCrossbar::row_bit_words`]
+    /// words each, consecutive.
+    fn random_bitsets(
+        rng: &mut Xoshiro256PlusPlus,
+        n: usize,
+        rows: usize,
+        one_in: u32,
+    ) -> (Vec<Vec<bool>>, Vec<u64>) {
+        let words = ProgrammedCrossbar::row_bit_words(rows);
+        let active: Vec<Vec<bool>> = (0..n)
+            .map(|_| {
+                (0..rows)
+                    .map(|_| rng.random_range(0..one_in) == 0)
+                    .collect()
+            })
+            .collect();
+        let mut bits = vec![0u64; n * words];
+        for (t, a) in active.iter().enumerate() {
+            for r in (0..rows).filter(|&r| a[r]) {
+                bits[t * words + r / 64] |= 1 << (r % 64);
+            }
+        }
+        (active, bits)
+    }
+
     fn ideal_crossbar(rows: usize, cols: usize, levels: &[i32]) -> ProgrammedCrossbar {
         let g = CrossbarGeometry::new(rows, cols, CellKind::TwoT2R, 4).unwrap();
         let device = |l: i32| u8::try_from(l.max(0)).unwrap();
@@ -1781,15 +1807,7 @@ mod tests {
             let words = reader.words();
             assert_eq!(words, ProgrammedCrossbar::row_bit_words(rows));
             let n = 3;
-            let active: Vec<Vec<bool>> = (0..n)
-                .map(|_| (0..rows).map(|_| rng.random_range(0..2) == 0).collect())
-                .collect();
-            let mut bits = vec![0u64; n * words];
-            for (t, a) in active.iter().enumerate() {
-                for r in (0..rows).filter(|&r| a[r]) {
-                    bits[t * words + r / 64] |= 1 << (r % 64);
-                }
-            }
+            let (active, bits) = random_bitsets(&mut rng, n, rows, 2);
             for c in 0..cols {
                 let mut got = vec![i32::MIN; n];
                 let ones: Vec<u32> = bits
@@ -1840,15 +1858,7 @@ mod tests {
                 .program(None, &mut stream_rng(0, &[]));
             let words = ProgrammedCrossbar::row_bit_words(rows);
             for n in [1usize, 3, 8] {
-                let active: Vec<Vec<bool>> = (0..n)
-                    .map(|_| (0..rows).map(|_| rng.random_range(0..3) == 0).collect())
-                    .collect();
-                let mut bits = vec![0u64; n * words];
-                for (t, a) in active.iter().enumerate() {
-                    for r in (0..rows).filter(|&r| a[r]) {
-                        bits[t * words + r / 64] |= 1 << (r % 64);
-                    }
-                }
+                let (active, bits) = random_bitsets(&mut rng, n, rows, 3);
                 for c in 0..cols {
                     let mut got = vec![(i32::MIN, i32::MIN); n];
                     p.column_sums_and_magnitudes_bits_int(c, &bits, &mut got);
