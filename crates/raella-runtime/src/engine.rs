@@ -2349,7 +2349,7 @@ fn recover_lumped(
             }
             continue;
         }
-        // Bits `1..w`, in one pass over the column's planes.
+        // Bits `1..w`, in one call.
         let mut read = [(0i32, 0i32); 8];
         px.column_sums_and_magnitudes_bits_int(c, &planes[words..], &mut read[..w - 1]);
         for (t, &(s, m)) in (1..).zip(&read[..w - 1]) {
