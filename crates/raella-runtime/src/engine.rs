@@ -34,9 +34,40 @@ use crate::{InputMode, LayerStats, RunConfig, RuntimeError};
 /// product, small enough to bound memory (a few MB per item).
 pub const CHUNK_VECTORS: usize = 256;
 
-/// Input values per chunk that narrow layers grow their chunks to (up to
-/// 16 x [`CHUNK_VECTORS`] vectors).
+/// Input values, or one crossbar's column sums, per chunk that narrow
+/// layers grow their chunks to (up to 16 x [`CHUNK_VECTORS`] vectors).
 const CHUNK_ELEMENTS: usize = 1 << 16;
+
+/// A thread's large per-crossbar buffers, kept from one chunk to the next
+/// ([`SCRATCH`]) instead of allocated and zeroed for each: the accumulators
+/// (zeroed before each use), and the integer sums, magnitudes and draws,
+/// which are overwritten before they are read (the products write every
+/// value; a draw row left unwritten belongs to a row whose magnitudes are
+/// all zero, and only finite draws or zeros are ever stored, so its stale
+/// values add `0 * z = 0`).
+#[derive(Default)]
+struct Scratch {
+    acc: Vec<i64>,
+    sums: Vec<i32>,
+    mags: Vec<i32>,
+    draws: Vec<f32>,
+    /// Lumped-noise recovery's bit sums, magnitudes and draws
+    /// ([`recover_lumped`]; each written before it is read).
+    recovery: Vec<f32>,
+}
+
+thread_local! {
+    /// This thread's [`Scratch`]: taken by a chunk and put back when it ends
+    /// (a chunk run nested on the same thread takes an empty one).
+    static SCRATCH: std::cell::Cell<Scratch> = std::cell::Cell::new(Scratch::default());
+}
+
+/// `v` at length `n`: its old values kept (the caller overwrites them), any
+/// new ones zero, its allocation reused.
+fn resized<T: Copy + Default>(mut v: Vec<T>, n: usize) -> Vec<T> {
+    v.resize(n, T::default());
+    v
+}
 
 /// Lookup tables over the 256 input values: pulses per input slice as `f32`
 /// (for programmed, real-valued conductances; the integer path computes
@@ -384,8 +415,16 @@ impl ProgrammedLayer {
         let n = x.nrows();
         // Narrow layers (depthwise groups) take longer chunks, so per-chunk
         // costs stay small against the work; results do not depend on this.
-        let chunk =
-            (CHUNK_ELEMENTS / self.mapped.inputs().max(1)).clamp(CHUNK_VECTORS, 16 * CHUNK_VECTORS);
+        // Wide crossbars keep them shorter: a chunk's buffers are `vectors x
+        // columns` per crossbar, and stay in cache between the slices' passes.
+        let widest = self
+            .crossbars
+            .iter()
+            .map(ProgrammedCrossbar::used_cols)
+            .max()
+            .unwrap_or(0);
+        let chunk = (CHUNK_ELEMENTS / self.mapped.inputs().max(widest).max(1))
+            .clamp(CHUNK_VECTORS, 16 * CHUNK_VECTORS);
         let luts = Luts::new(cfg);
         let width = self.gather_width(gather);
         let mut y = Array2::<i64>::zeros((n, width));
@@ -417,6 +456,21 @@ impl ProgrammedLayer {
         for st in &parts {
             stats += st;
         }
+        // Once per pass, not per chunk: real-valued level sums' products
+        // would otherwise round differently with the chunk size.
+        let slicing = cfg.input.slicing();
+        let cycles = n as u64
+            * (slicing.widths().len() as u64
+                + if cfg.input.recovers() {
+                    u64::from(slicing.total_bits())
+                } else {
+                    0
+                });
+        stats.activity.cell_level_reads = self
+            .crossbars
+            .iter()
+            .map(|px| cycles as f64 * px.level_sum())
+            .sum();
         (y, stats)
     }
 
@@ -513,6 +567,7 @@ impl ProgrammedLayer {
         }
         // First output column of the current crossbar (`Gather::Columns`).
         let mut col_offset = 0;
+        let mut scratch = SCRATCH.take();
 
         let pulse_lut = &luts.pulse;
         let pulse_capacity_per_vector: u64 =
@@ -607,7 +662,12 @@ impl ProgrammedLayer {
                 let mx = &m.crossbars()[xi];
                 let px = &self.crossbars[xi];
                 let cols = px.used_cols();
-                let mut acc = Array2::<i64>::zeros((b, cols));
+                let mut acc = {
+                    let mut a = std::mem::take(&mut scratch.acc);
+                    a.clear();
+                    a.resize(b * cols, 0);
+                    Array2::from_shape_vec((b, cols), a).expect("b x cols")
+                };
                 let adcs = self.adcs.as_ref().map(|a| a[xi].as_slice());
                 let off = px.off_per_pulse();
                 let (need_mag, need_sq) = (noise.needs_magnitude(), noise.needs_squares());
@@ -640,18 +700,20 @@ impl ProgrammedLayer {
                 // One device per cell: `G+ + G- = G+ - G-`, the magnitudes are the sums.
                 let one_device = px.geometry().cell() == raella_device::CellKind::OneT1R;
                 let mut sums = match &pulses {
-                    Pulses::Int(_) if !real_sums => Sums::Int(vec![0; b * cols]),
+                    Pulses::Int(_) if !real_sums => {
+                        Sums::Int(resized(std::mem::take(&mut scratch.sums), b * cols))
+                    }
                     _ => Sums::Real(Array2::zeros((b, cols))),
                 };
                 // The integer noise path's magnitudes or squares.
-                let mut noise_mags = vec![
-                    0i32;
+                let mut noise_mags = resized(
+                    std::mem::take(&mut scratch.mags),
                     if (lumped_int && !one_device) || device_int {
                         b * cols
                     } else {
                         0
-                    }
-                ];
+                    },
+                );
                 // Squared pulses (per-device noise on integers).
                 let mut pulses_sq = vec![0u8; if device_int { b * px.pulse_stride() } else { 0 }];
                 // The f32 path's magnitudes and squares (the integer paths keep
@@ -712,7 +774,10 @@ impl ProgrammedLayer {
                 // One row of standard normal draws (read noise).
                 let mut z = vec![0f32; if noise.is_off() || noisy_int { 0 } else { cols }];
                 // The chunk's draws of one slice, `b x cols` (read noise on integers).
-                let mut zs = vec![0f32; if noisy_int { b * cols } else { 0 }];
+                let mut zs = resized(
+                    std::mem::take(&mut scratch.draws),
+                    if noisy_int { b * cols } else { 0 },
+                );
                 for j in 0..ns {
                     match (&pulses, &mut sums) {
                         (Pulses::Int(slices), Sums::Int(sums)) => {
@@ -983,6 +1048,7 @@ impl ProgrammedLayer {
                                 widths[j],
                                 &mut acc,
                                 |v| slice_key(v, ns + j),
+                                &mut scratch.recovery,
                             )
                         } else {
                             recover(
@@ -1068,16 +1134,22 @@ impl ProgrammedLayer {
                 act.row_drives += cycles * as_u64(rows);
                 act.input_pulse_capacity += as_u64(b * rows) * pulse_capacity_per_vector;
                 act.cell_reads += cycles * as_u64(rows * cols);
-                act.cell_level_reads += cycles as f64 * px.level_sum();
                 act.input_pulses += pulses_total;
                 act.cell_charge += row_pulses
                     .iter()
                     .zip(px.row_magnitudes())
                     .map(|(&p, &g)| p as f64 * f64::from(g))
                     .sum::<f64>();
+                scratch.acc = acc.into_raw_vec_and_offset().0;
+                if let Sums::Int(sums) = sums {
+                    scratch.sums = sums;
+                }
+                scratch.mags = noise_mags;
+                scratch.draws = zs;
                 xi += 1;
             }
         }
+        SCRATCH.set(scratch);
         stats
     }
 }
@@ -2303,6 +2375,7 @@ fn recover_lumped(
     width: u32,
     acc: &mut Array2<i64>,
     vector_key: impl Fn(usize) -> u64,
+    scratch: &mut Vec<f32>,
 ) -> Recovered {
     let words = ProgrammedCrossbar::row_bit_words(px.used_rows());
     let cols = acc.ncols();
@@ -2311,6 +2384,10 @@ fn recover_lumped(
     if n == 0 {
         return Recovered::default();
     }
+    // Sums, magnitudes and draws, each written in full below before it is read.
+    let mut buf = resized(std::mem::take(scratch), 3 * n * w);
+    let (sums, rest) = buf.split_at_mut(n * w);
+    let (mags, z) = rest.split_at_mut(n * w);
     let square_reads = squares.then(|| {
         (
             ExactRecovery {
@@ -2327,7 +2404,6 @@ fn recover_lumped(
     });
     // Bit-major: bit `t` of flagged column `k` at `[t * n + k]`.
     let mut keys = Vec::with_capacity(n);
-    let (mut sums, mut mags) = (vec![0f32; n * w], vec![0f32; n * w]);
     let mut column_keys = ColumnKeys::new(vector_key);
     for (k, &(v, c)) in flagged.iter().enumerate() {
         keys.push(column_keys.column(v, c));
@@ -2370,7 +2446,6 @@ fn recover_lumped(
         }
     }
     // Draw `t` of stream `k` at `z[t * n + k]` (pair `t / 2`, half `t % 2`).
-    let mut z = vec![0f32; n * w];
     let mut spare = vec![0f32; if w % 2 == 1 { n } else { 0 }];
     for (i, pair) in z.chunks_mut(2 * n).enumerate() {
         let (za, zb) = pair.split_at_mut(n);
@@ -2415,6 +2490,7 @@ fn recover_lumped(
     for (&(v, c), &value) in flagged.iter().zip(&values) {
         acc[v * cols + c] += value;
     }
+    *scratch = buf;
     let conversions = (n * w) as u64;
     Recovered {
         conversions,
