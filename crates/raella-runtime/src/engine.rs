@@ -62,6 +62,16 @@ thread_local! {
     static SCRATCH: std::cell::Cell<Scratch> = std::cell::Cell::new(Scratch::default());
 }
 
+/// Crossbar cycles per vector that recovery adds: one per input bit when it
+/// is on (the schedule is fixed).
+fn recovery_cycles(cfg: &RunConfig) -> u64 {
+    if cfg.input.recovers() {
+        u64::from(cfg.input.slicing().total_bits())
+    } else {
+        0
+    }
+}
+
 /// `v` at length `n`: its old values kept (the caller overwrites them), any
 /// new ones zero, its allocation reused.
 fn resized<T: Copy + Default>(mut v: Vec<T>, n: usize) -> Vec<T> {
@@ -458,14 +468,7 @@ impl ProgrammedLayer {
         }
         // Once per pass, not per chunk: real-valued level sums' products
         // would otherwise round differently with the chunk size.
-        let slicing = cfg.input.slicing();
-        let cycles = n as u64
-            * (slicing.widths().len() as u64
-                + if cfg.input.recovers() {
-                    u64::from(slicing.total_bits())
-                } else {
-                    0
-                });
+        let cycles = n as u64 * (cfg.input.slicing().widths().len() as u64 + recovery_cycles(cfg));
         stats.activity.cell_level_reads = self
             .crossbars
             .iter()
@@ -529,11 +532,7 @@ impl ProgrammedLayer {
         let ns = widths.len();
         let speculative = matches!(cfg.input, InputMode::Speculative { .. });
         let recovery = cfg.input.recovers();
-        let recovery_cycles: u64 = if recovery {
-            u64::from(slicing.total_bits())
-        } else {
-            0
-        };
+        let recovery_cycles = recovery_cycles(cfg);
         let wslicing = m.weight_slicing();
         // The largest squared pulse of any input slice.
         let max_pulse_sq: u64 = widths
