@@ -8,6 +8,9 @@
 //! cannot run, or an unknown name, is an error ([`DeviceError::UnknownKernel`],
 //! [`DeviceError::KernelUnsupported`]) rather than a silent fallback: a
 //! researcher who forces a kernel gets that kernel or is told why not.
+//! The vectorised conversion and bit-plane blocks (`blocks.rs`) follow the
+//! same choice: their AVX-512 versions run under `avx512vnni` only, so
+//! `RAELLA_KERNEL=portable` runs every loop portably.
 //!
 //! The workspace builds for the architecture's baseline (no
 //! `-C target-cpu=native`): a binary built on one machine runs on any other

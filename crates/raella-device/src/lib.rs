@@ -38,6 +38,7 @@
 
 mod activity;
 mod adc;
+mod blocks;
 mod crossbar;
 mod error;
 mod geometry;
@@ -50,6 +51,7 @@ pub mod realism;
 
 pub use activity::Activity;
 pub use adc::{Adc, Conversion};
+pub use blocks::{IntConversion, IntCounts, bit_planes, convert_int_sums, convert_noisy_sums};
 pub use crossbar::{BitRows, Crossbar, ExactBits, ProgrammedCrossbar};
 pub use error::DeviceError;
 pub use geometry::{CellKind, CrossbarGeometry};

@@ -23,8 +23,8 @@ use ndarray::{Array2, ArrayView2, ArrayViewMut2, Axis, s};
 use raella_compiler::MappedLayer;
 use raella_device::normal::{fill_normals, normal_pairs, stream_child, stream_key};
 use raella_device::{
-    Adc, AdcInstance, BitRows, ColumnNoise, DeviceNoise, DriftCompensation, ExactBits, Kernel,
-    ProgrammedCrossbar, stream_rng,
+    Adc, AdcInstance, BitRows, ColumnNoise, DeviceNoise, DriftCompensation, ExactBits,
+    IntConversion, Kernel, ProgrammedCrossbar, stream_rng,
 };
 use rayon::prelude::*;
 
@@ -54,6 +54,9 @@ struct Scratch {
     /// Lumped-noise recovery's bit sums, magnitudes and draws
     /// ([`recover_lumped`]; each written before it is read).
     recovery: Vec<f32>,
+    /// The integer conversions' flag words ([`convert_shift_add_int`];
+    /// cleared and written by each conversion pass).
+    flag_words: Vec<u64>,
 }
 
 thread_local! {
@@ -913,7 +916,7 @@ impl ProgrammedLayer {
                             &mut acc,
                             sh,
                             drop_flagged,
-                            &mut flagged,
+                            (&mut flagged, &mut scratch.flag_words),
                         ),
                         Sums::Int(sums) => convert_shift_add_int(
                             &adc,
@@ -922,7 +925,7 @@ impl ProgrammedLayer {
                             &mut acc,
                             sh,
                             (drop_flagged, in_place),
-                            &mut flagged,
+                            (&mut flagged, &mut scratch.flag_words),
                         ),
                         Sums::Real(sums) => convert_shift_add(
                             &adc,
@@ -987,7 +990,7 @@ impl ProgrammedLayer {
                                     xbits = vec![0u64; b * 8 * words];
                                 }
                                 let planes = &mut xbits[v * 8 * words..(v + 1) * 8 * words];
-                                bit_planes_into(&xs[v * rows..(v + 1) * rows], planes);
+                                raella_device::bit_planes(&xs[v * rows..(v + 1) * rows], planes);
                                 for (o, plane) in xones[v * 8..(v + 1) * 8]
                                     .iter_mut()
                                     .zip(planes.chunks(words))
@@ -1296,36 +1299,6 @@ fn add_filter_sums(y: &mut [i64], vals: &[i64], nws: usize) {
     }
 }
 
-/// One input vector's row bitsets, one per input bit: `out` holds `8 x words`
-/// zeroed words, `words` from [`ProgrammedCrossbar::row_bit_words`], laid out
-/// `[bit * words + word]`; bits past the last row stay zero.
-#[inline(always)]
-fn bit_planes_into(xr: &[u8], out: &mut [u64]) {
-    let words = out.len() / 8;
-    for (wi, group) in xr.chunks(64).enumerate() {
-        for (bi, eight) in group.chunks(8).enumerate() {
-            // Whole words by a fixed-size load (a copy of variable length
-            // calls `memcpy` per word); the last, short one zero-padded.
-            let q = if let Ok(whole) = <[u8; 8]>::try_from(eight) {
-                u64::from_le_bytes(whole)
-            } else {
-                let mut q = [0u8; 8];
-                for (d, &b) in q.iter_mut().zip(eight) {
-                    *d = b;
-                }
-                u64::from_le_bytes(q)
-            };
-            for bit in 0..8 {
-                // Bit `bit` of byte `k` moves to bit `k` of the top byte:
-                // the products of the mask's set bits never overlap.
-                let lsbs = (q >> bit) & 0x0101_0101_0101_0101;
-                let packed = lsbs.wrapping_mul(0x0102_0408_1020_4080) >> 56;
-                out[bit * words + wi] |= packed << (8 * bi);
-            }
-        }
-    }
-}
-
 /// Appends the `(vector, column)` of every flagged sum in `flat` (`cols` per
 /// vector). Branch-free: every position is written and the count advances by
 /// the flag (flags are common enough to defeat branch prediction); vectors
@@ -1616,7 +1589,7 @@ struct InstanceBlock<'a> {
 impl InstanceBlock<'_> {
     /// Transfers, converts and shift-adds the block into `acc`: the in-range,
     /// saturated and inexact counts, and the saturated codes' flags (bit `i`
-    /// for sum `i`, with `DROP`), as [`NoisyBlock::convert`].
+    /// for sum `i`, with `DROP`), as [`raella_device::convert_noisy_sums`].
     #[inline(always)]
     fn convert<const SIGNED: bool, const DROP: bool>(
         &self,
@@ -1709,138 +1682,51 @@ fn convert_shift_add_noisy<K: Fn(usize) -> u64>(
     acc: &mut Array2<i64>,
     shift: u32,
     drop_flagged: bool,
-    flagged: &mut Vec<(usize, usize)>,
+    (flagged, words): (&mut Vec<(usize, usize)>, &mut Vec<u64>),
 ) -> ConvertCounts {
-    let (lo, hi) = (adc.min_code() as f32, adc.max_code() as f32);
-    let signed = adc.signed();
     #[allow(clippy::cast_possible_truncation)]
     let e = rows.e as f32;
     let cols = acc.ncols().max(1);
     let z = rows.z;
-    // Narrow rows are drawn all at once; wide ones row by row below, skipping
-    // a row whose magnitudes are all zero (its noise is `0 * z`: the draws
-    // cannot change a code, so skipping them changes no result).
-    let wide = cols >= 32;
-    if !wide {
+    if cols < 32 {
+        // Narrow rows: drawn all at once.
         let keys: Vec<u64> = (0..acc.nrows()).map(&rows.key).collect();
         draw_rows(&keys, cols, z);
+    } else {
+        // Wide rows, row by row, skipping a row whose magnitudes are all zero
+        // (its noise is `0 * z` for whatever finite `z` the buffer holds: the
+        // draws cannot change a code, so skipping them changes no result).
+        for (v, (mrow, zrow)) in mags
+            .chunks_exact(cols)
+            .zip(z.chunks_exact_mut(cols))
+            .enumerate()
+        {
+            // Branch-free (a maximum vectorises; `any` stops early, scalar).
+            if mrow.iter().fold(0, |a, &m| a.max(m)) > 0 {
+                fill_normals((rows.key)(v), zrow);
+            }
+        }
     }
-    let mut total = ConvertCounts::default();
+    let conv = IntConversion {
+        lo: adc.min_code(),
+        hi: adc.max_code(),
+        signed: adc.signed(),
+        drop_flagged,
+        in_place: false,
+        shift,
+    };
+    // The whole chunk at once, whatever vectors it spans (as
+    // [`convert_shift_add_int`]).
     let acc = acc.as_slice_mut().expect("standard layout");
-    if !wide {
-        // The whole chunk in blocks of 64 sums, whatever vectors they span,
-        // as [`convert_shift_add_int`] (a narrow crossbar would otherwise pay a
-        // loop per vector for a few conversions).
-        let z = &*z;
-        let mut at_row = FlagRows::new(cols);
-        for (wi, (((sb, mb), zb), ab)) in sums
-            .chunks(64)
-            .zip(mags.chunks(64))
-            .zip(z.chunks(64))
-            .zip(acc.chunks_mut(64))
-            .enumerate()
-        {
-            let block = NoisyBlock {
-                sums: sb,
-                mags: mb,
-                z: zb,
-                e,
-                codes: (lo, hi),
-                shift,
-            };
-            let (in_range, saturated, inexact, word) =
-                with_adc_flags!(signed, drop_flagged, NoisyBlock::convert(&block, ab));
-            total.add(in_range, saturated, inexact);
-            if drop_flagged {
-                at_row.push(word, wi * 64, flagged);
-            }
-        }
-        return total;
+    let counts = raella_device::convert_noisy_sums(&conv, (sums, mags, z, e), acc, words);
+    let mut at_row = FlagRows::new(cols);
+    for (wi, &word) in words.iter().enumerate() {
+        at_row.push(word, wi * 64, flagged);
     }
-    for (v, (((srow, mrow), zrow), arow)) in sums
-        .chunks_exact(cols)
-        .zip(mags.chunks_exact(cols))
-        .zip(z.chunks_exact_mut(cols))
-        .zip(acc.chunks_exact_mut(cols))
-        .enumerate()
-    {
-        // Branch-free (a maximum vectorises; `any` stops early, scalar).
-        if mrow.iter().fold(0, |a, &m| a.max(m)) > 0 {
-            fill_normals((rows.key)(v), zrow);
-        }
-        let zrow = &*zrow;
-        for (wi, (((sb, mb), zb), ab)) in srow
-            .chunks(64)
-            .zip(mrow.chunks(64))
-            .zip(zrow.chunks(64))
-            .zip(arow.chunks_mut(64))
-            .enumerate()
-        {
-            let block = NoisyBlock {
-                sums: sb,
-                mags: mb,
-                z: zb,
-                e,
-                codes: (lo, hi),
-                shift,
-            };
-            let (in_range, saturated, inexact, word) =
-                with_adc_flags!(signed, drop_flagged, NoisyBlock::convert(&block, ab));
-            total.add(in_range, saturated, inexact);
-            if drop_flagged {
-                push_flagged(word, v, wi * 64, flagged);
-            }
-        }
-    }
-    total
-}
-
-/// Up to 64 sums of [`convert_shift_add_noisy`]: their magnitudes and
-/// draws, `E`, the ADC's code range and the slice's shift.
-struct NoisyBlock<'a> {
-    sums: &'a [i32],
-    mags: &'a [i32],
-    z: &'a [f32],
-    e: f32,
-    codes: (f32, f32),
-    shift: u32,
-}
-
-impl NoisyBlock<'_> {
-    /// Perturbs, converts and shift-adds the block into `acc`: the in-range,
-    /// saturated and inexact counts, and the saturated codes' flags (bit `i`
-    /// for sum `i`, with `DROP`). The ADC's signedness and whether flagged
-    /// codes are dropped are constants, so the loop tests neither per sum.
-    #[inline(always)]
-    fn convert<const SIGNED: bool, const DROP: bool>(
-        &self,
-        acc: &mut [i64],
-    ) -> (u32, u32, u32, u64) {
-        let (lo, hi) = self.codes;
-        let (mut in_range, mut saturated, mut inexact) = (0u32, 0u32, 0u32);
-        let mut word = 0u64;
-        for (i, (((&s, &m), &z), a)) in self
-            .sums
-            .iter()
-            .zip(self.mags)
-            .zip(self.z)
-            .zip(acc.iter_mut())
-            .enumerate()
-        {
-            // Exact: |s|, m < 2^24.
-            #[allow(clippy::cast_precision_loss)]
-            let (s, m) = (s as f32, m as f32);
-            let st = adc_step(s + self.e * m.max(0.0).sqrt() * z, lo, hi, SIGNED, DROP);
-            in_range += u32::from(st.ok);
-            saturated += u32::from(st.sat);
-            inexact += u32::from(st.keep && !st.ok);
-            if DROP {
-                word |= u64::from(st.sat) << i;
-            }
-            let c = if st.keep { integral_i64(st.code) } else { 0 };
-            *a += c << self.shift;
-        }
-        (in_range, saturated, inexact, word)
+    ConvertCounts {
+        in_range: counts.in_range,
+        saturated: counts.saturated,
+        inexact: counts.inexact,
     }
 }
 
@@ -1860,26 +1746,31 @@ fn convert_shift_add_int(
     acc: &mut Array2<i64>,
     shift: u32,
     (drop_flagged, in_place): (bool, bool),
-    flagged: &mut Vec<(usize, usize)>,
+    (flagged, words): (&mut Vec<(usize, usize)>, &mut Vec<u64>),
 ) -> ConvertCounts {
-    let (lo, hi) = (adc.min_code(), adc.max_code());
-    let signed = adc.signed();
-    let mut total = ConvertCounts::default();
+    let conv = IntConversion {
+        lo: adc.min_code(),
+        hi: adc.max_code(),
+        signed: adc.signed(),
+        drop_flagged,
+        in_place,
+        shift,
+    };
     let acc = acc.as_slice_mut().expect("standard layout");
-    // The whole chunk in blocks of 64 sums, whatever vectors they span (a
-    // narrow crossbar, such as a depthwise group's 2 columns, would otherwise
-    // pay a loop per vector for a few conversions).
+    // The whole chunk at once, whatever vectors it spans (a narrow crossbar,
+    // such as a depthwise group's 2 columns, would otherwise pay a loop per
+    // vector for a few conversions); the flags come back one word per 64
+    // sums.
+    let counts = raella_device::convert_int_sums(&conv, sums, acc, words);
     let mut at_row = FlagRows::new(cols);
-    for (wi, (sb, ab)) in sums.chunks(64).zip(acc.chunks_mut(64)).enumerate() {
-        let block = (sb, (lo, hi), shift, in_place);
-        let (in_range, saturated, inexact, word) =
-            with_adc_flags!(signed, drop_flagged, convert_int_block(block, ab));
-        total.add(in_range, saturated, inexact);
-        if drop_flagged && !in_place {
-            at_row.push(word, wi * 64, flagged);
-        }
+    for (wi, &word) in words.iter().enumerate() {
+        at_row.push(word, wi * 64, flagged);
     }
-    total
+    ConvertCounts {
+        in_range: counts.in_range,
+        saturated: counts.saturated,
+        inexact: counts.inexact,
+    }
 }
 
 /// Flagged positions of a chunk's flat sums (`cols` per vector) back to
@@ -1914,42 +1805,6 @@ impl FlagRows {
             word &= word - 1;
         }
     }
-}
-
-/// Up to 64 exact sums of [`convert_shift_add_int`] (`sums`, the ADC's code
-/// range, the slice's shift, `in_place`) converted and shift-added into
-/// `acc`: the in-range, saturated and inexact counts, and the saturated
-/// codes' flags (bit `i` for sum `i`). The ADC's signedness and whether
-/// flagged codes are dropped are constants, so the loop tests neither per
-/// sum.
-#[inline(always)]
-fn convert_int_block<const SIGNED: bool, const DROP: bool>(
-    (sums, (lo, hi), shift, in_place): (&[i32], (i32, i32), u32, bool),
-    acc: &mut [i64],
-) -> (u32, u32, u32, u64) {
-    let (mut in_range, mut saturated, mut inexact) = (0u32, 0u32, 0u32);
-    let mut word = 0u64;
-    for (i, (&sum, a)) in sums.iter().zip(acc.iter_mut()).enumerate() {
-        let code = sum.clamp(lo, hi);
-        let ok = sum == code;
-        let sat = code == hi || (SIGNED && code == lo);
-        let keep = !(DROP && sat);
-        in_range += u32::from(ok);
-        saturated += u32::from(sat);
-        inexact += u32::from(keep && !ok);
-        if DROP {
-            word |= u64::from(sat) << i;
-        }
-        let kept = if keep {
-            code
-        } else if in_place {
-            sum
-        } else {
-            0
-        };
-        *a += i64::from(kept) << shift;
-    }
-    (in_range, saturated, inexact, word)
 }
 
 /// The key under which one crossbar's read-noise streams of one pass lie:
@@ -2031,7 +1886,7 @@ impl Recovered {
 /// Re-runs each flagged `(vector, column)` of a `width`-bit speculative slice at
 /// `shift` as `width` 1-bit slices over its column only, and shift-adds the
 /// 1-bit codes into `acc`. `xbits` holds the row block's input bit-planes
-/// (see [`bit_planes_into`]). Ideal devices without read noise take
+/// (see [`raella_device::bit_planes`]). Ideal devices without read noise take
 /// [`recover_exact`].
 #[inline(always)]
 fn recover(

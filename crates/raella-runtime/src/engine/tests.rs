@@ -215,7 +215,7 @@ fn reused_buffers_carry_nothing_between_runs() {
     }
 }
 
-/// `bit_planes_into` (eight bytes at a time by a multiply) against the bit-by-bit
+/// `raella_device::bit_planes` (the engine's bit-planes) against the bit-by-bit
 /// definition, for row counts around the word and block sizes, and
 /// `add_filter_sums` against plain group sums, partial last groups included.
 #[test]
@@ -226,7 +226,7 @@ fn bit_planes_and_filter_sums_match_their_definitions() {
         let words = ProgrammedCrossbar::row_bit_words(rows);
         let mut got = vec![0u64; 3 * 8 * words];
         for (xr, o) in x.chunks_exact(rows).zip(got.chunks_exact_mut(8 * words)) {
-            bit_planes_into(xr, o);
+            raella_device::bit_planes(xr, o);
         }
         for (v, xr) in x.chunks_exact(rows).enumerate() {
             for bit in 0..8 {

@@ -1,0 +1,658 @@
+//! Vectorised integer blocks of the engine's inner loops: converting exact
+//! integer column sums on an ideal ADC (code, flags and shift-add in one
+//! pass), and splitting input vectors into bit-planes.
+//!
+//! Each has a portable implementation and, on x86-64 CPUs with AVX-512 (F and
+//! BW), one in mask registers: a comparison gives sixteen (or sixty-four)
+//! flags as one mask, where the portable loop builds them a bit at a time.
+//! Integer arithmetic is exact, so both give the same integers (tested byte
+//! for byte); which runs follows [`crate::Kernel::selected`], so `RAELLA_KERNEL=portable`
+//! runs the portable loops everywhere.
+
+/// An ideal ADC converting exact integer sums, and what is done with the
+/// codes: [`convert_int_sums`]'s settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IntConversion {
+    /// The lowest code.
+    pub lo: i32,
+    /// The highest code.
+    pub hi: i32,
+    /// Signed codes: the lowest code is an extreme (flagged) too.
+    pub signed: bool,
+    /// Flagged codes are left out of the sums (recovery replaces them).
+    pub drop_flagged: bool,
+    /// A dropped code is replaced by its exact sum here (recovery known to
+    /// give the sum itself), and no flags are listed.
+    pub in_place: bool,
+    /// The slice's shift: each kept value is added as `value << shift`.
+    pub shift: u32,
+}
+
+/// Counts of one pass of [`convert_int_sums`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IntCounts {
+    /// Sums inside the code range (the code is the sum).
+    pub in_range: u64,
+    /// Codes at an extreme (flagged).
+    pub saturated: u64,
+    /// Kept codes that differ from their sum.
+    pub inexact: u64,
+}
+
+/// Converts every sum: `code = clamp(sum, lo, hi)`, flagged at `hi` (and at
+/// `lo` when signed), and adds the kept value `<< shift` to `acc` (same
+/// length as `sums`). With `drop_flagged` and not `in_place`, `flags` gets one
+/// word per 64 sums, bit `i` of word `k` set when sum `64 k + i` is flagged;
+/// otherwise it is left empty.
+///
+/// # Panics
+/// If `acc` and `sums` differ in length.
+pub fn convert_int_sums(
+    conv: &IntConversion,
+    sums: &[i32],
+    acc: &mut [i64],
+    flags: &mut Vec<u64>,
+) -> IntCounts {
+    assert_eq!(sums.len(), acc.len(), "one accumulator per sum");
+    flags.clear();
+    if conv.drop_flagged && !conv.in_place {
+        flags.resize(sums.len().div_ceil(64), 0);
+    }
+    #[cfg(target_arch = "x86_64")]
+    if x86::usable() {
+        return x86::convert_int_sums(conv, sums, acc, flags);
+    }
+    convert_portable(conv, sums, acc, flags)
+}
+
+/// Read noise on exact integer sums, then [`convert_int_sums`]'s conversion
+/// in `f32`, as [`crate::Adc::convert`] makes it: `y = s + (e sqrt(max(m, 0)))
+/// z` per sum (`s`, `m` exact in `f32`: below `2^24`), rounded half away
+/// from zero and clamped to `lo ..= hi`; flagged, kept and shift-added as
+/// there (`in_place` must be false: a noisy sum is never its own recovery).
+/// `mags` and `z` have one value per sum.
+///
+/// # Panics
+/// If the lengths differ, or `conv.in_place`.
+pub fn convert_noisy_sums(
+    conv: &IntConversion,
+    (sums, mags, z, e): (&[i32], &[i32], &[f32], f32),
+    acc: &mut [i64],
+    flags: &mut Vec<u64>,
+) -> IntCounts {
+    let n = sums.len();
+    assert!(
+        mags.len() == n && z.len() == n && acc.len() == n,
+        "one magnitude, draw and accumulator per sum"
+    );
+    assert!(!conv.in_place, "noisy sums are recovered by reads");
+    flags.clear();
+    if conv.drop_flagged {
+        flags.resize(n.div_ceil(64), 0);
+    }
+    #[cfg(target_arch = "x86_64")]
+    if x86::usable() {
+        return x86::convert_noisy_sums(conv, (sums, mags, z, e), acc, flags);
+    }
+    noisy_portable(conv, (sums, mags, z, e), acc, flags)
+}
+
+/// One input vector's bit-planes: `out` (zeroed, a multiple of 8 words)
+/// becomes `8 x words` row bitsets, `out[bit * words + w]` bit `k` set when
+/// bit `bit` of `bytes[64 w + k]` is (`bytes` at most `64 x words` long).
+///
+/// # Panics
+/// If `out` is not a multiple of 8 words, or `bytes` does not fit.
+pub fn bit_planes(bytes: &[u8], out: &mut [u64]) {
+    assert_eq!(out.len() % 8, 0, "eight planes");
+    assert!(bytes.len() <= out.len() / 8 * 64, "rows fit the planes");
+    #[cfg(target_arch = "x86_64")]
+    if x86::usable() {
+        x86::bit_planes(bytes, out);
+        return;
+    }
+    bit_planes_portable(bytes, out);
+}
+
+/// The portable [`convert_int_sums`], a block of 64 sums (one flag word) at a time.
+fn convert_portable(
+    conv: &IntConversion,
+    sums: &[i32],
+    acc: &mut [i64],
+    flags: &mut [u64],
+) -> IntCounts {
+    let mut total = IntCounts::default();
+    for (k, (sb, ab)) in sums.chunks(64).zip(acc.chunks_mut(64)).enumerate() {
+        let (in_range, saturated, inexact, word) = match (conv.signed, conv.drop_flagged) {
+            (false, false) => block::<false, false>(conv, sb, ab),
+            (false, true) => block::<false, true>(conv, sb, ab),
+            (true, false) => block::<true, false>(conv, sb, ab),
+            (true, true) => block::<true, true>(conv, sb, ab),
+        };
+        total.in_range += u64::from(in_range);
+        total.saturated += u64::from(saturated);
+        total.inexact += u64::from(inexact);
+        if let Some(f) = flags.get_mut(k) {
+            *f = word;
+        }
+    }
+    total
+}
+
+/// Up to 64 sums of [`convert_portable`]: the counts and the flag word. The
+/// ADC's signedness and whether flagged codes are dropped are constants, so
+/// the loop tests neither per sum.
+#[inline(always)]
+fn block<const SIGNED: bool, const DROP: bool>(
+    conv: &IntConversion,
+    sums: &[i32],
+    acc: &mut [i64],
+) -> (u32, u32, u32, u64) {
+    let (lo, hi, shift, in_place) = (conv.lo, conv.hi, conv.shift, conv.in_place);
+    let (mut in_range, mut saturated, mut inexact) = (0u32, 0u32, 0u32);
+    let mut word = 0u64;
+    for (i, (&sum, a)) in sums.iter().zip(acc.iter_mut()).enumerate() {
+        let code = sum.clamp(lo, hi);
+        let ok = sum == code;
+        let sat = code == hi || (SIGNED && code == lo);
+        let keep = !(DROP && sat);
+        in_range += u32::from(ok);
+        saturated += u32::from(sat);
+        inexact += u32::from(keep && !ok);
+        if DROP {
+            word |= u64::from(sat) << i;
+        }
+        let kept = if keep {
+            code
+        } else if in_place {
+            sum
+        } else {
+            0
+        };
+        *a += i64::from(kept) << shift;
+    }
+    (in_range, saturated, inexact, word)
+}
+
+/// The portable [`convert_noisy_sums`], a block of 64 sums at a time.
+fn noisy_portable(
+    conv: &IntConversion,
+    (sums, mags, z, e): (&[i32], &[i32], &[f32], f32),
+    acc: &mut [i64],
+    flags: &mut [u64],
+) -> IntCounts {
+    let mut total = IntCounts::default();
+    for (k, (((sb, mb), zb), ab)) in sums
+        .chunks(64)
+        .zip(mags.chunks(64))
+        .zip(z.chunks(64))
+        .zip(acc.chunks_mut(64))
+        .enumerate()
+    {
+        let (in_range, saturated, inexact, word) = match (conv.signed, conv.drop_flagged) {
+            (false, false) => noisy_block::<false, false>(conv, (sb, mb, zb, e), ab),
+            (false, true) => noisy_block::<false, true>(conv, (sb, mb, zb, e), ab),
+            (true, false) => noisy_block::<true, false>(conv, (sb, mb, zb, e), ab),
+            (true, true) => noisy_block::<true, true>(conv, (sb, mb, zb, e), ab),
+        };
+        total.in_range += u64::from(in_range);
+        total.saturated += u64::from(saturated);
+        total.inexact += u64::from(inexact);
+        if let Some(f) = flags.get_mut(k) {
+            *f = word;
+        }
+    }
+    total
+}
+
+/// Up to 64 sums of [`convert_noisy_sums`] (portable): the counts and the
+/// flag word.
+#[inline(always)]
+fn noisy_block<const SIGNED: bool, const DROP: bool>(
+    conv: &IntConversion,
+    (sums, mags, z, e): (&[i32], &[i32], &[f32], f32),
+    acc: &mut [i64],
+) -> (u32, u32, u32, u64) {
+    #[allow(clippy::cast_precision_loss)]
+    let (lo, hi) = (conv.lo as f32, conv.hi as f32);
+    let (mut in_range, mut saturated, mut inexact) = (0u32, 0u32, 0u32);
+    let mut word = 0u64;
+    for (i, (((&s, &m), &z), a)) in sums.iter().zip(mags).zip(z).zip(acc.iter_mut()).enumerate() {
+        // Exact: |s|, m < 2^24.
+        #[allow(clippy::cast_precision_loss)]
+        let (s, m) = (s as f32, m as f32);
+        let y = s + e * m.max(0.0).sqrt() * z;
+        let r = (y + 0.5f32.copysign(y)).trunc();
+        let code = r.clamp(lo, hi);
+        let ok = r == code;
+        let sat = code == hi || (SIGNED && code == lo);
+        let keep = !(DROP && sat);
+        in_range += u32::from(ok);
+        saturated += u32::from(sat);
+        inexact += u32::from(keep && !ok);
+        if DROP {
+            word |= u64::from(sat) << i;
+        }
+        // A code: an integer inside the ADC's range.
+        #[allow(clippy::cast_possible_truncation)]
+        let kept = if keep { code as i64 } else { 0 };
+        *a += kept << conv.shift;
+    }
+    (in_range, saturated, inexact, word)
+}
+
+/// The portable [`bit_planes`]: eight bytes at a time, each bit moved to its
+/// byte's place by one multiplication.
+fn bit_planes_portable(bytes: &[u8], out: &mut [u64]) {
+    let words = out.len() / 8;
+    for (wi, group) in bytes.chunks(64).enumerate() {
+        for (bi, eight) in group.chunks(8).enumerate() {
+            let mut q = [0u8; 8];
+            q[..eight.len()].copy_from_slice(eight);
+            let q = u64::from_le_bytes(q);
+            for bit in 0..8 {
+                // Bit `bit` of byte `k` moves to bit `k` of the top byte:
+                // the products of the mask's set bits never overlap.
+                let lsbs = (q >> bit) & 0x0101_0101_0101_0101;
+                let packed = lsbs.wrapping_mul(0x0102_0408_1020_4080) >> 56;
+                out[bit * words + wi] |= packed << (8 * bi);
+            }
+        }
+    }
+}
+
+/// The AVX-512 implementations.
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::{
+        __m128i, __m512, __m512i, _CMP_EQ_OQ, _MM_FROUND_NO_EXC, _MM_FROUND_TO_ZERO,
+        _mm_cvtsi32_si128, _mm512_add_epi64, _mm512_add_ps, _mm512_and_si512, _mm512_castps_si512,
+        _mm512_castsi512_ps, _mm512_castsi512_si256, _mm512_cmp_ps_mask, _mm512_cmpeq_epi32_mask,
+        _mm512_cvtepi32_epi64, _mm512_cvtepi32_ps, _mm512_extracti64x4_epi64,
+        _mm512_mask_blend_epi32, _mm512_maskz_cvttps_epi32, _mm512_max_epi32, _mm512_max_ps,
+        _mm512_min_epi32, _mm512_min_ps, _mm512_mul_ps, _mm512_or_si512, _mm512_roundscale_ps,
+        _mm512_set1_epi8, _mm512_set1_epi32, _mm512_set1_ps, _mm512_setzero_ps,
+        _mm512_setzero_si512, _mm512_sll_epi64, _mm512_sqrt_ps, _mm512_test_epi8_mask,
+    };
+    use std::sync::OnceLock;
+
+    use super::{IntConversion, IntCounts};
+    use crate::Kernel;
+
+    /// Whether the AVX-512 blocks run: the process's kernel is the AVX-512
+    /// one (not forced to another) and the CPU has AVX-512 F and BW.
+    pub(super) fn usable() -> bool {
+        static USABLE: OnceLock<bool> = OnceLock::new();
+        *USABLE.get_or_init(|| {
+            Kernel::selected() == Ok(Kernel::Avx512Vnni)
+                && std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512bw")
+        })
+    }
+
+    pub(super) fn convert_int_sums(
+        conv: &IntConversion,
+        sums: &[i32],
+        acc: &mut [i64],
+        flags: &mut [u64],
+    ) -> IntCounts {
+        assert!(usable());
+        // The third of the workspace's target-feature unsafe blocks (with
+        // `Kernel::dispatch` and the column-sum kernels): calling functions
+        // compiled for CPU features the baseline target lacks.
+        #[allow(unsafe_code)]
+        // SAFETY: `usable()` detected AVX-512 F and BW on this CPU at run
+        // time. The functions use no unsafe code: loads and stores are
+        // bounds-checked slice copies and `bytemuck` casts.
+        unsafe {
+            match (conv.signed, conv.drop_flagged) {
+                (false, false) => convert::<false, false>(conv, sums, acc, flags),
+                (false, true) => convert::<false, true>(conv, sums, acc, flags),
+                (true, false) => convert::<true, false>(conv, sums, acc, flags),
+                (true, true) => convert::<true, true>(conv, sums, acc, flags),
+            }
+        }
+    }
+
+    pub(super) fn convert_noisy_sums(
+        conv: &IntConversion,
+        inputs: (&[i32], &[i32], &[f32], f32),
+        acc: &mut [i64],
+        flags: &mut [u64],
+    ) -> IntCounts {
+        assert!(usable());
+        #[allow(unsafe_code)]
+        // SAFETY: as in `convert_int_sums`.
+        unsafe {
+            match (conv.signed, conv.drop_flagged) {
+                (false, false) => noisy::<false, false>(conv, inputs, acc, flags),
+                (false, true) => noisy::<false, true>(conv, inputs, acc, flags),
+                (true, false) => noisy::<true, false>(conv, inputs, acc, flags),
+                (true, true) => noisy::<true, true>(conv, inputs, acc, flags),
+            }
+        }
+    }
+
+    pub(super) fn bit_planes(bytes: &[u8], out: &mut [u64]) {
+        assert!(usable());
+        #[allow(unsafe_code)]
+        // SAFETY: as in `convert_int_sums`.
+        unsafe {
+            planes(bytes, out);
+        }
+    }
+
+    /// Sixteen sums at a time: clamp, the flags as masks, the kept values
+    /// widened to `i64`, shifted and added; the counts are the masks'
+    /// popcounts. The tail (fewer than 16) by the portable block.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    fn convert<const SIGNED: bool, const DROP: bool>(
+        conv: &IntConversion,
+        sums: &[i32],
+        acc: &mut [i64],
+        flags: &mut [u64],
+    ) -> IntCounts {
+        let (lo, hi) = (_mm512_set1_epi32(conv.lo), _mm512_set1_epi32(conv.hi));
+        let shift = _mm_cvtsi32_si128(i32::try_from(conv.shift).unwrap_or(i32::MAX));
+        let zero = _mm512_setzero_si512();
+        let (mut in_range, mut saturated, mut inexact) = (0u64, 0u64, 0u64);
+        let whole = sums.len() / 16 * 16;
+        for (i, (s16, a16)) in sums[..whole]
+            .chunks_exact(16)
+            .zip(acc[..whole].chunks_exact_mut(16))
+            .enumerate()
+        {
+            let s16: [i32; 16] = s16.try_into().expect("16 sums");
+            let s = bytemuck::cast::<[i32; 16], __m512i>(s16);
+            let code = _mm512_max_epi32(_mm512_min_epi32(s, hi), lo);
+            let ok = _mm512_cmpeq_epi32_mask(s, code);
+            let mut sat = _mm512_cmpeq_epi32_mask(code, hi);
+            if SIGNED {
+                sat |= _mm512_cmpeq_epi32_mask(code, lo);
+            }
+            let keep = if DROP { !sat } else { u16::MAX };
+            let dropped = if conv.in_place { s } else { zero };
+            let kept = _mm512_mask_blend_epi32(keep, dropped, code);
+            in_range += u64::from(ok.count_ones());
+            saturated += u64::from(sat.count_ones());
+            inexact += u64::from((keep & !ok).count_ones());
+            if DROP && let Some(f) = flags.get_mut(i / 4) {
+                *f |= u64::from(sat) << (16 * (i % 4));
+            }
+            shift_add(kept, shift, a16);
+        }
+        let (tail_in, tail_sat, tail_inexact, word) =
+            super::block::<SIGNED, DROP>(conv, &sums[whole..], &mut acc[whole..]);
+        if DROP && let Some(f) = flags.get_mut(whole / 64) {
+            *f |= word << (whole % 64);
+        }
+        IntCounts {
+            in_range: in_range + u64::from(tail_in),
+            saturated: saturated + u64::from(tail_sat),
+            inexact: inexact + u64::from(tail_inexact),
+        }
+    }
+
+    /// The kept values (`i32`, sixteen) widened to `i64`, shifted and added
+    /// to sixteen accumulators.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn shift_add(kept: __m512i, shift: __m128i, a16: &mut [i64]) {
+        let low = _mm512_cvtepi32_epi64(_mm512_castsi512_si256(kept));
+        let high = _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64::<1>(kept));
+        for (half, wide) in a16.chunks_exact_mut(8).zip([low, high]) {
+            let a: [i64; 8] = (&*half).try_into().expect("8 accumulators");
+            let a = bytemuck::cast::<[i64; 8], __m512i>(a);
+            let sum = _mm512_add_epi64(a, _mm512_sll_epi64(wide, shift));
+            half.copy_from_slice(&bytemuck::cast::<__m512i, [i64; 8]>(sum));
+        }
+    }
+
+    /// [`convert`] with read noise, sixteen sums at a time in `f32` (the
+    /// portable loop's operations in its order; no fused multiply-add).
+    #[target_feature(enable = "avx512f,avx512bw")]
+    fn noisy<const SIGNED: bool, const DROP: bool>(
+        conv: &IntConversion,
+        (sums, mags, z, e): (&[i32], &[i32], &[f32], f32),
+        acc: &mut [i64],
+        flags: &mut [u64],
+    ) -> IntCounts {
+        #[allow(clippy::cast_precision_loss)]
+        let (lo, hi) = (
+            _mm512_set1_ps(conv.lo as f32),
+            _mm512_set1_ps(conv.hi as f32),
+        );
+        let shift = _mm_cvtsi32_si128(i32::try_from(conv.shift).unwrap_or(i32::MAX));
+        let (ev, half, sign) = (
+            _mm512_set1_ps(e),
+            _mm512_set1_ps(0.5),
+            _mm512_set1_epi32(i32::MIN),
+        );
+        let zero = _mm512_setzero_ps();
+        let (mut in_range, mut saturated, mut inexact) = (0u64, 0u64, 0u64);
+        let whole = sums.len() / 16 * 16;
+        for (i, (((s16, m16), z16), a16)) in sums[..whole]
+            .chunks_exact(16)
+            .zip(mags[..whole].chunks_exact(16))
+            .zip(z[..whole].chunks_exact(16))
+            .zip(acc[..whole].chunks_exact_mut(16))
+            .enumerate()
+        {
+            let s: [i32; 16] = s16.try_into().expect("16 sums");
+            let m: [i32; 16] = m16.try_into().expect("16 magnitudes");
+            let zv: [f32; 16] = z16.try_into().expect("16 draws");
+            let s = _mm512_cvtepi32_ps(bytemuck::cast::<[i32; 16], __m512i>(s));
+            let m = _mm512_cvtepi32_ps(bytemuck::cast::<[i32; 16], __m512i>(m));
+            let zv = bytemuck::cast::<[f32; 16], __m512>(zv);
+            let t = _mm512_mul_ps(
+                _mm512_mul_ps(ev, _mm512_sqrt_ps(_mm512_max_ps(m, zero))),
+                zv,
+            );
+            let y = _mm512_add_ps(s, t);
+            // `0.5` with `y`'s sign, then truncation: round half away from zero.
+            let signed_half = _mm512_castsi512_ps(_mm512_or_si512(
+                _mm512_and_si512(_mm512_castps_si512(y), sign),
+                _mm512_castps_si512(half),
+            ));
+            let r = _mm512_roundscale_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(
+                _mm512_add_ps(y, signed_half),
+            );
+            let code = _mm512_min_ps(_mm512_max_ps(r, lo), hi);
+            let ok = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(r, code);
+            let mut sat = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(code, hi);
+            if SIGNED {
+                sat |= _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(code, lo);
+            }
+            let keep = if DROP { !sat } else { u16::MAX };
+            let kept = _mm512_maskz_cvttps_epi32(keep, code);
+            in_range += u64::from(ok.count_ones());
+            saturated += u64::from(sat.count_ones());
+            inexact += u64::from((keep & !ok).count_ones());
+            if DROP && let Some(f) = flags.get_mut(i / 4) {
+                *f |= u64::from(sat) << (16 * (i % 4));
+            }
+            shift_add(kept, shift, a16);
+        }
+        let (tail_in, tail_sat, tail_inexact, word) = super::noisy_block::<SIGNED, DROP>(
+            conv,
+            (&sums[whole..], &mags[whole..], &z[whole..], e),
+            &mut acc[whole..],
+        );
+        if DROP && let Some(f) = flags.get_mut(whole / 64) {
+            *f |= word << (whole % 64);
+        }
+        IntCounts {
+            in_range: in_range + u64::from(tail_in),
+            saturated: saturated + u64::from(tail_sat),
+            inexact: inexact + u64::from(tail_inexact),
+        }
+    }
+
+    /// Sixty-four bytes at a time: one byte test per bit gives the plane's
+    /// word directly.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    fn planes(bytes: &[u8], out: &mut [u64]) {
+        let words = out.len() / 8;
+        for (wi, group) in bytes.chunks(64).enumerate() {
+            let mut b = [0u8; 64];
+            b[..group.len()].copy_from_slice(group);
+            let x = bytemuck::cast::<[u8; 64], __m512i>(b);
+            for bit in 0..8 {
+                let m = _mm512_set1_epi8(1 << bit);
+                out[bit * words + wi] |= _mm512_test_epi8_mask(x, m);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::noise::{Xoshiro256PlusPlus, stream_rng};
+    use rand::RngExt;
+
+    fn random_sums(rng: &mut Xoshiro256PlusPlus, n: usize, spread: i32) -> Vec<i32> {
+        (0..n).map(|_| rng.random_range(-spread..=spread)).collect()
+    }
+
+    /// Every setting and length, AVX-512 (where the CPU runs it) against the
+    /// portable loop: the same accumulators, counts and flags.
+    #[test]
+    fn conversions_agree_with_the_portable_loop() {
+        let mut rng = stream_rng(7, &[1]);
+        for n in [0, 1, 15, 16, 17, 63, 64, 65, 130, 1000] {
+            for signed in [false, true] {
+                for drop_flagged in [false, true] {
+                    for in_place in [false, true] {
+                        let (lo, hi) = if signed { (-64, 63) } else { (0, 127) };
+                        let conv = IntConversion {
+                            lo,
+                            hi,
+                            signed,
+                            drop_flagged,
+                            in_place,
+                            shift: rng.random_range(0..9),
+                        };
+                        let sums = random_sums(&mut rng, n, 200);
+                        let start: Vec<i64> =
+                            (0..n).map(|_| rng.random_range(-1000..1000)).collect();
+                        let (mut a, mut fa) = (start.clone(), Vec::new());
+                        let got = convert_int_sums(&conv, &sums, &mut a, &mut fa);
+                        let (mut b, mut fb) = (start.clone(), vec![0; fa.len()]);
+                        let want = convert_portable(&conv, &sums, &mut b, &mut fb);
+                        assert_eq!((got, &a, &fa), (want, &b, &fb), "{conv:?} n={n}");
+                        // The definition, sum by sum.
+                        let mut exp = start.clone();
+                        for (k, (&s, e)) in sums.iter().zip(&mut exp).enumerate() {
+                            let code = s.clamp(lo, hi);
+                            let sat = code == hi || (signed && code == lo);
+                            let kept = match (drop_flagged && sat, in_place) {
+                                (false, _) => code,
+                                (true, true) => s,
+                                (true, false) => 0,
+                            };
+                            *e += i64::from(kept) << conv.shift;
+                            if drop_flagged && !in_place {
+                                assert_eq!(fa[k / 64] >> (k % 64) & 1 == 1, sat);
+                            }
+                        }
+                        assert_eq!(a, exp);
+                        let in_range = sums.iter().filter(|&&s| (lo..=hi).contains(&s)).count();
+                        assert_eq!(got.in_range, in_range as u64);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Read noise, every setting and length: AVX-512 (where the CPU runs it)
+    /// against the portable loop, and both against [`crate::Adc::convert`]
+    /// of the perturbed sum, including ties, sums far outside the range and
+    /// zero magnitudes.
+    #[test]
+    fn noisy_conversions_agree_with_the_adc() {
+        let mut rng = stream_rng(7, &[3]);
+        for n in [0, 1, 15, 16, 17, 64, 65, 300] {
+            for signed in [false, true] {
+                for drop_flagged in [false, true] {
+                    let adc = crate::Adc::new(7, signed).unwrap();
+                    let conv = IntConversion {
+                        lo: adc.min_code(),
+                        hi: adc.max_code(),
+                        signed,
+                        drop_flagged,
+                        in_place: false,
+                        shift: rng.random_range(0..9),
+                    };
+                    let sums = random_sums(&mut rng, n, 300);
+                    let mags: Vec<i32> = (0..n).map(|_| rng.random_range(0..=3000)).collect();
+                    let mut z: Vec<f32> = (0..n).map(|_| rng.random_range(-4.0..4.0)).collect();
+                    // Exact halves: `e sqrt(m) z = 0.5` for m = 1, e = 0.5, z = 1.
+                    let e = if n % 2 == 0 { 0.5 } else { 0.08 };
+                    for (k, zk) in z.iter_mut().enumerate().filter(|(k, _)| k % 7 == 0) {
+                        *zk = if k % 2 == 0 { 1.0 } else { -1.0 };
+                    }
+                    let mags: Vec<i32> = mags
+                        .iter()
+                        .enumerate()
+                        .map(|(k, &m)| match k % 7 {
+                            0 => 1,
+                            3 => 0,
+                            _ => m,
+                        })
+                        .collect();
+                    let start: Vec<i64> = (0..n).map(|_| rng.random_range(-1000..1000)).collect();
+                    let (mut a, mut fa) = (start.clone(), Vec::new());
+                    let got = convert_noisy_sums(&conv, (&sums, &mags, &z, e), &mut a, &mut fa);
+                    let (mut b, mut fb) = (start.clone(), vec![0; fa.len()]);
+                    let portable = noisy_portable(&conv, (&sums, &mags, &z, e), &mut b, &mut fb);
+                    assert_eq!((portable, &b, &fb), (got, &a, &fa), "{conv:?} n={n}");
+                    let mut exp = start.clone();
+                    let mut want = IntCounts::default();
+                    for (k, e_k) in exp.iter_mut().enumerate() {
+                        #[allow(clippy::cast_precision_loss)]
+                        let y = sums[k] as f32 + e * (mags[k] as f32).sqrt() * z[k];
+                        let c = adc.convert(y);
+                        let keep = !(drop_flagged && c.saturated);
+                        want.in_range += u64::from(c.in_range);
+                        want.saturated += u64::from(c.saturated);
+                        want.inexact += u64::from(keep && !c.in_range);
+                        *e_k += i64::from(if keep { c.code } else { 0 }) << conv.shift;
+                        if drop_flagged {
+                            assert_eq!(fa[k / 64] >> (k % 64) & 1 == 1, c.saturated);
+                        }
+                    }
+                    assert_eq!((got, &a), (want, &exp), "{conv:?} n={n}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn bit_planes_agree_with_the_portable_loop() {
+        let mut rng = stream_rng(7, &[2]);
+        for (rows, words) in [
+            (0, 1),
+            (1, 1),
+            (9, 1),
+            (63, 1),
+            (64, 1),
+            (65, 2),
+            (288, 5),
+            (512, 8),
+        ] {
+            let bytes: Vec<u8> = (0..rows).map(|_| rng.random()).collect();
+            let mut got = vec![0u64; 8 * words];
+            bit_planes(&bytes, &mut got);
+            let mut want = vec![0u64; 8 * words];
+            bit_planes_portable(&bytes, &mut want);
+            assert_eq!(got, want, "rows {rows}");
+            for (r, &x) in bytes.iter().enumerate() {
+                for bit in 0..8 {
+                    let set = got[bit * words + r / 64] >> (r % 64) & 1 == 1;
+                    assert_eq!(set, x >> bit & 1 == 1);
+                }
+            }
+        }
+    }
+}
