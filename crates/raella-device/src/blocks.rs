@@ -297,9 +297,10 @@ mod x86 {
         flags: &mut [u64],
     ) -> IntCounts {
         assert!(usable());
-        // The third of the workspace's target-feature unsafe blocks (with
-        // `Kernel::dispatch` and the column-sum kernels): calling functions
-        // compiled for CPU features the baseline target lacks.
+        // The workspace's target-feature unsafe blocks (with
+        // `Kernel::dispatch` and the column-sum kernels; one per function
+        // here): calling functions compiled for CPU features the baseline
+        // target lacks, after detecting them.
         #[allow(unsafe_code)]
         // SAFETY: `usable()` detected AVX-512 F and BW on this CPU at run
         // time. The functions use no unsafe code: loads and stores are

@@ -196,9 +196,10 @@ impl Kernel {
                 Self::Avx512Vnni | Self::Avx2 if avx2() => Some(false),
                 _ => None,
             };
-            // The workspace's other target-feature unsafe block (the first
-            // calls the x86 kernels in `packed.rs`): calling a function compiled
-            // for features the baseline target lacks, after detecting them.
+            // One of the workspace's target-feature unsafe blocks (the others
+            // call the x86 kernels in `packed.rs` and the blocks in `blocks.rs`):
+            // calling a function compiled for features the baseline target
+            // lacks, after detecting them.
             #[allow(unsafe_code)]
             // SAFETY: `avx512_detected` / `avx2_detected` found every feature in
             // the function's `target_feature` list on this CPU at run time. The

@@ -254,9 +254,10 @@ mod x86 {
         out: &mut [i32],
     ) {
         assert!(kernel.supported());
-        // One of the workspace's two target-feature unsafe blocks (the other
-        // is `Kernel::dispatch`): calling a function compiled for CPU features
-        // the baseline target lacks, after detecting them.
+        // One of the workspace's target-feature unsafe blocks (the others are
+        // `Kernel::dispatch` and the calls in `blocks.rs`): calling a function
+        // compiled for CPU features the baseline target lacks, after detecting
+        // them.
         #[allow(unsafe_code)]
         // SAFETY: `kernel.supported()` detected the kernel's features on this
         // CPU at run time (AVX-512F, AVX-512BW and AVX-512 VNNI for `vnni`, AVX2

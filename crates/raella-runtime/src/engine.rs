@@ -999,6 +999,44 @@ impl ProgrammedLayer {
                                 }
                             }
                         }
+                        // Recovery's reads by the kernel, all columns of each
+                        // flagged vector at once, when that costs less than
+                        // reading the flagged columns one by one (the same
+                        // integers): on ideal devices without noise, the columns
+                        // the bounds cannot settle; under lumped read noise,
+                        // every flagged column.
+                        let dense = if in_place || widths[j] < 2 {
+                            None
+                        } else if exact.is_some() {
+                            let w = widths[j] as usize;
+                            let unsettled: Vec<(usize, usize)> = flagged
+                                .iter()
+                                .copied()
+                                .filter(|&(v, c)| {
+                                    let first = v * 8 + sh as usize;
+                                    safe[c] != u32::MAX
+                                        && xones[first..first + w].iter().any(|&k| k > safe[c])
+                                })
+                                .collect();
+                            DenseBits::pays(px, &unsettled, false).then(|| {
+                                DenseBits::read(px, (xs, rows, b), &unsettled, sh, widths[j], false)
+                            })
+                        } else if noisy_int
+                            && !device_int
+                            && instances_reader.is_none()
+                            && DenseBits::pays(px, &flagged, !one_device)
+                        {
+                            Some(DenseBits::read(
+                                px,
+                                (xs, rows, b),
+                                &flagged,
+                                sh,
+                                widths[j],
+                                !one_device,
+                            ))
+                        } else {
+                            None
+                        };
                         let exact_reads = |reader, sums| ExactRecovery {
                             reader,
                             sums,
@@ -1006,6 +1044,7 @@ impl ProgrammedLayer {
                             bits: (&xbits, &xones),
                             shift: sh,
                             width: widths[j],
+                            dense: None,
                         };
                         let r = if in_place {
                             // Each flagged sum's `width` 1-bit conversions,
@@ -1018,7 +1057,10 @@ impl ProgrammedLayer {
                             // A function of its own on the same instruction set
                             // (compiled apart from this large body, it ran 4-5%
                             // faster on the MNIST CNN's recovery).
-                            let reads = exact_reads(reader, sums);
+                            let reads = ExactRecovery {
+                                dense: dense.as_ref(),
+                                ..exact_reads(reader, sums)
+                            };
                             Kernel::selected().expect("checked by `check`").dispatch(
                                 #[inline(always)]
                                 || recover_exact(reads, &adc, &flagged, &safe, &mut acc),
@@ -1050,7 +1092,7 @@ impl ProgrammedLayer {
                                 widths[j],
                                 &mut acc,
                                 |v| slice_key(v, ns + j),
-                                &mut scratch.recovery,
+                                (&mut scratch.recovery, dense.as_ref()),
                             )
                         } else {
                             recover(
@@ -2113,6 +2155,104 @@ fn recover_exact_instances(
     }
 }
 
+/// Recovery's 1-bit reads of bits `1..width` of a slice, for every vector
+/// with a flagged column, made for all columns at once by the integer kernel
+/// ([`ProgrammedCrossbar::column_sums_int`] on 0/1 pulse vectors, and
+/// [`ProgrammedCrossbar::column_magnitudes_int`] when magnitudes are needed):
+/// the same integers as the level-plane popcounts of one column at a time
+/// ([`ExactBits::column_sums`]), cheaper per read when many columns of a
+/// vector are flagged. Bit `t` of flagged vector `i`'s column `c` at
+/// `[(i * (width - 1) + t - 1) * cols + c]`; `row[v]` is `i`.
+struct DenseBits {
+    row: Vec<u32>,
+    sums: Vec<i32>,
+    mags: Vec<i32>,
+    bits: usize,
+    cols: usize,
+}
+
+impl DenseBits {
+    /// Whether the kernel's reads cost less than one column's popcounts per
+    /// flagged column (`flagged` in vector order; `magnitudes` doubles the
+    /// kernel's work, where the popcounts read both in one pass). The
+    /// estimate counts vector instructions: per flagged column and bit, the
+    /// level planes (about 5) times the 512-bit blocks of the row bitset, or
+    /// scalar popcounts for one word; per flagged vector and bit, one
+    /// `vpdpbusd` per row group and column tile and the pulse bytes. Either
+    /// way gives the same integers.
+    fn pays(px: &ProgrammedCrossbar, flagged: &[(usize, usize)], magnitudes: bool) -> bool {
+        if flagged.is_empty() {
+            return false;
+        }
+        #[cfg(test)]
+        if let Some(forced) = tests::FORCE_DENSE.get() {
+            return forced;
+        }
+        let vectors = 1 + flagged.windows(2).filter(|p| p[0].0 != p[1].0).count();
+        let words = ProgrammedCrossbar::row_bit_words(px.used_rows());
+        let per_column = if words == 1 { 10 } else { 20 * words / 8 + 6 };
+        let stride = px.pulse_stride();
+        let per_vector = (stride / 4) * px.used_cols().div_ceil(16) * (1 + usize::from(magnitudes))
+            + stride / 8
+            + px.used_cols() / 4;
+        vectors * per_vector < flagged.len() * per_column
+    }
+
+    /// The reads of bits `1..width` of the slice at `shift` of the chunk's
+    /// `b` input vectors `xs` (`rows` values each) that have a flagged column.
+    #[allow(clippy::too_many_arguments)]
+    fn read(
+        px: &ProgrammedCrossbar,
+        (xs, rows, b): (&[u8], usize, usize),
+        flagged: &[(usize, usize)],
+        shift: u32,
+        width: u32,
+        magnitudes: bool,
+    ) -> Self {
+        let bits = width as usize - 1;
+        let (stride, cols) = (px.pulse_stride(), px.used_cols());
+        let mut row = vec![u32::MAX; b];
+        let mut n = 0u32;
+        for &(v, _) in flagged {
+            if row[v] == u32::MAX {
+                row[v] = n;
+                n += 1;
+            }
+        }
+        let n = n as usize;
+        let mut pulses = vec![0u8; n * bits * stride];
+        for (v, &i) in row.iter().enumerate().filter(|(_, i)| **i != u32::MAX) {
+            let x = &xs[v * rows..(v + 1) * rows];
+            for (t, sh) in (1..=bits).zip(shift + 1..) {
+                let p = &mut pulses[(i as usize * bits + t - 1) * stride..][..rows];
+                for (d, &xv) in p.iter_mut().zip(x) {
+                    *d = (xv >> sh) & 1;
+                }
+            }
+        }
+        let mut sums = vec![0i32; n * bits * cols];
+        px.column_sums_int(&pulses, &mut sums);
+        let mut mags = Vec::new();
+        if magnitudes {
+            mags = vec![0i32; n * bits * cols];
+            px.column_magnitudes_int(&pulses, &mut mags);
+        }
+        Self {
+            row,
+            sums,
+            mags,
+            bits,
+            cols,
+        }
+    }
+
+    /// Where bit `t` (`1..width`) of vector `v`'s column `c` lies.
+    #[inline(always)]
+    fn at(&self, v: usize, c: usize, t: usize) -> usize {
+        (self.row[v] as usize * self.bits + t - 1) * self.cols + c
+    }
+}
+
 /// One slice's exact recovery reads: the exact planes, the speculative exact
 /// sums (`cols` per vector) and the input bit-planes with their popcounts.
 struct ExactRecovery<'a> {
@@ -2122,6 +2262,8 @@ struct ExactRecovery<'a> {
     bits: (&'a [u64], &'a [u32]),
     shift: u32,
     width: u32,
+    /// Bits `1..width` already read by the kernel, when that pays.
+    dense: Option<&'a DenseBits>,
 }
 
 impl ExactRecovery<'_> {
@@ -2131,16 +2273,22 @@ impl ExactRecovery<'_> {
     #[inline(always)]
     fn bit_sums(&self, v: usize, c: usize, out: &mut [i32; 8]) {
         let w = self.width as usize;
-        let (xbits, xones) = self.bits;
-        let words = self.reader.words();
-        let first = v * 8 + self.shift as usize;
-        let start = (first + 1) * words;
-        self.reader.column_sums(
-            c,
-            &xbits[start..start + (w - 1) * words],
-            &xones[first + 1..first + w],
-            &mut out[1..w],
-        );
+        if let Some(d) = self.dense {
+            for (t, o) in out.iter_mut().enumerate().take(w).skip(1) {
+                *o = d.sums[d.at(v, c, t)];
+            }
+        } else {
+            let (xbits, xones) = self.bits;
+            let words = self.reader.words();
+            let first = v * 8 + self.shift as usize;
+            let start = (first + 1) * words;
+            self.reader.column_sums(
+                c,
+                &xbits[start..start + (w - 1) * words],
+                &xones[first + 1..first + w],
+                &mut out[1..w],
+            );
+        }
         let mut rest = self.sums[v * self.cols + c];
         for (t, &st) in (1..).zip(&out[1..w]) {
             rest -= st << t;
@@ -2229,7 +2377,7 @@ fn recover_lumped(
     width: u32,
     acc: &mut Array2<i64>,
     vector_key: impl Fn(usize) -> u64,
-    scratch: &mut Vec<f32>,
+    (scratch, dense): (&mut Vec<f32>, Option<&DenseBits>),
 ) -> Recovered {
     let words = ProgrammedCrossbar::row_bit_words(px.used_rows());
     let cols = acc.ncols();
@@ -2251,6 +2399,7 @@ fn recover_lumped(
                 bits: (xbits, xones),
                 shift,
                 width,
+                dense: None,
             },
             px.exact_square_bits()
                 .expect("squares fit a byte (squares_int_limit)"),
@@ -2279,9 +2428,17 @@ fn recover_lumped(
             }
             continue;
         }
-        // Bits `1..w`, in one call.
+        // Bits `1..w`, in one call (or read by the kernel already; a 1T1R
+        // column's magnitude is its sum).
         let mut read = [(0i32, 0i32); 8];
-        px.column_sums_and_magnitudes_bits_int(c, &planes[words..], &mut read[..w - 1]);
+        if let Some(d) = dense {
+            for (t, r) in read[..w - 1].iter_mut().enumerate() {
+                let at = d.at(v, c, t + 1);
+                *r = (d.sums[at], d.mags.get(at).copied().unwrap_or(d.sums[at]));
+            }
+        } else {
+            px.column_sums_and_magnitudes_bits_int(c, &planes[words..], &mut read[..w - 1]);
+        }
         for (t, &(s, m)) in (1..).zip(&read[..w - 1]) {
             s0 -= s << t;
             m0 -= m << t;

@@ -6,6 +6,76 @@ use raella_compiler::{CenterRule, CompileConfig, Encoding, Slicing, compile};
 use raella_device::{CrossbarGeometry, stream_rng};
 use rand::RngExt;
 
+thread_local! {
+    /// Forces [`DenseBits::pays`]'s answer on this thread (tests only).
+    pub(super) static FORCE_DENSE: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) };
+}
+
+/// Recovery's reads by the kernel for whole vectors ([`DenseBits`]) give the
+/// same outputs and statistics as the one-column popcount reads, on 2T2R
+/// (Center+Offset) and 1T1R (ISAAC's offset, whose magnitudes are its sums)
+/// crossbars, without noise (exact recovery) and with lumped read noise.
+#[test]
+fn dense_recovery_reads_equal_the_column_reads() {
+    let mut rng = stream_rng(6, &[]);
+    let cells = [
+        (
+            raella_device::CellKind::TwoT2R,
+            Encoding::CenterOffset(CenterRule::Mean),
+        ),
+        (
+            raella_device::CellKind::OneT1R,
+            Encoding::UnsignedOffset { bit_flip: true },
+        ),
+    ];
+    for (cell, encoding) in cells {
+        let g = CrossbarGeometry::new(128, 128, cell, 4).unwrap();
+        let weights = Array2::from_shape_fn((40, 200), |_| rng.random_range(-127i8..=127));
+        let ccfg = CompileConfig {
+            geometry: g,
+            encoding,
+            weight_slicing: Slicing::new(vec![4, 4], 8).unwrap(),
+        };
+        let layer = ProgrammedLayer::ideal(compile(weights.view(), &ccfg, None).unwrap());
+        let x = Array2::from_shape_fn((500, 200), |_| match rng.random_range(0u32..3) {
+            0 => 0u8,
+            _ => rng.random(),
+        });
+        for noise in [
+            ColumnNoise::new(0.0).unwrap(),
+            ColumnNoise::new(0.08).unwrap(),
+        ] {
+            let cfg = RunConfig {
+                adc: Adc::new(5, cell == raella_device::CellKind::TwoT2R).unwrap(),
+                input: InputMode::Speculative {
+                    slicing: Slicing::new(vec![4, 2, 2], 8).unwrap(),
+                    recovery: true,
+                },
+                column_noise: noise,
+                seed: 3,
+            };
+            let run = |dense: bool| {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(1)
+                    .build()
+                    .unwrap();
+                pool.install(|| {
+                    FORCE_DENSE.set(Some(dense));
+                    let out = layer.run(x.view(), &cfg).unwrap();
+                    FORCE_DENSE.set(None);
+                    out
+                })
+            };
+            let (dense, columns) = (run(true), run(false));
+            assert!(
+                columns.stats.recovery_out_of_range > 0,
+                "{cell:?} {noise:?}"
+            );
+            assert_eq!(dense, columns, "{cell:?} {noise:?}");
+        }
+    }
+}
+
 /// `run_columns` returns what the digital combine adds: with a wide ADC each
 /// column's value is its exact dot product with the inputs, and flip
 /// correction, weight-slice shifts, centers and row-block sums of those
