@@ -1009,27 +1009,24 @@ impl ProgrammedLayer {
                             None
                         } else if exact.is_some() {
                             let w = widths[j] as usize;
-                            let unsettled: Vec<(usize, usize)> = flagged
-                                .iter()
-                                .copied()
-                                .filter(|&(v, c)| {
-                                    let first = v * 8 + sh as usize;
-                                    safe[c] != u32::MAX
-                                        && xones[first..first + w].iter().any(|&k| k > safe[c])
-                                })
-                                .collect();
-                            DenseBits::pays(px, &unsettled, false).then(|| {
-                                DenseBits::read(px, (xs, rows, b), &unsettled, sh, widths[j], false)
+                            let unsettled = |&(v, c): &(usize, usize)| {
+                                let first = v * 8 + sh as usize;
+                                safe[c] != u32::MAX
+                                    && xones[first..first + w].iter().any(|&k| k > safe[c])
+                            };
+                            let listed = || flagged.iter().copied().filter(unsettled);
+                            DenseBits::pays(px, listed(), false).then(|| {
+                                DenseBits::read(px, (xs, rows, b), listed(), sh, widths[j], false)
                             })
                         } else if noisy_int
                             && !device_int
                             && instances_reader.is_none()
-                            && DenseBits::pays(px, &flagged, !one_device)
+                            && DenseBits::pays(px, flagged.iter().copied(), !one_device)
                         {
                             Some(DenseBits::read(
                                 px,
                                 (xs, rows, b),
-                                &flagged,
+                                flagged.iter().copied(),
                                 sh,
                                 widths[j],
                                 !one_device,
@@ -2180,22 +2177,32 @@ impl DenseBits {
     /// scalar popcounts for one word; per flagged vector and bit, one
     /// `vpdpbusd` per row group and column tile and the pulse bytes. Either
     /// way gives the same integers.
-    fn pays(px: &ProgrammedCrossbar, flagged: &[(usize, usize)], magnitudes: bool) -> bool {
-        if flagged.is_empty() {
+    fn pays(
+        px: &ProgrammedCrossbar,
+        flagged: impl Iterator<Item = (usize, usize)>,
+        magnitudes: bool,
+    ) -> bool {
+        // Flagged columns and the vectors they lie in (listed in vector order).
+        let (mut n, mut vectors, mut last) = (0usize, 0usize, usize::MAX);
+        for (v, _) in flagged {
+            n += 1;
+            vectors += usize::from(v != last);
+            last = v;
+        }
+        if n == 0 {
             return false;
         }
         #[cfg(test)]
         if let Some(forced) = tests::FORCE_DENSE.get() {
             return forced;
         }
-        let vectors = 1 + flagged.windows(2).filter(|p| p[0].0 != p[1].0).count();
         let words = ProgrammedCrossbar::row_bit_words(px.used_rows());
         let per_column = if words == 1 { 10 } else { 20 * words / 8 + 6 };
         let stride = px.pulse_stride();
         let per_vector = (stride / 4) * px.used_cols().div_ceil(16) * (1 + usize::from(magnitudes))
             + stride / 8
             + px.used_cols() / 4;
-        vectors * per_vector < flagged.len() * per_column
+        vectors * per_vector < n * per_column
     }
 
     /// The reads of bits `1..width` of the slice at `shift` of the chunk's
@@ -2204,7 +2211,7 @@ impl DenseBits {
     fn read(
         px: &ProgrammedCrossbar,
         (xs, rows, b): (&[u8], usize, usize),
-        flagged: &[(usize, usize)],
+        flagged: impl Iterator<Item = (usize, usize)>,
         shift: u32,
         width: u32,
         magnitudes: bool,
@@ -2213,7 +2220,7 @@ impl DenseBits {
         let (stride, cols) = (px.pulse_stride(), px.used_cols());
         let mut row = vec![u32::MAX; b];
         let mut n = 0u32;
-        for &(v, _) in flagged {
+        for (v, _) in flagged {
             if row[v] == u32::MAX {
                 row[v] = n;
                 n += 1;
