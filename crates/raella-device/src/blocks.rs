@@ -9,6 +9,19 @@
 //! for byte); which runs follows [`crate::Kernel::selected`], so `RAELLA_KERNEL=portable`
 //! runs the portable loops everywhere.
 
+/// `f::<SIGNED, DROP>(args)` for a conversion's signedness and whether it
+/// drops flagged codes: the loops take both as constants.
+macro_rules! by_flags {
+    ($conv:expr, $f:ident, ($($arg:expr),* $(,)?)) => {
+        match ($conv.signed, $conv.drop_flagged) {
+            (false, false) => $f::<false, false>($($arg),*),
+            (false, true) => $f::<false, true>($($arg),*),
+            (true, false) => $f::<true, false>($($arg),*),
+            (true, true) => $f::<true, true>($($arg),*),
+        }
+    };
+}
+
 /// An ideal ADC converting exact integer sums, and what is done with the
 /// codes: [`convert_int_sums`]'s settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,12 +136,7 @@ fn convert_portable(
 ) -> IntCounts {
     let mut total = IntCounts::default();
     for (k, (sb, ab)) in sums.chunks(64).zip(acc.chunks_mut(64)).enumerate() {
-        let (in_range, saturated, inexact, word) = match (conv.signed, conv.drop_flagged) {
-            (false, false) => block::<false, false>(conv, sb, ab),
-            (false, true) => block::<false, true>(conv, sb, ab),
-            (true, false) => block::<true, false>(conv, sb, ab),
-            (true, true) => block::<true, true>(conv, sb, ab),
-        };
+        let (in_range, saturated, inexact, word) = by_flags!(conv, block, (conv, sb, ab));
         total.in_range += u64::from(in_range);
         total.saturated += u64::from(saturated);
         total.inexact += u64::from(inexact);
@@ -189,12 +197,8 @@ fn noisy_portable(
         .zip(acc.chunks_mut(64))
         .enumerate()
     {
-        let (in_range, saturated, inexact, word) = match (conv.signed, conv.drop_flagged) {
-            (false, false) => noisy_block::<false, false>(conv, (sb, mb, zb, e), ab),
-            (false, true) => noisy_block::<false, true>(conv, (sb, mb, zb, e), ab),
-            (true, false) => noisy_block::<true, false>(conv, (sb, mb, zb, e), ab),
-            (true, true) => noisy_block::<true, true>(conv, (sb, mb, zb, e), ab),
-        };
+        let (in_range, saturated, inexact, word) =
+            by_flags!(conv, noisy_block, (conv, (sb, mb, zb, e), ab));
         total.in_range += u64::from(in_range);
         total.saturated += u64::from(saturated);
         total.inexact += u64::from(inexact);
@@ -306,12 +310,7 @@ mod x86 {
         // time. The functions use no unsafe code: loads and stores are
         // bounds-checked slice copies and `bytemuck` casts.
         unsafe {
-            match (conv.signed, conv.drop_flagged) {
-                (false, false) => convert::<false, false>(conv, sums, acc, flags),
-                (false, true) => convert::<false, true>(conv, sums, acc, flags),
-                (true, false) => convert::<true, false>(conv, sums, acc, flags),
-                (true, true) => convert::<true, true>(conv, sums, acc, flags),
-            }
+            by_flags!(conv, convert, (conv, sums, acc, flags))
         }
     }
 
@@ -325,12 +324,7 @@ mod x86 {
         #[allow(unsafe_code)]
         // SAFETY: as in `convert_int_sums`.
         unsafe {
-            match (conv.signed, conv.drop_flagged) {
-                (false, false) => noisy::<false, false>(conv, inputs, acc, flags),
-                (false, true) => noisy::<false, true>(conv, inputs, acc, flags),
-                (true, false) => noisy::<true, false>(conv, inputs, acc, flags),
-                (true, true) => noisy::<true, true>(conv, inputs, acc, flags),
-            }
+            by_flags!(conv, noisy, (conv, inputs, acc, flags))
         }
     }
 

@@ -1376,6 +1376,16 @@ struct ConvertCounts {
     inexact: u64,
 }
 
+impl From<raella_device::IntCounts> for ConvertCounts {
+    fn from(c: raella_device::IntCounts) -> Self {
+        Self {
+            in_range: c.in_range,
+            saturated: c.saturated,
+            inexact: c.inexact,
+        }
+    }
+}
+
 impl ConvertCounts {
     /// Adds one block's `u32` counters (blocks keep them from overflowing).
     fn add(&mut self, in_range: u32, saturated: u32, inexact: u32) {
@@ -1758,15 +1768,8 @@ fn convert_shift_add_noisy<K: Fn(usize) -> u64>(
     // [`convert_shift_add_int`]).
     let acc = acc.as_slice_mut().expect("standard layout");
     let counts = raella_device::convert_noisy_sums(&conv, (sums, mags, z, e), acc, words);
-    let mut at_row = FlagRows::new(cols);
-    for (wi, &word) in words.iter().enumerate() {
-        at_row.push(word, wi * 64, flagged);
-    }
-    ConvertCounts {
-        in_range: counts.in_range,
-        saturated: counts.saturated,
-        inexact: counts.inexact,
-    }
+    FlagRows::list(words, cols, flagged);
+    counts.into()
 }
 
 /// [`convert_shift_add`] for exact integer sums ([`Adc::convert_exact`]),
@@ -1801,15 +1804,8 @@ fn convert_shift_add_int(
     // vector for a few conversions); the flags come back one word per 64
     // sums.
     let counts = raella_device::convert_int_sums(&conv, sums, acc, words);
-    let mut at_row = FlagRows::new(cols);
-    for (wi, &word) in words.iter().enumerate() {
-        at_row.push(word, wi * 64, flagged);
-    }
-    ConvertCounts {
-        in_range: counts.in_range,
-        saturated: counts.saturated,
-        inexact: counts.inexact,
-    }
+    FlagRows::list(words, cols, flagged);
+    counts.into()
 }
 
 /// Flagged positions of a chunk's flat sums (`cols` per vector) back to
@@ -1827,6 +1823,15 @@ impl FlagRows {
             cols: cols.max(1),
             v: 0,
             row0: 0,
+        }
+    }
+
+    /// Lists every flagged position of a chunk's flag words (one per 64
+    /// flat sums, `cols` per vector), in order.
+    fn list(words: &[u64], cols: usize, flagged: &mut Vec<(usize, usize)>) {
+        let mut at_row = Self::new(cols);
+        for (wi, &word) in words.iter().enumerate() {
+            at_row.push(word, wi * 64, flagged);
         }
     }
 
