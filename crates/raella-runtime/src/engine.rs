@@ -54,8 +54,8 @@ struct Scratch {
     /// Lumped-noise recovery's bit sums, magnitudes and draws
     /// ([`recover_lumped`]; each written before it is read).
     recovery: Vec<f32>,
-    /// The integer conversions' flag words ([`convert_shift_add_int`];
-    /// cleared and written by each conversion pass).
+    /// The integer ADC passes' flag words ([`convert_shift_add_int`],
+    /// [`convert_shift_add_noisy`]; cleared and written by each pass).
     flag_words: Vec<u64>,
 }
 
