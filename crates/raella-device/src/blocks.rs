@@ -1,6 +1,6 @@
-//! Vectorised integer blocks of the engine's inner loops: converting exact
-//! integer column sums on an ideal ADC (code, flags and shift-add in one
-//! pass), and splitting input vectors into bit-planes.
+//! Vectorised blocks of the engine's inner loops: converting exact integer
+//! column sums on an ideal ADC, with or without read noise (code, flags and
+//! shift-add in one pass), and splitting input vectors into bit-planes.
 //!
 //! Each has a portable implementation and, on x86-64 CPUs with AVX-512 (F and
 //! BW), one in mask registers: a comparison gives sixteen (or sixty-four)
@@ -41,7 +41,7 @@ pub struct IntConversion {
     pub shift: u32,
 }
 
-/// Counts of one pass of [`convert_int_sums`].
+/// Counts of one ADC pass ([`convert_int_sums`], [`convert_noisy_sums`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct IntCounts {
     /// Sums inside the code range (the code is the sum).
@@ -50,6 +50,15 @@ pub struct IntCounts {
     pub saturated: u64,
     /// Kept codes that differ from their sum.
     pub inexact: u64,
+}
+
+impl IntCounts {
+    /// Adds one block's `u32` counters (blocks keep them from overflowing).
+    pub fn add(&mut self, in_range: u32, saturated: u32, inexact: u32) {
+        self.in_range += u64::from(in_range);
+        self.saturated += u64::from(saturated);
+        self.inexact += u64::from(inexact);
+    }
 }
 
 /// Converts every sum: `code = clamp(sum, lo, hi)`, flagged at `hi` (and at
@@ -127,6 +136,24 @@ pub fn bit_planes(bytes: &[u8], out: &mut [u64]) {
     bit_planes_portable(bytes, out);
 }
 
+/// Runs `block` over each 64-sum range of `n` sums (one flag word each),
+/// adding its counts and storing its flag word where `flags` has one.
+fn by_blocks(
+    n: usize,
+    flags: &mut [u64],
+    mut block: impl FnMut(std::ops::Range<usize>) -> (u32, u32, u32, u64),
+) -> IntCounts {
+    let mut total = IntCounts::default();
+    for (k, start) in (0..n).step_by(64).enumerate() {
+        let (in_range, saturated, inexact, word) = block(start..(start + 64).min(n));
+        total.add(in_range, saturated, inexact);
+        if let Some(f) = flags.get_mut(k) {
+            *f = word;
+        }
+    }
+    total
+}
+
 /// The portable [`convert_int_sums`], a block of 64 sums (one flag word) at a time.
 fn convert_portable(
     conv: &IntConversion,
@@ -134,17 +161,9 @@ fn convert_portable(
     acc: &mut [i64],
     flags: &mut [u64],
 ) -> IntCounts {
-    let mut total = IntCounts::default();
-    for (k, (sb, ab)) in sums.chunks(64).zip(acc.chunks_mut(64)).enumerate() {
-        let (in_range, saturated, inexact, word) = by_flags!(conv, block, (conv, sb, ab));
-        total.in_range += u64::from(in_range);
-        total.saturated += u64::from(saturated);
-        total.inexact += u64::from(inexact);
-        if let Some(f) = flags.get_mut(k) {
-            *f = word;
-        }
-    }
-    total
+    by_blocks(sums.len(), flags, |r| {
+        by_flags!(conv, block, (conv, &sums[r.clone()], &mut acc[r]))
+    })
 }
 
 /// Up to 64 sums of [`convert_portable`]: the counts and the flag word. The
@@ -189,24 +208,10 @@ fn noisy_portable(
     acc: &mut [i64],
     flags: &mut [u64],
 ) -> IntCounts {
-    let mut total = IntCounts::default();
-    for (k, (((sb, mb), zb), ab)) in sums
-        .chunks(64)
-        .zip(mags.chunks(64))
-        .zip(z.chunks(64))
-        .zip(acc.chunks_mut(64))
-        .enumerate()
-    {
-        let (in_range, saturated, inexact, word) =
-            by_flags!(conv, noisy_block, (conv, (sb, mb, zb, e), ab));
-        total.in_range += u64::from(in_range);
-        total.saturated += u64::from(saturated);
-        total.inexact += u64::from(inexact);
-        if let Some(f) = flags.get_mut(k) {
-            *f = word;
-        }
-    }
-    total
+    by_blocks(sums.len(), flags, |r| {
+        let inputs = (&sums[r.clone()], &mags[r.clone()], &z[r.clone()], e);
+        by_flags!(conv, noisy_block, (conv, inputs, &mut acc[r]))
+    })
 }
 
 /// Up to 64 sums of [`convert_noisy_sums`] (portable): the counts and the
@@ -381,11 +386,13 @@ mod x86 {
         if DROP && let Some(f) = flags.get_mut(whole / 64) {
             *f |= word << (whole % 64);
         }
-        IntCounts {
-            in_range: in_range + u64::from(tail_in),
-            saturated: saturated + u64::from(tail_sat),
-            inexact: inexact + u64::from(tail_inexact),
-        }
+        let mut total = IntCounts {
+            in_range,
+            saturated,
+            inexact,
+        };
+        total.add(tail_in, tail_sat, tail_inexact);
+        total
     }
 
     /// The kept values (`i32`, sixteen) widened to `i64`, shifted and added
@@ -476,11 +483,13 @@ mod x86 {
         if DROP && let Some(f) = flags.get_mut(whole / 64) {
             *f |= word << (whole % 64);
         }
-        IntCounts {
-            in_range: in_range + u64::from(tail_in),
-            saturated: saturated + u64::from(tail_sat),
-            inexact: inexact + u64::from(tail_inexact),
-        }
+        let mut total = IntCounts {
+            in_range,
+            saturated,
+            inexact,
+        };
+        total.add(tail_in, tail_sat, tail_inexact);
+        total
     }
 
     /// Sixty-four bytes at a time: one byte test per bit gives the plane's

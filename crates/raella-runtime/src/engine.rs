@@ -24,7 +24,7 @@ use raella_compiler::MappedLayer;
 use raella_device::normal::{fill_normals, normal_pairs, stream_child, stream_key};
 use raella_device::{
     Adc, AdcInstance, BitRows, ColumnNoise, DeviceNoise, DriftCompensation, ExactBits,
-    IntConversion, Kernel, ProgrammedCrossbar, stream_rng,
+    IntConversion, IntCounts, Kernel, ProgrammedCrossbar, stream_rng,
 };
 use rayon::prelude::*;
 
@@ -1368,33 +1368,6 @@ fn find_flagged<T: Copy>(
     out.truncate(n);
 }
 
-/// Counts of one batch of conversions.
-#[derive(Default)]
-struct ConvertCounts {
-    in_range: u64,
-    saturated: u64,
-    inexact: u64,
-}
-
-impl From<raella_device::IntCounts> for ConvertCounts {
-    fn from(c: raella_device::IntCounts) -> Self {
-        Self {
-            in_range: c.in_range,
-            saturated: c.saturated,
-            inexact: c.inexact,
-        }
-    }
-}
-
-impl ConvertCounts {
-    /// Adds one block's `u32` counters (blocks keep them from overflowing).
-    fn add(&mut self, in_range: u32, saturated: u32, inexact: u32) {
-        self.in_range += u64::from(in_range);
-        self.saturated += u64::from(saturated);
-        self.inexact += u64::from(inexact);
-    }
-}
-
 /// `f::<SIGNED, DROP>(args)` for the runtime values of the ADC's signedness
 /// and of whether flagged codes are dropped: the conversion loops take both
 /// as constants, so they test neither per sum.
@@ -1496,11 +1469,11 @@ fn convert_shift_add(
     acc: &mut Array2<i64>,
     shift: u32,
     drop_flagged: bool,
-) -> ConvertCounts {
+) -> IntCounts {
     let (lo, hi) = (adc.min_code() as f32, adc.max_code() as f32);
     let signed = adc.signed();
     let cols = sums.ncols().max(1);
-    let mut total = ConvertCounts::default();
+    let mut total = IntCounts::default();
     let sums = sums.as_slice().expect("standard layout");
     let acc = acc.as_slice_mut().expect("standard layout");
     for (v, (srow, arow)) in sums
@@ -1557,7 +1530,7 @@ fn convert_shift_add_instances(
     shift: u32,
     drop_flagged: bool,
     flagged: &mut Vec<(usize, usize)>,
-) -> ConvertCounts {
+) -> IntCounts {
     let (lo, hi) = (adc.min_code() as f32, adc.max_code() as f32);
     let signed = adc.signed();
     let cols = acc.ncols().max(1);
@@ -1566,7 +1539,7 @@ fn convert_shift_add_instances(
     let gain: Vec<f32> = inst.iter().map(|a| a.gain).collect();
     let offset: Vec<f32> = inst.iter().map(|a| a.offset).collect();
     let inl: Vec<f32> = inst.iter().map(|a| a.inl).collect();
-    let mut total = ConvertCounts::default();
+    let mut total = IntCounts::default();
     let acc = acc.as_slice_mut().expect("standard layout");
     if cols < 32 {
         // Narrow crossbars: the chunk's flat sums in blocks of 64 whatever
@@ -1732,7 +1705,7 @@ fn convert_shift_add_noisy<K: Fn(usize) -> u64>(
     shift: u32,
     drop_flagged: bool,
     (flagged, words): (&mut Vec<(usize, usize)>, &mut Vec<u64>),
-) -> ConvertCounts {
+) -> IntCounts {
     #[allow(clippy::cast_possible_truncation)]
     let e = rows.e as f32;
     let cols = acc.ncols().max(1);
@@ -1769,7 +1742,7 @@ fn convert_shift_add_noisy<K: Fn(usize) -> u64>(
     let acc = acc.as_slice_mut().expect("standard layout");
     let counts = raella_device::convert_noisy_sums(&conv, (sums, mags, z, e), acc, words);
     FlagRows::list(words, cols, flagged);
-    counts.into()
+    counts
 }
 
 /// [`convert_shift_add`] for exact integer sums ([`Adc::convert_exact`]),
@@ -1789,7 +1762,7 @@ fn convert_shift_add_int(
     shift: u32,
     (drop_flagged, in_place): (bool, bool),
     (flagged, words): (&mut Vec<(usize, usize)>, &mut Vec<u64>),
-) -> ConvertCounts {
+) -> IntCounts {
     let conv = IntConversion {
         lo: adc.min_code(),
         hi: adc.max_code(),
@@ -1805,7 +1778,7 @@ fn convert_shift_add_int(
     // sums.
     let counts = raella_device::convert_int_sums(&conv, sums, acc, words);
     FlagRows::list(words, cols, flagged);
-    counts.into()
+    counts
 }
 
 /// Flagged positions of a chunk's flat sums (`cols` per vector) back to
@@ -2212,7 +2185,6 @@ impl DenseBits {
 
     /// The reads of bits `1..width` of the slice at `shift` of the chunk's
     /// `b` input vectors `xs` (`rows` values each) that have a flagged column.
-    #[allow(clippy::too_many_arguments)]
     fn read(
         px: &ProgrammedCrossbar,
         (xs, rows, b): (&[u8], usize, usize),
