@@ -57,6 +57,8 @@ struct Scratch {
     /// The integer ADC passes' flag words ([`convert_shift_add_int`],
     /// [`convert_shift_add_noisy`]; cleared and written by each pass).
     flag_words: Vec<u64>,
+    /// Recovery's reads by the kernel ([`DenseBits::read`] rewrites it).
+    dense: DenseBits,
 }
 
 thread_local! {
@@ -1016,19 +1018,24 @@ impl ProgrammedLayer {
                             };
                             let listed = || flagged.iter().copied().filter(unsettled);
                             DenseBits::pays(px, listed(), false).then(|| {
-                                DenseBits::read(px, (xs, rows, b), listed(), sh, widths[j], false)
+                                scratch.dense.read(
+                                    px,
+                                    (xs, rows, b),
+                                    listed(),
+                                    (sh, widths[j]),
+                                    false,
+                                )
                             })
                         } else if noisy_int
                             && !device_int
                             && instances_reader.is_none()
                             && DenseBits::pays(px, flagged.iter().copied(), !one_device)
                         {
-                            Some(DenseBits::read(
+                            Some(scratch.dense.read(
                                 px,
                                 (xs, rows, b),
                                 flagged.iter().copied(),
-                                sh,
-                                widths[j],
+                                (sh, widths[j]),
                                 !one_device,
                             ))
                         } else {
@@ -1055,7 +1062,7 @@ impl ProgrammedLayer {
                             // (compiled apart from this large body, it ran 4-5%
                             // faster on the MNIST CNN's recovery).
                             let reads = ExactRecovery {
-                                dense: dense.as_ref(),
+                                dense,
                                 ..exact_reads(reader, sums)
                             };
                             Kernel::selected().expect("checked by `check`").dispatch(
@@ -1089,7 +1096,7 @@ impl ProgrammedLayer {
                                 widths[j],
                                 &mut acc,
                                 |v| slice_key(v, ns + j),
-                                (&mut scratch.recovery, dense.as_ref()),
+                                (&mut scratch.recovery, dense),
                             )
                         } else {
                             recover(
@@ -2138,8 +2145,10 @@ fn recover_exact_instances(
 /// ([`ExactBits::column_sums`]), cheaper per read when many columns of a
 /// vector are flagged. Bit `t` of flagged vector `i`'s column `c` at
 /// `[(i * (width - 1) + t - 1) * cols + c]`; `row[v]` is `i`.
+#[derive(Default)]
 struct DenseBits {
     row: Vec<u32>,
+    pulses: Vec<u8>,
     sums: Vec<i32>,
     mags: Vec<i32>,
     bits: usize,
@@ -2184,18 +2193,21 @@ impl DenseBits {
     }
 
     /// The reads of bits `1..width` of the slice at `shift` of the chunk's
-    /// `b` input vectors `xs` (`rows` values each) that have a flagged column.
+    /// `b` input vectors `xs` (`rows` values each) that have a flagged
+    /// column, written over `self` (its buffers reused).
     fn read(
+        &mut self,
         px: &ProgrammedCrossbar,
         (xs, rows, b): (&[u8], usize, usize),
         flagged: impl Iterator<Item = (usize, usize)>,
-        shift: u32,
-        width: u32,
+        (shift, width): (u32, u32),
         magnitudes: bool,
-    ) -> Self {
+    ) -> &Self {
         let bits = width as usize - 1;
         let (stride, cols) = (px.pulse_stride(), px.used_cols());
-        let mut row = vec![u32::MAX; b];
+        let row = &mut self.row;
+        row.clear();
+        row.resize(b, u32::MAX);
         let mut n = 0u32;
         for (v, _) in flagged {
             if row[v] == u32::MAX {
@@ -2204,7 +2216,10 @@ impl DenseBits {
             }
         }
         let n = n as usize;
-        let mut pulses = vec![0u8; n * bits * stride];
+        // The pulse rows are zero past `rows`: cleared, then written.
+        let pulses = &mut self.pulses;
+        pulses.clear();
+        pulses.resize(n * bits * stride, 0);
         for (v, &i) in row.iter().enumerate().filter(|(_, i)| **i != u32::MAX) {
             let x = &xs[v * rows..(v + 1) * rows];
             for (t, sh) in (1..=bits).zip(shift + 1..) {
@@ -2214,20 +2229,19 @@ impl DenseBits {
                 }
             }
         }
-        let mut sums = vec![0i32; n * bits * cols];
-        px.column_sums_int(&pulses, &mut sums);
-        let mut mags = Vec::new();
+        // Every value written by the kernel.
+        self.sums.resize(n * bits * cols, 0);
+        px.column_sums_int(pulses, &mut self.sums);
+        // Without magnitudes, none: a reader takes a column's sum for its
+        // magnitude (1T1R).
+        self.mags.clear();
         if magnitudes {
-            mags = vec![0i32; n * bits * cols];
-            px.column_magnitudes_int(&pulses, &mut mags);
+            self.mags.resize(n * bits * cols, 0);
+            px.column_magnitudes_int(pulses, &mut self.mags);
         }
-        Self {
-            row,
-            sums,
-            mags,
-            bits,
-            cols,
-        }
+        self.bits = bits;
+        self.cols = cols;
+        self
     }
 
     /// Where bit `t` (`1..width`) of vector `v`'s column `c` lies.

@@ -14,7 +14,8 @@ thread_local! {
 /// Recovery's reads by the kernel for whole vectors ([`DenseBits`]) give the
 /// same outputs and statistics as the one-column popcount reads, on 2T2R
 /// (Center+Offset) and 1T1R (ISAAC's offset, whose magnitudes are its sums)
-/// crossbars, without noise (exact recovery) and with lumped read noise.
+/// crossbars, without noise (exact recovery) and with lumped read noise, all
+/// on one thread (the reads' buffers reused from run to run).
 #[test]
 fn dense_recovery_reads_equal_the_column_reads() {
     let mut rng = stream_rng(6, &[]);
@@ -28,6 +29,12 @@ fn dense_recovery_reads_equal_the_column_reads() {
             Encoding::UnsignedOffset { bit_flip: true },
         ),
     ];
+    // One thread for every run, so each reuses the buffers the one before
+    // left (a 1T1R run after a 2T2R one's magnitudes).
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
     for (cell, encoding) in cells {
         let g = CrossbarGeometry::new(128, 128, cell, 4).unwrap();
         let weights = Array2::from_shape_fn((40, 200), |_| rng.random_range(-127i8..=127));
@@ -46,7 +53,13 @@ fn dense_recovery_reads_equal_the_column_reads() {
             ColumnNoise::new(0.08).unwrap(),
         ] {
             let cfg = RunConfig {
-                adc: Adc::new(5, cell == raella_device::CellKind::TwoT2R).unwrap(),
+                // 1T1R: a wide unsigned ADC, so that most 1-bit reads lie
+                // in range and their magnitudes (the noise) decide codes.
+                adc: match cell {
+                    raella_device::CellKind::TwoT2R => Adc::new(5, true),
+                    raella_device::CellKind::OneT1R => Adc::new(9, false),
+                }
+                .unwrap(),
                 input: InputMode::Speculative {
                     slicing: Slicing::new(vec![4, 2, 2], 8).unwrap(),
                     recovery: true,
@@ -55,10 +68,6 @@ fn dense_recovery_reads_equal_the_column_reads() {
                 seed: 3,
             };
             let run = |dense: bool| {
-                let pool = rayon::ThreadPoolBuilder::new()
-                    .num_threads(1)
-                    .build()
-                    .unwrap();
                 pool.install(|| {
                     FORCE_DENSE.set(Some(dense));
                     let out = layer.run(x.view(), &cfg).unwrap();
