@@ -661,6 +661,9 @@ impl ProgrammedLayer {
             // Each bit-plane's set bits (active rows).
             let mut xones = vec![0u32; if recovery { b * 8 } else { 0 }];
             let mut have_bits = vec![false; if recovery { b } else { 0 }];
+            // A flagged vector's most active rows over the bits of the slice
+            // being recovered (written for the vectors it lists).
+            let mut peak = vec![0u32; if recovery { b } else { 0 }];
 
             while xi < m.crossbars().len() && m.crossbars()[xi].row_block == rb {
                 let mx = &m.crossbars()[xi];
@@ -984,8 +987,13 @@ impl ProgrammedLayer {
                                 .collect();
                         }
                         // Recovered in place: no read, so no bit-planes either
-                        // (and nothing was listed).
+                        // (and nothing was listed). The list is in vector order.
+                        let mut last = usize::MAX;
                         for &(v, _) in flagged.iter().filter(|_| !in_place) {
+                            if v == last {
+                                continue;
+                            }
+                            last = v;
                             if !have_bits[v] {
                                 have_bits[v] = true;
                                 if xbits.is_empty() {
@@ -1000,6 +1008,12 @@ impl ProgrammedLayer {
                                     *o = plane.iter().map(|w| w.count_ones()).sum();
                                 }
                             }
+                            let first = v * 8 + sh as usize;
+                            peak[v] = xones[first..first + widths[j] as usize]
+                                .iter()
+                                .copied()
+                                .max()
+                                .unwrap_or(0);
                         }
                         // Recovery's reads by the kernel, all columns of each
                         // flagged vector at once, when that costs less than
@@ -1010,12 +1024,9 @@ impl ProgrammedLayer {
                         let dense = if in_place || widths[j] < 2 {
                             None
                         } else if exact.is_some() {
-                            let w = widths[j] as usize;
-                            let unsettled = |&(v, c): &(usize, usize)| {
-                                let first = v * 8 + sh as usize;
-                                safe[c] != u32::MAX
-                                    && xones[first..first + w].iter().any(|&k| k > safe[c])
-                            };
+                            // Some bit has more active rows than the column's
+                            // safe count (never when that is `u32::MAX`).
+                            let unsettled = |&(v, c): &(usize, usize)| peak[v] > safe[c];
                             let listed = || flagged.iter().copied().filter(unsettled);
                             DenseBits::pays(px, listed(), false).then(|| {
                                 scratch.dense.read(
@@ -1067,7 +1078,7 @@ impl ProgrammedLayer {
                             };
                             Kernel::selected().expect("checked by `check`").dispatch(
                                 #[inline(always)]
-                                || recover_exact(reads, &adc, &flagged, &safe, &mut acc),
+                                || recover_exact(reads, &adc, &flagged, (&safe, &peak), &mut acc),
                             )
                         } else if let (Some(reader), Some(inst), Sums::Int(sums)) =
                             (instances_reader, adcs, &sums)
@@ -2046,13 +2057,14 @@ fn recover(
 /// is `u32::MAX`. When none of the slice's bits has more active rows than
 /// `safe[c]`, every read is known to lie strictly inside the ADC's range:
 /// each code is its sum, none clips or is flagged, and the codes shift-add
-/// to `S` itself, so no read is made.
+/// to `S` itself, so no read is made (`peak[v]`, vector `v`'s most active
+/// rows over the slice's bits, at most `safe[c]`).
 #[inline(always)]
 fn recover_exact(
     reads: ExactRecovery<'_>,
     adc: &Adc,
     flagged: &[(usize, usize)],
-    safe: &[u32],
+    safe: (&[u32], &[u32]),
     acc: &mut Array2<i64>,
 ) -> Recovered {
     reads.recover(flagged, safe, adc, acc)
@@ -2296,18 +2308,18 @@ impl ExactRecovery<'_> {
 
     /// Every flagged column's bits ([`Self::bit_sums`]), each converted
     /// exactly and shift-added into `acc`; a column none of whose bits has
-    /// more active rows than `safe[c]` keeps `S` unread (see
+    /// more active rows than `safe[c]` (`peak[v]`, the most of any of the
+    /// slice's bits, at most `safe[c]`) keeps `S` unread (see
     /// [`recover_exact`]).
     #[inline(always)]
     fn recover(
         &self,
         flagged: &[(usize, usize)],
-        safe: &[u32],
+        (safe, peak): (&[u32], &[u32]),
         adc: &Adc,
         acc: &mut Array2<i64>,
     ) -> Recovered {
         let (cols, shift, width) = (self.cols, self.shift, self.width);
-        let xones = self.bits.1;
         let acc = acc.as_slice_mut().expect("standard layout");
         let w = width as usize;
         let mut out = Recovered::default();
@@ -2315,15 +2327,13 @@ impl ExactRecovery<'_> {
         // Sums strictly inside `(lo, hi)` convert to themselves unsaturated.
         let (lo, hi) = (adc.min_code() - i32::from(!adc.signed()), adc.max_code());
         for &(v, c) in flagged {
-            let first = v * 8 + shift as usize;
             // A safe column adds `S` without a read. So does, after its read,
             // a column whose bits all lie strictly inside the ADC's range
             // (98-99.6% of those read on the MNIST CNN and InceptionV3): each
             // code is its sum, none saturated, and they shift-add to `S`. The
             // test runs over the whole fixed-size array (one vector compare),
             // the bits past the slice's `w` passing.
-            let safe_column =
-                safe[c] == u32::MAX || xones[first..first + w].iter().all(|&n| n <= safe[c]);
+            let safe_column = peak[v] <= safe[c];
             if !safe_column {
                 self.bit_sums(v, c, &mut bit_sums);
             }
