@@ -190,7 +190,7 @@ fn fused() -> bool {
 
 /// Fills `out` with the stream's normals `0, 1, 2, ...` (pair `i` gives draws
 /// `2i` and `2i + 1`): the same values as [`normal_pair`], computed a block of
-/// pairs at a time ([`block_pairs`]).
+/// pairs at a time (`block_pairs`).
 #[inline(always)]
 pub fn fill_normals(key: u64, out: &mut [f32]) {
     if out.len() < 2 * SMALL {

@@ -2,7 +2,7 @@
 //! into an abi3 wheel for CPython 3.9+; `pyproject.toml` at the workspace
 //! root). Nothing is implemented twice: designs resolve through
 //! `raella_sweep::resolve_design_in` over the presets compiled in
-//! ([`embedded`]), a `Simulator` is `raella_sweep::Simulation` (what
+//! (`embedded`), a `Simulator` is `raella_sweep::Simulation` (what
 //! `cargo xtask run-onnx` runs), `reference` is `raella_sweep::reference`,
 //! `cost` is the sweep's cost model and `sweep` calls `raella_sweep` as the
 //! `raella-sweep` binary does. This crate only converts between Python and

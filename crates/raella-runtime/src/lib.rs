@@ -7,7 +7,7 @@
 //!   crossbars (ideal, or with device noise), run on batches of unsigned or
 //!   signed 8-bit vectors; int32 outputs and [`LayerStats`].
 //! * [`choose_weight_slicing`]: adaptive weight slicing by simulation.
-//! * [`reference`]: the slow, obviously-correct reference used by the tests.
+//! * [`mod@reference`]: the slow, obviously-correct reference used by the tests.
 //!
 //! Only this crate decides speculation and recovery.
 //!
