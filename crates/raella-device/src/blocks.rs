@@ -355,7 +355,7 @@ mod x86 {
         let (lo, hi) = (_mm512_set1_epi32(conv.lo), _mm512_set1_epi32(conv.hi));
         let shift = _mm_cvtsi32_si128(i32::try_from(conv.shift).unwrap_or(i32::MAX));
         let zero = _mm512_setzero_si512();
-        let (mut in_range, mut saturated, mut inexact) = (0u64, 0u64, 0u64);
+        let mut counts = IntCounts::default();
         let whole = sums.len() / 16 * 16;
         for (i, (s16, a16)) in sums[..whole]
             .chunks_exact(16)
@@ -373,26 +373,45 @@ mod x86 {
             let keep = if DROP { !sat } else { u16::MAX };
             let dropped = if conv.in_place { s } else { zero };
             let kept = _mm512_mask_blend_epi32(keep, dropped, code);
-            in_range += u64::from(ok.count_ones());
-            saturated += u64::from(sat.count_ones());
-            inexact += u64::from((keep & !ok).count_ones());
-            if DROP && let Some(f) = flags.get_mut(i / 4) {
-                *f |= u64::from(sat) << (16 * (i % 4));
-            }
+            tally::<DROP>(&mut counts, (ok, sat, keep), i, flags);
             shift_add(kept, shift, a16);
         }
-        let (tail_in, tail_sat, tail_inexact, word) =
-            super::block::<SIGNED, DROP>(conv, &sums[whole..], &mut acc[whole..]);
+        let tail = super::block::<SIGNED, DROP>(conv, &sums[whole..], &mut acc[whole..]);
+        with_tail::<DROP>(counts, tail, whole, flags)
+    }
+
+    /// Sixteen sums' masks (in range, saturated, kept) added to `counts`;
+    /// when flagged sums are dropped, the saturation mask into its place in
+    /// flag word `i / 4` (`i` counts blocks of sixteen).
+    #[inline(always)]
+    fn tally<const DROP: bool>(
+        counts: &mut IntCounts,
+        (ok, sat, keep): (u16, u16, u16),
+        i: usize,
+        flags: &mut [u64],
+    ) {
+        counts.in_range += u64::from(ok.count_ones());
+        counts.saturated += u64::from(sat.count_ones());
+        counts.inexact += u64::from((keep & !ok).count_ones());
+        if DROP && let Some(f) = flags.get_mut(i / 4) {
+            *f |= u64::from(sat) << (16 * (i % 4));
+        }
+    }
+
+    /// `counts` with the portable block's counts and flag word for the sums
+    /// from `whole` (a multiple of 16) on.
+    #[inline(always)]
+    fn with_tail<const DROP: bool>(
+        mut counts: IntCounts,
+        (in_range, saturated, inexact, word): (u32, u32, u32, u64),
+        whole: usize,
+        flags: &mut [u64],
+    ) -> IntCounts {
         if DROP && let Some(f) = flags.get_mut(whole / 64) {
             *f |= word << (whole % 64);
         }
-        let mut total = IntCounts {
-            in_range,
-            saturated,
-            inexact,
-        };
-        total.add(tail_in, tail_sat, tail_inexact);
-        total
+        counts.add(in_range, saturated, inexact);
+        counts
     }
 
     /// The kept values (`i32`, sixteen) widened to `i64`, shifted and added
@@ -431,7 +450,7 @@ mod x86 {
             _mm512_set1_epi32(i32::MIN),
         );
         let zero = _mm512_setzero_ps();
-        let (mut in_range, mut saturated, mut inexact) = (0u64, 0u64, 0u64);
+        let mut counts = IntCounts::default();
         let whole = sums.len() / 16 * 16;
         for (i, (((s16, m16), z16), a16)) in sums[..whole]
             .chunks_exact(16)
@@ -467,29 +486,15 @@ mod x86 {
             }
             let keep = if DROP { !sat } else { u16::MAX };
             let kept = _mm512_maskz_cvttps_epi32(keep, code);
-            in_range += u64::from(ok.count_ones());
-            saturated += u64::from(sat.count_ones());
-            inexact += u64::from((keep & !ok).count_ones());
-            if DROP && let Some(f) = flags.get_mut(i / 4) {
-                *f |= u64::from(sat) << (16 * (i % 4));
-            }
+            tally::<DROP>(&mut counts, (ok, sat, keep), i, flags);
             shift_add(kept, shift, a16);
         }
-        let (tail_in, tail_sat, tail_inexact, word) = super::noisy_block::<SIGNED, DROP>(
+        let tail = super::noisy_block::<SIGNED, DROP>(
             conv,
             (&sums[whole..], &mags[whole..], &z[whole..], e),
             &mut acc[whole..],
         );
-        if DROP && let Some(f) = flags.get_mut(whole / 64) {
-            *f |= word << (whole % 64);
-        }
-        let mut total = IntCounts {
-            in_range,
-            saturated,
-            inexact,
-        };
-        total.add(tail_in, tail_sat, tail_inexact);
-        total
+        with_tail::<DROP>(counts, tail, whole, flags)
     }
 
     /// Sixty-four bytes at a time: one byte test per bit gives the plane's
