@@ -293,7 +293,7 @@ mod x86 {
     pub(super) fn usable() -> bool {
         static USABLE: OnceLock<bool> = OnceLock::new();
         *USABLE.get_or_init(|| {
-            Kernel::selected() == Ok(Kernel::Avx512Vnni)
+            matches!(Kernel::selected(), Ok(Kernel::Amx | Kernel::Avx512Vnni))
                 && std::arch::is_x86_feature_detected!("avx512f")
                 && std::arch::is_x86_feature_detected!("avx512bw")
         })

@@ -9,8 +9,8 @@
 //! [`DeviceError::KernelUnsupported`]) rather than a silent fallback: a
 //! researcher who forces a kernel gets that kernel or is told why not.
 //! The vectorised conversion and bit-plane blocks (`blocks.rs`) follow the
-//! same choice: their AVX-512 versions run under `avx512vnni` only, so
-//! `RAELLA_KERNEL=portable` runs every loop portably.
+//! same choice: their AVX-512 versions run under `amx` and `avx512vnni` only,
+//! so `RAELLA_KERNEL=portable` runs every loop portably.
 //!
 //! The workspace builds for the architecture's baseline (no
 //! `-C target-cpu=native`): a binary built on one machine runs on any other
@@ -22,13 +22,19 @@ use std::sync::OnceLock;
 
 use crate::DeviceError;
 
-/// The environment variable that forces a kernel: `avx512vnni`, `avx2`,
+/// The environment variable that forces a kernel: `amx`, `avx512vnni`, `avx2`,
 /// `portable`, or `auto` (the same as unset or empty: the fastest this CPU runs).
 pub const KERNEL_ENV: &str = "RAELLA_KERNEL";
 
 /// An implementation of the exact `u8 x i8 -> i32` column sums.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kernel {
+    /// x86-64 AMX-INT8 tiles for crossbars of at least 64 rows (`tdpbusd`:
+    /// 16 vectors x 64 rows x 16 columns per instruction) and AVX-512 VNNI
+    /// for the rest (needs AMX-TILE, AMX-INT8, everything
+    /// [`Kernel::Avx512Vnni`] needs, and Linux's permission to use the tile
+    /// data, asked for once per process).
+    Amx,
     /// x86-64 AVX-512 VNNI `vpdpbusd`: 64 multiply-adds per instruction
     /// (needs AVX-512F, AVX-512BW and AVX-512 VNNI).
     Avx512Vnni,
@@ -41,12 +47,18 @@ pub enum Kernel {
 
 impl Kernel {
     /// Every kernel, fastest first.
-    pub const ALL: [Kernel; 3] = [Kernel::Avx512Vnni, Kernel::Avx2, Kernel::Portable];
+    pub const ALL: [Kernel; 4] = [
+        Kernel::Amx,
+        Kernel::Avx512Vnni,
+        Kernel::Avx2,
+        Kernel::Portable,
+    ];
 
     /// The name [`KERNEL_ENV`] takes.
     #[must_use]
     pub fn name(self) -> &'static str {
         match self {
+            Self::Amx => "amx",
             Self::Avx512Vnni => "avx512vnni",
             Self::Avx2 => "avx2",
             Self::Portable => "portable",
@@ -66,8 +78,10 @@ impl Kernel {
                     && std::arch::is_x86_feature_detected!("avx512bw")
                     && std::arch::is_x86_feature_detected!("avx512vnni")
             }
+            #[cfg(target_arch = "x86_64")]
+            Self::Amx => Self::Avx512Vnni.supported() && crate::packed::amx_permitted(),
             #[cfg(not(target_arch = "x86_64"))]
-            Self::Avx2 | Self::Avx512Vnni => false,
+            Self::Amx | Self::Avx2 | Self::Avx512Vnni => false,
         }
     }
 
@@ -177,7 +191,7 @@ impl Kernel {
 
     /// Runs `f` compiled for the instruction set that goes with this kernel,
     /// where the CPU has it: the AVX-512 set (F, BW, DQ, VL, VPOPCNTDQ) for
-    /// `avx512vnni` (else the AVX2 set), x86-64-v3's AVX2 set (AVX2, BMI1/2,
+    /// `amx` and `avx512vnni` (else the AVX2 set), x86-64-v3's AVX2 set (AVX2, BMI1/2,
     /// FMA, LZCNT, POPCNT) for `avx2`, the baseline for `portable`. Code
     /// reaches the wider set only where it is inlined into `f` (mark the hot
     /// functions it calls `#[inline(always)]`); the results are the same on
@@ -192,8 +206,8 @@ impl Kernel {
             let avx512 = || *AVX512.get_or_init(loops::avx512_detected);
             let avx2 = || *AVX2.get_or_init(loops::avx2_detected);
             let wide = match self {
-                Self::Avx512Vnni if avx512() => Some(true),
-                Self::Avx512Vnni | Self::Avx2 if avx2() => Some(false),
+                Self::Amx | Self::Avx512Vnni if avx512() => Some(true),
+                Self::Amx | Self::Avx512Vnni | Self::Avx2 if avx2() => Some(false),
                 _ => None,
             };
             // One of the workspace's target-feature unsafe blocks (the others
@@ -243,7 +257,8 @@ mod tests {
         let all = Kernel::ALL;
         let old = [Kernel::Avx2, Kernel::Portable];
         for unset in [None, Some(""), Some("auto"), Some(" AUTO ")] {
-            assert_eq!(Kernel::choose(unset, &all), Ok(Kernel::Avx512Vnni));
+            assert_eq!(Kernel::choose(unset, &all), Ok(Kernel::Amx));
+            assert_eq!(Kernel::choose(unset, &all[1..]), Ok(Kernel::Avx512Vnni));
             assert_eq!(Kernel::choose(unset, &old), Ok(Kernel::Avx2));
             assert_eq!(
                 Kernel::choose(unset, &[Kernel::Portable]),

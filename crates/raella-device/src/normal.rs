@@ -183,7 +183,7 @@ fn fused() -> bool {
     *FUSED.get_or_init(|| {
         matches!(
             crate::Kernel::selected(),
-            Ok(crate::Kernel::Avx512Vnni | crate::Kernel::Avx2)
+            Ok(crate::Kernel::Amx | crate::Kernel::Avx512Vnni | crate::Kernel::Avx2)
         )
     })
 }

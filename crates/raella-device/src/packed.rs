@@ -8,11 +8,18 @@
 //! sums. Rows are padded to a multiple of 4 and columns to a multiple of 16
 //! with zero levels.
 //!
-//! Three implementations give the same integers ([`Kernel`], chosen at run
-//! time): AVX-512 VNNI, AVX2 (`vpmaddubsw` then `vpmaddwd`, exact for levels in
-//! `[-64, 64]`, which is why [`PackedLevels::from_rows`] refuses others) and a
-//! portable loop. Integer arithmetic is exact, so the choice never changes a
-//! result.
+//! Four implementations give the same integers ([`Kernel`], chosen at run
+//! time): AMX-INT8 tiles (for crossbars of at least 64 rows, AVX-512 VNNI for
+//! the others), AVX-512 VNNI, AVX2 (`vpmaddubsw` then `vpmaddwd`, exact for
+//! levels in `[-64, 64]`, which is why [`PackedLevels::from_rows`] refuses
+//! others) and a portable loop. Integer arithmetic is exact, so the choice
+//! never changes a result.
+//!
+//! The blocks are AMX's layout too: a `tdpbusd` right-hand tile is 16 rows of
+//! 64 bytes, row `i` holding rows `4 i .. 4 i + 4` of 16 columns, so 16
+//! consecutive row groups of one column tile (`tiles` blocks apart) are one
+//! tile, loaded with a stride. The blocks are therefore allocated for a whole
+//! number of 16-group tiles, the extra groups zero.
 
 use crate::Kernel;
 
@@ -29,7 +36,8 @@ pub(crate) struct PackedLevels {
     cols: usize,
     groups: usize,
     tiles: usize,
-    /// `[group][tile]` blocks.
+    /// `[group][tile]` blocks, for `groups` rounded up to a multiple of 16
+    /// (the blocks past `groups` zero).
     data: Vec<[i8; 64]>,
 }
 
@@ -58,7 +66,7 @@ impl PackedLevels {
         mut fill: impl FnMut(usize, &mut [i32]),
     ) -> Option<Self> {
         let (groups, tiles) = (rows.div_ceil(4), cols.div_ceil(16));
-        let mut data = vec![[0i8; 64]; groups * tiles];
+        let mut data = vec![[0i8; 64]; groups.div_ceil(16) * 16 * tiles];
         // A row's levels, narrowed (the loops vectorise), then spread over its
         // tiles; the range is checked once at the end.
         let mut top = 0u32;
@@ -133,9 +141,13 @@ impl PackedLevels {
         match kernel {
             Kernel::Portable => self.column_sums_portable(pulses, out),
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx512Vnni | Kernel::Avx2 => x86::column_sums(kernel, self, pulses, out),
+            Kernel::Amx | Kernel::Avx512Vnni | Kernel::Avx2 => {
+                x86::column_sums(kernel, self, pulses, out);
+            }
             #[cfg(not(target_arch = "x86_64"))]
-            Kernel::Avx512Vnni | Kernel::Avx2 => unreachable!("not supported off x86-64"),
+            Kernel::Amx | Kernel::Avx512Vnni | Kernel::Avx2 => {
+                unreachable!("not supported off x86-64")
+            }
         }
     }
 
@@ -261,11 +273,15 @@ mod x86 {
         #[allow(unsafe_code)]
         // SAFETY: `kernel.supported()` detected the kernel's features on this
         // CPU at run time (AVX-512F, AVX-512BW and AVX-512 VNNI for `vnni`, AVX2
-        // for `avx2`). The functions themselves use no unsafe code: their loads
-        // are bounds-checked slice reads and `bytemuck` casts.
+        // for `avx2`; for `amx` those of `vnni`, AMX-TILE, AMX-INT8 and the
+        // operating system's permission). `vnni` and `avx2` use no unsafe
+        // code: their loads are bounds-checked slice reads and `bytemuck`
+        // casts; `amx::column_sums` states its own.
         unsafe {
             match kernel {
-                Kernel::Avx512Vnni => vnni(levels, pulses, out),
+                // Tiles of 16 row groups: at least 64 rows.
+                Kernel::Amx if levels.groups >= 16 => super::amx::column_sums(levels, pulses, out),
+                Kernel::Amx | Kernel::Avx512Vnni => vnni(levels, pulses, out),
                 Kernel::Avx2 => avx2(levels, pulses, out),
                 Kernel::Portable => unreachable!("not an x86 kernel"),
             }
@@ -458,6 +474,215 @@ mod x86 {
     }
 }
 
+/// Whether this process can run AMX-INT8 tiles: the CPU has AMX-TILE and
+/// AMX-INT8 (CPUID leaf 7), and Linux granted the process the tile data
+/// (`arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`, asked once; a
+/// kernel without AMX support refuses it). Elsewhere `false`.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn amx_permitted() -> bool {
+    static PERMITTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *PERMITTED.get_or_init(|| {
+        // CPUID is safe to execute on x86-64 (an `unsafe fn` before Rust 1.94).
+        #[allow(unused_unsafe, unsafe_code)]
+        // SAFETY: every x86-64 CPU has CPUID and leaf 7 (a leaf past the
+        // maximum returns zeros, reading as no AMX).
+        let leaf7 = unsafe { std::arch::x86_64::__cpuid_count(7, 0) };
+        let (tile, int8) = ((leaf7.edx >> 24) & 1 == 1, (leaf7.edx >> 25) & 1 == 1);
+        tile && int8 && amx::request_tile_data()
+    })
+}
+
+/// The AMX-INT8 kernel: `tdpbusd` on 16 x 64-byte tiles of pulses and
+/// [`PackedLevels`] blocks, in inline assembly (Rust's AMX intrinsics are not
+/// stable). Tile registers: `tmm0..tmm3` the sums of two blocks of 16 vectors
+/// times two column tiles, `tmm4`/`tmm5` the two vector blocks' pulses,
+/// `tmm6`/`tmm7` the two column tiles' levels, 64 rows (16 row groups) per
+/// step: two pulse and two level loads per four products.
+#[cfg(target_arch = "x86_64")]
+mod amx {
+    use std::arch::asm;
+
+    use super::PackedLevels;
+
+    /// Asks Linux for the tile data (`arch_prctl` is system call 158 on
+    /// x86-64; `ARCH_REQ_XCOMP_PERM` = 0x1023, `XFEATURE_XTILEDATA` = 18);
+    /// `true` when granted. Other systems: `false`.
+    pub(super) fn request_tile_data() -> bool {
+        #[cfg(target_os = "linux")]
+        {
+            let ret: i64;
+            #[allow(unsafe_code)]
+            // SAFETY: the system call reads its two integer arguments and
+            // writes only the process's extended-state permissions; it clobbers
+            // `rcx` and `r11`, as declared, and touches no memory of ours.
+            unsafe {
+                asm!(
+                    "syscall",
+                    inlateout("rax") 158i64 => ret,
+                    in("rdi") 0x1023i64,
+                    in("rsi") 18i64,
+                    lateout("rcx") _,
+                    lateout("r11") _,
+                    options(nostack),
+                );
+            }
+            ret == 0
+        }
+        #[cfg(not(target_os = "linux"))]
+        false
+    }
+
+    /// `ldtilecfg`'s 64-byte operand (palette 1).
+    #[repr(C, align(64))]
+    struct TileConfig {
+        palette: u8,
+        start_row: u8,
+        reserved: [u8; 14],
+        /// Bytes per row of each tile register.
+        colsb: [u16; 16],
+        /// Rows of each tile register.
+        rows: [u8; 16],
+    }
+
+    /// `tdpbusd tmm{c}, tmm{a}, tmm{b}`: `C[m][n] += sum_k A[m][k] B[k / 4][4 n + k % 4]`
+    /// (`u8` by `i8` in `i32`, wrapping; the sums here are exact, below 2^31).
+    macro_rules! tdpbusd {
+        ($c:literal, $a:literal, $b:literal) => {
+            asm!(
+                concat!("tdpbusd tmm", $c, ", tmm", $a, ", tmm", $b),
+                options(nostack)
+            )
+        };
+    }
+
+    /// `tilestored` of sum tile `q` (0 to 3) into `c`, 64 bytes per row.
+    #[allow(unsafe_code)]
+    fn store(q: usize, c: &mut [[i32; 16]; 16]) {
+        let p = c.as_mut_ptr().cast::<u8>();
+        // SAFETY: writes 16 rows of 64 bytes, 64 bytes apart: exactly `c`.
+        // The tiles were configured (16 x 64 bytes) by `column_sums`.
+        unsafe {
+            match q {
+                0 => {
+                    asm!("tilestored [{p} + {s}], tmm0", p = in(reg) p, s = in(reg) 64usize, options(nostack))
+                }
+                1 => {
+                    asm!("tilestored [{p} + {s}], tmm1", p = in(reg) p, s = in(reg) 64usize, options(nostack))
+                }
+                2 => {
+                    asm!("tilestored [{p} + {s}], tmm2", p = in(reg) p, s = in(reg) 64usize, options(nostack))
+                }
+                _ => {
+                    asm!("tilestored [{p} + {s}], tmm3", p = in(reg) p, s = in(reg) 64usize, options(nostack))
+                }
+            }
+        }
+    }
+
+    /// [`PackedLevels::column_sums`] on AMX tiles, 32 vectors by two column
+    /// tiles at a time. The last 64-row step may extend past a vector's row
+    /// (rows are padded to 4, not 64): those bytes multiply the zero level
+    /// blocks past `groups`, and the last 32 vectors are read from a copy
+    /// with 64 bytes of zeros after it, so no read leaves its buffer.
+    ///
+    /// # Panics
+    /// If this process cannot run AMX ([`super::amx_permitted`]), or the
+    /// shapes do not match.
+    #[allow(unsafe_code)]
+    pub(super) fn column_sums(levels: &PackedLevels, pulses: &[u8], out: &mut [i32]) {
+        assert!(super::amx_permitted(), "AMX tiles are not available");
+        let prow = levels.padded_rows();
+        let (tiles, cols) = (levels.tiles, levels.cols);
+        let steps = levels.groups.div_ceil(16);
+        assert!(
+            levels.data.len() >= steps * 16 * tiles,
+            "blocks for whole tiles"
+        );
+        let vectors = pulses.len() / prow;
+        assert_eq!(out.len(), vectors * cols, "output shape");
+        let mut cfg = TileConfig {
+            palette: 1,
+            start_row: 0,
+            reserved: [0; 14],
+            colsb: [0; 16],
+            rows: [0; 16],
+        };
+        cfg.colsb[..8].fill(64);
+        cfg.rows[..8].fill(16);
+        let mut tail = vec![0u8; 32 * prow + 64];
+        let mut c = [[0i32; 16]; 16];
+        let level_stride = tiles * 64;
+        // SAFETY: AMX is enabled for this process (asserted above); the
+        // configuration is a valid palette-1 operand of 64 bytes.
+        unsafe {
+            asm!("ldtilecfg [{}]", in(reg) &raw const cfg, options(nostack));
+        }
+        for v0 in (0..vectors).step_by(32) {
+            let nv = (vectors - v0).min(32);
+            // 32 rows of pulses and 64 bytes of slack past them.
+            let block: &[u8] = if (v0 + 32) * prow + 64 <= pulses.len() {
+                &pulses[v0 * prow..(v0 + 32) * prow + 64]
+            } else {
+                tail[..nv * prow].copy_from_slice(&pulses[v0 * prow..(v0 + nv) * prow]);
+                tail[nv * prow..].fill(0);
+                &tail
+            };
+            let (a0, a1) = (block.as_ptr(), block[16 * prow..].as_ptr());
+            let data = levels.data.as_ptr().cast::<u8>();
+            for t0 in (0..tiles).step_by(2) {
+                let two = t0 + 1 < tiles;
+                // SAFETY: pulse loads read 16 rows of 64 bytes from offset
+                // `64 k` (`k < steps`, so `64 k < prow`) of rows `prow` apart,
+                // starting at row 0 or 16 of `block`: at most `31 prow + 64 k +
+                // 64 <= 32 prow + 64` bytes, `block`'s length. Level loads read
+                // 16 blocks `tiles` apart from block `16 k tiles + t0 (+ 1)`:
+                // the last is block `(16 k + 15) tiles + t0 + 1 < steps * 16 *
+                // tiles` (asserted). Stores are `store`'s.
+                unsafe {
+                    asm!(
+                        "tilezero tmm0",
+                        "tilezero tmm1",
+                        "tilezero tmm2",
+                        "tilezero tmm3",
+                        options(nostack)
+                    );
+                    for k in 0..steps {
+                        asm!("tileloadd tmm4, [{a} + {s}]", a = in(reg) a0.add(64 * k), s = in(reg) prow, options(nostack));
+                        asm!("tileloadd tmm5, [{a} + {s}]", a = in(reg) a1.add(64 * k), s = in(reg) prow, options(nostack));
+                        let b = data.add((16 * k * tiles + t0) * 64);
+                        asm!("tileloadd tmm6, [{b} + {s}]", b = in(reg) b, s = in(reg) level_stride, options(nostack));
+                        tdpbusd!("0", "4", "6");
+                        tdpbusd!("2", "5", "6");
+                        if two {
+                            asm!("tileloadd tmm7, [{b} + {s}]", b = in(reg) b.add(64), s = in(reg) level_stride, options(nostack));
+                            tdpbusd!("1", "4", "7");
+                            tdpbusd!("3", "5", "7");
+                        }
+                    }
+                }
+                // Sum tile `q`: vector block `q / 2`, column tile `t0 + q % 2`.
+                for q in 0..4 {
+                    let (half, j) = (q / 2, q % 2);
+                    let rows = nv.saturating_sub(16 * half).min(16);
+                    if rows == 0 || (j == 1 && !two) {
+                        continue;
+                    }
+                    store(q, &mut c);
+                    let c0 = (t0 + j) * 16;
+                    let n = (cols - c0).min(16);
+                    for (k, row) in c.iter().enumerate().take(rows) {
+                        out[(v0 + 16 * half + k) * cols + c0..][..n].copy_from_slice(&row[..n]);
+                    }
+                }
+            }
+        }
+        // SAFETY: releases the tile state configured above.
+        unsafe {
+            asm!("tilerelease", options(nostack));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -483,6 +708,12 @@ mod tests {
             (13, 77, 64, false),
             (6, 300, 512, false),
             (3, 1030, 47, true),
+            // AMX tiles (at least 64 rows): whole and partial 32-vector
+            // blocks, odd column tiles, rows past the last whole 64.
+            (40, 300, 70, false),
+            (33, 64, 16, true),
+            (70, 130, 33, false),
+            (32, 512, 48, true),
             // The narrow kernel: one column tile, at most 8 row groups,
             // whole and partial sixteen-vector blocks.
             (37, 9, 4, false),
