@@ -482,12 +482,16 @@ mod x86 {
 pub(crate) fn amx_permitted() -> bool {
     static PERMITTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *PERMITTED.get_or_init(|| {
+        use std::arch::x86_64::{__cpuid, __cpuid_count};
         // CPUID is safe to execute on x86-64 (an `unsafe fn` before Rust 1.94).
         #[allow(unused_unsafe, unsafe_code)]
-        // SAFETY: every x86-64 CPU has CPUID and leaf 7 (a leaf past the
-        // maximum returns zeros, reading as no AMX).
-        let leaf7 = unsafe { std::arch::x86_64::__cpuid_count(7, 0) };
-        let (tile, int8) = ((leaf7.edx >> 24) & 1 == 1, (leaf7.edx >> 25) & 1 == 1);
+        // SAFETY: every x86-64 CPU has CPUID. Leaf 7 is read only when leaf
+        // 0 reports it (a leaf past the maximum returns another leaf's data
+        // on Intel CPUs, not zeros).
+        let leaf7 = unsafe { (__cpuid(0).eax >= 7).then(|| __cpuid_count(7, 0)) };
+        let (tile, int8) = leaf7.map_or((false, false), |l| {
+            ((l.edx >> 24) & 1 == 1, (l.edx >> 25) & 1 == 1)
+        });
         tile && int8 && amx::request_tile_data()
     })
 }
