@@ -559,25 +559,33 @@ mod amx {
         };
     }
 
-    /// `tilestored` of sum tile `q` (0 to 3) into `c`, 64 bytes per row.
+    /// `tilestored` of sum tile `q` (0 to 3): its 16 rows of 16 sums to
+    /// `out[at + i * stride ..][..16]`, row `i`.
+    ///
+    /// # Panics
+    /// If a row would leave `out`.
     #[allow(unsafe_code)]
-    fn store(q: usize, c: &mut [[i32; 16]; 16]) {
-        let p = c.as_mut_ptr().cast::<u8>();
-        // SAFETY: writes 16 rows of 64 bytes, 64 bytes apart: exactly `c`.
-        // The tiles were configured (16 x 64 bytes) by `column_sums`.
+    fn store(q: usize, out: &mut [i32], at: usize, stride: usize) {
+        assert!(at + 15 * stride + 16 <= out.len(), "rows inside the output");
+        let p = out[at..].as_mut_ptr().cast::<u8>();
+        let s = stride * 4;
+        // SAFETY: writes 16 rows of 64 bytes (16 `i32`), `4 stride` bytes
+        // apart, from `out[at]`: the last ends at `out[at + 15 stride + 16]`,
+        // inside `out` (asserted). The tiles were configured (16 x 64 bytes)
+        // by `column_sums`.
         unsafe {
             match q {
                 0 => {
-                    asm!("tilestored [{p} + {s}], tmm0", p = in(reg) p, s = in(reg) 64usize, options(nostack))
+                    asm!("tilestored [{p} + {s}], tmm0", p = in(reg) p, s = in(reg) s, options(nostack))
                 }
                 1 => {
-                    asm!("tilestored [{p} + {s}], tmm1", p = in(reg) p, s = in(reg) 64usize, options(nostack))
+                    asm!("tilestored [{p} + {s}], tmm1", p = in(reg) p, s = in(reg) s, options(nostack))
                 }
                 2 => {
-                    asm!("tilestored [{p} + {s}], tmm2", p = in(reg) p, s = in(reg) 64usize, options(nostack))
+                    asm!("tilestored [{p} + {s}], tmm2", p = in(reg) p, s = in(reg) s, options(nostack))
                 }
                 _ => {
-                    asm!("tilestored [{p} + {s}], tmm3", p = in(reg) p, s = in(reg) 64usize, options(nostack))
+                    asm!("tilestored [{p} + {s}], tmm3", p = in(reg) p, s = in(reg) s, options(nostack))
                 }
             }
         }
@@ -671,11 +679,16 @@ mod amx {
                     if rows == 0 || (j == 1 && !two) {
                         continue;
                     }
-                    store(q, &mut c);
-                    let c0 = (t0 + j) * 16;
+                    let (v, c0) = (v0 + 16 * half, (t0 + j) * 16);
                     let n = (cols - c0).min(16);
+                    if rows == 16 && n == 16 {
+                        // A whole tile: straight into the output's rows.
+                        store(q, out, v * cols + c0, cols);
+                        continue;
+                    }
+                    store(q, c.as_flattened_mut(), 0, 16);
                     for (k, row) in c.iter().enumerate().take(rows) {
-                        out[(v0 + 16 * half + k) * cols + c0..][..n].copy_from_slice(&row[..n]);
+                        out[(v + k) * cols + c0..][..n].copy_from_slice(&row[..n]);
                     }
                 }
             }
