@@ -2280,8 +2280,12 @@ impl ExactRecovery<'_> {
     /// Flagged column `(v, c)`'s exact bit sums `S_t` at `out[t]`, `t <
     /// width`: bits `1..width` read together ([`ExactBits::column_sums`]),
     /// bit 0 as `S - sum_{t>0} S_t 2^t` (the same integer a read gives).
+    /// Returns the least and the greatest of the `width` sums, taken from the
+    /// scalars as they are read: a vector load of `out` right after its
+    /// scalar stores would wait for them (a failed store forwarding, 20% of
+    /// InceptionV3's recovery samples when the range test read the array).
     #[inline(always)]
-    fn bit_sums(&self, v: usize, c: usize, out: &mut [i32; 8]) {
+    fn bit_sums(&self, v: usize, c: usize, out: &mut [i32; 8]) -> (i32, i32) {
         let w = self.width as usize;
         if let Some(d) = self.dense {
             for (t, o) in out.iter_mut().enumerate().take(w).skip(1) {
@@ -2300,10 +2304,14 @@ impl ExactRecovery<'_> {
             );
         }
         let mut rest = self.sums[v * self.cols + c];
+        let (mut least, mut most) = (i32::MAX, i32::MIN);
         for (t, &st) in (1..).zip(&out[1..w]) {
             rest -= st << t;
+            least = least.min(st);
+            most = most.max(st);
         }
         out[0] = rest;
+        (least.min(rest), most.max(rest))
     }
 
     /// Every flagged column's bits ([`Self::bit_sums`]), each converted
@@ -2330,18 +2338,12 @@ impl ExactRecovery<'_> {
             // A safe column adds `S` without a read. So does, after its read,
             // a column whose bits all lie strictly inside the ADC's range
             // (98-99.6% of those read on the MNIST CNN and InceptionV3): each
-            // code is its sum, none saturated, and they shift-add to `S`. The
-            // test runs over the whole fixed-size array (one vector compare),
-            // the bits past the slice's `w` passing.
-            let safe_column = peak[v] <= safe[c];
-            if !safe_column {
-                self.bit_sums(v, c, &mut bit_sums);
-            }
-            if safe_column
-                || (0..8)
-                    .zip(bit_sums)
-                    .fold(true, |a, (t, st)| a & ((t >= w) | ((lo < st) & (st < hi))))
-            {
+            // code is its sum, none saturated, and they shift-add to `S`.
+            let inside = peak[v] <= safe[c] || {
+                let (least, most) = self.bit_sums(v, c, &mut bit_sums);
+                (lo < least) & (most < hi)
+            };
+            if inside {
                 out.conversions += u64::from(width);
                 acc[v * cols + c] += i64::from(self.sums[v * cols + c]) << shift;
                 continue;
