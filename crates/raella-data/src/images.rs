@@ -59,7 +59,7 @@ pub fn image_files(dir: &Path) -> Result<Vec<std::path::PathBuf>, DataError> {
 }
 
 /// Decodes one PNG or JPEG image from its bytes (format from the content; at
-/// most `MAX_IMAGE_SIDE`, 20,000, pixels a side and `MAX_IMAGE_ALLOC`, 512 MiB, decoded)
+/// most [`MAX_IMAGE_SIDE`] pixels a side and [`MAX_IMAGE_ALLOC`] bytes decoded)
 /// to RGB (`channels = 3`) or luma (`channels = 1`) bytes, resized (bilinear)
 /// to `height x width`, in CHW order. `path` is only used in messages.
 ///

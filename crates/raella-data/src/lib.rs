@@ -19,7 +19,9 @@ mod text;
 
 pub use error::DataError;
 pub use idx::{IdxDataset, decode_idx, parse_idx};
-pub use images::{ImageFolder, LabelledImages, decode_image, image_files};
+pub use images::{
+    ImageFolder, LabelledImages, MAX_IMAGE_ALLOC, MAX_IMAGE_SIDE, decode_image, image_files,
+};
 pub use lee50::{Correlations, Lee50};
 pub use text::{Encoded, MAX_TOKENS_LIMIT, TextEncoder};
 
