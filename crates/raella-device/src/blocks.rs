@@ -293,7 +293,7 @@ mod x86 {
     pub(super) fn usable() -> bool {
         static USABLE: OnceLock<bool> = OnceLock::new();
         *USABLE.get_or_init(|| {
-            matches!(Kernel::selected(), Ok(Kernel::Amx | Kernel::Avx512Vnni))
+            Kernel::selected().is_ok_and(|k| k.loop_set() == crate::kernel::LoopSet::Avx512)
                 && std::arch::is_x86_feature_detected!("avx512f")
                 && std::arch::is_x86_feature_detected!("avx512bw")
         })

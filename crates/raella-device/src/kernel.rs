@@ -26,6 +26,17 @@ use crate::DeviceError;
 /// `portable`, or `auto` (the same as unset or empty: the fastest this CPU runs).
 pub const KERNEL_ENV: &str = "RAELLA_KERNEL";
 
+/// The instruction sets of [`Kernel::dispatch`] ([`Kernel::loop_set`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LoopSet {
+    /// AVX-512 F, BW, DQ, VL and VPOPCNTDQ (with the AVX2 set).
+    Avx512,
+    /// x86-64-v3's AVX2 set.
+    Avx2,
+    /// The architecture's baseline.
+    Baseline,
+}
+
 /// An implementation of the exact `u8 x i8 -> i32` column sums.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kernel {
@@ -53,6 +64,17 @@ impl Kernel {
         Kernel::Avx2,
         Kernel::Portable,
     ];
+
+    /// The instruction set [`Self::dispatch`] compiles the engine's loops
+    /// for under this kernel, where the CPU has it. One place for the
+    /// mapping, matched exhaustively: a new kernel has to choose.
+    pub(crate) fn loop_set(self) -> LoopSet {
+        match self {
+            Self::Amx | Self::Avx512Vnni => LoopSet::Avx512,
+            Self::Avx2 => LoopSet::Avx2,
+            Self::Portable => LoopSet::Baseline,
+        }
+    }
 
     /// The name [`KERNEL_ENV`] takes.
     #[must_use]
@@ -205,9 +227,9 @@ impl Kernel {
             static AVX2: OnceLock<bool> = OnceLock::new();
             let avx512 = || *AVX512.get_or_init(loops::avx512_detected);
             let avx2 = || *AVX2.get_or_init(loops::avx2_detected);
-            let wide = match self {
-                Self::Amx | Self::Avx512Vnni if avx512() => Some(true),
-                Self::Amx | Self::Avx512Vnni | Self::Avx2 if avx2() => Some(false),
+            let wide = match self.loop_set() {
+                LoopSet::Avx512 if avx512() => Some(true),
+                LoopSet::Avx512 | LoopSet::Avx2 if avx2() => Some(false),
                 _ => None,
             };
             // One of the workspace's target-feature unsafe blocks (the others

@@ -181,10 +181,7 @@ fn polar<const B: usize, const FUSED: bool>(r: &[u64; B], a: &mut [f32; B], b: &
 fn fused() -> bool {
     static FUSED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *FUSED.get_or_init(|| {
-        matches!(
-            crate::Kernel::selected(),
-            Ok(crate::Kernel::Amx | crate::Kernel::Avx512Vnni | crate::Kernel::Avx2)
-        )
+        crate::Kernel::selected().is_ok_and(|k| k.loop_set() != crate::kernel::LoopSet::Baseline)
     })
 }
 
