@@ -1495,6 +1495,22 @@ impl ExactBits<'_> {
                 }
                 *o = s as i32;
             }
+        } else if p.words == PLANE_BLOCK {
+            // One block (65 to 512 rows): each bitset's block in registers,
+            // the planes from the highest, doubling the lanes between them
+            // (an add, where a shift by `l` moves `l` into a vector register
+            // first), with no index to check.
+            let (planes, _) = u.as_chunks::<PLANE_BLOCK>();
+            let (xs, _) = bits.as_chunks::<PLANE_BLOCK>();
+            for ((o, x), &k) in out.iter_mut().zip(xs).zip(ones) {
+                let mut lanes = [0u64; PLANE_BLOCK];
+                for w in planes.iter().rev() {
+                    for j in 0..PLANE_BLOCK {
+                        lanes[j] = 2 * lanes[j] + u64::from((x[j] & w[j]).count_ones());
+                    }
+                }
+                *o = (min * i64::from(k) + lanes.iter().sum::<u64>().cast_signed()) as i32;
+            }
         } else {
             // Indexed, not `chunks_exact(words)`: that divides by `words`
             // (a 64-bit division per read).
