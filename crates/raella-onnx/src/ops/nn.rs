@@ -250,6 +250,19 @@ pub fn im2col_into<T: Copy + Send + Sync>(
     // Copied without per-element bounds tests; the rest keep the pad value.
     // The same spans for every channel, kernel row and output row.
     let spans = column_spans(win, w, ow, pads[1]);
+    // Kernels 2 to 8 columns wide, undilated: an output's `kw` cells of one
+    // channel and kernel row are consecutive in the input row, so the
+    // outputs whose window lies inside it take one fixed-size copy each
+    // ([`copy_windows`]) instead of `kw` strided passes of one cell.
+    let inner = (win.dilation[1] == 1 && (2..=8).contains(&kw)).then(|| {
+        let lo = pads[1].div_ceil(s1).min(ow);
+        let hi = if w + pads[1] >= kw {
+            ((w + pads[1] - kw) / s1 + 1).min(ow)
+        } else {
+            0
+        };
+        (lo, hi.max(lo))
+    });
     dst.par_chunks_mut((ow * cols).max(1))
         .with_min_len((4096 / (ow * cols).max(1)).max(1))
         .enumerate()
@@ -264,6 +277,33 @@ pub fn im2col_into<T: Copy + Send + Sync>(
                         continue;
                     }
                     let xrow = &xc[iy * w..(iy + 1) * w];
+                    if let Some((lo, hi)) = inner {
+                        // Input column of output `ox`'s first cell: `ox * s1 - pad`.
+                        let n = hi - lo;
+                        // (No output inside: `lo` may be `ow`, past the rows.)
+                        let from = &xrow[if n > 0 { lo * s1 - pads[1] } else { 0 }..];
+                        let at = &mut rows[if n > 0 { lo * cols + k } else { 0 }..];
+                        match kw {
+                            2 => copy_windows::<T, 2>(from, s1, at, cols, n),
+                            3 => copy_windows::<T, 3>(from, s1, at, cols, n),
+                            4 => copy_windows::<T, 4>(from, s1, at, cols, n),
+                            5 => copy_windows::<T, 5>(from, s1, at, cols, n),
+                            6 => copy_windows::<T, 6>(from, s1, at, cols, n),
+                            7 => copy_windows::<T, 7>(from, s1, at, cols, n),
+                            _ => copy_windows::<T, 8>(from, s1, at, cols, n),
+                        }
+                        // The outputs whose window crosses the padding, cell by cell.
+                        for ox in (0..lo).chain(hi..ow) {
+                            for kx in 0..kw {
+                                let ix = (ox * s1 + kx).wrapping_sub(pads[1]);
+                                if ix < w {
+                                    rows[ox * cols + k + kx] = xrow[ix];
+                                }
+                            }
+                        }
+                        k += kw;
+                        continue;
+                    }
                     for &(lo, hi, first) in &spans {
                         if lo == hi {
                             k += 1;
@@ -279,6 +319,25 @@ pub fn im2col_into<T: Copy + Send + Sync>(
                 }
             }
         });
+}
+
+/// `n` outputs' windows of `K` consecutive cells, `stride` apart in `from`,
+/// into the first `K` values of `n` rows of `cols` in `to`: one fixed-size
+/// copy per output (a few moves), where a copy of variable length calls
+/// `memcpy`.
+#[inline]
+fn copy_windows<T: Copy, const K: usize>(
+    from: &[T],
+    stride: usize,
+    to: &mut [T],
+    cols: usize,
+    n: usize,
+) {
+    for i in 0..n {
+        let src: &[T; K] = from[i * stride..][..K].try_into().expect("K cells");
+        let dst: &mut [T; K] = (&mut to[i * cols..][..K]).try_into().expect("K cells");
+        *dst = *src;
+    }
 }
 
 /// Per kernel column `kx`: the output columns `lo..hi` whose input column
@@ -1060,6 +1119,15 @@ fn pool_impl(
                 .count()
         })
         .collect();
+    // Per output column, the window's columns inside the input.
+    let cols_in: Vec<usize> = (0..ow)
+        .map(|ox| {
+            spans
+                .iter()
+                .filter(|&&(lo, hi, _)| (lo..hi).contains(&ox))
+                .count()
+        })
+        .collect();
     out.par_chunks_mut((oh * ow).max(1))
         .enumerate()
         .for_each(|(plane, dst)| {
@@ -1092,42 +1160,57 @@ fn pool_impl(
             }
             // A whole output row per window cell, as above: per output the
             // cells inside the input in the same order (so the same sums and
-            // maxima), the counts per output column.
+            // maxima). The window is rows times columns, so an output's cells
+            // inside the input are its rows inside times its columns inside.
             let mut acc = vec![0.0f32; ow];
-            let mut cnt = vec![0usize; ow];
             for (oy, drow) in dst.chunks_exact_mut(ow.max(1)).enumerate() {
                 acc.fill(if max { f32::NEG_INFINITY } else { 0.0 });
-                cnt.fill(0);
                 // Cells of the padded input in the window: rows times columns.
                 let rows_in_pad = (0..win.kernel[0])
                     .filter(|&ky| oy * win.stride[0] + ky * win.dilation[0] < h + pads[0] + pads[2])
                     .count();
+                let mut rows_in = 0usize;
                 for ky in 0..win.kernel[0] {
                     let iy = (oy * win.stride[0] + ky * win.dilation[0]).wrapping_sub(pads[0]);
                     if iy >= h {
                         continue;
                     }
+                    rows_in += 1;
                     let row = &p[iy * w..(iy + 1) * w];
                     for &(lo, hi, first) in &spans {
-                        if lo == hi {
-                            continue;
-                        }
-                        let cells = row[first..].iter().step_by(win.stride[1]);
-                        for ((a, n), &v) in acc[lo..hi].iter_mut().zip(&mut cnt[lo..hi]).zip(cells)
-                        {
-                            *a = if max { nan_max(*a, v) } else { *a + v };
-                            *n += 1;
+                        let acc = &mut acc[lo..hi];
+                        match (max, s1) {
+                            (true, 1) => {
+                                for (a, &v) in acc.iter_mut().zip(&row[first..]) {
+                                    *a = nan_max(*a, v);
+                                }
+                            }
+                            (false, 1) => {
+                                for (a, &v) in acc.iter_mut().zip(&row[first..]) {
+                                    *a += v;
+                                }
+                            }
+                            (true, _) => {
+                                for (a, &v) in acc.iter_mut().zip(row[first..].iter().step_by(s1)) {
+                                    *a = nan_max(*a, v);
+                                }
+                            }
+                            (false, _) => {
+                                for (a, &v) in acc.iter_mut().zip(row[first..].iter().step_by(s1)) {
+                                    *a += v;
+                                }
+                            }
                         }
                     }
                 }
-                for (ox, ((d, &a), &n)) in drow.iter_mut().zip(&acc).zip(&cnt).enumerate() {
+                for (ox, (d, &a)) in drow.iter_mut().zip(&acc).enumerate() {
                     #[allow(clippy::cast_precision_loss)]
                     let v = if max || sum {
                         a
                     } else if count_include_pad {
                         a / (rows_in_pad * cols_in_pad[ox]).max(1) as f32
                     } else {
-                        a / n.max(1) as f32
+                        a / (rows_in * cols_in[ox]).max(1) as f32
                     };
                     *d = v;
                 }
@@ -1591,6 +1674,18 @@ mod tests {
             ([3, 2], [2, 3], [1, 1], [0, 2, 1, 0], 1, 2),
             ([2, 3], [1, 2], [2, 2], [2, 1, 2, 3], 2, 1),
             ([1, 3], [3, 1], [1, 3], [4, 5, 4, 5], 0, 1),
+            // Each undilated width of the fixed-size copies, with strides and
+            // pads on either side (and windows wider than the input).
+            ([3, 3], [2, 2], [1, 1], [1, 1, 1, 1], 0, 3),
+            ([1, 7], [1, 1], [1, 1], [0, 3, 0, 3], 1, 2),
+            ([5, 5], [1, 2], [1, 1], [2, 2, 2, 2], 0, 3),
+            ([2, 4], [1, 1], [1, 1], [0, 0, 1, 2], 0, 3),
+            ([1, 6], [2, 1], [1, 1], [0, 1, 0, 0], 2, 1),
+            ([2, 8], [1, 1], [1, 1], [0, 1, 0, 1], 0, 2),
+            ([1, 8], [1, 2], [1, 1], [0, 1, 0, 0], 0, 1),
+            ([1, 2], [1, 3], [1, 1], [0, 0, 0, 2], 0, 3),
+            // No output whose window lies inside the input.
+            ([2, 8], [1, 2], [1, 1], [0, 1, 0, 0], 0, 2),
         ] {
             let win = window(kernel, stride, dilation, pads, false);
             let (oh, ow, pads) = win.out_hw(h, w).unwrap();
