@@ -1111,23 +1111,44 @@ impl LevelPlanes {
                         << l;
                 }
             }
+        } else if nb == 1 {
+            // One block (65 to 512 rows): the column's level pairs in one
+            // slice, added from the highest level by doubling the lanes (the
+            // same sums as the shifts below), with no index to check.
+            let (pairs, _) = self.data[col * self.bits * 2..][..2 * cb].as_chunks::<2>();
+            let (xs, _) = bits.as_chunks::<PLANE_BLOCK>();
+            for (a, xb) in packed[..n].iter_mut().zip(xs) {
+                let mut lanes = [0u64; PLANE_BLOCK];
+                for [p, q] in pairs.iter().rev() {
+                    for k in 0..PLANE_BLOCK {
+                        lanes[k] = 2 * lanes[k]
+                            + (u64::from((xb[k] & p[k]).count_ones())
+                                | (u64::from((xb[k] & q[k]).count_ones()) << 32));
+                    }
+                }
+                *a = lanes.iter().sum();
+            }
         } else {
+            // The column's planes, level by level, each level's `G+` then
+            // `G-` blocks: per block, the levels from the highest by
+            // doubling, as above.
+            let levels = &self.data[col * self.bits * 2 * nb..][..2 * cb * nb];
             for (t, a) in packed[..n].iter_mut().enumerate() {
-                let x = &bits[t * words..][..words];
+                let (xs, _) = bits[t * words..][..words].as_chunks::<PLANE_BLOCK>();
                 // Per-lane sums; one reduction per bitset.
                 let mut lanes = [0u64; PLANE_BLOCK];
-                for bi in 0..nb {
-                    let xb: &[u64; PLANE_BLOCK] = x[bi * PLANE_BLOCK..][..PLANE_BLOCK]
-                        .try_into()
-                        .expect("whole blocks");
-                    for l in 0..cb {
-                        let base = ((col * self.bits + l) * 2) * nb + bi;
-                        let (p, q) = (&self.data[base], &self.data[base + nb]);
+                for (bi, xb) in xs.iter().enumerate() {
+                    let mut block = [0u64; PLANE_BLOCK];
+                    for level in levels.chunks_exact(2 * nb).rev() {
+                        let (p, q) = (&level[bi], &level[nb + bi]);
                         for k in 0..PLANE_BLOCK {
-                            lanes[k] += (u64::from((xb[k] & p[k]).count_ones())
-                                | (u64::from((xb[k] & q[k]).count_ones()) << 32))
-                                << l;
+                            block[k] = 2 * block[k]
+                                + (u64::from((xb[k] & p[k]).count_ones())
+                                    | (u64::from((xb[k] & q[k]).count_ones()) << 32));
                         }
+                    }
+                    for (l, b) in lanes.iter_mut().zip(block) {
+                        *l += b;
                     }
                 }
                 *a = lanes.iter().sum();
@@ -1843,7 +1864,9 @@ mod tests {
             (64, 3),
             (65, 4),
             (288, 5),
+            (512, 2),
             (700, 3),
+            (1100, 2),
         ] {
             let g = CrossbarGeometry::new(rows, cols, CellKind::TwoT2R, 4).unwrap();
             let pos: Vec<u8> = (0..rows * cols).map(|_| rng.random_range(0..=9)).collect();
