@@ -116,7 +116,12 @@ impl Crossbar {
                 return v.to_vec();
             }
             let mut out = vec![0u8; n];
-            transpose_bytes(v, used_cols, used_rows, &mut out, used_cols);
+            // Compiled for the process's vector set (the eight-block path
+            // vectorises).
+            crate::Kernel::dispatch_selected(
+                #[inline(always)]
+                || transpose_bytes(v, used_cols, used_rows, &mut out, used_cols),
+            );
             out
         };
         Self::new(geometry, used_rows, used_cols, rows(pos), neg.map(rows))
@@ -1365,31 +1370,38 @@ fn histogram(values: &[u8], planes: usize, scratch: &mut [[u32; 256]; 4], counts
 
 /// `dst[j * stride + i] = src[i * cols + j]` for the `rows x cols` bytes of
 /// `src`: 8 x 8 blocks transposed in registers (three rounds of masked
-/// swaps), the edges byte by byte.
+/// swaps), eight neighbouring blocks at once where 64 columns remain (one
+/// 64-byte load per row, the swaps on eight lanes, so they vectorise), the
+/// edges byte by byte.
 #[inline(always)]
 pub(crate) fn transpose_bytes(src: &[u8], rows: usize, cols: usize, dst: &mut [u8], stride: usize) {
-    let (r8, c8) = (rows / 8 * 8, cols / 8 * 8);
+    let (r8, c8, c64) = (rows / 8 * 8, cols / 8 * 8, cols / 64 * 64);
     for i0 in (0..r8).step_by(8) {
-        for j0 in (0..c8).step_by(8) {
-            let mut a = [0u64; 8];
+        for j0 in (0..c64).step_by(64) {
+            let mut a = [[0u64; 8]; 8];
             for (k, x) in a.iter_mut().enumerate() {
-                *x = u64::from_le_bytes(src[(i0 + k) * cols + j0..][..8].try_into().expect("8"));
-            }
-            // Byte `j` of `a[k]` is element `(k, j)`; swap 1-, 2-, then
-            // 4-byte blocks across the diagonal.
-            for (shift, mask, step) in [
-                (8, 0x00FF_00FF_00FF_00FF_u64, 1),
-                (16, 0x0000_FFFF_0000_FFFF, 2),
-                (32, 0x0000_0000_FFFF_FFFF, 4),
-            ] {
-                for i in (0..8).filter(|i| (i / step) % 2 == 0) {
-                    let t = ((a[i] >> shift) ^ a[i + step]) & mask;
-                    a[i + step] ^= t;
-                    a[i] ^= t << shift;
+                let row: &[u8; 64] = src[(i0 + k) * cols + j0..][..64]
+                    .try_into()
+                    .expect("64 bytes");
+                for (b, w) in x.iter_mut().enumerate() {
+                    *w = u64::from_le_bytes(row[8 * b..8 * b + 8].try_into().expect("8"));
                 }
             }
+            swap_blocks(&mut a);
+            for b in 0..8 {
+                for (k, x) in a.iter().enumerate() {
+                    dst[(j0 + 8 * b + k) * stride + i0..][..8].copy_from_slice(&x[b].to_le_bytes());
+                }
+            }
+        }
+        for j0 in (c64..c8).step_by(8) {
+            let mut a = [[0u64; 1]; 8];
+            for (k, x) in a.iter_mut().enumerate() {
+                x[0] = u64::from_le_bytes(src[(i0 + k) * cols + j0..][..8].try_into().expect("8"));
+            }
+            swap_blocks(&mut a);
             for (k, x) in a.iter().enumerate() {
-                dst[(j0 + k) * stride + i0..][..8].copy_from_slice(&x.to_le_bytes());
+                dst[(j0 + k) * stride + i0..][..8].copy_from_slice(&x[0].to_le_bytes());
             }
         }
     }
@@ -1397,6 +1409,26 @@ pub(crate) fn transpose_bytes(src: &[u8], rows: usize, cols: usize, dst: &mut [u
         let edge = if i < r8 { c8 } else { 0 };
         for j in edge..cols {
             dst[j * stride + i] = src[i * cols + j];
+        }
+    }
+}
+
+/// Transposes `N` 8 x 8 byte blocks, lane `b` of `a[k]` holding row `k` of
+/// block `b` (byte `j` of it is element `(k, j)`): 1-, 2-, then 4-byte
+/// sub-blocks swapped across the diagonal.
+#[inline(always)]
+fn swap_blocks<const N: usize>(a: &mut [[u64; N]; 8]) {
+    for (shift, mask, step) in [
+        (8, 0x00FF_00FF_00FF_00FF_u64, 1),
+        (16, 0x0000_FFFF_0000_FFFF, 2),
+        (32, 0x0000_0000_FFFF_FFFF, 4),
+    ] {
+        for i in (0..8).filter(|i| (i / step) % 2 == 0) {
+            for b in 0..N {
+                let t = ((a[i][b] >> shift) ^ a[i + step][b]) & mask;
+                a[i + step][b] ^= t;
+                a[i][b] ^= t << shift;
+            }
         }
     }
 }
@@ -1775,17 +1807,24 @@ mod tests {
     /// transposed levels.
     #[test]
     fn byte_transposes_are_exact() {
-        for rows in 0..20 {
-            for cols in 0..20 {
-                #[allow(clippy::cast_possible_truncation)]
-                let src: Vec<u8> = (0..rows * cols).map(|i| (i * 7 + 3) as u8).collect();
-                let stride = rows + 3;
-                let mut dst = vec![0u8; cols * stride];
-                transpose_bytes(&src, rows, cols, &mut dst, stride);
-                for i in 0..rows {
-                    for j in 0..cols {
-                        assert_eq!(dst[j * stride + i], src[i * cols + j], "{rows}x{cols}");
-                    }
+        // Every shape up to 19 x 19, and wide ones that take the eight-block
+        // path (64 columns and more) with and without edges.
+        let shapes = (0..20).flat_map(|r| (0..20).map(move |c| (r, c))).chain(
+            [0, 7, 8, 9, 16, 17, 23].into_iter().flat_map(|r| {
+                [63, 64, 65, 72, 127, 128, 136, 200]
+                    .into_iter()
+                    .map(move |c| (r, c))
+            }),
+        );
+        for (rows, cols) in shapes {
+            #[allow(clippy::cast_possible_truncation)]
+            let src: Vec<u8> = (0..rows * cols).map(|i| (i * 7 + 3) as u8).collect();
+            let stride = rows + 3;
+            let mut dst = vec![0u8; cols * stride];
+            transpose_bytes(&src, rows, cols, &mut dst, stride);
+            for i in 0..rows {
+                for j in 0..cols {
+                    assert_eq!(dst[j * stride + i], src[i * cols + j], "{rows}x{cols}");
                 }
             }
         }
