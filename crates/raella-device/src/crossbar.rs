@@ -1125,11 +1125,7 @@ impl LevelPlanes {
             for (a, xb) in packed[..n].iter_mut().zip(xs) {
                 let mut lanes = [0u64; PLANE_BLOCK];
                 for [p, q] in pairs.iter().rev() {
-                    for k in 0..PLANE_BLOCK {
-                        lanes[k] = 2 * lanes[k]
-                            + (u64::from((xb[k] & p[k]).count_ones())
-                                | (u64::from((xb[k] & q[k]).count_ones()) << 32));
-                    }
+                    double_and_add(&mut lanes, xb, p, q);
                 }
                 *a = lanes.iter().sum();
             }
@@ -1145,12 +1141,7 @@ impl LevelPlanes {
                 for (bi, xb) in xs.iter().enumerate() {
                     let mut block = [0u64; PLANE_BLOCK];
                     for level in levels.chunks_exact(2 * nb).rev() {
-                        let (p, q) = (&level[bi], &level[nb + bi]);
-                        for k in 0..PLANE_BLOCK {
-                            block[k] = 2 * block[k]
-                                + (u64::from((xb[k] & p[k]).count_ones())
-                                    | (u64::from((xb[k] & q[k]).count_ones()) << 32));
-                        }
+                        double_and_add(&mut block, xb, &level[bi], &level[nb + bi]);
                     }
                     for (l, b) in lanes.iter_mut().zip(block) {
                         *l += b;
@@ -1368,6 +1359,23 @@ fn histogram(values: &[u8], planes: usize, scratch: &mut [[u32; 256]; 4], counts
     counts.extend((0..nv).map(|i| scratch.iter().map(|h| h[i]).sum::<u32>()));
 }
 
+/// One level of [`LevelPlanes::column_sums_and_magnitudes`]' sums, added
+/// from the highest level down: each lane doubled, plus the rows of `xb` set
+/// in the level's `G+` plane `p` (low 32 bits) and `G-` plane `q` (high).
+#[inline(always)]
+fn double_and_add(
+    lanes: &mut [u64; PLANE_BLOCK],
+    xb: &[u64; PLANE_BLOCK],
+    p: &[u64; PLANE_BLOCK],
+    q: &[u64; PLANE_BLOCK],
+) {
+    for k in 0..PLANE_BLOCK {
+        lanes[k] = 2 * lanes[k]
+            + (u64::from((xb[k] & p[k]).count_ones())
+                | (u64::from((xb[k] & q[k]).count_ones()) << 32));
+    }
+}
+
 /// `dst[j * stride + i] = src[i * cols + j]` for the `rows x cols` bytes of
 /// `src`: 8 x 8 blocks transposed in registers (three rounds of masked
 /// swaps), eight neighbouring blocks at once where 64 columns remain (one
@@ -1378,31 +1386,10 @@ pub(crate) fn transpose_bytes(src: &[u8], rows: usize, cols: usize, dst: &mut [u
     let (r8, c8, c64) = (rows / 8 * 8, cols / 8 * 8, cols / 64 * 64);
     for i0 in (0..r8).step_by(8) {
         for j0 in (0..c64).step_by(64) {
-            let mut a = [[0u64; 8]; 8];
-            for (k, x) in a.iter_mut().enumerate() {
-                let row: &[u8; 64] = src[(i0 + k) * cols + j0..][..64]
-                    .try_into()
-                    .expect("64 bytes");
-                for (b, w) in x.iter_mut().enumerate() {
-                    *w = u64::from_le_bytes(row[8 * b..8 * b + 8].try_into().expect("8"));
-                }
-            }
-            swap_blocks(&mut a);
-            for b in 0..8 {
-                for (k, x) in a.iter().enumerate() {
-                    dst[(j0 + 8 * b + k) * stride + i0..][..8].copy_from_slice(&x[b].to_le_bytes());
-                }
-            }
+            transpose_blocks::<8>(src, cols, (i0, j0), dst, stride);
         }
         for j0 in (c64..c8).step_by(8) {
-            let mut a = [[0u64; 1]; 8];
-            for (k, x) in a.iter_mut().enumerate() {
-                x[0] = u64::from_le_bytes(src[(i0 + k) * cols + j0..][..8].try_into().expect("8"));
-            }
-            swap_blocks(&mut a);
-            for (k, x) in a.iter().enumerate() {
-                dst[(j0 + k) * stride + i0..][..8].copy_from_slice(&x[0].to_le_bytes());
-            }
+            transpose_blocks::<1>(src, cols, (i0, j0), dst, stride);
         }
     }
     for i in 0..rows {
@@ -1413,11 +1400,25 @@ pub(crate) fn transpose_bytes(src: &[u8], rows: usize, cols: usize, dst: &mut [u
     }
 }
 
-/// Transposes `N` 8 x 8 byte blocks, lane `b` of `a[k]` holding row `k` of
-/// block `b` (byte `j` of it is element `(k, j)`): 1-, 2-, then 4-byte
-/// sub-blocks swapped across the diagonal.
+/// [`transpose_bytes`] of the `N` neighbouring 8 x 8 blocks whose first
+/// element is `(i0, j0)`: lane `b` of `a[k]` holds row `k` of block `b`
+/// (byte `j` of it is element `(k, j)`), and 1-, 2-, then 4-byte sub-blocks
+/// are swapped across the diagonal in every lane.
 #[inline(always)]
-fn swap_blocks<const N: usize>(a: &mut [[u64; N]; 8]) {
+fn transpose_blocks<const N: usize>(
+    src: &[u8],
+    cols: usize,
+    (i0, j0): (usize, usize),
+    dst: &mut [u8],
+    stride: usize,
+) {
+    let mut a = [[0u64; N]; 8];
+    for (k, x) in a.iter_mut().enumerate() {
+        let row = &src[(i0 + k) * cols + j0..][..8 * N];
+        for (w, b) in x.iter_mut().zip(row.chunks_exact(8)) {
+            *w = u64::from_le_bytes(b.try_into().expect("8 bytes"));
+        }
+    }
     for (shift, mask, step) in [
         (8, 0x00FF_00FF_00FF_00FF_u64, 1),
         (16, 0x0000_FFFF_0000_FFFF, 2),
@@ -1429,6 +1430,11 @@ fn swap_blocks<const N: usize>(a: &mut [[u64; N]; 8]) {
                 a[i + step][b] ^= t;
                 a[i][b] ^= t << shift;
             }
+        }
+    }
+    for b in 0..N {
+        for (k, x) in a.iter().enumerate() {
+            dst[(j0 + 8 * b + k) * stride + i0..][..8].copy_from_slice(&x[b].to_le_bytes());
         }
     }
 }
