@@ -206,32 +206,33 @@ impl Crossbar {
         let two = self.geometry.cell() == CellKind::TwoT2R;
         let Some(n) = noise.filter(|n| !n.levels_exact()) else {
             // Exact levels: `G+ - G-` lies in `[-max, max]` and `G+ + G-` is
-            // integral too, in range when no pair sums above the maximum.
-            let (diff, magnitude, pair_max): (Vec<f32>, Vec<f32>, u16) = if self.neg.is_empty() {
-                let g: Vec<f32> = self.pos.iter().map(|&p| f32::from(p)).collect();
-                let top = self.pos.iter().fold(0, |a, &p| a.max(u16::from(p)));
-                (g.clone(), g, top)
+            // integral too, in range when no pair sums above the maximum. The
+            // integers are kept as bytes; the `f32` matrices are made on first
+            // use (integer runs and exact reads never need them).
+            // Levels of at most 4 bits (`CrossbarGeometry`): the casts are exact.
+            #[allow(clippy::cast_possible_wrap)]
+            let (diff, magnitude): (Vec<i8>, Vec<i8>) = if self.neg.is_empty() {
+                let g: Vec<i8> = self.pos.iter().map(|&p| p as i8).collect();
+                (g.clone(), g)
             } else {
                 let pairs = || self.pos.iter().zip(&self.neg);
                 (
-                    pairs()
-                        .map(|(&p, &q)| f32::from(p) - f32::from(q))
-                        .collect(),
-                    pairs()
-                        .map(|(&p, &q)| f32::from(p) + f32::from(q))
-                        .collect(),
-                    pairs().fold(0, |a, (&p, &q)| a.max(u16::from(p) + u16::from(q))),
+                    pairs().map(|(&p, &q)| p as i8 - q as i8).collect(),
+                    pairs().map(|(&p, &q)| (p + q) as i8).collect(),
                 )
             };
-            let shape = |v| Array2::from_shape_vec((r, c), v).expect("shape");
-            let integral = pair_max <= u16::from(self.geometry.max_level());
-            return ProgrammedCrossbar::with_integral(
-                self.geometry,
-                shape(diff),
-                shape(magnitude),
-                0,
-                integral,
+            let max = self.geometry.max_level();
+            #[allow(clippy::cast_sign_loss)]
+            let pair_max = magnitude.iter().fold(0u8, |a, &m| a.max(m as u8));
+            let ints = IntLevels { diff, magnitude };
+            if pair_max <= max {
+                return ProgrammedCrossbar::assemble(self.geometry, r, c, Some(ints), None, 0);
+            }
+            let (d, m) = (
+                int_matrix(&ints.diff, r, c),
+                int_matrix(&ints.magnitude, r, c),
             );
+            return ProgrammedCrossbar::assemble(self.geometry, r, c, None, Some((d, m)), 0);
         };
         let max = self.geometry.max_level();
         let off = n.off_level(max);
@@ -382,24 +383,46 @@ pub enum BitRows {
     Squares,
 }
 
+/// Integer levels of integrally programmed devices (every conductance an
+/// integer level in `[-max, max]`), row-major `rows x cols`.
+#[derive(Debug, Clone)]
+struct IntLevels {
+    /// `G+ - G-`.
+    diff: Vec<i8>,
+    /// `G+ + G-`.
+    magnitude: Vec<i8>,
+}
+
+/// Integer levels (row-major `rows x cols`) as an `f32` matrix.
+fn int_matrix(levels: &[i8], rows: usize, cols: usize) -> Array2<f32> {
+    let v = levels.iter().map(|&l| f32::from(l)).collect();
+    Array2::from_shape_vec((rows, cols), v).expect("shape")
+}
+
 /// The conductance image of a programmed crossbar, laid out for batched
 /// matrix products (`pulses x diff`) and for single-column reads (recovery).
 #[derive(Debug, Clone)]
 pub struct ProgrammedCrossbar {
     geometry: CrossbarGeometry,
-    diff: Array2<f32>,
+    rows: usize,
+    cols: usize,
+    /// Integer levels (ideal programming), from which the integer layouts
+    /// (packed levels, level and value planes) are built.
+    ints: Option<IntLevels>,
+    /// `G+ - G-` as `f32`: given for real-valued conductances, made from
+    /// `ints` on first use for integer levels.
+    diff: std::sync::OnceLock<Array2<f32>>,
     /// The transposes and the level planes are built on first use: adaptive
     /// slicing's candidate runs and layers without recovery never read them.
     diff_t: std::sync::OnceLock<Array2<f32>>,
-    /// Every conductance an integer level in range (ideal programming).
-    integral: bool,
     level_planes: std::sync::OnceLock<Option<LevelPlanes>>,
     /// `G+ - G-` as unsigned bit-planes, for exact 1-bit reads (recovery).
     diff_planes: std::sync::OnceLock<Option<DiffPlanes>>,
     /// Ideal devices only: `G+ - G-` and (on first use) `G+ + G-` packed for
     /// integer batches.
     packed: Option<(PackedLevels, std::sync::OnceLock<PackedLevels>)>,
-    magnitude: Array2<f32>,
+    /// `G+ + G-` as `f32` (as `diff`).
+    magnitude: std::sync::OnceLock<Array2<f32>>,
     magnitude_t: std::sync::OnceLock<Array2<f32>>,
     row_magnitude: Vec<f32>,
     level_sum: f64,
@@ -422,60 +445,83 @@ pub struct ProgrammedCrossbar {
 }
 
 impl ProgrammedCrossbar {
+    /// From real-valued matrices: their integer levels are kept too when
+    /// every conductance is an integer level in range ([`levels_integral`]).
     fn from_matrices(
         geometry: CrossbarGeometry,
         diff: Array2<f32>,
         magnitude: Array2<f32>,
         stuck_devices: usize,
     ) -> Self {
+        let (rows, cols) = diff.dim();
         let integral = levels_integral(geometry, &diff) && levels_integral(geometry, &magnitude);
-        Self::with_integral(geometry, diff, magnitude, stuck_devices, integral)
+        // Integers in `[-max, max]`, at most 4 bits: the casts are exact.
+        #[allow(clippy::cast_possible_truncation)]
+        let bytes = |m: &Array2<f32>| m.iter().map(|&g| small_int(g) as i8).collect();
+        let ints = integral.then(|| IntLevels {
+            diff: bytes(&diff),
+            magnitude: bytes(&magnitude),
+        });
+        Self::assemble(
+            geometry,
+            rows,
+            cols,
+            ints,
+            Some((diff, magnitude)),
+            stuck_devices,
+        )
     }
 
-    /// [`Self::from_matrices`] when the caller knows whether every conductance
-    /// is an integer level in range ([`levels_integral`] of both matrices).
+    /// From the integer levels (integral devices), the `f32` matrices
+    /// (`G+ - G-`, `G+ + G-`), or both (the same values); at least one.
     #[inline(always)]
-    fn with_integral(
+    fn assemble(
         geometry: CrossbarGeometry,
-        diff: Array2<f32>,
-        magnitude: Array2<f32>,
+        rows: usize,
+        cols: usize,
+        ints: Option<IntLevels>,
+        matrices: Option<(Array2<f32>, Array2<f32>)>,
         stuck_devices: usize,
-        integral: bool,
     ) -> Self {
         // Integer levels (ideal programming) also get the packed integer layout
-        // when the magnitudes (so the differences too) fit it: always when two
-        // full devices do, else checked.
-        #[allow(clippy::cast_precision_loss)]
-        let limit = crate::packed::MAX_LEVEL as f32;
-        let fits = || {
-            2.0 * f32::from(geometry.max_level()) <= limit
-                || magnitude.iter().all(|m| m.abs() <= limit)
-        };
-        let packed = (integral && fits())
-            .then(|| pack(&diff))
-            .flatten()
+        // (their magnitudes, within the device maximum, always fit it).
+        let packed = ints
+            .as_ref()
+            .and_then(|i| pack_ints(&i.diff, rows, cols))
             .map(|p| (p, std::sync::OnceLock::new()));
-        let row_magnitude = magnitude
-            .rows()
-            .into_iter()
-            .map(|r| r.sum())
-            .collect::<Vec<_>>();
-        // Integer levels: an integer sum, exact like the sequential `f64` one
-        // (every partial sum an integer below 2^53) and not a latency chain.
-        #[allow(clippy::cast_possible_truncation, clippy::cast_precision_loss)]
-        let level_sum = if integral {
-            magnitude
-                .iter()
-                .map(|&g| i64::from(small_int(g)))
-                .sum::<i64>() as f64
-        } else {
-            magnitude.iter().map(|&g| f64::from(g)).sum()
+        let (row_magnitude, level_sum) = match (&ints, &matrices) {
+            (Some(i), _) => {
+                // Integer sums: the values the `f32` row sums and the
+                // sequential `f64` total give (every partial sum an integer
+                // below 2^24), without a latency chain.
+                #[allow(clippy::cast_precision_loss)]
+                let rm: Vec<f32> = (0..rows)
+                    .map(|r| {
+                        let row = &i.magnitude[r * cols..(r + 1) * cols];
+                        row.iter().map(|&m| i32::from(m)).sum::<i32>() as f32
+                    })
+                    .collect();
+                #[allow(clippy::cast_precision_loss)]
+                let total = i.magnitude.iter().map(|&m| i64::from(m)).sum::<i64>() as f64;
+                (rm, total)
+            }
+            (None, Some((_, magnitude))) => (
+                magnitude.rows().into_iter().map(|r| r.sum()).collect(),
+                magnitude.iter().map(|&g| f64::from(g)).sum(),
+            ),
+            (None, None) => unreachable!("integer levels or matrices"),
+        };
+        let (diff, magnitude) = match matrices {
+            Some((d, m)) => (std::sync::OnceLock::from(d), std::sync::OnceLock::from(m)),
+            None => (std::sync::OnceLock::new(), std::sync::OnceLock::new()),
         };
         Self {
             geometry,
+            rows,
+            cols,
+            ints,
             diff,
             diff_t: std::sync::OnceLock::new(),
-            integral,
             level_planes: std::sync::OnceLock::new(),
             diff_planes: std::sync::OnceLock::new(),
             packed,
@@ -508,23 +554,47 @@ impl ProgrammedCrossbar {
             // Integer levels are read through the planes; the transposes
             // serve real-valued conductances.
             let _ = self.planes();
-            if !self.integral {
+            if self.ints.is_none() {
                 let _ = (self.diff_t(), self.magnitude_t());
             }
-            if let Some((_, m)) = &self.packed {
-                m.get_or_init(|| pack(&self.magnitude).expect("magnitudes checked to fit"));
-            }
+            let _ = self.packed_magnitudes();
         }
+    }
+
+    /// `G+ - G-` (`rows x cols`), made from the integer levels on first use.
+    fn diff(&self) -> &Array2<f32> {
+        self.diff.get_or_init(|| {
+            let i = self.ints.as_ref().expect("integer levels or the matrix");
+            int_matrix(&i.diff, self.rows, self.cols)
+        })
+    }
+
+    /// `G+ + G-` (`rows x cols`), made from the integer levels on first use.
+    fn magnitude(&self) -> &Array2<f32> {
+        self.magnitude.get_or_init(|| {
+            let i = self.ints.as_ref().expect("integer levels or the matrix");
+            int_matrix(&i.magnitude, self.rows, self.cols)
+        })
+    }
+
+    /// `G+ + G-` packed for integer batches (ideal devices), made on first use.
+    fn packed_magnitudes(&self) -> Option<&PackedLevels> {
+        let (_, m) = self.packed.as_ref()?;
+        let i = self.ints.as_ref().expect("packed levels are integers");
+        Some(m.get_or_init(|| {
+            pack_ints(&i.magnitude, self.rows, self.cols).expect("magnitudes within the maximum")
+        }))
     }
 
     /// `G+ - G-` transposed (`cols x rows`).
     fn diff_t(&self) -> &Array2<f32> {
-        self.diff_t.get_or_init(|| transposed(&self.diff))
+        self.diff_t.get_or_init(|| transposed(self.diff()))
     }
 
     /// `G+ + G-` transposed (`cols x rows`).
     fn magnitude_t(&self) -> &Array2<f32> {
-        self.magnitude_t.get_or_init(|| transposed(&self.magnitude))
+        self.magnitude_t
+            .get_or_init(|| transposed(self.magnitude()))
     }
 
     /// Exact 1-bit column reads, for integer levels (ideal programming):
@@ -534,12 +604,12 @@ impl ProgrammedCrossbar {
     pub fn exact_bits(&self) -> Option<ExactBits<'_>> {
         self.diff_planes
             .get_or_init(|| {
-                self.integral.then(|| {
+                self.ints.as_ref().map(|i| {
                     // Compiled for the engine's instruction set (`dispatch`
                     // inlines it): every design's build makes these.
                     crate::Kernel::dispatch_selected(
                         #[inline(always)]
-                        || DiffPlanes::new(&self.diff),
+                        || DiffPlanes::new(self.rows, self.cols, &i.diff, i32::from),
                     )
                 })
             })
@@ -552,8 +622,9 @@ impl ProgrammedCrossbar {
     fn planes(&self) -> Option<&LevelPlanes> {
         self.level_planes
             .get_or_init(|| {
-                self.integral
-                    .then(|| LevelPlanes::new(self.geometry, &self.diff, &self.magnitude))
+                self.ints.as_ref().map(|i| {
+                    LevelPlanes::new(self.geometry, self.rows, self.cols, &i.diff, &i.magnitude)
+                })
             })
             .as_ref()
     }
@@ -569,7 +640,7 @@ impl ProgrammedCrossbar {
     /// when drift with global compensation is on.
     #[must_use]
     pub fn reference_reads(&self) -> Option<(f64, f64)> {
-        let diff = self.diff.as_slice().expect("standard layout");
+        let diff = self.diff().as_slice().expect("standard layout");
         self.reference_t0
             .map(|t0| (t0, reference_read(diff, self.used_cols())))
     }
@@ -582,8 +653,8 @@ impl ProgrammedCrossbar {
         let a = alpha as f32;
         let mut px = Self::from_matrices(
             self.geometry,
-            self.diff.mapv(|g| g * a),
-            self.magnitude.mapv(|g| g * a),
+            self.diff().mapv(|g| g * a),
+            self.magnitude().mapv(|g| g * a),
             self.stuck_devices,
         );
         px.off_per_pulse = self.off_per_pulse * a;
@@ -594,8 +665,8 @@ impl ProgrammedCrossbar {
     fn squares(&self) -> &(Array2<f32>, Array2<f32>) {
         self.squares.get_or_init(|| {
             // G+ = (m + d) / 2, G- = (m - d) / 2, so G+^2 + G-^2 = (m^2 + d^2) / 2.
-            let sq = ndarray::Zip::from(&self.magnitude)
-                .and(&self.diff)
+            let sq = ndarray::Zip::from(self.magnitude())
+                .and(self.diff())
                 .map_collect(|&m, &d| 0.5 * (m * m + d * d));
             let sq_t = transposed(&sq);
             (sq, sq_t)
@@ -712,10 +783,11 @@ impl ProgrammedCrossbar {
         self.square_planes
             .get_or_init(|| {
                 let sq = &self.squares().0;
-                (self.integral && sq.iter().all(|&q| q <= 255.0)).then(|| {
+                (self.ints.is_some() && sq.iter().all(|&q| q <= 255.0)).then(|| {
+                    let all = sq.as_slice().expect("standard layout");
                     crate::Kernel::dispatch_selected(
                         #[inline(always)]
-                        || DiffPlanes::new(sq),
+                        || DiffPlanes::new(self.rows, self.cols, all, small_int),
                     )
                 })
             })
@@ -731,13 +803,13 @@ impl ProgrammedCrossbar {
     /// Rows in use.
     #[must_use]
     pub fn used_rows(&self) -> usize {
-        self.diff.nrows()
+        self.rows
     }
 
     /// Columns in use.
     #[must_use]
     pub fn used_cols(&self) -> usize {
-        self.diff.ncols()
+        self.cols
     }
 
     /// Devices stuck at 0 or at the maximum level.
@@ -768,7 +840,7 @@ impl ProgrammedCrossbar {
     /// On shape mismatch.
     #[inline(always)]
     pub fn column_sums(&self, pulses: ArrayView2<'_, f32>, out: ArrayViewMut2<'_, f32>) {
-        product(pulses, &self.diff, out);
+        product(pulses, self.diff(), out);
     }
 
     /// Whether the conductances are integer levels (ideal programming; stuck
@@ -808,11 +880,8 @@ impl ProgrammedCrossbar {
     /// # Panics
     /// If the crossbar is not ideal ([`Self::is_ideal`]) or on shape mismatch.
     pub fn column_magnitudes_int(&self, pulses: &[u8], out: &mut [i32]) {
-        self.packed
-            .as_ref()
+        self.packed_magnitudes()
             .expect("integer magnitudes need ideal devices")
-            .1
-            .get_or_init(|| pack(&self.magnitude).expect("magnitudes checked to fit"))
             .column_sums(pulses, out);
     }
 
@@ -822,7 +891,7 @@ impl ProgrammedCrossbar {
     /// On shape mismatch.
     #[inline(always)]
     pub fn column_magnitudes(&self, pulses: ArrayView2<'_, f32>, out: ArrayViewMut2<'_, f32>) {
-        product(pulses, &self.magnitude, out);
+        product(pulses, self.magnitude(), out);
     }
 
     /// `G+ - G-` of one used column, over the used rows (contiguous).
@@ -936,8 +1005,8 @@ impl ProgrammedCrossbar {
     #[inline(always)]
     pub fn bit_rows_sum(&self, which: BitRows, row_bits: &[u64], out: &mut [f32]) {
         let m = match which {
-            BitRows::Diff => &self.diff,
-            BitRows::Magnitude => &self.magnitude,
+            BitRows::Diff => self.diff(),
+            BitRows::Magnitude => self.magnitude(),
             BitRows::Squares => &self.squares().0,
         };
         let (rows, cols) = m.dim();
@@ -1011,14 +1080,14 @@ impl LevelPlanes {
     /// row-major (the loop vectorises), transposed 8 x 8
     /// ([`transpose_bytes`]), then each plane word gathers eight rows' bit
     /// per multiply ([`gather_bits`]).
-    fn new(geometry: CrossbarGeometry, diff: &Array2<f32>, magnitude: &Array2<f32>) -> Self {
+    fn new(
+        geometry: CrossbarGeometry,
+        rows: usize,
+        cols: usize,
+        d_all: &[i8],
+        m_all: &[i8],
+    ) -> Self {
         let bits = geometry.bits_per_device() as usize;
-        let (rows, cols) = diff.dim();
-        let (diff, magnitude) = (diff.as_standard_layout(), magnitude.as_standard_layout());
-        let (d_all, m_all) = (
-            diff.as_slice().expect("standard layout"),
-            magnitude.as_slice().expect("standard layout"),
-        );
         let words = rows.div_ceil(64);
         let blocks = words.div_ceil(PLANE_BLOCK);
         let pr = blocks * PLANE_BLOCK * 64;
@@ -1036,7 +1105,7 @@ impl LevelPlanes {
             for ((((p, n), &d), &m), a) in
                 prow.iter_mut().zip(nrow).zip(drow).zip(mrow).zip(&mut any)
             {
-                let (d, m) = (small_int(d), small_int(m));
+                let (d, m) = (i32::from(d), i32::from(m));
                 // Levels of at most 4 bits.
                 #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
                 let (pv, nv) = (((m + d) >> 1) as u8, ((m - d) >> 1) as u8);
@@ -1245,19 +1314,17 @@ struct DiffPlanes {
 }
 
 impl DiffPlanes {
-    /// From the differences (`rows x cols`, integer levels).
+    /// From the differences (`rows x cols`, row-major, integer levels read
+    /// by `int`).
     #[inline(always)]
-    fn new(diff: &Array2<f32>) -> Self {
-        let (rows, cols) = diff.dim();
-        let diff = diff.as_standard_layout();
-        let all = diff.as_slice().expect("standard layout");
+    fn new<T: Copy>(rows: usize, cols: usize, all: &[T], int: impl Fn(T) -> i32) -> Self {
         let words = ProgrammedCrossbar::row_bit_words(rows);
         let pr = words * 64;
         // Row by row (the loop vectorises): each column's extremes.
         let (mut min, mut max) = (vec![i32::MAX; cols], vec![i32::MIN; cols]);
         for drow in all.chunks_exact(cols.max(1)) {
             for ((&d, lo), hi) in drow.iter().zip(&mut min).zip(&mut max) {
-                let x = small_int(d);
+                let x = int(d);
                 *lo = (*lo).min(x);
                 *hi = (*hi).max(x);
             }
@@ -1290,7 +1357,7 @@ impl DiffPlanes {
             for ((v, &d), &lo) in vrow.iter_mut().zip(drow).zip(&min) {
                 // In range (above).
                 #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-                let u = (small_int(d) - lo) as u8;
+                let u = (int(d) - lo) as u8;
                 *v = u;
             }
         }
@@ -1639,6 +1706,17 @@ fn pack(g: &Array2<f32>) -> Option<PackedLevels> {
     })
 }
 
+/// Integer levels (row-major `rows x cols` bytes) packed for
+/// [`PackedLevels::column_sums`]; `None` beyond its range.
+#[inline(always)]
+fn pack_ints(levels: &[i8], rows: usize, cols: usize) -> Option<PackedLevels> {
+    PackedLevels::from_rows(rows, cols, |r, out| {
+        for (o, &v) in out.iter_mut().zip(&levels[r * cols..][..cols]) {
+            *o = i32::from(v);
+        }
+    })
+}
+
 /// `a` transposed, in standard layout, copied in 16 x 16 tiles (an
 /// element-wise strided copy misses the cache on every read).
 fn transposed(a: &Array2<f32>) -> Array2<f32> {
@@ -1786,6 +1864,136 @@ mod tests {
         Crossbar::new(g, rows, cols, pos, Some(neg))
             .unwrap()
             .program(None, &mut stream_rng(0, &[]))
+    }
+
+    /// Ideal programming keeps the levels as bytes and builds every integer
+    /// layout from them; the same crossbar given as `f32` matrices builds
+    /// them from the matrices. Both give the same reads, sums and matrices,
+    /// on 2T2R (compiled pairs with one device at 0, and free pairs whose
+    /// sums pass the maximum: no integer layouts) and 1T1R, one word to
+    /// several blocks of rows.
+    #[test]
+    fn integer_levels_and_matrices_build_the_same_crossbar() {
+        let mut rng = stream_rng(11, &[]);
+        for (case, &(rows, cols, cell, free)) in [
+            (3, 2, CellKind::TwoT2R, false),
+            (70, 9, CellKind::TwoT2R, false),
+            (600, 40, CellKind::TwoT2R, false),
+            (70, 9, CellKind::TwoT2R, true),
+            (130, 17, CellKind::OneT1R, false),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let g = CrossbarGeometry::new(rows.max(64), cols.max(8), cell, 4).unwrap();
+            let n = rows * cols;
+            let mut pos: Vec<u8> = (0..n).map(|_| rng.random_range(0..16)).collect();
+            let neg: Vec<u8> = (0..n)
+                .map(|i| match (cell, free) {
+                    (CellKind::OneT1R, _) => 0,
+                    (_, true) => rng.random_range(0..16),
+                    // Compiled pairs: one device at 0.
+                    (_, false) if rng.random_range(0..2) == 0 => {
+                        let q = pos[i];
+                        pos[i] = 0;
+                        q
+                    }
+                    _ => 0,
+                })
+                .collect();
+            let two = cell == CellKind::TwoT2R;
+            let xb = Crossbar::new(g, rows, cols, pos.clone(), two.then(|| neg.clone())).unwrap();
+            let a = xb.program(None, &mut stream_rng(0, &[]));
+            let d: Vec<f32> = pos
+                .iter()
+                .zip(&neg)
+                .map(|(&p, &q)| f32::from(p) - f32::from(q))
+                .collect();
+            let m: Vec<f32> = pos
+                .iter()
+                .zip(&neg)
+                .map(|(&p, &q)| f32::from(p) + f32::from(q))
+                .collect();
+            let shape = |v| Array2::from_shape_vec((rows, cols), v).unwrap();
+            let b = ProgrammedCrossbar::from_matrices(g, shape(d), shape(m), 0);
+            assert_eq!(a.is_ideal(), !free, "case {case}");
+            assert_eq!(b.is_ideal(), !free, "case {case}");
+            assert_eq!(a.diff(), b.diff(), "case {case}");
+            assert_eq!(a.magnitude(), b.magnitude(), "case {case}");
+            assert_eq!(a.row_magnitudes(), b.row_magnitudes(), "case {case}");
+            assert_eq!(
+                a.level_sum().to_bits(),
+                b.level_sum().to_bits(),
+                "case {case}"
+            );
+            assert_eq!(a.exact_bits().is_some(), !free, "case {case}");
+            if !free {
+                let stride = a.pulse_stride();
+                let pulses: Vec<u8> = (0..3 * stride)
+                    .map(|i| {
+                        if i % stride < rows {
+                            rng.random_range(0..16)
+                        } else {
+                            0
+                        }
+                    })
+                    .collect();
+                // The plain sums over the devices' levels.
+                let plain = |v: usize, c: usize, sign: i32| -> i32 {
+                    (0..rows)
+                        .map(|r| {
+                            let (p, q) =
+                                (i32::from(pos[r * cols + c]), i32::from(neg[r * cols + c]));
+                            i32::from(pulses[v * stride + r]) * (p + sign * q)
+                        })
+                        .sum()
+                };
+                let (mut sa, mut sb) = (vec![0i32; 3 * cols], vec![0i32; 3 * cols]);
+                a.column_sums_int(&pulses, &mut sa);
+                b.column_sums_int(&pulses, &mut sb);
+                assert_eq!(sa, sb, "case {case}");
+                for (i, &x) in sa.iter().enumerate() {
+                    assert_eq!(x, plain(i / cols, i % cols, -1), "case {case} sum {i}");
+                }
+                a.column_magnitudes_int(&pulses, &mut sa);
+                b.column_magnitudes_int(&pulses, &mut sb);
+                assert_eq!(sa, sb, "case {case}");
+                for (i, &x) in sa.iter().enumerate() {
+                    assert_eq!(x, plain(i / cols, i % cols, 1), "case {case} magnitude {i}");
+                }
+                let (ea, eb) = (a.exact_bits().unwrap(), b.exact_bits().unwrap());
+                assert_eq!(ea.read_bounds(), eb.read_bounds(), "case {case}");
+                let (active, bits) = random_bitsets(&mut rng, 1, rows, 3);
+                let ones: u32 = bits.iter().map(|w| w.count_ones()).sum();
+                for c in 0..cols {
+                    let (mut ra, mut rb) = ([0i32], [0i32]);
+                    ea.column_sums(c, &bits, &[ones], &mut ra);
+                    eb.column_sums(c, &bits, &[ones], &mut rb);
+                    assert_eq!(ra, rb, "case {case} column {c}");
+                    let want: i32 = (0..rows)
+                        .filter(|&r| active[0][r])
+                        .map(|r| i32::from(pos[r * cols + c]) - i32::from(neg[r * cols + c]))
+                        .sum();
+                    assert_eq!(ra[0], want, "case {case} column {c}");
+                }
+            }
+            let (active, bits) = random_bitsets(&mut rng, 1, rows, 3);
+            for c in 0..cols {
+                let (x, y) = (
+                    a.column_sum_and_magnitude_bits(c, &bits),
+                    b.column_sum_and_magnitude_bits(c, &bits),
+                );
+                assert_eq!(x, y, "case {case} column {c}");
+                let level = |r: usize| (f32::from(pos[r * cols + c]), f32::from(neg[r * cols + c]));
+                let want = (0..rows)
+                    .filter(|&r| active[0][r])
+                    .fold((0f32, 0f32), |(s, m), r| {
+                        let (p, q) = level(r);
+                        (s + (p - q), m + (p + q))
+                    });
+                assert_eq!(x, want, "case {case} column {c}");
+            }
+        }
     }
 
     /// `small_int` reads every integer of its range exactly, and
@@ -2414,7 +2622,7 @@ mod tests {
         for r in 0..xb.used_rows() {
             for c in 0..xb.used_cols() {
                 if xb.levels(r, c).0 == level {
-                    out.push(f64::from(px.diff[[r, c]]));
+                    out.push(f64::from(px.diff()[[r, c]]));
                 }
             }
         }
@@ -2455,8 +2663,8 @@ mod tests {
         for r in 0..256 {
             for c in 0..64 {
                 if xb2.levels(r, c) == (0, 0) {
-                    zero_diff.push(f64::from(px2.diff[[r, c]]));
-                    zero_mag.push(f64::from(px2.magnitude[[r, c]]));
+                    zero_diff.push(f64::from(px2.diff()[[r, c]]));
+                    zero_mag.push(f64::from(px2.magnitude()[[r, c]]));
                 }
             }
         }
@@ -2510,7 +2718,7 @@ mod tests {
             for c in 0..64 {
                 let level = xb.levels(r, c).0;
                 if level > 0 {
-                    let g = f64::from(px.diff[[r, c]]);
+                    let g = f64::from(px.diff()[[r, c]]);
                     nus.push(-(g / f64::from(level)).ln() / 1e4f64.ln());
                 }
             }
@@ -2533,7 +2741,7 @@ mod tests {
         let xb = levels_xbar(CellKind::TwoT2R, 64, 32);
         let px = xb.program(Some(&noise), &mut stream_rng(1, &[]));
         let other = xb.program(Some(&noise), &mut stream_rng(2, &[]));
-        assert_eq!(px.diff, other.diff, "IR drop depends on no draw");
+        assert_eq!(px.diff(), other.diff(), "IR drop depends on no draw");
         let lsb = 1.0 / (1333.0 * 15.0);
         let siemens = |v: Vec<u8>| v.iter().map(|&l| f64::from(l) * lsb).collect::<Vec<f64>>();
         let eff = crate::ir_drop::resummed(
@@ -2543,7 +2751,7 @@ mod tests {
             32,
             1.0,
         );
-        for (i, &d) in px.diff.iter().enumerate() {
+        for (i, &d) in px.diff().iter().enumerate() {
             #[allow(clippy::cast_possible_truncation)]
             let want = (eff.diff[i] / lsb) as f32;
             assert_eq!(d, want);
@@ -2577,13 +2785,13 @@ mod tests {
             let a = xb.program(Some(noise), &mut stream_rng(11, &[]));
             let b = xb.program(Some(noise), &mut stream_rng(11, &[]));
             let c = xb.program(Some(noise), &mut stream_rng(12, &[]));
-            assert_eq!(a.diff, b.diff, "case {k}: same seed");
-            assert_eq!(a.magnitude, b.magnitude, "case {k}: same seed");
+            assert_eq!(a.diff(), b.diff(), "case {k}: same seed");
+            assert_eq!(a.magnitude(), b.magnitude(), "case {k}: same seed");
             // The OFF state alone draws nothing; every other case differs.
             if k == 0 {
-                assert_eq!(a.diff, c.diff);
+                assert_eq!(a.diff(), c.diff());
             } else {
-                assert_ne!(a.diff, c.diff, "case {k}: another seed");
+                assert_ne!(a.diff(), c.diff(), "case {k}: another seed");
             }
         }
     }
