@@ -1011,21 +1011,35 @@ impl ProgrammedCrossbar {
         };
         let (rows, cols) = m.dim();
         let out = &mut out[..cols];
-        out.fill(0.0);
         let g = m.as_slice().expect("standard layout");
-        for (wi, &word) in row_bits.iter().enumerate().take(rows.div_ceil(64)) {
-            let mut word = word;
-            while word != 0 {
-                let r = wi * 64 + word.trailing_zeros() as usize;
-                if r >= rows {
-                    break;
-                }
-                for (o, &x) in out.iter_mut().zip(&g[r * cols..(r + 1) * cols]) {
-                    *o += x;
-                }
-                word &= word - 1;
-            }
+        // Blocks of columns whose sums stay in registers over all the set
+        // rows (128 at a time, then one each of 64, 32 and 16 as they fit),
+        // the last few columns in memory.
+        let mut c0 = 0;
+        while cols - c0 >= 128 {
+            rows_block::<128>(g, rows, cols, c0, row_bits, &mut out[c0..c0 + 128]);
+            c0 += 128;
         }
+        if cols - c0 >= 64 {
+            rows_block::<64>(g, rows, cols, c0, row_bits, &mut out[c0..c0 + 64]);
+            c0 += 64;
+        }
+        if cols - c0 >= 32 {
+            rows_block::<32>(g, rows, cols, c0, row_bits, &mut out[c0..c0 + 32]);
+            c0 += 32;
+        }
+        if cols - c0 >= 16 {
+            rows_block::<16>(g, rows, cols, c0, row_bits, &mut out[c0..c0 + 16]);
+            c0 += 16;
+        }
+        let narrow = c0;
+        let tail = &mut out[narrow..];
+        tail.fill(0.0);
+        for_set_rows(row_bits, rows, |r| {
+            for (o, &x) in tail.iter_mut().zip(&g[r * cols + narrow..(r + 1) * cols]) {
+                *o += x;
+            }
+        });
     }
 
     /// `G+ + G-` of one used column, over the used rows (contiguous).
@@ -1036,6 +1050,44 @@ impl ProgrammedCrossbar {
             .to_slice()
             .expect("standard layout")
     }
+}
+
+/// Calls `f` with each row set in a row bitset, in ascending order, below `rows`.
+#[inline(always)]
+fn for_set_rows(row_bits: &[u64], rows: usize, mut f: impl FnMut(usize)) {
+    for (wi, &word) in row_bits.iter().enumerate().take(rows.div_ceil(64)) {
+        let mut word = word;
+        while word != 0 {
+            let r = wi * 64 + word.trailing_zeros() as usize;
+            if r >= rows {
+                break;
+            }
+            f(r);
+            word &= word - 1;
+        }
+    }
+}
+
+/// Columns `c0 .. c0 + N` of [`ProgrammedCrossbar::bit_rows_sum`] (`g`
+/// row-major `rows x cols`): each sum starts at zero and adds the set rows
+/// in ascending order, held in a fixed-size array (registers) until the end.
+#[inline(always)]
+fn rows_block<const N: usize>(
+    g: &[f32],
+    rows: usize,
+    cols: usize,
+    c0: usize,
+    row_bits: &[u64],
+    out: &mut [f32],
+) {
+    let mut acc = [0f32; N];
+    for_set_rows(row_bits, rows, |r| {
+        let src: &[f32; N] = g[r * cols + c0..][..N].try_into().expect("N columns");
+        for (a, &x) in acc.iter_mut().zip(src) {
+            *a += x;
+        }
+    });
+    out.copy_from_slice(&acc);
 }
 
 /// `sum_r bit_r * w_r` for a row bitset, added in row order. Visits the set
@@ -2544,20 +2596,29 @@ mod tests {
     /// magnitudes and squares, partial last words included.
     #[test]
     fn bit_rows_sum_equals_the_column_reads() {
-        let xb = levels_xbar(CellKind::TwoT2R, 150, 21);
+        // 21 columns: one block of 16 and five in memory; 300: two blocks of
+        // 128, one of 32 and twelve; 510: three of 128, 64, 32, 16 and 14.
+        for cols in [21, 300, 510] {
+            bit_rows_sums_of(cols);
+        }
+    }
+
+    fn bit_rows_sums_of(cols: usize) {
+        let xb = levels_xbar(CellKind::TwoT2R, 150, cols);
         let noise = DeviceNoise::new(0.03, 0.0, 0.0).unwrap();
         let px = xb.program(Some(&noise), &mut stream_rng(8, &[]));
         assert!(!px.is_ideal());
         let mut rng = stream_rng(9, &[]);
         let words = ProgrammedCrossbar::row_bit_words(150);
-        for density in [0.02f64, 0.3, 0.9] {
+        for density in [0.0f64, 0.02, 0.3, 0.9] {
             let mut bits = vec![0u64; words];
             for r in 0..150 {
                 if rng.random::<f64>() < density {
                     bits[r / 64] |= 1 << (r % 64);
                 }
             }
-            let mut out = vec![0f32; 21];
+            // Every column is written, whatever `out` held.
+            let mut out = vec![f32::NAN; cols];
             for (which, read) in [
                 (
                     BitRows::Diff,
@@ -2574,7 +2635,7 @@ mod tests {
                     assert_eq!(
                         o.to_bits(),
                         read(&px, c, &bits).to_bits(),
-                        "{which:?} col {c}"
+                        "{which:?} col {c} of {cols}"
                     );
                 }
             }
