@@ -1880,6 +1880,39 @@ mod tests {
         }
     }
 
+    /// On real-valued conductances the product adds, per column, the non-zero
+    /// pulses' rows four at a time (`(a0 w0 + a1 w1) + (a2 w2 + a3 w3)`),
+    /// then the rest one by one, from zero (8 columns and more; fewer, one
+    /// by one): the order programmed devices' results depend on, bit for bit.
+    #[test]
+    fn sparse_product_adds_in_the_stated_order() {
+        let mut rng = stream_rng(6, &[]);
+        for &(b, r, c) in &[(6, 40, 5), (5, 70, 8), (4, 130, 21), (3, 150, 510)] {
+            let p = Array2::from_shape_fn((b, r), |_| {
+                let u: u32 = rng.random_range(0..32);
+                if u < 20 { 0.0 } else { (u - 16) as f32 }
+            });
+            let g = Array2::from_shape_fn((r, c), |_| rng.random::<f32>() * 30.0 - 15.0);
+            let mut got = Array2::<f32>::from_elem((b, c), f32::NAN);
+            product(p.view(), &g, got.view_mut());
+            for v in 0..b {
+                let nz: Vec<usize> = (0..r).filter(|&k| p[[v, k]] != 0.0).collect();
+                for j in 0..c {
+                    let t = |k: usize| p[[v, k]] * g[[k, j]];
+                    let mut y = 0f32;
+                    let quads = if c < 8 { 0 } else { nz.len() / 4 * 4 };
+                    for q in nz[..quads].chunks_exact(4) {
+                        y += (t(q[0]) + t(q[1])) + (t(q[2]) + t(q[3]));
+                    }
+                    for &k in &nz[quads..] {
+                        y += t(k);
+                    }
+                    assert_eq!(got[[v, j]].to_bits(), y.to_bits(), "{b}x{r}x{c} [{v}, {j}]");
+                }
+            }
+        }
+    }
+
     /// `n` random row sets of `rows` rows (each row active with probability
     /// `1 / one_in`) and their bitsets, [`ProgrammedCrossbar::row_bit_words`]
     /// words each, consecutive.
