@@ -1016,21 +1016,23 @@ impl ProgrammedCrossbar {
         // rows (128 at a time, then one each of 64, 32 and 16 as they fit),
         // the last few columns in memory.
         let mut c0 = 0;
+        macro_rules! block {
+            ($n:literal) => {{
+                rows_block::<$n>(g, rows, cols, c0, row_bits, &mut out[c0..c0 + $n]);
+                c0 += $n;
+            }};
+        }
         while cols - c0 >= 128 {
-            rows_block::<128>(g, rows, cols, c0, row_bits, &mut out[c0..c0 + 128]);
-            c0 += 128;
+            block!(128);
         }
         if cols - c0 >= 64 {
-            rows_block::<64>(g, rows, cols, c0, row_bits, &mut out[c0..c0 + 64]);
-            c0 += 64;
+            block!(64);
         }
         if cols - c0 >= 32 {
-            rows_block::<32>(g, rows, cols, c0, row_bits, &mut out[c0..c0 + 32]);
-            c0 += 32;
+            block!(32);
         }
         if cols - c0 >= 16 {
-            rows_block::<16>(g, rows, cols, c0, row_bits, &mut out[c0..c0 + 16]);
-            c0 += 16;
+            block!(16);
         }
         let narrow = c0;
         let tail = &mut out[narrow..];
@@ -1851,6 +1853,19 @@ mod tests {
     use crate::stream_rng;
     use ndarray::array;
 
+    /// A `b x r` batch of pulses: `u` uniform in `0..32`, zero below `zero_below`
+    /// (at least 16), else `u - 16`.
+    fn random_pulses(
+        rng: &mut Xoshiro256PlusPlus,
+        (b, r): (usize, usize),
+        zero_below: u32,
+    ) -> Array2<f32> {
+        Array2::from_shape_fn((b, r), |_| {
+            let u: u32 = rng.random_range(0..32);
+            if u < zero_below { 0.0 } else { (u - 16) as f32 }
+        })
+    }
+
     /// The sparse product equals the dense GEMM: exactly on integer levels,
     /// to rounding on real-valued (programmed) ones; both column-count paths.
     #[test]
@@ -1858,10 +1873,7 @@ mod tests {
         let mut rng = stream_rng(5, &[]);
         for &(b, r, c) in &[(7, 9, 3), (33, 40, 8), (50, 130, 21), (3, 1, 1)] {
             // Pulses 0..15, zero half the time; integer levels -15..15.
-            let p = Array2::from_shape_fn((b, r), |_| {
-                let u: u32 = rng.random_range(0..32);
-                if u < 16 { 0.0 } else { (u - 16) as f32 }
-            });
+            let p = random_pulses(&mut rng, (b, r), 16);
             let gi = Array2::from_shape_fn((r, c), |_| rng.random_range(-15i32..=15) as f32);
             let gr = gi.mapv(|v| v * 1.013 + 0.1);
             for (g, exact) in [(&gi, true), (&gr, false)] {
@@ -1888,10 +1900,7 @@ mod tests {
     fn sparse_product_adds_in_the_stated_order() {
         let mut rng = stream_rng(6, &[]);
         for &(b, r, c) in &[(6, 40, 5), (5, 70, 8), (4, 130, 21), (3, 150, 510)] {
-            let p = Array2::from_shape_fn((b, r), |_| {
-                let u: u32 = rng.random_range(0..32);
-                if u < 20 { 0.0 } else { (u - 16) as f32 }
-            });
+            let p = random_pulses(&mut rng, (b, r), 20);
             let g = Array2::from_shape_fn((r, c), |_| rng.random::<f32>() * 30.0 - 15.0);
             let mut got = Array2::<f32>::from_elem((b, c), f32::NAN);
             product(p.view(), &g, got.view_mut());
