@@ -756,11 +756,16 @@ impl ProgrammedCrossbar {
             .get_or_init(|| {
                 self.square_planes()?;
                 let sq = &self.squares().0;
-                // Integers in [0, 255]: the parts are exact.
-                let low = pack(&sq.mapv(|q| q % 64.0))?;
-                let high = sq.mapv(|q| (q / 64.0).floor());
-                let high = if high.iter().any(|&h| h > 0.0) {
-                    Some(pack(&high)?)
+                // Integers in [0, 255] (the square planes exist): the parts
+                // are exact bytes.
+                #[allow(clippy::cast_possible_truncation)]
+                let part = |f: fn(i32) -> i32| -> Vec<i8> {
+                    sq.iter().map(|&q| f(small_int(q)) as i8).collect()
+                };
+                let low = pack_ints(&part(|q| q % 64), self.rows, self.cols)?;
+                let high = part(|q| q / 64);
+                let high = if high.iter().any(|&h| h > 0) {
+                    Some(pack_ints(&high, self.rows, self.cols)?)
                 } else {
                     None
                 };
@@ -1097,14 +1102,7 @@ fn rows_block<const N: usize>(
 #[inline(always)]
 fn bits_dot(row_bits: &[u64], w: &[f32]) -> f32 {
     let mut sum = 0f32;
-    for (wi, &word) in w.chunks(64).zip(row_bits) {
-        // Bits past the used rows are zero (see `column_sum_bits`).
-        let mut word = word & (u64::MAX >> (64 - wi.len()));
-        while word != 0 {
-            sum += wi[word.trailing_zeros() as usize];
-            word &= word - 1;
-        }
-    }
+    for_set_rows(row_bits, w.len(), |r| sum += w[r]);
     sum
 }
 
@@ -1744,20 +1742,6 @@ fn small_int(d: f32) -> i32 {
     #[allow(clippy::cast_possible_wrap)]
     let v = (d + MAGIC).to_bits().wrapping_sub(MAGIC.to_bits()) as i32;
     v
-}
-
-/// Integer levels packed for [`PackedLevels::column_sums`]; `None` beyond its
-/// range. Only for integer levels ([`levels_integral`]; see [`small_int`]).
-#[inline(always)]
-fn pack(g: &Array2<f32>) -> Option<PackedLevels> {
-    let g = g.as_standard_layout();
-    let (gs, nc) = (g.as_slice().expect("standard layout"), g.ncols());
-    #[allow(clippy::cast_possible_truncation)]
-    PackedLevels::from_rows(g.nrows(), nc, |r, out| {
-        for (o, &v) in out.iter_mut().zip(&gs[r * nc..][..nc]) {
-            *o = small_int(v);
-        }
-    })
 }
 
 /// Integer levels (row-major `rows x cols` bytes) packed for

@@ -172,8 +172,8 @@ impl ProgrammedLayer {
             .crossbars()
             .par_iter()
             .map(|x| {
-                // Compiled for the engine's instruction set (the packing and
-                // integer checks of every build's crossbars).
+                // Compiled for the engine's instruction set (the byte levels
+                // and packing of every build's crossbars).
                 Kernel::dispatch_selected(
                     #[inline(always)]
                     || x.crossbar.program(None, &mut stream_rng(0, &[])),
