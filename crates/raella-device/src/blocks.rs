@@ -289,13 +289,17 @@ mod x86 {
     use crate::Kernel;
 
     /// Whether the AVX-512 blocks run: the process's kernel is the AVX-512
-    /// one (not forced to another) and the CPU has AVX-512 F and BW.
+    /// one (not forced to another) and the CPU has AVX-512 F and BW, and
+    /// POPCNT (the conversions count their masks' bits; without the feature
+    /// in their list, `count_ones` compiles to a table-lookup popcount that
+    /// cost as much as the conversion itself).
     pub(super) fn usable() -> bool {
         static USABLE: OnceLock<bool> = OnceLock::new();
         *USABLE.get_or_init(|| {
             Kernel::selected().is_ok_and(|k| k.loop_set() == crate::kernel::LoopSet::Avx512)
                 && std::arch::is_x86_feature_detected!("avx512f")
                 && std::arch::is_x86_feature_detected!("avx512bw")
+                && std::arch::is_x86_feature_detected!("popcnt")
         })
     }
 
@@ -311,7 +315,7 @@ mod x86 {
         // here): calling functions compiled for CPU features the baseline
         // target lacks, after detecting them.
         #[allow(unsafe_code)]
-        // SAFETY: `usable()` detected AVX-512 F and BW on this CPU at run
+        // SAFETY: `usable()` detected AVX-512 F and BW and POPCNT on this CPU at run
         // time. The functions use no unsafe code: loads and stores are
         // bounds-checked slice copies and `bytemuck` casts.
         unsafe {
@@ -345,7 +349,7 @@ mod x86 {
     /// Sixteen sums at a time: clamp, the flags as masks, the kept values
     /// widened to `i64`, shifted and added; the counts are the masks'
     /// popcounts. The tail (fewer than 16) by the portable block.
-    #[target_feature(enable = "avx512f,avx512bw")]
+    #[target_feature(enable = "avx512f,avx512bw,popcnt")]
     fn convert<const SIGNED: bool, const DROP: bool>(
         conv: &IntConversion,
         sums: &[i32],
@@ -431,7 +435,7 @@ mod x86 {
 
     /// [`convert`] with read noise, sixteen sums at a time in `f32` (the
     /// portable loop's operations in its order; no fused multiply-add).
-    #[target_feature(enable = "avx512f,avx512bw")]
+    #[target_feature(enable = "avx512f,avx512bw,popcnt")]
     fn noisy<const SIGNED: bool, const DROP: bool>(
         conv: &IntConversion,
         (sums, mags, z, e): (&[i32], &[i32], &[f32], f32),
