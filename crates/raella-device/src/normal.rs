@@ -44,7 +44,31 @@ pub fn stream_key(seed: u64, stream: &[u64]) -> u64 {
 #[must_use]
 #[inline(always)]
 pub fn stream_child(key: u64, s: u64) -> u64 {
-    mix(key.wrapping_add(GAMMA) ^ mix(s.wrapping_add(GAMMA)))
+    stream_child_of(key, child_hash(s))
+}
+
+/// The part of [`stream_child`] that depends on the step `s` alone:
+/// `stream_child_of(key, child_hash(s)) == stream_child(key, s)`.
+#[must_use]
+#[inline(always)]
+pub fn child_hash(s: u64) -> u64 {
+    mix(s.wrapping_add(GAMMA))
+}
+
+/// [`stream_child`] from the step's [`child_hash`], for a caller that takes
+/// the same steps under many keys (a crossbar's columns under every vector).
+#[must_use]
+#[inline(always)]
+pub fn stream_child_of(key: u64, hashed: u64) -> u64 {
+    mix(key.wrapping_add(GAMMA) ^ hashed)
+}
+
+/// `child_hash(s)` for `s` in `0..1024` (more than any crossbar's columns),
+/// made once per process.
+#[must_use]
+pub fn child_hashes() -> &'static [u64] {
+    static TABLE: std::sync::OnceLock<Vec<u64>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| (0..1024).map(child_hash).collect())
 }
 
 /// `ln x` for `x` in (0, 1], branch-free: `x = m 2^e`, `m` in [sqrt(1/2),
@@ -468,5 +492,12 @@ mod tests {
             stream_key(3, &[1, 2, 5])
         );
         assert_eq!(stream_child(stream_key(3, &[]), 1), stream_key(3, &[1]));
+        // The tabulated step hashes give the same children.
+        let table = child_hashes();
+        assert_eq!(table.len(), 1024);
+        for (s, &h) in (0u64..).zip(table) {
+            assert_eq!(h, child_hash(s));
+            assert_eq!(stream_child_of(keys[0], h), stream_child(keys[0], s));
+        }
     }
 }
