@@ -249,7 +249,9 @@ mod x86 {
     use std::arch::x86_64::{
         __m256i, __m512i, _mm256_add_epi32, _mm256_madd_epi16, _mm256_maddubs_epi16,
         _mm256_set1_epi16, _mm256_set1_epi32, _mm256_setzero_si256, _mm512_dpbusd_epi32,
-        _mm512_set1_epi32, _mm512_setzero_si512,
+        _mm512_mask_permutexvar_epi32, _mm512_set1_epi32, _mm512_setzero_si512,
+        _mm512_shuffle_i32x4, _mm512_unpackhi_epi32, _mm512_unpackhi_epi64, _mm512_unpacklo_epi32,
+        _mm512_unpacklo_epi64,
     };
 
     use super::PackedLevels;
@@ -350,38 +352,102 @@ mod x86 {
         }
         let zero = _mm512_setzero_si512();
         let vectors = pulses.len() / prow;
-        // `[column][lane]`: a block's sums before they are laid out per vector.
-        let mut sums = [[0i32; 16]; 16];
+        // Sixteen vectors' pulses are `16 ng` words, vector-major (word
+        // `k ng + g` is vector `k`'s row group `g`): register `j` holds words
+        // `16 j .. 16 j + 16`. Row group `g`'s sixteen lanes are gathered from
+        // them by masked permutes: lane `k` takes word `q = k ng + g`, at
+        // position `q % 16` of register `q / 16`. The indices and masks depend
+        // on the shape alone.
+        let mut index = [zero; NARROW_GROUPS];
+        let mut masks = [[0u16; NARROW_GROUPS]; NARROW_GROUPS];
+        for (g, (ix, mg)) in index.iter_mut().zip(masks.iter_mut()).enumerate().take(ng) {
+            let mut lanes = [0i32; 16];
+            for (k, lane) in lanes.iter_mut().enumerate() {
+                let q = k * ng + g;
+                *lane = i32::try_from(q % 16).expect("a lane");
+                mg[q / 16] |= 1 << k;
+            }
+            *ix = bytemuck::cast::<[i32; 16], __m512i>(lanes);
+        }
+        // `[column][lane]`: a block's sums before they are laid out per vector
+        // (columns past `cols` stay zero).
+        let mut sums = [zero; 16];
         for v0 in (0..vectors).step_by(16) {
             let nv = (vectors - v0).min(16);
             let block = &pulses[v0 * prow..(v0 + nv) * prow];
+            // The block's words (x86 is little-endian: bytes `4 q .. 4 q + 4`
+            // are word `q`), zero past the last vector.
+            let mut raw = [[0i32; 16]; NARROW_GROUPS];
+            bytemuck::cast_slice_mut::<[i32; 16], u8>(&mut raw)[..block.len()]
+                .copy_from_slice(block);
+            let regs = raw.map(bytemuck::cast::<[i32; 16], __m512i>);
             // Per row group, each vector's four pulses as one word (zero in
             // lanes past the last vector).
             let mut words = [zero; NARROW_GROUPS];
-            for (g, wg) in words.iter_mut().enumerate().take(ng) {
-                let mut w = [0i32; 16];
-                for (wk, p) in w.iter_mut().zip(block.chunks_exact(prow)) {
-                    let b = &p[4 * g..4 * g + 4];
-                    *wk = i32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            for ((wg, &ix), mg) in words.iter_mut().zip(&index).zip(&masks).take(ng) {
+                let mut w = zero;
+                for (&m, &r) in mg.iter().zip(&regs).take(ng) {
+                    w = _mm512_mask_permutexvar_epi32(w, m, ix, r);
                 }
-                *wg = bytemuck::cast::<[i32; 16], __m512i>(w);
+                *wg = w;
             }
             for (s, c) in sums.iter_mut().zip(0..cols) {
                 let mut a = zero;
                 for (&wg, l) in words.iter().zip(&lw).take(ng) {
                     a = _mm512_dpbusd_epi32(a, wg, _mm512_set1_epi32(l[c]));
                 }
-                *s = bytemuck::cast::<__m512i, [i32; 16]>(a);
+                *s = a;
             }
-            for (k, o) in out[v0 * cols..(v0 + nv) * cols]
+            // `[lane][column]`: each vector's sums, laid out.
+            let rows = transpose16(&sums);
+            for (o, r) in out[v0 * cols..(v0 + nv) * cols]
                 .chunks_exact_mut(cols)
-                .enumerate()
+                .zip(&rows)
             {
-                for (o, s) in o.iter_mut().zip(&sums) {
-                    *o = s[k];
-                }
+                store_lanes(o, &bytemuck::cast::<__m512i, [i32; 16]>(*r));
             }
         }
+    }
+
+    /// The transpose of a 16 x 16 matrix of `i32` (register `i` is row `i`):
+    /// pairs of rows interleaved by words, then by double words, then 128-bit
+    /// blocks exchanged twice.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn transpose16(r: &[__m512i; 16]) -> [__m512i; 16] {
+        // Rows `2i, 2i + 1` interleaved: within each 128-bit block `L`, the
+        // words `4L, 4L + 1` (low) or `4L + 2, 4L + 3` (high) of both rows.
+        let mut t = [r[0]; 16];
+        for i in 0..8 {
+            t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+            t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+        }
+        // Per four rows `4q ..`: register `4q + j` holds, in block `L`,
+        // column `4L + j` of those four rows.
+        let mut u = [r[0]; 16];
+        for q in 0..4 {
+            let b = 4 * q;
+            u[b] = _mm512_unpacklo_epi64(t[b], t[b + 2]);
+            u[b + 1] = _mm512_unpackhi_epi64(t[b], t[b + 2]);
+            u[b + 2] = _mm512_unpacklo_epi64(t[b + 1], t[b + 3]);
+            u[b + 3] = _mm512_unpackhi_epi64(t[b + 1], t[b + 3]);
+        }
+        // Blocks 0 and 2 (0x88) or 1 and 3 (0xdd) of two four-row groups.
+        let mut v = [r[0]; 16];
+        for h in 0..2 {
+            for j in 0..4 {
+                let (a, b) = (u[8 * h + j], u[8 * h + 4 + j]);
+                v[8 * h + j] = _mm512_shuffle_i32x4::<0x88>(a, b);
+                v[8 * h + 4 + j] = _mm512_shuffle_i32x4::<0xdd>(a, b);
+            }
+        }
+        // Column `c`: rows 0-7's and rows 8-15's halves joined.
+        let mut out = [r[0]; 16];
+        for j in 0..8 {
+            out[j] = _mm512_shuffle_i32x4::<0x88>(v[j], v[8 + j]);
+            out[8 + j] = _mm512_shuffle_i32x4::<0xdd>(v[j], v[8 + j]);
+        }
+        out
     }
 
     /// Column tiles `t0 .. t0 + NT` of up to [`VECTORS`] vectors.
@@ -738,6 +804,10 @@ mod tests {
             (33, 25, 7, false),
             (18, 12, 1, true),
             (50, 33, 16, false),
+            // One, two and five row groups.
+            (21, 4, 5, false),
+            (17, 7, 9, true),
+            (19, 20, 3, false),
         ] {
             let levels: Vec<i32> = (0..r * c)
                 .map(|_| match (extreme, rng.random_range(0u32..4)) {
