@@ -63,12 +63,37 @@ pub fn stream_child_of(key: u64, hashed: u64) -> u64 {
     mix(key.wrapping_add(GAMMA) ^ hashed)
 }
 
-/// `child_hash(s)` for `s` in `0..1024` (more than any crossbar's columns),
-/// made once per process.
-#[must_use]
-pub fn child_hashes() -> &'static [u64] {
-    static TABLE: std::sync::OnceLock<Vec<u64>> = std::sync::OnceLock::new();
-    TABLE.get_or_init(|| (0..1024).map(child_hash).collect())
+/// [`stream_child`] for a caller that takes small steps (a crossbar's
+/// columns, a layer's slices) under many keys: the steps' halves of the hash
+/// come from a table made once per process (`child_hash(s)` for `s` below
+/// 1,024), larger steps are hashed as usual. The same keys.
+#[derive(Clone, Copy)]
+pub struct ChildSteps(&'static [u64]);
+
+impl ChildSteps {
+    /// The process's table.
+    #[must_use]
+    pub fn new() -> Self {
+        static TABLE: std::sync::OnceLock<Vec<u64>> = std::sync::OnceLock::new();
+        Self(TABLE.get_or_init(|| (0..1024).map(child_hash).collect()))
+    }
+
+    /// `stream_child(key, s)`.
+    #[must_use]
+    #[inline(always)]
+    pub fn child(self, key: u64, s: usize) -> u64 {
+        let hashed = match self.0.get(s) {
+            Some(&h) => h,
+            None => child_hash(s as u64),
+        };
+        stream_child_of(key, hashed)
+    }
+}
+
+impl Default for ChildSteps {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// `ln x` for `x` in (0, 1], branch-free: `x = m 2^e`, `m` in [sqrt(1/2),
@@ -492,12 +517,12 @@ mod tests {
             stream_key(3, &[1, 2, 5])
         );
         assert_eq!(stream_child(stream_key(3, &[]), 1), stream_key(3, &[1]));
-        // The tabulated step hashes give the same children.
-        let table = child_hashes();
-        assert_eq!(table.len(), 1024);
-        for (s, &h) in (0u64..).zip(table) {
-            assert_eq!(h, child_hash(s));
-            assert_eq!(stream_child_of(keys[0], h), stream_child(keys[0], s));
+        // The tabulated steps give the same children, inside the table and past it.
+        let steps = ChildSteps::new();
+        for s in (0..1030).chain([4096, 1 << 20]) {
+            for &key in &keys[..3] {
+                assert_eq!(steps.child(key, s), stream_child(key, s as u64), "step {s}");
+            }
         }
     }
 }

@@ -21,9 +21,7 @@
 
 use ndarray::{Array2, ArrayView2, ArrayViewMut2, Axis, s};
 use raella_compiler::MappedLayer;
-use raella_device::normal::{
-    child_hash, child_hashes, fill_normals, normal_pairs, stream_child, stream_child_of, stream_key,
-};
+use raella_device::normal::{ChildSteps, fill_normals, normal_pairs, stream_child, stream_key};
 use raella_device::{
     Adc, AdcInstance, BitRows, ColumnNoise, DeviceNoise, DriftCompensation, ExactBits,
     IntConversion, IntCounts, Kernel, ProgrammedCrossbar, stream_rng,
@@ -779,15 +777,9 @@ impl ProgrammedLayer {
                 } else {
                     vector_keys(xkey, v0, b)
                 };
-                // The slice's half of the hash from the table ([`child_hashes`]).
-                let steps = child_hashes();
-                let slice_key = |v: usize, s: usize| {
-                    let hashed = match steps.get(s) {
-                        Some(&h) => h,
-                        None => child_hash(s as u64),
-                    };
-                    stream_child_of(vkeys[v], hashed)
-                };
+                // The slice's half of the hash from the table ([`ChildSteps`]).
+                let steps = ChildSteps::new();
+                let slice_key = |v: usize, s: usize| steps.child(vkeys[v], s);
                 // One row of standard normal draws (read noise).
                 let mut z = vec![0f32; if noise.is_off() || noisy_int { 0 } else { cols }];
                 // The chunk's draws of one slice, `b x cols` (read noise on integers).
@@ -1882,11 +1874,11 @@ fn vector_keys(crossbar_key: u64, v0: usize, n: usize) -> Vec<u64> {
 
 /// The recovery streams of flagged columns: `stream_child(vector_key(v), c)`,
 /// each vector's key hashed once (flagged pairs come vector by vector) and
-/// each column's half of the hash taken from a table ([`child_hashes`]).
+/// each column's half of the hash taken from a table ([`ChildSteps`]).
 struct ColumnKeys<F: Fn(usize) -> u64> {
     vector_key: F,
     last: Option<(usize, u64)>,
-    columns: &'static [u64],
+    columns: ChildSteps,
 }
 
 impl<F: Fn(usize) -> u64> ColumnKeys<F> {
@@ -1894,7 +1886,7 @@ impl<F: Fn(usize) -> u64> ColumnKeys<F> {
         Self {
             vector_key,
             last: None,
-            columns: child_hashes(),
+            columns: ChildSteps::new(),
         }
     }
 
@@ -1908,11 +1900,7 @@ impl<F: Fn(usize) -> u64> ColumnKeys<F> {
                 key
             }
         };
-        let hashed = match self.columns.get(c) {
-            Some(&h) => h,
-            None => child_hash(c as u64),
-        };
-        stream_child_of(key, hashed)
+        self.columns.child(key, c)
     }
 }
 
