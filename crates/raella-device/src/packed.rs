@@ -376,11 +376,22 @@ mod x86 {
             let nv = (vectors - v0).min(16);
             let block = &pulses[v0 * prow..(v0 + nv) * prow];
             // The block's words (x86 is little-endian: bytes `4 q .. 4 q + 4`
-            // are word `q`), zero past the last vector.
-            let mut raw = [[0i32; 16]; NARROW_GROUPS];
-            bytemuck::cast_slice_mut::<[i32; 16], u8>(&mut raw)[..block.len()]
-                .copy_from_slice(block);
-            let regs = raw.map(bytemuck::cast::<[i32; 16], __m512i>);
+            // are word `q`), zero past the last vector. A whole block is `ng`
+            // registers read in place (where a copy of variable length into a
+            // zeroed buffer calls `memcpy`, per sixteen vectors).
+            let regs = if nv == 16 {
+                std::array::from_fn(|j| {
+                    block.get(64 * j..64 * j + 64).map_or(zero, |r| {
+                        let r: [u8; 64] = r.try_into().expect("64 bytes");
+                        bytemuck::cast::<[u8; 64], __m512i>(r)
+                    })
+                })
+            } else {
+                let mut raw = [[0i32; 16]; NARROW_GROUPS];
+                bytemuck::cast_slice_mut::<[i32; 16], u8>(&mut raw)[..block.len()]
+                    .copy_from_slice(block);
+                raw.map(bytemuck::cast::<[i32; 16], __m512i>)
+            };
             // Per row group, each vector's four pulses as one word (zero in
             // lanes past the last vector).
             let mut words = [zero; NARROW_GROUPS];
@@ -398,13 +409,23 @@ mod x86 {
                 }
                 *s = a;
             }
-            // `[lane][column]`: each vector's sums, laid out.
+            // `[lane][column]`: each vector's sums, laid out. Whole rows of 16
+            // words, vector after vector: a row's words past `cols` (zero)
+            // land where the next vectors' rows go, and are overwritten by
+            // them, in this block or the next. Only the output's last
+            // vectors, with no room for a whole row, store `cols` words
+            // (where a store of `cols` words for every vector calls `memcpy`).
             let rows = transpose16(&sums);
-            for (o, r) in out[v0 * cols..(v0 + nv) * cols]
-                .chunks_exact_mut(cols)
-                .zip(&rows)
-            {
-                store_lanes(o, &bytemuck::cast::<__m512i, [i32; 16]>(*r));
+            let region = &mut out[v0 * cols..vectors * cols];
+            for (k, r) in rows.iter().enumerate().take(nv) {
+                let lanes = bytemuck::cast::<__m512i, [i32; 16]>(*r);
+                match region.get_mut(k * cols..k * cols + 16) {
+                    Some(whole) => {
+                        let whole: &mut [i32; 16] = whole.try_into().expect("16 words");
+                        *whole = lanes;
+                    }
+                    None => store_lanes(&mut region[k * cols..(k + 1) * cols], &lanes),
+                }
             }
         }
     }
@@ -808,6 +829,11 @@ mod tests {
             (21, 4, 5, false),
             (17, 7, 9, true),
             (19, 20, 3, false),
+            // Whole rows of sums stored past a vector's columns: blocks
+            // without a tail, a tail of one vector, fewer words than a row.
+            (48, 9, 3, false),
+            (65, 9, 2, true),
+            (3, 9, 5, false),
         ] {
             let levels: Vec<i32> = (0..r * c)
                 .map(|_| match (extreme, rng.random_range(0u32..4)) {
