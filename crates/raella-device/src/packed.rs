@@ -335,6 +335,11 @@ mod x86 {
     /// Row groups of the narrowest crossbars, [`vnni_narrow`]'s.
     const NARROW_GROUPS: usize = 8;
 
+    /// Columns up to which [`vnni_narrow`] lays its sums out by permutes
+    /// (`cols^2` of them) rather than a 16 x 16 transpose (64 shuffles and a
+    /// store per vector).
+    const INTERLEAVED_COLS: usize = 8;
+
     /// Narrow crossbars (one column tile, at most [`NARROW_GROUPS`] row
     /// groups: a depthwise convolution's group of 9 or 25 rows and a few
     /// columns), sixteen vectors at a time, one per lane: per column and row
@@ -368,6 +373,31 @@ mod x86 {
                 mg[q / 16] |= 1 << k;
             }
             *ix = bytemuck::cast::<[i32; 16], __m512i>(lanes);
+        }
+        // Up to [`INTERLEAVED_COLS`] columns, the block's sums are laid out by
+        // masked permutes, the mirror of the pulses' above: output register
+        // `j` (words `16 j .. 16 j + 16` of the block's `16 cols`) takes word
+        // `q = 16 j + i` from lane `q / cols` of column `q % cols`'s sums.
+        // `cols^2` permutes and `cols` whole stores, where the transpose takes
+        // 64 shuffles and a store per vector.
+        let interleaved = cols <= INTERLEAVED_COLS;
+        let mut out_index = [zero; INTERLEAVED_COLS];
+        let mut out_masks = [[0u16; INTERLEAVED_COLS]; INTERLEAVED_COLS];
+        if interleaved {
+            for (j, (ix, mj)) in out_index
+                .iter_mut()
+                .zip(out_masks.iter_mut())
+                .enumerate()
+                .take(cols)
+            {
+                let mut lanes = [0i32; 16];
+                for (i, lane) in lanes.iter_mut().enumerate() {
+                    let q = 16 * j + i;
+                    *lane = i32::try_from(q / cols).expect("a lane");
+                    mj[q % cols] |= 1 << i;
+                }
+                *ix = bytemuck::cast::<[i32; 16], __m512i>(lanes);
+            }
         }
         // `[column][lane]`: a block's sums before they are laid out per vector
         // (columns past `cols` stay zero).
@@ -409,6 +439,25 @@ mod x86 {
                 }
                 *s = a;
             }
+            let region = &mut out[v0 * cols..vectors * cols];
+            if interleaved {
+                for (j, (&ix, mj)) in out_index.iter().zip(&out_masks).enumerate().take(cols) {
+                    let mut w = zero;
+                    for (&m, &sc) in mj.iter().zip(&sums).take(cols) {
+                        w = _mm512_mask_permutexvar_epi32(w, m, ix, sc);
+                    }
+                    let words = bytemuck::cast::<__m512i, [i32; 16]>(w);
+                    // A whole block's `cols` registers are whole; a last
+                    // block's end within one.
+                    let at = 16 * j;
+                    let end = (at + 16).min(nv * cols);
+                    if at >= end {
+                        break;
+                    }
+                    store_lanes(&mut region[at..end], &words);
+                }
+                continue;
+            }
             // `[lane][column]`: each vector's sums, laid out. Whole rows of 16
             // words, vector after vector: a row's words past `cols` (zero)
             // land where the next vectors' rows go, and are overwritten by
@@ -416,7 +465,6 @@ mod x86 {
             // vectors, with no room for a whole row, store `cols` words
             // (where a store of `cols` words for every vector calls `memcpy`).
             let rows = transpose16(&sums);
-            let region = &mut out[v0 * cols..vectors * cols];
             for (k, r) in rows.iter().enumerate().take(nv) {
                 let lanes = bytemuck::cast::<__m512i, [i32; 16]>(*r);
                 match region.get_mut(k * cols..k * cols + 16) {
@@ -834,6 +882,8 @@ mod tests {
             (48, 9, 3, false),
             (65, 9, 2, true),
             (3, 9, 5, false),
+            (40, 9, 8, true),
+            (35, 18, 6, false),
         ] {
             let levels: Vec<i32> = (0..r * c)
                 .map(|_| match (extreme, rng.random_range(0u32..4)) {
