@@ -1159,32 +1159,51 @@ impl ProgrammedLayer {
                     }
                     let first_f = m.column_role(mx.col_start).0;
                     let lead = ((nws - mx.col_start % nws) % nws).min(cols);
-                    let mut vals = vec![0i64; cols];
                     let width = y.ncols().max(1);
                     let flat = y.as_slice_mut().expect("a chunk's whole rows");
-                    for ((arow, yrow), &bsum) in acc
-                        .as_slice()
-                        .expect("standard layout")
-                        .chunks_exact(cols.max(1))
-                        .zip(flat.chunks_exact_mut(width))
-                        .zip(&rb_sums)
-                    {
-                        for ((((o, &a), &fs), &fm), &sh) in vals
-                            .iter_mut()
-                            .zip(arow)
-                            .zip(&flip_s)
-                            .zip(&flip_m)
-                            .zip(&wsh)
-                        {
-                            *o = ((a ^ fs) - fs + fm * bsum) << sh;
+                    let arows = acc.as_slice().expect("standard layout");
+                    let columns = (flip_s.as_slice(), flip_m.as_slice(), wsh.as_slice());
+                    let to = (flat, width, first_f);
+                    // One whole filter of up to 4 weight slices (a depthwise
+                    // group's crossbar): a fixed-size loop per vector.
+                    match cols {
+                        1 if lead == 0 && nws == 1 => {
+                            combine_filter::<1>(arows, &rb_sums, columns, to);
                         }
-                        let (head, rest) = vals.split_at(lead);
-                        let mut f = first_f;
-                        if lead > 0 {
-                            yrow[f] += head.iter().sum::<i64>();
-                            f += 1;
+                        2 if lead == 0 && nws == 2 => {
+                            combine_filter::<2>(arows, &rb_sums, columns, to);
                         }
-                        add_filter_sums(&mut yrow[f..], rest, nws);
+                        3 if lead == 0 && nws == 3 => {
+                            combine_filter::<3>(arows, &rb_sums, columns, to);
+                        }
+                        4 if lead == 0 && nws == 4 => {
+                            combine_filter::<4>(arows, &rb_sums, columns, to);
+                        }
+                        _ => {
+                            let mut vals = vec![0i64; cols];
+                            for ((arow, yrow), &bsum) in arows
+                                .chunks_exact(cols.max(1))
+                                .zip(to.0.chunks_exact_mut(width))
+                                .zip(&rb_sums)
+                            {
+                                for ((((o, &a), &fs), &fm), &sh) in vals
+                                    .iter_mut()
+                                    .zip(arow)
+                                    .zip(&flip_s)
+                                    .zip(&flip_m)
+                                    .zip(&wsh)
+                                {
+                                    *o = ((a ^ fs) - fs + fm * bsum) << sh;
+                                }
+                                let (head, rest) = vals.split_at(lead);
+                                let mut f = first_f;
+                                if lead > 0 {
+                                    yrow[f] += head.iter().sum::<i64>();
+                                    f += 1;
+                                }
+                                add_filter_sums(&mut yrow[f..], rest, nws);
+                            }
+                        }
                     }
                 }
                 // Activity: the schedule is fixed (recovery cycles run whenever recovery is on).
@@ -1325,6 +1344,35 @@ fn row_totals(xs: &[u8], rows: usize, f: impl Fn(u8) -> u32, out: &mut [u64]) {
         *o += (0..lanes)
             .map(|k| u64::from(acc[k * rows + r]))
             .sum::<u64>();
+    }
+}
+
+/// The digital combine of a crossbar holding exactly one filter's `N`
+/// weight-slice columns: per vector `v`, `y[v][f] += sum_c ((a ^ s_c) - s_c +
+/// m_c bsum_v) << sh_c` over its column sums `a` (see the engine's combine),
+/// in a fixed-size loop (the general one walks five zipped slices of `N`
+/// values per vector). The same integers.
+#[inline(always)]
+fn combine_filter<const N: usize>(
+    arows: &[i64],
+    bsums: &[i64],
+    (flip_s, flip_m, wsh): (&[i64], &[i64], &[u64]),
+    (y, width, f): (&mut [i64], usize, usize),
+) {
+    let fs: &[i64; N] = flip_s.try_into().expect("N columns");
+    let fm: &[i64; N] = flip_m.try_into().expect("N columns");
+    let sh: &[u64; N] = wsh.try_into().expect("N columns");
+    for ((a, yrow), &bsum) in arows
+        .chunks_exact(N)
+        .zip(y.chunks_exact_mut(width))
+        .zip(bsums)
+    {
+        let a: &[i64; N] = a.try_into().expect("N columns");
+        let mut t = 0;
+        for c in 0..N {
+            t += ((a[c] ^ fs[c]) - fs[c] + fm[c] * bsum) << sh[c];
+        }
+        yrow[f] += t;
     }
 }
 
