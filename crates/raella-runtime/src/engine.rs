@@ -593,21 +593,38 @@ impl ProgrammedLayer {
             // Pulse matrices of this row block, one per input slice.
             // Ideal devices: exact integer column sums (and magnitudes), converted
             // to f32 only when read noise perturbs them.
+            // Each row's pulses, when made with the slices.
+            let mut narrow_totals: Option<Vec<u64>> = None;
             let pulses = if self.integer_sums {
                 let stride = self.crossbars[xi].pulse_stride();
                 // Slice `j` of `v` is `(v >> shift) & mask` (`Luts::slice`
                 // tabulates the same): a shift and a mask vectorise where a
                 // table lookup per byte does not.
-                let slices = shifts
+                let cuts: Vec<(u32, u8)> = shifts
                     .iter()
                     .zip(widths)
-                    .map(|(&sh, &w)| {
-                        let mask = u8::try_from((1u32 << w) - 1).unwrap_or(u8::MAX);
-                        let mut p = vec![0u8; b * stride];
-                        slice_into(xs, rows, (sh, mask), &mut p, stride);
-                        p
-                    })
+                    .map(|(&sh, &w)| (sh, u8::try_from((1u32 << w) - 1).unwrap_or(u8::MAX)))
                     .collect();
+                let mut slices: Vec<Vec<u8>> = cuts.iter().map(|_| vec![0u8; b * stride]).collect();
+                // Narrow rows: the slices and their rows' pulses in one pass
+                // over the inputs ([`slices_and_totals`]).
+                // (Not a closure: it would be compiled outside the
+                // instruction set's copy of this function.)
+                if stride != rows && stride <= 16 && b < (u32::MAX / 263) as usize {
+                    narrow_totals = Some(slices_and_totals::<16>(
+                        xs,
+                        rows,
+                        &cuts,
+                        &mut slices,
+                        stride,
+                        recovery,
+                    ));
+                }
+                if narrow_totals.is_none() {
+                    for (p, &cut) in slices.iter_mut().zip(&cuts) {
+                        slice_into(xs, rows, cut, p, stride);
+                    }
+                }
                 Pulses::Int(slices)
             } else {
                 Pulses::Real(
@@ -629,6 +646,9 @@ impl ProgrammedLayer {
             // Pulses applied per row over the chunk (for input and cell activity).
             let mut row_pulses = vec![0u64; rows];
             match &pulses {
+                _ if narrow_totals.is_some() => {
+                    row_pulses = narrow_totals.take().expect("made with the slices");
+                }
                 // Integer pulses: the same counts as `pulse_lut` (each slice's
                 // pulses, and each set bit when recovery reads them), summed
                 // from the slices already made, in `u32` lanes that vectorise
@@ -1254,6 +1274,26 @@ fn lane_sum(s: &[u8]) -> i64 {
 /// contiguous slice (no per-row view: narrow layers have few values per row).
 fn row_sums(x: ArrayView2<'_, u8>) -> Vec<i64> {
     match x.as_slice() {
+        // Narrow rows (a depthwise group's 9): a fixed window of 16 values
+        // per vector, those past the row masked to zero.
+        Some(flat) if x.ncols() > 0 && x.ncols() < 16 && flat.len() >= 16 => {
+            let rows = x.ncols();
+            let keep: [u8; 16] = std::array::from_fn(|i| if i < rows { u8::MAX } else { 0 });
+            let whole = (flat.len() - 16) / rows + 1;
+            let mut sums: Vec<i64> = (0..whole)
+                .map(|v| {
+                    let a: &[u8; 16] = flat[v * rows..v * rows + 16].try_into().expect("16");
+                    i64::from(
+                        a.iter()
+                            .zip(&keep)
+                            .map(|(&a, &k)| u32::from(a & k))
+                            .sum::<u32>(),
+                    )
+                })
+                .collect();
+            sums.extend(flat[whole * rows..].chunks_exact(rows).map(lane_sum));
+            sums
+        }
         Some(flat) if x.ncols() > 0 && x.ncols() < (1 << 24) => {
             flat.chunks_exact(x.ncols()).map(lane_sum).collect()
         }
@@ -1315,6 +1355,70 @@ fn slice_into(xs: &[u8], rows: usize, (shift, mask): (u32, u8), p: &mut [u8], st
     } else {
         per_row(xs, rows, (shift, mask), p, stride);
     }
+}
+
+/// Every slice `(v >> shift) & mask` of `cuts` of every value of `xs`
+/// (vectors of `rows` values) into `ps[j]` as [`slice_into`] writes it (`ps`
+/// zeroed, vectors `stride` apart, `rows < stride <= W`), and each row's
+/// pulses: the sum of its values' slices and, with `popcounts`, of their set
+/// bits (recovery's 1-bit reads), as [`row_totals`] gives them from the
+/// slices and the inputs. One pass over the inputs: a fixed window of `W`
+/// values per vector (the values past `rows` masked to zero, so a window
+/// reaching into the next vector's place writes zeros there before that
+/// vector's own), its slices added into `u32` lanes (exact below `2^24`
+/// vectors: at most 255 pulses per slice value and 8 set bits).
+#[inline(always)]
+fn slices_and_totals<const W: usize>(
+    xs: &[u8],
+    rows: usize,
+    cuts: &[(u32, u8)],
+    ps: &mut [Vec<u8>],
+    stride: usize,
+    popcounts: bool,
+) -> Vec<u64> {
+    let b = ps.first().map_or(0, |p| p.len() / stride.max(1));
+    let all: [u8; W] = std::array::from_fn(|i| if i < rows { u8::MAX } else { 0 });
+    let mut acc = [0u32; W];
+    // Vectors whose window lies inside both buffers.
+    let whole = (xs.len().saturating_sub(W) / rows.max(1) + 1)
+        .min((b * stride).saturating_sub(W) / stride.max(1) + 1)
+        .min(b)
+        .min(usize::from(xs.len() >= W && b * stride >= W) * b);
+    for v in 0..whole {
+        let a: &[u8; W] = xs[v * rows..v * rows + W].try_into().expect("W values");
+        let a: [u8; W] = std::array::from_fn(|i| a[i] & all[i]);
+        for (p, &(shift, mask)) in ps.iter_mut().zip(cuts) {
+            let o: [u8; W] = std::array::from_fn(|i| (a[i] >> shift) & mask);
+            p[v * stride..v * stride + W].copy_from_slice(&o);
+            for (s, &q) in acc.iter_mut().zip(&o) {
+                *s += u32::from(q);
+            }
+        }
+        if popcounts {
+            for (s, &q) in acc.iter_mut().zip(&a) {
+                *s += q.count_ones();
+            }
+        }
+    }
+    let mut totals: Vec<u64> = acc[..rows].iter().map(|&s| u64::from(s)).collect();
+    // The rest value by value.
+    for v in whole..b {
+        for (r, (&x, t)) in xs[v * rows..(v + 1) * rows]
+            .iter()
+            .zip(&mut totals)
+            .enumerate()
+        {
+            for (p, &(shift, mask)) in ps.iter_mut().zip(cuts) {
+                let q = (x >> shift) & mask;
+                p[v * stride + r] = q;
+                *t += u64::from(q);
+            }
+            if popcounts {
+                *t += u64::from(x.count_ones());
+            }
+        }
+    }
+    totals
 }
 
 /// `out[r] += sum_v f(xs[v * rows + r])` over the vectors of `rows` values in

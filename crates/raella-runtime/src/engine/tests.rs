@@ -366,6 +366,34 @@ fn narrow_row_helpers_match_their_definitions() {
                         assert_eq!(t, direct, "rows {rows} stride {stride} b {b}");
                     }
                 }
+                // All slices and their rows' pulses in one pass (narrow
+                // strides): the same planes, and the totals `row_totals`
+                // gives from them and (with popcounts) from the inputs.
+                if rows < stride && stride <= 16 {
+                    for cuts in [
+                        vec![(0, 0xff)],
+                        vec![(4, 0xf), (2, 0x3), (0, 0x3)],
+                        vec![(7, 0x1), (5, 0x3), (2, 0x7), (0, 0x3)],
+                    ] {
+                        for popcounts in [false, true] {
+                            let mut got = vec![vec![0u8; b * stride]; cuts.len()];
+                            let totals = slices_and_totals::<16>(
+                                &xs, rows, &cuts, &mut got, stride, popcounts,
+                            );
+                            let mut want_totals = vec![0u64; rows];
+                            for (g, &cut) in got.iter().zip(&cuts) {
+                                let mut want = vec![0u8; b * stride];
+                                slice_into(&xs, rows, cut, &mut want, stride);
+                                assert_eq!(g, &want, "rows {rows} stride {stride} b {b} {cut:?}");
+                                row_totals(&want, stride, u32::from, &mut want_totals);
+                            }
+                            if popcounts {
+                                row_totals(&xs, rows, u8::count_ones, &mut want_totals);
+                            }
+                            assert_eq!(totals, want_totals, "rows {rows} stride {stride} b {b}");
+                        }
+                    }
+                }
                 let f = |v: u8| u32::from(v >> 3) + v.count_ones();
                 let mut got = vec![7u64; rows];
                 row_totals(&xs, rows, f, &mut got);
@@ -379,6 +407,15 @@ fn narrow_row_helpers_match_their_definitions() {
     let x = Array2::from_shape_fn((6, 11), |(i, j)| u8::try_from(i * 40 + j).unwrap());
     let want: Vec<i64> = x.rows().into_iter().map(|r| row_sum(&r)).collect();
     assert_eq!(row_sums(x.view()), want);
+    // Narrow rows (a window of 16 per vector, the last vectors value by
+    // value): every row count below 16, vector counts around the window's reach.
+    for cols in 1..=17 {
+        for n in [0, 1, 2, 3, 7, 16, 41] {
+            let x = Array2::from_shape_fn((n, cols), |_| rng.random::<u8>());
+            let want: Vec<i64> = x.rows().into_iter().map(|r| row_sum(&r)).collect();
+            assert_eq!(row_sums(x.view()), want, "{n} x {cols}");
+        }
+    }
     // Views that are not one slice take the per-row path.
     let every_other = x.slice(s![.., ..;2]);
     let want2: Vec<i64> = every_other
