@@ -267,6 +267,32 @@ pub fn im2col_into<T: Copy + Send + Sync>(
         .with_min_len((4096 / (ow * cols).max(1)).max(1))
         .enumerate()
         .for_each(|(oy, rows)| {
+            // One channel, a 3 x 3 window inside the input's rows (a
+            // depthwise convolution's): each output's nine cells in one
+            // fixed-size store ([`copy_windows_3x3`]).
+            if let (1, 3, 3, Some((lo, hi))) = (cg, kh, kw, inner) {
+                let iy: [usize; 3] = std::array::from_fn(|ky| {
+                    (oy * win.stride[0] + ky * win.dilation[0]).wrapping_sub(pads[0])
+                });
+                if iy.iter().all(|&y| y < h) {
+                    let r: [&[T]; 3] = std::array::from_fn(|ky| &xs[iy[ky] * w..(iy[ky] + 1) * w]);
+                    if hi > lo {
+                        copy_windows_3x3(r, s1, lo * s1 - pads[1], &mut rows[lo * 9..hi * 9]);
+                    }
+                    // The outputs whose window crosses the padding, cell by cell.
+                    for ox in (0..lo).chain(hi..ow) {
+                        for (ky, row) in r.iter().enumerate() {
+                            for kx in 0..3 {
+                                let ix = (ox * s1 + kx).wrapping_sub(pads[1]);
+                                if ix < w {
+                                    rows[ox * 9 + 3 * ky + kx] = row[ix];
+                                }
+                            }
+                        }
+                    }
+                    return;
+                }
+            }
             let mut k = 0;
             for c in 0..cg {
                 let xc = &xs[c * plane..(c + 1) * plane];
@@ -319,6 +345,23 @@ pub fn im2col_into<T: Copy + Send + Sync>(
                 }
             }
         });
+}
+
+/// The 3 x 3 windows of one channel into consecutive rows of 9 in `to`:
+/// output `i`'s window starts at column `first + i stride` of the three input
+/// rows `r` (all inside them). Three fixed-size reads and one fixed-size
+/// store per output, where three passes of [`copy_windows`] store three
+/// cells at a time.
+#[inline]
+fn copy_windows_3x3<T: Copy>(r: [&[T]; 3], stride: usize, first: usize, to: &mut [T]) {
+    for (i, d) in to.chunks_exact_mut(9).enumerate() {
+        let x = first + i * stride;
+        let a: &[T; 3] = r[0][x..x + 3].try_into().expect("3 cells");
+        let b: &[T; 3] = r[1][x..x + 3].try_into().expect("3 cells");
+        let c: &[T; 3] = r[2][x..x + 3].try_into().expect("3 cells");
+        let d: &mut [T; 9] = d.try_into().expect("9 cells");
+        *d = [a[0], a[1], a[2], b[0], b[1], b[2], c[0], c[1], c[2]];
+    }
 }
 
 /// `n` outputs' windows of `K` consecutive cells, `stride` apart in `from`,
@@ -1686,6 +1729,13 @@ mod tests {
             ([1, 2], [1, 3], [1, 1], [0, 0, 0, 2], 0, 3),
             // No output whose window lies inside the input.
             ([2, 8], [1, 2], [1, 1], [0, 1, 0, 0], 0, 2),
+            // One channel's 3 x 3 windows (depthwise): strides 1 and 2, pads
+            // on either side or none, a dilated one (the general path).
+            ([3, 3], [1, 1], [1, 1], [1, 1, 1, 1], 1, 1),
+            ([3, 3], [2, 2], [1, 1], [0, 1, 1, 0], 2, 1),
+            ([3, 3], [1, 2], [1, 1], [0, 0, 0, 0], 0, 1),
+            ([3, 3], [1, 1], [1, 1], [2, 3, 2, 3], 0, 1),
+            ([3, 3], [1, 1], [2, 1], [1, 1, 1, 1], 0, 1),
         ] {
             let win = window(kernel, stride, dilation, pads, false);
             let (oh, ow, pads) = win.out_hw(h, w).unwrap();
