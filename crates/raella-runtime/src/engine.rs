@@ -590,11 +590,11 @@ impl ProgrammedLayer {
             let xv = x.slice(s![.., row_start..row_start + rows]);
             let xr = xv.as_standard_layout();
             let xs = xr.as_slice().expect("standard layout");
+            // Each row's pulses, when made with the slices.
+            let mut narrow_totals: Option<Vec<u64>> = None;
             // Pulse matrices of this row block, one per input slice.
             // Ideal devices: exact integer column sums (and magnitudes), converted
             // to f32 only when read noise perturbs them.
-            // Each row's pulses, when made with the slices.
-            let mut narrow_totals: Option<Vec<u64>> = None;
             let pulses = if self.integer_sums {
                 let stride = self.crossbars[xi].pulse_stride();
                 // Slice `j` of `v` is `(v >> shift) & mask` (`Luts::slice`
