@@ -877,13 +877,18 @@ mod tests {
             (21, 4, 5, false),
             (17, 7, 9, true),
             (19, 20, 3, false),
-            // Whole rows of sums stored past a vector's columns: blocks
-            // without a tail, a tail of one vector, fewer words than a row.
+            // Sums laid out by permutes (up to 8 columns): blocks without a
+            // tail, a tail of one vector, fewer words than a register.
             (48, 9, 3, false),
             (65, 9, 2, true),
             (3, 9, 5, false),
             (40, 9, 8, true),
             (35, 18, 6, false),
+            // By the transpose (9-16 columns), whole 16-word rows stored past
+            // a vector's columns: spills across blocks, a last block whose
+            // rows do not all fit.
+            (40, 9, 12, false),
+            (33, 25, 10, true),
         ] {
             let levels: Vec<i32> = (0..r * c)
                 .map(|_| match (extreme, rng.random_range(0u32..4)) {
