@@ -1850,10 +1850,16 @@ fn draw_rows(keys: &[u64], cols: usize, z: &mut [f32]) {
     let (mut za, mut zb) = (vec![0f32; n], vec![0f32; n]);
     for i in 0..cols.div_ceil(2) {
         normal_pairs(keys, i as u64, &mut za, &mut zb);
-        for ((row, &a), &b) in z.chunks_exact_mut(cols).zip(&za).zip(&zb) {
-            row[2 * i] = a;
-            if let Some(x) = row.get_mut(2 * i + 1) {
-                *x = b;
+        // Both halves of the pair, or the first alone in the last column of
+        // an odd count: one loop each, with no test per row.
+        if 2 * i + 1 < cols {
+            for ((row, &a), &b) in z.chunks_exact_mut(cols).zip(&za).zip(&zb) {
+                row[2 * i] = a;
+                row[2 * i + 1] = b;
+            }
+        } else {
+            for (row, &a) in z.chunks_exact_mut(cols).zip(&za) {
+                row[2 * i] = a;
             }
         }
     }
@@ -1884,7 +1890,11 @@ fn convert_shift_add_noisy<K: Fn(usize) -> u64>(
     let z = rows.z;
     if cols < 32 {
         // Narrow rows: drawn all at once.
-        let keys: Vec<u64> = (0..acc.nrows()).map(&rows.key).collect();
+        // A plain loop, for the reason `vector_keys` gives.
+        let mut keys = vec![0u64; acc.nrows()];
+        for (v, k) in keys.iter_mut().enumerate() {
+            *k = (rows.key)(v);
+        }
         draw_rows(&keys, cols, z);
     } else {
         // Wide rows, row by row, skipping a row whose magnitudes are all zero
@@ -2018,10 +2028,16 @@ fn slice_key(crossbar_key: u64, vector: usize, slice: usize) -> u64 {
 
 /// `stream_child(crossbar_key, v)` for the vectors `v0 .. v0 + n`: the part
 /// of [`slice_key`] every slice of a vector shares.
+/// A plain loop inlined into the caller (the engine's dispatched chunk), so
+/// the hashes vectorise; a `collect` was a function of its own, compiled for
+/// the baseline.
+#[inline(always)]
 fn vector_keys(crossbar_key: u64, v0: usize, n: usize) -> Vec<u64> {
-    (v0..v0 + n)
-        .map(|v| stream_child(crossbar_key, v as u64))
-        .collect()
+    let mut keys = vec![0u64; n];
+    for (k, v) in keys.iter_mut().zip(v0..) {
+        *k = stream_child(crossbar_key, v as u64);
+    }
+    keys
 }
 
 /// The recovery streams of flagged columns: `stream_child(vector_key(v), c)`,
