@@ -391,6 +391,13 @@ fn read_noise_equals_a_direct_evaluation(
             Encoding::CenterOffset(CenterRule::Mean),
             8,
         ),
+        // Narrow crossbars of an odd column count (three filters of three
+        // slices): the last column takes the first half of a pair alone.
+        (
+            CellKind::TwoT2R,
+            Encoding::CenterOffset(CenterRule::Mean),
+            9,
+        ),
         (
             CellKind::OneT1R,
             Encoding::UnsignedOffset { bit_flip: true },
