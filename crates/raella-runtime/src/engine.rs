@@ -1833,19 +1833,13 @@ struct NoiseRows<'a, K: Fn(usize) -> u64> {
     z: &'a mut [f32],
 }
 
-/// Fills `z` (`keys.len()` rows of `cols`) with each row's stream, draw `c`
-/// in column `c` ([`fill_normals`]). Wide rows are drawn row by row; narrow
-/// ones (depthwise groups: a few columns) pair by pair across all rows at
-/// once ([`normal_pairs`]), so the arithmetic vectorises either way. The same
-/// values.
+/// Fills `z` (`keys.len()` narrow rows of `cols`: depthwise groups have a
+/// few columns) with each row's stream, draw `c` in column `c`, pair by pair
+/// across all rows at once ([`normal_pairs`]) so the arithmetic vectorises:
+/// the same values as [`fill_normals`] row by row, which
+/// [`convert_shift_add_noisy`] uses for wide rows.
 #[inline(always)]
 fn draw_rows(keys: &[u64], cols: usize, z: &mut [f32]) {
-    if cols >= 32 {
-        for (&key, row) in keys.iter().zip(z.chunks_exact_mut(cols)) {
-            fill_normals(key, row);
-        }
-        return;
-    }
     let n = keys.len();
     let (mut za, mut zb) = (vec![0f32; n], vec![0f32; n]);
     for i in 0..cols.div_ceil(2) {
@@ -2028,9 +2022,10 @@ fn slice_key(crossbar_key: u64, vector: usize, slice: usize) -> u64 {
 
 /// `stream_child(crossbar_key, v)` for the vectors `v0 .. v0 + n`: the part
 /// of [`slice_key`] every slice of a vector shares.
+///
 /// A plain loop inlined into the caller (the engine's dispatched chunk), so
-/// the hashes vectorise; a `collect` was a function of its own, compiled for
-/// the baseline.
+/// the hashes vectorise there; LLVM leaves a `collect` as a function of its
+/// own, compiled for the baseline.
 #[inline(always)]
 fn vector_keys(crossbar_key: u64, v0: usize, n: usize) -> Vec<u64> {
     let mut keys = vec![0u64; n];
