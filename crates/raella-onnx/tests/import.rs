@@ -8,7 +8,11 @@
 use ndarray::{ArrayD, IxDyn};
 use raella_onnx::build::{float, int, ints, model, node, string, t32, t64};
 use raella_onnx::proto::TensorProto;
-use raella_onnx::{FloatRunner, LayerKind, NodeKind, Tensor, import_bytes, run};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use raella_onnx::{
+    FloatRunner, LayerKind, LayerRunner, NodeKind, Tensor, Vectors, WeightLayer, import_bytes, run,
+};
 
 fn seq(n: usize, k: usize, scale: f32) -> Vec<f32> {
     (0..n)
@@ -147,6 +151,48 @@ fn a_cnn_imports_folds_and_runs() {
     for row in y[0].floats().unwrap().rows() {
         assert!((row.sum() - 1.0).abs() < 1e-5);
     }
+}
+
+/// Every product of a run executes on a thread of rayon's pool, also when the
+/// run is started from outside it (this test's thread): `run_timed` enters
+/// the pool once, so the executor's parallel loops are not each handed over
+/// to the pool while the caller blocks. The Gemm and MatMul layers call the
+/// runner directly, so without that they run on the caller's thread and this
+/// fails; the results are the same either way.
+#[test]
+fn runs_execute_in_the_pool() {
+    #[derive(Default)]
+    struct Where {
+        calls: AtomicUsize,
+        outside: AtomicUsize,
+    }
+    impl LayerRunner for Where {
+        fn matmul(
+            &self,
+            index: usize,
+            layer: &WeightLayer,
+            group: usize,
+            x: Vectors,
+            batch: u64,
+        ) -> Result<ndarray::Array2<f32>, String> {
+            self.calls.fetch_add(1, Ordering::Relaxed);
+            if rayon::current_thread_index().is_none() {
+                self.outside.fetch_add(1, Ordering::Relaxed);
+            }
+            FloatRunner.matmul(index, layer, group, x, batch)
+        }
+    }
+    assert!(
+        rayon::current_thread_index().is_none(),
+        "the test's own thread is outside the pool"
+    );
+    let g = import_bytes(&cnn(true), "cnn.onnx").unwrap();
+    let w = Where::default();
+    let y = run(&g, vec![images(3)], &w, 0).unwrap();
+    // Two groups, four groups, the Gemm, the MatMul.
+    assert_eq!(w.calls.load(Ordering::Relaxed), 2 + 4 + 1 + 1);
+    assert_eq!(w.outside.load(Ordering::Relaxed), 0);
+    assert_eq!(y, run(&g, vec![images(3)], &FloatRunner, 0).unwrap());
 }
 
 /// The folded BatchNorm gives what the unfolded conv followed by the BN formula gives.
