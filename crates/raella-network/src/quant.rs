@@ -23,6 +23,7 @@ use std::sync::Mutex;
 
 use ndarray::{Array2, ArrayD, Axis, linalg::general_mat_mul};
 use raella_compiler::{QuantizedMatrix, quantize_per_channel};
+use raella_device::Kernel;
 use raella_onnx::{
     FloatRunner, Graph, InputQuant, LayerKind, LayerRunner, PARALLEL_VALUES, Tensor, Vectors,
     WeightLayer,
@@ -559,15 +560,32 @@ impl<B: MacBackend> LayerRunner for QuantRunner<'_, B> {
             let y = y.as_standard_layout();
             let y = y.as_slice().expect("standard layout");
             let o = o.as_slice_mut().expect("standard layout");
-            for (yrow, orow) in y.chunks_exact(width).zip(o.chunks_exact_mut(width)) {
-                for ((o, &v), &sw) in orow.iter_mut().zip(yrow).zip(scales) {
-                    // Exact integer times the combined scale; the narrowing is the
-                    // requantisation's own rounding.
-                    #[allow(clippy::cast_possible_truncation, clippy::cast_precision_loss)]
-                    let r = (v as f64 * f64::from(sw) * sx) as f32;
-                    *o = r;
-                }
-            }
+            // Compiled for the engine's vector units (the baseline has no
+            // vector `i64 -> f64` conversion); the same values on every set.
+            Kernel::dispatch_selected(
+                #[inline(always)]
+                || {
+                    // One output per vector (a depthwise group's): across the vectors.
+                    if let [sw] = scales[..] {
+                        for (o, &v) in o.iter_mut().zip(y) {
+                            // Exact integer times the combined scale; the narrowing
+                            // is the requantisation's own rounding.
+                            #[allow(clippy::cast_possible_truncation, clippy::cast_precision_loss)]
+                            let r = (v as f64 * f64::from(sw) * sx) as f32;
+                            *o = r;
+                        }
+                        return;
+                    }
+                    for (yrow, orow) in y.chunks_exact(width).zip(o.chunks_exact_mut(width)) {
+                        for ((o, &v), &sw) in orow.iter_mut().zip(yrow).zip(scales) {
+                            // As above.
+                            #[allow(clippy::cast_possible_truncation, clippy::cast_precision_loss)]
+                            let r = (v as f64 * f64::from(sw) * sx) as f32;
+                            *o = r;
+                        }
+                    }
+                },
+            );
         });
         Ok(out)
     }
