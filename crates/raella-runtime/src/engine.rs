@@ -19,6 +19,8 @@
 //! conversion draws its own value, and results do not depend on chunking or
 //! thread count.
 
+use std::sync::OnceLock;
+
 use ndarray::{Array2, ArrayView2, ArrayViewMut2, Axis, s};
 use raella_compiler::MappedLayer;
 use raella_device::normal::{ChildSteps, fill_normals, normal_pairs, stream_child, stream_key};
@@ -84,17 +86,23 @@ fn resized<T: Copy + Default>(mut v: Vec<T>, n: usize) -> Vec<T> {
     v
 }
 
-/// Lookup tables over the 256 input values: pulses per input slice as `f32`
-/// (for programmed, real-valued conductances; the integer path computes
-/// `(v >> shift) & mask` instead), and the pulses a value applies over all
-/// cycles (speculative + recovery).
+/// What a pass's chunks share: lookup tables over the 256 input values
+/// (pulses per input slice as `f32`, for programmed, real-valued
+/// conductances, the integer path computing `(v >> shift) & mask` instead;
+/// the pulses a value applies over all cycles, speculative + recovery) and
+/// each crossbar's safe rows.
 struct Luts {
     slice: Vec<[f32; 256]>,
     pulse: [u64; 256],
+    /// Per crossbar, per column, the active rows a recovered read can have
+    /// and still be known in range ([`ExactBits::safe_rows`] under the
+    /// pass's ADC): built by the pass's first chunk with an exact recovery
+    /// on that crossbar, and shared by the others.
+    safe: Vec<OnceLock<Vec<u32>>>,
 }
 
 impl Luts {
-    fn new(cfg: &RunConfig) -> Self {
+    fn new(cfg: &RunConfig, crossbars: usize) -> Self {
         let slicing = cfg.input.slicing();
         let ns = slicing.widths().len();
         let recovery = cfg.input.recovers();
@@ -114,7 +122,11 @@ impl Luts {
             let spec: u32 = (0..ns).map(|j| slicing.slice(v, j)).sum();
             *p = u64::from(spec + if recovery { v.count_ones() } else { 0 });
         }
-        Self { slice, pulse }
+        Self {
+            slice,
+            pulse,
+            safe: (0..crossbars).map(|_| OnceLock::new()).collect(),
+        }
     }
 }
 
@@ -398,9 +410,21 @@ impl ProgrammedLayer {
             .axis_chunks_iter_mut(Axis(0), CHUNK_VECTORS)
             .zip(yn.axis_chunks_iter(Axis(0), CHUNK_VECTORS))
             .collect();
-        blocks
-            .into_par_iter()
-            .for_each(|(mut p, n)| p.zip_mut_with(&n, |p, &n| *p = saturate(*p - n)));
+        // Blocks of whole rows of standard-layout arrays: contiguous. The
+        // loop is compiled for the engine's vector units (the baseline has
+        // no vector 64-bit min and max).
+        blocks.into_par_iter().for_each(|(mut p, n)| {
+            let p = p.as_slice_mut().expect("whole rows");
+            let n = n.as_slice().expect("whole rows");
+            Kernel::dispatch_selected(
+                #[inline(always)]
+                || {
+                    for (p, &n) in p.iter_mut().zip(n) {
+                        *p = saturate(*p - n);
+                    }
+                },
+            );
+        });
         Ok((y, stats))
     }
 
@@ -440,7 +464,7 @@ impl ProgrammedLayer {
             .unwrap_or(0);
         let chunk = (CHUNK_ELEMENTS / self.mapped.inputs().max(widest).max(1))
             .clamp(CHUNK_VECTORS, 16 * CHUNK_VECTORS);
-        let luts = Luts::new(cfg);
+        let luts = Luts::new(cfg, self.crossbars.len());
         let width = self.gather_width(gather);
         let mut y = Array2::<i64>::zeros((n, width));
         // Each chunk writes its rows of `y` in place; the statistics are added
@@ -452,19 +476,15 @@ impl ProgrammedLayer {
             .map(|(k, mut out)| {
                 let start = k * chunk;
                 let end = start + out.nrows();
-                let st = self.run_chunk(
+                self.run_chunk(
                     x.slice(s![start..end, ..]),
                     start,
                     cfg,
                     &luts,
                     pass,
                     gather,
-                    out.view_mut(),
-                );
-                if saturated {
-                    out.mapv_inplace(saturate);
-                }
-                st
+                    (out.view_mut(), saturated),
+                )
             })
             .collect();
         let mut stats = LayerStats::default();
@@ -494,7 +514,8 @@ impl ProgrammedLayer {
         }
     }
 
-    /// Executes one chunk of vectors whose first vector has global index `v0`,
+    /// Executes one chunk of vectors whose first vector has global index `v0`
+    /// (its outputs saturated to the `i32` range when `saturated`),
     /// compiled for the instruction set of the process's kernel
     /// ([`Kernel::dispatch`]: the loops below and the device reads they
     /// inline get the CPU's vector units without `-C target-cpu=native`).
@@ -507,12 +528,21 @@ impl ProgrammedLayer {
         luts: &Luts,
         pass: u64,
         gather: Gather,
-        y: ArrayViewMut2<'_, i64>,
+        (mut y, saturated): (ArrayViewMut2<'_, i64>, bool),
     ) -> LayerStats {
         let kernel = Kernel::selected().expect("checked by `check`");
         kernel.dispatch(
             #[inline(always)]
-            || self.run_chunk_body(x, v0, cfg, luts, pass, gather, y),
+            || {
+                let st = self.run_chunk_body(x, v0, cfg, luts, pass, gather, y.view_mut());
+                // The outputs saturated to the `i32` range, when asked.
+                if saturated {
+                    for v in y.as_slice_mut().expect("a chunk's whole rows") {
+                        *v = saturate(*v);
+                    }
+                }
+                st
+            },
         )
     }
 
@@ -760,9 +790,9 @@ impl ProgrammedLayer {
                 // Per vector, the OFF current's nominal value in this slice (1T1R).
                 let mut off_nominal = vec![0f32; if off > 0.0 { b } else { 0 }];
                 // Per column, the active rows a recovered read can have and
-                // still be known in range ([`ExactBits::safe_rows`]; built
-                // on the first exact recovery).
-                let mut safe: Vec<u32> = Vec::new();
+                // still be known in range (`luts.safe`; taken on the first
+                // exact recovery).
+                let mut safe: &[u32] = &[];
                 // Reads strictly inside the ADC's range: neither clipped nor
                 // flagged.
                 let above = adc.min_code() - i32::from(!adc.signed());
@@ -1004,9 +1034,11 @@ impl ProgrammedLayer {
                             && safe.is_empty()
                             && !in_place
                         {
-                            safe = (0..cols)
-                                .map(|c| reader.safe_rows(c, adc.max_code(), above))
-                                .collect();
+                            safe = luts.safe[xi].get_or_init(|| {
+                                (0..cols)
+                                    .map(|c| reader.safe_rows(c, adc.max_code(), above))
+                                    .collect()
+                            });
                         }
                         // Recovered in place: no read, so no bit-planes either
                         // (and nothing was listed). The list is in vector order.
@@ -1050,15 +1082,19 @@ impl ProgrammedLayer {
                             // safe count (never when that is `u32::MAX`).
                             let unsettled = |&(v, c): &(usize, usize)| peak[v] > safe[c];
                             let listed = || flagged.iter().copied().filter(unsettled);
-                            DenseBits::pays(px, listed(), false).then(|| {
-                                scratch.dense.read(
+                            // (Not `bool::then`: its closure was compiled
+                            // apart, outside the kernel's instruction set.)
+                            if DenseBits::pays(px, listed(), false) {
+                                Some(scratch.dense.read(
                                     px,
                                     (xs, rows, b),
                                     listed(),
                                     (sh, widths[j]),
                                     false,
-                                )
-                            })
+                                ))
+                            } else {
+                                None
+                            }
                         } else if noisy_int
                             && !device_int
                             && instances_reader.is_none()
@@ -1100,7 +1136,7 @@ impl ProgrammedLayer {
                             };
                             Kernel::selected().expect("checked by `check`").dispatch(
                                 #[inline(always)]
-                                || recover_exact(reads, &adc, &flagged, (&safe, &peak), &mut acc),
+                                || recover_exact(reads, &adc, &flagged, (safe, &peak), &mut acc),
                             )
                         } else if let (Some(reader), Some(inst), Sums::Int(sums)) =
                             (instances_reader, adcs, &sums)
@@ -2343,7 +2379,9 @@ impl DenseBits {
     /// level planes (about 5) times the 512-bit blocks of the row bitset, or
     /// scalar popcounts for one word; per flagged vector and bit, one
     /// `vpdpbusd` per row group and column tile and the pulse bytes. Either
-    /// way gives the same integers.
+    /// way gives the same integers. (Inlined, as [`Self::read`], into the
+    /// chunk's copy for the kernel's instruction set.)
+    #[inline(always)]
     fn pays(
         px: &ProgrammedCrossbar,
         flagged: impl Iterator<Item = (usize, usize)>,
@@ -2375,6 +2413,7 @@ impl DenseBits {
     /// The reads of bits `1..width` of the slice at `shift` of the chunk's
     /// `b` input vectors `xs` (`rows` values each) that have a flagged
     /// column, written over `self` (its buffers reused).
+    #[inline(always)]
     fn read(
         &mut self,
         px: &ProgrammedCrossbar,
@@ -2696,6 +2735,7 @@ fn off_current(off: f32, pulses: f32) -> f32 {
 }
 
 /// `v` clamped to the `i32` range.
+#[inline(always)]
 fn saturate(v: i64) -> i64 {
     v.clamp(i64::from(i32::MIN), i64::from(i32::MAX))
 }
