@@ -5,11 +5,11 @@
 
 #![allow(clippy::cast_precision_loss)]
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use ndarray::{ArrayD, IxDyn};
 use raella_onnx::build::{float, int, ints, model, node, string, t32, t64};
 use raella_onnx::proto::TensorProto;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use raella_onnx::{
     FloatRunner, LayerKind, LayerRunner, NodeKind, Tensor, Vectors, WeightLayer, import_bytes, run,
 };
