@@ -568,20 +568,13 @@ impl<B: MacBackend> LayerRunner for QuantRunner<'_, B> {
                     // One output per vector (a depthwise group's): across the vectors.
                     if let [sw] = scales[..] {
                         for (o, &v) in o.iter_mut().zip(y) {
-                            // Exact integer times the combined scale; the narrowing
-                            // is the requantisation's own rounding.
-                            #[allow(clippy::cast_possible_truncation, clippy::cast_precision_loss)]
-                            let r = (v as f64 * f64::from(sw) * sx) as f32;
-                            *o = r;
+                            *o = requantise(v, sw, sx);
                         }
                         return;
                     }
                     for (yrow, orow) in y.chunks_exact(width).zip(o.chunks_exact_mut(width)) {
                         for ((o, &v), &sw) in orow.iter_mut().zip(yrow).zip(scales) {
-                            // As above.
-                            #[allow(clippy::cast_possible_truncation, clippy::cast_precision_loss)]
-                            let r = (v as f64 * f64::from(sw) * sx) as f32;
-                            *o = r;
+                            *o = requantise(v, sw, sx);
                         }
                     }
                 },
@@ -589,6 +582,15 @@ impl<B: MacBackend> LayerRunner for QuantRunner<'_, B> {
         });
         Ok(out)
     }
+}
+
+/// An output's exact integer `v` times the combined scale `sw * sx`; the
+/// narrowing to `f32` is the requantisation's own rounding.
+#[inline(always)]
+fn requantise(v: i64, sw: f32, sx: f64) -> f32 {
+    #[allow(clippy::cast_possible_truncation, clippy::cast_precision_loss)]
+    let r = (v as f64 * f64::from(sw) * sx) as f32;
+    r
 }
 
 /// A signed 8-bit code cast to unsigned by adding 128 (`-128..=127` -> `0..=255`),
