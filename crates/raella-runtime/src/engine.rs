@@ -593,9 +593,18 @@ impl ProgrammedLayer {
         if gather == Gather::Filters {
             let width = y.ncols();
             let flat = y.as_slice_mut().expect("a chunk's whole rows");
-            for (yrow, &t) in flat.chunks_exact_mut(width.max(1)).zip(&totals) {
-                for (o, &c) in yrow.iter_mut().zip(m.centers()) {
-                    *o = i64::from(c) * t;
+            if let ([c], 1) = (m.centers(), width) {
+                // One filter (a depthwise group): one flat loop, vectorised
+                // across the vectors (a row of one value each would not be).
+                let c = i64::from(*c);
+                for (o, &t) in flat.iter_mut().zip(&totals) {
+                    *o = c * t;
+                }
+            } else {
+                for (yrow, &t) in flat.chunks_exact_mut(width.max(1)).zip(&totals) {
+                    for (o, &c) in yrow.iter_mut().zip(m.centers()) {
+                        *o = i64::from(c) * t;
+                    }
                 }
             }
         }
@@ -1502,6 +1511,19 @@ fn combine_filter<const N: usize>(
     let fs: &[i64; N] = flip_s.try_into().expect("N columns");
     let fm: &[i64; N] = flip_m.try_into().expect("N columns");
     let sh: &[u64; N] = wsh.try_into().expect("N columns");
+    if width == 1 {
+        // One value per vector (a depthwise group): a flat output, so the
+        // loop vectorises across the vectors.
+        for ((a, yv), &bsum) in arows.chunks_exact(N).zip(y.iter_mut()).zip(bsums) {
+            let a: &[i64; N] = a.try_into().expect("N columns");
+            let mut t = 0;
+            for c in 0..N {
+                t += ((a[c] ^ fs[c]) - fs[c] + fm[c] * bsum) << sh[c];
+            }
+            *yv += t;
+        }
+        return;
+    }
     for ((a, yrow), &bsum) in arows
         .chunks_exact(N)
         .zip(y.chunks_exact_mut(width))
