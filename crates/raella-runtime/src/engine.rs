@@ -1429,7 +1429,29 @@ fn slices_and_totals<const W: usize>(
         .min((b * stride).saturating_sub(W) / stride.max(1) + 1)
         .min(b)
         .min(usize::from(xs.len() >= W && b * stride >= W) * b);
-    for v in 0..whole {
+    // Four vectors at a time where the windows are 16 values and every
+    // cut's slice stays within its byte (then `a >> shift` per byte, masked,
+    // is the slice).
+    let mut first = 0;
+    if W == 16
+        && cuts
+            .iter()
+            .all(|&(sh, m)| sh < 8 && (u32::from(m) << sh) <= 0xff)
+        && cuts.iter().map(|&(_, m)| u32::from(m)).sum::<u32>() <= 0xff
+    {
+        let all16: &[u8; 16] = all[..16].try_into().expect("16 values");
+        let acc16: &mut [u32; 16] = (&mut acc[..16]).try_into().expect("16 lanes");
+        first = four_windows(
+            xs,
+            rows,
+            (*all16, stride),
+            cuts,
+            ps,
+            (whole, popcounts),
+            acc16,
+        );
+    }
+    for v in first..whole {
         let a: &[u8; W] = xs[v * rows..v * rows + W].try_into().expect("W values");
         let a: [u8; W] = std::array::from_fn(|i| a[i] & all[i]);
         for (p, &(shift, mask)) in ps.iter_mut().zip(cuts) {
@@ -1464,6 +1486,67 @@ fn slices_and_totals<const W: usize>(
         }
     }
     totals
+}
+
+/// [`slices_and_totals`]' windows of 16 values four vectors at a time (64
+/// bytes: one register on AVX-512): each cut's slices of four windows at
+/// once, stored window by window in vector order (so a window reaching into
+/// the next vector's place is overwritten by it, as one at a time), and the
+/// rows' pulses added into `u16` lanes, moved to `acc` every 128 steps
+/// (a step adds at most `255 + 8` per lane: the cuts' masks sum to at most
+/// 255 because each keeps its own bits of a byte). Returns how many vectors
+/// it did (a multiple of four, at most `whole`); the same slices and sums as
+/// one window at a time.
+#[inline(always)]
+fn four_windows(
+    xs: &[u8],
+    rows: usize,
+    (all, stride): ([u8; 16], usize),
+    cuts: &[(u32, u8)],
+    ps: &mut [Vec<u8>],
+    (whole, popcounts): (usize, bool),
+    acc: &mut [u32; 16],
+) -> usize {
+    let keep: [u8; 64] = std::array::from_fn(|i| all[i % 16]);
+    let mut lanes = [0u16; 64];
+    let mut wide = [0u32; 64];
+    let fours = whole / 4;
+    for (step, v) in (0..fours).map(|f| 4 * f).enumerate() {
+        let mut a = [0u8; 64];
+        for (k, w) in a.chunks_exact_mut(16).enumerate() {
+            w.copy_from_slice(&xs[(v + k) * rows..(v + k) * rows + 16]);
+        }
+        let a: [u8; 64] = std::array::from_fn(|i| a[i] & keep[i]);
+        for (p, &(shift, mask)) in ps.iter_mut().zip(cuts) {
+            let o: [u8; 64] = std::array::from_fn(|i| (a[i] >> shift) & mask);
+            for (k, w) in o.chunks_exact(16).enumerate() {
+                p[(v + k) * stride..(v + k) * stride + 16].copy_from_slice(w);
+            }
+            for (l, &q) in lanes.iter_mut().zip(&o) {
+                *l += u16::from(q);
+            }
+        }
+        if popcounts {
+            for (l, &q) in lanes.iter_mut().zip(&a) {
+                // At most 8.
+                #[allow(clippy::cast_possible_truncation)]
+                let ones = u32::from(q).count_ones() as u16;
+                *l += ones;
+            }
+        }
+        if step % 128 == 127 {
+            for (w, l) in wide.iter_mut().zip(&mut lanes) {
+                *w += u32::from(std::mem::take(l));
+            }
+        }
+    }
+    for (w, &l) in wide.iter_mut().zip(&lanes) {
+        *w += u32::from(l);
+    }
+    for (r, a) in acc.iter_mut().enumerate() {
+        *a += wide[r] + wide[16 + r] + wide[32 + r] + wide[48 + r];
+    }
+    4 * fours
 }
 
 /// `out[r] += sum_v f(xs[v * rows + r])` over the vectors of `rows` values in

@@ -335,7 +335,9 @@ fn bit_planes_and_filter_sums_match_their_definitions() {
 /// `slice_into` (fixed-width windows for narrow rows) and `row_totals` (flat
 /// `u32` lanes) against their definitions: row counts on both sides of the
 /// window widths, strides with and without padding, vector counts around the
-/// windows' reach (the last vectors go row by row), garbage-free padding.
+/// windows' reach (the last vectors go row by row) and past the 512 after
+/// which four windows at a time move their `u16` sums on, garbage-free
+/// padding.
 #[test]
 fn narrow_row_helpers_match_their_definitions() {
     let mut rng = stream_rng(12, &[]);
@@ -346,7 +348,7 @@ fn narrow_row_helpers_match_their_definitions() {
             rows + 4,
             rows.next_multiple_of(16),
         ] {
-            for b in [0, 1, 2, 3, 5, 17, 40] {
+            for b in [0, 1, 2, 3, 5, 17, 40, 600] {
                 let xs: Vec<u8> = (0..b * rows).map(|_| rng.random::<u8>()).collect();
                 for (shift, mask) in [(0, 0xff), (2, 0x3), (5, 0x7), (7, 0x1)] {
                     let mut got = vec![0u8; b * stride];
