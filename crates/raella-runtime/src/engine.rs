@@ -1513,14 +1513,17 @@ fn four_windows(
     let fours = whole / 4;
     for (step, v) in (0..fours).map(|f| 4 * f).enumerate() {
         let mut a = [0u8; 64];
+        let span = &xs[v * rows..(v + 3) * rows + 16];
         for (k, w) in a.chunks_exact_mut(16).enumerate() {
-            w.copy_from_slice(&xs[(v + k) * rows..(v + k) * rows + 16]);
+            w.copy_from_slice(&span[k * rows..k * rows + 16]);
         }
         let a: [u8; 64] = std::array::from_fn(|i| a[i] & keep[i]);
         for (p, &(shift, mask)) in ps.iter_mut().zip(cuts) {
             let o: [u8; 64] = std::array::from_fn(|i| (a[i] >> shift) & mask);
+            // The four windows' span, bounds-checked once.
+            let span = &mut p[v * stride..(v + 3) * stride + 16];
             for (k, w) in o.chunks_exact(16).enumerate() {
-                p[(v + k) * stride..(v + k) * stride + 16].copy_from_slice(w);
+                span[k * stride..k * stride + 16].copy_from_slice(w);
             }
             for (l, &q) in lanes.iter_mut().zip(&o) {
                 *l += u16::from(q);
