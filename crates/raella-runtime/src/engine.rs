@@ -1093,7 +1093,7 @@ impl ProgrammedLayer {
                             let listed = || flagged.iter().copied().filter(unsettled);
                             // (Not `bool::then`: its closure was compiled
                             // apart, outside the kernel's instruction set.)
-                            if DenseBits::pays(px, listed(), false) {
+                            if DenseBits::pays_unsettled(px, &flagged, (&peak, safe)) {
                                 Some(scratch.dense.read(
                                     px,
                                     (xs, rows, b),
@@ -2502,6 +2502,32 @@ impl DenseBits {
             vectors += usize::from(v != last);
             last = v;
         }
+        Self::pays_for(px, (n, vectors), magnitudes)
+    }
+
+    /// [`Self::pays`] for the flagged columns that the bounds cannot settle
+    /// (some bit has more active rows than the column's safe count, `peak[v]`
+    /// above `safe[c]`), counted without a branch per column (whether a
+    /// column is settled is as good as random to a branch predictor).
+    #[inline(always)]
+    fn pays_unsettled(
+        px: &ProgrammedCrossbar,
+        flagged: &[(usize, usize)],
+        (peak, safe): (&[u32], &[u32]),
+    ) -> bool {
+        let (mut n, mut vectors, mut last) = (0usize, 0usize, usize::MAX);
+        for &(v, c) in flagged {
+            let unsettled = peak[v] > safe[c];
+            n += usize::from(unsettled);
+            vectors += usize::from(unsettled & (v != last));
+            last = if unsettled { v } else { last };
+        }
+        Self::pays_for(px, (n, vectors), false)
+    }
+
+    /// [`Self::pays`] given the flagged columns' count and their vectors'.
+    #[inline(always)]
+    fn pays_for(px: &ProgrammedCrossbar, (n, vectors): (usize, usize), magnitudes: bool) -> bool {
         if n == 0 {
             return false;
         }
