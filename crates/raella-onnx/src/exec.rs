@@ -459,11 +459,48 @@ fn channels_into(
         .with_min_len(PARALLEL_VALUES.div_ceil(per_item));
     items.for_each(|(i, c0, dst)| {
         let rows = &src[i * positions * mg..(i + 1) * positions * mg];
+        let nc = dst.len() / positions;
         for p0 in (0..positions).step_by(POSITIONS) {
             let p1 = (p0 + POSITIONS).min(positions);
+            // Whole 8 x 8 tiles: eight positions' rows of eight channels
+            // read whole, written as eight channels' runs of eight positions.
+            let (tc, tp) = (nc / 8 * 8, p0 + (p1 - p0) / 8 * 8);
+            for c in (0..tc).step_by(8) {
+                for p in (p0..tp).step_by(8) {
+                    let mut t = [[0f32; 8]; 8];
+                    for (k, row) in t.iter_mut().enumerate() {
+                        let at = (p + k) * mg + c0 + c;
+                        *row = rows[at..at + 8].try_into().expect("8 values");
+                    }
+                    for j in 0..8 {
+                        let run: &mut [f32; 8] = (&mut dst[(c + j) * positions + p..][..8])
+                            .try_into()
+                            .expect("8 values");
+                        match bias {
+                            Some(b) => {
+                                let bc = b[c0 + c + j];
+                                for (d, row) in run.iter_mut().zip(&t) {
+                                    *d = row[j] + bc;
+                                }
+                            }
+                            None => {
+                                for (d, row) in run.iter_mut().zip(&t) {
+                                    *d = row[j];
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            // The rest value by value: the positions past the whole tiles of
+            // the tiled channels, then the channels past them.
             for (c, plane) in (c0..).zip(dst.chunks_exact_mut(positions)) {
-                let values = rows[p0 * mg + c..].iter().step_by(mg);
-                let d = &mut plane[p0..p1];
+                let start = if c - c0 < tc { tp } else { p0 };
+                if start >= p1 {
+                    continue;
+                }
+                let values = rows[start * mg + c..].iter().step_by(mg);
+                let d = &mut plane[start..p1];
                 match bias {
                     Some(b) => d.iter_mut().zip(values).for_each(|(d, &v)| *d = v + b[c]),
                     None => d.iter_mut().zip(values).for_each(|(d, &v)| *d = v),
