@@ -1493,8 +1493,8 @@ fn slices_and_totals<const W: usize>(
 /// once, stored window by window in vector order (so a window reaching into
 /// the next vector's place is overwritten by it, as one at a time), and the
 /// rows' pulses added into `u16` lanes, moved to `acc` every 128 steps
-/// (a step adds at most `255 + 8` per lane: the cuts' masks sum to at most
-/// 255 because each keeps its own bits of a byte). Returns how many vectors
+/// (a step adds at most `255 + 8` per lane: the caller takes this path only
+/// when the cuts' masks sum to at most 255). Returns how many vectors
 /// it did (a multiple of four, at most `whole`); the same slices and sums as
 /// one window at a time.
 #[inline(always)]
