@@ -1093,7 +1093,7 @@ impl ProgrammedLayer {
                             let listed = || flagged.iter().copied().filter(unsettled);
                             // (Not `bool::then`: its closure was compiled
                             // apart, outside the kernel's instruction set.)
-                            if DenseBits::pays_unsettled(px, &flagged, (&peak, safe)) {
+                            if DenseBits::pays_unsettled(px, &flagged, unsettled) {
                                 Some(scratch.dense.read(
                                     px,
                                     (xs, rows, b),
@@ -2506,18 +2506,18 @@ impl DenseBits {
     }
 
     /// [`Self::pays`] for the flagged columns that the bounds cannot settle
-    /// (some bit has more active rows than the column's safe count, `peak[v]`
-    /// above `safe[c]`), counted without a branch per column (whether a
+    /// (`unsettled`, the caller's test, the same one that lists them for
+    /// [`Self::read`]), counted without a branch per column (whether a
     /// column is settled is as good as random to a branch predictor).
     #[inline(always)]
     fn pays_unsettled(
         px: &ProgrammedCrossbar,
         flagged: &[(usize, usize)],
-        (peak, safe): (&[u32], &[u32]),
+        unsettled: impl Fn(&(usize, usize)) -> bool,
     ) -> bool {
         let (mut n, mut vectors, mut last) = (0usize, 0usize, usize::MAX);
-        for &(v, c) in flagged {
-            let unsettled = peak[v] > safe[c];
+        for f @ &(v, _) in flagged {
+            let unsettled = unsettled(f);
             n += usize::from(unsettled);
             vectors += usize::from(unsettled & (v != last));
             last = if unsettled { v } else { last };
