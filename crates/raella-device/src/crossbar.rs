@@ -597,6 +597,14 @@ impl ProgrammedCrossbar {
             .get_or_init(|| transposed(self.magnitude()))
     }
 
+    /// Whether the conductances are integer levels (ideal programming, or
+    /// stuck cells at 0 or the maximum level): their reads are exact integers
+    /// ([`Self::exact_bits`]). Otherwise they are real-valued.
+    #[must_use]
+    pub fn is_integral(&self) -> bool {
+        self.ints.is_some()
+    }
+
     /// Exact 1-bit column reads, for integer levels (ideal programming):
     /// what recovery reads, several input bits of a column per call.
     #[must_use]
@@ -1775,6 +1783,38 @@ fn transposed(a: &Array2<f32>) -> Array2<f32> {
     Array2::from_shape_vec((c, r), out).expect("shape")
 }
 
+/// Vectors per block of [`narrow_lanes`].
+const LANES: usize = 16;
+
+/// [`product`]'s narrow case (`C` columns, fewer than 8) for [`LANES`]
+/// vectors at once, one per lane: per row, each lane's pulse times the row's
+/// conductances added to its column sums, in row order from zero. The same
+/// values as the loop over one vector's non-zero pulses: a zero pulse adds
+/// `+-0.0`, which changes no sum (a sum that starts at `+0.0` and adds finite
+/// products in round-to-nearest is never `-0.0`); a separate multiply and
+/// add each (no fused multiply-add), as there.
+#[inline(always)]
+fn narrow_lanes<const C: usize>(p: &[f32], g: &[f32], out: &mut [f32]) {
+    let r = p.len() / LANES;
+    let mut acc = [[0f32; LANES]; C];
+    for (k, grow) in g.chunks_exact(C).enumerate().take(r) {
+        let mut pk = [0f32; LANES];
+        for (l, x) in pk.iter_mut().enumerate() {
+            *x = p[l * r + k];
+        }
+        for (a, &w) in acc.iter_mut().zip(grow) {
+            for (y, &x) in a.iter_mut().zip(&pk) {
+                *y += x * w;
+            }
+        }
+    }
+    for (l, orow) in out.chunks_exact_mut(C).enumerate() {
+        for (o, a) in orow.iter_mut().zip(&acc) {
+            *o = a[l];
+        }
+    }
+}
+
 /// `out = pulses . g` (`g` in standard layout).
 #[inline(always)]
 fn product(pulses: ArrayView2<'_, f32>, g: &Array2<f32>, mut out: ArrayViewMut2<'_, f32>) {
@@ -1783,8 +1823,27 @@ fn product(pulses: ArrayView2<'_, f32>, g: &Array2<f32>, mut out: ArrayViewMut2<
         (Some(p), Some(g), Some(o)) if r > 0 && c > 0 => {
             assert_eq!(p.len() / r, o.len() / c, "pulses x rows, output shape");
             if c < 8 {
-                // A few columns (depthwise groups): plain loops, skipping zero pulses.
-                for (prow, orow) in p.chunks_exact(r).zip(o.chunks_exact_mut(c)) {
+                // A few columns (depthwise groups): sixteen vectors at a
+                // time, one per lane ([`narrow_lanes`]), then the rest in
+                // plain loops, skipping zero pulses.
+                let whole = p.len() / r / LANES * LANES;
+                let (p16, p_rest) = p.split_at(whole * r);
+                let (o16, o_rest) = o.split_at_mut(whole * c);
+                for (pb, ob) in p16
+                    .chunks_exact(LANES * r)
+                    .zip(o16.chunks_exact_mut(LANES * c))
+                {
+                    match c {
+                        1 => narrow_lanes::<1>(pb, g, ob),
+                        2 => narrow_lanes::<2>(pb, g, ob),
+                        3 => narrow_lanes::<3>(pb, g, ob),
+                        4 => narrow_lanes::<4>(pb, g, ob),
+                        5 => narrow_lanes::<5>(pb, g, ob),
+                        6 => narrow_lanes::<6>(pb, g, ob),
+                        _ => narrow_lanes::<7>(pb, g, ob),
+                    }
+                }
+                for (prow, orow) in p_rest.chunks_exact(r).zip(o_rest.chunks_exact_mut(c)) {
                     orow.fill(0.0);
                     for (&pk, grow) in prow.iter().zip(g.chunks_exact(c)) {
                         if pk != 0.0 {
@@ -1883,9 +1942,29 @@ mod tests {
     #[test]
     fn sparse_product_adds_in_the_stated_order() {
         let mut rng = stream_rng(6, &[]);
-        for &(b, r, c) in &[(6, 40, 5), (5, 70, 8), (4, 130, 21), (3, 150, 510)] {
+        // Narrow cases of 16 vectors and more run sixteen at a time; with
+        // small integer conductances their sums cancel to zero often (they
+        // must come out `+0.0`, as the one-vector loop's do).
+        let cases = [
+            (6, 40, 5, false),
+            (5, 70, 8, false),
+            (4, 130, 21, false),
+            (3, 150, 510, false),
+            (37, 9, 3, false),
+            (16, 25, 1, false),
+            (50, 9, 7, false),
+            (35, 9, 2, true),
+            (70, 4, 4, true),
+        ];
+        for &(b, r, c, small) in &cases {
             let p = random_pulses(&mut rng, (b, r), 20);
-            let g = Array2::from_shape_fn((r, c), |_| rng.random::<f32>() * 30.0 - 15.0);
+            let g = Array2::from_shape_fn((r, c), |_| {
+                if small {
+                    rng.random_range(-2i32..=2) as f32
+                } else {
+                    rng.random::<f32>() * 30.0 - 15.0
+                }
+            });
             let mut got = Array2::<f32>::from_elem((b, c), f32::NAN);
             product(p.view(), &g, got.view_mut());
             for v in 0..b {

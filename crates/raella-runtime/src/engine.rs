@@ -86,13 +86,11 @@ fn resized<T: Copy + Default>(mut v: Vec<T>, n: usize) -> Vec<T> {
     v
 }
 
-/// What a pass's chunks share: lookup tables over the 256 input values
-/// (pulses per input slice as `f32`, for programmed, real-valued
-/// conductances, the integer path computing `(v >> shift) & mask` instead;
-/// the pulses a value applies over all cycles, speculative + recovery) and
-/// each crossbar's safe rows.
+/// What a pass's chunks share: a lookup table over the 256 input values (the
+/// pulses a value applies over all cycles, speculative + recovery; the
+/// chunks compute it per value where that vectorises) and each crossbar's
+/// safe rows. (An input slice's pulses are `(v >> shift) & mask`, computed.)
 struct Luts {
-    slice: Vec<[f32; 256]>,
     pulse: [u64; 256],
     /// Per crossbar, per column, the active rows a recovered read can have
     /// and still be known in range ([`ExactBits::safe_rows`] under the
@@ -106,24 +104,12 @@ impl Luts {
         let slicing = cfg.input.slicing();
         let ns = slicing.widths().len();
         let recovery = cfg.input.recovers();
-        #[allow(clippy::cast_precision_loss)]
-        let slice = (0..ns)
-            .map(|j| {
-                let mut t = [0f32; 256];
-                for (v, p) in (0u32..).zip(t.iter_mut()) {
-                    // At most 8 bits: exact.
-                    *p = slicing.slice(v, j) as f32;
-                }
-                t
-            })
-            .collect();
         let mut pulse = [0u64; 256];
         for (v, p) in (0u32..).zip(pulse.iter_mut()) {
             let spec: u32 = (0..ns).map(|j| slicing.slice(v, j)).sum();
             *p = u64::from(spec + if recovery { v.count_ones() } else { 0 });
         }
         Self {
-            slice,
             pulse,
             safe: (0..crossbars).map(|_| OnceLock::new()).collect(),
         }
@@ -634,16 +620,16 @@ impl ProgrammedLayer {
             // Pulse matrices of this row block, one per input slice.
             // Ideal devices: exact integer column sums (and magnitudes), converted
             // to f32 only when read noise perturbs them.
+            // Slice `j` of `v` is `(v >> shift) & mask` (`Luts::slice`
+            // tabulates the same): a shift and a mask vectorise where a
+            // table lookup per byte does not.
+            let cuts: Vec<(u32, u8)> = shifts
+                .iter()
+                .zip(widths)
+                .map(|(&sh, &w)| (sh, u8::try_from((1u32 << w) - 1).unwrap_or(u8::MAX)))
+                .collect();
             let pulses = if self.integer_sums {
                 let stride = self.crossbars[xi].pulse_stride();
-                // Slice `j` of `v` is `(v >> shift) & mask` (`Luts::slice`
-                // tabulates the same): a shift and a mask vectorise where a
-                // table lookup per byte does not.
-                let cuts: Vec<(u32, u8)> = shifts
-                    .iter()
-                    .zip(widths)
-                    .map(|(&sh, &w)| (sh, u8::try_from((1u32 << w) - 1).unwrap_or(u8::MAX)))
-                    .collect();
                 let mut slices: Vec<Vec<u8>> = cuts.iter().map(|_| vec![0u8; b * stride]).collect();
                 // Narrow rows: the slices and their rows' pulses in one pass
                 // over the inputs ([`slices_and_totals`]).
@@ -667,10 +653,9 @@ impl ProgrammedLayer {
                 Pulses::Int(slices)
             } else {
                 Pulses::Real(
-                    luts.slice
-                        .iter()
-                        .map(|lut| {
-                            let data = xs.iter().map(|&v| lut[usize::from(v)]).collect();
+                    cuts.iter()
+                        .map(|&(sh, mask)| {
+                            let data = xs.iter().map(|&v| f32::from((v >> sh) & mask)).collect();
                             Array2::from_shape_vec((b, rows), data).expect("shape")
                         })
                         .collect(),
@@ -697,6 +682,17 @@ impl ProgrammedLayer {
                     let stride = self.crossbars[xi].pulse_stride();
                     for p in slices {
                         row_totals(p, stride, u32::from, &mut row_pulses);
+                    }
+                    if recovery {
+                        row_totals(xs, rows, u8::count_ones, &mut row_pulses);
+                    }
+                }
+                // Real pulses: the same counts, `pulse_lut`'s terms computed
+                // per value (a shift and a mask, vectorised) in `u32` lanes as
+                // above.
+                Pulses::Real(_) if b < (u32::MAX / 263) as usize => {
+                    for &(sh, m) in &cuts {
+                        row_totals(xs, rows, |v| u32::from((v >> sh) & m), &mut row_pulses);
                     }
                     if recovery {
                         row_totals(xs, rows, u8::count_ones, &mut row_pulses);
@@ -1175,6 +1171,20 @@ impl ProgrammedLayer {
                                 &mut acc,
                                 |v| slice_key(v, ns + j),
                                 (&mut scratch.recovery, dense),
+                            )
+                        } else if !px.is_integral()
+                            && noise.is_off()
+                            && adcs.is_none()
+                            && !general_recovery()
+                        {
+                            recover_real(
+                                px,
+                                &adc,
+                                &flagged,
+                                &xbits,
+                                (sh, widths[j]),
+                                &mut acc,
+                                &mut scratch.recovery,
                             )
                         } else {
                             recover(
@@ -1655,9 +1665,7 @@ fn add_filter_sums(y: &mut [i64], vals: &[i64], nws: usize) {
 }
 
 /// Appends the `(vector, column)` of every flagged sum in `flat` (`cols` per
-/// vector). Branch-free: every position is written and the count advances by
-/// the flag (flags are common enough to defeat branch prediction); vectors
-/// without a flag are skipped by a vectorised test first.
+/// vector), in order.
 #[inline(always)]
 fn find_flagged<T: Copy>(
     flat: &[T],
@@ -1665,23 +1673,26 @@ fn find_flagged<T: Copy>(
     flag: impl Fn(T) -> bool,
     out: &mut Vec<(usize, usize)>,
 ) {
-    let mut n = out.len();
-    for (v, row) in flat.chunks_exact(cols).enumerate() {
-        if !row.iter().fold(false, |a, &x| a | flag(x)) {
-            continue;
+    // The whole chunk at once, as [`convert_shift_add_int`] lists its
+    // flags: a word of flags per 64 sums, branch-free, then only the set
+    // bits visited (a row of a narrow crossbar's few columns would pay a
+    // test and a branch per vector).
+    let mut at_row = FlagRows::new(cols);
+    let mut blocks = flat.chunks_exact(64);
+    for (wi, block) in (&mut blocks).enumerate() {
+        let block: &[T; 64] = block.try_into().expect("64 sums");
+        let mut word = 0u64;
+        for (i, &x) in block.iter().enumerate() {
+            word |= u64::from(flag(x)) << i;
         }
-        if out.len() < n + cols {
-            out.resize(n + cols, (0, 0));
-        }
-        let slots = &mut out[n..n + cols];
-        let mut k = 0;
-        for (c, &x) in row.iter().enumerate() {
-            slots[k] = (v, c);
-            k += usize::from(flag(x));
-        }
-        n += k;
+        at_row.push(word, wi * 64, out);
     }
-    out.truncate(n);
+    let base = flat.len() - blocks.remainder().len();
+    let mut word = 0u64;
+    for (i, &x) in blocks.remainder().iter().enumerate() {
+        word |= u64::from(flag(x)) << i;
+    }
+    at_row.push(word, base, out);
 }
 
 /// `f::<SIGNED, DROP>(args)` for the runtime values of the ADC's signedness
@@ -1792,6 +1803,18 @@ fn convert_shift_add(
     let mut total = IntCounts::default();
     let sums = sums.as_slice().expect("standard layout");
     let acc = acc.as_slice_mut().expect("standard layout");
+    if off.is_none() {
+        // Nothing per vector: the whole chunk as one row, in blocks whose
+        // `u32` counters cannot overflow (a narrow crossbar's rows of a few
+        // columns would each pay a call's set-up).
+        for (srow, arow) in sums.chunks(1 << 24).zip(acc.chunks_mut(1 << 24)) {
+            let row = (srow, (lo, hi), 0.0, shift);
+            let (in_range, saturated, inexact) =
+                with_adc_flags!(signed, drop_flagged, convert_real_row(row, arow));
+            total.add(in_range, saturated, inexact);
+        }
+        return total;
+    }
     for (v, (srow, arow)) in sums
         .chunks_exact(cols)
         .zip(acc.chunks_exact_mut(cols))
@@ -2234,7 +2257,8 @@ impl Recovered {
 /// `shift` as `width` 1-bit slices over its column only, and shift-adds the
 /// 1-bit codes into `acc`. `xbits` holds the row block's input bit-planes
 /// (see [`raella_device::bit_planes`]). Ideal devices without read noise take
-/// [`recover_exact`].
+/// [`recover_exact`], real-valued conductances without read noise or ADC
+/// instances [`recover_real`] (the same values).
 #[inline(always)]
 fn recover(
     px: &ProgrammedCrossbar,
@@ -2358,6 +2382,134 @@ fn recover(
         out.inexact_slices += u64::from(any_out);
     }
     out
+}
+
+/// Whether a test sends real-valued conductances' recovery through
+/// [`recover`] rather than [`recover_real`] (always `false` outside tests).
+#[inline(always)]
+fn general_recovery() -> bool {
+    #[cfg(test)]
+    if tests::GENERAL_RECOVERY.get() {
+        return true;
+    }
+    false
+}
+
+/// [`recover`] on programmed (real-valued) conductances without read noise
+/// or ADC instances, in phases: every flagged column's 1-bit sums (read as
+/// [`recover`] reads them: by rows across all columns when a vector has many
+/// flagged columns) and, for a 1T1R column's OFF current, its nominal value;
+/// then the conversions, branch-free over every bit of every column
+/// ([`adc_step`], as [`Adc::convert`] makes them), and the shift-adds. The
+/// same values and counts as [`recover`], without a call and branches per
+/// conversion.
+#[inline(always)]
+fn recover_real(
+    px: &ProgrammedCrossbar,
+    adc: &Adc,
+    flagged: &[(usize, usize)],
+    xbits: &[u64],
+    (shift, width): (u32, u32),
+    acc: &mut Array2<i64>,
+    scratch: &mut Vec<f32>,
+) -> Recovered {
+    let words = ProgrammedCrossbar::row_bit_words(px.used_rows());
+    let cols = px.used_cols();
+    let w = width as usize;
+    let n = flagged.len();
+    if n == 0 {
+        return Recovered::default();
+    }
+    let off = px.off_per_pulse();
+    // Bit-major: bit `t` of flagged column `k` at `[t * n + k]`; each
+    // written below before it is read.
+    let mut buf = resized(
+        std::mem::take(scratch),
+        if off > 0.0 { 2 * n * w } else { n * w },
+    );
+    let (sums, nominal) = buf.split_at_mut(n * w);
+    let mut dense: Option<usize> = None;
+    let mut dsum = Vec::new();
+    for (k, &(v, c)) in flagged.iter().enumerate() {
+        let start = (v * 8 + shift as usize) * words;
+        let planes = &xbits[start..start + w * words];
+        if dense.is_none_or(|dv| dv != v) {
+            let run = flagged[k..].iter().take_while(|f| f.0 == v).count();
+            if run >= (cols / 64).max(2) {
+                dsum.resize(w * cols, 0.0);
+                for (t, plane) in planes.chunks_exact(words).enumerate() {
+                    px.bit_rows_sum(BitRows::Diff, plane, &mut dsum[t * cols..(t + 1) * cols]);
+                }
+                dense = Some(v);
+            } else {
+                dense = None;
+            }
+        }
+        for (t, plane) in planes.chunks_exact(words).enumerate() {
+            sums[t * n + k] = if dense == Some(v) {
+                dsum[t * cols + c]
+            } else {
+                px.column_sum_bits(c, plane)
+            };
+            if off > 0.0 {
+                let active: u32 = plane.iter().map(|w| w.count_ones()).sum();
+                // At most 512 rows: exact.
+                #[allow(clippy::cast_precision_loss)]
+                {
+                    nominal[t * n + k] = off_current(off, active as f32);
+                }
+            }
+        }
+    }
+    let (lo, hi) = (adc.min_code() as f32, adc.max_code() as f32);
+    let signed = adc.signed();
+    let mut values = vec![0i64; n];
+    let mut out_of_range = vec![false; n];
+    let (mut in_range, mut saturated) = (0u64, 0u64);
+    for (t, srow) in (0u32..).zip(sums.chunks_exact(n)) {
+        let (mut ok_row, mut sat_row) = (0u32, 0u32);
+        let mut step = |k: usize, s: f32| {
+            let st = adc_step(s, lo, hi, signed, false);
+            ok_row += u32::from(st.ok);
+            sat_row += u32::from(st.sat);
+            out_of_range[k] |= !st.ok;
+            st
+        };
+        if off > 0.0 {
+            // 1T1R OFF current: the digital side removes its nominal value
+            // (none for a bit with no active row).
+            let nrow = &nominal[t as usize * n..(t as usize + 1) * n];
+            for (k, ((&s, &nom), value)) in srow.iter().zip(nrow).zip(values.iter_mut()).enumerate()
+            {
+                let st = step(k, s);
+                let kept = if nom > 0.0 {
+                    off_corrected(s, st.code, st.ok, nom)
+                } else {
+                    st.code
+                };
+                *value += integral_i64(kept) << (shift + t);
+            }
+        } else {
+            for (k, (&s, value)) in srow.iter().zip(values.iter_mut()).enumerate() {
+                let st = step(k, s);
+                *value += integral_i64(st.code) << (shift + t);
+            }
+        }
+        in_range += u64::from(ok_row);
+        saturated += u64::from(sat_row);
+    }
+    let acc = acc.as_slice_mut().expect("standard layout");
+    for (&(v, c), &value) in flagged.iter().zip(&values) {
+        acc[v * cols + c] += value;
+    }
+    *scratch = buf;
+    let conversions = (n * w) as u64;
+    Recovered {
+        conversions,
+        saturated,
+        out_of_range: conversions - in_range,
+        inexact_slices: out_of_range.iter().map(|&o| u64::from(o)).sum(),
+    }
 }
 
 /// [`recover`] on ideal devices without read noise or ADC variation, from

@@ -9,6 +9,76 @@ use rand::RngExt;
 thread_local! {
     /// Forces [`DenseBits::pays`]'s answer on this thread (tests only).
     pub(super) static FORCE_DENSE: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) };
+    /// Sends real-valued conductances' recovery through [`recover`] instead
+    /// of [`recover_real`] on this thread (tests only).
+    pub(super) static GENERAL_RECOVERY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Recovery on real-valued conductances in phases ([`recover_real`]) gives
+/// the same outputs and statistics as the general loop ([`recover`]): under
+/// programming variation on 2T2R (Center+Offset) and on 1T1R with a finite
+/// OFF state (ISAAC's offset, the nominal OFF current removed from each
+/// recovered bit), on a wide crossbar (vectors with many flagged columns:
+/// the reads by rows) and a narrow one (a few columns: the column reads).
+#[test]
+fn real_recovery_equals_the_general_loop() {
+    let mut rng = stream_rng(8, &[]);
+    let cases = [
+        (
+            raella_device::CellKind::TwoT2R,
+            Encoding::CenterOffset(CenterRule::Mean),
+            DeviceNoise::new(0.05, 0.0, 0.0).unwrap(),
+            Adc::new(5, true).unwrap(),
+        ),
+        (
+            raella_device::CellKind::OneT1R,
+            Encoding::UnsignedOffset { bit_flip: true },
+            DeviceNoise::new(0.02, 0.0, 0.0)
+                .unwrap()
+                .with_on_off_ratio(15.0)
+                .unwrap(),
+            Adc::new(5, false).unwrap(),
+        ),
+    ];
+    for (cell, encoding, noise, adc) in cases {
+        for (filters, ins) in [(40, 200), (1, 9)] {
+            let g = CrossbarGeometry::new(128, 128, cell, 4).unwrap();
+            let weights = Array2::from_shape_fn((filters, ins), |_| rng.random_range(-127i8..=127));
+            let ccfg = CompileConfig {
+                geometry: g,
+                encoding,
+                weight_slicing: Slicing::new(vec![4, 4], 8).unwrap(),
+            };
+            let mapped = compile(weights.view(), &ccfg, None).unwrap();
+            let layer = ProgrammedLayer::program(mapped, &noise, 5);
+            assert!(layer.crossbars().iter().all(|p| !p.is_integral()));
+            let x = Array2::from_shape_fn((300, ins), |_| match rng.random_range(0u32..3) {
+                0 => 0u8,
+                _ => rng.random(),
+            });
+            let cfg = RunConfig {
+                adc,
+                input: InputMode::Speculative {
+                    slicing: Slicing::new(vec![4, 2, 2], 8).unwrap(),
+                    recovery: true,
+                },
+                column_noise: ColumnNoise::new(0.0).unwrap(),
+                seed: 3,
+            };
+            let run = |general: bool| {
+                GENERAL_RECOVERY.set(general);
+                let out = layer.run(x.view(), &cfg).unwrap();
+                GENERAL_RECOVERY.set(false);
+                out
+            };
+            let (phased, general) = (run(false), run(true));
+            assert!(
+                general.stats.recovery_out_of_range > 0,
+                "{cell:?} {filters}x{ins}: out-of-range recovered bits exercised"
+            );
+            assert_eq!(phased, general, "{cell:?} {filters}x{ins}");
+        }
+    }
 }
 
 /// Recovery's reads by the kernel for whole vectors ([`DenseBits`]) give the
