@@ -1857,15 +1857,17 @@ fn product(pulses: ArrayView2<'_, f32>, g: &Array2<f32>, mut out: ArrayViewMut2<
             }
             // Row by row over the non-zero pulses only (most are zero in the
             // high input slices), four weight rows per pass over the output.
-            let mut nz: Vec<(f32, usize)> = Vec::with_capacity(r);
+            // The non-zero pulses listed branch-free: every row written, the
+            // count advanced by whether it is non-zero (zeros are common and
+            // unpredictable in the low input slices).
+            let mut slots: Vec<(f32, usize)> = vec![(0.0, 0); r];
             for (prow, orow) in p.chunks_exact(r).zip(o.chunks_exact_mut(c)) {
-                nz.clear();
-                nz.extend(
-                    prow.iter()
-                        .enumerate()
-                        .filter(|&(_, &v)| v != 0.0)
-                        .map(|(k, &v)| (v, k * c)),
-                );
+                let mut n = 0;
+                for (k, &v) in prow.iter().enumerate() {
+                    slots[n] = (v, k * c);
+                    n += usize::from(v != 0.0);
+                }
+                let nz = &slots[..n];
                 orow.fill(0.0);
                 let quads = nz.chunks_exact(4);
                 let rest = quads.remainder();

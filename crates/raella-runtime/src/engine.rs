@@ -1177,14 +1177,22 @@ impl ProgrammedLayer {
                             && adcs.is_none()
                             && !general_recovery()
                         {
-                            recover_real(
-                                px,
-                                &adc,
-                                &flagged,
-                                &xbits,
-                                (sh, widths[j]),
-                                &mut acc,
-                                &mut scratch.recovery,
+                            // Compiled apart from this large body (as
+                            // `recover_exact`), on the same instruction set.
+                            let buf = &mut scratch.recovery;
+                            Kernel::selected().expect("checked by `check`").dispatch(
+                                #[inline(always)]
+                                || {
+                                    recover_real(
+                                        px,
+                                        &adc,
+                                        &flagged,
+                                        &xbits,
+                                        (sh, widths[j]),
+                                        &mut acc,
+                                        buf,
+                                    )
+                                },
                             )
                         } else {
                             recover(
@@ -2445,13 +2453,19 @@ fn recover_real(
                 dense = None;
             }
         }
-        for (t, plane) in planes.chunks_exact(words).enumerate() {
-            sums[t * n + k] = if dense == Some(v) {
-                dsum[t * cols + c]
-            } else {
-                px.column_sum_bits(c, plane)
-            };
-            if off > 0.0 {
+        // (Planes by index: `chunks_exact` divides by `words` per column.)
+        if dense == Some(v) {
+            for t in 0..w {
+                sums[t * n + k] = dsum[t * cols + c];
+            }
+        } else {
+            for t in 0..w {
+                sums[t * n + k] = px.column_sum_bits(c, &planes[t * words..(t + 1) * words]);
+            }
+        }
+        if off > 0.0 {
+            for t in 0..w {
+                let plane = &planes[t * words..(t + 1) * words];
                 let active: u32 = plane.iter().map(|w| w.count_ones()).sum();
                 // At most 512 rows: exact.
                 #[allow(clippy::cast_precision_loss)]
