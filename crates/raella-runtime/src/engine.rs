@@ -2251,6 +2251,33 @@ struct Recovered {
 }
 
 impl Recovered {
+    /// The end of a recovery in phases: each flagged column's recovered
+    /// `value` added into `acc`, and the counts of its `flagged.len() x
+    /// width` conversions (`in_range` and `saturated` of them; a column
+    /// with any bit out of range is an inexact slice).
+    #[inline(always)]
+    fn add_values(
+        flagged: &[(usize, usize)],
+        values: &[i64],
+        acc: &mut Array2<i64>,
+        width: usize,
+        (in_range, saturated): (u64, u64),
+        out_of_range: &[bool],
+    ) -> Self {
+        let cols = acc.ncols();
+        let acc = acc.as_slice_mut().expect("standard layout");
+        for (&(v, c), &value) in flagged.iter().zip(values) {
+            acc[v * cols + c] += value;
+        }
+        let conversions = (flagged.len() * width) as u64;
+        Self {
+            conversions,
+            saturated,
+            out_of_range: conversions - in_range,
+            inexact_slices: out_of_range.iter().map(|&o| u64::from(o)).sum(),
+        }
+    }
+
     /// Counts one recovery conversion; whether its sum was out of range.
     #[inline(always)]
     fn count(&mut self, conv: raella_device::Conversion) -> bool {
@@ -2512,18 +2539,15 @@ fn recover_real(
         in_range += u64::from(ok_row);
         saturated += u64::from(sat_row);
     }
-    let acc = acc.as_slice_mut().expect("standard layout");
-    for (&(v, c), &value) in flagged.iter().zip(&values) {
-        acc[v * cols + c] += value;
-    }
     *scratch = buf;
-    let conversions = (n * w) as u64;
-    Recovered {
-        conversions,
-        saturated,
-        out_of_range: conversions - in_range,
-        inexact_slices: out_of_range.iter().map(|&o| u64::from(o)).sum(),
-    }
+    Recovered::add_values(
+        flagged,
+        &values,
+        acc,
+        w,
+        (in_range, saturated),
+        &out_of_range,
+    )
 }
 
 /// [`recover`] on ideal devices without read noise or ADC variation, from
@@ -2568,7 +2592,7 @@ fn recover_exact_instances(
     if n == 0 {
         return Recovered::default();
     }
-    let (cols, shift, width) = (reads.cols, reads.shift, reads.width);
+    let (shift, width) = (reads.shift, reads.width);
     let w = width as usize;
     // Bit `t` of flagged column `k` at `[t * n + k]`; column `k`'s instance.
     let mut sums = vec![0f32; n * w];
@@ -2614,17 +2638,14 @@ fn recover_exact_instances(
         in_range += u64::from(ok_row);
         saturated += u64::from(sat_row);
     }
-    let acc = acc.as_slice_mut().expect("standard layout");
-    for (&(v, c), &value) in flagged.iter().zip(&values) {
-        acc[v * cols + c] += value;
-    }
-    let conversions = (n * w) as u64;
-    Recovered {
-        conversions,
-        saturated,
-        out_of_range: conversions - in_range,
-        inexact_slices: out_of_range.iter().map(|&o| u64::from(o)).sum(),
-    }
+    Recovered::add_values(
+        flagged,
+        &values,
+        acc,
+        w,
+        (in_range, saturated),
+        &out_of_range,
+    )
 }
 
 /// Recovery's 1-bit reads of bits `1..width` of a slice, for every vector
@@ -3014,18 +3035,15 @@ fn recover_lumped(
         in_range += u64::from(ok_row);
         saturated += u64::from(sat_row);
     }
-    let acc = acc.as_slice_mut().expect("standard layout");
-    for (&(v, c), &value) in flagged.iter().zip(&values) {
-        acc[v * cols + c] += value;
-    }
     *scratch = buf;
-    let conversions = (n * w) as u64;
-    Recovered {
-        conversions,
-        saturated,
-        out_of_range: conversions - in_range,
-        inexact_slices: out_of_range.iter().map(|&o| u64::from(o)).sum(),
-    }
+    Recovered::add_values(
+        flagged,
+        &values,
+        acc,
+        w,
+        (in_range, saturated),
+        &out_of_range,
+    )
 }
 
 /// The nominal OFF current of `pulses` pulses at `off` per pulse, in LSBs.
