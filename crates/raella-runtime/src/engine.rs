@@ -2251,25 +2251,73 @@ struct Recovered {
 }
 
 impl Recovered {
-    /// The end of a recovery in phases: each flagged column's recovered
-    /// `value` added into `acc`, and the counts of its `flagged.len() x
-    /// width` conversions (`in_range` and `saturated` of them; a column
-    /// with any bit out of range is an inexact slice).
+    /// The end of a recovery in phases: the conversions, branch-free over
+    /// every bit of every flagged column, and the shift-adds. `seen[t * n +
+    /// k]` is what the ADC sees of bit `t` of flagged column `k` (`n =
+    /// flagged.len()`, bit-major): its code and flags are [`adc_step`]'s
+    /// ([`Adc::convert`]'s for every finite value); with `nominal`, a 1T1R
+    /// column's nominal OFF current at the same index, the digital side
+    /// keeps [`off_corrected`] of a bit with an OFF current (a bit with no
+    /// active row has none). Each column's value, `sum_t kept_t 2^(shift +
+    /// t)`, is added into `acc`; the counts are of its `width` conversions (a
+    /// column with any bit out of range is an inexact slice).
     #[inline(always)]
-    fn add_values(
+    fn convert_add(
         flagged: &[(usize, usize)],
-        values: &[i64],
+        seen: &[f32],
+        nominal: Option<&[f32]>,
+        adc: &Adc,
+        shift: u32,
         acc: &mut Array2<i64>,
-        width: usize,
-        (in_range, saturated): (u64, u64),
-        out_of_range: &[bool],
     ) -> Self {
+        let n = flagged.len();
+        if n == 0 {
+            return Self::default();
+        }
+        let (lo, hi) = (adc.min_code() as f32, adc.max_code() as f32);
+        let signed = adc.signed();
+        let mut values = vec![0i64; n];
+        let mut out_of_range = vec![false; n];
+        let (mut in_range, mut saturated) = (0u64, 0u64);
+        for (t, srow) in (0u32..).zip(seen.chunks_exact(n)) {
+            let (mut ok_row, mut sat_row) = (0u32, 0u32);
+            let mut step = |s: f32, out: &mut bool| {
+                let st = adc_step(s, lo, hi, signed, false);
+                ok_row += u32::from(st.ok);
+                sat_row += u32::from(st.sat);
+                *out |= !st.ok;
+                st
+            };
+            let lanes = srow
+                .iter()
+                .zip(values.iter_mut())
+                .zip(out_of_range.iter_mut());
+            if let Some(nominal) = nominal {
+                let nrow = &nominal[t as usize * n..(t as usize + 1) * n];
+                for (((&s, value), out), &nom) in lanes.zip(nrow) {
+                    let st = step(s, out);
+                    let kept = if nom > 0.0 {
+                        off_corrected(s, st.code, st.ok, nom)
+                    } else {
+                        st.code
+                    };
+                    *value += integral_i64(kept) << (shift + t);
+                }
+            } else {
+                for ((&s, value), out) in lanes {
+                    let st = step(s, out);
+                    *value += integral_i64(st.code) << (shift + t);
+                }
+            }
+            in_range += u64::from(ok_row);
+            saturated += u64::from(sat_row);
+        }
         let cols = acc.ncols();
         let acc = acc.as_slice_mut().expect("standard layout");
-        for (&(v, c), &value) in flagged.iter().zip(values) {
+        for (&(v, c), &value) in flagged.iter().zip(&values) {
             acc[v * cols + c] += value;
         }
-        let conversions = (flagged.len() * width) as u64;
+        let conversions = seen.len() as u64;
         Self {
             conversions,
             saturated,
@@ -2502,52 +2550,16 @@ fn recover_real(
             }
         }
     }
-    let (lo, hi) = (adc.min_code() as f32, adc.max_code() as f32);
-    let signed = adc.signed();
-    let mut values = vec![0i64; n];
-    let mut out_of_range = vec![false; n];
-    let (mut in_range, mut saturated) = (0u64, 0u64);
-    for (t, srow) in (0u32..).zip(sums.chunks_exact(n)) {
-        let (mut ok_row, mut sat_row) = (0u32, 0u32);
-        let mut step = |k: usize, s: f32| {
-            let st = adc_step(s, lo, hi, signed, false);
-            ok_row += u32::from(st.ok);
-            sat_row += u32::from(st.sat);
-            out_of_range[k] |= !st.ok;
-            st
-        };
-        if off > 0.0 {
-            // 1T1R OFF current: the digital side removes its nominal value
-            // (none for a bit with no active row).
-            let nrow = &nominal[t as usize * n..(t as usize + 1) * n];
-            for (k, ((&s, &nom), value)) in srow.iter().zip(nrow).zip(values.iter_mut()).enumerate()
-            {
-                let st = step(k, s);
-                let kept = if nom > 0.0 {
-                    off_corrected(s, st.code, st.ok, nom)
-                } else {
-                    st.code
-                };
-                *value += integral_i64(kept) << (shift + t);
-            }
-        } else {
-            for (k, (&s, value)) in srow.iter().zip(values.iter_mut()).enumerate() {
-                let st = step(k, s);
-                *value += integral_i64(st.code) << (shift + t);
-            }
-        }
-        in_range += u64::from(ok_row);
-        saturated += u64::from(sat_row);
-    }
-    *scratch = buf;
-    Recovered::add_values(
+    let got = Recovered::convert_add(
         flagged,
-        &values,
+        sums,
+        (off > 0.0).then_some(&*nominal),
+        adc,
+        shift,
         acc,
-        w,
-        (in_range, saturated),
-        &out_of_range,
-    )
+    );
+    *scratch = buf;
+    got
 }
 
 /// [`recover`] on ideal devices without read noise or ADC variation, from
@@ -2608,44 +2620,14 @@ fn recover_exact_instances(
         let a = inst[c];
         (gain[k], offset[k], inl[k]) = (a.gain, a.offset, a.inl);
     }
+    // What the ADC sees: each sum through its column's instance.
     let (lo, hi) = (adc.min_code() as f32, adc.max_code() as f32);
-    let signed = adc.signed();
-    let mut values = vec![0i64; n];
-    let mut out_of_range = vec![false; n];
-    let (mut in_range, mut saturated) = (0u64, 0u64);
-    for (t, srow) in (0u32..).zip(sums.chunks_exact(n)) {
-        let (mut ok_row, mut sat_row) = (0u32, 0u32);
-        for (((((&s, &g), &o), &b), value), out) in srow
-            .iter()
-            .zip(&gain)
-            .zip(&offset)
-            .zip(&inl)
-            .zip(values.iter_mut())
-            .zip(out_of_range.iter_mut())
-        {
-            let y = AdcInstance {
-                gain: g,
-                offset: o,
-                inl: b,
-            }
-            .transfer(s, lo, hi);
-            let st = adc_step(y, lo, hi, signed, false);
-            ok_row += u32::from(st.ok);
-            sat_row += u32::from(st.sat);
-            *out |= !st.ok;
-            *value += integral_i64(st.code) << (shift + t);
+    for srow in sums.chunks_exact_mut(n) {
+        for (((s, &gain), &offset), &inl) in srow.iter_mut().zip(&gain).zip(&offset).zip(&inl) {
+            *s = AdcInstance { gain, offset, inl }.transfer(*s, lo, hi);
         }
-        in_range += u64::from(ok_row);
-        saturated += u64::from(sat_row);
     }
-    Recovered::add_values(
-        flagged,
-        &values,
-        acc,
-        w,
-        (in_range, saturated),
-        &out_of_range,
-    )
+    Recovered::convert_add(flagged, &sums, None, adc, shift, acc)
 }
 
 /// Recovery's 1-bit reads of bits `1..width` of a slice, for every vector
@@ -3001,49 +2983,18 @@ fn recover_lumped(
         let zb = if zb.is_empty() { &mut spare[..] } else { zb };
         normal_pairs(&keys, i as u64, za, zb);
     }
-    // `noise.sigma(m, 0)`, as `recover` computes it, then the conversions,
-    // branch-free over every bit of every column.
-    let (lo, hi) = (adc.min_code() as f32, adc.max_code() as f32);
-    let signed = adc.signed();
-    let mut values = vec![0i64; n];
-    let mut out_of_range = vec![false; n];
-    let (mut in_range, mut saturated) = (0u64, 0u64);
-    for (t, ((srow, mrow), zrow)) in (0u32..).zip(
-        sums.chunks_exact(n)
-            .zip(mags.chunks_exact(n))
-            .zip(z.chunks_exact(n)),
-    ) {
-        let (mut ok_row, mut sat_row) = (0u32, 0u32);
-        for ((((&s, &m), &z), value), out) in srow
-            .iter()
-            .zip(mrow)
-            .zip(zrow)
-            .zip(values.iter_mut())
-            .zip(out_of_range.iter_mut())
-        {
-            let sigma = if squares {
-                noise.sigma(0.0, m)
-            } else {
-                noise.sigma(m, 0.0)
-            };
-            let st = adc_step(s + sigma * z, lo, hi, signed, false);
-            ok_row += u32::from(st.ok);
-            sat_row += u32::from(st.sat);
-            *out |= !st.ok;
-            *value += integral_i64(st.code) << (shift + t);
-        }
-        in_range += u64::from(ok_row);
-        saturated += u64::from(sat_row);
+    // `sum + noise.sigma(m, 0) z`, as `recover` computes it: what the ADC sees.
+    for ((s, &m), &z) in sums.iter_mut().zip(&*mags).zip(&*z) {
+        let sigma = if squares {
+            noise.sigma(0.0, m)
+        } else {
+            noise.sigma(m, 0.0)
+        };
+        *s += sigma * z;
     }
+    let got = Recovered::convert_add(flagged, sums, None, adc, shift, acc);
     *scratch = buf;
-    Recovered::add_values(
-        flagged,
-        &values,
-        acc,
-        w,
-        (in_range, saturated),
-        &out_of_range,
-    )
+    got
 }
 
 /// The nominal OFF current of `pulses` pulses at `off` per pulse, in LSBs.
