@@ -1152,25 +1152,31 @@ impl ProgrammedLayer {
                                 || recover_exact_instances(reads, (&adc, inst), &flagged, &mut acc),
                             )
                         } else if let (true, Sums::Int(sums)) = (noisy_int, &sums) {
-                            recover_lumped(
-                                px,
-                                &adc,
-                                (noise, device_int),
-                                &flagged,
-                                (
-                                    sums,
-                                    if lumped_int && one_device {
-                                        sums
-                                    } else {
-                                        &noise_mags
-                                    },
-                                ),
-                                (&xbits, &xones),
-                                sh,
-                                widths[j],
-                                &mut acc,
-                                |v| slice_key(v, ns + j),
-                                (&mut scratch.recovery, dense),
+                            // Compiled apart from this large body (as
+                            // `recover_exact`), on the same instruction set.
+                            let mags = if lumped_int && one_device {
+                                sums
+                            } else {
+                                &noise_mags
+                            };
+                            let buf = &mut scratch.recovery;
+                            Kernel::selected().expect("checked by `check`").dispatch(
+                                #[inline(always)]
+                                || {
+                                    recover_lumped(
+                                        px,
+                                        &adc,
+                                        (noise, device_int),
+                                        &flagged,
+                                        (sums, mags),
+                                        (&xbits, &xones),
+                                        sh,
+                                        widths[j],
+                                        &mut acc,
+                                        |v| slice_key(v, ns + j),
+                                        (buf, dense),
+                                    )
+                                },
                             )
                         } else if !px.is_integral()
                             && noise.is_off()
