@@ -2989,7 +2989,8 @@ fn recover_lumped(
         let zb = if zb.is_empty() { &mut spare[..] } else { zb };
         normal_pairs(&keys, i as u64, za, zb);
     }
-    // `sum + noise.sigma(m, 0) z`, as `recover` computes it: what the ADC sees.
+    // `sum + sigma z`, as `recover` computes it (`noise.sigma(m, 0)` lumped,
+    // `noise.sigma(0, Q)` per device): what the ADC sees.
     for ((s, &m), &z) in sums.iter_mut().zip(&*mags).zip(&*z) {
         let sigma = if squares {
             noise.sigma(0.0, m)
