@@ -61,6 +61,9 @@ struct Scratch {
     flag_words: Vec<u64>,
     /// Recovery's reads by the kernel ([`DenseBits::read`] rewrites it).
     dense: DenseBits,
+    /// A slice's integer sums shifted by ADC instances ([`instance_shift`];
+    /// rewritten per slice).
+    shifted: Vec<i32>,
 }
 
 thread_local! {
@@ -97,6 +100,11 @@ struct Luts {
     /// pass's ADC): built by the pass's first chunk with an exact recovery
     /// on that crossbar, and shared by the others.
     safe: Vec<OnceLock<Vec<u32>>>,
+    /// Per crossbar with ADC instances, each column's [`instance_shift`]
+    /// under the pass's ADC when every column has one: its conversions are
+    /// then the ideal ADC's of the integer sums shifted by them. Built by
+    /// the pass's first chunk on that crossbar.
+    shifts: Vec<OnceLock<Option<Vec<i32>>>>,
 }
 
 impl Luts {
@@ -112,6 +120,7 @@ impl Luts {
         Self {
             pulse,
             safe: (0..crossbars).map(|_| OnceLock::new()).collect(),
+            shifts: (0..crossbars).map(|_| OnceLock::new()).collect(),
         }
     }
 }
@@ -757,6 +766,24 @@ impl ProgrammedLayer {
                 // planes ([`recover_exact_instances`]).
                 let inst_int =
                     matches!(pulses, Pulses::Int(_)) && self.instances_read_exact(px, cfg);
+                // ADC instances that only shift the integer sums
+                // ([`instance_shift`]): an integer pass over shifted sums.
+                let adc_shifts: Option<&[i32]> = match adcs {
+                    Some(inst) if inst_int => luts.shifts[xi]
+                        .get_or_init(|| {
+                            let (lo, hi) = (adc.min_code() as f32, adc.max_code() as f32);
+                            (inst.len() >= cols)
+                                .then(|| {
+                                    inst[..cols]
+                                        .iter()
+                                        .map(|a| instance_shift(a, lo, hi))
+                                        .collect::<Option<Vec<i32>>>()
+                                })
+                                .flatten()
+                        })
+                        .as_deref(),
+                    _ => None,
+                };
                 // Real-valued sums whenever anything else perturbs them before the ADC.
                 let real_sums = (!noise.is_off() || adcs.is_some()) && !noisy_int && !inst_int;
                 // One device per cell: `G+ + G- = G+ - G-`, the magnitudes are the sums.
@@ -949,6 +976,23 @@ impl ProgrammedLayer {
                     flagged.clear();
                     let drop_flagged = speculative && recovery;
                     let counts = match &sums {
+                        Sums::Int(sums) if adc_shifts.is_some() => {
+                            let k = adc_shifts.expect("tested");
+                            let shifted = &mut scratch.shifted;
+                            shifted.clear();
+                            for row in sums.chunks_exact(cols.max(1)) {
+                                shifted.extend(row.iter().zip(k).map(|(&s, &k)| s + k));
+                            }
+                            convert_shift_add_int(
+                                &adc,
+                                shifted,
+                                cols,
+                                &mut acc,
+                                sh,
+                                (drop_flagged, false),
+                                (&mut flagged, &mut scratch.flag_words),
+                            )
+                        }
                         Sums::Int(sums) if inst_int => convert_shift_add_instances(
                             &adc,
                             sums,
@@ -1149,7 +1193,14 @@ impl ProgrammedLayer {
                             let reads = exact_reads(reader, sums);
                             Kernel::selected().expect("checked by `check`").dispatch(
                                 #[inline(always)]
-                                || recover_exact_instances(reads, (&adc, inst), &flagged, &mut acc),
+                                || {
+                                    recover_exact_instances(
+                                        reads,
+                                        (&adc, inst, adc_shifts),
+                                        &flagged,
+                                        &mut acc,
+                                    )
+                                },
                             )
                         } else if let (true, Sums::Int(sums)) = (noisy_int, &sums) {
                             // Compiled apart from this large body (as
@@ -1727,6 +1778,36 @@ macro_rules! with_adc_flags {
 #[inline(always)]
 fn round_half_away(x: f32) -> f32 {
     (x + 0.5f32.copysign(x)).trunc()
+}
+
+/// The integer `k` for which `instance` converts every integer sum `s` to
+/// the code the ideal ADC gives `s + k`, on an ADC of codes `lo ..= hi`,
+/// when there is one: then [`AdcInstance::transfer`] and [`adc_step`] of `s`
+/// give the same code, range test and flag as [`convert_int_sums`] of `s +
+/// k`, and an integer pass over shifted sums is the same conversion (an
+/// offset alone, or with a gain and INL too small to move any code).
+///
+/// Checked, not assumed: every `s` of a window covering the codes on both
+/// sides of the shift (`lo - 2 ..= hi + 2` and the same less `k`) rounds to
+/// `s + k`; outside it the transfer is monotone in `s` (a positive gain, and
+/// the INL bow is zero once `s` leaves the range), so both conversions are
+/// saturated there alike.
+///
+/// [`convert_int_sums`]: raella_device::convert_int_sums
+fn instance_shift(instance: &AdcInstance, lo: f32, hi: f32) -> Option<i32> {
+    let AdcInstance { gain, offset, inl } = *instance;
+    // Far from any code: a shift that large is no ADC (and keeps `s + k` in `i32`).
+    if !(gain > 0.0 && gain.is_finite() && inl.is_finite() && offset.abs() < 1e6) {
+        return None;
+    }
+    #[allow(clippy::cast_possible_truncation)]
+    let (k, lo_i, hi_i) = (round_half_away(offset) as i32, lo as i32, hi as i32);
+    let from = lo_i.min(lo_i - k) - 2;
+    let to = hi_i.max(hi_i - k) + 2;
+    #[allow(clippy::cast_precision_loss)]
+    (from..=to)
+        .all(|s| round_half_away(instance.transfer(s as f32, lo, hi)) == (s + k) as f32)
+        .then_some(k)
 }
 
 /// One conversion of a real-valued sum as [`Adc::convert`] makes it, for the
@@ -2602,7 +2683,7 @@ fn recover_exact(
 #[inline(always)]
 fn recover_exact_instances(
     reads: ExactRecovery<'_>,
-    (adc, inst): (&Adc, &[AdcInstance]),
+    (adc, inst, shifts): (&Adc, &[AdcInstance], Option<&[i32]>),
     flagged: &[(usize, usize)],
     acc: &mut Array2<i64>,
 ) -> Recovered {
@@ -2614,8 +2695,21 @@ fn recover_exact_instances(
     let w = width as usize;
     // Bit `t` of flagged column `k` at `[t * n + k]`; column `k`'s instance.
     let mut sums = vec![0f32; n * w];
-    let (mut gain, mut offset, mut inl) = (vec![0f32; n], vec![0f32; n], vec![0f32; n]);
     let mut bit_sums = [0i32; 8];
+    if let Some(k) = shifts {
+        // Instances that shift the sums ([`instance_shift`]): each bit's sum
+        // shifted is what the ADC sees, to the same code.
+        for (j, &(v, c)) in flagged.iter().enumerate() {
+            reads.bit_sums(v, c, &mut bit_sums);
+            // Integers far below 2^24: exact in f32.
+            #[allow(clippy::cast_precision_loss)]
+            for (t, &st) in bit_sums[..w].iter().enumerate() {
+                sums[t * n + j] = (st + k[c]) as f32;
+            }
+        }
+        return Recovered::convert_add(flagged, &sums, None, adc, shift, acc);
+    }
+    let (mut gain, mut offset, mut inl) = (vec![0f32; n], vec![0f32; n], vec![0f32; n]);
     for (k, &(v, c)) in flagged.iter().enumerate() {
         reads.bit_sums(v, c, &mut bit_sums);
         // Integer sums far below 2^24: exact in f32.

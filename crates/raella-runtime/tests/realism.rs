@@ -217,9 +217,18 @@ fn adc_non_idealities_are_seen_by_speculation_and_every_recovered_bit() {
     let adc = AdcVariation::new(1.5, 0.05, 1.0).unwrap();
     let noise = DeviceNoise::default().with_adc(adc);
     // 40 filters: crossbars of 64 and 56 columns; 7 filters: one of 21, a
-    // narrow crossbar, converted over the chunk's flat sums.
-    for filters in [7, 40] {
-        adc_variation_against_the_direct_evaluation(&cfg, &noise, filters);
+    // narrow crossbar, converted over the chunk's flat sums. Offsets alone
+    // (and with a gain too small to move a code) take the engine's integer
+    // pass over shifted sums; the others the transfer of each sum.
+    for variation in [
+        adc,
+        AdcVariation::new(1.5, 0.0, 0.0).unwrap(),
+        AdcVariation::new(0.5, 1e-7, 0.0).unwrap(),
+    ] {
+        let noise = DeviceNoise::default().with_adc(variation);
+        for filters in [7, 40] {
+            adc_variation_against_the_direct_evaluation(&cfg, &noise, filters);
+        }
     }
     let w = weights(40, 300, 4);
     let x = inputs(600, 300, 5);

@@ -514,3 +514,62 @@ fn vector_keys_give_the_slice_streams() {
         }
     }
 }
+
+/// [`instance_shift`] gives a shift only where it is the instance's
+/// conversion: for every integer sum far beyond the ADC's range, the
+/// transfer and [`adc_step`] give the code, range test and flag of the
+/// shifted integer; an offset of exactly half an LSB (rounded away from
+/// zero, it moves positive and negative sums differently) and a gain that
+/// moves codes have none; offsets alone nearly always have one.
+#[test]
+fn instance_shifts_are_the_instances_conversions() {
+    let mut rng = stream_rng(21, &[]);
+    for (bits, signed) in [(7, true), (5, false), (4, true)] {
+        let adc = Adc::new(bits, signed).unwrap();
+        let (lo, hi) = (adc.min_code() as f32, adc.max_code() as f32);
+        let half = AdcInstance {
+            gain: 1.0,
+            offset: 0.5,
+            inl: 0.0,
+        };
+        assert_eq!(instance_shift(&half, lo, hi), None);
+        let steep = AdcInstance {
+            gain: 1.05,
+            offset: 0.0,
+            inl: 0.0,
+        };
+        assert_eq!(instance_shift(&steep, lo, hi), None);
+        let mut shifted = 0;
+        for i in 0..400 {
+            let (gain, inl) = match i % 4 {
+                0 | 1 => (1.0, 0.0),
+                2 => (1.0 + 1e-7 * rng.random_range(-1.0..1.0f32), 0.0),
+                _ => (1.0, rng.random_range(-1.0..1.0f32)),
+            };
+            let a = AdcInstance {
+                gain,
+                offset: 3.0 * rng.random_range(-1.0..1.0f32),
+                inl,
+            };
+            let Some(k) = instance_shift(&a, lo, hi) else {
+                continue;
+            };
+            shifted += 1;
+            for s in -3000..=3000 {
+                for drop in [false, true] {
+                    let st = adc_step(a.transfer(s as f32, lo, hi), lo, hi, signed, drop);
+                    let t = s + k;
+                    let code = t.clamp(adc.min_code(), adc.max_code());
+                    let sat = code == adc.max_code() || (signed && code == adc.min_code());
+                    assert_eq!(
+                        (st.code, st.ok, st.sat, st.keep),
+                        (code as f32, t == code, sat, !(drop && sat)),
+                        "{a:?} s {s}"
+                    );
+                }
+            }
+        }
+        // Every offset-only and tiny-gain instance (the INL bow moves codes).
+        assert!(shifted >= 290, "{shifted}");
+    }
+}
