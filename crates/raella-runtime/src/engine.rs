@@ -832,13 +832,19 @@ impl ProgrammedLayer {
                 // sums, nothing perturbing them ([`recover_exact`]). Only then
                 // are its planes built (not for adaptive slicing's 1-bit
                 // candidate runs, nor under noise).
-                let exact_reader =
-                    (recovery && matches!(sums, Sums::Int(_)) && !noisy_int && !inst_int)
-                        .then(|| px.exact_bits())
-                        .flatten();
+                // (Also for ADC instances that shift the sums: the exact
+                // reads, each shifted.)
+                let exact_reader = (recovery
+                    && matches!(sums, Sums::Int(_))
+                    && !noisy_int
+                    && (!inst_int || adc_shifts.is_some()))
+                .then(|| px.exact_bits())
+                .flatten();
                 // Recovery through the ADC instances from exact bit sums
                 // (the speculative sums' integers are still in `isums`).
-                let instances_reader = (recovery && inst_int).then(|| px.exact_bits()).flatten();
+                let instances_reader = (recovery && inst_int && adc_shifts.is_none())
+                    .then(|| px.exact_bits())
+                    .flatten();
                 // Exact recovery where every column's reads lie in range
                 // under any input: a flagged sum recovers to itself (each
                 // 1-bit code is its sum, and they shift-add to it), so the
@@ -846,6 +852,7 @@ impl ProgrammedLayer {
                 // ([`convert_shift_add_int`]).
                 let in_place = speculative
                     && recovery
+                    && adc_shifts.is_none()
                     && exact_reader.is_some_and(|reader| {
                         let (lo, hi) = reader.read_bounds();
                         lo > i64::from(above) && hi < i64::from(adc.max_code())
@@ -1083,9 +1090,19 @@ impl ProgrammedLayer {
                             && safe.is_empty()
                             && !in_place
                         {
+                            // Shifted sums: the bounds less the column's shift
+                            // (none where they no longer straddle zero).
                             safe = luts.safe[xi].get_or_init(|| {
                                 (0..cols)
-                                    .map(|c| reader.safe_rows(c, adc.max_code(), above))
+                                    .map(|c| {
+                                        let k = adc_shifts.map_or(0, |k| k[c]);
+                                        let (below, above) = (adc.max_code() - k, above - k);
+                                        if above < 0 && below > 0 {
+                                            reader.safe_rows(c, below, above)
+                                        } else {
+                                            0
+                                        }
+                                    })
                                     .collect()
                             });
                         }
@@ -1167,6 +1184,7 @@ impl ProgrammedLayer {
                             shift: sh,
                             width: widths[j],
                             dense: None,
+                            adc_shifts,
                         };
                         let r = if in_place {
                             // Each flagged sum's `width` 1-bit conversions,
@@ -1193,14 +1211,7 @@ impl ProgrammedLayer {
                             let reads = exact_reads(reader, sums);
                             Kernel::selected().expect("checked by `check`").dispatch(
                                 #[inline(always)]
-                                || {
-                                    recover_exact_instances(
-                                        reads,
-                                        (&adc, inst, adc_shifts),
-                                        &flagged,
-                                        &mut acc,
-                                    )
-                                },
+                                || recover_exact_instances(reads, (&adc, inst), &flagged, &mut acc),
                             )
                         } else if let (true, Sums::Int(sums)) = (noisy_int, &sums) {
                             // Compiled apart from this large body (as
@@ -2683,7 +2694,7 @@ fn recover_exact(
 #[inline(always)]
 fn recover_exact_instances(
     reads: ExactRecovery<'_>,
-    (adc, inst, shifts): (&Adc, &[AdcInstance], Option<&[i32]>),
+    (adc, inst): (&Adc, &[AdcInstance]),
     flagged: &[(usize, usize)],
     acc: &mut Array2<i64>,
 ) -> Recovered {
@@ -2695,21 +2706,8 @@ fn recover_exact_instances(
     let w = width as usize;
     // Bit `t` of flagged column `k` at `[t * n + k]`; column `k`'s instance.
     let mut sums = vec![0f32; n * w];
-    let mut bit_sums = [0i32; 8];
-    if let Some(k) = shifts {
-        // Instances that shift the sums ([`instance_shift`]): each bit's sum
-        // shifted is what the ADC sees, to the same code.
-        for (j, &(v, c)) in flagged.iter().enumerate() {
-            reads.bit_sums(v, c, &mut bit_sums);
-            // Integers far below 2^24: exact in f32.
-            #[allow(clippy::cast_precision_loss)]
-            for (t, &st) in bit_sums[..w].iter().enumerate() {
-                sums[t * n + j] = (st + k[c]) as f32;
-            }
-        }
-        return Recovered::convert_add(flagged, &sums, None, adc, shift, acc);
-    }
     let (mut gain, mut offset, mut inl) = (vec![0f32; n], vec![0f32; n], vec![0f32; n]);
+    let mut bit_sums = [0i32; 8];
     for (k, &(v, c)) in flagged.iter().enumerate() {
         reads.bit_sums(v, c, &mut bit_sums);
         // Integer sums far below 2^24: exact in f32.
@@ -2884,6 +2882,9 @@ struct ExactRecovery<'a> {
     width: u32,
     /// Bits `1..width` already read by the kernel, when that pays.
     dense: Option<&'a DenseBits>,
+    /// Each column's ADC shift ([`instance_shift`]) when its instance
+    /// converts `s` as the ideal ADC converts `s + k`.
+    adc_shifts: Option<&'a [i32]>,
 }
 
 impl ExactRecovery<'_> {
@@ -2944,24 +2945,30 @@ impl ExactRecovery<'_> {
         let mut bit_sums = [0i32; 8];
         // Sums strictly inside `(lo, hi)` convert to themselves unsaturated.
         let (lo, hi) = (adc.min_code() - i32::from(!adc.signed()), adc.max_code());
+        // `S + k (2^w - 1)`: every bit's sum shifted by `k`, shift-added.
+        let ones = (1i64 << w) - 1;
         for &(v, c) in flagged {
+            let k = self.adc_shifts.map_or(0, |k| k[c]);
             // A safe column adds `S` without a read. So does, after its read,
             // a column whose bits all lie strictly inside the ADC's range
             // (98-99.6% of those read on the MNIST CNN and InceptionV3): each
-            // code is its sum, none saturated, and they shift-add to `S`.
+            // code is its sum, none saturated, and they shift-add to `S`
+            // (with ADC shifts, the bits shifted, and their codes to `S`
+            // plus each bit's shift).
             let inside = peak[v] <= safe[c] || {
                 let (least, most) = self.bit_sums(v, c, &mut bit_sums);
-                (lo < least) & (most < hi)
+                (lo < least + k) & (most + k < hi)
             };
             if inside {
                 out.conversions += u64::from(width);
-                acc[v * cols + c] += i64::from(self.sums[v * cols + c]) << shift;
+                acc[v * cols + c] +=
+                    (i64::from(self.sums[v * cols + c]) + i64::from(k) * ones) << shift;
                 continue;
             }
             let mut value = 0i64;
             let mut any_out = false;
             for (t, &st) in (0..).zip(&bit_sums[..w]) {
-                let conv = adc.convert_exact(st);
+                let conv = adc.convert_exact(st + k);
                 any_out |= out.count(conv);
                 value += i64::from(conv.code) << (shift + t);
             }
@@ -3020,6 +3027,7 @@ fn recover_lumped(
                 shift,
                 width,
                 dense: None,
+                adc_shifts: None,
             },
             px.exact_square_bits()
                 .expect("squares fit a byte (squares_int_limit)"),

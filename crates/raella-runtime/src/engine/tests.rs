@@ -84,8 +84,10 @@ fn real_recovery_equals_the_general_loop() {
 /// Recovery's reads by the kernel for whole vectors ([`DenseBits`]) give the
 /// same outputs and statistics as the one-column popcount reads, on 2T2R
 /// (Center+Offset) and 1T1R (ISAAC's offset, whose magnitudes are its sums)
-/// crossbars, without noise (exact recovery) and with lumped read noise, all
-/// on one thread (the reads' buffers reused from run to run).
+/// crossbars, without noise (exact recovery), with lumped read noise, and
+/// through ADC instances that shift the sums (exact recovery of the shifted
+/// bits, [`instance_shift`]), all on one thread (the reads' buffers reused
+/// from run to run).
 #[test]
 fn dense_recovery_reads_equal_the_column_reads() {
     let mut rng = stream_rng(6, &[]);
@@ -113,14 +115,22 @@ fn dense_recovery_reads_equal_the_column_reads() {
             encoding,
             weight_slicing: Slicing::new(vec![4, 4], 8).unwrap(),
         };
-        let layer = ProgrammedLayer::ideal(compile(weights.view(), &ccfg, None).unwrap());
+        let mapped = compile(weights.view(), &ccfg, None).unwrap();
+        let ideal = ProgrammedLayer::ideal(mapped.clone());
+        let offsets = ProgrammedLayer::program(
+            mapped,
+            &DeviceNoise::default()
+                .with_adc(raella_device::AdcVariation::new(1.0, 0.0, 0.0).unwrap()),
+            4,
+        );
         let x = Array2::from_shape_fn((500, 200), |_| match rng.random_range(0u32..3) {
             0 => 0u8,
             _ => rng.random(),
         });
-        for noise in [
-            ColumnNoise::new(0.0).unwrap(),
-            ColumnNoise::new(0.08).unwrap(),
+        for (layer, noise) in [
+            (&ideal, ColumnNoise::new(0.0).unwrap()),
+            (&ideal, ColumnNoise::new(0.08).unwrap()),
+            (&offsets, ColumnNoise::new(0.0).unwrap()),
         ] {
             let cfg = RunConfig {
                 // 1T1R: a wide unsigned ADC, so that most 1-bit reads lie
