@@ -97,8 +97,9 @@ struct Luts {
     pulse: [u64; 256],
     /// Per crossbar, per column, the active rows a recovered read can have
     /// and still be known in range ([`ExactBits::safe_rows`] under the
-    /// pass's ADC): built by the pass's first chunk with an exact recovery
-    /// on that crossbar, and shared by the others.
+    /// pass's ADC, its bounds less the column's shift where ADC instances
+    /// shift the sums): built by the pass's first chunk with an exact
+    /// recovery on that crossbar, and shared by the others.
     safe: Vec<OnceLock<Vec<u32>>>,
     /// Per crossbar with ADC instances, each column's [`instance_shift`]
     /// under the pass's ADC when every column has one: its conversions are
@@ -784,6 +785,13 @@ impl ProgrammedLayer {
                         .as_deref(),
                     _ => None,
                 };
+                // The shifts repeated over whole vectors, at least 64 sums.
+                let shift_tile: Vec<i32> = adc_shifts.map_or_else(Vec::new, |k| {
+                    let period = cols.max(1) * 64usize.div_ceil(cols.max(1));
+                    (0..period)
+                        .filter_map(|i| k.get(i % cols.max(1)).copied())
+                        .collect()
+                });
                 // Real-valued sums whenever anything else perturbs them before the ADC.
                 let real_sums = (!noise.is_off() || adcs.is_some()) && !noisy_int && !inst_int;
                 // One device per cell: `G+ + G- = G+ - G-`, the magnitudes are the sums.
@@ -984,11 +992,13 @@ impl ProgrammedLayer {
                     let drop_flagged = speculative && recovery;
                     let counts = match &sums {
                         Sums::Int(sums) if adc_shifts.is_some() => {
-                            let k = adc_shifts.expect("tested");
                             let shifted = &mut scratch.shifted;
                             shifted.clear();
-                            for row in sums.chunks_exact(cols.max(1)) {
-                                shifted.extend(row.iter().zip(k).map(|(&s, &k)| s + k));
+                            // Over the flat sums, a whole number of vectors
+                            // at a time (a loop per vector of a narrow
+                            // crossbar would not vectorise).
+                            for block in sums.chunks(shift_tile.len().max(1)) {
+                                shifted.extend(block.iter().zip(&shift_tile).map(|(&s, &k)| s + k));
                             }
                             convert_shift_add_int(
                                 &adc,
