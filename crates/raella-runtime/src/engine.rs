@@ -1831,6 +1831,15 @@ fn instance_shift(instance: &AdcInstance, lo: f32, hi: f32) -> Option<i32> {
         .then_some(k)
 }
 
+/// [`AdcInstance::transfer`] of an instance without an INL bow (`inl` zero):
+/// `gain * sum + offset`, the same operations less the bow's term, which is
+/// then a zero; adding a zero changes at most the sign of a zero sum, which
+/// [`adc_step`] converts alike. No division per sum.
+#[inline(always)]
+fn linear_transfer(gain: f32, offset: f32, sum: f32) -> f32 {
+    gain * sum + offset
+}
+
 /// One conversion of a real-valued sum as [`Adc::convert`] makes it, for the
 /// branch-free ADC passes: the code, whether the sum was in range, whether the
 /// code is an extreme (flagged), and whether the code is kept (a flagged code
@@ -1994,6 +2003,7 @@ fn convert_shift_add_instances(
     let gain: Vec<f32> = inst.iter().map(|a| a.gain).collect();
     let offset: Vec<f32> = inst.iter().map(|a| a.offset).collect();
     let inl: Vec<f32> = inst.iter().map(|a| a.inl).collect();
+    let bow = inl.iter().any(|&b| b != 0.0);
     let mut total = IntCounts::default();
     let acc = acc.as_slice_mut().expect("standard layout");
     if cols < 32 {
@@ -2014,6 +2024,7 @@ fn convert_shift_add_instances(
                 instances: (&gain[p..p + n], &offset[p..p + n], &inl[p..p + n]),
                 codes: (lo, hi),
                 shift,
+                bow,
             };
             let (in_range, saturated, inexact, word) =
                 with_adc_flags!(signed, drop_flagged, InstanceBlock::convert(&block, ab));
@@ -2042,6 +2053,7 @@ fn convert_shift_add_instances(
                 instances: (gb, ob, ib),
                 codes: (lo, hi),
                 shift,
+                bow,
             };
             let (in_range, saturated, inexact, word) =
                 with_adc_flags!(signed, drop_flagged, InstanceBlock::convert(&block, ab));
@@ -2061,6 +2073,9 @@ struct InstanceBlock<'a> {
     instances: (&'a [f32], &'a [f32], &'a [f32]),
     codes: (f32, f32),
     shift: u32,
+    /// Whether any instance has an INL bow; without one the transfer is
+    /// `gain * sum + offset` ([`linear_transfer`]).
+    bow: bool,
 }
 
 impl InstanceBlock<'_> {
@@ -2087,12 +2102,16 @@ impl InstanceBlock<'_> {
         {
             // Exact: |s| < 2^24.
             #[allow(clippy::cast_precision_loss)]
-            let y = AdcInstance {
-                gain: g,
-                offset: o,
-                inl: b,
-            }
-            .transfer(s as f32, lo, hi);
+            let y = if self.bow {
+                AdcInstance {
+                    gain: g,
+                    offset: o,
+                    inl: b,
+                }
+                .transfer(s as f32, lo, hi)
+            } else {
+                linear_transfer(g, o, s as f32)
+            };
             let st = adc_step(y, lo, hi, SIGNED, DROP);
             in_range += u32::from(st.ok);
             saturated += u32::from(st.sat);
@@ -2730,9 +2749,17 @@ fn recover_exact_instances(
     }
     // What the ADC sees: each sum through its column's instance.
     let (lo, hi) = (adc.min_code() as f32, adc.max_code() as f32);
-    for srow in sums.chunks_exact_mut(n) {
-        for (((s, &gain), &offset), &inl) in srow.iter_mut().zip(&gain).zip(&offset).zip(&inl) {
-            *s = AdcInstance { gain, offset, inl }.transfer(*s, lo, hi);
+    if inl.iter().any(|&b| b != 0.0) {
+        for srow in sums.chunks_exact_mut(n) {
+            for (((s, &gain), &offset), &inl) in srow.iter_mut().zip(&gain).zip(&offset).zip(&inl) {
+                *s = AdcInstance { gain, offset, inl }.transfer(*s, lo, hi);
+            }
+        }
+    } else {
+        for srow in sums.chunks_exact_mut(n) {
+            for ((s, &gain), &offset) in srow.iter_mut().zip(&gain).zip(&offset) {
+                *s = linear_transfer(gain, offset, *s);
+            }
         }
     }
     Recovered::convert_add(flagged, &sums, None, adc, shift, acc)

@@ -219,11 +219,13 @@ fn adc_non_idealities_are_seen_by_speculation_and_every_recovered_bit() {
     // 40 filters: crossbars of 64 and 56 columns; 7 filters: one of 21, a
     // narrow crossbar, converted over the chunk's flat sums. Offsets alone
     // (and with a gain too small to move a code) take the engine's integer
-    // pass over shifted sums; the others the transfer of each sum.
+    // pass over shifted sums; the others the transfer of each sum (without
+    // an INL bow, `gain * sum + offset`).
     for variation in [
         adc,
         AdcVariation::new(1.5, 0.0, 0.0).unwrap(),
         AdcVariation::new(0.5, 1e-7, 0.0).unwrap(),
+        AdcVariation::new(0.5, 0.05, 0.0).unwrap(),
     ] {
         let noise = DeviceNoise::default().with_adc(variation);
         for filters in [7, 40] {
