@@ -103,8 +103,10 @@ struct Luts {
     safe: Vec<OnceLock<Vec<u32>>>,
     /// Per crossbar with ADC instances, each column's [`instance_shift`]
     /// under the pass's ADC when every column has one: its conversions are
-    /// then the ideal ADC's of the integer sums shifted by them. Built by
-    /// the pass's first chunk on that crossbar.
+    /// then the ideal ADC's of the integer sums shifted by them. Repeated
+    /// over whole vectors, at least 64 sums (the first `cols` are the
+    /// columns' shifts), so the shifting loop runs over a chunk's flat sums.
+    /// Built by the pass's first chunk on that crossbar.
     shifts: Vec<OnceLock<Option<Vec<i32>>>>,
 }
 
@@ -769,29 +771,23 @@ impl ProgrammedLayer {
                     matches!(pulses, Pulses::Int(_)) && self.instances_read_exact(px, cfg);
                 // ADC instances that only shift the integer sums
                 // ([`instance_shift`]): an integer pass over shifted sums.
-                let adc_shifts: Option<&[i32]> = match adcs {
-                    Some(inst) if inst_int => luts.shifts[xi]
+                // `shift_tile` repeats them over whole vectors (`Luts::shifts`).
+                let shift_tile: Option<&[i32]> = match adcs {
+                    Some(inst) if inst_int && cols > 0 => luts.shifts[xi]
                         .get_or_init(|| {
                             let (lo, hi) = (adc.min_code() as f32, adc.max_code() as f32);
-                            (inst.len() >= cols)
-                                .then(|| {
-                                    inst[..cols]
-                                        .iter()
-                                        .map(|a| instance_shift(a, lo, hi))
-                                        .collect::<Option<Vec<i32>>>()
-                                })
-                                .flatten()
+                            let k = inst
+                                .get(..cols)?
+                                .iter()
+                                .map(|a| instance_shift(a, lo, hi))
+                                .collect::<Option<Vec<i32>>>()?;
+                            let period = cols * 64usize.div_ceil(cols);
+                            Some((0..period).map(|i| k[i % cols]).collect())
                         })
                         .as_deref(),
                     _ => None,
                 };
-                // The shifts repeated over whole vectors, at least 64 sums.
-                let shift_tile: Vec<i32> = adc_shifts.map_or_else(Vec::new, |k| {
-                    let period = cols.max(1) * 64usize.div_ceil(cols.max(1));
-                    (0..period)
-                        .filter_map(|i| k.get(i % cols.max(1)).copied())
-                        .collect()
-                });
+                let adc_shifts = shift_tile.map(|t| &t[..cols]);
                 // Real-valued sums whenever anything else perturbs them before the ADC.
                 let real_sums = (!noise.is_off() || adcs.is_some()) && !noisy_int && !inst_int;
                 // One device per cell: `G+ + G- = G+ - G-`, the magnitudes are the sums.
@@ -991,14 +987,15 @@ impl ProgrammedLayer {
                     flagged.clear();
                     let drop_flagged = speculative && recovery;
                     let counts = match &sums {
-                        Sums::Int(sums) if adc_shifts.is_some() => {
+                        Sums::Int(sums) if shift_tile.is_some() => {
+                            let tile = shift_tile.expect("tested");
                             let shifted = &mut scratch.shifted;
                             shifted.clear();
                             // Over the flat sums, a whole number of vectors
                             // at a time (a loop per vector of a narrow
                             // crossbar would not vectorise).
-                            for block in sums.chunks(shift_tile.len().max(1)) {
-                                shifted.extend(block.iter().zip(&shift_tile).map(|(&s, &k)| s + k));
+                            for block in sums.chunks(tile.len()) {
+                                shifted.extend(block.iter().zip(tile).map(|(&s, &k)| s + k));
                             }
                             convert_shift_add_int(
                                 &adc,
