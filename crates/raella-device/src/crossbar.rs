@@ -183,6 +183,47 @@ impl Crossbar {
             .collect()
     }
 
+    /// What a run without read noise reads in place of `programmed` (this
+    /// crossbar programmed under `noise`), when that is exact integers: on
+    /// 2T2R, with `noise` adding only a finite OFF state
+    /// ([`DeviceNoise::levels_exact_above_off`]), both devices of a pair
+    /// carry the same OFF conductance, which cancels in the pair's analog
+    /// subtraction, so `G+ - G-` is exactly the levels' difference (the `f32`
+    /// difference of `L+ + G_off` and `L- + G_off` in `programmed` carries
+    /// rounding residues of a few ulps that the analog subtraction does not
+    /// have). The crossbar returned has the ideal levels (the integer
+    /// kernels and exact reads) and `programmed`'s cell activity (its row
+    /// magnitudes and level sum, which count the OFF conductances). Its own
+    /// magnitudes `G+ + G-` leave the OFF conductances out: read noise, which
+    /// scales with them, reads `programmed`. `None` otherwise (1T1R, any
+    /// other non-ideality, no OFF conductance (`programmed` is then ideal
+    /// itself), or levels whose pairs do not pack).
+    #[must_use]
+    pub fn cancelled_off(
+        &self,
+        noise: &DeviceNoise,
+        programmed: &ProgrammedCrossbar,
+    ) -> Option<ProgrammedCrossbar> {
+        if self.geometry.cell() != CellKind::TwoT2R
+            || !noise.levels_exact_above_off()
+            || programmed.stuck_devices != 0
+            || programmed.is_ideal()
+        {
+            return None;
+        }
+        // Ideal programming draws nothing.
+        let mut ideal = crate::Kernel::dispatch_selected(
+            #[inline(always)]
+            || self.program(None, &mut crate::stream_rng(0, &[])),
+        );
+        if !ideal.is_ideal() {
+            return None;
+        }
+        ideal.row_magnitude.clone_from(&programmed.row_magnitude);
+        ideal.level_sum = programmed.level_sum;
+        Some(ideal)
+    }
+
     /// Programs the devices. With `noise` absent or with exact levels
     /// ([`DeviceNoise::levels_exact`]), the conductances are exactly the target
     /// levels and `rng` is not touched.
@@ -2844,6 +2885,43 @@ mod tests {
         let exact = DeviceNoise::default().with_on_off_ratio(16.0).unwrap();
         let px = xb.program(Some(&exact), &mut stream_rng(5, &[]));
         assert!(at_level(&xb, &px, 3).iter().all(|&g| g == 4.0));
+    }
+
+    #[test]
+    fn two_t2r_pairs_without_variation_cancel_the_off_state() {
+        // Ratio 15 on 4-bit devices: G_off = 15 / 14, fractional.
+        let off = DeviceNoise::default().with_on_off_ratio(15.0).unwrap();
+        let xb = levels_xbar(CellKind::TwoT2R, 200, 48);
+        let px = xb.program(Some(&off), &mut stream_rng(5, &[]));
+        assert!(!px.is_integral());
+        let c = xb.cancelled_off(&off, &px).expect("2T2R, OFF state alone");
+        let ideal = xb.program(None, &mut stream_rng(5, &[]));
+        assert!(c.is_ideal());
+        // The ideal levels' differences, within a few ulps of the programmed ones.
+        assert_eq!(c.diff(), ideal.diff());
+        let err = (c.diff() - px.diff()).mapv(f32::abs);
+        assert!(err.iter().all(|&e| e < 1e-5), "{}", err.sum());
+        // The programmed activity: every device's OFF conductance counted.
+        assert_eq!(c.row_magnitudes(), px.row_magnitudes());
+        assert_eq!(c.level_sum().to_bits(), px.level_sum().to_bits());
+        let g_off = 15.0 / 14.0;
+        #[allow(clippy::cast_precision_loss)]
+        let want = ideal.level_sum() + 2.0 * g_off * (200 * 48) as f64;
+        assert!((px.level_sum() / want - 1.0).abs() < 1e-6);
+        // Not for 1T1R (its column collects the OFF currents), nor with any
+        // variation, nor without an OFF conductance.
+        let xb1 = levels_xbar(CellKind::OneT1R, 200, 48);
+        let px1 = xb1.program(Some(&off), &mut stream_rng(5, &[]));
+        assert!(xb1.cancelled_off(&off, &px1).is_none());
+        let varied = DeviceNoise::new(0.02, 0.0, 0.0)
+            .unwrap()
+            .with_on_off_ratio(15.0)
+            .unwrap();
+        let pv = xb.program(Some(&varied), &mut stream_rng(5, &[]));
+        assert!(xb.cancelled_off(&varied, &pv).is_none());
+        let adc_only =
+            DeviceNoise::default().with_adc(crate::AdcVariation::new(0.5, 0.0, 0.0).unwrap());
+        assert!(xb.cancelled_off(&adc_only, &ideal).is_none());
     }
 
     #[test]

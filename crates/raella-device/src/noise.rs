@@ -196,10 +196,18 @@ impl DeviceNoise {
     /// ADCs may still be non-ideal).
     #[must_use]
     pub fn levels_exact(&self) -> bool {
+        self.on_off_ratio.is_infinite() && self.levels_exact_above_off()
+    }
+
+    /// True when every programmed conductance is its target level plus the
+    /// same OFF conductance ([`Self::off_level`], possibly zero): no
+    /// variation, stuck cells, drift or IR drop. A 2T2R pair's OFF currents
+    /// then cancel exactly in its analog subtraction.
+    #[must_use]
+    pub fn levels_exact_above_off(&self) -> bool {
         self.programming_sigma == 0.0
             && self.stuck_at_zero == 0.0
             && self.stuck_at_max == 0.0
-            && self.on_off_ratio.is_infinite()
             && self.table.is_none()
             && self.drift.is_none()
             && self.ir_drop.is_none()

@@ -159,6 +159,10 @@ pub struct ProgrammedLayer {
     /// Every crossbar ideal: column sums and magnitudes are exact integer
     /// products ([`ProgrammedCrossbar::column_sums_int`]).
     integer_sums: bool,
+    /// 2T2R with only a finite OFF state: the crossbars a run without read
+    /// noise reads, the pairs' OFF currents cancelled
+    /// ([`raella_device::Crossbar::cancelled_off`]; ideal, so integer sums).
+    cancelled: Option<Vec<ProgrammedCrossbar>>,
     /// Per crossbar, per used column: its ADC's drawn non-idealities (one ADC
     /// instance per column), when ADC variation is on.
     adcs: Option<Vec<Vec<AdcInstance>>>,
@@ -199,7 +203,7 @@ impl ProgrammedLayer {
     /// never do.
     pub fn prepare_reads(&self, cfg: &RunConfig) {
         let recovery = cfg.input.recovers();
-        self.crossbars.par_iter().for_each(|x| {
+        self.crossbars_for(cfg).0.par_iter().for_each(|x| {
             let perturbed = !cfg.column_noise.is_off() || self.adcs.is_some() || !x.is_ideal();
             // Exact reads serve unperturbed recovery and recovery through
             // the ADC instances alone.
@@ -245,7 +249,14 @@ impl ProgrammedLayer {
                 crossbars = crossbars.iter().map(|px| px.scaled(alpha)).collect();
             }
         }
+        let cancelled: Option<Vec<ProgrammedCrossbar>> = mapped
+            .crossbars()
+            .par_iter()
+            .zip(&crossbars)
+            .map(|(x, px)| x.crossbar.cancelled_off(noise, px))
+            .collect();
         let mut layer = Self::new(mapped, crossbars);
+        layer.cancelled = cancelled;
         if !noise.adc().is_off() {
             layer.adcs = Some(
                 layer
@@ -270,7 +281,26 @@ impl ProgrammedLayer {
             mapped,
             crossbars,
             integer_sums,
+            cancelled: None,
             adcs: None,
+        }
+    }
+
+    /// The crossbars a run under `cfg` reads: [`Self::crossbars`], or on
+    /// 2T2R with only a finite OFF state and no read noise, the same levels
+    /// with the pairs' OFF currents cancelled
+    /// ([`raella_device::Crossbar::cancelled_off`]: ideal devices, whose
+    /// integer sums the analog subtraction gives exactly).
+    #[must_use]
+    pub fn crossbars_read(&self, cfg: &RunConfig) -> &[ProgrammedCrossbar] {
+        self.crossbars_for(cfg).0
+    }
+
+    /// [`Self::crossbars_read`], and whether their sums are exact integers.
+    fn crossbars_for(&self, cfg: &RunConfig) -> (&[ProgrammedCrossbar], bool) {
+        match &self.cancelled {
+            Some(c) if cfg.column_noise.is_off() => (c, true),
+            _ => (&self.crossbars, self.integer_sums),
         }
     }
 
@@ -450,19 +480,19 @@ impl ProgrammedLayer {
         saturated: bool,
     ) -> (Array2<i64>, LayerStats) {
         let n = x.nrows();
+        let (crossbars, _) = self.crossbars_for(cfg);
         // Narrow layers (depthwise groups) take longer chunks, so per-chunk
         // costs stay small against the work; results do not depend on this.
         // Wide crossbars keep them shorter: a chunk's buffers are `vectors x
         // columns` per crossbar, and stay in cache between the slices' passes.
-        let widest = self
-            .crossbars
+        let widest = crossbars
             .iter()
             .map(ProgrammedCrossbar::used_cols)
             .max()
             .unwrap_or(0);
         let chunk = (CHUNK_ELEMENTS / self.mapped.inputs().max(widest).max(1))
             .clamp(CHUNK_VECTORS, 16 * CHUNK_VECTORS);
-        let luts = Luts::new(cfg, self.crossbars.len());
+        let luts = Luts::new(cfg, crossbars.len());
         let width = self.gather_width(gather);
         let mut y = Array2::<i64>::zeros((n, width));
         // Each chunk writes its rows of `y` in place; the statistics are added
@@ -492,8 +522,7 @@ impl ProgrammedLayer {
         // Once per pass, not per chunk: real-valued level sums' products
         // would otherwise round differently with the chunk size.
         let cycles = n as u64 * (cfg.input.slicing().widths().len() as u64 + recovery_cycles(cfg));
-        stats.activity.cell_level_reads = self
-            .crossbars
+        stats.activity.cell_level_reads = crossbars
             .iter()
             .map(|px| cycles as f64 * px.level_sum())
             .sum();
@@ -559,6 +588,7 @@ impl ProgrammedLayer {
         mut y: ArrayViewMut2<'_, i64>,
     ) -> LayerStats {
         let m = &self.mapped;
+        let (crossbars, integer_sums) = self.crossbars_for(cfg);
         let b = x.nrows();
         let slicing = cfg.input.slicing();
         let (widths, shifts) = (slicing.widths(), slicing.shifts());
@@ -581,7 +611,7 @@ impl ProgrammedLayer {
             vectors: as_u64(b),
             macs: as_u64(b * m.outputs() * m.inputs()),
             flagged_by_slice: if speculative { vec![0; ns] } else { vec![] },
-            crossbars: as_u64(self.crossbars.len()),
+            crossbars: as_u64(crossbars.len()),
             ..LayerStats::default()
         };
         stats.activity.max_level = m.config().geometry.max_level();
@@ -640,8 +670,8 @@ impl ProgrammedLayer {
                 .zip(widths)
                 .map(|(&sh, &w)| (sh, u8::try_from((1u32 << w) - 1).unwrap_or(u8::MAX)))
                 .collect();
-            let pulses = if self.integer_sums {
-                let stride = self.crossbars[xi].pulse_stride();
+            let pulses = if integer_sums {
+                let stride = crossbars[xi].pulse_stride();
                 let mut slices: Vec<Vec<u8>> = cuts.iter().map(|_| vec![0u8; b * stride]).collect();
                 // Narrow rows: the slices and their rows' pulses in one pass
                 // over the inputs ([`slices_and_totals`]).
@@ -691,7 +721,7 @@ impl ProgrammedLayer {
                 // ([`row_totals`]; exact: a value applies at most 263 pulses;
                 // a slice's padding pulses are zero and fold into no row).
                 Pulses::Int(slices) if b < (u32::MAX / 263) as usize => {
-                    let stride = self.crossbars[xi].pulse_stride();
+                    let stride = crossbars[xi].pulse_stride();
                     for p in slices {
                         row_totals(p, stride, u32::from, &mut row_pulses);
                     }
@@ -734,7 +764,7 @@ impl ProgrammedLayer {
 
             while xi < m.crossbars().len() && m.crossbars()[xi].row_block == rb {
                 let mx = &m.crossbars()[xi];
-                let px = &self.crossbars[xi];
+                let px = &crossbars[xi];
                 let cols = px.used_cols();
                 let mut acc = {
                     let mut a = std::mem::take(&mut scratch.acc);

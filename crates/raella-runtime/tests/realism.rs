@@ -139,6 +139,101 @@ fn a_finite_off_state_is_subtracted_digitally() {
     );
 }
 
+#[test]
+fn two_t2r_pairs_cancel_the_off_state() {
+    // Center+Offset on 4-bit 2T2R devices, RAELLA's ADC, speculation and
+    // recovery; ratio 15: G_off = 15 / 14 of a level step, fractional.
+    let w = weights(40, 300, 11);
+    let x = inputs(500, 300, 12);
+    let cfg = CompileConfig {
+        geometry: CrossbarGeometry::new(128, 64, CellKind::TwoT2R, 4).unwrap(),
+        encoding: Encoding::CenterOffset(CenterRule::Mean),
+        weight_slicing: Slicing::parse("4-4").unwrap(),
+    };
+    let mapped = compile(w.view(), &cfg, None).unwrap();
+    let run = RunConfig::raella();
+    let ratio = 15.0;
+    let off = DeviceNoise::default().with_on_off_ratio(ratio).unwrap();
+    let layer = ProgrammedLayer::program(mapped.clone(), &off, 3);
+    // The programmed conductances carry the OFF state (real-valued).
+    assert!(layer.crossbars().iter().all(|p| !p.is_integral()));
+    // Without read noise, a run reads them as the integer levels.
+    assert!(layer.crossbars_read(&run).iter().all(|p| p.is_ideal()));
+    let got = layer.run_columns(x.view(), &run).unwrap();
+    // Every column's value as the programmed conductances give it, each
+    // read converted by the ideal ADC: the pairs' OFF currents cancel.
+    let want = direct_columns(&layer, &x, &run, |_, _, _, _, (s, _, _)| run.adc.convert(s));
+    assert_eq!(got.outputs.mapv(i64::from), want);
+    // The same conversions as ideal devices, more cell activity: every
+    // device's OFF conductance draws current (two per cell, `15 / 14` each).
+    let ideal = ProgrammedLayer::ideal(mapped.clone())
+        .run_columns(x.view(), &run)
+        .unwrap();
+    assert_eq!(got.outputs, ideal.outputs);
+    assert_eq!(got.stats.flagged, ideal.stats.flagged);
+    assert!(got.stats.flagged > 0, "nothing flagged");
+    assert_eq!(
+        got.stats.recovery_conversions,
+        ideal.stats.recovery_conversions
+    );
+    let (a, b) = (&got.stats.activity, &ideal.stats.activity);
+    assert_eq!(a.conversions, b.conversions);
+    assert_eq!(a.saturated_conversions, b.saturated_conversions);
+    let g_off = 15.0 / (ratio - 1.0);
+    let cells: usize = layer
+        .crossbars()
+        .iter()
+        .map(|p| p.used_rows() * p.used_cols())
+        .sum();
+    let cycles = a.crossbar_cycles as f64 / layer.crossbars().len() as f64;
+    let want_levels = b.cell_level_reads + cycles * 2.0 * g_off * cells as f64;
+    assert!(
+        (a.cell_level_reads / want_levels - 1.0).abs() < 1e-6,
+        "{} vs {want_levels}",
+        a.cell_level_reads
+    );
+    assert!(a.cell_charge > b.cell_charge);
+    // With ADC variation too: the instances' conversions of the same sums.
+    let adc = AdcVariation::new(0.5, 0.05, 0.0).unwrap();
+    let both = ProgrammedLayer::program(mapped.clone(), &off.clone().with_adc(adc), 3)
+        .run_columns(x.view(), &run)
+        .unwrap();
+    let adc_only =
+        ProgrammedLayer::program(mapped.clone(), &DeviceNoise::default().with_adc(adc), 3)
+            .run_columns(x.view(), &run)
+            .unwrap();
+    assert_eq!(both.outputs, adc_only.outputs);
+    assert_eq!(both.stats.flagged, adc_only.stats.flagged);
+    // Under read noise the OFF conductances add to the magnitudes the noise
+    // scales with: the programmed conductances are read, not the cancelled
+    // levels (more noise than on ideal devices, the same draws).
+    let noisy = RunConfig {
+        column_noise: raella_device::ColumnNoise::new(0.08).unwrap(),
+        ..run
+    };
+    assert!(
+        layer
+            .crossbars_read(&noisy)
+            .iter()
+            .all(|p| !p.is_integral())
+    );
+    let with_off = layer.run_columns(x.view(), &noisy).unwrap();
+    let without = ProgrammedLayer::ideal(mapped)
+        .run_columns(x.view(), &noisy)
+        .unwrap();
+    let err = |o: &raella_runtime::LayerOutput| -> i64 {
+        (&o.outputs - &ideal.outputs)
+            .mapv(|d| i64::from(d).abs())
+            .sum()
+    };
+    assert!(
+        err(&with_off) > err(&without),
+        "{} vs {}",
+        err(&with_off),
+        err(&without)
+    );
+}
+
 /// Which read of a column [`direct_columns`] converts: primary input slice
 /// `j`, or bit `t` of slice `j` when that slice is re-read after a flag.
 #[derive(Clone, Copy)]
