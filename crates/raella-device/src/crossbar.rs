@@ -183,31 +183,33 @@ impl Crossbar {
             .collect()
     }
 
-    /// What a run without read noise reads in place of `programmed` (this
-    /// crossbar programmed under `noise`), when that is exact integers: on
-    /// 2T2R, with `noise` adding only a finite OFF state
-    /// ([`DeviceNoise::levels_exact_above_off`]), both devices of a pair
-    /// carry the same OFF conductance, which cancels in the pair's analog
-    /// subtraction, so `G+ - G-` is exactly the levels' difference (the `f32`
-    /// difference of `L+ + G_off` and `L- + G_off` in `programmed` carries
-    /// rounding residues of a few ulps that the analog subtraction does not
-    /// have). The crossbar returned has the ideal levels (the integer
-    /// kernels and exact reads) and `programmed`'s cell activity (its row
-    /// magnitudes and level sum, which count the OFF conductances). Its own
-    /// magnitudes `G+ + G-` leave the OFF conductances out: read noise, which
-    /// scales with them, reads `programmed`. `None` otherwise (1T1R, any
-    /// other non-ideality, no OFF conductance (`programmed` is then ideal
-    /// itself), or levels whose pairs do not pack).
+    /// The integer levels a run may read in place of `programmed` (this
+    /// crossbar programmed under `noise`) when `noise` adds only a finite OFF
+    /// state ([`DeviceNoise::levels_exact_above_off`]): every device is its
+    /// level plus the same OFF conductance `G_off`.
+    ///
+    /// - 2T2R: a pair's OFF currents cancel in its analog subtraction, so
+    ///   `G+ - G-` is exactly the levels' difference (the `f32` difference of
+    ///   `L+ + G_off` and `L- + G_off` in `programmed` carries rounding
+    ///   residues of a few ulps that the analog subtraction does not have).
+    /// - 1T1R: each column carries its levels' sum plus `G_off` per pulse:
+    ///   the returned crossbar keeps [`ProgrammedCrossbar::off_per_pulse`],
+    ///   which the reader adds before the ADC (exactly: `S + G_off P`).
+    ///
+    /// The crossbar returned has the ideal levels (the integer kernels and
+    /// exact reads) and `programmed`'s cell activity (its row magnitudes and
+    /// level sum, which count the OFF conductances). Its own magnitudes `G+ +
+    /// G-` leave the OFF conductances out: read noise, which scales with
+    /// them, reads `programmed`. `None` otherwise (any other non-ideality,
+    /// no OFF conductance (`programmed` is then ideal itself), or levels
+    /// whose pairs do not pack).
     #[must_use]
-    pub fn cancelled_off(
+    pub fn exact_off(
         &self,
         noise: &DeviceNoise,
         programmed: &ProgrammedCrossbar,
     ) -> Option<ProgrammedCrossbar> {
-        if self.geometry.cell() != CellKind::TwoT2R
-            || !noise.levels_exact_above_off()
-            || programmed.stuck_devices != 0
-            || programmed.is_ideal()
+        if !noise.levels_exact_above_off() || programmed.stuck_devices != 0 || programmed.is_ideal()
         {
             return None;
         }
@@ -221,6 +223,7 @@ impl Crossbar {
         }
         ideal.row_magnitude.clone_from(&programmed.row_magnitude);
         ideal.level_sum = programmed.level_sum;
+        ideal.off_per_pulse = programmed.off_per_pulse;
         Some(ideal)
     }
 
@@ -483,6 +486,8 @@ pub struct ProgrammedCrossbar {
     /// its low six bits, the rest over 64 (the kernels' level range), and
     /// the largest column total.
     squares_packed: std::sync::OnceLock<Option<(PackedLevels, Option<PackedLevels>, u64)>>,
+    /// The largest column sum of `G+ - G-` (integer levels), on first use.
+    largest_column: std::sync::OnceLock<Option<i64>>,
 }
 
 impl ProgrammedCrossbar {
@@ -576,6 +581,7 @@ impl ProgrammedCrossbar {
             squares: std::sync::OnceLock::new(),
             square_planes: std::sync::OnceLock::new(),
             squares_packed: std::sync::OnceLock::new(),
+            largest_column: std::sync::OnceLock::new(),
         }
     }
 
@@ -676,6 +682,23 @@ impl ProgrammedCrossbar {
                 })
             })
             .as_ref()
+    }
+
+    /// The largest sum of `G+ - G-` over the rows of any column, for integer
+    /// levels (a column's largest 1-bit read when every level is
+    /// non-negative, as on 1T1R); built on first use.
+    #[must_use]
+    pub fn largest_column_sum(&self) -> Option<i64> {
+        *self.largest_column.get_or_init(|| {
+            let i = self.ints.as_ref()?;
+            let mut sums = vec![0i64; self.cols];
+            for row in i.diff.chunks_exact(self.cols.max(1)) {
+                for (s, &d) in sums.iter_mut().zip(row) {
+                    *s += i64::from(d);
+                }
+            }
+            Some(sums.into_iter().max().unwrap_or(0))
+        })
     }
 
     /// Nominal OFF current per pulse and row reaching each column, in level
@@ -2888,13 +2911,13 @@ mod tests {
     }
 
     #[test]
-    fn two_t2r_pairs_without_variation_cancel_the_off_state() {
+    fn an_exact_off_state_reads_the_integer_levels() {
         // Ratio 15 on 4-bit devices: G_off = 15 / 14, fractional.
         let off = DeviceNoise::default().with_on_off_ratio(15.0).unwrap();
         let xb = levels_xbar(CellKind::TwoT2R, 200, 48);
         let px = xb.program(Some(&off), &mut stream_rng(5, &[]));
         assert!(!px.is_integral());
-        let c = xb.cancelled_off(&off, &px).expect("2T2R, OFF state alone");
+        let c = xb.exact_off(&off, &px).expect("2T2R, OFF state alone");
         let ideal = xb.program(None, &mut stream_rng(5, &[]));
         assert!(c.is_ideal());
         // The ideal levels' differences, within a few ulps of the programmed ones.
@@ -2908,20 +2931,25 @@ mod tests {
         #[allow(clippy::cast_precision_loss)]
         let want = ideal.level_sum() + 2.0 * g_off * (200 * 48) as f64;
         assert!((px.level_sum() / want - 1.0).abs() < 1e-6);
-        // Not for 1T1R (its column collects the OFF currents), nor with any
-        // variation, nor without an OFF conductance.
+        // 1T1R: the levels, and the OFF current per pulse the column carries.
         let xb1 = levels_xbar(CellKind::OneT1R, 200, 48);
         let px1 = xb1.program(Some(&off), &mut stream_rng(5, &[]));
-        assert!(xb1.cancelled_off(&off, &px1).is_none());
+        let c1 = xb1.exact_off(&off, &px1).expect("1T1R, OFF state alone");
+        assert!(c1.is_ideal());
+        assert_eq!(c1.diff(), xb1.program(None, &mut stream_rng(5, &[])).diff());
+        assert_eq!(c1.off_per_pulse(), px1.off_per_pulse());
+        assert!((f64::from(c1.off_per_pulse()) - g_off).abs() < 1e-6);
+        assert_eq!(c1.level_sum().to_bits(), px1.level_sum().to_bits());
+        // Not with any variation, nor without an OFF conductance.
         let varied = DeviceNoise::new(0.02, 0.0, 0.0)
             .unwrap()
             .with_on_off_ratio(15.0)
             .unwrap();
         let pv = xb.program(Some(&varied), &mut stream_rng(5, &[]));
-        assert!(xb.cancelled_off(&varied, &pv).is_none());
+        assert!(xb.exact_off(&varied, &pv).is_none());
         let adc_only =
             DeviceNoise::default().with_adc(crate::AdcVariation::new(0.5, 0.0, 0.0).unwrap());
-        assert!(xb.cancelled_off(&adc_only, &ideal).is_none());
+        assert!(xb.exact_off(&adc_only, &ideal).is_none());
     }
 
     #[test]

@@ -159,10 +159,10 @@ pub struct ProgrammedLayer {
     /// Every crossbar ideal: column sums and magnitudes are exact integer
     /// products ([`ProgrammedCrossbar::column_sums_int`]).
     integer_sums: bool,
-    /// 2T2R with only a finite OFF state: the crossbars a run without read
-    /// noise reads, the pairs' OFF currents cancelled
-    /// ([`raella_device::Crossbar::cancelled_off`]; ideal, so integer sums).
-    cancelled: Option<Vec<ProgrammedCrossbar>>,
+    /// A finite OFF state alone: the integer levels that runs without read
+    /// noise read ([`raella_device::Crossbar::exact_off`]; on 1T1R also
+    /// without ADC variation and recovery).
+    exact_off: Option<Vec<ProgrammedCrossbar>>,
     /// Per crossbar, per used column: its ADC's drawn non-idealities (one ADC
     /// instance per column), when ADC variation is on.
     adcs: Option<Vec<Vec<AdcInstance>>>,
@@ -249,14 +249,14 @@ impl ProgrammedLayer {
                 crossbars = crossbars.iter().map(|px| px.scaled(alpha)).collect();
             }
         }
-        let cancelled: Option<Vec<ProgrammedCrossbar>> = mapped
+        let exact_off: Option<Vec<ProgrammedCrossbar>> = mapped
             .crossbars()
             .par_iter()
             .zip(&crossbars)
-            .map(|(x, px)| x.crossbar.cancelled_off(noise, px))
+            .map(|(x, px)| x.crossbar.exact_off(noise, px))
             .collect();
         let mut layer = Self::new(mapped, crossbars);
-        layer.cancelled = cancelled;
+        layer.exact_off = exact_off;
         if !noise.adc().is_off() {
             layer.adcs = Some(
                 layer
@@ -281,16 +281,18 @@ impl ProgrammedLayer {
             mapped,
             crossbars,
             integer_sums,
-            cancelled: None,
+            exact_off: None,
             adcs: None,
         }
     }
 
-    /// The crossbars a run under `cfg` reads: [`Self::crossbars`], or on
-    /// 2T2R with only a finite OFF state and no read noise, the same levels
-    /// with the pairs' OFF currents cancelled
-    /// ([`raella_device::Crossbar::cancelled_off`]: ideal devices, whose
-    /// integer sums the analog subtraction gives exactly).
+    /// The crossbars a run under `cfg` reads: [`Self::crossbars`], or with
+    /// a finite OFF state alone, their integer levels
+    /// ([`raella_device::Crossbar::exact_off`]), when no read noise needs
+    /// the OFF conductances' magnitudes: on 2T2R, whose pairs cancel the OFF
+    /// currents, always; on 1T1R, whose columns carry them, without ADC
+    /// variation and recovery (the integer pass adds the exact OFF current,
+    /// `G_off P`, before the ADC and removes its nominal value after).
     #[must_use]
     pub fn crossbars_read(&self, cfg: &RunConfig) -> &[ProgrammedCrossbar] {
         self.crossbars_for(cfg).0
@@ -298,8 +300,14 @@ impl ProgrammedLayer {
 
     /// [`Self::crossbars_read`], and whether their sums are exact integers.
     fn crossbars_for(&self, cfg: &RunConfig) -> (&[ProgrammedCrossbar], bool) {
-        match &self.cancelled {
-            Some(c) if cfg.column_noise.is_off() => (c, true),
+        match &self.exact_off {
+            Some(c)
+                if cfg.column_noise.is_off()
+                    && (c.iter().all(|px| px.off_per_pulse() == 0.0)
+                        || (self.adcs.is_none() && !cfg.input.recovers())) =>
+            {
+                (c, true)
+            }
             _ => (&self.crossbars, self.integer_sums),
         }
     }
@@ -1016,7 +1024,77 @@ impl ProgrammedLayer {
                     let sh = shifts[j];
                     flagged.clear();
                     let drop_flagged = speculative && recovery;
+                    // 1T1R with an exact OFF conductance: whether a code can
+                    // clamp. The OFF current grows with the pulses, so it is
+                    // at most `R_max`, that of every row at the slice's
+                    // largest pulse; with the largest column sum under it
+                    // strictly below the top code, every code is the sum
+                    // plus the OFF current's, in range and unflagged, and
+                    // the correction leaves the sum (the levels are
+                    // non-negative, so no sum falls below the bottom code):
+                    // the plain integer pass gives the same codes and counts
+                    // (a half-LSB tie of the OFF current either way).
+                    let off_clamps = off > 0.0 && {
+                        let top = (1i64 << widths[j]) - 1;
+                        #[allow(
+                            clippy::cast_precision_loss,
+                            clippy::cast_possible_truncation,
+                            clippy::cast_possible_wrap
+                        )]
+                        let r_max =
+                            round_half_away(off_current(off, (px.used_rows() as i64 * top) as f32))
+                                as i64;
+                        px.largest_column_sum()
+                            .is_none_or(|m| m * top + r_max >= i64::from(adc.max_code()))
+                    };
                     let counts = match &sums {
+                        // 1T1R with an exact OFF conductance (no read noise,
+                        // ADC variation or recovery: `crossbars_for`): every
+                        // column of vector `v` carries `S + G_off P_v` (`P_v`
+                        // the slice's pulses), which the ADC converts as the
+                        // integer `S + R_v`, `R_v = round(G_off P_v)`; the
+                        // digital side removes `R_v` ([`off_corrected`]: an
+                        // in-range code becomes `S`, a clamped one `code -
+                        // R_v`). The sum exact, not the `f32` product's: a
+                        // half-LSB tie of `G_off P_v` rounds as `R_v` does.
+                        Sums::Int(sums) if off_clamps => {
+                            let Pulses::Int(slices) = &pulses else {
+                                unreachable!("integer sums come from integer pulses")
+                            };
+                            let (stride, width) = (px.pulse_stride(), cols.max(1));
+                            let shifted = &mut scratch.shifted;
+                            shifted.clear();
+                            let mut nominal = Vec::with_capacity(b);
+                            for (srow, prow) in
+                                sums.chunks_exact(width).zip(slices[j].chunks_exact(stride))
+                            {
+                                // At most 2^24 pulses: exact in `f32`.
+                                #[allow(
+                                    clippy::cast_precision_loss,
+                                    clippy::cast_possible_truncation
+                                )]
+                                let r =
+                                    round_half_away(off_current(off, lane_sum(prow) as f32)) as i32;
+                                nominal.push(i64::from(r) << sh);
+                                shifted.extend(srow.iter().map(|&s| s + r));
+                            }
+                            let counts = convert_shift_add_int(
+                                &adc,
+                                shifted,
+                                cols,
+                                &mut acc,
+                                sh,
+                                (drop_flagged, false),
+                                (&mut flagged, &mut scratch.flag_words),
+                            );
+                            let flat = acc.as_slice_mut().expect("standard layout");
+                            for (arow, &r) in flat.chunks_exact_mut(width).zip(&nominal) {
+                                for a in arow {
+                                    *a -= r;
+                                }
+                            }
+                            counts
+                        }
                         Sums::Int(sums) if shift_tile.is_some() => {
                             let tile = shift_tile.expect("tested");
                             let shifted = &mut scratch.shifted;

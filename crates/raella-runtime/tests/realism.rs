@@ -234,6 +234,90 @@ fn two_t2r_pairs_cancel_the_off_state() {
     );
 }
 
+#[test]
+fn a_1t1r_off_state_takes_the_integer_pass() {
+    // ISAAC's 2-bit 1T1R devices and 8-bit ADC, one input bit per cycle; the
+    // photograph-like inputs and all-ones inputs, which clamp many sums.
+    let w = weights(24, 200, 13);
+    let mut x = inputs(300, 200, 14);
+    x.slice_mut(ndarray::s![..40, ..]).fill(255);
+    let cfg = CompileConfig {
+        geometry: CrossbarGeometry::new(128, 128, CellKind::OneT1R, 2).unwrap(),
+        encoding: Encoding::UnsignedOffset { bit_flip: true },
+        weight_slicing: Slicing::parse("2x4").unwrap(),
+    };
+    let mapped = compile(w.view(), &cfg, None).unwrap();
+    let run = RunConfig::isaac();
+    let slicing = run.input.slicing();
+    // Ratio 2.5: G_off = 2 level steps (the all-ones inputs clamp); 3 and 4:
+    // 3 / 2 and 1; 5: 3 / 4 (half-LSB ties whenever the pulses are 2 mod 4,
+    // exact in `f32` either way); 30: 3 / 29, not representable. (The
+    // engine's integer pass skips the OFF current where no code can clamp.)
+    for ratio in [2.5, 3.0, 4.0, 5.0, 30.0] {
+        let off = DeviceNoise::default().with_on_off_ratio(ratio).unwrap();
+        let layer = ProgrammedLayer::program(mapped.clone(), &off, 3);
+        assert!(layer.crossbars_read(&run).iter().all(|p| p.is_ideal()));
+        let got = layer.run_columns(x.view(), &run).unwrap();
+        // Directly from the programmed conductances (each `L + G_off`): the
+        // ADC's code of the column's current, less the nominal OFF current
+        // (an in-range code as `round(sum - G_off P)`, a clamped one as
+        // `code - round(G_off P)`).
+        let want = direct_columns(&layer, &x, &run, |xi, v, _, which, (s, _, _)| {
+            let Read::Slice(j) = which else {
+                unreachable!("no recovery")
+            };
+            let row0 = layer.mapped().crossbars()[xi].row_start;
+            let px = &layer.crossbars()[xi];
+            let pulses: u32 = (0..px.used_rows())
+                .map(|r| slicing.slice(u32::from(x[[v, row0 + r]]), j))
+                .sum();
+            #[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation)]
+            let round = |f: f32| (f + 0.5f32.copysign(f)).trunc() as i32;
+            #[allow(clippy::cast_precision_loss)]
+            let nominal = px.off_per_pulse() * pulses as f32;
+            let conv = run.adc.convert(s);
+            raella_device::Conversion {
+                code: if conv.in_range {
+                    round(s - nominal)
+                } else {
+                    conv.code - round(nominal)
+                },
+                ..conv
+            }
+        });
+        assert_eq!(got.outputs.mapv(i64::from), want, "ratio {ratio}");
+        // The OFF current uses up range: up to ratio 5, the all-ones inputs'
+        // sums clamp (30,400-30,720 of them; none on ideal devices, nor at 30).
+        let ideal = ProgrammedLayer::ideal(mapped.clone())
+            .run_columns(x.view(), &run)
+            .unwrap();
+        let sat = |o: &raella_runtime::LayerOutput| o.stats.activity.saturated_conversions;
+        if ratio < 10.0 {
+            assert!(
+                sat(&got) > 1000 + sat(&ideal),
+                "{} vs {}",
+                sat(&got),
+                sat(&ideal)
+            );
+        }
+        assert_eq!(
+            got.stats.activity.conversions,
+            ideal.stats.activity.conversions
+        );
+        // With recovery, or ADC variation, the programmed conductances.
+        let spec = RunConfig {
+            input: InputMode::raella(),
+            ..run
+        };
+        assert!(layer.crossbars_read(&spec).iter().all(|p| !p.is_integral()));
+        let varied = off
+            .clone()
+            .with_adc(AdcVariation::new(0.5, 0.0, 0.0).unwrap());
+        let layer = ProgrammedLayer::program(mapped.clone(), &varied, 3);
+        assert!(layer.crossbars_read(&run).iter().all(|p| !p.is_integral()));
+    }
+}
+
 /// Which read of a column [`direct_columns`] converts: primary input slice
 /// `j`, or bit `t` of slice `j` when that slice is re-read after a flag.
 #[derive(Clone, Copy)]
