@@ -802,9 +802,9 @@ impl ProgrammedLayer {
                         .is_some_and(|limit| limit.saturating_mul(max_pulse_sq) < 1 << 24);
                 let noisy_int = lumped_int || device_int;
                 // ADC variation alone on ideal devices: exact integer sums, each
-                // through its column's instance and converted in one pass
-                // ([`convert_shift_add_instances`]), recovered from the exact
-                // planes ([`recover_exact_instances`]).
+                // through its column's instance ([`transfer_codes`]) and then
+                // the integer pass, recovered from the exact planes
+                // ([`recover_exact_instances`]).
                 let inst_int =
                     matches!(pulses, Pulses::Int(_)) && self.instances_read_exact(px, cfg);
                 // ADC instances that only shift the integer sums
@@ -1115,15 +1115,19 @@ impl ProgrammedLayer {
                                 (&mut flagged, &mut scratch.flag_words),
                             )
                         }
-                        Sums::Int(sums) if inst_int => convert_shift_add_instances(
-                            &adc,
-                            sums,
-                            adcs.expect("ADC instances"),
-                            &mut acc,
-                            sh,
-                            drop_flagged,
-                            &mut flagged,
-                        ),
+                        Sums::Int(sums) if inst_int => {
+                            let codes = &mut scratch.shifted;
+                            transfer_codes(&adc, sums, adcs.expect("ADC instances"), cols, codes);
+                            convert_shift_add_int(
+                                &adc,
+                                codes,
+                                cols,
+                                &mut acc,
+                                sh,
+                                (drop_flagged, false),
+                                (&mut flagged, &mut scratch.flag_words),
+                            )
+                        }
                         Sums::Int(sums) if noisy_int => convert_shift_add_noisy(
                             &adc,
                             sums,
@@ -1971,6 +1975,20 @@ fn adc_step(sum: f32, lo: f32, hi: f32, signed: bool, drop_flagged: bool) -> Ste
     }
 }
 
+/// The integer an integral `x` with `|x| < 2^22` holds (an ADC code), as
+/// `x as i32` gives it: `x + 1.5 x 2^23` puts it in the low mantissa bits,
+/// read back as an integer. Unlike the saturating cast, which LLVM leaves
+/// as one scalar conversion per value, it vectorises ([`integral_i64`]).
+#[inline(always)]
+fn small_integral_i32(x: f32) -> i32 {
+    const MAGIC: f32 = 12_582_912.0;
+    debug_assert!(x.fract() == 0.0 && x.abs() < 4_194_304.0, "{x}");
+    // Two's complement: the mantissa's offset from `MAGIC`'s is the integer.
+    #[allow(clippy::cast_possible_wrap)]
+    let v = (x + MAGIC).to_bits().wrapping_sub(MAGIC.to_bits()) as i32;
+    v
+}
+
 /// The integer an integral `x` holds (a code, or a code less a rounded OFF
 /// current: `|x| < 2^25`), as `x as i64` gives it: `x + 1.5 x 2^52` in `f64`
 /// puts it in the low mantissa bits, read back as an integer. Exact for
@@ -1986,16 +2004,6 @@ fn integral_i64(x: f32) -> i64 {
         .to_bits()
         .wrapping_sub(MAGIC.to_bits()) as i64;
     v
-}
-
-/// Appends `(v, base + i)` for every set bit `i` of `word` (the flags of up
-/// to 64 columns from `base`), in column order.
-#[inline(always)]
-fn push_flagged(mut word: u64, v: usize, base: usize, flagged: &mut Vec<(usize, usize)>) {
-    while word != 0 {
-        flagged.push((v, base + word.trailing_zeros() as usize));
-        word &= word - 1;
-    }
 }
 
 /// The value the digital side keeps of one conversion of `sum` whose code is
@@ -2082,152 +2090,54 @@ fn convert_real_row<const SIGNED: bool, const DROP: bool>(
     (in_range, saturated, inexact)
 }
 
-/// [`convert_shift_add`] of exact integer sums through the columns' ADC
-/// instances (no OFF current), in one pass: each sum as `f32` (exact below
-/// 2^24), its instance's [`AdcInstance::transfer`], the conversion
-/// ([`adc_step`]) and the shift-add, listing the saturated codes as
-/// [`convert_shift_add_int`] does. The same values and counts as copying the
-/// sums to `f32`, transferring them, [`convert_shift_add`] and
-/// [`find_flagged`], without the copies.
+/// Each exact integer sum's code as its column's ADC instance gives it,
+/// unclamped, into `out`: `round(transfer(s))` ([`AdcInstance::transfer`],
+/// without an INL bow [`linear_transfer`]), held to `lo - 1 ..= hi + 1`.
+/// The integer pass ([`convert_shift_add_int`]) over these gives the same
+/// codes, range tests, flags and counts as [`adc_step`] of the transfers:
+/// it clamps the held value to the same code, and the value is in range
+/// exactly when the rounded transfer is. The instances' parameters are
+/// tiled over whole vectors (a multiple of 64 values), so narrow crossbars'
+/// loops vectorise across the vectors.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn convert_shift_add_instances(
-    adc: &Adc,
-    sums: &[i32],
-    inst: &[AdcInstance],
-    acc: &mut Array2<i64>,
-    shift: u32,
-    drop_flagged: bool,
-    flagged: &mut Vec<(usize, usize)>,
-) -> IntCounts {
+fn transfer_codes(adc: &Adc, sums: &[i32], inst: &[AdcInstance], cols: usize, out: &mut Vec<i32>) {
     let (lo, hi) = (adc.min_code() as f32, adc.max_code() as f32);
-    let signed = adc.signed();
-    let cols = acc.ncols().max(1);
-    // The instances' parameters as plain columns: the loop vectorises.
-    let inst = &inst[..cols.min(inst.len())];
-    let gain: Vec<f32> = inst.iter().map(|a| a.gain).collect();
-    let offset: Vec<f32> = inst.iter().map(|a| a.offset).collect();
-    let inl: Vec<f32> = inst.iter().map(|a| a.inl).collect();
+    let cols = cols.max(1);
+    let period = cols * 64usize.div_ceil(cols);
+    let tile = |f: fn(&AdcInstance) -> f32| -> Vec<f32> {
+        (0..period)
+            .map(|i| inst.get(i % cols).map_or(0.0, f))
+            .collect()
+    };
+    let (gain, offset, inl) = (tile(|a| a.gain), tile(|a| a.offset), tile(|a| a.inl));
     let bow = inl.iter().any(|&b| b != 0.0);
-    let mut total = IntCounts::default();
-    let acc = acc.as_slice_mut().expect("standard layout");
-    if cols < 32 {
-        // Narrow crossbars: the chunk's flat sums in blocks of 64 whatever
-        // vectors they span, as [`convert_shift_add_int`], with the
-        // parameters repeated over 64 vectors (`64 cols` values, a multiple
-        // of 64: a block starting at flat position `p` takes them from
-        // `p mod 64 cols`, the same column for every sum).
-        let period = 64 * cols;
-        let tile = |x: &[f32]| -> Vec<f32> { (0..period).map(|i| x[i % cols]).collect() };
-        let (gain, offset, inl) = (tile(&gain), tile(&offset), tile(&inl));
-        let mut at_row = FlagRows::new(cols);
-        for (wi, (sb, ab)) in sums.chunks(64).zip(acc.chunks_mut(64)).enumerate() {
-            let p = (wi * 64) % period;
-            let n = sb.len();
-            let block = InstanceBlock {
-                sums: sb,
-                instances: (&gain[p..p + n], &offset[p..p + n], &inl[p..p + n]),
-                codes: (lo, hi),
-                shift,
-                bow,
-            };
-            let (in_range, saturated, inexact, word) =
-                with_adc_flags!(signed, drop_flagged, InstanceBlock::convert(&block, ab));
-            total.add(in_range, saturated, inexact);
-            if drop_flagged {
-                at_row.push(word, wi * 64, flagged);
+    out.clear();
+    out.resize(sums.len(), 0);
+    // Plain loops over slices (an `extend` of a mapped iterator was left as
+    // a function of its own, compiled for the baseline: a `truncf` call per
+    // value).
+    for (block, ob) in sums.chunks(period).zip(out.chunks_mut(period)) {
+        // Exact: |s| < 2^24; the held value is a small integer.
+        #[allow(clippy::cast_precision_loss)]
+        if bow {
+            for ((((&s, o), &gain), &offset), &inl) in block
+                .iter()
+                .zip(ob.iter_mut())
+                .zip(&gain)
+                .zip(&offset)
+                .zip(&inl)
+            {
+                let y = AdcInstance { gain, offset, inl }.transfer(s as f32, lo, hi);
+                *o = small_integral_i32(round_half_away(y).clamp(lo - 1.0, hi + 1.0));
+            }
+        } else {
+            for (((&s, o), &gain), &offset) in
+                block.iter().zip(ob.iter_mut()).zip(&gain).zip(&offset)
+            {
+                let y = linear_transfer(gain, offset, s as f32);
+                *o = small_integral_i32(round_half_away(y).clamp(lo - 1.0, hi + 1.0));
             }
         }
-        return total;
-    }
-    for (v, (srow, arow)) in sums
-        .chunks_exact(cols)
-        .zip(acc.chunks_exact_mut(cols))
-        .enumerate()
-    {
-        for (wi, ((((sb, gb), ob), ib), ab)) in srow
-            .chunks(64)
-            .zip(gain.chunks(64))
-            .zip(offset.chunks(64))
-            .zip(inl.chunks(64))
-            .zip(arow.chunks_mut(64))
-            .enumerate()
-        {
-            let block = InstanceBlock {
-                sums: sb,
-                instances: (gb, ob, ib),
-                codes: (lo, hi),
-                shift,
-                bow,
-            };
-            let (in_range, saturated, inexact, word) =
-                with_adc_flags!(signed, drop_flagged, InstanceBlock::convert(&block, ab));
-            total.add(in_range, saturated, inexact);
-            if drop_flagged {
-                push_flagged(word, v, wi * 64, flagged);
-            }
-        }
-    }
-    total
-}
-
-/// Up to 64 sums of [`convert_shift_add_instances`]: their columns'
-/// instances (gain, offset, INL), the ADC's code range and the slice's shift.
-struct InstanceBlock<'a> {
-    sums: &'a [i32],
-    instances: (&'a [f32], &'a [f32], &'a [f32]),
-    codes: (f32, f32),
-    shift: u32,
-    /// Whether any instance has an INL bow; without one the transfer is
-    /// `gain * sum + offset` ([`linear_transfer`]).
-    bow: bool,
-}
-
-impl InstanceBlock<'_> {
-    /// Transfers, converts and shift-adds the block into `acc`: the in-range,
-    /// saturated and inexact counts, and the saturated codes' flags (bit `i`
-    /// for sum `i`, with `DROP`), as [`raella_device::convert_noisy_sums`].
-    #[inline(always)]
-    fn convert<const SIGNED: bool, const DROP: bool>(
-        &self,
-        acc: &mut [i64],
-    ) -> (u32, u32, u32, u64) {
-        let (lo, hi) = self.codes;
-        let (gain, offset, inl) = self.instances;
-        let (mut in_range, mut saturated, mut inexact) = (0u32, 0u32, 0u32);
-        let mut word = 0u64;
-        for (i, ((((&s, &g), &o), &b), a)) in self
-            .sums
-            .iter()
-            .zip(gain)
-            .zip(offset)
-            .zip(inl)
-            .zip(acc.iter_mut())
-            .enumerate()
-        {
-            // Exact: |s| < 2^24.
-            #[allow(clippy::cast_precision_loss)]
-            let y = if self.bow {
-                AdcInstance {
-                    gain: g,
-                    offset: o,
-                    inl: b,
-                }
-                .transfer(s as f32, lo, hi)
-            } else {
-                linear_transfer(g, o, s as f32)
-            };
-            let st = adc_step(y, lo, hi, SIGNED, DROP);
-            in_range += u32::from(st.ok);
-            saturated += u32::from(st.sat);
-            inexact += u32::from(st.keep && !st.ok);
-            if DROP {
-                word |= u64::from(st.sat) << i;
-            }
-            let c = if st.keep { integral_i64(st.code) } else { 0 };
-            *a += c << self.shift;
-        }
-        (in_range, saturated, inexact, word)
     }
 }
 

@@ -455,10 +455,29 @@ fn adc_variation_against_the_direct_evaluation(
         let got = layer.run_columns(x.view(), &run).unwrap();
         let adcs = layer.adc_instances().expect("ADC variation on");
         let (lo, hi) = (run.adc.min_code() as f32, run.adc.max_code() as f32);
-        let want = direct_columns(&layer, &x, &run, |xi, _, c, _, (s, _, _)| {
-            run.adc.convert(adcs[xi][c].transfer(s, lo, hi))
+        // The primary conversions in range, and the saturated ones of every read.
+        let (in_range, saturated) = (std::cell::Cell::new(0u64), std::cell::Cell::new(0u64));
+        let want = direct_columns(&layer, &x, &run, |xi, _, c, which, (s, _, _)| {
+            let conv = run.adc.convert(adcs[xi][c].transfer(s, lo, hi));
+            if matches!(which, Read::Slice(_)) {
+                in_range.set(in_range.get() + u64::from(conv.in_range));
+            }
+            saturated.set(saturated.get() + u64::from(conv.saturated));
+            conv
         });
         assert_eq!(got.outputs.mapv(i64::from), want, "{}", run.input);
+        assert_eq!(
+            got.stats.column_sums_in_range,
+            in_range.get(),
+            "{}",
+            run.input
+        );
+        assert_eq!(
+            got.stats.activity.saturated_conversions,
+            saturated.get(),
+            "{}",
+            run.input
+        );
         // The non-ideal ADCs change what is flagged.
         let ideal = ProgrammedLayer::ideal(mapped.clone())
             .run_columns(x.view(), &run)
