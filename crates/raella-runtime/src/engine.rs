@@ -108,6 +108,10 @@ struct Luts {
     /// columns' shifts), so the shifting loop runs over a chunk's flat sums.
     /// Built by the pass's first chunk on that crossbar.
     shifts: Vec<OnceLock<Option<Vec<i32>>>>,
+    /// Per crossbar with ADC instances that move codes, the instances'
+    /// parameters tiled over whole vectors for [`transfer_codes`]. Built by
+    /// the pass's first chunk on that crossbar.
+    instances: Vec<OnceLock<InstanceTiles>>,
 }
 
 impl Luts {
@@ -124,6 +128,7 @@ impl Luts {
             pulse,
             safe: (0..crossbars).map(|_| OnceLock::new()).collect(),
             shifts: (0..crossbars).map(|_| OnceLock::new()).collect(),
+            instances: (0..crossbars).map(|_| OnceLock::new()).collect(),
         }
     }
 }
@@ -1117,7 +1122,10 @@ impl ProgrammedLayer {
                         }
                         Sums::Int(sums) if inst_int => {
                             let codes = &mut scratch.shifted;
-                            transfer_codes(&adc, sums, adcs.expect("ADC instances"), cols, codes);
+                            let tiles = luts.instances[xi].get_or_init(|| {
+                                InstanceTiles::new(adcs.expect("ADC instances"), cols)
+                            });
+                            transfer_codes(&adc, sums, tiles, codes);
                             convert_shift_add_int(
                                 &adc,
                                 codes,
@@ -2090,27 +2098,56 @@ fn convert_real_row<const SIGNED: bool, const DROP: bool>(
     (in_range, saturated, inexact)
 }
 
+/// A crossbar's ADC instances' parameters, tiled over whole vectors (a
+/// multiple of 64 values, the first `cols` the columns' own), so narrow
+/// crossbars' loops in [`transfer_codes`] vectorise across the vectors.
+struct InstanceTiles {
+    period: usize,
+    gain: Vec<f32>,
+    offset: Vec<f32>,
+    inl: Vec<f32>,
+    /// Whether some instance has an INL bow ([`linear_transfer`] otherwise).
+    bow: bool,
+}
+
+impl InstanceTiles {
+    fn new(inst: &[AdcInstance], cols: usize) -> Self {
+        let cols = cols.max(1);
+        let period = cols * 64usize.div_ceil(cols);
+        let tile = |f: fn(&AdcInstance) -> f32| -> Vec<f32> {
+            (0..period)
+                .map(|i| inst.get(i % cols).map_or(0.0, f))
+                .collect()
+        };
+        let inl = tile(|a| a.inl);
+        Self {
+            period,
+            gain: tile(|a| a.gain),
+            offset: tile(|a| a.offset),
+            bow: inl.iter().any(|&b| b != 0.0),
+            inl,
+        }
+    }
+}
+
 /// Each exact integer sum's code as its column's ADC instance gives it,
 /// unclamped, into `out`: `round(transfer(s))` ([`AdcInstance::transfer`],
 /// without an INL bow [`linear_transfer`]), held to `lo - 1 ..= hi + 1`.
 /// The integer pass ([`convert_shift_add_int`]) over these gives the same
 /// codes, range tests, flags and counts as [`adc_step`] of the transfers:
 /// it clamps the held value to the same code, and the value is in range
-/// exactly when the rounded transfer is. The instances' parameters are
-/// tiled over whole vectors (a multiple of 64 values), so narrow crossbars'
-/// loops vectorise across the vectors.
+/// exactly when the rounded transfer is. The sums are whole vectors of the
+/// crossbar whose instances `tiles` holds.
 #[inline(always)]
-fn transfer_codes(adc: &Adc, sums: &[i32], inst: &[AdcInstance], cols: usize, out: &mut Vec<i32>) {
+fn transfer_codes(adc: &Adc, sums: &[i32], tiles: &InstanceTiles, out: &mut Vec<i32>) {
     let (lo, hi) = (adc.min_code() as f32, adc.max_code() as f32);
-    let cols = cols.max(1);
-    let period = cols * 64usize.div_ceil(cols);
-    let tile = |f: fn(&AdcInstance) -> f32| -> Vec<f32> {
-        (0..period)
-            .map(|i| inst.get(i % cols).map_or(0.0, f))
-            .collect()
-    };
-    let (gain, offset, inl) = (tile(|a| a.gain), tile(|a| a.offset), tile(|a| a.inl));
-    let bow = inl.iter().any(|&b| b != 0.0);
+    let InstanceTiles {
+        period,
+        ref gain,
+        ref offset,
+        ref inl,
+        bow,
+    } = *tiles;
     out.clear();
     out.resize(sums.len(), 0);
     // Plain loops over slices (an `extend` of a mapped iterator was left as
@@ -2123,16 +2160,15 @@ fn transfer_codes(adc: &Adc, sums: &[i32], inst: &[AdcInstance], cols: usize, ou
             for ((((&s, o), &gain), &offset), &inl) in block
                 .iter()
                 .zip(ob.iter_mut())
-                .zip(&gain)
-                .zip(&offset)
-                .zip(&inl)
+                .zip(gain)
+                .zip(offset)
+                .zip(inl)
             {
                 let y = AdcInstance { gain, offset, inl }.transfer(s as f32, lo, hi);
                 *o = small_integral_i32(round_half_away(y).clamp(lo - 1.0, hi + 1.0));
             }
         } else {
-            for (((&s, o), &gain), &offset) in
-                block.iter().zip(ob.iter_mut()).zip(&gain).zip(&offset)
+            for (((&s, o), &gain), &offset) in block.iter().zip(ob.iter_mut()).zip(gain).zip(offset)
             {
                 let y = linear_transfer(gain, offset, s as f32);
                 *o = small_integral_i32(round_half_away(y).clamp(lo - 1.0, hi + 1.0));
