@@ -380,6 +380,11 @@ class OnnxNet(nn.Module):
                 attrs_of(n, {})
                 consts = {i: torch.from_numpy(inits[i].astype(np.float32)) for i in ins if i in inits}
                 self.steps.append((op, ins, out, dict(consts=consts)))
+            elif op == "Concat":
+                at = attrs_of(n, dict(axis=None))
+                if at["axis"] is None or any(i in inits for i in ins):
+                    fail(f"node {n.name!r}: Concat without an axis or of constants not reproduced")
+                self.steps.append((op, ins, out, dict(axis=at["axis"])))
             elif op == "Softmax":
                 at = attrs_of(n, dict(axis=-1 if model_opset(model) >= 13 else 1))
                 if model_opset(model) < 13:
@@ -417,6 +422,8 @@ class OnnxNet(nn.Module):
                 a0 = p["consts"].get(ins[0], None)
                 a1 = p["consts"].get(ins[1], None)
                 v = (env[ins[0]] if a0 is None else a0) + (env[ins[1]] if a1 is None else a1)
+            elif op == "Concat":
+                v = torch.cat([env[i] for i in ins], dim=p["axis"])
             elif op == "Softmax":
                 v = F.softmax(v, dim=p["axis"])
             env[out] = v
