@@ -595,6 +595,10 @@ pub struct RunProfile {
     /// The rest of weight layers: quantising inputs, im2col / col2im, bias,
     /// layout.
     pub layer_glue: Duration,
+    /// Wall time of grouped weight layers (`groups > 1`: depthwise
+    /// convolutions), products and the rest together; inside `products` and
+    /// `layer_glue`, which count their groups' products as summed thread time.
+    pub grouped_wall: Duration,
 }
 
 impl RunProfile {
@@ -611,6 +615,7 @@ impl std::ops::AddAssign for RunProfile {
         self.digital += o.digital;
         self.products += o.products;
         self.layer_glue += o.layer_glue;
+        self.grouped_wall += o.grouped_wall;
     }
 }
 
@@ -696,8 +701,12 @@ fn run_in_pool(
                 if let Ok(f) = y.floats() {
                     runner.observe_output(*li, f);
                 }
+                let wall = start.elapsed();
                 times.products += products;
-                times.layer_glue += start.elapsed().saturating_sub(products);
+                times.layer_glue += wall.saturating_sub(products);
+                if graph.layers[*li].groups() > 1 {
+                    times.grouped_wall += wall;
+                }
                 vec![y]
             }
         };

@@ -6,12 +6,14 @@
 #![allow(clippy::cast_precision_loss)]
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use ndarray::{ArrayD, IxDyn};
 use raella_onnx::build::{float, int, ints, model, node, string, t32, t64};
 use raella_onnx::proto::TensorProto;
 use raella_onnx::{
     FloatRunner, LayerKind, LayerRunner, NodeKind, Tensor, Vectors, WeightLayer, import_bytes, run,
+    run_timed,
 };
 
 fn seq(n: usize, k: usize, scale: f32) -> Vec<f32> {
@@ -193,6 +195,39 @@ fn runs_execute_in_the_pool() {
     assert_eq!(w.calls.load(Ordering::Relaxed), 2 + 4 + 1 + 1);
     assert_eq!(w.outside.load(Ordering::Relaxed), 0);
     assert_eq!(y, run(&g, vec![images(3)], &FloatRunner, 0).unwrap());
+}
+
+/// `run_timed` reports the grouped layers' wall time apart
+/// (`RunProfile::grouped_wall`): the runner sleeps 15 ms in every group of the
+/// two grouped convolutions (their groups run concurrently, so each layer
+/// takes at least 15 ms) and 40 ms in each of the two ungrouped layers (Gemm,
+/// MatMul), which must not be counted.
+#[test]
+fn grouped_layers_wall_time_is_reported_apart() {
+    struct Slow;
+    impl LayerRunner for Slow {
+        fn matmul(
+            &self,
+            index: usize,
+            layer: &WeightLayer,
+            group: usize,
+            x: Vectors,
+            batch: u64,
+        ) -> Result<ndarray::Array2<f32>, String> {
+            let ms = if layer.groups() > 1 { 15 } else { 40 };
+            std::thread::sleep(Duration::from_millis(ms));
+            FloatRunner.matmul(index, layer, group, x, batch)
+        }
+    }
+    let g = import_bytes(&cnn(true), "cnn.onnx").unwrap();
+    let t0 = Instant::now();
+    let (_, t) = run_timed(&g, vec![images(3)], &Slow, 0).unwrap();
+    let wall = t0.elapsed();
+    assert!(t.grouped_wall >= Duration::from_millis(30), "{t:?}");
+    assert!(
+        t.grouped_wall + Duration::from_millis(80) <= wall,
+        "{t:?} in {wall:?}"
+    );
 }
 
 /// The folded BatchNorm gives what the unfolded conv followed by the BN formula gives.

@@ -49,6 +49,9 @@
 //!   convolution's groups run concurrently: their products count as summed
 //!   thread time, the rest of the layer as wall time, so on grouped models
 //!   `xbar %` overstates the crossbar share.
+//! - `grouped %`: the share of the evaluation's wall time spent in grouped
+//!   weight layers (`groups > 1`: depthwise convolutions), whole layers
+//!   (products, quantisation, im2col, bias); `-` for a model without them.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -154,7 +157,7 @@ fn main() -> anyhow::Result<()> {
         )
     );
     println!(
-        "{:<14} {:<22} {:>8} {:>9} {:>10} {:>9} {:>10} {:>10} {:>9} {:>13} {:>8} {:>6} {:>9}",
+        "{:<14} {:<22} {:>8} {:>9} {:>10} {:>9} {:>10} {:>10} {:>9} {:>13} {:>8} {:>6} {:>9} {:>9}",
         "model",
         "design",
         "build s",
@@ -167,7 +170,8 @@ fn main() -> anyhow::Result<()> {
         "G slice-MAC/s",
         "vs GEMM",
         "xbar %",
-        "digital %"
+        "digital %",
+        "grouped %"
     );
     for m in &spec.models {
         // The first `N` evaluation items of the spec's range.
@@ -296,7 +300,7 @@ fn report(
     let gmac_img = total.macs as f64 / n as f64 / 1e9;
     let slice_rate = total.slice_macs as f64 / secs / 1e9;
     println!(
-        "{:<14} {:<22} {:>8.3} {:>9.2} {:>10.3} {:>9.4} {:>10.3} {:>10} {:>9} {:>13.2} {:>8.3} {:>6.1} {:>9.1}",
+        "{:<14} {:<22} {:>8.3} {:>9.2} {:>10.3} {:>9.4} {:>10.3} {:>10} {:>9} {:>13.2} {:>8.3} {:>6.1} {:>9.1} {:>9}",
         model,
         arch,
         build,
@@ -309,7 +313,12 @@ fn report(
         slice_rate,
         2.0 * slice_rate / gflops,
         100.0 * times.products.as_secs_f64() / all,
-        100.0 * times.digital.as_secs_f64() / all
+        100.0 * times.digital.as_secs_f64() / all,
+        if times.grouped_wall.is_zero() {
+            "-".to_string()
+        } else {
+            format!("{:.1}", 100.0 * times.grouped_wall.as_secs_f64() / secs)
+        }
     );
 }
 
