@@ -23,7 +23,9 @@ use std::sync::OnceLock;
 
 use ndarray::{Array2, ArrayView2, ArrayViewMut2, Axis, s};
 use raella_compiler::MappedLayer;
-use raella_device::normal::{ChildSteps, fill_normals, normal_pairs, stream_child, stream_key};
+use raella_device::normal::{
+    ChildSteps, fill_normals, normal_pairs, stream_child, stream_child_of, stream_key,
+};
 use raella_device::{
     Adc, AdcInstance, BitRows, ColumnNoise, DeviceNoise, DriftCompensation, ExactBits,
     IntConversion, IntCounts, Kernel, ProgrammedCrossbar, stream_rng,
@@ -1150,7 +1152,8 @@ impl ProgrammedLayer {
                                 } else {
                                     noise.device_sigma()
                                 },
-                                key: |v| slice_key(v, j),
+                                vkeys: &vkeys,
+                                step: steps.hash(j),
                                 z: &mut zs,
                             },
                             &mut acc,
@@ -1209,6 +1212,9 @@ impl ProgrammedLayer {
                     }
                     stats.inexact_column_slices += inexact;
                     if recovery {
+                        // The recovery streams' slice step (`slice_key(v, ns + j)`
+                        // is `stream_child_of(vkeys[v], recovery_step)`).
+                        let recovery_step = steps.hash(ns + j);
                         let exact = match (&sums, exact_reader) {
                             (Sums::Int(sums), Some(reader)) => Some((sums, reader)),
                             _ => None,
@@ -1362,7 +1368,7 @@ impl ProgrammedLayer {
                                         sh,
                                         widths[j],
                                         &mut acc,
-                                        |v| slice_key(v, ns + j),
+                                        |v| stream_child_of(vkeys[v], recovery_step),
                                         (buf, dense),
                                     )
                                 },
@@ -1400,7 +1406,7 @@ impl ProgrammedLayer {
                                 sh,
                                 widths[j],
                                 &mut acc,
-                                |v| slice_key(v, ns + j),
+                                |v| stream_child_of(vkeys[v], recovery_step),
                             )
                         };
                         stats.recovery_conversions += r.conversions;
@@ -2178,11 +2184,14 @@ fn transfer_codes(adc: &Adc, sums: &[i32], tiles: &InstanceTiles, out: &mut Vec<
 }
 
 /// One primary slice's read-noise rows for [`convert_shift_add_noisy`]: the
-/// relative magnitude `E`, each vector's stream key, and scratch for the
-/// draws (`vectors x columns`).
-struct NoiseRows<'a, K: Fn(usize) -> u64> {
+/// relative magnitude `E`, the chunk's vector keys ([`vector_keys`]) and the
+/// slice's step hash (vector `v`'s stream is `stream_child_of(vkeys[v],
+/// step)`, its [`slice_key`]), and scratch for the draws (`vectors x
+/// columns`).
+struct NoiseRows<'a> {
     e: f64,
-    key: K,
+    vkeys: &'a [u64],
+    step: u64,
     z: &'a mut [f32],
 }
 
@@ -2221,11 +2230,11 @@ fn draw_rows(keys: &[u64], cols: usize, z: &mut [f32]) {
 /// `f32` copies of the sums, without the copies.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn convert_shift_add_noisy<K: Fn(usize) -> u64>(
+fn convert_shift_add_noisy(
     adc: &Adc,
     sums: &[i32],
     mags: &[i32],
-    rows: NoiseRows<'_, K>,
+    rows: NoiseRows<'_>,
     acc: &mut Array2<i64>,
     shift: u32,
     drop_flagged: bool,
@@ -2237,10 +2246,12 @@ fn convert_shift_add_noisy<K: Fn(usize) -> u64>(
     let z = rows.z;
     if cols < 32 {
         // Narrow rows: drawn all at once.
-        // A plain loop, for the reason `vector_keys` gives.
+        // A plain loop over the vector keys with the step's hash hoisted (a
+        // closure per vector compiled to a scalar loop), for the reason
+        // `vector_keys` gives.
         let mut keys = vec![0u64; acc.nrows()];
-        for (v, k) in keys.iter_mut().enumerate() {
-            *k = (rows.key)(v);
+        for (k, &vk) in keys.iter_mut().zip(rows.vkeys) {
+            *k = stream_child_of(vk, rows.step);
         }
         draw_rows(&keys, cols, z);
     } else {
@@ -2254,7 +2265,7 @@ fn convert_shift_add_noisy<K: Fn(usize) -> u64>(
         {
             // Branch-free (a maximum vectorises; `any` stops early, scalar).
             if mrow.iter().fold(0, |a, &m| a.max(m)) > 0 {
-                fill_normals((rows.key)(v), zrow);
+                fill_normals(stream_child_of(rows.vkeys[v], rows.step), zrow);
             }
         }
     }
