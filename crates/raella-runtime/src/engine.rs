@@ -2244,6 +2244,7 @@ fn convert_shift_add_noisy(
     let e = rows.e as f32;
     let cols = acc.ncols().max(1);
     let z = rows.z;
+    assert_eq!(rows.vkeys.len(), acc.nrows(), "one stream key per vector");
     if cols < 32 {
         // Narrow rows: drawn all at once.
         // A plain loop over the vector keys with the step's hash hoisted (a
