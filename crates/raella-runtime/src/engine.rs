@@ -915,9 +915,11 @@ impl ProgrammedLayer {
                 } else {
                     vector_keys(xkey, v0, b)
                 };
-                // The slice's half of the hash from the table ([`ChildSteps`]).
+                // The slice's half of the hash from the table ([`ChildSteps`]):
+                // every path takes slice `s` of vector `v` as
+                // `stream_child_of(vkeys[v], steps.hash(s))`, the step hashed
+                // once per slice.
                 let steps = ChildSteps::new();
-                let slice_key = |v: usize, s: usize| steps.child(vkeys[v], s);
                 // One row of standard normal draws (read noise).
                 let mut z = vec![0f32; if noise.is_off() || noisy_int { 0 } else { cols }];
                 // The chunk's draws of one slice, `b x cols` (read noise on integers).
@@ -997,8 +999,9 @@ impl ProgrammedLayer {
                                 }
                             }
                             if !noise.is_off() {
+                                let step = steps.hash(j);
                                 for (v, mut row) in sums.rows_mut().into_iter().enumerate() {
-                                    fill_normals(slice_key(v, j), &mut z);
+                                    fill_normals(stream_child_of(vkeys[v], step), &mut z);
                                     noise.perturb_row(
                                         row.as_slice_mut().expect("standard layout"),
                                         if need_mag {
@@ -1212,8 +1215,8 @@ impl ProgrammedLayer {
                     }
                     stats.inexact_column_slices += inexact;
                     if recovery {
-                        // The recovery streams' slice step (`slice_key(v, ns + j)`
-                        // is `stream_child_of(vkeys[v], recovery_step)`).
+                        // The recovery streams' slice step (`slice_key(xkey, v0 + v,
+                        // ns + j)` is `stream_child_of(vkeys[v], recovery_step)`).
                         let recovery_step = steps.hash(ns + j);
                         let exact = match (&sums, exact_reader) {
                             (Sums::Int(sums), Some(reader)) => Some((sums, reader)),
