@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
-"""aihwkit (IBM Analog Hardware Acceleration Kit) throughput and top-1 on our models.
+"""aihwkit (IBM Analog Hardware Acceleration Kit) throughput and fidelity on our models:
+top-1 for the CNNs, the Lee-50 correlation for the text encoders.
 
 Run with the private venv made by scripts/peers/setup.sh (not run by CI):
 
     .cache/peers-venv/bin/python scripts/peers/aihwkit_bench.py \
         [--spec fixtures/sweeps/default.toml] [--model mnist_cnn] [--images 2000] \
         [--threads 2] [--batch 64] [--repeat 2] [--configs cpp,cpp_noise,torch,torch_noise]
+    .cache/peers-venv/bin/python scripts/peers/aihwkit_bench.py \
+        --spec fixtures/sweeps/real-scale.toml --model minilm --images 50 --batch 50
 
 The network is rebuilt in torch from the ONNX file the sweep spec names (weights
 read with the `onnx` package; every node's op and attributes are checked, and an
@@ -20,6 +23,71 @@ model's images and preprocessing come from the spec: for the MNIST CNN the evalu
 name like our loader, resized with PIL's bilinear filter (ours uses the `image`
 crate's triangle filter: close, not byte-identical) and have no labels, so their
 "top-1" is agreement with the float model's top-1.
+
+Text models (a [[model]] with `tokenizer`: "minilm", all-MiniLM-L6-v2, and
+"paraphrase_minilm_l3" in real-scale.toml). Inputs as our simulator makes them
+(crates/raella-data/src/lee50.rs and text.rs, crates/raella-sweep/src/run.rs
+`load_text` / `text_inputs`) and as scripts/bench/ort_bench.py `text_feeds` feeds them to
+onnxruntime:
+  * documents: the lines of `<lee50>/lee.cor` (split at "\\n", one trailing "\\r"
+    dropped, each line UTF-8 or else Latin-1; an empty one is an error), the spec's
+    `evaluation` range of them, the first --images of those; ratings: the upper triangle
+    (i < j) of `<lee50>/similarities0-1.txt`, the pairs of two evaluated documents (all
+    50: 1,225 pairs).
+  * tokens: the `tokenizers` package on the spec's tokenizer.json, padding off,
+    truncation at the spec's `max_tokens` (default 256 as ours; longest-first, right, no
+    stride), special tokens from the tokenizer's template ([CLS] ... [SEP]);
+    input_ids = the ids, attention_mask = all ones, token_type_ids = the type ids (0),
+    int64 [1, S]. Graph inputs are matched by name as run.rs does ("mask", then
+    "type"/"segment", then "ids"/"input"; paraphrase-MiniLM-L3 has no token_type_ids).
+  * batching: ours and ort_bench run each document alone, unpadded. Here --batch
+    documents share one forward call, right-padded to the batch's longest (pad id and
+    pad type id from tokenizer.json, attention_mask 0). The float result stays that of
+    the unpadded documents up to float32 rounding: both graphs add float32-min to the
+    attention scores of masked keys (softmax weight exactly 0) and mean-pool with the
+    mask; the reference check measures this on every document. Padded tokens are still
+    computed, on the analog tiles too: "tokens" (real) and "tokens_computed" (padded)
+    say how much. On the tiles a pad token is one more input vector: ABS_MAX scales
+    each vector by its own max, so it leaves the real tokens' quantisation alone, but
+    the torch tile's bound management repeats the whole batch when any output clipped
+    (a pad token's, or another document's), so there the batch's make-up can change a
+    document's result. --batch 1 is the unpadded protocol itself.
+  * score: the spec's `output` ("sentence_embedding"; "461" for paraphrase-MiniLM-L3),
+    one row per document; each rated pair's cosine, then Pearson and Spearman (Pearson
+    of average ranks, ties averaged) against the ratings, in lee50.rs's arithmetic
+    (float64 from the float32 rows, every sum left to right, ranks by a stable sort in
+    f64::total_cmp order), so the same embeddings give bit-identical correlations.
+  * rebuild: GraphNet interprets the ONNX nodes in order (the CNNs keep OnnxNet). Nodes
+    whose inputs are all constant are evaluated once at build time (as our importer
+    folds constants). A MatMul whose second operand is a constant 2-D matrix (and first
+    is not constant) is an nn.Linear (weight B^T, no bias) on the input flattened to
+    [vectors, K]: exactly our simulator's crossbar layers (crates/raella-onnx import.rs
+    `weight_layer`; a Gemm with constant B likewise, its C as bias). A MatMul of two
+    activations (attention's Q K^T and P V) stays digital torch.matmul, as in ours. The
+    bias Add after each MatMul is not folded into the nn.Linear: it stays the graph's own
+    digital Add, the same arithmetic as aihwkit's digital_bias (analog product, then a
+    digital addition) and as ours (which folds it into the layer's digital bias, added
+    after the crossbar product). Every other op (the two files hold Constant, Add,
+    Sub, Mul, Div, Erf, Softmax, LayerNormalization, Gather, Shape, Range, Unsqueeze,
+    Reshape, Transpose, Concat, Slice, Cast, Where, Equal, Expand, ConstantOfShape,
+    ReduceSum, ReduceL2, Clip, Identity; TEXT_OPS lists all handled) follows the ONNX
+    spec at the file's opset; any other op, attribute or case is an error naming the
+    node.
+  * reference: onnxruntime runs each document alone, unpadded (ort_bench's session
+    options and feeds); the float torch rebuild runs the timed batches. The run stops
+    when max |embedding difference| exceeds TEXT_REL_TOL of the largest |embedding| or
+    the Pearsons differ by more than PEARSON_TOL.
+  * MACs, counted at each document's own token length: every nn.Linear S x K x N
+    (analog), every activation-by-activation MatMul output elements x K (digital, as
+    crates/raella-onnx exec.rs `digital_macs` counts them); analog_mac_share = analog /
+    (analog + digital) is below 1.0 for a transformer.
+  * signed inputs: a BERT linear layer's inputs are signed (LayerNorm, GELU and
+    attention outputs), not post-ReLU. aihwkit's DAC is symmetric: ABS_MAX scales each
+    input vector by its own max |x| into [-1, 1] and inp_res = 1/(2^8 - 2) rounds it to
+    steps of 1/127, codes -127..127, both signs in the one analog pass, so a signed input
+    gets all 255 levels (a post-ReLU one only 0..127). Ours reads signed inputs as int8
+    (max |x| / 127, one scale per layer fixed by calibration) in two crossbar passes,
+    positive parts then negative magnitudes. aihwkit needs no calibration texts.
 
 Conversion: `aihwkit.nn.conversion.convert_to_analog` replaces every Conv2d and
 Linear (every crossbar layer of our simulator; batch norm is folded into the
@@ -48,14 +116,15 @@ post-ReLU activations, where our 8-bit inputs have 255); forward.out_res =
 1/(2^--adc-bits - 2) over [-out_bound, out_bound] (out_bound 12, aihwkit's
 default); noise management ABS_MAX (each input vector is scaled digitally by its
 own max |x| before the DAC, then the output scaled back: a per-vector dynamic
-range, where ours quantises each layer's inputs with a scale fixed by
-calibration); bound management --bound-management (aihwkit's default `iterative`:
-when an output reaches +-out_bound the pass is repeated with the inputs halved,
-up to max_bm_res; the torch tile repeats the whole batch if any output clipped;
-`none` clips). Noise-free means forward.out_noise = inp_noise = w_noise = 0,
-ir_drop = 0, no programming noise (program_analog_weights / drift_analog_weights
-are never called, so the noise model's programming noise and drift are not
-applied; drift_compensation = None). The weights are float (aihwkit programs no
+range, per tile when a layer's rows span several tiles, where ours quantises each
+layer's inputs with a scale fixed by calibration); bound management
+--bound-management (aihwkit's default `iterative`: when an output reaches
++-out_bound the pass is repeated with the inputs halved, up to max_bm_res; the
+torch tile repeats the whole batch if any output clipped; `none` clips).
+Noise-free means forward.out_noise = inp_noise = w_noise = 0, ir_drop = 0, no
+programming noise (program_analog_weights / drift_analog_weights are never called,
+so the noise model's programming noise and drift are not applied;
+drift_compensation = None). The weights are float (aihwkit programs no
 weight quantisation here).
 
 What aihwkit computes per layer: ONE analog matrix-vector pass per input vector
@@ -66,22 +135,25 @@ when bound management triggers. Our simulator instead slices 8-bit weights over
 several ReRAM cells and inputs over several pulses, converts every (weight slice,
 input slice) column sum with a 7-bit ADC (RAELLA: Center+Offset weights, adaptive
 slicing, speculation and recovery) and models the digital shift-and-add: many
-crossbar reads and ADC conversions per MAC, each simulated. So images/s here and
-ours measure different amounts of simulated work for the same network: the
-comparison says how fast each tool evaluates the network at its own level of
-detail, not which is the faster implementation of the same model. Comparable:
-the network, weights, inputs, preprocessing, batch size 64, thread count and
-machine; top-1 on the same digits (different error models: aihwkit's is output
-noise + 7-bit ADC over the whole dot product with per-vector input scaling;
-ours is slice-level ADC + E read noise on calibrated 8-bit integers).
+crossbar reads and ADC conversions per MAC, each simulated. So images/s (or
+documents/s) here and ours measure different amounts of simulated work for the
+same network: the comparison says how fast each tool evaluates the network at its
+own level of detail, not which is the faster implementation of the same model.
+Comparable: the network, weights, inputs, preprocessing, batch size 64 (text
+models: see "batching" above), thread count and machine; top-1 on the same digits
+(different error models: aihwkit's is output noise + 7-bit ADC over the whole dot
+product with per-vector input scaling; ours is slice-level ADC + E read noise on
+calibrated 8-bit integers); for the text models the Lee-50 correlation on the same
+documents and token ids.
 
 Threads: OMP_NUM_THREADS / MKL_NUM_THREADS are set to --threads before torch is
 imported, then torch.set_num_threads(T), torch.set_num_interop_threads(1).
-Timing: one warm-up batch, then --repeat passes over all images in batches of
---batch (the last may be smaller); the best pass is reported; top-1 per pass (the
-noisy configurations draw new noise each pass). torch.manual_seed(--seed) before
-each configuration: it makes the torch tile's noise repeatable, not the C++ tile's
-(RPUCuda draws from its own generator; two runs differ).
+Timing: one warm-up batch, then --repeat passes over all images (documents) in
+batches of --batch (the last may be smaller); the best pass is reported; top-1
+(Pearson and Spearman) per pass (the noisy configurations draw new noise each pass).
+torch.manual_seed(--seed) before each configuration: it makes the torch tile's
+noise repeatable, not the C++ tile's (RPUCuda draws from its own generator; two
+runs differ).
 
 stdout is exactly one JSON object:
 
@@ -96,11 +168,27 @@ stdout is exactly one JSON object:
                   "loadavg_after"} | {"name", "error"}],
      "loadavg_before", "loadavg_after", "cpu"}
 
+and for a text model, with documents in place of images and the Lee-50 correlations
+in place of top-1:
+
+    {"model", "onnx", "output", "documents", "pairs", "max_tokens", "tokens",
+     "tokens_computed", "batch", "threads", "repeat", "aihwkit", "torch",
+     "reference": {"onnx_pearson", "onnx_spearman", "torch_pearson", "torch_spearman",
+                   "max_abs_embedding_diff", "max_abs_embedding", "pairs"},
+     "float": {"seconds", "documents_per_s", "pearson", "spearman"},
+     "macs_per_document" (analog: the nn.Linear layers, mean over the documents),
+     "digital_macs_per_document" (the activation-by-activation MatMuls),
+     "configs": [{... as above, "documents_per_s", "pearson", "spearman",
+                  "pearson_per_pass", "spearman_per_pass" in place of the image
+                  figures} | {"name", "error"}],
+     "loadavg_before", "loadavg_after", "cpu"}
+
 "float" is the unconverted torch rebuild (the same batches and threads).
-"reference" is onnxruntime's top-1 ("onnx_top1") beside the float torch rebuild's;
-top-1 values are in percent. Progress goes to stderr. Exit status 2 on usage
-errors, 1 on anything else (including any configuration that failed: its entry
-then has "error" and the JSON is still printed).
+"reference" is onnxruntime's top-1 ("onnx_top1") beside the float torch rebuild's,
+or its Lee-50 correlations beside the rebuild's; top-1 values are in percent.
+Progress goes to stderr. Exit status 2 on usage errors, 1 on anything else
+(including any configuration that failed: its entry then has "error" and the JSON
+is still printed).
 """
 import argparse
 import gzip
@@ -127,14 +215,17 @@ def fail(msg, code=1):
 
 
 def parse_args(argv):
-    ap = argparse.ArgumentParser(description="aihwkit throughput and top-1 on a sweep spec's model")
+    ap = argparse.ArgumentParser(
+        description="aihwkit throughput and top-1 (Lee-50 correlation for text models) on a sweep spec's model")
     ap.add_argument("--spec", default=str(REPO / "fixtures/sweeps/default.toml"),
                     help="sweep spec naming the model, its inputs and preprocessing (default: default.toml)")
     ap.add_argument("--model", default="mnist_cnn", help="the spec's [[model]] name (default mnist_cnn)")
     ap.add_argument("--images", type=int, default=2000,
-                    help="first N evaluation inputs (default 2000; capped by the spec's evaluation count)")
+                    help="first N evaluation inputs, images or documents (default 2000; capped by the "
+                         "spec's evaluation count)")
     ap.add_argument("--threads", type=int, default=2, help="torch / OpenMP threads (default 2)")
-    ap.add_argument("--batch", type=int, default=64, help="images per forward call (default 64)")
+    ap.add_argument("--batch", type=int, default=64,
+                    help="images (documents, padded to the batch's longest) per forward call (default 64)")
     ap.add_argument("--repeat", type=int, default=2, help="timed passes; the best is reported (default 2)")
     ap.add_argument("--configs", default=",".join(CONFIGS),
                     help=f"comma-separated subset of {','.join(CONFIGS)}")
@@ -170,7 +261,7 @@ import numpy as np  # noqa: E402
 import onnx  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from onnx import helper, numpy_helper  # noqa: E402
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 from torch import nn  # noqa: E402
 
 
@@ -239,14 +330,222 @@ def load_photos(folder, shape, start, n):
     return np.stack(out), None
 
 
+
+# --------------------------------------------------------------------------
+# Text inputs (Lee-50 documents through tokenizer.json), as our simulator's
+# --------------------------------------------------------------------------
+# crates/raella-sweep/src/spec.rs DEFAULT_MAX_TOKENS: the truncation of a text model
+# whose [[model]] gives no `max_tokens` (sentence-transformers' max_seq_length for
+# all-MiniLM-L6-v2).
+DEFAULT_MAX_TOKENS = 256
+
+
+def is_text_model(spec_model):
+    return "tokenizer" in spec_model
+
+
+def load_lee50(folder, start, count):
+    """As crates/raella-data/src/lee50.rs `Lee50::load`, then the spec's evaluation range (run.rs
+    `load_text`): (documents, [(i, j, rating)] for i < j, both inside the range, re-indexed)."""
+    cor, sims = folder / "lee.cor", folder / "similarities0-1.txt"
+    try:
+        raw_docs, raw_sims = cor.read_bytes(), sims.read_bytes()
+    except OSError as e:
+        fail(f"cannot read the Lee-50 files: {e}")
+    lines = raw_docs.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    docs = []
+    for i, raw in enumerate(lines):
+        raw = raw[:-1] if raw.endswith(b"\r") else raw
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            text = raw.decode("latin-1")  # each byte one char, as the Rust `char::from(b)`
+        if not text.strip():
+            fail(f"{cor}: line {i + 1}: empty document")
+        docs.append(text)
+    n = len(docs)
+    if n < 2:
+        fail(f"{cor}: {n} documents; need at least 2")
+    text = raw_sims.decode("utf-8", errors="replace")
+    rows = text.split("\n")
+    if rows and rows[-1] == "":
+        rows.pop()
+    rows = [(k, r[:-1] if r.endswith("\r") else r) for k, r in enumerate(rows)]
+    rows = [(k, r) for k, r in rows if r.strip()]
+    if len(rows) != n:
+        fail(f"{sims}: {len(rows)} matrix rows for {n} documents")
+    pairs = []
+    for i, (lineno, line) in enumerate(rows):
+        vals = line.split()
+        if len(vals) != n:
+            fail(f"{sims}: line {lineno + 1}: {len(vals)} values, expected {n}")
+        for j in range(i + 1, n):
+            try:
+                x = float(vals[j])
+            except ValueError:
+                fail(f"{sims}: line {lineno + 1}: column {j + 1}: {vals[j]!r} is not a number")
+            if not 0.0 <= x <= 1.0:
+                fail(f"{sims}: line {lineno + 1}: column {j + 1}: {x} is outside [0, 1]")
+            pairs.append((i, j, x))
+    if start < 0 or count < 2 or start + count > n:
+        fail(f"evaluation = {{ start = {start}, count = {count} }}: must lie within the {n} Lee-50 "
+             f"documents of {folder} and hold at least 2")
+    end = start + count
+    pairs = [(i - start, j - start, s) for i, j, s in pairs if start <= i < end and start <= j < end]
+    return docs[start:end], pairs
+
+
+def input_role(model_path, name):
+    """Which encoding a graph input gets, by name, as run.rs `text_inputs` matches them."""
+    lower = name.lower()
+    if "mask" in lower:
+        return "mask"
+    if "type" in lower or "segment" in lower:
+        return "type_ids"
+    if "ids" in lower or "input" in lower:
+        return "ids"
+    fail(f"{model_path}: input {name!r} is not one of input_ids, attention_mask or token_type_ids: "
+         "cannot feed it text")
+
+
+def load_texts(a, spec_path, spec_model, model, onnx_path):
+    """The evaluated Lee-50 documents, encoded: (encodings [{ids, mask, type_ids}], pairs,
+    input names -> (role, numpy dtype), pad values {role: value}, max_tokens)."""
+    from tokenizers import Tokenizer
+
+    base = spec_path.parent
+    ev = spec_model.get("evaluation", {})
+    start, count = int(ev.get("start", 0)), int(ev.get("count", 0))
+    docs, pairs = load_lee50((base / spec_model["lee50"]).resolve(), start, count)
+    n = min(a.images, len(docs))
+    if n < len(docs):
+        log(f"--images {a.images}: the first {n} of the spec's {len(docs)} documents")
+    elif a.images > len(docs):
+        log(f"--images {a.images} capped to the spec's evaluation count {len(docs)}")
+    if n < 2:
+        fail("a Lee-50 correlation needs at least 2 documents (--images >= 2)", 2)
+    docs = docs[:n]
+    pairs = [(i, j, s) for i, j, s in pairs if i < n and j < n]
+    max_tokens = int(spec_model.get("max_tokens", DEFAULT_MAX_TOKENS))
+    tok_path = (base / spec_model["tokenizer"]).resolve()
+    try:
+        tok = Tokenizer.from_file(str(tok_path))
+    except Exception as e:  # noqa: BLE001 - tokenizers raises a bare Exception
+        fail(f"{tok_path}: not a tokenizer: {e}")
+    # Pad values for batches (the tokenizer's own, read before padding is switched off).
+    pad = tok.padding or {}
+    pads = {"ids": int(pad.get("pad_id", 0)), "type_ids": int(pad.get("pad_type_id", 0)), "mask": 0}
+    # As crates/raella-data/src/text.rs: padding off, truncation at max_tokens with the other
+    # truncation parameters at their defaults (longest-first, right, stride 0), special tokens
+    # added by the tokenizer's post-processor, attention mask all ones.
+    tok.no_padding()
+    tok.enable_truncation(max_length=max_tokens)
+    enc = []
+    for d in docs:
+        e = tok.encode(d)
+        enc.append({"ids": list(e.ids), "mask": [1] * len(e.ids), "type_ids": list(e.type_ids)})
+    inits = {i.name for i in model.graph.initializer}
+    inputs = {}
+    for i in model.graph.input:
+        if i.name in inits:
+            continue
+        code = i.type.tensor_type.elem_type
+        inputs[i.name] = (input_role(onnx_path, i.name), helper.tensor_dtype_to_np_dtype(code))
+    lengths = [len(e["ids"]) for e in enc]
+    log(f"{len(docs)} Lee-50 documents ({len(pairs)} rated pairs), tokens min {min(lengths)} "
+        f"mean {np.mean(lengths):.1f} max {max(lengths)} (truncation {max_tokens}); "
+        f"inputs {', '.join(f'{k} <- {r}' for k, (r, _) in inputs.items())}")
+    return enc, pairs, inputs, pads, max_tokens
+
+
+def text_batches(enc, inputs, pads, batch):
+    """Feeds of --batch documents each, right-padded to the batch's longest (pad id and pad type
+    id from tokenizer.json, attention mask 0); one document per batch is the unpadded protocol."""
+    out = []
+    for lo in range(0, len(enc), batch):
+        chunk = enc[lo:lo + batch]
+        width = max(len(e["ids"]) for e in chunk)
+        feed = {}
+        for name, (role, dtype) in inputs.items():
+            arr = np.full((len(chunk), width), pads[role], dtype=np.int64)
+            for r, e in enumerate(chunk):
+                arr[r, :len(e[role])] = e[role]
+            feed[name] = torch.from_numpy(arr.astype(dtype))
+        out.append(feed)
+    return out
+
+
+def single_feed(e, inputs):
+    """One document unpadded, [1, S] per input, as numpy (onnxruntime) arrays."""
+    return {name: np.array([e[role]], dtype=np.int64).astype(dtype) for name, (role, dtype) in inputs.items()}
+
+
+# Lee-50 statistics, in crates/raella-data/src/lee50.rs's arithmetic: float64 throughout, every
+# sum left to right (np.cumsum is a sequential accumulation; Rust's `Iterator::sum` is a fold),
+# so the same embedding rows give bit-identical correlations.
+def seq_sum(x, axis=-1):
+    return np.take(np.cumsum(np.asarray(x, dtype=np.float64), axis=axis), -1, axis=axis)
+
+
+def pearson(x, y):
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if len(x) != len(y) or len(x) < 2:
+        return None
+    n = float(len(x))
+    mx, my = seq_sum(x) / n, seq_sum(y) / n
+    dx, dy = x - mx, y - my
+    sxy, sxx, syy = seq_sum(dx * dy), seq_sum(dx * dx), seq_sum(dy * dy)
+    if not (sxx > 0.0 and syy > 0.0):
+        return None
+    return float(sxy / np.sqrt(sxx * syy))
+
+
+def average_ranks(x):
+    """1-based ranks, ties averaged; order by f64::total_cmp and a stable sort, as lee50.rs."""
+    x = np.asarray(x, dtype=np.float64)
+    bits = x.view(np.int64)
+    key = np.where(bits < 0, bits ^ np.int64(0x7FFFFFFFFFFFFFFF), bits)
+    order = np.argsort(key, kind="stable")
+    ranks = np.zeros(len(x))
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and x[order[j + 1]] == x[order[i]]:
+            j += 1
+        ranks[order[i:j + 1]] = (i + j) / 2.0 + 1.0
+        i = j + 1
+    return ranks
+
+
+def lee50_scores(emb, pairs):
+    """{"pearson", "spearman"} of the pairs' embedding cosines against the ratings."""
+    e = np.asarray(emb, dtype=np.float32).astype(np.float64)
+    norms = np.sqrt(seq_sum(e * e, axis=1))
+    ii = np.array([p[0] for p in pairs])
+    jj = np.array([p[1] for p in pairs])
+    dots = seq_sum(e[ii] * e[jj], axis=1)
+    den = norms[ii] * norms[jj]
+    zero = (norms[ii] == 0.0) | (norms[jj] == 0.0)
+    cos = np.where(zero, 0.0, dots / np.where(zero, 1.0, den))
+    gold = np.array([p[2] for p in pairs], dtype=np.float64)
+    p, s = pearson(cos, gold), pearson(average_ranks(cos), average_ranks(gold))
+    if p is None or s is None:
+        raise ValueError("a Lee-50 correlation is undefined (constant cosines or ratings)")
+    return {"pearson": p, "spearman": s}
+
+
 # --------------------------------------------------------------------------
 # ONNX graph -> torch module (only the ops and attributes reproduced exactly)
 # --------------------------------------------------------------------------
-def attrs_of(node, allowed):
+def attrs_of(node, allowed, path=None):
     got = {a.name: helper.get_attribute_value(a) for a in node.attribute}
     extra = sorted(set(got) - set(allowed))
     if extra:
-        fail(f"node {node.name!r} ({node.op_type}): attribute(s) {extra} not reproduced")
+        where = f"{path}: " if path else ""
+        fail(f"{where}node {node.name!r} ({node.op_type}): attribute(s) "
+             f"{ {k: got[k] for k in extra} } not reproduced")
     return {k: got.get(k, v) for k, v in allowed.items()}
 
 
@@ -434,29 +733,493 @@ def model_opset(model):
     return max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
 
 
+
+# --------------------------------------------------------------------------
+# Any ONNX graph -> torch, node by node (the text models)
+# --------------------------------------------------------------------------
+TORCH_DTYPES = {
+    TensorProto.FLOAT: torch.float32, TensorProto.DOUBLE: torch.float64,
+    TensorProto.FLOAT16: torch.float16, TensorProto.INT64: torch.int64,
+    TensorProto.INT32: torch.int32, TensorProto.INT16: torch.int16, TensorProto.INT8: torch.int8,
+    TensorProto.UINT8: torch.uint8, TensorProto.BOOL: torch.bool,
+}
+
+
+def _axis(ax, rank):
+    ax = int(ax)
+    if not -rank <= ax < max(rank, 1):
+        raise ValueError(f"axis {ax} out of range for rank {rank}")
+    return ax + rank if ax < 0 else ax
+
+
+def _ints(t):
+    return [int(v) for v in t.reshape(-1).tolist()]
+
+
+def _div(a, b):
+    if a.dtype.is_floating_point:
+        return a / b
+    return torch.div(a, b, rounding_mode="trunc")  # integer Div truncates toward zero (as onnxruntime)
+
+
+def _binary(fn):
+    def run(_net, _p, v):
+        if v[0].dtype != v[1].dtype:
+            raise TypeError(f"operand types {v[0].dtype} and {v[1].dtype} differ")
+        return fn(v[0], v[1])
+    return run
+
+
+def _unary(fn):
+    return lambda _net, _p, v: fn(v[0])
+
+
+def _op_linear(net, p, v):
+    x = v[0]
+    k = x.shape[-1]
+    y = net.layers[p["key"]](x.reshape(-1, k)).reshape(*x.shape[:-1], p["n"])
+    if net.mac_counter is not None:
+        c = net.mac_counter["analog"]
+        c[p["key"]] = c.get(p["key"], 0) + x.numel() * p["n"]
+    return y
+
+
+def _op_matmul(net, _p, v):
+    y = torch.matmul(v[0], v[1])
+    if net.mac_counter is not None:  # as crates/raella-onnx/src/exec.rs `digital_macs`
+        net.mac_counter["digital"] += y.numel() * v[0].shape[-1]
+    return y
+
+
+def _op_gather(_net, p, v):
+    data, idx = v
+    ax = _axis(p["axis"], data.dim())
+    idx = torch.where(idx < 0, idx + data.shape[ax], idx).to(torch.int64)
+    out = torch.index_select(data, ax, idx.reshape(-1))
+    return out.reshape(tuple(data.shape[:ax]) + tuple(idx.shape) + tuple(data.shape[ax + 1:]))
+
+
+def _op_shape(_net, p, v):
+    dims = list(v[0].shape)
+    end = p["end"] if p["end"] is not None else len(dims)
+    return torch.tensor(dims[p["start"]:end], dtype=torch.int64)  # Python clamps as ONNX does
+
+
+def _op_unsqueeze(_net, p, v):
+    x = v[0]
+    axes = p["axes"] if p["axes"] is not None else _ints(v[1])
+    rank = x.dim() + len(axes)
+    axes = sorted(_axis(a, rank) for a in axes)
+    if len(set(axes)) != len(axes):
+        raise ValueError(f"repeated axes {axes}")
+    for a in axes:
+        x = x.unsqueeze(a)
+    return x
+
+
+def _op_squeeze(_net, p, v):
+    x = v[0]
+    axes = p["axes"] if p["axes"] is not None else (_ints(v[1]) if len(v) > 1 and v[1] is not None else None)
+    if axes is None:
+        return x.reshape([d for d in x.shape if d != 1])
+    axes = sorted({_axis(a, x.dim()) for a in axes}, reverse=True)
+    for a in axes:
+        if x.shape[a] != 1:
+            raise ValueError(f"cannot squeeze axis {a} of size {x.shape[a]}")
+        x = x.squeeze(a)
+    return x
+
+
+def _op_reshape(_net, p, v):
+    x, shape = v[0], _ints(v[1])
+    if p["allowzero"]:
+        if 0 in shape and -1 in shape:
+            raise ValueError(f"allowzero with 0 and -1 in shape {shape}")
+    else:
+        shape = [x.shape[i] if d == 0 else d for i, d in enumerate(shape)]
+    return x.reshape(shape)
+
+
+def _op_transpose(_net, p, v):
+    perm = p["perm"] if p["perm"] is not None else list(range(v[0].dim()))[::-1]
+    return v[0].permute(*perm)
+
+
+def _op_concat(_net, p, v):
+    return torch.cat(v, dim=_axis(p["axis"], v[0].dim()))
+
+
+def _op_slice(_net, p, v):
+    x = v[0]
+    if p["starts"] is not None:  # opset < 10: attributes
+        starts, ends, axes, steps = p["starts"], p["ends"], p["axes"], None
+    else:
+        starts, ends = _ints(v[1]), _ints(v[2])
+        axes = _ints(v[3]) if len(v) > 3 and v[3] is not None else None
+        steps = _ints(v[4]) if len(v) > 4 and v[4] is not None else None
+    axes = list(range(len(starts))) if axes is None else axes
+    steps = [1] * len(starts) if steps is None else steps
+    if not len(starts) == len(ends) == len(axes) == len(steps):
+        raise ValueError("starts, ends, axes and steps differ in length")
+    for s, e, a, st in zip(starts, ends, axes, steps):
+        a, dim = _axis(a, x.dim()), x.shape[_axis(a, x.dim())]
+        if st == 0:
+            raise ValueError("step 0")
+        s, e = s + dim if s < 0 else s, e + dim if e < 0 else e
+        if st > 0:
+            s, e = min(max(s, 0), dim), min(max(e, 0), dim)
+        else:
+            s, e = min(max(s, 0), dim - 1), min(max(e, -1), dim - 1)
+        if st == 1:
+            x = x.narrow(a, s, max(e - s, 0))
+        else:
+            x = torch.index_select(x, a, torch.arange(s, e, st, dtype=torch.int64))
+    return x
+
+
+def _op_cast(_net, p, v):
+    return v[0].to(p["dtype"])
+
+
+def _op_expand(_net, _p, v):
+    shape = torch.broadcast_shapes(tuple(v[0].shape), tuple(_ints(v[1])))  # bidirectional, as ONNX
+    return v[0].expand(shape)
+
+
+def _op_constant_of_shape(_net, p, v):
+    return torch.full(_ints(v[0]), p["value"].item(), dtype=p["value"].dtype)
+
+
+def _op_range(_net, _p, v):
+    start, limit, delta = v
+    if start.dtype.is_floating_point:
+        raise TypeError("float Range (its rounding) not reproduced")
+    if int(delta) == 0:
+        raise ValueError("delta 0")
+    return torch.arange(int(start), int(limit), int(delta), dtype=start.dtype)
+
+
+def _op_layer_norm(_net, p, v):
+    x, scale = v[0], v[1]
+    bias = v[2] if len(v) > 2 else None
+    ax = _axis(p["axis"], x.dim())
+    shape = tuple(x.shape[ax:])
+    if tuple(scale.shape) != shape or (bias is not None and tuple(bias.shape) != shape):
+        raise ValueError(f"Scale/B of shape {tuple(scale.shape)} for normalised shape {shape} not reproduced")
+    return F.layer_norm(x, shape, scale, bias, eps=p["eps"])
+
+
+def _reduce(fn):
+    def run(_net, p, v):
+        x = v[0]
+        axes = p["axes"]
+        if axes is None and len(v) > 1 and v[1] is not None:
+            axes = _ints(v[1])
+        if not axes:
+            if p["noop"]:
+                return x
+            axes = list(range(x.dim()))
+        dims = tuple(sorted({_axis(a, x.dim()) for a in axes}))
+        return fn(x, dims, bool(p["keepdims"]))
+    return run
+
+
+def _op_softmax(_net, p, v):
+    ax = _axis(p["axis"], v[0].dim())
+    if p["coerced"] and ax != v[0].dim() - 1:  # before opset 13: softmax over the flattened tail
+        raise ValueError(f"opset < 13 Softmax on axis {ax} of rank {v[0].dim()} not reproduced")
+    return F.softmax(v[0], dim=ax)
+
+
+def _op_clip(_net, p, v):
+    lo = v[1] if len(v) > 1 and v[1] is not None else p["min"]
+    hi = v[2] if len(v) > 2 and v[2] is not None else p["max"]
+    if lo is None and hi is None:
+        return v[0]
+    return torch.clamp(v[0], min=lo, max=hi)
+
+
+def _op_flatten(_net, p, v):
+    x = v[0]
+    ax = p["axis"] + x.dim() if p["axis"] < 0 else p["axis"]
+    if not 0 <= ax <= x.dim():
+        raise ValueError(f"axis {p['axis']} out of range for rank {x.dim()}")
+    return x.reshape(int(np.prod(x.shape[:ax], dtype=np.int64)), -1)
+
+
+def _op_dropout(_net, _p, v):
+    if len(v) > 2 and v[2] is not None and bool(v[2]):
+        raise ValueError("training_mode Dropout")
+    return v[0]
+
+
+# op -> (run, allowed attributes with their defaults); ops that take opset-dependent
+# attributes are completed in GraphNet._compile.
+TEXT_OPS = {
+    "Add": (_binary(torch.add), {}), "Sub": (_binary(torch.sub), {}),
+    "Mul": (_binary(torch.mul), {}), "Div": (_binary(_div), {}),
+    "Pow": (lambda _n, _p, v: torch.pow(v[0], v[1]), {}),
+    "Equal": (_binary(torch.eq), {}), "Less": (_binary(torch.lt), {}),
+    "Greater": (_binary(torch.gt), {}), "LessOrEqual": (_binary(torch.le), {}),
+    "GreaterOrEqual": (_binary(torch.ge), {}), "And": (_binary(torch.logical_and), {}),
+    "Or": (_binary(torch.logical_or), {}), "Not": (_unary(torch.logical_not), {}),
+    "Where": (lambda _n, _p, v: torch.where(v[0], v[1], v[2]), {}),
+    "Sqrt": (_unary(torch.sqrt), {}), "Exp": (_unary(torch.exp), {}), "Log": (_unary(torch.log), {}),
+    "Erf": (_unary(torch.erf), {}), "Tanh": (_unary(torch.tanh), {}), "Neg": (_unary(torch.neg), {}),
+    "Abs": (_unary(torch.abs), {}), "Reciprocal": (_unary(torch.reciprocal), {}),
+    "Relu": (_unary(F.relu), {}), "Sigmoid": (_unary(torch.sigmoid), {}),
+    "Identity": (_unary(lambda x: x), {}),
+    "MatMul": (_op_matmul, {}), "Linear": (_op_linear, {}),
+    "Gather": (_op_gather, dict(axis=0)),
+    "Shape": (_op_shape, dict(start=0, end=None)),
+    "Unsqueeze": (_op_unsqueeze, dict(axes=None)), "Squeeze": (_op_squeeze, dict(axes=None)),
+    "Reshape": (_op_reshape, dict(allowzero=0)), "Transpose": (_op_transpose, dict(perm=None)),
+    "Concat": (_op_concat, dict(axis=None)),
+    "Slice": (_op_slice, dict(starts=None, ends=None, axes=None)),
+    "Cast": (_op_cast, dict(to=None, saturate=1)), "Expand": (_op_expand, {}),
+    "ConstantOfShape": (_op_constant_of_shape, dict(value=None)), "Range": (_op_range, {}),
+    "LayerNormalization": (_op_layer_norm, dict(axis=-1, epsilon=1e-5, stash_type=1)),
+    "ReduceSum": (_reduce(lambda x, d, k: torch.sum(x, d, keepdim=k)),
+                  dict(axes=None, keepdims=1, noop_with_empty_axes=0)),
+    "ReduceMean": (_reduce(lambda x, d, k: torch.mean(x, d, keepdim=k)),
+                   dict(axes=None, keepdims=1, noop_with_empty_axes=0)),
+    "ReduceMax": (_reduce(lambda x, d, k: torch.amax(x, d, keepdim=k)),
+                  dict(axes=None, keepdims=1, noop_with_empty_axes=0)),
+    "ReduceMin": (_reduce(lambda x, d, k: torch.amin(x, d, keepdim=k)),
+                  dict(axes=None, keepdims=1, noop_with_empty_axes=0)),
+    "ReduceL2": (_reduce(lambda x, d, k: torch.sqrt(torch.sum(x * x, d, keepdim=k))),
+                 dict(axes=None, keepdims=1, noop_with_empty_axes=0)),
+    "ReduceSumSquare": (_reduce(lambda x, d, k: torch.sum(x * x, d, keepdim=k)),
+                        dict(axes=None, keepdims=1, noop_with_empty_axes=0)),
+    "Softmax": (_op_softmax, dict(axis=None)),
+    "Clip": (_op_clip, dict(min=None, max=None)),
+    "Flatten": (_op_flatten, dict(axis=1)),
+    "Dropout": (_op_dropout, dict(seed=None)),
+}
+# Ops with an optional second output that inference does not produce (it must be unused).
+FIRST_OUTPUT_ONLY = {"LayerNormalization", "Dropout"}
+
+
+def constant_value(node, path):
+    """A Constant node's tensor."""
+    got = {a.name: a for a in node.attribute}
+    if len(got) != 1:
+        fail(f"{path}: node {node.name!r} (Constant): attributes {sorted(got)}, expected exactly one")
+    (name, attr), = got.items()
+    value = helper.get_attribute_value(attr)
+    if name == "value":
+        arr = numpy_helper.to_array(value)
+    elif name in ("value_float", "value_floats"):
+        arr = np.array(value, dtype=np.float32)
+    elif name in ("value_int", "value_ints"):
+        arr = np.array(value, dtype=np.int64)
+    else:
+        fail(f"{path}: node {node.name!r} (Constant): attribute {name!r} not reproduced")
+    return torch.from_numpy(np.array(arr, copy=True))
+
+
+class GraphNet(nn.Module):
+    """Every node of an ONNX graph in order, per the ONNX spec at the file's opset.
+
+    MatMul with a constant 2-D second operand (and a non-constant first) and Gemm with a
+    constant B are nn.Linear modules (our simulator's crossbar layers); everything else is
+    digital torch. Nodes whose inputs are all constant are evaluated once here (as our
+    importer folds constants)."""
+
+    def __init__(self, model, output_name, path):
+        super().__init__()
+        g = model.graph
+        self.path = str(path)
+        opset = model_opset(model)
+        consts = {i.name: torch.from_numpy(numpy_helper.to_array(i).copy()) for i in g.initializer}
+        self.input_names = [i.name for i in g.input if i.name not in consts]
+        graph_outputs = [o.name for o in g.output]
+        if output_name not in graph_outputs:
+            fail(f"{path}: no graph output {output_name!r}; it has {graph_outputs}")
+        self.output_name = output_name
+        readers = {}
+        for n in g.node:
+            for i in n.input:
+                readers[i] = readers.get(i, 0) + 1
+        for o in graph_outputs:
+            readers[o] = readers.get(o, 0) + 1
+        self.layers = nn.ModuleDict()
+        self.steps = []  # (op, input names, output names, params, node name)
+        self.mac_counter = None  # {"analog": {layer key: MACs}, "digital": MACs} while counting
+        with torch.no_grad():
+            for idx, n in enumerate(g.node):
+                if n.domain not in ("", "ai.onnx"):
+                    fail(f"{path}: node {n.name!r}: op {n.domain}.{n.op_type} not reproduced")
+                if n.op_type == "Constant":
+                    consts[n.output[0]] = constant_value(n, path)
+                    continue
+                step = self._compile(n, idx, opset, consts, readers)
+                op, ins, outs, p, name = step
+                if op != "Linear" and all(i == "" or i in consts for i in ins):
+                    try:
+                        res = TEXT_OPS[op][0](self, p, [consts[i] if i else None for i in ins])
+                    except Exception as e:  # noqa: BLE001 - name the node
+                        fail(f"{path}: node {name!r} ({op}) on constants: {type(e).__name__}: {e}")
+                    consts[outs[0]] = res
+                else:
+                    self.steps.append(step)
+        if self.output_name in consts:
+            fail(f"{path}: graph output {self.output_name!r} is a constant")
+        used = {i for s in self.steps for i in s[1] if i}
+        self.consts = {k: v for k, v in consts.items() if k in used}
+
+    def _compile(self, n, idx, opset, consts, readers):
+        op, ins, name = n.op_type, list(n.input), n.name
+        outs = list(n.output)
+        extra = [o for o in outs[1:] if o and readers.get(o, 0)]
+        if extra:
+            fail(f"{self.path}: node {name!r} ({op}): output(s) {extra} used; only the first is reproduced")
+        if len(outs) > 1 and op not in FIRST_OUTPUT_ONLY:
+            fail(f"{self.path}: node {name!r} ({op}): {len(outs)} outputs not reproduced")
+        outs = outs[:1]
+        if op in ("MatMul", "Gemm"):
+            return self._compile_matmul(n, idx, consts)
+        if op not in TEXT_OPS or op == "Linear":
+            fail(f"{self.path}: node {name!r}: op {op} not reproduced by this script")
+        at = attrs_of(n, TEXT_OPS[op][1], self.path)
+        p = dict(at)
+        if op in ("Unsqueeze", "Squeeze"):
+            if opset >= 13 and at["axes"] is not None:
+                fail(f"{self.path}: node {name!r}: {op} axes attribute at opset {opset}")
+            if opset < 13 and op == "Unsqueeze" and at["axes"] is None:
+                fail(f"{self.path}: node {name!r}: Unsqueeze without axes")
+        elif op.startswith("Reduce"):
+            takes_input = opset >= (13 if op == "ReduceSum" else 18)
+            if takes_input and at["axes"] is not None:
+                fail(f"{self.path}: node {name!r}: {op} axes attribute at opset {opset}")
+            p["noop"] = at["noop_with_empty_axes"]
+        elif op == "Softmax":
+            p["coerced"] = opset < 13
+            p["axis"] = at["axis"] if at["axis"] is not None else (-1 if opset >= 13 else 1)
+        elif op == "Slice":
+            if opset >= 10 and any(at[k] is not None for k in ("starts", "ends", "axes")):
+                fail(f"{self.path}: node {name!r}: Slice attributes at opset {opset}")
+            if opset < 10 and (at["starts"] is None or at["ends"] is None):
+                fail(f"{self.path}: node {name!r}: Slice without starts/ends")
+        elif op == "Clip":
+            if opset >= 11 and (at["min"] is not None or at["max"] is not None):
+                fail(f"{self.path}: node {name!r}: Clip attributes at opset {opset}")
+        elif op == "Cast":
+            if at["to"] not in TORCH_DTYPES:
+                fail(f"{self.path}: node {name!r}: Cast to ONNX type {at['to']} not reproduced")
+            p["dtype"] = TORCH_DTYPES[at["to"]]
+        elif op == "ConstantOfShape":
+            val = (numpy_helper.to_array(at["value"]) if at["value"] is not None
+                   else np.zeros(1, dtype=np.float32))
+            if val.size != 1:
+                fail(f"{self.path}: node {name!r}: ConstantOfShape value of {val.size} elements")
+            p["value"] = torch.from_numpy(np.array(val.reshape(()), copy=True))
+        elif op == "Concat" and at["axis"] is None:
+            fail(f"{self.path}: node {name!r}: Concat without an axis")
+        elif op == "LayerNormalization":
+            if at["stash_type"] != 1:
+                fail(f"{self.path}: node {name!r}: LayerNormalization stash_type {at['stash_type']} "
+                     "not reproduced")
+            p["eps"] = float(np.float32(at["epsilon"]))
+        return (op, ins, outs, p, name)
+
+    def _compile_matmul(self, n, idx, consts):
+        op, ins, name = n.op_type, list(n.input), n.name
+        a_const, b = ins[0] in consts, consts.get(ins[1])
+        key = f"l{idx}"
+        if op == "MatMul":
+            attrs_of(n, {}, self.path)
+            if a_const or b is None or b.dim() != 2:
+                # Two activations (attention), a batched constant, or all constant (folded):
+                # digital, as in our importer. A constant first operand with an activation
+                # second is a crossbar layer there (LayerKind::Left): not reproduced here.
+                if a_const and b is None and consts[ins[0]].dim() == 2:
+                    fail(f"{self.path}: node {name!r}: MatMul of a constant matrix by an activation "
+                         "(a crossbar layer in our simulator) not reproduced")
+                return ("MatMul", ins, [n.output[0]], {}, name)
+            w, bias = b.numpy().T, None
+        else:
+            at = attrs_of(n, dict(alpha=1.0, beta=1.0, transA=0, transB=0), self.path)
+            if at["transA"] or a_const or b is None or b.dim() != 2:
+                fail(f"{self.path}: node {name!r}: Gemm with transA or a non-constant B not reproduced")
+            w = (b.numpy() if at["transB"] else b.numpy().T) * np.float32(at["alpha"])
+            bias = None
+            if len(ins) > 2 and ins[2]:
+                if ins[2] not in consts:
+                    fail(f"{self.path}: node {name!r}: Gemm with a non-constant C not reproduced")
+                bias = consts[ins[2]].numpy() * np.float32(at["beta"])
+                if bias.size != w.shape[0]:
+                    fail(f"{self.path}: node {name!r}: Gemm C of shape {bias.shape} "
+                         "(only a per-column bias is reproduced)")
+        if w.dtype != np.float32:
+            fail(f"{self.path}: node {name!r}: {op} weight of type {w.dtype} not reproduced")
+        lin = nn.Linear(w.shape[1], w.shape[0], bias=bias is not None)
+        lin.weight.copy_(torch.from_numpy(np.ascontiguousarray(w)))
+        if bias is not None:
+            lin.bias.copy_(torch.from_numpy(bias.reshape(-1).astype(np.float32)))
+        self.layers[key] = lin
+        return ("Linear", ins[:1], [n.output[0]], dict(key=key, n=w.shape[0]), name)
+
+    def forward(self, feeds):
+        env = dict(self.consts)
+        if isinstance(feeds, dict):
+            env.update(feeds)
+        else:
+            env[self.input_names[0]] = feeds
+        for op, ins, outs, p, name in self.steps:
+            try:
+                env[outs[0]] = TEXT_OPS[op][0](self, p, [env[i] if i else None for i in ins])
+            except Exception as e:
+                raise RuntimeError(f"{self.path}: node {name!r} ({op}): {type(e).__name__}: {e}") from e
+        return env[self.output_name]
+
+
 # --------------------------------------------------------------------------
 # Running and timing
 # --------------------------------------------------------------------------
-def predict(net, x, batch):
+# The text reference check stops the run when the float torch rebuild (batched, padded) and
+# onnxruntime (one document per call, unpadded) differ by more than float32 rounding explains:
+# max |embedding difference| above TEXT_REL_TOL x max |embedding|, or Pearsons further apart
+# than PEARSON_TOL (what such a difference can move a 1,225-pair correlation by, with room).
+TEXT_REL_TOL = 1e-4
+PEARSON_TOL = 1e-5
+
+
+class Task:
+    """What is evaluated: `unit` ("images" / "documents") per second, and `metrics` of each
+    pass's outputs (rows = items) from `score`."""
+
+    def __init__(self, unit, metrics, score):
+        self.unit, self.metrics, self.score = unit, metrics, score
+
+
+def image_batches(x, batch):
+    return [x[lo:lo + batch] for lo in range(0, len(x), batch)]
+
+
+def predict(net, batches):
+    """The network's output over every batch, one row per item (flattened per item, as our
+    `item_rows`)."""
     outs = []
     with torch.inference_mode():
-        for lo in range(0, len(x), batch):
-            outs.append(net(x[lo:lo + batch]))
+        for b in batches:
+            y = net(b)
+            outs.append(y.reshape(y.shape[0], -1))
     return torch.cat(outs).numpy()
 
 
-def timed(net, x, batch, repeat, tag):
+def timed(net, batches, items, repeat, tag, unit):
     with torch.inference_mode():
-        net(x[:batch])  # warm-up
-    best, preds = None, []
+        net(batches[0])  # warm-up
+    best, outs = None, []
     for r in range(repeat):
         t0 = time.perf_counter()
-        y = predict(net, x, batch)
+        y = predict(net, batches)
         dt = time.perf_counter() - t0
-        log(f"{tag}: pass {r + 1}/{repeat}: {dt:.3f} s ({len(x) / dt:.1f} images/s)")
+        log(f"{tag}: pass {r + 1}/{repeat}: {dt:.3f} s ({items / dt:.1f} {unit}/s)")
         best = dt if best is None else min(best, dt)
-        preds.append(y.argmax(axis=1))
-    return best, preds
+        outs.append(y)
+    return best, outs
 
 
 def top1(pred, labels, ref_pred):
@@ -537,7 +1300,10 @@ def weight_layers(float_net, x1):
     return rows
 
 
-def run_config(a, name, float_net, x, labels, ref_pred, layers):
+
+def run_config(a, name, float_net, batches, items, task, layers, digital_macs=0):
+    """`layers`: (module name, MACs, groups) of every Conv2d / Linear; `digital_macs`: the MACs of
+    the products that are no layer (a text model's attention MatMuls), for analog_mac_share."""
     from aihwkit.nn import AnalogConv2d, AnalogLinear
     from aihwkit.nn.conversion import convert_to_analog
 
@@ -557,7 +1323,7 @@ def run_config(a, name, float_net, x, labels, ref_pred, layers):
         if len(digital) != len(grouped):
             raise RuntimeError(f"{len(digital)} Conv2d/Linear layer(s) left digital after conversion, "
                                f"{len(grouped)} grouped")
-        total = sum(m for _, m, _ in layers)
+        total = sum(m for _, m, _ in layers) + digital_macs
         entry["digital_layers"] = len(grouped)
         entry["analog_mac_share"] = round(sum(m for _, m, g in layers if g == 1) / total, 6)
         tiles = sum(len(list(m.analog_tiles())) for m in analog)
@@ -565,9 +1331,9 @@ def run_config(a, name, float_net, x, labels, ref_pred, layers):
             f"out_noise {rpu.forward.out_noise}, inp_res 1/{round(1 / rpu.forward.inp_res)}, "
             f"out_res 1/{round(1 / rpu.forward.out_res)}")
         if entry["tile"] == "torch":
-            entry["mvm_passes_per_product"] = count_passes(net, x[:a.batch])
-        seconds, preds = timed(net, x, a.batch, a.repeat, name)
-        per_pass = [top1(p, labels, ref_pred) for p in preds]
+            entry["mvm_passes_per_product"] = count_passes(net, batches[0])
+        seconds, outs = timed(net, batches, items, a.repeat, name, task.unit)
+        scores = [task.score(y) for y in outs]
         entry.update({
             "rpu_config": cls_name,
             "out_noise": rpu.forward.out_noise,
@@ -579,10 +1345,11 @@ def run_config(a, name, float_net, x, labels, ref_pred, layers):
             "analog_layers": len(analog),
             "tiles": tiles,
             "seconds": seconds,
-            "images_per_s": len(x) / seconds,
-            "top1": per_pass[0],
-            "top1_per_pass": per_pass,
+            f"{task.unit}_per_s": items / seconds,
         })
+        for k in task.metrics:
+            entry[k] = scores[0][k]
+            entry[f"{k}_per_pass"] = [s[k] for s in scores]
     except Exception as e:  # noqa: BLE001 - report and go on with the other configurations
         log(f"{name}: failed: {type(e).__name__}: {e}")
         entry["error"] = f"{type(e).__name__}: {e}"
@@ -603,8 +1370,8 @@ def reference_check(onnx_path, model, float_net, x, labels, batch, threads):
         (r,) = sess.run(None, {in_name: x[lo:lo + batch]})
         ref.append(r)
     ref = np.concatenate(ref)
-    ours = predict(float_net, torch.from_numpy(x), batch)
-    diff = float(np.abs(ref - ours).max())
+    ours = predict(float_net, image_batches(torch.from_numpy(x), batch))
+    diff = float(np.abs(ref.reshape(len(ref), -1) - ours).max())
     ref_pred, our_pred = ref.argmax(axis=1), ours.argmax(axis=1)
     res = {
         "onnx_top1": top1(ref_pred, labels, ref_pred),
@@ -615,62 +1382,172 @@ def reference_check(onnx_path, model, float_net, x, labels, batch, threads):
     return res, ref_pred
 
 
+def text_reference_check(onnx_path, float_net, enc, inputs, batches, pairs, threads):
+    """onnxruntime on each document alone, unpadded (the session and feeds of
+    scripts/bench/ort_bench.py), against the float torch rebuild on the timed batches."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(str(onnx_path), sess_options=so, providers=["CPUExecutionProvider"])
+    out = float_net.output_name
+    ref = np.concatenate([sess.run([out], single_feed(e, inputs))[0].reshape(1, -1) for e in enc])
+    ours = predict(float_net, batches)
+    if ref.shape != ours.shape:
+        fail(f"{onnx_path}: output {out!r}: onnxruntime rows {ref.shape}, torch rebuild {ours.shape}")
+    so_, st_ = lee50_scores(ref, pairs), lee50_scores(ours, pairs)
+    res = {
+        "onnx_pearson": so_["pearson"],
+        "onnx_spearman": so_["spearman"],
+        "torch_pearson": st_["pearson"],
+        "torch_spearman": st_["spearman"],
+        "max_abs_embedding_diff": float(np.abs(ref - ours).max()),
+        "max_abs_embedding": float(np.abs(ref).max()),
+        "pairs": len(pairs),
+    }
+    return res
+
+
 def main(a):
     import aihwkit
 
     torch.set_num_threads(a.threads)
     torch.set_num_interop_threads(1)
     load0 = list(os.getloadavg())
+    spec_path = Path(a.spec)
     spec_model = None
     try:
-        spec = tomllib.loads(Path(a.spec).read_text())
+        spec = tomllib.loads(spec_path.read_text())
         spec_model = next((m for m in spec.get("model", []) if m.get("name") == a.model), None)
     except (OSError, tomllib.TOMLDecodeError) as e:
         fail(f"cannot read {a.spec}: {e}", 2)
     if spec_model is None:
-        fail(f"{a.spec}: no [[model]] {a.model!r}", 2)
-    model = onnx.load(str((Path(a.spec).parent / spec_model["onnx"]).resolve()))
+        names = sorted(m.get("name", "?") for m in spec.get("model", []))
+        fail(f"{a.spec}: no [[model]] {a.model!r}; it has {names}", 2)
+    onnx_path = (spec_path.parent / spec_model["onnx"]).resolve()
+    try:
+        model = onnx.load(str(onnx_path))
+    except Exception as e:  # noqa: BLE001 - onnx raises several unrelated types
+        fail(f"cannot load {onnx_path}: {e}")
+    if is_text_model(spec_model):
+        result = run_text(a, spec_path, spec_model, model, onnx_path)
+    else:
+        result = run_images(a, model)
+    versions = {"aihwkit": aihwkit.__version__, "torch": torch.__version__,
+                "python": platform.python_version()}
+    out = {}
+    for k, v in result.items():  # the versions after "repeat", as before text models were added
+        out[k] = v
+        if k == "repeat":
+            out.update(versions)
+    out.update({"loadavg_before": load0, "loadavg_after": list(os.getloadavg()), "cpu": cpu_name()})
+    result = out
+    sys.stdout.write(json.dumps(result) + "\n")
+    sys.stdout.flush()
+    return 1 if any("error" in c for c in result["configs"]) else 0
+
+
+def run_images(a, model):
     dims = [d.dim_value or 1 for d in model.graph.input[0].type.tensor_type.shape.dim]
     onnx_path, x_np, labels = load_inputs(a, dims)
     log(f"{onnx_path.name}: {len(model.graph.node)} nodes; inputs {list(x_np.shape)}, "
         f"{'labelled' if labels is not None else 'unlabelled (top-1 = agreement with float)'}")
     float_net = OnnxNet(model).eval()
     log(f"torch rebuild: {len(float_net.layers)} weight layers, {len(float_net.steps)} steps")
+    x = torch.from_numpy(x_np)
+    batches = image_batches(x, a.batch)
     if a.skip_reference:
         ref_res = None
-        ref_pred = predict(float_net, torch.from_numpy(x_np), a.batch).argmax(axis=1)
+        ref_pred = predict(float_net, batches).argmax(axis=1)
     else:
         t0 = time.perf_counter()
         ref_res, ref_pred = reference_check(onnx_path, model, float_net, x_np, labels, a.batch, a.threads)
         log(f"reference check ({time.perf_counter() - t0:.1f} s): {ref_res}")
         if ref_res["onnx_top1"] != ref_res["torch_top1"]:
             fail("the torch rebuild's top-1 differs from the ONNX model's")
-    x = torch.from_numpy(x_np)
     layers = weight_layers(float_net, x[:1])
+    task = Task("images", ("top1",), lambda y: {"top1": top1(y.argmax(axis=1), labels, ref_pred)})
     torch.manual_seed(a.seed)
-    fsec, fpred = timed(float_net, x, a.batch, a.repeat, "float")
-    result = {
+    fsec, fouts = timed(float_net, batches, len(x), a.repeat, "float", "images")
+    return {
         "model": a.model,
-        "onnx": str(onnx_path.relative_to(REPO) if onnx_path.is_relative_to(REPO) else onnx_path),
+        "onnx": rel(onnx_path),
         "images": len(x),
         "batch": a.batch,
         "threads": a.threads,
         "torch_threads": torch.get_num_threads(),
         "repeat": a.repeat,
-        "aihwkit": aihwkit.__version__,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
         "reference": ref_res,
-        "float": {"seconds": fsec, "images_per_s": len(x) / fsec, "top1": top1(fpred[0], labels, ref_pred)},
+        "float": {"seconds": fsec, "images_per_s": len(x) / fsec, "top1": task.score(fouts[0])["top1"]},
         "macs_per_image": sum(m for _, m, _ in layers),
-        "configs": [run_config(a, name, float_net, x, labels, ref_pred, layers) for name in a.configs],
-        "loadavg_before": load0,
-        "loadavg_after": list(os.getloadavg()),
-        "cpu": cpu_name(),
+        "configs": [run_config(a, name, float_net, batches, len(x), task, layers) for name in a.configs],
     }
-    sys.stdout.write(json.dumps(result) + "\n")
-    sys.stdout.flush()
-    return 1 if any("error" in c for c in result["configs"]) else 0
+
+
+def run_text(a, spec_path, spec_model, model, onnx_path):
+    enc, pairs, inputs, pads, max_tokens = load_texts(a, spec_path, spec_model, model, onnx_path)
+    output = spec_model.get("output") or model.graph.output[0].name
+    float_net = GraphNet(model, output, onnx_path).eval()
+    log(f"{onnx_path.name}: {len(model.graph.node)} nodes -> {len(float_net.steps)} steps "
+        f"(constants folded), {len(float_net.layers)} nn.Linear; output {output!r}")
+    n = len(enc)
+    batches = text_batches(enc, inputs, pads, a.batch)
+    computed = sum(next(iter(b.values())).numel() for b in batches)
+    tokens = sum(len(e["ids"]) for e in enc)
+    # MACs at each document's own length (unpadded): every nn.Linear (analog) and every
+    # product of two activations (digital, in aihwkit as in ours).
+    float_net.mac_counter = {"analog": {}, "digital": 0}
+    with torch.inference_mode():
+        for e in enc:
+            float_net({k: torch.from_numpy(v) for k, v in single_feed(e, inputs).items()})
+    counter, float_net.mac_counter = float_net.mac_counter, None
+    layers = [(k, counter["analog"].get(k, 0), 1) for k in float_net.layers]
+    digital_macs = counter["digital"]
+    if a.skip_reference:
+        ref_res = None
+    else:
+        t0 = time.perf_counter()
+        ref_res = text_reference_check(onnx_path, float_net, enc, inputs, batches, pairs, a.threads)
+        log(f"reference check ({time.perf_counter() - t0:.1f} s): {ref_res}")
+        rel_diff = ref_res["max_abs_embedding_diff"] / max(ref_res["max_abs_embedding"], 1e-30)
+        dp = abs(ref_res["onnx_pearson"] - ref_res["torch_pearson"])
+        if rel_diff > TEXT_REL_TOL or dp > PEARSON_TOL:
+            fail(f"{onnx_path}: the torch rebuild (batches of {a.batch}) differs from onnxruntime "
+                 f"(one document per call): max |embedding difference| {rel_diff:.3g} of the largest "
+                 f"|embedding| (limit {TEXT_REL_TOL}), Pearson {ref_res['torch_pearson']:.8f} against "
+                 f"{ref_res['onnx_pearson']:.8f} (limit {PEARSON_TOL})")
+    task = Task("documents", ("pearson", "spearman"), lambda y: lee50_scores(y, pairs))
+    torch.manual_seed(a.seed)
+    fsec, fouts = timed(float_net, batches, n, a.repeat, "float", "documents")
+    fscore = task.score(fouts[0])
+    return {
+        "model": a.model,
+        "onnx": rel(onnx_path),
+        "output": output,
+        "documents": n,
+        "pairs": len(pairs),
+        "max_tokens": max_tokens,
+        "tokens": tokens,
+        "tokens_computed": computed,
+        "batch": a.batch,
+        "threads": a.threads,
+        "torch_threads": torch.get_num_threads(),
+        "repeat": a.repeat,
+        "reference": ref_res,
+        "float": {"seconds": fsec, "documents_per_s": n / fsec, **fscore},
+        "macs_per_document": round(sum(m for _, m, _ in layers) / n),
+        "digital_macs_per_document": round(digital_macs / n),
+        "configs": [run_config(a, name, float_net, batches, n, task, layers, digital_macs)
+                    for name in a.configs],
+    }
+
+
+def rel(path):
+    return str(path.relative_to(REPO) if path.is_relative_to(REPO) else path)
 
 
 def cpu_name():
