@@ -330,7 +330,6 @@ def load_photos(folder, shape, start, n):
     return np.stack(out), None
 
 
-
 # --------------------------------------------------------------------------
 # Text inputs (Lee-50 documents through tokenizer.json), as our simulator's
 # --------------------------------------------------------------------------
@@ -731,7 +730,6 @@ class OnnxNet(nn.Module):
 
 def model_opset(model):
     return max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
-
 
 
 # --------------------------------------------------------------------------
@@ -1300,7 +1298,6 @@ def weight_layers(float_net, x1):
     return rows
 
 
-
 def run_config(a, name, float_net, batches, items, task, layers, digital_macs=0):
     """`layers`: (module name, MACs, groups) of every Conv2d / Linear; `digital_macs`: the MACs of
     the products that are no layer (a text model's attention MatMuls), for analog_mac_share."""
@@ -1357,13 +1354,19 @@ def run_config(a, name, float_net, batches, items, task, layers, digital_macs=0)
     return entry
 
 
-def reference_check(onnx_path, model, float_net, x, labels, batch, threads):
-    import onnxruntime as ort
+def ort_session(onnx_path, threads):
+    """onnxruntime's session with scripts/bench/ort_bench.py's settings (its `make_session`:
+    CPU provider, `threads` intra-op, sequential, every graph optimisation)."""
+    sys.path.insert(0, str(REPO / "scripts" / "bench"))
+    try:
+        from ort_bench import make_session
+    finally:
+        sys.path.pop(0)
+    return make_session(str(onnx_path), threads)[1]
 
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.log_severity_level = 3
-    sess = ort.InferenceSession(str(onnx_path), sess_options=so, providers=["CPUExecutionProvider"])
+
+def reference_check(onnx_path, model, float_net, x, labels, batch, threads):
+    sess = ort_session(onnx_path, threads)
     in_name = model.graph.input[0].name
     ref = []
     for lo in range(0, len(x), batch):
@@ -1385,26 +1388,18 @@ def reference_check(onnx_path, model, float_net, x, labels, batch, threads):
 def text_reference_check(onnx_path, float_net, enc, inputs, batches, pairs, threads):
     """onnxruntime on each document alone, unpadded (the session and feeds of
     scripts/bench/ort_bench.py), against the float torch rebuild on the timed batches."""
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.log_severity_level = 3
-    sess = ort.InferenceSession(str(onnx_path), sess_options=so, providers=["CPUExecutionProvider"])
+    sess = ort_session(onnx_path, threads)
     out = float_net.output_name
     ref = np.concatenate([sess.run([out], single_feed(e, inputs))[0].reshape(1, -1) for e in enc])
     ours = predict(float_net, batches)
     if ref.shape != ours.shape:
         fail(f"{onnx_path}: output {out!r}: onnxruntime rows {ref.shape}, torch rebuild {ours.shape}")
-    so_, st_ = lee50_scores(ref, pairs), lee50_scores(ours, pairs)
+    onnx_scores, torch_scores = lee50_scores(ref, pairs), lee50_scores(ours, pairs)
     res = {
-        "onnx_pearson": so_["pearson"],
-        "onnx_spearman": so_["spearman"],
-        "torch_pearson": st_["pearson"],
-        "torch_spearman": st_["spearman"],
+        "onnx_pearson": onnx_scores["pearson"],
+        "onnx_spearman": onnx_scores["spearman"],
+        "torch_pearson": torch_scores["pearson"],
+        "torch_spearman": torch_scores["spearman"],
         "max_abs_embedding_diff": float(np.abs(ref - ours).max()),
         "max_abs_embedding": float(np.abs(ref).max()),
         "pairs": len(pairs),
