@@ -58,6 +58,7 @@ pub use geometry::{CellKind, CrossbarGeometry};
 pub use ir_drop::{Effective, exact_effective, first_order, max_correction, resummed};
 pub use kernel::{KERNEL_ENV, Kernel};
 pub use noise::{ColumnNoise, DeviceNoise, Xoshiro256PlusPlus, stream_rng};
+pub use packed::ExactMatrix;
 pub use realism::{
     AdcInstance, AdcVariation, DRIFT_T0_SECONDS, Drift, DriftCompensation, IrDropModel,
     ProgrammingTable,

@@ -241,6 +241,126 @@ impl PackedLevels {
     }
 }
 
+/// Rows per packed block of an [`ExactMatrix`]: `|sum| <= 2^14 x 255 x 64 < 2^31`
+/// (and [`PackedLevels::column_sums_with`]'s limit of `2^16` rows).
+const EXACT_BLOCK_ROWS: usize = 1 << 14;
+
+/// Exact integer products of an `i8` matrix (`outputs x cols`, row-major, as
+/// quantised weights are held) with `u8` or `i8` input vectors, on the
+/// process's integer kernel ([`Kernel::selected`], the portable one when
+/// [`crate::KERNEL_ENV`] is invalid): every kernel gives the same integers.
+///
+/// Each block of [`EXACT_BLOCK_ROWS`] inputs is packed as two halves, `h = w >>
+/// 1` and `w - h`, both in `[-64, 64]` ([`MAX_LEVEL`], where AVX2's pairwise
+/// `i16` sums cannot saturate), their `i32` sums added in `i64`. Signed inputs
+/// are read as `x + 128` and `128 sum_c w[o][c]` taken off.
+#[derive(Debug, Clone)]
+pub struct ExactMatrix {
+    outputs: usize,
+    cols: usize,
+    /// Per block of inputs: its first input and the two packed halves.
+    blocks: Vec<(usize, [PackedLevels; 2])>,
+    /// `sum_c w[o][c]` per output.
+    sums: Vec<i64>,
+}
+
+impl ExactMatrix {
+    /// Packs `weights` (`outputs x cols`, row-major).
+    ///
+    /// # Panics
+    /// If `weights.len() != outputs * cols`.
+    #[must_use]
+    pub fn new(weights: &[i8], outputs: usize, cols: usize) -> Self {
+        assert_eq!(weights.len(), outputs * cols, "weight shape");
+        let mut blocks = Vec::new();
+        for r0 in (0..cols).step_by(EXACT_BLOCK_ROWS) {
+            let rows = (cols - r0).min(EXACT_BLOCK_ROWS);
+            // Row `r` of a half holds input `r0 + r` of every output.
+            let half = |upper: bool| {
+                PackedLevels::from_rows(rows, outputs, |r, out| {
+                    for (o, l) in out.iter_mut().enumerate() {
+                        let w = i32::from(weights[o * cols + r0 + r]);
+                        *l = if upper { w >> 1 } else { w - (w >> 1) };
+                    }
+                })
+                .expect("halves of an i8 lie in [-64, 64]")
+            };
+            blocks.push((r0, [half(true), half(false)]));
+        }
+        let sums = weights
+            .chunks_exact(cols.max(1))
+            .take(outputs)
+            .map(|r| r.iter().map(|&w| i64::from(w)).sum())
+            .collect();
+        Self {
+            outputs,
+            cols,
+            blocks,
+            sums,
+        }
+    }
+
+    /// Outputs (rows of the matrix).
+    #[must_use]
+    pub fn outputs(&self) -> usize {
+        self.outputs
+    }
+
+    /// Inputs per vector (columns of the matrix).
+    #[must_use]
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// `out[v][o] = sum_c x[v][c] w[o][c]` for `x` of `vectors x cols` values
+    /// and `out` of `vectors x outputs`.
+    ///
+    /// # Panics
+    /// If the lengths do not match.
+    pub fn products(&self, x: &[u8], out: &mut [i64]) {
+        self.products_with(x, |b| b, out);
+    }
+
+    /// [`Self::products`] of signed inputs.
+    ///
+    /// # Panics
+    /// If the lengths do not match.
+    pub fn products_signed(&self, x: &[i8], out: &mut [i64]) {
+        self.products_with(x, |b| b.cast_unsigned() ^ 0x80, out);
+        for row in out.chunks_exact_mut(self.outputs.max(1)) {
+            for (o, &s) in row.iter_mut().zip(&self.sums) {
+                *o -= 128 * s;
+            }
+        }
+    }
+
+    fn products_with<T: Copy>(&self, x: &[T], code: impl Fn(T) -> u8, out: &mut [i64]) {
+        let cols = self.cols.max(1);
+        assert_eq!(x.len() % cols, 0, "input vectors");
+        let vectors = x.len() / cols;
+        assert_eq!(out.len(), vectors * self.outputs, "output shape");
+        out.fill(0);
+        let kernel = Kernel::selected().unwrap_or(Kernel::Portable);
+        let mut sums = vec![0i32; vectors * self.outputs];
+        for (r0, halves) in &self.blocks {
+            let prow = halves[0].padded_rows();
+            let rows = halves[0].rows;
+            let mut pulses = vec![0u8; vectors * prow];
+            for (p, xv) in pulses.chunks_exact_mut(prow).zip(x.chunks_exact(cols)) {
+                for (d, &s) in p.iter_mut().zip(&xv[*r0..r0 + rows]) {
+                    *d = code(s);
+                }
+            }
+            for half in halves {
+                half.column_sums_with(kernel, &pulses, &mut sums);
+                for (o, &s) in out.iter_mut().zip(&sums) {
+                    *o += i64::from(s);
+                }
+            }
+        }
+    }
+}
+
 /// The x86-64 kernels. Both keep four input vectors' accumulators in
 /// registers so each level load serves four vectors, and skip row groups
 /// where none of the four has a pulse.
@@ -928,6 +1048,62 @@ mod tests {
             let mut got = vec![i32::MIN; b * c];
             packed.column_sums(&pulses, &mut got);
             assert_eq!(got, want, "{b}x{r}x{c}, selected kernel");
+        }
+    }
+
+    /// Exact products equal the plain `i64` loop for unsigned and signed inputs
+    /// at the extremes (weights of -128 and 127, inputs of 255 and -128),
+    /// across shapes with padding, and across a block boundary of inputs.
+    #[test]
+    fn exact_matrix_equals_the_plain_product() {
+        let mut rng = stream_rng(12, &[]);
+        for &(b, outputs, cols) in &[
+            (1, 1, 1),
+            (3, 5, 9),
+            (64, 40, 300),
+            (33, 17, 130),
+            (2, 3, EXACT_BLOCK_ROWS + 37),
+        ] {
+            let w: Vec<i8> = (0..outputs * cols)
+                .map(|_| match rng.random_range(0u32..4) {
+                    0 => -128,
+                    1 => 127,
+                    _ => rng.random_range(-128..=127),
+                })
+                .collect();
+            let xu: Vec<u8> = (0..b * cols)
+                .map(|_| match rng.random_range(0u32..3) {
+                    0 => 255,
+                    _ => rng.random_range(0..=255),
+                })
+                .collect();
+            let xs: Vec<i8> = (0..b * cols)
+                .map(|_| match rng.random_range(0u32..3) {
+                    0 => -128,
+                    _ => rng.random_range(-128..=127),
+                })
+                .collect();
+            let plain = |x: &dyn Fn(usize) -> i64| -> Vec<i64> {
+                (0..b * outputs)
+                    .map(|i| {
+                        let (v, o) = (i / outputs, i % outputs);
+                        (0..cols)
+                            .map(|c| x(v * cols + c) * i64::from(w[o * cols + c]))
+                            .sum()
+                    })
+                    .collect()
+            };
+            let m = ExactMatrix::new(&w, outputs, cols);
+            assert_eq!((m.outputs(), m.cols()), (outputs, cols));
+            let mut got = vec![i64::MIN; b * outputs];
+            m.products(&xu, &mut got);
+            assert_eq!(got, plain(&|i| i64::from(xu[i])), "{b}x{outputs}x{cols}");
+            m.products_signed(&xs, &mut got);
+            assert_eq!(
+                got,
+                plain(&|i| i64::from(xs[i])),
+                "{b}x{outputs}x{cols} signed"
+            );
         }
     }
 

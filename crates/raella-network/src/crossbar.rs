@@ -4,7 +4,7 @@ use ndarray::Array2;
 use raella_compiler::{
     AdaptiveSlicing, Calibration, CompileConfig, QuantizedMatrix, Slicing, compile,
 };
-use raella_device::{DeviceNoise, Kernel};
+use raella_device::{DeviceNoise, ExactMatrix, Kernel};
 use raella_onnx::PARALLEL_VALUES;
 use raella_runtime::{LayerStats, ProgrammedLayer, RunConfig, choose_weight_slicing_layer};
 use rayon::prelude::*;
@@ -61,7 +61,7 @@ impl ArchConfig {
 pub struct CrossbarBackend {
     layers: Vec<Vec<ProgrammedLayer>>,
     /// The int8 weights per layer and group, for checking sampled outputs.
-    weights: Vec<Vec<Array2<i8>>>,
+    weights: Vec<Vec<CheckWeights>>,
     slicings: Vec<String>,
     run: RunConfig,
     seed: u64,
@@ -216,8 +216,8 @@ impl CrossbarBackend {
         Ok(Self {
             layers: programmed,
             weights: layers
-                .iter()
-                .map(|(_, g)| g.iter().map(|q| q.weights.clone()).collect())
+                .par_iter()
+                .map(|(_, g)| g.iter().map(|q| CheckWeights::new(&q.weights)).collect())
                 .collect(),
             slicings,
             run: arch.run.clone(),
@@ -289,29 +289,79 @@ impl MacBackend for CrossbarBackend {
     }
 }
 
+/// A group's int8 weights for the sampled check: packed for the integer
+/// kernel ([`ExactMatrix`]) when large enough for that to pay, else as they
+/// are (a depthwise group's few weights).
+#[derive(Debug)]
+enum CheckWeights {
+    Packed(ExactMatrix),
+    Plain(Array2<i8>),
+}
+
+/// Weights per group from which the check takes the packed products.
+const PACKED_CHECK_WEIGHTS: usize = 4096;
+
+/// Vectors per parallel item of the packed check (the AMX kernel's block).
+const PACKED_CHECK_VECTORS: usize = 32;
+
+impl CheckWeights {
+    fn new(w: &Array2<i8>) -> Self {
+        if w.len() >= PACKED_CHECK_WEIGHTS {
+            let w = w.as_standard_layout();
+            let ws = w.as_slice().expect("standard layout");
+            Self::Packed(ExactMatrix::new(ws, w.nrows(), w.ncols()))
+        } else {
+            Self::Plain(w.to_owned())
+        }
+    }
+}
+
 /// Squared error and squared reference of up to [`CHECKED_VECTORS`] evenly
 /// spaced vectors' outputs against exact integer MACs. The exact outputs are
-/// made on all threads (a vector per item, merged while small), compiled for
-/// the vector units the engine uses ([`Kernel::dispatch`]; integer sums, so
-/// the same values on every instruction set); the squares are added in one
-/// fixed order.
-fn check_sample(w: &Array2<i8>, x: &QInput, y: &Array2<i64>) -> (f64, f64) {
+/// made on all threads, by the integer kernel for large weight matrices
+/// ([`ExactMatrix`], blocks of vectors per item) and otherwise compiled for
+/// the vector units the engine uses ([`Kernel::dispatch`]; a vector per item,
+/// merged while small): integer sums, so the same values on every
+/// instruction set. The squares are added in one fixed order.
+fn check_sample(w: &CheckWeights, x: &QInput, y: &Array2<i64>) -> (f64, f64) {
     let n = x.nrows();
     let k = n.min(CHECKED_VECTORS);
-    let w = w.as_standard_layout();
-    let ws = w.as_slice().expect("standard layout");
-    let outputs = w.nrows();
+    let outputs = y.ncols();
     let mut exact = vec![0i64; k * outputs];
-    exact
-        .par_chunks_mut(outputs.max(1))
-        .with_min_len(PARALLEL_VALUES / ws.len().max(1))
-        .enumerate()
-        .for_each(|(i, e)| {
-            Kernel::dispatch_selected(
-                #[inline(always)]
-                || exact_outputs(ws, w.ncols(), x, i * n / k, e),
-            );
-        });
+    match w {
+        CheckWeights::Packed(m) => {
+            let cols = m.cols().max(1);
+            let items = exact.par_chunks_mut(PACKED_CHECK_VECTORS * outputs.max(1));
+            match x {
+                QInput::Unsigned(a) => {
+                    let xs = sampled_rows(a, k);
+                    items
+                        .zip(xs.par_chunks(PACKED_CHECK_VECTORS * cols))
+                        .for_each(|(e, xv)| m.products(xv, e));
+                }
+                QInput::Signed(a) => {
+                    let xs = sampled_rows(a, k);
+                    items
+                        .zip(xs.par_chunks(PACKED_CHECK_VECTORS * cols))
+                        .for_each(|(e, xv)| m.products_signed(xv, e));
+                }
+            }
+        }
+        CheckWeights::Plain(w) => {
+            let w = w.as_standard_layout();
+            let ws = w.as_slice().expect("standard layout");
+            exact
+                .par_chunks_mut(outputs.max(1))
+                .with_min_len(PARALLEL_VALUES / ws.len().max(1))
+                .enumerate()
+                .for_each(|(i, e)| {
+                    Kernel::dispatch_selected(
+                        #[inline(always)]
+                        || exact_outputs(ws, w.ncols(), x, i * n / k, e),
+                    );
+                });
+        }
+    }
     let (mut err, mut reference) = (0f64, 0f64);
     for (i, e) in exact.chunks(outputs.max(1)).enumerate() {
         for (&e, &got) in e.iter().zip(y.row(i * n / k)) {
@@ -323,6 +373,16 @@ fn check_sample(w: &Array2<i8>, x: &QInput, y: &Array2<i64>) -> (f64, f64) {
         }
     }
     (err, reference)
+}
+
+/// Rows `i n / k` of `a` (`n` rows) for `i < k`, one after another.
+fn sampled_rows<T: Copy>(a: &Array2<T>, k: usize) -> Vec<T> {
+    let n = a.nrows();
+    let mut out = Vec::with_capacity(k * a.ncols());
+    for i in 0..k {
+        out.extend(a.row(i * n / k).iter().copied());
+    }
+    out
 }
 
 /// Vector `v`'s exact integer outputs into `out`, against the weights `ws`
@@ -350,5 +410,63 @@ fn exact_outputs(ws: &[i8], cols: usize, x: &QInput, v: usize, out: &mut [i64]) 
                 .map(|(&p, &q)| i64::from(p) * i64::from(q))
                 .sum()
         };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fixed scramble of `i` (weights, inputs and perturbations for tests).
+    fn scramble(i: usize, salt: u64) -> u64 {
+        let mut z = (i as u64)
+            .wrapping_add(salt)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        z ^= z >> 29;
+        z.wrapping_mul(0xBF58_476D_1CE4_E5B9) >> 32
+    }
+
+    /// The packed check gives the plain loop's squared error and reference, for
+    /// unsigned and signed inputs, with more vectors than are checked (rows `i
+    /// n / k` sampled) and fewer, and outputs perturbed so the error is not 0.
+    #[test]
+    fn packed_check_equals_the_plain_check() {
+        let (outputs, cols) = (70, 130);
+        #[allow(clippy::cast_possible_truncation)]
+        let w = Array2::from_shape_fn((outputs, cols), |(o, c)| {
+            (scramble(o * cols + c, 1) as u8).cast_signed()
+        });
+        let packed = CheckWeights::new(&w);
+        assert!(matches!(packed, CheckWeights::Packed(_)));
+        let plain = CheckWeights::Plain(w.clone());
+        for n in [5, 64, 100, 201] {
+            #[allow(clippy::cast_possible_truncation)]
+            let xu = Array2::from_shape_fn((n, cols), |(v, c)| scramble(v * cols + c, 2) as u8);
+            let xs = xu.mapv(u8::cast_signed);
+            for x in [QInput::Unsigned(xu.clone()), QInput::Signed(xs)] {
+                let y = Array2::from_shape_fn((n, outputs), |(v, o)| {
+                    let exact: i64 = (0..cols)
+                        .map(|c| {
+                            let xv = match &x {
+                                QInput::Unsigned(a) => i64::from(a[(v, c)]),
+                                QInput::Signed(a) => i64::from(a[(v, c)]),
+                            };
+                            xv * i64::from(w[(o, c)])
+                        })
+                        .sum();
+                    #[allow(clippy::cast_possible_wrap)]
+                    let noise = (scramble(v * outputs + o, 3) % 7) as i64 - 3;
+                    exact + noise
+                });
+                let (e1, r1) = check_sample(&packed, &x, &y);
+                let (e2, r2) = check_sample(&plain, &x, &y);
+                assert!(e1 > 0.0 && r1 > 0.0, "{n}");
+                assert_eq!(
+                    (e1.to_bits(), r1.to_bits()),
+                    (e2.to_bits(), r2.to_bits()),
+                    "{n}"
+                );
+            }
+        }
     }
 }
