@@ -380,7 +380,11 @@ fn sampled_rows<T: Copy>(a: &Array2<T>, k: usize) -> Vec<T> {
     let n = a.nrows();
     let mut out = Vec::with_capacity(k * a.ncols());
     for i in 0..k {
-        out.extend(a.row(i * n / k).iter().copied());
+        let row = a.row(i * n / k);
+        match row.as_slice() {
+            Some(r) => out.extend_from_slice(r),
+            None => out.extend(row.iter().copied()),
+        }
     }
     out
 }
