@@ -1286,7 +1286,12 @@ impl ProgrammedLayer {
                             let listed = || flagged.iter().copied().filter(unsettled);
                             // (Not `bool::then`: its closure was compiled
                             // apart, outside the kernel's instruction set.)
-                            if DenseBits::pays_unsettled(px, &flagged, unsettled) {
+                            if DenseBits::pays_unsettled(
+                                px,
+                                &flagged,
+                                unsettled,
+                                widths[j] as usize - 1,
+                            ) {
                                 Some(scratch.dense.read(
                                     px,
                                     (xs, rows, b),
@@ -1300,7 +1305,12 @@ impl ProgrammedLayer {
                         } else if noisy_int
                             && !device_int
                             && instances_reader.is_none()
-                            && DenseBits::pays(px, flagged.iter().copied(), !one_device)
+                            && DenseBits::pays(
+                                px,
+                                flagged.iter().copied(),
+                                !one_device,
+                                widths[j] as usize - 1,
+                            )
                         {
                             Some(scratch.dense.read(
                                 px,
@@ -2831,6 +2841,12 @@ fn recover_exact_instances(
     Recovered::convert_add(flagged, &sums, None, adc, shift, acc)
 }
 
+/// [`DenseBits::pays`]' cost of one AMX step (32 pulse vectors x 64 rows x
+/// 32 columns: four `tdpbusd` of 16 cycles each, 64 cycles) in its unit, one
+/// `vpdpbusd` (two a cycle). Measured against 64 and 256 on MiniLM-L6,
+/// MobileNetV2 and InceptionV3 (`docs/RESULTS.md`, 2026-12-06 morning).
+const AMX_STEP: usize = 128;
+
 /// Recovery's 1-bit reads of bits `1..width` of a slice, for every vector
 /// with a flagged column, made for all columns at once by the integer kernel
 /// ([`ProgrammedCrossbar::column_sums_int`] on 0/1 pulse vectors, and
@@ -2852,18 +2868,22 @@ struct DenseBits {
 impl DenseBits {
     /// Whether the kernel's reads cost less than one column's popcounts per
     /// flagged column (`flagged` in vector order; `magnitudes` doubles the
-    /// kernel's work, where the popcounts read both in one pass). The
-    /// estimate counts vector instructions: per flagged column and bit, the
-    /// level planes (about 5) times the 512-bit blocks of the row bitset, or
-    /// scalar popcounts for one word; per flagged vector and bit, one
-    /// `vpdpbusd` per row group and column tile and the pulse bytes. Either
-    /// way gives the same integers. (Inlined, as [`Self::read`], into the
-    /// chunk's copy for the kernel's instruction set.)
+    /// kernel's work, where the popcounts read both in one pass; `bits` the
+    /// reads per vector, `width - 1`). The estimate counts vector
+    /// instructions: per flagged column and bit, the level planes (about 5)
+    /// times the 512-bit blocks of the row bitset, or scalar popcounts for
+    /// one word; per flagged vector and bit, one `vpdpbusd` per row group and
+    /// column tile and the pulse bytes; under the AMX kernel, [`AMX_STEP`]
+    /// per step of 32 pulse vectors, 64 rows and 32 columns, a partial step
+    /// counted whole. Either way gives the same integers. (Inlined, as
+    /// [`Self::read`], into the chunk's copy for the kernel's instruction
+    /// set.)
     #[inline(always)]
     fn pays(
         px: &ProgrammedCrossbar,
         flagged: impl Iterator<Item = (usize, usize)>,
         magnitudes: bool,
+        bits: usize,
     ) -> bool {
         // Flagged columns and the vectors they lie in (listed in vector order).
         let (mut n, mut vectors, mut last) = (0usize, 0usize, usize::MAX);
@@ -2872,7 +2892,7 @@ impl DenseBits {
             vectors += usize::from(v != last);
             last = v;
         }
-        Self::pays_for(px, (n, vectors), magnitudes)
+        Self::pays_for(px, (n, vectors), magnitudes, bits)
     }
 
     /// [`Self::pays`] for the flagged columns that the bounds cannot settle
@@ -2884,6 +2904,7 @@ impl DenseBits {
         px: &ProgrammedCrossbar,
         flagged: &[(usize, usize)],
         unsettled: impl Fn(&(usize, usize)) -> bool,
+        bits: usize,
     ) -> bool {
         let (mut n, mut vectors, mut last) = (0usize, 0usize, usize::MAX);
         for f @ &(v, _) in flagged {
@@ -2892,12 +2913,17 @@ impl DenseBits {
             vectors += usize::from(unsettled & (v != last));
             last = if unsettled { v } else { last };
         }
-        Self::pays_for(px, (n, vectors), false)
+        Self::pays_for(px, (n, vectors), false, bits)
     }
 
     /// [`Self::pays`] given the flagged columns' count and their vectors'.
     #[inline(always)]
-    fn pays_for(px: &ProgrammedCrossbar, (n, vectors): (usize, usize), magnitudes: bool) -> bool {
+    fn pays_for(
+        px: &ProgrammedCrossbar,
+        (n, vectors): (usize, usize),
+        magnitudes: bool,
+        bits: usize,
+    ) -> bool {
         if n == 0 {
             return false;
         }
@@ -2907,11 +2933,16 @@ impl DenseBits {
         }
         let words = ProgrammedCrossbar::row_bit_words(px.used_rows());
         let per_column = if words == 1 { 10 } else { 20 * words / 8 + 6 };
-        let stride = px.pulse_stride();
-        let per_vector = (stride / 4) * px.used_cols().div_ceil(16) * (1 + usize::from(magnitudes))
-            + stride / 8
-            + px.used_cols() / 4;
-        vectors * per_vector < n * per_column
+        let (stride, cols) = (px.pulse_stride(), px.used_cols());
+        let reads = vectors * bits;
+        // AMX's tiles start at 64 rows (as `column_sums` does).
+        let amx = stride >= 64 && Kernel::selected().is_ok_and(|k| k == Kernel::Amx);
+        let kernel = if amx {
+            reads.div_ceil(32) * (stride / 4).div_ceil(16) * cols.div_ceil(32) * AMX_STEP
+        } else {
+            reads * (stride / 4) * cols.div_ceil(16)
+        } * (1 + usize::from(magnitudes));
+        kernel + reads * (stride / 8 + cols / 4) < n * bits * per_column
     }
 
     /// The reads of bits `1..width` of the slice at `shift` of the chunk's
