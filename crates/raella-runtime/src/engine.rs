@@ -2844,7 +2844,7 @@ fn recover_exact_instances(
 /// [`DenseBits::pays`]' cost of one AMX step (32 pulse vectors x 64 rows x
 /// 32 columns: four `tdpbusd` of 16 cycles each, 64 cycles) in its unit, one
 /// `vpdpbusd` (two a cycle). Measured against 64 and 256 on MiniLM-L6,
-/// MobileNetV2 and InceptionV3 (`docs/RESULTS.md`, 2026-12-06 morning).
+/// MobileNetV2 and InceptionV3 (`docs/RESULTS.md`, 2026-12-06 mid-morning).
 const AMX_STEP: usize = 128;
 
 /// Recovery's 1-bit reads of bits `1..width` of a slice, for every vector
