@@ -250,8 +250,8 @@ const EXACT_BLOCK_ROWS: usize = 1 << 14;
 /// process's integer kernel ([`Kernel::selected`], the portable one when
 /// [`crate::KERNEL_ENV`] is invalid): every kernel gives the same integers.
 ///
-/// Each block of [`EXACT_BLOCK_ROWS`] inputs is packed as two halves, `h = w >>
-/// 1` and `w - h`, both in `[-64, 64]` ([`MAX_LEVEL`], where AVX2's pairwise
+/// Each block of 2^14 inputs is packed as two halves, `h = w >> 1` and `w -
+/// h`, both in `[-64, 64]` (the packed levels' range, where AVX2's pairwise
 /// `i16` sums cannot saturate), their `i32` sums added in `i64`. Signed inputs
 /// are read as `x + 128` and `128 sum_c w[o][c]` taken off.
 #[derive(Debug, Clone)]
