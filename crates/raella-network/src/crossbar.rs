@@ -4,7 +4,7 @@ use ndarray::Array2;
 use raella_compiler::{
     AdaptiveSlicing, Calibration, CompileConfig, QuantizedMatrix, Slicing, compile,
 };
-use raella_device::{DeviceNoise, ExactMatrix, Kernel};
+use raella_device::{DeviceNoise, ExactMatrix};
 use raella_onnx::PARALLEL_VALUES;
 use raella_runtime::{LayerStats, ProgrammedLayer, RunConfig, choose_weight_slicing_layer};
 use rayon::prelude::*;
@@ -61,7 +61,7 @@ impl ArchConfig {
 pub struct CrossbarBackend {
     layers: Vec<Vec<ProgrammedLayer>>,
     /// The int8 weights per layer and group, for checking sampled outputs.
-    weights: Vec<Vec<CheckWeights>>,
+    weights: Vec<Vec<ExactMatrix>>,
     slicings: Vec<String>,
     run: RunConfig,
     seed: u64,
@@ -217,7 +217,7 @@ impl CrossbarBackend {
             layers: programmed,
             weights: layers
                 .par_iter()
-                .map(|(_, g)| g.iter().map(|q| CheckWeights::new(&q.weights)).collect())
+                .map(|(_, g)| g.iter().map(|q| check_weights(&q.weights)).collect())
                 .collect(),
             slicings,
             run: arch.run.clone(),
@@ -289,81 +289,47 @@ impl MacBackend for CrossbarBackend {
     }
 }
 
-/// A group's int8 weights for the sampled check: packed for the integer
-/// kernel ([`ExactMatrix`]) when large enough for that to pay, else as they
-/// are (a depthwise group's few weights).
-#[derive(Debug)]
-enum CheckWeights {
-    Packed(ExactMatrix),
-    Plain(Array2<i8>),
-}
+/// Vectors per parallel item of the check (the AMX kernel's block).
+const CHECK_VECTORS_PER_ITEM: usize = 32;
 
-/// Weights per group from which the check takes the packed products.
-const PACKED_CHECK_WEIGHTS: usize = 4096;
-
-/// Vectors per parallel item of the packed check (the AMX kernel's block).
-const PACKED_CHECK_VECTORS: usize = 32;
-
-impl CheckWeights {
-    fn new(w: &Array2<i8>) -> Self {
-        if w.len() >= PACKED_CHECK_WEIGHTS {
-            let w = w.as_standard_layout();
-            let ws = w.as_slice().expect("standard layout");
-            Self::Packed(ExactMatrix::new(ws, w.nrows(), w.ncols()))
-        } else {
-            Self::Plain(w.to_owned())
-        }
-    }
+/// A group's int8 weights packed for the sampled check.
+fn check_weights(w: &Array2<i8>) -> ExactMatrix {
+    let w = w.as_standard_layout();
+    let ws = w.as_slice().expect("standard layout");
+    ExactMatrix::new(ws, w.nrows(), w.ncols())
 }
 
 /// Squared error and squared reference of up to [`CHECKED_VECTORS`] evenly
-/// spaced vectors' outputs against exact integer MACs. The exact outputs are
-/// made on all threads, by the integer kernel for large weight matrices
-/// ([`ExactMatrix`], blocks of vectors per item) and otherwise compiled for
-/// the vector units the engine uses ([`Kernel::dispatch`]; a vector per item,
-/// merged while small): integer sums, so the same values on every
-/// instruction set. The squares are added in one fixed order.
-fn check_sample(w: &CheckWeights, x: &QInput, y: &Array2<i64>) -> (f64, f64) {
+/// spaced vectors' outputs against exact integer MACs, made by the integer
+/// kernel on weights packed at build ([`ExactMatrix`]: integer sums, so the
+/// same values on every instruction set), blocks of vectors on all threads
+/// (merged into one item when small: a depthwise group's few weights). The
+/// squares are added in one fixed order.
+fn check_sample(m: &ExactMatrix, x: &QInput, y: &Array2<i64>) -> (f64, f64) {
     let n = x.nrows();
     let k = n.min(CHECKED_VECTORS);
-    let outputs = y.ncols();
-    let mut exact = vec![0i64; k * outputs];
-    match w {
-        CheckWeights::Packed(m) => {
-            let cols = m.cols().max(1);
-            let items = exact.par_chunks_mut(PACKED_CHECK_VECTORS * outputs.max(1));
-            match x {
-                QInput::Unsigned(a) => {
-                    let xs = sampled_rows(a, k);
-                    items
-                        .zip(xs.par_chunks(PACKED_CHECK_VECTORS * cols))
-                        .for_each(|(e, xv)| m.products(xv, e));
-                }
-                QInput::Signed(a) => {
-                    let xs = sampled_rows(a, k);
-                    items
-                        .zip(xs.par_chunks(PACKED_CHECK_VECTORS * cols))
-                        .for_each(|(e, xv)| m.products_signed(xv, e));
-                }
-            }
+    let (outputs, cols) = (m.outputs().max(1), m.cols().max(1));
+    let mut exact = vec![0i64; k * m.outputs()];
+    let min_len = PARALLEL_VALUES / (CHECK_VECTORS_PER_ITEM * outputs * cols);
+    let items = exact
+        .par_chunks_mut(CHECK_VECTORS_PER_ITEM * outputs)
+        .with_min_len(min_len.max(1));
+    match x {
+        QInput::Unsigned(a) => {
+            let xs = sampled_rows(a, k);
+            items
+                .zip(xs.par_chunks(CHECK_VECTORS_PER_ITEM * cols))
+                .for_each(|(e, xv)| m.products(xv, e));
         }
-        CheckWeights::Plain(w) => {
-            let w = w.as_standard_layout();
-            let ws = w.as_slice().expect("standard layout");
-            exact
-                .par_chunks_mut(outputs.max(1))
-                .with_min_len(PARALLEL_VALUES / ws.len().max(1))
-                .enumerate()
-                .for_each(|(i, e)| {
-                    Kernel::dispatch_selected(
-                        #[inline(always)]
-                        || exact_outputs(ws, w.ncols(), x, i * n / k, e),
-                    );
-                });
+        QInput::Signed(a) => {
+            let xs = sampled_rows(a, k);
+            items
+                .zip(xs.par_chunks(CHECK_VECTORS_PER_ITEM * cols))
+                .for_each(|(e, xv)| m.products_signed(xv, e));
         }
     }
     let (mut err, mut reference) = (0f64, 0f64);
-    for (i, e) in exact.chunks(outputs.max(1)).enumerate() {
+    for (i, e) in exact.chunks(outputs).enumerate() {
         for (&e, &got) in e.iter().zip(y.row(i * n / k)) {
             // Integer MAC results far below 2^53: exact in f64.
             #[allow(clippy::cast_precision_loss)]
@@ -389,34 +355,6 @@ fn sampled_rows<T: Copy>(a: &Array2<T>, k: usize) -> Vec<T> {
     out
 }
 
-/// Vector `v`'s exact integer outputs into `out`, against the weights `ws`
-/// (`outputs x cols`, row-major).
-#[inline(always)]
-fn exact_outputs(ws: &[i8], cols: usize, x: &QInput, v: usize, out: &mut [i64]) {
-    let cols = cols.max(1);
-    // |product| <= 255 x 127: i32 sums are exact below 66,000 inputs.
-    let exact_i32 = cols < (1 << 16);
-    let row: Vec<i16> = match x {
-        QInput::Unsigned(a) => a.row(v).iter().map(|&p| i16::from(p)).collect(),
-        QInput::Signed(a) => a.row(v).iter().map(|&p| i16::from(p)).collect(),
-    };
-    for (o, wrow) in out.iter_mut().zip(ws.chunks_exact(cols)) {
-        *o = if exact_i32 {
-            i64::from(
-                row.iter()
-                    .zip(wrow)
-                    .map(|(&p, &q)| i32::from(p) * i32::from(q))
-                    .sum::<i32>(),
-            )
-        } else {
-            row.iter()
-                .zip(wrow)
-                .map(|(&p, &q)| i64::from(p) * i64::from(q))
-                .sum()
-        };
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -430,46 +368,56 @@ mod tests {
         z.wrapping_mul(0xBF58_476D_1CE4_E5B9) >> 32
     }
 
-    /// The packed check gives the plain loop's squared error and reference, for
-    /// unsigned and signed inputs, with more vectors than are checked (rows `i
-    /// n / k` sampled) and fewer, and outputs perturbed so the error is not 0.
+    /// The check's squared error and reference equal those of the plain
+    /// `i64` products of the sampled rows (`i n / k`, with more vectors than
+    /// are checked and fewer), for unsigned and signed inputs, on a layer of
+    /// 70 x 130 weights and a depthwise-sized one of 1 x 9, with outputs
+    /// perturbed so the error is not 0.
     #[test]
-    fn packed_check_equals_the_plain_check() {
-        let (outputs, cols) = (70, 130);
-        #[allow(clippy::cast_possible_truncation)]
-        let w = Array2::from_shape_fn((outputs, cols), |(o, c)| {
-            (scramble(o * cols + c, 1) as u8).cast_signed()
-        });
-        let packed = CheckWeights::new(&w);
-        assert!(matches!(packed, CheckWeights::Packed(_)));
-        let plain = CheckWeights::Plain(w.clone());
-        for n in [5, 64, 100, 201] {
-            #[allow(clippy::cast_possible_truncation)]
-            let xu = Array2::from_shape_fn((n, cols), |(v, c)| scramble(v * cols + c, 2) as u8);
-            let xs = xu.mapv(u8::cast_signed);
-            for x in [QInput::Unsigned(xu.clone()), QInput::Signed(xs)] {
-                let y = Array2::from_shape_fn((n, outputs), |(v, o)| {
-                    let exact: i64 = (0..cols)
-                        .map(|c| {
-                            let xv = match &x {
-                                QInput::Unsigned(a) => i64::from(a[(v, c)]),
-                                QInput::Signed(a) => i64::from(a[(v, c)]),
-                            };
-                            xv * i64::from(w[(o, c)])
-                        })
-                        .sum();
+    fn check_equals_the_plain_products() {
+        for (outputs, cols) in [(70, 130), (1, 9)] {
+            let w = Array2::from_shape_fn((outputs, cols), |(o, c)| {
+                #[allow(clippy::cast_possible_truncation)]
+                (scramble(o * cols + c, 1) as u8).cast_signed()
+            });
+            let m = check_weights(&w);
+            for n in [5, 64, 100, 201] {
+                #[allow(clippy::cast_possible_truncation)]
+                let xu = Array2::from_shape_fn((n, cols), |(v, c)| scramble(v * cols + c, 2) as u8);
+                let xs = xu.mapv(u8::cast_signed);
+                for x in [QInput::Unsigned(xu.clone()), QInput::Signed(xs)] {
+                    let input = |v: usize, c: usize| match &x {
+                        QInput::Unsigned(a) => i64::from(a[(v, c)]),
+                        QInput::Signed(a) => i64::from(a[(v, c)]),
+                    };
+                    let exact = Array2::from_shape_fn((n, outputs), |(v, o)| {
+                        (0..cols)
+                            .map(|c| input(v, c) * i64::from(w[(o, c)]))
+                            .sum::<i64>()
+                    });
                     #[allow(clippy::cast_possible_wrap)]
-                    let noise = (scramble(v * outputs + o, 3) % 7) as i64 - 3;
-                    exact + noise
-                });
-                let (e1, r1) = check_sample(&packed, &x, &y);
-                let (e2, r2) = check_sample(&plain, &x, &y);
-                assert!(e1 > 0.0 && r1 > 0.0, "{n}");
-                assert_eq!(
-                    (e1.to_bits(), r1.to_bits()),
-                    (e2.to_bits(), r2.to_bits()),
-                    "{n}"
-                );
+                    let y = Array2::from_shape_fn((n, outputs), |(v, o)| {
+                        exact[(v, o)] + (scramble(v * outputs + o, 3) % 7) as i64 - 3
+                    });
+                    let k = n.min(CHECKED_VECTORS);
+                    let (mut want_e, mut want_r) = (0f64, 0f64);
+                    for i in 0..k {
+                        for o in 0..outputs {
+                            let (e, got) = (exact[(i * n / k, o)], y[(i * n / k, o)]);
+                            #[allow(clippy::cast_precision_loss)]
+                            let (d, r) = ((got - e) as f64, e as f64);
+                            want_e += d * d;
+                            want_r += r * r;
+                        }
+                    }
+                    let (e, r) = check_sample(&m, &x, &y);
+                    assert!(want_e > 0.0 && want_r > 0.0, "{outputs}x{cols}, {n}");
+                    assert_eq!(
+                        (e.to_bits(), r.to_bits()),
+                        (want_e.to_bits(), want_r.to_bits()),
+                        "{outputs}x{cols}, {n}"
+                    );
+                }
             }
         }
     }
