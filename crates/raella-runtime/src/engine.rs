@@ -3059,6 +3059,46 @@ impl ExactRecovery<'_> {
         (least.min(rest), most.max(rest))
     }
 
+    /// For each vector the kernel read (`d.row`'s order), whether each of
+    /// its columns' `width` bit sums (shifted by the column's ADC shift)
+    /// lies strictly inside `(lo, hi)`: [`Self::bit_sums`]' test, the same
+    /// integers, for `cols` columns at a time.
+    #[inline(always)]
+    fn inside_dense(&self, d: &DenseBits, (lo, hi): (i32, i32)) -> Vec<bool> {
+        let (cols, bits) = (self.cols, self.width as usize - 1);
+        let n = d.sums.len() / (bits * cols).max(1);
+        let mut inside = vec![false; n * cols];
+        let (mut rest, mut least, mut most) =
+            (vec![0i32; cols], vec![0i32; cols], vec![0i32; cols]);
+        let zeros = vec![0i32; cols];
+        let shifts = self.adc_shifts.unwrap_or(&zeros);
+        for (v, &i) in d.row.iter().enumerate().filter(|(_, i)| **i != u32::MAX) {
+            let i = i as usize;
+            rest.copy_from_slice(&self.sums[v * cols..(v + 1) * cols]);
+            least.fill(i32::MAX);
+            most.fill(i32::MIN);
+            for (t, row) in
+                (1..).zip(d.sums[i * bits * cols..(i + 1) * bits * cols].chunks_exact(cols))
+            {
+                for (((r, l), m), &st) in rest.iter_mut().zip(&mut least).zip(&mut most).zip(row) {
+                    *r -= st << t;
+                    *l = (*l).min(st);
+                    *m = (*m).max(st);
+                }
+            }
+            for ((((o, &r), &l), &m), &k) in inside[i * cols..(i + 1) * cols]
+                .iter_mut()
+                .zip(&rest)
+                .zip(&least)
+                .zip(&most)
+                .zip(shifts)
+            {
+                *o = (lo < l.min(r) + k) & (m.max(r) + k < hi);
+            }
+        }
+        inside
+    }
+
     /// Every flagged column's bits ([`Self::bit_sums`]), each converted
     /// exactly and shift-added into `acc`; a column none of whose bits has
     /// more active rows than `safe[c]` (`peak[v]`, the most of any of the
@@ -3081,6 +3121,10 @@ impl ExactRecovery<'_> {
         let (lo, hi) = (adc.min_code() - i32::from(!adc.signed()), adc.max_code());
         // `S + k (2^w - 1)`: every bit's sum shifted by `k`, shift-added.
         let ones = (1i64 << w) - 1;
+        // With the kernel's reads, whether each column of each read vector
+        // lies inside, for all its columns at once (vectorised) rather than
+        // per flagged column from scattered reads.
+        let inside_dense = self.dense.map(|d| self.inside_dense(d, (lo, hi)));
         for &(v, c) in flagged {
             let k = self.adc_shifts.map_or(0, |k| k[c]);
             // A safe column adds `S` without a read. So does, after its read,
@@ -3089,15 +3133,22 @@ impl ExactRecovery<'_> {
             // code is its sum, none saturated, and they shift-add to `S`
             // (with ADC shifts, the bits shifted, and their codes to `S`
             // plus each bit's shift).
-            let inside = peak[v] <= safe[c] || {
-                let (least, most) = self.bit_sums(v, c, &mut bit_sums);
-                (lo < least + k) & (most + k < hi)
-            };
+            let inside = peak[v] <= safe[c]
+                || match (&inside_dense, self.dense) {
+                    (Some(inside), Some(d)) => inside[d.row[v] as usize * cols + c],
+                    _ => {
+                        let (least, most) = self.bit_sums(v, c, &mut bit_sums);
+                        (lo < least + k) & (most + k < hi)
+                    }
+                };
             if inside {
                 out.conversions += u64::from(width);
                 acc[v * cols + c] +=
                     (i64::from(self.sums[v * cols + c]) + i64::from(k) * ones) << shift;
                 continue;
+            }
+            if self.dense.is_some() {
+                self.bit_sums(v, c, &mut bit_sums);
             }
             let mut value = 0i64;
             let mut any_out = false;
