@@ -439,35 +439,67 @@ impl ProgrammedLayer {
         cfg: &RunConfig,
     ) -> Result<(Array2<i64>, LayerStats), RuntimeError> {
         self.check(inputs.ncols(), cfg)?;
-        let pos = inputs.mapv(|v| u8::try_from(v.max(0)).unwrap_or(0));
-        let neg = inputs.mapv(|v| u8::try_from(-i16::from(v.min(0))).unwrap_or(u8::MAX));
-        let (mut y, sp) = self.run_pass(pos.view(), cfg, 0, Gather::Filters, false);
-        let (yn, sn) = self.run_pass(neg.view(), cfg, 1, Gather::Filters, false);
-        let mut stats = sp;
+        let n = inputs.nrows();
+        let chunk = self.chunk_vectors(cfg);
+        let crossbars = self.crossbars_for(cfg).0.len();
+        let (luts_pos, luts_neg) = (Luts::new(cfg, crossbars), Luts::new(cfg, crossbars));
+        let mut y = Array2::<i64>::zeros((n, self.gather_width(Gather::Filters)));
+        // Both passes of a chunk of vectors per item, the negative one into
+        // the item's own buffer, subtracted while both are in cache: the
+        // same chunks and integers as two whole passes (each chunk's result
+        // is a function of its pass, vectors and inputs alone), without a
+        // second layer-sized output. The statistics are added per pass in
+        // chunk order, as two passes add them.
+        let rows: Vec<ArrayViewMut2<'_, i64>> = y.axis_chunks_iter_mut(Axis(0), chunk).collect();
+        let parts: Vec<(LayerStats, LayerStats)> = rows
+            .into_par_iter()
+            .enumerate()
+            .map(|(k, mut out)| {
+                let start = k * chunk;
+                let xs = inputs.slice(s![start..start + out.nrows(), ..]);
+                let pos = xs.mapv(|v| u8::try_from(v.max(0)).unwrap_or(0));
+                let neg = xs.mapv(|v| u8::try_from(-i16::from(v.min(0))).unwrap_or(u8::MAX));
+                let run = |x: &Array2<u8>, luts: &Luts, pass: u64, y: ArrayViewMut2<'_, i64>| {
+                    self.run_chunk(
+                        x.view(),
+                        start,
+                        cfg,
+                        luts,
+                        pass,
+                        Gather::Filters,
+                        (y, false),
+                    )
+                };
+                let sp = run(&pos, &luts_pos, 0, out.view_mut());
+                let mut yn = Array2::<i64>::zeros(out.dim());
+                let sn = run(&neg, &luts_neg, 1, yn.view_mut());
+                // Whole rows of standard-layout arrays: contiguous. The loop
+                // is compiled for the engine's vector units (the baseline has
+                // no vector 64-bit min and max).
+                let p = out.as_slice_mut().expect("whole rows");
+                let q = yn.as_slice().expect("whole rows");
+                Kernel::dispatch_selected(
+                    #[inline(always)]
+                    || {
+                        for (p, &q) in p.iter_mut().zip(q) {
+                            *p = saturate(*p - q);
+                        }
+                    },
+                );
+                (sp, sn)
+            })
+            .collect();
+        let (mut sp, mut sn) = (LayerStats::default(), LayerStats::default());
+        for (p, q) in &parts {
+            sp += p;
+            sn += q;
+        }
+        let mut stats = self.pass_totals(sp, n, cfg);
+        let sn = self.pass_totals(sn, n, cfg);
         stats += &sn;
         stats.vectors = sn.vectors;
         stats.macs = sn.macs;
         stats.passes = 2;
-        // The difference on all threads, a block of vectors per item.
-        let blocks: Vec<_> = y
-            .axis_chunks_iter_mut(Axis(0), CHUNK_VECTORS)
-            .zip(yn.axis_chunks_iter(Axis(0), CHUNK_VECTORS))
-            .collect();
-        // Blocks of whole rows of standard-layout arrays: contiguous. The
-        // loop is compiled for the engine's vector units (the baseline has
-        // no vector 64-bit min and max).
-        blocks.into_par_iter().for_each(|(mut p, n)| {
-            let p = p.as_slice_mut().expect("whole rows");
-            let n = n.as_slice().expect("whole rows");
-            Kernel::dispatch_selected(
-                #[inline(always)]
-                || {
-                    for (p, &n) in p.iter_mut().zip(n) {
-                        *p = saturate(*p - n);
-                    }
-                },
-            );
-        });
         Ok((y, stats))
     }
 
@@ -495,19 +527,8 @@ impl ProgrammedLayer {
         saturated: bool,
     ) -> (Array2<i64>, LayerStats) {
         let n = x.nrows();
-        let (crossbars, _) = self.crossbars_for(cfg);
-        // Narrow layers (depthwise groups) take longer chunks, so per-chunk
-        // costs stay small against the work; results do not depend on this.
-        // Wide crossbars keep them shorter: a chunk's buffers are `vectors x
-        // columns` per crossbar, and stay in cache between the slices' passes.
-        let widest = crossbars
-            .iter()
-            .map(ProgrammedCrossbar::used_cols)
-            .max()
-            .unwrap_or(0);
-        let chunk = (CHUNK_ELEMENTS / self.mapped.inputs().max(widest).max(1))
-            .clamp(CHUNK_VECTORS, 16 * CHUNK_VECTORS);
-        let luts = Luts::new(cfg, crossbars.len());
+        let chunk = self.chunk_vectors(cfg);
+        let luts = Luts::new(cfg, self.crossbars_for(cfg).0.len());
         let width = self.gather_width(gather);
         let mut y = Array2::<i64>::zeros((n, width));
         // Each chunk writes its rows of `y` in place; the statistics are added
@@ -534,14 +555,39 @@ impl ProgrammedLayer {
         for st in &parts {
             stats += st;
         }
-        // Once per pass, not per chunk: real-valued level sums' products
-        // would otherwise round differently with the chunk size.
+        (y, self.pass_totals(stats, n, cfg))
+    }
+
+    /// Vectors per chunk of a pass. Narrow layers (depthwise groups) take
+    /// longer chunks, so per-chunk costs stay small against the work; results
+    /// do not depend on this. Wide crossbars keep them shorter: a chunk's
+    /// buffers are `vectors x columns` per crossbar, and stay in cache between
+    /// the slices' passes.
+    fn chunk_vectors(&self, cfg: &RunConfig) -> usize {
+        let widest = self
+            .crossbars_for(cfg)
+            .0
+            .iter()
+            .map(ProgrammedCrossbar::used_cols)
+            .max()
+            .unwrap_or(0);
+        (CHUNK_ELEMENTS / self.mapped.inputs().max(widest).max(1))
+            .clamp(CHUNK_VECTORS, 16 * CHUNK_VECTORS)
+    }
+
+    /// A pass's statistics (its chunks' added in chunk order) with its cell
+    /// level reads over `n` vectors: once per pass, not per chunk, as
+    /// real-valued level sums' products would otherwise round differently
+    /// with the chunk size.
+    fn pass_totals(&self, mut stats: LayerStats, n: usize, cfg: &RunConfig) -> LayerStats {
         let cycles = n as u64 * (cfg.input.slicing().widths().len() as u64 + recovery_cycles(cfg));
-        stats.activity.cell_level_reads = crossbars
+        stats.activity.cell_level_reads = self
+            .crossbars_for(cfg)
+            .0
             .iter()
             .map(|px| cycles as f64 * px.level_sum())
             .sum();
-        (y, stats)
+        stats
     }
 
     /// Values per vector that a pass returns.

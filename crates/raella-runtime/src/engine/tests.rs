@@ -387,6 +387,58 @@ fn reused_buffers_carry_nothing_between_runs() {
 /// `raella_device::bit_planes` (the engine's bit-planes) against the bit-by-bit
 /// definition, for row counts around the word and block sizes, and
 /// `add_filter_sums` against plain group sums, partial last groups included.
+/// A signed run's fused chunks (both passes of a chunk of vectors, then
+/// their difference) give what two whole passes give: the same outputs
+/// and statistics, under read noise (whose streams are keyed by the pass)
+/// and recovery, over several chunks on two threads.
+#[test]
+fn signed_chunks_equal_two_whole_passes() {
+    let mut rng = stream_rng(6, &[]);
+    let g = CrossbarGeometry::new(128, 128, raella_device::CellKind::TwoT2R, 4).unwrap();
+    let (outs, ins) = (12, 40);
+    let weights = Array2::from_shape_fn((outs, ins), |_| rng.random_range(-127i8..=127));
+    let ccfg = CompileConfig {
+        geometry: g,
+        encoding: Encoding::CenterOffset(CenterRule::Mean),
+        weight_slicing: Slicing::new(vec![4, 4], 8).unwrap(),
+    };
+    let layer = ProgrammedLayer::ideal(compile(weights.view(), &ccfg, None).unwrap());
+    for (noise, seed) in [(0.0, 3), (0.08, 9)] {
+        let cfg = RunConfig {
+            adc: Adc::new(5, true).unwrap(),
+            input: InputMode::Speculative {
+                slicing: Slicing::new(vec![4, 2, 2], 8).unwrap(),
+                recovery: true,
+            },
+            column_noise: ColumnNoise::new(noise).unwrap(),
+            seed,
+        };
+        // Several chunks and a partial one.
+        let n = 3 * layer.chunk_vectors(&cfg) + 17;
+        let x = Array2::from_shape_fn((n, ins), |_| rng.random::<i8>());
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        let (y, stats) = pool.install(|| layer.run_signed_wide(x.view(), &cfg).unwrap());
+        let pos = x.mapv(|v| u8::try_from(v.max(0)).unwrap());
+        let neg = x.mapv(|v| u8::try_from(-i16::from(v.min(0))).unwrap());
+        let (yp, sp) = layer.run_pass(pos.view(), &cfg, 0, Gather::Filters, false);
+        let (yn, sn) = layer.run_pass(neg.view(), &cfg, 1, Gather::Filters, false);
+        let mut want = sp;
+        want += &sn;
+        want.vectors = sn.vectors;
+        want.macs = sn.macs;
+        want.passes = 2;
+        assert!(
+            want.flagged > 0 && want.recovery_conversions > 0,
+            "{want:?}"
+        );
+        assert_eq!(y, (yp - yn).mapv(saturate), "noise {noise}");
+        assert_eq!(stats, want, "noise {noise}");
+    }
+}
+
 #[test]
 fn bit_planes_and_filter_sums_match_their_definitions() {
     let mut rng = stream_rng(11, &[]);
