@@ -58,6 +58,11 @@ struct Scratch {
     /// Lumped-noise recovery's bit sums, magnitudes and draws
     /// ([`recover_lumped`]; each written before it is read).
     recovery: Vec<f32>,
+    /// Recovery's active rows per input bit-plane (`8` per vector) and per
+    /// flagged vector the most of a slice's bits: each written for a vector
+    /// with a flagged column before it is read.
+    xones: Vec<u32>,
+    peak: Vec<u32>,
     /// The integer ADC passes' flag words ([`convert_shift_add_int`],
     /// [`convert_shift_add_noisy`]; cleared and written by each pass).
     flag_words: Vec<u64>,
@@ -816,12 +821,21 @@ impl ProgrammedLayer {
             // Allocated (zeroed) when first needed: a row block whose columns
             // are all read-free ([`ExactBits::safe_rows`]) never needs it.
             let mut xbits: Vec<u64> = Vec::new();
-            // Each bit-plane's set bits (active rows).
-            let mut xones = vec![0u32; if recovery { b * 8 } else { 0 }];
+            // Each bit-plane's set bits (active rows), written with the
+            // vector's planes (`have_bits`) and read only for such vectors:
+            // the thread's buffer, not zeroed.
+            let mut xones = resized(
+                std::mem::take(&mut scratch.xones),
+                if recovery { b * 8 } else { 0 },
+            );
             let mut have_bits = vec![false; if recovery { b } else { 0 }];
             // A flagged vector's most active rows over the bits of the slice
-            // being recovered (written for the vectors it lists).
-            let mut peak = vec![0u32; if recovery { b } else { 0 }];
+            // being recovered (written for the vectors it lists before they
+            // are read; the thread's buffer, not zeroed).
+            let mut peak = resized(
+                std::mem::take(&mut scratch.peak),
+                if recovery { b } else { 0 },
+            );
 
             while xi < m.crossbars().len() && m.crossbars()[xi].row_block == rb {
                 let mx = &m.crossbars()[xi];
@@ -1571,6 +1585,8 @@ impl ProgrammedLayer {
                 scratch.draws = zs;
                 xi += 1;
             }
+            scratch.xones = xones;
+            scratch.peak = peak;
         }
         SCRATCH.set(scratch);
         stats
