@@ -96,10 +96,11 @@ fn resized<T: Copy + Default>(mut v: Vec<T>, n: usize) -> Vec<T> {
     v
 }
 
-/// What a pass's chunks share: a lookup table over the 256 input values (the
-/// pulses a value applies over all cycles, speculative + recovery; the
-/// chunks compute it per value where that vectorises) and each crossbar's
-/// safe rows. (An input slice's pulses are `(v >> shift) & mask`, computed.)
+/// What a pass's chunks share (both passes' of a signed run): a lookup table
+/// over the 256 input values (the pulses a value applies over all cycles,
+/// speculative + recovery; the chunks compute it per value where that
+/// vectorises) and each crossbar's safe rows. (An input slice's pulses are
+/// `(v >> shift) & mask`, computed.)
 struct Luts {
     pulse: [u64; 256],
     /// Per crossbar, per column, the active rows a recovered read can have
@@ -447,7 +448,9 @@ impl ProgrammedLayer {
         let n = inputs.nrows();
         let chunk = self.chunk_vectors(cfg);
         let crossbars = self.crossbars_for(cfg).0.len();
-        let (luts_pos, luts_neg) = (Luts::new(cfg, crossbars), Luts::new(cfg, crossbars));
+        // One set of tables for both passes: none depends on the pass or
+        // its inputs (the safe rows are built once, not once per pass).
+        let luts = Luts::new(cfg, crossbars);
         let mut y = Array2::<i64>::zeros((n, self.gather_width(Gather::Filters)));
         // Both passes of a chunk of vectors per item, the negative one into
         // the item's own buffer, subtracted while both are in cache: the
@@ -464,20 +467,20 @@ impl ProgrammedLayer {
                 let xs = inputs.slice(s![start..start + out.nrows(), ..]);
                 let pos = xs.mapv(|v| u8::try_from(v.max(0)).unwrap_or(0));
                 let neg = xs.mapv(|v| u8::try_from(-i16::from(v.min(0))).unwrap_or(u8::MAX));
-                let run = |x: &Array2<u8>, luts: &Luts, pass: u64, y: ArrayViewMut2<'_, i64>| {
+                let run = |x: &Array2<u8>, pass: u64, y: ArrayViewMut2<'_, i64>| {
                     self.run_chunk(
                         x.view(),
                         start,
                         cfg,
-                        luts,
+                        &luts,
                         pass,
                         Gather::Filters,
                         (y, false),
                     )
                 };
-                let sp = run(&pos, &luts_pos, 0, out.view_mut());
+                let sp = run(&pos, 0, out.view_mut());
                 let mut yn = Array2::<i64>::zeros(out.dim());
-                let sn = run(&neg, &luts_neg, 1, yn.view_mut());
+                let sn = run(&neg, 1, yn.view_mut());
                 // Whole rows of standard-layout arrays: contiguous. The loop
                 // is compiled for the engine's vector units (the baseline has
                 // no vector 64-bit min and max).
