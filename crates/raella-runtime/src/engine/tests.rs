@@ -384,9 +384,6 @@ fn reused_buffers_carry_nothing_between_runs() {
     }
 }
 
-/// `raella_device::bit_planes` (the engine's bit-planes) against the bit-by-bit
-/// definition, for row counts around the word and block sizes, and
-/// `add_filter_sums` against plain group sums, partial last groups included.
 /// A signed run's fused chunks (both passes of a chunk of vectors, then
 /// their difference) give what two whole passes give: the same outputs
 /// and statistics, under read noise (whose streams are keyed by the pass)
@@ -439,6 +436,9 @@ fn signed_chunks_equal_two_whole_passes() {
     }
 }
 
+/// `raella_device::bit_planes` (the engine's bit-planes) against the bit-by-bit
+/// definition, for row counts around the word and block sizes, and
+/// `add_filter_sums` against plain group sums, partial last groups included.
 #[test]
 fn bit_planes_and_filter_sums_match_their_definitions() {
     let mut rng = stream_rng(11, &[]);
