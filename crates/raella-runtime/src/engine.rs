@@ -445,58 +445,50 @@ impl ProgrammedLayer {
         cfg: &RunConfig,
     ) -> Result<(Array2<i64>, LayerStats), RuntimeError> {
         self.check(inputs.ncols(), cfg)?;
-        let n = inputs.nrows();
-        let chunk = self.chunk_vectors(cfg);
-        let crossbars = self.crossbars_for(cfg).0.len();
         // One set of tables for both passes: none depends on the pass or
         // its inputs (the safe rows are built once, not once per pass).
-        let luts = Luts::new(cfg, crossbars);
-        let mut y = Array2::<i64>::zeros((n, self.gather_width(Gather::Filters)));
+        let luts = Luts::new(cfg, self.crossbars_for(cfg).0.len());
         // Both passes of a chunk of vectors per item, the negative one into
         // the item's own buffer, subtracted while both are in cache: the
         // same chunks and integers as two whole passes (each chunk's result
         // is a function of its pass, vectors and inputs alone), without a
         // second layer-sized output. The statistics are added per pass in
         // chunk order, as two passes add them.
-        let rows: Vec<ArrayViewMut2<'_, i64>> = y.axis_chunks_iter_mut(Axis(0), chunk).collect();
-        let parts: Vec<(LayerStats, LayerStats)> = rows
-            .into_par_iter()
-            .enumerate()
-            .map(|(k, mut out)| {
-                let start = k * chunk;
-                let xs = inputs.slice(s![start..start + out.nrows(), ..]);
-                let pos = xs.mapv(|v| u8::try_from(v.max(0)).unwrap_or(0));
-                let neg = xs.mapv(|v| u8::try_from(-i16::from(v.min(0))).unwrap_or(u8::MAX));
-                let run = |x: &Array2<u8>, pass: u64, y: ArrayViewMut2<'_, i64>| {
-                    self.run_chunk(
-                        x.view(),
-                        start,
-                        cfg,
-                        &luts,
-                        pass,
-                        Gather::Filters,
-                        (y, false),
-                    )
-                };
-                let sp = run(&pos, 0, out.view_mut());
-                let mut yn = Array2::<i64>::zeros(out.dim());
-                let sn = run(&neg, 1, yn.view_mut());
-                // Whole rows of standard-layout arrays: contiguous. The loop
-                // is compiled for the engine's vector units (the baseline has
-                // no vector 64-bit min and max).
-                let p = out.as_slice_mut().expect("whole rows");
-                let q = yn.as_slice().expect("whole rows");
-                Kernel::dispatch_selected(
-                    #[inline(always)]
-                    || {
-                        for (p, &q) in p.iter_mut().zip(q) {
-                            *p = saturate(*p - q);
-                        }
-                    },
-                );
-                (sp, sn)
-            })
-            .collect();
+        let n = inputs.nrows();
+        let width = self.gather_width(Gather::Filters);
+        let (y, parts) = self.in_chunks(cfg, (n, width), |start, mut out| {
+            let xs = inputs.slice(s![start..start + out.nrows(), ..]);
+            let pos = xs.mapv(|v| u8::try_from(v.max(0)).unwrap_or(0));
+            let neg = xs.mapv(|v| u8::try_from(-i16::from(v.min(0))).unwrap_or(u8::MAX));
+            let run = |x: &Array2<u8>, pass: u64, y: ArrayViewMut2<'_, i64>| {
+                self.run_chunk(
+                    x.view(),
+                    start,
+                    cfg,
+                    &luts,
+                    pass,
+                    Gather::Filters,
+                    (y, false),
+                )
+            };
+            let sp = run(&pos, 0, out.view_mut());
+            let mut yn = Array2::<i64>::zeros(out.dim());
+            let sn = run(&neg, 1, yn.view_mut());
+            // Whole rows of standard-layout arrays: contiguous. The loop
+            // is compiled for the engine's vector units (the baseline has
+            // no vector 64-bit min and max).
+            let p = out.as_slice_mut().expect("whole rows");
+            let q = yn.as_slice().expect("whole rows");
+            Kernel::dispatch_selected(
+                #[inline(always)]
+                || {
+                    for (p, &q) in p.iter_mut().zip(q) {
+                        *p = saturate(*p - q);
+                    }
+                },
+            );
+            (sp, sn)
+        });
         let (mut sp, mut sn) = (LayerStats::default(), LayerStats::default());
         for (p, q) in &parts {
             sp += p;
@@ -534,36 +526,47 @@ impl ProgrammedLayer {
         gather: Gather,
         saturated: bool,
     ) -> (Array2<i64>, LayerStats) {
-        let n = x.nrows();
-        let chunk = self.chunk_vectors(cfg);
         let luts = Luts::new(cfg, self.crossbars_for(cfg).0.len());
-        let width = self.gather_width(gather);
-        let mut y = Array2::<i64>::zeros((n, width));
-        // Each chunk writes its rows of `y` in place; the statistics are added
-        // in chunk order (the float sums do not depend on thread timing).
-        let rows: Vec<ArrayViewMut2<'_, i64>> = y.axis_chunks_iter_mut(Axis(0), chunk).collect();
-        let parts: Vec<LayerStats> = rows
-            .into_par_iter()
-            .enumerate()
-            .map(|(k, mut out)| {
-                let start = k * chunk;
-                let end = start + out.nrows();
-                self.run_chunk(
-                    x.slice(s![start..end, ..]),
-                    start,
-                    cfg,
-                    &luts,
-                    pass,
-                    gather,
-                    (out.view_mut(), saturated),
-                )
-            })
-            .collect();
+        let n = x.nrows();
+        let (y, parts) = self.in_chunks(cfg, (n, self.gather_width(gather)), |start, mut out| {
+            let end = start + out.nrows();
+            self.run_chunk(
+                x.slice(s![start..end, ..]),
+                start,
+                cfg,
+                &luts,
+                pass,
+                gather,
+                (out.view_mut(), saturated),
+            )
+        });
         let mut stats = LayerStats::default();
         for st in &parts {
             stats += st;
         }
         (y, self.pass_totals(stats, n, cfg))
+    }
+
+    /// A pass's `n x width` outputs, a chunk of vectors per item on all
+    /// threads: `f(start, rows)` writes the rows of the chunk whose first
+    /// vector is `start` in place and returns its part, the parts in chunk
+    /// order (so the float sums added from them do not depend on thread
+    /// timing).
+    fn in_chunks<S: Send>(
+        &self,
+        cfg: &RunConfig,
+        (n, width): (usize, usize),
+        f: impl Fn(usize, ArrayViewMut2<'_, i64>) -> S + Sync,
+    ) -> (Array2<i64>, Vec<S>) {
+        let chunk = self.chunk_vectors(cfg);
+        let mut y = Array2::<i64>::zeros((n, width));
+        let rows: Vec<ArrayViewMut2<'_, i64>> = y.axis_chunks_iter_mut(Axis(0), chunk).collect();
+        let parts = rows
+            .into_par_iter()
+            .enumerate()
+            .map(|(k, out)| f(k * chunk, out))
+            .collect();
+        (y, parts)
     }
 
     /// Vectors per chunk of a pass. Narrow layers (depthwise groups) take
