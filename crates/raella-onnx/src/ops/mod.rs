@@ -50,11 +50,24 @@ pub(crate) fn par_map<T: Send + Copy + Default>(
     ArrayD::from_shape_vec(x.raw_dim(), data).expect("same shape")
 }
 
+/// `x`'s values, as a new array in standard layout, put through `f` in place
+/// in parts on all threads (`f` sees a part at a time).
+pub(crate) fn par_in_place(x: &ArrayD<f32>, f: impl Fn(&mut [f32]) + Sync + Send) -> ArrayD<f32> {
+    const PART: usize = crate::exec::PARALLEL_VALUES;
+    let mut out = x.as_standard_layout().into_owned();
+    out.as_slice_mut()
+        .expect("standard layout")
+        .par_chunks_mut(PART)
+        .for_each(f);
+    out
+}
+
 pub mod attention;
 pub mod control;
 pub mod detect;
 pub mod einsum;
 pub mod elementwise;
+mod erf;
 pub mod index;
 pub mod loss;
 pub mod nn;
@@ -218,6 +231,12 @@ pub fn broadcast_shape(a: &[usize], b: &[usize]) -> Result<Vec<usize>, OpError> 
 
 /// `f` over two float arrays, broadcast.
 ///
+/// The common shapes (equal; one side a single value; one side the other's
+/// trailing axes, as a bias row) go over flat slices, in parts on all
+/// threads, where `f` inlines into a loop that vectorises; the rest through
+/// ndarray's broadcast views. Every output is `f` of the same pair of values
+/// either way.
+///
 /// # Errors
 /// Incompatible shapes.
 pub fn zip_f32(
@@ -225,17 +244,61 @@ pub fn zip_f32(
     b: &ArrayD<f32>,
     f: impl Fn(f32, f32) -> f32 + Sync + Send,
 ) -> Result<ArrayD<f32>, OpError> {
-    if a.shape() == b.shape() {
-        let mut out = a.clone();
-        Zip::from(&mut out).and(b).for_each(|x, &y| *x = f(*x, y));
-        return Ok(out);
-    }
     let shape = broadcast_shape(a.shape(), b.shape())?;
+    if let (Some(xs), Some(ys)) = (a.as_slice(), b.as_slice()) {
+        // `a`'s values with `b`'s repeating every `ys.len()` (or the reverse).
+        let flat = if a.shape() == shape.as_slice() && trails(b.shape(), &shape) {
+            Some(flat_zip(xs, ys, &f))
+        } else if b.shape() == shape.as_slice() && trails(a.shape(), &shape) {
+            Some(flat_zip(ys, xs, |q, p| f(p, q)))
+        } else {
+            None
+        };
+        if let Some(out) = flat {
+            return Ok(ArrayD::from_shape_vec(IxDyn(&shape), out).expect("same size"));
+        }
+    }
     let (av, bv) = (
         a.broadcast(IxDyn(&shape)).expect("broadcastable"),
         b.broadcast(IxDyn(&shape)).expect("broadcastable"),
     );
     Ok(Zip::from(&av).and(&bv).map_collect(|&x, &y| f(x, y)))
+}
+
+/// Whether an array of `part`'s shape, broadcast to `whole`, repeats its
+/// flat values whole (`part` is `whole`'s trailing axes, after any leading
+/// ones, or a single value).
+fn trails(part: &[usize], whole: &[usize]) -> bool {
+    let lead = part.iter().take_while(|&&d| d == 1).count();
+    let rest = &part[lead..];
+    rest.len() <= whole.len() && whole[whole.len() - rest.len()..] == *rest
+}
+
+/// `f(x, y)` for each `x` of `xs` and the `y` of `ys` at the same place in
+/// its period (`ys` repeats every `ys.len()` values; `xs.len()` a multiple
+/// of it), in parts on all threads.
+fn flat_zip(xs: &[f32], ys: &[f32], f: impl Fn(f32, f32) -> f32 + Sync + Send) -> Vec<f32> {
+    let mut out = vec![0f32; xs.len()];
+    let period = ys.len().max(1);
+    // Whole periods per part (at least one).
+    let part = (crate::exec::PARALLEL_VALUES / period).max(1) * period;
+    out.par_chunks_mut(part)
+        .zip(xs.par_chunks(part))
+        .for_each(|(o, x)| {
+            if let [y] = ys {
+                let y = *y;
+                for (o, &x) in o.iter_mut().zip(x) {
+                    *o = f(x, y);
+                }
+            } else {
+                for (o, x) in o.chunks_exact_mut(period).zip(x.chunks_exact(period)) {
+                    for ((o, &x), &y) in o.iter_mut().zip(x).zip(ys) {
+                        *o = f(x, y);
+                    }
+                }
+            }
+        });
+    out
 }
 
 /// `f` over two integer arrays, broadcast.
@@ -312,4 +375,51 @@ pub fn reshape(t: &Tensor, shape: &[usize]) -> Result<Tensor, OpError> {
 /// Negative.
 pub fn to_usize(v: i64, what: &str) -> Result<usize, OpError> {
     usize::try_from(v).map_err(|_| OpError(format!("{what} = {v} must be >= 0")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// [`zip_f32`]'s flat paths give what ndarray's broadcast views give, for
+    /// every kind of shape pair they take and some they leave.
+    #[test]
+    fn zip_f32_equals_the_broadcast_views() {
+        let pairs: [(&[usize], &[usize]); 11] = [
+            (&[3, 40_000], &[3, 40_000]),
+            (&[2, 3, 5], &[5]),
+            (&[5], &[2, 3, 5]),
+            (&[2, 3, 5], &[1, 3, 5]),
+            (&[70_000], &[1]),
+            (&[], &[4, 2]),
+            (&[4, 2], &[]),
+            (&[2, 3, 5], &[3, 1]),
+            (&[2, 1, 5], &[3, 1]),
+            (&[0, 5], &[5]),
+            (&[9, 33_000], &[1, 33_000]),
+        ];
+        for (sa, sb) in pairs {
+            let fill = |shape: &[usize], k: f32| {
+                let n: usize = shape.iter().product();
+                ArrayD::from_shape_vec(IxDyn(shape), (0..n).map(|i| i as f32 * k - 7.0).collect())
+                    .expect("shape")
+            };
+            let (a, b) = (fill(sa, 0.37), fill(sb, -1.3));
+            // `a - b`, not symmetric, so a swapped pair would show.
+            let got = zip_f32(&a, &b, |p, q| p - q).expect("broadcast");
+            let shape = broadcast_shape(sa, sb).expect("broadcast");
+            let want = Zip::from(&a.broadcast(IxDyn(&shape)).expect("a"))
+                .and(&b.broadcast(IxDyn(&shape)).expect("b"))
+                .map_collect(|&p, &q| p - q);
+            assert_eq!(got, want, "{sa:?} and {sb:?}");
+        }
+        // A transposed (not standard layout) input takes the general path.
+        let a = ArrayD::from_shape_vec(IxDyn(&[3, 4]), (0..12).map(|i| i as f32).collect())
+            .expect("shape");
+        // `a`'s values, laid out column by column.
+        let t = a.t().as_standard_layout().into_owned().reversed_axes();
+        assert!(t.as_slice().is_none());
+        let got = zip_f32(&t, &a, |p, q| p * 10.0 + q).expect("same shape");
+        assert_eq!(got, a.mapv(|v| v * 11.0));
+    }
 }
