@@ -992,22 +992,32 @@ impl Kernel for LayerNorm {
                 .collect(),
             None => vec![0.0; inner],
         };
-        let flat: Vec<f32> = xa.iter().copied().collect();
+        let xs = xa.as_standard_layout();
+        let flat = xs.as_slice().expect("standard layout");
         let mut out = vec![0.0f32; flat.len()];
-        let mut means = Vec::with_capacity(outer);
-        let mut inv = Vec::with_capacity(outer);
-        #[allow(clippy::cast_precision_loss)]
-        for (src, dst) in flat.chunks(inner.max(1)).zip(out.chunks_mut(inner.max(1))) {
-            let n = inner as f32;
-            let mean = src.iter().sum::<f32>() / n;
-            let var = src.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
-            let r = 1.0 / (var + self.eps).sqrt();
-            for (((d, &s), &g), &b) in dst.iter_mut().zip(src).zip(&sc).zip(&bs) {
-                *d = (s - mean) * r * g + b;
-            }
-            means.push(mean);
-            inv.push(r);
-        }
+        let (mut means, mut inv) = (vec![0.0f32; outer], vec![0.0f32; outer]);
+        // Rows in parts on all threads (each row's sums in order, as one
+        // thread would take them).
+        let width = inner.max(1);
+        let rows = (crate::exec::PARALLEL_VALUES / width).max(1);
+        out.par_chunks_mut(rows * width)
+            .zip(flat.par_chunks(rows * width))
+            .zip(means.par_chunks_mut(rows).zip(inv.par_chunks_mut(rows)))
+            .for_each(|((out, flat), (means, inv))| {
+                let rows = flat.chunks(width).zip(out.chunks_mut(width));
+                #[allow(clippy::cast_precision_loss)]
+                for ((src, dst), (mean_out, inv_out)) in rows.zip(means.iter_mut().zip(inv)) {
+                    let n = inner as f32;
+                    let mean = src.iter().sum::<f32>() / n;
+                    let var = src.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+                    let r = 1.0 / (var + self.eps).sqrt();
+                    for (((d, &s), &g), &b) in dst.iter_mut().zip(src).zip(&sc).zip(&bs) {
+                        *d = (s - mean) * r * g + b;
+                    }
+                    *mean_out = mean;
+                    *inv_out = r;
+                }
+            });
         let y = ArrayD::from_shape_vec(IxDyn(xa.shape()), out).expect("shape");
         let mut stat_shape = xa.shape()[..ax].to_vec();
         stat_shape.extend(std::iter::repeat_n(1, xa.ndim() - ax));
@@ -1350,7 +1360,27 @@ impl Kernel for Softmax {
             (xa.clone(), ax)
         };
         let mut out = work;
+        let kind = self.kind;
+        // Lanes along the last axis of a standard-layout array (attention's
+        // scores): whole lanes in parts on all threads.
+        if lane_axis + 1 == out.ndim() && out.shape()[lane_axis] > 0 {
+            let width = out.shape()[lane_axis];
+            if let Some(flat) = out.as_slice_mut() {
+                let lanes = (crate::exec::PARALLEL_VALUES / width).max(1);
+                flat.par_chunks_mut(lanes * width).for_each(|part| {
+                    for lane in part.chunks_mut(width) {
+                        softmax_lane(kind, lane);
+                    }
+                });
+                let y = out.into_shape_with_order(IxDyn(&shape)).expect("same size");
+                return Ok(vec![Tensor::float(y, x.dtype())]);
+            }
+        }
         for mut lane in out.lanes_mut(Axis(lane_axis)) {
+            if let Some(lane) = lane.as_slice_mut() {
+                softmax_lane(kind, lane);
+                continue;
+            }
             match self.kind {
                 2 => {
                     let mut best = 0;
@@ -1378,6 +1408,44 @@ impl Kernel for Softmax {
         }
         let y = out.into_shape_with_order(IxDyn(&shape)).expect("same size");
         Ok(vec![Tensor::float(y, x.dtype())])
+    }
+}
+
+/// One lane of [`Softmax`] in place: `kind` 0 softmax, 1 log-softmax, 2
+/// hardmax (a one at the first largest value).
+fn softmax_lane(kind: u8, lane: &mut [f32]) {
+    match kind {
+        2 => {
+            let mut best = 0;
+            for (i, &v) in lane.iter().enumerate() {
+                if v > lane[best] {
+                    best = i;
+                }
+            }
+            lane.fill(0.0);
+            if !lane.is_empty() {
+                lane[best] = 1.0;
+            }
+        }
+        0 => {
+            let m = lane.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            // Each exponential once, kept; summed in order.
+            for v in lane.iter_mut() {
+                *v = (*v - m).exp();
+            }
+            let s: f32 = lane.iter().sum();
+            for v in lane.iter_mut() {
+                *v /= s;
+            }
+        }
+        _ => {
+            let m = lane.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let s: f32 = lane.iter().map(|&v| (v - m).exp()).sum();
+            let ls = s.ln();
+            for v in lane.iter_mut() {
+                *v = *v - m - ls;
+            }
+        }
     }
 }
 
@@ -1627,6 +1695,59 @@ pub fn float_input<'a>(t: &'a Tensor, what: &str) -> Result<&'a ArrayD<f32>, OpE
 mod tests {
     use super::*;
     use crate::proto::AttributeProto;
+
+    /// Softmax, log-softmax and hardmax in parts on all threads (rows of the
+    /// last axis) and lane by lane (another axis) give, bit for bit, the
+    /// formulas taken one lane at a time: each exponential `(v - m).exp()`,
+    /// their sum in order, `e / s`; `v - m - ln s`.
+    #[test]
+    fn softmax_lanes_equal_the_formulas() {
+        let shape = [3usize, 5, 70, 111];
+        let n: usize = shape.iter().product();
+        let mut state = 7u64;
+        let values: Vec<f32> = (0..n)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                #[allow(clippy::cast_precision_loss)]
+                let u = (state >> 40) as f32 / (1u64 << 24) as f32;
+                (u - 0.5) * 30.0
+            })
+            .collect();
+        let x = Tensor::f32(ArrayD::from_shape_vec(IxDyn(&shape), values).expect("shape"));
+        for kind in 0..3u8 {
+            for axis in [3i64, 2] {
+                let k = Softmax {
+                    axis,
+                    coerce: false,
+                    kind,
+                };
+                let got = k.eval(&[Some(&x)]).expect("runs").remove(0);
+                let got = got.floats().expect("floats");
+                let mut want = x.floats().expect("floats").clone();
+                #[allow(clippy::cast_sign_loss, clippy::cast_possible_truncation)]
+                for mut lane in want.lanes_mut(Axis(axis as usize)) {
+                    let m = lane.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    let s: f32 = lane.iter().map(|&v| (v - m).exp()).sum();
+                    match kind {
+                        0 => lane.mapv_inplace(|v| (v - m).exp() / s),
+                        1 => lane.mapv_inplace(|v| v - m - s.ln()),
+                        _ => {
+                            let best = lane
+                                .iter()
+                                .enumerate()
+                                .fold(0, |b, (i, &v)| if v > lane[b] { i } else { b });
+                            lane.fill(0.0);
+                            lane[best] = 1.0;
+                        }
+                    }
+                }
+                let bits = |a: &ArrayD<f32>| a.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                assert!(bits(got) == bits(&want), "kind {kind}, axis {axis}");
+            }
+        }
+    }
 
     /// A 2-D window with explicit pads.
     fn window(
