@@ -64,6 +64,7 @@ fn main() {
         drop_flagged: true,
         in_place: false,
         shift: 2,
+        write: false,
     };
     let mut acc = vec![0i64; N];
     let mut flags = Vec::new();

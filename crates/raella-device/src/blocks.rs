@@ -39,6 +39,10 @@ pub struct IntConversion {
     pub in_place: bool,
     /// The slice's shift: each kept value is added as `value << shift`.
     pub shift: u32,
+    /// The accumulators hold nothing yet (a chunk's first input slice): each
+    /// kept value is written, `value << shift`, over whatever they hold,
+    /// instead of added (so they need no zeroing first).
+    pub write: bool,
 }
 
 /// Counts of one ADC pass ([`convert_int_sums`], [`convert_noisy_sums`]).
@@ -196,7 +200,8 @@ fn block<const SIGNED: bool, const DROP: bool>(
         } else {
             0
         };
-        *a += i64::from(kept) << shift;
+        let base = if conv.write { 0 } else { *a };
+        *a = base + (i64::from(kept) << shift);
     }
     (in_range, saturated, inexact, word)
 }
@@ -245,7 +250,8 @@ fn noisy_block<const SIGNED: bool, const DROP: bool>(
         // A code: an integer inside the ADC's range.
         #[allow(clippy::cast_possible_truncation)]
         let kept = if keep { code as i64 } else { 0 };
-        *a += kept << conv.shift;
+        let base = if conv.write { 0 } else { *a };
+        *a = base + (kept << conv.shift);
     }
     (in_range, saturated, inexact, word)
 }
@@ -378,7 +384,7 @@ mod x86 {
             let dropped = if conv.in_place { s } else { zero };
             let kept = _mm512_mask_blend_epi32(keep, dropped, code);
             tally::<DROP>(&mut counts, (ok, sat, keep), i, flags);
-            shift_add(kept, shift, a16);
+            shift_add(kept, shift, a16, conv.write);
         }
         let tail = super::block::<SIGNED, DROP>(conv, &sums[whole..], &mut acc[whole..]);
         with_tail::<DROP>(counts, tail, whole, flags)
@@ -419,15 +425,19 @@ mod x86 {
     }
 
     /// The kept values (`i32`, sixteen) widened to `i64`, shifted and added
-    /// to sixteen accumulators.
+    /// to sixteen accumulators (written over them with `write`).
     #[target_feature(enable = "avx512f")]
     #[inline]
-    fn shift_add(kept: __m512i, shift: __m128i, a16: &mut [i64]) {
+    fn shift_add(kept: __m512i, shift: __m128i, a16: &mut [i64], write: bool) {
         let low = _mm512_cvtepi32_epi64(_mm512_castsi512_si256(kept));
         let high = _mm512_cvtepi32_epi64(_mm512_extracti64x4_epi64::<1>(kept));
         for (half, wide) in a16.chunks_exact_mut(8).zip([low, high]) {
-            let a: [i64; 8] = (&*half).try_into().expect("8 accumulators");
-            let a = bytemuck::cast::<[i64; 8], __m512i>(a);
+            let a = if write {
+                _mm512_setzero_si512()
+            } else {
+                let a: [i64; 8] = (&*half).try_into().expect("8 accumulators");
+                bytemuck::cast::<[i64; 8], __m512i>(a)
+            };
             let sum = _mm512_add_epi64(a, _mm512_sll_epi64(wide, shift));
             half.copy_from_slice(&bytemuck::cast::<__m512i, [i64; 8]>(sum));
         }
@@ -491,7 +501,7 @@ mod x86 {
             let keep = if DROP { !sat } else { u16::MAX };
             let kept = _mm512_maskz_cvttps_epi32(keep, code);
             tally::<DROP>(&mut counts, (ok, sat, keep), i, flags);
-            shift_add(kept, shift, a16);
+            shift_add(kept, shift, a16, conv.write);
         }
         let tail = super::noisy_block::<SIGNED, DROP>(
             conv,
@@ -549,7 +559,7 @@ mod tests {
         for n in [0, 1, 15, 16, 17, 63, 64, 65, 130, 1000] {
             for signed in [false, true] {
                 for drop_flagged in [false, true] {
-                    for in_place in [false, true] {
+                    for (in_place, write) in [(false, false), (true, false), (false, true)] {
                         let (lo, hi) = if signed { (-64, 63) } else { (0, 127) };
                         let conv = IntConversion {
                             lo,
@@ -558,6 +568,7 @@ mod tests {
                             drop_flagged,
                             in_place,
                             shift: rng.random_range(0..9),
+                            write,
                         };
                         let sums = random_sums(&mut rng, n, 200);
                         let start: Vec<i64> =
@@ -567,8 +578,9 @@ mod tests {
                         let (mut b, mut fb) = (start.clone(), vec![0; fa.len()]);
                         let want = convert_portable(&conv, &sums, &mut b, &mut fb);
                         assert_eq!((got, &a, &fa), (want, &b, &fb), "{conv:?} n={n}");
-                        // The definition, sum by sum.
-                        let mut exp = start.clone();
+                        // The definition, sum by sum (written over the
+                        // accumulators with `write`).
+                        let mut exp = if write { vec![0; n] } else { start.clone() };
                         for (k, (&s, e)) in sums.iter().zip(&mut exp).enumerate() {
                             let code = s.clamp(lo, hi);
                             let sat = code == hi || (signed && code == lo);
@@ -600,7 +612,7 @@ mod tests {
         let mut rng = stream_rng(7, &[3]);
         for n in [0, 1, 15, 16, 17, 64, 65, 300] {
             for signed in [false, true] {
-                for drop_flagged in [false, true] {
+                for (drop_flagged, write) in [(false, false), (true, false), (true, true)] {
                     let adc = crate::Adc::new(7, signed).unwrap();
                     let conv = IntConversion {
                         lo: adc.min_code(),
@@ -609,6 +621,7 @@ mod tests {
                         drop_flagged,
                         in_place: false,
                         shift: rng.random_range(0..9),
+                        write,
                     };
                     let sums = random_sums(&mut rng, n, 300);
                     let mags: Vec<i32> = (0..n).map(|_| rng.random_range(0..=3000)).collect();
@@ -633,7 +646,7 @@ mod tests {
                     let (mut b, mut fb) = (start.clone(), vec![0; fa.len()]);
                     let portable = noisy_portable(&conv, (&sums, &mags, &z, e), &mut b, &mut fb);
                     assert_eq!((portable, &b, &fb), (got, &a, &fa), "{conv:?} n={n}");
-                    let mut exp = start.clone();
+                    let mut exp = if write { vec![0; n] } else { start.clone() };
                     let mut want = IntCounts::default();
                     for (k, e_k) in exp.iter_mut().enumerate() {
                         #[allow(clippy::cast_precision_loss)]

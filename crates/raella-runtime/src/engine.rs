@@ -847,12 +847,7 @@ impl ProgrammedLayer {
                 let mx = &m.crossbars()[xi];
                 let px = &crossbars[xi];
                 let cols = px.used_cols();
-                let mut acc = {
-                    let mut a = std::mem::take(&mut scratch.acc);
-                    a.clear();
-                    a.resize(b * cols, 0);
-                    Array2::from_shape_vec((b, cols), a).expect("b x cols")
-                };
+                let acc_buffer = std::mem::take(&mut scratch.acc);
                 let adcs = self.adcs.as_ref().map(|a| a[xi].as_slice());
                 let off = px.off_per_pulse();
                 let (need_mag, need_sq) = (noise.needs_magnitude(), noise.needs_squares());
@@ -908,6 +903,18 @@ impl ProgrammedLayer {
                         Sums::Int(resized(std::mem::take(&mut scratch.sums), b * cols))
                     }
                     _ => Sums::Real(Array2::zeros((b, cols))),
+                };
+                // Every integer pass writes its accumulators on the first
+                // input slice (`IntConversion::write`) rather than adding to
+                // them: they are zeroed only for the f32 pass, which adds.
+                let write_first = matches!(sums, Sums::Int(_)) && ns > 0;
+                let mut acc = {
+                    let mut a = acc_buffer;
+                    if !write_first {
+                        a.clear();
+                    }
+                    a.resize(b * cols, 0);
+                    Array2::from_shape_vec((b, cols), a).expect("b x cols")
                 };
                 // The integer noise path's magnitudes or squares.
                 let mut noise_mags = resized(
@@ -1160,7 +1167,7 @@ impl ProgrammedLayer {
                                 cols,
                                 &mut acc,
                                 sh,
-                                (drop_flagged, false),
+                                (drop_flagged, false, write_first && j == 0),
                                 (&mut flagged, &mut scratch.flag_words),
                             );
                             let flat = acc.as_slice_mut().expect("standard layout");
@@ -1187,7 +1194,7 @@ impl ProgrammedLayer {
                                 cols,
                                 &mut acc,
                                 sh,
-                                (drop_flagged, false),
+                                (drop_flagged, false, write_first && j == 0),
                                 (&mut flagged, &mut scratch.flag_words),
                             )
                         }
@@ -1203,7 +1210,7 @@ impl ProgrammedLayer {
                                 cols,
                                 &mut acc,
                                 sh,
-                                (drop_flagged, false),
+                                (drop_flagged, false, write_first && j == 0),
                                 (&mut flagged, &mut scratch.flag_words),
                             )
                         }
@@ -1227,7 +1234,7 @@ impl ProgrammedLayer {
                             },
                             &mut acc,
                             sh,
-                            drop_flagged,
+                            (drop_flagged, write_first && j == 0),
                             (&mut flagged, &mut scratch.flag_words),
                         ),
                         Sums::Int(sums) => convert_shift_add_int(
@@ -1236,7 +1243,7 @@ impl ProgrammedLayer {
                             cols,
                             &mut acc,
                             sh,
-                            (drop_flagged, in_place),
+                            (drop_flagged, in_place, write_first && j == 0),
                             (&mut flagged, &mut scratch.flag_words),
                         ),
                         Sums::Real(sums) => convert_shift_add(
@@ -2318,7 +2325,7 @@ fn convert_shift_add_noisy(
     rows: NoiseRows<'_>,
     acc: &mut Array2<i64>,
     shift: u32,
-    drop_flagged: bool,
+    (drop_flagged, write): (bool, bool),
     (flagged, words): (&mut Vec<(usize, usize)>, &mut Vec<u64>),
 ) -> IntCounts {
     #[allow(clippy::cast_possible_truncation)]
@@ -2358,6 +2365,7 @@ fn convert_shift_add_noisy(
         drop_flagged,
         in_place: false,
         shift,
+        write,
     };
     // The whole chunk at once, whatever vectors it spans (as
     // [`convert_shift_add_int`]).
@@ -2374,7 +2382,9 @@ fn convert_shift_add_noisy(
 /// as well (every column's recovered reads are known to lie in range), a
 /// saturated sum is kept as its own recovery, the sum itself, and nothing is
 /// listed: the same values and counts as dropping it, listing it and
-/// recovering it ([`recover_exact`]).
+/// recovering it ([`recover_exact`]). With `write` (a chunk's first slice),
+/// the values are written over `acc` rather than added to it, so it needs no
+/// zeroing ([`IntConversion::write`]; the noisy pass likewise).
 #[inline(always)]
 fn convert_shift_add_int(
     adc: &Adc,
@@ -2382,7 +2392,7 @@ fn convert_shift_add_int(
     cols: usize,
     acc: &mut Array2<i64>,
     shift: u32,
-    (drop_flagged, in_place): (bool, bool),
+    (drop_flagged, in_place, write): (bool, bool, bool),
     (flagged, words): (&mut Vec<(usize, usize)>, &mut Vec<u64>),
 ) -> IntCounts {
     let conv = IntConversion {
@@ -2392,6 +2402,7 @@ fn convert_shift_add_int(
         drop_flagged,
         in_place,
         shift,
+        write,
     };
     let acc = acc.as_slice_mut().expect("standard layout");
     // The whole chunk at once, whatever vectors it spans (a narrow crossbar,
