@@ -77,6 +77,10 @@ thread_local! {
     /// This thread's [`Scratch`]: taken by a chunk and put back when it ends
     /// (a chunk run nested on the same thread takes an empty one).
     static SCRATCH: std::cell::Cell<Scratch> = std::cell::Cell::new(Scratch::default());
+    /// A signed run's negative-pass outputs of one chunk
+    /// ([`ProgrammedLayer::run_signed_wide`]): not zeroed between chunks, since
+    /// a chunk gathered by filters writes every output before adding to it.
+    static NEGATIVE_PASS: std::cell::Cell<Vec<i64>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 /// Crossbar cycles per vector that recovery adds: one per input bit when it
@@ -472,7 +476,10 @@ impl ProgrammedLayer {
                 )
             };
             let sp = run(&pos, 0, out.view_mut());
-            let mut yn = Array2::<i64>::zeros(out.dim());
+            // The thread's buffer, old values and all: each output is
+            // written (its center term) before anything is added to it.
+            let yn = resized(NEGATIVE_PASS.take(), out.len());
+            let mut yn = Array2::from_shape_vec(out.dim(), yn).expect("one row per vector");
             let sn = run(&neg, 1, yn.view_mut());
             // Whole rows of standard-layout arrays: contiguous. The loop
             // is compiled for the engine's vector units (the baseline has
@@ -487,6 +494,7 @@ impl ProgrammedLayer {
                     }
                 },
             );
+            NEGATIVE_PASS.set(yn.into_raw_vec_and_offset().0);
             (sp, sn)
         });
         let (mut sp, mut sn) = (LayerStats::default(), LayerStats::default());
@@ -646,7 +654,9 @@ impl ProgrammedLayer {
     }
 
     /// [`Self::run_chunk`]'s work, inlined into each instruction set's copy:
-    /// the chunk's outputs into `y` (zeroed, `x.nrows() x gather width`).
+    /// the chunk's outputs into `y` (`x.nrows() x gather width`; gathered by
+    /// filters, each output is first written with its center term, so `y`
+    /// may hold anything; gathered by columns, zeroed).
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
     fn run_chunk_body(
