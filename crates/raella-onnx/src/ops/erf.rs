@@ -194,45 +194,40 @@ fn erf(x: f32) -> f32 {
     }
 }
 
-/// `libm::erff` of every value, in place: [`LANES`] at a time (the rest one
-/// by one), on the instruction set
-/// [`raella_device::Kernel::dispatch_selected`] picks. (The loops are
-/// written out in each function: a function passed in as a closure was
-/// called per value, not inlined, and nothing vectorised.)
-pub(crate) fn erf_in_place(v: &mut [f32]) {
-    raella_device::Kernel::dispatch_selected(
-        #[inline(always)]
-        || {
-            let mut parts = v.chunks_exact_mut(LANES);
-            for block in &mut parts {
-                for x in block.iter_mut() {
-                    *x = erf(*x);
+/// `f` over every value in place, [`LANES`] at a time (the rest one by one),
+/// on the instruction set [`raella_device::Kernel::dispatch_selected`] picks.
+/// A macro, not a function taking `f`: a function passed in that way was
+/// called per value, not inlined, and nothing vectorised.
+macro_rules! in_blocks {
+    ($v:expr, |$x:ident| $f:expr) => {
+        raella_device::Kernel::dispatch_selected(
+            #[inline(always)]
+            || {
+                let mut parts = $v.chunks_exact_mut(LANES);
+                for block in &mut parts {
+                    for $x in block.iter_mut() {
+                        *$x = $f;
+                    }
                 }
-            }
-            for x in parts.into_remainder() {
-                *x = erf(*x);
-            }
-        },
-    );
+                for $x in parts.into_remainder() {
+                    *$x = $f;
+                }
+            },
+        )
+    };
+}
+
+/// `libm::erff` of every value, in place (sixteen at a time, vectorised).
+pub(crate) fn erf_in_place(v: &mut [f32]) {
+    in_blocks!(v, |x| erf(*x));
 }
 
 /// ONNX's exact `Gelu` (`0.5 x (1 + erf(x / sqrt 2))`, with `libm::erff`)
 /// of every value, in place, as [`erf_in_place`].
 pub(crate) fn gelu_in_place(v: &mut [f32]) {
-    raella_device::Kernel::dispatch_selected(
-        #[inline(always)]
-        || {
-            let mut parts = v.chunks_exact_mut(LANES);
-            for block in &mut parts {
-                for x in block.iter_mut() {
-                    *x = 0.5 * *x * (1.0 + erf(*x * std::f32::consts::FRAC_1_SQRT_2));
-                }
-            }
-            for x in parts.into_remainder() {
-                *x = 0.5 * *x * (1.0 + erf(*x * std::f32::consts::FRAC_1_SQRT_2));
-            }
-        },
-    );
+    in_blocks!(v, |x| 0.5
+        * *x
+        * (1.0 + erf(*x * std::f32::consts::FRAC_1_SQRT_2)));
 }
 
 #[cfg(test)]

@@ -1376,34 +1376,18 @@ impl Kernel for Softmax {
                 return Ok(vec![Tensor::float(y, x.dtype())]);
             }
         }
+        // Other axes: each lane copied out, normalised the same way, copied back.
+        let mut buf = Vec::new();
         for mut lane in out.lanes_mut(Axis(lane_axis)) {
             if let Some(lane) = lane.as_slice_mut() {
                 softmax_lane(kind, lane);
                 continue;
             }
-            match self.kind {
-                2 => {
-                    let mut best = 0;
-                    for (i, &v) in lane.iter().enumerate() {
-                        if v > lane[best] {
-                            best = i;
-                        }
-                    }
-                    lane.fill(0.0);
-                    if !lane.is_empty() {
-                        lane[best] = 1.0;
-                    }
-                }
-                k => {
-                    let m = lane.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                    let s: f32 = lane.iter().map(|&v| (v - m).exp()).sum();
-                    if k == 0 {
-                        lane.mapv_inplace(|v| (v - m).exp() / s);
-                    } else {
-                        let ls = s.ln();
-                        lane.mapv_inplace(|v| v - m - ls);
-                    }
-                }
+            buf.clear();
+            buf.extend(lane.iter().copied());
+            softmax_lane(kind, &mut buf);
+            for (d, &v) in lane.iter_mut().zip(&buf) {
+                *d = v;
             }
         }
         let y = out.into_shape_with_order(IxDyn(&shape)).expect("same size");
