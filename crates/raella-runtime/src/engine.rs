@@ -1115,6 +1115,9 @@ impl ProgrammedLayer {
                         _ => unreachable!("pulses and sums are built together"),
                     }
                     let sh = shifts[j];
+                    // The chunk's first slice writes the integer passes'
+                    // accumulators; the rest add to them.
+                    let write = write_first && j == 0;
                     flagged.clear();
                     let drop_flagged = speculative && recovery;
                     // 1T1R with an exact OFF conductance: whether a code can
@@ -1177,7 +1180,7 @@ impl ProgrammedLayer {
                                 cols,
                                 &mut acc,
                                 sh,
-                                (drop_flagged, false, write_first && j == 0),
+                                (drop_flagged, false, write),
                                 (&mut flagged, &mut scratch.flag_words),
                             );
                             let flat = acc.as_slice_mut().expect("standard layout");
@@ -1204,7 +1207,7 @@ impl ProgrammedLayer {
                                 cols,
                                 &mut acc,
                                 sh,
-                                (drop_flagged, false, write_first && j == 0),
+                                (drop_flagged, false, write),
                                 (&mut flagged, &mut scratch.flag_words),
                             )
                         }
@@ -1220,7 +1223,7 @@ impl ProgrammedLayer {
                                 cols,
                                 &mut acc,
                                 sh,
-                                (drop_flagged, false, write_first && j == 0),
+                                (drop_flagged, false, write),
                                 (&mut flagged, &mut scratch.flag_words),
                             )
                         }
@@ -1244,7 +1247,7 @@ impl ProgrammedLayer {
                             },
                             &mut acc,
                             sh,
-                            (drop_flagged, write_first && j == 0),
+                            (drop_flagged, write),
                             (&mut flagged, &mut scratch.flag_words),
                         ),
                         Sums::Int(sums) => convert_shift_add_int(
@@ -1253,7 +1256,7 @@ impl ProgrammedLayer {
                             cols,
                             &mut acc,
                             sh,
-                            (drop_flagged, in_place, write_first && j == 0),
+                            (drop_flagged, in_place, write),
                             (&mut flagged, &mut scratch.flag_words),
                         ),
                         Sums::Real(sums) => convert_shift_add(
