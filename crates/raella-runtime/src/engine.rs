@@ -100,13 +100,11 @@ fn resized<T: Copy + Default>(mut v: Vec<T>, n: usize) -> Vec<T> {
     v
 }
 
-/// What a pass's chunks share (both passes' of a signed run): a lookup table
-/// over the 256 input values (the pulses a value applies over all cycles,
-/// speculative + recovery; the chunks compute it per value where that
-/// vectorises) and each crossbar's safe rows. (An input slice's pulses are
-/// `(v >> shift) & mask`, computed.)
+/// What a pass's chunks share (both passes' of a signed run): each
+/// crossbar's safe rows and ADC instances' tables. (An input slice's pulses
+/// are `(v >> shift) & mask`, computed; a depthwise layer makes these once
+/// per group, so nothing here is built before a chunk needs it.)
 struct Luts {
-    pulse: [u64; 256],
     /// Per crossbar, per column, the active rows a recovered read can have
     /// and still be known in range ([`ExactBits::safe_rows`] under the
     /// pass's ADC, its bounds less the column's shift where ADC instances
@@ -127,17 +125,8 @@ struct Luts {
 }
 
 impl Luts {
-    fn new(cfg: &RunConfig, crossbars: usize) -> Self {
-        let slicing = cfg.input.slicing();
-        let ns = slicing.widths().len();
-        let recovery = cfg.input.recovers();
-        let mut pulse = [0u64; 256];
-        for (v, p) in (0u32..).zip(pulse.iter_mut()) {
-            let spec: u32 = (0..ns).map(|j| slicing.slice(v, j)).sum();
-            *p = u64::from(spec + if recovery { v.count_ones() } else { 0 });
-        }
+    fn new(crossbars: usize) -> Self {
         Self {
-            pulse,
             safe: (0..crossbars).map(|_| OnceLock::new()).collect(),
             shifts: (0..crossbars).map(|_| OnceLock::new()).collect(),
             instances: (0..crossbars).map(|_| OnceLock::new()).collect(),
@@ -451,7 +440,7 @@ impl ProgrammedLayer {
         self.check(inputs.ncols(), cfg)?;
         // One set of tables for both passes: none depends on the pass or
         // its inputs (the safe rows are built once, not once per pass).
-        let luts = Luts::new(cfg, self.crossbars_for(cfg).0.len());
+        let luts = Luts::new(self.crossbars_for(cfg).0.len());
         // Both passes of a chunk of vectors per item, the negative one into
         // the item's own buffer, subtracted while both are in cache: the
         // same chunks and integers as two whole passes (each chunk's result
@@ -534,7 +523,7 @@ impl ProgrammedLayer {
         gather: Gather,
         saturated: bool,
     ) -> (Array2<i64>, LayerStats) {
-        let luts = Luts::new(cfg, self.crossbars_for(cfg).0.len());
+        let luts = Luts::new(self.crossbars_for(cfg).0.len());
         let n = x.nrows();
         let (y, parts) = self.in_chunks(cfg, (n, self.gather_width(gather)), |start, mut out| {
             let end = start + out.nrows();
@@ -722,7 +711,6 @@ impl ProgrammedLayer {
         let mut col_offset = 0;
         let mut scratch = SCRATCH.take();
 
-        let pulse_lut = &luts.pulse;
         let pulse_capacity_per_vector: u64 =
             widths.iter().map(|&w| (1u64 << w) - 1).sum::<u64>() + recovery_cycles;
 
@@ -744,8 +732,8 @@ impl ProgrammedLayer {
             // Pulse matrices of this row block, one per input slice.
             // Ideal devices: exact integer column sums (and magnitudes), converted
             // to f32 only when read noise perturbs them.
-            // Slice `j` of `v` is `(v >> shift) & mask` (`Luts::slice`
-            // tabulates the same): a shift and a mask vectorise where a
+            // Slice `j` of `v` is `(v >> shift) & mask` (`Slicing::slice`
+            // computes the same): a shift and a mask vectorise where a
             // table lookup per byte does not.
             let cuts: Vec<(u32, u8)> = shifts
                 .iter()
@@ -797,8 +785,8 @@ impl ProgrammedLayer {
                 _ if narrow_totals.is_some() => {
                     row_pulses = narrow_totals.take().expect("made with the slices");
                 }
-                // Integer pulses: the same counts as `pulse_lut` (each slice's
-                // pulses, and each set bit when recovery reads them), summed
+                // Integer pulses: each slice's pulses, and each set bit when
+                // recovery reads them (the speculative and recovery cycles'), summed
                 // from the slices already made, in `u32` lanes that vectorise
                 // ([`row_totals`]; exact: a value applies at most 263 pulses;
                 // a slice's padding pulses are zero and fold into no row).
@@ -811,9 +799,8 @@ impl ProgrammedLayer {
                         row_totals(xs, rows, u8::count_ones, &mut row_pulses);
                     }
                 }
-                // Real pulses: the same counts, `pulse_lut`'s terms computed
-                // per value (a shift and a mask, vectorised) in `u32` lanes as
-                // above.
+                // Real pulses: the same counts, each slice's computed per value
+                // (a shift and a mask, vectorised) in `u32` lanes as above.
                 Pulses::Real(_) if b < (u32::MAX / 263) as usize => {
                     for &(sh, m) in &cuts {
                         row_totals(xs, rows, |v| u32::from((v >> sh) & m), &mut row_pulses);
@@ -822,10 +809,14 @@ impl ProgrammedLayer {
                         row_totals(xs, rows, u8::count_ones, &mut row_pulses);
                     }
                 }
+                // Chunks too long for `u32` lanes (never at today's chunk
+                // sizes, 4,096 vectors at most): the same counts in `u64`.
                 _ => {
                     for xrow in xs.chunks_exact(rows) {
                         for (rp, &v) in row_pulses.iter_mut().zip(xrow) {
-                            *rp += pulse_lut[usize::from(v)];
+                            let spec: u32 =
+                                cuts.iter().map(|&(sh, m)| u32::from((v >> sh) & m)).sum();
+                            *rp += u64::from(spec + if recovery { v.count_ones() } else { 0 });
                         }
                     }
                 }
