@@ -650,3 +650,28 @@ fn instance_shifts_are_the_instances_conversions() {
         assert!(shifted[2] < 100, "{shifted:?}");
     }
 }
+
+/// [`FlagRows::list`] gives every set bit's `(position / cols, position %
+/// cols)`, in order: flag words dense and sparse (whole runs of zero words,
+/// vectors without a flag), over column counts below, at and above a word.
+#[test]
+fn flag_rows_list_every_set_bit() {
+    let mut rng = stream_rng(11, &[]);
+    for cols in [1usize, 2, 3, 7, 63, 64, 65, 200, 512] {
+        for density in [0.0, 0.001, 0.02, 0.3, 1.0] {
+            let n = 64 * rng.random_range(1..40usize);
+            let words: Vec<u64> = (0..n / 64)
+                .map(|_| {
+                    (0..64).fold(0u64, |w, b| w | (u64::from(rng.random_bool(density)) << b))
+                })
+                .collect();
+            let mut got = Vec::new();
+            FlagRows::list(&words, cols, &mut got);
+            let want: Vec<(usize, usize)> = (0..n)
+                .filter(|&p| words[p / 64] >> (p % 64) & 1 == 1)
+                .map(|p| (p / cols, p % cols))
+                .collect();
+            assert_eq!(got, want, "cols {cols}, density {density}");
+        }
+    }
+}
