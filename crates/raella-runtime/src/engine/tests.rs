@@ -661,9 +661,7 @@ fn flag_rows_list_every_set_bit() {
         for density in [0.0, 0.001, 0.02, 0.3, 1.0] {
             let n = 64 * rng.random_range(1..40usize);
             let words: Vec<u64> = (0..n / 64)
-                .map(|_| {
-                    (0..64).fold(0u64, |w, b| w | (u64::from(rng.random_bool(density)) << b))
-                })
+                .map(|_| (0..64).fold(0u64, |w, b| w | (u64::from(rng.random_bool(density)) << b)))
                 .collect();
             let mut got = Vec::new();
             FlagRows::list(&words, cols, &mut got);
