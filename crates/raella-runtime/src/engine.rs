@@ -39,8 +39,16 @@ use crate::{InputMode, LayerStats, RunConfig, RuntimeError};
 pub const CHUNK_VECTORS: usize = 256;
 
 /// Input values, or one crossbar's column sums, per chunk that narrow
-/// layers grow their chunks to (up to 16 x [`CHUNK_VECTORS`] vectors).
+/// layers grow their chunks to (up to [`MAX_CHUNK_VECTORS`] vectors).
 const CHUNK_ELEMENTS: usize = 1 << 16;
+
+/// The most vectors a chunk holds.
+const MAX_CHUNK_VECTORS: usize = 16 * CHUNK_VECTORS;
+
+// A chunk's per-row pulse counts fit `u32` lanes ([`row_totals`],
+// [`slices_and_totals`]): a value's slices sum to at most the value, 255,
+// and recovery reads at most its 8 bits, so 263 pulses a value at most.
+const _: () = assert!(MAX_CHUNK_VECTORS * 263 < u32::MAX as usize);
 
 /// A thread's large per-crossbar buffers, kept from one chunk to the next
 /// ([`SCRATCH`]) instead of allocated and zeroed for each: the accumulators
@@ -102,8 +110,8 @@ fn resized<T: Copy + Default>(mut v: Vec<T>, n: usize) -> Vec<T> {
 
 /// What a pass's chunks share (both passes' of a signed run): each
 /// crossbar's safe rows and ADC instances' tables. (An input slice's pulses
-/// are `(v >> shift) & mask`, computed; a depthwise layer makes these once
-/// per group, so nothing here is built before a chunk needs it.)
+/// are `(v >> shift) & mask`, computed. A depthwise layer makes these once
+/// per group: each entry is filled by the first chunk that needs it.)
 struct Luts {
     /// Per crossbar, per column, the active rows a recovered read can have
     /// and still be known in range ([`ExactBits::safe_rows`] under the
@@ -580,7 +588,7 @@ impl ProgrammedLayer {
             .max()
             .unwrap_or(0);
         (CHUNK_ELEMENTS / self.mapped.inputs().max(widest).max(1))
-            .clamp(CHUNK_VECTORS, 16 * CHUNK_VECTORS)
+            .clamp(CHUNK_VECTORS, MAX_CHUNK_VECTORS)
     }
 
     /// A pass's statistics (its chunks' added in chunk order) with its cell
@@ -661,6 +669,8 @@ impl ProgrammedLayer {
         let m = &self.mapped;
         let (crossbars, integer_sums) = self.crossbars_for(cfg);
         let b = x.nrows();
+        // Chunks come from `in_chunks`: per-row pulse counts fit `u32`.
+        assert!(b <= MAX_CHUNK_VECTORS, "a chunk of {b} vectors");
         let slicing = cfg.input.slicing();
         let (widths, shifts) = (slicing.widths(), slicing.shifts());
         let ns = widths.len();
@@ -747,7 +757,7 @@ impl ProgrammedLayer {
                 // over the inputs ([`slices_and_totals`]).
                 // (Not a closure: it would be compiled outside the
                 // instruction set's copy of this function.)
-                if stride != rows && stride <= 16 && b < (u32::MAX / 263) as usize {
+                if stride != rows && stride <= 16 {
                     narrow_totals = Some(slices_and_totals::<16>(
                         xs,
                         rows,
@@ -790,7 +800,7 @@ impl ProgrammedLayer {
                 // from the slices already made, in `u32` lanes that vectorise
                 // ([`row_totals`]; exact: a value applies at most 263 pulses;
                 // a slice's padding pulses are zero and fold into no row).
-                Pulses::Int(slices) if b < (u32::MAX / 263) as usize => {
+                Pulses::Int(slices) => {
                     let stride = crossbars[xi].pulse_stride();
                     for p in slices {
                         row_totals(p, stride, u32::from, &mut row_pulses);
@@ -801,23 +811,12 @@ impl ProgrammedLayer {
                 }
                 // Real pulses: the same counts, each slice's computed per value
                 // (a shift and a mask, vectorised) in `u32` lanes as above.
-                Pulses::Real(_) if b < (u32::MAX / 263) as usize => {
+                Pulses::Real(_) => {
                     for &(sh, m) in &cuts {
                         row_totals(xs, rows, |v| u32::from((v >> sh) & m), &mut row_pulses);
                     }
                     if recovery {
                         row_totals(xs, rows, u8::count_ones, &mut row_pulses);
-                    }
-                }
-                // Chunks too long for `u32` lanes (never at today's chunk
-                // sizes, 4,096 vectors at most): the same counts in `u64`.
-                _ => {
-                    for xrow in xs.chunks_exact(rows) {
-                        for (rp, &v) in row_pulses.iter_mut().zip(xrow) {
-                            let spec: u32 =
-                                cuts.iter().map(|&(sh, m)| u32::from((v >> sh) & m)).sum();
-                            *rp += u64::from(spec + if recovery { v.count_ones() } else { 0 });
-                        }
                     }
                 }
             }
