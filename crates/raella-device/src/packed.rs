@@ -103,6 +103,55 @@ impl PackedLevels {
         })
     }
 
+    /// Packs integer levels given a column at a time: `fill(c, out)` writes
+    /// column `c`'s `rows` levels. The same blocks as [`Self::from_rows`] on
+    /// the same levels, for levels held column by column (a weight matrix's
+    /// rows are an [`ExactMatrix`]'s columns): sixteen columns are gathered,
+    /// then each block is written whole. `None` if a level is outside
+    /// `[-MAX_LEVEL, MAX_LEVEL]`.
+    #[inline(always)]
+    pub(crate) fn from_cols(
+        rows: usize,
+        cols: usize,
+        mut fill: impl FnMut(usize, &mut [i8]),
+    ) -> Option<Self> {
+        let (groups, tiles) = (rows.div_ceil(4), cols.div_ceil(16));
+        let mut data = vec![[0i8; 64]; groups.div_ceil(16) * 16 * tiles];
+        // Sixteen columns' levels, `pr` apart (the rows past `rows` stay zero).
+        let pr = groups * 4;
+        let mut scratch = vec![0i8; 16 * pr];
+        let mut top = 0u8;
+        for j in 0..tiles {
+            for (k, col) in scratch.chunks_exact_mut(pr.max(1)).enumerate() {
+                let col = &mut col[..rows];
+                if 16 * j + k < cols {
+                    fill(16 * j + k, col);
+                    // The range is checked once at the end.
+                    top = col.iter().fold(top, |t, &l| t.max(l.unsigned_abs()));
+                } else {
+                    // Padding columns of the last tile.
+                    col.fill(0);
+                }
+            }
+            for g in 0..groups {
+                let block = &mut data[g * tiles + j];
+                for (k, b) in block.chunks_exact_mut(4).enumerate() {
+                    b.copy_from_slice(&scratch[k * pr + 4 * g..][..4]);
+                }
+            }
+        }
+        if i32::from(top) > MAX_LEVEL {
+            return None;
+        }
+        Some(Self {
+            rows,
+            cols,
+            groups,
+            tiles,
+            data,
+        })
+    }
+
     /// Rows of a pulse vector: the used rows rounded up to a multiple of 4.
     pub(crate) fn padded_rows(&self) -> usize {
         self.groups * 4
@@ -275,11 +324,11 @@ impl ExactMatrix {
         let mut blocks = Vec::new();
         for r0 in (0..cols).step_by(EXACT_BLOCK_ROWS) {
             let rows = (cols - r0).min(EXACT_BLOCK_ROWS);
-            // Row `r` of a half holds input `r0 + r` of every output.
+            // Row `r` of a half holds input `r0 + r` of every output: column
+            // `o` is output `o`'s contiguous weights.
             let half = |upper: bool| {
-                PackedLevels::from_rows(rows, outputs, |r, out| {
-                    for (o, l) in out.iter_mut().enumerate() {
-                        let w = i32::from(weights[o * cols + r0 + r]);
+                PackedLevels::from_cols(rows, outputs, |o, out| {
+                    for (l, &w) in out.iter_mut().zip(&weights[o * cols + r0..][..rows]) {
                         *l = if upper { w >> 1 } else { w - (w >> 1) };
                     }
                 })
@@ -1114,6 +1163,60 @@ mod tests {
         }
         for good in [MAX_LEVEL, -MAX_LEVEL, 0] {
             assert!(PackedLevels::new(1, 1, |_, _| good).is_some(), "{good}");
+        }
+        // Column by column: a bad level anywhere, including the last column
+        // of a partial tile.
+        for bad in [MAX_LEVEL + 1, -MAX_LEVEL - 1, 127, -128] {
+            let at = |c: usize, out: &mut [i8]| {
+                out.fill(1);
+                if c == 16 {
+                    #[allow(clippy::cast_possible_truncation)]
+                    let b = bad as i8;
+                    out[6] = b;
+                }
+            };
+            assert!(PackedLevels::from_cols(7, 17, at).is_none(), "{bad}");
+        }
+        let edge = |_: usize, out: &mut [i8]| out.fill(-64);
+        assert!(PackedLevels::from_cols(7, 17, edge).is_some());
+    }
+
+    /// Packing column by column lays out the same blocks as row by row, on
+    /// shapes with partial row groups, partial column tiles and a 16-group
+    /// tail (the zero blocks past the used groups).
+    #[test]
+    fn packing_by_columns_equals_packing_by_rows() {
+        let mut rng = stream_rng(12, &[]);
+        for &(r, c) in &[
+            (1, 1),
+            (3, 5),
+            (4, 16),
+            (9, 17),
+            (64, 33),
+            (130, 48),
+            (257, 100),
+        ] {
+            let levels: Vec<i8> = (0..r * c)
+                .map(|_| rng.random_range(-MAX_LEVEL..=MAX_LEVEL))
+                .map(|l| i8::try_from(l).unwrap())
+                .collect();
+            let rows = PackedLevels::from_rows(r, c, |i, out| {
+                for (j, o) in out.iter_mut().enumerate() {
+                    *o = i32::from(levels[i * c + j]);
+                }
+            })
+            .unwrap();
+            let cols = PackedLevels::from_cols(r, c, |j, out| {
+                for (i, o) in out.iter_mut().enumerate() {
+                    *o = levels[i * c + j];
+                }
+            })
+            .unwrap();
+            assert_eq!(
+                (rows.rows, rows.cols, rows.groups, rows.tiles),
+                (cols.rows, cols.cols, cols.groups, cols.tiles)
+            );
+            assert!(rows.data == cols.data, "{r} x {c}");
         }
     }
 }
