@@ -6,7 +6,7 @@ use raella_compiler::{
 };
 use raella_device::{DeviceNoise, ExactMatrix};
 use raella_onnx::PARALLEL_VALUES;
-use raella_runtime::{LayerStats, ProgrammedLayer, RunConfig, choose_weight_slicing_layer};
+use raella_runtime::{LayerStats, ProgrammedLayer, RunConfig, choose_weight_slicing_layer_packed};
 use rayon::prelude::*;
 
 use crate::NetworkError;
@@ -70,16 +70,6 @@ pub struct CrossbarBackend {
     offset_terms: Vec<Vec<Vec<i64>>>,
 }
 
-/// Evenly spaced subsample of at most `max` rows.
-fn subsample(x: &Array2<u8>, max: usize) -> Array2<u8> {
-    let n = x.nrows();
-    if n <= max {
-        return x.clone();
-    }
-    let idx: Vec<usize> = (0..max).map(|i| i * n / max).collect();
-    x.select(ndarray::Axis(0), &idx)
-}
-
 fn mix(seed: u64, parts: &[u64]) -> u64 {
     let mut h = seed ^ 0x9e37_79b9_7f4a_7c15;
     for &p in parts {
@@ -138,17 +128,20 @@ impl CrossbarBackend {
                 calibration.len()
             )));
         }
-        let built: Vec<(Vec<ProgrammedLayer>, String)> = layers
+        // Per layer: its groups' programmed layers, their weights packed for
+        // the sampled check (and adaptive slicing's exact reference), and the
+        // chosen slicings.
+        type Built = (Vec<ProgrammedLayer>, Vec<ExactMatrix>, String);
+        let built: Vec<Built> = layers
             .par_iter()
             .enumerate()
             .map(|(l, &(name, groups))| {
                 let mut per_group = Vec::with_capacity(groups.len());
+                let mut checks = Vec::with_capacity(groups.len());
                 let mut chosen = Vec::new();
                 for (g, qm) in groups.iter().enumerate() {
-                    let cal = subsample(
-                        &calibration[l][g].crossbar_vectors_as(arch.signed_offset),
-                        CALIBRATION_VECTORS,
-                    );
+                    let cal = calibration[l][g]
+                        .sampled_crossbar_vectors(arch.signed_offset, CALIBRATION_VECTORS);
                     let mut cfg = arch.compile.clone();
                     let err = |e| NetworkError::Runtime {
                         layer: name.to_string(),
@@ -158,14 +151,16 @@ impl CrossbarBackend {
                     // the same levels as compiling again when the center rule
                     // needs no calibration and programming is ideal.
                     let mut candidate = None;
+                    let check = check_weights(&qm.weights);
                     if let Some((policy, cal_run)) = &arch.adaptive {
                         let force = if l + 1 == nl {
                             arch.force_last.as_ref()
                         } else {
                             None
                         };
-                        let (choice, layer) = choose_weight_slicing_layer(
+                        let (choice, layer) = choose_weight_slicing_layer_packed(
                             qm.weights.view(),
+                            &check,
                             &cfg,
                             policy,
                             force,
@@ -208,17 +203,24 @@ impl CrossbarBackend {
                     };
                     layer.prepare_reads(&arch.run);
                     per_group.push(layer);
+                    checks.push(check);
                 }
-                Ok((per_group, chosen.join("/")))
+                Ok((per_group, checks, chosen.join("/")))
             })
             .collect::<Result<_, NetworkError>>()?;
-        let (programmed, slicings) = built.into_iter().unzip();
+        let (mut programmed, mut weights, mut slicings) = (
+            Vec::with_capacity(nl),
+            Vec::with_capacity(nl),
+            Vec::with_capacity(nl),
+        );
+        for (p, w, s) in built {
+            programmed.push(p);
+            weights.push(w);
+            slicings.push(s);
+        }
         Ok(Self {
             layers: programmed,
-            weights: layers
-                .par_iter()
-                .map(|(_, g)| g.iter().map(|q| check_weights(&q.weights)).collect())
-                .collect(),
+            weights,
             slicings,
             run: arch.run.clone(),
             seed,

@@ -122,10 +122,41 @@ impl QInput {
         match self {
             Self::Unsigned(x) => x.clone(),
             Self::Signed(x) => {
-                let pos = x.mapv(|v| u8::try_from(v.max(0)).unwrap_or(0));
-                let neg = x.mapv(|v| u8::try_from(-i16::from(v.min(0))).unwrap_or(u8::MAX));
+                let pos = x.mapv(positive_part);
+                let neg = x.mapv(negative_magnitude);
                 ndarray::concatenate(ndarray::Axis(0), &[pos.view(), neg.view()])
                     .expect("same width")
+            }
+        }
+    }
+
+    /// Rows `i n / max` (`i < max`) of the `n` rows of
+    /// [`Self::crossbar_vectors_as`]`(offset)`, or all of them when `n <= max`:
+    /// an evenly spaced subsample, the chosen rows converted alone.
+    #[must_use]
+    pub fn sampled_crossbar_vectors(&self, offset: bool, max: usize) -> Array2<u8> {
+        let m = self.nrows();
+        let split = matches!(self, Self::Signed(_)) && !offset;
+        let n = if split { 2 * m } else { m };
+        if n <= max {
+            return self.crossbar_vectors_as(offset);
+        }
+        let idx: Vec<usize> = (0..max).map(|i| i * n / max).collect();
+        match self {
+            Self::Unsigned(x) => x.select(ndarray::Axis(0), &idx),
+            Self::Signed(x) if offset => x.select(ndarray::Axis(0), &idx).mapv(offset_code),
+            Self::Signed(x) => {
+                // The positive parts' rows come first, then the negative
+                // magnitudes'.
+                let mut out = Array2::zeros((max, x.ncols()));
+                for (mut o, &j) in out.rows_mut().into_iter().zip(&idx) {
+                    if j < m {
+                        o.zip_mut_with(&x.row(j), |o, &v| *o = positive_part(v));
+                    } else {
+                        o.zip_mut_with(&x.row(j - m), |o, &v| *o = negative_magnitude(v));
+                    }
+                }
+                out
             }
         }
     }
@@ -591,6 +622,16 @@ fn requantise(v: i64, sw: f32, sx: f64) -> f32 {
     #[allow(clippy::cast_possible_truncation, clippy::cast_precision_loss)]
     let r = (v as f64 * f64::from(sw) * sx) as f32;
     r
+}
+
+/// A signed code's positive part (0 for a negative code).
+fn positive_part(v: i8) -> u8 {
+    u8::try_from(v.max(0)).unwrap_or(0)
+}
+
+/// A signed code's negative magnitude (0 for a positive code; 128 for -128).
+fn negative_magnitude(v: i8) -> u8 {
+    u8::try_from(-i16::from(v.min(0))).unwrap_or(u8::MAX)
 }
 
 /// A signed 8-bit code cast to unsigned by adding 128 (`-128..=127` -> `0..=255`),

@@ -236,3 +236,40 @@ fn concurrent_groups_give_the_serial_result() {
     assert_eq!(st.vectors, 40 * 16);
     assert!(st.check_ref_sq > 0.0);
 }
+
+/// The calibration sample converts only the rows it keeps: the same rows as
+/// subsampling every converted vector (signed inputs split in two passes,
+/// or offset), whether or not there are more than `max`.
+#[test]
+fn sampled_crossbar_vectors_equal_subsampled_conversions() {
+    use ndarray::Array2;
+    use raella_network::QInput;
+    let codes = |n: usize| {
+        Array2::from_shape_fn((n, 5), |(i, j)| {
+            u8::try_from((i * 37 + j * 11) % 256).unwrap()
+        })
+    };
+    for n in [1, 7, 100, 301] {
+        let unsigned = QInput::Unsigned(codes(n));
+        let signed = QInput::Signed(codes(n).mapv(u8::cast_signed));
+        for x in [&unsigned, &signed] {
+            for offset in [false, true] {
+                let all = x.crossbar_vectors_as(offset);
+                for max in [1, 3, 64, 256, 1000] {
+                    let k = all.nrows();
+                    let want = if k <= max {
+                        all.clone()
+                    } else {
+                        let idx: Vec<usize> = (0..max).map(|i| i * k / max).collect();
+                        all.select(ndarray::Axis(0), &idx)
+                    };
+                    assert_eq!(
+                        x.sampled_crossbar_vectors(offset, max),
+                        want,
+                        "{n} rows, offset {offset}, max {max}"
+                    );
+                }
+            }
+        }
+    }
+}

@@ -13,9 +13,9 @@
 
 use ndarray::{Array2, ArrayView2, Axis, s};
 use raella_compiler::{AdaptiveSlicing, CompileConfig, Slicing, SlicingChoice, compile};
+use raella_device::ExactMatrix;
 use rayon::prelude::*;
 
-use crate::reference::exact_outputs;
 use crate::{ProgrammedLayer, RunConfig, RuntimeError};
 
 /// The recommended calibration run for a layer run with `run`: the same ADC,
@@ -65,6 +65,36 @@ pub fn choose_weight_slicing_layer(
     calibration: ArrayView2<'_, u8>,
     run: &RunConfig,
 ) -> Result<(SlicingChoice, Option<ProgrammedLayer>), RuntimeError> {
+    let w = weights.as_standard_layout();
+    let packed = ExactMatrix::new(w.as_slice().expect("standard layout"), w.nrows(), w.ncols());
+    choose_weight_slicing_layer_packed(weights, &packed, base, policy, force, calibration, run)
+}
+
+/// [`choose_weight_slicing_layer`] with `weights` already packed for exact
+/// products (`packed`, made by [`ExactMatrix::new`] from the same weights): the
+/// calibration's exact outputs are its products (the same integers as
+/// [`crate::reference::exact_outputs`]). A simulated design's build packs each
+/// layer's weights once, for this and for its sampled check.
+///
+/// # Errors
+/// As [`choose_weight_slicing`].
+///
+/// # Panics
+/// If `packed` is not `weights`' shape.
+pub fn choose_weight_slicing_layer_packed(
+    weights: ArrayView2<'_, i8>,
+    packed: &ExactMatrix,
+    base: &CompileConfig,
+    policy: &AdaptiveSlicing,
+    force: Option<&Slicing>,
+    calibration: ArrayView2<'_, u8>,
+    run: &RunConfig,
+) -> Result<(SlicingChoice, Option<ProgrammedLayer>), RuntimeError> {
+    assert_eq!(
+        (packed.outputs(), packed.cols()),
+        weights.dim(),
+        "packed weights of the layer's shape"
+    );
     if let Some(f) = force {
         f.check_device(base.geometry.bits_per_device())?;
     }
@@ -81,7 +111,15 @@ pub fn choose_weight_slicing_layer(
             got: calibration.ncols(),
         });
     }
-    let exact = by_parts(calibration, |part| Ok(exact_outputs(weights, part)))?;
+    let exact = by_parts(calibration, |part| {
+        let part = part.as_standard_layout();
+        let mut y = Array2::zeros((part.nrows(), packed.outputs()));
+        packed.products(
+            part.as_slice().expect("standard layout"),
+            y.as_slice_mut().expect("standard layout"),
+        );
+        Ok(y)
+    })?;
     let cal_run = RunConfig {
         column_noise: raella_device::ColumnNoise::default(),
         ..run.clone()

@@ -34,7 +34,10 @@ mod error;
 pub mod reference;
 mod stats;
 
-pub use adaptive::{calibration_run, choose_weight_slicing, choose_weight_slicing_layer};
+pub use adaptive::{
+    calibration_run, choose_weight_slicing, choose_weight_slicing_layer,
+    choose_weight_slicing_layer_packed,
+};
 pub use config::{InputMode, MAX_INPUT_SLICE_BITS, RunConfig};
 pub use engine::{CHUNK_VECTORS, LayerOutput, ProgrammedLayer};
 pub use error::RuntimeError;
