@@ -1575,11 +1575,15 @@ fn double_and_add(
 #[inline(always)]
 pub(crate) fn transpose_bytes(src: &[u8], rows: usize, cols: usize, dst: &mut [u8], stride: usize) {
     let (r8, c8, c64) = (rows / 8 * 8, cols / 8 * 8, cols / 64 * 64);
-    for i0 in (0..r8).step_by(8) {
-        for j0 in (0..c64).step_by(64) {
+    // Down the source's rows within each 64 columns: the 64 destination rows
+    // fill in order, each line completed while it is in cache.
+    for j0 in (0..c64).step_by(64) {
+        for i0 in (0..r8).step_by(8) {
             transpose_blocks::<8>(src, cols, (i0, j0), dst, stride);
         }
-        for j0 in (c64..c8).step_by(8) {
+    }
+    for j0 in (c64..c8).step_by(8) {
+        for i0 in (0..r8).step_by(8) {
             transpose_blocks::<1>(src, cols, (i0, j0), dst, stride);
         }
     }
@@ -1615,14 +1619,21 @@ fn transpose_blocks<const N: usize>(
         (16, 0x0000_FFFF_0000_FFFF, 2),
         (32, 0x0000_0000_FFFF_FFFF, 4),
     ] {
-        for i in (0..8).filter(|i| (i / step) % 2 == 0) {
-            for b in 0..N {
-                let t = ((a[i][b] >> shift) ^ a[i + step][b]) & mask;
-                a[i + step][b] ^= t;
-                a[i][b] ^= t << shift;
+        // Rows `i` with bit `step` clear, against row `i + step` (a loop of
+        // constant trip count, unrolled: the rows stay in registers).
+        for i in 0..8 {
+            if i & step == 0 {
+                for b in 0..N {
+                    let t = ((a[i][b] >> shift) ^ a[i + step][b]) & mask;
+                    a[i + step][b] ^= t;
+                    a[i][b] ^= t << shift;
+                }
             }
         }
     }
+    // One bounds check for all 8 N stores.
+    let last = (j0 + 8 * N - 1) * stride + i0 + 8;
+    let dst = &mut dst[..last];
     for b in 0..N {
         for (k, x) in a.iter().enumerate() {
             dst[(j0 + 8 * b + k) * stride + i0..][..8].copy_from_slice(&x[b].to_le_bytes());
@@ -1820,11 +1831,7 @@ fn small_int(d: f32) -> i32 {
 /// [`PackedLevels::column_sums`]; `None` beyond its range.
 #[inline(always)]
 fn pack_ints(levels: &[i8], rows: usize, cols: usize) -> Option<PackedLevels> {
-    PackedLevels::from_rows(rows, cols, |r, out| {
-        for (o, &v) in out.iter_mut().zip(&levels[r * cols..][..cols]) {
-            *o = i32::from(v);
-        }
-    })
+    PackedLevels::from_row_major(levels, rows, cols)
 }
 
 /// `a` transposed, in standard layout, copied in 16 x 16 tiles (an

@@ -11,7 +11,7 @@
 //! Four implementations give the same integers ([`Kernel`], chosen at run
 //! time): AMX-INT8 tiles (for crossbars of at least 64 rows, AVX-512 VNNI for
 //! the others), AVX-512 VNNI, AVX2 (`vpmaddubsw` then `vpmaddwd`, exact for
-//! levels in `[-64, 64]`, which is why [`PackedLevels::from_rows`] refuses
+//! levels in `[-64, 64]`, which is why [`PackedLevels::from_row_major`] refuses
 //! others) and a portable loop. Integer arithmetic is exact, so the choice
 //! never changes a result.
 //!
@@ -59,6 +59,9 @@ impl PackedLevels {
 
     /// Packs integer levels given a row at a time: `fill(r, out)` writes row
     /// `r`'s `cols` levels. `None` if one is outside `[-MAX_LEVEL, MAX_LEVEL]`.
+    /// (The layout's plain definition, the reference the faster packings are
+    /// tested against.)
+    #[cfg(test)]
     #[inline(always)]
     pub(crate) fn from_rows(
         rows: usize,
@@ -93,6 +96,57 @@ impl PackedLevels {
         }
         if top > MAX_LEVEL.unsigned_abs() {
             return None;
+        }
+        Some(Self {
+            rows,
+            cols,
+            groups,
+            tiles,
+            data,
+        })
+    }
+
+    /// Packs row-major `i8` levels (`rows x cols`): the same blocks as
+    /// [`Self::from_rows`], four rows at a time, each column's four bytes
+    /// written as one word. `None` if a level is outside `[-MAX_LEVEL,
+    /// MAX_LEVEL]`.
+    ///
+    /// # Panics
+    /// If `levels.len() != rows * cols`.
+    #[inline(always)]
+    pub(crate) fn from_row_major(levels: &[i8], rows: usize, cols: usize) -> Option<Self> {
+        assert_eq!(levels.len(), rows * cols, "level shape");
+        // The range first (the fold vectorises).
+        let top = levels.iter().fold(0u8, |t, &l| t.max(l.unsigned_abs()));
+        if u32::from(top) > MAX_LEVEL.unsigned_abs() {
+            return None;
+        }
+        let (groups, tiles) = (rows.div_ceil(4), cols.div_ceil(16));
+        let mut data = vec![[0i8; 64]; groups.div_ceil(16) * 16 * tiles];
+        let zeros = vec![0i8; cols];
+        for (g, blocks) in data.chunks_exact_mut(tiles.max(1)).take(groups).enumerate() {
+            // Rows `4 g .. 4 g + 4`, zero past the last.
+            let row = |t: usize| levels.get((4 * g + t) * cols..(4 * g + t + 1) * cols);
+            let quad: [&[i8]; 4] = std::array::from_fn(|t| row(t).unwrap_or(&zeros));
+            for (j, block) in blocks.iter_mut().enumerate() {
+                let c0 = 16 * j;
+                if c0 + 16 <= cols {
+                    // A whole tile: fixed-size rows (the interleave vectorises).
+                    let q: [&[i8; 16]; 4] = std::array::from_fn(|t| {
+                        quad[t][c0..c0 + 16].try_into().expect("16 levels")
+                    });
+                    for k in 0..16 {
+                        for t in 0..4 {
+                            block[4 * k + t] = q[t][k];
+                        }
+                    }
+                } else {
+                    for (k, b) in block.chunks_exact_mut(4).take(cols - c0).enumerate() {
+                        let c = c0 + k;
+                        b.copy_from_slice(&[quad[0][c], quad[1][c], quad[2][c], quad[3][c]]);
+                    }
+                }
+            }
         }
         Some(Self {
             rows,
@@ -1179,9 +1233,19 @@ mod tests {
         }
         let edge = |_: usize, out: &mut [i8]| out.fill(-64);
         assert!(PackedLevels::from_cols(7, 17, edge).is_some());
+        for (bad, ok) in [(65i8, true), (-65, true), (64, false), (-64, false)] {
+            let mut levels = vec![3i8; 7 * 17];
+            levels[6 * 17 + 16] = bad;
+            assert_eq!(
+                PackedLevels::from_row_major(&levels, 7, 17).is_none(),
+                ok,
+                "{bad}"
+            );
+        }
     }
 
-    /// Packing column by column lays out the same blocks as row by row, on
+    /// Packing column by column, or four rows at a time, lays out the same
+    /// blocks as row by row, on
     /// shapes with partial row groups, partial column tiles and a 16-group
     /// tail (the zero blocks past the used groups).
     #[test]
@@ -1212,11 +1276,14 @@ mod tests {
                 }
             })
             .unwrap();
-            assert_eq!(
-                (rows.rows, rows.cols, rows.groups, rows.tiles),
-                (cols.rows, cols.cols, cols.groups, cols.tiles)
-            );
-            assert!(rows.data == cols.data, "{r} x {c}");
+            let major = PackedLevels::from_row_major(&levels, r, c).unwrap();
+            for other in [&cols, &major] {
+                assert_eq!(
+                    (rows.rows, rows.cols, rows.groups, rows.tiles),
+                    (other.rows, other.cols, other.groups, other.tiles)
+                );
+                assert!(rows.data == other.data, "{r} x {c}");
+            }
         }
     }
 }
