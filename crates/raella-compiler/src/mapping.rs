@@ -167,45 +167,53 @@ pub fn compile(
             let mut pos = vec![0u8; rows * cols];
             let mut neg = vec![0u8; if two_t2r { rows * cols } else { 0 }];
             let mut flipped = vec![false; cols];
-            for (lc, cp) in pos.chunks_exact_mut(rows).enumerate() {
-                let gc = col_start + lc;
-                let (f, k) = (gc / ns, gc % ns);
-                let (center, shift) = (centers[f], slicing.shifts()[k]);
-                let mask = (1u32 << slicing.widths()[k]) - 1;
-                let wrow = &w[f * inputs + row_start..][..rows];
-                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-                let level = |wi: i8| {
-                    let o = i32::from(wi) - center;
-                    // Branch-free (signs are random): all ones when negative.
-                    let m = (o >> 31) as u8;
-                    (((o.unsigned_abs() >> shift) & mask) as u8, m)
-                };
-                if two_t2r {
-                    let cn = &mut neg[lc * rows..][..rows];
-                    for ((p, n), &wi) in cp.iter_mut().zip(cn.iter_mut()).zip(wrow) {
-                        let (l, m) = level(wi);
-                        (*p, *n) = (l & !m, l & m);
-                    }
-                } else {
-                    // 1T1R encodings leave no negative offset (`validate`).
-                    for (p, &wi) in cp.iter_mut().zip(wrow) {
-                        let (l, m) = level(wi);
-                        *p = l & !m;
-                    }
-                }
-                if bit_flip {
-                    let sum: u32 = cp.iter().map(|&l| u32::from(l)).sum();
-                    // ISAAC: invert a column whose levels exceed half the column's maximum,
-                    // so no column sum of 1-bit inputs exceeds rows * mask / 2.
-                    if 2 * sum > mask * u32::try_from(rows).unwrap_or(u32::MAX) {
-                        flipped[lc] = true;
-                        let m = u8::try_from(mask).unwrap_or(u8::MAX);
-                        for l in cp.iter_mut() {
-                            *l = m - *l;
+            // Compiled for the process's vector set (a design's build compiles
+            // every layer, each candidate slicing of adaptive slicing too).
+            raella_device::Kernel::dispatch_selected(
+                #[inline(always)]
+                || {
+                    for (lc, cp) in pos.chunks_exact_mut(rows).enumerate() {
+                        let gc = col_start + lc;
+                        let (f, k) = (gc / ns, gc % ns);
+                        let (center, shift) = (centers[f], slicing.shifts()[k]);
+                        let mask = (1u32 << slicing.widths()[k]) - 1;
+                        let wrow = &w[f * inputs + row_start..][..rows];
+                        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                        let level = |wi: i8| {
+                            let o = i32::from(wi) - center;
+                            // Branch-free (signs are random): all ones when negative.
+                            let m = (o >> 31) as u8;
+                            (((o.unsigned_abs() >> shift) & mask) as u8, m)
+                        };
+                        if two_t2r {
+                            let cn = &mut neg[lc * rows..][..rows];
+                            for ((p, n), &wi) in cp.iter_mut().zip(cn.iter_mut()).zip(wrow) {
+                                let (l, m) = level(wi);
+                                (*p, *n) = (l & !m, l & m);
+                            }
+                        } else {
+                            // 1T1R encodings leave no negative offset (`validate`).
+                            for (p, &wi) in cp.iter_mut().zip(wrow) {
+                                let (l, m) = level(wi);
+                                *p = l & !m;
+                            }
+                        }
+                        if bit_flip {
+                            let sum: u32 = cp.iter().map(|&l| u32::from(l)).sum();
+                            // ISAAC: invert a column whose levels exceed half
+                            // the column's maximum, so no column sum of 1-bit
+                            // inputs exceeds rows * mask / 2.
+                            if 2 * sum > mask * u32::try_from(rows).unwrap_or(u32::MAX) {
+                                flipped[lc] = true;
+                                let m = u8::try_from(mask).unwrap_or(u8::MAX);
+                                for l in cp.iter_mut() {
+                                    *l = m - *l;
+                                }
+                            }
                         }
                     }
-                }
-            }
+                },
+            );
             let crossbar =
                 Crossbar::from_columns(g, rows, cols, &pos, two_t2r.then_some(neg.as_slice()))?;
             Ok(MappedCrossbar {

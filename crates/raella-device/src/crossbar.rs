@@ -540,15 +540,17 @@ impl ProgrammedCrossbar {
                 // Integer sums: the values the `f32` row sums and the
                 // sequential `f64` total give (every partial sum an integer
                 // below 2^24), without a latency chain.
-                #[allow(clippy::cast_precision_loss)]
-                let rm: Vec<f32> = (0..rows)
+                let sums: Vec<i32> = (0..rows)
                     .map(|r| {
                         let row = &i.magnitude[r * cols..(r + 1) * cols];
-                        row.iter().map(|&m| i32::from(m)).sum::<i32>() as f32
+                        row.iter().map(|&m| i32::from(m)).sum::<i32>()
                     })
                     .collect();
                 #[allow(clippy::cast_precision_loss)]
-                let total = i.magnitude.iter().map(|&m| i64::from(m)).sum::<i64>() as f64;
+                let rm: Vec<f32> = sums.iter().map(|&s| s as f32).collect();
+                // The rows' integer sums added: the sum over every level.
+                #[allow(clippy::cast_precision_loss)]
+                let total = sums.iter().map(|&s| i64::from(s)).sum::<i64>() as f64;
                 (rm, total)
             }
             (None, Some((_, magnitude))) => (

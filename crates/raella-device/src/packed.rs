@@ -135,10 +135,17 @@ impl PackedLevels {
                     let q: [&[i8; 16]; 4] = std::array::from_fn(|t| {
                         quad[t][c0..c0 + 16].try_into().expect("16 levels")
                     });
-                    for k in 0..16 {
-                        for t in 0..4 {
-                            block[4 * k + t] = q[t][k];
-                        }
+                    let mut words = [0u32; 16];
+                    for (k, w) in words.iter_mut().enumerate() {
+                        *w = u32::from_le_bytes([
+                            q[0][k].cast_unsigned(),
+                            q[1][k].cast_unsigned(),
+                            q[2][k].cast_unsigned(),
+                            q[3][k].cast_unsigned(),
+                        ]);
+                    }
+                    for (b, w) in block.chunks_exact_mut(4).zip(words) {
+                        b.copy_from_slice(&w.to_le_bytes().map(u8::cast_signed));
                     }
                 } else {
                     for (k, b) in block.chunks_exact_mut(4).take(cols - c0).enumerate() {
