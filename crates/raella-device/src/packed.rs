@@ -397,10 +397,13 @@ impl ExactMatrix {
             };
             blocks.push((r0, [half(true), half(false)]));
         }
-        let sums = weights
-            .chunks_exact(cols.max(1))
-            .take(outputs)
-            .map(|r| r.iter().map(|&w| i64::from(w)).sum())
+        let sums = (0..outputs)
+            .map(|o| {
+                weights[o * cols..(o + 1) * cols]
+                    .iter()
+                    .map(|&w| i64::from(w))
+                    .sum()
+            })
             .collect();
         Self {
             outputs,
@@ -420,6 +423,12 @@ impl ExactMatrix {
     #[must_use]
     pub fn cols(&self) -> usize {
         self.cols
+    }
+
+    /// `sum_c w[o][c]` per output `o`.
+    #[must_use]
+    pub fn sums(&self) -> &[i64] {
+        &self.sums
     }
 
     /// `out[v][o] = sum_c x[v][c] w[o][c]` for `x` of `vectors x cols` values
@@ -1205,6 +1214,10 @@ mod tests {
             };
             let m = ExactMatrix::new(&w, outputs, cols);
             assert_eq!((m.outputs(), m.cols()), (outputs, cols));
+            let sums: Vec<i64> = (0..outputs)
+                .map(|o| (0..cols).map(|c| i64::from(w[o * cols + c])).sum())
+                .collect();
+            assert_eq!(m.sums(), sums, "{outputs}x{cols} sums");
             let mut got = vec![i64::MIN; b * outputs];
             m.products(&xu, &mut got);
             assert_eq!(got, plain(&|i| i64::from(xu[i])), "{b}x{outputs}x{cols}");

@@ -218,6 +218,15 @@ impl CrossbarBackend {
             weights.push(w);
             slicings.push(s);
         }
+        // `128 sum_c w[o][c]` per output (the packed weights' row sums).
+        let offset_terms = weights
+            .iter()
+            .map(|g: &Vec<ExactMatrix>| {
+                g.iter()
+                    .map(|m| m.sums().iter().map(|&s| 128 * s).collect())
+                    .collect()
+            })
+            .collect();
         Ok(Self {
             layers: programmed,
             weights,
@@ -225,20 +234,7 @@ impl CrossbarBackend {
             run: arch.run.clone(),
             seed,
             signed_offset: arch.signed_offset,
-            offset_terms: layers
-                .iter()
-                .map(|(_, g)| {
-                    g.iter()
-                        .map(|q| {
-                            q.weights
-                                .rows()
-                                .into_iter()
-                                .map(|r| 128 * r.iter().map(|&w| i64::from(w)).sum::<i64>())
-                                .collect()
-                        })
-                        .collect()
-                })
-                .collect(),
+            offset_terms,
         })
     }
 
