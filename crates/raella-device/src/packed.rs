@@ -57,6 +57,19 @@ impl PackedLevels {
         })
     }
 
+    /// All-zero blocks for `rows x cols` levels, for a packer to fill.
+    #[inline(always)]
+    fn zeroed(rows: usize, cols: usize) -> Self {
+        let (groups, tiles) = (rows.div_ceil(4), cols.div_ceil(16));
+        Self {
+            rows,
+            cols,
+            groups,
+            tiles,
+            data: vec![[0i8; 64]; groups.div_ceil(16) * 16 * tiles],
+        }
+    }
+
     /// Packs integer levels given a row at a time: `fill(r, out)` writes row
     /// `r`'s `cols` levels. `None` if one is outside `[-MAX_LEVEL, MAX_LEVEL]`.
     /// (The layout's plain definition, the reference the faster packings are
@@ -68,8 +81,9 @@ impl PackedLevels {
         cols: usize,
         mut fill: impl FnMut(usize, &mut [i32]),
     ) -> Option<Self> {
-        let (groups, tiles) = (rows.div_ceil(4), cols.div_ceil(16));
-        let mut data = vec![[0i8; 64]; groups.div_ceil(16) * 16 * tiles];
+        let mut packed = Self::zeroed(rows, cols);
+        let tiles = packed.tiles;
+        let data = &mut packed.data;
         // A row's levels, narrowed (the loops vectorise), then spread over its
         // tiles; the range is checked once at the end.
         let mut top = 0u32;
@@ -97,13 +111,7 @@ impl PackedLevels {
         if top > MAX_LEVEL.unsigned_abs() {
             return None;
         }
-        Some(Self {
-            rows,
-            cols,
-            groups,
-            tiles,
-            data,
-        })
+        Some(packed)
     }
 
     /// Packs row-major `i8` levels (`rows x cols`): the same blocks as
@@ -121,8 +129,9 @@ impl PackedLevels {
         if u32::from(top) > MAX_LEVEL.unsigned_abs() {
             return None;
         }
-        let (groups, tiles) = (rows.div_ceil(4), cols.div_ceil(16));
-        let mut data = vec![[0i8; 64]; groups.div_ceil(16) * 16 * tiles];
+        let mut packed = Self::zeroed(rows, cols);
+        let (groups, tiles) = (packed.groups, packed.tiles);
+        let data = &mut packed.data;
         let zeros = vec![0i8; cols];
         for (g, blocks) in data.chunks_exact_mut(tiles.max(1)).take(groups).enumerate() {
             // Rows `4 g .. 4 g + 4`, zero past the last.
@@ -155,13 +164,7 @@ impl PackedLevels {
                 }
             }
         }
-        Some(Self {
-            rows,
-            cols,
-            groups,
-            tiles,
-            data,
-        })
+        Some(packed)
     }
 
     /// Packs integer levels given a column at a time: `fill(c, out)` writes
@@ -176,8 +179,9 @@ impl PackedLevels {
         cols: usize,
         mut fill: impl FnMut(usize, &mut [i8]),
     ) -> Option<Self> {
-        let (groups, tiles) = (rows.div_ceil(4), cols.div_ceil(16));
-        let mut data = vec![[0i8; 64]; groups.div_ceil(16) * 16 * tiles];
+        let mut packed = Self::zeroed(rows, cols);
+        let (groups, tiles) = (packed.groups, packed.tiles);
+        let data = &mut packed.data;
         // Sixteen columns' levels, `pr` apart (the rows past `rows` stay zero).
         let pr = groups * 4;
         let mut scratch = vec![0i8; 16 * pr];
@@ -204,13 +208,7 @@ impl PackedLevels {
         if i32::from(top) > MAX_LEVEL {
             return None;
         }
-        Some(Self {
-            rows,
-            cols,
-            groups,
-            tiles,
-            data,
-        })
+        Some(packed)
     }
 
     /// Rows of a pulse vector: the used rows rounded up to a multiple of 4.
