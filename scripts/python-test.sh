@@ -39,8 +39,11 @@ if [ "$(cat "$WHEELS/.stamp" 2>/dev/null)" != "$(stamp "$PINS/requirements-test.
     stamp "$PINS/requirements-test.txt" >"$WHEELS/.stamp"
 fi
 
-# The command line the tests compare with.
-cargo build --quiet --release -p xtask -p raella-sweep
+# The command line the tests compare with. raella-py joins the set so the
+# shared crates get the features maturin's build of it sees, and that build
+# reuses these (crates/raella-py/Cargo.toml; scripts/slurm-test.sh builds the
+# same set).
+cargo build --quiet --release -p xtask -p raella-sweep -p raella-py
 
 # The wheel (abi3, CPython 3.9+), as `pip install .` would build it.
 DIST="$CACHE/dist"

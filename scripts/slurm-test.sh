@@ -103,8 +103,10 @@ for _ in $(seq 100); do
 done
 sinfo
 
-# The sweep binary, optimised, and the sharded run as an array job.
-(cd "$ROOT" && cargo build --quiet --release -p raella-sweep)
+# The sweep binary, optimised, and the sharded run as an array job. Built
+# with the same package set as scripts/python-test.sh (same features, so CI
+# compiles the release workspace once; see crates/raella-py/Cargo.toml).
+(cd "$ROOT" && cargo build --quiet --release -p xtask -p raella-sweep -p raella-py)
 BIN="$ROOT/target/release/raella-sweep"
 cat > "$TMP/shard.sbatch" <<JOB
 #!/bin/bash
