@@ -4,15 +4,20 @@
 //!
 //! ```text
 //! cargo bench -p raella-sweep --bench network_throughput -- [SPEC] [--images N]
-//!     [--archs a,b,...] [--ort PYTHON]
+//!     [--archs a,b,...] [--rounds R] [--ort PYTHON]
 //! ```
 //!
 //! `cargo xtask bench` runs it with a private onnxruntime venv (`--ort`).
 //! `SPEC` defaults to `fixtures/sweeps/default.toml` (the MNIST CNN);
 //! `fixtures/sweeps/real-scale.toml` runs MobileNetV2, InceptionV3 and MiniLM
 //! after `cargo xtask fetch-models`. Each design is built 2 to 10 times (compile,
-//! adaptive slicing, programming: reported separately), then the first `N`
-//! evaluation images (default 16) run twice; the faster run is reported.
+//! adaptive slicing, programming: reported separately); then `R` rounds
+//! (default 2) each run the first `N` evaluation images (default 16) on every
+//! design in turn, and a design's fastest run is reported. The rounds
+//! interleave the designs so that a slow phase of the machine, which lasts
+//! seconds to minutes on a shared machine, falls on all of them alike: the
+//! ratios between designs are the figures to quote. Every design's build is
+//! held in memory at once.
 //! Text models embed the first `N` Lee-50 documents (the columns then count
 //! documents).
 //!
@@ -96,6 +101,7 @@ fn main() -> anyhow::Result<()> {
     let mut images = 16usize;
     let mut only: Option<Vec<String>> = None;
     let mut ort: Option<PathBuf> = None;
+    let mut rounds = 2usize;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -111,6 +117,13 @@ fn main() -> anyhow::Result<()> {
                     .next()
                     .ok_or_else(|| anyhow::anyhow!("--archs needs a,b,..."))?;
                 only = Some(v.split(',').map(str::to_string).collect());
+            }
+            "--rounds" => {
+                rounds = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .filter(|&r| r > 0)
+                    .ok_or_else(|| anyhow::anyhow!("--rounds needs a number above 0"))?;
             }
             "--ort" => {
                 ort = Some(PathBuf::from(
@@ -233,12 +246,18 @@ fn main() -> anyhow::Result<()> {
         };
         let model = QuantModel::calibrate(ld.graph, &ld.calibration)?;
         let captured = model.capture_inputs(&ld.aws_calibration)?;
+        // Every design built first (all kept in memory), then `rounds`
+        // rounds that each evaluate every design once, in the spec's order:
+        // a slow phase of the machine (they last seconds to minutes here)
+        // then falls on all designs alike instead of on whichever design ran
+        // in it, so the ratios between designs are measured fairly.
+        let mut designs = Vec::with_capacity(spec.archs.len());
         for arch in &spec.archs {
             let cfg = arch.config();
-            // The fastest of at least two builds (the evaluation below is the
-            // faster of two runs), repeated up to ten times while they take
-            // under 0.2 s in all: a build of a few milliseconds otherwise
-            // reports the process's first touches of its memory.
+            // The fastest of at least two builds, repeated up to ten times
+            // while they take under 0.2 s in all: a build of a few
+            // milliseconds otherwise reports the process's first touches of
+            // its memory.
             let (mut build, mut spent, mut count) = (f64::INFINITY, 0.0, 0);
             let mut built = None;
             while count < 2 || (spent < 0.2 && count < 10) {
@@ -248,40 +267,61 @@ fn main() -> anyhow::Result<()> {
                 (build, spent, count) = (build.min(t), spent + t, count + 1);
                 built = Some(backend);
             }
-            let backend = built.expect("built");
-            let (best, total, times) = best_of_two(|| {
-                let ev = eval_quant(&model, &backend, &ld.evaluation)?;
-                Ok((ev.layer_stats, ev.times))
-            })?;
+            designs.push((arch, build, built.expect("built"), Fastest::default()));
+        }
+        for _ in 0..rounds {
+            for (_, _, backend, fastest) in &mut designs {
+                let t = Instant::now();
+                let ev = eval_quant(&model, backend, &ld.evaluation)?;
+                fastest.add(t.elapsed().as_secs_f64(), &ev.layer_stats, ev.times);
+            }
+        }
+        for (arch, build, _, fastest) in designs {
             report(
-                &m.name, &arch.name, build, n, best, &total, gflops, ort_rate, times,
+                &m.name,
+                &arch.name,
+                build,
+                n,
+                fastest.secs,
+                &fastest.stats,
+                gflops,
+                ort_rate,
+                fastest.times,
             );
         }
     }
     Ok(())
 }
 
-/// Runs `run` twice; the faster time and the (identical) statistics summed over layers.
-fn best_of_two(
-    mut run: impl FnMut() -> anyhow::Result<(Vec<Option<LayerStats>>, RunProfile)>,
-) -> anyhow::Result<(f64, LayerStats, RunProfile)> {
-    let mut best = f64::INFINITY;
-    let mut total = LayerStats::default();
-    let mut times = RunProfile::default();
-    for _ in 0..2 {
-        let t = Instant::now();
-        let (stats, tm) = run()?;
-        let secs = t.elapsed().as_secs_f64();
-        if secs < best {
-            best = secs;
-            times = tm;
-        }
-        total = LayerStats::default();
-        for st in stats.iter().flatten() {
-            total += st;
+/// A design's fastest evaluation so far: its time and thread-time profile,
+/// and the statistics summed over layers (the same in every run).
+struct Fastest {
+    secs: f64,
+    stats: LayerStats,
+    times: RunProfile,
+}
+
+impl Default for Fastest {
+    fn default() -> Self {
+        Self {
+            secs: f64::INFINITY,
+            stats: LayerStats::default(),
+            times: RunProfile::default(),
         }
     }
-    Ok((best, total, times))
+}
+
+impl Fastest {
+    fn add(&mut self, secs: f64, stats: &[Option<LayerStats>], times: RunProfile) {
+        if secs < self.secs {
+            self.secs = secs;
+            self.times = times;
+        }
+        self.stats = LayerStats::default();
+        for st in stats.iter().flatten() {
+            self.stats += st;
+        }
+    }
 }
 
 fn report(
