@@ -971,13 +971,20 @@ impl ProgrammedLayer {
                 // under any input: a flagged sum recovers to itself (each
                 // 1-bit code is its sum, and they shift-add to it), so the
                 // conversion pass keeps it and lists nothing
-                // ([`convert_shift_add_int`]).
+                // ([`convert_shift_add_int`]). With ADC shifts `k` (each
+                // column's reads shifted by its `k` in range), to `S + k (2^w
+                // - 1)`: the pass keeps the shifted sum `S + k`, and
+                // [`add_shifts_in_place`] adds the other `k (2^w - 2)`.
                 let in_place = speculative
                     && recovery
-                    && adc_shifts.is_none()
                     && exact_reader.is_some_and(|reader| {
                         let (lo, hi) = reader.read_bounds();
-                        lo > i64::from(above) && hi < i64::from(adc.max_code())
+                        let (least, most) = adc_shifts.map_or((0, 0), |k| {
+                            k.iter()
+                                .fold((i32::MAX, i32::MIN), |(l, m), &k| (l.min(k), m.max(k)))
+                        });
+                        lo + i64::from(least) > i64::from(above)
+                            && hi + i64::from(most) < i64::from(adc.max_code())
                     });
                 let xkey = crossbar_key(cfg.seed, pass, xi);
                 // Each vector's stream key, hashed once for all its slices:
@@ -1183,23 +1190,33 @@ impl ProgrammedLayer {
                         }
                         Sums::Int(sums) if shift_tile.is_some() => {
                             let tile = shift_tile.expect("tested");
-                            let shifted = &mut scratch.shifted;
-                            shifted.clear();
+                            let mut shifted =
+                                resized(std::mem::take(&mut scratch.shifted), sums.len());
                             // Over the flat sums, a whole number of vectors
                             // at a time (a loop per vector of a narrow
-                            // crossbar would not vectorise).
-                            for block in sums.chunks(tile.len()) {
-                                shifted.extend(block.iter().zip(tile).map(|(&s, &k)| s + k));
+                            // crossbar would not vectorise), in plain loops
+                            // (an `extend` of a mapped iterator did not).
+                            for (out, block) in
+                                shifted.chunks_mut(tile.len()).zip(sums.chunks(tile.len()))
+                            {
+                                for ((o, &s), &k) in out.iter_mut().zip(block).zip(tile) {
+                                    *o = s + k;
+                                }
                             }
-                            convert_shift_add_int(
+                            let counts = convert_shift_add_int(
                                 &adc,
-                                shifted,
+                                &shifted,
                                 cols,
                                 &mut acc,
                                 sh,
-                                (drop_flagged, false, write),
+                                (drop_flagged, in_place, write),
                                 (&mut flagged, &mut scratch.flag_words),
-                            )
+                            );
+                            if in_place && counts.saturated > 0 {
+                                add_shifts_in_place(&adc, &shifted, tile, widths[j], sh, &mut acc);
+                            }
+                            scratch.shifted = shifted;
+                            counts
                         }
                         Sums::Int(sums) if inst_int => {
                             let codes = &mut scratch.shifted;
@@ -2376,6 +2393,37 @@ fn convert_shift_add_noisy(
     let counts = raella_device::convert_noisy_sums(&conv, (sums, mags, z, e), acc, words);
     FlagRows::list(words, cols, flagged);
     counts
+}
+
+/// Completes the in-place recovery of shifted sums: the conversion pass
+/// (`in_place`) kept each flagged shifted sum `S + k`, and its recovery is
+/// `S + k (2^w - 1)` (every 1-bit read shifted by the column's `k`, inside the
+/// ADC's range, shift-added: [`ExactRecovery::recover`]'s value for a column
+/// whose bits all lie inside), so each flagged sum gets `k (2^w - 2)` more,
+/// `<< shift`. Flagged as the pass flags: at the top code, or the bottom one
+/// when signed. `tile` is the shifts repeated over whole vectors.
+#[inline(always)]
+fn add_shifts_in_place(
+    adc: &Adc,
+    shifted: &[i32],
+    tile: &[i32],
+    width: u32,
+    shift: u32,
+    acc: &mut Array2<i64>,
+) {
+    let (lo, hi, signed) = (adc.min_code(), adc.max_code(), adc.signed());
+    let more = (1i64 << width) - 2;
+    let acc = acc.as_slice_mut().expect("standard layout");
+    for (a, block) in acc.chunks_mut(tile.len()).zip(shifted.chunks(tile.len())) {
+        for ((a, &s), &k) in a.iter_mut().zip(block).zip(tile) {
+            let flagged = s >= hi || (signed && s <= lo);
+            *a += if flagged {
+                (i64::from(k) * more) << shift
+            } else {
+                0
+            };
+        }
+    }
 }
 
 /// [`convert_shift_add`] for exact integer sums ([`Adc::convert_exact`]),

@@ -408,9 +408,43 @@ fn adc_non_idealities_are_seen_by_speculation_and_every_recovered_bit() {
     ] {
         let noise = DeviceNoise::default().with_adc(variation);
         for filters in [7, 40] {
-            adc_variation_against_the_direct_evaluation(&cfg, &noise, filters);
+            let (w, x) = (weights(filters, 300, 4), inputs(600, 300, 5));
+            adc_variation_against_the_direct_evaluation(&cfg, &noise, &w, &x);
         }
     }
+    // Twelve rows of 2-bit slices: every 1-bit read of a crossbar, shifted
+    // by its column's offset, lies inside the ADC's range, so a flagged sum
+    // recovers in the conversion pass (the shifted sum, then each flagged
+    // one's `k (2^w - 2)` more), without a read.
+    let narrow = CompileConfig {
+        weight_slicing: Slicing::parse("2-2-2-2").unwrap(),
+        ..cfg.clone()
+    };
+    for variation in [
+        AdcVariation::new(1.5, 0.0, 0.0).unwrap(),
+        AdcVariation::new(3.0, 0.0, 0.0).unwrap(),
+    ] {
+        let noise = DeviceNoise::default().with_adc(variation);
+        for (filters, rows) in [(7, 12), (40, 12)] {
+            let (w, x) = (weights(filters, rows, 4), inputs(600, rows, 5));
+            adc_variation_against_the_direct_evaluation(&narrow, &noise, &w, &x);
+        }
+    }
+    // Thirty rows of the weight 40 (2-bit slices 0, 2, 2, 0), no center: the
+    // largest 1-bit read, 60 with every row active (all inputs 255 here, for
+    // one vector in four), lies inside the range and the shifted ones of
+    // columns with a shift of 3 or more do not: those are recovered by reads.
+    let plain = CompileConfig {
+        encoding: Encoding::ZeroOffset,
+        ..narrow.clone()
+    };
+    let offsets = DeviceNoise::default().with_adc(AdcVariation::new(3.0, 0.0, 0.0).unwrap());
+    let w = Array2::from_elem((40, 30), 40i8);
+    let mut x = inputs(600, 30, 5);
+    for mut row in x.rows_mut().into_iter().step_by(4) {
+        row.fill(255);
+    }
+    adc_variation_against_the_direct_evaluation(&plain, &offsets, &w, &x);
     let w = weights(40, 300, 4);
     let x = inputs(600, 300, 5);
     let mapped = compile(w.view(), &cfg, None).unwrap();
@@ -429,15 +463,14 @@ fn adc_non_idealities_are_seen_by_speculation_and_every_recovered_bit() {
     assert_ne!(a.outputs, c.outputs);
 }
 
-/// One layer of `filters` under ADC variation against the direct evaluation,
+/// One layer `w` on the inputs `x` under ADC variation against the direct evaluation,
 /// with and without recovery, and against the ideal ADCs.
 fn adc_variation_against_the_direct_evaluation(
     cfg: &CompileConfig,
     noise: &DeviceNoise,
-    filters: usize,
+    w: &Array2<i8>,
+    x: &Array2<u8>,
 ) {
-    let w = weights(filters, 300, 4);
-    let x = inputs(600, 300, 5);
     let mapped = compile(w.view(), cfg, None).unwrap();
     let layer = ProgrammedLayer::program(mapped.clone(), noise, 9);
     // Ideal devices: the integer products still apply; the ADCs are not ideal.
@@ -457,7 +490,7 @@ fn adc_variation_against_the_direct_evaluation(
         let (lo, hi) = (run.adc.min_code() as f32, run.adc.max_code() as f32);
         // The primary conversions in range, and the saturated ones of every read.
         let (in_range, saturated) = (std::cell::Cell::new(0u64), std::cell::Cell::new(0u64));
-        let want = direct_columns(&layer, &x, &run, |xi, _, c, which, (s, _, _)| {
+        let want = direct_columns(&layer, x, &run, |xi, _, c, which, (s, _, _)| {
             let conv = run.adc.convert(adcs[xi][c].transfer(s, lo, hi));
             if matches!(which, Read::Slice(_)) {
                 in_range.set(in_range.get() + u64::from(conv.in_range));
