@@ -974,9 +974,11 @@ impl ProgrammedLayer {
                 // ([`convert_shift_add_int`]). With ADC shifts `k` (each
                 // column's reads shifted by its `k` in range), to `S + k (2^w
                 // - 1)`: the pass keeps the shifted sum `S + k`, and
-                // [`add_shifts_in_place`] adds the other `k (2^w - 2)`.
+                // [`add_shifts_in_place`] adds the other `k (2^w - 2)`
+                // (not with a 1T1R OFF current, whose pass lists its flags).
                 let in_place = speculative
                     && recovery
+                    && (adc_shifts.is_none() || off <= 0.0)
                     && exact_reader.is_some_and(|reader| {
                         let (lo, hi) = reader.read_bounds();
                         let (least, most) = adc_shifts.map_or((0, 0), |k| {
