@@ -310,17 +310,38 @@ impl Crossbar {
         let (mut gp, mut gn) = (vec![0f32; len], vec![0f32; if two { len } else { 0 }]);
         let mut stuck_mask = vec![false; len * if two { 2 } else { 1 }];
         let mut stuck = 0usize;
-        for i in 0..len {
-            let (p, q) = (self.pos[i], self.neg.get(i).copied().unwrap_or(0));
-            let (g, sp) = write(p);
-            gp[i] = g;
-            stuck_mask[if two { 2 * i } else { i }] = sp;
-            stuck += usize::from(sp);
-            if two {
-                let (g, sn) = write(q);
-                gn[i] = g;
-                stuck_mask[i * 2 + 1] = sn;
-                stuck += usize::from(sn);
+        // Only stuck devices, programming error and varying drift exponents
+        // draw. Without them `write` gives every device its level plus the
+        // OFF conductance, and the stream's uniforms decide nothing (nothing
+        // below draws either): the same conductances without the draws, in a
+        // loop that vectorises (a finite OFF state or IR drop alone).
+        let draws = n.stuck_at_zero() > 0.0
+            || n.stuck_at_max() > 0.0
+            || n.table().is_some()
+            || n.programming_sigma() != 0.0
+            || n.drift().is_some_and(|d| d.nu_sigma() > 0.0);
+        if draws {
+            for i in 0..len {
+                let (p, q) = (self.pos[i], self.neg.get(i).copied().unwrap_or(0));
+                let (g, sp) = write(p);
+                gp[i] = g;
+                stuck_mask[if two { 2 * i } else { i }] = sp;
+                stuck += usize::from(sp);
+                if two {
+                    let (g, sn) = write(q);
+                    gn[i] = g;
+                    stuck_mask[i * 2 + 1] = sn;
+                    stuck += usize::from(sn);
+                }
+            }
+        } else {
+            #[allow(clippy::cast_possible_truncation)]
+            let level = |l: u8| (f64::from(l) + off) as f32;
+            for (g, &p) in gp.iter_mut().zip(&self.pos) {
+                *g = level(p);
+            }
+            for (g, &q) in gn.iter_mut().zip(&self.neg) {
+                *g = level(q);
             }
         }
         let ir = n.ir_drop().map(|ir| {
@@ -331,19 +352,30 @@ impl Crossbar {
         let mut reference_t0 = None;
         if let Some(drift) = n.drift() {
             if drift.compensation() == crate::DriftCompensation::Global {
-                let (d, _) = effective(&gp, two.then_some(gn.as_slice()), r, c, ir);
-                reference_t0 = Some(reference_read(&d, c));
+                reference_t0 = Some(match ir {
+                    // `G+ - G-` summed as `effective` would give it, without
+                    // the matrices.
+                    None => reference_read_devices(&gp, two.then_some(gn.as_slice()), c),
+                    Some(_) => {
+                        let (d, _) = effective(&gp, two.then_some(gn.as_slice()), r, c, ir);
+                        reference_read(&d, c)
+                    }
+                });
             }
             let mut k = 0;
+            // One exponent for every device: its factor once.
+            let fixed = (drift.nu_sigma() <= 0.0).then(|| drift.factor(drift.nu_mean()));
             let mut apply = |g: &mut f32, stuck: bool| {
-                let nu = if drift.nu_sigma() > 0.0 {
-                    drift.nu_mean() + drift.nu_sigma() * normal(rng)
-                } else {
+                // Drawn for stuck devices too (the stream's order).
+                let nu = if fixed.is_some() {
                     drift.nu_mean()
+                } else {
+                    drift.nu_mean() + drift.nu_sigma() * normal(rng)
                 };
                 if !stuck {
+                    let factor = fixed.unwrap_or_else(|| drift.factor(nu));
                     #[allow(clippy::cast_possible_truncation)]
-                    let v = (f64::from(*g) * drift.factor(nu)) as f32;
+                    let v = (f64::from(*g) * factor) as f32;
                     *g = v;
                 }
             };
@@ -403,6 +435,31 @@ fn effective(
         None => eff.pos.iter().map(|&a| steps(a)).collect(),
     };
     (diff, magnitude)
+}
+
+/// [`reference_read`] of the devices' `G+ - G-` (`G+` alone on 1T1R), each
+/// difference the `f32` that [`effective`] makes without IR drop, added in
+/// the same order: the same value without the matrix.
+fn reference_read_devices(gp: &[f32], gn: Option<&[f32]>, cols: usize) -> f64 {
+    let mut col = vec![0f64; cols];
+    let width = cols.max(1);
+    match gn {
+        Some(gn) => {
+            for (rp, rn) in gp.chunks_exact(width).zip(gn.chunks_exact(width)) {
+                for ((a, &p), &q) in col.iter_mut().zip(rp).zip(rn) {
+                    *a += f64::from(p - q);
+                }
+            }
+        }
+        None => {
+            for row in gp.chunks_exact(width) {
+                for (a, &p) in col.iter_mut().zip(row) {
+                    *a += f64::from(p);
+                }
+            }
+        }
+    }
+    col.iter().map(|v| v.abs()).sum()
 }
 
 /// `sum_j |sum_i G[i][j]|`: the column currents of an all-ones reference read.
@@ -731,6 +788,25 @@ impl ProgrammedCrossbar {
             self.magnitude().mapv(|g| g * a),
             self.stuck_devices,
         );
+        px.off_per_pulse = self.off_per_pulse * a;
+        px.reference_t0 = self.reference_t0;
+        px
+    }
+
+    /// [`Self::scaled`], reusing this crossbar's matrices: the same values.
+    #[must_use]
+    pub fn into_scaled(mut self, alpha: f64) -> Self {
+        #[allow(clippy::cast_possible_truncation)]
+        let a = alpha as f32;
+        // Made from the integer levels first where they are kept lazily.
+        let _ = (self.diff(), self.magnitude());
+        let (Some(mut diff), Some(mut magnitude)) = (self.diff.take(), self.magnitude.take())
+        else {
+            unreachable!("both matrices were made above")
+        };
+        diff.mapv_inplace(|g| g * a);
+        magnitude.mapv_inplace(|g| g * a);
+        let mut px = Self::from_matrices(self.geometry, diff, magnitude, self.stuck_devices);
         px.off_per_pulse = self.off_per_pulse * a;
         px.reference_t0 = self.reference_t0;
         px
@@ -3015,6 +3091,66 @@ mod tests {
         let comp = px.scaled(t0 / now);
         let (_, after) = comp.reference_reads().unwrap();
         assert!((after / t0 - 1.0).abs() < 1e-5, "{after} vs {t0}");
+    }
+
+    #[test]
+    fn draw_free_programming_scaling_and_reference_reads_equal_their_general_forms() {
+        use crate::{Drift, DriftCompensation};
+        // A finite OFF state alone draws nothing: every device is its level
+        // plus the OFF conductance, rounded to `f32` once, whatever the seed.
+        let noise = DeviceNoise::default().with_on_off_ratio(15.0).unwrap();
+        let off = noise.off_level(15);
+        for cell in [CellKind::OneT1R, CellKind::TwoT2R] {
+            let xb = levels_xbar(cell, 64, 32);
+            let px = xb.program(Some(&noise), &mut stream_rng(1, &[]));
+            let other = xb.program(Some(&noise), &mut stream_rng(2, &[]));
+            assert_eq!(px.diff(), other.diff(), "{cell:?}: no draw");
+            #[allow(clippy::cast_possible_truncation)]
+            let g = |l: u8| (f64::from(l) + off) as f32;
+            for r in 0..64 {
+                for c in 0..32 {
+                    let (p, q) = xb.levels(r, c);
+                    let (d, m) = if cell == CellKind::TwoT2R {
+                        (g(p) - g(q), g(p) + g(q))
+                    } else {
+                        (g(p), g(p))
+                    };
+                    assert_eq!(px.diff()[[r, c]].to_bits(), d.to_bits(), "{cell:?} {r} {c}");
+                    assert_eq!(px.magnitude()[[r, c]].to_bits(), m.to_bits());
+                }
+            }
+        }
+        // The reference read from the devices is the one from `effective`'s
+        // matrix, bit for bit (sums of values of every magnitude).
+        let mut rng = stream_rng(3, &[]);
+        let (rows, cols) = (37, 19);
+        let gp: Vec<f32> = (0..rows * cols)
+            .map(|_| rng.random::<f32>() * 15.0)
+            .collect();
+        let gn: Vec<f32> = (0..rows * cols)
+            .map(|_| rng.random::<f32>() * 1e-3)
+            .collect();
+        for neg in [Some(gn.as_slice()), None] {
+            let (d, _) = effective(&gp, neg, rows, cols, None);
+            assert_eq!(
+                reference_read_devices(&gp, neg, cols).to_bits(),
+                reference_read(&d, cols).to_bits()
+            );
+        }
+        // Scaling in place is scaling a copy.
+        let drift = Drift::new(0.06, 0.02, 2e5, DriftCompensation::Global).unwrap();
+        let noise = DeviceNoise::default()
+            .with_on_off_ratio(20.0)
+            .unwrap()
+            .with_drift(drift);
+        for cell in [CellKind::OneT1R, CellKind::TwoT2R] {
+            let px = levels_xbar(cell, 64, 32).program(Some(&noise), &mut stream_rng(4, &[]));
+            let (a, b) = (px.scaled(1.37), px.clone().into_scaled(1.37));
+            assert_eq!(a.diff(), b.diff());
+            assert_eq!(a.magnitude(), b.magnitude());
+            assert_eq!(a.off_per_pulse().to_bits(), b.off_per_pulse().to_bits());
+            assert_eq!(a.reference_reads(), b.reference_reads());
+        }
     }
 
     #[test]

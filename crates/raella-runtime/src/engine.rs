@@ -260,7 +260,10 @@ impl ProgrammedLayer {
                 .fold((0.0, 0.0), |(a, b), (x, y)| (a + x, b + y));
             if now > 0.0 && t0 > 0.0 {
                 let alpha = t0 / now;
-                crossbars = crossbars.iter().map(|px| px.scaled(alpha)).collect();
+                crossbars = crossbars
+                    .into_par_iter()
+                    .map(|px| px.into_scaled(alpha))
+                    .collect();
             }
         }
         let exact_off: Option<Vec<ProgrammedCrossbar>> = mapped
