@@ -320,7 +320,34 @@ impl Crossbar {
             || n.table().is_some()
             || n.programming_sigma() != 0.0
             || n.drift().is_some_and(|d| d.nu_sigma() > 0.0);
-        if draws {
+        if draws && n.table().is_none() && n.programming_sigma() == 0.0 {
+            // Stuck devices alone: `write` draws one uniform per device, in
+            // device order; drawn first, then set in a loop of their own.
+            let uniforms: Vec<f64> = (0..stuck_mask.len()).map(|_| rng.random()).collect();
+            let (zero, either) = (n.stuck_at_zero(), n.stuck_at_zero() + n.stuck_at_max());
+            #[allow(clippy::cast_possible_truncation)]
+            let set = |level: u8, u: f64| -> (f32, bool) {
+                if u < zero {
+                    (off32, true)
+                } else if u < either {
+                    (gmax32, true)
+                } else {
+                    ((f64::from(level) + off) as f32, false)
+                }
+            };
+            let per = if two { 2 } else { 1 };
+            for (i, (g, &p)) in gp.iter_mut().zip(&self.pos).enumerate() {
+                let sp;
+                (*g, sp) = set(p, uniforms[per * i]);
+                stuck_mask[per * i] = sp;
+            }
+            for (i, (g, &q)) in gn.iter_mut().zip(&self.neg).enumerate() {
+                let sn;
+                (*g, sn) = set(q, uniforms[2 * i + 1]);
+                stuck_mask[2 * i + 1] = sn;
+            }
+            stuck = stuck_mask.iter().filter(|&&m| m).count();
+        } else if draws {
             for i in 0..len {
                 let (p, q) = (self.pos[i], self.neg.get(i).copied().unwrap_or(0));
                 let (g, sp) = write(p);
@@ -3100,13 +3127,13 @@ mod tests {
         // plus the OFF conductance, rounded to `f32` once, whatever the seed.
         let noise = DeviceNoise::default().with_on_off_ratio(15.0).unwrap();
         let off = noise.off_level(15);
+        #[allow(clippy::cast_possible_truncation)]
+        let g = |l: u8| (f64::from(l) + off) as f32;
         for cell in [CellKind::OneT1R, CellKind::TwoT2R] {
             let xb = levels_xbar(cell, 64, 32);
             let px = xb.program(Some(&noise), &mut stream_rng(1, &[]));
             let other = xb.program(Some(&noise), &mut stream_rng(2, &[]));
             assert_eq!(px.diff(), other.diff(), "{cell:?}: no draw");
-            #[allow(clippy::cast_possible_truncation)]
-            let g = |l: u8| (f64::from(l) + off) as f32;
             for r in 0..64 {
                 for c in 0..32 {
                     let (p, q) = xb.levels(r, c);
@@ -3119,6 +3146,44 @@ mod tests {
                     assert_eq!(px.magnitude()[[r, c]].to_bits(), m.to_bits());
                 }
             }
+        }
+        // Stuck devices alone: one uniform per device from the crossbar's
+        // stream, device by device (`G+` before `G-`), decides each one.
+        let noise = DeviceNoise::new(0.0, 0.2, 0.1)
+            .unwrap()
+            .with_on_off_ratio(15.0)
+            .unwrap();
+        #[allow(clippy::cast_possible_truncation)]
+        let (goff, gmax) = (off as f32, (15.0 + off) as f32);
+        for cell in [CellKind::OneT1R, CellKind::TwoT2R] {
+            let xb = levels_xbar(cell, 64, 32);
+            let px = xb.program(Some(&noise), &mut stream_rng(5, &[]));
+            let mut rng = stream_rng(5, &[]);
+            let mut device = |l: u8| {
+                let u: f64 = rng.random();
+                if u < 0.2 {
+                    goff
+                } else if u < 0.2 + 0.1 {
+                    gmax
+                } else {
+                    g(l)
+                }
+            };
+            for r in 0..64 {
+                for c in 0..32 {
+                    let (p, q) = xb.levels(r, c);
+                    let gp = device(p);
+                    let (d, m) = if cell == CellKind::TwoT2R {
+                        let gn = device(q);
+                        (gp - gn, gp + gn)
+                    } else {
+                        (gp, gp)
+                    };
+                    assert_eq!(px.diff()[[r, c]].to_bits(), d.to_bits(), "{cell:?} {r} {c}");
+                    assert_eq!(px.magnitude()[[r, c]].to_bits(), m.to_bits());
+                }
+            }
+            assert!(px.stuck_devices() > 0, "{cell:?}");
         }
         // The reference read from the devices is the one from `effective`'s
         // matrix, bit for bit (sums of values of every magnitude).
