@@ -321,8 +321,9 @@ impl Crossbar {
             || n.programming_sigma() != 0.0
             || n.drift().is_some_and(|d| d.nu_sigma() > 0.0);
         if draws && n.table().is_none() && n.programming_sigma() == 0.0 {
-            // Stuck devices alone: `write` draws one uniform per device, in
-            // device order; drawn first, then set in a loop of their own.
+            // No normals in the writes (stuck devices, and drift's normals
+            // come after): `write` draws one uniform per device, in device
+            // order; drawn first, then set in a loop of their own.
             let uniforms: Vec<f64> = (0..stuck_mask.len()).map(|_| rng.random()).collect();
             let (zero, either) = (n.stuck_at_zero(), n.stuck_at_zero() + n.stuck_at_max());
             #[allow(clippy::cast_possible_truncation)]
