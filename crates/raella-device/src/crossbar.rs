@@ -249,34 +249,7 @@ impl Crossbar {
         let (r, c) = (self.used_rows, self.used_cols);
         let two = self.geometry.cell() == CellKind::TwoT2R;
         let Some(n) = noise.filter(|n| !n.levels_exact()) else {
-            // Exact levels: `G+ - G-` lies in `[-max, max]` and `G+ + G-` is
-            // integral too, in range when no pair sums above the maximum. The
-            // integers are kept as bytes; the `f32` matrices are made on first
-            // use (integer runs and exact reads never need them).
-            // Levels of at most 4 bits (`CrossbarGeometry`): the casts are exact.
-            #[allow(clippy::cast_possible_wrap)]
-            let (diff, magnitude): (Vec<i8>, Vec<i8>) = if self.neg.is_empty() {
-                let g: Vec<i8> = self.pos.iter().map(|&p| p as i8).collect();
-                (g.clone(), g)
-            } else {
-                let pairs = || self.pos.iter().zip(&self.neg);
-                (
-                    pairs().map(|(&p, &q)| p as i8 - q as i8).collect(),
-                    pairs().map(|(&p, &q)| (p + q) as i8).collect(),
-                )
-            };
-            let max = self.geometry.max_level();
-            #[allow(clippy::cast_sign_loss)]
-            let pair_max = magnitude.iter().fold(0u8, |a, &m| a.max(m as u8));
-            let ints = IntLevels { diff, magnitude };
-            if pair_max <= max {
-                return ProgrammedCrossbar::assemble(self.geometry, r, c, Some(ints), None, 0);
-            }
-            let (d, m) = (
-                int_matrix(&ints.diff, r, c),
-                int_matrix(&ints.magnitude, r, c),
-            );
-            return ProgrammedCrossbar::assemble(self.geometry, r, c, None, Some((d, m)), 0);
+            return self.exact_levels(&self.pos, &self.neg, 0);
         };
         let max = self.geometry.max_level();
         let off = n.off_level(max);
@@ -326,6 +299,31 @@ impl Crossbar {
             // order; drawn first, then set in a loop of their own.
             let uniforms: Vec<f64> = (0..stuck_mask.len()).map(|_| rng.random()).collect();
             let (zero, either) = (n.stuck_at_zero(), n.stuck_at_zero() + n.stuck_at_max());
+            if off == 0.0 && n.ir_drop().is_none() && n.drift().is_none() {
+                // Stuck devices alone, OFF at level 0: every device ends at an
+                // integer level (0, the maximum or its target), so the
+                // crossbar is the exact one of those levels.
+                let per = if two { 2 } else { 1 };
+                let mut stuck = 0;
+                let mut set = |level: u8, u: f64| {
+                    let (l, s) = if u < zero {
+                        (0, true)
+                    } else if u < either {
+                        (max, true)
+                    } else {
+                        (level, false)
+                    };
+                    stuck += usize::from(s);
+                    l
+                };
+                let pos: Vec<u8> = (self.pos.iter().enumerate())
+                    .map(|(i, &p)| set(p, uniforms[per * i]))
+                    .collect();
+                let neg: Vec<u8> = (self.neg.iter().enumerate())
+                    .map(|(i, &q)| set(q, uniforms[2 * i + 1]))
+                    .collect();
+                return self.exact_levels(&pos, &neg, stuck);
+            }
             #[allow(clippy::cast_possible_truncation)]
             let set = |level: u8, u: f64| -> (f32, bool) {
                 if u < zero {
@@ -425,6 +423,41 @@ impl Crossbar {
         px.off_per_pulse = if two { 0.0 } else { off32 };
         px.reference_t0 = reference_t0;
         px
+    }
+
+    /// Devices at exact integer levels `pos` (and `neg` on 2T2R; empty on
+    /// 1T1R), `stuck` of them stuck: `G+ - G-` lies in `[-max, max]` and
+    /// `G+ + G-` is integral too, in range when no pair sums above the
+    /// maximum. The integers are kept as bytes; the `f32` matrices are made on
+    /// first use (integer runs and exact reads never need them). The same
+    /// crossbar as the `f32` matrices of these levels give
+    /// ([`ProgrammedCrossbar::from_matrices`]).
+    fn exact_levels(&self, pos: &[u8], neg: &[u8], stuck: usize) -> ProgrammedCrossbar {
+        let (r, c) = (self.used_rows, self.used_cols);
+        // Levels of at most 4 bits (`CrossbarGeometry`): the casts are exact.
+        #[allow(clippy::cast_possible_wrap)]
+        let (diff, magnitude): (Vec<i8>, Vec<i8>) = if neg.is_empty() {
+            let g: Vec<i8> = pos.iter().map(|&p| p as i8).collect();
+            (g.clone(), g)
+        } else {
+            let pairs = || pos.iter().zip(neg);
+            (
+                pairs().map(|(&p, &q)| p as i8 - q as i8).collect(),
+                pairs().map(|(&p, &q)| (p + q) as i8).collect(),
+            )
+        };
+        let max = self.geometry.max_level();
+        #[allow(clippy::cast_sign_loss)]
+        let pair_max = magnitude.iter().fold(0u8, |a, &m| a.max(m as u8));
+        let ints = IntLevels { diff, magnitude };
+        if pair_max <= max {
+            return ProgrammedCrossbar::assemble(self.geometry, r, c, Some(ints), None, stuck);
+        }
+        let (d, m) = (
+            int_matrix(&ints.diff, r, c),
+            int_matrix(&ints.magnitude, r, c),
+        );
+        ProgrammedCrossbar::assemble(self.geometry, r, c, None, Some((d, m)), stuck)
     }
 }
 
@@ -3149,42 +3182,51 @@ mod tests {
             }
         }
         // Stuck devices alone: one uniform per device from the crossbar's
-        // stream, device by device (`G+` before `G-`), decides each one.
-        let noise = DeviceNoise::new(0.0, 0.2, 0.1)
-            .unwrap()
-            .with_on_off_ratio(15.0)
-            .unwrap();
-        #[allow(clippy::cast_possible_truncation)]
-        let (goff, gmax) = (off as f32, (15.0 + off) as f32);
-        for cell in [CellKind::OneT1R, CellKind::TwoT2R] {
-            let xb = levels_xbar(cell, 64, 32);
-            let px = xb.program(Some(&noise), &mut stream_rng(5, &[]));
-            let mut rng = stream_rng(5, &[]);
-            let mut device = |l: u8| {
-                let u: f64 = rng.random();
-                if u < 0.2 {
-                    goff
-                } else if u < 0.2 + 0.1 {
-                    gmax
-                } else {
-                    g(l)
-                }
-            };
-            for r in 0..64 {
-                for c in 0..32 {
-                    let (p, q) = xb.levels(r, c);
-                    let gp = device(p);
-                    let (d, m) = if cell == CellKind::TwoT2R {
-                        let gn = device(q);
-                        (gp - gn, gp + gn)
+        // stream, device by device (`G+` before `G-`), decides each one; with
+        // OFF at level 0 every device is at an integer level (1T1R: within the
+        // maximum, so integer sums; 2T2R pairs may sum above it).
+        let stuck_only = DeviceNoise::new(0.0, 0.2, 0.1).unwrap();
+        let with_off = stuck_only.clone().with_on_off_ratio(15.0).unwrap();
+        for (noise, off) in [(with_off, off), (stuck_only, 0.0)] {
+            #[allow(clippy::cast_possible_truncation)]
+            let g = |l: u8| (f64::from(l) + off) as f32;
+            let (goff, gmax) = (g(0), g(15));
+            for cell in [CellKind::OneT1R, CellKind::TwoT2R] {
+                let xb = levels_xbar(cell, 64, 32);
+                let px = xb.program(Some(&noise), &mut stream_rng(5, &[]));
+                let mut rng = stream_rng(5, &[]);
+                let mut stuck = 0;
+                let mut device = |l: u8| {
+                    let u: f64 = rng.random();
+                    stuck += usize::from(u < 0.3);
+                    if u < 0.2 {
+                        goff
+                    } else if u < 0.2 + 0.1 {
+                        gmax
                     } else {
-                        (gp, gp)
-                    };
-                    assert_eq!(px.diff()[[r, c]].to_bits(), d.to_bits(), "{cell:?} {r} {c}");
-                    assert_eq!(px.magnitude()[[r, c]].to_bits(), m.to_bits());
+                        g(l)
+                    }
+                };
+                for r in 0..64 {
+                    for c in 0..32 {
+                        let (p, q) = xb.levels(r, c);
+                        let gp = device(p);
+                        let (d, m) = if cell == CellKind::TwoT2R {
+                            let gn = device(q);
+                            (gp - gn, gp + gn)
+                        } else {
+                            (gp, gp)
+                        };
+                        let at = format!("{cell:?} off {off} ({r}, {c})");
+                        assert_eq!(px.diff()[[r, c]].to_bits(), d.to_bits(), "{at}");
+                        assert_eq!(px.magnitude()[[r, c]].to_bits(), m.to_bits(), "{at}");
+                    }
+                }
+                assert_eq!(px.stuck_devices(), stuck, "{cell:?} off {off}");
+                if off == 0.0 && cell == CellKind::OneT1R {
+                    assert!(px.is_ideal(), "integer levels within the maximum");
                 }
             }
-            assert!(px.stuck_devices() > 0, "{cell:?}");
         }
         // The reference read from the devices is the one from `effective`'s
         // matrix, bit for bit (sums of values of every magnitude).
