@@ -253,23 +253,32 @@ impl Crossbar {
         };
         let max = self.geometry.max_level();
         let off = n.off_level(max);
+        // A device at level `l`: `l` plus the OFF conductance, rounded once.
         #[allow(clippy::cast_possible_truncation)]
-        let (off32, gmax32) = (off as f32, (f64::from(max) + off) as f32);
+        let level = |l: u8| (f64::from(l) + off) as f32;
+        let (off32, gmax32) = (level(0), level(max));
+        // A device's uniform decides whether it is stuck, and at which level.
+        let (zero, either) = (n.stuck_at_zero(), n.stuck_at_zero() + n.stuck_at_max());
+        let stuck_level = |u: f64| {
+            if u < zero {
+                Some(0)
+            } else if u < either {
+                Some(max)
+            } else {
+                None
+            }
+        };
         let normal = |rng: &mut Xoshiro256PlusPlus| -> f64 {
             rand_distr::Distribution::sample(&rand_distr::StandardNormal, rng)
         };
-        let mut write = |level: u8| -> (f32, bool) {
-            let u: f64 = rng.random();
-            if u < n.stuck_at_zero() {
-                return (off32, true);
+        let mut write = |l: u8| -> (f32, bool) {
+            if let Some(s) = stuck_level(rng.random()) {
+                return (level(s), true);
             }
-            if u < n.stuck_at_zero() + n.stuck_at_max() {
-                return (gmax32, true);
-            }
-            let target = f64::from(level) + off;
+            let target = f64::from(l) + off;
             #[allow(clippy::cast_possible_truncation)]
             let g = if let Some(t) = n.table() {
-                let (sigma, mean) = t.error(level);
+                let (sigma, mean) = t.error(l);
                 let z = if sigma > 0.0 { normal(rng) } else { 0.0 };
                 (target + mean + sigma * z) as f32
             } else if target == 0.0 || n.programming_sigma() == 0.0 {
@@ -283,70 +292,8 @@ impl Crossbar {
         let (mut gp, mut gn) = (vec![0f32; len], vec![0f32; if two { len } else { 0 }]);
         let mut stuck_mask = vec![false; len * if two { 2 } else { 1 }];
         let mut stuck = 0usize;
-        // Only stuck devices, programming error and varying drift exponents
-        // draw. Without them `write` gives every device its level plus the
-        // OFF conductance, and the stream's uniforms decide nothing (nothing
-        // below draws either): the same conductances without the draws, in a
-        // loop that vectorises (a finite OFF state or IR drop alone).
-        let draws = n.stuck_at_zero() > 0.0
-            || n.stuck_at_max() > 0.0
-            || n.table().is_some()
-            || n.programming_sigma() != 0.0
-            || n.drift().is_some_and(|d| d.nu_sigma() > 0.0);
-        if draws && n.table().is_none() && n.programming_sigma() == 0.0 {
-            // No normals in the writes (stuck devices, and drift's normals
-            // come after): `write` draws one uniform per device, in device
-            // order; drawn first, then set in a loop of their own.
-            let uniforms: Vec<f64> = (0..stuck_mask.len()).map(|_| rng.random()).collect();
-            let (zero, either) = (n.stuck_at_zero(), n.stuck_at_zero() + n.stuck_at_max());
-            if off == 0.0 && n.ir_drop().is_none() && n.drift().is_none() {
-                // Stuck devices alone, OFF at level 0: every device ends at an
-                // integer level (0, the maximum or its target), so the
-                // crossbar is the exact one of those levels.
-                let per = if two { 2 } else { 1 };
-                let mut stuck = 0;
-                let mut set = |level: u8, u: f64| {
-                    let (l, s) = if u < zero {
-                        (0, true)
-                    } else if u < either {
-                        (max, true)
-                    } else {
-                        (level, false)
-                    };
-                    stuck += usize::from(s);
-                    l
-                };
-                let pos: Vec<u8> = (self.pos.iter().enumerate())
-                    .map(|(i, &p)| set(p, uniforms[per * i]))
-                    .collect();
-                let neg: Vec<u8> = (self.neg.iter().enumerate())
-                    .map(|(i, &q)| set(q, uniforms[2 * i + 1]))
-                    .collect();
-                return self.exact_levels(&pos, &neg, stuck);
-            }
-            #[allow(clippy::cast_possible_truncation)]
-            let set = |level: u8, u: f64| -> (f32, bool) {
-                if u < zero {
-                    (off32, true)
-                } else if u < either {
-                    (gmax32, true)
-                } else {
-                    ((f64::from(level) + off) as f32, false)
-                }
-            };
-            let per = if two { 2 } else { 1 };
-            for (i, (g, &p)) in gp.iter_mut().zip(&self.pos).enumerate() {
-                let sp;
-                (*g, sp) = set(p, uniforms[per * i]);
-                stuck_mask[per * i] = sp;
-            }
-            for (i, (g, &q)) in gn.iter_mut().zip(&self.neg).enumerate() {
-                let sn;
-                (*g, sn) = set(q, uniforms[2 * i + 1]);
-                stuck_mask[2 * i + 1] = sn;
-            }
-            stuck = stuck_mask.iter().filter(|&&m| m).count();
-        } else if draws {
+        if n.table().is_some() || n.programming_sigma() != 0.0 {
+            // Programming error: each device's uniform, then its normals.
             for i in 0..len {
                 let (p, q) = (self.pos[i], self.neg.get(i).copied().unwrap_or(0));
                 let (g, sp) = write(p);
@@ -361,12 +308,44 @@ impl Crossbar {
                 }
             }
         } else {
-            #[allow(clippy::cast_possible_truncation)]
-            let level = |l: u8| (f64::from(l) + off) as f32;
-            for (g, &p) in gp.iter_mut().zip(&self.pos) {
+            // No normals in the writes: a device is its level, or stuck. The
+            // uniforms, one per device in device order as `write` draws them,
+            // are drawn first where anything reads the stream (stuck devices,
+            // or drift's normals after them); without that, nothing draws.
+            let picked;
+            let (pos, neg): (&[u8], &[u8]) =
+                if either > 0.0 || n.drift().is_some_and(|d| d.nu_sigma() > 0.0) {
+                    let uniforms: Vec<f64> = (0..stuck_mask.len()).map(|_| rng.random()).collect();
+                    let per = if two { 2 } else { 1 };
+                    let mut pick = |i: usize, l: u8| match stuck_level(uniforms[i]) {
+                        Some(s) => {
+                            stuck_mask[i] = true;
+                            s
+                        }
+                        None => l,
+                    };
+                    let pos: Vec<u8> = (self.pos.iter().enumerate())
+                        .map(|(i, &p)| pick(per * i, p))
+                        .collect();
+                    let neg: Vec<u8> = (self.neg.iter().enumerate())
+                        .map(|(i, &q)| pick(2 * i + 1, q))
+                        .collect();
+                    picked = (pos, neg);
+                    (&picked.0, &picked.1)
+                } else {
+                    (&self.pos, &self.neg)
+                };
+            stuck = stuck_mask.iter().filter(|&&m| m).count();
+            if off == 0.0 && n.ir_drop().is_none() && n.drift().is_none() {
+                // OFF at level 0 and nothing after: every device at an
+                // integer level, so the crossbar is the exact one of them.
+                return self.exact_levels(pos, neg, stuck);
+            }
+            // The loops vectorise (a finite OFF state or IR drop alone).
+            for (g, &p) in gp.iter_mut().zip(pos) {
                 *g = level(p);
             }
-            for (g, &q) in gn.iter_mut().zip(&self.neg) {
+            for (g, &q) in gn.iter_mut().zip(neg) {
                 *g = level(q);
             }
         }
@@ -381,10 +360,10 @@ impl Crossbar {
                 reference_t0 = Some(match ir {
                     // `G+ - G-` summed as `effective` would give it, without
                     // the matrices.
-                    None => reference_read_devices(&gp, two.then_some(gn.as_slice()), c),
+                    None => reference_read(&gp, two.then_some(gn.as_slice()), c),
                     Some(_) => {
                         let (d, _) = effective(&gp, two.then_some(gn.as_slice()), r, c, ir);
-                        reference_read(&d, c)
+                        reference_read(&d, None, c)
                     }
                 });
             }
@@ -498,10 +477,11 @@ fn effective(
     (diff, magnitude)
 }
 
-/// [`reference_read`] of the devices' `G+ - G-` (`G+` alone on 1T1R), each
-/// difference the `f32` that [`effective`] makes without IR drop, added in
-/// the same order: the same value without the matrix.
-fn reference_read_devices(gp: &[f32], gn: Option<&[f32]>, cols: usize) -> f64 {
+/// `sum_j |sum_i G[i][j]|`, the column currents of an all-ones reference
+/// read, of `G = gp - gn` (each difference an `f32`, as [`effective`] makes it
+/// without IR drop), or of `gp` alone: a matrix's read is `reference_read(m,
+/// None, cols)`.
+fn reference_read(gp: &[f32], gn: Option<&[f32]>, cols: usize) -> f64 {
     let mut col = vec![0f64; cols];
     let width = cols.max(1);
     match gn {
@@ -518,17 +498,6 @@ fn reference_read_devices(gp: &[f32], gn: Option<&[f32]>, cols: usize) -> f64 {
                     *a += f64::from(p);
                 }
             }
-        }
-    }
-    col.iter().map(|v| v.abs()).sum()
-}
-
-/// `sum_j |sum_i G[i][j]|`: the column currents of an all-ones reference read.
-fn reference_read(diff: &[f32], cols: usize) -> f64 {
-    let mut col = vec![0f64; cols];
-    for row in diff.chunks_exact(cols.max(1)) {
-        for (a, &g) in col.iter_mut().zip(row) {
-            *a += f64::from(g);
         }
     }
     col.iter().map(|v| v.abs()).sum()
@@ -834,27 +803,18 @@ impl ProgrammedCrossbar {
     pub fn reference_reads(&self) -> Option<(f64, f64)> {
         let diff = self.diff().as_slice().expect("standard layout");
         self.reference_t0
-            .map(|t0| (t0, reference_read(diff, self.used_cols())))
+            .map(|t0| (t0, reference_read(diff, None, self.used_cols())))
     }
 
     /// This crossbar read through a gain `alpha` (drift compensation applied as
-    /// the ADC's gain): every conductance, and the OFF correction, scaled.
+    /// the ADC's gain): every conductance, and the OFF correction, scaled; a
+    /// copy ([`Self::into_scaled`] scales in place).
     #[must_use]
     pub fn scaled(&self, alpha: f64) -> Self {
-        #[allow(clippy::cast_possible_truncation)]
-        let a = alpha as f32;
-        let mut px = Self::from_matrices(
-            self.geometry,
-            self.diff().mapv(|g| g * a),
-            self.magnitude().mapv(|g| g * a),
-            self.stuck_devices,
-        );
-        px.off_per_pulse = self.off_per_pulse * a;
-        px.reference_t0 = self.reference_t0;
-        px
+        self.clone().into_scaled(alpha)
     }
 
-    /// [`Self::scaled`], reusing this crossbar's matrices: the same values.
+    /// [`Self::scaled`], reusing this crossbar's matrices.
     #[must_use]
     pub fn into_scaled(mut self, alpha: f64) -> Self {
         #[allow(clippy::cast_possible_truncation)]
@@ -3241,23 +3201,32 @@ mod tests {
         for neg in [Some(gn.as_slice()), None] {
             let (d, _) = effective(&gp, neg, rows, cols, None);
             assert_eq!(
-                reference_read_devices(&gp, neg, cols).to_bits(),
-                reference_read(&d, cols).to_bits()
+                reference_read(&gp, neg, cols).to_bits(),
+                reference_read(&d, None, cols).to_bits()
             );
         }
-        // Scaling in place is scaling a copy.
+        // Scaling: every conductance and the OFF correction times the gain
+        // (as `f32`), the reference read at programming kept.
         let drift = Drift::new(0.06, 0.02, 2e5, DriftCompensation::Global).unwrap();
         let noise = DeviceNoise::default()
             .with_on_off_ratio(20.0)
             .unwrap()
             .with_drift(drift);
+        #[allow(clippy::cast_possible_truncation)]
+        let a = 1.37f64 as f32;
         for cell in [CellKind::OneT1R, CellKind::TwoT2R] {
             let px = levels_xbar(cell, 64, 32).program(Some(&noise), &mut stream_rng(4, &[]));
-            let (a, b) = (px.scaled(1.37), px.clone().into_scaled(1.37));
-            assert_eq!(a.diff(), b.diff());
-            assert_eq!(a.magnitude(), b.magnitude());
-            assert_eq!(a.off_per_pulse().to_bits(), b.off_per_pulse().to_bits());
-            assert_eq!(a.reference_reads(), b.reference_reads());
+            let b = px.clone().into_scaled(1.37);
+            assert_eq!(b.diff(), px.diff().mapv(|g| g * a));
+            assert_eq!(b.magnitude(), px.magnitude().mapv(|g| g * a));
+            assert_eq!(
+                b.off_per_pulse().to_bits(),
+                (px.off_per_pulse() * a).to_bits()
+            );
+            assert_eq!(
+                b.reference_reads().unwrap().0,
+                px.reference_reads().unwrap().0
+            );
         }
     }
 
