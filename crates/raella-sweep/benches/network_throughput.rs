@@ -313,13 +313,15 @@ impl Default for Fastest {
 
 impl Fastest {
     fn add(&mut self, secs: f64, stats: &[Option<LayerStats>], times: RunProfile) {
+        // The statistics are the same in every run: the first run's.
+        if self.secs.is_infinite() {
+            for st in stats.iter().flatten() {
+                self.stats += st;
+            }
+        }
         if secs < self.secs {
             self.secs = secs;
             self.times = times;
-        }
-        self.stats = LayerStats::default();
-        for st in stats.iter().flatten() {
-            self.stats += st;
         }
     }
 }
