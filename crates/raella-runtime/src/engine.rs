@@ -64,7 +64,9 @@ struct Scratch {
     mags: Vec<i32>,
     draws: Vec<f32>,
     /// Lumped-noise recovery's bit sums, magnitudes and draws
-    /// ([`recover_lumped`]; each written before it is read).
+    /// ([`recover_lumped`]), or the bit sums and instances of recovery
+    /// through ADC instances ([`recover_exact_instances`]); each written
+    /// before it is read.
     recovery: Vec<f32>,
     /// Recovery's active rows per input bit-plane (`8` per vector) and per
     /// flagged vector the most of a slice's bits: each written for a vector
@@ -1417,6 +1419,25 @@ impl ProgrammedLayer {
                                 (sh, widths[j]),
                                 !one_device,
                             ))
+                        } else if instances_reader.is_some()
+                            && adcs.is_some()
+                            && matches!(sums, Sums::Int(_))
+                            && DenseBits::pays(
+                                px,
+                                flagged.iter().copied(),
+                                false,
+                                widths[j] as usize - 1,
+                            )
+                        {
+                            // Through the ADC instances, every flagged column
+                            // is read ([`recover_exact_instances`]).
+                            Some(scratch.dense.read(
+                                px,
+                                (xs, rows, b),
+                                flagged.iter().copied(),
+                                (sh, widths[j]),
+                                false,
+                            ))
                         } else {
                             None
                         };
@@ -1452,10 +1473,22 @@ impl ProgrammedLayer {
                         } else if let (Some(reader), Some(inst), Sums::Int(sums)) =
                             (instances_reader, adcs, &sums)
                         {
-                            let reads = exact_reads(reader, sums);
+                            let reads = ExactRecovery {
+                                dense,
+                                ..exact_reads(reader, sums)
+                            };
+                            let buf = &mut scratch.recovery;
                             Kernel::selected().expect("checked by `check`").dispatch(
                                 #[inline(always)]
-                                || recover_exact_instances(reads, (&adc, inst), &flagged, &mut acc),
+                                || {
+                                    recover_exact_instances(
+                                        reads,
+                                        (&adc, inst),
+                                        &flagged,
+                                        &mut acc,
+                                        buf,
+                                    )
+                                },
                             )
                         } else if let (true, Sums::Int(sums)) = (noisy_int, &sums) {
                             // Compiled apart from this large body (as
@@ -2267,7 +2300,8 @@ fn transfer_codes(adc: &Adc, sums: &[i32], tiles: &InstanceTiles, out: &mut Vec<
         ref inl,
         bow,
     } = *tiles;
-    out.clear();
+    // Every value is written below: only a longer buffer is extended (and
+    // zeroed), not the whole one each slice.
     out.resize(sums.len(), 0);
     // Plain loops over slices (an `extend` of a mapped iterator was left as
     // a function of its own, compiled for the baseline: a `truncf` call per
@@ -2926,8 +2960,9 @@ fn recover_exact(
 /// perturbing the reads: the exact bit sums of [`recover_exact`], each
 /// through its column's instance and the ADC: the same integers (exact in
 /// `f32`), transfers and conversions as [`recover`]'s level-plane reads,
-/// with fewer popcounts. No read is skipped: an instance can move any code.
-/// In phases, as [`recover_lumped`], so the transfers and conversions
+/// with fewer popcounts, or from the kernel's reads of whole vectors when
+/// they cost less ([`DenseBits`]). No read is skipped: an instance can move
+/// any code. In phases, as [`recover_lumped`], so the transfers and conversions
 /// vectorise across the flagged columns: every bit's exact sum (bit-major)
 /// and each column's instance, then per bit the transfer and [`adc_step`]
 /// ([`Adc::convert`]'s code and flags for every finite value).
@@ -2937,6 +2972,7 @@ fn recover_exact_instances(
     (adc, inst): (&Adc, &[AdcInstance]),
     flagged: &[(usize, usize)],
     acc: &mut Array2<i64>,
+    scratch: &mut Vec<f32>,
 ) -> Recovered {
     let n = flagged.len();
     if n == 0 {
@@ -2944,9 +2980,12 @@ fn recover_exact_instances(
     }
     let (shift, width) = (reads.shift, reads.width);
     let w = width as usize;
-    // Bit `t` of flagged column `k` at `[t * n + k]`; column `k`'s instance.
-    let mut sums = vec![0f32; n * w];
-    let (mut gain, mut offset, mut inl) = (vec![0f32; n], vec![0f32; n], vec![0f32; n]);
+    // Bit `t` of flagged column `k` at `[t * n + k]`; column `k`'s instance:
+    // each written in full below before it is read.
+    let mut buf = resized(std::mem::take(scratch), (w + 3) * n);
+    let (sums, rest) = buf.split_at_mut(n * w);
+    let (gain, rest) = rest.split_at_mut(n);
+    let (offset, inl) = rest.split_at_mut(n);
     let mut bit_sums = [0i32; 8];
     for (k, &(v, c)) in flagged.iter().enumerate() {
         reads.bit_sums(v, c, &mut bit_sums);
@@ -2962,18 +3001,22 @@ fn recover_exact_instances(
     let (lo, hi) = (adc.min_code() as f32, adc.max_code() as f32);
     if inl.iter().any(|&b| b != 0.0) {
         for srow in sums.chunks_exact_mut(n) {
-            for (((s, &gain), &offset), &inl) in srow.iter_mut().zip(&gain).zip(&offset).zip(&inl) {
+            for (((s, &gain), &offset), &inl) in
+                srow.iter_mut().zip(&*gain).zip(&*offset).zip(&*inl)
+            {
                 *s = AdcInstance { gain, offset, inl }.transfer(*s, lo, hi);
             }
         }
     } else {
         for srow in sums.chunks_exact_mut(n) {
-            for ((s, &gain), &offset) in srow.iter_mut().zip(&gain).zip(&offset) {
+            for ((s, &gain), &offset) in srow.iter_mut().zip(&*gain).zip(&*offset) {
                 *s = linear_transfer(gain, offset, *s);
             }
         }
     }
-    Recovered::convert_add(flagged, &sums, None, adc, shift, acc)
+    let got = Recovered::convert_add(flagged, sums, None, adc, shift, acc);
+    *scratch = buf;
+    got
 }
 
 /// [`DenseBits::pays`]' cost of one AMX step (32 pulse vectors x 64 rows x

@@ -86,8 +86,9 @@ fn real_recovery_equals_the_general_loop() {
 /// (Center+Offset) and 1T1R (ISAAC's offset, whose magnitudes are its sums)
 /// crossbars, without noise (exact recovery), with lumped read noise, and
 /// through ADC instances that shift the sums (exact recovery of the shifted
-/// bits, [`instance_shift`]), all on one thread (the reads' buffers reused
-/// from run to run).
+/// bits, [`instance_shift`]) or move codes (gain and INL: every flagged
+/// column through its instance, [`recover_exact_instances`]), all on one
+/// thread (the reads' buffers reused from run to run).
 #[test]
 fn dense_recovery_reads_equal_the_column_reads() {
     let mut rng = stream_rng(6, &[]);
@@ -118,9 +119,17 @@ fn dense_recovery_reads_equal_the_column_reads() {
         let mapped = compile(weights.view(), &ccfg, None).unwrap();
         let ideal = ProgrammedLayer::ideal(mapped.clone());
         let offsets = ProgrammedLayer::program(
-            mapped,
+            mapped.clone(),
             &DeviceNoise::default()
                 .with_adc(raella_device::AdcVariation::new(1.0, 0.0, 0.0).unwrap()),
+            4,
+        );
+        // Gain and INL that move codes: recovery through every column's
+        // instance ([`recover_exact_instances`]).
+        let curved = ProgrammedLayer::program(
+            mapped,
+            &DeviceNoise::default()
+                .with_adc(raella_device::AdcVariation::new(0.5, 0.1, 1.0).unwrap()),
             4,
         );
         let x = Array2::from_shape_fn((500, 200), |_| match rng.random_range(0u32..3) {
@@ -131,6 +140,7 @@ fn dense_recovery_reads_equal_the_column_reads() {
             (&ideal, ColumnNoise::new(0.0).unwrap()),
             (&ideal, ColumnNoise::new(0.08).unwrap()),
             (&offsets, ColumnNoise::new(0.0).unwrap()),
+            (&curved, ColumnNoise::new(0.0).unwrap()),
         ] {
             let cfg = RunConfig {
                 // 1T1R: a wide unsigned ADC, so that most 1-bit reads lie
@@ -148,14 +158,22 @@ fn dense_recovery_reads_equal_the_column_reads() {
                 seed: 3,
             };
             // The offsets-only layer takes the shifted path: every column
-            // has a shift under this ADC.
+            // has a shift under this ADC; the curved layer's crossbars each
+            // have a column without one (so none takes that path).
             if let Some(adcs) = layer.adc_instances() {
                 let (lo, hi) = (cfg.adc.min_code() as f32, cfg.adc.max_code() as f32);
-                assert!(
-                    adcs.iter()
-                        .flatten()
-                        .all(|a| instance_shift(a, lo, hi).is_some())
-                );
+                if std::ptr::eq(layer, &offsets) {
+                    assert!(
+                        adcs.iter()
+                            .flatten()
+                            .all(|a| instance_shift(a, lo, hi).is_some())
+                    );
+                } else {
+                    assert!(
+                        adcs.iter()
+                            .all(|xb| xb.iter().any(|a| instance_shift(a, lo, hi).is_none()))
+                    );
+                }
             }
             let run = |dense: bool| {
                 pool.install(|| {
