@@ -1342,10 +1342,34 @@ impl ProgrammedLayer {
                                     .collect()
                             });
                         }
-                        // Recovered in place: no read, so no bit-planes either
-                        // (and nothing was listed). The list is in vector order.
+                        // Recovery's reads by the kernel, all columns of each
+                        // flagged vector at once, when that costs less than
+                        // reading the flagged columns one by one (the same
+                        // integers): under lumped read noise and through ADC
+                        // instances, every flagged column, decided here (these
+                        // reads need no input bit-planes); on ideal devices
+                        // without noise, the columns the bounds cannot settle,
+                        // decided below from the planes' popcounts.
+                        // (Whether magnitudes are read too: lumped noise on
+                        // 2T2R crossbars; a 1T1R column's magnitude is its
+                        // sum, and ADC instances need none.)
+                        let lumped_reads = noisy_int && !device_int && instances_reader.is_none();
+                        let every_column = !in_place
+                            && widths[j] >= 2
+                            && exact.is_none()
+                            && matches!(sums, Sums::Int(_))
+                            && (lumped_reads || (instances_reader.is_some() && adcs.is_some()))
+                            && DenseBits::pays(
+                                px,
+                                flagged.iter().copied(),
+                                lumped_reads && !one_device,
+                                widths[j] as usize - 1,
+                            );
+                        // Recovered in place, or read by the kernel: no
+                        // bit-planes (and in place nothing was listed). The
+                        // list is in vector order.
                         let mut last = usize::MAX;
-                        for &(v, _) in flagged.iter().filter(|_| !in_place) {
+                        for &(v, _) in flagged.iter().filter(|_| !in_place && !every_column) {
                             if v == last {
                                 continue;
                             }
@@ -1371,15 +1395,15 @@ impl ProgrammedLayer {
                                 .max()
                                 .unwrap_or(0);
                         }
-                        // Recovery's reads by the kernel, all columns of each
-                        // flagged vector at once, when that costs less than
-                        // reading the flagged columns one by one (the same
-                        // integers): on ideal devices without noise, the columns
-                        // the bounds cannot settle; under lumped read noise,
-                        // every flagged column.
-                        let dense = if in_place || widths[j] < 2 {
-                            None
-                        } else if exact.is_some() {
+                        let dense = if every_column {
+                            Some(scratch.dense.read(
+                                px,
+                                (xs, rows, b),
+                                flagged.iter().copied(),
+                                (sh, widths[j]),
+                                lumped_reads && !one_device,
+                            ))
+                        } else if exact.is_some() && !in_place && widths[j] >= 2 {
                             // Some bit has more active rows than the column's
                             // safe count (never when that is `u32::MAX`).
                             let unsettled = |&(v, c): &(usize, usize)| peak[v] > safe[c];
@@ -1402,42 +1426,6 @@ impl ProgrammedLayer {
                             } else {
                                 None
                             }
-                        } else if noisy_int
-                            && !device_int
-                            && instances_reader.is_none()
-                            && DenseBits::pays(
-                                px,
-                                flagged.iter().copied(),
-                                !one_device,
-                                widths[j] as usize - 1,
-                            )
-                        {
-                            Some(scratch.dense.read(
-                                px,
-                                (xs, rows, b),
-                                flagged.iter().copied(),
-                                (sh, widths[j]),
-                                !one_device,
-                            ))
-                        } else if instances_reader.is_some()
-                            && adcs.is_some()
-                            && matches!(sums, Sums::Int(_))
-                            && DenseBits::pays(
-                                px,
-                                flagged.iter().copied(),
-                                false,
-                                widths[j] as usize - 1,
-                            )
-                        {
-                            // Through the ADC instances, every flagged column
-                            // is read ([`recover_exact_instances`]).
-                            Some(scratch.dense.read(
-                                px,
-                                (xs, rows, b),
-                                flagged.iter().copied(),
-                                (sh, widths[j]),
-                                false,
-                            ))
                         } else {
                             None
                         };
@@ -3403,14 +3391,15 @@ fn recover_lumped(
         keys.push(column_keys.column(v, c));
         let start = (v * 8 + shift as usize) * words;
         let (mut s0, mut m0) = (spec.0[v * cols + c], spec.1[v * cols + c]);
-        let planes = &xbits[start..start + w * words];
+        // (Not written when the kernel read every flagged vector.)
+        let planes = || &xbits[start..start + w * words];
         if let Some((reads, sq_reader)) = &square_reads {
             // Per-device noise: the exact bit sums, and every bit's squares
             // read (a slice's squares are not its bits' squares shifted).
             let ones = &xones[v * 8 + shift as usize..][..w];
             let (mut bs, mut qs) = ([0i32; 8], [0i32; 8]);
             reads.bit_sums(v, c, &mut bs);
-            sq_reader.column_sums(c, planes, ones, &mut qs[..w]);
+            sq_reader.column_sums(c, planes(), ones, &mut qs[..w]);
             // |S_t| <= rows x 30, Q_t <= rows x 2^8: exact in f32.
             #[allow(clippy::cast_precision_loss)]
             for t in 0..w {
@@ -3428,7 +3417,7 @@ fn recover_lumped(
                 *r = (d.sums[at], d.mags.get(at).copied().unwrap_or(d.sums[at]));
             }
         } else {
-            px.column_sums_and_magnitudes_bits_int(c, &planes[words..], &mut read[..w - 1]);
+            px.column_sums_and_magnitudes_bits_int(c, &planes()[words..], &mut read[..w - 1]);
         }
         for (t, &(s, m)) in (1..).zip(&read[..w - 1]) {
             s0 -= s << t;
