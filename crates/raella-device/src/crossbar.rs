@@ -362,7 +362,7 @@ impl Crossbar {
                     // the matrices.
                     None => reference_read(&gp, two.then_some(gn.as_slice()), c),
                     Some(_) => {
-                        let (d, _) = effective(&gp, two.then_some(gn.as_slice()), r, c, ir);
+                        let (d, _) = effective(gp.clone(), two.then(|| gn.clone()), r, c, ir);
                         reference_read(&d, None, c)
                     }
                 });
@@ -393,7 +393,7 @@ impl Crossbar {
                 }
             }
         }
-        let (diff, magnitude) = effective(&gp, two.then_some(gn.as_slice()), r, c, ir);
+        let (diff, magnitude) = effective(gp, two.then_some(gn), r, c, ir);
         let diff = Array2::from_shape_vec((r, c), diff).expect("shape");
         let magnitude = Array2::from_shape_vec((r, c), magnitude).expect("shape");
         let mut px = ProgrammedCrossbar::from_matrices(self.geometry, diff, magnitude, stuck);
@@ -444,23 +444,26 @@ impl Crossbar {
 /// IR drop `(wire ohm, siemens per level step)` the first-order effective
 /// matrices ([`crate::ir_drop::resummed`]), back in level steps.
 fn effective(
-    gp: &[f32],
-    gn: Option<&[f32]>,
+    mut gp: Vec<f32>,
+    gn: Option<Vec<f32>>,
     rows: usize,
     cols: usize,
     ir: Option<(f64, f64)>,
 ) -> (Vec<f32>, Vec<f32>) {
     let Some((wire, lsb)) = ir else {
+        // The devices' buffers become the two matrices (no more memory).
         return match gn {
-            Some(gn) => (
-                gp.iter().zip(gn).map(|(a, b)| a - b).collect(),
-                gp.iter().zip(gn).map(|(a, b)| a + b).collect(),
-            ),
-            None => (gp.to_vec(), gp.to_vec()),
+            Some(mut gn) => {
+                for (p, q) in gp.iter_mut().zip(&mut gn) {
+                    (*p, *q) = (*p - *q, *p + *q);
+                }
+                (gp, gn)
+            }
+            None => (gp.clone(), gp),
         };
     };
     let siemens = |g: &[f32]| g.iter().map(|&v| f64::from(v) * lsb).collect::<Vec<f64>>();
-    let (sp, sn) = (siemens(gp), gn.map(siemens));
+    let (sp, sn) = (siemens(&gp), gn.as_deref().map(siemens));
     let eff = crate::ir_drop::resummed(&sp, sn.as_deref(), rows, cols, wire);
     #[allow(clippy::cast_possible_truncation)]
     let steps = |v: f64| (v / lsb) as f32;
@@ -680,9 +683,10 @@ impl ProgrammedCrossbar {
     /// engine's exact recoveries); when anything perturbs the reads
     /// (`perturbed`: read noise, ADC variation, programmed conductances), the
     /// level planes and packed magnitudes (integer levels), or the transposes
-    /// (real-valued conductances). A noise-free run without recovery reads
-    /// none.
-    pub fn prepare_reads(&self, exact: bool, perturbed: bool) {
+    /// (real-valued conductances; the magnitudes' only with `magnitudes`,
+    /// when read noise scales with them). A noise-free run without recovery
+    /// reads none.
+    pub fn prepare_reads(&self, exact: bool, perturbed: bool, magnitudes: bool) {
         if exact {
             let _ = self.exact_bits();
         }
@@ -691,7 +695,10 @@ impl ProgrammedCrossbar {
             // serve real-valued conductances.
             let _ = self.planes();
             if self.ints.is_none() {
-                let _ = (self.diff_t(), self.magnitude_t());
+                let _ = self.diff_t();
+                if magnitudes {
+                    let _ = self.magnitude_t();
+                }
             }
             let _ = self.packed_magnitudes();
         }
@@ -3199,7 +3206,7 @@ mod tests {
             .map(|_| rng.random::<f32>() * 1e-3)
             .collect();
         for neg in [Some(gn.as_slice()), None] {
-            let (d, _) = effective(&gp, neg, rows, cols, None);
+            let (d, _) = effective(gp.clone(), neg.map(<[f32]>::to_vec), rows, cols, None);
             assert_eq!(
                 reference_read(&gp, neg, cols).to_bits(),
                 reference_read(&d, None, cols).to_bits()

@@ -224,7 +224,7 @@ impl ProgrammedLayer {
             // Exact reads serve unperturbed recovery and recovery through
             // the ADC instances alone.
             let exact = recovery && (!perturbed || self.instances_read_exact(x, cfg));
-            x.prepare_reads(exact, perturbed);
+            x.prepare_reads(exact, perturbed, cfg.column_noise.needs_magnitude());
         });
     }
 
