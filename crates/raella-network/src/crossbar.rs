@@ -149,7 +149,8 @@ impl CrossbarBackend {
                     };
                     // The chosen candidate's layer as adaptive slicing built it:
                     // the same levels as compiling again when the center rule
-                    // needs no calibration and programming is ideal.
+                    // needs no calibration (kept when programming is ideal,
+                    // its mapping programmed on the design's devices otherwise).
                     let mut candidate = None;
                     let check = check_weights(&qm.weights);
                     if let Some((policy, cal_run)) = &arch.adaptive {
@@ -176,21 +177,25 @@ impl CrossbarBackend {
                         chosen.push(s);
                     }
                     let noise = arch.device_noise.as_ref().filter(|n| !n.is_ideal());
-                    let reusable = noise.is_none() && !cfg.encoding.reads_calibration();
+                    let reusable = !cfg.encoding.reads_calibration();
                     let layer = match candidate.filter(|_| reusable) {
-                        Some(layer) => layer,
-                        None => {
-                            let c = Calibration {
-                                inputs: cal.view(),
-                                input_slicing: arch.run.input.slicing(),
+                        Some(layer) if noise.is_none() => layer,
+                        candidate => {
+                            let mapped = match candidate {
+                                Some(layer) => layer.into_mapped(),
+                                None => {
+                                    let c = Calibration {
+                                        inputs: cal.view(),
+                                        input_slicing: arch.run.input.slicing(),
+                                    };
+                                    compile(qm.weights.view(), &cfg, Some(c)).map_err(|e| {
+                                        NetworkError::Compile {
+                                            layer: name.to_string(),
+                                            source: e,
+                                        }
+                                    })?
+                                }
                             };
-                            let mapped =
-                                compile(qm.weights.view(), &cfg, Some(c)).map_err(|e| {
-                                    NetworkError::Compile {
-                                        layer: name.to_string(),
-                                        source: e,
-                                    }
-                                })?;
                             match noise {
                                 Some(n) => ProgrammedLayer::program(
                                     mapped,

@@ -344,6 +344,13 @@ impl ProgrammedLayer {
         &self.mapped
     }
 
+    /// The compiled mapping, the programmed crossbars dropped (to program
+    /// it again, on other devices).
+    #[must_use]
+    pub fn into_mapped(self) -> MappedLayer {
+        self.mapped
+    }
+
     /// The programmed crossbars, in the mapping's order.
     #[must_use]
     pub fn crossbars(&self) -> &[ProgrammedCrossbar] {
