@@ -361,6 +361,8 @@ fn sampled_rows<T: Copy>(a: &Array2<T>, k: usize) -> Vec<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use raella_compiler::RelativeRms;
+    use raella_runtime::calibration_run;
 
     /// A fixed scramble of `i` (weights, inputs and perturbations for tests).
     fn scramble(i: usize, salt: u64) -> u64 {
@@ -369,6 +371,99 @@ mod tests {
             .wrapping_mul(0x9E37_79B9_7F4A_7C15);
         z ^= z >> 29;
         z.wrapping_mul(0xBF58_476D_1CE4_E5B9) >> 32
+    }
+
+    /// A design with programming noise and adaptive slicing builds each layer
+    /// as the chosen slicing compiled with the calibration and programmed on
+    /// the design's devices with the layer's seed: the same crossbars whether
+    /// the build reuses the chosen candidate's mapping (budgets at which it was
+    /// the last one run) or compiles it again (a slicing forced on the last
+    /// layer: no candidate run).
+    #[test]
+    fn noisy_builds_program_the_chosen_slicing() {
+        let (outputs, cols) = (24, 700);
+        #[allow(clippy::cast_possible_truncation)]
+        let w = Array2::from_shape_fn((outputs, cols), |(o, c)| {
+            ((scramble(o * cols + c, 5) % 255) as i16 - 127) as i8
+        });
+        let qm = QuantizedMatrix {
+            weights: w,
+            scales: vec![1.0; outputs],
+        };
+        #[allow(clippy::cast_possible_truncation)]
+        let x = QInput::Unsigned(Array2::from_shape_fn((40, cols), |(v, c)| {
+            scramble(v * cols + c, 6) as u8
+        }));
+        let cands: Vec<Slicing> = ["4-4", "4-2-2", "2x4"]
+            .iter()
+            .map(|s| Slicing::parse(s).unwrap())
+            .collect();
+        let noise = DeviceNoise::new(0.02, 0.01, 0.0).unwrap();
+        let mut slicings = Vec::new();
+        let forced = Slicing::parse("1x8").unwrap();
+        let cases = [
+            (0.0, None),
+            (1e-6, None),
+            (0.05, None),
+            (10.0, None),
+            (0.05, Some(forced)),
+        ];
+        for (budget, force_last) in cases {
+            let policy = AdaptiveSlicing::new(
+                cands.clone(),
+                raella_compiler::Budget::Fixed(budget),
+                Box::new(RelativeRms),
+            )
+            .unwrap();
+            let arch = ArchConfig {
+                adaptive: Some((policy, calibration_run(&RunConfig::raella()))),
+                device_noise: Some(noise.clone()),
+                force_last,
+                ..ArchConfig::fixed(CompileConfig::raella(), RunConfig::raella())
+            };
+            let seed = 9;
+            let built = CrossbarBackend::build_layers(
+                &[("fc", std::slice::from_ref(&qm))],
+                &arch,
+                &[vec![x.clone()]],
+                seed,
+            )
+            .unwrap();
+            let cfg = CompileConfig {
+                weight_slicing: Slicing::parse(&built.slicings()[0]).unwrap(),
+                ..CompileConfig::raella()
+            };
+            let cal = x.sampled_crossbar_vectors(false, CALIBRATION_VECTORS);
+            let c = Calibration {
+                inputs: cal.view(),
+                input_slicing: arch.run.input.slicing(),
+            };
+            let want = ProgrammedLayer::program(
+                compile(qm.weights.view(), &cfg, Some(c)).unwrap(),
+                &noise,
+                mix(seed, &[1, 0, 0]),
+            );
+            let got = &built.layers()[0][0];
+            assert_eq!(got.mapped(), want.mapped(), "{budget}");
+            for (a, b) in got.crossbars().iter().zip(want.crossbars()) {
+                assert!(!a.is_integral(), "programming noise");
+                for col in 0..a.used_cols() {
+                    let bits = |px: &raella_device::ProgrammedCrossbar| {
+                        px.diff_column(col)
+                            .iter()
+                            .map(|g| g.to_bits())
+                            .collect::<Vec<_>>()
+                    };
+                    assert_eq!(bits(a), bits(b), "{budget}, column {col}");
+                }
+                assert_eq!(a.stuck_devices(), b.stuck_devices(), "{budget}");
+            }
+            slicings.push(built.slicings()[0].clone());
+        }
+        // Budgets that stop at different candidates, and the forced one.
+        slicings.sort();
+        slicings.dedup();
+        assert!(slicings.len() > 2, "{slicings:?}");
     }
 
     /// The check's squared error and reference equal those of the plain
