@@ -375,6 +375,107 @@ fn pp(a: Option<f64>, b: Option<f64>) -> String {
     }
 }
 
+/// Mean, sample standard deviation (0 for one value), least and greatest.
+fn spread(v: &[f64]) -> (f64, f64, f64, f64) {
+    #[allow(clippy::cast_precision_loss)]
+    let n = v.len() as f64;
+    let mean = v.iter().sum::<f64>() / n;
+    let sd = if v.len() > 1 {
+        (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
+    } else {
+        0.0
+    };
+    let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    (mean, sd, lo, hi)
+}
+
+/// With more than one seed, a row per design of the model: each fidelity
+/// figure's mean, standard deviation and range over the seeds (what the
+/// seed draws: programming errors, stuck devices, ADC instances and read
+/// noise; an ideal design gives the same figure for every seed).
+fn seeds_section(
+    md: &mut String,
+    spec: &Spec,
+    res: &SweepResults,
+    model: &str,
+) -> anyhow::Result<()> {
+    if spec.seeds.len() < 2 {
+        return Ok(());
+    }
+    let rows: Vec<_> = res.rows.iter().filter(|r| r.model == model).collect();
+    let mut designs: Vec<&str> = Vec::new();
+    for r in &rows {
+        if !designs.contains(&r.arch.as_str()) {
+            designs.push(&r.arch);
+        }
+    }
+    let labelled = rows.iter().any(|r| r.top1.is_some());
+    let text = rows.iter().any(|r| r.pearson.is_some());
+    let first = if text {
+        "Lee-50 Pearson"
+    } else if labelled {
+        "top-1"
+    } else {
+        "agreement with 8-bit ref"
+    };
+    writeln!(
+        md,
+        "\n### Across seeds ({} seeds)\n\nMean +- standard deviation [least, greatest] over the seeds.\n",
+        spec.seeds.len()
+    )?;
+    writeln!(
+        md,
+        "| design | seeds | {first} | output rel. error vs 8-bit | feature cosine vs 8-bit |"
+    )?;
+    writeln!(md, "|---|---|---|---|---|")?;
+    let fmt = |v: &[f64], scale: f64, digits: usize| -> String {
+        let (m, sd, lo, hi) = spread(v);
+        format!(
+            "{:.d$} +- {:.d$} [{:.d$}, {:.d$}]",
+            m * scale,
+            sd * scale,
+            lo * scale,
+            hi * scale,
+            d = digits
+        )
+    };
+    for d in designs {
+        let of: Vec<_> = rows.iter().filter(|r| r.arch == d).collect();
+        let figure: Vec<f64> = of
+            .iter()
+            .map(|r| {
+                if text {
+                    r.pearson.unwrap_or(f64::NAN)
+                } else if labelled {
+                    r.top1.unwrap_or(f64::NAN)
+                } else {
+                    r.agreement_int8
+                }
+            })
+            .collect();
+        let errs: Vec<f64> = of.iter().map(|r| r.output_rel_err_int8).collect();
+        let cos: Vec<f64> = of.iter().map(|r| r.feature_cosine_int8).collect();
+        let first = if text {
+            fmt(&figure, 1.0, 4)
+        } else {
+            fmt(&figure, 100.0, 2)
+        };
+        let errs = {
+            let (m, sd, lo, hi) = spread(&errs);
+            format!("{m:.2e} +- {sd:.1e} [{lo:.2e}, {hi:.2e}]")
+        };
+        writeln!(
+            md,
+            "| {} | {} | {first} | {errs} | {} |",
+            cell(d),
+            of.len(),
+            fmt(&cos, 1.0, 6)
+        )?;
+    }
+    Ok(())
+}
+
 /// Per non-ideality knob with a curve (`plots::STRENGTHS`), a row per
 /// strength: each base design's output error vs the 8-bit reference and its
 /// fidelity (top-1, else agreement with the 8-bit reference; Lee-50 Pearson
@@ -608,6 +709,7 @@ fn report_text(spec: &Spec, res: &SweepResults) -> anyhow::Result<String> {
                 r.converts_per_mac
             )?;
         }
+        seeds_section(&mut md, spec, res, &m.name)?;
         robustness_section(&mut md, spec, res, &m.name)?;
         writeln!(md, "\n### Per layer (first seed)\n")?;
         writeln!(

@@ -313,3 +313,68 @@ fn grids_expand_to_the_product_of_their_axes() {
     );
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+/// With several seeds, the report gives each design's figures over them
+/// (mean, standard deviation, range): the noisy design's output error is
+/// the mean of its rows, the ideal design's has no spread; with one seed
+/// there is no such section.
+#[test]
+fn the_report_summarises_each_design_across_seeds() {
+    let d = tmp("seeds");
+    let body =
+        "archs = [\"isaac8b\"]\n[[arch]]\npreset = \"isaac8b\"\nname = \"noisy\"\nnoise_e = 0.12\n";
+    for seeds in ["[1, 2, 3]", "[4]"] {
+        let p = spec_with(&d, &format!("seeds = {seeds}\n{body}"));
+        let spec = Spec::load(&p, &presets()).unwrap();
+        let res = run(&spec, |_| {}).unwrap();
+        let out = d.join("out");
+        write_results(&spec, &res, &out).unwrap();
+        let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+        std::fs::remove_dir_all(&out).unwrap();
+        if spec.seeds.len() == 1 {
+            assert!(!md.contains("### Across seeds"), "{md}");
+            continue;
+        }
+        let section = md
+            .split("### Across seeds (3 seeds)")
+            .nth(1)
+            .expect("the section")
+            .split("\n### ")
+            .next()
+            .unwrap();
+        let row = |name: &str| {
+            section
+                .lines()
+                .find(|l| l.starts_with(&format!("| {name} | 3 |")))
+                .unwrap_or_else(|| panic!("no row for {name}: {section}"))
+                .to_string()
+        };
+        let errs: Vec<f64> = res
+            .rows
+            .iter()
+            .filter(|r| r.arch == "noisy")
+            .map(|r| r.output_rel_err_int8)
+            .collect();
+        assert_eq!(errs.len(), 3);
+        assert!(
+            errs.iter().any(|&e| e != errs[0]),
+            "the seeds differ: {errs:?}"
+        );
+        let mean = errs.iter().sum::<f64>() / 3.0;
+        let (lo, hi) = errs
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(l, h), &e| (l.min(e), h.max(e)));
+        let want = format!("| {mean:.2e} +- ");
+        let range = format!("[{lo:.2e}, {hi:.2e}] |");
+        let noisy = row("noisy");
+        assert!(
+            noisy.contains(&want) && noisy.contains(&range),
+            "{noisy} lacks {want} / {range}"
+        );
+        // The ideal design: the same figures for every seed.
+        let ideal = row("isaac8b");
+        assert!(ideal.contains("+- 0.00 ["), "{ideal}");
+        assert!(ideal.contains("0.00e0 +- 0.0e0"), "{ideal}");
+    }
+    std::fs::remove_dir_all(&d).unwrap();
+}
