@@ -412,7 +412,7 @@ fn seeds_section(
     }
     let labelled = rows.iter().any(|r| r.top1.is_some());
     let text = rows.iter().any(|r| r.pearson.is_some());
-    let first = if text {
+    let figure_name = if text {
         "Lee-50 Pearson"
     } else if labelled {
         "top-1"
@@ -426,7 +426,7 @@ fn seeds_section(
     )?;
     writeln!(
         md,
-        "| design | seeds | {first} | output rel. error vs 8-bit | feature cosine vs 8-bit |"
+        "| design | seeds | {figure_name} | output rel. error vs 8-bit | feature cosine vs 8-bit |"
     )?;
     writeln!(md, "|---|---|---|---|---|")?;
     let fmt = |v: &[f64], scale: f64, digits: usize| -> String {
@@ -456,7 +456,7 @@ fn seeds_section(
             .collect();
         let errs: Vec<f64> = of.iter().map(|r| r.output_rel_err_int8).collect();
         let cos: Vec<f64> = of.iter().map(|r| r.feature_cosine_int8).collect();
-        let first = if text {
+        let figure = if text {
             fmt(&figure, 1.0, 4)
         } else {
             fmt(&figure, 100.0, 2)
@@ -467,7 +467,7 @@ fn seeds_section(
         };
         writeln!(
             md,
-            "| {} | {} | {first} | {errs} | {} |",
+            "| {} | {} | {figure} | {errs} | {} |",
             cell(d),
             of.len(),
             fmt(&cos, 1.0, 6)
