@@ -361,8 +361,8 @@ impl Crossbar {
                     // `G+ - G-` summed as `effective` would give it, without
                     // the matrices.
                     None => reference_read(&gp, two.then_some(gn.as_slice()), c),
-                    Some(_) => {
-                        let (d, _) = effective(gp.clone(), two.then(|| gn.clone()), r, c, ir);
+                    Some(ir) => {
+                        let (d, _) = ir_effective(&gp, two.then_some(gn.as_slice()), r, c, ir);
                         reference_read(&d, None, c)
                     }
                 });
@@ -462,8 +462,20 @@ fn effective(
             None => (gp.clone(), gp),
         };
     };
+    ir_effective(&gp, gn.as_deref(), rows, cols, (wire, lsb))
+}
+
+/// [`effective`] with IR drop `(wire ohm, siemens per level step)`: reads the
+/// devices (the matrices are new), so a caller may keep them.
+fn ir_effective(
+    gp: &[f32],
+    gn: Option<&[f32]>,
+    rows: usize,
+    cols: usize,
+    (wire, lsb): (f64, f64),
+) -> (Vec<f32>, Vec<f32>) {
     let siemens = |g: &[f32]| g.iter().map(|&v| f64::from(v) * lsb).collect::<Vec<f64>>();
-    let (sp, sn) = (siemens(&gp), gn.as_deref().map(siemens));
+    let (sp, sn) = (siemens(gp), gn.map(siemens));
     let eff = crate::ir_drop::resummed(&sp, sn.as_deref(), rows, cols, wire);
     #[allow(clippy::cast_possible_truncation)]
     let steps = |v: f64| (v / lsb) as f32;
