@@ -23,9 +23,6 @@ pub type Plot = (PathBuf, String, String);
 
 const FONT: &str = "sans-serif";
 
-/// `(noise E in %, output error, top-1 in %)`.
-type NoisePoint = (f64, f64, f64);
-
 fn err(e: impl std::fmt::Display) -> anyhow::Error {
     anyhow::anyhow!("plotting: {e}")
 }
@@ -444,34 +441,97 @@ pub(crate) fn curve_designs<'a>(
         .collect()
 }
 
+/// One design's point on a robustness curve: its strength, and its output
+/// error vs the 8-bit reference and fidelity (Lee-50 Pearson, else top-1,
+/// else agreement with the 8-bit reference) over the spec's seeds, each as
+/// `(mean, sample standard deviation, least, greatest)`.
+pub(crate) struct CurvePoint<'a> {
+    pub(crate) x: f64,
+    pub(crate) error: (f64, f64, f64, f64),
+    pub(crate) fidelity: (f64, f64, f64, f64),
+    /// The rows the figures summarise, first seed first.
+    pub(crate) rows: Vec<&'a crate::run::ResultRow>,
+}
+
+/// The curve of preset `base` against `strength` on `model`: a point per
+/// design (`curve_designs`) with results, in spec order.
+pub(crate) fn curve_points<'a>(
+    spec: &Spec,
+    res: &'a SweepResults,
+    model: &str,
+    base: &str,
+    strength: &Strength,
+) -> Vec<CurvePoint<'a>> {
+    curve_designs(spec, base, strength)
+        .into_iter()
+        .filter_map(|a| {
+            let rows: Vec<&crate::run::ResultRow> = spec
+                .seeds
+                .iter()
+                .filter_map(|&seed| {
+                    res.rows
+                        .iter()
+                        .find(|r| r.model == model && r.arch == a.name && r.seed == seed)
+                })
+                .collect();
+            if rows.is_empty() {
+                return None;
+            }
+            let errors: Vec<f64> = rows.iter().map(|r| r.output_rel_err_int8).collect();
+            let fidelity: Vec<f64> = rows
+                .iter()
+                .map(|r| {
+                    r.pearson
+                        .unwrap_or_else(|| r.top1.unwrap_or(r.agreement_int8))
+                })
+                .collect();
+            Some(CurvePoint {
+                x: (strength.x)(&a.knobs),
+                error: crate::report::spread(&errors),
+                fidelity: crate::report::spread(&fidelity),
+                rows,
+            })
+        })
+        .collect()
+}
+
+/// `(strength, (mean, least, greatest) output error, the same of the
+/// fidelity in %)`.
+type CurveXy = (f64, (f64, f64, f64), (f64, f64, f64));
+
 /// Fidelity against one non-ideality's strength for the `isaac8b`-,
 /// `center_offset`- and `raella`-based designs: output error vs the 8-bit
 /// reference (log), and top-1 (labelled data), agreement with the 8-bit
-/// reference, or for text models the Lee-50 Pearson. `None` unless some base
-/// has at least two strengths.
+/// reference, or for text models the Lee-50 Pearson. With several seeds each
+/// point is the mean over them and a bar spans their least and greatest.
+/// `None` unless some base has at least two strengths.
 fn robustness(
     spec: &Spec,
     res: &SweepResults,
     model: &str,
     strength: &Strength,
 ) -> anyhow::Result<Option<String>> {
-    let mut series: Vec<(String, Vec<NoisePoint>)> = Vec::new();
+    let mut series: Vec<(String, Vec<CurveXy>)> = Vec::new();
     let mut second = "top-1 or agreement with the 8-bit reference (%)";
+    let mut seeds = 0;
     for base in ROBUSTNESS_BASES {
-        let mut pts: Vec<NoisePoint> = curve_designs(spec, base, strength)
+        let mut pts: Vec<CurveXy> = curve_points(spec, res, model, base, strength)
             .into_iter()
-            .filter_map(|a| {
-                let r = res
-                    .rows
-                    .iter()
-                    .find(|r| r.model == model && r.arch == a.name && r.seed == spec.seeds[0])?;
-                let y2 = if let Some(p) = r.pearson {
+            .map(|p| {
+                if p.rows[0].pearson.is_some() {
                     second = "Lee-50 Pearson x 100";
-                    p * 100.0
-                } else {
-                    r.top1.unwrap_or(r.agreement_int8) * 100.0
-                };
-                Some(((strength.x)(&a.knobs), r.output_rel_err_int8.max(1e-6), y2))
+                }
+                seeds = seeds.max(p.rows.len());
+                let floor = |v: f64| v.max(1e-6);
+                (
+                    p.x,
+                    (floor(p.error.0), floor(p.error.2), floor(p.error.3)),
+                    (
+                        p.fidelity.0 * 100.0,
+                        p.fidelity.2 * 100.0,
+                        p.fidelity.3 * 100.0,
+                    ),
+                )
             })
             .collect();
         pts.sort_by(|a, b| a.0.total_cmp(&b.0));
@@ -487,35 +547,40 @@ fn robustness(
         let root = SVGBackend::with_string(&mut s, (1000, 800)).into_drawing_area();
         root.fill(&WHITE).map_err(err)?;
         let (top, bottom) = root.split_vertically(400);
-        let all: Vec<&(f64, f64, f64)> = series.iter().flat_map(|s| s.1.iter()).collect();
+        let all: Vec<&CurveXy> = series.iter().flat_map(|s| s.1.iter()).collect();
         let (x0, x1) = padded(
             all.iter().map(|p| p.0).fold(f64::INFINITY, f64::min),
             all.iter().map(|p| p.0).fold(f64::NEG_INFINITY, f64::max),
         );
         let (l0, l1) = padded(
             all.iter()
-                .map(|p| p.1.log10())
+                .map(|p| p.1.1.log10())
                 .fold(f64::INFINITY, f64::min),
             all.iter()
-                .map(|p| p.1.log10())
+                .map(|p| p.1.2.log10())
                 .fold(f64::NEG_INFINITY, f64::max),
         );
         let (t0, t1) = padded(
-            all.iter().map(|p| p.2).fold(f64::INFINITY, f64::min),
-            all.iter().map(|p| p.2).fold(f64::NEG_INFINITY, f64::max),
+            all.iter().map(|p| p.2.1).fold(f64::INFINITY, f64::min),
+            all.iter().map(|p| p.2.2).fold(f64::NEG_INFINITY, f64::max),
         );
+        let over = if seeds > 1 {
+            format!(" (mean, bars: range over {seeds} seeds)")
+        } else {
+            String::new()
+        };
         let colours = [RED, GREEN, BLUE];
         let panels = [
             (
                 &top,
-                format!("{model}: output error vs {}", strength.knob),
+                format!("{model}: output error vs {}{over}", strength.knob),
                 "log10 output rel. error vs 8-bit ref",
                 (l0, l1),
                 true,
             ),
             (
                 &bottom,
-                format!("{model}: fidelity vs {}", strength.knob),
+                format!("{model}: fidelity vs {}{over}", strength.knob),
                 second,
                 (t0, t1),
                 false,
@@ -535,9 +600,16 @@ fn robustness(
                 .draw()
                 .map_err(err)?;
             for ((name, pts), colour) in series.iter().zip(colours) {
-                let y = |p: &(f64, f64, f64)| if log { p.1.log10() } else { p.2 };
+                // (mean, least, greatest) on this panel's axis.
+                let y = |p: &CurveXy| {
+                    if log {
+                        (p.1.0.log10(), p.1.1.log10(), p.1.2.log10())
+                    } else {
+                        p.2
+                    }
+                };
                 c.draw_series(LineSeries::new(
-                    pts.iter().map(|p| (p.0, y(p))),
+                    pts.iter().map(|p| (p.0, y(p).0)),
                     colour.stroke_width(2),
                 ))
                 .map_err(err)?
@@ -547,9 +619,16 @@ fn robustness(
                 });
                 c.draw_series(
                     pts.iter()
-                        .map(|p| Circle::new((p.0, y(p)), 4, colour.filled())),
+                        .map(|p| Circle::new((p.0, y(p).0), 4, colour.filled())),
                 )
                 .map_err(err)?;
+                if seeds > 1 {
+                    c.draw_series(pts.iter().map(|p| {
+                        let (mean, lo, hi) = y(p);
+                        ErrorBar::new_vertical(p.0, lo, mean, hi, colour.stroke_width(1), 8)
+                    }))
+                    .map_err(err)?;
+                }
             }
             c.configure_series_labels()
                 .background_style(WHITE.mix(0.8))

@@ -376,7 +376,7 @@ fn pp(a: Option<f64>, b: Option<f64>) -> String {
 }
 
 /// Mean, sample standard deviation (0 for one value), least and greatest.
-fn spread(v: &[f64]) -> (f64, f64, f64, f64) {
+pub(crate) fn spread(v: &[f64]) -> (f64, f64, f64, f64) {
     #[allow(clippy::cast_precision_loss)]
     let n = v.len() as f64;
     let mean = v.iter().sum::<f64>() / n;
@@ -479,46 +479,41 @@ fn seeds_section(
 /// Per non-ideality knob with a curve (`plots::STRENGTHS`), a row per
 /// strength: each base design's output error vs the 8-bit reference and its
 /// fidelity (top-1, else agreement with the 8-bit reference; Lee-50 Pearson
-/// for text models), first seed. Nothing when the spec has no such curve.
+/// for text models); with several seeds their mean +- standard deviation.
+/// Nothing when the spec has no such curve.
 fn robustness_section(
     md: &mut String,
     spec: &Spec,
     res: &SweepResults,
     model: &str,
 ) -> anyhow::Result<()> {
-    use crate::plots::{ROBUSTNESS_BASES, STRENGTHS, curve_designs};
+    use crate::plots::{ROBUSTNESS_BASES, STRENGTHS, curve_points};
     let mut rows: Vec<String> = Vec::new();
+    let mut seeds = 0;
     for strength in &STRENGTHS {
-        let per_base: Vec<Vec<(f64, &crate::run::ResultRow)>> = ROBUSTNESS_BASES
+        let per_base: Vec<Vec<crate::plots::CurvePoint>> = ROBUSTNESS_BASES
             .iter()
-            .map(|b| {
-                curve_designs(spec, b, strength)
-                    .into_iter()
-                    .filter_map(|a| {
-                        let r = res.rows.iter().find(|r| {
-                            r.model == model && r.arch == a.name && r.seed == spec.seeds[0]
-                        })?;
-                        Some(((strength.x)(&a.knobs), r))
-                    })
-                    .collect()
-            })
+            .map(|b| curve_points(spec, res, model, b, strength))
             .collect();
         if per_base.iter().all(|p| p.len() < 2) {
             continue;
         }
-        let mut xs: Vec<f64> = per_base.iter().flatten().map(|p| p.0).collect();
+        let mut xs: Vec<f64> = per_base.iter().flatten().map(|p| p.x).collect();
         xs.sort_by(f64::total_cmp);
         xs.dedup();
         for x in xs.into_iter().filter(|&x| x != 0.0) {
             let mut line = format!("| `{}` | {} = {x:.4} |", strength.name, strength.label);
             for pts in &per_base {
-                match pts.iter().find(|p| p.0 == x) {
-                    Some((_, r)) => {
-                        let fid = r
-                            .pearson
-                            .unwrap_or_else(|| r.top1.unwrap_or(r.agreement_int8));
-                        write!(line, " {:.2e} | {:.4} |", r.output_rel_err_int8, fid)?;
+                match pts.iter().find(|p| p.x == x) {
+                    Some(p) if p.rows.len() > 1 => {
+                        seeds = seeds.max(p.rows.len());
+                        write!(
+                            line,
+                            " {:.2e} +- {:.1e} | {:.4} +- {:.4} |",
+                            p.error.0, p.error.1, p.fidelity.0, p.fidelity.1
+                        )?;
                     }
+                    Some(p) => write!(line, " {:.2e} | {:.4} |", p.error.0, p.fidelity.0)?,
                     None => line.push_str(" - | - |"),
                 }
             }
@@ -528,9 +523,14 @@ fn robustness_section(
     if rows.is_empty() {
         return Ok(());
     }
+    let over = if seeds > 1 {
+        format!("mean +- standard deviation over {seeds} seeds")
+    } else {
+        "first seed".to_string()
+    };
     writeln!(
         md,
-        "\n### Robustness (first seed; `docs/DEVICES.md`)\n\nOne non-ideality at a time on each design; fidelity is the Lee-50 Pearson (text), top-1 (labelled images) or agreement with the 8-bit reference. The unperturbed designs are in the table above.\n"
+        "\n### Robustness ({over}; `docs/DEVICES.md`)\n\nOne non-ideality at a time on each design; fidelity is the Lee-50 Pearson (text), top-1 (labelled images) or agreement with the 8-bit reference. The unperturbed designs are in the table above.\n"
     )?;
     let mut head = String::from("| knob | strength |");
     let mut rule = String::from("|---|---|");

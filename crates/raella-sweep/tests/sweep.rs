@@ -331,8 +331,16 @@ fn the_report_summarises_each_design_across_seeds() {
         write_results(&spec, &res, &out).unwrap();
         let md = std::fs::read_to_string(out.join("report.md")).unwrap();
         std::fs::remove_dir_all(&out).unwrap();
+        let noise_plot = raella_sweep::plots(&spec, &res)
+            .unwrap()
+            .into_iter()
+            .find(|p| p.0.to_string_lossy().ends_with("_noise.svg"))
+            .expect("the read-noise curve")
+            .2;
         if spec.seeds.len() == 1 {
             assert!(!md.contains("### Across seeds"), "{md}");
+            assert!(md.contains("### Robustness (first seed;"), "{md}");
+            assert!(!noise_plot.contains("seeds)"));
             continue;
         }
         let section = md
@@ -375,6 +383,34 @@ fn the_report_summarises_each_design_across_seeds() {
         let ideal = row("isaac8b");
         assert!(ideal.contains("+- 0.00 ["), "{ideal}");
         assert!(ideal.contains("0.00e0 +- 0.0e0"), "{ideal}");
+        // The robustness table and curve summarise the same seeds: the noisy
+        // design's output error and top-1 as mean +- standard deviation.
+        let sd = |v: &[f64]| {
+            let m = v.iter().sum::<f64>() / 3.0;
+            (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / 2.0).sqrt()
+        };
+        let top1: Vec<f64> = res
+            .rows
+            .iter()
+            .filter(|r| r.arch == "noisy")
+            .map(|r| r.top1.unwrap())
+            .collect();
+        let line = md
+            .split("### Robustness (mean +- standard deviation over 3 seeds;")
+            .nth(1)
+            .expect("the robustness section")
+            .lines()
+            .find(|l| l.starts_with("| `noise_e` |"))
+            .expect("the noise row")
+            .to_string();
+        let want = format!(
+            "| {mean:.2e} +- {:.1e} | {:.4} +- {:.4} |",
+            sd(&errs),
+            top1.iter().sum::<f64>() / 3.0,
+            sd(&top1)
+        );
+        assert!(line.contains(&want), "{line} lacks {want}");
+        assert!(noise_plot.contains("(mean, bars: range over 3 seeds)"));
     }
     std::fs::remove_dir_all(&d).unwrap();
 }
