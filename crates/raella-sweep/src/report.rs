@@ -545,6 +545,89 @@ fn robustness_section(
     Ok(())
 }
 
+/// A row per design and crossbar layer of the model. With several seeds the
+/// activity figures (in-range, recovery rate, conversions per MAC, ADC
+/// share, average cell value and input pulses) are means over the seeds and
+/// the layer's own error is mean +- standard deviation; the layer's shape,
+/// slicing and crossbars are the first seed's (the seed changes none of them).
+fn per_layer_section(
+    md: &mut String,
+    spec: &Spec,
+    res: &SweepResults,
+    model: &str,
+) -> anyhow::Result<()> {
+    let several = spec.seeds.len() > 1;
+    if several {
+        writeln!(
+            md,
+            "\n### Per layer (mean over {} seeds; layer rel. error mean +- standard deviation)\n",
+            spec.seeds.len()
+        )?;
+    } else {
+        writeln!(md, "\n### Per layer (first seed)\n")?;
+    }
+    writeln!(
+        md,
+        "| design | layer | matrix | weight slicing | crossbars | utilisation | vectors / image | in-range | recovery rate | converts / MAC | ADC share vs 1b | avg cell value | avg input pulses | layer rel. error |"
+    )?;
+    writeln!(
+        md,
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    )?;
+    let first = spec.seeds[0];
+    for r in res
+        .rows
+        .iter()
+        .filter(|r| r.model == model && r.seed == first)
+    {
+        // The same design's rows for every seed, first seed first.
+        let seeds: Vec<&crate::run::ResultRow> = spec
+            .seeds
+            .iter()
+            .filter_map(|&seed| {
+                res.rows
+                    .iter()
+                    .find(|o| o.model == model && o.arch == r.arch && o.seed == seed)
+            })
+            .collect();
+        for (i, l) in r.layers.iter().enumerate() {
+            let same: Vec<&crate::run::LayerRow> = seeds
+                .iter()
+                .filter_map(|o| o.layers.get(i).filter(|x| x.layer == l.layer))
+                .collect();
+            let mean = |f: fn(&crate::run::LayerRow) -> f64| {
+                spread(&same.iter().map(|x| f(x)).collect::<Vec<f64>>()).0
+            };
+            let error = if several {
+                let (m, sd, _, _) =
+                    spread(&same.iter().map(|x| x.layer_rel_err).collect::<Vec<f64>>());
+                format!("{m:.2e} +- {sd:.1e}")
+            } else {
+                format!("{:.2e}", l.layer_rel_err)
+            };
+            writeln!(
+                md,
+                "| {} | {} | {} | {} | {} | {:.4} | {:.0} | {:.4} | {:.4} | {:.4} | {:.3} | {:.3} | {:.3} | {error} |",
+                cell(&r.arch),
+                cell(&l.layer),
+                l.matrix,
+                l.weight_slicing,
+                l.crossbars,
+                l.utilisation,
+                l.vectors_per_image,
+                mean(|x| x.in_range_fraction),
+                mean(|x| x.recovery_rate),
+                mean(|x| x.converts_per_mac),
+                mean(|x| x.adc_action_share),
+                mean(|x| x.average_cell_value),
+                mean(|x| x.average_input_pulses),
+            )?;
+        }
+    }
+    writeln!(md)?;
+    Ok(())
+}
+
 fn report_text(spec: &Spec, res: &SweepResults) -> anyhow::Result<String> {
     let mut md = String::new();
     writeln!(md, "# Sweep `{}`\n", cell(&spec.name))?;
@@ -711,43 +794,7 @@ fn report_text(spec: &Spec, res: &SweepResults) -> anyhow::Result<String> {
         }
         seeds_section(&mut md, spec, res, &m.name)?;
         robustness_section(&mut md, spec, res, &m.name)?;
-        writeln!(md, "\n### Per layer (first seed)\n")?;
-        writeln!(
-            md,
-            "| design | layer | matrix | weight slicing | crossbars | utilisation | vectors / image | in-range | recovery rate | converts / MAC | ADC share vs 1b | avg cell value | avg input pulses | layer rel. error |"
-        )?;
-        writeln!(
-            md,
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
-        )?;
-        let first = spec.seeds[0];
-        for r in res
-            .rows
-            .iter()
-            .filter(|r| r.model == m.name && r.seed == first)
-        {
-            for l in &r.layers {
-                writeln!(
-                    md,
-                    "| {} | {} | {} | {} | {} | {:.4} | {:.0} | {:.4} | {:.4} | {:.4} | {:.3} | {:.3} | {:.3} | {:.2e} |",
-                    cell(&r.arch),
-                    cell(&l.layer),
-                    l.matrix,
-                    l.weight_slicing,
-                    l.crossbars,
-                    l.utilisation,
-                    l.vectors_per_image,
-                    l.in_range_fraction,
-                    l.recovery_rate,
-                    l.converts_per_mac,
-                    l.adc_action_share,
-                    l.average_cell_value,
-                    l.average_input_pulses,
-                    l.layer_rel_err
-                )?;
-            }
-        }
-        writeln!(md)?;
+        per_layer_section(&mut md, spec, res, &m.name)?;
     }
     energy_section(&mut md, spec, res)?;
     writeln!(md, "## Designs\n")?;

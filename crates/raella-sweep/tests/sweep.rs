@@ -321,8 +321,7 @@ fn grids_expand_to_the_product_of_their_axes() {
 #[test]
 fn the_report_summarises_each_design_across_seeds() {
     let d = tmp("seeds");
-    let body =
-        "archs = [\"isaac8b\"]\n[[arch]]\npreset = \"isaac8b\"\nname = \"noisy\"\nnoise_e = 0.12\n";
+    let body = "archs = [\"isaac8b\"]\n[[arch]]\npreset = \"isaac8b\"\nname = \"noisy\"\nnoise_e = 0.12\n[[arch]]\npreset = \"raella\"\nname = \"noisy_raella\"\nnoise_e = 0.12\n";
     for seeds in ["[1, 2, 3]", "[4]"] {
         let p = spec_with(&d, &format!("seeds = {seeds}\n{body}"));
         let spec = Spec::load(&p, &presets()).unwrap();
@@ -341,6 +340,7 @@ fn the_report_summarises_each_design_across_seeds() {
             assert!(!md.contains("### Across seeds"), "{md}");
             assert!(md.contains("### Robustness (first seed;"), "{md}");
             assert!(!noise_plot.contains("seeds)"));
+            assert!(md.contains("### Per layer (first seed)"), "{md}");
             continue;
         }
         let section = md
@@ -411,6 +411,40 @@ fn the_report_summarises_each_design_across_seeds() {
         );
         assert!(line.contains(&want), "{line} lacks {want}");
         assert!(noise_plot.contains("(mean, bars: range over 3 seeds)"));
+        // The per-layer table: the noisy designs' layers' own errors as mean
+        // +- standard deviation, and RAELLA's recovery rates (which the noise
+        // changes) as means.
+        let per_layer = md
+            .split("### Per layer (mean over 3 seeds; layer rel. error mean +- standard deviation)")
+            .nth(1)
+            .expect("the per-layer section");
+        let mut recovery_varies = false;
+        for design in ["noisy", "noisy_raella"] {
+            let of_design: Vec<_> = res.rows.iter().filter(|r| r.arch == design).collect();
+            for (k, l) in of_design[0].layers.iter().enumerate() {
+                let of = |f: fn(&raella_sweep::LayerRow) -> f64| -> Vec<f64> {
+                    of_design.iter().map(|r| f(&r.layers[k])).collect()
+                };
+                let errs = of(|x| x.layer_rel_err);
+                let recovery = of(|x| x.recovery_rate);
+                recovery_varies |= recovery.iter().any(|&v| v != recovery[0]);
+                let line = per_layer
+                    .lines()
+                    .find(|x| x.starts_with(&format!("| {design} | {} |", l.layer)))
+                    .expect("the layer's row");
+                let rate = format!("| {:.4} |", recovery.iter().sum::<f64>() / 3.0);
+                let err = format!(
+                    "| {:.2e} +- {:.1e} |",
+                    errs.iter().sum::<f64>() / 3.0,
+                    sd(&errs)
+                );
+                assert!(
+                    line.contains(&rate) && line.ends_with(&err),
+                    "{line} lacks {rate} / {err}"
+                );
+            }
+        }
+        assert!(recovery_varies, "the recovery rates differ between seeds");
     }
     std::fs::remove_dir_all(&d).unwrap();
 }
