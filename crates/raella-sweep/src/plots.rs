@@ -453,6 +453,24 @@ pub(crate) struct CurvePoint<'a> {
     pub(crate) rows: Vec<&'a crate::run::ResultRow>,
 }
 
+/// The rows of design `arch` on `model`, one per seed of the spec that has
+/// one, in the spec's seed order (first seed first).
+pub(crate) fn seed_rows<'a>(
+    spec: &Spec,
+    res: &'a SweepResults,
+    model: &str,
+    arch: &str,
+) -> Vec<&'a crate::run::ResultRow> {
+    spec.seeds
+        .iter()
+        .filter_map(|&seed| {
+            res.rows
+                .iter()
+                .find(|r| r.model == model && r.arch == arch && r.seed == seed)
+        })
+        .collect()
+}
+
 /// The curve of preset `base` against `strength` on `model`: a point per
 /// design (`curve_designs`) with results, in spec order.
 pub(crate) fn curve_points<'a>(
@@ -465,15 +483,7 @@ pub(crate) fn curve_points<'a>(
     curve_designs(spec, base, strength)
         .into_iter()
         .filter_map(|a| {
-            let rows: Vec<&crate::run::ResultRow> = spec
-                .seeds
-                .iter()
-                .filter_map(|&seed| {
-                    res.rows
-                        .iter()
-                        .find(|r| r.model == model && r.arch == a.name && r.seed == seed)
-                })
-                .collect();
+            let rows = seed_rows(spec, res, model, &a.name);
             if rows.is_empty() {
                 return None;
             }

@@ -580,16 +580,7 @@ fn per_layer_section(
         .iter()
         .filter(|r| r.model == model && r.seed == first)
     {
-        // The same design's rows for every seed, first seed first.
-        let seeds: Vec<&crate::run::ResultRow> = spec
-            .seeds
-            .iter()
-            .filter_map(|&seed| {
-                res.rows
-                    .iter()
-                    .find(|o| o.model == model && o.arch == r.arch && o.seed == seed)
-            })
-            .collect();
+        let seeds = crate::plots::seed_rows(spec, res, model, &r.arch);
         for (i, l) in r.layers.iter().enumerate() {
             let same: Vec<&crate::run::LayerRow> = seeds
                 .iter()
