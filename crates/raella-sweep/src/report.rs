@@ -441,7 +441,7 @@ fn seeds_section(
         )
     };
     for d in designs {
-        let of: Vec<_> = rows.iter().filter(|r| r.arch == d).collect();
+        let of = crate::plots::seed_rows(spec, res, model, d);
         let figure: Vec<f64> = of
             .iter()
             .map(|r| {
