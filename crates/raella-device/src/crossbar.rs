@@ -313,28 +313,34 @@ impl Crossbar {
             // are drawn first where anything reads the stream (stuck devices,
             // or drift's normals after them); without that, nothing draws.
             let picked;
-            let (pos, neg): (&[u8], &[u8]) =
-                if either > 0.0 || n.drift().is_some_and(|d| d.nu_sigma() > 0.0) {
-                    let uniforms: Vec<f64> = (0..stuck_mask.len()).map(|_| rng.random()).collect();
-                    let per = if two { 2 } else { 1 };
-                    let mut pick = |i: usize, l: u8| match stuck_level(uniforms[i]) {
-                        Some(s) => {
-                            stuck_mask[i] = true;
-                            s
-                        }
-                        None => l,
-                    };
-                    let pos: Vec<u8> = (self.pos.iter().enumerate())
-                        .map(|(i, &p)| pick(per * i, p))
-                        .collect();
-                    let neg: Vec<u8> = (self.neg.iter().enumerate())
-                        .map(|(i, &q)| pick(2 * i + 1, q))
-                        .collect();
-                    picked = (pos, neg);
-                    (&picked.0, &picked.1)
-                } else {
-                    (&self.pos, &self.neg)
+            let (pos, neg): (&[u8], &[u8]) = if either > 0.0 {
+                let uniforms: Vec<f64> = (0..stuck_mask.len()).map(|_| rng.random()).collect();
+                let per = if two { 2 } else { 1 };
+                let mut pick = |i: usize, l: u8| match stuck_level(uniforms[i]) {
+                    Some(s) => {
+                        stuck_mask[i] = true;
+                        s
+                    }
+                    None => l,
                 };
+                let pos: Vec<u8> = (self.pos.iter().enumerate())
+                    .map(|(i, &p)| pick(per * i, p))
+                    .collect();
+                let neg: Vec<u8> = (self.neg.iter().enumerate())
+                    .map(|(i, &q)| pick(2 * i + 1, q))
+                    .collect();
+                picked = (pos, neg);
+                (&picked.0, &picked.1)
+            } else {
+                if n.drift().is_some_and(|d| d.nu_sigma() > 0.0) {
+                    // Nothing can be stuck, but drift's normals follow
+                    // the uniforms in the stream: drawn and dropped.
+                    for _ in 0..stuck_mask.len() {
+                        let _: f64 = rng.random();
+                    }
+                }
+                (&self.pos, &self.neg)
+            };
             stuck = stuck_mask.iter().filter(|&&m| m).count();
             if off == 0.0 && n.ir_drop().is_none() && n.drift().is_none() {
                 // OFF at level 0 and nothing after: every device at an
@@ -377,7 +383,8 @@ impl Crossbar {
                 } else {
                     drift.nu_mean() + drift.nu_sigma() * normal(rng)
                 };
-                if !stuck {
+                // A device at exactly zero (level 0, OFF at zero) stays there.
+                if !stuck && *g != 0.0 {
                     let factor = fixed.unwrap_or_else(|| drift.factor(nu));
                     #[allow(clippy::cast_possible_truncation)]
                     let v = (f64::from(*g) * factor) as f32;
@@ -3204,6 +3211,52 @@ mod tests {
                 assert_eq!(px.stuck_devices(), stuck, "{cell:?} off {off}");
                 if off == 0.0 && cell == CellKind::OneT1R {
                     assert!(px.is_ideal(), "integer levels within the maximum");
+                }
+            }
+        }
+        // Drift with per-device exponents and nothing stuck: the stream gives
+        // one uniform per device (dropped: nothing can be stuck), then one
+        // normal per device for its exponent, in device order; a device keeps
+        // `(g (t / t0)^-nu)` rounded to `f32` (a device at zero stays zero).
+        let drift = Drift::new(0.06, 0.02, 2e5, DriftCompensation::None).unwrap();
+        for ratio in [None, Some(15.0)] {
+            let mut noise = DeviceNoise::default().with_drift(drift);
+            if let Some(ratio) = ratio {
+                noise = noise.with_on_off_ratio(ratio).unwrap();
+            }
+            let off = noise.off_level(15);
+            for cell in [CellKind::OneT1R, CellKind::TwoT2R] {
+                let xb = levels_xbar(cell, 64, 32);
+                let px = xb.program(Some(&noise), &mut stream_rng(6, &[]));
+                let mut rng = stream_rng(6, &[]);
+                let per = if cell == CellKind::TwoT2R { 2 } else { 1 };
+                for _ in 0..64 * 32 * per {
+                    let _: f64 = rng.random();
+                }
+                let mut device = |l: u8| {
+                    let z: f64 =
+                        rand_distr::Distribution::sample(&rand_distr::StandardNormal, &mut rng);
+                    #[allow(clippy::cast_possible_truncation)]
+                    let g = (f64::from(l) + off) as f32;
+                    let factor = (2e5 / crate::DRIFT_T0_SECONDS).powf(-(0.06 + 0.02 * z).max(0.0));
+                    #[allow(clippy::cast_possible_truncation)]
+                    let drifted = (f64::from(g) * factor) as f32;
+                    drifted
+                };
+                for r in 0..64 {
+                    for c in 0..32 {
+                        let (p, q) = xb.levels(r, c);
+                        let gp = device(p);
+                        let (d, m) = if cell == CellKind::TwoT2R {
+                            let gn = device(q);
+                            (gp - gn, gp + gn)
+                        } else {
+                            (gp, gp)
+                        };
+                        let at = format!("drift {cell:?} off {off} ({r}, {c})");
+                        assert_eq!(px.diff()[[r, c]].to_bits(), d.to_bits(), "{at}");
+                        assert_eq!(px.magnitude()[[r, c]].to_bits(), m.to_bits(), "{at}");
+                    }
                 }
             }
         }
