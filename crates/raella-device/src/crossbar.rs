@@ -373,30 +373,47 @@ impl Crossbar {
                     }
                 });
             }
-            let mut k = 0;
-            // One exponent for every device: its factor once.
-            let fixed = (drift.nu_sigma() <= 0.0).then(|| drift.factor(drift.nu_mean()));
-            let mut apply = |g: &mut f32, stuck: bool| {
-                // Drawn for stuck devices too (the stream's order).
-                let nu = if fixed.is_some() {
-                    drift.nu_mean()
-                } else {
-                    drift.nu_mean() + drift.nu_sigma() * normal(rng)
-                };
-                // A device at exactly zero (level 0, OFF at zero) stays there.
-                if !stuck && *g != 0.0 {
-                    let factor = fixed.unwrap_or_else(|| drift.factor(nu));
-                    #[allow(clippy::cast_possible_truncation)]
-                    let v = (f64::from(*g) * factor) as f32;
-                    *g = v;
+            let per = if two { 2 } else { 1 };
+            if drift.nu_sigma() <= 0.0 {
+                // One exponent for every device (nothing drawn): its factor
+                // once. A device at exactly zero (level 0, OFF at zero) stays
+                // there.
+                let factor = drift.factor(drift.nu_mean());
+                for (d, g) in gp.iter_mut().enumerate() {
+                    if !stuck_mask[per * d] && *g != 0.0 {
+                        #[allow(clippy::cast_possible_truncation)]
+                        let v = (f64::from(*g) * factor) as f32;
+                        *g = v;
+                    }
                 }
-            };
-            for i in 0..len {
-                apply(&mut gp[i], stuck_mask[k]);
-                k += 1;
-                if two {
-                    apply(&mut gn[i], stuck_mask[k]);
-                    k += 1;
+                for (d, g) in gn.iter_mut().enumerate() {
+                    if !stuck_mask[2 * d + 1] && *g != 0.0 {
+                        #[allow(clippy::cast_possible_truncation)]
+                        let v = (f64::from(*g) * factor) as f32;
+                        *g = v;
+                    }
+                }
+            } else {
+                // One exponent per device, drawn in device order (`G+` before
+                // `G-`, stuck devices too), 256 cells at a time.
+                let (mut pos_nu, mut neg_nu) = ([0f64; 256], [0f64; 256]);
+                let (mut pos_stuck, mut neg_stuck) = ([false; 256], [false; 256]);
+                let mut exponent = || drift.nu_mean() + drift.nu_sigma() * normal(rng);
+                for c0 in (0..len).step_by(256) {
+                    let n = (len - c0).min(256);
+                    for j in 0..n {
+                        pos_nu[j] = exponent();
+                        pos_stuck[j] = stuck_mask[per * (c0 + j)];
+                        if two {
+                            neg_nu[j] = exponent();
+                            neg_stuck[j] = stuck_mask[2 * (c0 + j) + 1];
+                        }
+                    }
+                    let cells = c0..c0 + n;
+                    drift.drift_devices(&mut gp[cells.clone()], &pos_nu[..n], &pos_stuck[..n]);
+                    if two {
+                        drift.drift_devices(&mut gn[cells], &neg_nu[..n], &neg_stuck[..n]);
+                    }
                 }
             }
         }
