@@ -315,13 +315,14 @@ impl Drift {
 
     /// [`Drift::drifted`] for many devices, the same `f32` bit for bit: device
     /// `i` (where `skip[i]` is false) with conductance `g[i]` and exponent
-    /// `nus[i]`. The factors `exp(-nu ln(t / t0))` come from [`exp_neg`], a
-    /// polynomial that vectorises, in place of a `pow` per device; each
-    /// product is kept where every value within [`DRIFT_CHECK`] of it (far
-    /// more than the two forms' combined error: `exp_neg`'s and `pow`'s, and
-    /// the exponent's rounding) rounds to the same `f32`, so `pow`'s product
-    /// rounds to it too; elsewhere (about one device in 40,000) and for
-    /// exponents past `exp_neg`'s range, the device takes [`Drift::drifted`].
+    /// `nus[i]`. The factors `exp(-nu ln(t / t0))` come from a polynomial
+    /// that vectorises (within `2^-50` of `exp`), in place of a `pow` per
+    /// device; each product is kept where every value within `2^-40` of it,
+    /// relative (far more than the two forms' combined error, about `2^-44`:
+    /// the polynomial's and `pow`'s, and the exponent's rounding), rounds to
+    /// the same `f32`, so `pow`'s product rounds to it too; elsewhere (about
+    /// one device in 40,000) and for exponents `nu ln(t / t0)` above 64, the
+    /// device takes [`Drift::drifted`]. `docs/DEVICES.md` has the argument.
     pub fn drift_devices(&self, g: &mut [f32], nus: &[f64], skip: &[bool]) {
         assert!(
             g.len() == nus.len() && g.len() == skip.len(),
