@@ -3157,6 +3157,40 @@ mod tests {
         assert!((after / t0 - 1.0).abs() < 1e-5, "{after} vs {t0}");
     }
 
+    /// Asserts that `px` holds, bit for bit, the devices `device` gives for
+    /// `xb`'s levels, called cell by cell in row-major order (`G+` before
+    /// `G-`): `G+ - G-` and `G+ + G-` (1T1R: the device for both).
+    fn assert_devices(
+        xb: &Crossbar,
+        px: &ProgrammedCrossbar,
+        label: &str,
+        mut device: impl FnMut(u8) -> f32,
+    ) {
+        let two = xb.geometry().cell() == CellKind::TwoT2R;
+        for r in 0..xb.used_rows() {
+            for c in 0..xb.used_cols() {
+                let (p, q) = xb.levels(r, c);
+                let gp = device(p);
+                let (d, m) = if two {
+                    let gn = device(q);
+                    (gp - gn, gp + gn)
+                } else {
+                    (gp, gp)
+                };
+                assert_eq!(
+                    px.diff()[[r, c]].to_bits(),
+                    d.to_bits(),
+                    "{label} ({r}, {c})"
+                );
+                assert_eq!(
+                    px.magnitude()[[r, c]].to_bits(),
+                    m.to_bits(),
+                    "{label} ({r}, {c})"
+                );
+            }
+        }
+    }
+
     #[test]
     fn draw_free_programming_scaling_and_reference_reads_equal_their_general_forms() {
         use crate::{Drift, DriftCompensation};
@@ -3171,18 +3205,7 @@ mod tests {
             let px = xb.program(Some(&noise), &mut stream_rng(1, &[]));
             let other = xb.program(Some(&noise), &mut stream_rng(2, &[]));
             assert_eq!(px.diff(), other.diff(), "{cell:?}: no draw");
-            for r in 0..64 {
-                for c in 0..32 {
-                    let (p, q) = xb.levels(r, c);
-                    let (d, m) = if cell == CellKind::TwoT2R {
-                        (g(p) - g(q), g(p) + g(q))
-                    } else {
-                        (g(p), g(p))
-                    };
-                    assert_eq!(px.diff()[[r, c]].to_bits(), d.to_bits(), "{cell:?} {r} {c}");
-                    assert_eq!(px.magnitude()[[r, c]].to_bits(), m.to_bits());
-                }
-            }
+            assert_devices(&xb, &px, &format!("{cell:?}"), g);
         }
         // Stuck devices alone: one uniform per device from the crossbar's
         // stream, device by device (`G+` before `G-`), decides each one; with
@@ -3210,21 +3233,7 @@ mod tests {
                         g(l)
                     }
                 };
-                for r in 0..64 {
-                    for c in 0..32 {
-                        let (p, q) = xb.levels(r, c);
-                        let gp = device(p);
-                        let (d, m) = if cell == CellKind::TwoT2R {
-                            let gn = device(q);
-                            (gp - gn, gp + gn)
-                        } else {
-                            (gp, gp)
-                        };
-                        let at = format!("{cell:?} off {off} ({r}, {c})");
-                        assert_eq!(px.diff()[[r, c]].to_bits(), d.to_bits(), "{at}");
-                        assert_eq!(px.magnitude()[[r, c]].to_bits(), m.to_bits(), "{at}");
-                    }
-                }
+                assert_devices(&xb, &px, &format!("{cell:?} off {off}"), &mut device);
                 assert_eq!(px.stuck_devices(), stuck, "{cell:?} off {off}");
                 if off == 0.0 && cell == CellKind::OneT1R {
                     assert!(px.is_ideal(), "integer levels within the maximum");
@@ -3250,7 +3259,7 @@ mod tests {
                 for _ in 0..64 * 32 * per {
                     let _: f64 = rng.random();
                 }
-                let mut device = |l: u8| {
+                let device = |l: u8| {
                     let z: f64 =
                         rand_distr::Distribution::sample(&rand_distr::StandardNormal, &mut rng);
                     #[allow(clippy::cast_possible_truncation)]
@@ -3260,21 +3269,7 @@ mod tests {
                     let drifted = (f64::from(g) * factor) as f32;
                     drifted
                 };
-                for r in 0..64 {
-                    for c in 0..32 {
-                        let (p, q) = xb.levels(r, c);
-                        let gp = device(p);
-                        let (d, m) = if cell == CellKind::TwoT2R {
-                            let gn = device(q);
-                            (gp - gn, gp + gn)
-                        } else {
-                            (gp, gp)
-                        };
-                        let at = format!("drift {cell:?} off {off} ({r}, {c})");
-                        assert_eq!(px.diff()[[r, c]].to_bits(), d.to_bits(), "{at}");
-                        assert_eq!(px.magnitude()[[r, c]].to_bits(), m.to_bits(), "{at}");
-                    }
-                }
+                assert_devices(&xb, &px, &format!("drift {cell:?} off {off}"), device);
             }
         }
         // The reference read from the devices is the one from `effective`'s
