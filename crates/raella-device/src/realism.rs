@@ -323,6 +323,9 @@ impl Drift {
     /// the same `f32`, so `pow`'s product rounds to it too; elsewhere (about
     /// one device in 40,000) and for exponents `nu ln(t / t0)` above 64, the
     /// device takes [`Drift::drifted`]. `docs/DEVICES.md` has the argument.
+    ///
+    /// # Panics
+    /// If `g`, `nus` and `skip` differ in length.
     pub fn drift_devices(&self, g: &mut [f32], nus: &[f64], skip: &[bool]) {
         assert!(
             g.len() == nus.len() && g.len() == skip.len(),
