@@ -271,23 +271,36 @@ impl Crossbar {
         let normal = |rng: &mut Xoshiro256PlusPlus| -> f64 {
             rand_distr::Distribution::sample(&rand_distr::StandardNormal, rng)
         };
-        let mut write = |l: u8| -> (f32, bool) {
-            if let Some(s) = stuck_level(rng.random()) {
-                return (level(s), true);
-            }
-            let target = f64::from(l) + off;
-            #[allow(clippy::cast_possible_truncation)]
-            let g = if let Some(t) = n.table() {
-                let (sigma, mean) = t.error(l);
-                let z = if sigma > 0.0 { normal(rng) } else { 0.0 };
-                (target + mean + sigma * z) as f32
-            } else if target == 0.0 || n.programming_sigma() == 0.0 {
-                return (target as f32, false);
-            } else {
-                (target * (1.0 + n.programming_sigma() * normal(rng))) as f32
-            };
-            (g.clamp(0.0, gmax32), false)
-        };
+        // One device's write (a macro: the loop below inlines it, where a
+        // closure called twice per cell stayed a function of its own).
+        let (table, relative) = (n.table(), n.programming_sigma());
+        macro_rules! write {
+            ($l:expr) => {{
+                let l: u8 = $l;
+                let u: f64 = rng.random();
+                if let Some(s) = stuck_level(u) {
+                    (level(s), true)
+                } else {
+                    let target = f64::from(l) + off;
+                    #[allow(clippy::cast_possible_truncation)]
+                    if let Some(t) = table {
+                        let (sigma, mean) = t.error(l);
+                        let z = if sigma > 0.0 { normal(rng) } else { 0.0 };
+                        (
+                            ((target + mean + sigma * z) as f32).clamp(0.0, gmax32),
+                            false,
+                        )
+                    } else if target == 0.0 || relative == 0.0 {
+                        (target as f32, false)
+                    } else {
+                        (
+                            ((target * (1.0 + relative * normal(rng))) as f32).clamp(0.0, gmax32),
+                            false,
+                        )
+                    }
+                }
+            }};
+        }
         let len = r * c;
         let (mut gp, mut gn) = (vec![0f32; len], vec![0f32; if two { len } else { 0 }]);
         let mut stuck_mask = vec![false; len * if two { 2 } else { 1 }];
@@ -296,12 +309,12 @@ impl Crossbar {
             // Programming error: each device's uniform, then its normals.
             for i in 0..len {
                 let (p, q) = (self.pos[i], self.neg.get(i).copied().unwrap_or(0));
-                let (g, sp) = write(p);
+                let (g, sp) = write!(p);
                 gp[i] = g;
                 stuck_mask[if two { 2 * i } else { i }] = sp;
                 stuck += usize::from(sp);
                 if two {
-                    let (g, sn) = write(q);
+                    let (g, sn) = write!(q);
                     gn[i] = g;
                     stuck_mask[i * 2 + 1] = sn;
                     stuck += usize::from(sn);
