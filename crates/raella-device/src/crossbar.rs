@@ -322,7 +322,7 @@ impl Crossbar {
             }
         } else {
             // No normals in the writes: a device is its level, or stuck. The
-            // uniforms, one per device in device order as `write` draws them,
+            // uniforms, one per device in device order as `write!` draws them,
             // are drawn first where anything reads the stream (stuck devices,
             // or drift's normals after them); without that, nothing draws.
             let picked;
