@@ -305,7 +305,21 @@ impl Crossbar {
         let (mut gp, mut gn) = (vec![0f32; len], vec![0f32; if two { len } else { 0 }]);
         let mut stuck_mask = vec![false; len * if two { 2 } else { 1 }];
         let mut stuck = 0usize;
-        if n.table().is_some() || n.programming_sigma() != 0.0 {
+        if table.is_none() && either == 0.0 && relative != 0.0 {
+            // Relative programming error, nothing stuck: `write!`'s draws
+            // (a device's uniform, read by nothing here, then its normal when
+            // its target is not zero) made in device order into a block,
+            // then the block's conductances from them without branches (a
+            // device at target zero has `z = 0` and `target (1 + 0) = 0`).
+            program_relative(
+                (&self.pos, two.then_some(self.neg.as_slice())),
+                off,
+                relative,
+                gmax32,
+                rng,
+                (&mut gp, &mut gn),
+            );
+        } else if table.is_some() || relative != 0.0 {
             // Programming error: each device's uniform, then its normals.
             for i in 0..len {
                 let (p, q) = (self.pos[i], self.neg.get(i).copied().unwrap_or(0));
@@ -474,6 +488,75 @@ impl Crossbar {
             int_matrix(&ints.magnitude, r, c),
         );
         ProgrammedCrossbar::assemble(self.geometry, r, c, None, Some((d, m)), stuck)
+    }
+}
+
+/// [`Crossbar::program`] with a relative programming error and nothing
+/// stuck: per device in device order (`G+` before `G-`), the uniform of its
+/// stuck test (read by nothing here), then a normal `z` when its target
+/// `l + off` is not zero; the conductance `(l + off) (1 + relative z)`
+/// rounded to `f32` and clamped to `[0, gmax]`. The draws of 256 cells are
+/// made first, in one loop whose one call site inlines the normal, and their
+/// conductances after, without branches: a device at target zero has `z = 0`
+/// and `0 (1 + 0) = 0`, which is its target, as [`Crossbar::program`]'s
+/// per-device write gives it.
+fn program_relative(
+    (pos, neg): (&[u8], Option<&[u8]>),
+    off: f64,
+    relative: f64,
+    gmax: f32,
+    rng: &mut Xoshiro256PlusPlus,
+    (gp, gn): (&mut [f32], &mut [f32]),
+) {
+    const CELLS: usize = 256;
+    let per = if neg.is_some() { 2 } else { 1 };
+    let (mut levels, mut z, mut g) = ([0u8; 2 * CELLS], [0f64; 2 * CELLS], [0f32; 2 * CELLS]);
+    for c0 in (0..pos.len()).step_by(CELLS) {
+        let m = (pos.len() - c0).min(CELLS);
+        let cells = c0..c0 + m;
+        match neg {
+            Some(neg) => {
+                for ((l, &p), &q) in levels
+                    .chunks_exact_mut(2)
+                    .zip(&pos[cells.clone()])
+                    .zip(&neg[cells.clone()])
+                {
+                    (l[0], l[1]) = (p, q);
+                }
+            }
+            None => levels[..m].copy_from_slice(&pos[cells.clone()]),
+        }
+        for (z, &l) in z[..per * m].iter_mut().zip(&levels[..per * m]) {
+            let _: f64 = rng.random();
+            *z = if l != 0 || off != 0.0 {
+                rand_distr::Distribution::sample(&rand_distr::StandardNormal, rng)
+            } else {
+                0.0
+            };
+        }
+        // The conductances in device order, then to their matrices.
+        for ((g, &l), &z) in g[..per * m]
+            .iter_mut()
+            .zip(&levels[..per * m])
+            .zip(&z[..per * m])
+        {
+            let target = f64::from(l) + off;
+            #[allow(clippy::cast_possible_truncation)]
+            let v = (target * (1.0 + relative * z)) as f32;
+            *g = v.clamp(0.0, gmax);
+        }
+        match neg {
+            Some(_) => {
+                for ((p, q), g) in gp[cells.clone()]
+                    .iter_mut()
+                    .zip(&mut gn[cells])
+                    .zip(g.chunks_exact(2))
+                {
+                    (*p, *q) = (g[0], g[1]);
+                }
+            }
+            None => gp[cells].copy_from_slice(&g[..m]),
+        }
     }
 }
 
@@ -1963,8 +2046,11 @@ fn levels_integral(geometry: CrossbarGeometry, g: &Array2<f32>) -> bool {
     #[allow(clippy::cast_possible_truncation, clippy::cast_precision_loss)]
     let ok = |g: f32| g.abs() <= max && (g as i32) as f32 == g;
     match g.as_slice() {
-        // Branch-free over the slice (`fold` with `&`: no early exit to vectorise around).
-        Some(s) => s.iter().fold(true, |a, &g| a & ok(g)),
+        // Branch-free within blocks (`fold` with `&`: no early exit to
+        // vectorise around); programmed conductances fail in the first.
+        Some(s) => s
+            .chunks(1024)
+            .all(|b| b.iter().fold(true, |a, &g| a & ok(g))),
         None => g.iter().all(|&g| ok(g)),
     }
 }
@@ -3251,6 +3337,51 @@ mod tests {
                 if off == 0.0 && cell == CellKind::OneT1R {
                     assert!(px.is_ideal(), "integer levels within the maximum");
                 }
+            }
+        }
+        // A relative programming error and nothing stuck: per device, one
+        // uniform (dropped: nothing can be stuck), then, for a target `l +
+        // off` other than zero, one normal; the device is `target (1 + s z)`
+        // rounded to `f32` and clamped to `[0, gmax]` (s = 0.5 clamps some).
+        // Sizes of whole and partial blocks of cells.
+        for (sigma, ratio, (rows, cols)) in [
+            (0.05, None, (64, 32)),
+            (0.5, None, (37, 19)),
+            (0.05, Some(15.0), (37, 19)),
+            (0.5, Some(15.0), (64, 32)),
+        ] {
+            let mut noise = DeviceNoise::new(sigma, 0.0, 0.0).unwrap();
+            if let Some(ratio) = ratio {
+                noise = noise.with_on_off_ratio(ratio).unwrap();
+            }
+            let off = noise.off_level(15);
+            #[allow(clippy::cast_possible_truncation)]
+            let gmax = (15.0 + off) as f32;
+            for cell in [CellKind::OneT1R, CellKind::TwoT2R] {
+                let xb = levels_xbar(cell, rows, cols);
+                let px = xb.program(Some(&noise), &mut stream_rng(7, &[]));
+                let mut rng = stream_rng(7, &[]);
+                let mut clamped = 0;
+                let device = |l: u8| {
+                    let _: f64 = rng.random();
+                    let target = f64::from(l) + off;
+                    if target == 0.0 {
+                        return 0.0;
+                    }
+                    let z: f64 =
+                        rand_distr::Distribution::sample(&rand_distr::StandardNormal, &mut rng);
+                    #[allow(clippy::cast_possible_truncation)]
+                    let g = (target * (1.0 + sigma * z)) as f32;
+                    clamped += usize::from(!(0.0..=gmax).contains(&g));
+                    g.clamp(0.0, gmax)
+                };
+                let label = format!("sigma {sigma} off {off} {cell:?} {rows}x{cols}");
+                assert_devices(&xb, &px, &label, device);
+                assert_eq!(px.stuck_devices(), 0, "{label}");
+                assert!(
+                    sigma < 0.1 || clamped > 0,
+                    "{label}: sigma 0.5 clamps devices"
+                );
             }
         }
         // Drift with per-device exponents and nothing stuck: the stream gives
