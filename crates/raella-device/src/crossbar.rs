@@ -422,19 +422,30 @@ impl Crossbar {
                 }
             } else {
                 // One exponent per device, drawn in device order (`G+` before
-                // `G-`, stuck devices too), 256 cells at a time.
+                // `G-`, stuck devices too), 256 cells at a time: the block's
+                // normals in one loop (one call site, inlined), then the
+                // exponents of each device of a cell.
                 let (mut pos_nu, mut neg_nu) = ([0f64; 256], [0f64; 256]);
                 let (mut pos_stuck, mut neg_stuck) = ([false; 256], [false; 256]);
-                let mut exponent = || drift.nu_mean() + drift.nu_sigma() * normal(rng);
+                let mut z = [0f64; 512];
+                let (mean, sigma) = (drift.nu_mean(), drift.nu_sigma());
                 for c0 in (0..len).step_by(256) {
                     let n = (len - c0).min(256);
-                    for j in 0..n {
-                        pos_nu[j] = exponent();
-                        pos_stuck[j] = stuck_mask[per * (c0 + j)];
-                        if two {
-                            neg_nu[j] = exponent();
-                            neg_stuck[j] = stuck_mask[2 * (c0 + j) + 1];
+                    for z in &mut z[..per * n] {
+                        *z = normal(rng);
+                    }
+                    if two {
+                        for (j, z) in z[..2 * n].chunks_exact(2).enumerate() {
+                            (pos_nu[j], neg_nu[j]) = (mean + sigma * z[0], mean + sigma * z[1]);
                         }
+                        for (j, s) in stuck_mask[2 * c0..2 * (c0 + n)].chunks_exact(2).enumerate() {
+                            (pos_stuck[j], neg_stuck[j]) = (s[0], s[1]);
+                        }
+                    } else {
+                        for (nu, z) in pos_nu.iter_mut().zip(&z[..n]) {
+                            *nu = mean + sigma * z;
+                        }
+                        pos_stuck[..n].copy_from_slice(&stuck_mask[c0..c0 + n]);
                     }
                     let cells = c0..c0 + n;
                     drift.drift_devices(&mut gp[cells.clone()], &pos_nu[..n], &pos_stuck[..n]);
@@ -777,7 +788,10 @@ impl ProgrammedCrossbar {
             }
             (None, Some((_, magnitude))) => (
                 magnitude.rows().into_iter().map(|r| r.sum()).collect(),
-                magnitude.iter().map(|&g| f64::from(g)).sum(),
+                match magnitude.as_slice() {
+                    Some(m) => sequential_sum(m),
+                    None => magnitude.iter().map(|&g| f64::from(g)).sum(),
+                },
             ),
             (None, None) => unreachable!("integer levels or matrices"),
         };
@@ -2038,6 +2052,63 @@ impl ExactBits<'_> {
     }
 }
 
+/// `values` summed in order as `f64` (`values.iter().map(f64::from).sum()`),
+/// bit for bit: [`exact_sum`] where it applies, else that sum itself.
+fn sequential_sum(values: &[f32]) -> f64 {
+    exact_sum(values).unwrap_or_else(|| values.iter().map(|&g| f64::from(g)).sum::<f64>())
+}
+
+/// The sum of `values` as `f64` when every partial sum, in any order, is
+/// exact, without the in-order sum's latency chain: each non-zero `f32` is
+/// an integer multiple of its `ulp`, so all of them are multiples of the
+/// smallest, `q`; while `n max|v| < 2^53 q` every partial sum is such a
+/// multiple below `2^53 q`, an `f64` exactly, and the in-order sum is the
+/// exact sum that eight interleaved accumulators give too. `None` otherwise,
+/// for a non-finite value, and for a zero total (whose sign the order
+/// decides).
+fn exact_sum(values: &[f32]) -> Option<f64> {
+    // Fewer values than this: a product `n max|v|` exact in `f64`.
+    if values.len() >= 1 << 29 {
+        return None;
+    }
+    // Eight lanes of each: a fixed shape the compiler vectorises. A NaN or
+    // an infinity makes the total non-finite.
+    let (mut acc, mut his, mut los) = ([0f64; 8], [0f32; 8], [f32::INFINITY; 8]);
+    let mut lane = |j: usize, g: f32| {
+        acc[j] += f64::from(g);
+        let a = g.abs();
+        his[j] = if a > his[j] { a } else { his[j] };
+        // Zeros kept out of the smallest magnitude.
+        let a = if a == 0.0 { f32::INFINITY } else { a };
+        los[j] = if a < los[j] { a } else { los[j] };
+    };
+    let blocks = values.chunks_exact(8);
+    for (j, &g) in blocks.remainder().iter().enumerate() {
+        lane(j, g);
+    }
+    for block in blocks {
+        for (j, &g) in block.iter().enumerate() {
+            lane(j, g);
+        }
+    }
+    let total = acc.iter().sum::<f64>();
+    let (hi, lo) = (
+        his.into_iter().fold(0f32, f32::max),
+        los.into_iter().fold(f32::INFINITY, f32::min),
+    );
+    if !total.is_finite() || lo == f32::INFINITY {
+        return None;
+    }
+    // The ulp of the smallest magnitude's binade: `2^(field - 150)`.
+    let q_exp = i32::try_from((lo.to_bits() >> 23).max(1)).expect("an exponent field") - 150;
+    #[allow(clippy::cast_precision_loss)]
+    let bound = values.len() as f64 * f64::from(hi);
+    if bound >= 2f64.powi(53 + q_exp) {
+        return None;
+    }
+    (total != 0.0).then_some(total)
+}
+
 /// Whether every conductance is an integer level in `[-max, max]` (what
 /// [`LevelPlanes::new`] requires). The casts are exact in range (levels <
 /// 2^16) and a NaN fails; no `trunc`, a library call on the baseline target.
@@ -3287,6 +3358,73 @@ mod tests {
                     "{label} ({r}, {c})"
                 );
             }
+        }
+    }
+
+    /// The exact sum is the in-order `f64` sum bit for bit wherever it
+    /// applies, and applies to programmed conductances.
+    #[test]
+    fn exact_sum_is_the_in_order_sum() {
+        let in_order = |v: &[f32]| v.iter().map(|&g| f64::from(g)).sum::<f64>();
+        let mut rng = stream_rng(8, &[]);
+        let mut applied = 0;
+        for case in 0..48usize {
+            let n = 1 + case * 997;
+            let v: Vec<f32> = (0..n)
+                .map(|i| {
+                    let u: f32 = rng.random();
+                    match case % 6 {
+                        // Programmed-like: levels with relative errors.
+                        0 => f32::from(u8::try_from(i % 16).unwrap()) * (1.0 + 0.05 * (u - 0.5)),
+                        // Signed, spread over eight binades.
+                        1 => (u - 0.5) * 2f32.powi(i32::try_from(i % 8).unwrap()),
+                        // Tiny and large together: the bound fails.
+                        2 => {
+                            if i % 3 == 0 {
+                                u * 1e-30
+                            } else {
+                                u * 1e10
+                            }
+                        }
+                        // Subnormals and zeros of both signs.
+                        3 => match i % 3 {
+                            0 => f32::from_bits(rng.random::<u32>() & 0x007f_ffff),
+                            1 => -0.0,
+                            _ => 0.0,
+                        },
+                        4 => -0.0,
+                        // One large value first, then values each below half
+                        // its `f64` ulp: in order they vanish, together not.
+                        _ => {
+                            if i == 0 {
+                                2f32.powi(40)
+                            } else {
+                                0.75 * 2f32.powi(-13)
+                            }
+                        }
+                    }
+                })
+                .collect();
+            let want = in_order(&v);
+            assert_eq!(sequential_sum(&v).to_bits(), want.to_bits(), "case {case}");
+            if let Some(s) = exact_sum(&v) {
+                assert_eq!(s.to_bits(), want.to_bits(), "case {case}");
+                applied += 1;
+            }
+            if case % 6 == 0 && n > 1 {
+                assert!(exact_sum(&v).is_some(), "case {case}: programmed-like");
+            }
+            if case % 6 == 4 {
+                assert!(exact_sum(&v).is_none(), "case {case}: a zero total");
+            }
+            if case % 6 == 5 && n > 1 {
+                assert_eq!(want, 2f64.powi(40), "case {case}: the small values vanish");
+            }
+        }
+        assert!(applied >= 16, "applied {applied}");
+        for bad in [f32::NAN, f32::INFINITY] {
+            assert!(exact_sum(&[1.0, bad]).is_none());
+            assert!(sequential_sum(&[1.0, bad]).to_bits() == in_order(&[1.0, bad]).to_bits());
         }
     }
 
