@@ -1454,8 +1454,8 @@ impl LevelPlanes {
     /// [`levels_integral`]), from the `rows x cols` matrices: each device's
     /// level as a byte (devices have at most 4 bits, `CrossbarGeometry`),
     /// row-major (the loop vectorises), transposed 8 x 8
-    /// ([`transpose_bytes`]), then each plane word gathers eight rows' bit
-    /// per multiply ([`gather_bits`]).
+    /// ([`transpose_bytes`]), then each column's bit planes
+    /// ([`crate::bit_planes`]).
     fn new(
         geometry: CrossbarGeometry,
         rows: usize,
@@ -1493,14 +1493,19 @@ impl LevelPlanes {
         transpose_bytes(&pos, rows, cols, &mut pos_t, pr);
         transpose_bytes(&neg, rows, cols, &mut neg_t, pr);
         let mut data = vec![[0u64; PLANE_BLOCK]; cols * bits * 2 * blocks];
+        // A column's eight bit planes ([`crate::bit_planes`]: one mask
+        // instruction per 64 bytes and plane where AVX-512 runs), `pr / 64`
+        // words each, of which it keeps its device's bits.
+        let plane_words = pr / 64;
+        let mut eight = vec![0u64; 8 * plane_words];
         for c in 0..cols {
             for (sign, t) in [&pos_t, &neg_t].into_iter().enumerate() {
-                let column = &t[c * pr..][..pr];
-                for (word, xs) in column.chunks_exact(64).take(words).enumerate() {
-                    let (block, lane) = (word / PLANE_BLOCK, word % PLANE_BLOCK);
-                    for l in 0..bits {
-                        data[((c * bits + l) * 2 + sign) * blocks + block][lane] =
-                            byte_plane_word(xs, l);
+                eight.fill(0);
+                crate::bit_planes(&t[c * pr..][..pr], &mut eight);
+                for l in 0..bits {
+                    let plane = &eight[l * plane_words..][..plane_words];
+                    for (block, ws) in plane.chunks_exact(PLANE_BLOCK).enumerate() {
+                        data[((c * bits + l) * 2 + sign) * blocks + block].copy_from_slice(ws);
                     }
                 }
             }
@@ -1723,7 +1728,7 @@ impl DiffPlanes {
         // (`CrossbarGeometry`), so a pair's difference spans at most 30.
         // Row-major bytes, transposed eight by eight into columns (zero past
         // the used rows, `pr` per column); per column its histogram, then
-        // each plane word gathers eight values' bit `l` per multiply.
+        // its bit planes.
         debug_assert!(stride <= 8, "a difference spans more than a byte");
         let mut rowmajor = vec![0u8; rows * cols];
         for (vrow, drow) in rowmajor
@@ -1740,15 +1745,17 @@ impl DiffPlanes {
         let mut values = vec![0u8; cols * pr];
         transpose_bytes(&rowmajor, rows, cols, &mut values, pr);
         let mut hists = [[0u32; 256]; 4];
+        // A column's eight bit planes ([`crate::bit_planes`]: one mask
+        // instruction per 64 bytes and plane where AVX-512 runs), of which
+        // it keeps its own.
+        let mut eight = vec![0u64; 8 * words];
         for (c, u) in values.chunks_exact(pr).take(cols).enumerate() {
             starts.push(counts.len());
             histogram(&u[..rows], planes[c], &mut hists, &mut counts);
-            let column = &mut data[c * stride * words..][..planes[c] * words];
-            for (l, plane) in column.chunks_exact_mut(words).enumerate() {
-                for (w, xs) in plane.iter_mut().zip(u.chunks_exact(64)) {
-                    *w = byte_plane_word(xs, l);
-                }
-            }
+            eight.fill(0);
+            crate::bit_planes(u, &mut eight);
+            data[c * stride * words..][..planes[c] * words]
+                .copy_from_slice(&eight[..planes[c] * words]);
         }
         starts.push(counts.len());
         let mut reads = (0i64, 0i64);
@@ -1891,27 +1898,6 @@ fn transpose_blocks<const N: usize>(
             dst[(j0 + 8 * b + k) * stride + i0..][..8].copy_from_slice(&x[b].to_le_bytes());
         }
     }
-}
-
-/// Bit `l` of 64 bytes as one word (bit `i` from byte `i`): eight bytes'
-/// bits per multiply ([`gather_bits`]).
-#[inline(always)]
-fn byte_plane_word(xs: &[u8], l: usize) -> u64 {
-    xs.chunks_exact(8).enumerate().fold(0u64, |a, (j, b)| {
-        let x = u64::from_le_bytes(b.try_into().expect("8 bytes"));
-        a | (gather_bits((x >> l) & LOW_BITS) << (8 * j))
-    })
-}
-
-/// The lowest bit of every byte.
-const LOW_BITS: u64 = 0x0101_0101_0101_0101;
-
-/// Bit `i` of the result is bit `8 i` of `x`, for `x` holding only those bits
-/// (`x & LOW_BITS == x`): the multiply places byte `i`'s bit at `56 + i`, and
-/// no two of its 64 partial products share a position, so nothing carries.
-#[inline(always)]
-fn gather_bits(x: u64) -> u64 {
-    x.wrapping_mul(0x0102_0408_1020_4080) >> 56
 }
 
 /// Exact 1-bit column reads of an ideal crossbar
@@ -2538,8 +2524,7 @@ mod tests {
         }
     }
 
-    /// `small_int` reads every integer of its range exactly, and
-    /// `gather_bits` packs the low bit of each byte in byte order.
+    /// `small_int` reads every integer of its range exactly.
     #[test]
     fn build_helpers_are_exact() {
         for v in (-(1i32 << 22)..(1 << 22))
@@ -2549,12 +2534,6 @@ mod tests {
             #[allow(clippy::cast_precision_loss)]
             let f = v as f32;
             assert_eq!(small_int(f), v);
-        }
-        let mut rng = stream_rng(5, &[]);
-        for _ in 0..1000 {
-            let bits: u8 = rng.random();
-            let x = (0..8).fold(0u64, |a, i| a | (u64::from((bits >> i) & 1) << (8 * i)));
-            assert_eq!(gather_bits(x), u64::from(bits));
         }
     }
 
