@@ -2,12 +2,18 @@
 //! column sums on an ideal ADC, with or without read noise (code, flags and
 //! shift-add in one pass), and splitting input vectors into bit-planes.
 //!
-//! Each has a portable implementation and, on x86-64 CPUs with AVX-512 (F and
-//! BW), one in mask registers: a comparison gives sixteen (or sixty-four)
-//! flags as one mask, where the portable loop builds them a bit at a time.
-//! Integer arithmetic is exact, so both give the same integers (tested byte
-//! for byte); which runs follows [`crate::Kernel::selected`], so `RAELLA_KERNEL=portable`
-//! runs the portable loops everywhere.
+//! Each has a portable implementation and two for x86-64: with AVX-512 (F and
+//! BW), one in mask registers, where a comparison gives sixteen (or
+//! sixty-four) flags as one mask; with AVX2 (and POPCNT), one eight sums (or
+//! thirty-two bytes) at a time, the flags gathered by `movemask`. The
+//! portable loop builds them a bit at a time (and, compiled for the
+//! baseline target, rounds `f32` by a call to `truncf`). Integer arithmetic
+//! is exact and the `f32` steps are the same operations in the same order,
+//! so all three give the same integers (tested byte for byte); which runs
+//! follows [`crate::Kernel::selected`]: the AVX-512 loops under the `amx` and
+//! `avx512vnni` kernels, the AVX2 loops under `avx2` (or an AVX-512 kernel on a
+//! CPU without AVX-512 F and BW), and `RAELLA_KERNEL=portable` runs the
+//! portable loops everywhere.
 
 /// `f::<SIGNED, DROP>(args)` for a conversion's signedness and whether it
 /// drops flagged codes: the loops take both as constants.
@@ -88,6 +94,10 @@ pub fn convert_int_sums(
     if x86::usable() {
         return x86::convert_int_sums(conv, sums, acc, flags);
     }
+    #[cfg(target_arch = "x86_64")]
+    if avx2::usable() {
+        return avx2::convert_int_sums(conv, sums, acc, flags);
+    }
     convert_portable(conv, sums, acc, flags)
 }
 
@@ -120,6 +130,10 @@ pub fn convert_noisy_sums(
     if x86::usable() {
         return x86::convert_noisy_sums(conv, (sums, mags, z, e), acc, flags);
     }
+    #[cfg(target_arch = "x86_64")]
+    if avx2::usable() {
+        return avx2::convert_noisy_sums(conv, (sums, mags, z, e), acc, flags);
+    }
     noisy_portable(conv, (sums, mags, z, e), acc, flags)
 }
 
@@ -135,6 +149,11 @@ pub fn bit_planes(bytes: &[u8], out: &mut [u64]) {
     #[cfg(target_arch = "x86_64")]
     if x86::usable() {
         x86::bit_planes(bytes, out);
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if avx2::usable() {
+        avx2::bit_planes(bytes, out);
         return;
     }
     bit_planes_portable(bytes, out);
@@ -276,6 +295,43 @@ fn bit_planes_portable(bytes: &[u8], out: &mut [u64]) {
     }
 }
 
+/// One vector's masks (in range, saturated, kept; `LANES` bits each) added
+/// to `counts`; when flagged sums are dropped, the saturation mask into its
+/// place in the flag words (`i` counts vectors of `LANES` sums, a divisor of
+/// 64).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn tally<const DROP: bool, const LANES: usize>(
+    counts: &mut IntCounts,
+    (ok, sat, keep): (u32, u32, u32),
+    i: usize,
+    flags: &mut [u64],
+) {
+    counts.in_range += u64::from(ok.count_ones());
+    counts.saturated += u64::from(sat.count_ones());
+    counts.inexact += u64::from((keep & !ok).count_ones());
+    if DROP && let Some(f) = flags.get_mut(i * LANES / 64) {
+        *f |= u64::from(sat) << (LANES * i % 64);
+    }
+}
+
+/// `counts` with the portable block's counts and flag word for the sums
+/// from `whole` (a multiple of a vector's lanes) on.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn with_tail<const DROP: bool>(
+    mut counts: IntCounts,
+    (in_range, saturated, inexact, word): (u32, u32, u32, u64),
+    whole: usize,
+    flags: &mut [u64],
+) -> IntCounts {
+    if DROP && let Some(f) = flags.get_mut(whole / 64) {
+        *f |= word << (whole % 64);
+    }
+    counts.add(in_range, saturated, inexact);
+    counts
+}
+
 /// The AVX-512 implementations.
 #[cfg(target_arch = "x86_64")]
 mod x86 {
@@ -383,45 +439,12 @@ mod x86 {
             let keep = if DROP { !sat } else { u16::MAX };
             let dropped = if conv.in_place { s } else { zero };
             let kept = _mm512_mask_blend_epi32(keep, dropped, code);
-            tally::<DROP>(&mut counts, (ok, sat, keep), i, flags);
+            let masks = (u32::from(ok), u32::from(sat), u32::from(keep));
+            super::tally::<DROP, 16>(&mut counts, masks, i, flags);
             shift_add(kept, shift, a16, conv.write);
         }
         let tail = super::block::<SIGNED, DROP>(conv, &sums[whole..], &mut acc[whole..]);
-        with_tail::<DROP>(counts, tail, whole, flags)
-    }
-
-    /// Sixteen sums' masks (in range, saturated, kept) added to `counts`;
-    /// when flagged sums are dropped, the saturation mask into its place in
-    /// flag word `i / 4` (`i` counts blocks of sixteen).
-    #[inline(always)]
-    fn tally<const DROP: bool>(
-        counts: &mut IntCounts,
-        (ok, sat, keep): (u16, u16, u16),
-        i: usize,
-        flags: &mut [u64],
-    ) {
-        counts.in_range += u64::from(ok.count_ones());
-        counts.saturated += u64::from(sat.count_ones());
-        counts.inexact += u64::from((keep & !ok).count_ones());
-        if DROP && let Some(f) = flags.get_mut(i / 4) {
-            *f |= u64::from(sat) << (16 * (i % 4));
-        }
-    }
-
-    /// `counts` with the portable block's counts and flag word for the sums
-    /// from `whole` (a multiple of 16) on.
-    #[inline(always)]
-    fn with_tail<const DROP: bool>(
-        mut counts: IntCounts,
-        (in_range, saturated, inexact, word): (u32, u32, u32, u64),
-        whole: usize,
-        flags: &mut [u64],
-    ) -> IntCounts {
-        if DROP && let Some(f) = flags.get_mut(whole / 64) {
-            *f |= word << (whole % 64);
-        }
-        counts.add(in_range, saturated, inexact);
-        counts
+        super::with_tail::<DROP>(counts, tail, whole, flags)
     }
 
     /// The kept values (`i32`, sixteen) widened to `i64`, shifted and added
@@ -500,7 +523,8 @@ mod x86 {
             }
             let keep = if DROP { !sat } else { u16::MAX };
             let kept = _mm512_maskz_cvttps_epi32(keep, code);
-            tally::<DROP>(&mut counts, (ok, sat, keep), i, flags);
+            let masks = (u32::from(ok), u32::from(sat), u32::from(keep));
+            super::tally::<DROP, 16>(&mut counts, masks, i, flags);
             shift_add(kept, shift, a16, conv.write);
         }
         let tail = super::noisy_block::<SIGNED, DROP>(
@@ -508,7 +532,7 @@ mod x86 {
             (&sums[whole..], &mags[whole..], &z[whole..], e),
             &mut acc[whole..],
         );
-        with_tail::<DROP>(counts, tail, whole, flags)
+        super::with_tail::<DROP>(counts, tail, whole, flags)
     }
 
     /// Sixty-four bytes at a time: one byte test per bit gives the plane's
@@ -541,6 +565,259 @@ mod x86 {
     }
 }
 
+/// The AVX2 implementations: eight sums (or thirty-two bytes) per vector,
+/// each comparison's lanes gathered into a mask by `movemask`, then counted
+/// and stored as the AVX-512 loops do.
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::{
+        __m128i, __m256i, _CMP_EQ_OQ, _MM_FROUND_NO_EXC, _MM_FROUND_TO_ZERO, _mm_cvtsi32_si128,
+        _mm256_add_epi64, _mm256_add_ps, _mm256_and_ps, _mm256_andnot_si256, _mm256_blendv_epi8,
+        _mm256_castps_si256, _mm256_castsi256_ps, _mm256_castsi256_si128, _mm256_cmp_ps,
+        _mm256_cmpeq_epi32, _mm256_cvtepi32_epi64, _mm256_cvtepi32_ps, _mm256_cvttps_epi32,
+        _mm256_extracti128_si256, _mm256_max_epi32, _mm256_max_ps, _mm256_min_epi32, _mm256_min_ps,
+        _mm256_movemask_epi8, _mm256_movemask_ps, _mm256_mul_ps, _mm256_or_ps, _mm256_or_si256,
+        _mm256_round_ps, _mm256_set1_epi32, _mm256_set1_ps, _mm256_setzero_ps,
+        _mm256_setzero_si256, _mm256_sll_epi16, _mm256_sll_epi64, _mm256_sqrt_ps,
+    };
+    use std::sync::OnceLock;
+
+    use super::{IntConversion, IntCounts};
+    use crate::Kernel;
+    use crate::kernel::LoopSet;
+
+    /// Whether the CPU has the features these loops are compiled for.
+    pub(super) fn cpu_has() -> bool {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("popcnt")
+    }
+
+    /// Whether the AVX2 blocks run: the process's kernel is not forced to the
+    /// portable one, the AVX-512 blocks do not (see `x86::usable`), and the
+    /// CPU has AVX2 and POPCNT.
+    pub(super) fn usable() -> bool {
+        static USABLE: OnceLock<bool> = OnceLock::new();
+        *USABLE.get_or_init(|| {
+            Kernel::selected().is_ok_and(|k| k.loop_set() != LoopSet::Baseline) && cpu_has()
+        })
+    }
+
+    pub(super) fn convert_int_sums(
+        conv: &IntConversion,
+        sums: &[i32],
+        acc: &mut [i64],
+        flags: &mut [u64],
+    ) -> IntCounts {
+        assert!(cpu_has());
+        #[allow(unsafe_code)]
+        // SAFETY: `cpu_has()` detected AVX2 and POPCNT on this CPU at run
+        // time. The functions use no unsafe code: loads and stores are
+        // bounds-checked slice copies and `bytemuck` casts.
+        unsafe {
+            by_flags!(conv, convert, (conv, sums, acc, flags))
+        }
+    }
+
+    pub(super) fn convert_noisy_sums(
+        conv: &IntConversion,
+        inputs: (&[i32], &[i32], &[f32], f32),
+        acc: &mut [i64],
+        flags: &mut [u64],
+    ) -> IntCounts {
+        assert!(cpu_has());
+        #[allow(unsafe_code)]
+        // SAFETY: as in `convert_int_sums`.
+        unsafe {
+            by_flags!(conv, noisy, (conv, inputs, acc, flags))
+        }
+    }
+
+    pub(super) fn bit_planes(bytes: &[u8], out: &mut [u64]) {
+        assert!(cpu_has());
+        #[allow(unsafe_code)]
+        // SAFETY: as in `convert_int_sums`.
+        unsafe {
+            planes(bytes, out);
+        }
+    }
+
+    /// The sign bits of eight 32-bit lanes (all ones or all zeros each).
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn mask8(v: __m256i) -> u8 {
+        _mm256_movemask_ps(_mm256_castsi256_ps(v)).to_le_bytes()[0]
+    }
+
+    /// Eight sums at a time: clamp, the flags as lane masks, the kept values
+    /// widened to `i64`, shifted and added; the counts are the masks'
+    /// popcounts. The tail (fewer than 8) by the portable block.
+    #[target_feature(enable = "avx2,popcnt")]
+    fn convert<const SIGNED: bool, const DROP: bool>(
+        conv: &IntConversion,
+        sums: &[i32],
+        acc: &mut [i64],
+        flags: &mut [u64],
+    ) -> IntCounts {
+        let (lo, hi) = (_mm256_set1_epi32(conv.lo), _mm256_set1_epi32(conv.hi));
+        let shift = _mm_cvtsi32_si128(i32::try_from(conv.shift).unwrap_or(i32::MAX));
+        let mut counts = IntCounts::default();
+        let whole = sums.len() / 8 * 8;
+        for (i, (s8, a8)) in sums[..whole]
+            .chunks_exact(8)
+            .zip(acc[..whole].chunks_exact_mut(8))
+            .enumerate()
+        {
+            let s8: [i32; 8] = s8.try_into().expect("8 sums");
+            let s = bytemuck::cast::<[i32; 8], __m256i>(s8);
+            let code = _mm256_max_epi32(_mm256_min_epi32(s, hi), lo);
+            let ok = mask8(_mm256_cmpeq_epi32(s, code));
+            let mut sat_v = _mm256_cmpeq_epi32(code, hi);
+            if SIGNED {
+                sat_v = _mm256_or_si256(sat_v, _mm256_cmpeq_epi32(code, lo));
+            }
+            let sat = mask8(sat_v);
+            let (keep, kept) = match (DROP, conv.in_place) {
+                (false, _) => (u8::MAX, code),
+                (true, true) => (!sat, _mm256_blendv_epi8(code, s, sat_v)),
+                (true, false) => (!sat, _mm256_andnot_si256(sat_v, code)),
+            };
+            let masks = (u32::from(ok), u32::from(sat), u32::from(keep));
+            super::tally::<DROP, 8>(&mut counts, masks, i, flags);
+            shift_add(kept, shift, a8, conv.write);
+        }
+        let tail = super::block::<SIGNED, DROP>(conv, &sums[whole..], &mut acc[whole..]);
+        super::with_tail::<DROP>(counts, tail, whole, flags)
+    }
+
+    /// The kept values (`i32`, eight) widened to `i64`, shifted and added to
+    /// eight accumulators (written over them with `write`).
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn shift_add(kept: __m256i, shift: __m128i, a8: &mut [i64], write: bool) {
+        let low = _mm256_cvtepi32_epi64(_mm256_castsi256_si128(kept));
+        let high = _mm256_cvtepi32_epi64(_mm256_extracti128_si256::<1>(kept));
+        for (half, wide) in a8.chunks_exact_mut(4).zip([low, high]) {
+            let a = if write {
+                _mm256_setzero_si256()
+            } else {
+                let a: [i64; 4] = (&*half).try_into().expect("4 accumulators");
+                bytemuck::cast::<[i64; 4], __m256i>(a)
+            };
+            let sum = _mm256_add_epi64(a, _mm256_sll_epi64(wide, shift));
+            half.copy_from_slice(&bytemuck::cast::<__m256i, [i64; 4]>(sum));
+        }
+    }
+
+    /// [`convert`] with read noise, eight sums at a time in `f32` (the
+    /// portable loop's operations in its order; no fused multiply-add).
+    #[target_feature(enable = "avx2,popcnt")]
+    fn noisy<const SIGNED: bool, const DROP: bool>(
+        conv: &IntConversion,
+        (sums, mags, z, e): (&[i32], &[i32], &[f32], f32),
+        acc: &mut [i64],
+        flags: &mut [u64],
+    ) -> IntCounts {
+        #[allow(clippy::cast_precision_loss)]
+        let (lo, hi) = (
+            _mm256_set1_ps(conv.lo as f32),
+            _mm256_set1_ps(conv.hi as f32),
+        );
+        let shift = _mm_cvtsi32_si128(i32::try_from(conv.shift).unwrap_or(i32::MAX));
+        let (ev, half, sign) = (_mm256_set1_ps(e), _mm256_set1_ps(0.5), _mm256_set1_ps(-0.0));
+        let zero = _mm256_setzero_ps();
+        let mut counts = IntCounts::default();
+        let whole = sums.len() / 8 * 8;
+        for (i, (((s8, m8), z8), a8)) in sums[..whole]
+            .chunks_exact(8)
+            .zip(mags[..whole].chunks_exact(8))
+            .zip(z[..whole].chunks_exact(8))
+            .zip(acc[..whole].chunks_exact_mut(8))
+            .enumerate()
+        {
+            let s: [i32; 8] = s8.try_into().expect("8 sums");
+            let m: [i32; 8] = m8.try_into().expect("8 magnitudes");
+            let zv: [f32; 8] = z8.try_into().expect("8 draws");
+            let s = _mm256_cvtepi32_ps(bytemuck::cast::<[i32; 8], __m256i>(s));
+            let m = _mm256_cvtepi32_ps(bytemuck::cast::<[i32; 8], __m256i>(m));
+            let zv = bytemuck::cast::<[f32; 8], _>(zv);
+            let t = _mm256_mul_ps(
+                _mm256_mul_ps(ev, _mm256_sqrt_ps(_mm256_max_ps(m, zero))),
+                zv,
+            );
+            let y = _mm256_add_ps(s, t);
+            // `0.5` with `y`'s sign, then truncation: round half away from zero.
+            let signed_half = _mm256_or_ps(_mm256_and_ps(y, sign), half);
+            let r = _mm256_round_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(_mm256_add_ps(
+                y,
+                signed_half,
+            ));
+            let code = _mm256_min_ps(_mm256_max_ps(r, lo), hi);
+            let ok = mask8(_mm256_castps_si256(_mm256_cmp_ps::<_CMP_EQ_OQ>(r, code)));
+            let mut sat_v = _mm256_cmp_ps::<_CMP_EQ_OQ>(code, hi);
+            if SIGNED {
+                sat_v = _mm256_or_ps(sat_v, _mm256_cmp_ps::<_CMP_EQ_OQ>(code, lo));
+            }
+            let sat_v = _mm256_castps_si256(sat_v);
+            let sat = mask8(sat_v);
+            // A code: an integer inside the ADC's range, so the truncating
+            // conversion is exact.
+            let code = _mm256_cvttps_epi32(code);
+            let (keep, kept) = if DROP {
+                (!sat, _mm256_andnot_si256(sat_v, code))
+            } else {
+                (u8::MAX, code)
+            };
+            let masks = (u32::from(ok), u32::from(sat), u32::from(keep));
+            super::tally::<DROP, 8>(&mut counts, masks, i, flags);
+            shift_add(kept, shift, a8, conv.write);
+        }
+        let tail = super::noisy_block::<SIGNED, DROP>(
+            conv,
+            (&sums[whole..], &mags[whole..], &z[whole..], e),
+            &mut acc[whole..],
+        );
+        super::with_tail::<DROP>(counts, tail, whole, flags)
+    }
+
+    /// Sixty-four bytes at a time, as two vectors of 32: per bit, a 16-bit
+    /// left shift brings it to each byte's top bit (a byte's own lower bits
+    /// move up within it; the bits shifted in from the low byte of a pair
+    /// stop below the high byte's top bit), and `movemask` gathers the top
+    /// bits. Only the last, partial group is copied into a zeroed block.
+    #[target_feature(enable = "avx2")]
+    fn planes(bytes: &[u8], out: &mut [u64]) {
+        let words = out.len() / 8;
+        let (whole, rest) = bytes.as_chunks::<64>();
+        for (wi, &group) in whole.iter().enumerate() {
+            plane_words(group, wi, words, out);
+        }
+        if !rest.is_empty() {
+            let mut b = [0u8; 64];
+            b[..rest.len()].copy_from_slice(rest);
+            plane_words(b, whole.len(), words, out);
+        }
+    }
+
+    /// Group `wi`'s 64 bytes into word `wi` of each of the 8 planes.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn plane_words(b: [u8; 64], wi: usize, words: usize, out: &mut [u64]) {
+        let [x0, x1] = bytemuck::cast::<[u8; 64], [__m256i; 2]>(b);
+        for (bit, up) in (0..8).zip((0..8).rev()) {
+            let count = _mm_cvtsi32_si128(up);
+            out[bit * words + wi] |=
+                u64::from(top_bits(x0, count)) | u64::from(top_bits(x1, count)) << 32;
+        }
+    }
+
+    /// The top bit of each of 32 bytes after a left shift of `count` bits
+    /// (in 16-bit lanes): bit `7 - count` of each byte.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn top_bits(x: __m256i, count: __m128i) -> u32 {
+        u32::from_le_bytes(_mm256_movemask_epi8(_mm256_sll_epi16(x, count)).to_le_bytes())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -551,8 +828,8 @@ mod tests {
         (0..n).map(|_| rng.random_range(-spread..=spread)).collect()
     }
 
-    /// Every setting and length, AVX-512 (where the CPU runs it) against the
-    /// portable loop: the same accumulators, counts and flags.
+    /// Every setting and length, AVX-512 and AVX2 (where the CPU runs them)
+    /// against the portable loop: the same accumulators, counts and flags.
     #[test]
     fn conversions_agree_with_the_portable_loop() {
         let mut rng = stream_rng(7, &[1]);
@@ -578,6 +855,14 @@ mod tests {
                         let (mut b, mut fb) = (start.clone(), vec![0; fa.len()]);
                         let want = convert_portable(&conv, &sums, &mut b, &mut fb);
                         assert_eq!((got, &a, &fa), (want, &b, &fb), "{conv:?} n={n}");
+                        // The AVX2 loop too, where the CPU has it (the call
+                        // above ran the AVX-512 one on a CPU with both).
+                        #[cfg(target_arch = "x86_64")]
+                        if avx2::cpu_has() {
+                            let (mut c, mut fc) = (start.clone(), vec![0; fa.len()]);
+                            let avx = avx2::convert_int_sums(&conv, &sums, &mut c, &mut fc);
+                            assert_eq!((avx, &c, &fc), (want, &b, &fb), "AVX2 {conv:?} n={n}");
+                        }
                         // The definition, sum by sum (written over the
                         // accumulators with `write`).
                         let mut exp = if write { vec![0; n] } else { start.clone() };
@@ -603,8 +888,8 @@ mod tests {
         }
     }
 
-    /// Read noise, every setting and length: AVX-512 (where the CPU runs it)
-    /// against the portable loop, and both against [`crate::Adc::convert`]
+    /// Read noise, every setting and length: AVX-512 and AVX2 (where the CPU
+    /// runs them) against the portable loop, and both against [`crate::Adc::convert`]
     /// of the perturbed sum, including ties, sums far outside the range and
     /// zero magnitudes.
     #[test]
@@ -646,6 +931,13 @@ mod tests {
                     let (mut b, mut fb) = (start.clone(), vec![0; fa.len()]);
                     let portable = noisy_portable(&conv, (&sums, &mags, &z, e), &mut b, &mut fb);
                     assert_eq!((portable, &b, &fb), (got, &a, &fa), "{conv:?} n={n}");
+                    #[cfg(target_arch = "x86_64")]
+                    if avx2::cpu_has() {
+                        let (mut c, mut fc) = (start.clone(), vec![0; fa.len()]);
+                        let inputs = (&sums[..], &mags[..], &z[..], e);
+                        let avx = avx2::convert_noisy_sums(&conv, inputs, &mut c, &mut fc);
+                        assert_eq!((avx, &c, &fc), (portable, &b, &fb), "AVX2 {conv:?} n={n}");
+                    }
                     let mut exp = if write { vec![0; n] } else { start.clone() };
                     let mut want = IntCounts::default();
                     for (k, e_k) in exp.iter_mut().enumerate() {
@@ -686,6 +978,12 @@ mod tests {
             let mut want = vec![0u64; 8 * words];
             bit_planes_portable(&bytes, &mut want);
             assert_eq!(got, want, "rows {rows}");
+            #[cfg(target_arch = "x86_64")]
+            if avx2::cpu_has() {
+                let mut avx = vec![0u64; 8 * words];
+                avx2::bit_planes(&bytes, &mut avx);
+                assert_eq!(avx, want, "AVX2, rows {rows}");
+            }
             for (r, &x) in bytes.iter().enumerate() {
                 for bit in 0..8 {
                     let set = got[bit * words + r / 64] >> (r % 64) & 1 == 1;
