@@ -11,8 +11,8 @@
 //! is exact and the `f32` steps are the same operations in the same order,
 //! so all three give the same integers (tested byte for byte); which runs
 //! follows [`crate::Kernel::selected`]: the AVX-512 loops under the `amx` and
-//! `avx512vnni` kernels, the AVX2 loops under `avx2` (or an AVX-512 kernel on a
-//! CPU without AVX-512 F and BW), and `RAELLA_KERNEL=portable` runs the
+//! `avx512vnni` kernels, the AVX2 loops under `avx2` (the kernel of CPUs
+//! without AVX-512 VNNI, or forced), and `RAELLA_KERNEL=portable` runs the
 //! portable loops everywhere.
 
 /// `f::<SIGNED, DROP>(args)` for a conversion's signedness and whether it
