@@ -794,6 +794,10 @@ mod x86 {
 
     #[target_feature(enable = "avx2")]
     fn avx2(levels: &PackedLevels, pulses: &[u8], out: &mut [i32]) {
+        if levels.tiles == 1 && levels.groups <= NARROW_GROUPS {
+            avx2_narrow(levels, pulses, out);
+            return;
+        }
         let vectors = pulses.len() / levels.padded_rows();
         let mut groups = vec![0usize; levels.groups];
         let mut words = vec![[0i32; VECTORS]; levels.groups];
@@ -804,6 +808,56 @@ mod x86 {
             let out = &mut out[v0 * levels.cols..(v0 + nv) * levels.cols];
             for t in 0..levels.tiles {
                 avx2_tile(levels, t, groups, words, nv, out);
+            }
+        }
+    }
+
+    /// [`vnni_narrow`]'s crossbars (one column tile, at most
+    /// [`NARROW_GROUPS`] row groups) under AVX2: eight vectors at a time, one
+    /// per lane. Per column and row group, `vpmaddubsw` multiplies each
+    /// vector's four pulses by the column's four levels (broadcast) and
+    /// `vpmaddwd` by ones adds them into the lane, as [`avx2_tile`] does for
+    /// a tile of columns: the same integers, without a tile of mostly unused
+    /// columns per vector.
+    #[target_feature(enable = "avx2")]
+    fn avx2_narrow(levels: &PackedLevels, pulses: &[u8], out: &mut [i32]) {
+        let (prow, cols, ng) = (levels.padded_rows(), levels.cols, levels.groups);
+        // Each column's four levels of each row group as one word (column
+        // `c`'s bytes `4 c .. 4 c + 4` of the block are word `c`).
+        let mut lw = [[0i32; 16]; NARROW_GROUPS];
+        for (w, block) in lw.iter_mut().zip(&levels.data[..ng]) {
+            *w = bytemuck::cast::<[i8; 64], [i32; 16]>(*block);
+        }
+        let ones = _mm256_set1_epi16(1);
+        let vectors = pulses.len() / prow;
+        for v0 in (0..vectors).step_by(8) {
+            let nv = (vectors - v0).min(8);
+            // Row group `g`'s pulses of the eight vectors, lane `k` vector
+            // `v0 + k`'s four (zero past the last vector).
+            let mut pw = [[0i32; 8]; NARROW_GROUPS];
+            for k in 0..nv {
+                let row = &pulses[(v0 + k) * prow..(v0 + k + 1) * prow];
+                for (g, word) in row.chunks_exact(4).take(ng).enumerate() {
+                    pw[g][k] = i32::from_le_bytes([word[0], word[1], word[2], word[3]]);
+                }
+            }
+            let p = pw.map(bytemuck::cast::<[i32; 8], __m256i>);
+            let mut sums = [[0i32; 8]; 16];
+            for (c, sc) in sums.iter_mut().enumerate().take(cols) {
+                let mut acc = _mm256_setzero_si256();
+                for (pg, lg) in p.iter().zip(&lw).take(ng) {
+                    let pairs = _mm256_maddubs_epi16(*pg, _mm256_set1_epi32(lg[c]));
+                    acc = _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, ones));
+                }
+                *sc = bytemuck::cast::<__m256i, [i32; 8]>(acc);
+            }
+            for (k, o) in out[v0 * cols..(v0 + nv) * cols]
+                .chunks_exact_mut(cols)
+                .enumerate()
+            {
+                for (d, sc) in o.iter_mut().zip(&sums) {
+                    *d = sc[k];
+                }
             }
         }
     }
