@@ -591,9 +591,10 @@ mod avx2 {
         std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("popcnt")
     }
 
-    /// Whether the AVX2 blocks run: the process's kernel is not forced to the
-    /// portable one, the AVX-512 blocks do not (see `x86::usable`), and the
-    /// CPU has AVX2 and POPCNT.
+    /// Whether the AVX2 blocks may run: the process's kernel is not forced to
+    /// the portable one and the CPU has AVX2 and POPCNT. The public functions
+    /// ask `x86::usable` first, so these run only where the AVX-512 blocks do
+    /// not.
     pub(super) fn usable() -> bool {
         static USABLE: OnceLock<bool> = OnceLock::new();
         *USABLE.get_or_init(|| {
